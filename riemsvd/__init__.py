@@ -1,0 +1,12 @@
+"""riemsvd: the leading k singular triplets of a matrix by Riemannian optimization.
+
+The public API is what this module re-exports; everything else is private and may move.
+"""
+
+from riemsvd import manifolds
+from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
+from riemsvd._solve import solve
+from riemsvd._subspace import SolverOptions
+
+__all__ = ["ConvergenceWarning", "SVDResult", "SolveInfo", "SolverOptions", "manifolds", "solve"]
+__version__ = "0.1.0"

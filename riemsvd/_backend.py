@@ -1,0 +1,42 @@
+"""Where the solver's matrix products run on the CPU, and the thread setting around a solve.
+
+Measured on the 2-core AMD EPYC machines this project runs on (docs/benchmarks.md): numpy's BLAS
+(OpenBLAS, shipped with numpy) computes the tall-skinny products the solver is made of (A @ X with a
+few columns, a basis times a small matrix) 2–5× faster than torch's MKL, and torch's idle OpenMP
+threads, spinning after each parallel region, slow every BLAS call that follows by up to 2×. So on the
+CPU the products go through numpy, and torch's own (small) operations run on one thread for the
+duration of a solve. ``RIEMSVD_CPU_BLAS=torch`` keeps everything in torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+
+__all__ = ["mm", "solver_threads"]
+
+NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched ``a @ b`` for tensors that do not require grad, by numpy's BLAS on the CPU."""
+    if NUMPY_BLAS and a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype:
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    return a @ b
+
+
+@contextlib.contextmanager
+def solver_threads(device: torch.device):
+    """Run torch single-threaded on the CPU while numpy's BLAS does the heavy products."""
+    if not (NUMPY_BLAS and torch.device(device).type == "cpu"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

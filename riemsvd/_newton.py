@@ -1,0 +1,106 @@
+"""The Newton operator of the leading singular triplets, and truncated CG on it.
+
+Written once; the forward solve uses it for its corrections, the backward for its adjoint solves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from riemsvd._operator import Operator
+
+__all__ = ["NewtonOperator", "tcg"]
+
+
+class NewtonOperator:
+    """K(X, Y) = (X Σ − P_U A Y,  Y Σ − P_V Aᵀ X) on the complements of span(U) and span(V).
+
+    At a point (U, V) on St(m, b) × St(n, b) (the product of spheres for b = 1) with Σ = diag(sigma),
+    column i is the Newton / Jacobi–Davidson operator of the i-th triplet,
+    (σ_i x − P_U A y, σ_i y − P_V Aᵀ x), whose eigenvalues near the top triplets are σ_i ∓ σ_j over the
+    triplets j outside the block: positive definite there when σ_b > σ_{b+1}. P_U = I − U Uᵀ is the
+    manifold's ``proj_horizontal``. Each application costs one block product with A and one with Aᵀ.
+
+    Shapes: U (..., m, b), V (..., n, b), sigma (..., b); X (..., m, b), Y (..., n, b).
+    """
+
+    def __init__(self, op: Operator, u: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor, manifold) -> None:
+        self.op, self.u, self.v, self.manifold = op, u, v, manifold
+        self.sigma = sigma.unsqueeze(-2)
+
+    def project(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project (x, y) onto the complements of span(U) and span(V)."""
+        return self.manifold.proj_horizontal(self.u, x), self.manifold.proj_horizontal(self.v, y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ay, atx = self.op.matmat(y), self.op.rmatmat(x)
+        px, py = self.project(ay, atx)
+        return x * self.sigma - px, y * self.sigma - py
+
+
+def _dot(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return (a[0] * b[0]).sum(-2) + (a[1] * b[1]).sum(-2)
+
+
+def _to_boundary(x, d, radius: float) -> torch.Tensor:
+    """τ ≥ 0 with ‖x + τ d‖ = radius, per column."""
+    xd, dd, xx = _dot(x, d), _dot(d, d), _dot(x, x)
+    dd = torch.where(dd > 0, dd, torch.ones_like(dd))
+    disc = (xd * xd + dd * (radius * radius - xx)).clamp_min(0)
+    return (disc.sqrt() - xd) / dd
+
+
+def tcg(
+    k: NewtonOperator,
+    rhs: tuple[torch.Tensor, torch.Tensor],
+    *,
+    maxiter: int,
+    rtol: float,
+    radius: float | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """Solve K (x, y) = rhs column by column with truncated CG (Steihaug–Toint).
+
+    A column stops when its residual falls below ``rtol`` times that of the right-hand side; when it
+    meets negative curvature (with a trust region it then steps to the boundary along that
+    direction, without one it keeps its iterate, or the right-hand side itself at the first step:
+    the gradient direction); or when its step would leave the trust region of radius ``radius``
+    (then it stops on the boundary). All columns advance together: one application of K, that is one
+    block product with A and one with Aᵀ, per iteration. The right-hand side is expected in the
+    complements, and the solution then stays there.
+
+    Returns ((x, y), stats) with ``stats['iterations']`` and ``stats['negative_curvature']`` (a bool
+    tensor of shape (..., b)).
+    """
+    x = (torch.zeros_like(rhs[0]), torch.zeros_like(rhs[1]))
+    r = rhs
+    d = r
+    rr = _dot(r, r)
+    stop = rr.sqrt() * rtol
+    active = rr > 0
+    negative = torch.zeros_like(active)
+    it = 0
+    for it in range(1, maxiter + 1):
+        kd = k(*d)
+        dkd = _dot(d, kd)
+        curved = dkd > 0
+        alpha = rr / torch.where(curved, dkd, torch.ones_like(dkd))
+        step = torch.where(active & curved, alpha, torch.zeros_like(alpha))
+        hits = active & ~curved
+        if radius is not None:
+            trial = (x[0] + step.unsqueeze(-2) * d[0], x[1] + step.unsqueeze(-2) * d[1])
+            hits = hits | (active & curved & (_dot(trial, trial) > radius * radius))
+            step = torch.where(hits, _to_boundary(x, d, radius), step)
+        elif it == 1:
+            step = torch.where(hits, torch.ones_like(step), step)  # the gradient direction itself
+        negative = negative | (active & ~curved)
+        a = step.unsqueeze(-2)
+        x = (x[0] + a * d[0], x[1] + a * d[1])
+        r = (r[0] - a * kd[0], r[1] - a * kd[1])
+        rr_new = _dot(r, r)
+        active = active & ~hits & (rr_new.sqrt() > stop)
+        if it == maxiter or not bool(active.any()):
+            break
+        beta = (rr_new / torch.where(rr > 0, rr, torch.ones_like(rr))).unsqueeze(-2)
+        d = (r[0] + beta * d[0], r[1] + beta * d[1])
+        rr = rr_new
+    return x, {"iterations": it, "negative_curvature": negative}

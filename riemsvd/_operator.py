@@ -1,0 +1,162 @@
+"""The operator A, seen only through block products X ↦ A X and Y ↦ Aᵀ Y.
+
+Dense (batched) tensors, 2-D torch sparse tensors, scipy sparse matrices and objects shaped like
+``scipy.sparse.linalg.LinearOperator`` are wrapped into one small interface that counts its products.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from riemsvd._backend import mm
+
+__all__ = ["Operator", "as_operator"]
+
+_NUMPY_TO_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+class Operator:
+    """A (..., m, n) linear operator given by its block products.
+
+    Attributes
+    ----------
+    shape : tuple[int, int]
+        (m, n).
+    batch_shape : torch.Size
+        Leading batch dimensions; empty for sparse and matrix-free operators.
+    dtype, device
+        Of every vector the solver makes.
+    matvecs : int
+        Products with A plus products with Aᵀ so far, a block of b columns counting b.
+    """
+
+    def __init__(self, shape, batch_shape, dtype, device) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.batch_shape = torch.Size(batch_shape)
+        self.dtype = dtype
+        self.device = device
+        self.matvecs = 0
+
+    def matmat(self, x: torch.Tensor) -> torch.Tensor:
+        """A @ x for x of shape (..., n, b); returns (..., m, b)."""
+        self.matvecs += x.shape[-1]
+        return self._matmat(x)
+
+    def rmatmat(self, y: torch.Tensor) -> torch.Tensor:
+        """Aᵀ @ y for y of shape (..., m, b); returns (..., n, b)."""
+        self.matvecs += y.shape[-1]
+        return self._rmatmat(y)
+
+    def _matmat(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _rmatmat(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DenseOperator(Operator):
+    """A dense tensor of shape (..., m, n); Aᵀ products use the transposed view, never a copy."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__(a.shape[-2:], a.shape[:-2], a.dtype, a.device)
+        self.a = a
+
+    def _matmat(self, x):
+        return mm(self.a, x)
+
+    def _rmatmat(self, y):
+        return mm(self.a.mT, y)
+
+
+class SparseOperator(Operator):
+    """A 2-D torch sparse matrix (COO, CSR or CSC), kept in CSR together with its CSR transpose.
+
+    Sparse-times-dense kernels are fast for CSR only; the transpose costs one more copy of the
+    nonzeros, the usual price (scipy's ``svds`` pays it too).
+    """
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__(a.shape, (), a.dtype, a.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.a = a.to_sparse_csr()
+            self.at = a.t().to_sparse_csr()
+
+    def _matmat(self, x):
+        return self.a @ x
+
+    def _rmatmat(self, y):
+        return self.at @ y
+
+
+class ScipyOperator(Operator):
+    """A scipy sparse matrix or a ``LinearOperator``-like object, applied on the host in numpy.
+
+    Vectors are CPU torch tensors; each product converts to numpy and back (no copy for contiguous
+    float arrays).
+    """
+
+    def __init__(self, a, dtype: torch.dtype) -> None:
+        super().__init__(a.shape, (), dtype, torch.device("cpu"))
+        self.a = a
+        self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
+            self._mm, self._rmm = a.matmat, a.rmatmat
+        elif hasattr(a, "T") and hasattr(a, "__matmul__"):  # scipy sparse arrays and matrices
+            at = a.T
+            self._mm, self._rmm = a.__matmul__, at.__matmul__
+        else:
+            self._mm = _columnwise(a.matvec)
+            self._rmm = _columnwise(a.rmatvec)
+
+    def _apply(self, fn, x: torch.Tensor, rows: int) -> torch.Tensor:
+        out = np.asarray(fn(x.detach().numpy()), dtype=self._np_dtype)
+        return torch.from_numpy(np.ascontiguousarray(out.reshape(rows, x.shape[-1])))
+
+    def _matmat(self, x):
+        return self._apply(self._mm, x, self.shape[0])
+
+    def _rmatmat(self, y):
+        return self._apply(self._rmm, y, self.shape[1])
+
+
+def _columnwise(matvec):
+    def matmat(x: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(matvec(x[:, j])).reshape(-1) for j in range(x.shape[1])], axis=1)
+
+    return matmat
+
+
+def _is_scipy_sparse(a) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return sp.issparse(a)
+
+
+def _is_linear_operator_like(a) -> bool:
+    return (
+        hasattr(a, "shape")
+        and len(getattr(a, "shape", ())) == 2
+        and (
+            (hasattr(a, "matvec") and hasattr(a, "rmatvec"))
+            or (hasattr(a, "matmat") and hasattr(a, "rmatmat"))
+        )
+    )
+
+
+def as_operator(a) -> Operator:
+    """Wrap ``a`` (already validated) as an :class:`Operator`."""
+    if isinstance(a, Operator):
+        return a
+    if isinstance(a, torch.Tensor):
+        if a.layout == torch.strided:
+            return DenseOperator(a)
+        return SparseOperator(a)
+    if _is_scipy_sparse(a) or _is_linear_operator_like(a):
+        return ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
+    raise TypeError(f"cannot wrap {type(a).__name__} as an operator")

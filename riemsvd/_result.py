@@ -1,0 +1,56 @@
+"""The result of :func:`riemsvd.solve`: a named tuple (U, S, V) with an ``info`` record."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["ConvergenceWarning", "SolveInfo", "SVDResult"]
+
+
+class ConvergenceWarning(UserWarning):
+    """The solver stopped before the requested residual; ``info.residual`` says what it reached."""
+
+
+@dataclass
+class SolveInfo:
+    """How a solve went.
+
+    Attributes
+    ----------
+    converged : torch.Tensor
+        bool, shape ``(...)`` (A's batch shape): the residual reached ``tol``.
+    iterations : int
+        Outer iterations (each corrects a block of Ritz triplets).
+    matvecs : int
+        Products with A plus products with Aᵀ, a block of b columns counting b.
+    residual : torch.Tensor
+        Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
+        computed from fresh products with A at the end (not from the solver's running estimates).
+    tol : float
+        The tolerance that was asked for.
+    history : list[tuple[int, float]]
+        (matvecs so far, largest residual over the batch) after each iteration, from the solver's
+        estimates.
+    """
+
+    converged: torch.Tensor
+    iterations: int
+    matvecs: int
+    residual: torch.Tensor
+    tol: float
+    history: list = field(default_factory=list, repr=False)
+
+
+class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):
+    """Unpacks as ``(U, S, V)`` like ``torch.svd_lowrank``; ``.info`` is a :class:`SolveInfo`."""
+
+    def __new__(cls, U: torch.Tensor, S: torch.Tensor, V: torch.Tensor, info: SolveInfo | None = None):
+        self = super().__new__(cls, U, S, V)
+        self.info = info
+        return self
+
+    def __getnewargs__(self):
+        return tuple(self) + (self.info,)

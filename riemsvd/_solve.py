@@ -1,0 +1,126 @@
+"""The public entry point ``riemsvd.solve``: validation, the solve, an honest final residual.
+
+Everything numerical lives in ``_subspace`` (the solver) and ``_newton`` (its Newton operator).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from riemsvd._backend import solver_threads
+from riemsvd._operator import as_operator
+from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
+from riemsvd._subspace import SolverOptions, subspace_svd
+from riemsvd._tolerance import default_tol
+from riemsvd._validate import check_solve_args
+
+__all__ = ["solve"]
+
+_DEFAULT_MAXITER = 2000
+
+
+def solve(
+    A,
+    k: int = 1,
+    *,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    options: SolverOptions | None = None,
+) -> SVDResult:
+    r"""The k leading singular triplets of A, without a full SVD.
+
+    Finds U, S, V with A vᵢ = σᵢ uᵢ, Aᵀ uᵢ = σᵢ vᵢ for the k largest σᵢ by Riemannian Newton /
+    trust-region on St(m, k) × St(n, k) (the product of spheres for k = 1), accelerated by keeping
+    every correction in a search space and extracting Ritz triplets by Rayleigh–Ritz. A is touched only
+    through block products A X and Aᵀ Y.
+
+    Parameters
+    ----------
+    A : torch.Tensor, scipy sparse matrix or LinearOperator-like
+        A real float32 or float64 tensor of shape ``(*, m, n)`` on any device (batched over ``*``); a
+        2-D torch sparse tensor (COO, CSR, CSC); a scipy sparse matrix; or any object with ``shape``
+        (m, n), ``dtype`` and ``matvec``/``rmatvec`` or ``matmat``/``rmatmat`` taking numpy arrays,
+        such as ``scipy.sparse.linalg.LinearOperator``.
+    k : int
+        Number of triplets, ``1 <= k <= min(m, n)``.
+    tol : float, optional
+        Relative residual to reach: max over i ≤ k of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁.
+        Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
+        floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). The error in each
+        σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is well
+        separated).
+    maxiter : int, optional
+        Outer iterations at most (default 2000); each applies A and Aᵀ to one block of columns.
+    init : (U0, V0), optional
+        Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` with
+        ``j <= k``, or without the batch dimensions to share them over the batch. The solve starts
+        from span(V0) and span(A V0); U0 is checked but not otherwise needed.
+    generator : torch.Generator, optional
+        Source of the random start, for reproducible results.
+    options : SolverOptions, optional
+        The solver's knobs (block size, basis size, Newton inner steps); the defaults were chosen by
+        measurement and rarely need changing.
+
+    Returns
+    -------
+    SVDResult
+        Named tuple ``(U, S, V)``: U ``(*, m, k)`` and V ``(*, n, k)`` with orthonormal columns, S
+        ``(*, k)`` in descending order, of A's dtype and on A's device. For scipy inputs they are CPU
+        torch tensors (``.numpy()`` gives arrays). ``.info`` is a :class:`SolveInfo` (``converged``,
+        ``iterations``, ``matvecs``, ``residual``).
+
+    Warns
+    -----
+    ConvergenceWarning
+        If some batch element did not reach ``tol`` within ``maxiter`` (or stopped progressing at the
+        rounding floor); the best triplets found are returned with ``info.converged`` False.
+
+    Raises
+    ------
+    TypeError
+        For an integer, bool or complex dtype, or an unsupported type of ``A``.
+    ValueError
+        For NaN/Inf entries, fewer than 2 dimensions, ``k`` out of range, ``init`` of the wrong shape,
+        or an operator that returns NaN/Inf.
+
+    Examples
+    --------
+    >>> import torch, riemsvd
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A = torch.randn(300, 200, dtype=torch.float64, generator=g)
+    >>> U, S, V = riemsvd.solve(A, k=3, generator=g)
+    >>> U.shape, S.shape, V.shape
+    (torch.Size([300, 3]), torch.Size([3]), torch.Size([200, 3]))
+    >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
+    True
+    """
+    check_solve_args(A, k, tol, maxiter, init, generator)
+    op = as_operator(A.detach() if isinstance(A, torch.Tensor) else A)
+    tol = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
+    maxiter = maxiter or _DEFAULT_MAXITER
+    with solver_threads(op.device):
+        out = subspace_svd(
+            op,
+            k,
+            tol=tol,
+            maxiter=maxiter,
+            init=init,
+            generator=generator,
+            options=options or SolverOptions(),
+        )
+    converged, residual = out.converged, out.residual
+    info = SolveInfo(converged, out.iterations, op.matvecs, residual, tol, out.history)
+    if not bool(converged.all()):
+        worst = float(residual.max())
+        warnings.warn(
+            f"riemsvd.solve stopped after {out.iterations} iterations with relative residual "
+            f"{worst:.3g} > tol = {tol:.3g} on {int((~converged).sum())} of {converged.numel()} "
+            "matrices; raise `maxiter`, loosen `tol`, or pass a warm start `init`.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return SVDResult(out.u, out.s, out.v, info)

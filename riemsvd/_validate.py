@@ -1,0 +1,139 @@
+"""Argument validation for the public functions, gathered in one place.
+
+Each error names the argument in backticks, says what is wrong and how to fix it; the numerical code
+below the public functions assumes valid input.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from riemsvd._operator import _is_linear_operator_like, _is_scipy_sparse
+
+__all__ = ["check_solve_args"]
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _check_float_dtype(dtype, what: str) -> None:
+    if dtype in _FLOATS:
+        return
+    if dtype in (torch.complex64, torch.complex128):
+        raise TypeError(
+            f"`{what}` is complex ({dtype}); riemsvd handles real matrices only. "
+            "Split into real and imaginary parts, or use torch.linalg.svd."
+        )
+    raise TypeError(
+        f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64. "
+        f"Convert it first, e.g. `{what}.double()`."
+    )
+
+
+def _check_dense(a: torch.Tensor) -> None:
+    if a.dim() < 2:
+        raise ValueError(
+            f"`A` must have at least 2 dimensions (..., m, n), got shape {tuple(a.shape)}; "
+            "for a vector use `A.reshape(1, -1)` or `A.reshape(-1, 1)`."
+        )
+    _check_float_dtype(a.dtype, "A")
+    if a.numel() and not bool(torch.isfinite(a).all()):
+        raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+
+
+def _check_sparse(a: torch.Tensor) -> None:
+    if a.dim() != 2:
+        raise ValueError(
+            f"a sparse `A` must be 2-D, got shape {tuple(a.shape)}; batch sparse matrices one by one."
+        )
+    _check_float_dtype(a.dtype, "A")
+    values = a.values() if a.layout == torch.sparse_coo else a.to_sparse_csr().values()
+    if values.numel() and not bool(torch.isfinite(values).all()):
+        raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+
+
+def _check_scipy(a) -> None:
+    shape = tuple(a.shape)
+    if len(shape) != 2:
+        raise ValueError(f"`A` must be 2-D, got shape {shape}.")
+    dtype = getattr(a, "dtype", None)
+    if dtype is None:
+        raise TypeError("`A` (a LinearOperator-like object) must have a `dtype` attribute.")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        kind = "complex" if dtype.kind == "c" else str(dtype)
+        raise TypeError(f"`A` has dtype {kind}; riemsvd needs float32 or float64.")
+    if _is_scipy_sparse(a):
+        data = a.tocoo().data
+        if data.size and not np.isfinite(data).all():
+            raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+
+
+def _check_positive_int(value, name: str, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1, got {value}.")
+
+
+def check_solve_args(a, k, tol, maxiter, init, generator) -> tuple[int, int]:
+    """Validate the arguments of :func:`riemsvd.solve`; return (m, n)."""
+    if isinstance(a, torch.Tensor):
+        if a.layout == torch.strided:
+            _check_dense(a)
+        else:
+            _check_sparse(a)
+    elif _is_scipy_sparse(a) or _is_linear_operator_like(a):
+        _check_scipy(a)
+    elif isinstance(a, np.ndarray):
+        raise TypeError("`A` is a numpy array; pass `torch.from_numpy(A)` instead.")
+    else:
+        raise TypeError(
+            f"`A` must be a torch.Tensor, a scipy sparse matrix or a LinearOperator-like object "
+            f"(shape, dtype, matvec/rmatvec); got {type(a).__name__}."
+        )
+    m, n = int(a.shape[-2]), int(a.shape[-1])
+    if m == 0 or n == 0:
+        raise ValueError(f"`A` is empty (shape {tuple(a.shape)}); it has no singular values.")
+    _check_positive_int(k, "k", allow_none=False)
+    if k > min(m, n):
+        raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {m}×{n}, got {k}.")
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):
+            raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.")
+    _check_positive_int(maxiter, "maxiter")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
+    if init is not None:
+        _check_init(a, init, k, m, n)
+    return m, n
+
+
+def _check_init(a, init, k, m, n) -> None:
+    if not (isinstance(init, (tuple, list)) and len(init) == 2):
+        raise TypeError("`init` must be a pair (U0, V0) of tensors, e.g. a previous call's (U, V).")
+    batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else ()
+    for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
+        if x.dim() == 1:
+            x = x.unsqueeze(-1)
+        if x.dim() < 2 or x.shape[-2] != rows or not (1 <= x.shape[-1] <= k):
+            raise ValueError(
+                f"`init` {name} must have shape (..., {rows}, j) with 1 <= j <= k = {k}, "
+                f"got {tuple(x.shape)}."
+            )
+        if tuple(x.shape[:-2]) not in ((), batch):
+            raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")
+        _check_float_dtype(x.dtype, f"init {name}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"`init` {name} has NaN or Inf entries.")
+    if init[0].shape[-1:] != init[1].shape[-1:] and init[0].dim() == init[1].dim():
+        raise ValueError(
+            f"`init` U0 and V0 must have the same number of columns, got "
+            f"{init[0].shape[-1]} and {init[1].shape[-1]}."
+        )

@@ -1,0 +1,50 @@
+"""The Stiefel manifold St(d, k) of orthonormal d×k frames, embedded metric, as a geoopt manifold.
+
+Adds to ``geoopt.EuclideanStiefel`` the Riemannian Hessian and the projector onto the complement of
+span(X), the space where the Newton (Jacobi–Davidson) corrections and the backward's solves live.
+"""
+
+import geoopt
+import torch
+
+__all__ = ["Stiefel"]
+
+
+def _sym(a: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (a + a.mT)
+
+
+class Stiefel(geoopt.EuclideanStiefel):
+    """St(d, k) = {X ∈ R^{d×k} : XᵀX = I}, points of shape ``(..., d, k)``, embedded metric.
+
+    A ``geoopt.Manifold``: ``geoopt.ManifoldParameter(X, manifold=Stiefel())`` and
+    ``geoopt.optim.RiemannianAdam`` work with it. The tangent space at X is {Z : XᵀZ + ZᵀX = 0}.
+    """
+
+    name = "Stiefel"
+
+    def __new__(cls) -> "Stiefel":
+        # geoopt's Stiefel.__new__ dispatches on a flag; this class is always the Euclidean one.
+        return object.__new__(cls)
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def proj_horizontal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Project ``u`` onto the orthogonal complement of span(x): (I − x xᵀ) u.
+
+        ``x`` has shape ``(..., d, k)``, ``u`` shape ``(..., d, j)`` for any j. This is the horizontal
+        space of the Grassmann quotient, where the corrections of the Newton step lie once the
+        rotation within span(x) is taken care of by Rayleigh–Ritz.
+        """
+        return u - x @ (x.mT @ u)
+
+    def ehess2rhess(
+        self, x: torch.Tensor, egrad: torch.Tensor, ehess: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
+        """Riemannian Hessian applied to the tangent vector ``u`` at ``x``.
+
+        ``egrad`` is the Euclidean gradient at x and ``ehess`` the Euclidean Hessian applied to u, all
+        of shape ``(..., d, k)``: Hess f(X)[U] = P_X(∇²f(X)[U] − U sym(Xᵀ∇f(X))).
+        """
+        return self.proju(x, ehess - u @ _sym(x.mT @ egrad))

@@ -1,0 +1,221 @@
+"""riemsvd.solve against torch.linalg.svd over shapes, dtypes, k, spectra and scales."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as sla
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import riemsvd
+from tests.matrices import SPECTRA, check_svd, make_matrix
+
+shapes = st.one_of(
+    st.tuples(st.just(1), st.integers(1, 40)),
+    st.tuples(st.integers(1, 40), st.just(1)),
+    st.integers(2, 60).map(lambda n: (n, n)),
+    st.tuples(st.integers(2, 120), st.integers(2, 60)),
+    st.tuples(st.integers(2, 60), st.integers(2, 120)),
+)
+
+
+@given(
+    shape=shapes,
+    kind=st.sampled_from(SPECTRA),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    scale=st.sampled_from([1.0, 1e-8, 1e8]),
+    data=st.data(),
+)
+def test_top_k_match_full_svd_for_any_spectrum(shape, kind, dtype, scale, data):
+    m, n = shape
+    k = data.draw(st.integers(1, min(m, n, 6)), label="k")
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    gen = torch.Generator().manual_seed(seed)
+    a = make_matrix(kind, m, n, gen, dtype, scale)
+    result = riemsvd.solve(a, k, generator=gen)
+    check_svd(a, result, k, result.info.tol)
+
+
+@pytest.mark.parametrize("kind", SPECTRA)
+@pytest.mark.parametrize("k", [1, 5])
+def test_sigma_to_1e10_relative_on_each_class_in_float64(kind, k, gen):
+    a = make_matrix(kind, 300, 150, gen)
+    result = riemsvd.solve(a, k, generator=gen)
+    assert result.info.tol <= 1e-12
+    check_svd(a, result, k, result.info.tol, sigma_rtol=1e-10)
+
+
+def test_batched_input_is_solved_per_matrix(gen):
+    a = torch.stack([make_matrix(kind, 50, 30, gen) for kind in SPECTRA]).reshape(5, 1, 50, 30)
+    result = riemsvd.solve(a, 3, generator=gen)
+    assert result.info.converged.shape == (5, 1) and result.info.residual.shape == (5, 1)
+    check_svd(a, result, 3, result.info.tol)
+
+
+def test_tall_and_wide_views_without_copy_give_the_same_values(gen):
+    a = make_matrix("decay", 80, 50, gen)
+    r1 = riemsvd.solve(a, 2, generator=gen)
+    r2 = riemsvd.solve(a.mT, 2, generator=gen)  # a non-contiguous view
+    torch.testing.assert_close(r1.S, r2.S, rtol=1e-12, atol=0)
+    check_svd(a.mT, r2, 2, r2.info.tol)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_torch_sparse_input(layout, gen):
+    dense = make_matrix("gaussian", 200, 120, gen) * (torch.rand(200, 120, generator=gen) < 0.05)
+    a = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
+    result = riemsvd.solve(a, 3, generator=gen)
+    check_svd(dense, result, 3, result.info.tol)
+
+
+def test_scipy_sparse_and_linear_operator_inputs_give_cpu_tensors(gen):
+    s = sp.random(300, 200, density=0.05, format="csr", random_state=np.random.default_rng(0))
+    dense = torch.from_numpy(s.toarray())
+    for a in (s, sla.aslinearoperator(s)):
+        result = riemsvd.solve(a, 3, generator=gen)
+        assert isinstance(result.S, torch.Tensor) and result.S.device.type == "cpu"
+        check_svd(dense, result, 3, result.info.tol)
+
+
+def test_object_with_only_matvec_and_rmatvec(gen):
+    a = make_matrix("decay", 60, 40, gen)
+
+    class Op:
+        shape = (60, 40)
+        dtype = np.float64
+
+        def matvec(self, x):
+            return a.numpy() @ x
+
+        def rmatvec(self, y):
+            return a.numpy().T @ y
+
+    result = riemsvd.solve(Op(), 2, generator=gen)
+    check_svd(a, result, 2, result.info.tol)
+
+
+def test_float32_sparse_scipy_keeps_float32(gen):
+    s = sp.random(100, 80, density=0.2, format="csr", dtype=np.float32, random_state=np.random.default_rng(1))
+    result = riemsvd.solve(s, 2, generator=gen)
+    assert result.S.dtype == torch.float32
+    check_svd(torch.from_numpy(s.toarray()), result, 2, result.info.tol)
+
+
+def test_zero_matrix_gives_zero_values_and_orthonormal_vectors(gen):
+    a = torch.zeros(3, 20, 10, dtype=torch.float64)
+    result = riemsvd.solve(a, 4, generator=gen)
+    assert bool((result.S == 0).all())
+    check_svd(a, result, 4, result.info.tol)
+
+
+def test_k_equal_to_min_dimension(gen):
+    a = make_matrix("gaussian", 30, 12, gen)
+    result = riemsvd.solve(a, 12, generator=gen)
+    check_svd(a, result, 12, result.info.tol)
+
+
+def test_warm_start_after_small_perturbation_needs_fewer_products(gen):
+    """A warm start from the previous (U, V) after a 1e-4 relative change of A.
+
+    Measured over the spectrum classes the warm start needs 0.55-0.9 of the cold start's products
+    (the issue's target was 0.5: not met, see docs/benchmarks.md); here it must at least save.
+    """
+    for kind in ("decay", "cluster", "cond12", "gaussian"):
+        a = make_matrix(kind, 400, 200, gen)
+        cold = riemsvd.solve(a, 2, generator=gen)
+        e = torch.randn(a.shape, generator=gen, dtype=a.dtype)
+        a2 = a + 1e-4 * torch.linalg.matrix_norm(a, 2) * e / torch.linalg.matrix_norm(e, 2)
+        cold2 = riemsvd.solve(a2, 2, generator=gen)
+        warm = riemsvd.solve(a2, 2, init=(cold.U, cold.V), generator=gen)
+        check_svd(a2, warm, 2, warm.info.tol)
+        assert warm.info.matvecs < cold2.info.matvecs
+
+
+def test_init_with_fewer_columns_and_shared_over_batch(gen):
+    a = torch.stack([make_matrix("decay", 40, 30, gen) for _ in range(3)])
+    u0, v0 = torch.linalg.svd(a[0])[0][:, :1], torch.linalg.svd(a[0])[2][:1].mT
+    result = riemsvd.solve(a, 3, init=(u0, v0), generator=gen)
+    check_svd(a, result, 3, result.info.tol)
+
+
+def test_same_generator_seed_gives_identical_results():
+    a = make_matrix("cluster", 120, 80, torch.Generator().manual_seed(5))
+    r1 = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(7))
+    r2 = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(r1.U, r2.U) and torch.equal(r1.S, r2.S) and torch.equal(r1.V, r2.V)
+
+
+def test_input_is_not_modified_and_grad_flag_is_ignored(gen):
+    a = make_matrix("decay", 50, 40, gen).requires_grad_()
+    before = a.detach().clone()
+    result = riemsvd.solve(a, 2, generator=gen)
+    assert torch.equal(a.detach(), before)
+    check_svd(before, result, 2, result.info.tol)
+
+
+def test_maxiter_reached_warns_and_reports_unconverged(gen):
+    a = make_matrix("gaussian", 400, 300, gen)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="relative residual"):
+        result = riemsvd.solve(a, 1, maxiter=3, generator=gen)
+    assert not bool(result.info.converged.all())
+    assert float(result.info.residual) > result.info.tol
+    assert result.info.iterations == 3
+
+
+def test_info_counts_products_and_iterations(gen):
+    a = make_matrix("decay", 100, 60, gen)
+    calls = {"n": 0}
+
+    class Counting(sla.LinearOperator):
+        def __init__(self):
+            super().__init__(np.float64, (100, 60))
+
+        def _matmat(self, x):
+            calls["n"] += x.shape[1]
+            return a.numpy() @ x
+
+        def _rmatmat(self, y):
+            calls["n"] += y.shape[1]
+            return a.numpy().T @ y
+
+    result = riemsvd.solve(Counting(), 2, generator=gen)
+    assert result.info.matvecs == calls["n"] > 0
+    assert result.info.iterations >= 1
+    assert len(result.info.history) == result.info.iterations
+
+
+def test_result_unpacks_like_svd_lowrank(gen):
+    a = make_matrix("decay", 30, 20, gen)
+    result = riemsvd.solve(a, 2, generator=gen)
+    u, s, v = result
+    assert u is result.U and s is result.S and v is result.V
+    assert isinstance(result.info, riemsvd.SolveInfo)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    gen = torch.Generator().manual_seed(0)
+    a = make_matrix("cluster", 500, 300, gen)
+    for dtype in (torch.float64, torch.float32):
+        result = riemsvd.solve(a.to("cuda", dtype), 3, generator=torch.Generator("cuda").manual_seed(0))
+        assert result.S.device.type == "cuda"
+        check_svd(a.to(dtype), type(result)(*(x.cpu() for x in result), result.info), 3, result.info.tol)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 3])
+def test_newton_corrections_reach_the_same_triplets(inner_steps, gen):
+    a = make_matrix("cluster", 150, 100, gen)
+    options = riemsvd.SolverOptions(inner_steps=inner_steps)
+    result = riemsvd.solve(a, 3, generator=gen, options=options)
+    check_svd(a, result, 3, result.info.tol)
+
+
+@pytest.mark.parametrize("block,max_basis", [(1, 8), (4, 16), (12, 40)])
+def test_block_and_basis_sizes_do_not_change_the_answer(block, max_basis, gen):
+    a = make_matrix("decay", 200, 90, gen)
+    options = riemsvd.SolverOptions(block=block, max_basis=max_basis)
+    result = riemsvd.solve(a, 2, generator=gen, options=options)
+    check_svd(a, result, 2, result.info.tol)

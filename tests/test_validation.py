@@ -1,0 +1,148 @@
+"""Every bad input to riemsvd.solve gets an error that names the argument."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import riemsvd
+
+
+@pytest.fixture
+def a():
+    return torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_entries_raise_value_error(a, bad):
+    a[2, 1] = bad
+    with pytest.raises(ValueError, match="`A` has NaN or Inf"):
+        riemsvd.solve(a)
+
+
+def test_non_finite_sparse_entries_raise_value_error():
+    s = sp.random(10, 8, density=0.3, format="csr", random_state=np.random.default_rng(0))
+    s.data[0] = np.nan
+    with pytest.raises(ValueError, match="`A` has NaN or Inf"):
+        riemsvd.solve(s)
+    t = torch.from_numpy(s.toarray()).to_sparse()
+    with pytest.raises(ValueError, match="`A` has NaN or Inf"):
+        riemsvd.solve(t)
+
+
+@pytest.mark.parametrize("k", [0, -1, 5])
+def test_k_out_of_range_raises_value_error(a, k):
+    with pytest.raises(ValueError, match="`k` must be"):
+        riemsvd.solve(a, k)
+
+
+def test_non_integer_k_raises_type_error(a):
+    with pytest.raises(TypeError, match="`k` must be an int"):
+        riemsvd.solve(a, 1.5)
+
+
+def test_fewer_than_two_dimensions_raises_value_error():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        riemsvd.solve(torch.randn(5, dtype=torch.float64))
+
+
+def test_empty_matrix_raises_value_error():
+    with pytest.raises(ValueError, match="`A` is empty"):
+        riemsvd.solve(torch.zeros(0, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.float16, torch.bfloat16])
+def test_non_float_dtype_raises_type_error(dtype):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        riemsvd.solve(torch.ones(4, 3, dtype=dtype))
+
+
+def test_complex_dtype_raises_type_error():
+    with pytest.raises(TypeError, match="complex"):
+        riemsvd.solve(torch.ones(4, 3, dtype=torch.complex128))
+    with pytest.raises(TypeError, match="complex"):
+        riemsvd.solve(sp.random(5, 4, density=0.5, format="csr").astype(np.complex128))
+
+
+def test_numpy_array_gets_a_hint(a):
+    with pytest.raises(TypeError, match="torch.from_numpy"):
+        riemsvd.solve(a.numpy())
+
+
+def test_unknown_type_raises_type_error():
+    with pytest.raises(TypeError, match="`A` must be"):
+        riemsvd.solve([[1.0, 2.0], [3.0, 4.0]])
+
+
+@pytest.mark.parametrize("tol", [0, -1e-3, 1.0, float("nan"), "1e-6"])
+def test_bad_tol_raises_value_error(a, tol):
+    with pytest.raises(ValueError, match="`tol`"):
+        riemsvd.solve(a, tol=tol)
+
+
+def test_bad_maxiter_raises(a):
+    with pytest.raises(ValueError, match="`maxiter`"):
+        riemsvd.solve(a, maxiter=0)
+    with pytest.raises(TypeError, match="`maxiter`"):
+        riemsvd.solve(a, maxiter=2.5)
+
+
+def test_bad_generator_raises_type_error(a):
+    with pytest.raises(TypeError, match="`generator`"):
+        riemsvd.solve(a, generator=0)
+
+
+@pytest.mark.parametrize(
+    "init",
+    [
+        (torch.zeros(5, 1), torch.zeros(4, 1)),  # wrong rows in U0
+        (torch.zeros(6, 1), torch.zeros(3, 1)),  # wrong rows in V0
+        (torch.zeros(6, 3), torch.zeros(4, 3)),  # more columns than k = 2
+        (torch.zeros(2, 6, 1), torch.zeros(2, 4, 1)),  # batch dims A does not have
+    ],
+)
+def test_init_of_wrong_shape_raises_value_error(a, init):
+    init = tuple(x.double() for x in init)
+    with pytest.raises(ValueError, match="`init`"):
+        riemsvd.solve(a, 2, init=init)
+
+
+def test_init_that_is_not_a_pair_raises_type_error(a):
+    with pytest.raises(TypeError, match="`init`"):
+        riemsvd.solve(a, init=torch.zeros(6, 1))
+
+
+def test_init_with_nan_raises_value_error(a):
+    u0, v0 = torch.zeros(6, 1, dtype=torch.float64), torch.full((4, 1), float("nan"), dtype=torch.float64)
+    with pytest.raises(ValueError, match="`init` V0 has NaN"):
+        riemsvd.solve(a, init=(u0, v0))
+
+
+def test_operator_returning_nan_mid_iteration_raises_value_error(a):
+    class Broken:
+        shape, dtype, calls = (6, 4), np.float64, 0
+
+        def matmat(self, x):
+            self.calls += 1
+            out = a.numpy() @ x
+            return out * np.nan if self.calls > 2 else out
+
+        def rmatmat(self, y):
+            return a.numpy().T @ y
+
+    with pytest.raises(ValueError, match="NaN or Inf during the iteration"):
+        riemsvd.solve(Broken(), 1, tol=1e-14)
+
+
+def test_linear_operator_without_dtype_raises_type_error():
+    class NoDtype:
+        shape = (3, 2)
+
+        def matvec(self, x):
+            return x
+
+        def rmatvec(self, y):
+            return y
+
+    with pytest.raises(TypeError, match="`dtype`"):
+        riemsvd.solve(NoDtype())
