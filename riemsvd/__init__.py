@@ -4,9 +4,17 @@ The public API is what this module re-exports; everything else is private and ma
 """
 
 from riemsvd import manifolds
-from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
+from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
 from riemsvd._solve import solve
 from riemsvd._subspace import SolverOptions
 
-__all__ = ["ConvergenceWarning", "SVDResult", "SolveInfo", "SolverOptions", "manifolds", "solve"]
+__all__ = [
+    "ConvergenceWarning",
+    "DegenerateSpectrumWarning",
+    "SVDResult",
+    "SolveInfo",
+    "SolverOptions",
+    "manifolds",
+    "solve",
+]
 __version__ = "0.1.0"

@@ -22,9 +22,18 @@ NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched ``a @ b`` for tensors that do not require grad, by numpy's BLAS on the CPU."""
-    if NUMPY_BLAS and a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype:
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    """Batched ``a @ b``; by numpy's BLAS for plain CPU tensors that do not require grad."""
+    if (
+        NUMPY_BLAS
+        and a.device.type == "cpu"
+        and b.device.type == "cpu"
+        and a.dtype == b.dtype
+        and not (a.requires_grad or b.requires_grad)
+    ):
+        try:
+            return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+        except (RuntimeError, TypeError):  # tensors wrapped by torch.func transforms have no numpy view
+            pass
     return a @ b
 
 

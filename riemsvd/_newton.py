@@ -9,7 +9,7 @@ import torch
 
 from riemsvd._operator import Operator
 
-__all__ = ["NewtonOperator", "tcg"]
+__all__ = ["NewtonOperator", "readable_any", "tcg"]
 
 
 class NewtonOperator:
@@ -36,6 +36,15 @@ class NewtonOperator:
         ay, atx = self.op.matmat(y), self.op.rmatmat(x)
         px, py = self.project(ay, atx)
         return x * self.sigma - px, y * self.sigma - py
+
+
+def readable_any(t: torch.Tensor, default: bool) -> bool:
+    """``bool(t.any())``, or ``default`` where the value cannot be read on the host: inside
+    ``torch.func.vmap`` (as ``jacfwd`` uses), where data-dependent branching is not allowed."""
+    try:
+        return bool(t.any())
+    except RuntimeError:
+        return default
 
 
 def _dot(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -98,7 +107,7 @@ def tcg(
         r = (r[0] - a * kd[0], r[1] - a * kd[1])
         rr_new = _dot(r, r)
         active = active & ~hits & (rr_new.sqrt() > stop)
-        if it == maxiter or not bool(active.any()):
+        if it == maxiter or not readable_any(active, default=True):
             break
         beta = (rr_new / torch.where(rr > 0, rr, torch.ones_like(rr))).unsqueeze(-2)
         d = (r[0] + beta * d[0], r[1] + beta * d[1])

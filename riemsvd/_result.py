@@ -7,11 +7,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["ConvergenceWarning", "SolveInfo", "SVDResult"]
+__all__ = ["ConvergenceWarning", "DegenerateSpectrumWarning", "SolveInfo", "SVDResult"]
 
 
 class ConvergenceWarning(UserWarning):
     """The solver stopped before the requested residual; ``info.residual`` says what it reached."""
+
+
+class DegenerateSpectrumWarning(UserWarning):
+    """Singular vectors asked to be differentiated are not unique (σᵢ = σⱼ, or σ_k = σ_{k+1}).
+
+    The derivative of S stays exact; that of U and V is not defined along the degenerate directions.
+    """
 
 
 @dataclass

@@ -9,6 +9,7 @@ import warnings
 
 import torch
 
+from riemsvd._autograd import SolveCall, SolveFunction
 from riemsvd._backend import solver_threads
 from riemsvd._operator import as_operator
 from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
@@ -73,8 +74,22 @@ def solve(
         torch tensors (``.numpy()`` gives arrays). ``.info`` is a :class:`SolveInfo` (``converged``,
         ``iterations``, ``matvecs``, ``residual``).
 
+    Notes
+    -----
+    Differentiable for dense tensors: backward (``.backward()``, ``torch.autograd.grad``) and forward
+    mode (``torch.func.jvp``, ``torch.func.jacfwd``) give the exact derivatives of the returned
+    triplets, at a cost of a few products with A per column (linear solves with the same
+    tangent-space operator as the solver's Newton step), never a full SVD; when only S is used
+    there is no solve at all. Singular vectors are defined up to a joint sign (uᵢ, vᵢ) → (−uᵢ, −vᵢ):
+    only losses that do not change under it have well-defined gradients (for example anything of
+    S, of uᵢuᵢᵀ, of uᵢvᵢᵀ); other losses are ill-posed. Gradients of U and V need σᵢ ≠ σⱼ within
+    the k and σ_k > σ_{k+1}; otherwise a :class:`DegenerateSpectrumWarning` is emitted and the
+    degenerate directions are left out. Sparse and scipy inputs are not differentiable.
+
     Warns
     -----
+    DegenerateSpectrumWarning
+        In the backward, when the requested vector gradients are not defined (see Notes).
     ConvergenceWarning
         If some batch element did not reach ``tol`` within ``maxiter`` (or stopped progressing at the
         rounding floor); the best triplets found are returned with ``info.converged`` False.
@@ -99,28 +114,37 @@ def solve(
     True
     """
     check_solve_args(A, k, tol, maxiter, init, generator)
-    op = as_operator(A.detach() if isinstance(A, torch.Tensor) else A)
-    tol = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-    maxiter = maxiter or _DEFAULT_MAXITER
-    with solver_threads(op.device):
-        out = subspace_svd(
-            op,
-            k,
-            tol=tol,
-            maxiter=maxiter,
-            init=init,
-            generator=generator,
-            options=options or SolverOptions(),
-        )
-    converged, residual = out.converged, out.residual
-    info = SolveInfo(converged, out.iterations, op.matvecs, residual, tol, out.history)
-    if not bool(converged.all()):
-        worst = float(residual.max())
+    options = options or SolverOptions()
+
+    def run(a):
+        op = as_operator(a)
+        tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
+        with solver_threads(op.device):
+            out = subspace_svd(
+                op,
+                k,
+                tol=tol_,
+                maxiter=maxiter or _DEFAULT_MAXITER,
+                init=init,
+                generator=generator,
+                options=options,
+            )
+        info = SolveInfo(out.converged, out.iterations, op.matvecs, out.residual, tol_, out.history)
+        return out.u, out.s, out.v, info
+
+    if isinstance(A, torch.Tensor) and A.layout == torch.strided:
+        call = SolveCall(run)
+        u, s, v = SolveFunction.apply(A, call)
+        info = call.info
+    else:
+        u, s, v, info = run(A)
+    if not bool(info.converged.all()):
         warnings.warn(
-            f"riemsvd.solve stopped after {out.iterations} iterations with relative residual "
-            f"{worst:.3g} > tol = {tol:.3g} on {int((~converged).sum())} of {converged.numel()} "
-            "matrices; raise `maxiter`, loosen `tol`, or pass a warm start `init`.",
+            f"riemsvd.solve stopped after {info.iterations} iterations with relative residual "
+            f"{float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
+            f"{int((~info.converged).sum())} of {info.converged.numel()} matrices; raise `maxiter`, "
+            "loosen `tol`, or pass a warm start `init`.",
             ConvergenceWarning,
             stacklevel=2,
         )
-    return SVDResult(out.u, out.s, out.v, info)
+    return SVDResult(u, s, v, info)

@@ -1,0 +1,151 @@
+"""Exact derivatives of the leading k singular triplets, through the Newton operator's solves.
+
+The backward (VJP) and forward (JVP) rules of ``riemsvd.solve`` for dense tensors: the part of dU, dV
+inside span(U), span(V) by the full-SVD formula on the k×k block, the part outside by CG on the same
+tangent-space operator that the solver's Newton step uses. No full SVD, and A Aᵀ is never formed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from riemsvd._backend import mm, solver_threads
+from riemsvd._newton import NewtonOperator, readable_any, tcg
+from riemsvd._operator import DenseOperator
+from riemsvd._result import DegenerateSpectrumWarning
+from riemsvd._tolerance import eps
+from riemsvd.manifolds import Stiefel
+
+__all__ = ["SolveFunction", "SolveCall"]
+
+_STIEFEL = Stiefel()
+
+
+@dataclass
+class SolveCall:
+    """What ``SolveFunction`` needs besides A: the solver to run, and a place for its ``info``."""
+
+    run: Callable[[torch.Tensor], Any]
+    info: Any = field(default=None)
+
+
+def _inverse_gaps(s: torch.Tensor, what: str) -> torch.Tensor:
+    """F_ij = 1 / (σ_j² − σ_i²) off the diagonal, 0 on it; pairs closer than rounding get 0 and a warning."""
+    s2 = s * s
+    diff = s2.unsqueeze(-2) - s2.unsqueeze(-1)  # [..., i, j] = σ_j² − σ_i²
+    floor = 64 * eps(s.dtype) * s2[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
+    eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
+    close = (diff.abs() <= floor) & ~eye
+    if readable_any(close, default=False):
+        gap = float((s.unsqueeze(-1) - s.unsqueeze(-2)).abs().masked_fill(eye, math.inf).min())
+        warnings.warn(
+            f"two of the k singular values coincide (smallest gap {gap:.3g}): the {what} gradient of "
+            "their singular vectors is not defined; their mutual rotation is left out of it.",
+            DegenerateSpectrumWarning,
+            stacklevel=4,
+        )
+    return torch.where(close | eye, torch.zeros_like(diff), 1.0 / torch.where(close | eye, 1.0, diff))
+
+
+def _complement_solve(a, u, s, v, rhs_u, rhs_v):
+    """(p, q) with K_i (p_i, q_i) = (rhs_u_i, rhs_v_i) on the complements of span(U), span(V).
+
+    K_i = [[σ_i, −A], [−Aᵀ, σ_i]] restricted there has eigenvalues σ_i ∓ σ_j (j > k): positive
+    definite when σ_k > σ_{k+1}, so CG applies; all k columns advance together.
+    """
+    op = DenseOperator(a)
+    newton = NewtonOperator(op, u, v, s, _STIEFEL)
+    rhs = newton.project(rhs_u, rhs_v)
+    rtol = 1e3 * eps(a.dtype)
+    maxiter = max(200, 4 * (a.shape[-1] + a.shape[-2]))
+    with solver_threads(a.device):
+        (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol)
+        kp, kq = newton(p, q)
+    res = torch.sqrt(((kp - rhs[0]) ** 2).sum(-2) + ((kq - rhs[1]) ** 2).sum(-2))
+    size = torch.sqrt((rhs[0] ** 2).sum(-2) + (rhs[1] ** 2).sum(-2))
+    bad = stats["negative_curvature"] | (res > 1e3 * rtol * size)
+    if readable_any(bad, default=False):
+        warnings.warn(
+            "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, so the "
+            f"k-th singular subspace is not unique (relative residual of the adjoint solve "
+            f"{float((res / size.clamp_min(torch.finfo(a.dtype).tiny)).max()):.2g} after "
+            f"{stats['iterations']} CG steps). The S gradient is still exact.",
+            DegenerateSpectrumWarning,
+            stacklevel=4,
+        )
+    return newton.project(p, q)
+
+
+def _tangent(a, u, s, v, da):
+    """dU, dS, dV for a perturbation dA of A (the JVP)."""
+    p = mm(u.mT, mm(da, v))  # Uᵀ dA V
+    ds = torch.diagonal(p, dim1=-2, dim2=-1)
+    f = _inverse_gaps(s, "U/V")
+    sd = s.unsqueeze(-2)  # σ_j along columns
+    si = s.unsqueeze(-1)  # σ_i along rows
+    omega_u = f * (sd * p + si * p.mT)
+    omega_v = f * (si * p + sd * p.mT)
+    x, y = _complement_solve(a, u, s, v, mm(da, v), mm(da.mT, u))
+    return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
+
+
+def _cotangent(a, u, s, v, gu, gs, gv):
+    """Ā for cotangents (Ū, S̄, V̄); Ū, V̄ may be None (then no linear solve at all)."""
+    ga = torch.zeros_like(a)
+    if gs is not None:
+        ga = ga + mm(u * gs.unsqueeze(-2), v.mT)
+    if gu is None and gv is None:
+        return ga
+    gu = torch.zeros_like(u) if gu is None else gu
+    gv = torch.zeros_like(v) if gv is None else gv
+    f = _inverse_gaps(s, "U/V")
+    g_u, g_v = mm(u.mT, gu), mm(v.mT, gv)
+    sd = s.unsqueeze(-2)
+    si = s.unsqueeze(-1)
+    p_bar = ((g_u - g_u.mT) * f) * sd + si * ((g_v - g_v.mT) * f)
+    p, q = _complement_solve(a, u, s, v, gu, gv)
+    return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
+
+
+class SolveFunction(torch.autograd.Function):
+    """(U, S, V) = solve(A) with the exact backward and forward derivatives of the top-k triplets."""
+
+    @staticmethod
+    def forward(a: torch.Tensor, call: SolveCall):
+        u, s, v, info = call.run(a)
+        call.info = info
+        return u, s, v
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a = inputs[0]
+        u, s, v = output
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(a, u, s, v)
+        ctx.save_for_forward(a, u, s, v)
+        ctx.mark_non_differentiable()
+
+    @staticmethod
+    def backward(ctx, gu, gs, gv):
+        a, u, s, v = ctx.saved_tensors
+        if not ctx.needs_input_grad[0] or (gu is None and gs is None and gv is None):
+            return None, None
+        return _cotangent(a, u, s, v, gu, gs, gv), None
+
+    @staticmethod
+    def jvp(ctx, da, _call):
+        a, u, s, v = ctx.saved_tensors
+        return _tangent(a, u, s, v, da)
+
+    @staticmethod
+    def vmap(info, in_dims, a, call):
+        # riemsvd.solve is batched over A's leading dimensions already: move the mapped one first.
+        a_dim = in_dims[0]
+        if a_dim is None:
+            return SolveFunction.apply(a, call), (None, None, None)
+        return SolveFunction.apply(a.movedim(a_dim, 0), call), (0, 0, 0)

@@ -1,0 +1,186 @@
+"""The derivatives of riemsvd.solve: against torch.linalg.svd's, finite differences and gradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.func import jacfwd, jvp
+
+import riemsvd
+from tests.matrices import make_matrix, orthonormal
+
+# Sign-invariant losses: unchanged when (uᵢ, vᵢ) → (−uᵢ, −vᵢ), the only well-posed ones.
+LOSSES = {
+    "sum_w_sigma": lambda u, s, v, w, c, d, b: (w * s).sum(),
+    "cu_squared": lambda u, s, v, w, c, d, b: (w * (c @ u) ** 2).sum(),
+    "cu_dv": lambda u, s, v, w, c, d, b: (w * (c @ u) * (d @ v)).sum(),
+    "projector": lambda u, s, v, w, c, d, b: ((u * w) @ u.mT @ b).square().sum(),
+    "mixed": lambda u, s, v, w, c, d, b: (s * (c @ u) * (d @ v)).sum() + (v * v * w).sum(),
+}
+
+
+def with_gaps(m, n, k, gen, gap=0.05):
+    """A matrix whose top k + 1 singular values are separated by at least ``gap`` (relative)."""
+    r = min(m, n)
+    top = 1.0 - gap * torch.arange(min(r, k + 1), dtype=torch.float64)
+    rest = (1.0 - gap * (k + 1)) * torch.rand(r - top.numel(), generator=gen, dtype=torch.float64)
+    s = torch.cat([top, torch.sort(rest, descending=True).values])
+    return (orthonormal(m, r, gen) * s) @ orthonormal(n, r, gen).mT
+
+
+def _grads(a, k, loss, gen, batch=()):
+    m, n = a.shape[-2:]
+    w = torch.rand(k, generator=gen, dtype=torch.float64) + 0.5
+    c, d = (
+        torch.randn(m, generator=gen, dtype=torch.float64),
+        torch.randn(n, generator=gen, dtype=torch.float64),
+    )
+    b = torch.randn(m, 3, generator=gen, dtype=torch.float64)
+    a1 = a.clone().requires_grad_()
+    u, s, v = riemsvd.solve(a1, k, generator=gen)
+    loss(u, s, v, w, c, d, b).sum().backward()
+    a2 = a.clone().requires_grad_()
+    u2, s2, vh2 = torch.linalg.svd(a2, full_matrices=False)
+    loss(u2[..., :k], s2[..., :k], vh2[..., :k, :].mT, w, c, d, b).sum().backward()
+    return a1.grad, a2.grad
+
+
+@given(
+    m=st.integers(2, 40),
+    n=st.integers(2, 40),
+    loss=st.sampled_from(sorted(LOSSES)),
+    seed=st.integers(0, 2**31 - 1),
+    data=st.data(),
+)
+def test_gradient_matches_full_svd_backward_on_sign_invariant_losses(m, n, loss, seed, data):
+    k = data.draw(st.integers(1, min(m, n, 5)), label="k")
+    gen = torch.Generator().manual_seed(seed)
+    a = with_gaps(m, n, k, gen) * data.draw(st.sampled_from([1.0, 1e-3, 1e3]), label="scale")
+    ours, ref = _grads(a, k, LOSSES[loss], gen)
+    assert float((ours - ref).norm()) <= 1e-8 * float(ref.norm()) + 1e-300
+
+
+def test_gradient_of_a_batch_matches_per_matrix(gen):
+    a = torch.stack([with_gaps(30, 20, 3, gen) for _ in range(4)])
+    ours, ref = _grads(a, 3, LOSSES["mixed"], gen)
+    torch.testing.assert_close(ours, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_gradcheck_on_a_small_problem(gen):
+    a = with_gaps(7, 5, 2, gen).requires_grad_()
+
+    def f(x):
+        u, s, v = riemsvd.solve(x, 2, generator=torch.Generator().manual_seed(0))
+        return s.sum() + (u[:3] ** 2).sum() + (u[:, 0] @ x @ v[:, 1]) ** 2 + (u[:, :1] @ v[:, :1].mT).sum()
+
+    assert torch.autograd.gradcheck(f, (a,), eps=1e-6, atol=1e-7)
+
+
+def test_only_sigma_needs_no_linear_solve(gen, monkeypatch):
+    import riemsvd._autograd as ad
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the S-only backward must not solve")
+
+    monkeypatch.setattr(ad, "_complement_solve", forbidden)
+    a = with_gaps(50, 30, 2, gen)
+    ours, ref = _grads(a, 2, LOSSES["sum_w_sigma"], gen)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_repeated_zero_singular_values_below_k_get_a_finite_right_gradient(gen):
+    """A gradient-like matrix with zero columns: torch.linalg.svd's backward is NaN here."""
+    a = make_matrix("decay", 30, 20, gen)
+    a[:, 10:] = 0.0
+    weights = torch.arange(600, dtype=torch.float64).reshape(30, 20)
+
+    def loss(x):
+        u, s, v = riemsvd.solve(x, 2, generator=torch.Generator().manual_seed(0))
+        return ((u @ v.mT) ** 2 * weights).sum() + s.sum()
+
+    x = a.clone().requires_grad_()
+    loss(x).backward()
+    assert bool(torch.isfinite(x.grad).all())
+    x2 = a.clone().requires_grad_()
+    u2, s2, vh2 = torch.linalg.svd(x2, full_matrices=False)
+    (((u2[:, :2] @ vh2[:2]) ** 2 * weights).sum() + s2[:2].sum()).backward()
+    assert not bool(torch.isfinite(x2.grad).all())  # the reason for this test
+    for _ in range(3):
+        e = torch.randn(30, 20, generator=gen, dtype=torch.float64)
+        h = 1e-6
+        fd = (loss(a + h * e) - loss(a - h * e)) / (2 * h)
+        torch.testing.assert_close((x.grad * e).sum(), fd, rtol=1e-6, atol=1e-6)
+
+
+def test_adjoint_solution_is_tangent(gen):
+    import riemsvd._autograd as ad
+
+    a = with_gaps(25, 15, 3, gen)
+    u, s, v = riemsvd.solve(a, 3, generator=gen)
+    gu, gv = torch.randn_like(u), torch.randn_like(v)
+    p, q = ad._complement_solve(a, u, s, v, gu, gv)
+    assert float((u.mT @ p).abs().max()) < 1e-12 and float((v.mT @ q).abs().max()) < 1e-12
+
+
+def test_coinciding_singular_values_warn_and_keep_the_sigma_gradient_exact(gen):
+    s = torch.tensor([2.0, 2.0] + [1.0 / (i + 2) for i in range(8)], dtype=torch.float64)
+    a = (orthonormal(20, 10, gen) * s) @ orthonormal(10, 10, gen).mT
+    x = a.clone().requires_grad_()
+    u, sv, v = riemsvd.solve(x, 2, generator=gen)
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
+        (sv.sum() + (u[0] ** 2).sum()).backward()
+    assert bool(torch.isfinite(x.grad).all())
+    y = a.clone().requires_grad_()
+    riemsvd.solve(y, 2, generator=gen).S.sum().backward()
+    torch.testing.assert_close(y.grad, (u @ v.mT).detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
+    s = torch.tensor([2.0, 2.0] + [1.0 / (i + 2) for i in range(8)], dtype=torch.float64)
+    a = (orthonormal(20, 10, gen) * s) @ orthonormal(10, 10, gen).mT
+    x = a.clone().requires_grad_()
+    u, sv, v = riemsvd.solve(x, 1, generator=gen)
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned"):
+        (u[0] ** 2).sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
+
+
+def _jvp_fd(f, a, da, h=1e-6):
+    return (f(a + h * da) - f(a - h * da)) / (2 * h)
+
+
+def test_jvp_matches_finite_differences(gen):
+    a = with_gaps(12, 8, 3, gen)
+    da = torch.randn(12, 8, generator=gen, dtype=torch.float64)
+
+    def f(x):  # sign-invariant outputs of U, S, V
+        u, s, v = riemsvd.solve(x, 3, generator=torch.Generator().manual_seed(0))
+        return torch.cat([s, (u * u).flatten(), (u[:, :2] @ v[:, :2].mT).flatten()])
+
+    _, tangent = jvp(f, (a,), (da,))
+    torch.testing.assert_close(tangent, _jvp_fd(f, a, da), rtol=1e-6, atol=1e-7)
+
+
+def test_jacfwd_matches_reverse_mode_jacobian(gen):
+    a = with_gaps(6, 4, 2, gen)
+
+    def f(x):
+        u, s, v = riemsvd.solve(x, 2, generator=torch.Generator().manual_seed(0))
+        return torch.cat([s, (u[:, :1] @ v[:, :1].mT).flatten()])
+
+    forward = jacfwd(f)(a)
+    reverse = torch.autograd.functional.jacobian(f, a)
+    torch.testing.assert_close(forward, reverse, rtol=1e-9, atol=1e-10)
+
+
+def test_float32_gradient_is_close_to_float64(gen):
+    a = with_gaps(40, 30, 2, gen)
+    x32 = a.float().requires_grad_()
+    u, s, v = riemsvd.solve(x32, 2, generator=gen)
+    ((u[:, :1] @ v[:, :1].mT).sum() + s.sum()).backward()
+    x64 = a.clone().requires_grad_()
+    u, s, v = riemsvd.solve(x64, 2, generator=gen)
+    ((u[:, :1] @ v[:, :1].mT).sum() + s.sum()).backward()
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
