@@ -35,7 +35,8 @@ class SolveInfo:
         Products with A plus products with Aᵀ, a block of b columns counting b.
     residual : torch.Tensor
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
-        computed from fresh products with A at the end (not from the solver's running estimates).
+        computed from products with A of the returned vectors (fresh products at the end when the
+        solver has restarted, whose stored images could have drifted by rounding).
     tol : float
         The tolerance that was asked for.
     history : list[tuple[int, float]]

@@ -117,12 +117,13 @@ def _check_init(a, init, k, m, n) -> None:
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
         raise TypeError("`init` must be a pair (U0, V0) of tensors, e.g. a previous call's (U, V).")
     batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else ()
+    columns = []
     for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
         if x.dim() == 1:
             x = x.unsqueeze(-1)
-        if x.dim() < 2 or x.shape[-2] != rows or not (1 <= x.shape[-1] <= k):
+        if x.shape[-2] != rows or not (1 <= x.shape[-1] <= k):
             raise ValueError(
                 f"`init` {name} must have shape (..., {rows}, j) with 1 <= j <= k = {k}, "
                 f"got {tuple(x.shape)}."
@@ -132,8 +133,8 @@ def _check_init(a, init, k, m, n) -> None:
         _check_float_dtype(x.dtype, f"init {name}")
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"`init` {name} has NaN or Inf entries.")
-    if init[0].shape[-1:] != init[1].shape[-1:] and init[0].dim() == init[1].dim():
+        columns.append(x.shape[-1])
+    if columns[0] != columns[1]:
         raise ValueError(
-            f"`init` U0 and V0 must have the same number of columns, got "
-            f"{init[0].shape[-1]} and {init[1].shape[-1]}."
+            f"`init` U0 and V0 must have the same number of columns, got {columns[0]} and {columns[1]}."
         )

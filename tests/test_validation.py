@@ -146,3 +146,18 @@ def test_linear_operator_without_dtype_raises_type_error():
 
     with pytest.raises(TypeError, match="`dtype`"):
         riemsvd.solve(NoDtype())
+
+
+def test_one_dimensional_init_vectors_are_accepted_for_k_1():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 5, dtype=torch.float64, generator=g)
+    u, s, vh = torch.linalg.svd(a)
+    result = riemsvd.solve(a, 1, init=(u[:, 0], vh[0]))
+    torch.testing.assert_close(result.S, s[:1], rtol=1e-12, atol=0)
+
+
+def test_init_with_different_column_counts_raises_value_error(a):
+    with pytest.raises(ValueError, match="same number of columns"):
+        riemsvd.solve(
+            a, 2, init=(torch.zeros(6, 2, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
+        )
