@@ -48,4 +48,5 @@ def run(steps: int = 30, m: int = 120, n: int = 80, k: int = 3, seed: int = 0) -
 if __name__ == "__main__":
     out = run()
     print(f"loss {out['losses'][0]:.4f} -> {out['losses'][-1]:.4f}")
-    print(f"gradient against torch.linalg.svd's backward: relative error {out['gradient_relative_error']:.1e}")
+    err = out["gradient_relative_error"]
+    print(f"gradient against torch.linalg.svd's backward: relative error {err:.1e}")

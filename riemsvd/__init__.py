@@ -3,7 +3,7 @@
 The public API is what this module re-exports; everything else is private and may move.
 """
 
-from riemsvd import manifolds
+from riemsvd import manifolds, nn
 from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
 from riemsvd._solve import solve
 from riemsvd._subspace import SolverOptions
@@ -15,6 +15,7 @@ __all__ = [
     "SolveInfo",
     "SolverOptions",
     "manifolds",
+    "nn",
     "solve",
 ]
 __version__ = "0.1.0"

@@ -36,6 +36,8 @@ def test_differentiate_top_pair_descends_with_torch_gradients():
 
 def test_spectral_norm_digits_keeps_sigma_at_one(tmp_path):
     pytest.importorskip("sklearn")
-    out = _load("spectral_norm_digits").run(epochs=2, plot_path=tmp_path / "sigma.png")
+    out = _load("spectral_norm_digits").run(epochs=1, plot_path=tmp_path / "sigma.png")
     assert (tmp_path / "sigma.png").exists()
-    assert out is not None
+    assert out["riemsvd_max_sigma_error"] < 1e-3  # exact up to the solver's tol (a crossing aside)
+    assert out["riemsvd_max_sigma_error"] < out["torch_max_sigma_error"]
+    assert out["riemsvd_accuracy"] > 0.5

@@ -1,0 +1,474 @@
+"""riemsvd.nn: spectral normalization and projection, against torch.linalg.matrix_norm(W, 2) as the
+reference σ and autograd through W / matrix_norm(W, 2) as the reference gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils import parametrize
+
+import riemsvd.nn as rnn
+
+# |‖W / σ‖₂ − 1| after a solve to the default tol, plus the rounding of matrix_norm itself.
+SIGMA_ATOL = {torch.float64: 1e-10, torch.float32: 2e-5}
+DTYPES = [torch.float64, torch.float32]
+
+
+def true_sigma(weight: torch.Tensor, dim: int = 0) -> float:
+    """‖W‖₂ of the weight seen as (d_dim, ∏ other dims), by a full SVD."""
+    w = weight.detach().movedim(dim, 0).flatten(1)
+    return float(torch.linalg.matrix_norm(w.double(), 2))
+
+
+def linear(m_in: int, m_out: int, dtype=torch.float64, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(m_in, m_out, dtype=dtype)
+
+
+def original(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    return getattr(module.parametrizations, name).original
+
+
+# ---------------------------------------------------------------------------------------------------
+# spectral_norm: σ = 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_first_forward_is_normalized_exactly(dtype):
+    layer = rnn.spectral_norm(linear(50, 30, dtype))
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stays_normalized_at_every_step_of_training_with_a_large_learning_rate(dtype):
+    layer = rnn.spectral_norm(linear(40, 25, dtype))
+    opt = torch.optim.SGD(layer.parameters(), lr=5.0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 40, generator=g, dtype=dtype), torch.randn(64, 25, generator=g, dtype=dtype)
+    moved = []
+    for _ in range(30):
+        before = original(layer).detach().clone()
+        opt.zero_grad()
+        with parametrize.cached():
+            loss = (layer(x) - y).square().mean()
+            assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[dtype]
+        loss.backward()
+        opt.step()
+        moved.append(float((original(layer).detach() - before).norm() / before.norm()))
+    assert max(moved) > 0.05  # the steps are large: the warm start is far from the new pair
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Linear(12, 9, dtype=torch.float64), lambda: nn.Conv2d(3, 5, 3, dtype=torch.float64)]
+)
+def test_gradient_matches_autograd_through_matrix_norm(make):
+    torch.manual_seed(0)
+    module = rnn.spectral_norm(make())
+    w = original(module).detach().clone().requires_grad_(True)
+    upstream = torch.randn_like(w)
+    (module.weight * upstream).sum().backward()
+    reference = w / torch.linalg.matrix_norm(w.flatten(1), 2)
+    (reference * upstream).sum().backward()
+    torch.testing.assert_close(original(module).grad, w.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_gradient_is_the_projected_upstream_over_sigma():
+    layer = rnn.spectral_norm(linear(10, 7))
+    sn = layer.parametrizations.weight[0]
+    w = original(layer).detach()
+    upstream = torch.randn_like(w)
+    (layer.weight * upstream).sum().backward()
+    u, v = sn._u, sn._v
+    sigma = u @ w @ v
+    expected = (upstream - (upstream * w / sigma).sum() * torch.outer(u, v)) / sigma
+    torch.testing.assert_close(original(layer).grad, expected, rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Module kinds and dim
+
+
+def test_conv2d_weight_is_normalized_as_out_channels_by_the_rest():
+    torch.manual_seed(0)
+    conv = rnn.spectral_norm(nn.Conv2d(4, 6, 3, dtype=torch.float64))
+    sn = conv.parametrizations.weight[0]
+    assert sn.dim == 0 and sn._u.shape == (6,) and sn._v.shape == (4 * 3 * 3,)
+    assert abs(true_sigma(conv.weight, 0) - 1) <= SIGMA_ATOL[torch.float64]
+    assert conv(torch.randn(2, 4, 8, 8, dtype=torch.float64)).shape == (2, 6, 6, 6)
+
+
+def test_conv_transpose2d_defaults_to_dim_1():
+    torch.manual_seed(0)
+    conv = rnn.spectral_norm(nn.ConvTranspose2d(4, 6, 3, dtype=torch.float64))  # weight (4, 6, 3, 3)
+    sn = conv.parametrizations.weight[0]
+    assert sn.dim == 1 and sn._u.shape == (6,) and sn._v.shape == (4 * 3 * 3,)
+    assert abs(true_sigma(conv.weight, 1) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+@pytest.mark.parametrize("cls", [nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose3d])
+def test_other_conv_weights_follow_torch_dim_convention(cls):
+    torch.manual_seed(0)
+    conv = rnn.spectral_norm(cls(3, 4, 2, dtype=torch.float64))
+    dim = 1 if "Transpose" in cls.__name__ else 0
+    assert conv.parametrizations.weight[0].dim == dim
+    assert abs(true_sigma(conv.weight, dim) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+def test_embedding_weight_is_normalized():
+    torch.manual_seed(0)
+    emb = rnn.spectral_norm(nn.Embedding(100, 16))
+    assert abs(true_sigma(emb.weight) - 1) <= SIGMA_ATOL[torch.float32]
+    assert emb(torch.tensor([[1, 5, 99]])).shape == (1, 3, 16)
+
+
+def test_explicit_dim_is_honoured():
+    torch.manual_seed(0)
+    layer = rnn.spectral_norm(nn.Linear(8, 5, dtype=torch.float64), dim=1)
+    sn = layer.parametrizations.weight[0]
+    assert sn._u.shape == (8,) and sn._v.shape == (5,)
+    assert abs(true_sigma(layer.weight, 1) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+@given(
+    shape=st.one_of(
+        st.tuples(st.integers(1, 30), st.integers(1, 30)),
+        st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4)),
+        st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3)),
+    ),
+    dtype=st.sampled_from(DTYPES),
+    data=st.data(),
+)
+def test_any_weight_shape_and_dim_is_normalized_before_and_after_a_step(shape, dtype, data):
+    dim = data.draw(st.integers(0, len(shape) - 1), label="dim")
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    g = torch.Generator().manual_seed(seed)
+    module = nn.Module()
+    module.weight = nn.Parameter(torch.randn(shape, generator=g, dtype=dtype))
+    rnn.spectral_norm(module, dim=dim)
+    assert abs(true_sigma(module.weight, dim) - 1) <= SIGMA_ATOL[dtype]
+    with torch.no_grad():
+        original(module).add_(0.3 * torch.randn(shape, generator=g, dtype=dtype))
+    assert abs(true_sigma(module.weight, dim) - 1) <= SIGMA_ATOL[dtype]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Module behaviour: state dict, eval, dtype/device, caching, assignment
+
+
+def test_state_dict_has_torch_spectral_norm_keys():
+    ours = rnn.spectral_norm(linear(6, 4)).state_dict()
+    theirs = nn.utils.parametrizations.spectral_norm(linear(6, 4)).state_dict()
+    assert sorted(ours) == sorted(theirs)
+
+
+def test_state_dict_round_trip_gives_identical_outputs():
+    layer = rnn.spectral_norm(linear(20, 10, seed=0))
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    x = torch.randn(8, 20, dtype=torch.float64)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).square().sum().backward()
+        opt.step()
+    fresh = rnn.spectral_norm(linear(20, 10, seed=1))
+    fresh.load_state_dict(layer.state_dict())
+    for mode in (False, True):
+        layer.train(mode)
+        fresh.train(mode)
+        assert torch.equal(layer(x), fresh(x))
+    sn, sn2 = layer.parametrizations.weight[0], fresh.parametrizations.weight[0]
+    assert torch.equal(sn._u, sn2._u) and torch.equal(sn._v, sn2._v)
+
+
+def test_eval_mode_keeps_buffers_and_uses_the_stored_vectors():
+    layer = rnn.spectral_norm(linear(15, 9))
+    sn = layer.parametrizations.weight[0]
+    with torch.no_grad():
+        original(layer).add_(0.1 * torch.randn(9, 15, dtype=torch.float64))
+    u, v = sn._u.clone(), sn._v.clone()
+    layer.eval()
+    w = original(layer).detach()
+    torch.testing.assert_close(layer.weight, w / (u @ w @ v), rtol=1e-14, atol=0)
+    assert torch.equal(sn._u, u) and torch.equal(sn._v, v)
+    layer.train()
+    layer.weight  # noqa: B018 - a training-mode forward updates the vectors
+    assert not torch.equal(sn._u, u)
+
+
+def test_to_dtype_converts_buffers_and_stays_exact():
+    layer = rnn.spectral_norm(linear(30, 20, torch.float32))
+    layer.double()
+    sn = layer.parametrizations.weight[0]
+    assert sn._u.dtype == sn._v.dtype == torch.float64
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_module_is_normalized_on_the_device(dtype):
+    layer = rnn.spectral_norm(linear(64, 48, dtype)).cuda()
+    sn = layer.parametrizations.weight[0]
+    assert sn._u.is_cuda and sn._v.is_cuda
+    with torch.no_grad():
+        original(layer).add_(0.05 * torch.randn_like(original(layer)))
+    w = layer.weight
+    assert w.is_cuda and abs(true_sigma(w) - 1) <= SIGMA_ATOL[dtype]
+    x = torch.randn(4, 64, device="cuda", dtype=dtype)
+    layer(x).sum().backward()
+    assert original(layer).grad.is_cuda
+
+
+def test_cached_normalizes_a_weight_used_twice_once(monkeypatch):
+    layer = rnn.spectral_norm(linear(12, 12))
+    calls = {"forward": 0, "solve": 0}
+    forward, solve = rnn._SpectralNorm.forward, rnn.solve
+
+    def counting_forward(self, weight):
+        calls["forward"] += 1
+        return forward(self, weight)
+
+    def counting_solve(*args, **kwargs):
+        calls["solve"] += 1
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(rnn._SpectralNorm, "forward", counting_forward)
+    monkeypatch.setattr(rnn, "solve", counting_solve)
+    x = torch.randn(3, 12, dtype=torch.float64)
+    with torch.no_grad():
+        original(layer).mul_(1.5).add_(0.1)  # the stored pair no longer passes: a solve is needed
+    with parametrize.cached():
+        layer(layer(x))
+    assert calls == {"forward": 1, "solve": 1}
+    layer(layer(x))
+    assert calls == {"forward": 3, "solve": 1}  # without cached(): two forwards, stored pair reused
+
+
+def test_zero_weight_gives_zeros_and_finite_gradients_without_nan():
+    layer = rnn.spectral_norm(linear(5, 4))
+    with torch.no_grad():
+        original(layer).zero_()
+    w = layer.weight
+    assert torch.equal(w, torch.zeros_like(w))
+    w.sum().backward()
+    assert bool(torch.isfinite(original(layer).grad).all())
+    zero = nn.Module()
+    zero.weight = nn.Parameter(torch.zeros(3, 4))
+    assert torch.equal(rnn.spectral_norm(zero).weight, torch.zeros(3, 4))
+
+
+def test_assigning_the_weight_stores_it_and_refreshes_the_vectors():
+    layer = rnn.spectral_norm(linear(10, 6))
+    new = 3.0 * torch.randn(6, 10, dtype=torch.float64)
+    layer.weight = new
+    assert torch.equal(original(layer), new)
+    layer.eval()  # no update in eval mode: exact only because the assignment refreshed (u, v)
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+def test_training_forward_does_not_consume_the_global_rng():
+    layer = rnn.spectral_norm(linear(20, 20))
+    with torch.no_grad():
+        original(layer).add_(0.5 * torch.randn(20, 20, dtype=torch.float64))
+    state = torch.get_rng_state()
+    layer.weight  # noqa: B018
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_autocast_forward_keeps_an_exact_sigma():
+    layer = rnn.spectral_norm(linear(32, 16, torch.float32))
+    with torch.no_grad():
+        original(layer).add_(0.1 * torch.randn(16, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.randn(4, 32))
+    assert out.dtype == torch.bfloat16
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float32]
+
+
+def test_agrees_with_torch_spectral_norm_after_its_power_iteration_converges():
+    ours = rnn.spectral_norm(linear(16, 8))
+    theirs = nn.utils.parametrizations.spectral_norm(linear(16, 8), n_power_iterations=500)
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Projection
+
+
+def test_ball_projection_clips_the_spectral_norm():
+    w = 4.0 * torch.randn(20, 12, dtype=torch.float64)
+    sigma = true_sigma(w)
+    out = rnn.project_spectral_(w, 2.0)
+    assert abs(out.sigma - sigma) <= 1e-10 * sigma and abs(out.scale - 2.0 / sigma) <= 1e-12
+    assert abs(true_sigma(w) - 2.0) <= 1e-10
+
+
+def test_ball_projection_leaves_a_weight_inside_the_ball_untouched():
+    w = torch.randn(20, 12, dtype=torch.float64)
+    before = w.clone()
+    out = rnn.project_spectral_(w, 10.0 * true_sigma(w))
+    assert out.scale == 1.0 and torch.equal(w, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sphere_projection_sets_the_spectral_norm(dtype):
+    for scale in (0.01, 100.0):
+        w = scale * torch.randn(15, 25, dtype=dtype)
+        rnn.project_spectral_(w, 0.7, mode="sphere")
+        assert abs(true_sigma(w) - 0.7) <= 0.7 * SIGMA_ATOL[dtype]
+
+
+def test_projection_of_a_parameter_and_a_4d_weight_in_place():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, dtype=torch.float64)
+    p = conv.weight
+    rnn.project_spectral_(p, 0.1, mode="sphere")
+    assert p is conv.weight and p.requires_grad
+    assert abs(true_sigma(p) - 0.1) <= 1e-11
+
+
+def test_projection_warm_start_returns_the_same_pair():
+    w = torch.randn(30, 20, dtype=torch.float64)
+    first = rnn.project_spectral_(w, 100.0)
+    again = rnn.project_spectral_(w, 100.0, init=(first.u, first.v))
+    torch.testing.assert_close(again.u, first.u, rtol=0, atol=1e-10)
+    torch.testing.assert_close(again.v, first.v, rtol=0, atol=1e-10)
+
+
+def test_sphere_projection_leaves_a_zero_weight_at_zero():
+    w = torch.zeros(4, 3)
+    out = rnn.project_spectral_(w, 1.0, mode="sphere")
+    assert out.sigma == 0.0 and torch.equal(w, torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("mode", ["ball", "sphere"])
+def test_optimizer_hook_projects_after_every_step(mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30), nn.Tanh(), nn.Conv1d(1, 4, 3))
+    model = model.double()
+    weights = [model[0].weight, model[2].weight]
+    opt = torch.optim.SGD(model.parameters(), lr=3.0)
+    rnn.register_projection_hook(opt, weights, max_norm=0.5, mode=mode)
+    x = torch.randn(16, 1, 20, dtype=torch.float64)
+    for _ in range(5):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        opt.step()
+        for w in weights:
+            if mode == "ball":
+                assert true_sigma(w) <= 0.5 + 1e-10
+            else:
+                assert abs(true_sigma(w) - 0.5) <= 1e-10
+
+
+def test_optimizer_hook_warm_starts_from_the_previous_step_and_can_be_removed(monkeypatch):
+    layer = linear(20, 10)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    inits = []
+    solve = rnn.solve
+
+    def recording_solve(*args, **kwargs):
+        inits.append(kwargs.get("init"))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(rnn, "solve", recording_solve)
+    handle = rnn.register_projection_hook(opt, layer.weight, max_norm=0.1)
+    x = torch.randn(8, 20, dtype=torch.float64)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).square().sum().backward()
+        opt.step()
+    assert len(inits) == 3 and inits[0] is None and all(i is not None for i in inits[1:])
+    handle.remove()
+    opt.zero_grad()
+    layer(x).square().sum().backward()
+    opt.step()
+    assert len(inits) == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_missing_parameter_raises_value_error_naming_it():
+    with pytest.raises(ValueError, match="`name`.*'kernel'"):
+        rnn.spectral_norm(nn.Linear(3, 2), "kernel")
+
+
+def test_one_dimensional_weight_raises_value_error():
+    with pytest.raises(ValueError, match="`module.bias` must have at least 2 dimensions"):
+        rnn.spectral_norm(nn.Linear(3, 2), "bias")
+    with pytest.raises(ValueError, match="`weight` must have at least 2 dimensions"):
+        rnn.project_spectral_(torch.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_non_float_weight_raises_type_error(dtype):
+    module = nn.Module()
+    module.register_buffer("weight", torch.ones(3, 3, dtype=dtype))
+    with pytest.raises(TypeError, match="`module.weight` has dtype"):
+        rnn.spectral_norm(module)
+    with pytest.raises(TypeError, match="`weight` has dtype"):
+        rnn.project_spectral_(torch.ones(3, 3, dtype=dtype))
+
+
+def test_non_module_raises_type_error():
+    with pytest.raises(TypeError, match="`module` must be a torch.nn.Module"):
+        rnn.spectral_norm(torch.ones(3, 3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dim": 2}, "`dim` must be in"),
+        ({"dim": -3}, "`dim` must be in"),
+        ({"tol": 0.0}, "`tol` must be"),
+        ({"tol": 2.0}, "`tol` must be"),
+        ({"eps": 0.0}, "`eps` must be"),
+        ({"eps": -1e-12}, "`eps` must be"),
+    ],
+)
+def test_spectral_norm_options_out_of_range_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rnn.spectral_norm(nn.Linear(3, 2), **kwargs)
+
+
+def test_non_finite_weight_raises_value_error():
+    layer = nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`module.weight` has NaN or Inf"):
+        rnn.spectral_norm(layer)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_norm": 0.0}, "`max_norm` must be a positive"),
+        ({"max_norm": -1.0}, "`max_norm` must be a positive"),
+        ({"max_norm": float("inf")}, "`max_norm` must be a positive"),
+        ({"mode": "cube"}, "`mode` must be 'ball'"),
+        ({"tol": 1.0}, "`tol` must be"),
+        ({"dim": 5}, "`dim` must be in"),
+    ],
+)
+def test_projection_options_out_of_range_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rnn.project_spectral_(torch.ones(3, 3), **kwargs)
+    opt = torch.optim.SGD([torch.ones(3, 3, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        rnn.register_projection_hook(opt, opt.param_groups[0]["params"], **kwargs)
+
+
+def test_hook_bad_optimizer_or_params_raise():
+    w = torch.ones(3, 3, requires_grad=True)
+    with pytest.raises(TypeError, match="`optimizer` must be"):
+        rnn.register_projection_hook(object(), [w])
+    opt = torch.optim.SGD([w], lr=0.1)
+    with pytest.raises(ValueError, match="`params` is empty"):
+        rnn.register_projection_hook(opt, [])
+    with pytest.raises(ValueError, match=r"`params\[1\]` must have at least 2 dimensions"):
+        rnn.register_projection_hook(opt, [w, torch.ones(3)])
+    with pytest.raises(TypeError, match=r"`params\[0\]` has dtype"):
+        rnn.register_projection_hook(opt, [torch.ones(3, 3, dtype=torch.int64)])
