@@ -1,0 +1,1092 @@
+"""Benchmarks of ``riemsvd.solve`` against its peers: ``python -m riemsvd.bench`` or ``riemsvd-bench``.
+
+Every solver runs on the same matrices in one process; a table, a CSV, a JSON and plots report time,
+products with A and Aᵀ, the residual reached (computed here, alike for all) and the error in σ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+import torch
+
+import riemsvd
+
+__all__ = [
+    "CLASSES",
+    "SOLVERS",
+    "Config",
+    "make_matrix",
+    "relative_residual",
+    "run",
+    "run_batched",
+    "run_warm",
+    "main",
+]
+
+CLASSES = ("gaussian", "lowrank", "decay", "cluster", "cond1e12", "sparse")
+
+# A record is one solver on one matrix: a flat dict of the figures in the table, the CSV and the JSON
+# (see docs/benchmarks.md for the keys); a runner returns the raw outcome of one solve.
+Record = dict[str, Any]
+
+SPARSE_DENSITY = 0.01
+OVERSAMPLING = 10  # q = k + 10 columns for svd_lowrank and the power iteration
+POWER_MAXITER = 1000  # iteration cap of the block power iteration
+SCIPY_LOBPCG_MAXITER = 200  # svds(solver="lobpcg") defaults to lobpcg's 20 iterations
+TORCH_LOBPCG_NITER = 1000  # torch.lobpcg's own default
+SLOW_S = 10.0  # a solve slower than this is not repeated
+MIN_REP_S, MAX_CALLS = 0.05, 50  # one repetition: calls of a fast solve until 50 ms, its mean
+
+
+# ---------------------------------------------------------------------------------------------------
+# Matrices
+
+
+def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def _spectrum(kind: str, r: int, gen: torch.Generator) -> torch.Tensor:
+    i = torch.arange(r, dtype=torch.float64)
+    if kind == "decay":
+        s = 1.0 / (i + 1.0)
+    elif kind == "cluster":  # the top 10 values 1e-3 apart, the rest in [0, 0.5)
+        top = min(r, 10)
+        rest = 0.5 * torch.rand(r - top, generator=gen, dtype=torch.float64)
+        s = torch.cat([1.0 - 1e-3 * i[:top], rest])
+    elif kind == "cond1e12":
+        s = torch.logspace(0, -12, r, dtype=torch.float64)
+    else:
+        raise ValueError(f"`kind` must be one of {CLASSES}, got {kind!r}")
+    return torch.sort(s, descending=True).values
+
+
+def make_matrix(kind: str, m: int, n: int, dtype: torch.dtype, gen: torch.Generator):
+    """An m×n test matrix of the class ``kind``, on the CPU.
+
+    ``gaussian``: i.i.d. N(0, 1) entries. ``lowrank``: rank 10 with σ from 1 to 0.5, plus Gaussian
+    noise of spectral norm about 1e-3. ``decay``: σᵢ = 1/i. ``cluster``: the top 10 σ 1e-3 apart
+    (1, 0.999, …), the rest below 0.5. ``cond1e12``: σ logarithmically spaced from 1 to 1e-12. These
+    four have Haar-random singular vectors. ``sparse``: a scipy CSR matrix with 1 % of its entries
+    N(0, 1), the only class not returned as a dense torch tensor of ``dtype``.
+    """
+    if kind == "sparse":
+        rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+        a = scipy.sparse.random(
+            m,
+            n,
+            density=SPARSE_DENSITY,
+            format="csr",
+            dtype=np.float64,
+            random_state=rng,
+            data_rvs=rng.standard_normal,
+        )
+        return a.astype(_np_dtype(dtype))
+    if kind == "gaussian":
+        a = torch.randn(m, n, generator=gen, dtype=torch.float64)
+    elif kind == "lowrank":
+        r = min(10, m, n)
+        u, v = _orthonormal(m, r, gen), _orthonormal(n, r, gen)
+        noise = torch.randn(m, n, generator=gen, dtype=torch.float64) * (1e-3 / (m**0.5 + n**0.5))
+        a = (u * torch.linspace(1.0, 0.5, r, dtype=torch.float64)) @ v.mT + noise
+    else:
+        r = min(m, n)
+        s = _spectrum(kind, r, gen)
+        a = (_orthonormal(m, r, gen) * s) @ _orthonormal(n, r, gen).mT
+    return a.to(dtype)
+
+
+def _np_dtype(dtype: torch.dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
+def _to_torch_sparse(a, device) -> torch.Tensor:
+    coo = a.tocoo()
+    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    with torch.sparse.check_sparse_tensor_invariants():  # opting in explicitly also silences a warning
+        t = torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data), coo.shape).coalesce()
+    return t.to(device)
+
+
+@dataclass
+class Problem:
+    """One test matrix in the forms the solvers take, and its float64 reference.
+
+    ``a`` is dense on the device (for ``sparse`` a dense copy, for the peers that need one), ``host``
+    the numpy array or scipy CSR matrix the scipy solvers get, ``a_sparse`` a torch sparse COO copy
+    (``sparse`` only), ``a64`` the same matrix in float64 on the CPU and ``s_ref`` its singular values.
+    """
+
+    kind: str
+    a: torch.Tensor
+    host: Any
+    a_sparse: torch.Tensor | None
+    a64: torch.Tensor
+    s_ref: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.a64.shape)
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.a_sparse is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.a.device
+
+    def riemsvd_input(self):
+        """What riemsvd.solve gets: the scipy CSR matrix for ``sparse``, else the dense tensor."""
+        return self.host if self.is_sparse else self.a
+
+
+def make_problem(kind: str, m: int, n: int, dtype: torch.dtype, device: str, seed: int) -> Problem:
+    gen = torch.Generator().manual_seed(seed + zlib.crc32(f"{kind}:{m}x{n}".encode()))
+    a = make_matrix(kind, m, n, dtype, gen)
+    if kind == "sparse":
+        host = a
+        dense = torch.from_numpy(a.toarray())
+        a_sparse = _to_torch_sparse(a, device)
+    else:
+        host, dense, a_sparse = a.numpy(), a, None
+    a64 = dense.double()
+    s_ref = torch.linalg.svdvals(a64)
+    return Problem(kind, dense.to(device), host, a_sparse, a64, s_ref)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The figures, computed alike for every solver
+
+
+def relative_residual(a64: torch.Tensor, u, s, v, s1: float) -> float:
+    """max over i of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁, in float64 on the CPU.
+
+    ``a64`` (*, m, n); u (*, m, k), s (*, k), v (*, n, k); the maximum is also over the batch.
+    """
+    u, s, v = (torch.as_tensor(x).detach().to("cpu", torch.float64) for x in (u, s, v))
+    sd = s.unsqueeze(-2)
+    ru = torch.linalg.vector_norm(a64 @ v - u * sd, dim=-2)
+    rv = torch.linalg.vector_norm(a64.mT @ u - v * sd, dim=-2)
+    return float(torch.maximum(ru, rv).max()) / s1
+
+
+def sigma_error(s, s_ref: torch.Tensor) -> float:
+    """max over i of |σᵢ − σᵢ^ref| / σ₁^ref, with σ sorted descending."""
+    s = torch.sort(torch.as_tensor(s).detach().to("cpu", torch.float64), dim=-1, descending=True).values
+    k = s.shape[-1]
+    return float(((s - s_ref[..., :k]).abs() / s_ref[..., :1]).max())
+
+
+def orthonormality_error(u, v) -> float:
+    """max |UᵀU − I|, |VᵀV − I| (entrywise): the residual means nothing for vectors off the unit sphere."""
+    err = 0.0
+    for x in (u, v):
+        x = torch.as_tensor(x).detach().to("cpu", torch.float64)
+        eye = torch.eye(x.shape[-1], dtype=torch.float64)
+        err = max(err, float((x.mT @ x - eye).abs().max()))
+    return err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runners: one solve each, timing only the solver's own call; they return the raw outcome
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _sorted(u, s, v):
+    order = torch.argsort(s, descending=True)
+    return u[:, order], s[order], v[:, order]
+
+
+def run_riemsvd(p: Problem, k: int, tol: float, seed: int) -> dict:
+    """riemsvd.solve on the dense tensor (or the scipy matrix); products from ``info.matvecs``."""
+    a = p.riemsvd_input()
+    gen = torch.Generator().manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        t0 = _clock(p.device)
+        r = riemsvd.solve(a, k, tol=tol, generator=gen)
+        t = _clock(p.device) - t0
+    info = r.info
+    return dict(
+        time=t,
+        U=r.U,
+        S=r.S,
+        V=r.V,
+        products=info.matvecs,
+        history=[list(h) for h in info.history],
+        iterations=info.iterations,
+    )
+
+
+def run_full_svd(p: Problem, k: int, tol: float, seed: int) -> dict:
+    """The thin torch.linalg.svd of the dense matrix (for ``sparse``: of its dense copy)."""
+    t0 = _clock(p.device)
+    u, s, vh = torch.linalg.svd(p.a, full_matrices=False)
+    t = _clock(p.device) - t0
+    return dict(time=t, U=u[:, :k], S=s[:k], V=vh[:k].mT, products=None)
+
+
+def _lowrank_runner(niter: int) -> Callable:
+    def run_lowrank(p: Problem, k: int, tol: float, seed: int) -> dict:
+        m, n = p.shape
+        q = min(k + OVERSAMPLING, m, n)
+        a = p.a_sparse if p.is_sparse else p.a
+        torch.manual_seed(seed)  # svd_lowrank draws from the global generator
+        t0 = _clock(p.device)
+        u, s, v = torch.svd_lowrank(a, q=q, niter=niter)
+        t = _clock(p.device) - t0
+        # torch._lowrank's algorithm: A R, niter times (Aᵀ Q, A Q), then Qᵀ A: blocks of q columns.
+        return dict(time=t, U=u[:, :k], S=s[:k], V=v[:, :k], products=q * (2 * niter + 2))
+
+    run_lowrank.__doc__ = (
+        f"torch.svd_lowrank(A, q=k+{OVERSAMPLING}, niter={niter}) (torch sparse for ``sparse``)."
+    )
+    return run_lowrank
+
+
+def run_torch_lobpcg(p: Problem, k: int, tol: float, seed: int) -> dict:
+    """torch.lobpcg on the explicit Gram matrix of the smaller side, formed inside the timed call.
+
+    torch.lobpcg takes a tensor, not a function, so AᵀA (or AAᵀ) is formed from the dense matrix (for
+    ``sparse``: its dense copy); its products are not counted ("n/a").
+    """
+    m, n = p.shape
+    a = p.a
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(min(m, n), k, generator=gen, dtype=a.dtype).to(p.device)
+    steps = [0]
+
+    def tracker(worker):
+        steps[0] = worker.ivars["istep"]
+
+    t0 = _clock(p.device)
+    g = a.mT @ a if m >= n else a @ a.mT
+    e, x = torch.lobpcg(g, k=k, X=x0, tol=tol, niter=TORCH_LOBPCG_NITER, largest=True, tracker=tracker)
+    s = e.clamp_min(0).sqrt()
+    other = (a @ x if m >= n else a.mT @ x) / s.clamp_min(torch.finfo(a.dtype).tiny)
+    u, v = (other, x) if m >= n else (x, other)
+    t = _clock(p.device) - t0
+    u, s, v = _sorted(u, s, v)
+    return dict(time=t, U=u, S=s, V=v, products=None, iterations=steps[0])
+
+
+class CountingOperator(scipy.sparse.linalg.LinearOperator):
+    """A numpy array or scipy sparse matrix as a LinearOperator that counts its products with A and Aᵀ."""
+
+    def __init__(self, a) -> None:
+        super().__init__(dtype=a.dtype, shape=a.shape)
+        self.a, self.at, self.products = a, a.T, 0
+
+    def _matvec(self, x):
+        self.products += 1
+        return self.a @ x
+
+    def _rmatvec(self, x):
+        self.products += 1
+        return self.at @ x
+
+    def _matmat(self, x):
+        self.products += x.shape[1]
+        return self.a @ x
+
+    def _rmatmat(self, x):
+        self.products += x.shape[1]
+        return self.at @ x
+
+
+def _svds_runner(solver: str) -> Callable:
+    def run_svds(p: Problem, k: int, tol: float, seed: int) -> dict:
+        op = CountingOperator(p.host)
+        extra = {}
+        if solver == "propack":  # its maxiter is the Lanczos basis size (no restarts); 10k fails often
+            extra["maxiter"] = min(p.shape)
+        elif solver == "lobpcg":
+            extra["maxiter"] = SCIPY_LOBPCG_MAXITER
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lobpcg warns when it stops short; the record says so
+            t0 = time.perf_counter()
+            u, s, vh = scipy.sparse.linalg.svds(op, k=k, tol=tol, solver=solver, random_state=seed, **extra)
+            t = time.perf_counter() - t0
+        u, s, v = _sorted(
+            torch.from_numpy(u.copy()), torch.from_numpy(s.copy()), torch.from_numpy(vh.T.copy())
+        )
+        return dict(time=t, U=u, S=s, V=v, products=op.products)
+
+    run_svds.__doc__ = f'scipy.sparse.linalg.svds(solver="{solver}") on a counting LinearOperator.'
+    return run_svds
+
+
+def subspace_iteration(matmat, rmatmat, n: int, k: int, q: int, tol: float, maxiter: int, x0):
+    """Block power (subspace) iteration on AᵀA with Rayleigh–Ritz, q ≥ k columns.
+
+    Each step: W = A V = Ũ Σ Zᵀ (thin SVD), Ritz triplets (Ũ, Σ, V Z), for which A v − σ u = 0, so
+    the residual is ‖Aᵀ Ũ − V Z Σ‖ (the same definition as riemsvd's); then V = orth(Aᵀ Ũ).
+    Returns (U, S, V, history, iterations).
+    """
+    v = torch.linalg.qr(x0).Q
+    history, products = [], 0
+    for it in range(1, maxiter + 1):
+        w = matmat(v)
+        uu, s, zt = torch.linalg.svd(w, full_matrices=False)
+        x = rmatmat(uu)
+        products += 2 * v.shape[-1]
+        vr = v @ zt.mT
+        res = float(torch.linalg.vector_norm(x[:, :k] - vr[:, :k] * s[:k], dim=0).max() / s[0])
+        history.append([products, res])
+        if res <= tol or it == maxiter:
+            break
+        v = torch.linalg.qr(x).Q
+    return uu[:, :k], s[:k], vr[:, :k], history, it
+
+
+def run_power(p: Problem, k: int, tol: float, seed: int) -> dict:
+    """Block power iteration (q = k + 10) on torch tensors: the dense matrix, or torch sparse CSR."""
+    m, n = p.shape
+    q = min(k + OVERSAMPLING, m, n)
+    if p.is_sparse:
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            a, at = p.a_sparse.to_sparse_csr(), p.a_sparse.t().to_sparse_csr()
+    else:
+        a, at = p.a, p.a.mT
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, q, generator=gen, dtype=p.a.dtype).to(p.device)
+    t0 = _clock(p.device)
+    u, s, v, history, its = subspace_iteration(a.__matmul__, at.__matmul__, n, k, q, tol, POWER_MAXITER, x0)
+    t = _clock(p.device) - t0
+    return dict(time=t, U=u, S=s, V=v, products=history[-1][0], history=history, iterations=its)
+
+
+SOLVERS: dict[str, Callable] = {
+    "riemsvd": run_riemsvd,
+    "svd": run_full_svd,
+    "lowrank2": _lowrank_runner(2),
+    "lowrank10": _lowrank_runner(10),
+    "torch-lobpcg": run_torch_lobpcg,
+    "arpack": _svds_runner("arpack"),
+    "propack": _svds_runner("propack"),
+    "scipy-lobpcg": _svds_runner("lobpcg"),
+    "power": run_power,
+}
+_ON_HOST = {"arpack", "propack", "scipy-lobpcg"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Config:
+    """What to run; the defaults are the default run (about 2 minutes on 2 CPU cores)."""
+
+    sizes: list = field(default_factory=lambda: [(1000, 500)])
+    ks: list = field(default_factory=lambda: [1, 8])
+    dtype: str = "float64"
+    tol: float | None = None  # None: 1e-10 in float64, 1e-5 in float32
+    device: str = "cpu"
+    reps: int = 3
+    classes: list = field(default_factory=lambda: list(CLASSES))
+    solvers: list = field(default_factory=lambda: list(SOLVERS))
+    out: str = "bench-out"
+    warm: bool = False
+    batched: bool = False
+    batched_shape: tuple = (256, 128, 128)
+    min_rep_s: float = MIN_REP_S  # 0: one call per repetition
+    plots: bool = True
+    progress: bool = True
+    seed: int = 0
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def tolerance(self) -> float:
+        if self.tol is not None:
+            return float(self.tol)
+        return 1e-10 if self.dtype == "float64" else 1e-5
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn with \\r."""
+
+    def __init__(self, total: int, enabled: bool = True, width: int = 30) -> None:
+        # Only on a terminal: carriage returns would clutter a log file.
+        enabled = enabled and sys.stderr.isatty()
+        self.total, self.done, self.enabled, self.width = max(total, 1), 0, enabled, width
+        self.t0 = time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        filled = int(self.width * min(self.done, self.total) / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"\r[{bar}] {self.done}/{self.total} {time.perf_counter() - self.t0:5.0f}s  {label}"
+        sys.stderr.write(line[:110].ljust(110))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 110 + "\r")
+            sys.stderr.flush()
+
+
+def _riemsvd_basis_bytes(m: int, n: int, k: int, itemsize: int) -> int:
+    # An estimate from SolverOptions' defaults: bases U, AV (m×p) and V, AᵀU (n×p), p the basis cap.
+    p = max(32, 4 * k + min(8 * k, 64), 4 * k)
+    return 2 * (m + n) * p * itemsize
+
+
+def _status(rec: Record, eps: float) -> str:
+    tol = rec["tol"]
+    if not (rec["orth_err"] <= math.sqrt(eps)):
+        return "not orthonormal"
+    if not rec["reached_tol"]:
+        return "missed tol"
+    if not (rec["sigma_err"] <= 2 * tol + 100 * eps):
+        return "not top-k"
+    return "ok"
+
+
+def repeat(call: Callable[[], dict], reps: int, min_s: float = MIN_REP_S) -> tuple[list[float], dict]:
+    """Time ``call`` (which returns a dict with its own ``time``) ``reps`` times; (times, last output).
+
+    A repetition repeats a fast call until ``min_s`` have passed and takes the mean, so that
+    millisecond solves are not timed by one scheduler tick; a call slower than SLOW_S is not repeated.
+    """
+    times, out = [], {}
+    for _ in range(reps):
+        total, calls = 0.0, 0
+        while calls == 0 or (total < min_s and calls < MAX_CALLS):
+            out = call()
+            total, calls = total + out["time"], calls + 1
+        times.append(total / calls)
+        if total > SLOW_S:
+            break
+    return times, out
+
+
+def measure(name: str, p: Problem, k: int, config: Config) -> Record:
+    """Run solver ``name`` ``config.reps`` times on ``p``; the Record of its median time and figures."""
+    m, n = p.shape
+    tol = config.tolerance
+    dtype = config.torch_dtype
+    rec: Record = dict(
+        cls=p.kind,
+        m=m,
+        n=n,
+        k=k,
+        solver=name,
+        dtype=config.dtype,
+        device=str(p.device),
+        tol=tol,
+        status="",
+        reached_tol=None,
+        time_s=None,
+        time_min_s=None,
+        time_reps=[],
+        reps=0,
+        products=None,
+        residual=None,
+        sigma_err=None,
+        orth_err=None,
+        ratio_arpack=None,
+        mem_bytes=None,
+        mem_note="n/a",
+        iterations=None,
+        history=[],
+    )
+    on_host = name in _ON_HOST or (name == "riemsvd" and p.is_sparse)  # riemsvd runs scipy input there
+    cuda = p.device.type == "cuda" and not on_host
+    try:
+        if cuda:
+            torch.cuda.synchronize(p.device)
+            torch.cuda.reset_peak_memory_stats(p.device)
+            base = torch.cuda.memory_allocated(p.device)
+        rec["time_reps"], out = repeat(
+            lambda: SOLVERS[name](p, k, tol, config.seed), config.reps, config.min_rep_s
+        )
+        if cuda:
+            rec["mem_bytes"] = torch.cuda.max_memory_allocated(p.device) - base
+            rec["mem_note"] = "peak"
+    except Exception as err:  # a peer that raises is reported, not dropped
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        rec["status"] = f"failed: {type(err).__name__}: {msg}"[:120]
+        rec["reached_tol"] = False
+        return rec
+    rec["reps"] = len(rec["time_reps"])
+    rec["time_s"] = statistics.median(rec["time_reps"])
+    rec["time_min_s"] = min(rec["time_reps"])
+    rec["products"] = out.get("products")
+    rec["iterations"] = out.get("iterations")
+    rec["history"] = out.get("history", [])
+    s1 = float(p.s_ref[0])
+    rec["residual"] = relative_residual(p.a64, out["U"], out["S"], out["V"], s1)
+    rec["sigma_err"] = sigma_error(out["S"], p.s_ref)
+    rec["orth_err"] = orthonormality_error(out["U"], out["V"])
+    rec["reached_tol"] = bool(rec["residual"] <= tol)
+    if name == "riemsvd" and not cuda:
+        rec["mem_bytes"] = _riemsvd_basis_bytes(m, n, k, torch.finfo(dtype).bits // 8)
+        rec["mem_note"] = "estimate"
+    rec["status"] = _status(rec, torch.finfo(dtype).eps)
+    return rec
+
+
+def _warm_up(config: Config) -> None:
+    """One untimed solve of every solver on a small matrix: imports, thread pools, lazy kernels."""
+    p = make_problem("gaussian", 60, 40, config.torch_dtype, config.device, config.seed)
+    for name in config.solvers:
+        try:
+            SOLVERS[name](p, 1, config.tolerance, config.seed)
+        except Exception:
+            pass
+
+
+def run(config: Config) -> list[Record]:
+    """Every solver on every (size, class, k) of ``config``: one Record each, ARPACK ratios filled in."""
+    unknown = set(config.solvers) - set(SOLVERS)
+    if unknown:
+        raise ValueError(f"`solvers`: unknown {sorted(unknown)}; choose from {list(SOLVERS)}")
+    unknown = set(config.classes) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
+    _warm_up(config)
+    total = len(config.sizes) * len(config.classes) * len(config.ks) * len(config.solvers)
+    progress = Progress(total, config.progress)
+    records: list[Record] = []
+    try:
+        for m, n in config.sizes:
+            for kind in config.classes:
+                p = make_problem(kind, m, n, config.torch_dtype, config.device, config.seed)
+                for k in config.ks:
+                    for name in config.solvers:
+                        progress.step(f"{m}x{n} {kind} k={k} {name}")
+                        records.append(measure(name, p, k, config))
+    finally:
+        progress.close()
+    _fill_ratios(records)
+    return records
+
+
+def _fill_ratios(records: list[Record]) -> None:
+    ref = {
+        (r["m"], r["n"], r["k"], r["cls"]): r["time_s"]
+        for r in records
+        if r["solver"] == "arpack" and r["time_s"]
+    }
+    for r in records:
+        t_arpack = ref.get((r["m"], r["n"], r["k"], r["cls"]))
+        if t_arpack and r["time_s"] is not None:
+            r["ratio_arpack"] = r["time_s"] / t_arpack
+
+
+# ---------------------------------------------------------------------------------------------------
+# Experiments: warm start, batched
+
+
+def _spectral_norm(matmat, rmatmat, n: int, dtype, device) -> float:
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(n, 4, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    _, s, _, _, _ = subspace_iteration(matmat, rmatmat, n, 1, 4, 1e-6, 200, x0)
+    return float(s[0])
+
+
+def perturb(p: Problem, rel: float, seed: int):
+    """A + E with ‖E‖₂ = rel·‖A‖₂, E Gaussian (for ``sparse``: on A's sparsity pattern)."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    s1 = float(p.s_ref[0])
+    if p.is_sparse:
+        e = p.host.copy()
+        e.data = torch.randn(e.nnz, generator=gen, dtype=torch.float64).numpy().astype(e.dtype)
+        to = lambda x: torch.from_numpy(np.asarray(x))  # noqa: E731
+        norm = _spectral_norm(
+            lambda x: to(e @ x.numpy()), lambda y: to(e.T @ y.numpy()), p.shape[1], torch.float64, "cpu"
+        )
+        return (p.host + e * (rel * s1 / norm)).tocsr()
+    e = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(dtype=p.a.dtype, device=p.device)
+    norm = _spectral_norm(e.__matmul__, e.mT.__matmul__, p.shape[1], p.a.dtype, p.device)
+    return p.a + e * (rel * s1 / norm)
+
+
+def run_warm(config: Config) -> list[Record]:
+    """riemsvd on A + E (‖E‖₂ = 1e-3‖A‖₂) from a random start and from A's (U, V): products, times."""
+    tol = config.tolerance
+    total = len(config.sizes) * len(config.classes) * len(config.ks)
+    progress = Progress(total, config.progress)
+    records = []
+    try:
+        for m, n in config.sizes:
+            for kind in config.classes:
+                p = make_problem(kind, m, n, config.torch_dtype, config.device, config.seed)
+                a1 = perturb(p, 1e-3, config.seed)
+                for k in config.ks:
+                    progress.step(f"warm {m}x{n} {kind} k={k}")
+                    records.append(_warm_one(p, a1, k, tol, config))
+    finally:
+        progress.close()
+    return records
+
+
+def _warm_one(p: Problem, a1, k: int, tol: float, config: Config) -> Record:
+    m, n = p.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        prev = riemsvd.solve(p.riemsvd_input(), k, tol=tol, generator=torch.Generator().manual_seed(0))
+        out = {}
+        for mode, init in (("cold", None), ("warm", (prev.U, prev.V))):
+
+            def call(init=init):
+                gen = torch.Generator().manual_seed(config.seed)
+                t0 = _clock(p.device)
+                r = riemsvd.solve(a1, k, tol=tol, init=init, generator=gen)
+                return dict(time=_clock(p.device) - t0, result=r)
+
+            times, last = repeat(call, config.reps, config.min_rep_s)
+            out[mode] = (last["result"], statistics.median(times))
+    (cold, t_cold), (warm, t_warm) = out["cold"], out["warm"]
+    return dict(
+        cls=p.kind,
+        m=m,
+        n=n,
+        k=k,
+        dtype=config.dtype,
+        tol=tol,
+        products_cold=cold.info.matvecs,
+        products_warm=warm.info.matvecs,
+        products_ratio=warm.info.matvecs / cold.info.matvecs,
+        time_cold_s=t_cold,
+        time_warm_s=t_warm,
+        converged_cold=bool(cold.info.converged.all()),
+        converged_warm=bool(warm.info.converged.all()),
+    )
+
+
+def run_batched(config: Config) -> list[Record]:
+    """riemsvd.solve (k = 1) on a float32 batch against torch.linalg.svdvals on the batch."""
+    shape = tuple(config.batched_shape)
+    gen = torch.Generator().manual_seed(config.seed + 11)
+    a = torch.randn(shape, generator=gen, dtype=torch.float32)
+    a64 = a.double()
+    s_ref = torch.linalg.svdvals(a64)
+    a = a.to(config.device)
+    dev = a.device
+    records = []
+
+    def solve():
+        t0 = _clock(dev)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+            r = riemsvd.solve(a, 1, generator=torch.Generator().manual_seed(config.seed))
+        return dict(time=_clock(dev) - t0, result=r)
+
+    def svdvals():
+        t0 = _clock(dev)
+        s = torch.linalg.svdvals(a)
+        return dict(time=_clock(dev) - t0, result=s)
+
+    for name, call in (("riemsvd", solve), ("svdvals", svdvals)):
+        times, out = repeat(call, config.reps, config.min_rep_s)
+        r = s = out["result"]
+        rec = dict(
+            solver=name,
+            shape="x".join(map(str, shape)),
+            k=1,
+            dtype="float32",
+            device=str(dev),
+            time_s=statistics.median(times),
+            reps=len(times),
+        )
+        if name == "riemsvd":
+            # residual per batch element relative to its own σ₁, then the worst element
+            res = max(
+                relative_residual(a64[i], r.U[i], r.S[i], r.V[i], float(s_ref[i, 0])) for i in range(shape[0])
+            )
+            rec.update(
+                products=r.info.matvecs,
+                residual=res,
+                tol=r.info.tol,
+                reached_tol=bool(r.info.converged.all()),
+                sigma_err=sigma_error(r.S, s_ref),
+            )
+        else:
+            rec.update(products=None, residual=None, sigma_err=sigma_error(s[..., :1], s_ref))
+        records.append(rec)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(x, spec: str, none: str = "n/a") -> str:
+    return none if x is None else format(x, spec)
+
+
+def _mem(rec: Record) -> str:
+    if rec["mem_bytes"] is None:
+        return "n/a"
+    return f"{rec['mem_bytes'] / 2**20:.1f}" + ("*" if rec["mem_note"] == "estimate" else "")
+
+
+def format_table(records: list[Record]) -> str:
+    """The terminal table: one block per (size, k), one line per class and solver."""
+    head = (
+        f"{'class':<9} {'solver':<13} {'time ms':>9} {'×ARPACK':>8} {'products':>8} {'residual':>9} "
+        f"{'σ err':>8} {'MB':>6}  reached tol / status"
+    )
+    lines = []
+    groups = sorted({(r["m"], r["n"], r["k"]) for r in records})
+    for m, n, k in groups:
+        rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
+        r0 = rs[0]
+        lines.append(f"\n{m}×{n}, k = {k}, {r0['dtype']}, tol {r0['tol']:.0e}, {r0['device']}")
+        lines.append(head)
+        lines.append("-" * len(head))
+        for r in rs:
+            if r["time_s"] is None:
+                lines.append(f"{r['cls']:<9} {r['solver']:<13} {r['status']}")
+                continue
+            flag = "yes" if r["reached_tol"] else "no"
+            note = "" if r["status"] in ("ok", "missed tol") else f" ({r['status']})"
+            ratio, products = _fmt(r["ratio_arpack"], "8.2f"), _fmt(r["products"], "d")
+            lines.append(
+                f"{r['cls']:<9} {r['solver']:<13} {r['time_s'] * 1e3:>9.1f} {ratio:>8} {products:>8} "
+                f"{r['residual']:>9.1e} {r['sigma_err']:>8.1e} {_mem(r):>6}  {flag}{note}"
+            )
+    if any(r["mem_note"] == "estimate" for r in records):
+        lines.append("\nMB: * riemsvd's search bases, estimated (not measured on the CPU)")
+    return "\n".join(lines)
+
+
+def _geomean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None and x > 0 and math.isfinite(x)]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
+
+
+def summarize(records: list[Record]) -> dict:
+    """The target figures: per (size, k), the geometric means over classes of time(riemsvd)/time(ARPACK)
+    and products(riemsvd)/products(PROPACK), and the fastest solver that reached tol per class."""
+    out = {}
+    for m, n, k in sorted({(r["m"], r["n"], r["k"]) for r in records}):
+        rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
+        by = {(r["cls"], r["solver"]): r for r in rs}
+        classes = sorted({r["cls"] for r in rs}, key=lambda c: CLASSES.index(c))
+        t_ratio, p_ratio, fastest = {}, {}, {}
+        for c in classes:
+            ours, arpack, propack = by.get((c, "riemsvd")), by.get((c, "arpack")), by.get((c, "propack"))
+            if ours and arpack and ours["time_s"] and arpack["time_s"]:
+                t_ratio[c] = ours["time_s"] / arpack["time_s"]
+            if ours and propack and ours["products"] and propack["products"] and propack["time_s"]:
+                p_ratio[c] = ours["products"] / propack["products"]
+            ok = [r for r in rs if r["cls"] == c and r["status"] == "ok"]
+            if ok:
+                best = min(ok, key=lambda r: r["time_s"])
+                rel = ours["time_s"] / best["time_s"] if ours and ours["time_s"] else None
+                fastest[c] = {"solver": best["solver"], "time_s": best["time_s"], "riemsvd_over_fastest": rel}
+        out[f"{m}x{n} k={k}"] = {
+            "time_riemsvd_over_arpack": t_ratio,
+            "time_riemsvd_over_arpack_geomean": _geomean(list(t_ratio.values())),
+            "products_riemsvd_over_propack": p_ratio,
+            "products_riemsvd_over_propack_geomean": _geomean(list(p_ratio.values())),
+            "fastest_reaching_tol": fastest,
+        }
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "Summary (geometric means over classes)"]
+    for key, s in summary.items():
+        g = s["time_riemsvd_over_arpack_geomean"]
+        per = ", ".join(f"{c} {v:.2f}" for c, v in s["time_riemsvd_over_arpack"].items())
+        lines.append(f"  {key}: time riemsvd / ARPACK = {_fmt(g, '.2f')}   ({per})")
+        g = s["products_riemsvd_over_propack_geomean"]
+        per = ", ".join(f"{c} {v:.2f}" for c, v in s["products_riemsvd_over_propack"].items())
+        lines.append(f"  {key}: products riemsvd / PROPACK = {_fmt(g, '.2f')}   ({per})")
+        per = ", ".join(
+            f"{c} {f['solver']}"
+            + ("" if f["solver"] == "riemsvd" else f" (riemsvd ×{_fmt(f['riemsvd_over_fastest'], '.1f')})")
+            for c, f in s["fastest_reaching_tol"].items()
+        )
+        lines.append(f"  {key}: fastest to tol: {per}")
+    return "\n".join(lines)
+
+
+def format_warm(records: list[Record]) -> str:
+    lines = [
+        "",
+        "Warm start: riemsvd on A + E, ‖E‖₂ = 1e-3‖A‖₂, from A's (U, V) against a random start",
+        f"{'size':<10} {'k':>3} {'class':<9} {'products cold':>13} {'warm':>6} {'ratio':>6} "
+        f"{'ms cold':>8} {'ms warm':>8}",
+    ]
+    for r in records:
+        lines.append(
+            f"{r['m']}x{r['n']:<5} {r['k']:>3} {r['cls']:<9} {r['products_cold']:>13} "
+            f"{r['products_warm']:>6} {r['products_ratio']:>6.2f} "
+            f"{r['time_cold_s'] * 1e3:>8.1f} {r['time_warm_s'] * 1e3:>8.1f}"
+            + ("" if r["converged_cold"] and r["converged_warm"] else "  (missed tol)")
+        )
+    g = _geomean([r["products_ratio"] for r in records])
+    lines.append(f"  products warm / cold, geometric mean: {_fmt(g, '.2f')}")
+    return "\n".join(lines)
+
+
+def format_batched(records: list[Record]) -> str:
+    lines = [f"\nBatched: {records[0]['shape']} float32, k = 1, {records[0]['device']}"]
+    for r in records:
+        extra = (
+            f", products {r['products']}, residual {r['residual']:.1e} (tol {r['tol']:.1e}), "
+            f"σ err {r['sigma_err']:.1e}"
+            if r["solver"] == "riemsvd"
+            else f", σ err {r['sigma_err']:.1e}"
+        )
+        lines.append(f"  {r['solver']:<8} {r['time_s'] * 1e3:9.1f} ms{extra}")
+    t = {r["solver"]: r["time_s"] for r in records}
+    lines.append(f"  time riemsvd / svdvals = {t['riemsvd'] / t['svdvals']:.2f}")
+    return "\n".join(lines)
+
+
+_CSV_SKIP = ("history", "time_reps")
+
+
+def _machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return dict(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        numpy=np.__version__,
+        scipy=scipy.__version__,
+        riemsvd=riemsvd.__version__,
+        cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    )
+
+
+def write_outputs(out: str, config: Config, records, summary, warm=None, batched=None) -> list[str]:
+    """results.csv (one row per record), results.json (everything, with histories); returns the paths."""
+    os.makedirs(out, exist_ok=True)
+    paths = [os.path.join(out, "results.csv"), os.path.join(out, "results.json")]
+    with open(paths[0], "w", newline="") as f:
+        keys = [k for k in records[0] if k not in _CSV_SKIP] if records else []
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(records)
+    if warm:
+        paths.append(os.path.join(out, "warm.csv"))
+        with open(paths[-1], "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(warm[0]))
+            w.writeheader()
+            w.writerows(warm)
+    doc = dict(
+        config=asdict(config),
+        machine=_machine(),
+        records=records,
+        summary=summary,
+        warm=warm,
+        batched=batched,
+    )
+    with open(paths[1], "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+    return paths
+
+
+def plot(records: list[Record], out: str) -> list[str]:
+    """PNG plots per (size, k): residual against products per class, and time per class and solver.
+
+    Returns the paths written; an empty list (with a message) when matplotlib is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        print("matplotlib is not installed (pip install 'riemsvd[bench]'): no plots", file=sys.stderr)
+        return []
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    solvers = list(dict.fromkeys(r["solver"] for r in records))
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(solvers)}
+    for m, n, k in sorted({(r["m"], r["n"], r["k"]) for r in records}):
+        rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
+        classes = list(dict.fromkeys(r["cls"] for r in rs))
+        tol = rs[0]["tol"]
+        # residual against products
+        cols = min(3, len(classes))
+        rows = math.ceil(len(classes) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+        for ax, c in zip(axes.flat, classes):
+            for r in (r for r in rs if r["cls"] == c and r["products"] and r["residual"] is not None):
+                col = colors[r["solver"]]
+                if r["history"]:
+                    h = np.array(r["history"], dtype=float)
+                    ax.plot(h[:, 0], np.maximum(h[:, 1], 1e-17), color=col, lw=1.2, label=r["solver"])
+                    ax.plot([r["products"]], [max(r["residual"], 1e-17)], "o", color=col, ms=4)
+                else:
+                    ax.plot(
+                        [r["products"]], [max(r["residual"], 1e-17)], "s", color=col, ms=5, label=r["solver"]
+                    )
+            ax.axhline(tol, color="gray", ls="--", lw=0.8)
+            ax.set(xscale="log", yscale="log", title=c, xlabel="products with A and Aᵀ")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_ylabel("relative residual")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(classes) :]:
+            ax.axis("off")
+        handles = {}
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(
+            handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=8
+        )
+        fig.suptitle(
+            f"{m}×{n}, k = {k}: residual against products (line: history, marker: final residual; "
+            "solvers without a product count are not shown)"
+        )
+        fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+        paths.append(os.path.join(out, f"convergence_{m}x{n}_k{k}.png"))
+        fig.savefig(paths[-1], dpi=70)
+        plt.close(fig)
+        # time per solver per class
+        fig, ax = plt.subplots(figsize=(11, 4))
+        width = 0.8 / len(solvers)
+        labelled = set()
+        for j, s in enumerate(solvers):
+            for i, c in enumerate(classes):
+                r = next((r for r in rs if r["cls"] == c and r["solver"] == s), None)
+                if r is None or r["time_s"] is None:
+                    continue
+                ok = r["status"] == "ok"
+                ax.bar(
+                    i + (j - (len(solvers) - 1) / 2) * width,
+                    r["time_s"] * 1e3,
+                    width,
+                    color=colors[s],
+                    alpha=1.0 if ok else 0.35,
+                    hatch=None if ok else "//",
+                    edgecolor="k",
+                    lw=0.3,
+                    label=None if s in labelled else s,
+                )
+                labelled.add(s)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set(yscale="log", ylabel="median time (ms)")
+        ax.set_title(f"{m}×{n}, k = {k}: time (hatched: did not reach tol, or failed to find the top k)")
+        ax.legend(fontsize=8, ncol=len(solvers), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        paths.append(os.path.join(out, f"time_{m}x{n}_k{k}.png"))
+        fig.savefig(paths[-1], dpi=70)
+        plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line
+
+
+def _list(values: list[str]) -> list[str]:
+    return [x for v in values for x in v.split(",") if x]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        m, n = text.lower().split("x")
+        return int(m), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`--sizes`: expected MxN like 2000x1000, got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    d = Config()
+    ap = argparse.ArgumentParser(prog="riemsvd-bench", description=__doc__)
+    ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes (default 1000x500)")
+    ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets (default 1 8)")
+    ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype)
+    ap.add_argument("--tol", type=float, default=None, help="relative residual (default 1e-10, float32 1e-5)")
+    ap.add_argument("--device", default=d.device, help="cpu or cuda")
+    ap.add_argument("--reps", type=int, default=d.reps, help="repetitions; the median time is reported")
+    ap.add_argument("--classes", nargs="+", default=list(CLASSES), help=f"of {', '.join(CLASSES)}")
+    ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), help=f"of {', '.join(SOLVERS)}")
+    ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")
+    ap.add_argument("--warm", action="store_true", help="also the warm-start experiment")
+    ap.add_argument("--batched", action="store_true", help="also float32 (256,128,128), k = 1, vs svdvals")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    a = ap.parse_args(argv)
+    sizes = [_size(s) for s in _list(a.sizes)]
+    return Config(
+        sizes=sizes,
+        ks=[int(k) for k in _list(a.k)],
+        dtype=a.dtype,
+        tol=a.tol,
+        device=a.device,
+        reps=max(1, a.reps),
+        classes=_list(a.classes),
+        solvers=_list(a.solvers),
+        out=a.out,
+        warm=a.warm,
+        batched=a.batched,
+        plots=not a.no_plots,
+        progress=not a.quiet,
+        seed=a.seed,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark of the command line, print the table and the summary, write the files."""
+    config = parse_args(argv)
+    t0 = time.perf_counter()
+    records = run(config)
+    summary = summarize(records)
+    print(format_table(records))
+    print(format_summary(summary))
+    warm = batched = None
+    if config.warm:
+        warm = run_warm(config)
+        print(format_warm(warm))
+    if config.batched:
+        batched = run_batched(config)
+        print(format_batched(batched))
+    paths = write_outputs(config.out, config, records, summary, warm, batched)
+    if config.plots:
+        paths += plot(records, config.out)
+    print(f"\nwrote {', '.join(paths)}  ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
