@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from riemsvd._backend import mm, solver_threads
-from riemsvd._newton import NewtonOperator, readable_any, tcg
+from riemsvd._backend import mm, readable_any, solver_threads
+from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import DenseOperator
 from riemsvd._result import DegenerateSpectrumWarning
 from riemsvd._tolerance import eps
@@ -52,14 +52,24 @@ def _inverse_gaps(s: torch.Tensor, what: str) -> torch.Tensor:
     return torch.where(close | eye, torch.zeros_like(diff), 1.0 / torch.where(close | eye, 1.0, diff))
 
 
+def _unit(s: torch.Tensor) -> torch.Tensor:
+    """c = 2^−⌊log₂ σ₁⌋ per matrix, shape (...): σ·c is of order 1, exactly, whatever A's scale
+    (squares of σ and CG's inner products would overflow or underflow beyond about 1e±154)."""
+    s1 = s[..., 0]
+    return torch.exp2(-torch.floor(torch.log2(torch.where(s1 > 0, s1, torch.ones_like(s1)))))
+
+
 def _complement_solve(a, u, s, v, rhs_u, rhs_v):
     """(p, q) with K_i (p_i, q_i) = (rhs_u_i, rhs_v_i) on the complements of span(U), span(V).
 
     K_i = [[σ_i, −A], [−Aᵀ, σ_i]] restricted there has eigenvalues σ_i ∓ σ_j (j > k): positive
-    definite when σ_k > σ_{k+1}, so CG applies; all k columns advance together.
+    definite when σ_k > σ_{k+1}, so CG applies; all k columns advance together. CG runs on c·K_i
+    (c from :func:`_unit`), whose solution is the wanted one divided by c.
     """
+    c = _unit(s)
     op = DenseOperator(a)
-    newton = NewtonOperator(op, u, v, s, _STIEFEL)
+    op.scale = c.reshape(c.shape + (1, 1))
+    newton = NewtonOperator(op, u, v, s * c.unsqueeze(-1), _STIEFEL)
     rhs = newton.project(rhs_u, rhs_v)
     rtol = 1e3 * eps(a.dtype)
     maxiter = max(200, 4 * (a.shape[-1] + a.shape[-2]))
@@ -78,18 +88,22 @@ def _complement_solve(a, u, s, v, rhs_u, rhs_v):
             DegenerateSpectrumWarning,
             stacklevel=4,
         )
-    return newton.project(p, q)
+    p, q = newton.project(p, q)
+    return p * op.scale, q * op.scale
 
 
 def _tangent(a, u, s, v, da):
     """dU, dS, dV for a perturbation dA of A (the JVP)."""
     p = mm(u.mT, mm(da, v))  # Uᵀ dA V
     ds = torch.diagonal(p, dim1=-2, dim2=-1)
-    f = _inverse_gaps(s, "U/V")
-    sd = s.unsqueeze(-2)  # σ_j along columns
-    si = s.unsqueeze(-1)  # σ_i along rows
-    omega_u = f * (sd * p + si * p.mT)
-    omega_v = f * (si * p + sd * p.mT)
+    # F_ij σ_k = F̂_ij ŝ_k c with ŝ = c σ: the products stay in range at any scale of A.
+    c = _unit(s).reshape(s.shape[:-1] + (1, 1))
+    s_hat = s * c[..., 0]
+    f = _inverse_gaps(s_hat, "U/V")
+    sd = s_hat.unsqueeze(-2)  # ŝ_j along columns
+    si = s_hat.unsqueeze(-1)  # ŝ_i along rows
+    omega_u = f * (sd * p + si * p.mT) * c
+    omega_v = f * (si * p + sd * p.mT) * c
     x, y = _complement_solve(a, u, s, v, mm(da, v), mm(da.mT, u))
     return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
 
@@ -103,11 +117,13 @@ def _cotangent(a, u, s, v, gu, gs, gv):
         return ga
     gu = torch.zeros_like(u) if gu is None else gu
     gv = torch.zeros_like(v) if gv is None else gv
-    f = _inverse_gaps(s, "U/V")
+    c = _unit(s).reshape(s.shape[:-1] + (1, 1))
+    s_hat = s * c[..., 0]
+    f = _inverse_gaps(s_hat, "U/V")
     g_u, g_v = mm(u.mT, gu), mm(v.mT, gv)
-    sd = s.unsqueeze(-2)
-    si = s.unsqueeze(-1)
-    p_bar = ((g_u - g_u.mT) * f) * sd + si * ((g_v - g_v.mT) * f)
+    sd = s_hat.unsqueeze(-2)
+    si = s_hat.unsqueeze(-1)
+    p_bar = (((g_u - g_u.mT) * f) * sd + si * ((g_v - g_v.mT) * f)) * c
     p, q = _complement_solve(a, u, s, v, gu, gv)
     return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
 

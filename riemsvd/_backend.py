@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["mm", "solver_threads"]
+__all__ = ["mm", "readable_any", "solver_threads"]
 
 NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
@@ -49,3 +49,12 @@ def solver_threads(device: torch.device):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def readable_any(t: torch.Tensor, default: bool) -> bool:
+    """``bool(t.any())``, or ``default`` where the value cannot be read on the host: inside
+    ``torch.func.vmap`` (as ``jacfwd`` uses), where data-dependent branching is not allowed."""
+    try:
+        return bool(t.any())
+    except RuntimeError:
+        return default

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from riemsvd._backend import readable_any
 from riemsvd._operator import Operator
 
-__all__ = ["NewtonOperator", "readable_any", "tcg"]
+__all__ = ["NewtonOperator", "tcg"]
 
 
 class NewtonOperator:
@@ -36,15 +37,6 @@ class NewtonOperator:
         ay, atx = self.op.matmat(y), self.op.rmatmat(x)
         px, py = self.project(ay, atx)
         return x * self.sigma - px, y * self.sigma - py
-
-
-def readable_any(t: torch.Tensor, default: bool) -> bool:
-    """``bool(t.any())``, or ``default`` where the value cannot be read on the host: inside
-    ``torch.func.vmap`` (as ``jacfwd`` uses), where data-dependent branching is not allowed."""
-    try:
-        return bool(t.any())
-    except RuntimeError:
-        return default
 
 
 def _dot(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -6,12 +6,13 @@ Dense (batched) tensors, 2-D torch sparse tensors, scipy sparse matrices and obj
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import torch
 
-from riemsvd._backend import mm
+from riemsvd._backend import mm, readable_any
 
 __all__ = ["Operator", "as_operator"]
 
@@ -31,6 +32,10 @@ class Operator:
         Of every vector the solver makes.
     matvecs : int
         Products with A plus products with Aᵀ so far, a block of b columns counting b.
+    scale : torch.Tensor or None
+        Powers of two, shape (..., 1, 1), by which every product is multiplied (exactly): the
+        operator is c·A. Set where A's entries are so large or small that squares of norms would
+        overflow or underflow; None otherwise.
     """
 
     def __init__(self, shape, batch_shape, dtype, device) -> None:
@@ -39,16 +44,28 @@ class Operator:
         self.dtype = dtype
         self.device = device
         self.matvecs = 0
+        self.scale = None
 
     def matmat(self, x: torch.Tensor) -> torch.Tensor:
-        """A @ x for x of shape (..., n, b); returns (..., m, b)."""
+        """c·A @ x for x of shape (..., n, b); returns (..., m, b)."""
         self.matvecs += x.shape[-1]
-        return self._matmat(x)
+        return self._matmat(x if self.scale is None else x * self.scale)
 
     def rmatmat(self, y: torch.Tensor) -> torch.Tensor:
-        """Aᵀ @ y for y of shape (..., m, b); returns (..., n, b)."""
+        """c·Aᵀ @ y for y of shape (..., m, b); returns (..., n, b)."""
         self.matvecs += y.shape[-1]
-        return self._rmatmat(y)
+        return self._rmatmat(y if self.scale is None else y * self.scale)
+
+    def rescale(self, magnitude: torch.Tensor) -> Operator:
+        """Scale by the power of two nearest 1/magnitude (shape (...)) where the magnitude is outside
+        2^±(max exponent / 4); exact, and leaves the singular vectors as they are."""
+        fin = torch.finfo(self.dtype)
+        limit = 2.0 ** (math.log2(fin.max) // 4)
+        magnitude = magnitude.to(self.dtype)
+        if readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
+            exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))
+            self.scale = torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
+        return self
 
     def _matmat(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -82,6 +99,7 @@ class SparseOperator(Operator):
         super().__init__(a.shape, (), a.dtype, a.device)
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
+            a = a.coalesce() if a.layout == torch.sparse_coo else a
             self.a = a.to_sparse_csr()
             self.at = a.t().to_sparse_csr()
 
@@ -149,14 +167,31 @@ def _is_linear_operator_like(a) -> bool:
     )
 
 
+def _max_abs(a: torch.Tensor) -> torch.Tensor:
+    """max |a_ij| per matrix, shape (...): without the copy that |a| would make."""
+    if a.device.type == "cpu":
+        try:
+            x = a.detach().numpy()
+            return torch.from_numpy(np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1))))
+        except (RuntimeError, TypeError):
+            pass
+    return torch.maximum(a.amax((-2, -1)), -a.amin((-2, -1)))
+
+
 def as_operator(a) -> Operator:
     """Wrap ``a`` (already validated) as an :class:`Operator`."""
     if isinstance(a, Operator):
         return a
     if isinstance(a, torch.Tensor):
         if a.layout == torch.strided:
-            return DenseOperator(a)
-        return SparseOperator(a)
-    if _is_scipy_sparse(a) or _is_linear_operator_like(a):
+            return DenseOperator(a).rescale(_max_abs(a))
+        op = SparseOperator(a)
+        values = op.a.values()
+        return op.rescale(values.abs().max() if values.numel() else torch.zeros(()))
+    if _is_scipy_sparse(a):
+        data = a.tocoo().data
+        op = ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
+        return op.rescale(torch.tensor(float(np.abs(data).max()) if data.size else 0.0, dtype=torch.float64))
+    if _is_linear_operator_like(a):
         return ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
     raise TypeError(f"cannot wrap {type(a).__name__} as an operator")

@@ -5,6 +5,7 @@ Everything numerical lives in ``_subspace`` (the solver) and ``_newton`` (its Ne
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -20,6 +21,13 @@ from riemsvd._validate import check_solve_args
 __all__ = ["solve"]
 
 _DEFAULT_MAXITER = 2000
+
+
+def _no_autocast(device):
+    # Under autocast, products would come back in float16 beside float32 bases (and QR has no
+    # float16 kernel); the solve runs in the input's dtype.
+    kind = torch.device(device).type
+    return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
 
 
 def solve(
@@ -57,9 +65,10 @@ def solve(
     maxiter : int, optional
         Outer iterations at most (default 2000); each applies A and Aᵀ to one block of columns.
     init : (U0, V0), optional
-        Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` with
-        ``j <= k``, or without the batch dimensions to share them over the batch. The solve starts
-        from span(V0) and span(A V0); U0 is checked but not otherwise needed.
+        Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` (the
+        first k columns are used), or without the batch dimensions to share them over the batch. The
+        solve starts from span(V0), span(A V0) and one random column (so that a V0 spanning an exact
+        but not leading singular subspace is left); U0 is checked but not otherwise needed.
     generator : torch.Generator, optional
         Source of the random start, for reproducible results.
     options : SolverOptions, optional
@@ -113,13 +122,13 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
-    check_solve_args(A, k, tol, maxiter, init, generator)
+    check_solve_args(A, k, tol, maxiter, init, generator, options)
     options = options or SolverOptions()
 
     def run(a):
         op = as_operator(a)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-        with solver_threads(op.device):
+        with solver_threads(op.device), _no_autocast(op.device):
             out = subspace_svd(
                 op,
                 k,
@@ -130,7 +139,8 @@ def solve(
                 options=options,
             )
         info = SolveInfo(out.converged, out.iterations, op.matvecs, out.residual, tol_, out.history)
-        return out.u, out.s, out.v, info
+        s = out.s if op.scale is None else out.s / op.scale[..., 0]
+        return out.u, s, out.v, info
 
     if isinstance(A, torch.Tensor) and A.layout == torch.strided:
         call = SolveCall(run)

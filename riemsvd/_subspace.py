@@ -32,6 +32,10 @@ class SolverOptions:
     inner_steps: int = 0  # tCG steps on the Newton equation per correction (0: the residual)
     keep_previous: bool = True  # keep the previous step's Ritz vectors at a restart (GD+k)
     patience: int = 60  # iterations without progress before giving up
+    # Golub–Kahan expansions at most between two Rayleigh–Ritz steps. They save the Python cost of
+    # an iteration but overshoot the stop: 2000×1000 Gaussian, k = 1, 8 gave 93 against 154 ms and
+    # 172 against 148 products; a warm start after a 1e-3 change took 130 against 82 products.
+    max_lanczos: int = 0
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Basis:
     av: torch.Tensor
     atu: torch.Tensor
     h: torch.Tensor
+    last_u: int = 0  # columns the last expansion added to U
 
 
 @dataclass
@@ -127,10 +132,15 @@ def _ritz(basis: Basis, t: int) -> Ritz:
     z = zt.mT
     yt, st, ztop = y[..., :t], s[..., :t].unsqueeze(-2), z[..., :t]
     u, v = mm(basis.u, yt), mm(basis.v, ztop)
-    ru = mm(basis.av, ztop) - u * st
-    rv = mm(basis.atu, yt) - v * st
-    res = torch.maximum(torch.linalg.vector_norm(ru, dim=-2), torch.linalg.vector_norm(rv, dim=-2))
+    ru, rv, res = _residuals(mm(basis.av, ztop), u, mm(basis.atu, yt), v, st)
     return Ritz(y, s, z, u, v, ru, rv, res)
+
+
+def _residuals(av, u, atu, v, s):
+    """(A v − σu, Aᵀu − σv) and max(‖A v − σu‖, ‖Aᵀu − σv‖) per column, from the images av, atu."""
+    ru, rv = av - u * s, atu - v * s
+    res = torch.maximum(torch.linalg.vector_norm(ru, dim=-2), torch.linalg.vector_norm(rv, dim=-2))
+    return ru, rv, res
 
 
 def _relative(res: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
@@ -180,22 +190,25 @@ def _expand(op: Operator, basis: Basis, sv: torch.Tensor, generator) -> Basis:
         atsu = op.rmatmat(su)
         h = torch.cat([h, mm(atsu.mT, v)], dim=-2)
         u, atu = torch.cat([u, su], dim=-1), torch.cat([atu, atsu], dim=-1)
-    return Basis(u, v, av, atu, h)
+    return Basis(u, v, av, atu, h, max(bu, 0))
 
 
-def _initial_basis(op: Operator, b: int, init, generator) -> Basis:
+def _initial_basis(op: Operator, k: int, b: int, init, generator) -> Basis:
     """𝒱 from the warm start's V (filled up with random columns) and 𝒰 = span(A𝒱).
 
     The warm start's U is implied by A V and is not used: adding it would cost products with Aᵀ and
     break 𝒰 ⊇ A𝒱 (the structure that makes the left residuals vanish)."""
     m, n = op.shape
     shape, dt, dev = op.batch_shape, op.dtype, op.device
-    bv = min(b, n)
+    # A warm start gets at least one random column beside its own: a V0 spanning an exact singular
+    # subspace that is not the top one would otherwise be a fixed point.
+    j = 0 if init is None else min(k, 1 if init[1].dim() == 1 else init[1].shape[-1])
+    bv = min(b if init is None else max(b, j + 1), n)
     if init is None:
         x = randn(shape + (n, bv), dt, dev, generator)
     else:
         v0 = init[1].to(dtype=dt, device=dev)
-        v0 = v0.unsqueeze(-1) if v0.dim() == 1 else v0
+        v0 = v0.unsqueeze(-1) if v0.dim() == 1 else v0[..., :k]
         x = v0.expand(shape + v0.shape[-2:])
         if bv > x.shape[-1]:  # fill the block with random columns; draw nothing when none is needed
             x = torch.cat([x, randn(shape + (n, bv - x.shape[-1]), dt, dev, generator)], dim=-1)
@@ -216,6 +229,18 @@ def _select(ritz: Ritz, conv: torch.Tensor, b: int) -> torch.Tensor:
 
 def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, -1, idx.unsqueeze(-2).expand(x.shape[:-1] + idx.shape[-1:]))
+
+
+def _lanczos_steps(worst: float, last, tol: float, cap: int) -> int:
+    """Expansions to add without Rayleigh–Ritz: a quarter of those the last rate of convergence predicts
+    are still needed (so the stop is overshot by little), at most ``cap``."""
+    if not (0 < worst < last[0] < math.inf) or last[1] == 0 or worst <= tol:
+        return 0
+    rate = (worst / last[0]) ** (1.0 / last[1])
+    if rate >= 1.0 or rate <= 0.0:
+        return 0
+    needed = math.log(tol / worst) / math.log(rate)
+    return int(max(0, min(cap, needed // 4)))
 
 
 def _default_block(k: int, device: torch.device) -> int:
@@ -250,13 +275,14 @@ def subspace_svd(
     b = max(k, min(m, n, options.block or _default_block(k, op.device)))
     p_max = max(options.max_basis or max(32, 4 * b + min(8 * b, 64)), k + 3 * b)
     p_keep = min(max(k + b, p_max // 2), p_max - 2 * b)
-    basis = _initial_basis(op, b, init, generator)
+    basis = _initial_basis(op, k, b, init, generator)
     batch = op.batch_shape
     best = Snapshot.empty(batch, m, n, k, op.dtype, op.device)
     target = torch.full(batch, tol, dtype=op.dtype, device=op.device)
     stalled, history, prev, checks = 0, [], None, 0
     verified = None
-    iterations = restarts = 0
+    iterations = restarts = steps = 0
+    prev_worst = math.inf
     while iterations < maxiter:
         iterations += 1
         t = min(basis.h.shape[-1], basis.h.shape[-2], 2 * b)
@@ -265,9 +291,11 @@ def subspace_svd(
         improved = best.update(ritz, rel[..., :k].amax(-1))
         done = best.res <= target
         # one host sync per iteration for all the decisions below
-        flags = torch.stack([done.all(), torch.isfinite(ritz.s[..., 0]).all(), improved.any()]).tolist()
-        worst = best.res.max()
-        history.append((op.matvecs, worst))
+        open_res = torch.where(done, torch.zeros_like(best.res), best.res)
+        flags = torch.stack(
+            [done.all(), torch.isfinite(ritz.s[..., 0]).all(), improved.any(), open_res.max()]
+        ).tolist()
+        history.append((op.matvecs, best.res.max()))
         if not flags[1]:
             raise ValueError(_NON_FINITE)
         if flags[0]:
@@ -287,7 +315,11 @@ def subspace_svd(
         stalled = 0 if flags[2] else stalled + 1
         if stalled >= options.patience:
             break
-        grown, prev = _step(op, basis, ritz, rel, prev, k, b, p_max, p_keep, target, options, generator)
+        lanczos = _lanczos_steps(flags[3], (prev_worst, steps), tol, options.max_lanczos)
+        prev_worst = flags[3]
+        grown, prev, steps = _step(
+            op, basis, ritz, rel, prev, k, b, p_max, p_keep, target, options, generator, lanczos
+        )
         if grown is basis:  # both bases span their whole spaces: Rayleigh–Ritz is already exact
             break
         restarts += grown.v.shape[-1] < basis.v.shape[-1]
@@ -314,7 +346,7 @@ class Snapshot:
     def update(self, ritz: Ritz, res: torch.Tensor) -> torch.Tensor:
         """Keep the Ritz triplets where they improve on the snapshot; return where they did."""
         k = self.s.shape[-1]
-        take = res < self.res
+        take = ~(res >= self.res)  # NaN or inf residuals still replace the zero start
         self.u = torch.where(_bmask(take, self.u), ritz.u[..., :k], self.u)
         self.v = torch.where(_bmask(take, self.v), ritz.v[..., :k], self.v)
         self.s = torch.where(_bmask(take, self.s), ritz.s[..., :k], self.s)
@@ -331,14 +363,18 @@ def verify(op: Operator, u: torch.Tensor, v: torch.Tensor):
     s = (u * av).sum(-2)
     s, order = torch.sort(s, dim=-1, descending=True)
     u, v, av, atu = (_take(x, order) for x in (u, v, av, atu))
-    ru = torch.linalg.vector_norm(av - u * s.unsqueeze(-2), dim=-2)
-    rv = torch.linalg.vector_norm(atu - v * s.unsqueeze(-2), dim=-2)
-    res = _relative(torch.maximum(ru, rv), s[..., 0]).amax(-1)
+    res = _relative(_residuals(av, u, atu, v, s.unsqueeze(-2))[2], s[..., 0]).amax(-1)
     return u, s, v, res
 
 
-def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, generator):
-    """One outer iteration: corrections for b Ritz triplets, a thick restart if full, expansion."""
+def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, generator, lanczos=0):
+    """One outer iteration: corrections for b Ritz triplets, a thick restart if full, expansion,
+    then up to ``lanczos`` further expansions without Rayleigh–Ritz in between.
+
+    Those further steps take the new part of Aᵀ times the last left block as the next right block:
+    the Golub–Kahan recurrence. They span what the Ritz residuals would (the residual of a Ritz
+    vector of a Krylov space lies in the next Krylov space) and skip the small SVD, the Ritz vectors
+    and the host sync of an iteration. Returns (basis, prev_z, expansions made)."""
     m, n = op.shape
     conv = rel <= target.unsqueeze(-1)
     idx = _select(ritz, conv, b)
@@ -357,6 +393,16 @@ def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, ge
     else:
         prev_z = _take(ritz.z, idx)
     if bv == 0:
-        return basis, prev_z
+        return basis, prev_z, 0
     sv = orthonormalize(rv[..., :bv], basis.v, generator)
-    return _expand(op, basis, sv, generator), prev_z
+    basis = _expand(op, basis, sv, generator)
+    steps = 1
+    while steps <= lanczos:
+        pv = basis.v.shape[-1]
+        bv = min(b, n - pv)
+        if bv == 0 or (pv + bv > p_max and n > p_max) or basis.last_u == 0:
+            break
+        sv = orthonormalize(basis.atu[..., -basis.last_u :][..., :bv], basis.v, generator)
+        basis = _expand(op, basis, sv, generator)
+        steps += 1
+    return basis, prev_z, steps

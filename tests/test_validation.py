@@ -97,7 +97,6 @@ def test_bad_generator_raises_type_error(a):
     [
         (torch.zeros(5, 1), torch.zeros(4, 1)),  # wrong rows in U0
         (torch.zeros(6, 1), torch.zeros(3, 1)),  # wrong rows in V0
-        (torch.zeros(6, 3), torch.zeros(4, 3)),  # more columns than k = 2
         (torch.zeros(2, 6, 1), torch.zeros(2, 4, 1)),  # batch dims A does not have
     ],
 )
