@@ -124,9 +124,14 @@ def test_adjoint_solution_is_tangent(gen):
     assert float((u.mT @ p).abs().max()) < 1e-12 and float((v.mT @ q).abs().max()) < 1e-12
 
 
-def test_coinciding_singular_values_warn_and_keep_the_sigma_gradient_exact(gen):
+def _double_top(gen):
+    """A 20×10 matrix with σ₁ = σ₂ = 2 and the rest 1/2, 1/3, …"""
     s = torch.tensor([2.0, 2.0] + [1.0 / (i + 2) for i in range(8)], dtype=torch.float64)
-    a = (orthonormal(20, 10, gen) * s) @ orthonormal(10, 10, gen).mT
+    return (orthonormal(20, 10, gen) * s) @ orthonormal(10, 10, gen).mT
+
+
+def test_coinciding_singular_values_warn_and_keep_the_sigma_gradient_exact(gen):
+    a = _double_top(gen)
     x = a.clone().requires_grad_()
     u, sv, v = riemsvd.solve(x, 2, generator=gen)
     with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
@@ -138,9 +143,7 @@ def test_coinciding_singular_values_warn_and_keep_the_sigma_gradient_exact(gen):
 
 
 def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
-    s = torch.tensor([2.0, 2.0] + [1.0 / (i + 2) for i in range(8)], dtype=torch.float64)
-    a = (orthonormal(20, 10, gen) * s) @ orthonormal(10, 10, gen).mT
-    x = a.clone().requires_grad_()
+    x = _double_top(gen).requires_grad_()
     u, sv, v = riemsvd.solve(x, 1, generator=gen)
     with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned"):
         (u[0] ** 2).sum().backward()
