@@ -4,6 +4,7 @@ The public API is what this module re-exports; everything else is private and ma
 """
 
 from riemsvd import manifolds, nn
+from riemsvd._pair import SingularPair
 from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
 from riemsvd._solve import solve
 from riemsvd._subspace import SolverOptions
@@ -12,6 +13,7 @@ __all__ = [
     "ConvergenceWarning",
     "DegenerateSpectrumWarning",
     "SVDResult",
+    "SingularPair",
     "SolveInfo",
     "SolverOptions",
     "manifolds",
