@@ -34,6 +34,7 @@ __all__ = [
     "make_matrix",
     "relative_residual",
     "run",
+    "run_backward",
     "run_batched",
     "run_warm",
     "main",
@@ -414,6 +415,7 @@ class Config:
     warm: bool = False
     batched: bool = False
     batched_shape: tuple = (256, 128, 128)
+    backward: bool = False  # the forward + backward benchmark instead of the solver table
     min_rep_s: float = MIN_REP_S  # 0: one call per repetition
     plots: bool = True
     progress: bool = True
@@ -739,6 +741,170 @@ def run_batched(config: Config) -> list[Record]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Forward + backward against torch.linalg.svd
+
+BACKWARD_RATIO_TARGET, BACKWARD_GRAD_TARGET = 0.1, 1e-7
+
+
+def _backward_loss_weights(m: int, n: int, k: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed + 29)
+    w = torch.rand(k, generator=gen, dtype=torch.float64) + 0.5
+    c = torch.randn(m, generator=gen, dtype=torch.float64)
+    d = torch.randn(n, generator=gen, dtype=torch.float64)
+    return w, c, d
+
+
+def backward_loss(u, s, v, w, c, d) -> torch.Tensor:
+    """Σᵢ wᵢ (cᵀuᵢ)(dᵀvᵢ) + Σᵢ wᵢ σᵢ: unchanged under (uᵢ, vᵢ) → (−uᵢ, −vᵢ), so its gradient is defined."""
+    return (w * (c @ u) * (d @ v)).sum() + (w * s).sum()
+
+
+def _fwd_bwd(solve: Callable, a: torch.Tensor, weights) -> tuple[float, float, torch.Tensor, Any]:
+    """(forward seconds, backward seconds, Ā, the forward's output) for one call of ``solve``."""
+    x = a.detach().clone().requires_grad_(True)
+    t0 = _clock(a.device)
+    u, s, v, extra = solve(x)
+    t1 = _clock(a.device)
+    backward_loss(u, s, v, *weights).backward()
+    t2 = _clock(a.device)
+    return t1 - t0, t2 - t1, x.grad, (u.detach(), s.detach(), v.detach(), extra)
+
+
+def backward_one(p: Problem, k: int, config: Config) -> Record:
+    """riemsvd.solve(A, k) and the thin torch.linalg.svd, each forward + backward of the same loss."""
+    m, n = p.shape
+    weights = tuple(
+        t.to(dtype=p.a.dtype, device=p.device) for t in _backward_loss_weights(m, n, k, config.seed)
+    )
+    tol = config.tol  # None: riemsvd's own default (1e-12 in float64)
+
+    def ours(x):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+            r = riemsvd.solve(x, k, tol=tol, generator=torch.Generator().manual_seed(config.seed))
+        return r.U, r.S, r.V, r.info
+
+    def full(x):
+        u, s, vh = torch.linalg.svd(x, full_matrices=False)
+        return u[:, :k], s[:k], vh[:k].mT, None
+
+    times: dict[str, list[tuple[float, float]]] = {"riemsvd": [], "torch": []}
+    grads, outs = {}, {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", riemsvd.DegenerateSpectrumWarning)
+        for _ in range(config.reps):
+            for name, fn in (("riemsvd", ours), ("torch", full)):
+                tf, tb, grads[name], outs[name] = _fwd_bwd(fn, p.a, weights)
+                times[name].append((tf, tb))
+    med = {
+        name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts))
+        for name, ts in times.items()
+    }
+    g_ours, g_ref = (grads[x].detach().to("cpu", torch.float64) for x in ("riemsvd", "torch"))
+    err = float(torch.linalg.norm(g_ours - g_ref) / torch.linalg.norm(g_ref))
+    u, s, v, info = outs["riemsvd"]
+    s_ref = p.s_ref
+    gap = float((s_ref[k - 1] - s_ref[k]) / s_ref[k - 1]) if k < len(s_ref) else None
+    ratio = sum(med["riemsvd"]) / sum(med["torch"])
+    degenerate = any(issubclass(w.category, riemsvd.DegenerateSpectrumWarning) for w in caught)
+    ok_ratio, ok_grad = ratio <= BACKWARD_RATIO_TARGET, err <= BACKWARD_GRAD_TARGET
+    return dict(
+        cls=p.kind,
+        m=m,
+        n=n,
+        k=k,
+        dtype=config.dtype,
+        device=str(p.device),
+        tol=info.tol,
+        reps=config.reps,
+        riemsvd_fwd_s=med["riemsvd"][0],
+        riemsvd_bwd_s=med["riemsvd"][1],
+        torch_fwd_s=med["torch"][0],
+        torch_bwd_s=med["torch"][1],
+        ratio=ratio,
+        grad_rel_err=err,
+        residual=relative_residual(p.a64, u, s, v, float(s_ref[0])),
+        sigma_err=sigma_error(s, s_ref),
+        products=info.matvecs,
+        gap_rel=gap,
+        meets_ratio=ok_ratio,
+        meets_grad=ok_grad,
+        status=("ok" if ok_ratio and ok_grad else "missed target") + (" (degenerate)" if degenerate else ""),
+        riemsvd_reps=[list(t) for t in times["riemsvd"]],
+        torch_reps=[list(t) for t in times["torch"]],
+    )
+
+
+def run_backward(config: Config) -> list[Record]:
+    """Forward + backward of riemsvd.solve against torch.linalg.svd on every (size, class, k).
+
+    Dense input only: ``sparse`` is run on its dense copy (riemsvd's backward is for dense tensors).
+    """
+    unknown = set(config.classes) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
+    warm = make_problem("gaussian", 60, 40, config.torch_dtype, config.device, config.seed)
+    backward_one(warm, 1, Config(**{**asdict(config), "reps": 1}))  # imports, thread pools, untimed
+    total = len(config.sizes) * len(config.classes) * len(config.ks)
+    progress = Progress(total, config.progress)
+    records = []
+    try:
+        for m, n in config.sizes:
+            for kind in config.classes:
+                p = make_problem(kind, m, n, config.torch_dtype, config.device, config.seed)
+                for k in config.ks:
+                    progress.step(f"backward {m}x{n} {kind} k={k}")
+                    records.append(backward_one(p, k, config))
+    finally:
+        progress.close()
+    return records
+
+
+def summarize_backward(records: list[Record]) -> dict:
+    """Per (size, k): geometric mean of the time ratio, worst gradient error, classes meeting targets."""
+    out = {}
+    for m, n, k in sorted({(r["m"], r["n"], r["k"]) for r in records}):
+        rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
+        out[f"{m}x{n} k={k}"] = {
+            "ratio": {r["cls"]: r["ratio"] for r in rs},
+            "ratio_geomean": _geomean([r["ratio"] for r in rs]),
+            "grad_rel_err_max": max(r["grad_rel_err"] for r in rs),
+            "meet_ratio": [r["cls"] for r in rs if r["meets_ratio"]],
+            "meet_grad": [r["cls"] for r in rs if r["meets_grad"]],
+        }
+    return out
+
+
+def format_backward(records: list[Record], summary: dict | None = None) -> str:
+    """The fwd+bwd table (times in ms) and one summary line per (size, k)."""
+    summary = summarize_backward(records) if summary is None else summary
+    lines = [
+        "",
+        "Forward + backward of Σ wᵢ(cᵀuᵢ)(dᵀvᵢ) + Σ wᵢσᵢ: riemsvd.solve against torch.linalg.svd "
+        f"(median times in ms; targets: ratio ≤ {BACKWARD_RATIO_TARGET}, "
+        f"grad err ≤ {BACKWARD_GRAD_TARGET:.0e})",
+        f"{'size':<10} {'k':>2} {'class':<9} {'ours fwd':>9} {'ours bwd':>9} {'torch fwd':>9} "
+        f"{'torch bwd':>9} {'ratio':>6} {'grad err':>8} {'gap':>7} {'residual':>8}  status",
+    ]
+    for r in records:
+        lines.append(
+            f"{r['m']}x{r['n']:<5} {r['k']:>2} {r['cls']:<9} {r['riemsvd_fwd_s'] * 1e3:>9.1f} "
+            f"{r['riemsvd_bwd_s'] * 1e3:>9.1f} {r['torch_fwd_s'] * 1e3:>9.1f} {r['torch_bwd_s'] * 1e3:>9.1f} "
+            f"{r['ratio']:>6.3f} {r['grad_rel_err']:>8.1e} {_fmt(r['gap_rel'], '7.1e')} "
+            f"{r['residual']:>8.1e}  {r['status']}"
+        )
+    for key, s in summary.items():
+        n_cls = len(s["ratio"])
+        lines.append(
+            f"  {key}: (riemsvd fwd+bwd) / (torch fwd+bwd) = {_fmt(s['ratio_geomean'], '.3f')} geomean, "
+            f"max grad err {s['grad_rel_err_max']:.1e}; ratio ≤ {BACKWARD_RATIO_TARGET} on "
+            f"{len(s['meet_ratio'])}/{n_cls}, grad err ≤ {BACKWARD_GRAD_TARGET:.0e} on "
+            f"{len(s['meet_grad'])}/{n_cls}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Output
 
 
@@ -869,7 +1035,7 @@ def format_batched(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-_CSV_SKIP = ("history", "time_reps")
+_CSV_SKIP = ("history", "time_reps", "riemsvd_reps", "torch_reps")
 
 
 def _machine() -> dict:
@@ -892,15 +1058,28 @@ def _machine() -> dict:
     )
 
 
-def write_outputs(out: str, config: Config, records, summary, warm=None, batched=None) -> list[str]:
-    """results.csv (one row per record), results.json (everything, with histories); returns the paths."""
+def write_outputs(
+    out: str, config: Config, records, summary, warm=None, batched=None, backward=None
+) -> list[str]:
+    """results.csv (one row per record), results.json (everything, with histories), warm.csv and
+    backward.csv where those ran; returns the paths."""
     os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, "results.csv"), os.path.join(out, "results.json")]
-    with open(paths[0], "w", newline="") as f:
-        keys = [k for k in records[0] if k not in _CSV_SKIP] if records else []
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(records)
+    paths = [os.path.join(out, "results.json")]
+    if records or not backward:  # a --backward run has no solver table
+        paths.insert(0, os.path.join(out, "results.csv"))
+        with open(paths[0], "w", newline="") as f:
+            keys = [k for k in records[0] if k not in _CSV_SKIP] if records else []
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(records)
+    if backward:
+        paths.append(os.path.join(out, "backward.csv"))
+        with open(paths[-1], "w", newline="") as f:
+            w = csv.DictWriter(
+                f, fieldnames=[k for k in backward[0] if k not in _CSV_SKIP], extrasaction="ignore"
+            )
+            w.writeheader()
+            w.writerows(backward)
     if warm:
         paths.append(os.path.join(out, "warm.csv"))
         with open(paths[-1], "w", newline="") as f:
@@ -914,8 +1093,10 @@ def write_outputs(out: str, config: Config, records, summary, warm=None, batched
         summary=summary,
         warm=warm,
         batched=batched,
+        backward=backward,
+        backward_summary=summarize_backward(backward) if backward else None,
     )
-    with open(paths[1], "w") as f:
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(doc, f, indent=1, default=str)
     return paths
 
@@ -1043,6 +1224,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")
     ap.add_argument("--warm", action="store_true", help="also the warm-start experiment")
     ap.add_argument("--batched", action="store_true", help="also float32 (256,128,128), k = 1, vs svdvals")
+    ap.add_argument(
+        "--backward",
+        action="store_true",
+        help="instead of the solver table: forward + backward of riemsvd.solve against torch.linalg.svd",
+    )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--seed", type=int, default=d.seed)
@@ -1060,6 +1246,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         out=a.out,
         warm=a.warm,
         batched=a.batched,
+        backward=a.backward,
         plots=not a.no_plots,
         progress=not a.quiet,
         seed=a.seed,
@@ -1070,6 +1257,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark of the command line, print the table and the summary, write the files."""
     config = parse_args(argv)
     t0 = time.perf_counter()
+    if config.backward:
+        backward = run_backward(config)
+        print(format_backward(backward))
+        paths = write_outputs(config.out, config, [], {}, backward=backward)
+        print(f"\nwrote {', '.join(paths)}  ({time.perf_counter() - t0:.0f} s)")
+        return 0
     records = run(config)
     summary = summarize(records)
     print(format_table(records))

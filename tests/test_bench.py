@@ -85,3 +85,23 @@ def test_plots_are_written(tiny_run, tmp_path):
     paths = bench.plot([r for r in records if r["k"] == 1], str(tmp_path))
     assert sorted(p.split("/")[-1] for p in paths) == ["convergence_60x40_k1.png", "time_60x40_k1.png"]
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in paths)
+
+
+def test_backward_matches_torch_svd_gradient(tmp_path, capsys):
+    """``--backward`` on 60×40: riemsvd's Ā matches torch.linalg.svd's, and the records are written."""
+    out = tmp_path / "bw"
+    argv = "--backward --sizes 60x40 --k 1 2 --reps 1 --classes gaussian decay --quiet --no-plots".split()
+    assert bench.main(argv + ["--out", str(out)]) == 0
+    assert "(riemsvd fwd+bwd) / (torch fwd+bwd)" in capsys.readouterr().out
+    with open(out / "backward.csv") as f:
+        rows = list(csv.DictReader(f))
+    doc = json.loads((out / "results.json").read_text())
+    expected = {(c, k) for c in ("gaussian", "decay") for k in (1, 2)}
+    assert {(r["cls"], int(r["k"])) for r in rows} == expected
+    assert {(r["cls"], r["k"]) for r in doc["backward"]} == expected
+    for r in doc["backward"]:
+        assert r["grad_rel_err"] < 1e-7
+        assert all(r[key] > 0 for key in ("riemsvd_fwd_s", "riemsvd_bwd_s", "torch_fwd_s", "torch_bwd_s"))
+        assert r["ratio"] == pytest.approx(
+            (r["riemsvd_fwd_s"] + r["riemsvd_bwd_s"]) / (r["torch_fwd_s"] + r["torch_bwd_s"])
+        )
