@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import riemsvd
+from tests.adversarial import KINDS, adversarial_matrix, solve_and_check
 from tests.matrices import check_svd, make_matrix
 
 
@@ -124,3 +127,29 @@ def test_scipy_matrix_at_extreme_scale(gen):
     result = riemsvd.solve(s, 2, generator=gen)
     ref = np.linalg.svd(s.toarray() * 1e300, compute_uv=False)[:2]
     np.testing.assert_allclose(result.S.numpy() * 1e300, ref, rtol=1e-10)
+
+
+@given(
+    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=3),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    exponent=st.floats(-1.0, 1.0),
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    transpose=st.booleans(),
+    data=st.data(),
+)
+def test_adversarial_matrices_are_solved_or_flagged_never_silently_wrong(
+    kinds, dtype, exponent, shape, transpose, data
+):
+    """Scales over the whole safe range of the dtype, repeated top values, exact rank deficiency,
+    zero matrices, batches mixing them, transposed views: the answer matches torch.linalg.svd within
+    what the reported residual promises, or converged is False with a ConvergenceWarning."""
+    m, n = shape
+    k = data.draw(st.integers(1, min(m, n)), label="k")
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    scale = 10.0 ** (exponent * (150 if dtype == torch.float64 else 25))
+    mats = [
+        adversarial_matrix(kind, n if transpose else m, m if transpose else n, gen, dtype, scale)
+        for kind in kinds
+    ]
+    a = torch.stack(mats)
+    assert solve_and_check(a.mT if transpose else a, k, gen) in ("ok", "flagged")
