@@ -117,17 +117,19 @@ def test_init_with_nan_raises_value_error(a):
         riemsvd.solve(a, init=(u0, v0))
 
 
-def test_operator_returning_nan_mid_iteration_raises_value_error(a):
+def test_operator_returning_nan_mid_iteration_raises_value_error():
+    big = torch.randn(60, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).numpy()
+
     class Broken:
-        shape, dtype, calls = (6, 4), np.float64, 0
+        shape, dtype, calls = (60, 40), np.float64, 0
 
         def matmat(self, x):
             self.calls += 1
-            out = a.numpy() @ x
+            out = big @ x
             return out * np.nan if self.calls > 2 else out
 
         def rmatmat(self, y):
-            return a.numpy().T @ y
+            return big.T @ y
 
     with pytest.raises(ValueError, match="NaN or Inf during the iteration"):
         riemsvd.solve(Broken(), 1, tol=1e-14)
