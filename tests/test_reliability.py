@@ -153,3 +153,22 @@ def test_adversarial_matrices_are_solved_or_flagged_never_silently_wrong(
     ]
     a = torch.stack(mats)
     assert solve_and_check(a.mT if transpose else a, k, gen) in ("ok", "flagged")
+
+
+def test_fuzz_case_that_once_converged_to_sigma_2_of_a_cluster():
+    """Fuzz case 2372 (seed 0): float32, a batch of a low-rank and a 1e-3-clustered 217×254 matrix at
+    scale 3e17, k = 1. A one-column start converged to σ₂ of the cluster with a residual below tol."""
+    from tests import fuzz_solve
+
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(2373):
+        dtype, scale, m, n, k, batch, kinds, transpose, grad = fuzz_solve.draw_case(rng)
+    gen = torch.Generator().manual_seed(2372)
+    mats = [
+        adversarial_matrix(kind, n if transpose else m, m if transpose else n, gen, dtype, scale)
+        for kind in kinds
+    ]
+    a = torch.stack(mats) if batch else mats[0]
+    a = a.mT if transpose else a
+    assert kinds == ["lowrank", "cluster"] and dtype == torch.float32
+    assert solve_and_check(a, k, gen) == "ok"
