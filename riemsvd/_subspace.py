@@ -276,7 +276,7 @@ def subspace_svd(
     """
     m, n = op.shape
     b = max(k, min(m, n, options.block or _default_block(k, op.device)))
-    p_max = max(options.max_basis or max(32, 4 * b + min(8 * b, 64)), k + 3 * b)
+    p_max = max(options.max_basis or max(16, 4 * b + min(8 * b, 64)), k + 3 * b)
     p_keep = min(max(k + b, p_max // 2), p_max - 2 * b)
     basis = _initial_basis(op, k, b, init, generator)
     batch = op.batch_shape
