@@ -246,6 +246,11 @@ def _lanczos_steps(worst: float, last, tol: float, cap: int) -> int:
     return int(max(0, min(cap, needed // 4)))
 
 
+def default_basis(b: int) -> int:
+    """Columns of each search basis before a thick restart, for a block of b (docs/algorithm.md)."""
+    return max(16, 4 * b + min(8 * b, 64))
+
+
 def _default_block(k: int, device: torch.device) -> int:
     """Ritz triplets corrected per iteration. On the CPU a block of b columns costs about b times one
     column (memory-bound gemv and gemm are close there), so b = k needs the fewest products and time.
@@ -276,7 +281,7 @@ def subspace_svd(
     """
     m, n = op.shape
     b = max(k, min(m, n, options.block or _default_block(k, op.device)))
-    p_max = max(options.max_basis or max(16, 4 * b + min(8 * b, 64)), k + 3 * b)
+    p_max = max(options.max_basis or default_basis(b), k + 3 * b)
     p_keep = min(max(k + b, p_max // 2), p_max - 2 * b)
     basis = _initial_basis(op, k, b, init, generator)
     batch = op.batch_shape

@@ -458,8 +458,11 @@ class Progress:
 
 
 def _riemsvd_basis_bytes(m: int, n: int, k: int, itemsize: int) -> int:
-    # An estimate from SolverOptions' defaults: bases U, AV (m×p) and V, AᵀU (n×p), p the basis cap.
-    p = max(32, 4 * k + min(8 * k, 64), 4 * k)
+    # An estimate from the solver's defaults on the CPU (block b = k): bases U, AV (m×p) and V, AᵀU
+    # (n×p), p the basis cap.
+    from riemsvd._subspace import default_basis
+
+    p = max(default_basis(k), 4 * k)
     return 2 * (m + n) * p * itemsize
 
 
