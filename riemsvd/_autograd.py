@@ -73,7 +73,7 @@ def _complement_solve(a, u, s, v, rhs_u, rhs_v):
     rhs = newton.project(rhs_u, rhs_v)
     rtol = 1e3 * eps(a.dtype)
     maxiter = max(200, 4 * (a.shape[-1] + a.shape[-2]))
-    with solver_threads(a.device):
+    with solver_threads(a.device, a.numel()):
         (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol)
         kp, kq = newton(p, q)
     res = torch.sqrt(((kp - rhs[0]) ** 2).sum(-2) + ((kq - rhs[1]) ** 2).sum(-2))

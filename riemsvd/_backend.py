@@ -37,16 +37,45 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
+_CONTROLLER = None
+
+
+def _blas_one_thread():
+    """numpy's BLAS limited to one thread (threadpoolctl; its controller is built once)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+# Up to this many entries of A, numpy's BLAS runs on one thread during a solve (see solver_threads).
+ONE_BLAS_THREAD_UP_TO = 1_500_000
+
+
 @contextlib.contextmanager
-def solver_threads(device: torch.device):
-    """Run torch single-threaded on the CPU while numpy's BLAS does the heavy products."""
+def solver_threads(device: torch.device, entries: int = 0):
+    """Run torch single-threaded on the CPU during a solve, and numpy's BLAS too for small A.
+
+    Both thread pools spin for a while after each parallel call. torch's threads slowed the OpenBLAS
+    calls that followed them 2×, so torch runs on one thread here. OpenBLAS's threads, left spinning
+    after a solve, slowed the torch training step that followed it 2× (a spectrally normalized
+    1024×1024 Linear: 50 ms a step, 22.6 ms with one BLAS thread); but for larger A two BLAS threads
+    are worth it (2000×1000 Gaussian, k = 1: 110 ms against 171 ms with one). So OpenBLAS gets one
+    thread up to ``ONE_BLAS_THREAD_UP_TO`` entries of A (``entries``, batch included).
+    """
     if not (NUMPY_BLAS and torch.device(device).type == "cpu"):
         yield
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        if entries and entries <= ONE_BLAS_THREAD_UP_TO:
+            with _blas_one_thread():
+                yield
+        else:
+            yield
     finally:
         torch.set_num_threads(threads)
 

@@ -128,7 +128,8 @@ def solve(
     def run(a):
         op = as_operator(a)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-        with solver_threads(op.device), _no_autocast(op.device):
+        entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
+        with solver_threads(op.device, entries), _no_autocast(op.device):
             out = subspace_svd(
                 op,
                 k,
