@@ -167,7 +167,7 @@ def _is_linear_operator_like(a) -> bool:
     )
 
 
-def _max_abs(a: torch.Tensor) -> torch.Tensor:
+def max_abs(a: torch.Tensor) -> torch.Tensor:
     """max |a_ij| per matrix, shape (...): without the copy that |a| would make."""
     if a.device.type == "cpu":
         try:
@@ -178,13 +178,16 @@ def _max_abs(a: torch.Tensor) -> torch.Tensor:
     return torch.maximum(a.amax((-2, -1)), -a.amin((-2, -1)))
 
 
-def as_operator(a) -> Operator:
-    """Wrap ``a`` (already validated) as an :class:`Operator`."""
+def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
+    """Wrap ``a`` (already validated) as an :class:`Operator`; ``magnitude`` is max |a_ij| per matrix
+    of a dense ``a`` when the caller has it already."""
     if isinstance(a, Operator):
         return a
     if isinstance(a, torch.Tensor):
         if a.layout == torch.strided:
-            return DenseOperator(a).rescale(_max_abs(a))
+            if magnitude is None or magnitude.shape != a.shape[:-2]:
+                magnitude = max_abs(a)
+            return DenseOperator(a).rescale(magnitude)
         op = SparseOperator(a)
         values = op.a.values()
         return op.rescale(values.abs().max() if values.numel() else torch.zeros(()))

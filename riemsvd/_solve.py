@@ -122,11 +122,11 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
-    check_solve_args(A, k, tol, maxiter, init, generator, options)
+    magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
     options = options or SolverOptions()
 
     def run(a):
-        op = as_operator(a)
+        op = as_operator(a, magnitude)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
         entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
         with solver_threads(op.device, entries), _no_autocast(op.device):

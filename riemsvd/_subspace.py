@@ -383,14 +383,15 @@ def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, ge
     the Golub–Kahan recurrence. They span what the Ritz residuals would (the residual of a Ritz
     vector of a Krylov space lies in the next Krylov space) and skip the small SVD, the Ritz vectors
     and the host sync of an iteration. Returns (basis, prev_z, expansions made)."""
-    m, n = op.shape
+    n = op.shape[1]
     conv = rel <= target.unsqueeze(-1)
     idx = _select(ritz, conv, b)
-    ru, rv = _take(ritz.ru, idx), _take(ritz.rv, idx)
+    rv = _take(ritz.rv, idx)  # the left residuals vanish (𝒰 ⊇ A𝒱): only the right ones expand 𝒱
     if options.inner_steps > 0:
         uu, vv, ss = _take(ritz.u, idx), _take(ritz.v, idx), torch.gather(ritz.s, -1, idx)
         newton = NewtonOperator(op, uu, vv, ss, _STIEFEL)
-        (ru, rv), _ = tcg(newton, newton.project(ru, rv), maxiter=options.inner_steps, rtol=0.1)
+        rhs = newton.project(_take(ritz.ru, idx), rv)
+        (_, rv), _ = tcg(newton, rhs, maxiter=options.inner_steps, rtol=0.1)
     pv = basis.v.shape[-1]
     bv = min(b, n - pv)
     if pv + bv > p_max and n > p_max:

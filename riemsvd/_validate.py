@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from riemsvd._backend import readable_any
-from riemsvd._operator import _is_linear_operator_like, _is_scipy_sparse
+from riemsvd._operator import _is_linear_operator_like, _is_scipy_sparse, max_abs
 
 __all__ = ["check_solve_args"]
 
@@ -33,26 +33,21 @@ def _check_float_dtype(dtype, what: str) -> None:
     )
 
 
-def _check_dense(a: torch.Tensor) -> None:
+def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
+    """Check a dense A; return max |a_ij| per matrix (shape (...)), which the operator reuses to
+    rescale, so that A is read once for both."""
     if a.dim() < 2:
         raise ValueError(
             f"`A` must have at least 2 dimensions (..., m, n), got shape {tuple(a.shape)}; "
             "for a vector use `A.reshape(1, -1)` or `A.reshape(-1, 1)`."
         )
     _check_float_dtype(a.dtype, "A")
-    if a.numel() and not _all_finite(a):
+    if not a.numel():
+        return None
+    magnitude = max_abs(a)  # NaN propagates through max and min, Inf stays Inf
+    if readable_any(~torch.isfinite(magnitude), default=False):
         raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
-
-
-def _all_finite(a: torch.Tensor) -> bool:
-    # On the CPU numpy checks in 0.07 ms what torch.isfinite took 1 ms for (1024×1024 float32), and
-    # it wakes no torch threads to compete with the solver's BLAS calls that follow.
-    if a.device.type == "cpu":
-        try:
-            return bool(np.isfinite(a.detach().numpy()).all())
-        except (RuntimeError, TypeError):  # tensors wrapped by torch.func have no numpy view
-            pass
-    return readable_any(~torch.isfinite(a), default=False) is False
+    return magnitude
 
 
 def _check_sparse(a: torch.Tensor) -> None:
@@ -117,11 +112,12 @@ def _check_options(options) -> None:
             raise ValueError(f"`options.{name}` must be an int >= 0, got {value!r}.")
 
 
-def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> tuple[int, int]:
-    """Validate the arguments of :func:`riemsvd.solve`; return (m, n)."""
+def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch.Tensor | None:
+    """Validate the arguments of :func:`riemsvd.solve`; return max |a_ij| per matrix for a dense A."""
+    magnitude = None
     if isinstance(a, torch.Tensor):
         if a.layout == torch.strided:
-            _check_dense(a)
+            magnitude = _check_dense(a)
         else:
             _check_sparse(a)
     elif _is_scipy_sparse(a) or _is_linear_operator_like(a):
@@ -148,7 +144,7 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> tuple
     if init is not None:
         _check_init(a, init, k, m, n)
     _check_options(options)
-    return m, n
+    return magnitude
 
 
 def _check_init(a, init, k, m, n) -> None:

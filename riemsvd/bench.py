@@ -580,19 +580,7 @@ def run(config: Config) -> list[Record]:
     if unknown:
         raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
     _warm_up(config)
-    total = len(config.sizes) * len(config.classes) * len(config.ks) * len(config.solvers)
-    progress = Progress(total, config.progress)
-    records: list[Record] = []
-    try:
-        for m, n in config.sizes:
-            for kind in config.classes:
-                p = make_problem(kind, m, n, config.torch_dtype, config.device, config.seed)
-                for k in config.ks:
-                    for name in config.solvers:
-                        progress.step(f"{m}x{n} {kind} k={k} {name}")
-                        records.append(measure(name, p, k, config))
-    finally:
-        progress.close()
+    records: list[Record] = [measure(name, p, k, config) for p, k, name in _grid(config, "", config.solvers)]
     _fill_ratios(records)
     return records
 
@@ -637,22 +625,31 @@ def perturb(p: Problem, rel: float, seed: int):
     return p.a + e * (rel * s1 / norm)
 
 
-def run_warm(config: Config) -> list[Record]:
-    """riemsvd on A + E (‖E‖₂ = 1e-3‖A‖₂) from a random start and from A's (U, V): products, times."""
-    tol = config.tolerance
-    total = len(config.sizes) * len(config.classes) * len(config.ks)
+def _grid(config: Config, label: str, solvers=(None,)):
+    """(problem, k, solver) over sizes × classes × k × solvers, one matrix per (size, class), with
+    the progress bar."""
+    total = len(config.sizes) * len(config.classes) * len(config.ks) * len(solvers)
     progress = Progress(total, config.progress)
-    records = []
     try:
         for m, n in config.sizes:
             for kind in config.classes:
                 p = make_problem(kind, m, n, config.torch_dtype, config.device, config.seed)
-                a1 = perturb(p, 1e-3, config.seed)
                 for k in config.ks:
-                    progress.step(f"warm {m}x{n} {kind} k={k}")
-                    records.append(_warm_one(p, a1, k, tol, config))
+                    for name in solvers:
+                        progress.step(f"{label}{m}x{n} {kind} k={k}" + (f" {name}" if name else ""))
+                        yield p, k, name
     finally:
         progress.close()
+
+
+def run_warm(config: Config) -> list[Record]:
+    """riemsvd on A + E (‖E‖₂ = 1e-3‖A‖₂) from a random start and from A's (U, V): products, times."""
+    tol = config.tolerance
+    records, perturbed = [], {}
+    for p, k, _ in _grid(config, "warm "):
+        if id(p) not in perturbed:  # one perturbation per matrix, shared by its k
+            perturbed = {id(p): perturb(p, 1e-3, config.seed)}
+        records.append(_warm_one(p, perturbed[id(p)], k, tol, config))
     return records
 
 
@@ -848,19 +845,7 @@ def run_backward(config: Config) -> list[Record]:
         raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
     warm = make_problem("gaussian", 60, 40, config.torch_dtype, config.device, config.seed)
     backward_one(warm, 1, Config(**{**asdict(config), "reps": 1}))  # imports, thread pools, untimed
-    total = len(config.sizes) * len(config.classes) * len(config.ks)
-    progress = Progress(total, config.progress)
-    records = []
-    try:
-        for m, n in config.sizes:
-            for kind in config.classes:
-                p = make_problem(kind, m, n, config.torch_dtype, config.device, config.seed)
-                for k in config.ks:
-                    progress.step(f"backward {m}x{n} {kind} k={k}")
-                    records.append(backward_one(p, k, config))
-    finally:
-        progress.close()
-    return records
+    return [backward_one(p, k, config) for p, k, _ in _grid(config, "backward ")]
 
 
 def summarize_backward(records: list[Record]) -> dict:
