@@ -1,8 +1,9 @@
 """Exact derivatives of the leading k singular triplets, through the Newton operator's solves.
 
-The backward (VJP) and forward (JVP) rules of ``riemsvd.solve`` for dense tensors: the part of dU, dV
-inside span(U), span(V) by the full-SVD formula on the k×k block, the part outside by CG on the same
-tangent-space operator that the solver's Newton step uses. No full SVD, and A Aᵀ is never formed.
+The backward (VJP) and forward (JVP) rules of ``riemsvd.solve`` for dense tensors, whole or sharded
+across processes: the part of dU, dV inside span(U), span(V) by the full-SVD formula on the k×k block,
+the part outside by CG on the same tangent-space operator that the solver's Newton step uses. No full
+SVD, and A Aᵀ is never formed.
 """
 
 from __future__ import annotations
@@ -16,21 +17,40 @@ import torch
 
 from riemsvd._backend import mm, readable_any, solver_threads
 from riemsvd._newton import NewtonOperator, tcg
-from riemsvd._operator import DenseOperator
+from riemsvd._operator import DenseOperator, Operator
 from riemsvd._result import DegenerateSpectrumWarning
 from riemsvd._tolerance import eps
-from riemsvd.manifolds import Stiefel
 
-__all__ = ["SolveFunction", "SolveCall"]
+__all__ = ["Layout", "SolveCall", "SolveFunction"]
 
-_STIEFEL = Stiefel()
+
+class Layout:
+    """How A and its triplets are held: whole by this process (this class), or sharded.
+
+    The derivative rules work on the blocks this process holds (``local``) and reach A only through
+    the operator that ``operator`` builds from its block, whose spaces do the reductions over rows.
+    """
+
+    def operator(self, a: torch.Tensor) -> Operator:
+        """The operator of the (local block of the) matrix ``a``."""
+        return DenseOperator(a)
+
+    def local(self, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The block of ``x`` (an input, output or their (co)tangent; laid out as ``like``) held here."""
+        return x
+
+    def wrap(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A tensor laid out as ``like`` from the block ``x`` held here."""
+        return x
 
 
 @dataclass
 class SolveCall:
-    """What ``SolveFunction`` needs besides A: the solver to run, and a place for its ``info``."""
+    """What ``SolveFunction`` needs besides A: the solver to run, how A is laid out, and a place for
+    the solve's ``info``."""
 
     run: Callable[[torch.Tensor], Any]
+    layout: Layout = field(default_factory=Layout)
     info: Any = field(default=None)
 
 
@@ -59,31 +79,32 @@ def _unit(s: torch.Tensor) -> torch.Tensor:
     return torch.exp2(-torch.floor(torch.log2(torch.where(s1 > 0, s1, torch.ones_like(s1)))))
 
 
-def _complement_solve(a, u, s, v, rhs_u, rhs_v):
+def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v):
     """(p, q) with K_i (p_i, q_i) = (rhs_u_i, rhs_v_i) on the complements of span(U), span(V).
 
     K_i = [[σ_i, −A], [−Aᵀ, σ_i]] restricted there has eigenvalues σ_i ∓ σ_j (j > k): positive
     definite when σ_k > σ_{k+1}, so CG applies; all k columns advance together. CG runs on c·K_i
-    (c from :func:`_unit`), whose solution is the wanted one divided by c.
+    (c from :func:`_unit`), whose solution is the wanted one divided by c. ``op`` (A's operator, not
+    yet scaled) is scaled by c here.
     """
     c = _unit(s)
-    op = DenseOperator(a)
     op.scale = c.reshape(c.shape + (1, 1))
-    newton = NewtonOperator(op, u, v, s * c.unsqueeze(-1), _STIEFEL)
+    newton = NewtonOperator(op, u, v, s * c.unsqueeze(-1))
     rhs = newton.project(rhs_u, rhs_v)
-    rtol = 1e3 * eps(a.dtype)
-    maxiter = max(200, 4 * (a.shape[-1] + a.shape[-2]))
-    with solver_threads(a.device, a.numel()):
+    rtol = 1e3 * eps(op.dtype)
+    m, n = op.shape
+    maxiter = max(200, 4 * (m + n))
+    with solver_threads(op.device, m * n * op.batch_shape.numel()):
         (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol)
         kp, kq = newton(p, q)
-    res = torch.sqrt(((kp - rhs[0]) ** 2).sum(-2) + ((kq - rhs[1]) ** 2).sum(-2))
-    size = torch.sqrt((rhs[0] ** 2).sum(-2) + (rhs[1] ** 2).sum(-2))
+    diff = (kp - rhs[0], kq - rhs[1])
+    res, size = newton.dot(diff, diff).sqrt(), newton.dot(rhs, rhs).sqrt()
     bad = stats["negative_curvature"] | (res > 1e3 * rtol * size)
     if readable_any(bad, default=False):
         warnings.warn(
             "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, so the "
             f"k-th singular subspace is not unique (relative residual of the adjoint solve "
-            f"{float((res / size.clamp_min(torch.finfo(a.dtype).tiny)).max()):.2g} after "
+            f"{float((res / size.clamp_min(torch.finfo(op.dtype).tiny)).max()):.2g} after "
             f"{stats['iterations']} CG steps). The S gradient is still exact.",
             DegenerateSpectrumWarning,
             stacklevel=4,
@@ -92,9 +113,11 @@ def _complement_solve(a, u, s, v, rhs_u, rhs_v):
     return p * op.scale, q * op.scale
 
 
-def _tangent(a, u, s, v, da):
-    """dU, dS, dV for a perturbation dA of A (the JVP)."""
-    p = mm(u.mT, mm(da, v))  # Uᵀ dA V
+def _tangent(layout: Layout, a, u, s, v, da):
+    """dU, dS, dV for a perturbation dA of A (the JVP); all arguments are the blocks held here."""
+    d_op = layout.operator(da)
+    da_v, da_t_u = d_op.matmat(v), d_op.rmatmat(u)
+    p = d_op.left.inner(u, da_v)  # Uᵀ dA V
     ds = torch.diagonal(p, dim1=-2, dim2=-1)
     # F_ij σ_k = F̂_ij ŝ_k c with ŝ = c σ: the products stay in range at any scale of A.
     c = _unit(s).reshape(s.shape[:-1] + (1, 1))
@@ -104,12 +127,13 @@ def _tangent(a, u, s, v, da):
     si = s_hat.unsqueeze(-1)  # ŝ_i along rows
     omega_u = f * (sd * p + si * p.mT) * c
     omega_v = f * (si * p + sd * p.mT) * c
-    x, y = _complement_solve(a, u, s, v, mm(da, v), mm(da.mT, u))
+    x, y = _complement_solve(layout.operator(a), u, s, v, da_v, da_t_u)
     return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
 
 
-def _cotangent(a, u, s, v, gu, gs, gv):
-    """Ā for cotangents (Ū, S̄, V̄); Ū, V̄ may be None (then no linear solve at all)."""
+def _cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
+    """Ā for cotangents (Ū, S̄, V̄); Ū, V̄ may be None (then no linear solve at all). All arguments
+    and the result are the blocks held here: Ā is laid out as A."""
     ga = torch.zeros_like(a)
     if gs is not None:
         ga = ga + mm(u * gs.unsqueeze(-2), v.mT)
@@ -120,11 +144,12 @@ def _cotangent(a, u, s, v, gu, gs, gv):
     c = _unit(s).reshape(s.shape[:-1] + (1, 1))
     s_hat = s * c[..., 0]
     f = _inverse_gaps(s_hat, "U/V")
-    g_u, g_v = mm(u.mT, gu), mm(v.mT, gv)
+    op = layout.operator(a)
+    g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
     sd = s_hat.unsqueeze(-2)
     si = s_hat.unsqueeze(-1)
     p_bar = (((g_u - g_u.mT) * f) * sd + si * ((g_v - g_v.mT) * f)) * c
-    p, q = _complement_solve(a, u, s, v, gu, gv)
+    p, q = _complement_solve(op, u, s, v, gu, gv)
     return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
 
 
@@ -141,6 +166,7 @@ class SolveFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         a = inputs[0]
         u, s, v = output
+        ctx.layout = inputs[1].layout
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(a, u, s, v)
         ctx.save_for_forward(a, u, s, v)
@@ -148,15 +174,19 @@ class SolveFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gu, gs, gv):
-        a, u, s, v = ctx.saved_tensors
         if not ctx.needs_input_grad[0] or (gu is None and gs is None and gv is None):
             return None, None
-        return _cotangent(a, u, s, v, gu, gs, gv), None
+        saved, layout = ctx.saved_tensors, ctx.layout
+        a, u, s, v = (layout.local(x) for x in saved)
+        gu, gs, gv = (g if g is None else layout.local(g, like) for g, like in zip((gu, gs, gv), saved[1:]))
+        return layout.wrap(_cotangent(layout, a, u, s, v, gu, gs, gv), saved[0]), None
 
     @staticmethod
     def jvp(ctx, da, _call):
-        a, u, s, v = ctx.saved_tensors
-        return _tangent(a, u, s, v, da)
+        saved, layout = ctx.saved_tensors, ctx.layout
+        a, u, s, v = (layout.local(x) for x in saved)
+        out = _tangent(layout, a, u, s, v, layout.local(da, saved[0]))
+        return tuple(layout.wrap(x, like) for x, like in zip(out, saved[1:]))
 
     @staticmethod
     def vmap(info, in_dims, a, call):

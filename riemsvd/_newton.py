@@ -20,18 +20,24 @@ class NewtonOperator:
     column i is the Newton / Jacobi–Davidson operator of the i-th triplet,
     (σ_i x − P_U A y, σ_i y − P_V Aᵀ x), whose eigenvalues near the top triplets are σ_i ∓ σ_j over the
     triplets j outside the block: positive definite there when σ_b > σ_{b+1}. P_U = I − U Uᵀ is the
-    manifold's ``proj_horizontal``. Each application costs one block product with A and one with Aᵀ.
+    manifold's ``proj_horizontal``, computed in the operator's spaces (``op.left``, ``op.right``), so
+    that it holds for vectors split across processes too. Each application costs one block product
+    with A and one with Aᵀ.
 
     Shapes: U (..., m, b), V (..., n, b), sigma (..., b); X (..., m, b), Y (..., n, b).
     """
 
-    def __init__(self, op: Operator, u: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor, manifold) -> None:
-        self.op, self.u, self.v, self.manifold = op, u, v, manifold
+    def __init__(self, op: Operator, u: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> None:
+        self.op, self.u, self.v = op, u, v
         self.sigma = sigma.unsqueeze(-2)
 
     def project(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Project (x, y) onto the complements of span(U) and span(V)."""
-        return self.manifold.proj_horizontal(self.u, x), self.manifold.proj_horizontal(self.v, y)
+        return self.op.left.project_out(self.u, x), self.op.right.project_out(self.v, y)
+
+    def dot(self, a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Column-wise inner products of pairs (x, y) in the product space, shape (..., b)."""
+        return self.op.left.dots(a[0], b[0]) + self.op.right.dots(a[1], b[1])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ay, atx = self.op.matmat(y), self.op.rmatmat(x)
@@ -39,13 +45,9 @@ class NewtonOperator:
         return x * self.sigma - px, y * self.sigma - py
 
 
-def _dot(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return (a[0] * b[0]).sum(-2) + (a[1] * b[1]).sum(-2)
-
-
-def _to_boundary(x, d, radius: float) -> torch.Tensor:
+def _to_boundary(k: NewtonOperator, x, d, radius: float) -> torch.Tensor:
     """τ ≥ 0 with ‖x + τ d‖ = radius, per column."""
-    xd, dd, xx = _dot(x, d), _dot(d, d), _dot(x, x)
+    xd, dd, xx = k.dot(x, d), k.dot(d, d), k.dot(x, x)
     dd = torch.where(dd > 0, dd, torch.ones_like(dd))
     disc = (xd * xd + dd * (radius * radius - xx)).clamp_min(0)
     return (disc.sqrt() - xd) / dd
@@ -75,29 +77,29 @@ def tcg(
     x = (torch.zeros_like(rhs[0]), torch.zeros_like(rhs[1]))
     r = rhs
     d = r
-    rr = _dot(r, r)
+    rr = k.dot(r, r)
     stop = rr.sqrt() * rtol
     active = rr > 0
     negative = torch.zeros_like(active)
     it = 0
     for it in range(1, maxiter + 1):
         kd = k(*d)
-        dkd = _dot(d, kd)
+        dkd = k.dot(d, kd)
         curved = dkd > 0
         alpha = rr / torch.where(curved, dkd, torch.ones_like(dkd))
         step = torch.where(active & curved, alpha, torch.zeros_like(alpha))
         hits = active & ~curved
         if radius is not None:
             trial = (x[0] + step.unsqueeze(-2) * d[0], x[1] + step.unsqueeze(-2) * d[1])
-            hits = hits | (active & curved & (_dot(trial, trial) > radius * radius))
-            step = torch.where(hits, _to_boundary(x, d, radius), step)
+            hits = hits | (active & curved & (k.dot(trial, trial) > radius * radius))
+            step = torch.where(hits, _to_boundary(k, x, d, radius), step)
         elif it == 1:
             step = torch.where(hits, torch.ones_like(step), step)  # the gradient direction itself
         negative = negative | (active & ~curved)
         a = step.unsqueeze(-2)
         x = (x[0] + a * d[0], x[1] + a * d[1])
         r = (r[0] - a * kd[0], r[1] - a * kd[1])
-        rr_new = _dot(r, r)
+        rr_new = k.dot(r, r)
         active = active & ~hits & (rr_new.sqrt() > stop)
         if it == maxiter or not readable_any(active, default=True):
             break

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from riemsvd._backend import mm, readable_any
+from riemsvd._space import Space
 
 __all__ = ["Operator", "as_operator"]
 
@@ -36,15 +37,27 @@ class Operator:
         Powers of two, shape (..., 1, 1), by which every product is multiplied (exactly): the
         operator is c·A. Set where A's entries are so large or small that squares of norms would
         overflow or underflow; None otherwise.
+    left, right : Space
+        Where vectors of length m (columns of U, images A x) and of length n (columns of V, images
+        Aᵀ y) live; both held whole by this process unless A is sharded across processes.
     """
 
-    def __init__(self, shape, batch_shape, dtype, device) -> None:
+    def __init__(
+        self, shape, batch_shape, dtype, device, left: Space | None = None, right: Space | None = None
+    ) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
         self.batch_shape = torch.Size(batch_shape)
         self.dtype = dtype
         self.device = device
         self.matvecs = 0
         self.scale = None
+        self.left = left if left is not None else Space(self.shape[0])
+        self.right = right if right is not None else Space(self.shape[1])
+
+    @property
+    def communicated(self) -> int:
+        """Numbers this process has sent to collectives so far (0 unless A is sharded)."""
+        return self.left.communicated + self.right.communicated
 
     def matmat(self, x: torch.Tensor) -> torch.Tensor:
         """c·A @ x for x of shape (..., n, b); returns (..., m, b)."""

@@ -14,12 +14,11 @@ import torch
 from riemsvd._backend import mm
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import Operator
+from riemsvd._space import Space
 from riemsvd._tolerance import eps
-from riemsvd.manifolds import Stiefel
 
 __all__ = ["SolverOptions", "subspace_svd"]
 
-_STIEFEL = Stiefel()
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
 
@@ -77,48 +76,47 @@ class Outcome:
     history: list = field(default_factory=list)
 
 
-def randn(shape, dtype, device, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal samples drawn on the generator's device, then moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, dtype=dtype, device=gen_device, generator=generator).to(device)
-
-
 def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a batch mask (...,) against a tensor (..., a, b)."""
     return mask.reshape(mask.shape + (1,) * (like.dim() - mask.dim()))
 
 
 def orthonormalize(
-    x: torch.Tensor, basis: torch.Tensor | None, generator: torch.Generator | None
+    x: torch.Tensor,
+    basis: torch.Tensor | None,
+    generator: torch.Generator | None,
+    space: Space | None = None,
 ) -> torch.Tensor:
     """Orthonormal columns spanning x's component outside span(basis), shape of x.
 
     Block classical Gram–Schmidt with a second pass after normalization (so that a column with little
     new content does not bring back the basis it was cleaned of), each pass followed by QR. A column
     that the basis or the previous columns already span is replaced by a random direction, so the
-    shape stays fixed over a batch and the search space always grows.
+    shape stays fixed over a batch and the search space always grows. ``space`` holds the vectors
+    (whole in this process when None).
     """
+    space = space if space is not None else Space(x.shape[-2])
     tiny = 4 * eps(x.dtype)
     has_basis = basis is not None and basis.shape[-1] > 0
     for attempt in range(3):
-        norms = torch.linalg.vector_norm(x, dim=-2)
+        norms = space.norms(x)
         if has_basis:
-            x = x - mm(basis, mm(basis.mT, x))
-        q, r1 = torch.linalg.qr(x)
+            x = space.project_out(basis, x)
+        q, r1 = space.qr(x)
         if has_basis:
-            q = q - mm(basis, mm(basis.mT, q))
-        q, r2 = torch.linalg.qr(q)
+            q = space.project_out(basis, q)
+        q, r2 = space.qr(q)
         d1 = torch.diagonal(r1, dim1=-2, dim2=-1).abs()
         d2 = torch.diagonal(r2, dim1=-2, dim2=-1).abs()
         bad = ~((d1 > tiny * norms) & (d2 > 1e-3))
         if attempt == 2 or not bool(bad.any()):
             return q
-        fresh = randn(x.shape, x.dtype, x.device, generator)
+        fresh = space.randn_like(x, generator)
         x = torch.where(bad.unsqueeze(-2), fresh, q)
     return q  # unreachable
 
 
-def _ritz(basis: Basis, t: int) -> Ritz:
+def _ritz(op: Operator, basis: Basis, t: int) -> Ritz:
     # The small SVD runs in float64 on the host whatever the dtype and device: it costs O(p³) with
     # p ≤ ~100; in float32 it would set the floor of the attainable residual (measured on a 7×8
     # matrix, k = 5: 1.2e-6 against 1.6e-7), and on a GPU it is latency-bound (cuSOLVER took ~1 ms
@@ -132,14 +130,14 @@ def _ritz(basis: Basis, t: int) -> Ritz:
     z = zt.mT
     yt, st, ztop = y[..., :t], s[..., :t].unsqueeze(-2), z[..., :t]
     u, v = mm(basis.u, yt), mm(basis.v, ztop)
-    ru, rv, res = _residuals(mm(basis.av, ztop), u, mm(basis.atu, yt), v, st)
+    ru, rv, res = _residuals(op, mm(basis.av, ztop), u, mm(basis.atu, yt), v, st)
     return Ritz(y, s, z, u, v, ru, rv, res)
 
 
-def _residuals(av, u, atu, v, s):
+def _residuals(op: Operator, av, u, atu, v, s):
     """(A v − σu, Aᵀu − σv) and max(‖A v − σu‖, ‖Aᵀu − σv‖) per column, from the images av, atu."""
     ru, rv = av - u * s, atu - v * s
-    res = torch.maximum(torch.linalg.vector_norm(ru, dim=-2), torch.linalg.vector_norm(rv, dim=-2))
+    res = torch.maximum(op.left.norms(ru), op.right.norms(rv))
     return ru, rv, res
 
 
@@ -182,13 +180,13 @@ def _expand(op: Operator, basis: Basis, sv: torch.Tensor, generator) -> Basis:
     would, and the Ritz residual A v − σ u vanishes: only Aᵀ u − σ v needs a correction."""
     u, v, av, atu, h = basis.u, basis.v, basis.av, basis.atu, basis.h
     asv = op.matmat(sv)
-    h = torch.cat([h, mm(u.mT, asv)], dim=-1)
+    h = torch.cat([h, op.left.inner(u, asv)], dim=-1)
     v, av = torch.cat([v, sv], dim=-1), torch.cat([av, asv], dim=-1)
     bu = min(asv.shape[-1], op.shape[0] - u.shape[-1])
     if bu > 0:
-        su = orthonormalize(asv[..., :bu], u, generator)
+        su = orthonormalize(asv[..., :bu], u, generator, op.left)
         atsu = op.rmatmat(su)
-        h = torch.cat([h, mm(atsu.mT, v)], dim=-2)
+        h = torch.cat([h, op.right.inner(atsu, v)], dim=-2)
         u, atu = torch.cat([u, su], dim=-1), torch.cat([atu, atsu], dim=-1)
     return Basis(u, v, av, atu, h, max(bu, 0))
 
@@ -208,18 +206,18 @@ def _initial_basis(op: Operator, k: int, b: int, init, generator) -> Basis:
     j = 0 if init is None else min(k, 1 if init[1].dim() == 1 else init[1].shape[-1])
     bv = min(max(b, 4) if init is None else max(b, j + 1), n)
     if init is None:
-        x = randn(shape + (n, bv), dt, dev, generator)
+        x = op.right.randn(shape, bv, dt, dev, generator)
     else:
         v0 = init[1].to(dtype=dt, device=dev)
         v0 = v0.unsqueeze(-1) if v0.dim() == 1 else v0[..., :k]
         x = v0.expand(shape + v0.shape[-2:])
         if bv > x.shape[-1]:  # fill the block with random columns; draw nothing when none is needed
-            x = torch.cat([x, randn(shape + (n, bv - x.shape[-1]), dt, dev, generator)], dim=-1)
-    v = orthonormalize(x, None, generator)
+            x = torch.cat([x, op.right.randn(shape, bv - x.shape[-1], dt, dev, generator)], dim=-1)
+    v = orthonormalize(x, None, generator, op.right)
     av = op.matmat(v)
-    u = orthonormalize(av[..., : min(bv, m)], None, generator)
+    u = orthonormalize(av[..., : min(bv, m)], None, generator, op.left)
     atu = op.rmatmat(u)
-    return Basis(u, v, av, atu, mm(u.mT, av))
+    return Basis(u, v, av, atu, op.left.inner(u, av))
 
 
 def _select(ritz: Ritz, conv: torch.Tensor, b: int) -> torch.Tensor:
@@ -285,7 +283,7 @@ def subspace_svd(
     p_keep = min(max(k + b, p_max // 2), p_max - 2 * b)
     basis = _initial_basis(op, k, b, init, generator)
     batch = op.batch_shape
-    best = Snapshot.empty(batch, m, n, k, op.dtype, op.device)
+    best = Snapshot.empty(batch, op.left.local_rows, op.right.local_rows, k, op.dtype, op.device)
     target = torch.full(batch, tol, dtype=op.dtype, device=op.device)
     stalled, history, prev, checks = 0, [], None, 0
     verified = None
@@ -294,7 +292,7 @@ def subspace_svd(
     while iterations < maxiter:
         iterations += 1
         t = min(basis.h.shape[-1], basis.h.shape[-2], 2 * b)
-        ritz = _ritz(basis, t)
+        ritz = _ritz(op, basis, t)
         rel = _relative(ritz.res, ritz.s[..., 0])
         improved = best.update(ritz, rel[..., :k].amax(-1))
         done = best.res <= target
@@ -368,10 +366,10 @@ def verify(op: Operator, u: torch.Tensor, v: torch.Tensor):
     Returns (u, s, v, residual) with the triplets sorted by descending σ and residual of shape (...).
     """
     av, atu = op.matmat(v), op.rmatmat(u)
-    s = (u * av).sum(-2)
+    s = op.left.dots(u, av)
     s, order = torch.sort(s, dim=-1, descending=True)
     u, v, av, atu = (_take(x, order) for x in (u, v, av, atu))
-    res = _relative(_residuals(av, u, atu, v, s.unsqueeze(-2))[2], s[..., 0]).amax(-1)
+    res = _relative(_residuals(op, av, u, atu, v, s.unsqueeze(-2))[2], s[..., 0]).amax(-1)
     return u, s, v, res
 
 
@@ -389,7 +387,7 @@ def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, ge
     rv = _take(ritz.rv, idx)  # the left residuals vanish (𝒰 ⊇ A𝒱): only the right ones expand 𝒱
     if options.inner_steps > 0:
         uu, vv, ss = _take(ritz.u, idx), _take(ritz.v, idx), torch.gather(ritz.s, -1, idx)
-        newton = NewtonOperator(op, uu, vv, ss, _STIEFEL)
+        newton = NewtonOperator(op, uu, vv, ss)
         rhs = newton.project(_take(ritz.ru, idx), rv)
         (_, rv), _ = tcg(newton, rhs, maxiter=options.inner_steps, rtol=0.1)
     pv = basis.v.shape[-1]
@@ -403,7 +401,7 @@ def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, ge
         prev_z = _take(ritz.z, idx)
     if bv == 0:
         return basis, prev_z, 0
-    sv = orthonormalize(rv[..., :bv], basis.v, generator)
+    sv = orthonormalize(rv[..., :bv], basis.v, generator, op.right)
     basis = _expand(op, basis, sv, generator)
     steps = 1
     while steps <= lanczos:
@@ -411,7 +409,7 @@ def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, ge
         bv = min(b, n - pv)
         if bv == 0 or (pv + bv > p_max and n > p_max) or basis.last_u == 0:
             break
-        sv = orthonormalize(basis.atu[..., -basis.last_u :][..., :bv], basis.v, generator)
+        sv = orthonormalize(basis.atu[..., -basis.last_u :][..., :bv], basis.v, generator, op.right)
         basis = _expand(op, basis, sv, generator)
         steps += 1
     return basis, prev_z, steps

@@ -26,7 +26,7 @@ def test_newton_operator_at_top_pair_has_eigenvalues_sigma1_minus_and_plus_sigma
     m, n = 9, 6
     a = make_matrix("gaussian", m, n, gen)
     u, s, vh = torch.linalg.svd(a)
-    newton = NewtonOperator(as_operator(a), u[:, :1], vh[:1].mT, s[:1], Stiefel())
+    newton = NewtonOperator(as_operator(a), u[:, :1], vh[:1].mT, s[:1])
     k = _explicit(newton, m, n)
     torch.testing.assert_close(k, k.mT, rtol=0, atol=1e-12)
     # restricted to the complement (dimension m + n − 2), the spectrum is σ₁ ∓ σⱼ (j ≥ 2) and σ₁
@@ -37,26 +37,27 @@ def test_newton_operator_at_top_pair_has_eigenvalues_sigma1_minus_and_plus_sigma
     torch.testing.assert_close(torch.linalg.eigvalsh(k), torch.sort(expected).values, rtol=1e-10, atol=1e-10)
 
 
-def test_sphere_and_one_column_stiefel_give_the_same_operator(gen):
+def test_projection_is_the_horizontal_projection_of_the_sphere_and_stiefel_manifolds(gen):
     a = make_matrix("decay", 8, 5, gen)
     u, s, vh = torch.linalg.svd(a)
     x, y = (
-        torch.randn(8, 1, generator=gen, dtype=torch.float64),
-        torch.randn(5, 1, generator=gen, dtype=torch.float64),
+        torch.randn(8, 2, generator=gen, dtype=torch.float64),
+        torch.randn(5, 2, generator=gen, dtype=torch.float64),
     )
-    k1 = NewtonOperator(as_operator(a), u[:, :1], vh[:1].mT, s[:1], Stiefel())
-    k2 = NewtonOperator(as_operator(a), u[:, 0], vh[0], s[:1], Sphere())
-    p1 = k1.project(x, y)
-    p2 = k2.project(x[:, 0], y[:, 0])
-    torch.testing.assert_close(p1[0][:, 0], p2[0])
-    torch.testing.assert_close(p1[1][:, 0], p2[1])
+    for b in (1, 3):
+        px, py = NewtonOperator(as_operator(a), u[:, :b], vh[:b].mT, s[:b]).project(x, y)
+        torch.testing.assert_close(px, Stiefel().proj_horizontal(u[:, :b], x))
+        torch.testing.assert_close(py, Stiefel().proj_horizontal(vh[:b].mT, y))
+    px, py = NewtonOperator(as_operator(a), u[:, :1], vh[:1].mT, s[:1]).project(x[:, :1], y[:, :1])
+    torch.testing.assert_close(px[:, 0], Sphere().proj_horizontal(u[:, 0], x[:, 0]))
+    torch.testing.assert_close(py[:, 0], Sphere().proj_horizontal(vh[0], y[:, 0]))
 
 
 def test_tcg_solves_the_newton_equation_for_a_block(gen):
     m, n, b = 40, 25, 3
     a = make_matrix("decay", m, n, gen)
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
-    newton = NewtonOperator(as_operator(a), u[:, :b], vh[:b].mT, s[:b], Stiefel())
+    newton = NewtonOperator(as_operator(a), u[:, :b], vh[:b].mT, s[:b])
     rhs = newton.project(
         torch.randn(m, b, generator=gen, dtype=torch.float64),
         torch.randn(n, b, generator=gen, dtype=torch.float64),
@@ -75,7 +76,7 @@ def test_tcg_stops_at_negative_curvature_and_at_the_trust_region(gen):
     a = make_matrix("gaussian", 30, 20, gen)
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
     # at the third triplet, K is indefinite (σ₃ − σ₁ < 0)
-    newton = NewtonOperator(as_operator(a), u[:, 2:3], vh[2:3].mT, s[2:3], Stiefel())
+    newton = NewtonOperator(as_operator(a), u[:, 2:3], vh[2:3].mT, s[2:3])
     # along (u₁, v₁) the curvature is σ₃ − σ₁ < 0: the step goes to the boundary and stops there
     rhs = newton.project(u[:, :1], vh[:1].mT)
     (x, y), stats = tcg(newton, rhs, maxiter=100, rtol=1e-14, radius=0.5)
@@ -84,7 +85,7 @@ def test_tcg_stops_at_negative_curvature_and_at_the_trust_region(gen):
         torch.sqrt((x * x).sum() + (y * y).sum()), torch.tensor(0.5, dtype=torch.float64)
     )
     # a positive-curvature step longer than the radius is cut at the boundary too
-    newton1 = NewtonOperator(as_operator(a), u[:, :1], vh[:1].mT, s[:1], Stiefel())
+    newton1 = NewtonOperator(as_operator(a), u[:, :1], vh[:1].mT, s[:1])
     rhs = newton1.project(100 * u[:, 1:2], 100 * vh[1:2].mT)
     (x, y), stats = tcg(newton1, rhs, maxiter=100, rtol=1e-14, radius=0.5)
     assert not bool(stats["negative_curvature"].any())
