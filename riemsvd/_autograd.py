@@ -43,6 +43,10 @@ class Layout:
         """A tensor laid out as ``like`` from the block ``x`` held here."""
         return x
 
+    def outputs(self, u: torch.Tensor, s: torch.Tensor, v: torch.Tensor):
+        """The results (U, S, V) as returned to the user, from the blocks held here."""
+        return u, s, v
+
 
 @dataclass
 class SolveCall:

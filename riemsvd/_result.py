@@ -42,6 +42,9 @@ class SolveInfo:
     history : list[tuple[int, float]]
         (matvecs so far, largest residual over the batch) after each iteration, from the solver's
         estimates.
+    communicated : int
+        For A sharded across processes, the numbers this process passed to collectives (all-reduce
+        and all-gather payloads); 0 otherwise.
     """
 
     converged: torch.Tensor
@@ -50,6 +53,7 @@ class SolveInfo:
     residual: torch.Tensor
     tol: float
     history: list = field(default_factory=list, repr=False)
+    communicated: int = 0
 
 
 class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):

@@ -10,8 +10,9 @@ import warnings
 
 import torch
 
-from riemsvd._autograd import SolveCall, SolveFunction
+from riemsvd._autograd import Layout, SolveCall, SolveFunction
 from riemsvd._backend import solver_threads
+from riemsvd._distributed import is_sharded, prepare
 from riemsvd._operator import as_operator
 from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
@@ -122,13 +123,26 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
-    magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
+    if is_sharded(A):
+        problem = prepare(A, k, tol, maxiter, init, generator, options)  # a collective
+        layout, init, generator, target = problem.layout, problem.init, problem.generator, problem.tensor
+
+        def operator(a):
+            return layout.operator(layout.local(a)).rescale(problem.magnitude)
+
+    else:
+        magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
+        layout, target = Layout(), A
+
+        def operator(a):
+            return as_operator(a, magnitude)
+
     options = options or SolverOptions()
 
     def run(a):
-        op = as_operator(a, magnitude)
+        op = operator(a)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-        entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
+        entries = op.left.local_rows * op.right.local_rows * op.batch_shape.numel()
         with solver_threads(op.device, entries), _no_autocast(op.device):
             out = subspace_svd(
                 op,
@@ -139,16 +153,18 @@ def solve(
                 generator=generator,
                 options=options,
             )
-        info = SolveInfo(out.converged, out.iterations, op.matvecs, out.residual, tol_, out.history)
+        info = SolveInfo(
+            out.converged, out.iterations, op.matvecs, out.residual, tol_, out.history, op.communicated
+        )
         s = out.s if op.scale is None else out.s / op.scale[..., 0]
-        return out.u, s, out.v, info
+        return (*layout.outputs(out.u, s, out.v), info)
 
-    if isinstance(A, torch.Tensor) and A.layout == torch.strided:
-        call = SolveCall(run)
-        u, s, v = SolveFunction.apply(A, call)
+    if isinstance(target, torch.Tensor) and target.layout == torch.strided:
+        call = SolveCall(run, layout)
+        u, s, v = SolveFunction.apply(target, call)
         info = call.info
     else:
-        u, s, v, info = run(A)
+        u, s, v, info = run(target)
     if not bool(info.converged.all()):
         warnings.warn(
             f"riemsvd.solve stopped after {info.iterations} iterations with relative residual "

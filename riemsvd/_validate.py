@@ -14,7 +14,7 @@ import torch
 from riemsvd._backend import readable_any
 from riemsvd._operator import _is_linear_operator_like, _is_scipy_sparse, max_abs
 
-__all__ = ["check_solve_args"]
+__all__ = ["check_solve_args", "check_solve_shape_args"]
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -130,8 +130,18 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
             f"(shape, dtype, matvec/rmatvec); got {type(a).__name__}."
         )
     m, n = int(a.shape[-2]), int(a.shape[-1])
+    check_solve_shape_args((m, n), tuple(a.shape[:-2]), k, tol, maxiter, generator, options)
+    if init is not None:
+        _check_init(a, init, k, m, n)
+    return magnitude
+
+
+def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) -> None:
+    """The checks of :func:`riemsvd.solve` that need only A's shape (m, n): also run, on the whole
+    shape, by every process of a sharded solve."""
+    m, n = shape
     if m == 0 or n == 0:
-        raise ValueError(f"`A` is empty (shape {tuple(a.shape)}); it has no singular values.")
+        raise ValueError(f"`A` is empty (shape {tuple(batch) + (m, n)}); it has no singular values.")
     _check_positive_int(k, "k", allow_none=False)
     if k > min(m, n):
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {m}×{n}, got {k}.")
@@ -141,10 +151,7 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
     _check_positive_int(maxiter, "maxiter")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
-    if init is not None:
-        _check_init(a, init, k, m, n)
     _check_options(options)
-    return magnitude
 
 
 def _check_init(a, init, k, m, n) -> None:
