@@ -4,6 +4,7 @@ The public API is what this module re-exports; everything else is private and ma
 """
 
 from riemsvd import manifolds, nn
+from riemsvd._distributed import ShardedMatrix
 from riemsvd._pair import SingularPair
 from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
 from riemsvd._solve import solve
@@ -13,6 +14,7 @@ __all__ = [
     "ConvergenceWarning",
     "DegenerateSpectrumWarning",
     "SVDResult",
+    "ShardedMatrix",
     "SingularPair",
     "SolveInfo",
     "SolverOptions",

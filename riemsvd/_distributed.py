@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from riemsvd._autograd import Layout
 from riemsvd._backend import mm
-from riemsvd._operator import Operator
+from riemsvd._operator import DenseOperator, Operator
 from riemsvd._space import Space, randn
 
 __all__ = ["ShardedMatrix", "is_sharded", "prepare"]
@@ -175,9 +175,6 @@ class ShardedLayout(Layout):
     def operator(self, a: torch.Tensor) -> Operator:
         return ShardedOperator(a, self.dim, self.sizes, self.rank, self.group, self.other)
 
-    def outputs(self, u, s, v):
-        return u, s, v
-
 
 class DTensorLayout(ShardedLayout):
     """A held as a DTensor on a 1-D mesh, split (Shard(0)/Shard(1)) or whole on every process
@@ -190,8 +187,6 @@ class DTensorLayout(ShardedLayout):
 
     def operator(self, a: torch.Tensor) -> Operator:
         if self.dim is None:
-            from riemsvd._operator import DenseOperator
-
             return DenseOperator(a)
         return super().operator(a)
 
@@ -263,7 +258,7 @@ def _describe(a):
         dim = None
     else:
         raise ValueError(
-            f"`A` is a DTensor placed {placement}; riemsvd.solve takes a 2-D DTensor placed Shard(0), "
+            f"`A` is a DTensor placed {placement!r}; riemsvd.solve takes a 2-D DTensor placed Shard(0), "
             "Shard(1) or Replicate(). Redistribute it first, e.g. `A.redistribute(mesh, [Shard(0)])`."
         )
     group = mesh.get_group()
@@ -326,17 +321,19 @@ def _check_all(metas, dim, kind):
     shapes = [meta["shape"] for meta in metas]
     if dim is None:
         _agree(metas, "shape", "`A` (replicated)")
-        return shapes[0][0], shapes[0][1], [shapes[0][0]]
-    other = 1 - dim
-    if any(shape[other] != shapes[0][other] for shape in shapes):
-        side = "columns" if dim == 0 else "rows"
-        listing = ", ".join(f"rank {r}: {tuple(shape)}" for r, shape in enumerate(shapes))
-        raise ValueError(
-            f"`A` ({kind}) is split by {'rows' if dim == 0 else 'columns'}, so every process's block must "
-            f"have the same number of {side}; got blocks {listing}."
-        )
-    sizes = [shape[dim] for shape in shapes]
-    m, n = (sum(sizes), shapes[0][1]) if dim == 0 else (shapes[0][0], sum(sizes))
+        m, n = shapes[0]
+        sizes = [m] * len(metas)
+    else:
+        other = 1 - dim
+        if any(shape[other] != shapes[0][other] for shape in shapes):
+            side = "columns" if dim == 0 else "rows"
+            listing = ", ".join(f"rank {r}: {tuple(shape)}" for r, shape in enumerate(shapes))
+            raise ValueError(
+                f"`A` ({kind}) is split by {'rows' if dim == 0 else 'columns'}, so every process's block "
+                f"must have the same number of {side}; got blocks {listing}."
+            )
+        sizes = [shape[dim] for shape in shapes]
+        m, n = (sum(sizes), shapes[0][1]) if dim == 0 else (shapes[0][0], sum(sizes))
     inits = [meta["init"] for meta in metas]
     if any((x is None) != (inits[0] is None) for x in inits):
         raise ValueError("`init` must be given on every process or on none.")

@@ -50,11 +50,15 @@ def solve(
 
     Parameters
     ----------
-    A : torch.Tensor, scipy sparse matrix or LinearOperator-like
+    A : torch.Tensor, DTensor, ShardedMatrix, scipy sparse matrix or LinearOperator-like
         A real float32 or float64 tensor of shape ``(*, m, n)`` on any device (batched over ``*``); a
         2-D torch sparse tensor (COO, CSR, CSC); a scipy sparse matrix; or any object with ``shape``
         (m, n), ``dtype`` and ``matvec``/``rmatvec`` or ``matmat``/``rmatmat`` taking numpy arrays,
-        such as ``scipy.sparse.linalg.LinearOperator``.
+        such as ``scipy.sparse.linalg.LinearOperator``. A matrix split across processes: a 2-D
+        ``torch.distributed.tensor.DTensor`` on a 1-D mesh placed ``Shard(0)``, ``Shard(1)`` or
+        ``Replicate()``, or a :class:`riemsvd.ShardedMatrix` (a local block and a process group). Then
+        ``solve`` is a collective that every process of the group calls with the same arguments; A is
+        never gathered (see Returns for where the results live).
     k : int
         Number of triplets, ``1 <= k <= min(m, n)``.
     tol : float, optional
@@ -82,7 +86,10 @@ def solve(
         Named tuple ``(U, S, V)``: U ``(*, m, k)`` and V ``(*, n, k)`` with orthonormal columns, S
         ``(*, k)`` in descending order, of A's dtype and on A's device. For scipy inputs they are CPU
         torch tensors (``.numpy()`` gives arrays). ``.info`` is a :class:`SolveInfo` (``converged``,
-        ``iterations``, ``matvecs``, ``residual``).
+        ``iterations``, ``matvecs``, ``residual``; ``communicated`` for a split A). For A split by rows,
+        U is split like A's rows and S, V are whole on every process; split by columns, V is split
+        like A's columns and U, S are whole. A DTensor A gives DTensors (``Shard(0)`` for the split
+        factor, ``Replicate()`` otherwise); a ShardedMatrix gives this process's blocks as tensors.
 
     Notes
     -----
@@ -94,7 +101,10 @@ def solve(
     only losses that do not change under it have well-defined gradients (for example anything of
     S, of uᵢuᵢᵀ, of uᵢvᵢᵀ); other losses are ill-posed. Gradients of U and V need σᵢ ≠ σⱼ within
     the k and σ_k > σ_{k+1}; otherwise a :class:`DegenerateSpectrumWarning` is emitted and the
-    degenerate directions are left out. Sparse and scipy inputs are not differentiable.
+    degenerate directions are left out. Sparse and scipy inputs are not differentiable. A split A
+    is differentiable in reverse mode, Ā split like A; each process's cotangents must be its blocks
+    of the gradient of one global loss (the convention of DTensor and tensor parallelism: a whole
+    output's gradient is the same full gradient on every process).
 
     Warns
     -----
@@ -110,7 +120,8 @@ def solve(
         For an integer, bool or complex dtype, or an unsupported type of ``A``.
     ValueError
         For NaN/Inf entries, fewer than 2 dimensions, ``k`` out of range, ``init`` of the wrong shape,
-        or an operator that returns NaN/Inf.
+        or an operator that returns NaN/Inf. For a split A, on every process whenever the problem is
+        wrong on any: blocks whose other dimension differs, different dtypes or arguments.
 
     Examples
     --------
@@ -142,7 +153,9 @@ def solve(
     def run(a):
         op = operator(a)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-        entries = op.left.local_rows * op.right.local_rows * op.batch_shape.numel()
+        # Decided from the whole shape, so that every process of a sharded solve runs its BLAS alike
+        # (the same threads give the same rounding, and every process must take the same branches).
+        entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
         with solver_threads(op.device, entries), _no_autocast(op.device):
             out = subspace_svd(
                 op,

@@ -1,0 +1,221 @@
+"""Sharded solves against one process: ``python -m riemsvd.bench_sharded``.
+
+The same matrices (``riemsvd.bench.make_matrix``) are solved whole in this process and split by rows
+and by columns over P processes (gloo on this machine, one thread each); the table reports the time
+ratio to the one-process solve measured in the same run, the products, and what each process
+communicated: numbers in all, per product column, and as a fraction of A's m·n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+
+import torch
+
+__all__ = ["main"]
+
+
+def _matrix(kind: str, m: int, n: int, seed: int) -> torch.Tensor:
+    from riemsvd.bench import make_matrix
+
+    return make_matrix(kind, m, n, torch.float64, torch.Generator().manual_seed(seed))
+
+
+def _weights(m: int, n: int, k: int):
+    gen = torch.Generator().manual_seed(99)
+    return tuple(torch.randn(shape, dtype=torch.float64, generator=gen) for shape in ((k,), (m, k), (n, k)))
+
+
+def _loss(weights, u, s, v):
+    cs, cu, cv = weights
+    return (cs * s).sum() + (cu * u**2).sum() + (cv * v**2).sum()
+
+
+def _timed(call, reps: int, barrier=None) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(reps):
+        if barrier:
+            barrier()
+        start = time.perf_counter()
+        out = call()
+        if barrier:
+            barrier()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _cases(args):
+    for kind in args.classes:
+        for k in args.k:
+            yield kind, k
+
+
+def _warm_up() -> None:
+    """One small solve and backward first: the first call pays one-time set-up (thread pools, imports)."""
+    import riemsvd
+
+    leaf = torch.randn(64, 32, dtype=torch.float64).requires_grad_(True)
+    riemsvd.solve(leaf, 2).S.sum().backward()
+
+
+def _single(args) -> dict:
+    import riemsvd
+
+    _warm_up()
+    results = {}
+    for kind, k in _cases(args):
+        a = _matrix(kind, args.m, args.n, args.seed)
+        seconds, out = _timed(lambda a=a, k=k: riemsvd.solve(a, k, tol=args.tol), args.reps)
+        record = {"seconds": seconds, "matvecs": out.info.matvecs, "iterations": out.info.iterations}
+        record["s"] = out.S.tolist()
+        if args.backward:
+            weights = _weights(args.m, args.n, k)
+
+            def fwd_bwd(a=a, k=k, weights=weights):
+                leaf = a.clone().requires_grad_(True)
+                _loss(weights, *riemsvd.solve(leaf, k, tol=args.tol)).backward()
+
+            record["backward_seconds"] = _timed(fwd_bwd, args.reps)[0]
+        results[(kind, k)] = record
+    return results
+
+
+def _worker(rank: int, world: int, store: str, args, out_path: str) -> None:
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=timedelta(minutes=10)
+    )
+    import riemsvd
+
+    barrier = dist.barrier
+    _warm_up()
+    results = {}
+    for kind, k in _cases(args):
+        a = _matrix(kind, args.m, args.n, args.seed)
+        weights = _weights(args.m, args.n, k)
+        for dim in (0, 1):
+            block = torch.tensor_split(a, world, dim=dim)[rank].contiguous()
+            sharded = riemsvd.ShardedMatrix(block, dim)
+            seconds, out = _timed(
+                lambda s=sharded, k=k: riemsvd.solve(s, k, tol=args.tol), args.reps, barrier
+            )
+            record = {
+                "seconds": seconds,
+                "matvecs": out.info.matvecs,
+                "iterations": out.info.iterations,
+                "communicated": out.info.communicated,
+                "residual": float(out.info.residual),
+                "s": out.S.tolist(),
+            }
+            if args.backward:
+                cs, cu, cv = weights
+                rows = torch.tensor_split(torch.arange(a.shape[dim]), world)[rank]
+                local = (cs, cu[rows], cv) if dim == 0 else (cs, cu, cv[rows])
+
+                def fwd_bwd(block=block, dim=dim, k=k, local=local):
+                    leaf = block.clone().requires_grad_(True)
+                    _loss(local, *riemsvd.solve(riemsvd.ShardedMatrix(leaf, dim), k, tol=args.tol)).backward()
+
+                record["backward_seconds"] = _timed(fwd_bwd, args.reps, barrier)[0]
+            results[(kind, k, dim)] = record
+    if rank == 0:
+        torch.save(results, out_path)
+    dist.destroy_process_group()
+
+
+def _sharded(args, world: int) -> dict:
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = os.path.join(tmp, "results.pt")
+        mp.spawn(_worker, args=(world, os.path.join(tmp, "store"), args, out_path), nprocs=world)
+        return torch.load(out_path, weights_only=False)
+
+
+def _table(args, single: dict, sharded: dict[int, dict]) -> tuple[str, list[dict]]:
+    rows, lines = [], []
+    head = "| class | k | processes | split | time / 1 process | products | communicated per process |"
+    head += " per product column | / (m·n) | max Δσ / σ₁ |"
+    if args.backward:
+        head += " fwd+bwd / 1 process |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    mn = args.m * args.n
+    for world, results in sharded.items():
+        for (kind, k, dim), rec in results.items():
+            ref = single[(kind, k)]
+            ds = max(abs(a - b) for a, b in zip(rec["s"], ref["s"])) / ref["s"][0]
+            row = {
+                "class": kind,
+                "k": k,
+                "processes": world,
+                "split": "rows" if dim == 0 else "columns",
+                "time_ratio": rec["seconds"] / ref["seconds"],
+                "seconds": rec["seconds"],
+                "single_seconds": ref["seconds"],
+                "matvecs": rec["matvecs"],
+                "single_matvecs": ref["matvecs"],
+                "communicated": rec["communicated"],
+                "per_product": rec["communicated"] / rec["matvecs"],
+                "fraction_of_mn": rec["communicated"] / mn,
+                "sigma_difference": ds,
+            }
+            line = (
+                f"| {kind} | {k} | {world} | {row['split']} | {row['time_ratio']:.2f} "
+                f"({1e3 * rec['seconds']:.0f} / {1e3 * ref['seconds']:.0f} ms) | {rec['matvecs']} "
+                f"({ref['matvecs']}) | {rec['communicated']:,} ({8e-6 * rec['communicated']:.1f} MB) | "
+                f"{row['per_product']:.0f} | {row['fraction_of_mn']:.3f} | {ds:.1e} |"
+            )
+            if args.backward:
+                row["backward_ratio"] = rec["backward_seconds"] / ref["backward_seconds"]
+                line += f" {row['backward_ratio']:.2f} |"
+            rows.append(row)
+            lines.append(line)
+    return "\n".join(lines), rows
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m riemsvd.bench_sharded", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--size", default="4000x2000", help="m x n (default 4000x2000)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--classes", nargs="+", default=["gaussian", "decay"])
+    parser.add_argument("--tol", type=float, default=1e-10)
+    parser.add_argument("--reps", type=int, default=3, help="median of this many runs (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backward", action="store_true", help="also time forward + backward")
+    parser.add_argument("--json", help="write the rows to this file")
+    args = parser.parse_args(argv)
+    args.m, args.n = (int(x) for x in args.size.lower().split("x"))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    print(
+        f"{args.m}×{args.n} float64, tol {args.tol:g}, torch {torch.__version__}, {os.cpu_count()} cores; "
+        f"one process uses {torch.get_num_threads()} threads, each of P processes one.",
+        file=sys.stderr,
+    )
+    single = _single(args)
+    sharded = {world: _sharded(args, world) for world in args.processes}
+    table, rows = _table(args, single, sharded)
+    print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
