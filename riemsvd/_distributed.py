@@ -47,6 +47,14 @@ class ShardedMatrix:
     ``solve`` returns plain tensors: for ``dim=0`` U is this process's rows of U (``(m_r, k)``, split
     like A) and V (``(n, k)``) and S are whole on every process; for ``dim=1`` U is whole and V holds
     this process's rows (``(n_r, k)``).
+
+    Examples
+    --------
+    In each process of a group (``torchrun --nproc-per-node 4 script.py``; not run as a doctest)::
+
+        dist.init_process_group("gloo")
+        rows = torch.tensor_split(A, dist.get_world_size())[dist.get_rank()]  # or loaded from disk
+        U_mine, S, V = riemsvd.solve(riemsvd.ShardedMatrix(rows, dim=0), k=4)
     """
 
     def __init__(self, block: torch.Tensor, dim: int = 0, group=None) -> None:

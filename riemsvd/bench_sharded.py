@@ -89,6 +89,9 @@ def _single(args) -> dict:
 
 def _worker(rank: int, world: int, store: str, args, out_path: str) -> None:
     torch.set_num_threads(1)
+    # Every process is on this machine: gloo talks over loopback, not wherever the hostname resolves.
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch.distributed as dist
 
     dist.init_process_group(

@@ -7,6 +7,7 @@ Kept apart from the test module so that spawned processes import only this (and 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from datetime import timedelta
@@ -227,6 +228,9 @@ def worker(rank: int, world: int, store: str, out_dir: str) -> None:
     """One process: join the group through a file store, run every case, save what it found."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+    # Every process is on this machine: gloo talks over loopback, not wherever the hostname resolves.
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
     )
