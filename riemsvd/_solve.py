@@ -129,6 +129,7 @@ def solve(
         op = as_operator(a, magnitude)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
         entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
+        start = op.matvecs  # an Operator passed in may have been used before
         with solver_threads(op.device, entries), _no_autocast(op.device):
             out = subspace_svd(
                 op,
@@ -139,7 +140,10 @@ def solve(
                 generator=generator,
                 options=options,
             )
-        info = SolveInfo(out.converged, out.iterations, op.matvecs, out.residual, tol_, out.history)
+        errors = out.errors if op.scale is None else out.errors / op.scale[..., 0]
+        info = SolveInfo(
+            out.converged, out.iterations, op.matvecs - start, out.residual, tol_, out.history, errors
+        )
         s = out.s if op.scale is None else out.s / op.scale[..., 0]
         return out.u, s, out.v, info
 
