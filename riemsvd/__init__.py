@@ -4,6 +4,7 @@ The public API is what this module re-exports; everything else is private and ma
 """
 
 from riemsvd import manifolds, nn
+from riemsvd._linear import linear_operator
 from riemsvd._pair import SingularPair
 from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
 from riemsvd._solve import solve
@@ -17,6 +18,7 @@ __all__ = [
     "SolveInfo",
     "SolverOptions",
     "manifolds",
+    "linear_operator",
     "nn",
     "solve",
 ]
