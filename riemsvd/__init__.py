@@ -4,6 +4,7 @@ The public API is what this module re-exports; everything else is private and ma
 """
 
 from riemsvd import manifolds, nn
+from riemsvd._bounds import NormBounds, norm_bounds
 from riemsvd._linear import linear_operator
 from riemsvd._pair import SingularPair
 from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
@@ -13,6 +14,7 @@ from riemsvd._subspace import SolverOptions
 __all__ = [
     "ConvergenceWarning",
     "DegenerateSpectrumWarning",
+    "NormBounds",
     "SVDResult",
     "SingularPair",
     "SolveInfo",
@@ -20,6 +22,7 @@ __all__ = [
     "manifolds",
     "linear_operator",
     "nn",
+    "norm_bounds",
     "solve",
 ]
 __version__ = "0.1.0"
