@@ -219,7 +219,10 @@ def _probabilistic(op: Operator, basis, dim: int, delta: float, generator):
         mat, rmat, size, own = op.matmat, op.rmatmat, n, basis[1]
     else:
         mat, rmat, size, own = op.rmatmat, op.matmat, m, basis[0]
-    q, images = _krylov(mat, rmat, size, dim, own, generator)
+    like = (
+        own if own is not None else torch.empty(op.batch_shape + (size, 0), dtype=op.dtype, device=op.device)
+    )
+    q, images = _krylov(mat, rmat, size, dim, like, generator)
     full = dim >= size
     eps_kw = 0.0 if full else _kw_epsilon(dim, delta, size)
     bounds = [(_rayleigh_upper(q, images, size), images.shape[-2], dim)]
