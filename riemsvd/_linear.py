@@ -86,49 +86,80 @@ class LinearMapOperator(Operator):
         return torch.tensor(total * (1 + terms * u / (1 - terms * u)), dtype=torch.float64)
 
 
-def _conv_adjoints(layer, d: int, input_shape, output_shape):
-    """(adjoint, kind, squared) for a zero-padded Conv/ConvTranspose layer; adjoint None when the
-    transposed convolution cannot restore the shape (then the VJP is used). The weight is read at
-    each call, so an operator follows in-place updates of the layer."""
-    weight = layer.weight.detach()
-    stride, padding, dilation, groups = layer.stride, layer.padding, layer.dilation, layer.groups
-    spatial_in, spatial_out = input_shape[1:], output_shape[1:]
-    if isinstance(layer, tuple(_CONV)):
+def _conv_adjoints(weight, spec, input_shape, output_shape):
+    """(adjoint, kind, squared) for a zero-padded convolution; adjoint None when the transposed
+    convolution cannot restore the shape (then the VJP is used). ``weight()`` is read at each call, so
+    an operator follows in-place updates of the layer; ``spec`` is (d, transposed, stride, padding,
+    dilation, groups, output_padding)."""
+    d, transposed, stride, padding, dilation, groups, out_pad = spec
+    if not transposed:
 
         def squared(x):
-            return _CONV_FN[d](
-                x, layer.weight.detach().double().square(), None, stride, padding, dilation, groups
-            )
+            return _CONV_FN[d](x, weight().double().square(), None, stride, padding, dilation, groups)
 
         if isinstance(padding, str):
             return None, "vjp", squared
         extra = tuple(
-            spatial_in[i]
-            - ((spatial_out[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel - 1) + 1)
-            for i, kernel in enumerate(weight.shape[2:])
+            input_shape[1 + i]
+            - ((output_shape[1 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel - 1) + 1)
+            for i, kernel in enumerate(weight().shape[2:])
         )
         if not all(0 <= e < max(stride[i], dilation[i]) for i, e in enumerate(extra)):
             return None, "vjp", squared
 
         def adjoint(y):
-            return _CONV_T_FN[d](y, layer.weight.detach(), None, stride, padding, extra, groups, dilation)
+            return _CONV_T_FN[d](y, weight(), None, stride, padding, extra, groups, dilation)
 
         return adjoint, "conv_transpose", squared
 
-    out_pad = layer.output_padding
-
     def squared(x):
-        return _CONV_T_FN[d](
-            x, layer.weight.detach().double().square(), None, stride, padding, out_pad, groups, dilation
-        )
+        return _CONV_T_FN[d](x, weight().double().square(), None, stride, padding, out_pad, groups, dilation)
 
     def adjoint(y):
-        return _CONV_FN[d](y, layer.weight.detach(), None, stride, padding, dilation, groups)
+        return _CONV_FN[d](y, weight(), None, stride, padding, dilation, groups)
 
-    probe = adjoint(torch.zeros((1,) + tuple(output_shape), dtype=weight.dtype, device=weight.device))
+    w = weight()
+    probe = adjoint(torch.zeros((1,) + tuple(output_shape), dtype=w.dtype, device=w.device))
     if tuple(probe.shape[1:]) != tuple(input_shape):
         return None, "vjp", squared
     return adjoint, "conv", squared
+
+
+def _conv_spec(layer):
+    """(d, transposed, stride, padding, dilation, groups, output_padding) of a Conv/ConvTranspose layer."""
+    transposed = isinstance(layer, tuple(_CONV_T))
+    d = next(v for t, v in (_CONV_T if transposed else _CONV).items() if isinstance(layer, t))
+    out_pad = layer.output_padding if transposed else 0
+    return d, transposed, layer.stride, layer.padding, layer.dilation, layer.groups, out_pad
+
+
+def is_conv(layer) -> bool:
+    """A Conv or ConvTranspose layer (1d/2d/3d) with zero padding: one the transposed-convolution
+    adjoint and the squared-weight ‖A‖_F apply to."""
+    return isinstance(layer, tuple(_CONV) + tuple(_CONV_T)) and layer.padding_mode == "zeros"
+
+
+def conv_apply(layer, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s convolution of x with ``weight`` in place of its own, without bias (differentiable)."""
+    d, transposed, stride, padding, dilation, groups, out_pad = _conv_spec(layer)
+    if transposed:
+        return _CONV_T_FN[d](x, weight, None, stride, padding, out_pad, groups, dilation)
+    return _CONV_FN[d](x, weight, None, stride, padding, dilation, groups)
+
+
+def conv_operator(layer, weight: torch.Tensor, input_shape) -> LinearMapOperator:
+    """The operator of ``layer``'s convolution with ``weight`` in place of its own (no bias, no
+    parametrization): what spectral normalization by the operator norm needs at each step."""
+    w = weight.detach()
+
+    def fn(x):
+        return conv_apply(layer, w, x)
+
+    input_shape = tuple(input_shape)
+    with torch.no_grad():
+        output_shape = tuple(fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device)).shape[1:])
+    adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
+    return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared)
 
 
 def linear_operator(
@@ -237,9 +268,11 @@ def linear_operator(
         )
     output_shape = tuple(probe.shape[1:])
     kind, squared = ("given" if adjoint is not None else "vjp"), None
-    if isinstance(fn, tuple(_CONV) + tuple(_CONV_T)) and fn.padding_mode == "zeros":
-        d = _CONV.get(type(fn)) or _CONV_T[type(fn)]
-        own, own_kind, squared = _conv_adjoints(fn, d, input_shape, output_shape)
+    if is_conv(fn):
+        layer = fn
+        own, own_kind, squared = _conv_adjoints(
+            lambda: layer.weight.detach(), _conv_spec(layer), input_shape, output_shape
+        )
         if adjoint is None and own is not None:
             adjoint, kind = own, own_kind
     elif isinstance(fn, nn.Linear):
