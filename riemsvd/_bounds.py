@@ -30,7 +30,7 @@ _K_MAX = 64  # at most this many, grown by doubling while the energy outside the
 _TAIL = 0.75  # k grows while f² > _TAIL·a²: then a² − f² is small and the bound is set by f or c²/(a² − f²)
 _MIN_KRYLOV = 32  # least dimension of the Krylov space of the probabilistic bound
 _MAX_KRYLOV = 512
-_FULL_SPACE = 64  # a matrix-free operator with min(m, n) up to this gets a full basis: deterministic
+_FULL_SPACE = 256  # up to this min(m, n), a loose bound is replaced by one from a basis of the whole space
 _KW = 1.648  # the constant of Kuczyński–Woźniakowski 1992, Theorem 4.2(b)
 
 
@@ -278,9 +278,11 @@ def norm_bounds(
       the bound is quadratic in it) and f² = ‖A‖_F² − ‖AV‖_F² (the energy outside span(V)). Each is
       replaced by an upper bound that holds for the floating-point products (docs/bounds.md). Needs
       ‖A‖_F: available for dense, sparse and scipy sparse matrices and for the convolutions and Linear
-      layers of :func:`riemsvd.linear_operator`; for other matrix-free operators only when
-      min(m, n) ≤ 64 (a full basis is then used). k starts at 1 and doubles (warm-started, up to 64)
-      while f² > 3/4·a² and the values found could capture enough of it.
+      layers of :func:`riemsvd.linear_operator`. Where min(m, n) ≤ 256 and this bound is not within
+      ``tol``, and for matrix-free operators of that size, the bound from a basis Q of the whole
+      space is used instead: ‖A‖₂ = ‖AQ‖₂ up to rounding, at 2·min(m, n) − 1 products. k starts at 1
+      and doubles (warm-started, up to 64) while f² > 3/4·a² and the values found could capture
+      enough of it.
     - *probabilistic* (``certified`` False), when ``confidence`` is given: from the largest Ritz value
       ξ of AᵀA (or AAᵀ, the smaller side, of order N = min(m, n)) on a Krylov space K_d with a fresh
       random start v₀ uniform on the sphere, Kuczyński & Woźniakowski (1992), Theorem 4.2(b):
@@ -319,7 +321,7 @@ def norm_bounds(
     ------
     TypeError, ValueError
         For the inputs :func:`riemsvd.solve` refuses, ``confidence`` outside (0, 1), or a matrix-free
-        operator with min(m, n) > 64 and no ``confidence`` (no deterministic bound exists for it).
+        operator with min(m, n) > 256 and no ``confidence`` (no deterministic bound exists for it).
 
     Notes
     -----
@@ -372,23 +374,18 @@ def norm_bounds(
             warnings.simplefilter("ignore", ConvergenceWarning)
             lower, upper, k, out, solve_mv = _deterministic_loop(op, fro2, size, tol_, generator)
         certified = torch.ones(batch, dtype=torch.bool)
-        if fro2 is None:  # no deterministic bound: a full basis (ε = 0) or the probabilistic one
-            full = size <= _FULL_SPACE
-            dim = size if full else _krylov_dim(solve_mv, batch.numel(), size)
-            delta = 0.0 if full else 1 - float(confidence)
-            lower, upper, _ = _probabilistic(op, (out.u, out.v), dim, delta, generator)
-            certified = torch.full(batch, full, dtype=torch.bool)
-        elif confidence is not None and bool(
-            (
-                upper
-                > lower * _best_probabilistic(_krylov_dim(solve_mv, batch.numel(), size), confidence, size)
-            ).any()
-        ):
+        basis = (out.u, out.v)
+        if size <= _FULL_SPACE and bool((upper > lower * (1 + tol_)).any()):
+            # small enough for a basis of the whole space: ‖A‖₂ = ‖AQ‖₂ for square orthonormal Q
+            low_f, up_f, _ = _probabilistic(op, basis, size, 0.0, generator)
+            lower, upper = torch.maximum(lower, low_f), torch.minimum(upper, up_f)
+        elif confidence is not None:
             dim = _krylov_dim(solve_mv, batch.numel(), size)
-            low_p, up_p, _ = _probabilistic(op, (out.u, out.v), dim, 1 - float(confidence), generator)
-            lower = torch.maximum(lower, low_p)
-            certified = (upper <= up_p) | (dim >= size)  # a full space is no random draw
-            upper = torch.minimum(upper, up_p)
+            if bool((upper > lower * _best_probabilistic(dim, confidence, size)).any()):
+                low_p, up_p, _ = _probabilistic(op, basis, dim, 1 - float(confidence), generator)
+                lower = torch.maximum(lower, low_p)
+                certified = upper <= up_p
+                upper = torch.minimum(upper, up_p)
     failure = torch.where(
         certified,
         torch.zeros((), dtype=torch.float64),
@@ -435,7 +432,7 @@ def _deterministic_loop(op: Operator, fro2, size: int, tol: float, generator):
         out = subspace_svd(op, k, tol=tol, maxiter=_DEFAULT_MAXITER, init=init, generator=generator)
         solve_mv += op.matvecs - before
         if fro2 is None:
-            low = out.s[..., 0].to(torch.float64).cpu().clamp_min(0) * (1 - _svd_margin(*op.shape))
+            low = torch.zeros(op.batch_shape, dtype=torch.float64)  # the Krylov step gives the lower one
             return low, torch.full_like(low, math.inf), k, out, solve_mv
         low, up, f2, a2 = _deterministic(op, out.v, fro2)
         best_low = low if best_low is None else torch.maximum(best_low, low)
