@@ -199,16 +199,17 @@ def _krylov(mat, rmat, size: int, dim: int, like: torch.Tensor, generator):
 
 
 def _rayleigh_upper(q: torch.Tensor, images: torch.Tensor, size: int):
-    """(σ̂·(1 + margin), η, g) for the columns q (…, size, d) of the space and their images:
+    """(σ̂, margin, η, g) for the columns q (…, size, d) of a space and their computed images: σ̂ the
+    largest singular value of the images, within σ̂·margin of the exact one of the computed images;
     ‖A P_q‖₂ ≤ (σ̂·(1 + margin) + g·‖A‖₂) / √(1 − η), g = γ_size·√(min(m, n)·d·(1 + η)) bounding the
     rounding of the products relative to ‖A‖₂ (‖|A|‖₂ ≤ ‖A‖_F ≤ √min(m, n)·‖A‖₂)."""
     f64 = torch.float64
     q64, z64 = q.to(f64).cpu(), images.to(f64).cpu()
     d, rows = q.shape[-1], images.shape[-2]
     eta = _gram_defect(q64)
-    s = torch.linalg.svdvals(z64)[..., 0] * (1 + _svd_margin(rows, d))
+    s = torch.linalg.svdvals(z64)[..., 0]
     g = _gamma(size, q.dtype) * torch.sqrt(min(rows, size) * d * (1 + eta))
-    return s, eta, g
+    return s, _svd_margin(rows, d), eta, g
 
 
 def _probabilistic(op: Operator, basis, dim: int, delta: float, generator):
@@ -225,21 +226,21 @@ def _probabilistic(op: Operator, basis, dim: int, delta: float, generator):
     q, images = _krylov(mat, rmat, size, dim, like, generator)
     full = dim >= size
     eps_kw = 0.0 if full else _kw_epsilon(dim, delta, size)
-    bounds = [(_rayleigh_upper(q, images, size), images.shape[-2], dim)]
+    bounds = [_rayleigh_upper(q, images, size)]
     if own is not None and own.shape[-1] > 0:  # any space containing the Krylov one only helps
-        bounds.append((_rayleigh_upper(own, mat(own), size), own.shape[-2], own.shape[-1]))
+        bounds.append(_rayleigh_upper(own, mat(own), size))
     upper = None
-    for (s, eta, g), _, _ in bounds:
-        # ‖A‖·√(1 − ε) ≤ √ξ ≤ (σ̂ + g‖A‖)/√(1 − η)  ⇒  ‖A‖ ≤ σ̂ / (√((1 − ε)(1 − η)) − g)
+    for s, margin, eta, g in bounds:
+        # ‖A‖√(1 − ε) ≤ √ξ ≤ (σ̂(1 + margin) + g‖A‖)/√(1 − η) ⇒ ‖A‖ ≤ σ̂(1 + margin)/(√((1 − ε)(1 − η)) − g)
         denom = torch.sqrt((1 - eps_kw) * (1 - eta).clamp_min(0)) - g
-        b = torch.where(denom > 0, s / denom.clamp_min(1e-300), torch.full_like(s, math.inf))
+        b = torch.where(denom > 0, s * (1 + margin) / denom.clamp_min(1e-300), torch.full_like(s, math.inf))
         upper = b if upper is None else torch.maximum(upper, b)
     upper = upper * (1 + 8 * torch.finfo(torch.float64).eps)
     lower = None
-    for (s, eta, g), rows, cols in bounds:
-        # ‖A w‖/‖w‖ ≥ (σ̂ − g‖A‖)/√(1 + η) for the top right singular vector w of the computed images
-        low = (s * (1 - 2 * _svd_margin(rows, cols)) - g * upper.nan_to_num(posinf=0.0)) / (1 + eta).sqrt()
-        low = low.clamp_min(0)
+    for s, margin, eta, g in bounds:
+        # ‖A w‖/‖w‖ ≥ (σ̂(1 − margin) − g‖A‖)/√(1 + η) for the top right singular vector w of the images
+        low = (s * (1 - margin) - g * upper.nan_to_num(posinf=0.0)) / (1 + eta).sqrt()
+        low = (low * (1 - 4 * torch.finfo(torch.float64).eps)).clamp_min(0)
         lower = low if lower is None else torch.maximum(lower, low)
     return lower, upper, eps_kw
 
