@@ -72,6 +72,26 @@ class NormBounds(namedtuple("NormBounds", ["lower", "upper"])):
         )
 
 
+_CERT_BYTES = 1 << 28  # a float32 dense A up to this many bytes in float64 is copied for the bounds
+
+
+def _certifying(op: Operator) -> Operator:
+    """The operator the bounds' own products use: the same matrix in float64 where that is cheap (a
+    float32 dense A of at most 256 MiB in float64, a Conv/Linear layer), so that the rounding margins
+    are those of float64; otherwise ``op`` itself, with margins in its dtype."""
+    if op.dtype == torch.float64:
+        return op
+    cert = None
+    if isinstance(op, DenseOperator) and op.a.numel() * 8 <= _CERT_BYTES:
+        cert = DenseOperator(op.a.to(torch.float64))
+    elif isinstance(op, LinearMapOperator):
+        cert = op.float64()
+    if cert is None:
+        return op
+    cert.scale = None if op.scale is None else op.scale.to(torch.float64)
+    return cert
+
+
 def _gamma(terms: int, dtype) -> float:
     """γ_N = N·u / (1 − N·u), u = ε/2: the relative error bound of a sum or dot product of N terms."""
     u = torch.finfo(dtype).eps / 2
@@ -357,6 +377,9 @@ def norm_bounds(
         A = A.detach()
     magnitude = check_solve_args(A, 1, tol, None, None, generator)
     op = as_operator(A, magnitude)
+    start = op.matvecs  # an operator passed in may have been used before
+    cert = _certifying(op)
+    cert_start = cert.matvecs
     m, n = op.shape
     size = min(m, n)
     fro2 = _frobenius_sq(op)
@@ -373,17 +396,17 @@ def norm_bounds(
         with warnings.catch_warnings():
             # an unconverged solve only loosens the bounds; they stay valid
             warnings.simplefilter("ignore", ConvergenceWarning)
-            lower, upper, k, out, solve_mv = _deterministic_loop(op, fro2, size, tol_, generator)
+            lower, upper, k, out, solve_mv = _deterministic_loop(op, cert, fro2, size, tol_, generator)
         certified = torch.ones(batch, dtype=torch.bool)
-        basis = (out.u, out.v)
+        basis = (out.u.to(cert.dtype), out.v.to(cert.dtype))
         if size <= _FULL_SPACE and bool((upper > lower * (1 + tol_)).any()):
             # small enough for a basis of the whole space: ‖A‖₂ = ‖AQ‖₂ for square orthonormal Q
-            low_f, up_f, _ = _probabilistic(op, basis, size, 0.0, generator)
+            low_f, up_f, _ = _probabilistic(cert, basis, size, 0.0, generator)
             lower, upper = torch.maximum(lower, low_f), torch.minimum(upper, up_f)
         elif confidence is not None:
             dim = _krylov_dim(solve_mv, batch.numel(), size)
             if bool((upper > lower * _best_probabilistic(dim, confidence, size)).any()):
-                low_p, up_p, _ = _probabilistic(op, basis, dim, 1 - float(confidence), generator)
+                low_p, up_p, _ = _probabilistic(cert, basis, dim, 1 - float(confidence), generator)
                 lower = torch.maximum(lower, low_p)
                 certified = upper <= up_p
                 upper = torch.minimum(upper, up_p)
@@ -401,7 +424,7 @@ def norm_bounds(
         _round_up(upper, dtype).to(op.device),
         certified.to(op.device),
         failure.to(dtype).to(op.device),
-        op.matvecs,
+        op.matvecs - start + (cert.matvecs - cert_start if cert is not op else 0),
         solve_mv,
         k,
     )
@@ -418,7 +441,7 @@ def _round_down(x: torch.Tensor, dtype) -> torch.Tensor:
     return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
 
 
-def _deterministic_loop(op: Operator, fro2, size: int, tol: float, generator):
+def _deterministic_loop(op: Operator, cert: Operator, fro2, size: int, tol: float, generator):
     """Solve for k triplets and bound from them, doubling k while the energy outside the subspace
     (f²) exceeds 3/4 of the captured top (a²) in some matrix, the k found could capture the
     difference (each further value adds at most σ_k²), and the bound is not yet within tol.
@@ -435,7 +458,7 @@ def _deterministic_loop(op: Operator, fro2, size: int, tol: float, generator):
         if fro2 is None:
             low = torch.zeros(op.batch_shape, dtype=torch.float64)  # the Krylov step gives the lower one
             return low, torch.full_like(low, math.inf), k, out, solve_mv
-        low, up, f2, a2 = _deterministic(op, out.v, fro2)
+        low, up, f2, a2 = _deterministic(cert, out.v.to(cert.dtype), fro2)
         best_low = low if best_low is None else torch.maximum(best_low, low)
         best_up = up if best_up is None else torch.minimum(best_up, up)
         # each further value found adds at most σ_k² to the captured energy

@@ -38,7 +38,9 @@ class LinearMapOperator(Operator):
         ``"given"`` or ``"vjp"``.
     """
 
-    def __init__(self, fn, input_shape, output_shape, dtype, device, adjoint, adjoint_kind, squared=None):
+    def __init__(
+        self, fn, input_shape, output_shape, dtype, device, adjoint, adjoint_kind, squared=None, layer=None
+    ):
         m, n = math.prod(output_shape), math.prod(input_shape)
         super().__init__((m, n), (), dtype, device)
         self.fn = fn
@@ -47,6 +49,7 @@ class LinearMapOperator(Operator):
         self.adjoint = adjoint
         self.adjoint_kind = adjoint_kind
         self._squared = squared  # the same layer with its weight squared entrywise, for ‖A‖_F
+        self._layer = layer  # a Conv/ConvTranspose/Linear layer, which can also run in float64
         self._vjps: dict[int, Callable] = {}
 
     def _matmat(self, x):
@@ -68,6 +71,28 @@ class LinearMapOperator(Operator):
             x0 = torch.zeros((b,) + self.input_shape, dtype=self.dtype, device=self.device)
             self._vjps[b] = torch.func.vjp(self.fn, x0)[1]
         return self._vjps[b]
+
+    def float64(self) -> LinearMapOperator | None:
+        """The same map in float64 (the layer's weight in float64), for products whose rounding must
+        be small; None for a function, whose dtype is its own."""
+        layer = self._layer
+        if layer is None:
+            return None
+        w = layer.weight.detach().double()
+        if not isinstance(layer, nn.Linear):
+            return conv_operator(layer, w, self.input_shape)
+        squared = w.square()
+        return LinearMapOperator(
+            lambda x: x @ w.mT,
+            self.input_shape,
+            self.output_shape,
+            torch.float64,
+            self.device,
+            lambda y: y @ w,
+            "linear",
+            lambda x: x @ squared.mT,
+            layer,
+        )
 
     def frobenius_sq(self) -> torch.Tensor | None:
         """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms, or None if not known.
@@ -159,7 +184,7 @@ def conv_operator(layer, weight: torch.Tensor, input_shape) -> LinearMapOperator
     with torch.no_grad():
         output_shape = tuple(fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device)).shape[1:])
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
-    return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared)
+    return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
 
 
 def linear_operator(
@@ -283,4 +308,5 @@ def linear_operator(
 
         if adjoint is None:
             adjoint, kind = (lambda y: y @ layer.weight.detach()), "linear"
-    return LinearMapOperator(fn, input_shape, output_shape, dtype, device, adjoint, kind, squared)
+    layer = fn if squared is not None else None
+    return LinearMapOperator(fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer)
