@@ -426,8 +426,13 @@ def operator_norm(
     if not isinstance(layer, nn.Module):
         raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
     input_shape = _check_input_shape(input_shape)
-    op = linear_operator(_bias_free(layer), input_shape)
     with torch.no_grad():
+        if is_conv(layer):  # the weight read once (a parametrized one is computed once)
+            op = conv_operator(layer, layer.weight, input_shape)
+        elif isinstance(layer, nn.Linear):
+            op = layer.weight.detach()
+        else:
+            op = linear_operator(_bias_free(layer), input_shape)
         return solve(op, 1, tol=tol, generator=generator).S[0]
 
 
