@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import riemsvd
+from riemsvd._backend import solver_threads
 from riemsvd._bounds import _kw_epsilon, _probabilistic
 from riemsvd._operator import DenseOperator
 from tests.matrices import make_matrix, orthonormal
@@ -78,13 +79,13 @@ def test_deterministic_upper_bound_holds_for_any_spectrum(shape, kind, dtype, sc
     dtype=st.sampled_from([torch.float64, torch.float32]),
     seed=st.integers(0, 2**31 - 1),
 )
-@settings(max_examples=8)
+@settings(max_examples=6)
 def test_probabilistic_upper_bound_holds_for_any_spectrum(shape, kind, dtype, seed):
     # A matrix-free operator larger than 256: no ‖A‖_F, so the bound is the Krylov one. At confidence
     # 1 − 1e-9 a failure over these draws would be a bug, not chance.
     gen = torch.Generator().manual_seed(seed)
     a = hard_matrix(kind, *shape, gen, dtype, 1.0)
-    op = riemsvd.linear_operator(lambda x: x @ a.mT, (shape[1],), dtype=dtype)
+    op = riemsvd.linear_operator(lambda x: x @ a.mT, (shape[1],), adjoint=lambda y: y @ a, dtype=dtype)
     bounds = riemsvd.norm_bounds(op, confidence=1 - 1e-9, generator=gen)
     assert not bool(bounds.certified)
     assert math.isclose(float(bounds.failure_probability), 1e-9, rel_tol=1e-3)
@@ -131,10 +132,11 @@ def test_probabilistic_failure_rate_is_within_its_stated_probability():
     a = torch.diag(s)
     assert 0 < _kw_epsilon(dim, delta, n) < 1
     failures = 0
-    for seed in range(seeds):
-        op = DenseOperator(a)
-        _, upper, _ = _probabilistic(op, (None, None), dim, delta, torch.Generator().manual_seed(seed))
-        failures += int(float(upper) < 1.0)
+    with solver_threads(a.device):  # as inside norm_bounds: small torch operations on one thread
+        for seed in range(seeds):
+            op = DenseOperator(a)
+            _, upper, _ = _probabilistic(op, (None, None), dim, delta, torch.Generator().manual_seed(seed))
+            failures += int(float(upper) < 1.0)
     # the stated probability plus 3.5 binomial standard deviations
     assert failures <= delta * seeds + 3.5 * math.sqrt(seeds * delta * (1 - delta))
 
