@@ -229,7 +229,9 @@ def linear_operator(
     -------
     LinearMapOperator
         ``shape`` (m, n), ``dtype``, ``device``, ``matvecs``, ``input_shape``, ``output_shape``,
-        ``adjoint_kind``.
+        ``adjoint_kind``. A layer's weight is read at each product, so the operator follows in-place
+        updates of it; a VJP adjoint keeps the graph it was built with (one per block width), so
+        build a new operator after changing what a function closes over.
 
     Raises
     ------
