@@ -42,6 +42,14 @@ class SolveInfo:
     history : list[tuple[int, float]]
         (matvecs so far, largest residual over the batch) after each iteration, from the solver's
         estimates.
+    errors : torch.Tensor
+        Shape ``(..., k)``, in A's units: an error bar for each σᵢ. A has a singular value within
+        ``errors[..., i]`` of ``S[..., i]``: sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) from the final
+        products, the residual of the unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of the symmetric
+        [[0, A], [Aᵀ, 0]] (whose eigenvalues are ±σⱼ); residual·σ₁ for every i where only the largest
+        residual was computed (a solve that never restarted). Once the k found are the top k, each
+        bar holds for σᵢ itself. Computed in floating point, so not below the rounding floor of the
+        products (about ε·√n·‖A‖). See docs/bounds.md.
     communicated : int
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
@@ -53,6 +61,7 @@ class SolveInfo:
     residual: torch.Tensor
     tol: float
     history: list = field(default_factory=list, repr=False)
+    errors: torch.Tensor | None = None
     communicated: int = 0
 
 

@@ -156,6 +156,7 @@ def solve(
         # Decided from the whole shape, so that every process of a sharded solve runs its BLAS alike
         # (the same threads give the same rounding, and every process must take the same branches).
         entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
+        start = op.matvecs  # an Operator passed in may have been used before
         with solver_threads(op.device, entries), _no_autocast(op.device):
             out = subspace_svd(
                 op,
@@ -166,8 +167,16 @@ def solve(
                 generator=generator,
                 options=options,
             )
+        errors = out.errors if op.scale is None else out.errors / op.scale[..., 0]
         info = SolveInfo(
-            out.converged, out.iterations, op.matvecs, out.residual, tol_, out.history, op.communicated
+            out.converged,
+            out.iterations,
+            op.matvecs - start,
+            out.residual,
+            tol_,
+            out.history,
+            errors=errors,
+            communicated=op.communicated,
         )
         s = out.s if op.scale is None else out.s / op.scale[..., 0]
         return (*layout.outputs(out.u, s, out.v), info)

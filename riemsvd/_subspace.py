@@ -65,7 +65,11 @@ class Ritz:
 
 @dataclass
 class Outcome:
-    """What the solver returns: sorted triplets and their true residuals."""
+    """What the solver returns: sorted triplets and their true residuals.
+
+    ``errors`` (..., k): sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) per triplet in the operator's units,
+    a distance from σᵢ within which A has a singular value; residual·σ₁ where only the largest
+    residual is known (a solve that never restarted)."""
 
     u: torch.Tensor
     s: torch.Tensor
@@ -74,6 +78,7 @@ class Outcome:
     residual: torch.Tensor
     iterations: int
     history: list = field(default_factory=list)
+    errors: torch.Tensor | None = None
 
 
 def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -307,7 +312,7 @@ def subspace_svd(
         if flags[0]:
             # Without a restart every image is a fresh product of its basis column, and the Ritz
             # residuals are those of fresh products up to rounding: no pass is needed to check them.
-            verified = (best.u, best.s, best.v, best.res) if restarts == 0 else verify(op, best.u, best.v)
+            verified = _unverified(best) if restarts == 0 else verify(op, best.u, best.v)
             passed = verified[3] <= tol
             if checks == 2 or bool(passed.all()):
                 break
@@ -330,9 +335,9 @@ def subspace_svd(
             break
         restarts += grown.v.shape[-1] < basis.v.shape[-1]
         basis = grown
-    u, s, v, residual = verified if verified is not None else verify(op, best.u, best.v)
+    u, s, v, residual, errors = verified if verified is not None else verify(op, best.u, best.v)
     history = [(mv, float(r)) for mv, r in history]  # read back once, after the loop
-    return Outcome(u, s, v, residual <= tol, residual, iterations, history)
+    return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors)
 
 
 @dataclass
@@ -363,14 +368,24 @@ class Snapshot:
 def verify(op: Operator, u: torch.Tensor, v: torch.Tensor):
     """Rayleigh quotients σᵢ = uᵢᵀ A vᵢ and true relative residuals from fresh products.
 
-    Returns (u, s, v, residual) with the triplets sorted by descending σ and residual of shape (...).
+    Returns (u, s, v, residual, errors) with the triplets sorted by descending σ, residual of shape
+    (...) and errors (..., k) = sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2): the residual norm of the
+    unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of [[0, A], [Aᵀ, 0]], whose eigenvalues are ±σⱼ.
     """
     av, atu = op.matmat(v), op.rmatmat(u)
     s = op.left.dots(u, av)
     s, order = torch.sort(s, dim=-1, descending=True)
     u, v, av, atu = (_take(x, order) for x in (u, v, av, atu))
-    res = _relative(_residuals(op, av, u, atu, v, s.unsqueeze(-2))[2], s[..., 0]).amax(-1)
-    return u, s, v, res
+    ru, rv, res = _residuals(op, av, u, atu, v, s.unsqueeze(-2))
+    errors = torch.sqrt(0.5 * (op.left.dots(ru, ru) + op.right.dots(rv, rv)))
+    return u, s, v, _relative(res, s[..., 0]).amax(-1), errors
+
+
+def _unverified(best: Snapshot):
+    """``verify``'s result from the snapshot's own residuals, without products: each error is bounded by
+    the largest residual, sqrt((a² + b²)/2) ≤ max(a, b)."""
+    errors = (best.res * best.s[..., 0].abs()).unsqueeze(-1).expand_as(best.s)
+    return best.u, best.s, best.v, best.res, errors
 
 
 def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, generator, lanczos=0):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from riemsvd._backend import readable_any
-from riemsvd._operator import _is_linear_operator_like, _is_scipy_sparse, max_abs
+from riemsvd._operator import Operator, _is_linear_operator_like, _is_scipy_sparse, max_abs
 
 __all__ = ["check_solve_args", "check_solve_shape_args"]
 
@@ -120,6 +120,8 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
             magnitude = _check_dense(a)
         else:
             _check_sparse(a)
+    elif isinstance(a, Operator):  # e.g. riemsvd.linear_operator(...): torch dtype, products in torch
+        _check_float_dtype(a.dtype, "A")
     elif _is_scipy_sparse(a) or _is_linear_operator_like(a):
         _check_scipy(a)
     elif isinstance(a, np.ndarray):
@@ -157,7 +159,7 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
 def _check_init(a, init, k, m, n) -> None:
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
         raise TypeError("`init` must be a pair (U0, V0) of tensors, e.g. a previous call's (U, V).")
-    batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else ()
+    batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else tuple(getattr(a, "batch_shape", ()))
     columns = []
     for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
         if not isinstance(x, torch.Tensor):

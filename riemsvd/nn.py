@@ -1,13 +1,15 @@
 """Spectral normalization and spectral-norm projection of neural-network weights with ``riemsvd.solve``.
 
 ``spectral_norm`` is a drop-in for ``torch.nn.utils.parametrizations.spectral_norm`` whose σ is exact
-(a warm-started solve each training step instead of one power iteration); ``project_spectral_`` and
+(a warm-started solve each training step instead of one power iteration), optionally the norm of a
+convolution as a linear map (``input_shape``, with ``operator_norm``); ``project_spectral_`` and
 ``register_projection_hook`` clip or rescale weights after an optimizer step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import numbers
 from typing import NamedTuple
 
@@ -15,10 +17,17 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from riemsvd._linear import conv_apply, conv_operator, is_conv, linear_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol
 
-__all__ = ["SpectralProjection", "project_spectral_", "register_projection_hook", "spectral_norm"]
+__all__ = [
+    "SpectralProjection",
+    "operator_norm",
+    "project_spectral_",
+    "register_projection_hook",
+    "spectral_norm",
+]
 
 _SOLVER_DTYPES = (torch.float32, torch.float64)
 _MODES = ("ball", "sphere")
@@ -177,6 +186,7 @@ def spectral_norm(
     dim: int | None = None,
     tol: float | None = None,
     eps: float = 1e-12,
+    input_shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
     r"""Normalize a parameter of ``module`` to spectral norm 1 with an exact σ: W ↦ W / ‖W‖₂.
 
@@ -203,6 +213,13 @@ def spectral_norm(
         ``solve`` (1e-12 in float64, about 1e-6 in float32). ‖W/σ‖₂ is then 1 to about this accuracy.
     eps : float
         σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN.
+    input_shape : tuple of int, optional
+        For a Conv1d/2d/3d or ConvTranspose1d/2d/3d ``module`` (zero padding): normalize by the norm of
+        the convolution as a linear map on inputs of this shape ``(C, *spatial)`` (no batch
+        dimension), as :func:`operator_norm` computes it, instead of the reshaped kernel's norm. Then
+        σ = ⟨u, conv(v; W)⟩ with the singular pair (u, v) of the operator in buffers ``_u`` (the output
+        flattened) and ``_v`` (the input flattened), refreshed by a warm-started solve in each
+        training forward; ``dim`` is not used. The layer is then 1-Lipschitz on inputs of that shape.
 
     Returns
     -------
@@ -251,8 +268,172 @@ def spectral_norm(
     _check_positive(eps, "eps")
     if not bool(torch.isfinite(weight).all()):
         raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
-    parametrize.register_parametrization(module, name, _SpectralNorm(weight, dim, tol, float(eps)))
+    if input_shape is not None:
+        if not is_conv(module) or name != "weight":
+            raise ValueError(
+                "`input_shape` applies to the `weight` of a zero-padded Conv1d/2d/3d or "
+                f"ConvTranspose1d/2d/3d, got {type(module).__name__}.{name}; leave it None for the "
+                "reshaped kernel's norm."
+            )
+        norm = _OperatorNorm(module, weight, _check_input_shape(input_shape), tol, float(eps))
+    else:
+        norm = _SpectralNorm(weight, dim, tol, float(eps))
+    parametrize.register_parametrization(module, name, norm)
     return module
+
+
+# --------------------------------------------------------------------------------------------------
+# The norm of a layer as a linear map on inputs of a given shape
+
+
+def _check_input_shape(input_shape) -> tuple[int, ...]:
+    if not (
+        isinstance(input_shape, (tuple, list, torch.Size))
+        and len(input_shape) > 0
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)
+    ):
+        raise ValueError(
+            f"`input_shape` must be a tuple of positive ints (C, *spatial) without the batch dimension, "
+            f"got {input_shape!r}."
+        )
+    return tuple(int(s) for s in input_shape)
+
+
+@torch.no_grad()
+def _leading_pair_op(op, init, tol: float | None):
+    """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0); stored vectors that pass
+    ``tol`` are kept (two products), as in ``_leading_pair``."""
+    if init is not None:
+        u0, v0 = init
+        tol_ = tol if tol is not None else default_tol(op.dtype, *op.shape)
+        av, atu = op.matmat(v0.unsqueeze(-1))[:, 0], op.rmatmat(u0.unsqueeze(-1))[:, 0]
+        s = torch.dot(u0, av)
+        res = torch.maximum(torch.linalg.vector_norm(av - s * u0), torch.linalg.vector_norm(atu - s * v0))
+        if bool(res <= tol_ * s):
+            return u0, v0, s
+        init = (u0.unsqueeze(-1), v0.unsqueeze(-1))
+    generator = torch.Generator().manual_seed(0)
+    u, s, v = solve(op, 1, tol=tol, init=init, generator=generator)
+    return u[:, 0], v[:, 0], s[0]
+
+
+def _bias_free(layer: nn.Module) -> nn.Module:
+    """A shallow copy of a layer that shares its weight but has no bias (the layer is left as it is)."""
+    if getattr(layer, "bias", None) is None:
+        return layer
+    twin = copy.copy(layer)
+    object.__setattr__(twin, "_parameters", {**layer._parameters, "bias": None})
+    return twin
+
+
+class _OperatorNorm(nn.Module):
+    """W ↦ W / σ(W) with σ the norm of the convolution by W as a linear map on inputs of ``input_shape``.
+
+    σ = ⟨u, conv(v; W)⟩ with (u, v) the operator's leading singular pair in buffers ``_u`` (output
+    flattened) and ``_v`` (input flattened), held constant in the graph: at a singular pair that is the
+    exact derivative of the operator norm, dσ = ⟨u, conv(v; dW)⟩.
+    """
+
+    def __init__(self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float):
+        super().__init__()
+        self.layer = [module]  # a list: not registered as a submodule (no cycle, no state_dict keys)
+        self.input_shape = tuple(input_shape)
+        self.tol = tol
+        self.eps = eps
+        op = self._operator(weight.detach())
+        u, v, _ = _leading_pair_op(op, None, tol)
+        self.register_buffer("_u", u.contiguous())
+        self.register_buffer("_v", v.contiguous())
+
+    def _operator(self, w: torch.Tensor):
+        dtype = w.dtype if w.dtype in _SOLVER_DTYPES else torch.float32
+        return conv_operator(self.layer[0], w.to(dtype), self.input_shape)
+
+    @torch.no_grad()
+    def _update(self, w: torch.Tensor) -> None:
+        op = self._operator(w)
+        with _no_autocast(w.device):
+            u, v, _ = _leading_pair_op(op, (self._u.to(op.dtype), self._v.to(op.dtype)), self.tol)
+        self._u.copy_(u)
+        self._v.copy_(v)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._update(weight.detach())
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        image = conv_apply(self.layer[0], weight, v.to(weight.dtype).reshape((1,) + self.input_shape))
+        sigma = torch.dot(u.to(weight.dtype), image.reshape(-1)).abs().clamp_min(self.eps)
+        return weight / sigma
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        self._update(value.detach())
+        return value
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, tol={self.tol}, eps={self.eps}"
+
+
+def operator_norm(
+    layer: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    tol: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""The norm of a layer as a linear map on inputs of ``input_shape``: its Lipschitz constant there.
+
+    For a convolution this is not the norm of the reshaped kernel (which :func:`spectral_norm`
+    normalizes by default): strides, padding, dilation, groups and the input size all change it. The
+    layer is wrapped by :func:`riemsvd.linear_operator` (the bias, which does not change a Lipschitz
+    constant, is left out) and its leading singular value found by :func:`riemsvd.solve`. For a
+    guaranteed upper bound instead of an estimate, use
+    ``riemsvd.norm_bounds(riemsvd.linear_operator(layer, input_shape))`` (bias-free layer).
+
+    Parameters
+    ----------
+    layer : torch.nn.Module
+        A Conv1d/2d/3d, ConvTranspose1d/2d/3d or Linear layer, or any module whose forward is linear
+        apart from a ``bias`` attribute.
+    input_shape : tuple of int
+        One input's shape without the batch dimension, ``(C, *spatial)`` or ``(in_features,)``.
+    tol : float, optional
+        Relative residual of the solve (default that of :func:`riemsvd.solve`).
+    generator : torch.Generator, optional
+        Source of the solve's random start.
+
+    Returns
+    -------
+    torch.Tensor
+        The norm, a 0-dim tensor in the layer's dtype; within ``tol`` times itself of the true norm
+        (to first order; the error is quadratic in the residual).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``layer`` is not an ``nn.Module`` or ``input_shape`` is not a tuple of positive ints.
+
+    Examples
+    --------
+    >>> import torch, riemsvd.nn
+    >>> _ = torch.manual_seed(0)
+    >>> conv = torch.nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64)
+    >>> sigma = riemsvd.nn.operator_norm(conv, (2, 6, 6))
+    >>> kernel = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), 2)
+    >>> bool(sigma > kernel)  # the map's norm, not the reshaped kernel's
+    True
+    """
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
+    input_shape = _check_input_shape(input_shape)
+    with torch.no_grad():
+        if is_conv(layer):  # the weight read once (a parametrized one is computed once)
+            op = conv_operator(layer, layer.weight, input_shape)
+        elif isinstance(layer, nn.Linear):
+            op = layer.weight.detach()
+        else:
+            op = linear_operator(_bias_free(layer), input_shape)
+        return solve(op, 1, tol=tol, generator=generator).S[0]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ def _spectral_norm_cases(mesh) -> dict:
 
 def _error_cases(rank: int, world: int, out: dict) -> None:
     """Inputs that are wrong on one process only: every process must raise, none may hang."""
-    from riemsvd import ShardedMatrix, solve
+    from riemsvd import ShardedMatrix, norm_bounds, solve
 
     a, _ = problem("gaussian", 40, 30)
     blocks = list(torch.tensor_split(a, world, dim=0))
@@ -203,6 +203,7 @@ def _error_cases(rank: int, world: int, out: dict) -> None:
         "nan": lambda: solve(ShardedMatrix(poisoned, 0), 2),
         "dtype": lambda: solve(ShardedMatrix(blocks[rank].float() if rank == 1 else blocks[rank], 0), 2),
         "k too large": lambda: solve(ShardedMatrix(blocks[rank], 0), 31),
+        "norm_bounds": lambda: norm_bounds(ShardedMatrix(blocks[rank], 0)),
         "init rows": lambda: solve(
             ShardedMatrix(blocks[rank], 0),
             2,

@@ -1,0 +1,483 @@
+"""Certified bounds on the spectral norm ‖A‖₂: a Rayleigh value below, a guaranteed bound above.
+
+Above: deterministic from the solver's subspace, its residual and the energy outside it (‖A‖_F known),
+or probabilistic from a Krylov space with a fresh random start (Kuczyński–Woźniakowski 1992).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections import namedtuple
+
+import numpy as np
+import torch
+
+from riemsvd._backend import solver_threads
+from riemsvd._distributed import is_sharded
+from riemsvd._linear import LinearMapOperator
+from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator
+from riemsvd._result import ConvergenceWarning
+from riemsvd._solve import _DEFAULT_MAXITER, _no_autocast
+from riemsvd._space import randn
+from riemsvd._subspace import orthonormalize, subspace_svd
+from riemsvd._tolerance import default_tol
+from riemsvd._validate import check_solve_args
+
+__all__ = ["NormBounds", "norm_bounds"]
+
+_K0 = 1  # triplets of the first solve
+_K_MAX = 64  # at most this many, grown by doubling while the energy outside the subspace dominates
+_TAIL = 0.75  # k grows while f² > _TAIL·a²: then a² − f² is small and the bound is set by f or c²/(a² − f²)
+_MIN_KRYLOV = 32  # least dimension of the Krylov space of the probabilistic bound
+_MAX_KRYLOV = 512
+_FULL_SPACE = 256  # up to this min(m, n), a loose bound is replaced by one from a basis of the whole space
+_KW = 1.648  # the constant of Kuczyński–Woźniakowski 1992, Theorem 4.2(b)
+
+
+class NormBounds(namedtuple("NormBounds", ["lower", "upper"])):
+    """``(lower, upper)`` for ‖A‖₂, each of shape ``(*)`` (A's batch shape), in A's dtype.
+
+    Attributes
+    ----------
+    certified : torch.Tensor
+        bool ``(*)``: True where ``upper`` is deterministic (holds for every outcome of the random
+        start), False where it is probabilistic.
+    failure_probability : torch.Tensor
+        ``(*)``: 0 where certified, else δ = 1 − confidence, the probability (over the random start,
+        for any fixed A) that ``upper`` < ‖A‖₂.
+    matvecs : int
+        Products with A and Aᵀ in all (a block of b columns counting b), the solve included.
+    solve_matvecs : int
+        Of which the solves took; ``matvecs − solve_matvecs`` is the cost of the bounds themselves.
+    k : int
+        The number of triplets of the last solve.
+    """
+
+    def __new__(cls, lower, upper, certified, failure_probability, matvecs, solve_matvecs, k):
+        self = super().__new__(cls, lower, upper)
+        self.certified = certified
+        self.failure_probability = failure_probability
+        self.matvecs = matvecs
+        self.solve_matvecs = solve_matvecs
+        self.k = k
+        return self
+
+    def __getnewargs__(self):
+        return tuple(self) + (
+            self.certified,
+            self.failure_probability,
+            self.matvecs,
+            self.solve_matvecs,
+            self.k,
+        )
+
+
+_CERT_BYTES = 1 << 28  # a float32 dense A up to this many bytes in float64 is copied for the bounds
+
+
+def _certifying(op: Operator) -> Operator:
+    """The operator the bounds' own products use: the same matrix in float64 where that is cheap (a
+    float32 dense A of at most 256 MiB in float64, a Conv/Linear layer), so that the rounding margins
+    are those of float64; otherwise ``op`` itself, with margins in its dtype."""
+    if op.dtype == torch.float64:
+        return op
+    cert = None
+    if isinstance(op, DenseOperator) and op.a.numel() * 8 <= _CERT_BYTES:
+        cert = DenseOperator(op.a.to(torch.float64))
+    elif isinstance(op, LinearMapOperator):
+        cert = op.float64()
+    if cert is None:
+        return op
+    cert.scale = None if op.scale is None else op.scale.to(torch.float64)
+    return cert
+
+
+def _gamma(terms: int, dtype) -> float:
+    """γ_N = N·u / (1 − N·u), u = ε/2: the relative error bound of a sum or dot product of N terms."""
+    u = torch.finfo(dtype).eps / 2
+    nu = terms * u
+    return nu / (1 - nu) if nu < 0.5 else math.inf
+
+
+def _frobenius_sq(op: Operator) -> torch.Tensor | None:
+    """An upper bound on ‖c·A‖_F² (float64, shape of the batch) for the operator's scaled matrix, or
+    None where it is not known (matrix-free operators)."""
+    m, n = op.shape
+    if isinstance(op, DenseOperator):
+        a = op.a
+        if op.scale is not None:
+            a = a.to(torch.float64) * op.scale.to(torch.float64)
+        total = torch.linalg.vector_norm(a, dim=(-2, -1), dtype=torch.float64).square()
+        terms = m * n
+    elif isinstance(op, SparseOperator):
+        values = op.a.values().to(torch.float64)
+        if op.scale is not None:
+            values = values * op.scale.to(torch.float64).reshape(())
+        total = values.square().sum()
+        terms = max(values.numel(), 1)
+    elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
+        data = np.asarray(op.a.tocoo().data, dtype=np.float64)
+        if op.scale is not None:
+            data = data * float(op.scale.reshape(()))
+        total = torch.tensor(float(np.square(data).sum()), dtype=torch.float64)
+        terms = max(data.size, 1)
+    elif isinstance(op, LinearMapOperator):
+        return op.frobenius_sq()
+    else:
+        return None
+    # each square may underflow (at most the smallest normal number lost per entry), and the sum
+    # of nonnegative terms is within γ_N of the exact one; the square root is then rounded up by callers
+    tiny = torch.finfo(torch.float64).tiny
+    return total.cpu() * (1 + _gamma(terms + 2, torch.float64)) + terms * tiny
+
+
+def _svd_margin(rows: int, cols: int) -> float:
+    """Relative error of the largest singular value from LAPACK's SVD in float64: backward stable,
+    so within p(rows, cols)·ε·σ₁; p = 8·(rows + cols) is the margin used (docs/bounds.md)."""
+    return _gamma(8 * (rows + cols), torch.float64)
+
+
+def _gram_defect(q64: torch.Tensor) -> torch.Tensor:
+    """η ≥ ‖QᵀQ − I‖₂ for the columns of q64 (float64), rounding of the Gram matrix included."""
+    n, k = q64.shape[-2:]
+    g = q64.mT @ q64
+    defect = torch.linalg.matrix_norm(g - torch.eye(k, dtype=g.dtype, device=g.device))
+    return defect + 2 * k * _gamma(n + 2, torch.float64) * (1 + defect)
+
+
+def _deterministic(op: Operator, v: torch.Tensor, fro2: torch.Tensor):
+    """(lower, upper, f², a²) for ‖c·A‖₂ from the orthonormal-ish columns v (…, n, k); see docs/bounds.md.
+
+    With P the exact orthogonal projector onto span(v), ‖A‖₂² = ‖AᵀA‖₂ is at most the largest
+    eigenvalue of [[a², c], [c, f²]] with a = ‖AP‖₂, c = ‖(I − P)AᵀAP‖₂ and f² = ‖A(I − P)‖_F² =
+    ‖A‖_F² − ‖AP‖_F² (a block matrix's norm is at most that of the matrix of its block norms). Each
+    of a, c, f is replaced by an upper bound that holds for the computed products.
+    """
+    m, n = op.shape
+    k = v.shape[-1]
+    f64 = torch.float64
+    u_dt = op.dtype
+    q64 = v.to(f64).cpu()
+    eta = _gram_defect(q64)
+    z = op.matmat(v)
+    x = op.rmatmat(z)
+    z64, x64 = z.to(f64).cpu(), x.to(f64).cpu()
+    fro = fro2.sqrt() * (1 + 2 * torch.finfo(f64).eps)
+    # ‖Ẑ − AQ‖_F ≤ γ_n ‖A‖_F ‖Q‖_F, and ‖X̂ − AᵀAQ‖_F ≤ ‖A‖_F (e_Z + γ_m ‖Ẑ‖_F)
+    q_fro = torch.sqrt(k * (1 + eta))
+    e_z = _gamma(n, u_dt) * fro * q_fro
+    z_fro = torch.linalg.matrix_norm(z64)
+    e_x = fro * (e_z + _gamma(m, u_dt) * z_fro * (1 + _gamma(m * k, f64)))
+    s_z = torch.linalg.svdvals(z64)[..., 0]
+    svd = _svd_margin(m, k)
+    low_eta = (1 - eta).clamp_min(0)
+    a_up = (s_z * (1 + svd) + e_z) / low_eta.sqrt()
+    lower = (s_z * (1 - svd) - e_z).clamp_min(0) / (1 + eta).sqrt()
+    # ‖AP‖_F² ≥ ‖AQ‖_F² / (1 + η) ≥ (‖Ẑ‖_F − e_Z)² / (1 + η)
+    ap_fro = (z_fro * (1 - _gamma(m * k, f64)) - e_z).clamp_min(0)
+    f2 = (fro2 - ap_fro.square() / (1 + eta)).clamp_min(0)
+    # ‖(I − P) AᵀAQ‖ ≤ ‖X̂ − Q(QᵀX̂)‖_F + e_X, the first part computed in float64 with its own rounding
+    r = x64 - q64 @ (q64.mT @ x64)
+    x_fro = torch.linalg.matrix_norm(x64)
+    e_r = _gamma(2 * n + 2 * k, f64) * (1 + 2 * k * (1 + eta)) * x_fro
+    c = (torch.linalg.matrix_norm(r) * (1 + _gamma(n * k, f64)) + e_r + e_x) / low_eta.sqrt()
+    a2 = a_up.square()
+    lam = 0.5 * (a2 + f2) + torch.sqrt((0.5 * (a2 - f2)).square() + c.square())
+    upper = torch.sqrt(lam * (1 + 16 * torch.finfo(f64).eps)) * (1 + 4 * torch.finfo(f64).eps)
+    upper = torch.where(eta < 0.5, torch.minimum(upper, fro), fro)
+    return lower, upper, f2, a2
+
+
+def _kw_epsilon(dim: int, delta: float, size: int) -> float:
+    """ε with 1.648·√N·exp(−√ε·(2k − 1)) = δ for the Krylov space of dimension ``dim`` (k = dim − 1,
+    conservative in how the theorem counts its k products), or inf when no ε < 1 does it."""
+    k = dim - 1
+    if k < 1:
+        return math.inf
+    root = math.log(_KW * math.sqrt(size) / delta) / (2 * k - 1)
+    return root * root if root < 1 else math.inf
+
+
+def _krylov(mat, rmat, size: int, dim: int, like: torch.Tensor, generator):
+    """Orthonormal basis (…, size, dim) of K_dim(MᵀM, q₀) with q₀ a fresh normal draw, and its images.
+
+    Lanczos on MᵀM with full reorthogonalization (twice, against every column). A breakdown (an
+    invariant subspace) is continued with a random column: any larger space only raises the Ritz
+    value, which keeps the probabilistic bound valid."""
+    batch, dt, dev = like.shape[:-2], like.dtype, like.device
+    q = orthonormalize(randn(batch + (size, 1), dt, dev, generator), None, generator)
+    cols, images = [q], []
+    for j in range(dim):
+        aq = mat(q)
+        images.append(aq)
+        if j == dim - 1:
+            break
+        basis = torch.cat(cols, dim=-1)
+        q = orthonormalize(rmat(aq), basis, generator)
+        cols.append(q)
+    return torch.cat(cols, dim=-1), torch.cat(images, dim=-1)
+
+
+def _rayleigh_upper(q: torch.Tensor, images: torch.Tensor, size: int):
+    """(σ̂, margin, η, g) for the columns q (…, size, d) of a space and their computed images: σ̂ the
+    largest singular value of the images, within σ̂·margin of the exact one of the computed images;
+    ‖A P_q‖₂ ≤ (σ̂·(1 + margin) + g·‖A‖₂) / √(1 − η), g = γ_size·√(min(m, n)·d·(1 + η)) bounding the
+    rounding of the products relative to ‖A‖₂ (‖|A|‖₂ ≤ ‖A‖_F ≤ √min(m, n)·‖A‖₂)."""
+    f64 = torch.float64
+    q64, z64 = q.to(f64).cpu(), images.to(f64).cpu()
+    d, rows = q.shape[-1], images.shape[-2]
+    eta = _gram_defect(q64)
+    s = torch.linalg.svdvals(z64)[..., 0]
+    g = _gamma(size, q.dtype) * torch.sqrt(min(rows, size) * d * (1 + eta))
+    return s, _svd_margin(rows, d), eta, g
+
+
+def _probabilistic(op: Operator, basis, dim: int, delta: float, generator):
+    """(lower, upper, ε) for ‖c·A‖₂ from K_dim(AᵀA, v₀) (or AAᵀ, the smaller side) and the solver's
+    basis; see docs/bounds.md. With dim = min(m, n) the space is everything and ε = 0 (deterministic)."""
+    m, n = op.shape
+    if n <= m:
+        mat, rmat, size, own = op.matmat, op.rmatmat, n, basis[1]
+    else:
+        mat, rmat, size, own = op.rmatmat, op.matmat, m, basis[0]
+    like = (
+        own if own is not None else torch.empty(op.batch_shape + (size, 0), dtype=op.dtype, device=op.device)
+    )
+    q, images = _krylov(mat, rmat, size, dim, like, generator)
+    full = dim >= size
+    eps_kw = 0.0 if full else _kw_epsilon(dim, delta, size)
+    bounds = [_rayleigh_upper(q, images, size)]
+    if own is not None and own.shape[-1] > 0:  # any space containing the Krylov one only helps
+        bounds.append(_rayleigh_upper(own, mat(own), size))
+    upper = None
+    for s, margin, eta, g in bounds:
+        # ‖A‖√(1 − ε) ≤ √ξ ≤ (σ̂(1 + margin) + g‖A‖)/√(1 − η) ⇒ ‖A‖ ≤ σ̂(1 + margin)/(√((1 − ε)(1 − η)) − g)
+        denom = torch.sqrt((1 - eps_kw) * (1 - eta).clamp_min(0)) - g
+        b = torch.where(denom > 0, s * (1 + margin) / denom.clamp_min(1e-300), torch.full_like(s, math.inf))
+        upper = b if upper is None else torch.maximum(upper, b)
+    upper = upper * (1 + 8 * torch.finfo(torch.float64).eps)
+    lower = None
+    for s, margin, eta, g in bounds:
+        # ‖A w‖/‖w‖ ≥ (σ̂(1 − margin) − g‖A‖)/√(1 + η) for the top right singular vector w of the images
+        low = (s * (1 - margin) - g * upper.nan_to_num(posinf=0.0)) / (1 + eta).sqrt()
+        low = (low * (1 - 4 * torch.finfo(torch.float64).eps)).clamp_min(0)
+        lower = low if lower is None else torch.maximum(lower, low)
+    return lower, upper, eps_kw
+
+
+def _best_probabilistic(dim: int, confidence: float, size: int) -> float:
+    """1/√(1 − ε): the least upper/lower the probabilistic bound can reach with this Krylov dimension.
+    Where the deterministic bound is already as tight, the Krylov space is not built."""
+    if dim >= size:
+        return 1.0
+    eps_kw = _kw_epsilon(dim, 1 - float(confidence), size)
+    return 1 / math.sqrt(1 - eps_kw) if eps_kw < 1 else math.inf
+
+
+def _krylov_dim(solve_matvecs: int, batch: int, size: int) -> int:
+    """The Krylov dimension: about what the solve cost per matrix (2·dim − 1 products), at least 32."""
+    per = solve_matvecs // max(batch, 1)
+    return int(min(size, _MAX_KRYLOV, max(_MIN_KRYLOV, math.ceil(per / 2))))
+
+
+def norm_bounds(
+    A,
+    *,
+    tol: float | None = None,
+    confidence: float | None = None,
+    generator: torch.Generator | None = None,
+) -> NormBounds:
+    r"""A lower and a guaranteed upper bound on the spectral norm ‖A‖₂.
+
+    Power iteration, Lanczos and LOBPCG only ever underestimate ‖A‖₂; a certificate (a Lipschitz
+    constant, a step size) built on an underestimate is unsound. This returns ``lower ≤ ‖A‖₂ ≤
+    upper`` with ``upper`` of one of two kinds, flagged per matrix in ``certified``:
+
+    - *deterministic* (``certified`` True): proven from what :func:`riemsvd.solve` computed, with no
+      probability involved. With V the k right singular vectors found and P the projector on
+      span(V), ‖A‖₂² ≤ λ_max([[a², c], [c, f²]]) where a = ‖AV‖₂, c = ‖(I − P)AᵀAV‖₂ (a residual:
+      the bound is quadratic in it) and f² = ‖A‖_F² − ‖AV‖_F² (the energy outside span(V)). Each is
+      replaced by an upper bound that holds for the floating-point products (docs/bounds.md). Needs
+      ‖A‖_F: available for dense, sparse and scipy sparse matrices and for the convolutions and Linear
+      layers of :func:`riemsvd.linear_operator`. Where min(m, n) ≤ 256 and this bound is not within
+      ``tol``, and for matrix-free operators of that size, the bound from a basis Q of the whole
+      space is used instead: ‖A‖₂ = ‖AQ‖₂ up to rounding, at 2·min(m, n) − 1 products. k starts at 1
+      and doubles (warm-started, up to 64) while f² > 3/4·a² and the values found could capture
+      enough of it.
+    - *probabilistic* (``certified`` False), when ``confidence`` is given: from the largest Ritz value
+      ξ of AᵀA (or AAᵀ, the smaller side, of order N = min(m, n)) on a Krylov space K_d with a fresh
+      random start v₀ uniform on the sphere, Kuczyński & Woźniakowski (1992), Theorem 4.2(b):
+      P(ξ < (1 − ε)·‖A‖₂²) ≤ 1.648·√N·exp(−√ε·(2k − 1)), taken with k = d − 1. Inverted at
+      δ = 1 − ``confidence``, ‖A‖₂ ≤ √(ξ / (1 − ε)) with probability at least 1 − δ. The dimension d
+      is about what the solve cost (2d − 1 products, d ≥ 32, ≤ 512), so ε shrinks like 1/d².
+
+    With ``confidence`` the smaller of the two is returned, flagged by its kind (the minimum still
+    holds with probability ≥ 1 − δ); the Krylov space is skipped where the deterministic bound is
+    already tighter than the probabilistic one could be (1/√(1 − ε)). Without ``confidence`` only the
+    deterministic bound is computed.
+
+    Parameters
+    ----------
+    A : torch.Tensor, sparse, scipy sparse, LinearOperator-like or riemsvd operator
+        What :func:`riemsvd.solve` accepts, including :func:`riemsvd.linear_operator`; dense tensors
+        ``(*, m, n)`` are batched. Gradients do not flow through the bounds.
+    tol : float, optional
+        Relative residual for the solve (default that of :func:`riemsvd.solve`). The deterministic
+        bound's excess over ‖A‖₂ is about c²/(2‖A‖₂(a² − f²)), i.e. quadratic in ``tol`` once a² > f².
+    confidence : float, optional
+        In (0, 1): also compute the probabilistic bound, failing with probability at most
+        1 − confidence.
+    generator : torch.Generator, optional
+        Source of the solve's start and of the Krylov start v₀ (drawn after the solve, never the
+        solve's own start).
+
+    Returns
+    -------
+    NormBounds
+        Unpacks as ``(lower, upper)``, each ``(*)`` in A's dtype (for scipy inputs CPU tensors);
+        ``.certified``, ``.failure_probability``, ``.matvecs``, ``.solve_matvecs``, ``.k``.
+        ``lower`` is a Rayleigh value ‖A w‖/‖w‖ (= uᵀAv with unit u, v), rounded down.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For the inputs :func:`riemsvd.solve` refuses, ``confidence`` outside (0, 1), or a matrix-free
+        operator with min(m, n) > 256 and no ``confidence`` (no deterministic bound exists for it).
+
+    Notes
+    -----
+    The deterministic bound is tight (upper/lower − 1 of order tol² plus rounding) when the top k
+    singular values hold almost all of ‖A‖_F² — low-rank or decaying spectra; for flat spectra
+    (Gaussian matrices) f ≫ ‖A‖₂ and the deterministic bound is close to ‖A‖_F: pass
+    ``confidence`` there. The rounding model (γ_N = N·u/(1 − N·u) for sums of N terms) assumes
+    products computed by classical summation in any order, as BLAS does; the probabilistic bound is
+    for the exact Krylov space of the start drawn, computed with full reorthogonalization. For float32
+    inputs the bounds' own products (not the solve's) run in float64 where that is cheap — a dense A
+    of at most 256 MiB in float64, the Conv and Linear layers of :func:`riemsvd.linear_operator` — so
+    that float32's rounding (γ_n·‖A‖_F, 0.4 % of ‖A‖₂ for a 64-channel 32×32 convolution) does not
+    swamp the bound; other float32 operators get float32 margins.
+    Measurements: docs/bounds.md.
+
+    Examples
+    --------
+    >>> import torch, riemsvd
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A = (torch.randn(200, 8, dtype=torch.float64, generator=g)
+    ...      @ torch.randn(8, 100, dtype=torch.float64, generator=g))  # rank 8
+    >>> lower, upper = riemsvd.norm_bounds(A, generator=g)
+    >>> exact = torch.linalg.matrix_norm(A, 2)
+    >>> bool(lower <= exact <= upper), float(upper / lower - 1) < 1e-10
+    (True, True)
+    >>> b = riemsvd.norm_bounds(torch.randn(1000, 500, dtype=torch.float64, generator=g),
+    ...                         tol=1e-6, confidence=0.99, generator=g)
+    >>> bool(b.certified), round(float(b.failure_probability), 12)  # flat spectrum: probabilistic won
+    (False, 0.01)
+    """
+    if confidence is not None and (
+        isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1
+    ):
+        raise ValueError(f"`confidence` must be a number in (0, 1) or None, got {confidence!r}.")
+    if is_sharded(A):
+        raise TypeError(
+            "`A` is split across processes (a DTensor or ShardedMatrix); norm_bounds takes a matrix held "
+            "whole by this process (for a Replicate() DTensor, pass `A.to_local()`). riemsvd.solve "
+            "gives the leading triplets, with error bars in info.errors, of a sharded A."
+        )
+    if isinstance(A, torch.Tensor):
+        A = A.detach()
+    magnitude = check_solve_args(A, 1, tol, None, None, generator)
+    op = as_operator(A, magnitude)
+    start = op.matvecs  # an operator passed in may have been used before
+    cert = _certifying(op)
+    cert_start = cert.matvecs
+    m, n = op.shape
+    size = min(m, n)
+    fro2 = _frobenius_sq(op)
+    if fro2 is None and size > _FULL_SPACE and confidence is None:
+        raise ValueError(
+            f"`confidence`: no deterministic bound exists for this matrix-free operator (‖A‖_F is "
+            f"unknown and min(m, n) = {size} > {_FULL_SPACE}); pass `confidence`, e.g. 0.999, for a "
+            "probabilistic upper bound."
+        )
+    tol_ = float(tol) if tol is not None else default_tol(op.dtype, m, n)
+    batch = op.batch_shape
+    entries = m * n * batch.numel()
+    with solver_threads(op.device, entries), _no_autocast(op.device), torch.no_grad():
+        with warnings.catch_warnings():
+            # an unconverged solve only loosens the bounds; they stay valid
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lower, upper, k, out, solve_mv = _deterministic_loop(op, cert, fro2, size, tol_, generator)
+        certified = torch.ones(batch, dtype=torch.bool)
+        basis = (out.u.to(cert.dtype), out.v.to(cert.dtype))
+        if size <= _FULL_SPACE and bool((upper > lower * (1 + tol_)).any()):
+            # small enough for a basis of the whole space: ‖A‖₂ = ‖AQ‖₂ for square orthonormal Q
+            low_f, up_f, _ = _probabilistic(cert, basis, size, 0.0, generator)
+            lower, upper = torch.maximum(lower, low_f), torch.minimum(upper, up_f)
+        elif confidence is not None:
+            dim = _krylov_dim(solve_mv, batch.numel(), size)
+            if bool((upper > lower * _best_probabilistic(dim, confidence, size)).any()):
+                low_p, up_p, _ = _probabilistic(cert, basis, dim, 1 - float(confidence), generator)
+                lower = torch.maximum(lower, low_p)
+                certified = upper <= up_p
+                upper = torch.minimum(upper, up_p)
+    failure = torch.where(
+        certified,
+        torch.zeros((), dtype=torch.float64),
+        torch.tensor(1 - float(confidence or 1), dtype=torch.float64),
+    )
+    if op.scale is not None:
+        scale = op.scale.to(torch.float64).cpu().reshape(op.scale.shape[:-2])
+        lower, upper = lower / scale, upper / scale
+    dtype = op.dtype
+    return NormBounds(
+        _round_down(lower, dtype).to(op.device),
+        _round_up(upper, dtype).to(op.device),
+        certified.to(op.device),
+        failure.to(dtype).to(op.device),
+        op.matvecs - start + (cert.matvecs - cert_start if cert is not op else 0),
+        solve_mv,
+        k,
+    )
+
+
+def _round_up(x: torch.Tensor, dtype) -> torch.Tensor:
+    """x (float64) in ``dtype``, never below x."""
+    y = x.to(dtype)
+    return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
+
+
+def _round_down(x: torch.Tensor, dtype) -> torch.Tensor:
+    y = x.to(dtype)
+    return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
+
+
+def _deterministic_loop(op: Operator, cert: Operator, fro2, size: int, tol: float, generator):
+    """Solve for k triplets and bound from them, doubling k while the energy outside the subspace
+    (f²) exceeds 3/4 of the captured top (a²) in some matrix, the k found could capture the
+    difference (each further value adds at most σ_k²), and the bound is not yet within tol.
+
+    Returns (lower, upper, k, outcome, solve products); lower and upper are float64 on the CPU, and
+    upper is inf where ‖A‖_F is not known."""
+    k = min(size, _K0)
+    k_max = min(size, _K_MAX)
+    init, best_low, best_up, solve_mv = None, None, None, 0
+    while True:
+        before = op.matvecs
+        out = subspace_svd(op, k, tol=tol, maxiter=_DEFAULT_MAXITER, init=init, generator=generator)
+        solve_mv += op.matvecs - before
+        if fro2 is None:
+            low = torch.zeros(op.batch_shape, dtype=torch.float64)  # the Krylov step gives the lower one
+            return low, torch.full_like(low, math.inf), k, out, solve_mv
+        low, up, f2, a2 = _deterministic(cert, out.v.to(cert.dtype), fro2)
+        best_low = low if best_low is None else torch.maximum(best_low, low)
+        best_up = up if best_up is None else torch.minimum(best_up, up)
+        # each further value found adds at most σ_k² to the captured energy
+        sk2 = out.s[..., -1].to(torch.float64).cpu().square()
+        excess = f2 - _TAIL * a2
+        loose = (excess > 0) & (excess <= (k_max - k) * sk2) & (best_up > best_low * (1 + tol))
+        if k >= k_max or not bool(loose.any()):
+            return best_low, best_up, k, out, solve_mv
+        init = (out.u, out.v)
+        k = min(k_max, 2 * k)

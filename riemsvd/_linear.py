@@ -1,0 +1,314 @@
+"""Any linear map on tensors — a bias-free convolution, a Linear layer, a function — as an operator.
+
+The columns of a block X are reshaped into a batch of inputs, the map is applied, the outputs are
+flattened back into columns; the adjoint is a transposed convolution, a given function, or a VJP.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from riemsvd._operator import Operator
+
+__all__ = ["LinearMapOperator", "linear_operator"]
+
+_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_CONV_T = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+class LinearMapOperator(Operator):
+    """A linear map x ↦ fn(x) on tensors of ``input_shape``, as the matrix (∏ output shape, ∏ input_shape).
+
+    Columns are flattened in C order (``x.reshape(-1)``). Products run under ``torch.no_grad``.
+
+    Attributes
+    ----------
+    input_shape, output_shape : torch.Size
+        The shapes of one input and one output, without the batch dimension.
+    adjoint_kind : str
+        How Aᵀ is applied: ``"conv_transpose"``, ``"conv"`` (for a ConvTranspose layer), ``"linear"``,
+        ``"given"`` or ``"vjp"``.
+    """
+
+    def __init__(
+        self, fn, input_shape, output_shape, dtype, device, adjoint, adjoint_kind, squared=None, layer=None
+    ):
+        m, n = math.prod(output_shape), math.prod(input_shape)
+        super().__init__((m, n), (), dtype, device)
+        self.fn = fn
+        self.input_shape = torch.Size(input_shape)
+        self.output_shape = torch.Size(output_shape)
+        self.adjoint = adjoint
+        self.adjoint_kind = adjoint_kind
+        self._squared = squared  # the same layer with its weight squared entrywise, for ‖A‖_F
+        self._layer = layer  # a Conv/ConvTranspose/Linear layer, which can also run in float64
+        self._vjps: dict[int, Callable] = {}
+
+    def _matmat(self, x):
+        b = x.shape[-1]
+        with torch.no_grad():
+            y = self.fn(x.mT.reshape((b,) + self.input_shape))
+        return y.reshape(b, -1).mT.contiguous()
+
+    def _rmatmat(self, y):
+        b = y.shape[-1]
+        ys = y.mT.reshape((b,) + self.output_shape)
+        with torch.no_grad():
+            x = self.adjoint(ys) if self.adjoint is not None else self._vjp(b)(ys)[0]
+        return x.reshape(b, -1).mT.contiguous()
+
+    def _vjp(self, b: int):
+        # The VJP of a linear map at any point is its adjoint; one graph per block width, reused.
+        if b not in self._vjps:
+            x0 = torch.zeros((b,) + self.input_shape, dtype=self.dtype, device=self.device)
+            self._vjps[b] = torch.func.vjp(self.fn, x0)[1]
+        return self._vjps[b]
+
+    def float64(self) -> LinearMapOperator | None:
+        """The same map in float64 (the layer's weight in float64), for products whose rounding must
+        be small; None for a function, whose dtype is its own."""
+        layer = self._layer
+        if layer is None:
+            return None
+        w = layer.weight.detach().double()
+        if not isinstance(layer, nn.Linear):
+            return conv_operator(layer, w, self.input_shape)
+        squared = w.square()
+        return LinearMapOperator(
+            lambda x: x @ w.mT,
+            self.input_shape,
+            self.output_shape,
+            torch.float64,
+            self.device,
+            lambda y: y @ w,
+            "linear",
+            lambda x: x @ squared.mT,
+            layer,
+        )
+
+    def frobenius_sq(self) -> torch.Tensor | None:
+        """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms, or None if not known.
+
+        Every entry of a convolution's (or Linear's) matrix is one weight entry or zero, so the
+        entrywise square of the matrix is the same layer with the weight squared, and ‖A‖_F² is the
+        sum of that layer's output on an all-ones input (one forward in float64)."""
+        if self._squared is None:
+            return None
+        ones = torch.ones((1,) + self.input_shape, dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            total = float(self._squared(ones).sum())
+        m, n = self.shape
+        terms = m * n
+        u = torch.finfo(torch.float64).eps / 2
+        return torch.tensor(total * (1 + terms * u / (1 - terms * u)), dtype=torch.float64)
+
+
+def _conv_adjoints(weight, spec, input_shape, output_shape):
+    """(adjoint, kind, squared) for a zero-padded convolution; adjoint None when the transposed
+    convolution cannot restore the shape (then the VJP is used). ``weight()`` is read at each call, so
+    an operator follows in-place updates of the layer; ``spec`` is (d, transposed, stride, padding,
+    dilation, groups, output_padding)."""
+    d, transposed, stride, padding, dilation, groups, out_pad = spec
+    if not transposed:
+
+        def squared(x):
+            return _CONV_FN[d](x, weight().double().square(), None, stride, padding, dilation, groups)
+
+        if isinstance(padding, str):
+            return None, "vjp", squared
+        extra = tuple(
+            input_shape[1 + i]
+            - ((output_shape[1 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel - 1) + 1)
+            for i, kernel in enumerate(weight().shape[2:])
+        )
+        if not all(0 <= e < max(stride[i], dilation[i]) for i, e in enumerate(extra)):
+            return None, "vjp", squared
+
+        def adjoint(y):
+            return _CONV_T_FN[d](y, weight(), None, stride, padding, extra, groups, dilation)
+
+        return adjoint, "conv_transpose", squared
+
+    def squared(x):
+        return _CONV_T_FN[d](x, weight().double().square(), None, stride, padding, out_pad, groups, dilation)
+
+    def adjoint(y):
+        return _CONV_FN[d](y, weight(), None, stride, padding, dilation, groups)
+
+    w = weight()
+    probe = adjoint(torch.zeros((1,) + tuple(output_shape), dtype=w.dtype, device=w.device))
+    if tuple(probe.shape[1:]) != tuple(input_shape):
+        return None, "vjp", squared
+    return adjoint, "conv", squared
+
+
+def _conv_spec(layer):
+    """(d, transposed, stride, padding, dilation, groups, output_padding) of a Conv/ConvTranspose layer."""
+    transposed = isinstance(layer, tuple(_CONV_T))
+    d = next(v for t, v in (_CONV_T if transposed else _CONV).items() if isinstance(layer, t))
+    out_pad = layer.output_padding if transposed else 0
+    return d, transposed, layer.stride, layer.padding, layer.dilation, layer.groups, out_pad
+
+
+def is_conv(layer) -> bool:
+    """A Conv or ConvTranspose layer (1d/2d/3d) with zero padding: one the transposed-convolution
+    adjoint and the squared-weight ‖A‖_F apply to."""
+    return isinstance(layer, tuple(_CONV) + tuple(_CONV_T)) and layer.padding_mode == "zeros"
+
+
+def conv_apply(layer, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s convolution of x with ``weight`` in place of its own, without bias (differentiable)."""
+    d, transposed, stride, padding, dilation, groups, out_pad = _conv_spec(layer)
+    if transposed:
+        return _CONV_T_FN[d](x, weight, None, stride, padding, out_pad, groups, dilation)
+    return _CONV_FN[d](x, weight, None, stride, padding, dilation, groups)
+
+
+def conv_operator(layer, weight: torch.Tensor, input_shape) -> LinearMapOperator:
+    """The operator of ``layer``'s convolution with ``weight`` in place of its own (no bias, no
+    parametrization): what spectral normalization by the operator norm needs at each step."""
+    w = weight.detach()
+
+    def fn(x):
+        return conv_apply(layer, w, x)
+
+    input_shape = tuple(input_shape)
+    with torch.no_grad():
+        output_shape = tuple(fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device)).shape[1:])
+    adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
+    return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
+
+
+def linear_operator(
+    fn,
+    input_shape,
+    *,
+    adjoint: Callable | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> LinearMapOperator:
+    r"""Wrap a linear map on tensors as an operator that :func:`riemsvd.solve` and
+    :func:`riemsvd.norm_bounds` accept.
+
+    The operator is the matrix A of shape ``(∏ output_shape, ∏ input_shape)`` with A x = fn(x) for x
+    of ``input_shape`` flattened (C order). Its singular values are those of the map itself: the
+    norm of a convolution as a linear map on inputs of ``input_shape``, which is not the norm of its
+    reshaped kernel. Strides, padding, dilation and groups are part of ``fn`` and so handled by
+    construction.
+
+    Parameters
+    ----------
+    fn : torch.nn.Module or callable
+        A bias-free ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d`` or ``nn.Linear``, or any
+        function (or module) mapping a batch ``(b, *input_shape)`` to ``(b, *output_shape)``
+        linearly and independently per batch item. Linearity of a general function cannot be
+        checked: an affine or non-linear ``fn`` gives meaningless results.
+    input_shape : tuple of int
+        The shape of one input, without the batch dimension: ``(C, H, W)`` for a Conv2d,
+        ``(in_features,)`` for a Linear.
+    adjoint : callable, optional
+        y ↦ Aᵀ y on a batch ``(b, *output_shape)``, returning ``(b, *input_shape)``. By default: the
+        transposed convolution with the same weight, stride, padding, dilation and groups (and the
+        output padding that restores ``input_shape``) for a Conv layer, the convolution for a
+        ConvTranspose layer, ``y @ W`` for a Linear, and otherwise the VJP of ``fn`` by
+        ``torch.func.vjp`` (the VJP of a linear map is its adjoint), also used for convolutions with
+        string padding or a ``padding_mode`` other than ``"zeros"``.
+    dtype, device : optional
+        Of the vectors, for a function without parameters; by default those of the module's first
+        parameter, else ``torch.get_default_dtype()`` on the CPU.
+
+    Returns
+    -------
+    LinearMapOperator
+        ``shape`` (m, n), ``dtype``, ``device``, ``matvecs``, ``input_shape``, ``output_shape``,
+        ``adjoint_kind``. A layer's weight is read at each product, so the operator follows in-place
+        updates of it; a VJP adjoint keeps the graph it was built with (one per block width), so
+        build a new operator after changing what a function closes over.
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is not callable, or ``adjoint`` is given and not callable.
+    ValueError
+        If the layer has a bias (an affine map: build it with ``bias=False``, or pass
+        ``lambda x: layer(x) - layer.bias...`` as a function), or ``input_shape`` is not a tuple of
+        positive ints, or ``fn`` fails on it.
+
+    Examples
+    --------
+    >>> import torch, riemsvd
+    >>> _ = torch.manual_seed(0)
+    >>> conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False, dtype=torch.float64)
+    >>> op = riemsvd.linear_operator(conv, (3, 8, 8))
+    >>> op.shape, op.adjoint_kind
+    ((64, 192), 'conv_transpose')
+    >>> explicit = torch.stack([conv(e.reshape(1, 3, 8, 8)).reshape(-1) for e in torch.eye(192,
+    ...     dtype=torch.float64)], dim=1)
+    >>> S = riemsvd.solve(op, k=1).S
+    >>> bool(torch.isclose(S[0], torch.linalg.matrix_norm(explicit, 2), rtol=1e-10))
+    True
+    """
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a torch.nn.Module or a callable, got {type(fn).__name__}.")
+    if adjoint is not None and not callable(adjoint):
+        raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
+    if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
+        input_shape = (int(input_shape),)
+    if not (
+        isinstance(input_shape, (tuple, list, torch.Size))
+        and len(input_shape) > 0
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)
+    ):
+        raise ValueError(
+            f"`input_shape` must be a tuple of positive ints (no batch dimension), got {input_shape!r}."
+        )
+    input_shape = tuple(int(s) for s in input_shape)
+    if isinstance(fn, nn.Module) and getattr(fn, "bias", None) is not None:
+        raise ValueError(
+            f"`fn` ({type(fn).__name__}) has a bias, so it is affine, not linear; build it with "
+            "`bias=False`, or pass a function that applies it without the bias."
+        )
+    params = list(fn.parameters()) if isinstance(fn, nn.Module) else []
+    if dtype is None:
+        dtype = params[0].dtype if params else torch.get_default_dtype()
+    if device is None:
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    try:
+        with torch.no_grad():
+            probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
+    except Exception as err:  # the message of fn's own failure is what the user needs
+        raise ValueError(
+            f"`fn` failed on a zero input of shape (1, *input_shape) = {(1,) + input_shape}: {err}"
+        ) from err
+    if not isinstance(probe, torch.Tensor) or probe.dim() < 1 or probe.shape[0] != 1:
+        raise ValueError(
+            "`fn` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
+        )
+    output_shape = tuple(probe.shape[1:])
+    kind, squared = ("given" if adjoint is not None else "vjp"), None
+    if is_conv(fn):
+        layer = fn
+        own, own_kind, squared = _conv_adjoints(
+            lambda: layer.weight.detach(), _conv_spec(layer), input_shape, output_shape
+        )
+        if adjoint is None and own is not None:
+            adjoint, kind = own, own_kind
+    elif isinstance(fn, nn.Linear):
+        layer = fn
+
+        def squared(x):
+            return x @ layer.weight.detach().double().square().mT
+
+        if adjoint is None:
+            adjoint, kind = (lambda y: y @ layer.weight.detach()), "linear"
+    layer = fn if squared is not None else None
+    return LinearMapOperator(fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer)

@@ -1,0 +1,190 @@
+"""riemsvd.norm_bounds and solve's error bars against torch.linalg.svdvals (float64 reference)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import riemsvd
+from riemsvd._backend import solver_threads
+from riemsvd._bounds import _kw_epsilon, _probabilistic
+from riemsvd._operator import DenseOperator
+from tests.matrices import make_matrix, orthonormal
+
+# the float64 reference's own error: a backward-stable SVD is within a few n·ε·σ₁ of the truth
+_REF = 4 * torch.finfo(torch.float64).eps
+
+KINDS = ("gaussian", "decay", "tinygap", "repeated", "rankdef", "zero")
+
+
+def hard_matrix(kind: str, m: int, n: int, gen: torch.Generator, dtype, scale: float) -> torch.Tensor:
+    """Spectra that strain an upper bound: top values 1e-12 apart, repeated, rank deficient, zero."""
+    r = min(m, n)
+    if kind in ("gaussian", "decay"):
+        return make_matrix(kind, m, n, gen, dtype, scale)
+    if kind == "zero":
+        return torch.zeros(m, n, dtype=dtype)
+    s = torch.rand(r, generator=gen, dtype=torch.float64).sort(descending=True).values * 0.5
+    if kind == "tinygap":
+        s[:2] = torch.tensor([1.0, 1.0 - 1e-12], dtype=torch.float64)[: min(r, 2)]
+    elif kind == "repeated":
+        s[: min(r, 3)] = 1.0
+    elif kind == "rankdef":
+        s[max(1, r // 2) :] = 0.0
+        s[0] = 1.0
+    u, v = orthonormal(m, r, gen), orthonormal(n, r, gen)
+    return (scale * (u * s) @ v.mT).to(dtype)
+
+
+def spectral_norm(a: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.svdvals(a.double())[..., 0]
+
+
+def assert_brackets(bounds, a: torch.Tensor) -> None:
+    ref = spectral_norm(a)
+    slack = _REF * max(a.shape[-2:]) * ref
+    lower, upper = (x.double() for x in bounds)
+    assert bool((upper >= ref - slack).all()), (upper, ref)
+    assert bool((lower <= ref + slack).all()), (lower, ref)
+    assert bool((lower >= 0).all())
+
+
+shapes = st.tuples(st.integers(1, 40), st.integers(1, 40))
+
+
+@given(
+    shape=shapes,
+    kind=st.sampled_from(KINDS),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    scale=st.sampled_from([1.0, 1e-30, 1e30]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60)
+def test_deterministic_upper_bound_holds_for_any_spectrum(shape, kind, dtype, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    a = hard_matrix(kind, *shape, gen, dtype, scale)
+    bounds = riemsvd.norm_bounds(a, generator=gen)
+    assert bool(bounds.certified) and float(bounds.failure_probability) == 0.0
+    assert bounds.upper.dtype == dtype and bounds.upper.shape == ()
+    assert_brackets(bounds, a)
+
+
+@given(
+    shape=st.tuples(st.integers(257, 300), st.integers(257, 300)),
+    kind=st.sampled_from(KINDS),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=6)
+def test_probabilistic_upper_bound_holds_for_any_spectrum(shape, kind, dtype, seed):
+    # A matrix-free operator larger than 256: no ‖A‖_F, so the bound is the Krylov one. At confidence
+    # 1 − 1e-9 a failure over these draws would be a bug, not chance.
+    gen = torch.Generator().manual_seed(seed)
+    a = hard_matrix(kind, *shape, gen, dtype, 1.0)
+    op = riemsvd.linear_operator(lambda x: x @ a.mT, (shape[1],), adjoint=lambda y: y @ a, dtype=dtype)
+    bounds = riemsvd.norm_bounds(op, confidence=1 - 1e-9, generator=gen)
+    assert not bool(bounds.certified)
+    assert math.isclose(float(bounds.failure_probability), 1e-9, rel_tol=1e-3)
+    assert_brackets(bounds, a)
+
+
+def test_batched_bounds_bracket_each_matrix(gen):
+    a = torch.stack([hard_matrix(kind, 30, 20, gen, torch.float64, 1.0) for kind in KINDS])
+    bounds = riemsvd.norm_bounds(a, generator=gen)
+    assert bounds.lower.shape == bounds.upper.shape == bounds.certified.shape == (len(KINDS),)
+    assert_brackets(bounds, a)
+    with_conf = riemsvd.norm_bounds(a, confidence=0.999, generator=gen)
+    assert_brackets(with_conf, a)
+
+
+@pytest.mark.parametrize("kind", ["decay", "lowrank", "cond12"])
+def test_deterministic_bound_is_tight_on_gapped_spectra_in_float64(kind, gen):
+    a = make_matrix(kind, 300, 150, gen)
+    bounds = riemsvd.norm_bounds(a, generator=gen)
+    assert bool(bounds.certified)
+    assert float(bounds.upper / bounds.lower) - 1 <= 1e-8
+    assert_brackets(bounds, a)
+    # the cost beyond the solves: 2k products for the residual bound
+    assert bounds.matvecs - bounds.solve_matvecs <= 2 * 64 * 2
+
+
+def test_gaussian_gets_the_probabilistic_bound_when_asked(gen):
+    a = make_matrix("gaussian", 400, 300, gen)
+    det = riemsvd.norm_bounds(a, tol=1e-6, generator=gen)
+    prob = riemsvd.norm_bounds(a, tol=1e-6, confidence=0.99, generator=gen)
+    assert bool(det.certified) and not bool(prob.certified)
+    assert float(prob.upper) < float(det.upper)
+    assert float(prob.upper / prob.lower) - 1 <= 1e-2
+    assert_brackets(det, a)
+    assert_brackets(prob, a)
+
+
+def test_probabilistic_failure_rate_is_within_its_stated_probability():
+    # λ₁ = 1 over a bulk spread up to 0.8 and only 8 Krylov dimensions, so that the bound's ε (0.2
+    # at δ = 0.1, N = 400) is just above the bulk and the random start's component on v₁ decides.
+    n, dim, delta, seeds = 400, 8, 0.1, 300
+    gen = torch.Generator().manual_seed(7)
+    s = torch.cat([torch.ones(1), 0.8 * torch.rand(n - 1, generator=gen)]).double().sqrt()
+    a = torch.diag(s)
+    assert 0 < _kw_epsilon(dim, delta, n) < 1
+    failures = 0
+    with solver_threads(a.device):  # as inside norm_bounds: small torch operations on one thread
+        for seed in range(seeds):
+            op = DenseOperator(a)
+            _, upper, _ = _probabilistic(op, (None, None), dim, delta, torch.Generator().manual_seed(seed))
+            failures += int(float(upper) < 1.0)
+    # the stated probability plus 3.5 binomial standard deviations
+    assert failures <= delta * seeds + 3.5 * math.sqrt(seeds * delta * (1 - delta))
+
+
+@given(
+    shape=st.tuples(st.integers(2, 50), st.integers(2, 50)),
+    kind=st.sampled_from(["gaussian", "decay", "cluster", "lowrank"]),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    seed=st.integers(0, 2**31 - 1),
+    data=st.data(),
+)
+@settings(max_examples=40)
+def test_each_sigma_lies_within_its_error_bar_of_the_true_one(shape, kind, dtype, seed, data):
+    m, n = shape
+    k = data.draw(st.integers(1, min(m, n, 5)), label="k")
+    gen = torch.Generator().manual_seed(seed)
+    a = make_matrix(kind, m, n, gen, dtype)
+    result = riemsvd.solve(a, k, generator=gen)
+    errors = result.info.errors
+    assert errors.shape == result.S.shape and bool((errors >= 0).all())
+    ref = torch.linalg.svdvals(a.double())
+    slack = _REF * max(m, n) * ref[0]
+    # some singular value within each bar (the residual bound) ...
+    dist = (result.S.double().unsqueeze(-1) - ref).abs().amin(-1)
+    assert bool((dist <= errors.double() + slack).all()), (dist, errors)
+    # ... and, the top k found, σᵢ itself
+    assert bool(((result.S.double() - ref[:k]).abs() <= errors.double() + slack).all())
+
+
+def test_error_bars_are_in_the_units_of_a_rescaled_matrix(gen):
+    a = make_matrix("decay", 60, 40, gen) * 1e200
+    result = riemsvd.solve(a, 3, generator=gen)
+    ref = torch.linalg.svdvals(a)[:3]
+    assert bool(((result.S - ref).abs() <= result.info.errors + 1e-14 * ref[0]).all())
+    assert float(result.info.errors.max()) < 1e-9 * 1e200
+
+
+def test_invalid_arguments_are_named():
+    a = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="`confidence`"):
+        riemsvd.norm_bounds(a, confidence=1.0)
+    with pytest.raises(ValueError, match="`confidence`"):
+        riemsvd.norm_bounds(a, confidence=True)
+    with pytest.raises(ValueError, match="`tol`"):
+        riemsvd.norm_bounds(a, tol=2.0)
+    with pytest.raises(TypeError, match="`A`"):
+        riemsvd.norm_bounds(a.int())
+    big = torch.randn(300, 280, dtype=torch.float64)
+    op = riemsvd.linear_operator(lambda x: x @ big.mT, (280,), dtype=torch.float64)
+    with pytest.raises(ValueError, match="`confidence`.*matrix-free"):
+        riemsvd.norm_bounds(op)

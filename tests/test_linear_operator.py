@@ -1,0 +1,181 @@
+"""riemsvd.linear_operator and the operator norm of layers against their explicit matrices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import riemsvd
+import riemsvd.nn
+
+F64 = torch.float64
+
+# (layer, input shape): strides, padding, dilation, groups, output padding, 1d/2d/3d
+CONVS = [
+    (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2, bias=False, dtype=F64), (4, 11)),
+    (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, groups=2, bias=False, dtype=F64), (4, 7, 6)),
+    (
+        lambda: nn.Conv2d(
+            3, 5, (2, 3), stride=(1, 2), padding=(0, 1), dilation=(2, 1), bias=False, dtype=F64
+        ),
+        (3, 6, 7),
+    ),
+    (lambda: nn.Conv2d(2, 3, 3, padding="same", bias=False, dtype=F64), (2, 5, 5)),
+    (lambda: nn.Conv3d(2, 3, 2, stride=1, padding=1, bias=False, dtype=F64), (2, 3, 4, 3)),
+    (
+        lambda: nn.ConvTranspose2d(
+            4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, bias=False, dtype=F64
+        ),
+        (4, 4, 5),
+    ),
+    (lambda: nn.ConvTranspose1d(3, 2, 4, stride=3, padding=1, dilation=2, bias=False, dtype=F64), (3, 6)),
+    (lambda: nn.ConvTranspose3d(2, 2, 2, stride=2, bias=False, dtype=F64), (2, 2, 3, 2)),
+]
+IDS = ["conv1d", "conv2d-groups", "conv2d-rect", "conv2d-same", "conv3d", "convT2d", "convT1d", "convT3d"]
+
+
+def explicit_matrix(fn, input_shape) -> torch.Tensor:
+    """The matrix of a linear map, column by column: fn applied to each basis vector."""
+    n = torch.Size(input_shape).numel()
+    with torch.no_grad():
+        cols = [fn(e.reshape((1,) + tuple(input_shape))).reshape(-1) for e in torch.eye(n, dtype=F64)]
+    return torch.stack(cols, dim=1)
+
+
+@pytest.mark.parametrize(("make", "shape"), CONVS, ids=IDS)
+def test_conv_operator_norm_is_sigma1_of_its_explicit_matrix(make, shape):
+    torch.manual_seed(0)
+    layer = make()
+    matrix = explicit_matrix(layer, shape)
+    ref = torch.linalg.matrix_norm(matrix, 2)
+    op = riemsvd.linear_operator(layer, shape)
+    assert op.shape == matrix.shape
+    assert torch.isclose(riemsvd.solve(op, 1).S[0], ref, rtol=1e-10)
+    assert torch.isclose(riemsvd.nn.operator_norm(layer, shape), ref, rtol=1e-10)
+    # ‖A‖_F from the squared-weight layer: the bound is certified and tight
+    assert float(op.frobenius_sq()) >= float(matrix.square().sum())
+    bounds = riemsvd.norm_bounds(op)
+    assert bool(bounds.certified)
+    assert float(bounds.lower) <= float(ref) * (1 + 1e-14) and float(bounds.upper) >= float(ref)
+    assert float(bounds.upper / bounds.lower) - 1 <= 1e-8
+
+
+@pytest.mark.parametrize(("make", "shape"), CONVS, ids=IDS)
+def test_adjoint_satisfies_the_inner_product_identity_by_both_routes(make, shape):
+    torch.manual_seed(1)
+    layer = make()
+    own = riemsvd.linear_operator(layer, shape)
+    vjp = riemsvd.linear_operator(lambda x: layer(x), shape, dtype=F64)
+    assert vjp.adjoint_kind == "vjp"
+    expected = (
+        "vjp"
+        if isinstance(layer.padding, str)
+        else ("conv" if "Transpose" in type(layer).__name__ else "conv_transpose")
+    )
+    assert own.adjoint_kind == expected
+    m, n = own.shape
+    x, y = torch.randn(n, 3, dtype=F64), torch.randn(m, 3, dtype=F64)
+    for op in (own, vjp):
+        lhs = (op.matmat(x) * y).sum(0)
+        rhs = (x * op.rmatmat(y)).sum(0)
+        assert torch.allclose(lhs, rhs, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(own.rmatmat(y), vjp.rmatmat(y), rtol=1e-12, atol=1e-12)
+
+
+def test_linear_layer_and_plain_function_are_their_matrices(gen):
+    lin = nn.Linear(7, 5, bias=False, dtype=F64)
+    op = riemsvd.linear_operator(lin, (7,))
+    assert op.adjoint_kind == "linear" and op.shape == (5, 7)
+    assert torch.isclose(
+        riemsvd.solve(op, 1).S[0], torch.linalg.matrix_norm(lin.weight.detach(), 2), rtol=1e-10
+    )
+    a = torch.randn(2, 3, 4, 5, dtype=F64, generator=gen)  # a map (4, 5) → (2, 3) as a tensor contraction
+
+    def fn(x):
+        return torch.einsum("ijkl,bkl->bij", a, x)
+
+    op = riemsvd.linear_operator(fn, (4, 5), dtype=F64)
+    matrix = a.reshape(6, 20)
+    assert op.shape == (6, 20)
+    assert torch.allclose(op.matmat(torch.eye(20, dtype=F64)), matrix)
+    s = riemsvd.solve(op, 3, generator=gen).S
+    assert torch.allclose(s, torch.linalg.svdvals(matrix)[:3], rtol=1e-10)
+    given = riemsvd.linear_operator(
+        fn, (4, 5), adjoint=lambda y: torch.einsum("ijkl,bij->bkl", a, y), dtype=F64
+    )
+    assert given.adjoint_kind == "given"
+    assert torch.allclose(given.rmatmat(torch.eye(6, dtype=F64)), matrix.mT)
+
+
+def test_spectral_norm_by_operator_norm_gives_norm_one_and_the_exact_gradient():
+    torch.manual_seed(2)
+    shape = (2, 6, 6)
+    layer = riemsvd.nn.spectral_norm(nn.Conv2d(2, 3, 3, stride=2, padding=1, dtype=F64), input_shape=shape)
+    keys = [k for k in layer.state_dict() if k.startswith("parametrizations")]
+    assert keys == [
+        "parametrizations.weight.original",
+        "parametrizations.weight.0._u",
+        "parametrizations.weight.0._v",
+    ]
+    assert layer.parametrizations.weight[0]._v.shape == (72,)
+
+    def conv(w):
+        return lambda x: nn.functional.conv2d(x, w, None, 2, 1)
+
+    normalized = layer.weight.detach()
+    assert torch.isclose(
+        torch.linalg.matrix_norm(explicit_matrix(conv(normalized), shape), 2),
+        torch.tensor(1.0, dtype=F64),
+        rtol=1e-10,
+    )
+    x = torch.randn(4, *shape, dtype=F64)
+    layer(x).square().sum().backward()
+    grad = layer.parametrizations.weight.original.grad
+    # reference: autograd through torch.linalg.matrix_norm of the explicit matrix (built differentiably)
+    w = layer.parametrizations.weight.original.detach().clone().requires_grad_()
+    n = torch.Size(shape).numel()
+    matrix = torch.stack(
+        [
+            nn.functional.conv2d(e.reshape(1, *shape), w, None, 2, 1).reshape(-1)
+            for e in torch.eye(n, dtype=F64)
+        ],
+        1,
+    )
+    out = nn.functional.conv2d(x, w / torch.linalg.matrix_norm(matrix, 2), layer.bias.detach(), 2, 1)
+    ref = torch.autograd.grad(out.square().sum(), w)[0]
+    assert torch.allclose(grad, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_spectral_norm_without_input_shape_is_unchanged():
+    conv = riemsvd.nn.spectral_norm(nn.Conv2d(2, 3, 3, dtype=F64))
+    assert type(conv.parametrizations.weight[0]).__name__ == "_SpectralNorm"
+    assert conv.parametrizations.weight[0]._v.shape == (18,)
+
+
+def test_operator_norm_ignores_the_bias_and_leaves_the_layer_alone():
+    torch.manual_seed(3)
+    conv = nn.Conv1d(2, 2, 3, padding=1, dtype=F64)
+    bias = conv.bias
+    ref = torch.linalg.matrix_norm(
+        explicit_matrix(lambda x: nn.functional.conv1d(x, conv.weight, None, 1, 1), (2, 8)), 2
+    )
+    assert torch.isclose(riemsvd.nn.operator_norm(conv, (2, 8)), ref, rtol=1e-10)
+    assert conv.bias is bias
+
+
+def test_invalid_arguments_are_named():
+    with pytest.raises(ValueError, match="`fn`.*bias"):
+        riemsvd.linear_operator(nn.Conv2d(1, 1, 3), (1, 5, 5))
+    with pytest.raises(TypeError, match="`fn`"):
+        riemsvd.linear_operator(3, (1,))
+    with pytest.raises(TypeError, match="`adjoint`"):
+        riemsvd.linear_operator(lambda x: x, (3,), adjoint=1)
+    with pytest.raises(ValueError, match="`input_shape`"):
+        riemsvd.linear_operator(lambda x: x, (0, 3))
+    with pytest.raises(ValueError, match="`fn` failed"):
+        riemsvd.linear_operator(nn.Conv2d(2, 1, 3, bias=False), (3, 5, 5))
+    with pytest.raises(ValueError, match="`input_shape`"):
+        riemsvd.nn.spectral_norm(nn.Linear(3, 2), input_shape=(3,))
+    with pytest.raises(ValueError, match="`input_shape`"):
+        riemsvd.nn.operator_norm(nn.Conv1d(1, 1, 3), (1, -4))
