@@ -98,7 +98,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v):
     rtol = 1e3 * eps(op.dtype)
     m, n = op.shape
     maxiter = max(200, 4 * (m + n))
-    with solver_threads(op.device, m * n * op.batch_shape.numel()):
+    with solver_threads(op.device, m * n * op.batch_shape.numel(), distributed=op.distributed):
         (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol)
         kp, kq = newton(p, q)
     diff = (kp - rhs[0], kq - rhs[1])

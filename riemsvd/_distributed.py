@@ -107,6 +107,8 @@ class ShardedSpace(Space):
     so every process consumes the same random numbers and the start does not depend on how A is split.
     """
 
+    distributed = True
+
     def __init__(self, sizes: list[int], rank: int, group) -> None:
         super().__init__(sum(sizes))
         self.sizes, self.rank, self.group = list(sizes), rank, group
@@ -124,6 +126,10 @@ class ShardedSpace(Space):
     def norms(self, x: torch.Tensor) -> torch.Tensor:
         # The operator's power-of-two scaling keeps these squares in range.
         return self.reduce((x * x).sum(-2)).sqrt()
+
+    def gram(self, basis: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = self.reduce(torch.cat([mm(basis.mT, x), (x * x).sum(-2, keepdim=True)], dim=-2))
+        return both[..., :-1, :], both[..., -1, :].sqrt()
 
     def qr(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = x.shape[-1]

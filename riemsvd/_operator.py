@@ -55,6 +55,11 @@ class Operator:
         self.right = right if right is not None else Space(self.shape[1])
 
     @property
+    def distributed(self) -> bool:
+        """Whether A is split across processes (then a product and some reductions are collectives)."""
+        return self.left.distributed or self.right.distributed
+
+    @property
     def communicated(self) -> int:
         """Numbers this process has sent to collectives so far (0 unless A is sharded)."""
         return self.left.communicated + self.right.communicated

@@ -153,11 +153,9 @@ def solve(
     def run(a):
         op = operator(a)
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-        # Decided from the whole shape, so that every process of a sharded solve runs its BLAS alike
-        # (the same threads give the same rounding, and every process must take the same branches).
         entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
         start = op.matvecs  # an Operator passed in may have been used before
-        with solver_threads(op.device, entries), _no_autocast(op.device):
+        with solver_threads(op.device, entries, distributed=op.distributed), _no_autocast(op.device):
             out = subspace_svd(
                 op,
                 k,

@@ -31,7 +31,11 @@ class Space:
         How many of their entries this process holds (all of them here).
     communicated : int
         Numbers this process has sent to collectives on behalf of this space (none here).
+    distributed : bool
+        Whether the vectors are split across processes (False here).
     """
+
+    distributed = False
 
     def __init__(self, rows: int) -> None:
         self.rows = self.local_rows = int(rows)
@@ -52,6 +56,10 @@ class Space:
     def norms(self, x: torch.Tensor) -> torch.Tensor:
         """Column norms, shape (..., c)."""
         return torch.linalg.vector_norm(x, dim=-2)
+
+    def gram(self, basis: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(basisᵀ x, column norms of x), computed together (one reduction where that is a collective)."""
+        return self.inner(basis, x), self.norms(x)
 
     def project_out(self, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(I − basis basisᵀ) x for orthonormal ``basis``."""

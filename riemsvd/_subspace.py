@@ -91,6 +91,7 @@ def orthonormalize(
     basis: torch.Tensor | None,
     generator: torch.Generator | None,
     space: Space | None = None,
+    first: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Orthonormal columns spanning x's component outside span(basis), shape of x.
 
@@ -98,15 +99,17 @@ def orthonormalize(
     new content does not bring back the basis it was cleaned of), each pass followed by QR. A column
     that the basis or the previous columns already span is replaced by a random direction, so the
     shape stays fixed over a batch and the search space always grows. ``space`` holds the vectors
-    (whole in this process when None).
+    (whole in this process when None); ``first`` is ``space.gram(basis, x)`` when the caller has it.
     """
     space = space if space is not None else Space(x.shape[-2])
     tiny = 4 * eps(x.dtype)
     has_basis = basis is not None and basis.shape[-1] > 0
     for attempt in range(3):
-        norms = space.norms(x)
         if has_basis:
-            x = space.project_out(basis, x)
+            coef, norms = first if attempt == 0 and first is not None else space.gram(basis, x)
+            x = x - mm(basis, coef)
+        else:
+            norms = space.norms(x)
         q, r1 = space.qr(x)
         if has_basis:
             q = space.project_out(basis, q)
@@ -185,11 +188,12 @@ def _expand(op: Operator, basis: Basis, sv: torch.Tensor, generator) -> Basis:
     would, and the Ritz residual A v − σ u vanishes: only Aᵀ u − σ v needs a correction."""
     u, v, av, atu, h = basis.u, basis.v, basis.av, basis.atu, basis.h
     asv = op.matmat(sv)
-    h = torch.cat([h, op.left.inner(u, asv)], dim=-1)
+    coef, norms = op.left.gram(u, asv)  # H's new columns, and the first Gram–Schmidt pass's coefficients
+    h = torch.cat([h, coef], dim=-1)
     v, av = torch.cat([v, sv], dim=-1), torch.cat([av, asv], dim=-1)
     bu = min(asv.shape[-1], op.shape[0] - u.shape[-1])
     if bu > 0:
-        su = orthonormalize(asv[..., :bu], u, generator, op.left)
+        su = orthonormalize(asv[..., :bu], u, generator, op.left, (coef[..., :bu], norms[..., :bu]))
         atsu = op.rmatmat(su)
         h = torch.cat([h, op.right.inner(atsu, v)], dim=-2)
         u, atu = torch.cat([u, su], dim=-1), torch.cat([atu, atsu], dim=-1)
