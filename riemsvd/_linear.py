@@ -24,6 +24,22 @@ _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
+def check_input_shape(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints (an int n meaning (n,)), or a ValueError naming it."""
+    if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
+        input_shape = (int(input_shape),)
+    if not (
+        isinstance(input_shape, (tuple, list, torch.Size))
+        and len(input_shape) > 0
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)
+    ):
+        raise ValueError(
+            "`input_shape` must be a tuple of positive ints without the batch dimension (for a layer "
+            f"(C, *spatial)), got {input_shape!r}."
+        )
+    return tuple(int(s) for s in input_shape)
+
+
 class LinearMapOperator(Operator):
     """A linear map x ↦ fn(x) on tensors of ``input_shape``, as the matrix (∏ output shape, ∏ input_shape).
 
@@ -260,17 +276,7 @@ def linear_operator(
         raise TypeError(f"`fn` must be a torch.nn.Module or a callable, got {type(fn).__name__}.")
     if adjoint is not None and not callable(adjoint):
         raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
-    if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
-        input_shape = (int(input_shape),)
-    if not (
-        isinstance(input_shape, (tuple, list, torch.Size))
-        and len(input_shape) > 0
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)
-    ):
-        raise ValueError(
-            f"`input_shape` must be a tuple of positive ints (no batch dimension), got {input_shape!r}."
-        )
-    input_shape = tuple(int(s) for s in input_shape)
+    input_shape = check_input_shape(input_shape)
     if isinstance(fn, nn.Module) and getattr(fn, "bias", None) is not None:
         raise ValueError(
             f"`fn` ({type(fn).__name__}) has a bias, so it is affine, not linear; build it with "

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from riemsvd._linear import conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._linear import check_input_shape, conv_apply, conv_operator, is_conv, linear_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol
 
@@ -275,7 +275,7 @@ def spectral_norm(
                 f"ConvTranspose1d/2d/3d, got {type(module).__name__}.{name}; leave it None for the "
                 "reshaped kernel's norm."
             )
-        norm = _OperatorNorm(module, weight, _check_input_shape(input_shape), tol, float(eps))
+        norm = _OperatorNorm(module, weight, check_input_shape(input_shape), tol, float(eps))
     else:
         norm = _SpectralNorm(weight, dim, tol, float(eps))
     parametrize.register_parametrization(module, name, norm)
@@ -284,19 +284,6 @@ def spectral_norm(
 
 # --------------------------------------------------------------------------------------------------
 # The norm of a layer as a linear map on inputs of a given shape
-
-
-def _check_input_shape(input_shape) -> tuple[int, ...]:
-    if not (
-        isinstance(input_shape, (tuple, list, torch.Size))
-        and len(input_shape) > 0
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)
-    ):
-        raise ValueError(
-            f"`input_shape` must be a tuple of positive ints (C, *spatial) without the batch dimension, "
-            f"got {input_shape!r}."
-        )
-    return tuple(int(s) for s in input_shape)
 
 
 @torch.no_grad()
@@ -425,7 +412,7 @@ def operator_norm(
     """
     if not isinstance(layer, nn.Module):
         raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape(input_shape)
     with torch.no_grad():
         if is_conv(layer):  # the weight read once (a parametrized one is computed once)
             op = conv_operator(layer, layer.weight, input_shape)
