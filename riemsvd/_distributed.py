@@ -114,13 +114,12 @@ class ShardedSpace(Space):
         self.sizes, self.rank, self.group = list(sizes), rank, group
         self.local_rows = sizes[rank]
         self.offset = sum(sizes[:rank])
-        self.collectives = 0
 
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.contiguous().clone()
+        # In place: every caller passes a fresh partial result (a product or a sum) it does not keep.
+        t = t.contiguous()
         dist.all_reduce(t, group=self.group)
         self.communicated += t.numel()
-        self.collectives += 1
         return t
 
     def norms(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,16 +138,12 @@ class ShardedSpace(Space):
         parts = [torch.empty_like(r) for _ in self.sizes]
         dist.all_gather(parts, r, group=self.group)
         self.communicated += r.numel()
-        self.collectives += 1
         q2, r = torch.linalg.qr(torch.cat(parts, dim=-2))  # the same on every process
         return mm(q, q2[..., self.rank * c : self.rank * c + h, :]), r
 
     def randn(self, batch, cols: int, dtype, device, generator) -> torch.Tensor:
         whole = randn(tuple(batch) + (self.rows, cols), dtype, device, generator)
         return whole[..., self.offset : self.offset + self.local_rows, :].contiguous()
-
-    def zeros(self, batch, cols: int, dtype, device) -> torch.Tensor:
-        return torch.zeros(tuple(batch) + (self.local_rows, cols), dtype=dtype, device=device)
 
 
 class ShardedOperator(Operator):
@@ -243,12 +238,10 @@ class Prepared:
     """A sharded problem, checked on every process: what ``riemsvd.solve`` runs."""
 
     tensor: torch.Tensor  # what the autograd Function takes: the DTensor, or the local block
-    block: torch.Tensor
     layout: ShardedLayout
     magnitude: torch.Tensor  # max |a_ij| over all processes
     init: tuple[torch.Tensor, torch.Tensor] | None  # local blocks
     generator: torch.Generator  # seeded alike on every process
-    shape: tuple[int, int]
 
 
 def _describe(a):
@@ -396,6 +389,4 @@ def prepare(a, k, tol, maxiter, init, generator, options) -> Prepared:
     magnitude = torch.tensor(max(meta["max_abs"] for meta in metas), dtype=torch.float64)
     if not math.isfinite(float(magnitude)):
         raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
-    if init is not None:
-        init = tuple(x.unsqueeze(-1) if x.dim() == 1 else x for x in init)
-    return Prepared(tensor, block, layout, magnitude, init, shared, (m, n))
+    return Prepared(tensor, layout, magnitude, init, shared)

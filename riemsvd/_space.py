@@ -76,7 +76,3 @@ class Space:
     def randn(self, batch, cols: int, dtype, device, generator: torch.Generator | None) -> torch.Tensor:
         """Standard normal vectors, shape batch + (local_rows, cols)."""
         return randn(tuple(batch) + (self.rows, cols), dtype, device, generator)
-
-    def zeros(self, batch, cols: int, dtype, device) -> torch.Tensor:
-        """Zero vectors, shape batch + (local_rows, cols)."""
-        return torch.zeros(tuple(batch) + (self.local_rows, cols), dtype=dtype, device=device)

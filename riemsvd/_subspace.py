@@ -138,15 +138,14 @@ def _ritz(op: Operator, basis: Basis, t: int) -> Ritz:
     z = zt.mT
     yt, st, ztop = y[..., :t], s[..., :t].unsqueeze(-2), z[..., :t]
     u, v = mm(basis.u, yt), mm(basis.v, ztop)
-    ru, rv, res = _residuals(op, mm(basis.av, ztop), u, mm(basis.atu, yt), v, st)
-    return Ritz(y, s, z, u, v, ru, rv, res)
+    ru, rv, nu, nv = _residuals(op, mm(basis.av, ztop), u, mm(basis.atu, yt), v, st)
+    return Ritz(y, s, z, u, v, ru, rv, torch.maximum(nu, nv))
 
 
 def _residuals(op: Operator, av, u, atu, v, s):
-    """(A v − σu, Aᵀu − σv) and max(‖A v − σu‖, ‖Aᵀu − σv‖) per column, from the images av, atu."""
+    """(A v − σu, Aᵀu − σv) and their norms per column, from the images av, atu."""
     ru, rv = av - u * s, atu - v * s
-    res = torch.maximum(op.left.norms(ru), op.right.norms(rv))
-    return ru, rv, res
+    return ru, rv, op.left.norms(ru), op.right.norms(rv)
 
 
 def _relative(res: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
@@ -380,9 +379,9 @@ def verify(op: Operator, u: torch.Tensor, v: torch.Tensor):
     s = op.left.dots(u, av)
     s, order = torch.sort(s, dim=-1, descending=True)
     u, v, av, atu = (_take(x, order) for x in (u, v, av, atu))
-    ru, rv, res = _residuals(op, av, u, atu, v, s.unsqueeze(-2))
-    errors = torch.sqrt(0.5 * (op.left.dots(ru, ru) + op.right.dots(rv, rv)))
-    return u, s, v, _relative(res, s[..., 0]).amax(-1), errors
+    _, _, nu, nv = _residuals(op, av, u, atu, v, s.unsqueeze(-2))
+    errors = torch.hypot(nu, nv) * math.sqrt(0.5)
+    return u, s, v, _relative(torch.maximum(nu, nv), s[..., 0]).amax(-1), errors
 
 
 def _unverified(best: Snapshot):

@@ -95,13 +95,12 @@ def _no_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _passes(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, tol: float) -> tuple[bool, torch.Tensor]:
-    """Whether unit (u, v) is already a leading-pair candidate of a to solve's relative residual tol.
+def _passes(av, atu, u: torch.Tensor, v: torch.Tensor, tol: float) -> tuple[bool, torch.Tensor]:
+    """Whether unit (u, v) is already a leading-pair candidate to solve's relative residual tol.
 
-    The same test as the end of ``riemsvd.solve``: max(‖A v − σu‖, ‖Aᵀu − σv‖)/σ ≤ tol, σ = uᵀAv, at
-    the cost of two products. Returns (passed, σ).
+    The same test as the end of ``riemsvd.solve``: max(‖A v − σu‖, ‖Aᵀu − σv‖)/σ ≤ tol, σ = uᵀAv,
+    from the images ``av`` = A v and ``atu`` = Aᵀ u. Returns (passed, σ).
     """
-    av, atu = a @ v, a.mT @ u
     s = torch.dot(u, av)
     res = torch.maximum(torch.linalg.vector_norm(av - s * u), torch.linalg.vector_norm(atu - s * v))
     unit = torch.maximum((torch.linalg.vector_norm(u) - 1).abs(), (torch.linalg.vector_norm(v) - 1).abs())
@@ -122,14 +121,29 @@ def _leading_pair(
     a = w.detach().to(dtype)
     with _no_autocast(a.device):
         if init is not None:
-            u0, v0 = (x.to(device=a.device, dtype=dtype) for x in init)
-            ok, s = _passes(a, u0, v0, tol if tol is not None else default_tol(dtype, *a.shape))
-            if ok:
-                return u0.to(w.dtype), v0.to(w.dtype), s
-            init = (u0.unsqueeze(-1), v0.unsqueeze(-1))
-        generator = torch.Generator().manual_seed(0) if init is not None else None
-        u, s, v = solve(a, 1, tol=tol, init=init, generator=generator)
-    return u[:, 0].to(w.dtype), v[:, 0].to(w.dtype), s[0]
+            init = tuple(x.to(device=a.device, dtype=dtype) for x in init)
+        u, v, s = _warm_pair(a, lambda u, v: (a @ v, a.mT @ u), init, tol)
+    return u.to(w.dtype), v.to(w.dtype), s
+
+
+def _warm_pair(a, products, init, tol: float | None):
+    """(u (m,), v (n,), σ) of ``a`` (a matrix or an operator of the solver's dtype), warm-started from
+    init = (u0, v0) when given; ``products(u, v)`` gives (A v, Aᵀ u).
+
+    Stored vectors that already pass ``tol`` are returned without a solve (two products instead of a
+    solve's validation and four). The random draws a warm solve may need come from a fixed-seed
+    generator, so a training forward never consumes the global RNG.
+    """
+    if init is not None:
+        u0, v0 = init
+        tol_ = tol if tol is not None else default_tol(u0.dtype, *a.shape)
+        ok, s = _passes(*products(u0, v0), u0, v0, tol_)
+        if ok:
+            return u0, v0, s
+        init = (u0.unsqueeze(-1), v0.unsqueeze(-1))
+    generator = torch.Generator().manual_seed(0) if init is not None else None
+    u, s, v = solve(a, 1, tol=tol, init=init, generator=generator)
+    return u[:, 0], v[:, 0], s[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,20 +302,9 @@ def spectral_norm(
 
 @torch.no_grad()
 def _leading_pair_op(op, init, tol: float | None):
-    """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0); stored vectors that pass
-    ``tol`` are kept (two products), as in ``_leading_pair``."""
-    if init is not None:
-        u0, v0 = init
-        tol_ = tol if tol is not None else default_tol(op.dtype, *op.shape)
-        av, atu = op.matmat(v0.unsqueeze(-1))[:, 0], op.rmatmat(u0.unsqueeze(-1))[:, 0]
-        s = torch.dot(u0, av)
-        res = torch.maximum(torch.linalg.vector_norm(av - s * u0), torch.linalg.vector_norm(atu - s * v0))
-        if bool(res <= tol_ * s):
-            return u0, v0, s
-        init = (u0.unsqueeze(-1), v0.unsqueeze(-1))
-    generator = torch.Generator().manual_seed(0)
-    u, s, v = solve(op, 1, tol=tol, init=init, generator=generator)
-    return u[:, 0], v[:, 0], s[0]
+    """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0) as ``_leading_pair``."""
+    products = lambda u, v: (op.matmat(v.unsqueeze(-1))[:, 0], op.rmatmat(u.unsqueeze(-1))[:, 0])  # noqa: E731
+    return _warm_pair(op, products, init, tol)
 
 
 def _bias_free(layer: nn.Module) -> nn.Module:

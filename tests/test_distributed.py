@@ -243,4 +243,3 @@ def test_sharded_benchmark_runs_and_agrees_with_one_process(tmp_path):
         whole = 60 if row["split"] == "rows" else 90  # the length of the side that is not split
         assert 0 < row["fraction_of_mn"] < 1 and row["per_product"] <= whole + 4 * default_basis(2)
     assert "| decay | 2 | 2 | rows |" in stdout.decode()
-
