@@ -22,7 +22,10 @@ NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched ``a @ b``; by numpy's BLAS for plain CPU tensors that do not require grad."""
+    """Batched ``a @ b``; by numpy's BLAS for plain CPU tensors that do not require grad (and for
+    numpy arrays, the CPU solver's vectors)."""
+    if isinstance(a, np.ndarray):
+        return np.matmul(a, b)
     if (
         NUMPY_BLAS
         and a.device.type == "cpu"

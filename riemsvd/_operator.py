@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 import torch
 
-from riemsvd._backend import mm, readable_any
-from riemsvd._space import Space
+from riemsvd._backend import NUMPY_BLAS, mm, readable_any
+from riemsvd._space import HostSpace, Space
 
 __all__ = ["Operator", "as_operator"]
 
@@ -91,6 +91,50 @@ class Operator:
     def _rmatmat(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def on_host(self) -> HostView | None:
+        """This operator on numpy arrays, for the solver's loop on the CPU; None where its vectors must
+        stay tensors (another device, A split across processes, ``RIEMSVD_CPU_BLAS=torch``, or a tensor
+        inside a torch.func transform, which has no numpy view)."""
+        if torch.device(self.device).type != "cpu" or self.distributed or not NUMPY_BLAS:
+            return None
+        products = self._numpy_products()
+        return None if products is None else HostView(self, *products)
+
+    def _numpy_products(self):
+        """(x ↦ A x, y ↦ Aᵀ y) on numpy arrays without the scale, or None; through torch by default."""
+
+        def matmat(x):
+            return self._matmat(torch.from_numpy(x)).detach().numpy()
+
+        def rmatmat(y):
+            return self._rmatmat(torch.from_numpy(y)).detach().numpy()
+
+        return matmat, rmatmat
+
+
+class HostView:
+    """An :class:`Operator` seen through numpy arrays: the same products, counted in the operator's
+    ``matvecs``, and ``HostSpace`` vectors."""
+
+    def __init__(self, op: Operator, matmat, rmatmat) -> None:
+        self.op, self._mm, self._rmm = op, matmat, rmatmat
+        self.shape, self.batch_shape, self.dtype, self.device = op.shape, op.batch_shape, op.dtype, op.device
+        self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
+        self.distributed = False
+        self._scale = None if op.scale is None else op.scale.numpy()
+
+    @property
+    def matvecs(self) -> int:
+        return self.op.matvecs
+
+    def matmat(self, x: np.ndarray) -> np.ndarray:
+        self.op.matvecs += x.shape[-1]
+        return self._mm(x if self._scale is None else x * self._scale)
+
+    def rmatmat(self, y: np.ndarray) -> np.ndarray:
+        self.op.matvecs += y.shape[-1]
+        return self._rmm(y if self._scale is None else y * self._scale)
+
 
 class DenseOperator(Operator):
     """A dense tensor of shape (..., m, n); Aᵀ products use the transposed view, never a copy."""
@@ -104,6 +148,14 @@ class DenseOperator(Operator):
 
     def _rmatmat(self, y):
         return mm(self.a.mT, y)
+
+    def _numpy_products(self):
+        try:
+            a = self.a.detach().numpy()
+        except (RuntimeError, TypeError):  # wrapped by a torch.func transform
+            return None
+        at = a.swapaxes(-1, -2)
+        return (lambda x: np.matmul(a, x)), (lambda y: np.matmul(at, y))
 
 
 class SparseOperator(Operator):
@@ -158,6 +210,15 @@ class ScipyOperator(Operator):
     def _rmatmat(self, y):
         return self._apply(self._rmm, y, self.shape[1])
 
+    def _numpy_products(self):
+        def matmat(x):
+            return self._apply(self._mm, torch.from_numpy(x), self.shape[0]).numpy()
+
+        def rmatmat(y):
+            return self._apply(self._rmm, torch.from_numpy(y), self.shape[1]).numpy()
+
+        return matmat, rmatmat
+
 
 def _columnwise(matvec):
     def matmat(x: np.ndarray) -> np.ndarray:
@@ -190,7 +251,7 @@ def max_abs(a: torch.Tensor) -> torch.Tensor:
     if a.device.type == "cpu":
         try:
             x = a.detach().numpy()
-            return torch.from_numpy(np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1))))
+            return torch.from_numpy(np.asarray(np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1)))))
         except (RuntimeError, TypeError):
             pass
     return torch.maximum(a.amax((-2, -1)), -a.amin((-2, -1)))

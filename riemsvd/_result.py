@@ -30,26 +30,31 @@ class SolveInfo:
     converged : torch.Tensor
         bool, shape ``(...)`` (A's batch shape): the residual reached ``tol``.
     iterations : int
-        Outer iterations (each corrects a block of Ritz triplets).
+        Iterations: the start block, then one per product with A and Aᵀ of ``options.block``
+        columns (one column on the CPU by default).
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b.
     residual : torch.Tensor
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
-        computed from products with A of the returned vectors (fresh products at the end when the
-        solver has restarted, whose stored images could have drifted by rounding).
+        computed from fresh products with A and Aᵀ of the returned vectors.
     tol : float
         The tolerance that was asked for.
     history : list[tuple[int, float]]
-        (matvecs so far, largest residual over the batch) after each iteration, from the solver's
-        estimates.
+        (matvecs so far, largest estimated residual over the batch) at each look at the small
+        projected matrices: every iteration for large A, every few for small A (docs/algorithm.md).
+    stop_reason : str
+        Why the iteration stopped: ``"converged"``, ``"maxiter"``, ``"stalled"`` (no progress for
+        ``options.patience`` looks, or the estimate and the fresh products disagree at the rounding
+        floor) or ``"whole space"`` (the search space is all of A's row space: the result is exact).
+    restarts : int
+        Thick restarts of the search space.
     errors : torch.Tensor
         Shape ``(..., k)``, in A's units: an error bar for each σᵢ. A has a singular value within
         ``errors[..., i]`` of ``S[..., i]``: sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) from the final
         products, the residual of the unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of the symmetric
-        [[0, A], [Aᵀ, 0]] (whose eigenvalues are ±σⱼ); residual·σ₁ for every i where only the largest
-        residual was computed (a solve that never restarted). Once the k found are the top k, each
-        bar holds for σᵢ itself. Computed in floating point, so not below the rounding floor of the
-        products (about ε·√n·‖A‖). See docs/bounds.md.
+        [[0, A], [Aᵀ, 0]] (whose eigenvalues are ±σⱼ). Once the k found are the top k, each
+        bar holds for σᵢ itself. Computed in floating point in A's dtype, so not below the rounding
+        floor of the products (about ε·√n·‖A‖) and of S itself (ε·σᵢ). See docs/bounds.md.
     communicated : int
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
@@ -63,6 +68,8 @@ class SolveInfo:
     history: list = field(default_factory=list, repr=False)
     errors: torch.Tensor | None = None
     communicated: int = 0
+    stop_reason: str = "converged"
+    restarts: int = 0
 
 
 class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):

@@ -175,6 +175,8 @@ def solve(
             out.history,
             errors=errors,
             communicated=op.communicated,
+            stop_reason=out.reason,
+            restarts=out.restarts,
         )
         s = out.s if op.scale is None else out.s / op.scale[..., 0]
         return (*layout.outputs(out.u, s, out.v), info)

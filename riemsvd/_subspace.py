@@ -1,7 +1,18 @@
-"""The subspace-accelerated Riemannian Newton solver for the leading k singular triplets.
+"""The solver for the leading k singular triplets: a thick-restarted Golub–Kahan–Lanczos process.
 
-Search bases 𝒰, 𝒱 and their images A𝒱, Aᵀ𝒰 are kept together, so Rayleigh–Ritz on H = 𝒰ᵀ A 𝒱 and
-every Ritz residual cost no pass over A; corrections come from the Newton (Jacobi–Davidson) equation.
+Orthonormal bases 𝒱 (n×p) and 𝒰 (m×p′) are kept with A𝒱 = 𝒰H exactly (in exact arithmetic) and
+Aᵀ𝒰 = 𝒱Hᵀ + F C, where F (n×w) is an orthonormal basis of the residual directions, orthogonal to
+𝒱. H (p′×p) and C (w×p′) are small matrices kept on the host in float64. A Ritz triplet
+(𝒰y, σ, 𝒱z) of H = Y diag(σ) Zᵀ then has left residual 0 and right residual ‖C y‖: who has converged
+is read off the small matrices, without any pass over m- or n-length vectors. Each iteration moves
+b directions of F into 𝒱 (the residual directions of the Ritz triplets still wanted, or the newest
+Lanczos directions), applies A and Aᵀ once each, and reorthogonalizes (classical Gram–Schmidt, a
+second pass only when the first lost more than a factor √2: Daniel–Gragg–Kaufman–Stewart). Ritz
+vectors are formed only at a thick restart and at the end, where fresh products check the result.
+
+In the manifold view (docs/algorithm.md), every direction added to 𝒱 is a Riemannian gradient
+(the residual Aᵀu − σv) of uᵀAv on the product of spheres, or Stiefel manifolds for k > 1, at a
+Ritz point; the search space is the span of all of them, and Rayleigh–Ritz maximizes the cost on it.
 """
 
 from __future__ import annotations
@@ -9,67 +20,67 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from riemsvd._backend import mm
-from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import Operator
 from riemsvd._space import Space
 from riemsvd._tolerance import eps
 
-__all__ = ["SolverOptions", "subspace_svd"]
+__all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd"]
 
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
+
+# A second Gram–Schmidt pass when a column kept less than this fraction of its norm in the first
+# (Daniel, Gragg, Kaufman, Stewart 1976). One pass leaves an error of about ε·‖x‖/‖x − projection‖
+# along the basis, and in the recurrence it compounds: with a threshold of 1/16 instead, the right
+# basis lost orthogonality by ×1.2 an iteration (Gaussian 300×200: 1e-15 to 1e-3 in 150
+# iterations) and the solve stalled at 1e-3.
+_SECOND_PASS = 1 / math.sqrt(2)
+# After a second pass, a column that lost as much again held only rounding noise.
+_NOISE = 1 / math.sqrt(2)
+# A look takes the exact SVD of H once the estimate from H Hᵀ is within this factor of the target:
+# the estimate's own error (ε/relative gap) can exceed a tight target, and from here on the vectors
+# are needed soon. With 4 instead, a 1e-3 cluster (300×200, k = 1) took 72 products against 56.
+_EXACT_BELOW = 1e4
 
 
 @dataclass(frozen=True)
 class SolverOptions:
-    """Knobs of the subspace solver; the defaults come from measurements (docs/benchmarks.md)."""
+    """Knobs of the solver; the defaults come from measurements (docs/algorithm.md).
 
-    block: int | None = None  # Ritz triplets corrected per iteration (b ≥ k)
-    max_basis: int | None = None  # columns of each search basis before a thick restart
-    inner_steps: int = 0  # tCG steps on the Newton equation per correction (0: the residual)
-    keep_previous: bool = True  # keep the previous step's Ritz vectors at a restart (GD+k)
-    patience: int = 60  # iterations without progress before giving up
-    # Golub–Kahan expansions at most between two Rayleigh–Ritz steps. They save the Python cost of
-    # an iteration but overshoot the stop: 2000×1000 Gaussian, k = 1, 8 gave 93 against 154 ms and
-    # 172 against 148 products; a warm start after a 1e-3 change took 130 against 82 products.
-    max_lanczos: int = 0
+    Attributes
+    ----------
+    block : int, optional
+        Directions added to each basis per iteration (one product with A and one with Aᵀ of this many
+        columns). Default 1 on the CPU, where a block of b columns costs 2–5 single products; on a
+        GPU max(8, k + min(k, 16)).
+    max_basis : int, optional
+        Columns of the right basis (search space and residual directions together) before a thick
+        restart; default :func:`default_basis`.
+    start_block : int
+        Random columns of a cold start (and columns beside a warm start's). The residual space keeps
+        this width, so that up to this many copies of a repeated singular value are found, and a start
+        with a small component along v₁ is unlikely to converge to σ₂ of a close pair first.
+    patience : int
+        Iterations without progress of the residual before giving up (at the rounding floor).
+    """
 
-
-@dataclass
-class Basis:
-    """Orthonormal bases U (..., m, pu), V (..., n, pv), images AV, ATU and H = Uᵀ A V."""
-
-    u: torch.Tensor
-    v: torch.Tensor
-    av: torch.Tensor
-    atu: torch.Tensor
-    h: torch.Tensor
-    last_u: int = 0  # columns the last expansion added to U
-
-
-@dataclass
-class Ritz:
-    """H = Y diag(s) Zᵀ, and the top t Ritz triplets with their residuals; res has shape (..., t)."""
-
-    y: torch.Tensor
-    s: torch.Tensor
-    z: torch.Tensor
-    u: torch.Tensor
-    v: torch.Tensor
-    ru: torch.Tensor
-    rv: torch.Tensor
-    res: torch.Tensor
+    block: int | None = None
+    max_basis: int | None = None
+    start_block: int = 1
+    patience: int = 60
 
 
 @dataclass
 class Outcome:
     """What the solver returns: sorted triplets and their true residuals.
 
-    ``errors`` (..., k): sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) per triplet in the operator's units,
-    a distance from σᵢ within which A has a singular value; residual·σ₁ where only the largest
-    residual is known (a solve that never restarted)."""
+    ``errors`` (..., k): sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) per triplet in the operator's
+    units, a distance from σᵢ within which A has a singular value. ``reason`` says why the iteration
+    stopped: "converged", "maxiter", "stalled" or "whole space" (the bases span everything, so
+    Rayleigh–Ritz is exact)."""
 
     u: torch.Tensor
     s: torch.Tensor
@@ -79,193 +90,304 @@ class Outcome:
     iterations: int
     history: list = field(default_factory=list)
     errors: torch.Tensor | None = None
+    reason: str = "converged"
+    restarts: int = 0
 
 
-def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a batch mask (...,) against a tensor (..., a, b)."""
-    return mask.reshape(mask.shape + (1,) * (like.dim() - mask.dim()))
-
-
-def orthonormalize(
-    x: torch.Tensor,
-    basis: torch.Tensor | None,
-    generator: torch.Generator | None,
-    space: Space | None = None,
-    first: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Orthonormal columns spanning x's component outside span(basis), shape of x.
-
-    Block classical Gram–Schmidt with a second pass after normalization (so that a column with little
-    new content does not bring back the basis it was cleaned of), each pass followed by QR. A column
-    that the basis or the previous columns already span is replaced by a random direction, so the
-    shape stays fixed over a batch and the search space always grows. ``space`` holds the vectors
-    (whole in this process when None); ``first`` is ``space.gram(basis, x)`` when the caller has it.
-    """
-    space = space if space is not None else Space(x.shape[-2])
-    tiny = 4 * eps(x.dtype)
-    has_basis = basis is not None and basis.shape[-1] > 0
-    for attempt in range(3):
-        if has_basis:
-            coef, norms = first if attempt == 0 and first is not None else space.gram(basis, x)
-            x = x - mm(basis, coef)
-        else:
-            norms = space.norms(x)
-        q, r1 = space.qr(x)
-        if has_basis:
-            q = space.project_out(basis, q)
-        q, r2 = space.qr(q)
-        d1 = torch.diagonal(r1, dim1=-2, dim2=-1).abs()
-        d2 = torch.diagonal(r2, dim1=-2, dim2=-1).abs()
-        bad = ~((d1 > tiny * norms) & (d2 > 1e-3))
-        if attempt == 2 or not bool(bad.any()):
-            return q
-        fresh = space.randn_like(x, generator)
-        x = torch.where(bad.unsqueeze(-2), fresh, q)
-    return q  # unreachable
-
-
-def _ritz(op: Operator, basis: Basis, t: int) -> Ritz:
-    # The small SVD runs in float64 on the host whatever the dtype and device: it costs O(p³) with
-    # p ≤ ~100; in float32 it would set the floor of the attainable residual (measured on a 7×8
-    # matrix, k = 5: 1.2e-6 against 1.6e-7), and on a GPU it is latency-bound (cuSOLVER took ~1 ms
-    # per iteration on an H100, the host a tenth of that).
-    h = basis.h
-    try:
-        y, s, zt = torch.linalg.svd(h.detach().to("cpu", torch.float64), full_matrices=False)
-    except torch.linalg.LinAlgError as err:  # the LAPACK kernel refuses NaN
-        raise ValueError(_NON_FINITE) from err
-    y, s, zt = (x.to(h.device, h.dtype, non_blocking=True) for x in (y, s, zt))
-    z = zt.mT
-    yt, st, ztop = y[..., :t], s[..., :t].unsqueeze(-2), z[..., :t]
-    u, v = mm(basis.u, yt), mm(basis.v, ztop)
-    ru, rv, nu, nv = _residuals(op, mm(basis.av, ztop), u, mm(basis.atu, yt), v, st)
-    return Ritz(y, s, z, u, v, ru, rv, torch.maximum(nu, nv))
-
-
-def _residuals(op: Operator, av, u, atu, v, s):
-    """(A v − σu, Aᵀu − σv) and their norms per column, from the images av, atu."""
-    ru, rv = av - u * s, atu - v * s
-    return ru, rv, op.left.norms(ru), op.right.norms(rv)
-
-
-def _relative(res: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-    """res / σ₁, with 0/0 = 0 (a zero matrix is solved exactly) and r/0 = inf otherwise."""
-    safe = torch.where(s1 > 0, s1, torch.ones_like(s1)).unsqueeze(-1)
-    rel = res / safe
-    return torch.where((s1 > 0).unsqueeze(-1), rel, torch.where(res > 0, math.inf, 0.0))
-
-
-def _pad(c: torch.Tensor, rows: int) -> torch.Tensor:
-    """Coefficients in a basis that has since grown by appended columns."""
-    return torch.nn.functional.pad(c, (0, 0, 0, rows - c.shape[-2]))
-
-
-def _restart(basis: Basis, ritz: Ritz, keep: int, prev_z, generator) -> Basis:
-    """Thick restart onto the top ``keep`` Ritz vectors and the previous step's ones (GD+k).
-
-    ``prev_z`` holds the coefficients of the previous iteration's right Ritz vectors; keeping their
-    span next to the current ones retains the direction of convergence that a plain restart loses.
-    The left basis is chosen as span(H Z) so that 𝒰 keeps containing A𝒱.
-    """
-    y, z = ritz.y[..., :keep], ritz.z[..., :keep]
-    if prev_z is not None:
-        pz = orthonormalize(_pad(prev_z, z.shape[-2]), z, generator)
-        py = orthonormalize(basis.h @ pz, y, generator)
-        y, z = torch.cat([y, py], dim=-1), torch.cat([z, pz], dim=-1)
-    return Basis(
-        mm(basis.u, y),
-        mm(basis.v, z),
-        mm(basis.av, z),
-        mm(basis.atu, y),
-        y.mT @ basis.h @ z,
-    )
-
-
-def _expand(op: Operator, basis: Basis, sv: torch.Tensor, generator) -> Basis:
-    """Append the orthonormal block sv to 𝒱 and the new part of A sv to 𝒰: one product with A, one
-    with Aᵀ. 𝒰 keeps containing A𝒱, so Rayleigh–Ritz on H sees what a Lanczos bidiagonalization
-    would, and the Ritz residual A v − σ u vanishes: only Aᵀ u − σ v needs a correction."""
-    u, v, av, atu, h = basis.u, basis.v, basis.av, basis.atu, basis.h
-    asv = op.matmat(sv)
-    coef, norms = op.left.gram(u, asv)  # H's new columns, and the first Gram–Schmidt pass's coefficients
-    h = torch.cat([h, coef], dim=-1)
-    v, av = torch.cat([v, sv], dim=-1), torch.cat([av, asv], dim=-1)
-    bu = min(asv.shape[-1], op.shape[0] - u.shape[-1])
-    if bu > 0:
-        su = orthonormalize(asv[..., :bu], u, generator, op.left, (coef[..., :bu], norms[..., :bu]))
-        atsu = op.rmatmat(su)
-        h = torch.cat([h, op.right.inner(atsu, v)], dim=-2)
-        u, atu = torch.cat([u, su], dim=-1), torch.cat([atu, atsu], dim=-1)
-    return Basis(u, v, av, atu, h, max(bu, 0))
-
-
-def _initial_basis(op: Operator, k: int, b: int, init, generator) -> Basis:
-    """𝒱 from the warm start's V (filled up with random columns) and 𝒰 = span(A𝒱).
-
-    The warm start's U is implied by A V and is not used: adding it would cost products with Aᵀ and
-    break 𝒰 ⊇ A𝒱 (the structure that makes the left residuals vanish)."""
-    m, n = op.shape
-    shape, dt, dev = op.batch_shape, op.dtype, op.device
-    # A warm start gets at least one random column beside its own: a V0 spanning an exact singular
-    # subspace that is not the top one would otherwise be a fixed point.
-    # A cold start draws at least 4 random columns: with a single one, a start with a small
-    # component along v₁ converged to σ₂ of a cluster 1e-3 apart with a residual below tol (1 of
-    # 3000 fuzz cases); four make that as likely as four such draws at once, for 4–6 more products.
-    j = 0 if init is None else min(k, 1 if init[1].dim() == 1 else init[1].shape[-1])
-    bv = min(max(b, 4) if init is None else max(b, j + 1), n)
-    if init is None:
-        x = op.right.randn(shape, bv, dt, dev, generator)
-    else:
-        v0 = init[1].to(dtype=dt, device=dev)
-        v0 = v0.unsqueeze(-1) if v0.dim() == 1 else v0[..., :k]
-        x = v0.expand(shape + v0.shape[-2:])
-        if bv > x.shape[-1]:  # fill the block with random columns; draw nothing when none is needed
-            x = torch.cat([x, op.right.randn(shape, bv - x.shape[-1], dt, dev, generator)], dim=-1)
-    v = orthonormalize(x, None, generator, op.right)
-    av = op.matmat(v)
-    u = orthonormalize(av[..., : min(bv, m)], None, generator, op.left)
-    atu = op.rmatmat(u)
-    return Basis(u, v, av, atu, op.left.inner(u, av))
-
-
-def _select(ritz: Ritz, conv: torch.Tensor, b: int) -> torch.Tensor:
-    """Indices (..., b) of the Ritz triplets to correct: unconverged ones first, in order."""
-    t = ritz.res.shape[-1]
-    order = torch.arange(t, device=conv.device).expand_as(conv)
-    key = order + t * conv.to(order.dtype)
-    return torch.argsort(key, dim=-1)[..., :b]
-
-
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return torch.gather(x, -1, idx.unsqueeze(-2).expand(x.shape[:-1] + idx.shape[-1:]))
-
-
-def _lanczos_steps(worst: float, last, tol: float, cap: int) -> int:
-    """Expansions to add without Rayleigh–Ritz: a quarter of those the last rate of convergence predicts
-    are still needed (so the stop is overshot by little), at most ``cap``."""
-    if not (0 < worst < last[0] < math.inf) or last[1] == 0 or worst <= tol:
-        return 0
-    rate = (worst / last[0]) ** (1.0 / last[1])
-    if rate >= 1.0 or rate <= 0.0:
-        return 0
-    needed = math.log(tol / worst) / math.log(rate)
-    return int(max(0, min(cap, needed // 4)))
-
-
-def default_basis(b: int) -> int:
-    """Columns of each search basis before a thick restart, for a block of b (docs/algorithm.md)."""
-    return max(16, 4 * b + min(8 * b, 64))
+def default_basis(k: int, b: int = 1) -> int:
+    """Columns of the right basis before a thick restart, for k triplets and blocks of b (docs/algorithm.md)."""
+    return max(24, 2 * k + 16, 4 * b + min(8 * b, 64))
 
 
 def _default_block(k: int, device: torch.device) -> int:
-    """Ritz triplets corrected per iteration. On the CPU a block of b columns costs about b times one
-    column (memory-bound gemv and gemm are close there), so b = k needs the fewest products and time.
-    On a GPU a pass with 16 columns costs about what one does, and a wider block converges in fewer
-    iterations (measured on an H100: k = 1 on 4000×2000 Gaussian float32, 212 ms with b = 1 against
-    118 ms with b = 16)."""
+    """Directions added per iteration. On the CPU a product with b columns costs 2–5 single products
+    (OpenBLAS's gemm against gemv, 384×384 to 4000×2000 float64), so single directions — the
+    Golub–Kahan recurrence — take the least time and the fewest products. On a GPU a pass with 16
+    columns costs about what one does (measured on an H100: k = 1 on 4000×2000 Gaussian float32,
+    212 ms with b = 1 against 118 ms with b = 16)."""
     if torch.device(device).type == "cpu":
-        return k
+        return 1
     return max(8, k + min(k, 16))
+
+
+def _relative(res: np.ndarray, s1: np.ndarray) -> np.ndarray:
+    """res / σ₁ per batch element, with 0/0 = 0 (a zero matrix is solved exactly) and r/0 = inf."""
+    s1 = s1[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = res / np.where(s1 > 0, s1, 1.0)
+    return np.where(s1 > 0, rel, np.where(res > 0, np.inf, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Orthonormalization
+
+
+def _orth(space: Space, basis, x, cols: int, generator):
+    """Orthonormal ``cols`` columns q for x's component outside span(basis), with x ≈ basis·coef + q·r.
+
+    Classical Gram–Schmidt against ``basis``, with a second pass only where the first removed more
+    than 1 − 1/√2 of a column (DGKS), then QR. A column that held only rounding noise (the second pass
+    removed as much again, or nothing was left) is replaced by a random direction, as is every column
+    when fewer than x's are asked for (the basis then leaves only ``cols`` dimensions); r is then
+    computed as qᵀx. Returns (q (..., rows, cols), coef (..., p, c) as a host array or None without a
+    basis, r (..., cols, c) as a host array), c being x's columns.
+    """
+    host = space.to_host
+    has_basis = basis is not None and basis.shape[-1] > 0
+    coef = None
+    if has_basis:
+        coef = space.inner(basis, x)
+        x = x - mm(basis, coef)
+        coef = host(coef)
+    norms = space.norms(x)
+    n1 = host(norms)
+    # ‖x‖² = ‖basisᵀx‖² + ‖x − basis·basisᵀx‖²: the norm before the pass without another reduction
+    n0 = n1 if coef is None else np.sqrt(n1 * n1 + (coef * coef).sum(-2))
+    noise = False
+    if has_basis and (n1 < _SECOND_PASS * n0).any():
+        c2 = space.inner(basis, x)
+        x = x - mm(basis, c2)
+        coef = coef + host(c2)
+        norms = space.norms(x)
+        n2 = host(norms)
+        noise = ~(n2 > _NOISE * n1)
+        n1 = n2
+    lost = noise | ~(n1 > 4 * _eps(x) * n0)
+    if x.shape[-1] == 1:
+        if cols == 1 and not lost.any():
+            return x / norms[..., None, :], coef, n1[..., None]
+    else:
+        q, r = space.qr(x)
+        r = host(r)
+        lost = lost | ~(np.abs(np.diagonal(r, axis1=-2, axis2=-1)) > 4 * _eps(x) * n0)
+        if cols == x.shape[-1] and not lost.any():
+            return q, coef, r
+    q = _random_fill(space, basis if has_basis else None, x, np.broadcast_to(lost, n1.shape), cols, generator)
+    return q, coef, host(space.inner(q, x))
+
+
+def _eps(x) -> float:
+    """Machine epsilon of a tensor's or a numpy array's dtype."""
+    return float(np.finfo(x.dtype).eps) if isinstance(x, np.ndarray) else eps(x.dtype)
+
+
+def _random_fill(space: Space, basis, x, lost: np.ndarray, cols: int, generator):
+    """The rare path of :func:`_orth`: x's columns (already projected out of the basis), the lost ones
+    (or all, when ``cols`` is fewer than x's) replaced by random directions, orthonormalized outside
+    the basis. The kept columns of x enter as they are, so that their span stays inside q's."""
+    fresh = space.randn_like(x, generator)
+    y = fresh[..., :cols] if cols < x.shape[-1] else space.select(lost, fresh, x)
+    for _ in range(2):
+        if basis is not None:
+            y = space.project_out(basis, y)
+        y, _ = space.qr(y)
+    return y
+
+
+def orthonormalize(x: torch.Tensor, basis, generator, space: Space | None = None) -> torch.Tensor:
+    """Orthonormal columns spanning x's component outside span(basis) (random where x has none)."""
+    space = space if space is not None else Space(x.shape[-2])
+    return _orth(space, basis, x, x.shape[-1], generator)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Krylov state
+
+
+@dataclass
+class Lanczos:
+    """The state of the iteration for a batch of matrices.
+
+    ``vbuf`` (..., n, cap) holds 𝒱 in columns [0, pv) and F in [pv, pv + w); ``ubuf`` (..., m, cap)
+    holds 𝒰 in [0, pu): tensors, or numpy arrays on the CPU. On the host in float64: ``h``
+    (..., pu, pv) = 𝒰ᵀA𝒱 and ``c`` (..., w, pu) with Aᵀ𝒰 − 𝒱Hᵀ = F C."""
+
+    vbuf: torch.Tensor | np.ndarray
+    ubuf: torch.Tensor | np.ndarray
+    pv: int
+    pu: int
+    w: int
+    h: np.ndarray
+    c: np.ndarray
+
+    @property
+    def v(self):
+        return self.vbuf[..., : self.pv]
+
+    @property
+    def u(self):
+        return self.ubuf[..., : self.pu]
+
+    @property
+    def f(self):
+        return self.vbuf[..., self.pv : self.pv + self.w]
+
+
+@dataclass
+class Ritz:
+    """H = Y diag(s) Zᵀ (host, float64) and the relative residuals of the top t triplets."""
+
+    y: np.ndarray
+    s: np.ndarray
+    z: np.ndarray
+    rel: np.ndarray  # (..., t)
+
+
+def _ritz(st: Lanczos, t: int) -> Ritz:
+    """The SVD of H and the residuals ‖C yᵢ‖/σ₁ of the top t triplets: O(p³) on the host, no vector."""
+    try:
+        y, s, zt = np.linalg.svd(st.h, full_matrices=False)
+    except np.linalg.LinAlgError as err:  # the LAPACK kernel refuses NaN
+        raise ValueError(_NON_FINITE) from err
+    if not np.isfinite(s[..., :1]).all() or not np.isfinite(st.c).all():
+        raise ValueError(_NON_FINITE)
+    return Ritz(y, s, np.swapaxes(zt, -1, -2), _residuals(st, y[..., :t], s))
+
+
+def _residuals(st: Lanczos, y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """‖C yᵢ‖/σ₁ for the columns of y: the relative residuals of those Ritz triplets."""
+    res = np.linalg.norm(st.c @ y, axis=-2) if st.w else np.zeros(y.shape[:-2] + y.shape[-1:])
+    return _relative(res, s[..., 0])
+
+
+def _estimate(st: Lanczos, t: int) -> Ritz | None:
+    """The top t left Ritz vectors and residuals from the eigenvectors of H Hᵀ (LAPACK's MRRR, a
+    third of the SVD's time at p = 20), for a look that may need nothing more; None where the exact
+    SVD is as cheap (batches, small H). The eigenvectors of H Hᵀ carry errors of ε·σ₁²/(σ₁² − σᵢ₊₁²),
+    which matter only near convergence, where the exact SVD is taken."""
+    pu = st.pu
+    if st.h.ndim != 2 or pu < 2 * t + 4 or pu < 12:
+        return None
+    from scipy.linalg.lapack import dsyevr
+
+    lam, y, found, _, info = dsyevr(st.h @ st.h.T, range="I", il=pu - t + 1, iu=pu)
+    if info != 0 or found != t or not np.isfinite(lam[:t]).all():
+        return None
+    lam, y = lam[t - 1 :: -1], y[:, ::-1]
+    s = np.sqrt(np.maximum(lam, 0.0))
+    return Ritz(y, s, None, _residuals(st, y, s))
+
+
+def _start(op: Operator, k: int, width: int, init, tol: float, generator) -> torch.Tensor:
+    """The first block of the right basis, (..., n, w).
+
+    Cold: ``width`` random columns. Warm, with one column: the sum of the warm start's V0 (its first
+    k columns), from which the Golub–Kahan recurrence rebuilds span(V0) in k steps and then improves
+    every column at once (from 1e-4-accurate vectors, a 1e-6 solve took 0.38–0.70 of the cold
+    products, where V0 and a random column as a block took 0.53–0.90: docs/algorithm.md). A random
+    part of relative size 10·tol keeps a V0 that spans an exact singular subspace other than the
+    leading one from being a fixed point. Warm, with more columns: V0 and random columns. The warm
+    start's U is implied by A V0 and is not used."""
+    m, n = op.shape
+    shape, dt, dev = op.batch_shape, op.dtype, op.device
+    if init is None:
+        return op.right.randn(shape, min(width, n, m), dt, dev, generator)
+    v0 = init[1].detach().to(dtype=dt, device=dev)
+    v0 = v0.unsqueeze(-1) if v0.dim() == 1 else v0[..., :k]
+    v0 = v0.expand(shape + v0.shape[-2:])
+    if width == 1:
+        x = v0.sum(-1, keepdim=True)
+        x = x / torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(torch.finfo(dt).tiny)
+        return x + (10 * tol / math.sqrt(n)) * op.right.randn(shape, 1, dt, dev, generator)
+    w = min(max(width, v0.shape[-1] + 1), n, m)
+    return torch.cat([v0, op.right.randn(shape, w - v0.shape[-1], dt, dev, generator)], dim=-1)
+
+
+def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
+    """Move b directions of F into 𝒱 and extend 𝒰 by the new part of their image; in place.
+
+    ``rot`` (..., w, w) orthogonal: F is first rotated to F·rot and its first b columns are moved
+    (None: the first b as they are). One product with A and one with Aᵀ, b columns each."""
+    m, n = op.shape
+    pv, pu, w = st.pv, st.pu, st.w
+    c = st.c
+    if rot is not None:
+        f = st.f
+        st.vbuf[..., pv : pv + w] = mm(f, op.right.from_host(rot, f))
+        c = np.swapaxes(rot, -1, -2) @ c
+    x = st.vbuf[..., pv : pv + b]
+    # 𝒰 gains the new part of A x: H's new columns are 𝒰ᵀ A x, its new rows the R factor.
+    ax = op.matmat(x)
+    bu = min(b, m - pu)
+    q, coef, r = _orth(op.left, st.u, ax, bu, generator)
+    h = np.zeros(st.h.shape[:-2] + (pu + bu, pv + b))
+    h[..., :pu, :pv] = st.h
+    if pu:
+        h[..., :pu, pv:] = coef
+    h[..., pu:, pv:] = r
+    st.ubuf[..., pu : pu + bu] = q
+    # Aᵀ of the new 𝒰 columns: along 𝒱 it is known (0 on the old columns, rᵀ on x); its part along
+    # the remaining residual directions is computed; what is left is the next residual direction.
+    rest = w - b
+    wn = min(bu, n - (pv + w))
+    cn = np.zeros(h.shape[:-2] + (rest + wn, pu + bu))
+    cn[..., :rest, :pu] = c[..., b:, :]
+    if bu:
+        atq = op.rmatmat(q)
+        g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator)
+        st.vbuf[..., pv + w : pv + w + wn] = g
+        cn[..., :rest, pu:] = gcoef[..., pv + b :, :]
+        cn[..., rest:, pu:] = gr
+    st.h, st.c, st.pv, st.pu, st.w = h, cn, pv + b, pu + bu, rest + wn
+
+
+def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
+    """Thick restart onto the top ``keep`` Ritz vectors, in place: 𝒱 ← 𝒱Z, 𝒰 ← 𝒰Y, H ← diag(σ),
+    C ← CY; F stays. A𝒱Z = 𝒰YΣ and Aᵀ𝒰Y = 𝒱ZΣ + F·CY hold as before. Returns the Ritz triplets of
+    the new H (the same values and residuals, with identity vectors)."""
+    y, z = ritz.y[..., :keep], ritz.z[..., :keep]
+    v = mm(st.v, op.right.from_host(z, st.vbuf))
+    u = mm(st.u, op.left.from_host(y, st.ubuf))
+    f = op.right.copy(st.f)
+    st.vbuf[..., :keep] = v
+    st.vbuf[..., keep : keep + st.w] = f
+    st.ubuf[..., :keep] = u
+    s = ritz.s[..., :keep]
+    eye = np.broadcast_to(np.eye(keep), s.shape[:-1] + (keep, keep))
+    st.h, st.c = eye * s[..., None, :], st.c @ y
+    st.pv = st.pu = keep
+    return Ritz(eye, s, eye, ritz.rel[..., :keep])
+
+
+def _rotation(d: np.ndarray) -> np.ndarray:
+    """An orthogonal (..., w, w) whose leading columns are the leading left singular vectors of d
+    (..., w, c): a Householder reflection for one column, else the SVD. Where d vanishes, any."""
+    if d.shape[-1] > 1:
+        return np.linalg.svd(d, full_matrices=True)[0]
+    w = d.shape[-2]
+    norm = np.linalg.norm(d, axis=-2, keepdims=True)
+    v = np.where(norm > 0, d / np.where(norm > 0, norm, 1.0), np.eye(w, 1))
+    sign = np.where(v[..., :1, :] >= 0, 1.0, -1.0)
+    a = v + sign * np.eye(w, 1)
+    return np.eye(w) - 2 * (a @ np.swapaxes(a, -1, -2)) / (np.swapaxes(a, -1, -2) @ a)
+
+
+def _wanted_vectors(ritz: Ritz, wanted: np.ndarray) -> np.ndarray:
+    """The left Ritz vectors of the wanted triplets (the others zeroed), (..., pu, t)."""
+    t = wanted.shape[-1]
+    return ritz.y[..., :t] * wanted[..., None, :]
+
+
+def _refresh(st: Lanczos, y: np.ndarray) -> np.ndarray:
+    """Left Ritz vectors of the last look, carried to the current H without an SVD: padded with zeros
+    for the new columns of 𝒰, then one step of the power iteration y ← H Hᵀ y (normalized per
+    column), which is the next Krylov step of the small problem."""
+    y = np.concatenate([y, np.zeros(y.shape[:-2] + (st.pu - y.shape[-2], y.shape[-1]))], axis=-2)
+    y = st.h @ (np.swapaxes(st.h, -1, -2) @ y)
+    norm = np.linalg.norm(y, axis=-2, keepdims=True)
+    return y / np.where(norm > 0, norm, 1.0)
+
+
+def _next_check(history: list, target: float, cap: int) -> int:
+    """Iterations until the next look at the small matrices: half of those the last rate of
+    convergence predicts are needed, at most ``cap`` (1 where a check costs little beside a product)."""
+    if cap <= 1 or len(history) < 2:
+        return 1
+    (i0, r0), (i1, r1) = history[-2][::2], history[-1][::2]
+    if not (0 < r1 < r0 < math.inf) or i1 <= i0 or r1 <= target:
+        return 1
+    rate = math.log(r1 / r0) / (i1 - i0)
+    return int(max(1, min(cap, 0.5 * math.log(target / r1) / rate)))
 
 
 def subspace_svd(
@@ -280,92 +402,123 @@ def subspace_svd(
 ) -> Outcome:
     """Leading k singular triplets of ``op`` to relative residual ``tol``; see :func:`riemsvd.solve`.
 
-    Convergence is first judged on the residuals that the stored images give for free; once every
-    batch element passes, fresh products check the claim. An element whose true residual still
-    exceeds ``tol`` (rounding in the images, near the floor of the dtype) goes on with a target
-    tightened by the discrepancy seen.
+    Convergence is judged on the residuals read off the small matrices; once every batch element
+    passes, fresh products check the claim. An element whose true residual still exceeds ``tol``
+    (rounding, near the floor of the dtype) goes on with a target tightened by the discrepancy seen.
     """
+    work = op.on_host() or op  # numpy arrays on the CPU, tensors elsewhere
     m, n = op.shape
-    b = max(k, min(m, n, options.block or _default_block(k, op.device)))
-    p_max = max(options.max_basis or default_basis(b), k + 3 * b)
-    p_keep = min(max(k + b, p_max // 2), p_max - 2 * b)
-    basis = _initial_basis(op, k, b, init, generator)
-    batch = op.batch_shape
-    best = Snapshot.empty(batch, op.left.local_rows, op.right.local_rows, k, op.dtype, op.device)
-    target = torch.full(batch, tol, dtype=op.dtype, device=op.device)
-    stalled, history, prev, checks = 0, [], None, 0
-    verified = None
-    iterations = restarts = steps = 0
-    prev_worst = math.inf
-    while iterations < maxiter:
-        iterations += 1
-        t = min(basis.h.shape[-1], basis.h.shape[-2], 2 * b)
-        ritz = _ritz(op, basis, t)
-        rel = _relative(ritz.res, ritz.s[..., 0])
-        improved = best.update(ritz, rel[..., :k].amax(-1))
-        done = best.res <= target
-        # one host sync per iteration for all the decisions below
-        open_res = torch.where(done, torch.zeros_like(best.res), best.res)
-        flags = torch.stack(
-            [done.all(), torch.isfinite(ritz.s[..., 0]).all(), improved.any(), open_res.max()]
-        ).tolist()
-        history.append((op.matvecs, best.res.max()))
-        if not flags[1]:
-            raise ValueError(_NON_FINITE)
-        if flags[0]:
-            # Without a restart every image is a fresh product of its basis column, and the Ritz
-            # residuals are those of fresh products up to rounding: no pass is needed to check them.
-            verified = _unverified(best) if restarts == 0 else verify(op, best.u, best.v)
-            passed = verified[3] <= tol
-            if checks == 2 or bool(passed.all()):
-                break
-            checks += 1
-            # Demand of the estimate what the true residual lacked, then go on from the same basis.
-            ratio = best.res / verified[3].clamp_min(torch.finfo(op.dtype).tiny)
-            target = torch.where(passed, target, 0.5 * tol * ratio.clamp(max=1.0))
-            best.res = torch.where(passed, best.res, torch.full_like(best.res, math.inf))
-            verified = None
+    b = max(1, min(m, n, options.block or _default_block(k, op.device)))
+    x = work.right.adopt(_start(op, k, max(options.start_block, b), init, tol, generator))
+    w = x.shape[-1]
+    p_max = min(n, max(options.max_basis or default_basis(k, b), k + w + 2 * b))
+    keep = min(max(k + b, (p_max - w) // 2), p_max - w - b)
+    batch = tuple(op.batch_shape)
+    st = Lanczos(
+        work.right.empty(batch, p_max, op.dtype, op.device),
+        work.left.empty(batch, min(m, p_max), op.dtype, op.device),
+        0, 0, w, np.zeros(batch + (0, 0)), np.zeros(batch + (w, 0)),
+    )  # fmt: skip
+    st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
+    _expand(work, st, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
+    cap = _check_cap(op)
+    rotate = w > 1 or b > 1  # with one residual direction and single steps, F itself is the next one
+    target, best = np.full(batch, tol), np.full(batch, np.inf)
+    history, checks, iterations, restarts, since_best, due = [], 0, 1, 0, 0, 1
+    ywant = None
+    while True:
+        due -= 1
+        full = p_max < n and st.pv + st.w + min(b, st.w) > p_max
+        if due > 0 and not full and st.w and iterations < maxiter:
+            bb = min(b, st.w)
+            if rotate:
+                ywant = _refresh(st, ywant)
+            _expand(work, st, _rotation(st.c @ ywant) if rotate else None, bb, generator)
+            iterations += 1
             continue
-        stalled = 0 if flags[2] else stalled + 1
-        if stalled >= options.patience:
+        # A look at the small matrices: who has converged, and the directions to add next.
+        t = min(st.pu, st.pv, max(k, b))
+        ritz = _estimate(st, t)
+        worst = _worst(ritz, k, t, batch)
+        if ritz is None or full or bool((worst <= _EXACT_BELOW * target).all()):
+            ritz = _ritz(st, t)
+            worst = _worst(ritz, k, t, batch)
+        history.append((op.matvecs, float(worst.max(initial=0.0)), iterations))
+        since_best = 0 if bool((worst < best).any()) else since_best + 1
+        best = np.minimum(best, worst)
+        verified = reason = None
+        if bool((worst <= target).all()):
+            verified = verify(op, *_vectors(work, st, ritz, k))
+            passed = Space.to_host(verified[3]) <= tol
+            if bool(passed.all()):
+                reason = "converged"
+            elif checks == 2:
+                reason = "stalled"
+            else:  # demand of the estimate what the true residual lacked; go on from the same basis
+                checks += 1
+                ratio = worst / np.maximum(Space.to_host(verified[3]), np.finfo(np.float64).tiny)
+                target = np.where(passed, target, 0.5 * tol * np.minimum(ratio, 1.0))
+                best = np.where(passed, best, np.inf)
+        if reason is None:
+            if st.w == 0:
+                reason = "whole space"  # Aᵀ𝒰 = 𝒱Hᵀ: Rayleigh–Ritz is exact
+            elif iterations >= maxiter:
+                reason = "maxiter"
+            elif since_best >= options.patience:
+                reason = "stalled"
+        if reason is not None:
+            if verified is None:
+                if ritz.z is None:
+                    ritz = _ritz(st, t)
+                verified = verify(op, *_vectors(work, st, ritz, k))
             break
-        lanczos = _lanczos_steps(flags[3], (prev_worst, steps), tol, options.max_lanczos)
-        prev_worst = flags[3]
-        grown, prev, steps = _step(
-            op, basis, ritz, rel, prev, k, b, p_max, p_keep, target, options, generator, lanczos
-        )
-        if grown is basis:  # both bases span their whole spaces: Rayleigh–Ritz is already exact
-            break
-        restarts += grown.v.shape[-1] < basis.v.shape[-1]
-        basis = grown
-    u, s, v, residual, errors = verified if verified is not None else verify(op, best.u, best.v)
-    history = [(mv, float(r)) for mv, r in history]  # read back once, after the loop
-    return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors)
+        if full:
+            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv))
+            restarts += 1
+        if rotate:
+            wanted = ~(ritz.rel <= target[..., None])
+            wanted[..., k:] = False
+            if ritz.rel.shape[-1] < k:
+                wanted[...] = True
+            ywant = _wanted_vectors(ritz, wanted)
+        due = _next_check([(h[2], h[0], h[1]) for h in history[-2:]], float(target.min()), cap)
+        bb = min(b, st.w)
+        _expand(work, st, _rotation(st.c @ ywant) if rotate else None, bb, generator)
+        iterations += 1
+    u, s, v, residual, errors = verified
+    history = [(mv, r) for mv, r, _ in history]
+    return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, restarts)
 
 
-@dataclass
-class Snapshot:
-    """The best k triplets seen so far for each batch element, with their estimated residual."""
+def _worst(ritz: Ritz | None, k: int, t: int, batch) -> np.ndarray:
+    """The largest relative residual of the k wanted triplets per batch element (inf if unknown)."""
+    if ritz is None or t < k:
+        return np.full(batch, np.inf)
+    return ritz.rel[..., :k].max(-1)
 
-    u: torch.Tensor
-    s: torch.Tensor
-    v: torch.Tensor
-    res: torch.Tensor
 
-    @classmethod
-    def empty(cls, batch, m, n, k, dtype, device) -> Snapshot:
-        z = lambda *shape: torch.zeros(batch + shape, dtype=dtype, device=device)  # noqa: E731
-        return cls(z(m, k), z(k), z(n, k), torch.full(batch, math.inf, dtype=dtype, device=device))
+def _check_cap(op: Operator) -> int:
+    """Iterations at most between two looks at the small matrices. A look costs 20–60 µs on the
+    host (an eigendecomposition of H Hᵀ, or the SVD of H), about what products with 2·10⁶ entries
+    of A cost: where A is that large every iteration looks, where it is smaller every few (the rate of
+    convergence decides when, :func:`_next_check`; the products did not change, 384×384 Gaussian,
+    k = 1: 110 with a look every iteration or every 8; 8.0 against 6.1 ms). On a GPU a look also
+    costs a host sync."""
+    if torch.device(op.device).type != "cpu":
+        return 4
+    entries = op.shape[0] * op.shape[1] * max(1, op.batch_shape.numel())
+    return int(min(8, max(1, 2e6 // max(entries, 1))))
 
-    def update(self, ritz: Ritz, res: torch.Tensor) -> torch.Tensor:
-        """Keep the Ritz triplets where they improve on the snapshot; return where they did."""
-        k = self.s.shape[-1]
-        take = ~(res >= self.res)  # NaN or inf residuals still replace the zero start
-        self.u = torch.where(_bmask(take, self.u), ritz.u[..., :k], self.u)
-        self.v = torch.where(_bmask(take, self.v), ritz.v[..., :k], self.v)
-        self.s = torch.where(_bmask(take, self.s), ritz.s[..., :k], self.s)
-        self.res = torch.where(take, res, self.res)
-        return take
+
+def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
+    """The top k Ritz vectors 𝒰y and 𝒱z, as tensors."""
+    u = mm(st.u, work.left.from_host(ritz.y[..., :k], st.ubuf))
+    v = mm(st.v, work.right.from_host(ritz.z[..., :k], st.vbuf))
+    return work.left.release(u), work.right.release(v)
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, -1, idx.unsqueeze(-2).expand(x.shape[:-1] + idx.shape[-1:]))
 
 
 def verify(op: Operator, u: torch.Tensor, v: torch.Tensor):
@@ -379,55 +532,11 @@ def verify(op: Operator, u: torch.Tensor, v: torch.Tensor):
     s = op.left.dots(u, av)
     s, order = torch.sort(s, dim=-1, descending=True)
     u, v, av, atu = (_take(x, order) for x in (u, v, av, atu))
-    _, _, nu, nv = _residuals(op, av, u, atu, v, s.unsqueeze(-2))
+    sr = s.unsqueeze(-2)
+    nu, nv = op.left.norms(av - u * sr), op.right.norms(atu - v * sr)
     errors = torch.hypot(nu, nv) * math.sqrt(0.5)
-    return u, s, v, _relative(torch.maximum(nu, nv), s[..., 0]).amax(-1), errors
-
-
-def _unverified(best: Snapshot):
-    """``verify``'s result from the snapshot's own residuals, without products: each error is bounded by
-    the largest residual, sqrt((a² + b²)/2) ≤ max(a, b)."""
-    errors = (best.res * best.s[..., 0].abs()).unsqueeze(-1).expand_as(best.s)
-    return best.u, best.s, best.v, best.res, errors
-
-
-def _step(op, basis, ritz, rel, prev_z, k, b, p_max, p_keep, target, options, generator, lanczos=0):
-    """One outer iteration: corrections for b Ritz triplets, a thick restart if full, expansion,
-    then up to ``lanczos`` further expansions without Rayleigh–Ritz in between.
-
-    Those further steps take the new part of Aᵀ times the last left block as the next right block:
-    the Golub–Kahan recurrence. They span what the Ritz residuals would (the residual of a Ritz
-    vector of a Krylov space lies in the next Krylov space) and skip the small SVD, the Ritz vectors
-    and the host sync of an iteration. Returns (basis, prev_z, expansions made)."""
-    n = op.shape[1]
-    conv = rel <= target.unsqueeze(-1)
-    idx = _select(ritz, conv, b)
-    rv = _take(ritz.rv, idx)  # the left residuals vanish (𝒰 ⊇ A𝒱): only the right ones expand 𝒱
-    if options.inner_steps > 0:
-        uu, vv, ss = _take(ritz.u, idx), _take(ritz.v, idx), torch.gather(ritz.s, -1, idx)
-        newton = NewtonOperator(op, uu, vv, ss)
-        rhs = newton.project(_take(ritz.ru, idx), rv)
-        (_, rv), _ = tcg(newton, rhs, maxiter=options.inner_steps, rtol=0.1)
-    pv = basis.v.shape[-1]
-    bv = min(b, n - pv)
-    if pv + bv > p_max and n > p_max:
-        keep = min(p_keep, ritz.s.shape[-1])
-        basis = _restart(basis, ritz, keep, prev_z if options.keep_previous else None, generator)
-        bv = min(b, n - basis.v.shape[-1])
-        prev_z = None
-    else:
-        prev_z = _take(ritz.z, idx)
-    if bv == 0:
-        return basis, prev_z, 0
-    sv = orthonormalize(rv[..., :bv], basis.v, generator, op.right)
-    basis = _expand(op, basis, sv, generator)
-    steps = 1
-    while steps <= lanczos:
-        pv = basis.v.shape[-1]
-        bv = min(b, n - pv)
-        if bv == 0 or (pv + bv > p_max and n > p_max) or basis.last_u == 0:
-            break
-        sv = orthonormalize(basis.atu[..., -basis.last_u :][..., :bv], basis.v, generator, op.right)
-        basis = _expand(op, basis, sv, generator)
-        steps += 1
-    return basis, prev_z, steps
+    rel = torch.maximum(nu, nv)
+    s1 = s[..., :1]
+    safe = torch.where(s1 > 0, s1, torch.ones_like(s1))
+    rel = torch.where(s1 > 0, rel / safe, torch.where(rel > 0, math.inf, 0.0))
+    return u, s, v, rel.amax(-1), errors

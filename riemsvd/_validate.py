@@ -105,11 +105,8 @@ def _check_options(options) -> None:
         raise TypeError(f"`options` must be a riemsvd.SolverOptions, got {type(options).__name__}.")
     for name in ("block", "max_basis"):
         _check_positive_int(getattr(options, name), f"options.{name}")
-    _check_positive_int(options.patience, "options.patience", allow_none=False)
-    for name in ("inner_steps", "max_lanczos"):
-        value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f"`options.{name}` must be an int >= 0, got {value!r}.")
+    for name in ("patience", "start_block"):
+        _check_positive_int(getattr(options, name), f"options.{name}", allow_none=False)
 
 
 def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch.Tensor | None:

@@ -99,7 +99,7 @@ def test_unsupported_sparse_layout_and_sparse_with_grad_raise(gen):
         (riemsvd.SolverOptions(block=0), ValueError),
         (riemsvd.SolverOptions(max_basis=-1), ValueError),
         (riemsvd.SolverOptions(patience=0), ValueError),
-        (riemsvd.SolverOptions(inner_steps=-1), ValueError),
+        (riemsvd.SolverOptions(start_block=0), ValueError),
     ],
 )
 def test_bad_options_raise(options, error, gen):
