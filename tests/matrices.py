@@ -62,10 +62,14 @@ def check_svd(a: torch.Tensor, result, k: int, tol: float, *, sigma_rtol: float 
     s1 = ref[..., :1]
     bound = (sigma_rtol if sigma_rtol is not None else tol) * s1 + 10 * fin * s1
     assert bool(((s.double() - ref[..., :k]).abs() <= bound).all()), (s, ref[..., :k])
-    # the residual the solver reports is the residual of what it returns
+    # The residual the solver reports is the residual of what it returns: recomputed in float64, it
+    # may differ only by the rounding of the products in A's dtype (ε·√max(m, n) relative to σ₁).
     ad, ud, vd, sd = a.double(), u.double(), v.double(), s.double().unsqueeze(-2)
     res = torch.maximum(
         torch.linalg.vector_norm(ad @ vd - ud * sd, dim=-2),
         torch.linalg.vector_norm(ad.mT @ ud - vd * sd, dim=-2),
     ).amax(-1) / s1.squeeze(-1).clamp_min(torch.finfo(torch.float64).tiny)
-    assert bool((res <= 2 * tol + 10 * fin).all()), res
+    floor = 4 * fin * max(m, n) ** 0.5
+    reported = result.info.residual.double()
+    assert bool((res <= reported * (1 + 1e-3) + floor).all()), (res, reported)
+    assert bool((res <= tol + floor).all()), res

@@ -1,0 +1,117 @@
+"""The solver's internal invariants: the orthonormalization's contract and the Golub–Kahan relations
+A𝒱 = 𝒰H, Aᵀ𝒰 = 𝒱Hᵀ + F C after every iteration, restarts and random refills included.
+
+These are what the residuals read off the small matrices rest on; a refill that dropped part of a
+column once left Aᵀ𝒰 − 𝒱Hᵀ − FC at 4e-2 and stalled a warm-started solve (norm_bounds, cond12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import riemsvd
+from riemsvd import _subspace
+from riemsvd._space import HostSpace, Space
+from tests.matrices import make_matrix, orthonormal
+
+
+def _basis_and_block(kinds, n, p, seed):
+    """An orthonormal basis (n, p) and a block whose columns are of the given kinds."""
+    gen = torch.Generator().manual_seed(seed)
+    basis = orthonormal(n, p, gen)
+    cols = []
+    for kind in kinds:
+        if kind == "random":
+            cols.append(torch.randn(n, generator=gen, dtype=torch.float64))
+        elif kind == "in_span":
+            cols.append(basis @ torch.randn(p, generator=gen, dtype=torch.float64))
+        elif kind == "nearly_in_span":  # new content 1e-9 of the column: kept, not noise
+            v = basis @ torch.randn(p, generator=gen, dtype=torch.float64)
+            cols.append(v + 1e-9 * torch.randn(n, generator=gen, dtype=torch.float64))
+        elif kind == "duplicate" and cols:
+            cols.append(cols[0].clone())
+        else:
+            cols.append(torch.zeros(n, dtype=torch.float64))
+    return basis, torch.stack(cols, dim=1)
+
+
+@given(
+    kinds=st.lists(st.sampled_from(["random", "in_span", "nearly_in_span", "duplicate", "zero"]), min_size=1, max_size=4),
+    p=st.integers(0, 6),
+    host=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60)
+def test_orthonormalization_keeps_every_column_in_the_span(kinds, p, host, seed):
+    n = 30
+    basis, x = _basis_and_block(kinds, n, p, seed)
+    space = HostSpace(n) if host else Space(n)
+    b = basis.numpy() if host else basis
+    xs = x.numpy() if host else x
+    q, coef, r = _subspace._orth(space, b if p else None, xs, x.shape[1], torch.Generator().manual_seed(seed))
+    q = torch.as_tensor(np.asarray(q)) if host else q
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    assert torch.allclose(q.mT @ q, eye, atol=1e-13)
+    if p:
+        assert float((basis.mT @ q).abs().max()) <= 1e-13
+    recon = q @ torch.as_tensor(r)
+    if p:
+        recon = recon + basis @ torch.as_tensor(coef)
+    scale = float(torch.linalg.vector_norm(x, dim=0).max()) + 1e-300
+    assert float((recon - x).abs().max()) <= 1e-13 * scale
+
+
+def _checked_expand(monkeypatch, a: torch.Tensor, worst: list):
+    """Wrap the solver's expansion so that every state it leaves is checked against A."""
+    original = _subspace._expand
+    a64 = a.double()
+
+    def expand(op, state, rot, b, generator):
+        original(op, state, rot, b, generator)
+        as_t = lambda x: torch.as_tensor(np.asarray(x)).double()  # noqa: E731
+        u, v, f = as_t(state.u), as_t(state.v), as_t(state.f)
+        h, c = torch.as_tensor(state.h), torch.as_tensor(state.c)
+        scale = float(torch.linalg.matrix_norm(a64, 2))
+        w = torch.cat([v, f], dim=-1)
+        errors = [
+            float((u.mT @ u - torch.eye(u.shape[-1], dtype=torch.float64)).abs().max()),
+            float((w.mT @ w - torch.eye(w.shape[-1], dtype=torch.float64)).abs().max()),
+            float((a64 @ v - u @ h).abs().max()) / scale,
+            float((a64.mT @ u - v @ h.mT - f @ c).abs().max()) / scale,
+        ]
+        worst.append(max(errors))
+
+    monkeypatch.setattr(_subspace, "_expand", expand)
+
+
+@pytest.mark.parametrize(
+    "kind,shape,k,options,warm",
+    [
+        ("gaussian", (120, 80), 1, riemsvd.SolverOptions(max_basis=12), False),  # many restarts
+        ("cond12", (300, 150), 2, riemsvd.SolverOptions(), True),  # the refill that dropped a part
+        ("decay", (90, 60), 3, riemsvd.SolverOptions(start_block=3, max_basis=16), False),
+        ("decay", (90, 60), 2, riemsvd.SolverOptions(block=2, max_basis=16), True),
+        ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions(), False),
+        ("cluster", (40, 12), 5, riemsvd.SolverOptions(), False),  # the whole space is reached
+    ],
+)
+def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, shape, k, options, warm, gen):
+    if kind == "rank_deficient":
+        a = make_matrix("decay", *shape, gen)
+        a[:, ::2] = 0.0
+    else:
+        a = make_matrix(kind, *shape, gen)
+    init = None
+    if warm:
+        previous = riemsvd.solve(a, k, generator=gen)
+        init = (previous.U, previous.V)
+        a = a + 1e-6 * torch.randn(a.shape, generator=gen, dtype=a.dtype)
+    worst: list = []
+    _checked_expand(monkeypatch, a, worst)
+    result = riemsvd.solve(a, k, init=init, generator=gen, options=options)
+    assert worst and max(worst) <= 1e-12, max(worst)
+    assert bool(result.info.converged)
+    torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
