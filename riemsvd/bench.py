@@ -1,12 +1,17 @@
 """Benchmarks of ``riemsvd.solve`` against its peers: ``python -m riemsvd.bench`` or ``riemsvd-bench``.
 
-Every solver runs on the same matrices in one process; a table, a CSV, a JSON and plots report time,
-products with A and Aᵀ, the residual reached (computed here, alike for all) and the error in σ.
+Every solver runs on the same matrices in one process, under the same thread limits; a table, a CSV, a
+JSON and plots report time, products with A and Aᵀ, the residual reached (computed here, alike for all)
+and the error in σ. Each peer that takes a tolerance (or, for ``torch.svd_lowrank``, a number of power
+iterations) runs at the loosest setting whose result reaches the residual riemsvd is asked for, found by
+untimed trial runs; its repetitions are interleaved with the other solvers'; and riemsvd's time ratio
+to a peer is taken only over the cases both solved. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -31,23 +36,29 @@ __all__ = [
     "CLASSES",
     "SOLVERS",
     "Config",
+    "Solver",
     "make_matrix",
     "relative_residual",
     "run",
+    "run_case",
     "run_backward",
     "run_batched",
     "run_warm",
+    "summarize",
     "main",
 ]
 
-CLASSES = ("gaussian", "lowrank", "decay", "cluster", "cond1e12", "sparse")
+CLASSES = ("gaussian", "lowrank", "decay", "cluster", "cond1e12", "sparse", "weight", "gradient")
 
 # A record is one solver on one matrix: a flat dict of the figures in the table, the CSV and the JSON
 # (see docs/benchmarks.md for the keys); a runner returns the raw outcome of one solve.
 Record = dict[str, Any]
 
 SPARSE_DENSITY = 0.01
+WEIGHT_RANK, WEIGHT_SCALE, WEIGHT_DECAY = 32, 3.0, 0.7  # ``weight``: σᵢ = 3·edge / i^0.7, i ≤ 32
+GRADIENT_RANK, GRADIENT_NOISE = 8, 1e-2  # ``gradient``: rank 8, σ 1 → 0.1, noise ‖E‖₂ ≈ 1e-2
 OVERSAMPLING = 10  # q = k + 10 columns for svd_lowrank and the power iteration
+LOWRANK_NITERS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # svd_lowrank's niter, tried smallest first
 POWER_MAXITER = 1000  # iteration cap of the block power iteration
 SCIPY_LOBPCG_MAXITER = 200  # svds(solver="lobpcg") defaults to lobpcg's 20 iterations
 TORCH_LOBPCG_NITER = 1000  # torch.lobpcg's own default
@@ -86,7 +97,12 @@ def make_matrix(kind: str, m: int, n: int, dtype: torch.dtype, gen: torch.Genera
     noise of spectral norm about 1e-3. ``decay``: σᵢ = 1/i. ``cluster``: the top 10 σ 1e-3 apart
     (1, 0.999, …), the rest below 0.5. ``cond1e12``: σ logarithmically spaced from 1 to 1e-12. These
     four have Haar-random singular vectors. ``sparse``: a scipy CSR matrix with 1 % of its entries
-    N(0, 1), the only class not returned as a dense torch tensor of ``dtype``.
+    N(0, 1), the only class not returned as a dense torch tensor of ``dtype``. ``weight``: like a
+    trained layer's weight, a Gaussian init with N(0, 1/n) entries (a flat bulk up to the edge
+    e = 1 + √(m/n)) plus r = 32 learned directions with σᵢ = 3e / i^0.7 (Haar-random vectors), so the
+    top values stand out of the bulk and the later ones sink into it. ``gradient``: like an LLM
+    gradient, rank 8 with σ from 1 down to 0.1 (geometric), plus Gaussian noise of spectral norm
+    about 1e-2.
     """
     if kind == "sparse":
         rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=gen)))
@@ -107,6 +123,17 @@ def make_matrix(kind: str, m: int, n: int, dtype: torch.dtype, gen: torch.Genera
         u, v = _orthonormal(m, r, gen), _orthonormal(n, r, gen)
         noise = torch.randn(m, n, generator=gen, dtype=torch.float64) * (1e-3 / (m**0.5 + n**0.5))
         a = (u * torch.linspace(1.0, 0.5, r, dtype=torch.float64)) @ v.mT + noise
+    elif kind == "weight":
+        r = min(WEIGHT_RANK, m, n)
+        edge = 1.0 + (m / n) ** 0.5  # ‖G‖₂ of G with N(0, 1/n) entries, for large m, n
+        s = WEIGHT_SCALE * edge / torch.arange(1, r + 1, dtype=torch.float64) ** WEIGHT_DECAY
+        bulk = torch.randn(m, n, generator=gen, dtype=torch.float64) / n**0.5
+        a = bulk + (_orthonormal(m, r, gen) * s) @ _orthonormal(n, r, gen).mT
+    elif kind == "gradient":
+        r = min(GRADIENT_RANK, m, n)
+        s = torch.logspace(0, -1, r, dtype=torch.float64)
+        noise = torch.randn(m, n, generator=gen, dtype=torch.float64) * (GRADIENT_NOISE / (m**0.5 + n**0.5))
+        a = (_orthonormal(m, r, gen) * s) @ _orthonormal(n, r, gen).mT + noise
     else:
         r = min(m, n)
         s = _spectrum(kind, r, gen)
@@ -206,8 +233,33 @@ def orthonormality_error(u, v) -> float:
     return err
 
 
+def figures(p: Problem, out: dict, tol: float, eps: float) -> dict:
+    """The figures of one solve's outcome ``out`` (U, S, V) on ``p`` against the target ``tol``:
+    residual, σ error, orthonormality error, whether it reached tol, and its status."""
+    f = dict(
+        residual=relative_residual(p.a64, out["U"], out["S"], out["V"], float(p.s_ref[0])),
+        sigma_err=sigma_error(out["S"], p.s_ref),
+        orth_err=orthonormality_error(out["U"], out["V"]),
+    )
+    f["reached_tol"] = bool(f["residual"] <= tol)
+    f["status"] = status(f, tol, eps)
+    return f
+
+
+def status(f: dict, tol: float, eps: float) -> str:
+    """"ok" (the result counts), "not orthonormal", "missed tol" or "not top-k" (a residual ≤ tol
+    reached at other triplets than the leading k)."""
+    if not (f["orth_err"] <= math.sqrt(eps)):
+        return "not orthonormal"
+    if not f["reached_tol"]:
+        return "missed tol"
+    if not (f["sigma_err"] <= 2 * tol + 100 * eps):
+        return "not top-k"
+    return "ok"
+
+
 # ---------------------------------------------------------------------------------------------------
-# Runners: one solve each, timing only the solver's own call; they return the raw outcome
+# Runners: one solve each at one setting, timing only the solver's own call; they return the raw outcome
 
 
 def _clock(device: torch.device) -> float:
@@ -242,7 +294,7 @@ def run_riemsvd(p: Problem, k: int, tol: float, seed: int) -> dict:
     )
 
 
-def run_full_svd(p: Problem, k: int, tol: float, seed: int) -> dict:
+def run_full_svd(p: Problem, k: int, setting: None, seed: int) -> dict:
     """The thin torch.linalg.svd of the dense matrix (for ``sparse``: of its dense copy)."""
     t0 = _clock(p.device)
     u, s, vh = torch.linalg.svd(p.a, full_matrices=False)
@@ -250,22 +302,17 @@ def run_full_svd(p: Problem, k: int, tol: float, seed: int) -> dict:
     return dict(time=t, U=u[:, :k], S=s[:k], V=vh[:k].mT, products=None)
 
 
-def _lowrank_runner(niter: int) -> Callable:
-    def run_lowrank(p: Problem, k: int, tol: float, seed: int) -> dict:
-        m, n = p.shape
-        q = min(k + OVERSAMPLING, m, n)
-        a = p.a_sparse if p.is_sparse else p.a
-        torch.manual_seed(seed)  # svd_lowrank draws from the global generator
-        t0 = _clock(p.device)
-        u, s, v = torch.svd_lowrank(a, q=q, niter=niter)
-        t = _clock(p.device) - t0
-        # torch._lowrank's algorithm: A R, niter times (Aᵀ Q, A Q), then Qᵀ A: blocks of q columns.
-        return dict(time=t, U=u[:, :k], S=s[:k], V=v[:, :k], products=q * (2 * niter + 2))
-
-    run_lowrank.__doc__ = (
-        f"torch.svd_lowrank(A, q=k+{OVERSAMPLING}, niter={niter}) (torch sparse for ``sparse``)."
-    )
-    return run_lowrank
+def run_lowrank(p: Problem, k: int, niter: int, seed: int) -> dict:
+    """torch.svd_lowrank(A, q=k+10, niter=niter) (torch sparse COO for ``sparse``)."""
+    m, n = p.shape
+    q = min(k + OVERSAMPLING, m, n)
+    a = p.a_sparse if p.is_sparse else p.a
+    torch.manual_seed(seed)  # svd_lowrank draws from the global generator
+    t0 = _clock(p.device)
+    u, s, v = torch.svd_lowrank(a, q=q, niter=niter)
+    t = _clock(p.device) - t0
+    # torch._lowrank's algorithm: A R, niter times (Aᵀ Q, A Q), then Qᵀ A: blocks of q columns.
+    return dict(time=t, U=u[:, :k], S=s[:k], V=v[:, :k], products=q * (2 * niter + 2))
 
 
 def run_torch_lobpcg(p: Problem, k: int, tol: float, seed: int) -> dict:
@@ -318,6 +365,10 @@ class CountingOperator(scipy.sparse.linalg.LinearOperator):
         return self.at @ x
 
 
+def _host_triplets(u, s, vh):
+    return _sorted(torch.from_numpy(u.copy()), torch.from_numpy(s.copy()), torch.from_numpy(vh.T.copy()))
+
+
 def _svds_runner(solver: str) -> Callable:
     def run_svds(p: Problem, k: int, tol: float, seed: int) -> dict:
         op = CountingOperator(p.host)
@@ -331,13 +382,26 @@ def _svds_runner(solver: str) -> Callable:
             t0 = time.perf_counter()
             u, s, vh = scipy.sparse.linalg.svds(op, k=k, tol=tol, solver=solver, random_state=seed, **extra)
             t = time.perf_counter() - t0
-        u, s, v = _sorted(
-            torch.from_numpy(u.copy()), torch.from_numpy(s.copy()), torch.from_numpy(vh.T.copy())
-        )
+        u, s, v = _host_triplets(u, s, vh)
         return dict(time=t, U=u, S=s, V=v, products=op.products)
 
     run_svds.__doc__ = f'scipy.sparse.linalg.svds(solver="{solver}") on a counting LinearOperator.'
     return run_svds
+
+
+def run_primme(p: Problem, k: int, tol: float, seed: int) -> dict:
+    """primme.svds(op, k, tol=tol, which="LM") on a counting LinearOperator (PRIMME's own defaults
+    otherwise; its random start comes from its fixed default seed)."""
+    import primme
+
+    op = CountingOperator(p.host)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        u, s, vh = primme.svds(op, k, tol=tol, which="LM")
+        t = time.perf_counter() - t0
+    u, s, v = _host_triplets(np.asarray(u), np.asarray(s), np.asarray(vh))
+    return dict(time=t, U=u, S=s, V=v, products=op.products)
 
 
 def subspace_iteration(matmat, rmatmat, n: int, k: int, q: int, tol: float, maxiter: int, x0):
@@ -381,18 +445,132 @@ def run_power(p: Problem, k: int, tol: float, seed: int) -> dict:
     return dict(time=t, U=u, S=s, V=v, products=history[-1][0], history=history, iterations=its)
 
 
-SOLVERS: dict[str, Callable] = {
-    "riemsvd": run_riemsvd,
-    "svd": run_full_svd,
-    "lowrank2": _lowrank_runner(2),
-    "lowrank10": _lowrank_runner(10),
-    "torch-lobpcg": run_torch_lobpcg,
-    "arpack": _svds_runner("arpack"),
-    "propack": _svds_runner("propack"),
-    "scipy-lobpcg": _svds_runner("lobpcg"),
-    "power": run_power,
+# ---------------------------------------------------------------------------------------------------
+# The solvers and the settings each is tried at
+
+
+def _decades(x: float, hi: int, lo: int) -> list[float]:
+    return [float(f"{x * 10.0**j:.3g}") for j in range(hi, lo - 1, -1)]
+
+
+def tol_ladder(target: float) -> list[float]:
+    """target·10ʲ, j = 4, 3, …, −4, loosest first: for a solver whose ``tol`` bounds a residual like
+    ours directly (PRIMME's is ‖(Av − σu, Aᵀu − σv)‖ ≤ tol·‖A‖; torch.lobpcg's is relative too)."""
+    return [t for t in _decades(target, 4, -4) if t < 1]
+
+
+def svds_tol_ladder(target: float) -> list[float]:
+    """√target·10ʲ (j = 2, …, −2) and target·10ʲ (j = 4, …, −4), merged, loosest first.
+
+    scipy's svds solves the eigenproblem of AᵀA and hands ``tol²`` to ARPACK, PROPACK and LOBPCG, so
+    its residual is near target already at tol ≈ √target (1e-5 for 1e-10); the second range covers the
+    solvers' own criteria being off from ours by orders of magnitude either way.
+    """
+    both = set(_decades(math.sqrt(target), 2, -2)) | set(_decades(target, 4, -4))
+    return sorted((t for t in both if t < 1), reverse=True)
+
+
+def at_target(target: float) -> list[float]:
+    """The one setting tol = target: for riemsvd, and for the power iteration, which stops on our own
+    residual (so that is already its loosest setting)."""
+    return [target]
+
+
+def no_setting(target: float) -> list[None]:
+    return [None]
+
+
+def lowrank_niters(target: float) -> list[int]:
+    """svd_lowrank's niter, smallest (loosest) first."""
+    return list(LOWRANK_NITERS)
+
+
+def _missing(module: str) -> Callable[[], str | None]:
+    def unavailable() -> str | None:
+        try:
+            __import__(module)
+        except ImportError:
+            return f"skipped: {module} not installed"
+        return None
+
+    return unavailable
+
+
+@dataclass(frozen=True)
+class Solver:
+    """One column of the benchmark: how to run it and at which settings.
+
+    ``run(p, k, value, seed)`` does one solve with the setting ``value`` and returns its raw outcome (its
+    own ``time``, U, S, V, ``products``, …). ``settings(target)`` lists the values to try, loosest
+    first; the run uses the first whose result reaches the target (a single value: run as it is).
+    ``key`` names the setting in the records (``"tol=1e-05"``, ``"niter=4"``; None: no setting).
+    ``unavailable()`` says why the solver cannot run here (an optional package missing), or None.
+    """
+
+    run: Callable[[Problem, int, Any, int], dict]
+    settings: Callable[[float], list]
+    key: str | None = "tol"
+    on_host: bool = False  # scipy and PRIMME take numpy input: they run on the CPU whatever --device
+    unavailable: Callable[[], str | None] = lambda: None
+
+    def label(self, value) -> str:
+        if self.key is None:
+            return "-"
+        return f"{self.key}={value:.3g}" if isinstance(value, float) else f"{self.key}={value}"
+
+
+SOLVERS: dict[str, Solver] = {
+    "riemsvd": Solver(run_riemsvd, at_target),
+    "svd": Solver(run_full_svd, no_setting, key=None),
+    "lowrank": Solver(run_lowrank, lowrank_niters, key="niter"),
+    "torch-lobpcg": Solver(run_torch_lobpcg, tol_ladder),
+    "arpack": Solver(_svds_runner("arpack"), svds_tol_ladder, on_host=True),
+    "propack": Solver(_svds_runner("propack"), svds_tol_ladder, on_host=True),
+    "primme": Solver(run_primme, tol_ladder, on_host=True, unavailable=_missing("primme")),
+    "scipy-lobpcg": Solver(_svds_runner("lobpcg"), svds_tol_ladder, on_host=True),
+    "power": Solver(run_power, at_target),
 }
-_ON_HOST = {"arpack", "propack", "scipy-lobpcg"}
+# Former names: svd_lowrank at a fixed niter, now one solver at the smallest niter that reaches tol.
+SOLVER_ALIASES = {"lowrank2": "lowrank", "lowrank10": "lowrank"}
+
+
+def resolve_solvers(names: list[str]) -> list[str]:
+    """``names`` with the former aliases mapped and duplicates dropped; ValueError for unknown ones."""
+    out = list(dict.fromkeys(SOLVER_ALIASES.get(x, x) for x in names))
+    unknown = [x for x in out if x not in SOLVERS]
+    if unknown:
+        raise ValueError(f"`solvers`: unknown {unknown}; choose from {list(SOLVERS)}")
+    return out
+
+
+_THREADPOOLS = None
+
+
+def _threadpools(refresh: bool = False):
+    """threadpoolctl's controller of the loaded BLAS libraries, built once (``refresh``: again, after
+    an optional peer loaded its own)."""
+    global _THREADPOOLS
+    if _THREADPOOLS is None or refresh:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int):
+    """torch's intra-op threads and numpy's (and scipy's) BLAS threads both set to ``threads``.
+
+    Every solver's calls run inside this, so none gets more cores than another. A solver may use fewer
+    inside (riemsvd runs torch on one thread during a solve, and its BLAS too for small A).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with _threadpools().limit(limits=threads, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,7 +579,7 @@ _ON_HOST = {"arpack", "propack", "scipy-lobpcg"}
 
 @dataclass
 class Config:
-    """What to run; the defaults are the default run (about 2 minutes on 2 CPU cores)."""
+    """What to run; the defaults are the default run."""
 
     sizes: list = field(default_factory=lambda: [(1000, 500)])
     ks: list = field(default_factory=lambda: [1, 8])
@@ -411,6 +589,7 @@ class Config:
     reps: int = 3
     classes: list = field(default_factory=lambda: list(CLASSES))
     solvers: list = field(default_factory=lambda: list(SOLVERS))
+    threads: int | None = None  # None: torch.get_num_threads() when the run starts
     out: str = "bench-out"
     warm: bool = False
     batched: bool = False
@@ -430,6 +609,10 @@ class Config:
         if self.tol is not None:
             return float(self.tol)
         return 1e-10 if self.dtype == "float64" else 1e-5
+
+    @property
+    def thread_count(self) -> int:
+        return int(self.threads) if self.threads else torch.get_num_threads()
 
 
 class Progress:
@@ -466,135 +649,225 @@ def _riemsvd_basis_bytes(m: int, n: int, k: int, itemsize: int) -> int:
     return 2 * (m + n) * p * itemsize
 
 
-def _status(rec: Record, eps: float) -> str:
-    tol = rec["tol"]
-    if not (rec["orth_err"] <= math.sqrt(eps)):
-        return "not orthonormal"
-    if not rec["reached_tol"]:
-        return "missed tol"
-    if not (rec["sigma_err"] <= 2 * tol + 100 * eps):
-        return "not top-k"
-    return "ok"
+def one_repetition(call: Callable[[], dict], min_s: float = MIN_REP_S) -> tuple[float, dict, float]:
+    """One repetition of ``call`` (which returns a dict with its own ``time``): (time, last output,
+    total seconds). A fast call is repeated until ``min_s`` have passed (at most MAX_CALLS calls) and
+    its mean taken, so that millisecond solves are not timed by one scheduler tick."""
+    total, calls, out = 0.0, 0, {}
+    while calls == 0 or (total < min_s and calls < MAX_CALLS):
+        out = call()
+        total, calls = total + out["time"], calls + 1
+    return total / calls, out, total
 
 
 def repeat(call: Callable[[], dict], reps: int, min_s: float = MIN_REP_S) -> tuple[list[float], dict]:
-    """Time ``call`` (which returns a dict with its own ``time``) ``reps`` times; (times, last output).
-
-    A repetition repeats a fast call until ``min_s`` have passed and takes the mean, so that
-    millisecond solves are not timed by one scheduler tick; a call slower than SLOW_S is not repeated.
-    """
+    """``reps`` repetitions of ``call`` in a row; (times, last output). A call slower than SLOW_S is
+    not repeated. (The solver table interleaves its solvers instead: see run_case.)"""
     times, out = [], {}
     for _ in range(reps):
-        total, calls = 0.0, 0
-        while calls == 0 or (total < min_s and calls < MAX_CALLS):
-            out = call()
-            total, calls = total + out["time"], calls + 1
-        times.append(total / calls)
+        t, out, total = one_repetition(call, min_s)
+        times.append(t)
         if total > SLOW_S:
             break
     return times, out
 
 
-def measure(name: str, p: Problem, k: int, config: Config) -> Record:
-    """Run solver ``name`` ``config.reps`` times on ``p``; the Record of its median time and figures."""
+def tune(settings: list, attempt: Callable[[Any], dict]) -> tuple[int | None, list[dict]]:
+    """Try ``settings`` loosest first until ``attempt(value)`` returns figures with status "ok".
+
+    Returns (the index of that setting, or None when none passed; the log of the attempts, each the
+    figures it returned, or {"status": "failed: …"} where it raised).
+    """
+    log = []
+    for i, value in enumerate(settings):
+        try:
+            f = attempt(value)
+        except Exception as err:  # e.g. PROPACK's LinAlgError at a loose tol: the next one may work
+            f = dict(status=_failure(err))
+        log.append(f)
+        if f["status"] == "ok":
+            return i, log
+    return None, log
+
+
+def _failure(err: Exception) -> str:
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"failed: {type(err).__name__}: {msg}"[:120]
+
+
+def _new_record(name: str, p: Problem, k: int, config: Config, threads: int) -> Record:
     m, n = p.shape
-    tol = config.tolerance
-    dtype = config.torch_dtype
-    rec: Record = dict(
+    return dict(
         cls=p.kind,
         m=m,
         n=n,
         k=k,
         solver=name,
+        setting=None,
         dtype=config.dtype,
         device=str(p.device),
-        tol=tol,
+        threads=threads,
+        tol=config.tolerance,
         status="",
-        reached_tol=None,
+        reached_tol=False,
         time_s=None,
         time_min_s=None,
         time_reps=[],
         reps=0,
+        riemsvd_over=None,
         products=None,
         residual=None,
         sigma_err=None,
         orth_err=None,
-        ratio_arpack=None,
         mem_bytes=None,
         mem_note="n/a",
         iterations=None,
+        settings_tried=0,
+        tuning=[],
         history=[],
     )
-    on_host = name in _ON_HOST or (name == "riemsvd" and p.is_sparse)  # riemsvd runs scipy input there
-    cuda = p.device.type == "cuda" and not on_host
-    try:
-        if cuda:
-            torch.cuda.synchronize(p.device)
-            torch.cuda.reset_peak_memory_stats(p.device)
-            base = torch.cuda.memory_allocated(p.device)
-        rec["time_reps"], out = repeat(
-            lambda: SOLVERS[name](p, k, tol, config.seed), config.reps, config.min_rep_s
-        )
-        if cuda:
-            rec["mem_bytes"] = torch.cuda.max_memory_allocated(p.device) - base
-            rec["mem_note"] = "peak"
-    except Exception as err:  # a peer that raises is reported, not dropped
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        rec["status"] = f"failed: {type(err).__name__}: {msg}"[:120]
-        rec["reached_tol"] = False
-        return rec
-    rec["reps"] = len(rec["time_reps"])
-    rec["time_s"] = statistics.median(rec["time_reps"])
-    rec["time_min_s"] = min(rec["time_reps"])
-    rec["products"] = out.get("products")
-    rec["iterations"] = out.get("iterations")
-    rec["history"] = out.get("history", [])
-    s1 = float(p.s_ref[0])
-    rec["residual"] = relative_residual(p.a64, out["U"], out["S"], out["V"], s1)
-    rec["sigma_err"] = sigma_error(out["S"], p.s_ref)
-    rec["orth_err"] = orthonormality_error(out["U"], out["V"])
-    rec["reached_tol"] = bool(rec["residual"] <= tol)
-    if name == "riemsvd" and not cuda:
-        rec["mem_bytes"] = _riemsvd_basis_bytes(m, n, k, torch.finfo(dtype).bits // 8)
-        rec["mem_note"] = "estimate"
-    rec["status"] = _status(rec, torch.finfo(dtype).eps)
-    return rec
 
 
-def _warm_up(config: Config) -> None:
+def run_case(
+    p: Problem, k: int, names: list[str], config: Config, threads: int | None = None
+) -> list[Record]:
+    """The solvers ``names`` on one matrix and k: one Record each, in the order of ``names``.
+
+    1. Settings: each solver runs, untimed, at its settings loosest first (``Solver.settings``) until
+       one reaches the target tol with the right triplets (status "ok"); that one is timed. Where none
+       does, the tightest that ran is timed and the record says "missed tol" (or why else it does not
+       count). Every solver has thus run at least once on this matrix before it is timed.
+    2. Times: repetition r of every solver, then repetition r + 1 of every solver, … (the order
+       rotated by one each round), so that a noisy stretch on a shared machine hits all alike; the
+       median is reported. Every call runs under ``thread_limits(threads)``.
+    """
+    threads = threads or config.thread_count
+    target, eps = config.tolerance, torch.finfo(config.torch_dtype).eps
+    recs = {name: _new_record(name, p, k, config, threads) for name in names}
+    chosen: dict[str, Any] = {}
+    for name in names:
+        solver, rec = SOLVERS[name], recs[name]
+        reason = solver.unavailable()
+        if reason:
+            rec["status"] = reason
+            continue
+
+        def attempt(value, solver=solver):
+            with thread_limits(threads):
+                out = solver.run(p, k, value, config.seed)
+            return dict(setting=solver.label(value), **figures(p, out, target, eps))
+
+        settings = solver.settings(target)
+        i, log = tune(settings, attempt)
+        rec["tuning"], rec["settings_tried"] = log, len(log)
+        if i is None:  # none reached it: time the tightest that ran, to show how close it got
+            ran = [j for j, f in enumerate(log) if not f["status"].startswith("failed")]
+            if not ran:
+                rec["status"] = log[-1]["status"]
+                continue
+            i = ran[-1]
+        chosen[name] = settings[i]
+        rec["setting"] = solver.label(settings[i])
+
+    active, stopped = list(chosen), set()
+    times: dict[str, list[float]] = {name: [] for name in active}
+    outs: dict[str, dict] = {}
+    for rep in range(config.reps):
+        shift = rep % len(active) if active else 0
+        for name in active[shift:] + active[:shift]:
+            if name in stopped:
+                continue
+            solver, rec = SOLVERS[name], recs[name]
+            cuda = p.device.type == "cuda" and not (solver.on_host or (name == "riemsvd" and p.is_sparse))
+            try:
+                if cuda:
+                    torch.cuda.synchronize(p.device)
+                    torch.cuda.reset_peak_memory_stats(p.device)
+                    base = torch.cuda.memory_allocated(p.device)
+                with thread_limits(threads):
+                    t, outs[name], total = one_repetition(
+                        lambda: solver.run(p, k, chosen[name], config.seed), config.min_rep_s
+                    )
+                if cuda:
+                    peak = torch.cuda.max_memory_allocated(p.device) - base
+                    rec["mem_bytes"], rec["mem_note"] = max(rec["mem_bytes"] or 0, peak), "peak"
+            except Exception as err:  # a peer that raises is reported, not dropped
+                rec["status"], rec["reached_tol"] = _failure(err), False
+                stopped.add(name)
+                outs.pop(name, None)
+                continue
+            times[name].append(t)
+            if total > SLOW_S:
+                stopped.add(name)
+
+    for name in outs:
+        rec, out = recs[name], outs[name]
+        rec["time_reps"] = times[name]
+        rec["reps"] = len(times[name])
+        rec["time_s"] = statistics.median(times[name])
+        rec["time_min_s"] = min(times[name])
+        rec["products"] = out.get("products")
+        rec["iterations"] = out.get("iterations")
+        rec["history"] = out.get("history", [])
+        rec.update(figures(p, out, target, eps))
+        if name == "riemsvd" and rec["mem_note"] != "peak":
+            m, n = p.shape
+            rec["mem_bytes"] = _riemsvd_basis_bytes(m, n, k, torch.finfo(config.torch_dtype).bits // 8)
+            rec["mem_note"] = "estimate"
+    return [recs[name] for name in names]
+
+
+def _warm_up(config: Config, names: list[str], threads: int) -> None:
     """One untimed solve of every solver on a small matrix: imports, thread pools, lazy kernels."""
     p = make_problem("gaussian", 60, 40, config.torch_dtype, config.device, config.seed)
-    for name in config.solvers:
-        try:
-            SOLVERS[name](p, 1, config.tolerance, config.seed)
-        except Exception:
-            pass
+    with thread_limits(threads):
+        for name in names:
+            try:
+                solver = SOLVERS[name]
+                solver.run(p, 1, solver.settings(config.tolerance)[0], config.seed)
+            except Exception:
+                pass
+
+
+def _check_classes(classes: list[str]) -> None:
+    unknown = set(classes) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
 
 
 def run(config: Config) -> list[Record]:
-    """Every solver on every (size, class, k) of ``config``: one Record each, ARPACK ratios filled in."""
-    unknown = set(config.solvers) - set(SOLVERS)
-    if unknown:
-        raise ValueError(f"`solvers`: unknown {sorted(unknown)}; choose from {list(SOLVERS)}")
-    unknown = set(config.classes) - set(CLASSES)
-    if unknown:
-        raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
-    _warm_up(config)
-    records: list[Record] = [measure(name, p, k, config) for p, k, name in _grid(config, "", config.solvers)]
-    _fill_ratios(records)
+    """Every solver on every (size, class, k) of ``config`` (see run_case): one Record each, with
+    ``riemsvd_over`` filled in."""
+    names = resolve_solvers(config.solvers)
+    _check_classes(config.classes)
+    threads = config.thread_count
+    available = [name for name in names if SOLVERS[name].unavailable() is None]  # imports them
+    _threadpools(refresh=True)  # after the imports: an optional peer may bring its own BLAS
+    _warm_up(config, available, threads)
+    records: list[Record] = []
+    for p, k, _ in _grid(config, ""):
+        records += run_case(p, k, names, config, threads)
+    fill_ratios(records)
     return records
 
 
-def _fill_ratios(records: list[Record]) -> None:
-    ref = {
-        (r["m"], r["n"], r["k"], r["cls"]): r["time_s"]
-        for r in records
-        if r["solver"] == "arpack" and r["time_s"]
-    }
+def solved(rec: Record | None) -> bool:
+    """Whether a record counts: status "ok" (reached tol, top k, orthonormal) and timed."""
+    return bool(rec and rec["status"] == "ok" and rec["time_s"])
+
+
+def _case(r: Record) -> tuple:
+    return (r["m"], r["n"], r["k"], r["cls"])
+
+
+def fill_ratios(records: list[Record]) -> None:
+    """Set ``riemsvd_over`` of every other solver's record: time(riemsvd) / time(it) on the same case
+    (above 1: riemsvd slower), where both solved it (``solved``); None otherwise."""
+    ours = {_case(r): r for r in records if r["solver"] == "riemsvd"}
     for r in records:
-        t_arpack = ref.get((r["m"], r["n"], r["k"], r["cls"]))
-        if t_arpack and r["time_s"] is not None:
-            r["ratio_arpack"] = r["time_s"] / t_arpack
+        o = ours.get(_case(r))
+        both = r["solver"] != "riemsvd" and solved(o) and solved(r)
+        r["riemsvd_over"] = o["time_s"] / r["time_s"] if both else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -646,10 +919,11 @@ def run_warm(config: Config) -> list[Record]:
     """riemsvd on A + E (‖E‖₂ = 1e-3‖A‖₂) from a random start and from A's (U, V): products, times."""
     tol = config.tolerance
     records, perturbed = [], {}
-    for p, k, _ in _grid(config, "warm "):
-        if id(p) not in perturbed:  # one perturbation per matrix, shared by its k
-            perturbed = {id(p): perturb(p, 1e-3, config.seed)}
-        records.append(_warm_one(p, perturbed[id(p)], k, tol, config))
+    with thread_limits(config.thread_count):
+        for p, k, _ in _grid(config, "warm "):
+            if id(p) not in perturbed:  # one perturbation per matrix, shared by its k
+                perturbed = {id(p): perturb(p, 1e-3, config.seed)}
+            records.append(_warm_one(p, perturbed[id(p)], k, tol, config))
     return records
 
 
@@ -711,7 +985,8 @@ def run_batched(config: Config) -> list[Record]:
         return dict(time=_clock(dev) - t0, result=s)
 
     for name, call in (("riemsvd", solve), ("svdvals", svdvals)):
-        times, out = repeat(call, config.reps, config.min_rep_s)
+        with thread_limits(config.thread_count):
+            times, out = repeat(call, config.reps, config.min_rep_s)
         r = s = out["result"]
         rec = dict(
             solver=name,
@@ -840,12 +1115,11 @@ def run_backward(config: Config) -> list[Record]:
 
     Dense input only: ``sparse`` is run on its dense copy (riemsvd's backward is for dense tensors).
     """
-    unknown = set(config.classes) - set(CLASSES)
-    if unknown:
-        raise ValueError(f"`classes`: unknown {sorted(unknown)}; choose from {list(CLASSES)}")
+    _check_classes(config.classes)
     warm = make_problem("gaussian", 60, 40, config.torch_dtype, config.device, config.seed)
-    backward_one(warm, 1, Config(**{**asdict(config), "reps": 1}))  # imports, thread pools, untimed
-    return [backward_one(p, k, config) for p, k, _ in _grid(config, "backward ")]
+    with thread_limits(config.thread_count):
+        backward_one(warm, 1, Config(**{**asdict(config), "reps": 1}))  # imports, thread pools, untimed
+        return [backward_one(p, k, config) for p, k, _ in _grid(config, "backward ")]
 
 
 def summarize_backward(records: list[Record]) -> dict:
@@ -909,30 +1183,35 @@ def _mem(rec: Record) -> str:
 def format_table(records: list[Record]) -> str:
     """The terminal table: one block per (size, k), one line per class and solver."""
     head = (
-        f"{'class':<9} {'solver':<13} {'time ms':>9} {'×ARPACK':>8} {'products':>8} {'residual':>9} "
-        f"{'σ err':>8} {'MB':>6}  reached tol / status"
+        f"{'class':<9} {'solver':<13} {'setting':<12} {'time ms':>9} {'ours/it':>7} {'products':>8} "
+        f"{'residual':>9} {'σ err':>8} {'MB':>6}  status"
     )
     lines = []
     groups = sorted({(r["m"], r["n"], r["k"]) for r in records})
     for m, n, k in groups:
         rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
         r0 = rs[0]
-        lines.append(f"\n{m}×{n}, k = {k}, {r0['dtype']}, tol {r0['tol']:.0e}, {r0['device']}")
+        lines.append(
+            f"\n{m}×{n}, k = {k}, {r0['dtype']}, tol {r0['tol']:.0e}, {r0['device']}, {r0['threads']} threads"
+        )
         lines.append(head)
         lines.append("-" * len(head))
         for r in rs:
             if r["time_s"] is None:
-                lines.append(f"{r['cls']:<9} {r['solver']:<13} {r['status']}")
+                setting = r["setting"] or "-"
+                lines.append(f"{r['cls']:<9} {r['solver']:<13} {setting:<12} {r['status']}")
                 continue
-            flag = "yes" if r["reached_tol"] else "no"
-            note = "" if r["status"] in ("ok", "missed tol") else f" ({r['status']})"
-            ratio, products = _fmt(r["ratio_arpack"], "8.2f"), _fmt(r["products"], "d")
+            ratio, products = _fmt(r["riemsvd_over"], "7.2f", "-"), _fmt(r["products"], "d")
             lines.append(
-                f"{r['cls']:<9} {r['solver']:<13} {r['time_s'] * 1e3:>9.1f} {ratio:>8} {products:>8} "
-                f"{r['residual']:>9.1e} {r['sigma_err']:>8.1e} {_mem(r):>6}  {flag}{note}"
+                f"{r['cls']:<9} {r['solver']:<13} {r['setting']:<12} {r['time_s'] * 1e3:>9.1f} {ratio:>7} "
+                f"{products:>8} {r['residual']:>9.1e} {r['sigma_err']:>8.1e} {_mem(r):>6}  {r['status']}"
             )
+    lines.append(
+        "\nsetting: the loosest that reached tol (or, where none did, the tightest tried); "
+        "ours/it: riemsvd's time / its, where both are ok"
+    )
     if any(r["mem_note"] == "estimate" for r in records):
-        lines.append("\nMB: * riemsvd's search bases, estimated (not measured on the CPU)")
+        lines.append("MB: * riemsvd's search bases, estimated (not measured on the CPU)")
     return "\n".join(lines)
 
 
@@ -941,51 +1220,135 @@ def _geomean(xs: list[float]) -> float | None:
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
 
 
-def summarize(records: list[Record]) -> dict:
-    """The target figures: per (size, k), the geometric means over classes of time(riemsvd)/time(ARPACK)
-    and products(riemsvd)/products(PROPACK), and the fastest solver that reached tol per class."""
+# The peers of the summary's ratios, with their names there.
+RATIO_PEERS = {"arpack": "ARPACK", "propack": "PROPACK", "lowrank": "svd_lowrank", "primme": "PRIMME"}
+
+
+def _case_label(case: tuple, short: bool) -> str:
+    m, n, k, cls = case
+    return cls if short else f"{cls} {m}x{n} k={k}"
+
+
+def _cases(records: list[Record]) -> list[tuple]:
+    order = {c: i for i, c in enumerate(CLASSES)}
+    return sorted({_case(r) for r in records}, key=lambda c: (c[0], c[1], c[2], order.get(c[3], 99)))
+
+
+def riemsvd_ratio(records: list[Record], peer: str, key: str = "time_s", short: bool = False) -> dict:
+    """riemsvd's ``key`` (time_s or products) over ``peer``'s, on the cases where both solved them.
+
+    Returns {"geomean", "n" (cases included), "cases" {case: ratio}, "excluded" {case: why}}; a case
+    without both records is neither.
+    """
+    by = {(_case(r), r["solver"]): r for r in records}
+    ratios, excluded = {}, {}
+    for case in _cases(records):
+        ours, theirs = by.get((case, "riemsvd")), by.get((case, peer))
+        if ours is None or theirs is None:
+            continue
+        label = _case_label(case, short)
+        why = [f"{r['solver']} {r['status'] or 'not run'}" for r in (ours, theirs) if not solved(r)]
+        if not why and (ours[key] is None or theirs[key] is None):
+            why = [f"{key} n/a"]
+        if why:
+            excluded[label] = "; ".join(why)
+        else:
+            ratios[label] = ours[key] / theirs[key]
+    return dict(geomean=_geomean(list(ratios.values())), n=len(ratios), cases=ratios, excluded=excluded)
+
+
+def fastest_peers(records: list[Record], short: bool = False) -> dict:
+    """Per case: the fastest peer that solved it (the full SVD included, riemsvd not) and riemsvd's
+    time over its (None where riemsvd did not solve the case); {"solver": None} where no peer did."""
     out = {}
-    for m, n, k in sorted({(r["m"], r["n"], r["k"]) for r in records}):
-        rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
-        by = {(r["cls"], r["solver"]): r for r in rs}
-        classes = sorted({r["cls"] for r in rs}, key=lambda c: CLASSES.index(c))
-        t_ratio, p_ratio, fastest = {}, {}, {}
-        for c in classes:
-            ours, arpack, propack = by.get((c, "riemsvd")), by.get((c, "arpack")), by.get((c, "propack"))
-            if ours and arpack and ours["time_s"] and arpack["time_s"]:
-                t_ratio[c] = ours["time_s"] / arpack["time_s"]
-            if ours and propack and ours["products"] and propack["products"] and propack["time_s"]:
-                p_ratio[c] = ours["products"] / propack["products"]
-            ok = [r for r in rs if r["cls"] == c and r["status"] == "ok"]
-            if ok:
-                best = min(ok, key=lambda r: r["time_s"])
-                rel = ours["time_s"] / best["time_s"] if ours and ours["time_s"] else None
-                fastest[c] = {"solver": best["solver"], "time_s": best["time_s"], "riemsvd_over_fastest": rel}
-        out[f"{m}x{n} k={k}"] = {
-            "time_riemsvd_over_arpack": t_ratio,
-            "time_riemsvd_over_arpack_geomean": _geomean(list(t_ratio.values())),
-            "products_riemsvd_over_propack": p_ratio,
-            "products_riemsvd_over_propack_geomean": _geomean(list(p_ratio.values())),
-            "fastest_reaching_tol": fastest,
-        }
+    for case in _cases(records):
+        rs = [r for r in records if _case(r) == case]
+        ours = next((r for r in rs if r["solver"] == "riemsvd"), None)
+        peers = [r for r in rs if r["solver"] != "riemsvd" and solved(r)]
+        label = _case_label(case, short)
+        if not peers:
+            out[label] = dict(solver=None)
+            continue
+        best = min(peers, key=lambda r: r["time_s"])
+        rel = ours["time_s"] / best["time_s"] if solved(ours) else None
+        out[label] = dict(
+            solver=best["solver"], setting=best["setting"], time_s=best["time_s"], riemsvd_over=rel,
+            riemsvd_status=ours["status"] if ours else "not run",
+        )
     return out
 
 
-def format_summary(summary: dict) -> str:
-    lines = ["", "Summary (geometric means over classes)"]
-    for key, s in summary.items():
-        g = s["time_riemsvd_over_arpack_geomean"]
-        per = ", ".join(f"{c} {v:.2f}" for c, v in s["time_riemsvd_over_arpack"].items())
-        lines.append(f"  {key}: time riemsvd / ARPACK = {_fmt(g, '.2f')}   ({per})")
-        g = s["products_riemsvd_over_propack_geomean"]
-        per = ", ".join(f"{c} {v:.2f}" for c, v in s["products_riemsvd_over_propack"].items())
-        lines.append(f"  {key}: products riemsvd / PROPACK = {_fmt(g, '.2f')}   ({per})")
-        per = ", ".join(
-            f"{c} {f['solver']}"
-            + ("" if f["solver"] == "riemsvd" else f" (riemsvd ×{_fmt(f['riemsvd_over_fastest'], '.1f')})")
-            for c, f in s["fastest_reaching_tol"].items()
+def _ratios(records: list[Record], short: bool) -> dict:
+    present = {r["solver"] for r in records}
+    by_peer = {
+        peer: riemsvd_ratio(records, peer, "time_s", short)
+        for peer in RATIO_PEERS
+        if peer in present and "riemsvd" in present
+    }
+    products = riemsvd_ratio(records, "propack", "products", short) if "propack" in by_peer else None
+    return dict(time=by_peer, products_propack=products)
+
+
+def summarize(records: list[Record]) -> dict:
+    """The headline figures: riemsvd's time over ARPACK's, PROPACK's, svd_lowrank's and PRIMME's, and
+    its products over PROPACK's, as geometric means over the cases both solved (with the count and the
+    cases left out), per (size, k) and over all cases; and the fastest peer on each case."""
+    groups = {}
+    for m, n, k in sorted({(r["m"], r["n"], r["k"]) for r in records}):
+        rs = [r for r in records if (r["m"], r["n"], r["k"]) == (m, n, k)]
+        groups[f"{m}x{n} k={k}"] = dict(**_ratios(rs, short=True), fastest_peer=fastest_peers(rs, short=True))
+    skipped = {r["solver"]: r["status"] for r in records if r["status"].startswith("skipped")}
+    return dict(by_size_k=groups, all=_ratios(records, short=False), skipped=skipped)
+
+
+def _ratio_line(what: str, stats: dict | None, listed: bool) -> str:
+    if stats is None:
+        return ""
+    line = f"{what} = {_fmt(stats['geomean'], '.2f')} over {stats['n']} case{'s' * (stats['n'] != 1)}"
+    if listed and stats["cases"]:
+        line += " (" + ", ".join(f"{c} {v:.2f}" for c, v in stats["cases"].items()) + ")"
+    if stats["excluded"]:
+        line += f"; {len(stats['excluded'])} left out" + (
+            ": " + ", ".join(f"{c} ({why})" for c, why in stats["excluded"].items()) if listed else ""
         )
-        lines.append(f"  {key}: fastest to tol: {per}")
+    return line
+
+
+def _ratio_lines(prefix: str, ratios: dict, skipped: dict, listed: bool) -> list[str]:
+    lines = []
+    for peer, name in RATIO_PEERS.items():
+        if peer in skipped:
+            lines.append(f"{prefix}time riemsvd / {name}: {skipped[peer]}")
+        elif peer in ratios["time"]:
+            lines.append(prefix + _ratio_line(f"time riemsvd / {name}", ratios["time"][peer], listed))
+    if ratios["products_propack"] is not None:
+        lines.append(prefix + _ratio_line("products riemsvd / PROPACK", ratios["products_propack"], listed))
+    return lines
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        "",
+        "Summary: riemsvd's time (or products) ÷ the peer's, geometric means over the cases where both "
+        "reached tol with the right triplets (> 1: riemsvd slower)",
+    ]
+    skipped = summary.get("skipped", {})
+    for key, s in summary["by_size_k"].items():
+        lines += _ratio_lines(f"  {key}: ", s, skipped, listed=True)
+        per = []
+        for c, f in s["fastest_peer"].items():
+            if f["solver"] is None:
+                per.append(f"{c} none")
+            else:
+                ours = (
+                    f"riemsvd ×{f['riemsvd_over']:.2f}"
+                    if f["riemsvd_over"] is not None
+                    else f"riemsvd {f['riemsvd_status']}"
+                )
+                per.append(f"{c} {f['solver']} {f['setting']} {f['time_s'] * 1e3:.1f} ms ({ours})")
+        lines.append(f"  {key}: fastest peer: " + ", ".join(per))
+    lines.append("  all cases:")
+    lines += _ratio_lines("    ", summary["all"], skipped, listed=False)
     return "\n".join(lines)
 
 
@@ -1023,7 +1386,7 @@ def format_batched(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-_CSV_SKIP = ("history", "time_reps", "riemsvd_reps", "torch_reps")
+_CSV_SKIP = ("history", "time_reps", "tuning", "riemsvd_reps", "torch_reps")
 
 
 def _machine() -> dict:
@@ -1204,11 +1567,24 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes (default 1000x500)")
     ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets (default 1 8)")
     ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype)
-    ap.add_argument("--tol", type=float, default=None, help="relative residual (default 1e-10, float32 1e-5)")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="the relative residual riemsvd is asked for and every peer must reach "
+        "(default 1e-10, float32 1e-5)",
+    )
     ap.add_argument("--device", default=d.device, help="cpu or cuda")
     ap.add_argument("--reps", type=int, default=d.reps, help="repetitions; the median time is reported")
     ap.add_argument("--classes", nargs="+", default=list(CLASSES), help=f"of {', '.join(CLASSES)}")
     ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), help=f"of {', '.join(SOLVERS)}")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and BLAS threads for every solver alike (default: torch.get_num_threads(), "
+        f"{torch.get_num_threads()} here)",
+    )
     ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")
     ap.add_argument("--warm", action="store_true", help="also the warm-start experiment")
     ap.add_argument("--batched", action="store_true", help="also float32 (256,128,128), k = 1, vs svdvals")
@@ -1222,6 +1598,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--seed", type=int, default=d.seed)
     a = ap.parse_args(argv)
     sizes = [_size(s) for s in _list(a.sizes)]
+    try:
+        solvers = resolve_solvers(_list(a.solvers))
+        _check_classes(_list(a.classes))
+    except ValueError as err:
+        ap.error(str(err))
     return Config(
         sizes=sizes,
         ks=[int(k) for k in _list(a.k)],
@@ -1230,7 +1611,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         device=a.device,
         reps=max(1, a.reps),
         classes=_list(a.classes),
-        solvers=_list(a.solvers),
+        solvers=solvers,
+        threads=a.threads if a.threads is None else max(1, a.threads),
         out=a.out,
         warm=a.warm,
         batched=a.batched,
@@ -1244,6 +1626,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark of the command line, print the table and the summary, write the files."""
     config = parse_args(argv)
+    config.threads = config.thread_count  # fixed at the start, and written into results.json
     t0 = time.perf_counter()
     if config.backward:
         backward = run_backward(config)

@@ -1,6 +1,9 @@
-"""The benchmark suite ``riemsvd.bench``: a tiny run end to end, and its residual against the reference."""
+"""The benchmark suite ``riemsvd.bench``: a tiny run end to end; on fake solvers, the ratios (which way
+round, over which cases), the choice of each peer's setting, the interleaving and the thread limits;
+and its residual against the reference."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -27,11 +30,26 @@ def tiny_run(tmp_path_factory):
 
 def test_main_writes_csv_and_json(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = "--sizes 30x20 --k 1 --reps 1 --classes decay --solvers riemsvd,arpack --no-plots --quiet".split()
-    assert bench.main(argv + ["--out", str(out)]) == 0
+    argv = "--sizes 30x20 --k 1 --reps 1 --classes decay --solvers riemsvd,arpack lowrank2 --no-plots --quiet"
+    assert bench.main(argv.split() + ["--out", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "time riemsvd / ARPACK" in printed and "products riemsvd / PROPACK" in printed
-    assert (out / "results.csv").is_file() and (out / "results.json").is_file()
+    assert "time riemsvd / ARPACK" in printed and "time riemsvd / svd_lowrank" in printed
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["solver"] for r in rows] == ["riemsvd", "arpack", "lowrank"]  # lowrank2: the old name
+    assert all(r["setting"] and r["threads"] == "1" for r in rows)
+    assert json.loads((out / "results.json").read_text())["config"]["threads"] == 1
+
+
+def test_command_line_takes_the_sizes_and_threads():
+    sizes = "384x384 1536x384 384x1536 2000x1000 4096x1024 4000x2000"
+    argv = ["--sizes", *sizes.split(), "--threads", "3", "--classes", "weight", "gradient"]
+    config = bench.parse_args(argv)
+    assert config.sizes == [(384, 384), (1536, 384), (384, 1536), (2000, 1000), (4096, 1024), (4000, 2000)]
+    assert config.threads == 3 and config.classes == ["weight", "gradient"]
+    assert bench.parse_args([]).thread_count == torch.get_num_threads()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--solvers", "nonesuch"])
 
 
 def test_every_requested_solver_and_class_is_reported(tiny_run):
@@ -53,9 +71,166 @@ def test_riemsvd_reaches_tol_and_finds_the_top_k(tiny_run):
     assert all(r["residual"] <= r["tol"] and r["sigma_err"] <= 1e-12 for r in ours)
 
 
-def test_arpack_ratio_is_one_for_arpack(tiny_run):
-    _, records, _ = tiny_run
-    assert all(r["ratio_arpack"] == pytest.approx(1.0) for r in records if r["solver"] == "arpack")
+# Fake solvers for the harness's own logic: exact leading triplets with σ moved by residual·σ₁, so that
+# the bench's relative residual of the result is that residual (see the test below), and a set time.
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return [bench.make_problem(c, 30, 20, torch.float64, "cpu", 0) for c in ("decay", "lowrank")]
+
+
+def fake_solver(seconds, residual_of=lambda value: 0.0, settings=bench.at_target, key="tol", calls=None):
+    """A Solver whose run takes ``seconds`` (as reported) and whose result has residual
+    ``residual_of(setting)``; ``calls`` collects (setting, torch threads, BLAS threads) per call."""
+
+    def run(p, k, value, seed):
+        if calls is not None:
+            blas = [x["num_threads"] for x in bench._threadpools().info() if x["user_api"] == "blas"]
+            calls.append((value, torch.get_num_threads(), blas))
+        u, s, vh = torch.linalg.svd(p.a64, full_matrices=False)
+        res = residual_of(value)
+        s = s[:k] + res * s[0]
+        return dict(time=seconds, U=u[:, :k], S=s, V=vh[:k].mT, products=round(100 * seconds))
+
+    return bench.Solver(run, settings, key=key)
+
+
+def _config(**kw):
+    return bench.Config(**{"reps": 3, "min_rep_s": 0.0, "tol": 1e-10, "threads": 1, **kw})
+
+
+def _run(problems, names, config=None):
+    config = config or _config()
+    records = [r for p in problems for r in bench.run_case(p, 1, names, config)]
+    bench.fill_ratios(records)
+    return records
+
+
+def test_ratio_is_riemsvd_time_over_that_peers_time(monkeypatch, problems):
+    for name, seconds in (("riemsvd", 2.0), ("arpack", 4.0), ("propack", 1.0), ("svd", 8.0)):
+        monkeypatch.setitem(bench.SOLVERS, name, fake_solver(seconds))
+    records = _run(problems[:1], ["riemsvd", "arpack", "propack", "svd"])
+    by = {r["solver"]: r for r in records}
+    assert by["arpack"]["riemsvd_over"] == pytest.approx(2.0 / 4.0)  # inverted would be 2.0
+    assert by["propack"]["riemsvd_over"] == pytest.approx(2.0 / 1.0)
+    assert by["riemsvd"]["riemsvd_over"] is None
+    s = bench.summarize(records)["by_size_k"]["30x20 k=1"]
+    assert s["time"]["arpack"]["cases"] == {"decay": pytest.approx(0.5)}
+    assert s["time"]["propack"]["cases"] == {"decay": pytest.approx(2.0)}
+    assert s["products_propack"]["cases"] == {"decay": pytest.approx(200 / 100)}
+    fastest = s["fastest_peer"]["decay"]
+    assert fastest["solver"] == "propack" and fastest["riemsvd_over"] == pytest.approx(2.0)
+
+
+def test_a_case_either_side_missed_is_left_out_of_the_geometric_mean(monkeypatch, problems):
+    missed_on_lowrank = {}
+
+    def arpack_run(p, k, value, seed):
+        out = fake_solver(4.0).run(p, k, value, seed)
+        if p.kind == "lowrank":  # far off at every tol: never reaches 1e-10
+            out = fake_solver(0.001, lambda v: 1e-3).run(p, k, value, seed)
+            missed_on_lowrank["yes"] = True
+        return out
+
+    monkeypatch.setitem(bench.SOLVERS, "riemsvd", fake_solver(2.0))
+    monkeypatch.setitem(bench.SOLVERS, "arpack", bench.Solver(arpack_run, bench.svds_tol_ladder))
+    lowrank = fake_solver(1.0, lambda v: 1e-12, bench.lowrank_niters, "niter")
+    monkeypatch.setitem(bench.SOLVERS, "lowrank", lowrank)
+    records = _run(problems, ["riemsvd", "arpack", "lowrank"])
+    by = {(r["cls"], r["solver"]): r for r in records}
+    assert by["lowrank", "arpack"]["status"] == "missed tol" and missed_on_lowrank
+    assert by["lowrank", "arpack"]["riemsvd_over"] is None  # its 1 ms would have made the mean 0.02
+    s = bench.summarize(records)["all"]["time"]
+    assert s["arpack"]["n"] == 1 and s["arpack"]["geomean"] == pytest.approx(0.5)
+    assert list(s["arpack"]["excluded"]) == ["lowrank 30x20 k=1"]
+    assert s["lowrank"]["n"] == 2 and s["lowrank"]["geomean"] == pytest.approx(2.0)
+    fastest = bench.summarize(records)["by_size_k"]["30x20 k=1"]["fastest_peer"]
+    assert fastest["lowrank"]["solver"] == "lowrank"  # not ARPACK's faster miss
+
+
+def test_when_riemsvd_misses_no_ratio_is_taken(monkeypatch, problems):
+    monkeypatch.setitem(bench.SOLVERS, "riemsvd", fake_solver(1.0, lambda v: 1e-6))
+    monkeypatch.setitem(bench.SOLVERS, "arpack", fake_solver(4.0))
+    records = _run(problems[:1], ["riemsvd", "arpack"])
+    assert records[0]["status"] == "missed tol" and records[1]["riemsvd_over"] is None
+    s = bench.summarize(records)["all"]["time"]["arpack"]
+    assert s["n"] == 0 and s["geomean"] is None and s["excluded"] == {"decay 30x20 k=1": "riemsvd missed tol"}
+
+
+def test_tuning_keeps_the_loosest_tol_that_reaches_the_target(monkeypatch, problems):
+    calls = []
+    # like svds, which squares tol: residual ≈ tol², so 1e-5 is the loosest that reaches 1e-10
+    arpack = fake_solver(1.0, lambda tol: 0.5 * tol**2, bench.svds_tol_ladder, calls=calls)
+    monkeypatch.setitem(bench.SOLVERS, "arpack", arpack)
+    # like PRIMME, whose tol bounds the residual: residual = tol, so tol = target
+    monkeypatch.setitem(bench.SOLVERS, "primme", fake_solver(1.0, lambda tol: tol, bench.tol_ladder))
+    arpack, primme = _run(problems[:1], ["arpack", "primme"], _config(reps=2))
+    assert arpack["setting"] == "tol=1e-05" and arpack["status"] == "ok"
+    assert [f["setting"] for f in arpack["tuning"]] == ["tol=0.001", "tol=0.0001", "tol=1e-05"]
+    assert [f["status"] for f in arpack["tuning"]] == ["missed tol", "missed tol", "ok"]
+    assert [c[0] for c in calls] == [1e-3, 1e-4, 1e-5, 1e-5, 1e-5]  # tuning (untimed), then 2 reps
+    assert arpack["reps"] == 2 and arpack["residual"] == pytest.approx(0.5e-10, rel=1e-3)
+    assert primme["setting"] == "tol=1e-10" and primme["status"] == "ok"
+    assert primme["settings_tried"] == bench.tol_ladder(1e-10).index(1e-10) + 1
+
+
+def test_tuning_that_never_reaches_the_target_says_so(monkeypatch, problems):
+    monkeypatch.setitem(bench.SOLVERS, "propack", fake_solver(1.0, lambda tol: 1e-9, bench.svds_tol_ladder))
+    (rec,) = _run(problems[:1], ["propack"])
+    ladder = bench.svds_tol_ladder(1e-10)
+    assert rec["status"] == "missed tol" and rec["settings_tried"] == len(ladder)
+    assert rec["setting"] == f"tol={ladder[-1]:.3g}" and rec["time_s"] == 1.0  # the tightest, still timed
+
+
+def test_lowrank_uses_the_smallest_niter_that_reaches_the_target(monkeypatch, problems):
+    calls = []
+    fake = fake_solver(1.0, lambda niter: 2.0**-niter, bench.lowrank_niters, "niter", calls=calls)
+    monkeypatch.setitem(bench.SOLVERS, "lowrank", fake)
+    (rec,) = _run(problems[:1], ["lowrank"], _config(tol=1e-3, reps=1))
+    assert rec["setting"] == "niter=12" and rec["status"] == "ok"  # 2^-8 > 1e-3 ≥ 2^-12
+    assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 6, 8, 12, 12]
+    assert bench.SOLVERS["riemsvd"].settings(1e-3) == [1e-3]
+
+
+def test_repetitions_alternate_between_solvers_under_one_thread_limit(monkeypatch, problems):
+    calls = {}
+    for name, seconds in (("riemsvd", 1.0), ("arpack", 2.0), ("svd", 3.0)):
+        calls[name] = []
+        monkeypatch.setitem(bench.SOLVERS, name, fake_solver(seconds, calls=calls[name]))
+    timed, real = [], bench.one_repetition
+
+    def logged(call, min_s):
+        t, out, total = real(call, min_s)
+        timed.append(t)
+        return t, out, total
+
+    monkeypatch.setattr(bench, "one_repetition", logged)
+    records = _run(problems[:1], ["riemsvd", "arpack", "svd"], _config(reps=3, threads=1))
+    # repetition r of every solver (the order rotated by one each round), not 3 of one, then the next
+    assert timed == [1.0, 2.0, 3.0, 2.0, 3.0, 1.0, 3.0, 1.0, 2.0]
+    assert [r["reps"] for r in records] == [3, 3, 3]
+    for name in calls:  # tuning and timed calls alike: torch and the BLAS on the one thread asked for
+        assert len(calls[name]) == 4 and all(c[1] == 1 and c[2] and set(c[2]) == {1} for c in calls[name])
+
+
+def test_a_peer_whose_package_is_missing_is_skipped_not_failed(monkeypatch, problems):
+    missing = dataclasses.replace(bench.SOLVERS["primme"], unavailable=bench._missing("no_such_primme"))
+    monkeypatch.setitem(bench.SOLVERS, "primme", missing)
+    records = _run(problems[:1], ["riemsvd", "primme"], _config(reps=1))
+    assert records[1]["status"] == "skipped: no_such_primme not installed" and records[1]["time_s"] is None
+    assert records[0]["status"] == "ok"
+    printed = bench.format_table(records) + bench.format_summary(bench.summarize(records))
+    assert "time riemsvd / PRIMME: skipped: no_such_primme not installed" in printed
+
+
+def test_wide_matrices_run(problems):
+    p = bench.make_problem("weight", 20, 36, torch.float64, "cpu", 0)
+    names = ["riemsvd", "svd", "lowrank", "arpack", "power"]
+    records = bench.run_case(p, 2, names, _config(reps=1))
+    assert [r["solver"] for r in records] == names
+    assert all(r["status"] in ("ok", "missed tol") and r["time_s"] for r in records)
+    assert records[0]["status"] == "ok" and records[1]["status"] == "ok"
 
 
 def test_residual_of_exact_triplets_is_rounding_and_of_perturbed_ones_is_the_perturbation(gen):
@@ -77,6 +252,17 @@ def test_matrix_classes_have_their_spectra(gen):
     assert torch.allclose(s[:10], 1 - 1e-3 * torch.arange(10, dtype=torch.float64), atol=1e-13)
     a = bench.make_matrix("sparse", 400, 300, torch.float64, gen)
     assert a.format == "csr" and a.nnz == round(0.01 * 400 * 300)
+    # weight: 32 spikes σᵢ = 3e/i^0.7 over a bulk of edge e = 1 + √(m/n); the top ones stand out
+    s = torch.linalg.svdvals(bench.make_matrix("weight", 400, 200, torch.float64, gen))
+    edge = 1 + 2**0.5
+    # (the bulk pushes each spike up a little)
+    assert float(s[0]) == pytest.approx(3 * edge, rel=0.1)
+    assert float(s[1]) == pytest.approx(3 * edge / 2**0.7, rel=0.1)
+    assert float(s[60]) < 1.1 * edge
+    # gradient: rank 8, σ from 1 to 0.1, then noise of norm ≈ 1e-2
+    s = torch.linalg.svdvals(bench.make_matrix("gradient", 400, 200, torch.float64, gen))
+    assert torch.allclose(s[:8], torch.logspace(0, -1, 8, dtype=torch.float64), rtol=0.02)
+    assert 0.5e-2 < float(s[8]) < 1.2e-2
 
 
 def test_plots_are_written(tiny_run, tmp_path):
