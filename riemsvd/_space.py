@@ -96,6 +96,11 @@ class Space:
     def copy(self, x):
         return x.clone()
 
+    def take_columns(self, x, order: np.ndarray):
+        """x's columns in the host ``order`` (..., c) per batch element."""
+        idx = torch.from_numpy(np.ascontiguousarray(order)).to(x.device)
+        return torch.gather(x, -1, idx.unsqueeze(-2).expand(x.shape[:-1] + idx.shape[-1:]))
+
     def select(self, mask: np.ndarray, a, b):
         """Columns of ``a`` where the host mask (..., c) is True, of ``b`` elsewhere."""
         return torch.where(torch.from_numpy(np.array(mask, dtype=bool)).to(a.device).unsqueeze(-2), a, b)
@@ -151,6 +156,9 @@ class HostSpace(Space):
 
     def copy(self, x):
         return x.copy()
+
+    def take_columns(self, x, order: np.ndarray):
+        return np.take_along_axis(x, order[..., None, :], axis=-1)
 
     def select(self, mask: np.ndarray, a, b):
         return np.where(mask[..., None, :], a, b)
