@@ -5,10 +5,10 @@ Aᵀ𝒰 = 𝒱Hᵀ + F C, where F (n×w) is an orthonormal basis of the residua
 𝒱. H (p′×p) and C (w×p′) are small matrices kept on the host in float64. A Ritz triplet
 (𝒰y, σ, 𝒱z) of H = Y diag(σ) Zᵀ then has left residual 0 and right residual ‖C y‖: who has converged
 is read off the small matrices, without any pass over m- or n-length vectors. Each iteration moves
-b directions of F into 𝒱 (the residual directions of the Ritz triplets still wanted, or the newest
-Lanczos directions), applies A and Aᵀ once each, and reorthogonalizes (classical Gram–Schmidt, a
-second pass only when the first lost more than a factor √2: Daniel–Gragg–Kaufman–Stewart). Ritz
-vectors are formed only at a thick restart and at the end, where fresh products check the result.
+b directions of F into 𝒱 (with w = b = 1, the default on the CPU, F itself: the Golub–Kahan
+recurrence), applies A and Aᵀ once each, and reorthogonalizes (classical Gram–Schmidt, a second
+pass only when the first lost more than a factor √2: Daniel–Gragg–Kaufman–Stewart). Ritz vectors
+are formed only at a thick restart and at the end, where fresh products check the result.
 
 In the manifold view (docs/algorithm.md), every direction added to 𝒱 is a Riemannian gradient
 (the residual Aᵀu − σv) of uᵀAv on the product of spheres, or Stiefel manifolds for k > 1, at a
@@ -41,9 +41,9 @@ _SECOND_PASS = 1 / math.sqrt(2)
 # After a second pass, a column that lost as much again held only rounding noise.
 _NOISE = 1 / math.sqrt(2)
 # A look takes the exact SVD of H once the estimate from H Hᵀ is within this factor of the target:
-# the estimate's own error (ε/relative gap) can exceed a tight target, and from here on the vectors
-# are needed soon. With 4 instead, a 1e-3 cluster (300×200, k = 1) took 72 products against 56.
-_EXACT_BELOW = 1e4
+# the estimate's own error, about ε·‖C‖/(relative gap of σ₁², σ₂²), can exceed a tight target (a
+# 1e-3 cluster at 1e-12), and from here on the vectors are needed soon. Restarts take it anyway.
+_EXACT_BELOW = 1e2
 
 
 @dataclass(frozen=True)
@@ -122,33 +122,41 @@ def _relative(res: np.ndarray, s1: np.ndarray) -> np.ndarray:
 # Orthonormalization
 
 
-def _orth(space: Space, basis, x, cols: int, generator):
+def _orth(space: Space, basis, x, cols: int, generator, known=None):
     """Orthonormal ``cols`` columns q for x's component outside span(basis), with x ≈ basis·coef + q·r.
 
-    Classical Gram–Schmidt against ``basis``, with a second pass only where the first removed more
-    than 1 − 1/√2 of a column (DGKS), then QR. A column that held only rounding noise (the second pass
-    removed as much again, or nothing was left) is replaced by a random direction, as is every column
-    when fewer than x's are asked for (the basis then leaves only ``cols`` dimensions); r is then
-    computed as qᵀx. Returns (q (..., rows, cols), coef (..., p, c) as a host array or None without a
-    basis, r (..., cols, c) as a host array), c being x's columns.
+    ``known`` = (j, k): coefficients k (host, (..., d, c)) of x along basis[..., j : j + d] that the
+    recurrence gives in exact arithmetic; they are subtracted first (the Golub–Kahan step's previous
+    vector, a rank-d update). Then classical Gram–Schmidt against the whole basis, with a second pass
+    only where the first removed more than 1 − 1/√2 of what was left (DGKS), then QR. A column that
+    held only rounding noise (the second pass removed as much again, or nothing was left) is replaced
+    by a random direction, as is every column when fewer than x's are asked for (the basis then leaves
+    only ``cols`` dimensions); r is then computed as qᵀx. Returns (q (..., rows, cols), coef (..., p, c)
+    as a host array or None without a basis, r (..., cols, c) as a host array), c being x's columns.
     """
     host = space.to_host
     has_basis = basis is not None and basis.shape[-1] > 0
     if cols == 1 and isinstance(x, np.ndarray) and x.shape[-1] == 1 and x.ndim == 2:
-        done = _orth_column(basis if has_basis else None, x)
+        done = _orth_column(basis if has_basis else None, x, known)
         if done is not None:
             return done
     coef = None
+    k2 = 0.0  # ‖known part‖² per column
     if has_basis:
+        if known is not None:
+            j, kc = known
+            x = x - mm(basis[..., j : j + kc.shape[-2]], space.from_host(kc, x))
+            k2 = (kc * kc).sum(-2)
         coef = space.inner(basis, x)
         x = x - mm(basis, coef)
         coef = host(coef)
     norms = space.norms(x)
     n1 = host(norms)
-    # ‖x‖² = ‖basisᵀx‖² + ‖x − basis·basisᵀx‖²: the norm before the pass without another reduction
-    n0 = n1 if coef is None else np.sqrt(n1 * n1 + (coef * coef).sum(-2))
+    # ‖x‖² = ‖basisᵀx‖² + ‖x − basis·basisᵀx‖²: the norms before the pass without another reduction
+    before = n1 if coef is None else np.sqrt(n1 * n1 + (coef * coef).sum(-2))
+    n0 = np.sqrt(before * before + k2)
     noise = False
-    if has_basis and (n1 < _SECOND_PASS * n0).any():
+    if has_basis and (n1 < _SECOND_PASS * before).any():
         c2 = space.inner(basis, x)
         x = x - mm(basis, c2)
         coef = coef + host(c2)
@@ -156,6 +164,8 @@ def _orth(space: Space, basis, x, cols: int, generator):
         n2 = host(norms)
         noise = ~(n2 > _NOISE * n1)
         n1 = n2
+    if known is not None and has_basis:
+        coef[..., j : j + kc.shape[-2], :] += kc
     lost = noise | ~(n1 > 4 * _eps(x) * n0)
     if x.shape[-1] == 1:
         if cols == 1 and not lost.any():
@@ -170,18 +180,24 @@ def _orth(space: Space, basis, x, cols: int, generator):
     return q, coef, host(space.inner(q, x))
 
 
-def _orth_column(basis: np.ndarray | None, x: np.ndarray):
+def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     """:func:`_orth` for one column held whole in numpy, the Golub–Kahan step on the CPU: the same
     arithmetic in 1-D calls and Python floats (7 µs against 14 for 384 rows). None where the column
     is lost (the general path then refills it)."""
     xv = x[:, 0]
     coef = None
     if basis is not None:
+        k2 = 0.0
+        if known is not None:
+            j, kc = known
+            kv = kc[:, 0]
+            xv = xv - basis[:, j : j + kv.shape[0]] @ kv.astype(x.dtype, copy=False)
+            k2 = float(kv @ kv)
         c = basis.T @ xv
         xv = xv - basis @ c
         n1 = math.sqrt(xv @ xv)
-        n0 = math.sqrt(n1 * n1 + c @ c)
-        if n1 < _SECOND_PASS * n0:
+        before = math.sqrt(n1 * n1 + c @ c)
+        if n1 < _SECOND_PASS * before:
             c2 = basis.T @ xv
             xv = xv - basis @ c2
             c = c + c2
@@ -189,7 +205,10 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray):
             if not n2 > _NOISE * n1:
                 return None
             n1 = n2
-        coef = c[:, None].astype(np.float64, copy=False)
+        coef = c[:, None].astype(np.float64)
+        if known is not None:
+            coef[j : j + kv.shape[0], 0] += kv
+        n0 = math.sqrt(before * before + k2)
     else:
         n1 = n0 = math.sqrt(xv @ xv)
     if not n1 > 4 * float(np.finfo(x.dtype).eps) * n0:
@@ -260,7 +279,7 @@ class Ritz:
 
     y: np.ndarray
     s: np.ndarray
-    z: np.ndarray
+    z: np.ndarray | None  # None for an estimate (:func:`_estimate`)
     rel: np.ndarray  # (..., t)
 
 
@@ -337,10 +356,12 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
         st.vbuf[..., pv : pv + w] = mm(f, op.right.from_host(rot, f))
         c = np.swapaxes(rot, -1, -2) @ c
     x = st.vbuf[..., pv : pv + b]
-    # 𝒰 gains the new part of A x: H's new columns are 𝒰ᵀ A x, its new rows the R factor.
+    # 𝒰 gains the new part of A x: H's new columns are 𝒰ᵀ A x, its new rows the R factor. In exact
+    # arithmetic 𝒰ᵀ A x = (Aᵀ𝒰)ᵀ x = Cᵀ on x's rows of C: only the columns of 𝒰 added since the last
+    # restart's first step are nonzero there (the last one, in the Golub–Kahan recurrence).
     ax = op.matmat(x)
     bu = min(b, m - pu)
-    q, coef, r = _orth(op.left, st.u, ax, bu, generator)
+    q, coef, r = _orth(op.left, st.u, ax, bu, generator, _known(np.swapaxes(c[..., :b, :], -1, -2)))
     h = np.zeros(st.h.shape[:-2] + (pu + bu, pv + b))
     h[..., :pu, :pv] = st.h
     if pu:
@@ -355,11 +376,24 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
     cn[..., :rest, :pu] = c[..., b:, :]
     if bu:
         atq = op.rmatmat(q)
-        g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator)
+        # (A x)ᵀ q = rᵀ: x's coefficients are known; those on the older columns of 𝒱 are zero
+        g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator, (pv, np.swapaxes(r, -1, -2)))
         st.vbuf[..., pv + w : pv + w + wn] = g
         cn[..., :rest, pu:] = gcoef[..., pv + b :, :]
         cn[..., rest:, pu:] = gr
     st.h, st.c, st.pv, st.pu, st.w = h, cn, pv + b, pu + bu, rest + wn
+
+
+def _known(k: np.ndarray):
+    """(j, k[..., j:, :]) for the first row j where k (..., p, c) is nonzero in some batch element;
+    None where all of it is zero."""
+    if k.shape[-2] == 0:
+        return None
+    rows = k.any(axis=-1)
+    if rows.ndim > 1:
+        rows = rows.reshape(-1, rows.shape[-1]).any(axis=0)
+    j = int(rows.argmax())
+    return (j, k[..., j:, :]) if rows[j] else None
 
 
 def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
@@ -530,16 +564,16 @@ def _worst(ritz: Ritz | None, k: int, t: int, batch) -> np.ndarray:
 
 
 def _check_cap(op: Operator) -> int:
-    """Iterations at most between two looks at the small matrices. A look costs 20–60 µs on the
-    host (an eigendecomposition of H Hᵀ, or the SVD of H), about what products with 2·10⁶ entries
-    of A cost: where A is that large every iteration looks, where it is smaller every few (the rate of
-    convergence decides when, :func:`_next_check`; the products did not change, 384×384 Gaussian,
-    k = 1: 110 with a look every iteration or every 8; 8.0 against 6.1 ms). On a GPU a look also
-    costs a host sync."""
+    """Iterations at most between two looks at the small matrices. A look costs 25–65 µs on the
+    host (an eigendecomposition of H Hᵀ, or the SVD of H), a tenth of what an iteration's products
+    cost where A has 8·10⁶ entries: that large, every iteration looks; smaller, every few, as the rate
+    of convergence decides (:func:`_next_check`). The products did not change (384×384 Gaussian,
+    k = 1: 110 with a look every iteration or up to every 8; 8.0 against 6.1 ms). On a GPU a look
+    also costs a host sync."""
     if torch.device(op.device).type != "cpu":
         return 4
     # per matrix: a batch multiplies the products and the small SVDs alike
-    return int(min(8, max(1, 2e6 // max(op.shape[0] * op.shape[1], 1))))
+    return int(min(8, max(1, 8e6 // max(op.shape[0] * op.shape[1], 1))))
 
 
 def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
