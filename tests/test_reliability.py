@@ -172,3 +172,15 @@ def test_fuzz_case_that_once_converged_to_sigma_2_of_a_cluster():
     a = a.mT if transpose else a
     assert kinds == ["lowrank", "cluster"] and dtype == torch.float32
     assert solve_and_check(a, k, gen) == "ok"
+
+
+@pytest.mark.parametrize("shape", [(35, 28), (4, 33), (61, 4), (120, 90)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_repeated_top_values_are_all_found(shape, dtype):
+    """σ₁ = σ₂ = σ₃ exactly: a one-vector Krylov space holds one vector of each singular value, so
+    the solver once returned (1, 1, 0.5) for (1, 1, 1) with residuals below tol (fuzz cases 1, 135,
+    1508: a random direction explored after convergence now finds the missing copies)."""
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        a = adversarial_matrix("repeated_top", *shape, gen, dtype, 1.0)
+        assert solve_and_check(a, 3, gen) == "ok"
