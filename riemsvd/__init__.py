@@ -3,14 +3,29 @@
 The public API is what this module re-exports; everything else is private and may move.
 """
 
-from riemsvd import manifolds, nn
+import importlib
+
+from riemsvd import nn
 from riemsvd._bounds import NormBounds, norm_bounds
 from riemsvd._distributed import ShardedMatrix
 from riemsvd._linear import linear_operator
-from riemsvd._pair import SingularPair
 from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
 from riemsvd._solve import solve
 from riemsvd._subspace import SolverOptions
+
+# geoopt (and through its optimizers scipy.optimize) is imported only by what needs it: 0.3 s of
+# `import riemsvd` otherwise.
+_LAZY = {"manifolds": ("riemsvd.manifolds", None), "SingularPair": ("riemsvd._pair", "SingularPair")}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'riemsvd' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = importlib.import_module(module)
+    value = value if attribute is None else getattr(value, attribute)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ConvergenceWarning",
