@@ -126,10 +126,6 @@ class ShardedSpace(Space):
         # The operator's power-of-two scaling keeps these squares in range.
         return self.reduce((x * x).sum(-2)).sqrt()
 
-    def gram(self, basis: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        both = self.reduce(torch.cat([mm(basis.mT, x), (x * x).sum(-2, keepdim=True)], dim=-2))
-        return both[..., :-1, :], both[..., -1, :].sqrt()
-
     def qr(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = x.shape[-1]
         q, r = torch.linalg.qr(x)  # (..., m_r, h), (..., h, c) with h = min(m_r, c)

@@ -118,14 +118,9 @@ class HostView:
 
     def __init__(self, op: Operator, matmat, rmatmat) -> None:
         self.op, self._mm, self._rmm = op, matmat, rmatmat
-        self.shape, self.batch_shape, self.dtype, self.device = op.shape, op.batch_shape, op.dtype, op.device
+        self.shape = op.shape
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
-        self.distributed = False
         self._scale = None if op.scale is None else op.scale.numpy()
-
-    @property
-    def matvecs(self) -> int:
-        return self.op.matvecs
 
     def matmat(self, x: np.ndarray) -> np.ndarray:
         self.op.matvecs += x.shape[-1]

@@ -43,10 +43,11 @@ def solve(
 ) -> SVDResult:
     r"""The k leading singular triplets of A, without a full SVD.
 
-    Finds U, S, V with A vᵢ = σᵢ uᵢ, Aᵀ uᵢ = σᵢ vᵢ for the k largest σᵢ by Riemannian Newton /
-    trust-region on St(m, k) × St(n, k) (the product of spheres for k = 1), accelerated by keeping
-    every correction in a search space and extracting Ritz triplets by Rayleigh–Ritz. A is touched only
-    through block products A X and Aᵀ Y.
+    Finds U, S, V with A vᵢ = σᵢ uᵢ, Aᵀ uᵢ = σᵢ vᵢ for the k largest σᵢ by maximizing uᵀAv on the
+    product of spheres (Brockett's cost on St(m, k) × St(n, k) for k > 1) over a search space of
+    Riemannian gradients, by Rayleigh–Ritz with thick restarts: a Golub–Kahan–Lanczos process whose
+    residuals are read off small projected matrices (docs/algorithm.md). A is touched only through
+    products A X and Aᵀ Y.
 
     Parameters
     ----------
@@ -68,17 +69,20 @@ def solve(
         σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is well
         separated).
     maxiter : int, optional
-        Outer iterations at most (default 2000); each applies A and Aᵀ to one block of columns.
+        Iterations at most (default 2000; raised to the ⌈k/b⌉ that k triplets need); each applies A
+        and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
     init : (U0, V0), optional
         Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` (the
         first k columns are used), or without the batch dimensions to share them over the batch. The
-        solve starts from span(V0), span(A V0) and one random column (so that a V0 spanning an exact
-        but not leading singular subspace is left); U0 is checked but not otherwise needed.
+        solve starts from the sum of V0's columns plus a random part of relative size 10·tol (so that
+        a V0 spanning an exact but not leading singular subspace is left); with a block start
+        (``options.start_block`` or ``options.block`` above 1) from V0 and random columns. U0 is
+        checked but not otherwise needed.
     generator : torch.Generator, optional
         Source of the random start, for reproducible results.
     options : SolverOptions, optional
-        The solver's knobs (block size, basis size, Newton inner steps); the defaults were chosen by
-        measurement and rarely need changing.
+        The solver's knobs (columns per iteration, basis size, start columns, patience); the
+        defaults were chosen by measurement and rarely need changing.
 
     Returns
     -------

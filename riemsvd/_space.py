@@ -59,10 +59,6 @@ class Space:
         """Column norms, shape (..., c)."""
         return torch.linalg.vector_norm(x, dim=-2)
 
-    def gram(self, basis: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(basisᵀ x, column norms of x), computed together (one reduction where that is a collective)."""
-        return self.inner(basis, x), self.norms(x)
-
     def project_out(self, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(I − basis basisᵀ) x for orthonormal ``basis``."""
         return x - mm(basis, self.inner(basis, x))

@@ -34,13 +34,12 @@ __all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd"]
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
 # A second Gram–Schmidt pass when a column kept less than this fraction of its norm in the first
-# (Daniel, Gragg, Kaufman, Stewart 1976). One pass leaves an error of about ε·‖x‖/‖x − projection‖
-# along the basis, and in the recurrence it compounds: with a threshold of 1/16 instead, the right
-# basis lost orthogonality by ×1.2 an iteration (Gaussian 300×200: 1e-15 to 1e-3 in 150
-# iterations) and the solve stalled at 1e-3.
-_SECOND_PASS = 1 / math.sqrt(2)
-# After a second pass, a column that lost as much again held only rounding noise.
-_NOISE = 1 / math.sqrt(2)
+# (Daniel, Gragg, Kaufman, Stewart 1976); after the second, a column that lost as much again held
+# only rounding noise. One pass leaves an error of about ε·‖x‖/‖x − projection‖ along the basis, and
+# in the recurrence it compounds: with a threshold of 1/16 instead, the right basis lost
+# orthogonality by ×1.2 an iteration (Gaussian 300×200: 1e-15 to 1e-3 in 150 iterations) and the
+# solve stalled at 1e-3.
+_DGKS = 1 / math.sqrt(2)
 # A look takes the exact SVD of H once the estimate from H Hᵀ is within this factor of the target:
 # the estimate's own error, about ε·‖C‖/(relative gap of σ₁², σ₂²), can exceed a tight target (a
 # 1e-3 cluster at 1e-12), and from here on the vectors are needed soon. Restarts take it anyway.
@@ -65,7 +64,8 @@ class SolverOptions:
         this width, so that up to this many copies of a repeated singular value are found, and a start
         with a small component along v₁ is unlikely to converge to σ₂ of a close pair first.
     patience : int
-        Iterations without progress of the residual before giving up (at the rounding floor).
+        Looks at the small matrices without progress of the residual before giving up (at the
+        rounding floor); they come every iteration for large A, every few for small A.
     """
 
     block: int | None = None
@@ -157,13 +157,13 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
     before = n1 if coef is None else np.sqrt(n1 * n1 + (coef * coef).sum(-2))
     n0 = np.sqrt(before * before + k2)
     noise = False
-    if has_basis and (n1 < _SECOND_PASS * before).any():
+    if has_basis and (n1 < _DGKS * before).any():
         c2 = space.inner(basis, x)
         x = x - mm(basis, c2)
         coef = coef + host(c2)
         norms = space.norms(x)
         n2 = host(norms)
-        noise = ~(n2 > _NOISE * n1)
+        noise = ~(n2 > _DGKS * n1)
         n1 = n2
     if known is not None and has_basis:
         coef[..., j : j + kc.shape[-2], :] += kc
@@ -183,8 +183,8 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
 
 def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     """:func:`_orth` for one column held whole in numpy, the Golub–Kahan step on the CPU: the same
-    arithmetic in 1-D calls and Python floats (7 µs against 14 for 384 rows). None where the column
-    is lost (the general path then refills it)."""
+    arithmetic in 1-D calls and Python floats (10 µs a call against 19 for the general path, 384
+    rows). None where the column is lost (the general path then refills it)."""
     xv = x[:, 0]
     coef = None
     if basis is not None:
@@ -198,12 +198,12 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
         xv = xv - basis @ c
         n1 = math.sqrt(xv @ xv)
         before = math.sqrt(n1 * n1 + c @ c)
-        if n1 < _SECOND_PASS * before:
+        if n1 < _DGKS * before:
             c2 = basis.T @ xv
             xv = xv - basis @ c2
             c = c + c2
             n2 = math.sqrt(xv @ xv)
-            if not n2 > _NOISE * n1:
+            if not n2 > _DGKS * n1:
                 return None
             n1 = n2
         coef = c[:, None].astype(np.float64)
@@ -336,7 +336,7 @@ def _start(op: Operator, k: int, width: int, init, tol: float, generator) -> tor
     v0 = v0.expand(shape + v0.shape[-2:])
     if width == 1:
         x = v0.sum(-1, keepdim=True)
-        x = x / torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(torch.finfo(dt).tiny)
+        x = x / op.right.norms(x).unsqueeze(-2).clamp_min(torch.finfo(dt).tiny)  # a global norm if split
         return x + (10 * tol / math.sqrt(n)) * op.right.randn(shape, 1, dt, dev, generator)
     w = min(max(width, v0.shape[-1] + 1), n, m)
     return torch.cat([v0, op.right.randn(shape, w - v0.shape[-1], dt, dev, generator)], dim=-1)
@@ -444,10 +444,11 @@ def _refresh(st: Lanczos, y: np.ndarray) -> np.ndarray:
 
 def _next_check(history: list, target: float, cap: int) -> int:
     """Iterations until the next look at the small matrices: half of those the last rate of
-    convergence predicts are needed, at most ``cap`` (1 where a check costs little beside a product)."""
+    convergence predicts are needed, at most ``cap`` (1 where a look costs little beside a product).
+    ``history`` holds (iterations, products, worst residual) per look."""
     if cap <= 1 or len(history) < 2:
         return 1
-    (i0, r0), (i1, r1) = history[-2][::2], history[-1][::2]
+    (i0, _, r0), (i1, _, r1) = history[-2], history[-1]
     if not (0 < r1 < r0 < math.inf) or i1 <= i0 or r1 <= target:
         return 1
     rate = math.log(r1 / r0) / (i1 - i0)
@@ -469,17 +470,21 @@ def subspace_svd(
     Convergence is judged on the residuals read off the small matrices; once every batch element
     passes, fresh products check the claim. An element whose true residual still exceeds ``tol``
     (rounding, near the floor of the dtype) goes on with a target tightened by the discrepancy seen.
+    ``maxiter`` is raised to the iterations that k triplets need at least (⌈k/b⌉).
     """
-    work = op.on_host() or op  # numpy arrays on the CPU, tensors elsewhere
     m, n = op.shape
+    batch = tuple(op.batch_shape)
+    if op.batch_shape.numel() == 0:
+        return _empty(op, k)
+    work = op.on_host() or op  # numpy arrays on the CPU, tensors elsewhere
     b = max(1, min(m, n, options.block or _default_block(k, op.device)))
+    maxiter = max(maxiter, -(-k // b))
     x = work.right.adopt(_start(op, k, max(options.start_block, b), init, tol, generator))
     w = x.shape[-1]
     p_max = min(n, max(options.max_basis or default_basis(k, b), k + w + 2 * b))
     keep = min(max(k + b, (p_max - w) // 2), p_max - w - b)
-    batch = tuple(op.batch_shape)
     st = Lanczos(
-        work.right.empty(batch, min(n, p_max + 1), op.dtype, op.device),  # + the probe's direction
+        work.right.empty(batch, min(n, p_max + k), op.dtype, op.device),  # + the probes' directions
         work.left.empty(batch, min(m, p_max), op.dtype, op.device),
         0, 0, w, np.zeros(batch + (0, 0)), np.zeros(batch + (w, 0)),
     )  # fmt: skip
@@ -488,22 +493,15 @@ def subspace_svd(
     cap = _check_cap(op)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best, due = [], 0, 1, 0, 0, 1
-    ywant, probe, probes = None, None, k - 1
+    ywant, probe, probes, extra = None, None, k - 1, 0
     while True:
-        # with one residual direction and single steps, F itself is the next one
-        rotate = st.w > 1 or b > 1
+        p_now = p_max + extra  # a probe's direction widens F without narrowing the search space
+        full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
-        full = p_max < n and st.pv + st.w + min(b, st.w) > p_max
         if due > 0 and not full and st.w and iterations < maxiter:
-            bb = min(b, st.w)
-            if probe is not None:
-                rot = probe.direction(st, bb)
-            elif rotate:
+            if probe is None and (st.w > 1 or b > 1):
                 ywant = _refresh(st, ywant)
-                rot = _rotation(st.c @ ywant)
-            else:
-                rot = None
-            _expand(work, st, rot, bb, generator)
+            _step(work, st, probe, ywant, b, generator)
             iterations += 1
             continue
         # A look at the small matrices: who has converged, and the directions to add next.
@@ -513,14 +511,14 @@ def subspace_svd(
         if ritz is None or full or (probe is None and bool((worst <= _EXACT_BELOW * target).all())):
             ritz = _ritz(st, t)
             worst = _worst(ritz, k, t, batch)
-        history.append((op.matvecs, float(worst.max(initial=0.0)), iterations))
+        history.append((iterations, op.matvecs, float(worst.max(initial=0.0))))
         verified = reason = None
         if probe is not None:
             if _grown(ritz, probe, k, tol):  # the random direction found a value above σ_k
                 probe, best = None, np.full(batch, np.inf)
             elif iterations >= probe.until or st.w == 0 or iterations >= maxiter:
                 verified, reason = probe.verified, "converged"
-        else:
+        elif t >= k:  # progress is only measurable once k triplets exist
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
             if bool((worst <= target).all()):
@@ -528,9 +526,16 @@ def subspace_svd(
                 passed = verified[3] <= tol
                 if bool(passed.all()):
                     reason = "converged"
-                    if probes > 0 and _inject(work, st, generator):
+                    if probes > 0 and st.w:
+                        steps = -(-_PROBE_STEPS // b)  # a block of b columns explores b directions
+                        if p_now < n and st.pv + st.w + steps * b > p_now:
+                            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv))  # room for the probe
+                            restarts += 1
+                        extra += _inject(work, st, generator)
+                        if p_max + extra < n:  # what fits before the next restart (a block at least)
+                            steps = max(1, min(steps, (p_max + extra - st.pv - st.w) // b))
                         probes, reason = probes - 1, None
-                        probe = _Probe(verified, iterations + _PROBE_STEPS)
+                        probe = _Probe(verified, iterations + steps)
                 elif checks == 2:
                     reason = "stalled"
                 else:  # demand of the estimate what the true residual lacked; go on from the same basis
@@ -545,35 +550,54 @@ def subspace_svd(
                     reason = "maxiter"
                 elif since_best >= options.patience:
                     reason = "stalled"
+        elif st.w == 0:
+            reason = "whole space"
         if reason is not None:
             if verified is None:
                 if ritz.z is None:
                     ritz = _ritz(st, t)
                 verified = verify(work, *_vectors(work, st, ritz, k))
             break
-        if full:
-            ritz = _restart(work, st, ritz, min(keep, p_max - st.w - b, st.pu, st.pv))
+        if full and probe is None:
+            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv))
             restarts += 1
-        rotate = st.w > 1 or b > 1
-        bb = min(b, st.w)
         if probe is not None:
-            rot = probe.direction(st, bb)
             due = probe.until - iterations  # look again only at the probe's end
+        elif t < k:
+            due = -(-(k - t) // b)  # no look before k triplets can exist
         else:
-            if rotate:
+            if st.w > 1 or b > 1:
                 wanted = ~(ritz.rel <= target[..., None])
                 wanted[..., k:] = False
-                if ritz.rel.shape[-1] < k:
-                    wanted[...] = True
                 ywant = _wanted_vectors(ritz, wanted)
-            due = _next_check([(h[2], h[0], h[1]) for h in history[-2:]], float(target.min()), cap)
-            rot = _rotation(st.c @ ywant) if rotate else None
-        _expand(work, st, rot, bb, generator)
+            due = _next_check(history, float(target.min()), cap)
+        _step(work, st, probe, ywant, b, generator)
         iterations += 1
     u, s, v, residual, errors = verified
-    history = [(mv, r) for mv, r, _ in history]
+    history = [(mv, r) for _, mv, r in history]
     s, residual, errors = (torch.from_numpy(np.asarray(x)).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, restarts)
+
+
+def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
+    """One iteration: choose which directions of F to move into 𝒱 — the probe's recurrence, the
+    leading residual directions of the wanted Ritz triplets (``ywant``), or F itself when it is one
+    column moved at a time — and expand."""
+    b = min(b, st.w)
+    if probe is not None:
+        rot = probe.direction(st, b)
+    elif st.w > 1 or b > 1:
+        rot = _rotation(st.c @ ywant) if ywant is not None else None
+    else:
+        rot = None
+    _expand(work, st, rot, b, generator)
+
+
+def _empty(op: Operator, k: int) -> Outcome:
+    """The result for an empty batch: nothing to solve."""
+    z = lambda *shape: torch.zeros(tuple(op.batch_shape) + shape, dtype=op.dtype, device=op.device)  # noqa: E731
+    residual = z()
+    return Outcome(z(op.shape[0], k), z(k), z(op.shape[1], k), residual == 0, residual, 0, [], z(k), "converged", 0)
 
 
 # Iterations of the Golub–Kahan recurrence from a fresh random direction after k > 1 triplets have
@@ -603,19 +627,19 @@ class _Probe:
         return rot
 
 
-def _inject(work, st: Lanczos, generator) -> bool:
+def _inject(work, st: Lanczos, generator) -> int:
     """Append a random direction outside 𝒱 and F to F, with a zero row of C (the relations stay
     exact), to be expanded first. Where 𝒱 and F already span everything, F itself is what is left
-    to explore; False where F is empty too (Rayleigh–Ritz is then exact)."""
+    to explore, and nothing is appended. Returns the columns appended."""
     if st.pv + st.w >= work.shape[1]:
-        return st.w > 0
+        return 0
     known = st.vbuf[..., : st.pv + st.w]
     fresh = work.right.randn_like(st.vbuf[..., :1], generator)
     lost = np.ones(st.c.shape[:-2] + (1,), dtype=bool)
     st.vbuf[..., st.pv + st.w : st.pv + st.w + 1] = _random_fill(work.right, known, fresh, lost, 1, generator)
     st.c = np.concatenate([st.c, np.zeros(st.c.shape[:-2] + (1, st.c.shape[-1]))], axis=-2)
     st.w += 1
-    return True
+    return 1
 
 
 def _last_first(c: np.ndarray, w: int, b: int) -> np.ndarray | None:

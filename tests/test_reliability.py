@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import riemsvd
 from tests.adversarial import KINDS, adversarial_matrix, solve_and_check
-from tests.matrices import check_svd, make_matrix
+from tests.matrices import check_svd, make_matrix, orthonormal
 
 
 @pytest.mark.parametrize(
@@ -184,3 +184,16 @@ def test_repeated_top_values_are_all_found(shape, dtype):
         gen = torch.Generator().manual_seed(seed)
         a = adversarial_matrix("repeated_top", *shape, gen, dtype, 1.0)
         assert solve_and_check(a, 3, gen) == "ok"
+
+
+@pytest.mark.parametrize("copies", [4, 5])
+def test_many_exact_copies_of_the_top_value_are_all_found(copies):
+    """Four or five copies of σ₁ = 1 over values from 0.6 down (300×200, k = copies): a thick restart
+    inside the probe once discarded its random direction, and (1, 1, 1, 0.6) came back for
+    (1, 1, 1, 1) with residual 1e-13 (8 of 8 seeds)."""
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        s = torch.cat([torch.ones(copies, dtype=torch.float64), torch.linspace(0.6, 0.01, 60, dtype=torch.float64)])
+        u, v = orthonormal(300, s.numel(), gen), orthonormal(200, s.numel(), gen)
+        a = (u * s) @ v.mT
+        assert solve_and_check(a, copies, gen) == "ok"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -187,7 +189,7 @@ def test_info_counts_products_and_iterations(gen):
     assert info.iterations >= 1 and 1 <= len(info.history) <= info.iterations
     products = [mv for mv, _ in info.history]
     assert products == sorted(products) and products[-1] <= info.matvecs
-    # the last look found the residual the fresh products then confirmed (with a 2× rounding margin)
+    # the last look found the residual that the fresh products then confirmed
     assert info.history[-1][1] <= info.tol and float(info.residual) <= info.tol
     assert info.stop_reason == "converged" and info.restarts >= 0
 
@@ -227,3 +229,17 @@ def test_small_directions_of_an_ill_conditioned_float32_matrix_are_kept(seed):
     a = make_matrix("cond12", 5, 3, gen, torch.float32)
     result = riemsvd.solve(a, 2, generator=gen)
     check_svd(a, result, 2, result.info.tol)
+
+
+@pytest.mark.parametrize("k,maxiter,patience", [(65, None, 60), (3, 1, 60), (3, 2, 60), (3, None, 1)])
+def test_every_call_returns_k_triplets(k, maxiter, patience, gen):
+    """More triplets than the default basis holds, a maxiter below k, or patience 1 once returned
+    fewer than k columns ("stalled" while the basis was still growing to k vectors)."""
+    a = make_matrix("gaussian", 80, 70, gen)
+    options = riemsvd.SolverOptions(patience=patience)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        result = riemsvd.solve(a, k, maxiter=maxiter, generator=gen, options=options)
+    assert result.U.shape == (80, k) and result.S.shape == (k,) and result.V.shape == (70, k)
+    if maxiter is None:
+        check_svd(a, result, k, result.info.tol)
