@@ -27,6 +27,7 @@ def __getattr__(name):
     globals()[name] = value
     return value
 
+
 __all__ = [
     "ConvergenceWarning",
     "DegenerateSpectrumWarning",

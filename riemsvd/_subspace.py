@@ -96,7 +96,8 @@ class Outcome:
 
 
 def default_basis(k: int, b: int = 1) -> int:
-    """Columns of the right basis before a thick restart, for k triplets and blocks of b (docs/algorithm.md)."""
+    """Columns of the right basis before a thick restart, for k triplets and blocks of b
+    (docs/algorithm.md)."""
     return max(24, 2 * k + 16, 4 * b + min(8 * b, 64))
 
 
@@ -376,7 +377,8 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
     if bu:
         atq = op.rmatmat(q)
         # (A x)ᵀ q = rᵀ: x's coefficients are known; those on the older columns of 𝒱 are zero
-        g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator, (pv, np.swapaxes(r, -1, -2)))
+        known = (pv, np.swapaxes(r, -1, -2))
+        g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator, known)
         st.vbuf[..., pv + w : pv + w + wn] = g
         cn[..., :rest, pu:] = gcoef[..., pv + b :, :]
         cn[..., rest:, pu:] = gr
@@ -575,7 +577,9 @@ def subspace_svd(
         iterations += 1
     u, s, v, residual, errors = verified
     history = [(mv, r) for _, mv, r in history]
-    s, residual, errors = (torch.from_numpy(np.asarray(x)).to(op.device, op.dtype) for x in (s, residual, errors))
+    s, residual, errors = (
+        torch.from_numpy(np.asarray(x)).to(op.device, op.dtype) for x in (s, residual, errors)
+    )
     return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, restarts)
 
 
@@ -597,7 +601,8 @@ def _empty(op: Operator, k: int) -> Outcome:
     """The result for an empty batch: nothing to solve."""
     z = lambda *shape: torch.zeros(tuple(op.batch_shape) + shape, dtype=op.dtype, device=op.device)  # noqa: E731
     residual = z()
-    return Outcome(z(op.shape[0], k), z(k), z(op.shape[1], k), residual == 0, residual, 0, [], z(k), "converged", 0)
+    u, s, v = z(op.shape[0], k), z(k), z(op.shape[1], k)
+    return Outcome(u, s, v, residual == 0, residual, 0, [], z(k), "converged", 0)
 
 
 # Iterations of the Golub–Kahan recurrence from a fresh random direction after k > 1 triplets have

@@ -247,7 +247,7 @@ def figures(p: Problem, out: dict, tol: float, eps: float) -> dict:
 
 
 def status(f: dict, tol: float, eps: float) -> str:
-    """"ok" (the result counts), "not orthonormal", "missed tol" or "not top-k" (a residual ≤ tol
+    """ "ok" (the result counts), "not orthonormal", "missed tol" or "not top-k" (a residual ≤ tol
     reached at other triplets than the leading k)."""
     if not (f["orth_err"] <= math.sqrt(eps)):
         return "not orthonormal"
@@ -786,7 +786,8 @@ def run_case(
                     base = torch.cuda.memory_allocated(p.device)
                 with thread_limits(threads):
                     t, outs[name], total = one_repetition(
-                        lambda: solver.run(p, k, chosen[name], config.seed), config.min_rep_s
+                        lambda solver=solver, name=name: solver.run(p, k, chosen[name], config.seed),
+                        config.min_rep_s,
                     )
                 if cuda:
                     peak = torch.cuda.max_memory_allocated(p.device) - base
@@ -1272,7 +1273,10 @@ def fastest_peers(records: list[Record], short: bool = False) -> dict:
         best = min(peers, key=lambda r: r["time_s"])
         rel = ours["time_s"] / best["time_s"] if solved(ours) else None
         out[label] = dict(
-            solver=best["solver"], setting=best["setting"], time_s=best["time_s"], riemsvd_over=rel,
+            solver=best["solver"],
+            setting=best["setting"],
+            time_s=best["time_s"],
+            riemsvd_over=rel,
             riemsvd_status=ours["status"] if ours else "not run",
         )
     return out

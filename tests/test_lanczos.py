@@ -39,7 +39,9 @@ def _basis_and_block(kinds, n, p, seed):
 
 
 @given(
-    kinds=st.lists(st.sampled_from(["random", "in_span", "nearly_in_span", "duplicate", "zero"]), min_size=1, max_size=4),
+    kinds=st.lists(
+        st.sampled_from(["random", "in_span", "nearly_in_span", "duplicate", "zero"]), min_size=1, max_size=4
+    ),
     p=st.integers(0, 6),
     host=st.booleans(),
     seed=st.integers(0, 2**31 - 1),

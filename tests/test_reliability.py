@@ -193,7 +193,8 @@ def test_many_exact_copies_of_the_top_value_are_all_found(copies):
     (1, 1, 1, 1) with residual 1e-13 (8 of 8 seeds)."""
     for seed in range(3):
         gen = torch.Generator().manual_seed(seed)
-        s = torch.cat([torch.ones(copies, dtype=torch.float64), torch.linspace(0.6, 0.01, 60, dtype=torch.float64)])
+        top = torch.ones(copies, dtype=torch.float64)
+        s = torch.cat([top, torch.linspace(0.6, 0.01, 60, dtype=torch.float64)])
         u, v = orthonormal(300, s.numel(), gen), orthonormal(200, s.numel(), gen)
         a = (u * s) @ v.mT
         assert solve_and_check(a, copies, gen) == "ok"
