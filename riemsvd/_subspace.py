@@ -492,7 +492,7 @@ def subspace_svd(
     )  # fmt: skip
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
     _expand(work, st, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
-    cap = _check_cap(op)
+    cap = _check_cap(op, p_max)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best, due = [], 0, 1, 0, 0, 1
     ywant, probe, probes, extra = None, None, k - 1, 0
@@ -501,7 +501,7 @@ def subspace_svd(
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
-            if probe is None and (st.w > 1 or b > 1):
+            if probe is None and ywant is not None and (st.w > 1 or b > 1):
                 ywant = _refresh(st, ywant)
             _step(work, st, probe, ywant, b, generator)
             iterations += 1
@@ -669,17 +669,20 @@ def _worst(ritz: Ritz | None, k: int, t: int, batch) -> np.ndarray:
     return ritz.rel[..., :k].max(-1)
 
 
-def _check_cap(op: Operator) -> int:
+def _check_cap(op: Operator, p_max: int) -> int:
     """Iterations at most between two looks at the small matrices. A look costs 25–65 µs on the
     host (an eigendecomposition of H Hᵀ, or the SVD of H), a tenth of what an iteration's products
     cost where A has 8·10⁶ entries: that large, every iteration looks; smaller, every few, as the rate
     of convergence decides (:func:`_next_check`). The products did not change (384×384 Gaussian,
     k = 1: 110 with a look every iteration or up to every 8; 8.0 against 6.1 ms). On a GPU a look
     also costs a host sync."""
+    # A basis of p > 64 (k > 24) makes a look cost like p³: 1536×384, k = 128 (p = 272) took 272 ms
+    # with up to 8 iterations between looks, 53 looks in all; looks that far apart keep their share.
+    wide = max(1.0, (p_max / 64) ** 3)
     if torch.device(op.device).type != "cpu":
-        return 4
+        return int(min(64, 4 * wide))
     # per matrix: a batch multiplies the products and the small SVDs alike
-    return int(min(8, max(1, 8e6 // max(op.shape[0] * op.shape[1], 1))))
+    return int(min(64, max(1, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide)))
 
 
 def _vectors(work, st: Lanczos, ritz: Ritz, k: int):

@@ -212,12 +212,13 @@ def test_cuda_matches_cpu():
         check_svd(a.to(dtype), type(result)(*(x.cpu() for x in result), result.info), 3, result.info.tol)
 
 
-@pytest.mark.parametrize("block,max_basis", [(1, 8), (4, 16), (12, 40)])
-def test_block_and_basis_sizes_do_not_change_the_answer(block, max_basis, gen):
+@pytest.mark.parametrize("k,block,max_basis", [(2, 1, 8), (2, 4, 16), (2, 12, 40), (8, 2, None), (12, 3, 40)])
+def test_block_and_basis_sizes_do_not_change_the_answer(k, block, max_basis, gen):
+    """Blocks narrower than k once met the first iterations without Ritz vectors to steer by."""
     a = make_matrix("decay", 200, 90, gen)
     options = riemsvd.SolverOptions(block=block, max_basis=max_basis)
-    result = riemsvd.solve(a, 2, generator=gen, options=options)
-    check_svd(a, result, 2, result.info.tol)
+    result = riemsvd.solve(a, k, generator=gen, options=options)
+    check_svd(a, result, k, result.info.tol)
 
 
 @pytest.mark.parametrize("seed", range(8))
