@@ -6,6 +6,7 @@ Dense (batched) tensors, 2-D torch sparse tensors, scipy sparse matrices and obj
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -195,24 +196,21 @@ class ScipyOperator(Operator):
             self._mm = _columnwise(a.matvec)
             self._rmm = _columnwise(a.rmatvec)
 
-    def _apply(self, fn, x: torch.Tensor, rows: int) -> torch.Tensor:
-        out = np.asarray(fn(x.detach().numpy()), dtype=self._np_dtype)
-        return torch.from_numpy(np.ascontiguousarray(out.reshape(rows, x.shape[-1])))
+    def _apply(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
+        out = np.asarray(fn(x), dtype=self._np_dtype)
+        return np.ascontiguousarray(out.reshape(rows, x.shape[-1]))
 
     def _matmat(self, x):
-        return self._apply(self._mm, x, self.shape[0])
+        return torch.from_numpy(self._apply(self._mm, x.detach().numpy(), self.shape[0]))
 
     def _rmatmat(self, y):
-        return self._apply(self._rmm, y, self.shape[1])
+        return torch.from_numpy(self._apply(self._rmm, y.detach().numpy(), self.shape[1]))
 
     def _numpy_products(self):
-        def matmat(x):
-            return self._apply(self._mm, torch.from_numpy(x), self.shape[0]).numpy()
-
-        def rmatmat(y):
-            return self._apply(self._rmm, torch.from_numpy(y), self.shape[1]).numpy()
-
-        return matmat, rmatmat
+        m, n = self.shape
+        return functools.partial(self._apply, self._mm, rows=m), functools.partial(
+            self._apply, self._rmm, rows=n
+        )
 
 
 def _columnwise(matvec):

@@ -323,7 +323,7 @@ def _start(op: Operator, k: int, width: int, init, tol: float, generator) -> tor
 
     Cold: ``width`` random columns. Warm, with one column: the sum of the warm start's V0 (its first
     k columns), from which the Golub–Kahan recurrence rebuilds span(V0) in k steps and then improves
-    every column at once (from 1e-4-accurate vectors, a 1e-6 solve took 0.38–0.70 of the cold
+    every column at once (from 1e-4-accurate vectors, a 1e-6 solve took 0.38–0.69 of the cold
     products, where V0 and a random column as a block took 0.53–0.90: docs/algorithm.md). A random
     part of relative size 10·tol keeps a V0 that spans an exact singular subspace other than the
     leading one from being a fixed point. Warm, with more columns: V0 and random columns. The warm
