@@ -1,9 +1,9 @@
 """Spectral normalization and spectral-norm projection of neural-network weights with ``riemsvd.solve``.
 
 ``spectral_norm`` is a drop-in for ``torch.nn.utils.parametrizations.spectral_norm`` whose σ is exact
-(a warm-started solve each training step instead of one power iteration), optionally the norm of a
-convolution as a linear map (``input_shape``, with ``operator_norm``); ``project_spectral_`` and
-``register_projection_hook`` clip or rescale weights after an optimizer step.
+(each training step a power step whose σ error is bounded, or a warm-started solve where it is not),
+optionally the norm of a convolution as a linear map (``input_shape``, with ``operator_norm``);
+``project_spectral_`` and ``register_projection_hook`` clip or rescale weights after an optimizer step.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import numbers
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -95,55 +96,157 @@ def _no_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _passes(av, atu, u: torch.Tensor, v: torch.Tensor, tol: float) -> tuple[bool, torch.Tensor]:
-    """Whether unit (u, v) is already a leading-pair candidate to solve's relative residual tol.
+class _Products(NamedTuple):
+    """A v and Aᵀ u for vectors (n,) and (m,) of a matrix or operator in the solver's dtype."""
 
-    The same test as the end of ``riemsvd.solve``: max(‖A v − σu‖, ‖Aᵀu − σv‖)/σ ≤ tol, σ = uᵀAv,
-    from the images ``av`` = A v and ``atu`` = Aᵀ u. Returns (passed, σ).
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    adjoint: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _matrix_products(a: torch.Tensor) -> _Products:
+    return _Products(lambda v: a @ v, lambda u: a.mT @ u)
+
+
+def _operator_products(op) -> _Products:
+    return _Products(lambda v: op.matmat(v.unsqueeze(-1))[:, 0], lambda u: op.rmatmat(u.unsqueeze(-1))[:, 0])
+
+
+class _PairTracker:
+    """What a warm start needs to trust a power step: σ₁ and an upper estimate of σ₂ at the last
+    two-triplet solve, and how many steps ago that was.
+
+    A module keeps one across training steps (it is not state-dict state: after a load or a new
+    weight it starts empty). An empty tracker accepts a power step only on its residual.
     """
-    s = torch.dot(u, av)
-    res = torch.maximum(torch.linalg.vector_norm(av - s * u), torch.linalg.vector_norm(atu - s * v))
-    unit = torch.maximum((torch.linalg.vector_norm(u) - 1).abs(), (torch.linalg.vector_norm(v) - 1).abs())
-    return bool((res <= tol * s) & (unit <= tol)), s
+
+    refresh_every = 50  # steps between two-triplet solves, so a gap that closes slowly is noticed
+    relearn_after = 10  # steps after which a solve that runs anyway also measures σ₂ again
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        self.sigma1: float | None = None
+        self.sigma2: float | None = None
+        self.age = 0
+
+    def gap(self) -> float:
+        return self.sigma1 - self.sigma2
+
+    def margin(self, sigma: float) -> float | None:
+        """sigma minus an upper estimate of today's σ₂, or None when the last σ₂ is unknown or stale.
+
+        σ₂ is taken to have moved as far as σ₁ did since it was measured (both move by at most
+        ‖ΔW‖₂); a margin below half the measured gap means the spectrum moved too much to trust it.
+        """
+        if self.sigma2 is None or self.age >= self.refresh_every:
+            return None
+        margin = sigma - (self.sigma2 + abs(sigma - self.sigma1))
+        return margin if margin >= 0.5 * self.gap() else None
+
+    def stale(self, sigma: float) -> bool:
+        """Whether a solve that has to run should be one for two triplets, to measure σ₂ again."""
+        return self.margin(sigma) is None or self.age >= self.relearn_after
+
+    def record(self, s: torch.Tensor, errors: torch.Tensor) -> None:
+        """Remember a solve's σ₁ and σ₂ + its error bar (σ₂ = 0 for a matrix with one row or column)."""
+        self.sigma1, self.sigma2 = _floats(s[0], s[1] + errors[1]) if s.numel() > 1 else (*_floats(s[0]), 0.0)
+        self.age = 0
+
+
+def _floats(*scalars: torch.Tensor) -> list[float]:
+    """0-dim tensors as floats in one transfer; DTensors (a sharded weight's) as their whole value."""
+    whole = [x.full_tensor() if hasattr(x, "full_tensor") else x for x in scalars]
+    return torch.stack(whole).tolist()
+
+
+_POWER_STEPS = 2  # where the first leaves σ's error just above tol, a second costs less than a solve
+
+
+def _power_step(products: _Products, v0: torch.Tensor):
+    """One power step from unit v0: u = A v0 / ‖A v0‖, v = Aᵀu / ‖Aᵀu‖.
+
+    Returns (u, v, σ, r, s0): σ = ‖Aᵀu‖ = uᵀAv; r = ‖Aᵀu − s0·v0‖ with s0 = uᵀA v0 = ‖A v0‖ is the
+    residual of the unit pair (u, v0), whose left residual A v0 − s0 u is zero. The floats come to
+    the host in one transfer.
+    """
+    a = products.forward(v0)
+    s0 = torch.linalg.vector_norm(a)
+    u = a / s0  # not finite where A v0 = 0; the caller then solves instead
+    b = products.adjoint(u)
+    sigma = torch.linalg.vector_norm(b)
+    r = torch.linalg.vector_norm(torch.addcmul(b, s0, v0, value=-1))  # not σ² − s0²: it cancels
+    sigma_, r_, s0_ = _floats(sigma, r, s0)
+    return u, b / sigma_ if sigma_ > 0 else b, sigma_, r_, s0_
+
+
+def _trusted(sigma: float, r: float, s0: float, tol: float, tracker: _PairTracker | None) -> bool:
+    """Whether a power step's σ is within tol·σ of σ₁ (see ``_warm_pair``)."""
+    if not s0 > 0:
+        return False
+    if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein)
+        return True
+    margin = tracker.margin(s0) if tracker is not None else None
+    # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
+    # factor 2 to spare, since σ₂ is an estimate.
+    return margin is not None and r * r <= tol * s0 * margin
 
 
 @torch.no_grad()
 def _leading_pair(
-    w: torch.Tensor, init, tol: float | None
+    w: torch.Tensor, init, tol: float | None, tracker: _PairTracker | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(u (m,), v (n,), σ) of the 2-D w, warm-started from init = (u0, v0) when given.
-
-    Stored vectors that already pass ``tol`` are returned without a solve (two products instead of a
-    solve's validation and four). Half-precision weights are solved in float32. The random draws the
-    solver may need come from a fixed-seed generator, so a forward never consumes the global RNG.
-    """
+    """(u (m,), v (n,), σ) of the 2-D w, warm-started from init = (u0, v0) when given (see
+    ``_warm_pair``). Half-precision weights are solved in float32."""
     dtype = w.dtype if w.dtype in _SOLVER_DTYPES else torch.float32
     a = w.detach().to(dtype)
     with _no_autocast(a.device):
         if init is not None:
             init = tuple(x.to(device=a.device, dtype=dtype) for x in init)
-        u, v, s = _warm_pair(a, lambda u, v: (a @ v, a.mT @ u), init, tol)
+        u, v, s = _warm_pair(a, _matrix_products(a), init, tol, tracker)
     return u.to(w.dtype), v.to(w.dtype), s
 
 
-def _warm_pair(a, products, init, tol: float | None):
-    """(u (m,), v (n,), σ) of ``a`` (a matrix or an operator of the solver's dtype), warm-started from
-    init = (u0, v0) when given; ``products(u, v)`` gives (A v, Aᵀ u).
+def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _PairTracker | None = None):
+    """(u (m,), v (n,), σ) of ``target`` (a matrix or an operator of the solver's dtype), warm-started
+    from init = (u0, v0) when given; σ is within tol·σ₁ of σ₁.
 
-    Stored vectors that already pass ``tol`` are returned without a solve (two products instead of a
-    solve's validation and four). The random draws a warm solve may need come from a fixed-seed
-    generator, so a training forward never consumes the global RNG.
+    A warm start first takes one power step (two products, like torch's spectral_norm) and keeps it
+    when its σ is trusted: when the residual r of the pair (u, v0) is below tol·σ, or, with a
+    ``tracker`` that knows σ₂, when Kato–Temple's (r²/2)/(σ − σ₂) is — the σ error of a power step
+    is quadratic in r, so during training this usually holds with r far above tol. Otherwise
+    :func:`riemsvd.solve` runs from the power step's pair: for one triplet, or for two when the
+    tracker's σ₂ is unknown or stale (then it learns σ₂ and its error bar). The random draws a solve
+    may need come from a fixed-seed generator, so a training forward never consumes the global RNG.
     """
+    m, n = (target.shape[-2], target.shape[-1])
+    s0 = None
     if init is not None:
-        u0, v0 = init
-        tol_ = tol if tol is not None else default_tol(u0.dtype, *a.shape)
-        ok, s = _passes(*products(u0, v0), u0, v0, tol_)
-        if ok:
-            return u0, v0, s
-        init = (u0.unsqueeze(-1), v0.unsqueeze(-1))
+        tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
+        v = init[1]
+        for _ in range(_POWER_STEPS):
+            u, v, sigma, r, s0 = _power_step(products, v)
+            if _trusted(sigma, r, s0, tol_, tracker):
+                if tracker is not None:
+                    tracker.age += 1
+                return u, v, torch.tensor(sigma, dtype=u.dtype, device=u.device)
+            if not (s0 > 0 and tracker is not None and tracker.margin(s0) is not None):
+                break  # a second step is worth it only where the quadratic test can pass
+        # laid out like the stored pair (a sharded weight's power step leaves other placements)
+        init = (
+            tuple(torch.empty_like(x0).copy_(x).unsqueeze(-1) for x0, x in zip(init, (u, v)))
+            if s0 > 0
+            else None
+        )
+    learn = tracker is not None and (s0 is None or not s0 > 0 or tracker.stale(s0))
+    k = min(2, m, n) if learn else 1
     generator = torch.Generator().manual_seed(0) if init is not None else None
-    u, s, v = solve(a, 1, tol=tol, init=init, generator=generator)
-    return u[:, 0], v[:, 0], s[0]
+    out = solve(target, k, tol=tol, init=init, generator=generator)
+    if learn:
+        tracker.record(out.S, out.info.errors)
+    elif tracker is not None:
+        tracker.age += 1
+    return out.U[:, 0], out.V[:, 0], out.S[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +257,8 @@ class _SpectralNorm(nn.Module):
     """W ↦ W / σ(W), σ = uᵀ W v with (u, v) the leading singular pair, kept in buffers ``_u``, ``_v``.
 
     W is seen as the matrix (W.shape[dim], ∏ other dims). In training mode each forward refreshes
-    (u, v) by a solve warm-started from the buffers; in eval mode the stored vectors are used as they are.
+    (u, v) by a power step or a solve warm-started from the buffers (``_warm_pair``); in eval mode the
+    stored vectors are used as they are.
     """
 
     def __init__(self, weight: torch.Tensor, dim: int = 0, tol: float | None = None, eps: float = 1e-12):
@@ -162,13 +266,18 @@ class _SpectralNorm(nn.Module):
         self.dim = dim
         self.tol = tol
         self.eps = eps
-        u, v, _ = _leading_pair(_as_matrix(weight.detach(), dim), None, tol)
+        self._tracker = _PairTracker()
+        u, v, _ = _leading_pair(_as_matrix(weight.detach(), dim), None, tol, self._tracker)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
+        super()._load_from_state_dict(*args, **kwargs)
+
     @torch.no_grad()
     def _update(self, w_mat: torch.Tensor) -> None:
-        u, v, _ = _leading_pair(w_mat, (self._u, self._v), self.tol)
+        u, v, _ = _leading_pair(w_mat, (self._u, self._v), self.tol, self._tracker)
         # In place, so that replicas sharing the buffers' storage (DataParallel) see the update.
         self._u.copy_(u)
         self._v.copy_(v)
@@ -186,6 +295,7 @@ class _SpectralNorm(nn.Module):
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
+        self._tracker.forget()
         self._update(_as_matrix(value.detach(), self.dim))
         return value
 
@@ -223,8 +333,9 @@ def spectral_norm(
         The output dimension: the weight of shape ``(d0, d1, …)`` is seen as the matrix
         ``(d_dim, ∏ other dims)``. Default 0, and 1 for ConvTranspose1d/2d/3d (as in torch).
     tol : float, optional
-        Relative residual of the singular pair, passed to :func:`riemsvd.solve`; default that of
-        ``solve`` (1e-12 in float64, about 1e-6 in float32). ‖W/σ‖₂ is then 1 to about this accuracy.
+        Relative accuracy of σ: each training forward's σ is within tol·σ of ‖W‖₂, so ‖W/σ‖₂ is 1 to
+        tol (see Notes). Default that of :func:`riemsvd.solve` (1e-12 in float64, 1e-6 in float32, or
+        2·ε·√max(m, n) if larger). Solves, when a step needs one, run to relative residual ``tol``.
     eps : float
         σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN.
     input_shape : tuple of int, optional
@@ -232,7 +343,7 @@ def spectral_norm(
         the convolution as a linear map on inputs of this shape ``(C, *spatial)`` (no batch
         dimension), as :func:`operator_norm` computes it, instead of the reshaped kernel's norm. Then
         σ = ⟨u, conv(v; W)⟩ with the singular pair (u, v) of the operator in buffers ``_u`` (the output
-        flattened) and ``_v`` (the input flattened), refreshed by a warm-started solve in each
+        flattened) and ``_v`` (the input flattened), refreshed like the kernel's pair in each
         training forward; ``dim`` is not used. The layer is then 1-Lipschitz on inputs of that shape.
 
     Returns
@@ -250,11 +361,16 @@ def spectral_norm(
 
     Notes
     -----
-    Warm starting makes a step cost a few products with W when W moves little; stored vectors that
-    still pass ``tol`` skip the solve (two products). When the top two singular values cross in a
-    step, the stored pair can be an almost exact singular pair of the new σ₂: it passes the residual
-    test and that step's σ is σ₂, off by the (small) relative gap (seen once in 1980 layer-steps of
-    the digits example, error 9.5e-4; see docs/spectral_norm.md). The next step recovers.
+    A training step usually costs what torch's costs: one power step from the stored pair (two
+    products with W), kept when its σ is known to ``tol``. The error of a power step's σ is quadratic
+    in the residual r of the pair: at most (r²/2)/(σ − σ₂) (Kato–Temple). σ₂ is measured by a
+    two-triplet solve, again after at most 50 steps (10 when a solve has to run anyway), and taken in
+    between to have moved as far as σ₁ did; the step is kept when r² ≤ tol·σ·(σ − σ₂), half the
+    allowance. Otherwise a second power step is tried, then :func:`riemsvd.solve` runs warm-started
+    from it. When the top two singular values cross in a step, the stored pair can be an almost exact
+    singular pair of the new σ₂: it passes the residual test and that step's σ is σ₂, off by the
+    (small) relative gap (seen once in 1980 layer-steps of the digits example, error 9.5e-4; see
+    docs/spectral_norm.md). The next steps recover.
 
     Examples
     --------
@@ -301,10 +417,9 @@ def spectral_norm(
 
 
 @torch.no_grad()
-def _leading_pair_op(op, init, tol: float | None):
+def _leading_pair_op(op, init, tol: float | None, tracker: _PairTracker | None = None):
     """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0) as ``_leading_pair``."""
-    products = lambda u, v: (op.matmat(v.unsqueeze(-1))[:, 0], op.rmatmat(u.unsqueeze(-1))[:, 0])  # noqa: E731
-    return _warm_pair(op, products, init, tol)
+    return _warm_pair(op, _operator_products(op), init, tol, tracker)
 
 
 def _bias_free(layer: nn.Module) -> nn.Module:
@@ -330,8 +445,9 @@ class _OperatorNorm(nn.Module):
         self.input_shape = tuple(input_shape)
         self.tol = tol
         self.eps = eps
+        self._tracker = _PairTracker()
         op = self._operator(weight.detach())
-        u, v, _ = _leading_pair_op(op, None, tol)
+        u, v, _ = _leading_pair_op(op, None, tol, self._tracker)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
 
@@ -343,7 +459,8 @@ class _OperatorNorm(nn.Module):
     def _update(self, w: torch.Tensor) -> None:
         op = self._operator(w)
         with _no_autocast(w.device):
-            u, v, _ = _leading_pair_op(op, (self._u.to(op.dtype), self._v.to(op.dtype)), self.tol)
+            init = (self._u.to(op.dtype), self._v.to(op.dtype))
+            u, v, _ = _leading_pair_op(op, init, self.tol, self._tracker)
         self._u.copy_(u)
         self._v.copy_(v)
 
@@ -356,7 +473,12 @@ class _OperatorNorm(nn.Module):
         sigma = torch.dot(u.to(weight.dtype), image.reshape(-1)).abs().clamp_min(self.eps)
         return weight / sigma
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._tracker.forget()
+        super()._load_from_state_dict(*args, **kwargs)
+
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        self._tracker.forget()
         self._update(value.detach())
         return value
 
@@ -504,8 +626,12 @@ def project_spectral_(
     _check_positive(max_norm, "max_norm")
     _check_mode(mode)
     _check_tol(tol)
-    dim = _check_dim(dim, weight.dim())
-    u, v, s = _leading_pair(_as_matrix(weight, dim), init, tol)
+    return _project(weight, max_norm, mode, tol, init, _check_dim(dim, weight.dim()))
+
+
+def _project(weight, max_norm: float, mode: str, tol, init, dim: int, tracker=None) -> SpectralProjection:
+    """``project_spectral_`` on checked arguments, with the tracker of a hook that calls it each step."""
+    u, v, s = _leading_pair(_as_matrix(weight, dim), init, tol, tracker)
     sigma = float(s)
     if mode == "ball":
         scale = min(1.0, max_norm / sigma) if sigma > 0 else 1.0
@@ -526,12 +652,13 @@ class _ProjectionHook:
         self.tol = tol
         self.dim = dim
         self.state: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(params)
+        self.trackers = [_PairTracker() for _ in params]
 
+    @torch.no_grad()
     def __call__(self, optimizer, args, kwargs) -> None:
         for i, p in enumerate(self.params):
-            out = project_spectral_(
-                p, self.max_norm, mode=self.mode, tol=self.tol, init=self.state[i], dim=self.dim
-            )
+            dim = self.dim % p.dim()
+            out = _project(p, self.max_norm, self.mode, self.tol, self.state[i], dim, self.trackers[i])
             self.state[i] = (out.u, out.v)
 
 
