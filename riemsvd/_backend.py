@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["mm", "readable_any", "solver_threads"]
+__all__ = ["dense_threads", "mm", "readable_any", "solver_threads"]
 
 NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
@@ -43,14 +43,31 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 _CONTROLLER = None
 
 
-def _blas_threads(limit: int):
-    """numpy's BLAS limited to ``limit`` threads (threadpoolctl; its controller is built once)."""
+def _controller():
+    """threadpoolctl's view of the loaded thread pools, built once (after scipy's LAPACK is loaded)."""
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController
 
         _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=limit, user_api="blas")
+    return _CONTROLLER
+
+
+def _blas_threads(limit: int):
+    """Every BLAS library limited to ``limit`` threads."""
+    return _controller().limit(limits=limit, user_api="blas")
+
+
+def _other_blas_single():
+    """BLAS libraries other than numpy's limited to one thread: scipy's wheels ship their own
+    OpenBLAS, which serves the solver's small LAPACK calls (dsyevr on p×p). Its threads, spinning
+    beside numpy's after a product, made those calls 5× slower on 2 cores (a 4096×1024 float32
+    gradient, k = 32: 618 ms against 166 ms with scipy's on one thread; docs/algorithm.md)."""
+    libs = [lib for lib in _controller().lib_controllers if lib.user_api == "blas"]
+    others = [lib.filepath for lib in libs if f"{os.sep}numpy" not in lib.filepath]
+    if len(libs) < 2 or not others:
+        return contextlib.nullcontext()  # one BLAS for both: its own threads never compete
+    return _controller().select(filepath=others).limit(limits=1)
 
 
 # Up to this many entries of A, numpy's BLAS runs on one thread during a solve (see solver_threads).
@@ -86,9 +103,22 @@ def solver_threads(device: torch.device, entries: int = 0, *, distributed: bool 
             with _blas_threads(1):
                 yield
         else:
-            yield
+            with _other_blas_single():
+                yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def dense_threads(device: torch.device):
+    """Threads for the dense path, whose work is a few large torch LAPACK calls: torch keeps its
+    threads, numpy's BLAS (the residual check's products) gets one, so that neither pool spins beside
+    the other (1536×384 float32, k = 32: 27.7 ms, 13.0 ms with one BLAS thread; torch.linalg.svd 20.5)."""
+    if not (NUMPY_BLAS and torch.device(device).type == "cpu"):
+        yield
+        return
+    with _blas_threads(1):
+        yield
 
 
 def readable_any(t: torch.Tensor, default: bool) -> bool:
