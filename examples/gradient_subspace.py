@@ -32,8 +32,10 @@ def run(steps: int = 20, k: int = 4, width: int = 256, seed: int = 0) -> dict:
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         grad = weight.grad.detach()
-        cold = riemsvd.solve(grad, k, generator=g)
-        warm = riemsvd.solve(grad, k, init=previous, generator=g) if previous else cold
+        # The iterative method on purpose, to compare its cold and warm starts; on small gradients
+        # method="auto" would take the dense path, which has no use for a warm start.
+        cold = riemsvd.solve(grad, k, generator=g, method="iterative")
+        warm = riemsvd.solve(grad, k, init=previous, generator=g, method="iterative") if previous else cold
         previous = (warm.U, warm.V)
         ref = torch.linalg.svdvals(grad)[:k]
         worst_error = max(worst_error, float((warm.S - ref).abs().max() / ref[0]))

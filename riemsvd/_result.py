@@ -58,6 +58,10 @@ class SolveInfo:
     communicated : int
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
+    method : str
+        ``"iterative"`` or ``"dense"``: the path that ran (``solve``'s ``method``). A dense solve has
+        ``iterations`` 0, ``stop_reason`` "whole space", and counts the Gram matrix as min(m, n)
+        products.
     """
 
     converged: torch.Tensor
@@ -70,6 +74,7 @@ class SolveInfo:
     communicated: int = 0
     stop_reason: str = "converged"
     restarts: int = 0
+    method: str = "iterative"
 
 
 class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):

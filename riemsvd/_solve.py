@@ -11,9 +11,10 @@ import warnings
 import torch
 
 from riemsvd._autograd import Layout, SolveCall, SolveFunction
-from riemsvd._backend import solver_threads
+from riemsvd._backend import dense_threads, solver_threads
+from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded, prepare
-from riemsvd._operator import as_operator
+from riemsvd._operator import DenseOperator, as_operator
 from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
 from riemsvd._tolerance import default_tol
@@ -22,6 +23,7 @@ from riemsvd._validate import check_solve_args
 __all__ = ["solve"]
 
 _DEFAULT_MAXITER = 2000
+_METHODS = ("auto", "iterative", "dense")
 
 
 def _no_autocast(device):
@@ -40,6 +42,7 @@ def solve(
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     options: SolverOptions | None = None,
+    method: str = "auto",
 ) -> SVDResult:
     r"""The k leading singular triplets of A, without a full SVD.
 
@@ -83,6 +86,15 @@ def solve(
     options : SolverOptions, optional
         The solver's knobs (columns per iteration, basis size, start columns, patience); the
         defaults were chosen by measurement and rarely need changing.
+    method : {"auto", "iterative", "dense"}
+        ``"iterative"``: the Lanczos process above. ``"dense"``: a whole decomposition by LAPACK — in
+        float32 the eigendecomposition of the smaller Gram matrix formed in float64, checked, with a
+        float32 SVD where the check fails; in float64 an SVD — then the same fresh-product residuals
+        (dense tensors only; ``init``, ``maxiter`` and ``options`` are not used). ``"auto"`` (default)
+        takes the dense path on the CPU where its cost model, calibrated by measurement, expects it
+        to be faster: small matrices and k a sizeable fraction of min(m, n) (docs/algorithm.md). The
+        results, ``info`` and gradients have the same meaning either way; ``info.method`` says which
+        ran.
 
     Returns
     -------
@@ -139,6 +151,7 @@ def solve(
     True
     """
     if is_sharded(A):
+        _check_method(method, None)
         problem = prepare(A, k, tol, maxiter, init, generator, options)  # a collective
         layout, init, generator, target = problem.layout, problem.init, problem.generator, problem.tensor
 
@@ -147,6 +160,7 @@ def solve(
 
     else:
         magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
+        _check_method(method, A)
         layout, target = Layout(), A
 
         def operator(a):
@@ -159,16 +173,25 @@ def solve(
         tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
         entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
         start = op.matvecs  # an Operator passed in may have been used before
-        with solver_threads(op.device, entries, distributed=op.distributed), _no_autocast(op.device):
-            out = subspace_svd(
-                op,
-                k,
-                tol=tol_,
-                maxiter=maxiter or _DEFAULT_MAXITER,
-                init=init,
-                generator=generator,
-                options=options,
-            )
+        dense = isinstance(op, DenseOperator) and (
+            method == "dense"
+            or method == "auto"
+            and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol_, init is not None)
+        )
+        if dense:
+            with dense_threads(op.device), _no_autocast(op.device):
+                out = dense_svd(op, k, tol_)
+        else:
+            with solver_threads(op.device, entries, distributed=op.distributed), _no_autocast(op.device):
+                out = subspace_svd(
+                    op,
+                    k,
+                    tol=tol_,
+                    maxiter=maxiter or _DEFAULT_MAXITER,
+                    init=init,
+                    generator=generator,
+                    options=options,
+                )
         errors = out.errors if op.scale is None else out.errors / op.scale[..., 0]
         info = SolveInfo(
             out.converged,
@@ -181,6 +204,7 @@ def solve(
             communicated=op.communicated,
             stop_reason=out.reason,
             restarts=out.restarts,
+            method="dense" if dense else "iterative",
         )
         s = out.s if op.scale is None else out.s / op.scale[..., 0]
         return (*layout.outputs(out.u, s, out.v), info)
@@ -201,3 +225,15 @@ def solve(
             stacklevel=2,
         )
     return SVDResult(u, s, v, info)
+
+
+def _check_method(method, A) -> None:
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}.")
+    dense_tensor = isinstance(A, torch.Tensor) and A.layout == torch.strided
+    if method == "dense" and not dense_tensor:
+        raise ValueError(
+            f"`method='dense'` needs A as a dense torch.Tensor, got {type(A).__name__}"
+            f"{'' if not isinstance(A, torch.Tensor) else f' with layout {A.layout}'}; use "
+            "method='iterative' (or 'auto') for sparse, matrix-free and sharded A."
+        )

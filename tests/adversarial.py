@@ -6,12 +6,17 @@ run: ``python tests/fuzz_solve.py --cases 3000``).
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 
 import riemsvd
 from tests.matrices import make_matrix, orthonormal
+
+# The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
+# (tests/test_dense.py tests that one and the choice).
+solve = functools.partial(riemsvd.solve, method="iterative")
 
 KINDS = ("gaussian", "lowrank", "decay", "cluster", "cond12", "repeated_top", "rank_deficient", "zero")
 
@@ -42,7 +47,7 @@ def solve_and_check(a: torch.Tensor, k: int, gen: torch.Generator) -> str:
     before = a.detach().clone()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = riemsvd.solve(a, k, generator=gen)
+        result = solve(a, k, generator=gen)
     assert torch.equal(a.detach(), before), "the input was modified"
     warned = any(issubclass(w.category, riemsvd.ConvergenceWarning) for w in caught)
     converged = result.info.converged

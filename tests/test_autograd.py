@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from hypothesis import given
@@ -10,6 +12,10 @@ from torch.func import jacfwd, jvp
 
 import riemsvd
 from tests.matrices import make_matrix, orthonormal
+
+# The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
+# (tests/test_dense.py tests that one and the choice).
+solve = functools.partial(riemsvd.solve, method="iterative")
 
 # Sign-invariant losses: unchanged when (uᵢ, vᵢ) → (−uᵢ, −vᵢ), the only well-posed ones.
 LOSSES = {
@@ -39,7 +45,7 @@ def _grads(a, k, loss, gen, batch=()):
     )
     b = torch.randn(m, 3, generator=gen, dtype=torch.float64)
     a1 = a.clone().requires_grad_()
-    u, s, v = riemsvd.solve(a1, k, generator=gen)
+    u, s, v = solve(a1, k, generator=gen)
     loss(u, s, v, w, c, d, b).sum().backward()
     a2 = a.clone().requires_grad_()
     u2, s2, vh2 = torch.linalg.svd(a2, full_matrices=False)
@@ -72,7 +78,7 @@ def test_gradcheck_on_a_small_problem(gen):
     a = with_gaps(7, 5, 2, gen).requires_grad_()
 
     def f(x):
-        u, s, v = riemsvd.solve(x, 2, generator=torch.Generator().manual_seed(0))
+        u, s, v = solve(x, 2, generator=torch.Generator().manual_seed(0))
         return s.sum() + (u[:3] ** 2).sum() + (u[:, 0] @ x @ v[:, 1]) ** 2 + (u[:, :1] @ v[:, :1].mT).sum()
 
     assert torch.autograd.gradcheck(f, (a,), eps=1e-6, atol=1e-7)
@@ -97,7 +103,7 @@ def test_repeated_zero_singular_values_below_k_get_a_finite_right_gradient(gen):
     weights = torch.arange(600, dtype=torch.float64).reshape(30, 20)
 
     def loss(x):
-        u, s, v = riemsvd.solve(x, 2, generator=torch.Generator().manual_seed(0))
+        u, s, v = solve(x, 2, generator=torch.Generator().manual_seed(0))
         return ((u @ v.mT) ** 2 * weights).sum() + s.sum()
 
     x = a.clone().requires_grad_()
@@ -118,7 +124,7 @@ def test_adjoint_solution_is_tangent(gen):
     import riemsvd._autograd as ad
 
     a = with_gaps(25, 15, 3, gen)
-    u, s, v = riemsvd.solve(a, 3, generator=gen)
+    u, s, v = solve(a, 3, generator=gen)
     gu, gv = torch.randn_like(u), torch.randn_like(v)
     p, q = ad._complement_solve(ad.DenseOperator(a), u, s, v, gu, gv)
     assert float((u.mT @ p).abs().max()) < 1e-12 and float((v.mT @ q).abs().max()) < 1e-12
@@ -133,18 +139,18 @@ def _double_top(gen):
 def test_coinciding_singular_values_warn_and_keep_the_sigma_gradient_exact(gen):
     a = _double_top(gen)
     x = a.clone().requires_grad_()
-    u, sv, v = riemsvd.solve(x, 2, generator=gen)
+    u, sv, v = solve(x, 2, generator=gen)
     with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
         (sv.sum() + (u[0] ** 2).sum()).backward()
     assert bool(torch.isfinite(x.grad).all())
     y = a.clone().requires_grad_()
-    riemsvd.solve(y, 2, generator=gen).S.sum().backward()
+    solve(y, 2, generator=gen).S.sum().backward()
     torch.testing.assert_close(y.grad, (u @ v.mT).detach(), rtol=1e-10, atol=1e-10)
 
 
 def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
     x = _double_top(gen).requires_grad_()
-    u, sv, v = riemsvd.solve(x, 1, generator=gen)
+    u, sv, v = solve(x, 1, generator=gen)
     with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned"):
         (u[0] ** 2).sum().backward()
     assert bool(torch.isfinite(x.grad).all())
@@ -159,7 +165,7 @@ def test_jvp_matches_finite_differences(gen):
     da = torch.randn(12, 8, generator=gen, dtype=torch.float64)
 
     def f(x):  # sign-invariant outputs of U, S, V
-        u, s, v = riemsvd.solve(x, 3, generator=torch.Generator().manual_seed(0))
+        u, s, v = solve(x, 3, generator=torch.Generator().manual_seed(0))
         return torch.cat([s, (u * u).flatten(), (u[:, :2] @ v[:, :2].mT).flatten()])
 
     _, tangent = jvp(f, (a,), (da,))
@@ -170,7 +176,7 @@ def test_jacfwd_matches_reverse_mode_jacobian(gen):
     a = with_gaps(6, 4, 2, gen)
 
     def f(x):
-        u, s, v = riemsvd.solve(x, 2, generator=torch.Generator().manual_seed(0))
+        u, s, v = solve(x, 2, generator=torch.Generator().manual_seed(0))
         return torch.cat([s, (u[:, :1] @ v[:, :1].mT).flatten()])
 
     forward = jacfwd(f)(a)
@@ -181,9 +187,9 @@ def test_jacfwd_matches_reverse_mode_jacobian(gen):
 def test_float32_gradient_is_close_to_float64(gen):
     a = with_gaps(40, 30, 2, gen)
     x32 = a.float().requires_grad_()
-    u, s, v = riemsvd.solve(x32, 2, generator=gen)
+    u, s, v = solve(x32, 2, generator=gen)
     ((u[:, :1] @ v[:, :1].mT).sum() + s.sum()).backward()
     x64 = a.clone().requires_grad_()
-    u, s, v = riemsvd.solve(x64, 2, generator=gen)
+    u, s, v = solve(x64, 2, generator=gen)
     ((u[:, :1] @ v[:, :1].mT).sum() + s.sum()).backward()
     torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -12,6 +14,10 @@ from hypothesis import strategies as st
 import riemsvd
 from tests.adversarial import KINDS, adversarial_matrix, solve_and_check
 from tests.matrices import check_svd, make_matrix, orthonormal
+
+# The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
+# (tests/test_dense.py tests that one and the choice).
+solve = functools.partial(riemsvd.solve, method="iterative")
 
 
 @pytest.mark.parametrize(
@@ -28,7 +34,7 @@ from tests.matrices import check_svd, make_matrix, orthonormal
 def test_extreme_scales_are_solved_exactly(dtype, scale, gen):
     """Norms of residuals once underflowed to 0 (S off by 46%, 'converged') or overflowed to inf."""
     a = (make_matrix("decay", 40, 30, gen) * scale).to(dtype)
-    result = riemsvd.solve(a, 3, generator=gen)
+    result = solve(a, 3, generator=gen)
     ref = torch.linalg.svdvals(make_matrix("decay", 40, 30, torch.Generator().manual_seed(1234)))
     assert bool(result.info.converged)
     assert bool(torch.isfinite(result.S).all()) and bool((result.S > 0).all())
@@ -41,7 +47,7 @@ def test_batch_mixing_scales_solves_each_matrix(gen):
     a[1] *= 1e-200
     a[2] *= 1e200
     a[3] = 0.0
-    result = riemsvd.solve(a, 2, generator=gen)
+    result = solve(a, 2, generator=gen)
     assert bool(result.info.converged.all())
     for i, c in ((0, 1.0), (1, 1e-200), (2, 1e200)):
         ref = torch.linalg.svdvals(a[i] / c)[:2]
@@ -53,7 +59,7 @@ def test_gradient_at_extreme_scale_is_finite_and_right(gen):
     for scale in (1e-160, 1e160):
         a = make_matrix("decay", 12, 8, gen) * scale
         x = a.clone().requires_grad_()
-        u, s, v = riemsvd.solve(x, 2, generator=gen)
+        u, s, v = solve(x, 2, generator=gen)
         ((u[:, :1] @ v[:, :1].mT) ** 2).sum().backward()
         y = (a / scale).requires_grad_()
         u2, s2, vh2 = torch.linalg.svd(y, full_matrices=False)
@@ -65,13 +71,13 @@ def test_warm_start_on_an_exact_non_leading_pair_still_finds_the_top():
     """A V0 spanning an exact singular subspace that is not the top one used to be a fixed point."""
     a = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
     e = torch.eye(100, dtype=torch.float64)
-    result = riemsvd.solve(a, 1, init=(e[:, :1], e[:, :1]), generator=torch.Generator().manual_seed(0))
+    result = solve(a, 1, init=(e[:, :1], e[:, :1]), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(result.S, torch.tensor([100.0], dtype=torch.float64))
 
 
 def test_vmap_over_solve_matches_the_batched_call(gen):
     b = torch.stack([make_matrix("decay", 10, 7, gen) for _ in range(3)])
-    values = torch.func.vmap(lambda a: riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0)).S)(b)
+    values = torch.func.vmap(lambda a: solve(a, 2, generator=torch.Generator().manual_seed(0)).S)(b)
     torch.testing.assert_close(values, torch.linalg.svdvals(b)[:, :2], rtol=1e-10, atol=0)
 
 
@@ -80,16 +86,16 @@ def test_uncoalesced_coo_is_accepted(gen):
     idx = torch.cat([dense.nonzero().T, dense.nonzero().T], dim=1)  # every entry twice
     vals = torch.cat([dense[dense != 0], dense[dense != 0]]) / 2
     a = torch.sparse_coo_tensor(idx, vals, dense.shape)
-    result = riemsvd.solve(a, 2, generator=gen)
+    result = solve(a, 2, generator=gen)
     check_svd(dense, result, 2, result.info.tol)
 
 
 def test_unsupported_sparse_layout_and_sparse_with_grad_raise(gen):
     dense = make_matrix("decay", 8, 6, gen)
     with pytest.raises(ValueError, match="COO, CSR or CSC"):
-        riemsvd.solve(dense.to_sparse_bsr((2, 2)))
+        solve(dense.to_sparse_bsr((2, 2)))
     with pytest.raises(ValueError, match="requires grad"):
-        riemsvd.solve(dense.to_sparse().requires_grad_())
+        solve(dense.to_sparse().requires_grad_())
 
 
 @pytest.mark.parametrize(
@@ -104,13 +110,13 @@ def test_unsupported_sparse_layout_and_sparse_with_grad_raise(gen):
 )
 def test_bad_options_raise(options, error, gen):
     with pytest.raises(error, match="`options"):
-        riemsvd.solve(make_matrix("decay", 8, 6, gen), options=options)
+        solve(make_matrix("decay", 8, 6, gen), options=options)
 
 
 def test_init_with_more_columns_than_k_uses_the_first_k(gen):
     a = make_matrix("decay", 30, 20, gen)
-    previous = riemsvd.solve(a, 4, generator=gen)
-    result = riemsvd.solve(a, 2, init=(previous.U, previous.V), generator=gen)
+    previous = solve(a, 4, generator=gen)
+    result = solve(a, 2, init=(previous.U, previous.V), generator=gen)
     check_svd(a, result, 2, result.info.tol)
 
 
@@ -118,13 +124,13 @@ def test_init_with_more_columns_than_k_uses_the_first_k(gen):
 def test_solve_under_cuda_autocast():
     a = make_matrix("decay", 60, 40, torch.Generator().manual_seed(0)).float().cuda()
     with torch.autocast("cuda"):
-        result = riemsvd.solve(a, 2)
+        result = solve(a, 2)
     assert result.S.dtype == torch.float32 and bool(result.info.converged)
 
 
 def test_scipy_matrix_at_extreme_scale(gen):
     s = sp.random(50, 40, density=0.2, format="csr", random_state=np.random.default_rng(0)) * 1e-300
-    result = riemsvd.solve(s, 2, generator=gen)
+    result = solve(s, 2, generator=gen)
     ref = np.linalg.svd(s.toarray() * 1e300, compute_uv=False)[:2]
     np.testing.assert_allclose(result.S.numpy() * 1e300, ref, rtol=1e-10)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -14,6 +15,10 @@ from hypothesis import strategies as st
 
 import riemsvd
 from tests.matrices import SPECTRA, check_svd, make_matrix
+
+# The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
+# (tests/test_dense.py tests that one and the choice).
+solve = functools.partial(riemsvd.solve, method="iterative")
 
 shapes = st.one_of(
     st.tuples(st.just(1), st.integers(1, 40)),
@@ -37,7 +42,7 @@ def test_top_k_match_full_svd_for_any_spectrum(shape, kind, dtype, scale, data):
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     gen = torch.Generator().manual_seed(seed)
     a = make_matrix(kind, m, n, gen, dtype, scale)
-    result = riemsvd.solve(a, k, generator=gen)
+    result = solve(a, k, generator=gen)
     check_svd(a, result, k, result.info.tol)
 
 
@@ -45,22 +50,22 @@ def test_top_k_match_full_svd_for_any_spectrum(shape, kind, dtype, scale, data):
 @pytest.mark.parametrize("k", [1, 5])
 def test_sigma_to_1e10_relative_on_each_class_in_float64(kind, k, gen):
     a = make_matrix(kind, 300, 150, gen)
-    result = riemsvd.solve(a, k, generator=gen)
+    result = solve(a, k, generator=gen)
     assert result.info.tol <= 1e-12
     check_svd(a, result, k, result.info.tol, sigma_rtol=1e-10)
 
 
 def test_batched_input_is_solved_per_matrix(gen):
     a = torch.stack([make_matrix(kind, 50, 30, gen) for kind in SPECTRA]).reshape(5, 1, 50, 30)
-    result = riemsvd.solve(a, 3, generator=gen)
+    result = solve(a, 3, generator=gen)
     assert result.info.converged.shape == (5, 1) and result.info.residual.shape == (5, 1)
     check_svd(a, result, 3, result.info.tol)
 
 
 def test_tall_and_wide_views_without_copy_give_the_same_values(gen):
     a = make_matrix("decay", 80, 50, gen)
-    r1 = riemsvd.solve(a, 2, generator=gen)
-    r2 = riemsvd.solve(a.mT, 2, generator=gen)  # a non-contiguous view
+    r1 = solve(a, 2, generator=gen)
+    r2 = solve(a.mT, 2, generator=gen)  # a non-contiguous view
     torch.testing.assert_close(r1.S, r2.S, rtol=1e-12, atol=0)
     check_svd(a.mT, r2, 2, r2.info.tol)
 
@@ -69,7 +74,7 @@ def test_tall_and_wide_views_without_copy_give_the_same_values(gen):
 def test_torch_sparse_input(layout, gen):
     dense = make_matrix("gaussian", 200, 120, gen) * (torch.rand(200, 120, generator=gen) < 0.05)
     a = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
-    result = riemsvd.solve(a, 3, generator=gen)
+    result = solve(a, 3, generator=gen)
     check_svd(dense, result, 3, result.info.tol)
 
 
@@ -77,7 +82,7 @@ def test_scipy_sparse_and_linear_operator_inputs_give_cpu_tensors(gen):
     s = sp.random(300, 200, density=0.05, format="csr", random_state=np.random.default_rng(0))
     dense = torch.from_numpy(s.toarray())
     for a in (s, sla.aslinearoperator(s)):
-        result = riemsvd.solve(a, 3, generator=gen)
+        result = solve(a, 3, generator=gen)
         assert isinstance(result.S, torch.Tensor) and result.S.device.type == "cpu"
         check_svd(dense, result, 3, result.info.tol)
 
@@ -95,27 +100,27 @@ def test_object_with_only_matvec_and_rmatvec(gen):
         def rmatvec(self, y):
             return a.numpy().T @ y
 
-    result = riemsvd.solve(Op(), 2, generator=gen)
+    result = solve(Op(), 2, generator=gen)
     check_svd(a, result, 2, result.info.tol)
 
 
 def test_float32_sparse_scipy_keeps_float32(gen):
     s = sp.random(100, 80, density=0.2, format="csr", dtype=np.float32, random_state=np.random.default_rng(1))
-    result = riemsvd.solve(s, 2, generator=gen)
+    result = solve(s, 2, generator=gen)
     assert result.S.dtype == torch.float32
     check_svd(torch.from_numpy(s.toarray()), result, 2, result.info.tol)
 
 
 def test_zero_matrix_gives_zero_values_and_orthonormal_vectors(gen):
     a = torch.zeros(3, 20, 10, dtype=torch.float64)
-    result = riemsvd.solve(a, 4, generator=gen)
+    result = solve(a, 4, generator=gen)
     assert bool((result.S == 0).all())
     check_svd(a, result, 4, result.info.tol)
 
 
 def test_k_equal_to_min_dimension(gen):
     a = make_matrix("gaussian", 30, 12, gen)
-    result = riemsvd.solve(a, 12, generator=gen)
+    result = solve(a, 12, generator=gen)
     check_svd(a, result, 12, result.info.tol)
 
 
@@ -127,11 +132,11 @@ def test_warm_start_after_small_perturbation_needs_fewer_products(gen):
     """
     for kind in ("decay", "cluster", "cond12", "gaussian"):
         a = make_matrix(kind, 400, 200, gen)
-        cold = riemsvd.solve(a, 2, generator=gen)
+        cold = solve(a, 2, generator=gen)
         e = torch.randn(a.shape, generator=gen, dtype=a.dtype)
         a2 = a + 1e-4 * torch.linalg.matrix_norm(a, 2) * e / torch.linalg.matrix_norm(e, 2)
-        cold2 = riemsvd.solve(a2, 2, generator=gen)
-        warm = riemsvd.solve(a2, 2, init=(cold.U, cold.V), generator=gen)
+        cold2 = solve(a2, 2, generator=gen)
+        warm = solve(a2, 2, init=(cold.U, cold.V), generator=gen)
         check_svd(a2, warm, 2, warm.info.tol)
         assert warm.info.matvecs < cold2.info.matvecs
 
@@ -139,21 +144,21 @@ def test_warm_start_after_small_perturbation_needs_fewer_products(gen):
 def test_init_with_fewer_columns_and_shared_over_batch(gen):
     a = torch.stack([make_matrix("decay", 40, 30, gen) for _ in range(3)])
     u0, v0 = torch.linalg.svd(a[0])[0][:, :1], torch.linalg.svd(a[0])[2][:1].mT
-    result = riemsvd.solve(a, 3, init=(u0, v0), generator=gen)
+    result = solve(a, 3, init=(u0, v0), generator=gen)
     check_svd(a, result, 3, result.info.tol)
 
 
 def test_same_generator_seed_gives_identical_results():
     a = make_matrix("cluster", 120, 80, torch.Generator().manual_seed(5))
-    r1 = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(7))
-    r2 = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(7))
+    r1 = solve(a, 3, generator=torch.Generator().manual_seed(7))
+    r2 = solve(a, 3, generator=torch.Generator().manual_seed(7))
     assert torch.equal(r1.U, r2.U) and torch.equal(r1.S, r2.S) and torch.equal(r1.V, r2.V)
 
 
 def test_input_is_not_modified_and_grad_flag_is_ignored(gen):
     a = make_matrix("decay", 50, 40, gen).requires_grad_()
     before = a.detach().clone()
-    result = riemsvd.solve(a, 2, generator=gen)
+    result = solve(a, 2, generator=gen)
     assert torch.equal(a.detach(), before)
     check_svd(before, result, 2, result.info.tol)
 
@@ -161,7 +166,7 @@ def test_input_is_not_modified_and_grad_flag_is_ignored(gen):
 def test_maxiter_reached_warns_and_reports_unconverged(gen):
     a = make_matrix("gaussian", 400, 300, gen)
     with pytest.warns(riemsvd.ConvergenceWarning, match="relative residual"):
-        result = riemsvd.solve(a, 1, maxiter=3, generator=gen)
+        result = solve(a, 1, maxiter=3, generator=gen)
     assert not bool(result.info.converged.all())
     assert float(result.info.residual) > result.info.tol
     assert result.info.iterations == 3
@@ -183,7 +188,7 @@ def test_info_counts_products_and_iterations(gen):
             calls["n"] += y.shape[1]
             return a.numpy().T @ y
 
-    result = riemsvd.solve(Counting(), 2, generator=gen)
+    result = solve(Counting(), 2, generator=gen)
     assert result.info.matvecs == calls["n"] > 0
     info = result.info
     assert info.iterations >= 1 and 1 <= len(info.history) <= info.iterations
@@ -196,7 +201,7 @@ def test_info_counts_products_and_iterations(gen):
 
 def test_result_unpacks_like_svd_lowrank(gen):
     a = make_matrix("decay", 30, 20, gen)
-    result = riemsvd.solve(a, 2, generator=gen)
+    result = solve(a, 2, generator=gen)
     u, s, v = result
     assert u is result.U and s is result.S and v is result.V
     assert isinstance(result.info, riemsvd.SolveInfo)
@@ -207,7 +212,7 @@ def test_cuda_matches_cpu():
     gen = torch.Generator().manual_seed(0)
     a = make_matrix("cluster", 500, 300, gen)
     for dtype in (torch.float64, torch.float32):
-        result = riemsvd.solve(a.to("cuda", dtype), 3, generator=torch.Generator("cuda").manual_seed(0))
+        result = solve(a.to("cuda", dtype), 3, generator=torch.Generator("cuda").manual_seed(0))
         assert result.S.device.type == "cuda"
         check_svd(a.to(dtype), type(result)(*(x.cpu() for x in result), result.info), 3, result.info.tol)
 
@@ -217,7 +222,7 @@ def test_block_and_basis_sizes_do_not_change_the_answer(k, block, max_basis, gen
     """Blocks narrower than k once met the first iterations without Ritz vectors to steer by."""
     a = make_matrix("decay", 200, 90, gen)
     options = riemsvd.SolverOptions(block=block, max_basis=max_basis)
-    result = riemsvd.solve(a, k, generator=gen, options=options)
+    result = solve(a, k, generator=gen, options=options)
     check_svd(a, result, k, result.info.tol)
 
 
@@ -228,7 +233,7 @@ def test_small_directions_of_an_ill_conditioned_float32_matrix_are_kept(seed):
     1e12 (k = 2)."""
     gen = torch.Generator().manual_seed(seed)
     a = make_matrix("cond12", 5, 3, gen, torch.float32)
-    result = riemsvd.solve(a, 2, generator=gen)
+    result = solve(a, 2, generator=gen)
     check_svd(a, result, 2, result.info.tol)
 
 
@@ -240,7 +245,7 @@ def test_every_call_returns_k_triplets(k, maxiter, patience, gen):
     options = riemsvd.SolverOptions(patience=patience)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
-        result = riemsvd.solve(a, k, maxiter=maxiter, generator=gen, options=options)
+        result = solve(a, k, maxiter=maxiter, generator=gen, options=options)
     assert result.U.shape == (80, k) and result.S.shape == (k,) and result.V.shape == (70, k)
     if maxiter is None:
         check_svd(a, result, k, result.info.tol)

@@ -1,0 +1,105 @@
+"""The dense path of ``riemsvd.solve``: the k leading triplets from a whole decomposition.
+
+Where A is small, or k a sizeable fraction of min(m, n), one LAPACK call beats any iteration; the cost
+model that decides is :func:`prefer_dense`, calibrated in docs/algorithm.md. The results have the
+iterative path's meaning: sorted triplets, and residuals from fresh products with A (``verify``).
+
+float32: the eigendecomposition of the smaller Gram matrix, formed and decomposed in float64. Its
+errors are those of float64 on the squared singular values: σᵢ² to about ε₆₄·σ₁², so the residual
+of a triplet is about ε₆₄·σ₁²/σᵢ relative to σ₁ and the loss of orthogonality between the vectors
+computed as A vᵢ/σᵢ about ε₆₄·σ₁²/(σᵢσⱼ) — far below float32's resolution unless σ_k < 1e-4·σ₁. That
+is checked on the result (orthogonality directly, the residual by ``verify``); where it fails, and for
+float64 (whose tolerances are close to ε₆₄ itself), a LAPACK SVD (gesdd) of A in its own dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from riemsvd._backend import readable_any
+from riemsvd._operator import DenseOperator
+from riemsvd._subspace import Outcome, verify
+from riemsvd._tolerance import default_tol
+
+__all__ = ["dense_svd", "prefer_dense"]
+
+
+def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: float, warm: bool) -> bool:
+    """Whether the dense path is expected to take less time than the iteration, by a cost model
+    fitted to measured times (docs/algorithm.md, "The dense path"); on the CPU only (not measured on
+    GPUs, where the iteration keeps its batched products and no per-matrix host round trip).
+    ``warm``: the iteration has a warm start, which saves about half its products."""
+    if torch.device(device).type != "cpu":
+        return False
+    m, n = shape
+    p = min(m, n)
+    c = _COSTS[dtype]
+    dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
+    # Products grow with k and with the digits asked for (Lanczos converges linearly in log tol).
+    digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
+    products = (c.products + c.products_per_k * k) * digits * (0.5 if warm else 1.0)
+    iterative = products * (c.product * batch * m * n + c.per_product)
+    return dense < iterative
+
+
+class _Costs(NamedTuple):
+    """Seconds on the 2-core CPU the project is measured on; only their ratios matter."""
+
+    gram: float  # dense: per m·n·p (the Gram matrix in float64, or an SVD's bidiagonalization)
+    eigen: float  # dense: per p³ (eigh or the SVD's iterations)
+    fixed: float  # dense: per call
+    product: float  # iterative: per entry of A per product
+    per_product: float  # iterative: the loop's own work per product
+    products: float  # iterative: products for k = 0 at the default tol ...
+    products_per_k: float  # ... and per triplet
+
+
+# Least-squares fits to 102 cases per dtype (9 shapes from 64×64 to 4096×1024, k = 1 to 128,
+# Gaussian and gradient-like spectra; docs/algorithm.md): the model's choice took 1.008× (float32)
+# and 1.010× (float64) the time of the better path in geometric mean, at worst 1.38× and 1.36×.
+_COSTS = {
+    torch.float32: _Costs(2.48e-11, 1.16e-10, 6.0e-4, 6.38e-11, 3.23e-5, 10, 12),
+    torch.float64: _Costs(1.25e-10, 1.34e-10, 7.5e-4, 1.33e-10, 2.97e-5, 20, 13),
+}
+
+
+def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
+    """The k leading triplets of the dense operator ``op`` (batched), from a whole decomposition.
+
+    Returns an :class:`Outcome` like the iteration's, with ``iterations`` 0 and ``reason``
+    "whole space" (the search space is all of A's row space: the result is exact to rounding).
+    """
+    a = op.a.detach() if op.scale is None else op.a.detach() * op.scale
+    u = v = None
+    if op.dtype == torch.float32:
+        u, v = _gram_triplets(a, k, tol)
+        op.matvecs += min(op.shape) + k  # the Gram matrix, then A V (or Aᵀ U)
+    if u is None:
+        uu, _, vh = torch.linalg.svd(a, full_matrices=False)
+        u, v = uu[..., :k], vh[..., :k, :].mT
+    u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous())
+    s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
+    return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)
+
+
+def _gram_triplets(a: torch.Tensor, k: int, tol: float):
+    """(U, V) in a's dtype from the eigendecomposition of the smaller Gram matrix in float64, or
+    (None, None) where rounding leaves them short of ``tol`` (σ_k too small beside σ₁, or zero)."""
+    a64 = a.to(torch.float64)
+    tall = a.shape[-2] >= a.shape[-1]
+    gram = a64.mT @ a64 if tall else a64 @ a64.mT
+    _, q = torch.linalg.eigh(gram)  # ascending
+    top = q[..., -k:].flip(-1)
+    image = a64 @ top if tall else a64.mT @ top
+    norms = torch.linalg.vector_norm(image, dim=-2, keepdim=True)
+    other = image / norms
+    eye = torch.eye(k, dtype=torch.float64, device=a.device)
+    lost = (other.mT @ other - eye).abs().amax((-2, -1))
+    # Under a torch.func transform nothing can be read: then take the SVD, which needs no check.
+    if readable_any(~(lost <= tol), default=True):  # also NaN, from a zero σ
+        return None, None
+    other, top = other.to(a.dtype), top.to(a.dtype)
+    return (other, top) if tall else (top, other)

@@ -1,0 +1,125 @@
+"""solve's dense path (method="dense") and the choice method="auto" makes, against torch.linalg.svd."""
+
+from __future__ import annotations
+
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import riemsvd
+from riemsvd._dense import prefer_dense
+from tests.matrices import SPECTRA, check_svd, make_matrix
+
+shapes = st.one_of(
+    st.tuples(st.just(1), st.integers(1, 40)),
+    st.tuples(st.integers(1, 40), st.just(1)),
+    st.tuples(st.integers(2, 120), st.integers(2, 60)),
+    st.tuples(st.integers(2, 60), st.integers(2, 120)),
+)
+
+
+@given(
+    shape=shapes,
+    kind=st.sampled_from(SPECTRA),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    scale=st.sampled_from([1.0, 1e-8, 1e8]),
+    batch=st.sampled_from([(), (3,)]),
+    data=st.data(),
+)
+def test_dense_top_k_match_full_svd_for_any_spectrum(shape, kind, dtype, scale, batch, data):
+    m, n = shape
+    k = data.draw(st.integers(1, min(m, n)), label="k")
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    a = torch.stack([make_matrix(kind, m, n, gen, dtype, scale) for _ in range(3)]) if batch else None
+    a = a if a is not None else make_matrix(kind, m, n, gen, dtype, scale)
+    result = riemsvd.solve(a, k, method="dense")
+    assert result.info.method == "dense"
+    check_svd(a, result, k, result.info.tol)
+
+
+def test_float32_gram_path_is_checked_and_falls_back_to_the_svd(gen):
+    # σ from 1 to 1e-12: the Gram matrix cannot resolve σ_k, its vectors lose orthogonality, and
+    # the SVD must take over; check_svd asserts orthonormal vectors and the residual.
+    a = make_matrix("cond12", 80, 40, gen, torch.float32)
+    result = riemsvd.solve(a, 40, method="dense")
+    check_svd(a, result, 40, result.info.tol)
+    assert result.info.matvecs == 40 + 40 + 2 * 40  # the Gram path tried, then the check's products
+
+
+def test_float32_gram_path_counts_its_products(gen):
+    a = make_matrix("decay", 90, 30, gen, torch.float32)
+    result = riemsvd.solve(a, 5, method="dense")
+    check_svd(a, result, 5, result.info.tol)
+    info = result.info
+    assert info.matvecs == 30 + 5 + 2 * 5  # Gram, A V, then the check A V and Aᵀ U
+    assert (info.iterations, info.stop_reason, info.restarts, info.history) == (0, "whole space", 0, [])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_zero_and_rank_deficient_matrices_give_orthonormal_vectors(dtype, gen):
+    zero = torch.zeros(30, 20, dtype=dtype)
+    check_svd(zero, riemsvd.solve(zero, 3, method="dense"), 3, 1e-12)
+    low = make_matrix("gaussian", 30, 3, gen, dtype) @ make_matrix("gaussian", 3, 20, gen, dtype)
+    result = riemsvd.solve(low, 6, method="dense")  # k beyond the rank
+    check_svd(low, result, 6, result.info.tol)
+
+
+def test_gradients_do_not_depend_on_the_method(gen):
+    a = make_matrix("decay", 40, 25, gen).requires_grad_()
+    probe = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    grads = []
+    for method in ("dense", "iterative"):
+        u, s, _ = riemsvd.solve(a, 3, method=method, generator=gen)
+        loss = s.sum() + ((u @ u.mT) * probe).sum()  # invariant under each column's sign
+        grads.append(torch.autograd.grad(loss, a)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-8, atol=1e-10)
+    # and both are the full SVD's
+    u, s, _ = torch.linalg.svd(a, full_matrices=False)
+    loss = s[:3].sum() + ((u[:, :3] @ u[:, :3].mT) * probe).sum()
+    torch.testing.assert_close(grads[0], torch.autograd.grad(loss, a)[0], rtol=1e-8, atol=1e-10)
+
+
+def test_dense_under_vmap():
+    b = torch.randn(4, 12, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    values = torch.func.vmap(lambda a: riemsvd.solve(a, 2, method="dense").S)(b)
+    torch.testing.assert_close(values, torch.linalg.svdvals(b)[:, :2], rtol=1e-12, atol=0)
+
+
+def test_auto_takes_the_dense_path_for_small_matrices_and_large_k(gen):
+    small = make_matrix("gaussian", 30, 20, gen, torch.float32)
+    assert riemsvd.solve(small, 2).info.method == "dense"
+    big = make_matrix("decay", 600, 500, gen, torch.float64)
+    assert riemsvd.solve(big, 1).info.method == "iterative"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cost_model_crossovers(dtype):
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+
+    def dense(m, n, k, batch=1, warm=False, device="cpu", tol=tol):
+        return prefer_dense((m, n), batch, k, dtype, device, tol, warm)
+
+    assert dense(32, 32, 1) and dense(64, 64, 4)  # small: the iteration's overhead dominates
+    assert not dense(2000, 1000, 1) and not dense(4096, 1024, 8)  # few triplets of large matrices
+    assert dense(1536, 384, 128) and dense(384, 1536, 128)  # k a third of min(m, n)
+    assert not dense(1536, 384, 128, device="cuda")  # not measured there: the iteration
+    # more triplets, a tighter tol or a cold start favour the dense path, never the reverse
+    for m, n in [(256, 256), (1536, 384), (2048, 512), (4096, 1024)]:
+        ks = [k for k in range(1, min(m, n) + 1) if dense(m, n, k)]
+        assert ks == list(range(ks[0], min(m, n) + 1)) if ks else True
+        for k in (1, 8, 32, 128):
+            assert dense(m, n, k, warm=True) <= dense(m, n, k)
+            assert dense(m, n, k, tol=tol * 1e3) <= dense(m, n, k)
+
+
+def test_bad_method_raises_value_error_naming_it(gen):
+    a = make_matrix("decay", 10, 8, gen)
+    with pytest.raises(ValueError, match="`method`.*'auto', 'iterative', 'dense'.*'svd'"):
+        riemsvd.solve(a, 1, method="svd")
+    with pytest.raises(ValueError, match="method='dense'.*dense torch.Tensor.*csr_matrix"):
+        riemsvd.solve(sp.csr_matrix(a.numpy()), 1, method="dense")
+    with pytest.raises(ValueError, match="method='dense'.*layout torch.sparse_coo"):
+        riemsvd.solve(a.to_sparse(), 1, method="dense")
+    assert riemsvd.solve(a.to_sparse(), 1).info.method == "iterative"  # auto: the one that applies
