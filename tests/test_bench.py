@@ -291,3 +291,41 @@ def test_backward_matches_torch_svd_gradient(tmp_path, capsys):
         assert r["ratio"] == pytest.approx(
             (r["riemsvd_fwd_s"] + r["riemsvd_bwd_s"]) / (r["torch_fwd_s"] + r["torch_bwd_s"])
         )
+
+
+# ---------------------------------------------------------------------------------------------------
+# riemsvd.bench_training and riemsvd.bench_dense, on tiny settings
+
+
+def test_training_bench_reports_ratios_and_sigma_errors_within_tol():
+    from torch import nn
+
+    from riemsvd import bench_training
+
+    galore = bench_training.run_galore(ks=(4,), shape=(60, 40), reps=1)
+    batch = bench_training.run_batch(shape=(3, 12, 10), reps=1)
+    tiny = {"Linear(12, 8)": lambda: (nn.Sequential(nn.Linear(12, 8)), (4, 12))}
+    steps = bench_training.run_steps(steps=3, warmup=1, models=tiny)
+    for row in [*galore, batch, *steps]:
+        assert row["ratio"] == pytest.approx(row["riemsvd_s"] / row["alternative_s"])
+    assert galore[0]["residual"] <= 1e-5 and batch["residual"] <= 1e-5
+    assert steps[0]["sigma_error_over_tol"] <= 1.0
+    table = bench_training._table(steps, "torch", [("÷ tol", "sigma_error_over_tol", "{:.2f}")])
+    assert table.splitlines()[2].startswith("| Linear(12, 8) |")
+
+
+def test_dense_bench_measures_fits_and_plots(tmp_path):
+    from riemsvd import bench_dense
+
+    rows = bench_dense.measure(torch.float64, shapes=[(30, 20)], ks=(1, 4, 16), progress=False)
+    assert [(r["k"], r["kind"]) for r in rows] == [
+        (1, "gaussian"),
+        (4, "gaussian"),
+        (1, "gradient"),
+        (4, "gradient"),
+    ]
+    assert all(r["dense"] > 0 and r["iterative"] > 0 and r["products"] > 0 for r in rows)
+    fit = bench_dense.fit(rows)
+    assert len(fit["constants"]) == 7 and 1.0 <= fit["geometric_mean_loss"] <= fit["worst_loss"]
+    bench_dense.plot({"float64": rows}, str(tmp_path / "crossover.png"))
+    assert (tmp_path / "crossover.png").stat().st_size > 0

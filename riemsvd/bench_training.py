@@ -1,0 +1,256 @@
+"""What a training loop sees of riemsvd, against the obvious alternative in the same process.
+
+``python -m riemsvd.bench_training`` prints, each figure a ratio of medians over interleaved
+repetitions (riemsvd, then the alternative, in turn):
+
+- ``import``: ``import riemsvd`` beyond ``import torch``, and the first ``solve`` in a fresh process
+  beyond the second (subprocesses);
+- ``galore``: the top-32 and top-128 triplets of a 1536×384 float32 gradient-like matrix against
+  ``torch.linalg.svd`` of the whole matrix (a GaLore projector);
+- ``batch``: k = 1 of a (256, 128, 128) float32 batch against ``torch.linalg.svdvals``;
+- ``steps``: training steps (forward, backward, Adam at lr 1e-3; 10 warm-up steps, then ``--steps``)
+  of models spectrally normalized by ``riemsvd.nn.spectral_norm`` against
+  ``torch.nn.utils.parametrizations.spectral_norm``, with both models' largest |‖W/σ‖₂ − 1| over
+  every step and layer, riemsvd's also as a multiple of its tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+import riemsvd
+import riemsvd.nn as rnn
+from riemsvd._tolerance import default_tol
+from riemsvd.bench import make_matrix, thread_limits
+
+__all__ = ["main", "run_batch", "run_galore", "run_import", "run_steps"]
+
+SECTIONS = ("import", "galore", "batch", "steps")
+
+
+def _interleaved(calls: dict, reps: int) -> dict:
+    """Median seconds per call of each of ``calls`` (name → zero-argument function), run in turn."""
+    times = {name: [] for name in calls}
+    for call in calls.values():  # warm-up: first-call costs are the import section's business
+        call()
+    for _ in range(reps):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _python(code: str) -> float:
+    """Seconds that ``code`` reports, run in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_import(reps: int = 5) -> dict:
+    """Seconds of ``import riemsvd`` beyond ``import torch``, and of the first solve beyond the second
+    (a 200×100 float64 matrix, k = 1), medians over fresh processes."""
+    clock = "import time; t = time.perf_counter(); "
+    torch_only = clock + "import torch; print(time.perf_counter() - t)"
+    both = clock + "import torch, riemsvd; print(time.perf_counter() - t)"
+    calls = (
+        "import time, torch, riemsvd; a = torch.randn(200, 100, dtype=torch.float64); d = []\n"
+        "for _ in range(2):\n"
+        "    t = time.perf_counter(); riemsvd.solve(a, 1); d.append(time.perf_counter() - t)\n"
+        "print(d[0] - d[1])"
+    )
+    rows = [(_python(torch_only), _python(both), _python(calls)) for _ in range(reps)]
+    return {
+        "import_beyond_torch_s": statistics.median(b - a for a, b, _ in rows),
+        "first_call_beyond_second_s": statistics.median(c for *_, c in rows),
+    }
+
+
+def run_galore(ks=(32, 128), shape=(1536, 384), reps: int = 7) -> list[dict]:
+    """riemsvd.solve (method "auto") of a float32 gradient-like matrix against torch.linalg.svd."""
+    a = make_matrix("gradient", *shape, torch.float32, torch.Generator().manual_seed(0))
+    out = []
+    for k in ks:
+        t = _interleaved(
+            {
+                "riemsvd": lambda k=k: riemsvd.solve(a, k),
+                "svd": lambda: torch.linalg.svd(a, full_matrices=False),
+            },
+            reps,
+        )
+        result = riemsvd.solve(a, k)
+        out.append(
+            {
+                "case": f"{shape[0]}×{shape[1]} float32, k = {k}",
+                "riemsvd_s": t["riemsvd"],
+                "alternative_s": t["svd"],
+                "ratio": t["riemsvd"] / t["svd"],
+                "method": result.info.method,
+                "residual": float(result.info.residual.max()),
+            }
+        )
+    return out
+
+
+def run_batch(shape=(256, 128, 128), reps: int = 5) -> dict:
+    """riemsvd.solve (k = 1) of a float32 batch against torch.linalg.svdvals of the batch."""
+    a = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    t = _interleaved(
+        {"riemsvd": lambda: riemsvd.solve(a, 1), "svdvals": lambda: torch.linalg.svdvals(a)}, reps
+    )
+    result = riemsvd.solve(a, 1)
+    return {
+        "case": f"{shape} float32, k = 1",
+        "riemsvd_s": t["riemsvd"],
+        "alternative_s": t["svdvals"],
+        "ratio": t["riemsvd"] / t["svdvals"],
+        "method": result.info.method,
+        "residual": float(result.info.residual.max()),
+    }
+
+
+def _linear():
+    return nn.Sequential(nn.Linear(256, 256)), (64, 256)
+
+
+def _conv():
+    return nn.Sequential(nn.Conv2d(16, 32, 3, padding=1)), (16, 16, 16, 16)
+
+
+def _sngan():
+    """A small SNGAN-style discriminator for 32×32 RGB images."""
+    layers, channels = [], [3, 32, 64, 64, 128, 128]
+    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+        stride = 2 if i % 2 else 1
+        layers += [nn.Conv2d(c_in, c_out, 4 if stride == 2 else 3, stride, 1), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 8 * 8, 1)), (16, 3, 32, 32)
+
+
+MODELS = {"Linear(256, 256)": _linear, "Conv2d(16, 32, 3) on 16×16": _conv, "SNGAN discriminator": _sngan}
+
+
+def _normalized(model: nn.Module, wrap) -> nn.Module:
+    for layer in model.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            wrap(layer)
+    return model
+
+
+def _sigma_errors(model: nn.Module) -> list[tuple[float, float]]:
+    """(|‖W/σ‖₂ − 1|, riemsvd's tolerance for the layer) per normalized layer, in eval mode: the
+    normalized weight of the step that just ran (its buffers, no update)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                w = layer.weight.detach().flatten(1)
+                norm = float(torch.linalg.matrix_norm(w.double(), 2))
+                out.append((abs(norm - 1), default_tol(w.dtype, *w.shape)))
+    model.train()
+    return out
+
+
+def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
+    """Median step time of each model normalized by riemsvd and by torch, interleaved step by step."""
+    out = []
+    for name, make in (models or MODELS).items():
+        torch.manual_seed(0)
+        base, input_shape = make()
+        pair = {
+            "riemsvd": _normalized(copy.deepcopy(base), rnn.spectral_norm),
+            "torch": _normalized(copy.deepcopy(base), nn.utils.parametrizations.spectral_norm),
+        }
+        optimizers = {key: torch.optim.Adam(m.parameters(), lr=1e-3) for key, m in pair.items()}
+        times = {key: [] for key in pair}
+        worst = {key: 0.0 for key in pair}
+        worst_over_tol = 0.0
+        g = torch.Generator().manual_seed(1)
+        for step in range(warmup + steps):
+            x = torch.randn(input_shape, generator=g)
+            for key, model in pair.items():
+                start = time.perf_counter()
+                optimizers[key].zero_grad(set_to_none=True)
+                (model(x) - 1).square().mean().backward()
+                elapsed = time.perf_counter() - start
+                errors = _sigma_errors(model)  # not timed: between the backward and the step
+                start = time.perf_counter()
+                optimizers[key].step()
+                elapsed += time.perf_counter() - start
+                if step >= warmup:
+                    times[key].append(elapsed)
+                    worst[key] = max(worst[key], max(e for e, _ in errors))
+                    if key == "riemsvd":
+                        worst_over_tol = max(worst_over_tol, max(e / tol for e, tol in errors))
+        r, t = statistics.median(times["riemsvd"]), statistics.median(times["torch"])
+        out.append(
+            {
+                "case": name,
+                "riemsvd_s": r,
+                "alternative_s": t,
+                "ratio": r / t,
+                "sigma_error_riemsvd": worst["riemsvd"],
+                "sigma_error_over_tol": worst_over_tol,
+                "sigma_error_torch": worst["torch"],
+            }
+        )
+    return out
+
+
+def _table(rows: list[dict], alternative: str, extra=()) -> str:
+    head = f"| case | riemsvd | {alternative} | ratio |" + "".join(f" {label} |" for label, _, _ in extra)
+    lines = [head, "|" + " --- |" * (4 + len(extra))]
+    for r in rows:
+        cells = [
+            r["case"],
+            f"{r['riemsvd_s'] * 1e3:.2f} ms",
+            f"{r['alternative_s'] * 1e3:.2f} ms",
+            f"{r['ratio']:.2f}×",
+        ]
+        cells += [fmt.format(r[key]) for _, key, fmt in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m riemsvd.bench_training", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    ap.add_argument("--steps", type=int, default=100, help="timed training steps per model (default 100)")
+    ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: torch's)")
+    args = ap.parse_args(argv)
+    threads = args.threads or torch.get_num_threads()
+    print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads} threads")
+    with thread_limits(threads):
+        if "import" in args.sections:
+            r = run_import()
+            print(f"\nimport riemsvd beyond torch: {r['import_beyond_torch_s']:.3f} s")
+            print(f"first solve beyond the second: {r['first_call_beyond_second_s'] * 1e3:.1f} ms")
+        if "galore" in args.sections:
+            print("\nGaLore projector, against torch.linalg.svd of the whole matrix")
+            print(_table(run_galore(), "torch.linalg.svd", [("method", "method", "{}")]))
+        if "batch" in args.sections:
+            print("\nA batch, against torch.linalg.svdvals")
+            print(_table([run_batch()], "svdvals", [("method", "method", "{}")]))
+        if "steps" in args.sections:
+            print("\nSpectral-norm training steps, against torch's parametrization (Adam, lr 1e-3)")
+            extra = [
+                ("max σ error riemsvd", "sigma_error_riemsvd", "{:.1e}"),
+                ("÷ tol", "sigma_error_over_tol", "{:.2f}"),
+                ("max σ error torch", "sigma_error_torch", "{:.1e}"),
+            ]
+            print(_table(run_steps(args.steps), "torch", extra))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
