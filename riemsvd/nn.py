@@ -144,9 +144,11 @@ class _PairTracker:
         margin = sigma - (self.sigma2 + abs(sigma - self.sigma1))
         return margin if margin >= 0.5 * self.gap() else None
 
-    def stale(self, sigma: float) -> bool:
-        """Whether a solve that has to run should be one for two triplets, to measure σ₂ again."""
-        return self.margin(sigma) is None or self.age >= self.relearn_after
+    def stale(self) -> bool:
+        """Whether a solve that has to run should be one for two triplets, to measure σ₂ again: never
+        measured, or not for ``relearn_after`` steps (where the spectrum moves faster than its gap,
+        a measurement every step would cost more than it saves)."""
+        return self.sigma2 is None or self.age >= self.relearn_after
 
     def record(self, s: torch.Tensor, errors: torch.Tensor) -> None:
         """Remember a solve's σ₁ and σ₂ + its error bar (σ₂ = 0 for a matrix with one row or column)."""
@@ -238,7 +240,7 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
             if s0 > 0
             else None
         )
-    learn = tracker is not None and (s0 is None or not s0 > 0 or tracker.stale(s0))
+    learn = tracker is not None and (s0 is None or not s0 > 0 or tracker.stale())
     k = min(2, m, n) if learn else 1
     generator = torch.Generator().manual_seed(0) if init is not None else None
     out = solve(target, k, tol=tol, init=init, generator=generator)
