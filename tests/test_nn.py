@@ -260,12 +260,17 @@ def test_state_dict_round_trip_gives_identical_outputs():
         opt.step()
     fresh = rnn.spectral_norm(linear(20, 10, seed=1))
     fresh.load_state_dict(layer.state_dict())
-    for mode in (False, True):
-        layer.train(mode)
-        fresh.train(mode)
-        assert torch.equal(layer(x), fresh(x))
     sn, sn2 = layer.parametrizations.weight[0], fresh.parametrizations.weight[0]
     assert torch.equal(sn._u, sn2._u) and torch.equal(sn._v, sn2._v)
+    layer.eval()
+    fresh.eval()
+    assert torch.equal(layer(x), fresh(x))  # the stored vectors, bit for bit
+    layer.train()
+    fresh.train()
+    # A training forward refreshes the pair; the loaded layer has not measured σ₂ yet (that is not
+    # state-dict state, to keep torch's keys), so its refresh may take another route: the same σ to tol.
+    torch.testing.assert_close(layer(x), fresh(x), rtol=1e-11, atol=0)
+    assert abs(true_sigma(fresh.weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
 def test_eval_mode_keeps_buffers_and_uses_the_stored_vectors():
