@@ -322,7 +322,9 @@ def norm_bounds(
     ----------
     A : torch.Tensor, sparse, scipy sparse, LinearOperator-like or riemsvd operator
         What :func:`riemsvd.solve` accepts, including :func:`riemsvd.linear_operator`; dense tensors
-        ``(*, m, n)`` are batched. Gradients do not flow through the bounds.
+        ``(*, m, n)`` are batched. Gradients do not flow through the bounds. bfloat16 and float16
+        tensors are bounded in float32 (which holds them exactly), then ``lower`` rounded down and
+        ``upper`` up to their dtype, so the bounds still hold.
     tol : float, optional
         Relative residual for the solve (default that of :func:`riemsvd.solve`). The deterministic
         bound's excess over ‖A‖₂ is about c²/(2‖A‖₂(a² − f²)), i.e. quadratic in ``tol`` once a² > f².
@@ -387,6 +389,11 @@ def norm_bounds(
         )
     if isinstance(A, torch.Tensor):
         A = A.detach()
+        if A.dtype in (torch.bfloat16, torch.float16):  # in float32, which holds A exactly
+            b = norm_bounds(A.float(), tol=tol, confidence=confidence, generator=generator)
+            lower, upper = _round_down(b.lower.double(), A.dtype), _round_up(b.upper.double(), A.dtype)
+            failure = b.failure_probability.to(A.dtype)
+            return NormBounds(lower, upper, b.certified, failure, b.matvecs, b.solve_matvecs, b.k)
     magnitude = check_solve_args(A, 1, tol, None, None, generator)
     op = as_operator(A, magnitude)
     start = op.matvecs  # an operator passed in may have been used before

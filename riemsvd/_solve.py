@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
+import numpy as np
 import torch
 
 from riemsvd._autograd import Layout, SolveCall, SolveFunction
@@ -24,6 +25,7 @@ __all__ = ["solve"]
 
 _DEFAULT_MAXITER = 2000
 _METHODS = ("auto", "iterative", "dense")
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _no_autocast(device):
@@ -54,9 +56,12 @@ def solve(
 
     Parameters
     ----------
-    A : torch.Tensor, DTensor, ShardedMatrix, scipy sparse matrix or LinearOperator-like
+    A : torch.Tensor, DTensor, ShardedMatrix, numpy array, scipy sparse matrix or LinearOperator-like
         A real float32 or float64 tensor of shape ``(*, m, n)`` on any device (batched over ``*``); a
-        2-D torch sparse tensor (COO, CSR, CSC); a scipy sparse matrix; or any object with ``shape``
+        bfloat16 or float16 one, solved in float32 (which holds its values exactly; the default tol is
+        float32's and ``info.residual`` that of the float32 triplets) and returned in its dtype, with
+        gradients flowing back in it; a 2-D torch sparse tensor (COO, CSR, CSC); a float32/float64
+        numpy array (a view, results as CPU tensors); a scipy sparse matrix; or any object with ``shape``
         (m, n), ``dtype`` and ``matvec``/``rmatvec`` or ``matmat``/``rmatmat`` taking numpy arrays,
         such as ``scipy.sparse.linalg.LinearOperator``. A matrix split across processes: a 2-D
         ``torch.distributed.tensor.DTensor`` on a 1-D mesh placed ``Shard(0)``, ``Shard(1)`` or
@@ -74,9 +79,10 @@ def solve(
     maxiter : int, optional
         Iterations at most (default 2000; raised to the ⌈k/b⌉ that k triplets need); each applies A
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
-    init : (U0, V0), optional
+    init : (U0, V0) or U0, optional
         Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` (the
-        first k columns are used), or without the batch dimensions to share them over the batch. The
+        first k columns are used), or without the batch dimensions to share them over the batch.
+        U0 alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0), for dense and sparse tensors. The
         solve starts from the sum of V0's columns plus a random part of relative size 10·tol (so that
         a V0 spanning an exact but not leading singular subspace is left); with a block start
         (``options.start_block`` or ``options.block`` above 1) from V0 and random columns. U0 is
@@ -150,6 +156,12 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
+    if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
+        A = torch.from_numpy(A)  # a view: results are CPU tensors, as for scipy inputs
+    if isinstance(A, torch.Tensor) and A.dtype in _HALF:
+        return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
+    if isinstance(init, torch.Tensor):
+        init = _init_from_u(A, init)
     if is_sharded(A):
         _check_method(method, None)
         problem = prepare(A, k, tol, maxiter, init, generator, options)  # a collective
@@ -237,3 +249,32 @@ def _check_method(method, A) -> None:
             f"{'' if not isinstance(A, torch.Tensor) else f' with layout {A.layout}'}; use "
             "method='iterative' (or 'auto') for sparse, matrix-free and sharded A."
         )
+
+
+def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:
+    """A bfloat16 or float16 A solved in float32, which holds its values exactly; U, S, V are returned
+    in A's dtype, and gradients flow back through the casts (autograd's)."""
+    if isinstance(init, (tuple, list)):
+        init = type(init)(x.float() if isinstance(x, torch.Tensor) and x.dtype in _HALF else x for x in init)
+    elif isinstance(init, torch.Tensor) and init.dtype in _HALF:
+        init = init.float()
+    out = solve(A.float(), k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
+                method=method)  # fmt: skip
+    return SVDResult(out.U.to(A.dtype), out.S.to(A.dtype), out.V.to(A.dtype), out.info)
+
+
+def _init_from_u(A, u0: torch.Tensor):
+    """``init=U0`` alone (what a GaLore projector keeps): V0 = Aᵀ U0, which the solver normalizes."""
+    if not (isinstance(A, torch.Tensor) and A.layout in (torch.strided, torch.sparse_coo, torch.sparse_csr)):
+        raise TypeError(
+            f"`init` as U0 alone needs A as a dense or sparse torch.Tensor, got {type(A).__name__}; "
+            "pass the pair (U0, V0)."
+        )
+    if u0.dim() < 2 or u0.shape[-2] != A.shape[-2] or not u0.is_floating_point():
+        raise ValueError(
+            f"`init` as U0 alone must be a float tensor of shape (..., {A.shape[-2]}, j), got "
+            f"{tuple(u0.shape)} {u0.dtype}; or pass the pair (U0, V0)."
+        )
+    with torch.no_grad():
+        at = A.detach().mT if A.layout == torch.strided else A.detach().t()
+        return u0, at @ u0.to(A.dtype)

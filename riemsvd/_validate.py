@@ -28,8 +28,8 @@ def _check_float_dtype(dtype, what: str) -> None:
             "Split into real and imaginary parts, or use torch.linalg.svd."
         )
     raise TypeError(
-        f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64. "
-        f"Convert it first, e.g. `{what}.double()`."
+        f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 (bfloat16 and float16 tensors "
+        f"are solved in float32). Convert it first, e.g. `{what}.double()`."
     )
 
 
@@ -121,8 +121,11 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
         _check_float_dtype(a.dtype, "A")
     elif _is_scipy_sparse(a) or _is_linear_operator_like(a):
         _check_scipy(a)
-    elif isinstance(a, np.ndarray):
-        raise TypeError("`A` is a numpy array; pass `torch.from_numpy(A)` instead.")
+    elif isinstance(a, np.ndarray):  # float32 and float64 arrays were wrapped by solve already
+        raise TypeError(
+            f"`A` is a numpy array of dtype {a.dtype}; riemsvd needs float32 or float64, e.g. "
+            "`A.astype(np.float64)`."
+        )
     else:
         raise TypeError(
             f"`A` must be a torch.Tensor, a scipy sparse matrix or a LinearOperator-like object "

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _SOLVER_DTYPES = (torch.float32, torch.float64)
+_HALF = (torch.bfloat16, torch.float16)
 _MODES = ("ball", "sphere")
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -122,7 +123,8 @@ class _PairTracker:
     refresh_every = 50  # steps between two-triplet solves, so a gap that closes slowly is noticed
     relearn_after = 10  # steps after which a solve that runs anyway also measures σ₂ again
 
-    def __init__(self) -> None:
+    def __init__(self, power_steps: int = 2) -> None:
+        self.power_steps = power_steps  # tried per update before a solve (see _warm_pair)
         self.forget()
 
     def forget(self) -> None:
@@ -160,9 +162,6 @@ def _floats(*scalars: torch.Tensor) -> list[float]:
     """0-dim tensors as floats in one transfer; DTensors (a sharded weight's) as their whole value."""
     whole = [x.full_tensor() if hasattr(x, "full_tensor") else x for x in scalars]
     return torch.stack(whole).tolist()
-
-
-_POWER_STEPS = 2  # where the first leaves σ's error just above tol, a second costs less than a solve
 
 
 def _power_step(products: _Products, v0: torch.Tensor):
@@ -226,7 +225,7 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
     if init is not None:
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
         v = init[1]
-        for _ in range(_POWER_STEPS):
+        for _ in range(tracker.power_steps if tracker is not None else 1):
             u, v, sigma, r, s0 = _power_step(products, v)
             if _trusted(sigma, r, s0, tol_, tracker):
                 if tracker is not None:
@@ -263,12 +262,19 @@ class _SpectralNorm(nn.Module):
     stored vectors are used as they are.
     """
 
-    def __init__(self, weight: torch.Tensor, dim: int = 0, tol: float | None = None, eps: float = 1e-12):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        dim: int = 0,
+        tol: float | None = None,
+        eps: float = 1e-12,
+        power_steps: int = 2,
+    ):
         super().__init__()
         self.dim = dim
         self.tol = tol
         self.eps = eps
-        self._tracker = _PairTracker()
+        self._tracker = _PairTracker(power_steps)
         u, v, _ = _leading_pair(_as_matrix(weight.detach(), dim), None, tol, self._tracker)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
@@ -291,9 +297,12 @@ class _SpectralNorm(nn.Module):
         # Clones: a later forward updates the buffers in place while this graph may still need them.
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        # u, v are constants of the graph: at a singular pair dσ = uᵀ dW v exactly.
-        sigma = torch.dot(u, torch.mv(w_mat, v)).abs().clamp_min(self.eps)
-        return weight / sigma
+        # u, v are constants of the graph: at a singular pair dσ = uᵀ dW v exactly. In float32 at
+        # least and outside autocast, so that a half-precision W/σ is rounded once, with an exact σ.
+        dt = torch.promote_types(weight.dtype, torch.float32)
+        with _no_autocast(weight.device):
+            sigma = torch.dot(u.to(dt), torch.mv(w_mat.to(dt), v.to(dt))).abs().clamp_min(self.eps)
+            return (weight.to(dt) / sigma).to(weight.dtype)
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
@@ -308,10 +317,11 @@ class _SpectralNorm(nn.Module):
 def spectral_norm(
     module: nn.Module,
     name: str = "weight",
-    *,
-    dim: int | None = None,
-    tol: float | None = None,
+    n_power_iterations: int = 1,
     eps: float = 1e-12,
+    dim: int | None = None,
+    *,
+    tol: float | None = None,
     input_shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
     r"""Normalize a parameter of ``module`` to spectral norm 1 with an exact σ: W ↦ W / ‖W‖₂.
@@ -331,6 +341,12 @@ def spectral_norm(
         The module holding the weight (Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, Embedding, …).
     name : str
         Name of the parameter (or buffer) to normalize, ``"weight"`` by default.
+    n_power_iterations : int
+        torch's argument, accepted so that the signatures match (positionally too): here the power
+        steps tried from the stored pair per training forward before a solve runs — at least 2 (a
+        second step costs less than a solve), more if given. σ is exact to ``tol`` whatever it is.
+    eps : float
+        σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN.
     dim : int, optional
         The output dimension: the weight of shape ``(d0, d1, …)`` is seen as the matrix
         ``(d_dim, ∏ other dims)``. Default 0, and 1 for ConvTranspose1d/2d/3d (as in torch).
@@ -338,8 +354,6 @@ def spectral_norm(
         Relative accuracy of σ: each training forward's σ is within tol·σ of ‖W‖₂, so ‖W/σ‖₂ is 1 to
         tol (see Notes). Default that of :func:`riemsvd.solve` (1e-12 in float64, 1e-6 in float32, or
         2·ε·√max(m, n) if larger). Solves, when a step needs one, run to relative residual ``tol``.
-    eps : float
-        σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN.
     input_shape : tuple of int, optional
         For a Conv1d/2d/3d or ConvTranspose1d/2d/3d ``module`` (zero padding): normalize by the norm of
         the convolution as a linear map on inputs of this shape ``(C, *spatial)`` (no batch
@@ -398,6 +412,13 @@ def spectral_norm(
     dim = _check_dim(dim, weight.dim())
     _check_tol(tol)
     _check_positive(eps, "eps")
+    if (
+        isinstance(n_power_iterations, bool)
+        or not isinstance(n_power_iterations, numbers.Integral)
+        or (n_power_iterations <= 0)
+    ):
+        raise ValueError(f"`n_power_iterations` must be a positive int, got {n_power_iterations!r}.")
+    steps = max(2, int(n_power_iterations))
     if not bool(torch.isfinite(weight).all()):
         raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
     if input_shape is not None:
@@ -407,9 +428,9 @@ def spectral_norm(
                 f"ConvTranspose1d/2d/3d, got {type(module).__name__}.{name}; leave it None for the "
                 "reshaped kernel's norm."
             )
-        norm = _OperatorNorm(module, weight, check_input_shape(input_shape), tol, float(eps))
+        norm = _OperatorNorm(module, weight, check_input_shape(input_shape), tol, float(eps), steps)
     else:
-        norm = _SpectralNorm(weight, dim, tol, float(eps))
+        norm = _SpectralNorm(weight, dim, tol, float(eps), steps)
     parametrize.register_parametrization(module, name, norm)
     return module
 
@@ -441,13 +462,15 @@ class _OperatorNorm(nn.Module):
     exact derivative of the operator norm, dσ = ⟨u, conv(v; dW)⟩.
     """
 
-    def __init__(self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float):
+    def __init__(
+        self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float, power_steps: int = 2
+    ):
         super().__init__()
         self.layer = [module]  # a list: not registered as a submodule (no cycle, no state_dict keys)
         self.input_shape = tuple(input_shape)
         self.tol = tol
         self.eps = eps
-        self._tracker = _PairTracker()
+        self._tracker = _PairTracker(power_steps)
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol, self._tracker)
         self.register_buffer("_u", u.contiguous())
@@ -471,9 +494,11 @@ class _OperatorNorm(nn.Module):
             self._update(weight.detach())
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        image = conv_apply(self.layer[0], weight, v.to(weight.dtype).reshape((1,) + self.input_shape))
-        sigma = torch.dot(u.to(weight.dtype), image.reshape(-1)).abs().clamp_min(self.eps)
-        return weight / sigma
+        dt = torch.promote_types(weight.dtype, torch.float32)  # as in _SpectralNorm.forward
+        with _no_autocast(weight.device):
+            image = conv_apply(self.layer[0], weight.to(dt), v.to(dt).reshape((1,) + self.input_shape))
+            sigma = torch.dot(u.to(dt), image.reshape(-1)).abs().clamp_min(self.eps)
+            return (weight.to(dt) / sigma).to(weight.dtype)
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._tracker.forget()
@@ -541,13 +566,18 @@ def operator_norm(
         raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
     input_shape = check_input_shape(input_shape)
     with torch.no_grad():
-        if is_conv(layer):  # the weight read once (a parametrized one is computed once)
-            op = conv_operator(layer, layer.weight, input_shape)
-        elif isinstance(layer, nn.Linear):
-            op = layer.weight.detach()
+        if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
+            weight = layer.weight.detach()  # one is computed once)
+            dtype = weight.dtype
+            weight = weight.float() if dtype in _HALF else weight  # float32 holds half values exactly
+            op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
         else:
-            op = linear_operator(_bias_free(layer), input_shape)
-        return solve(op, 1, tol=tol, generator=generator).S[0]
+            layer = _bias_free(layer)
+            dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
+            if dtype in _HALF:
+                layer = copy.deepcopy(layer).float()
+            op = linear_operator(layer, input_shape)
+        return solve(op, 1, tol=tol, generator=generator).S[0].to(dtype)  # solve runs outside autocast
 
 
 # --------------------------------------------------------------------------------------------------

@@ -244,6 +244,27 @@ def test_tracker_forgets_a_loaded_or_assigned_weight():
 # Module behaviour: state dict, eval, dtype/device, caching, assignment
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: rnn.spectral_norm(m, "weight", 1, 1e-12, None),  # torch's positional order
+        lambda m: rnn.spectral_norm(m, name="weight", n_power_iterations=5, eps=1e-10, dim=0),
+    ],
+)
+def test_torch_signature_is_accepted_and_sigma_stays_exact(call):
+    layer = call(linear(16, 12))
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+    with torch.no_grad():
+        original(layer).add_(0.3 * torch.randn(12, 16, dtype=torch.float64))
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True])
+def test_bad_n_power_iterations_raises_value_error(n):
+    with pytest.raises(ValueError, match="`n_power_iterations` must be a positive int"):
+        rnn.spectral_norm(linear(4, 3), n_power_iterations=n)
+
+
 def test_state_dict_has_torch_spectral_norm_keys():
     ours = rnn.spectral_norm(linear(6, 4)).state_dict()
     theirs = nn.utils.parametrizations.spectral_norm(linear(6, 4)).state_dict()

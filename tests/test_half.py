@@ -1,0 +1,168 @@
+"""bfloat16 and float16 inputs: solved in float32 (which holds their values exactly), returned in the
+input's dtype, with gradients in that dtype; against float64 references of the rounded input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import riemsvd
+import riemsvd.nn as rnn
+from tests.matrices import SPECTRA, make_matrix
+
+HALF = [torch.bfloat16, torch.float16]
+
+
+def unit(dtype) -> float:
+    """The unit roundoff of a half dtype: each returned entry carries up to this relative error."""
+    return torch.finfo(dtype).eps / 2
+
+
+@given(
+    shape=st.tuples(st.integers(2, 80), st.integers(2, 80)),
+    kind=st.sampled_from(SPECTRA),
+    dtype=st.sampled_from(HALF),
+    method=st.sampled_from(["auto", "iterative", "dense"]),
+    batch=st.sampled_from([(), (2,)]),
+    data=st.data(),
+)
+def test_half_precision_matches_a_float64_reference_of_the_rounded_input(
+    shape, kind, dtype, method, batch, data
+):
+    m, n = shape
+    k = data.draw(st.integers(1, min(m, n, 5)), label="k")
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    a = (
+        torch.stack([make_matrix(kind, m, n, gen) for _ in range(2)])
+        if batch
+        else make_matrix(kind, m, n, gen)
+    )
+    a = a.to(dtype)
+    u, s, v = result = riemsvd.solve(a, k, method=method, generator=gen)
+    assert u.dtype == s.dtype == v.dtype == dtype
+    assert (
+        u.shape == a.shape[:-1] + (k,) and v.shape == a.shape[:-2] + (n, k) and s.shape == a.shape[:-2] + (k,)
+    )
+    assert bool(result.info.converged.all()) and float(result.info.residual.max()) <= result.info.tol
+    assert result.info.tol == riemsvd.solve(a.float(), k, method=method).info.tol  # float32's default
+    ref = torch.linalg.svdvals(a.double())
+    s1 = ref[..., :1]
+    # σ to the float32 solve's tol·σ₁, then rounded to the half dtype
+    bound = result.info.tol * s1 + unit(dtype) * ref[..., :k] + 1e-30
+    assert bool(((s.double() - ref[..., :k]).abs() <= bound).all()), (s, ref[..., :k])
+    # the returned vectors: orthonormal and singular to the half dtype's resolution
+    eye = torch.eye(k, dtype=torch.float64)
+    tol_vec = 8 * unit(dtype) * max(m, n) ** 0.5
+    assert bool(((u.double().mT @ u.double()) - eye).abs().max() <= tol_vec)
+    res = (a.double() @ v.double() - u.double() * s.double().unsqueeze(-2)).norm(dim=-2) / s1
+    assert bool((res <= tol_vec + 2 * result.info.tol).all()), res
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_gradient_flows_back_in_the_input_dtype(dtype, gen):
+    a = make_matrix("decay", 30, 20, gen).to(dtype).requires_grad_()
+    probe = torch.randn(30, 30, generator=gen, dtype=torch.float64)
+    u, s, _ = riemsvd.solve(a, 2, generator=gen)
+    (s.double().sum() + ((u.double() @ u.double().mT) * probe).sum()).backward()
+    assert a.grad.dtype == dtype
+    ref = a.detach().double().requires_grad_()
+    ur, sr, _ = torch.linalg.svd(ref, full_matrices=False)
+    (sr[:2].sum() + ((ur[:, :2] @ ur[:, :2].mT) * probe).sum()).backward()
+    err = (a.grad.double() - ref.grad).norm() / ref.grad.norm()
+    assert float(err) <= 16 * unit(dtype), float(err)
+
+
+def test_half_precision_sparse_and_warm_start(gen):
+    a = make_matrix("decay", 40, 30, gen)
+    sparse = a.to(torch.bfloat16).to_sparse()
+    s = riemsvd.solve(sparse, 2).S
+    assert s.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        s.double(), torch.linalg.svdvals(a.to(torch.bfloat16).double())[:2], rtol=4e-3, atol=0
+    )
+    first = riemsvd.solve(a.to(torch.float16), 2, method="iterative")
+    again = riemsvd.solve(a.to(torch.float16), 2, init=(first.U, first.V), method="iterative")
+    torch.testing.assert_close(again.S, first.S, rtol=2 * unit(torch.float16), atol=0)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_norm_bounds_and_operator_norm_of_half_precision(dtype, gen):
+    a = make_matrix("decay", 40, 30, gen).to(dtype)
+    true = float(torch.linalg.matrix_norm(a.double(), 2))
+    bounds = riemsvd.norm_bounds(a)
+    assert float(bounds.lower) <= true * (1 + 1e-6) and true <= float(bounds.upper) * (1 + 1e-6)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1).to(dtype)
+    sigma = rnn.operator_norm(conv, (2, 6, 6))
+    assert sigma.dtype == dtype
+    ref = rnn.operator_norm(conv.double(), (2, 6, 6))
+    assert abs(float(sigma) - float(ref)) <= 2 * unit(dtype) * float(ref)
+
+
+def _conv():
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(3, 4, 3, padding=1)
+
+
+@pytest.mark.parametrize(
+    "make, exact",
+    [
+        (lambda: rnn.spectral_norm(torch.nn.Linear(12, 8)), lambda m: m.weight.detach().double().flatten(1)),
+        (lambda: rnn.spectral_norm(_conv()), lambda m: m.weight.detach().double().flatten(1)),
+        (
+            lambda: rnn.spectral_norm(_conv(), input_shape=(3, 6, 6)),
+            lambda m: riemsvd.linear_operator(_bias_free_double(m), (3, 6, 6)),
+        ),
+    ],
+    ids=["linear", "conv kernel", "conv operator"],
+)
+def test_every_spectral_norm_path_is_exact_under_autocast(make, exact):
+    layer = make()
+    with torch.no_grad():
+        layer.parametrizations.weight.original.mul_(1.7)  # a training forward must solve again
+    x = torch.randn(2, 12) if isinstance(layer, torch.nn.Linear) else torch.randn(2, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        layer.eval()
+        w = layer.weight  # the normalized weight that forward used (no update in eval mode)
+    assert out.dtype == torch.bfloat16 and w.dtype == torch.float32
+    layer.eval()
+    a = exact(layer)
+    sigma = float(riemsvd.solve(a, 1, tol=1e-12).S[0])
+    assert abs(sigma - 1) <= 2e-6, sigma
+
+
+def _bias_free_double(conv):
+    twin = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        twin.weight.copy_(conv.weight.double())
+    return twin
+
+
+def test_project_and_operator_norm_under_autocast():
+    w = torch.randn(10, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = rnn.project_spectral_(w, 1.0, mode="sphere")
+        sigma = rnn.operator_norm(_conv(), (3, 6, 6))
+    assert abs(float(torch.linalg.matrix_norm(w.double(), 2)) - 1) <= 2e-6 and p.u.dtype == torch.float32
+    assert sigma.dtype == torch.float32
+    ref = float(rnn.operator_norm(_conv().double(), (3, 6, 6)))
+    assert abs(float(sigma) - ref) <= 2e-6 * ref
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_spectral_norm_of_a_half_precision_module(dtype):
+    torch.manual_seed(0)
+    layer = rnn.spectral_norm(torch.nn.Linear(24, 16).to(dtype))
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        out = layer(torch.randn(4, 24, dtype=dtype))
+        assert out.dtype == dtype
+        w = layer.weight.detach()
+        assert w.dtype == dtype
+        # W/σ computed with an exact σ in float32 and rounded once: ‖W/σ‖₂ is 1 to the rounding of W/σ
+        assert abs(float(torch.linalg.matrix_norm(w.double(), 2)) - 1) <= 4 * unit(dtype) * 24**0.5
+        out.float().square().sum().backward()
+        opt.step()
