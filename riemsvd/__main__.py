@@ -1,6 +1,7 @@
-"""``python -m riemsvd``: a demo on a built-in matrix, beside torch.linalg.svd.
+"""``python -m riemsvd``: a demo on a built-in matrix, beside torch.linalg.svdvals.
 
-Prints S, the residual, the products with A and the time of ``riemsvd.solve`` and of a full SVD.
+Prints S, the residual, the products with A and the time of ``riemsvd.solve`` and of the full
+set of singular values (``torch.linalg.svdvals``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def demo_matrix(m: int, n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tens
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m riemsvd", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m riemsvd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("-m", type=int, default=3000, help="rows (default 3000)")
     p.add_argument("-n", type=int, default=1500, help="columns (default 1500)")
     p.add_argument("-k", type=int, default=4, help="singular triplets (default 4)")
@@ -45,14 +48,14 @@ def main(argv: list[str] | None = None) -> None:
 
     info = result.info
     err = ((result.S.double() - s_full[: args.k].double()).abs() / s_full[0].double()).max().item()
-    print(f"riemsvd.solve      S = {[f'{x:.12g}' for x in result.S.tolist()]}")
-    print(f"torch.linalg.svd   S = {[f'{x:.12g}' for x in s_full[: args.k].tolist()]}")
+    print(f"riemsvd.solve        S = {[f'{x:.12g}' for x in result.S.tolist()]}")
+    print(f"torch.linalg.svdvals S = {[f'{x:.12g}' for x in s_full[: args.k].tolist()]}")
     print(
         f"residual {float(info.residual):.2e} (tol {info.tol:.0e}, converged {bool(info.converged)}), "
         f"products with A and Aᵀ {info.matvecs} ({info.matvecs / (2 * min(args.m, args.n)):.1%} of "
-        f"2·min(m, n)), iterations {info.iterations}"
+        f"2·min(m, n)), iterations {info.iterations}, method {info.method}"
     )
-    print(f"max |ΔS| / σ₁ against the full SVD: {err:.1e}")
+    print(f"max |ΔS| / σ₁ against torch.linalg.svdvals: {err:.1e}")
     print(
         f"time: riemsvd.solve {t_solve * 1e3:.1f} ms, torch.linalg.svdvals {t_svd * 1e3:.1f} ms "
         f"(ratio {t_solve / t_svd:.2f})"

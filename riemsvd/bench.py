@@ -1565,28 +1565,32 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"`--sizes`: expected MxN like 2000x1000, got {text!r}") from None
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` with each option's default, and the module docstring as written."""
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
     d = Config()
-    ap = argparse.ArgumentParser(prog="riemsvd-bench", description=__doc__)
-    ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes (default 1000x500)")
-    ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets (default 1 8)")
-    ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype)
+    ap = argparse.ArgumentParser(prog="riemsvd-bench", description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes")
+    ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets")
+    ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype, help="A's dtype")
     ap.add_argument(
         "--tol",
         type=float,
         default=None,
         help="the relative residual riemsvd is asked for and every peer must reach "
-        "(default 1e-10, float32 1e-5)",
+        "(None: 1e-10, float32 1e-5)",
     )
     ap.add_argument("--device", default=d.device, help="cpu or cuda")
     ap.add_argument("--reps", type=int, default=d.reps, help="repetitions; the median time is reported")
-    ap.add_argument("--classes", nargs="+", default=list(CLASSES), help=f"of {', '.join(CLASSES)}")
-    ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), help=f"of {', '.join(SOLVERS)}")
+    ap.add_argument("--classes", nargs="+", default=list(CLASSES), help="matrix classes")
+    ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), help="solvers to run")
     ap.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="torch and BLAS threads for every solver alike (default: torch.get_num_threads(), "
+        help=f"torch and BLAS threads for every solver alike (None: torch.get_num_threads(), "
         f"{torch.get_num_threads()} here)",
     )
     ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")
@@ -1599,7 +1603,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--seed", type=int, default=d.seed, help="seed of the matrices and starts")
     a = ap.parse_args(argv)
     sizes = [_size(s) for s in _list(a.sizes)]
     try:

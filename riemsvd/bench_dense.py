@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import riemsvd
-from riemsvd.bench import make_matrix, thread_limits
+from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
 
 __all__ = ["fit", "main", "measure"]
 
@@ -112,11 +112,15 @@ def plot(results: dict, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     about = __doc__.split("\n\n")[0]
-    ap = argparse.ArgumentParser(prog="python -m riemsvd.bench_dense", description=about)
+    ap = argparse.ArgumentParser(
+        prog="python -m riemsvd.bench_dense", description=about, formatter_class=HelpFormatter
+    )
     ap.add_argument("--out", default="bench-out", help="directory for the JSON and the plot")
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
-    ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: torch's)")
-    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument(
+        "--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"], help="dtypes"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (None: torch's)")
+    ap.add_argument("--no-plot", action="store_true", help="skip the plot")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     results = {}

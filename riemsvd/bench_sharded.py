@@ -186,16 +186,20 @@ def _table(args, single: dict, sharded: dict[int, dict]) -> tuple[str, list[dict
 
 
 def parse_args(argv=None):
+    from riemsvd.bench import HelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog="python -m riemsvd.bench_sharded", description=__doc__.split("\n")[0]
+        prog="python -m riemsvd.bench_sharded",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--size", default="4000x2000", help="m x n (default 4000x2000)")
-    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--classes", nargs="+", default=["gaussian", "decay"])
-    parser.add_argument("--tol", type=float, default=1e-10)
-    parser.add_argument("--reps", type=int, default=3, help="median of this many runs (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="4000x2000", help="m x n")
+    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4], help="process counts to compare")
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 8], help="numbers of triplets")
+    parser.add_argument("--classes", nargs="+", default=["gaussian", "decay"], help="matrix classes")
+    parser.add_argument("--tol", type=float, default=1e-10, help="relative residual")
+    parser.add_argument("--reps", type=int, default=3, help="median of this many runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the matrices")
     parser.add_argument("--backward", action="store_true", help="also time forward + backward")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ from torch import nn
 import riemsvd
 import riemsvd.nn as rnn
 from riemsvd._tolerance import default_tol
-from riemsvd.bench import make_matrix, thread_limits
+from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
 
 __all__ = ["main", "run_batch", "run_galore", "run_import", "run_steps"]
 
@@ -221,12 +221,13 @@ def _table(rows: list[dict], alternative: str, extra=()) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    about = __doc__.split("\n\n")[0]
     ap = argparse.ArgumentParser(
-        prog="python -m riemsvd.bench_training", description=__doc__.split("\n\n")[0]
+        prog="python -m riemsvd.bench_training", description=about, formatter_class=HelpFormatter
     )
-    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    ap.add_argument("--steps", type=int, default=100, help="timed training steps per model (default 100)")
-    ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: torch's)")
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
+    ap.add_argument("--steps", type=int, default=100, help="timed training steps per model")
+    ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (None: torch's)")
     args = ap.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads} threads")
