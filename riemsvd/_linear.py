@@ -6,6 +6,7 @@ flattened back into columns; the adjoint is a transposed convolution, a given fu
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Callable
@@ -38,6 +39,37 @@ def check_input_shape(input_shape) -> tuple[int, ...]:
             f"(C, *spatial)), got {input_shape!r}."
         )
     return tuple(int(s) for s in input_shape)
+
+
+def check_layer_input(layer, input_shape) -> tuple[int, ...]:
+    """``input_shape`` checked against what a Conv/ConvTranspose or Linear layer takes (other modules:
+    only the form), or a ValueError naming it and the layer's expectation."""
+    shape = check_input_shape(input_shape)
+    kind = type(layer).__name__
+    if isinstance(layer, tuple(_CONV) + tuple(_CONV_T)):
+        d = _conv_spec(layer)[0]
+        if len(shape) != d + 1 or shape[0] != layer.in_channels:
+            spatial = ", ".join("*" * d)
+            raise ValueError(
+                f"`input_shape` must be (C, {spatial}) with C = in_channels = {layer.in_channels} for this "
+                f"{kind}, got {shape}."
+            )
+    elif isinstance(layer, nn.Linear) and shape[-1] != layer.in_features:
+        raise ValueError(
+            f"`input_shape` must end in in_features = {layer.in_features} for this Linear, got {shape}; "
+            f"e.g. ({layer.in_features},)."
+        )
+    return shape
+
+
+def bias_free(layer: nn.Module) -> nn.Module:
+    """A shallow copy of a layer that shares its weight but has no bias (the layer is left as it is):
+    the linear part of an affine layer, whose norm is the layer's Lipschitz constant."""
+    if getattr(layer, "bias", None) is None:
+        return layer
+    twin = copy.copy(layer)
+    object.__setattr__(twin, "_parameters", {**layer._parameters, "bias": None})
+    return twin
 
 
 class LinearMapOperator(Operator):
@@ -196,9 +228,16 @@ def conv_operator(layer, weight: torch.Tensor, input_shape) -> LinearMapOperator
     def fn(x):
         return conv_apply(layer, w, x)
 
-    input_shape = tuple(input_shape)
-    with torch.no_grad():
-        output_shape = tuple(fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device)).shape[1:])
+    input_shape = check_layer_input(layer, input_shape)
+    try:
+        with torch.no_grad():
+            output_shape = tuple(
+                fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device)).shape[1:]
+            )
+    except RuntimeError as err:  # e.g. spatial sizes smaller than the kernel
+        raise ValueError(
+            f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
+        ) from err
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
     return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
 
@@ -223,10 +262,12 @@ def linear_operator(
     Parameters
     ----------
     fn : torch.nn.Module or callable
-        A bias-free ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d`` or ``nn.Linear``, or any
-        function (or module) mapping a batch ``(b, *input_shape)`` to ``(b, *output_shape)``
-        linearly and independently per batch item. Linearity of a general function cannot be
-        checked: an affine or non-linear ``fn`` gives meaningless results.
+        An ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d`` or ``nn.Linear``, or any function (or
+        module) mapping a batch ``(b, *input_shape)`` to ``(b, *output_shape)`` linearly and
+        independently per batch item. A module's ``bias`` attribute is left out: the operator is the
+        linear part of the affine layer, whose norm is the layer's Lipschitz constant (as in
+        :func:`riemsvd.nn.operator_norm`). Linearity of a general function cannot be checked: a
+        non-linear ``fn`` gives meaningless results.
     input_shape : tuple of int
         The shape of one input, without the batch dimension: ``(C, H, W)`` for a Conv2d,
         ``(in_features,)`` for a Linear.
@@ -254,9 +295,8 @@ def linear_operator(
     TypeError
         If ``fn`` is not callable, or ``adjoint`` is given and not callable.
     ValueError
-        If the layer has a bias (an affine map: build it with ``bias=False``, or pass
-        ``lambda x: layer(x) - layer.bias...`` as a function), or ``input_shape`` is not a tuple of
-        positive ints, or ``fn`` fails on it.
+        If ``input_shape`` is not a tuple of positive ints, does not match a Conv layer's
+        ``in_channels`` and dimensions or a Linear's ``in_features``, or ``fn`` fails on it.
 
     Examples
     --------
@@ -276,12 +316,9 @@ def linear_operator(
         raise TypeError(f"`fn` must be a torch.nn.Module or a callable, got {type(fn).__name__}.")
     if adjoint is not None and not callable(adjoint):
         raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
-    input_shape = check_input_shape(input_shape)
-    if isinstance(fn, nn.Module) and getattr(fn, "bias", None) is not None:
-        raise ValueError(
-            f"`fn` ({type(fn).__name__}) has a bias, so it is affine, not linear; build it with "
-            "`bias=False`, or pass a function that applies it without the bias."
-        )
+    input_shape = check_layer_input(fn, input_shape)
+    if isinstance(fn, nn.Module):
+        fn = bias_free(fn)  # the linear part of an affine layer (its bias shifts, never stretches)
     params = list(fn.parameters()) if isinstance(fn, nn.Module) else []
     if dtype is None:
         dtype = params[0].dtype if params else torch.get_default_dtype()

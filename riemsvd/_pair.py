@@ -115,7 +115,21 @@ class SingularPair(torch.nn.Module):
         torch.Tensor
             Shape ``(*, k)``; differentiable in ``U``, ``V`` and ``A``.
         """
+        self._check(A)
         return ((self.U.mT @ A) * self.V.mT).sum(-1)
+
+    def _check(self, A) -> None:
+        """A TypeError or ValueError naming ``A`` where it cannot be paired with (U, V)."""
+        if not isinstance(A, torch.Tensor):
+            raise TypeError(f"`A` must be a torch.Tensor, got {type(A).__name__}.")
+        m, n = self.U.shape[0], self.V.shape[0]
+        if A.dim() < 2 or tuple(A.shape[-2:]) != (m, n):
+            raise ValueError(f"`A` must have shape (*, {m}, {n}) for this pair, got {tuple(A.shape)}.")
+        if A.dtype != self.U.dtype or A.device != self.U.device:
+            raise TypeError(
+                f"`A` is {A.dtype} on {A.device}, the pair's parameters {self.U.dtype} on {self.U.device}; "
+                f"pass `A.to(pair.U)` or move the pair with `pair.to(A)`."
+            )
 
     def brockett(self, A: torch.Tensor) -> torch.Tensor:
         """The weighted Brockett cost tr(Uᵀ A V N) = Σᵢ Nᵢ (Uᵀ A V)ᵢᵢ, N = diag(k, k−1, …, 1), to maximize.
@@ -150,7 +164,8 @@ class SingularPair(torch.nn.Module):
         SVDResult
             The solve's ``(U, S, V)`` with ``.info``; ``U`` and ``V`` now hold its U and V.
         """
-        if A.dim() != 2 or tuple(A.shape) != (self.U.shape[0], self.V.shape[0]):
+        self._check(A)
+        if A.dim() != 2:
             raise ValueError(
                 f"`A` must have shape ({self.U.shape[0]}, {self.V.shape[0]}) to refine, got {tuple(A.shape)}"
             )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from riemsvd._linear import check_input_shape, conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._linear import bias_free, check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol
 
@@ -428,7 +428,7 @@ def spectral_norm(
                 f"ConvTranspose1d/2d/3d, got {type(module).__name__}.{name}; leave it None for the "
                 "reshaped kernel's norm."
             )
-        norm = _OperatorNorm(module, weight, check_input_shape(input_shape), tol, float(eps), steps)
+        norm = _OperatorNorm(module, weight, check_layer_input(module, input_shape), tol, float(eps), steps)
     else:
         norm = _SpectralNorm(weight, dim, tol, float(eps), steps)
     parametrize.register_parametrization(module, name, norm)
@@ -443,15 +443,6 @@ def spectral_norm(
 def _leading_pair_op(op, init, tol: float | None, tracker: _PairTracker | None = None):
     """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0) as ``_leading_pair``."""
     return _warm_pair(op, _operator_products(op), init, tol, tracker)
-
-
-def _bias_free(layer: nn.Module) -> nn.Module:
-    """A shallow copy of a layer that shares its weight but has no bias (the layer is left as it is)."""
-    if getattr(layer, "bias", None) is None:
-        return layer
-    twin = copy.copy(layer)
-    object.__setattr__(twin, "_parameters", {**layer._parameters, "bias": None})
-    return twin
 
 
 class _OperatorNorm(nn.Module):
@@ -564,7 +555,7 @@ def operator_norm(
     """
     if not isinstance(layer, nn.Module):
         raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
-    input_shape = check_input_shape(input_shape)
+    input_shape = check_layer_input(layer, input_shape)
     with torch.no_grad():
         if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
             weight = layer.weight.detach()  # one is computed once)
@@ -572,7 +563,7 @@ def operator_norm(
             weight = weight.float() if dtype in _HALF else weight  # float32 holds half values exactly
             op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
         else:
-            layer = _bias_free(layer)
+            layer = bias_free(layer)
             dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
             if dtype in _HALF:
                 layer = copy.deepcopy(layer).float()

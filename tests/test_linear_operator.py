@@ -164,9 +164,39 @@ def test_operator_norm_ignores_the_bias_and_leaves_the_layer_alone():
     assert conv.bias is bias
 
 
+def test_linear_operator_of_a_layer_with_a_bias_is_its_linear_part():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, 3, padding=1, dtype=F64)
+    op = riemsvd.linear_operator(conv, (2, 5, 5))
+    ref = explicit_matrix(lambda x: nn.functional.conv2d(x, conv.weight, None, 1, 1), (2, 5, 5))
+    x = torch.randn(50, 2, dtype=F64)
+    torch.testing.assert_close(op.matmat(x), ref @ x)
+    assert conv.bias is not None  # the layer is left as it is
+    torch.testing.assert_close(
+        riemsvd.nn.operator_norm(conv, (2, 5, 5)), riemsvd.solve(op, 1, tol=1e-12).S[0], rtol=1e-10, atol=0
+    )
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: riemsvd.nn.operator_norm(nn.Linear(10, 5), (7,)), r"in_features = 10.*got \(7,\)"),
+        (
+            lambda: riemsvd.nn.operator_norm(nn.Conv2d(16, 8, 3), (3, 24, 24)),
+            r"in_channels = 16.*\(3, 24, 24\)",
+        ),
+        (lambda: riemsvd.nn.operator_norm(nn.Conv2d(3, 8, 3), (3, 24)), r"\(C, \*, \*\)"),
+        (lambda: riemsvd.nn.operator_norm(nn.Conv2d(3, 8, 5), (3, 2, 2)), "does not fit this Conv2d"),
+        (lambda: riemsvd.nn.spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(5, 8, 8)), "in_channels = 3"),
+        (lambda: riemsvd.linear_operator(nn.ConvTranspose1d(4, 2, 3), (2, 9)), "in_channels = 4"),
+    ],
+)
+def test_input_shapes_that_do_not_fit_the_layer_raise_value_error_naming_it(call, match):
+    with pytest.raises(ValueError, match="`input_shape`.*" + match):
+        call()
+
+
 def test_invalid_arguments_are_named():
-    with pytest.raises(ValueError, match="`fn`.*bias"):
-        riemsvd.linear_operator(nn.Conv2d(1, 1, 3), (1, 5, 5))
     with pytest.raises(TypeError, match="`fn`"):
         riemsvd.linear_operator(3, (1,))
     with pytest.raises(TypeError, match="`adjoint`"):
@@ -174,7 +204,7 @@ def test_invalid_arguments_are_named():
     with pytest.raises(ValueError, match="`input_shape`"):
         riemsvd.linear_operator(lambda x: x, (0, 3))
     with pytest.raises(ValueError, match="`fn` failed"):
-        riemsvd.linear_operator(nn.Conv2d(2, 1, 3, bias=False), (3, 5, 5))
+        riemsvd.linear_operator(lambda x: x.reshape(2, 9), (3, 5, 5))
     with pytest.raises(ValueError, match="`input_shape`"):
         riemsvd.nn.spectral_norm(nn.Linear(3, 2), input_shape=(3,))
     with pytest.raises(ValueError, match="`input_shape`"):

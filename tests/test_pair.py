@@ -118,3 +118,9 @@ def test_k1_frames_lie_on_the_sphere_and_bad_arguments_raise():
         SingularPair(5, 4, k=5)
     with pytest.raises(ValueError, match="`A`"):
         pair.refine(torch.randn(4, 5))
+    with pytest.raises(ValueError, match=r"`A` must have shape \(\*, 5, 4\)"):
+        pair(torch.randn(4, 5))
+    with pytest.raises(TypeError, match="`A` is torch.float64.*pair.to"):
+        pair(torch.randn(5, 4, dtype=torch.float64))
+    with pytest.raises(TypeError, match="`A` must be a torch.Tensor"):
+        pair.brockett([[1.0]])
