@@ -280,7 +280,9 @@ def linear_operator(
         string padding or a ``padding_mode`` other than ``"zeros"``.
     dtype, device : optional
         Of the vectors, for a function without parameters; by default those of the module's first
-        parameter, else ``torch.get_default_dtype()`` on the CPU.
+        parameter, else ``torch.get_default_dtype()`` on the CPU. A bfloat16 or float16 module is
+        applied as a float32 copy (which holds its weights exactly); the copy does not follow later
+        changes of the module's weights.
 
     Returns
     -------
@@ -320,6 +322,9 @@ def linear_operator(
     if isinstance(fn, nn.Module):
         fn = bias_free(fn)  # the linear part of an affine layer (its bias shifts, never stretches)
     params = list(fn.parameters()) if isinstance(fn, nn.Module) else []
+    if params and params[0].dtype in (torch.bfloat16, torch.float16):
+        fn = copy.deepcopy(fn).float()  # float32 holds the half-precision weights exactly
+        params = list(fn.parameters())
     if dtype is None:
         dtype = params[0].dtype if params else torch.get_default_dtype()
     if device is None:

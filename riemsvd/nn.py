@@ -9,7 +9,6 @@ optionally the norm of a convolution as a linear map (``input_shape``, with ``op
 from __future__ import annotations
 
 import contextlib
-import copy
 import numbers
 from collections.abc import Callable
 from typing import NamedTuple
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from riemsvd._linear import bias_free, check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._linear import check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol
 
@@ -563,11 +562,8 @@ def operator_norm(
             weight = weight.float() if dtype in _HALF else weight  # float32 holds half values exactly
             op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
         else:
-            layer = bias_free(layer)
             dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
-            if dtype in _HALF:
-                layer = copy.deepcopy(layer).float()
-            op = linear_operator(layer, input_shape)
+            op = linear_operator(layer, input_shape)  # a half-precision layer as a float32 copy
         return solve(op, 1, tol=tol, generator=generator).S[0].to(dtype)  # solve runs outside autocast
 
 

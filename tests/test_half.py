@@ -166,3 +166,14 @@ def test_spectral_norm_of_a_half_precision_module(dtype):
         assert abs(float(torch.linalg.matrix_norm(w.double(), 2)) - 1) <= 4 * unit(dtype) * 24**0.5
         out.float().square().sum().backward()
         opt.step()
+
+
+def test_linear_operator_of_a_half_precision_layer_is_solved():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False).to(torch.bfloat16)
+    op = riemsvd.linear_operator(conv, (2, 5, 5))
+    assert op.dtype == torch.float32
+    ref = riemsvd.linear_operator(conv.double(), (2, 5, 5))  # the same (bf16) values, in float64
+    torch.testing.assert_close(
+        riemsvd.solve(op, 1).S.double(), riemsvd.solve(ref, 1, tol=1e-12).S, rtol=1e-5, atol=0
+    )

@@ -249,3 +249,30 @@ def test_every_call_returns_k_triplets(k, maxiter, patience, gen):
     assert result.U.shape == (80, k) and result.S.shape == (k,) and result.V.shape == (70, k)
     if maxiter is None:
         check_svd(a, result, k, result.info.tol)
+
+
+@pytest.mark.parametrize("method", ["iterative", "dense"])
+def test_empty_batch_gives_empty_results(method):
+    u, s, v = result = riemsvd.solve(torch.randn(0, 5, 4, dtype=torch.float64), 2, method=method)
+    assert (u.shape, s.shape, v.shape) == ((0, 5, 2), (0, 2), (0, 4, 2))
+    assert result.info.converged.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_array_gives_the_tensor_results(dtype, gen):
+    a = make_matrix("decay", 40, 30, gen).numpy().astype(dtype)
+    result = solve(a, 3, generator=torch.Generator().manual_seed(0))
+    ref = solve(torch.from_numpy(a), 3, generator=torch.Generator().manual_seed(0))
+    assert isinstance(result.S, torch.Tensor) and result.S.dtype == ref.S.dtype
+    torch.testing.assert_close(result.S, ref.S, rtol=0, atol=0)
+    check_svd(torch.from_numpy(a), result, 3, result.info.tol)
+
+
+def test_warm_start_from_u_alone(gen):
+    a = make_matrix("gaussian", 300, 200, gen)
+    previous = solve(a, 4, generator=gen)
+    b = a + 1e-6 * torch.randn(a.shape, generator=gen, dtype=a.dtype)
+    cold = solve(b, 4, generator=gen)
+    warm = solve(b, 4, init=previous.U, generator=gen)
+    check_svd(b, warm, 4, warm.info.tol)
+    assert warm.info.matvecs < cold.info.matvecs
