@@ -17,11 +17,13 @@ Ritz point; the search space is the span of all of them, and Rayleigh–Ritz max
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.linalg.blas import get_blas_funcs
 from scipy.linalg.lapack import dsyevr  # at import: 0.17 s, which a first solve paid before
 
 from riemsvd._backend import mm
@@ -184,26 +186,31 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
 
 def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     """:func:`_orth` for one column held whole in numpy, the Golub–Kahan step on the CPU: the same
-    arithmetic in 1-D calls and Python floats (10 µs a call against 19 for the general path, 384
-    rows). None where the column is lost (the general path then refills it)."""
-    xv = x[:, 0]
+    arithmetic in level-1/2 BLAS calls on a column-major basis and Python floats (7.9 µs a call
+    against 15.8 with numpy's operators and 19 for the general path; 384 rows, 24 columns). None
+    where the column is lost (the general path then refills it)."""
+    gemv, axpy, nrm2, dot, scal = _blas_for(x.dtype)
+    xv = np.array(x[:, 0])  # a copy: updated in place below
     coef = None
     if basis is not None:
         k2 = 0.0
         if known is not None:
             j, kc = known
             kv = kc[:, 0]
-            xv = xv - basis[:, j : j + kv.shape[0]] @ kv.astype(x.dtype, copy=False)
+            if kv.shape[0] == 1:  # the recurrence's one coefficient, as it mostly is
+                axpy(basis[:, j], xv, a=-float(kv[0]))
+            else:
+                xv -= basis[:, j : j + kv.shape[0]] @ kv.astype(x.dtype, copy=False)
             k2 = float(kv @ kv)
-        c = basis.T @ xv
-        xv = xv - basis @ c
-        n1 = math.sqrt(xv @ xv)
-        before = math.sqrt(n1 * n1 + c @ c)
+        c = gemv(1.0, basis, xv, trans=1)
+        gemv(-1.0, basis, c, beta=1.0, y=xv, overwrite_y=1)
+        n1 = float(nrm2(xv))
+        before = math.sqrt(n1 * n1 + float(dot(c, c)))
         if n1 < _DGKS * before:
-            c2 = basis.T @ xv
-            xv = xv - basis @ c2
+            c2 = gemv(1.0, basis, xv, trans=1)
+            gemv(-1.0, basis, c2, beta=1.0, y=xv, overwrite_y=1)
             c = c + c2
-            n2 = math.sqrt(xv @ xv)
+            n2 = float(nrm2(xv))
             if not n2 > _DGKS * n1:
                 return None
             n1 = n2
@@ -212,10 +219,17 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
             coef[j : j + kv.shape[0], 0] += kv
         n0 = math.sqrt(before * before + k2)
     else:
-        n1 = n0 = math.sqrt(xv @ xv)
+        n1 = n0 = float(nrm2(xv))
     if not n1 > 4 * float(np.finfo(x.dtype).eps) * n0:
         return None
-    return (xv / n1)[:, None], coef, np.array([[n1]])
+    scal(1.0 / n1, xv)
+    return xv[:, None], coef, np.array([[n1]])
+
+
+@functools.cache
+def _blas_for(dtype) -> tuple:
+    """scipy's (gemv, axpy, nrm2, dot, scal) for a numpy dtype."""
+    return get_blas_funcs(("gemv", "axpy", "nrm2", "dot", "scal"), dtype=dtype)
 
 
 def _eps(x) -> float:
