@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import strategies as st
 
 SPECTRA = ("gaussian", "lowrank", "decay", "cluster", "cond12")
+
+# (m, n) for property tests: vectors, squares, tall and wide matrices
+SHAPES = st.one_of(
+    st.tuples(st.just(1), st.integers(1, 40)),
+    st.tuples(st.integers(1, 40), st.just(1)),
+    st.integers(2, 60).map(lambda n: (n, n)),
+    st.tuples(st.integers(2, 120), st.integers(2, 60)),
+    st.tuples(st.integers(2, 60), st.integers(2, 120)),
+)
 
 
 def orthonormal(rows: int, cols: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:

@@ -10,18 +10,11 @@ from hypothesis import strategies as st
 
 import riemsvd
 from riemsvd._dense import prefer_dense
-from tests.matrices import SPECTRA, check_svd, make_matrix
-
-shapes = st.one_of(
-    st.tuples(st.just(1), st.integers(1, 40)),
-    st.tuples(st.integers(1, 40), st.just(1)),
-    st.tuples(st.integers(2, 120), st.integers(2, 60)),
-    st.tuples(st.integers(2, 60), st.integers(2, 120)),
-)
+from tests.matrices import SHAPES, SPECTRA, check_svd, make_matrix
 
 
 @given(
-    shape=shapes,
+    shape=SHAPES,
     kind=st.sampled_from(SPECTRA),
     dtype=st.sampled_from([torch.float64, torch.float32]),
     scale=st.sampled_from([1.0, 1e-8, 1e8]),

@@ -14,23 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import riemsvd
-from tests.matrices import SPECTRA, check_svd, make_matrix
+from tests.matrices import SHAPES, SPECTRA, check_svd, make_matrix
 
 # The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
 # (tests/test_dense.py tests that one and the choice).
 solve = functools.partial(riemsvd.solve, method="iterative")
 
-shapes = st.one_of(
-    st.tuples(st.just(1), st.integers(1, 40)),
-    st.tuples(st.integers(1, 40), st.just(1)),
-    st.integers(2, 60).map(lambda n: (n, n)),
-    st.tuples(st.integers(2, 120), st.integers(2, 60)),
-    st.tuples(st.integers(2, 60), st.integers(2, 120)),
-)
-
 
 @given(
-    shape=shapes,
+    shape=SHAPES,
     kind=st.sampled_from(SPECTRA),
     dtype=st.sampled_from([torch.float64, torch.float32]),
     scale=st.sampled_from([1.0, 1e-8, 1e8]),
