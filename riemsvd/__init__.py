@@ -9,7 +9,13 @@ from riemsvd import nn
 from riemsvd._bounds import NormBounds, norm_bounds
 from riemsvd._distributed import ShardedMatrix
 from riemsvd._linear import linear_operator
-from riemsvd._result import ConvergenceWarning, DegenerateSpectrumWarning, SolveInfo, SVDResult
+from riemsvd._result import (
+    ConvergenceWarning,
+    DegenerateSpectrumWarning,
+    ResolutionWarning,
+    SolveInfo,
+    SVDResult,
+)
 from riemsvd._solve import solve
 from riemsvd._subspace import SolverOptions
 
@@ -32,6 +38,7 @@ __all__ = [
     "ConvergenceWarning",
     "DegenerateSpectrumWarning",
     "NormBounds",
+    "ResolutionWarning",
     "SVDResult",
     "ShardedMatrix",
     "SingularPair",

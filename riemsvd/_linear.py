@@ -62,6 +62,33 @@ def check_layer_input(layer, input_shape) -> tuple[int, ...]:
     return shape
 
 
+def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device) -> None:
+    """A ValueError where ``fn`` is visibly not linear: a nonzero image of 0 (affine), or
+    fn(x + 2y) ≠ fn(x) + 2 fn(y) on two random inputs beyond rounding (ReLU, tanh, ...). A check, not a
+    proof: a map linear on these two inputs passes."""
+    if not dtype.is_floating_point:
+        return
+    scale = float(zero_image.abs().max()) if zero_image.numel() else 0.0
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn((1,) + input_shape, generator=g, dtype=dtype).to(device) for _ in range(2))
+    with torch.no_grad():
+        fx, fy, fxy = fn(x), fn(y), fn(x + 2 * y)
+    size = float(fx.abs().max() + 2 * fy.abs().max())
+    defect = float((fxy - fx - 2 * fy).abs().max())
+    allowance = 64 * torch.finfo(dtype).eps * math.prod(input_shape) ** 0.5 * size
+    if scale > 0 or defect > allowance:
+        raise ValueError(
+            "`fn` is not linear: "
+            + (f"it maps 0 to a nonzero output (max {scale:.3g}); " if scale > 0 else "")
+            + (
+                f"fn(x + 2y) − fn(x) − 2 fn(y) is {defect:.3g} against {size:.3g}; "
+                if defect > allowance
+                else ""
+            )
+            + "riemsvd needs a linear map (a bias-free layer, or no activation in between)."
+        )
+
+
 def bias_free(layer: nn.Module) -> nn.Module:
     """A shallow copy of a layer that shares its weight but has no bias (the layer is left as it is):
     the linear part of an affine layer, whose norm is the layer's Lipschitz constant."""
@@ -341,6 +368,7 @@ def linear_operator(
         raise ValueError(
             "`fn` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
         )
+    _check_linear(fn, probe, input_shape, dtype, device)
     output_shape = tuple(probe.shape[1:])
     kind, squared = ("given" if adjoint is not None else "vjp"), None
     if is_conv(fn):

@@ -7,11 +7,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["ConvergenceWarning", "DegenerateSpectrumWarning", "SolveInfo", "SVDResult"]
+__all__ = ["ConvergenceWarning", "DegenerateSpectrumWarning", "ResolutionWarning", "SolveInfo", "SVDResult"]
 
 
 class ConvergenceWarning(UserWarning):
     """The solver stopped before the requested residual; ``info.residual`` says what it reached."""
+
+
+class ResolutionWarning(UserWarning):
+    """Some returned σᵢ are below what the residual tolerance resolves (σ_k < 10·tol·σ₁).
+
+    The residual is relative to σ₁, so such a triplet is only known to about tol·σ₁: its value may be
+    off by a sizeable fraction of itself, and within a cluster of such values the ones returned need
+    not be the largest (float32 low-rank-plus-noise matrices with k reaching into the noise). Solve in
+    float64, with a smaller ``tol``, or with ``method="dense"``.
+    """
 
 
 class DegenerateSpectrumWarning(UserWarning):

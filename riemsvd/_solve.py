@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from riemsvd._autograd import Layout, SolveCall, SolveFunction
-from riemsvd._backend import dense_threads, solver_threads
+from riemsvd._backend import dense_threads, readable_any, solver_threads
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded, prepare
 from riemsvd._operator import DenseOperator, as_operator
-from riemsvd._result import ConvergenceWarning, SolveInfo, SVDResult
+from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
-from riemsvd._tolerance import default_tol
+from riemsvd._tolerance import default_tol, eps
 from riemsvd._validate import check_solve_args
 
 __all__ = ["solve"]
@@ -156,6 +156,8 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
+    if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
+        k = int(k)  # an integer tensor, as torch's own k arguments accept
     if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
         A = torch.from_numpy(A)  # a view: results are CPU tensors, as for scipy inputs
     if isinstance(A, torch.Tensor) and A.dtype in _HALF:
@@ -228,14 +230,9 @@ def solve(
     else:
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
-        warnings.warn(
-            f"riemsvd.solve stopped after {info.iterations} iterations with relative residual "
-            f"{float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
-            f"{int((~info.converged).sum())} of {info.converged.numel()} matrices; raise `maxiter`, "
-            "loosen `tol`, or pass a warm start `init`.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+        message = _not_converged(info, u.dtype, getattr(target, "shape", None))
+        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    _check_resolution(s, info)
     return SVDResult(u, s, v, info)
 
 
@@ -278,3 +275,46 @@ def _init_from_u(A, u0: torch.Tensor):
     with torch.no_grad():
         at = A.detach().mT if A.layout == torch.strided else A.detach().t()
         return u0, at @ u0.to(A.dtype)
+
+
+def _not_converged(info: SolveInfo, dtype, shape) -> str:
+    """The ConvergenceWarning's text: what happened, and the remedy that fits why."""
+    where = (
+        f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
+        f"{int((~info.converged).sum())} of {info.converged.numel()} matrices"
+    )
+    if info.stop_reason == "maxiter":
+        return (
+            f"riemsvd.solve stopped after {info.iterations} iterations (maxiter) with {where}; raise "
+            "`maxiter`, loosen `tol`, or pass a warm start `init`."
+        )
+    floor = ""
+    if dtype in (torch.float32, torch.float64) and shape is not None and len(shape) >= 2:
+        level = 2 * eps(dtype) * max(shape[-2:]) ** 0.5  # the products' rounding, as in default_tol
+        floor = f" (about {level:.1g} in {dtype} at this size)"
+    how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
+    return (
+        f"riemsvd.solve: {how} ended with {where}: tol is below what rounding lets it resolve{floor}. "
+        "Loosen `tol`, or solve in float64."
+    )
+
+
+def _check_resolution(s, info: SolveInfo) -> None:
+    """A ResolutionWarning where the iteration returned values σ_k below 10·tol·σ₁: a residual of
+    tol·σ₁ leaves them uncertain by a sizeable fraction of themselves (the dense path's float64 Gram
+    matrix or SVD resolves them)."""
+    if info.method != "iterative" or s.shape[-1] < 2:
+        return
+    try:
+        ratio = s.detach()[..., -1] / s.detach()[..., 0]
+        low = readable_any((ratio < 10 * info.tol) & (s.detach()[..., 0] > 0), default=False)
+    except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
+        return
+    if low:
+        warnings.warn(
+            f"riemsvd.solve: σ_k/σ₁ = {float(ratio.min()):.2g} is below 10·tol = {10 * info.tol:.2g}: the "
+            "trailing triplets are only known to about tol·σ₁, and need not be the largest ones there. "
+            "Solve in float64, with a smaller `tol`, or with method='dense'.",
+            ResolutionWarning,
+            stacklevel=3,
+        )

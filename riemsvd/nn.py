@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from riemsvd._linear import check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._result import ResolutionWarning
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol
 
@@ -241,7 +243,9 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
     learn = tracker is not None and (s0 is None or not s0 > 0 or tracker.stale())
     k = min(2, m, n) if learn else 1
     generator = torch.Generator().manual_seed(0) if init is not None else None
-    out = solve(target, k, tol=tol, init=init, generator=generator)
+    with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included
+        warnings.simplefilter("ignore", ResolutionWarning)
+        out = solve(target, k, tol=tol, init=init, generator=generator)
     if learn:
         tracker.record(out.S, out.info.errors)
     elif tracker is not None:

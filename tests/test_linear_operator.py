@@ -209,3 +209,20 @@ def test_invalid_arguments_are_named():
         riemsvd.nn.spectral_norm(nn.Linear(3, 2), input_shape=(3,))
     with pytest.raises(ValueError, match="`input_shape`"):
         riemsvd.nn.operator_norm(nn.Conv1d(1, 1, 3), (1, -4))
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (nn.ReLU(), "fn\\(x \\+ 2y\\)"),
+        (nn.Sequential(nn.Linear(4, 4, bias=False), nn.Tanh()), "fn\\(x \\+ 2y\\)"),
+        (lambda x: x + 1, "maps 0 to a nonzero output"),
+    ],
+)
+def test_a_map_that_is_not_linear_raises_value_error(fn, match):
+    # without the check these gave a norm (once a negative one) with no warning
+    with pytest.raises(ValueError, match="`fn` is not linear: .*" + match):
+        riemsvd.linear_operator(fn, (4,))
+    if isinstance(fn, nn.Module):
+        with pytest.raises(ValueError, match="`fn` is not linear"):
+            riemsvd.nn.operator_norm(fn, (4,))

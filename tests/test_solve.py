@@ -225,7 +225,8 @@ def test_small_directions_of_an_ill_conditioned_float32_matrix_are_kept(seed):
     1e12 (k = 2)."""
     gen = torch.Generator().manual_seed(seed)
     a = make_matrix("cond12", 5, 3, gen, torch.float32)
-    result = solve(a, 2, generator=gen)
+    with pytest.warns(riemsvd.ResolutionWarning):  # σ₂/σ₁ = 1e-6: known only to about tol·σ₁
+        result = solve(a, 2, generator=gen)
     check_svd(a, result, 2, result.info.tol)
 
 
@@ -268,3 +269,18 @@ def test_warm_start_from_u_alone(gen):
     warm = solve(b, 4, init=previous.U, generator=gen)
     check_svd(b, warm, 4, warm.info.tol)
     assert warm.info.matvecs < cold.info.matvecs
+
+
+def test_values_below_what_tol_resolves_are_flagged(gen):
+    # low rank plus noise, k reaching into the noise: in float32 the noise values are below 10·tol·σ₁
+    signal = make_matrix("decay", 600, 300, gen) * 50
+    noise = 1e-3 * torch.randn(600, 300, generator=gen, dtype=torch.float64) / 600**0.5
+    low_rank = (
+        signal - signal @ torch.linalg.svd(signal)[2][20:].mT @ torch.linalg.svd(signal)[2][20:]
+    ) + noise
+    with pytest.warns(riemsvd.ResolutionWarning, match="σ_k/σ₁ .* below 10·tol"):
+        solve(low_rank.float(), 32, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ResolutionWarning)
+        solve(low_rank, 32, generator=gen)  # float64 resolves them
+        riemsvd.solve(low_rank.float(), 32, method="dense")  # and so does the dense path

@@ -166,3 +166,17 @@ def test_init_with_different_column_counts_raises_value_error(a):
         riemsvd.solve(
             a, 2, init=(torch.zeros(6, 2, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
         )
+
+
+def test_convergence_warning_says_the_remedy_that_fits():
+    with pytest.warns(riemsvd.ConvergenceWarning, match="maxiter.*raise `maxiter`"):
+        riemsvd.solve(torch.randn(300, 200, dtype=torch.float64), 2, maxiter=3, method="iterative")
+    with pytest.warns(riemsvd.ConvergenceWarning, match="dense path.*below what rounding.*float64") as caught:
+        riemsvd.solve(torch.randn(50, 30), 2, tol=1e-20, method="dense")
+    assert "maxiter" not in str(caught[0].message)
+
+
+def test_k_as_an_integer_tensor_is_accepted(a):
+    assert riemsvd.solve(a, torch.tensor(2)).S.shape == (2,)
+    with pytest.raises(TypeError, match="`k`"):
+        riemsvd.solve(a, torch.tensor(2.0))
