@@ -355,7 +355,9 @@ def spectral_norm(
         ``(d_dim, ∏ other dims)``. Default 0, and 1 for ConvTranspose1d/2d/3d (as in torch).
     tol : float, optional
         Relative accuracy of σ: each training forward's σ is within tol·σ of ‖W‖₂, so ‖W/σ‖₂ is 1 to
-        tol (see Notes). Default that of :func:`riemsvd.solve` (1e-12 in float64, 1e-6 in float32, or
+        tol (see Notes; where the top singular values lie closer together than tol·σ, a solve can
+        stop on a lower one of them, so keep tol below the gaps that matter). Default that of
+        :func:`riemsvd.solve` (1e-12 in float64, 1e-6 in float32, or
         2·ε·√max(m, n) if larger). Solves, when a step needs one, run to relative residual ``tol``.
     input_shape : tuple of int, optional
         For a Conv1d/2d/3d or ConvTranspose1d/2d/3d ``module`` (zero padding): normalize by the norm of
@@ -386,7 +388,9 @@ def spectral_norm(
     two-triplet solve, again after at most 50 steps (10 when a solve has to run anyway), and taken in
     between to have moved as far as σ₁ did; the step is kept when r² ≤ tol·σ·(σ − σ₂), half the
     allowance. Otherwise a second power step is tried, then :func:`riemsvd.solve` runs warm-started
-    from it. When the top two singular values cross in a step, the stored pair can be an almost exact
+    from it: every step where the top of the spectrum is clustered (σ₂/σ₁ above about 0.99, as in
+    freshly initialized MLPs), which then costs several times torch's step (docs/spectral_norm.md).
+    When the top two singular values cross in a step, the stored pair can be an almost exact
     singular pair of the new σ₂: it passes the residual test and that step's σ is σ₂, off by the
     (small) relative gap (seen once in 1980 layer-steps of the digits example, error 9.5e-4; see
     docs/spectral_norm.md). The next steps recover.
