@@ -98,8 +98,10 @@ def _gram_triplets(a: torch.Tensor, k: int, tol: float):
     other = image / norms
     eye = torch.eye(k, dtype=torch.float64, device=a.device)
     lost = (other.mT @ other - eye).abs().amax((-2, -1))
-    # Under a torch.func transform nothing can be read: then take the SVD, which needs no check.
-    if readable_any(~(lost <= tol), default=True):  # also NaN, from a zero σ
+    # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
+    # default_tol), whatever tol asks. Under a torch.func transform nothing can be read: then the SVD.
+    floor = min(tol, 2 * torch.finfo(a.dtype).eps * max(a.shape[-2:]) ** 0.5)
+    if readable_any(~(lost <= floor), default=True):  # also NaN, from a zero σ
         return None, None
     other, top = other.to(a.dtype), top.to(a.dtype)
     return (other, top) if tall else (top, other)

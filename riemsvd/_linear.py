@@ -64,8 +64,8 @@ def check_layer_input(layer, input_shape) -> tuple[int, ...]:
 
 def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device) -> None:
     """A ValueError where ``fn`` is visibly not linear: a nonzero image of 0 (affine), or
-    fn(x + 2y) ≠ fn(x) + 2 fn(y) on two random inputs beyond rounding (ReLU, tanh, ...). A check, not a
-    proof: a map linear on these two inputs passes."""
+    fn(x + 2y) − fn(x) − 2 fn(y) above 1% of the outputs on two random inputs (ReLU, tanh, ...). A
+    check, not a proof: a map that is linear on these two inputs, or nearly so, passes."""
     if not dtype.is_floating_point:
         return
     scale = float(zero_image.abs().max()) if zero_image.numel() else 0.0
@@ -75,7 +75,9 @@ def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device) -> N
         fx, fy, fxy = fn(x), fn(y), fn(x + 2 * y)
     size = float(fx.abs().max() + 2 * fy.abs().max())
     defect = float((fxy - fx - 2 * fy).abs().max())
-    allowance = 64 * torch.finfo(dtype).eps * math.prod(input_shape) ** 0.5 * size
+    # Gross defects only: an activation gives one of order `size`; rounding, even where the output is
+    # a difference of much larger terms (a residual branch x − f(x)), stays far below 1e-2·size.
+    allowance = 1e-2 * size
     if scale > 0 or defect > allowance:
         raise ValueError(
             "`fn` is not linear: "

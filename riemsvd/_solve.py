@@ -159,7 +159,8 @@ def solve(
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
-        A = torch.from_numpy(A)  # a view: results are CPU tensors, as for scipy inputs
+        # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
+        A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))
     if isinstance(A, torch.Tensor) and A.dtype in _HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
     if isinstance(init, torch.Tensor):
@@ -262,7 +263,11 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
 
 def _init_from_u(A, u0: torch.Tensor):
     """``init=U0`` alone (what a GaLore projector keeps): V0 = Aᵀ U0, which the solver normalizes."""
-    if not (isinstance(A, torch.Tensor) and A.layout in (torch.strided, torch.sparse_coo, torch.sparse_csr)):
+    dtensor = type(A).__name__ == "DTensor"
+    if dtensor or not (
+        isinstance(A, torch.Tensor)
+        and A.layout in (torch.strided, torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
+    ):
         raise TypeError(
             f"`init` as U0 alone needs A as a dense or sparse torch.Tensor, got {type(A).__name__}; "
             "pass the pair (U0, V0)."
@@ -307,14 +312,19 @@ def _check_resolution(s, info: SolveInfo) -> None:
         return
     try:
         ratio = s.detach()[..., -1] / s.detach()[..., 0]
-        low = readable_any((ratio < 10 * info.tol) & (s.detach()[..., 0] > 0), default=False)
+        # Values at or below tol·σ₁ are numerically zero (k beyond the rank) and interchangeable.
+        low = (ratio < 10 * info.tol) & (ratio > info.tol) & (s.detach()[..., 0] > 0)
+        flagged = readable_any(low, default=False)
     except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
         return
-    if low:
+    if flagged:
+        remedy = "with a smaller `tol` or with method='dense'"
+        if s.dtype != torch.float64:
+            remedy = "in float64, " + remedy
         warnings.warn(
-            f"riemsvd.solve: σ_k/σ₁ = {float(ratio.min()):.2g} is below 10·tol = {10 * info.tol:.2g}: the "
-            "trailing triplets are only known to about tol·σ₁, and need not be the largest ones there. "
-            "Solve in float64, with a smaller `tol`, or with method='dense'.",
+            f"riemsvd.solve: σ_k/σ₁ = {float(ratio[low].min()):.2g} is below 10·tol = {10 * info.tol:.2g}: "
+            "the trailing triplets are only known to about tol·σ₁, and need not be the largest ones "
+            f"there. Solve {remedy}.",
             ResolutionWarning,
             stacklevel=3,
         )

@@ -136,15 +136,17 @@ class _PairTracker:
     def gap(self) -> float:
         return self.sigma1 - self.sigma2
 
-    def margin(self, sigma: float) -> float | None:
-        """sigma minus an upper estimate of today's σ₂, or None when the last σ₂ is unknown or stale.
+    def margin(self, sigma: float, seen: float = 0.0) -> float | None:
+        """sigma minus an estimate of today's σ₂, or None when the last σ₂ is unknown or stale.
 
-        σ₂ is taken to have moved as far as σ₁ did since it was measured (both move by at most
-        ‖ΔW‖₂); a margin below half the measured gap means the spectrum moved too much to trust it.
+        The estimate is the larger of σ₂ as measured plus how far σ₁ moved since (an estimate, not a
+        bound: σ₂ can rise while σ₁ stays) and ``seen``, a value σ₂ has now been seen to reach (the
+        image of the power step's residual direction, which σ₂'s vector dominates when the gap
+        closes). A margin below half the measured gap means the spectrum moved too much to trust.
         """
         if self.sigma2 is None or self.age >= self.refresh_every:
             return None
-        margin = sigma - (self.sigma2 + abs(sigma - self.sigma1))
+        margin = sigma - max(self.sigma2 + abs(sigma - self.sigma1), seen)
         return margin if margin >= 0.5 * self.gap() else None
 
     def stale(self) -> bool:
@@ -165,30 +167,44 @@ def _floats(*scalars: torch.Tensor) -> list[float]:
     return torch.stack(whole).tolist()
 
 
-def _power_step(products: _Products, v0: torch.Tensor):
-    """One power step from unit v0: u = A v0 / ‖A v0‖, v = Aᵀu / ‖Aᵀu‖.
+class _Step(NamedTuple):
+    """A power step from unit v0 (see ``_power_step``)."""
 
-    Returns (u, v, σ, r, s0): σ = ‖Aᵀu‖ = uᵀAv; r = ‖Aᵀu − s0·v0‖ with s0 = uᵀA v0 = ‖A v0‖ is the
-    residual of the unit pair (u, v0), whose left residual A v0 − s0 u is zero. The floats come to
-    the host in one transfer.
-    """
+    u: torch.Tensor
+    v: torch.Tensor
+    sigma: float  # ‖Aᵀu‖ = uᵀAv
+    r: float  # ‖d‖, the residual of the unit pair (u, v0)
+    s0: float  # ‖A v0‖ = uᵀA v0 ≤ sigma
+    d: torch.Tensor  # Aᵀu − s0·v0, orthogonal to v0
+
+
+def _power_step(products: _Products, v0: torch.Tensor) -> _Step:
+    """One power step from unit v0: u = A v0 / ‖A v0‖, v = Aᵀu / ‖Aᵀu‖. The pair (u, v0) has left
+    residual A v0 − s0 u = 0 and right residual d = Aᵀu − s0·v0. The floats come to the host in
+    one transfer."""
     a = products.forward(v0)
     s0 = torch.linalg.vector_norm(a)
     u = a / s0  # not finite where A v0 = 0; the caller then solves instead
     b = products.adjoint(u)
     sigma = torch.linalg.vector_norm(b)
-    r = torch.linalg.vector_norm(torch.addcmul(b, s0, v0, value=-1))  # not σ² − s0²: it cancels
-    sigma_, r_, s0_ = _floats(sigma, r, s0)
-    return u, b / sigma_ if sigma_ > 0 else b, sigma_, r_, s0_
+    d = torch.addcmul(b, s0, v0, value=-1)  # not from σ² − s0²: it cancels
+    sigma_, r_, s0_ = _floats(sigma, torch.linalg.vector_norm(d), s0)
+    return _Step(u, b / sigma_ if sigma_ > 0 else b, sigma_, r_, s0_, d)
 
 
-def _trusted(sigma: float, r: float, s0: float, tol: float, tracker: _PairTracker | None) -> bool:
+def _trusted(step: _Step, tol: float, tracker: _PairTracker | None, products: _Products) -> bool:
     """Whether a power step's σ is within tol·σ of σ₁ (see ``_warm_pair``)."""
+    r, s0 = step.r, step.s0
     if not s0 > 0:
         return False
     if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein)
         return True
-    margin = tracker.margin(s0) if tracker is not None else None
+    if tracker is None or tracker.margin(s0) is None:
+        return False
+    # d ⊥ v0 ≈ v₁, so ‖A d‖/‖d‖ is about the largest σ below σ₁ that d reaches: a rising σ₂ shows here
+    # (one more product, only when the quadratic test is about to decide).
+    (seen,) = _floats(torch.linalg.vector_norm(products.forward(step.d / r)))
+    margin = tracker.margin(s0, seen)
     # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
     # factor 2 to spare, since σ₂ is an estimate.
     return margin is not None and r * r <= tol * s0 * margin
@@ -215,8 +231,8 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
 
     A warm start first takes one power step (two products, like torch's spectral_norm) and keeps it
     when its σ is trusted: when the residual r of the pair (u, v0) is below tol·σ, or, with a
-    ``tracker`` that knows σ₂, when Kato–Temple's (r²/2)/(σ − σ₂) is — the σ error of a power step
-    is quadratic in r, so during training this usually holds with r far above tol. Otherwise
+    ``tracker`` that estimates σ₂, when Kato–Temple's (r²/2)/(σ − σ₂) is — the σ error of a power
+    step is quadratic in r, so during training this usually holds with r far above tol. Otherwise
     :func:`riemsvd.solve` runs from the power step's pair: for one triplet, or for two when the
     tracker's σ₂ is unknown or stale (then it learns σ₂ and its error bar). The random draws a solve
     may need come from a fixed-seed generator, so a training forward never consumes the global RNG.
@@ -227,11 +243,12 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
         v = init[1]
         for _ in range(tracker.power_steps if tracker is not None else 1):
-            u, v, sigma, r, s0 = _power_step(products, v)
-            if _trusted(sigma, r, s0, tol_, tracker):
+            step = _power_step(products, v)
+            u, v, s0 = step.u, step.v, step.s0
+            if _trusted(step, tol_, tracker, products):
                 if tracker is not None:
                     tracker.age += 1
-                return u, v, torch.tensor(sigma, dtype=u.dtype, device=u.device)
+                return u, v, torch.tensor(step.sigma, dtype=u.dtype, device=u.device)
             if not (s0 > 0 and tracker is not None and tracker.margin(s0) is not None):
                 break  # a second step is worth it only where the quadratic test can pass
         # laid out like the stored pair (a sharded weight's power step leaves other placements)
@@ -278,7 +295,8 @@ class _SpectralNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = _PairTracker(power_steps)
-        u, v, _ = _leading_pair(_as_matrix(weight.detach(), dim), None, tol, self._tracker)
+        # one triplet: registration's right_inverse starts the tracker afresh anyway
+        u, v, _ = _leading_pair(_as_matrix(weight.detach(), dim), None, tol)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
 
@@ -384,11 +402,12 @@ def spectral_norm(
     -----
     A training step usually costs what torch's costs: one power step from the stored pair (two
     products with W), kept when its σ is known to ``tol``. The error of a power step's σ is quadratic
-    in the residual r of the pair: at most (r²/2)/(σ − σ₂) (Kato–Temple). σ₂ is measured by a
-    two-triplet solve, again after at most 50 steps (10 when a solve has to run anyway), and taken in
-    between to have moved as far as σ₁ did; the step is kept when r² ≤ tol·σ·(σ − σ₂), half the
-    allowance. Otherwise a second power step is tried, then :func:`riemsvd.solve` runs warm-started
-    from it: every step where the top of the spectrum is clustered (σ₂/σ₁ above about 0.99, as in
+    in the residual r of the pair: at most (r²/2)/(σ − σ₂) (Kato–Temple). σ₂ is estimated from a
+    two-triplet solve (again after at most 50 steps, 10 when a solve has to run anyway), allowed to
+    have moved as far as σ₁ did, and raised to what the power step's residual direction shows; the
+    step is kept when r² ≤ tol·σ·(σ − σ₂), half the allowance (an estimate of σ₂, not a bound).
+    Otherwise a second power step is tried where that test was usable, then :func:`riemsvd.solve` runs
+    warm-started from it: every step where the top of the spectrum is clustered (σ₂/σ₁ above about 0.99, as in
     freshly initialized MLPs), which then costs several times torch's step (docs/spectral_norm.md).
     When the top two singular values cross in a step, the stored pair can be an almost exact
     singular pair of the new σ₂: it passes the residual test and that step's σ is σ₂, off by the
@@ -470,7 +489,7 @@ class _OperatorNorm(nn.Module):
         self.eps = eps
         self._tracker = _PairTracker(power_steps)
         op = self._operator(weight.detach())
-        u, v, _ = _leading_pair_op(op, None, tol, self._tracker)
+        u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in _SpectralNorm
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
 

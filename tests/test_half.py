@@ -54,8 +54,10 @@ def test_half_precision_matches_a_float64_reference_of_the_rounded_input(
     assert bool(((s.double() - ref[..., :k]).abs() <= bound).all()), (s, ref[..., :k])
     # the returned vectors: orthonormal and singular to the half dtype's resolution
     eye = torch.eye(k, dtype=torch.float64)
+    # each entry rounded by at most `unit` relative: an inner product of two rounded unit vectors moves
+    # by at most about 2·unit (measured worst 1.1·unit)
+    assert bool(((u.double().mT @ u.double()) - eye).abs().max() <= 4 * unit(dtype) + 2 * result.info.tol)
     tol_vec = 8 * unit(dtype) * max(m, n) ** 0.5
-    assert bool(((u.double().mT @ u.double()) - eye).abs().max() <= tol_vec)
     res = (a.double() @ v.double() - u.double() * s.double().unsqueeze(-2)).norm(dim=-2) / s1
     assert bool((res <= tol_vec + 2 * result.info.tol).all()), res
 
@@ -92,7 +94,7 @@ def test_norm_bounds_and_operator_norm_of_half_precision(dtype, gen):
     a = make_matrix("decay", 40, 30, gen).to(dtype)
     true = float(torch.linalg.matrix_norm(a.double(), 2))
     bounds = riemsvd.norm_bounds(a)
-    assert float(bounds.lower) <= true * (1 + 1e-6) and true <= float(bounds.upper) * (1 + 1e-6)
+    assert float(bounds.lower) <= true <= float(bounds.upper)  # rounded outward: they still hold
     conv = torch.nn.Conv2d(2, 3, 3, padding=1).to(dtype)
     sigma = rnn.operator_norm(conv, (2, 6, 6))
     assert sigma.dtype == dtype

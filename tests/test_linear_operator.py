@@ -215,7 +215,7 @@ def test_invalid_arguments_are_named():
     "fn, match",
     [
         (nn.ReLU(), "fn\\(x \\+ 2y\\)"),
-        (nn.Sequential(nn.Linear(4, 4, bias=False), nn.Tanh()), "fn\\(x \\+ 2y\\)"),
+        (nn.Sequential(nn.Linear(4, 4, bias=False), nn.GELU()), "fn\\(x \\+ 2y\\)"),
         (lambda x: x + 1, "maps 0 to a nonzero output"),
     ],
 )
@@ -226,3 +226,16 @@ def test_a_map_that_is_not_linear_raises_value_error(fn, match):
     if isinstance(fn, nn.Module):
         with pytest.raises(ValueError, match="`fn` is not linear"):
             riemsvd.nn.operator_norm(fn, (4,))
+
+
+def test_linear_maps_with_cancellation_are_accepted():
+    # a residual branch x − f(x) with f close to the identity: the output is 1e-3 of its terms
+    torch.manual_seed(0)
+    near = nn.Linear(64, 64, bias=False, dtype=F64)
+    with torch.no_grad():
+        near.weight.copy_(torch.eye(64, dtype=F64) + 1e-3 * torch.randn(64, 64, dtype=F64))
+    op = riemsvd.linear_operator(lambda x: x - near(x), (64,), dtype=F64)
+    ref = torch.linalg.matrix_norm(torch.eye(64, dtype=F64) - near.weight.detach(), 2)
+    torch.testing.assert_close(riemsvd.solve(op, 1).S[0], ref, rtol=1e-10, atol=0)
+    near32 = near.float()
+    assert riemsvd.linear_operator(lambda x: x - near32(x), (64,), dtype=torch.float32).shape == (64, 64)
