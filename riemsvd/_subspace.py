@@ -117,6 +117,8 @@ def _default_block(k: int, device: torch.device) -> int:
 def _relative(res: np.ndarray, s1: np.ndarray) -> np.ndarray:
     """res / σ₁ per batch element, with 0/0 = 0 (a zero matrix is solved exactly) and r/0 = inf."""
     s1 = s1[..., None]
+    if s1.min(initial=np.inf) > 0:  # the usual case, without the error-state bookkeeping (15 µs)
+        return res / s1
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = res / np.where(s1 > 0, s1, 1.0)
     return np.where(s1 > 0, rel, np.where(res > 0, np.inf, 0.0))
