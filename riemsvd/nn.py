@@ -114,7 +114,7 @@ def _operator_products(op) -> _Products:
 
 
 class _PairTracker:
-    """What a warm start needs to trust a power step: σ₁ and an upper estimate of σ₂ at the last
+    """What a warm start needs to trust a power step: σ₁ and σ₂ (plus its error bar) at the last
     two-triplet solve, and how many steps ago that was.
 
     A module keeps one across training steps (it is not state-dict state: after a load or a new
