@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["dense_threads", "mm", "readable_any", "solver_threads"]
+__all__ = ["dense_threads", "mm", "no_autocast", "readable_any", "solver_threads"]
 
 NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
@@ -119,6 +119,13 @@ def dense_threads(device: torch.device):
         return
     with _blas_threads(1):
         yield
+
+
+def no_autocast(device):
+    """Autocast off on ``device``: under it, products would come back in float16 or bfloat16 beside
+    float32 bases (and QR has no float16 kernel), and σ would be computed in half precision."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
 
 
 def readable_any(t: torch.Tensor, default: bool) -> bool:

@@ -14,15 +14,15 @@ from collections import namedtuple
 import numpy as np
 import torch
 
-from riemsvd._backend import solver_threads
+from riemsvd._backend import no_autocast, solver_threads
 from riemsvd._distributed import is_sharded
 from riemsvd._linear import LinearMapOperator
 from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator
 from riemsvd._result import ConvergenceWarning
-from riemsvd._solve import _DEFAULT_MAXITER, _no_autocast
+from riemsvd._solve import _DEFAULT_MAXITER
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize, subspace_svd
-from riemsvd._tolerance import default_tol
+from riemsvd._tolerance import HALF, default_tol
 from riemsvd._validate import check_solve_args
 
 __all__ = ["NormBounds", "norm_bounds"]
@@ -389,7 +389,7 @@ def norm_bounds(
         )
     if isinstance(A, torch.Tensor):
         A = A.detach()
-        if A.dtype in (torch.bfloat16, torch.float16):  # in float32, which holds A exactly
+        if A.dtype in HALF:  # in float32, which holds A exactly
             b = norm_bounds(A.float(), tol=tol, confidence=confidence, generator=generator)
             lower, upper = _round_down(b.lower.double(), A.dtype), _round_up(b.upper.double(), A.dtype)
             failure = b.failure_probability.to(A.dtype)
@@ -411,7 +411,7 @@ def norm_bounds(
     tol_ = float(tol) if tol is not None else default_tol(op.dtype, m, n)
     batch = op.batch_shape
     entries = m * n * batch.numel()
-    with solver_threads(op.device, entries), _no_autocast(op.device), torch.no_grad():
+    with solver_threads(op.device, entries), no_autocast(op.device), torch.no_grad():
         with warnings.catch_warnings():
             # an unconverged solve only loosens the bounds; they stay valid
             warnings.simplefilter("ignore", ConvergenceWarning)

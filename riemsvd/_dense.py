@@ -7,9 +7,10 @@ iterative path's meaning: sorted triplets, and residuals from fresh products wit
 float32: the eigendecomposition of the smaller Gram matrix, formed and decomposed in float64. Its
 errors are those of float64 on the squared singular values: σᵢ² to about ε₆₄·σ₁², so the residual
 of a triplet is about ε₆₄·σ₁²/σᵢ relative to σ₁ and the loss of orthogonality between the vectors
-computed as A vᵢ/σᵢ about ε₆₄·σ₁²/(σᵢσⱼ) — far below float32's resolution unless σ_k < 1e-4·σ₁. That
-is checked on the result (orthogonality directly, the residual by ``verify``); where it fails, and for
-float64 (whose tolerances are close to ε₆₄ itself), a LAPACK SVD (gesdd) of A in its own dtype.
+computed as A vᵢ/σᵢ about ε₆₄·σ₁²/(σᵢσⱼ) — far below float32's resolution unless σ_k < 1e-4·σ₁. The
+orthogonality is checked on the result (it is the larger of the two errors); where it falls short, and
+for float64 (whose tolerances are close to ε₆₄ itself), a LAPACK SVD (gesdd) of A in its own dtype.
+Either way ``verify`` then reports the residual.
 """
 
 from __future__ import annotations

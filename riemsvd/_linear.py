@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from riemsvd._operator import Operator
+from riemsvd._tolerance import HALF
 
 __all__ = ["LinearMapOperator", "linear_operator"]
 
@@ -249,24 +250,26 @@ def conv_apply(layer, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _CONV_FN[d](x, weight, None, stride, padding, dilation, groups)
 
 
-def conv_operator(layer, weight: torch.Tensor, input_shape) -> LinearMapOperator:
+def conv_operator(layer, weight: torch.Tensor, input_shape, output_shape=None) -> LinearMapOperator:
     """The operator of ``layer``'s convolution with ``weight`` in place of its own (no bias, no
-    parametrization): what spectral normalization by the operator norm needs at each step."""
+    parametrization): what spectral normalization by the operator norm needs at each step.
+    ``output_shape``, where a previous call found it, skips the checks and the probe convolution."""
     w = weight.detach()
 
     def fn(x):
         return conv_apply(layer, w, x)
 
-    input_shape = check_layer_input(layer, input_shape)
-    try:
-        with torch.no_grad():
-            output_shape = tuple(
-                fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device)).shape[1:]
-            )
-    except RuntimeError as err:  # e.g. spatial sizes smaller than the kernel
-        raise ValueError(
-            f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
-        ) from err
+    if output_shape is None:
+        input_shape = check_layer_input(layer, input_shape)
+        try:
+            with torch.no_grad():
+                probe = fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device))
+        except RuntimeError as err:  # e.g. spatial sizes smaller than the kernel
+            raise ValueError(
+                f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
+            ) from err
+        output_shape = tuple(probe.shape[1:])
+    input_shape, output_shape = tuple(input_shape), tuple(output_shape)
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
     return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
 
@@ -351,7 +354,7 @@ def linear_operator(
     if isinstance(fn, nn.Module):
         fn = bias_free(fn)  # the linear part of an affine layer (its bias shifts, never stretches)
     params = list(fn.parameters()) if isinstance(fn, nn.Module) else []
-    if params and params[0].dtype in (torch.bfloat16, torch.float16):
+    if params and params[0].dtype in HALF:
         fn = copy.deepcopy(fn).float()  # float32 holds the half-precision weights exactly
         params = list(fn.parameters())
     if dtype is None:

@@ -5,34 +5,25 @@ Everything numerical lives in ``_subspace`` (the solver) and ``_newton`` (its Ne
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
 import torch
 
 from riemsvd._autograd import Layout, SolveCall, SolveFunction
-from riemsvd._backend import dense_threads, readable_any, solver_threads
+from riemsvd._backend import dense_threads, no_autocast, readable_any, solver_threads
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded, prepare
 from riemsvd._operator import DenseOperator, as_operator
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
-from riemsvd._tolerance import default_tol, eps
+from riemsvd._tolerance import HALF, default_tol, eps
 from riemsvd._validate import check_solve_args
 
 __all__ = ["solve"]
 
 _DEFAULT_MAXITER = 2000
 _METHODS = ("auto", "iterative", "dense")
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _no_autocast(device):
-    # Under autocast, products would come back in float16 beside float32 bases (and QR has no
-    # float16 kernel); the solve runs in the input's dtype.
-    kind = torch.device(device).type
-    return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
 
 
 def solve(
@@ -161,7 +152,7 @@ def solve(
     if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
         # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
         A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))
-    if isinstance(A, torch.Tensor) and A.dtype in _HALF:
+    if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
@@ -194,10 +185,10 @@ def solve(
             and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol_, init is not None)
         )
         if dense:
-            with dense_threads(op.device), _no_autocast(op.device):
+            with dense_threads(op.device), no_autocast(op.device):
                 out = dense_svd(op, k, tol_)
         else:
-            with solver_threads(op.device, entries, distributed=op.distributed), _no_autocast(op.device):
+            with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
                 out = subspace_svd(
                     op,
                     k,
@@ -253,8 +244,8 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     """A bfloat16 or float16 A solved in float32, which holds its values exactly; U, S, V are returned
     in A's dtype, and gradients flow back through the casts (autograd's)."""
     if isinstance(init, (tuple, list)):
-        init = type(init)(x.float() if isinstance(x, torch.Tensor) and x.dtype in _HALF else x for x in init)
-    elif isinstance(init, torch.Tensor) and init.dtype in _HALF:
+        init = type(init)(x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x for x in init)
+    elif isinstance(init, torch.Tensor) and init.dtype in HALF:
         init = init.float()
     out = solve(A.float(), k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
                 method=method)  # fmt: skip
@@ -311,9 +302,10 @@ def _check_resolution(s, info: SolveInfo) -> None:
     if info.method != "iterative" or s.shape[-1] < 2:
         return
     try:
-        ratio = s.detach()[..., -1] / s.detach()[..., 0]
+        s = s.detach()
+        ratio = s[..., -1] / s[..., 0]  # NaN for a zero matrix, which no comparison flags
         # Values at or below tol·σ₁ are numerically zero (k beyond the rank) and interchangeable.
-        low = (ratio < 10 * info.tol) & (ratio > info.tol) & (s.detach()[..., 0] > 0)
+        low = (ratio < 10 * info.tol) & (ratio > info.tol)
         flagged = readable_any(low, default=False)
     except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
         return

@@ -6,9 +6,17 @@ import math
 
 import torch
 
-__all__ = ["default_tol", "eps"]
+__all__ = ["HALF", "default_tol", "eps", "solver_dtype"]
+
+# bfloat16 and float16 are solved in float32, which holds their values exactly.
+HALF = (torch.bfloat16, torch.float16)
 
 _BASE_TOL = {torch.float64: 1e-12, torch.float32: 1e-6}
+
+
+def solver_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a solve runs in: float32 for bfloat16 and float16, the dtype itself otherwise."""
+    return torch.float32 if dtype in HALF else dtype
 
 
 def eps(dtype: torch.dtype) -> float:

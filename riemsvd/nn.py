@@ -8,7 +8,6 @@ optionally the norm of a convolution as a linear map (``input_shape``, with ``op
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import warnings
 from collections.abc import Callable
@@ -18,10 +17,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from riemsvd._backend import no_autocast
 from riemsvd._linear import check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
 from riemsvd._result import ResolutionWarning
 from riemsvd._solve import solve
-from riemsvd._tolerance import default_tol
+from riemsvd._tolerance import default_tol, solver_dtype
 
 __all__ = [
     "SpectralProjection",
@@ -31,8 +31,6 @@ __all__ = [
     "spectral_norm",
 ]
 
-_SOLVER_DTYPES = (torch.float32, torch.float64)
-_HALF = (torch.bfloat16, torch.float16)
 _MODES = ("ball", "sphere")
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -89,13 +87,6 @@ def _as_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
     if dim != 0:
         weight = weight.permute(dim, *(d for d in range(weight.dim()) if d != dim))
     return weight.flatten(1)
-
-
-def _no_autocast(device: torch.device):
-    # Under autocast, CUDA matmuls would hand the solver float16 products mixed with float32 bases.
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 class _Products(NamedTuple):
@@ -199,14 +190,15 @@ def _trusted(step: _Step, tol: float, tracker: _PairTracker | None, products: _P
         return False
     if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein)
         return True
-    if tracker is None or tracker.margin(s0) is None:
-        return False
-    # d ⊥ v0 ≈ v₁, so ‖A d‖/‖d‖ is about the largest σ below σ₁ that d reaches: a rising σ₂ shows here
-    # (one more product, only when the quadratic test is about to decide).
-    (seen,) = _floats(torch.linalg.vector_norm(products.forward(step.d / r)))
-    margin = tracker.margin(s0, seen)
     # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
     # factor 2 to spare, since σ₂ is an estimate.
+    margin = tracker.margin(s0) if tracker is not None else None
+    if margin is None or r * r > tol * s0 * margin:
+        return False
+    # The step would pass: check σ₂ once more where it can be seen now. d ⊥ v0 ≈ v₁, so ‖A d‖/‖d‖ is
+    # about the largest σ below σ₁ that d reaches, and a rising σ₂ shows there (one more product).
+    (seen,) = _floats(torch.linalg.vector_norm(products.forward(step.d / r)))
+    margin = tracker.margin(s0, seen)
     return margin is not None and r * r <= tol * s0 * margin
 
 
@@ -216,9 +208,9 @@ def _leading_pair(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(u (m,), v (n,), σ) of the 2-D w, warm-started from init = (u0, v0) when given (see
     ``_warm_pair``). Half-precision weights are solved in float32."""
-    dtype = w.dtype if w.dtype in _SOLVER_DTYPES else torch.float32
+    dtype = solver_dtype(w.dtype)
     a = w.detach().to(dtype)
-    with _no_autocast(a.device):
+    with no_autocast(a.device):
         if init is not None:
             init = tuple(x.to(device=a.device, dtype=dtype) for x in init)
         u, v, s = _warm_pair(a, _matrix_products(a), init, tol, tracker)
@@ -321,7 +313,7 @@ class _SpectralNorm(nn.Module):
         # u, v are constants of the graph: at a singular pair dσ = uᵀ dW v exactly. In float32 at
         # least and outside autocast, so that a half-precision W/σ is rounded once, with an exact σ.
         dt = torch.promote_types(weight.dtype, torch.float32)
-        with _no_autocast(weight.device):
+        with no_autocast(weight.device):
             sigma = torch.dot(u.to(dt), torch.mv(w_mat.to(dt), v.to(dt))).abs().clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
 
@@ -488,19 +480,21 @@ class _OperatorNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = _PairTracker(power_steps)
+        self._output_shape = None
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in _SpectralNorm
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
 
     def _operator(self, w: torch.Tensor):
-        dtype = w.dtype if w.dtype in _SOLVER_DTYPES else torch.float32
-        return conv_operator(self.layer[0], w.to(dtype), self.input_shape)
+        op = conv_operator(self.layer[0], w.to(solver_dtype(w.dtype)), self.input_shape, self._output_shape)
+        self._output_shape = op.output_shape  # checked and found by the first call
+        return op
 
     @torch.no_grad()
     def _update(self, w: torch.Tensor) -> None:
         op = self._operator(w)
-        with _no_autocast(w.device):
+        with no_autocast(w.device):
             init = (self._u.to(op.dtype), self._v.to(op.dtype))
             u, v, _ = _leading_pair_op(op, init, self.tol, self._tracker)
         self._u.copy_(u)
@@ -512,7 +506,7 @@ class _OperatorNorm(nn.Module):
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         dt = torch.promote_types(weight.dtype, torch.float32)  # as in _SpectralNorm.forward
-        with _no_autocast(weight.device):
+        with no_autocast(weight.device):
             image = conv_apply(self.layer[0], weight.to(dt), v.to(dt).reshape((1,) + self.input_shape))
             sigma = torch.dot(u.to(dt), image.reshape(-1)).abs().clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
@@ -586,7 +580,7 @@ def operator_norm(
         if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
             weight = layer.weight.detach()  # one is computed once)
             dtype = weight.dtype
-            weight = weight.float() if dtype in _HALF else weight  # float32 holds half values exactly
+            weight = weight.to(solver_dtype(dtype))
             op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
         else:
             dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
