@@ -158,7 +158,7 @@ class LinearMapOperator(Operator):
             return None
         w = layer.weight.detach().double()
         if not isinstance(layer, nn.Linear):
-            return conv_operator(layer, w, self.input_shape)
+            return conv_operator(layer, w, self.input_shape, self.output_shape)
         squared = w.square()
         return LinearMapOperator(
             lambda x: x @ w.mT,
@@ -253,14 +253,15 @@ def conv_apply(layer, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def conv_operator(layer, weight: torch.Tensor, input_shape, output_shape=None) -> LinearMapOperator:
     """The operator of ``layer``'s convolution with ``weight`` in place of its own (no bias, no
     parametrization): what spectral normalization by the operator norm needs at each step.
-    ``output_shape``, where a previous call found it, skips the checks and the probe convolution."""
+    ``input_shape`` is checked by the callers (``check_layer_input``); ``output_shape``, where a
+    previous call found it, skips the probe convolution."""
     w = weight.detach()
 
     def fn(x):
         return conv_apply(layer, w, x)
 
+    input_shape = tuple(input_shape)
     if output_shape is None:
-        input_shape = check_layer_input(layer, input_shape)
         try:
             with torch.no_grad():
                 probe = fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device))
@@ -269,7 +270,7 @@ def conv_operator(layer, weight: torch.Tensor, input_shape, output_shape=None) -
                 f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
             ) from err
         output_shape = tuple(probe.shape[1:])
-    input_shape, output_shape = tuple(input_shape), tuple(output_shape)
+    output_shape = tuple(output_shape)
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
     return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
 
