@@ -58,8 +58,8 @@ def tcg(
     rhs: tuple[torch.Tensor, torch.Tensor],
     *,
     maxiter: int,
-    rtol: float,
-    radius: float | None = None,
+    rtol: float | torch.Tensor,
+    radius: float | torch.Tensor | None = None,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
     """Solve K (x, y) = rhs column by column with truncated CG (Steihaug–Toint).
 
@@ -67,12 +67,14 @@ def tcg(
     meets negative curvature (with a trust region it then steps to the boundary along that
     direction, without one it keeps its iterate, or the right-hand side itself at the first step:
     the gradient direction); or when its step would leave the trust region of radius ``radius``
-    (then it stops on the boundary). All columns advance together: one application of K, that is one
-    block product with A and one with Aᵀ, per iteration. The right-hand side is expected in the
-    complements, and the solution then stays there.
+    (then it stops on the boundary). ``rtol`` and ``radius`` are floats, or tensors of shape (..., 1)
+    (one per matrix of a batch) or (..., b) (one per column). All columns advance together: one
+    application of K, that is one block product with A and one with Aᵀ, per iteration. The
+    right-hand side is expected in the complements, and the solution then stays there.
 
-    Returns ((x, y), stats) with ``stats['iterations']`` and ``stats['negative_curvature']`` (a bool
-    tensor of shape (..., b)).
+    Returns ((x, y), stats) with ``stats['iterations']``, ``stats['negative_curvature']`` (a bool
+    tensor of shape (..., b)) and ``stats['residual']``, the pair rhs − K (x, y) kept by the recurrence
+    (the trust-region method reads the model's decrease off it without another product).
     """
     x = (torch.zeros_like(rhs[0]), torch.zeros_like(rhs[1]))
     r = rhs
@@ -106,4 +108,4 @@ def tcg(
         beta = (rr_new / torch.where(rr > 0, rr, torch.ones_like(rr))).unsqueeze(-2)
         d = (r[0] + beta * d[0], r[1] + beta * d[1])
         rr = rr_new
-    return x, {"iterations": it, "negative_curvature": negative}
+    return x, {"iterations": it, "negative_curvature": negative, "residual": r}

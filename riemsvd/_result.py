@@ -41,7 +41,8 @@ class SolveInfo:
         bool, shape ``(...)`` (A's batch shape): the residual reached ``tol``.
     iterations : int
         Iterations: the start block, then one per product with A and Aᵀ of ``options.block``
-        columns (one column on the CPU by default).
+        columns (one column on the CPU by default); for ``method="trust-region"`` the outer
+        iterations (trust-region steps, taken or not).
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b.
     residual : torch.Tensor
@@ -51,7 +52,8 @@ class SolveInfo:
         The tolerance that was asked for.
     history : list[tuple[int, float]]
         (matvecs so far, largest estimated residual over the batch) at each look at the small
-        projected matrices: every iteration for large A, every few for small A (docs/algorithm.md).
+        projected matrices: every iteration for large A, every few for small A (docs/algorithm.md);
+        for ``method="trust-region"`` at the start and after each outer iteration.
     stop_reason : str
         Why the iteration stopped: ``"converged"``, ``"maxiter"``, ``"stalled"`` (no progress for
         ``options.patience`` looks, or the estimate and the fresh products disagree at the rounding
@@ -69,9 +71,9 @@ class SolveInfo:
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
     method : str
-        ``"iterative"`` or ``"dense"``: the path that ran (``solve``'s ``method``). A dense solve has
-        ``iterations`` 0, ``stop_reason`` "whole space", and counts the Gram matrix as min(m, n)
-        products.
+        ``"iterative"``, ``"dense"`` or ``"trust-region"``: the path that ran (``solve``'s
+        ``method``). A dense solve has ``iterations`` 0, ``stop_reason`` "whole space", and counts
+        the Gram matrix as min(m, n) products.
     """
 
     converged: torch.Tensor

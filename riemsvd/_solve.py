@@ -18,12 +18,13 @@ from riemsvd._operator import DenseOperator, as_operator
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, eps
+from riemsvd._trust import trust_region_svd
 from riemsvd._validate import check_solve_args
 
 __all__ = ["solve"]
 
 _DEFAULT_MAXITER = 2000
-_METHODS = ("auto", "iterative", "dense")
+_METHODS = ("auto", "iterative", "dense", "trust-region")
 
 
 def solve(
@@ -83,15 +84,19 @@ def solve(
     options : SolverOptions, optional
         The solver's knobs (columns per iteration, basis size, start columns, patience); the
         defaults were chosen by measurement and rarely need changing.
-    method : {"auto", "iterative", "dense"}
+    method : {"auto", "iterative", "dense", "trust-region"}
         ``"iterative"``: the Lanczos process above. ``"dense"``: a whole decomposition by LAPACK — in
         float32 the eigendecomposition of the smaller Gram matrix formed in float64, checked, with a
         float32 SVD where the check fails; in float64 an SVD — then the same fresh-product residuals
         (dense tensors only; ``init``, ``maxiter`` and ``options`` are not used). ``"auto"`` (default)
         takes the dense path on the CPU where its cost model, calibrated by measurement, expects it
-        to be faster: small matrices and k a sizeable fraction of min(m, n) (docs/algorithm.md). The
-        results, ``info`` and gradients have the same meaning either way; ``info.method`` says which
-        ran.
+        to be faster: small matrices and k a sizeable fraction of min(m, n) (docs/algorithm.md).
+        ``"trust-region"``: Riemannian trust-region (Absil, Baker, Gallivan 2007) on the Brockett cost
+        on St(m, k) × St(n, k), its Hessian the Newton operator, the model solved by truncated CG
+        (docs/optim.md); quadratically convergent but slower than ``"iterative"`` from a cold start
+        (docs/algorithm.md). ``maxiter`` then counts outer iterations (default 500) and ``options`` is
+        not used; not for sharded A. The results, ``info`` and gradients have the same meaning
+        either way; ``info.method`` says which ran.
 
     Returns
     -------
@@ -187,6 +192,9 @@ def solve(
         if dense:
             with dense_threads(op.device), no_autocast(op.device):
                 out = dense_svd(op, k, tol_)
+        elif method == "trust-region":
+            with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
+                out = trust_region_svd(op, k, tol=tol_, maxiter=maxiter, init=init, generator=generator)
         else:
             with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
                 out = subspace_svd(
@@ -210,7 +218,7 @@ def solve(
             communicated=op.communicated,
             stop_reason=out.reason,
             restarts=out.restarts,
-            method="dense" if dense else "iterative",
+            method="dense" if dense else "trust-region" if method == "trust-region" else "iterative",
         )
         s = out.s if op.scale is None else out.s / op.scale[..., 0]
         return (*layout.outputs(out.u, s, out.v), info)
@@ -232,6 +240,8 @@ def _check_method(method, A) -> None:
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}.")
     dense_tensor = isinstance(A, torch.Tensor) and A.layout == torch.strided
+    if method == "trust-region" and A is None:
+        raise ValueError("`method='trust-region'` is not available for a sharded A; use method='iterative'.")
     if method == "dense" and not dense_tensor:
         raise ValueError(
             f"`method='dense'` needs A as a dense torch.Tensor, got {type(A).__name__}"
@@ -299,7 +309,7 @@ def _check_resolution(s, info: SolveInfo) -> None:
     """A ResolutionWarning where the iteration returned values σ_k below 10·tol·σ₁: a residual of
     tol·σ₁ leaves them uncertain by a sizeable fraction of themselves (the dense path's float64 Gram
     matrix or SVD resolves them)."""
-    if info.method != "iterative" or s.shape[-1] < 2:
+    if info.method == "dense" or s.shape[-1] < 2:
         return
     try:
         s = s.detach()
