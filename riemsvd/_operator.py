@@ -241,7 +241,10 @@ def _is_linear_operator_like(a) -> bool:
 
 def max_abs(a: torch.Tensor) -> torch.Tensor:
     """max |a_ij| per matrix, shape (...): without the copy that |a| would make."""
-    if a.device.type == "cpu":
+    # numpy's reductions run on one thread and start faster: below 2¹⁸ entries (384×384 float64:
+    # 23 µs against 30 with torch's), above it torch's threads win (2000×1000: 190 µs against 380 on
+    # 2 threads; one pass over A as a product costs 90–140 µs there).
+    if a.device.type == "cpu" and (a.numel() < 1 << 18 or torch.get_num_threads() == 1):
         try:
             x = a.detach().numpy()
             return torch.from_numpy(np.asarray(np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1)))))
