@@ -21,7 +21,11 @@ from riemsvd._subspace import SolverOptions
 
 # geoopt (and through its optimizers scipy.optimize) is imported only by what needs it: 0.3 s of
 # `import riemsvd` otherwise.
-_LAZY = {"manifolds": ("riemsvd.manifolds", None), "SingularPair": ("riemsvd._pair", "SingularPair")}
+_LAZY = {
+    "manifolds": ("riemsvd.manifolds", None),
+    "optim": ("riemsvd.optim", None),
+    "SingularPair": ("riemsvd._pair", "SingularPair"),
+}
 
 
 def __getattr__(name):
@@ -48,6 +52,7 @@ __all__ = [
     "linear_operator",
     "nn",
     "norm_bounds",
+    "optim",
     "solve",
 ]
 __version__ = "0.1.0"

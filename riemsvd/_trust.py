@@ -141,6 +141,25 @@ def _start(op: Operator, k: int, init, tol: float, generator) -> torch.Tensor:
     return op.right.qr(x)[0]
 
 
+def _model_step(op: Operator, point: _Point, active, radius, rtol, inner_max: int):
+    """The step (X, Y) of truncated CG on the model of −tr(Uᵀ A V N) at ``point`` within ``radius``
+    per column, and the model's decrease Σ μᵢ(⟨rᵢ, sᵢ⟩ − ½⟨sᵢ, K sᵢ⟩), shape (...): K s = r − r_final
+    comes from CG's recurrence, so it costs no product. Returns (K, (X, Y), decrease)."""
+    newton = NewtonOperator(op, point.u, point.v, point.s)
+    k = point.s.shape[-1]
+    mu = torch.arange(k, 0, -1, dtype=point.s.dtype, device=point.s.device)  # N = diag(k, …, 1)
+    # Each column's model in units of its gradient (rhs/‖rᵢ‖, radius/‖rᵢ‖: the same step, scaled), so
+    # that CG's squares neither underflow nor overflow: a float32 A of scale 1e-8 at a relative
+    # residual of 1e-4 has ‖rᵢ‖² ≈ 1e-24, and dᵀKd underflowed to 0 ("negative curvature").
+    norm = newton.dot((point.ru, point.rv), (point.ru, point.rv)).sqrt()
+    scale = torch.where((norm > 0) & active[..., None], 1 / norm, torch.zeros_like(norm)).unsqueeze(-2)
+    rhs = (point.ru * scale, point.rv * scale)
+    (x, y), stats = tcg(newton, rhs, maxiter=inner_max, rtol=rtol, radius=radius * scale.squeeze(-2))
+    decrease = 0.5 * (newton.dot(rhs, (x, y)) + newton.dot((x, y), stats["residual"]))
+    back = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
+    return newton, (x * back, y * back), (mu * norm.square() * decrease).sum(-1)
+
+
 def trust_region_svd(
     op: Operator,
     k: int,
@@ -211,23 +230,8 @@ def trust_region_svd(
             break
         iterations += 1
         active = ~done
-        newton = NewtonOperator(op, point.u, point.v, point.s)
-        # Each column's model in units of its gradient (rhs/‖rᵢ‖, radius/‖rᵢ‖: the same step, scaled),
-        # so that CG's squares neither underflow nor overflow: a float32 A of scale 1e-8 at a relative
-        # residual of 1e-4 has ‖rᵢ‖² ≈ 1e-24, and dᵀKd underflowed to 0 ("negative curvature").
-        norm = newton.dot((point.ru, point.rv), (point.ru, point.rv)).sqrt()
-        scale = torch.where((norm > 0) & active[..., None], 1 / norm, torch.zeros_like(norm)).unsqueeze(-2)
-        rhs = (point.ru * scale, point.rv * scale)
-        (x, y), stats = tcg(
-            newton, rhs, maxiter=inner_max, rtol=rule.inner_rtol(col), radius=radius * scale.squeeze(-2)
-        )
-        # The model's decrease Σ μᵢ(⟨rᵢ, sᵢ⟩ − ½⟨sᵢ, K sᵢ⟩), with K s = r − r_final from the recurrence,
-        # per column in units of ‖rᵢ‖².
-        decrease = 0.5 * (newton.dot(rhs, (x, y)) + newton.dot((x, y), stats["residual"]))
-        predicted = (mu * norm.square() * decrease).sum(-1)
-        back = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
-        x, y = x * back, y * back
-        step = (x, y)
+        newton, step, predicted = _model_step(op, point, active, radius, rule.inner_rtol(col), inner_max)
+        x, y = step
         trial = _evaluate(op, op.left.qr(point.u + x)[0], op.right.qr(point.v + y)[0])
         actual = (mu * (trial.s - point.s)).sum(-1)
         # The decrease is lost in the rounding of the cost near the solution; both terms then get the

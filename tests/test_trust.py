@@ -182,3 +182,24 @@ def test_sharded_matrices_are_refused_by_name():
         _check_method("trust-region", None)
     with pytest.raises(ValueError, match="'trust-region'"):
         riemsvd.solve(torch.eye(3), 1, method="trust_region")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_model_predicts_the_decrease_of_a_newton_step(k, gen):
+    """ρ = actual / predicted decrease → 1 for the inner Newton step near the solution: the model's
+    second-order term is that of the cost (a model that kept only ⟨g, s⟩ would give ρ = 1/2)."""
+    from riemsvd._operator import as_operator
+    from riemsvd._trust import _evaluate, _model_step
+
+    a = make_matrix("decay", 80, 50, gen)
+    op = as_operator(a)
+    uu, _, vh = torch.linalg.svd(a, full_matrices=False)
+    u = torch.linalg.qr(uu[:, :k] + 1e-3 * torch.randn(80, k, generator=gen, dtype=a.dtype))[0]
+    v = torch.linalg.qr(vh[:k].mT + 1e-3 * torch.randn(50, k, generator=gen, dtype=a.dtype))[0]
+    point = _evaluate(op, u, v)
+    big = torch.tensor([10.0], dtype=a.dtype)
+    _, (x, y), predicted = _model_step(op, point, torch.tensor(True), big, 1e-12, 200)
+    trial = _evaluate(op, torch.linalg.qr(point.u + x)[0], torch.linalg.qr(point.v + y)[0])
+    mu = torch.arange(k, 0, -1, dtype=a.dtype)
+    actual = (mu * (trial.s - point.s)).sum()
+    assert float(predicted) > 0 and abs(float(actual / predicted) - 1) <= 1e-2, (actual, predicted)

@@ -1,0 +1,402 @@
+"""``RiemannianTrustRegion``: a second-order ``torch.optim.Optimizer`` for geoopt parameters.
+
+Gradients and Hessian-vector products by autograd (double backward), made Riemannian by each
+parameter's manifold; the model solved by truncated CG (Steihaug–Toint) within the trust region.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import geoopt
+import torch
+
+from riemsvd._trust import RadiusRule
+from riemsvd.manifolds import Sphere, Stiefel
+
+__all__ = ["RiemannianTrustRegion", "TrustRegionInfo"]
+
+Vectors = list  # one tensor per parameter: a tangent vector of the product manifold
+
+
+@dataclass
+class TrustRegionInfo:
+    """What the last :meth:`RiemannianTrustRegion.step` did.
+
+    Attributes
+    ----------
+    step : int
+        Steps taken so far, this one included (accepted or not).
+    loss : float
+        The loss at the start of the step (what ``step`` returns, as a tensor).
+    gradient_norm : float
+        ‖grad f‖ at the start of the step, in the manifolds' metric.
+    radius : float
+        The trust-region radius this step used; ``next_radius`` the one the next step will use.
+    rho : float
+        Actual over predicted decrease of the loss (NaN where no step was tried).
+    accepted : bool
+        Whether the parameters moved.
+    inner_iterations : int
+        CG iterations, each one Hessian-vector product.
+    inner_stop : str
+        Why CG stopped: ``"kappa/theta"`` (the residual criterion), ``"negative curvature"`` or
+        ``"trust region"`` (a step to the boundary), ``"model increased"`` (rounding: the last CG
+        iterate was dropped), ``"max_inner"``, or ``""`` where no step was tried.
+    stop_reason : str or None
+        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``: the step did not move, and the
+        optimization is done. None otherwise.
+    """
+
+    step: int
+    loss: float
+    gradient_norm: float
+    radius: float
+    next_radius: float
+    rho: float
+    accepted: bool
+    inner_iterations: int
+    inner_stop: str
+    stop_reason: str | None = None
+
+    @property
+    def converged(self) -> bool:
+        """Whether the gradient norm is within ``gradient_tol``."""
+        return self.stop_reason == "gradient norm"
+
+
+class _Euclidean:
+    """A plain tensor, or a geoopt parameter on ``geoopt.Euclidean``: the identity everywhere."""
+
+    def egrad2rgrad(self, x, g):
+        return g
+
+    def proju(self, x, u):
+        return u
+
+    def retr(self, x, u):
+        return x + u
+
+    def inner(self, x, u, v):
+        return (u * v).sum()
+
+    def ehess2rhess(self, x, egrad, ehess, u):
+        return ehess
+
+
+def _manifold(p: torch.Tensor, index: int):
+    m = getattr(p, "manifold", None)
+    if m is None or isinstance(m, geoopt.Euclidean):
+        return _Euclidean()
+    missing = [name for name in ("egrad2rgrad", "proju", "retr", "inner") if not hasattr(m, name)]
+    if missing:
+        raise TypeError(
+            f"`params`: parameter {index} lies on {type(m).__name__}, which lacks {', '.join(missing)}; "
+            "RiemannianTrustRegion needs a geoopt manifold."
+        )
+    return m
+
+
+def _curvature(manifold, index: int):
+    """The manifold's ``ehess2rhess``. geoopt's Sphere and EuclideanStiefel have the embedded metric of
+    riemsvd's and get their formula; for another manifold without one, None (with a warning): the
+    Hessian is then approximated by ``proju(x, ∇²f[η])``."""
+    if isinstance(manifold, _Euclidean) or hasattr(manifold, "ehess2rhess"):
+        return manifold.ehess2rhess
+    if isinstance(manifold, geoopt.Sphere):
+        return functools.partial(Sphere.ehess2rhess, manifold)
+    if isinstance(manifold, geoopt.EuclideanStiefel):
+        return functools.partial(Stiefel.ehess2rhess, manifold)
+    warnings.warn(
+        f"RiemannianTrustRegion: parameter {index} lies on {type(manifold).__name__}, which has no "
+        "ehess2rhess; its Hessian is approximated by the projected Euclidean one, which drops the "
+        "curvature term: convergence may be slow, and is not quadratic.",
+        stacklevel=3,
+    )
+    return None
+
+
+def _typical_distance(p: torch.Tensor, manifold) -> float:
+    """π per unit column of a point on spheres or Stiefel manifolds (the most a column can turn);
+    √(entries) elsewhere, manopt's default √dim."""
+    if isinstance(manifold, geoopt.Sphere):
+        return math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-1])))
+    if isinstance(manifold, geoopt.Stiefel):
+        return math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
+    return math.sqrt(max(1, p.numel()))
+
+
+class RiemannianTrustRegion(torch.optim.Optimizer):
+    r"""Riemannian trust-region (Absil, Baker, Gallivan 2007) for geoopt and plain parameters.
+
+    Minimizes a loss over the product of the parameters' manifolds — ``geoopt.ManifoldParameter``\ s
+    on :class:`riemsvd.manifolds.Sphere` or :class:`~riemsvd.manifolds.Stiefel` (or any geoopt
+    manifold with ``egrad2rgrad``, ``proju``, ``retr`` and ``inner``) and plain tensors beside them.
+    Each :meth:`step` is one outer iteration: the Riemannian gradient and Hessian-vector products of
+    the loss by autograd (a double backward, made Riemannian by the manifold's ``egrad2rgrad`` and
+    ``ehess2rhess``), the quadratic model minimized by truncated CG within the radius, the ratio ρ of
+    actual to predicted decrease, the step taken where ρ > ``accept``, the radius updated. One trust
+    region spans all parameters: the options are global, not per parameter group.
+
+    The Riemannian Hessian comes from the manifold's ``ehess2rhess`` (riemsvd's manifolds); geoopt's
+    own ``Sphere`` and ``EuclideanStiefel``, which have the same embedded metric, get riemsvd's
+    formulas. On another manifold without ``ehess2rhess`` the Hessian is approximated by the
+    projected Euclidean one, ``proju(x, ∇²f[η])``, with a warning: that drops the curvature term,
+    and convergence is then slow (on spheres, the radius collapses).
+
+    Parameters
+    ----------
+    params : iterable of tensors or dicts
+        The parameters, as for any ``torch.optim.Optimizer``.
+    radius : float, optional
+        The first radius Δ₀; default ``max_radius / 8`` (ABG 2007).
+    max_radius : float, optional
+        Δ̄, the largest radius. Default: √(Σ d_p²) with d_p = π·√(unit columns) for a point on
+        spheres or Stiefel manifolds (no column turns more than π) and √(entries) for others
+        (manopt's √dim). A problem whose Euclidean part moves on a larger scale wants a larger one.
+    accept : float
+        ρ′: steps with ρ above it are taken (default 0.1, in [0, 1/4)).
+    shrink, grow : float
+        The radius times ``shrink`` (0.25) where ρ < 1/4, times ``grow`` (2, up to Δ̄) where ρ > 3/4
+        and the step reached the boundary.
+    kappa, theta : float
+        CG stops at ‖r_j‖ ≤ ‖r_0‖·min(κ, ‖r_0‖^θ) (default κ = 0.1, θ = 1: quadratic convergence
+        where the Hessian is exact and positive definite at the solution; ABG 2007, Theorem 4.13).
+    max_inner : int, optional
+        CG iterations at most; default the parameters' total number of entries (CG is exact by then
+        in exact arithmetic).
+    gradient_tol : float
+        A step with ‖grad f‖ ≤ ``gradient_tol`` does not move and sets ``info.stop_reason`` to
+        ``"gradient norm"`` (default 0: never).
+    preconditioner : callable, optional
+        ``preconditioner(params, vectors) -> vectors``: an approximation of the inverse Hessian,
+        symmetric positive definite on the tangent space, applied to lists of tangent vectors (one per
+        parameter); its output is projected on the tangent space. The trust region is then measured
+        in its inverse's norm, as in preconditioned Steihaug–Toint CG.
+
+    Attributes
+    ----------
+    info : TrustRegionInfo or None
+        What the last step did: gradient norm, radius, ρ, inner iterations and why they stopped,
+        whether the step was taken, and a stop reason.
+
+    Notes
+    -----
+    ``step(closure)`` needs a closure that **returns the loss without calling** ``backward``: the
+    optimizer differentiates it itself, twice, and evaluates it again (without gradients) at the
+    trial point. This differs from ``torch.optim.LBFGS``, whose closure zeroes the gradients, calls
+    ``loss.backward()`` and returns the loss; here ``.grad`` is neither read nor written. Each step
+    costs one closure call with a double-backward graph, one Hessian-vector product per CG iteration,
+    and one closure call without gradients.
+
+    Examples
+    --------
+    The leading singular pair of A, maximizing uᵀAv on two spheres:
+
+    >>> import torch, geoopt, riemsvd
+    >>> from riemsvd.optim import RiemannianTrustRegion
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A = torch.randn(60, 40, dtype=torch.float64, generator=g)
+    >>> sphere = riemsvd.manifolds.Sphere()
+    >>> u = geoopt.ManifoldParameter(sphere.random(60, dtype=torch.float64), manifold=sphere)
+    >>> v = geoopt.ManifoldParameter(sphere.random(40, dtype=torch.float64), manifold=sphere)
+    >>> opt = RiemannianTrustRegion([u, v], gradient_tol=1e-10)
+    >>> while not (opt.info and opt.info.converged):
+    ...     _ = opt.step(lambda: -(u @ A @ v))
+    >>> s1 = torch.linalg.svdvals(A)[0]
+    >>> bool(abs(u @ A @ v - s1) < 1e-12 * s1), opt.info.step < 30
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        params,
+        *,
+        radius: float | None = None,
+        max_radius: float | None = None,
+        accept: float = 0.1,
+        shrink: float = 0.25,
+        grow: float = 2.0,
+        kappa: float = 0.1,
+        theta: float = 1.0,
+        max_inner: int | None = None,
+        gradient_tol: float = 0.0,
+        preconditioner: Callable[[list, Vectors], Vectors] | None = None,
+    ) -> None:
+        rule = RadiusRule(accept=accept, shrink=shrink, grow=grow, kappa=kappa, theta=theta)
+        if max_radius is not None and not max_radius > 0:
+            raise ValueError(f"`max_radius` must be positive, got {max_radius}.")
+        if radius is not None and not radius > 0:
+            raise ValueError(f"`radius` must be positive, got {radius}.")
+        if radius is not None and max_radius is not None and radius > max_radius:
+            raise ValueError(f"`radius` ({radius}) must not exceed `max_radius` ({max_radius}).")
+        if max_inner is not None and (
+            isinstance(max_inner, bool) or max_inner != int(max_inner) or max_inner < 1
+        ):
+            raise ValueError(f"`max_inner` must be a positive integer, got {max_inner!r}.")
+        if not gradient_tol >= 0:
+            raise ValueError(f"`gradient_tol` must be non-negative, got {gradient_tol}.")
+        if preconditioner is not None and not callable(preconditioner):
+            raise TypeError(f"`preconditioner` must be callable, got {type(preconditioner).__name__}.")
+        defaults = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for key, value in defaults.items():
+                if group[key] != value:
+                    raise ValueError(
+                        f"`{key}` set for one parameter group: RiemannianTrustRegion has one trust region "
+                        "over all parameters; pass the options to the constructor."
+                    )
+        self.rule, self.preconditioner = rule, preconditioner
+        self._params = [p for group in self.param_groups for p in group["params"]]
+        self._manifolds = [_manifold(p, i) for i, p in enumerate(self._params)]
+        self._curvatures = [_curvature(m, i) for i, m in enumerate(self._manifolds)]
+        self.max_radius = max_radius or math.sqrt(
+            sum(_typical_distance(p, m) ** 2 for p, m in zip(self._params, self._manifolds))
+        )
+        self.radius0 = radius if radius is not None else self.max_radius / 8
+        self.max_inner = max_inner or max(1, sum(p.numel() for p in self._params))
+        self.gradient_tol = gradient_tol
+        self.info: TrustRegionInfo | None = None
+
+    # -- the product manifold of the parameters ------------------------------------------------------
+
+    def _inner(self, xs, a: Vectors, b: Vectors) -> float:
+        return float(sum(m.inner(x, u, w).sum() for m, x, u, w in zip(self._manifolds, xs, a, b)))
+
+    def _hessian(self, xs, egrads, graph, eta: Vectors) -> Vectors:
+        """Hess f(x)[η]: ∇²f η by a backward through the gradient's graph, then ``ehess2rhess``."""
+        live = [i for i, g in enumerate(graph) if g is not None and g.requires_grad]
+        ehess = [torch.zeros_like(x) for x in xs]
+        if live:
+            with torch.enable_grad():
+                hv = torch.autograd.grad(
+                    [graph[i] for i in live],
+                    self._params,
+                    grad_outputs=[eta[i] for i in live],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+            ehess = [h.detach() if h is not None else z for h, z in zip(hv, ehess)]
+        out = []
+        for m, curvature, x, g, h, e in zip(self._manifolds, self._curvatures, xs, egrads, ehess, eta):
+            out.append(curvature(x, g, h, e) if curvature is not None else m.proju(x, h))
+        return out
+
+    def _precondition(self, xs, r: Vectors) -> Vectors:
+        if self.preconditioner is None:
+            return r
+        z = self.preconditioner(self._params, [t.clone() for t in r])
+        return [m.proju(x, t) for m, x, t in zip(self._manifolds, xs, z)]
+
+    def _derivatives(self, closure):
+        """(loss, points, Euclidean gradients, their graph, Riemannian gradient) at the parameters."""
+        with torch.enable_grad():
+            loss = closure()
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+                got = type(loss).__name__
+                if isinstance(loss, torch.Tensor):
+                    got += f" of shape {tuple(loss.shape)}" + ("" if loss.requires_grad else " without grad")
+                raise ValueError(
+                    "`closure` must return the loss as a one-element tensor that depends on the "
+                    f"parameters, got {got}."
+                )
+            graph = torch.autograd.grad(loss, self._params, create_graph=True, allow_unused=True)
+        xs = [p.detach() for p in self._params]
+        egrads = [g.detach() if g is not None else torch.zeros_like(x) for g, x in zip(graph, xs)]
+        grad = [m.egrad2rgrad(x, g) for m, x, g in zip(self._manifolds, xs, egrads)]
+        return loss, xs, egrads, graph, grad
+
+    # -- one outer iteration ----------------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        """One trust-region iteration; ``closure()`` returns the loss and does not call ``backward``.
+
+        Returns the loss at the start of the step (detached). ``info`` describes the step.
+        """
+        if closure is None or not callable(closure):
+            raise TypeError(
+                "`closure` is required: a function that returns the loss without calling backward "
+                "(the optimizer differentiates it itself; unlike torch.optim.LBFGS's closure)."
+            )
+        params, manifolds = self._params, self._manifolds
+        state = self.state[params[0]]
+        radius = state.get("radius", self.radius0)
+        count = state["step"] = state.get("step", 0) + 1
+        loss, xs, egrads, graph, grad = self._derivatives(closure)
+        gnorm = math.sqrt(max(self._inner(xs, grad, grad), 0.0))
+        f = float(loss.detach())
+        if gnorm <= self.gradient_tol:
+            done = "gradient norm"
+            self.info = TrustRegionInfo(count, f, gnorm, radius, radius, math.nan, False, 0, "", done)
+            return loss.detach()
+
+        eta, heta, inner_iterations, inner_stop = self._tcg(xs, egrads, graph, grad, radius)
+        predicted = -(self._inner(xs, grad, eta) + 0.5 * self._inner(xs, eta, heta))
+        old = [x.clone() for x in xs]
+        with torch.no_grad():
+            for p, m, x, e in zip(params, manifolds, old, eta):
+                p.copy_(m.retr(x, e))
+            f_new = float(closure())
+        # The decrease is lost in the rounding of f near a minimum: both terms get the same small
+        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
+        reg = 1e3 * torch.finfo(xs[0].dtype).eps * max(1.0, abs(f))
+        rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 else math.nan
+        boundary = inner_stop in ("negative curvature", "trust region")
+        f64 = functools.partial(torch.tensor, dtype=torch.float64)
+        taken, nxt = self.rule.update(f64(radius), f64(rho), torch.tensor(boundary), self.max_radius)
+        accepted, state["radius"] = bool(taken) and math.isfinite(f_new), float(nxt)
+        if not accepted:
+            with torch.no_grad():
+                for p, x in zip(params, old):
+                    p.copy_(x)
+        self.info = TrustRegionInfo(
+            count, f, gnorm, radius, state["radius"], rho, accepted, inner_iterations, inner_stop
+        )
+        return loss.detach()
+
+    def _tcg(self, xs, egrads, graph, grad: Vectors, radius: float):
+        """Preconditioned Steihaug–Toint CG on the model ⟨g, η⟩ + ½⟨η, H η⟩ within ‖η‖_{P⁻¹} ≤ Δ.
+
+        Returns (η, H η, iterations, why it stopped); H η is kept by the recurrence, so that the
+        model's decrease needs no further Hessian product."""
+        zero = [torch.zeros_like(g) for g in grad]
+        eta, heta = zero, zero
+        r = grad
+        r0 = math.sqrt(max(self._inner(xs, r, r), 0.0))
+        stop_at = r0 * min(self.rule.kappa, r0**self.rule.theta)
+        z = self._precondition(xs, r)
+        z_r = self._inner(xs, z, r)
+        d = [-t for t in z]
+        e_pe, e_pd, d_pd = 0.0, 0.0, z_r  # ⟨η, P⁻¹η⟩, ⟨η, P⁻¹d⟩, ⟨d, P⁻¹d⟩ by recurrence
+        model, delta2 = 0.0, radius * radius
+        for j in range(1, self.max_inner + 1):
+            hd = self._hessian(xs, egrads, graph, d)
+            d_hd = self._inner(xs, d, hd)
+            alpha = z_r / d_hd if d_hd > 0 else math.inf
+            e_pe_new = e_pe + 2 * alpha * e_pd + alpha * alpha * d_pd
+            if d_hd <= 0 or e_pe_new >= delta2:
+                tau = (-e_pd + math.sqrt(max(e_pd * e_pd + d_pd * (delta2 - e_pe), 0.0))) / d_pd
+                eta = [a + tau * b for a, b in zip(eta, d)]
+                heta = [a + tau * b for a, b in zip(heta, hd)]
+                return eta, heta, j, "negative curvature" if d_hd <= 0 else "trust region"
+            new_eta = [a + alpha * b for a, b in zip(eta, d)]
+            new_heta = [a + alpha * b for a, b in zip(heta, hd)]
+            new_model = self._inner(xs, grad, new_eta) + 0.5 * self._inner(xs, new_eta, new_heta)
+            if new_model >= model:
+                return eta, heta, j, "model increased"
+            eta, heta, model, e_pe = new_eta, new_heta, new_model, e_pe_new
+            r = [a + alpha * b for a, b in zip(r, hd)]
+            if math.sqrt(max(self._inner(xs, r, r), 0.0)) <= stop_at:
+                return eta, heta, j, "kappa/theta"
+            z = self._precondition(xs, r)
+            z_r, z_r_old = self._inner(xs, z, r), z_r
+            beta = z_r / z_r_old
+            d = [m.proju(x, -a + beta * b) for m, x, a, b in zip(self._manifolds, xs, z, d)]
+            e_pd = beta * (e_pd + alpha * d_pd)
+            d_pd = z_r + beta * beta * d_pd
+        return eta, heta, self.max_inner, "max_inner"
