@@ -44,7 +44,7 @@ def draw_case(rng: torch.Generator):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cases", type=int, default=3000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the cases are drawn from it (same seed, same cases)")
     args = p.parse_args(argv)
     rng = torch.Generator().manual_seed(args.seed)
     counts = {"ok": 0, "flagged": 0, "failed": 0}
@@ -62,14 +62,19 @@ def main(argv=None) -> int:
         if grad:
             a = a.clone().requires_grad_()
         try:
-            counts[solve_and_check(a, k, gen)] += 1
+            verdict = solve_and_check(a, k, gen)
+            counts[verdict] += 1
+            if verdict == "flagged":
+                shape = tuple(a.shape)
+                print(f"case {case} flagged: {dtype} scale {scale:.1e} shape {shape} k {k} kinds {kinds}")
         except Exception:  # noqa: BLE001 - every failure is reported, whatever it is
             counts["failed"] += 1
             print(f"case {case}: {dtype} scale {scale:.1e} shape {tuple(a.shape)} k {k} kinds {kinds}")
             traceback.print_exc(limit=2)
     elapsed = time.perf_counter() - start
     print(
-        f"{args.cases} cases in {elapsed:.0f} s: {counts['ok']} solved, {counts['flagged']} flagged "
+        f"{args.cases} cases (seed {args.seed}) in {elapsed:.0f} s: {counts['ok']} solved, "
+        f"{counts['flagged']} flagged "
         f"(converged False with a warning), {counts['failed']} failed"
     )
     return 1 if counts["failed"] else 0

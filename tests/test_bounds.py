@@ -79,7 +79,7 @@ def test_deterministic_upper_bound_holds_for_any_spectrum(shape, kind, dtype, sc
     dtype=st.sampled_from([torch.float64, torch.float32]),
     seed=st.integers(0, 2**31 - 1),
 )
-@settings(max_examples=6)
+@settings(max_examples=30)  # 300×300 operators: 30 cost 0.7 s
 def test_probabilistic_upper_bound_holds_for_any_spectrum(shape, kind, dtype, seed):
     # A matrix-free operator larger than 256: no ‖A‖_F, so the bound is the Krylov one. At confidence
     # 1 − 1e-9 a failure over these draws would be a bug, not chance.
@@ -106,10 +106,11 @@ def test_deterministic_bound_is_tight_on_gapped_spectra_in_float64(kind, gen):
     a = make_matrix(kind, 300, 150, gen)
     bounds = riemsvd.norm_bounds(a, generator=gen)
     assert bool(bounds.certified)
-    assert float(bounds.upper / bounds.lower) - 1 <= 1e-8
+    # measured 6.1e-13 to 7.2e-13 at the solve's tol 1e-12: a 14× margin
+    assert float(bounds.upper / bounds.lower) - 1 <= 1e-11
     assert_brackets(bounds, a)
     # the cost beyond the solves: 2k products for the residual bound
-    assert bounds.matvecs - bounds.solve_matvecs <= 2 * 64 * 2
+    assert bounds.matvecs - bounds.solve_matvecs <= 30  # 2 (decay) and 14 (lowrank, cond12) measured
 
 
 def test_gaussian_gets_the_probabilistic_bound_when_asked(gen):
@@ -175,7 +176,10 @@ def test_error_bars_are_in_the_units_of_a_rescaled_matrix(gen):
     result = riemsvd.solve(a, 3, generator=gen)
     ref = torch.linalg.svdvals(a)[:3]
     assert bool(((result.S - ref).abs() <= result.info.errors + 1e-14 * ref[0]).all())
-    assert float(result.info.errors.max()) < 1e-9 * 1e200
+    # each bar is at most the reported residual times σ₁ (the residual is the larger of the two
+    # norms, the bar their root mean square), in the matrix's units: measured 6e-15·1e200
+    assert float(result.info.errors.max()) <= float(result.info.residual * result.S[0]) * (1 + 1e-12)
+    assert float(result.info.residual) <= 1e-12
 
 
 def test_invalid_arguments_are_named():

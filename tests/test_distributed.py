@@ -135,6 +135,11 @@ def test_communication_per_product_is_bounded_by_the_replicated_length_not_m_tim
             p = default_basis(K)
             bound = out["matvecs"] * (whole + 4 * p) + 4 * p * p
             assert 0 < out["communicated"] <= bound, (out["communicated"], bound)
+            # the same from a spy on torch.distributed's collectives, not the library's own counter:
+            # no single message approaches A's 120·80 numbers, and all of them together stay in bound
+            spied = out["spied"]
+            assert spied and max(spied) <= whole + 4 * p * p, max(spied)
+            assert sum(spied) <= bound, (sum(spied), bound)
 
 
 @pytest.mark.parametrize("dim", [0, 1])
@@ -156,6 +161,18 @@ def test_forward_mode_derivative_is_the_one_of_the_whole_matrix(ranks, dim):
     signs = torch.sign((whole_u * ref_u).sum(0))  # the pairs (u_i, v_i) are defined up to a joint sign
     torch.testing.assert_close(du * signs, ref_du, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(dv * signs, ref_dv, rtol=1e-7, atol=1e-9)
+    # and against central differences of torch.linalg.svd, independent of riemsvd's derivative: the
+    # spectrum 1/(i+1) has relative gaps ≥ 1/4, so with h = 1e-6 the truncation error is ~h² and the
+    # rounding ~ε/h = 2e-10
+    h = 1e-6
+    plus, minus = (torch.linalg.svd(a + t * da, full_matrices=False) for t in (h, -h))
+    torch.testing.assert_close(out["ds"], (plus.S[:K] - minus.S[:K]) / (2 * h), rtol=1e-7, atol=1e-8)
+    aligned = []
+    for svd in (plus, minus):  # each pair's sign that of riemsvd's U, V following its U
+        sign = torch.sign((svd.U[:, :K] * whole_u).sum(0))
+        aligned.append((svd.U[:, :K] * sign, svd.Vh[:K].mT * sign))
+    torch.testing.assert_close(du, (aligned[0][0] - aligned[1][0]) / (2 * h), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(dv, (aligned[0][1] - aligned[1][1]) / (2 * h), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("dim", [0, 1])

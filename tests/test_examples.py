@@ -36,9 +36,12 @@ def test_differentiate_top_pair_descends_with_torch_gradients():
 
 def test_spectral_norm_digits_keeps_sigma_at_one(tmp_path):
     pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
     out = _load("spectral_norm_digits").run(epochs=1, plot_path=tmp_path / "sigma.png")
     assert (tmp_path / "sigma.png").exists()
-    assert out["riemsvd_max_sigma_error"] < 1e-3  # exact up to the solver's tol (a crossing aside)
+    # README promises an exact σ at every step: float32's default tol here is 2.7e-6 (128 columns),
+    # measured 2.4e-7; a σ₂-for-σ₁ crossing (docs/spectral_norm.md: 9.5e-4) would fail this
+    assert out["riemsvd_max_sigma_error"] < 1e-5
     assert out["riemsvd_max_sigma_error"] < out["torch_max_sigma_error"]
     assert out["riemsvd_accuracy"] > 0.5
 

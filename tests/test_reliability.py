@@ -143,12 +143,12 @@ def test_scipy_matrix_at_extreme_scale(gen):
     transpose=st.booleans(),
     data=st.data(),
 )
-def test_adversarial_matrices_are_solved_or_flagged_never_silently_wrong(
-    kinds, dtype, exponent, shape, transpose, data
-):
+def test_adversarial_matrices_are_solved_never_silently_wrong(kinds, dtype, exponent, shape, transpose, data):
     """Scales over the whole safe range of the dtype, repeated top values, exact rank deficiency,
     zero matrices, batches mixing them, transposed views: the answer matches torch.linalg.svd within
-    what the reported residual promises, or converged is False with a ConvergenceWarning."""
+    what the reported residual promises. Nothing here may be merely flagged (converged False with a
+    warning): three runs of 3000 fuzz cases over these classes (`python tests/fuzz_solve.py --seed
+    0/1/2`) solved every one, so a flag is a solver that gave up where it need not."""
     m, n = shape
     k = data.draw(st.integers(1, min(m, n)), label="k")
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
@@ -158,7 +158,7 @@ def test_adversarial_matrices_are_solved_or_flagged_never_silently_wrong(
         for kind in kinds
     ]
     a = torch.stack(mats)
-    assert solve_and_check(a.mT if transpose else a, k, gen) in ("ok", "flagged")
+    assert solve_and_check(a.mT if transpose else a, k, gen) == "ok"
 
 
 def test_fuzz_case_that_once_converged_to_sigma_2_of_a_cluster():
