@@ -18,7 +18,6 @@ from riemsvd._operator import DenseOperator, as_operator
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, eps
-from riemsvd._trust import trust_region_svd
 from riemsvd._validate import check_solve_args
 
 __all__ = ["solve"]
@@ -193,6 +192,8 @@ def solve(
             with dense_threads(op.device), no_autocast(op.device):
                 out = dense_svd(op, k, tol_)
         elif method == "trust-region":
+            from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
+
             with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
                 out = trust_region_svd(op, k, tol=tol_, maxiter=maxiter, init=init, generator=generator)
         else:
