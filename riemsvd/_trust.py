@@ -141,10 +141,11 @@ def _start(op: Operator, k: int, init, tol: float, generator) -> torch.Tensor:
     return op.right.qr(x)[0]
 
 
-def _model_step(op: Operator, point: _Point, active, radius, rtol, inner_max: int):
+def _model_step(op: Operator, point: _Point, live, radius, rtol, inner_max: int):
     """The step (X, Y) of truncated CG on the model of −tr(Uᵀ A V N) at ``point`` within ``radius``
     per column, and the model's decrease Σ μᵢ(⟨rᵢ, sᵢ⟩ − ½⟨sᵢ, K sᵢ⟩), shape (...): K s = r − r_final
-    comes from CG's recurrence, so it costs no product. Returns (K, (X, Y), decrease)."""
+    comes from CG's recurrence, so it costs no product. Only the columns where ``live`` (..., k) is
+    True move. Returns (K, (X, Y), decrease)."""
     newton = NewtonOperator(op, point.u, point.v, point.s)
     k = point.s.shape[-1]
     mu = torch.arange(k, 0, -1, dtype=point.s.dtype, device=point.s.device)  # N = diag(k, …, 1)
@@ -152,12 +153,18 @@ def _model_step(op: Operator, point: _Point, active, radius, rtol, inner_max: in
     # that CG's squares neither underflow nor overflow: a float32 A of scale 1e-8 at a relative
     # residual of 1e-4 has ‖rᵢ‖² ≈ 1e-24, and dᵀKd underflowed to 0 ("negative curvature").
     norm = newton.dot((point.ru, point.rv), (point.ru, point.rv)).sqrt()
-    scale = torch.where((norm > 0) & active[..., None], 1 / norm, torch.zeros_like(norm)).unsqueeze(-2)
+    scale = torch.where((norm > 0) & live, 1 / norm, torch.zeros_like(norm)).unsqueeze(-2)
     rhs = (point.ru * scale, point.rv * scale)
     (x, y), stats = tcg(newton, rhs, maxiter=inner_max, rtol=rtol, radius=radius * scale.squeeze(-2))
     decrease = 0.5 * (newton.dot(rhs, (x, y)) + newton.dot((x, y), stats["residual"]))
     back = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
-    return newton, (x * back, y * back), (mu * norm.square() * decrease).sum(-1)
+    # A column whose curvature is rounding noise (σᵢ/σ₁ below float32's ε: its CG residual grew until
+    # the step overflowed) does not move: its residual is at the rounding floor already.
+    finite = torch.isfinite(decrease) & torch.isfinite(x).all(-2) & torch.isfinite(y).all(-2)
+    keep = torch.where(finite, back.squeeze(-2), torch.zeros_like(decrease)).unsqueeze(-2)
+    x, y = torch.nan_to_num(x) * keep, torch.nan_to_num(y) * keep
+    decrease = torch.where(finite, mu * norm.square() * decrease, torch.zeros_like(decrease))
+    return newton, (x, y), decrease.sum(-1)
 
 
 def trust_region_svd(
@@ -230,7 +237,10 @@ def trust_region_svd(
             break
         iterations += 1
         active = ~done
-        newton, step, predicted = _model_step(op, point, active, radius, rule.inner_rtol(col), inner_max)
+        # A column whose residual is far below the target has converged: scaled by 1/‖rᵢ‖ its radius
+        # could overflow (float32, 2×50, σ₂/σ₁ = 3e-9: a NaN step), and its step would be noise.
+        live = active[..., None] & (col > 1e-2 * target[..., None])
+        newton, step, predicted = _model_step(op, point, live, radius, rule.inner_rtol(col), inner_max)
         x, y = step
         trial = _evaluate(op, op.left.qr(point.u + x)[0], op.right.qr(point.v + y)[0])
         actual = (mu * (trial.s - point.s)).sum(-1)

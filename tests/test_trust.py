@@ -201,7 +201,7 @@ def test_model_predicts_the_decrease_of_a_newton_step(k, gen):
     v = torch.linalg.qr(vh[:k].mT + 1e-3 * torch.randn(50, k, generator=gen, dtype=a.dtype))[0]
     point = _evaluate(op, u, v)
     big = torch.tensor([10.0], dtype=a.dtype)
-    _, (x, y), predicted = _model_step(op, point, torch.tensor(True), big, 1e-12, 200)
+    _, (x, y), predicted = _model_step(op, point, torch.ones(k, dtype=torch.bool), big, 1e-12, 200)
     trial = _evaluate(op, torch.linalg.qr(point.u + x)[0], torch.linalg.qr(point.v + y)[0])
     mu = torch.arange(k, 0, -1, dtype=a.dtype)
     actual = (mu * (trial.s - point.s)).sum()
