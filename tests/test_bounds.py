@@ -113,15 +113,23 @@ def test_deterministic_bound_is_tight_on_gapped_spectra_in_float64(kind, gen):
     assert bounds.matvecs - bounds.solve_matvecs <= 30  # 2 (decay) and 14 (lowrank, cond12) measured
 
 
-def test_gaussian_gets_the_probabilistic_bound_when_asked(gen):
+def test_gaussian_gets_a_tight_certified_bound_and_its_operator_the_probabilistic_one(gen):
+    # A flat spectrum: the subspace bound is about ‖A‖_F; the Gram–Cholesky certificate is not
     a = make_matrix("gaussian", 400, 300, gen)
     det = riemsvd.norm_bounds(a, tol=1e-6, generator=gen)
-    prob = riemsvd.norm_bounds(a, tol=1e-6, confidence=0.99, generator=gen)
-    assert bool(det.certified) and not bool(prob.certified)
-    assert float(prob.upper) < float(det.upper)
+    assert bool(det.certified) and det.method == "gram-cholesky"
+    assert float(det.upper / det.lower) - 1 <= 1e-8  # 2e-10 measured (δ/2 at N = 300)
+    with_conf = riemsvd.norm_bounds(a, tol=1e-6, confidence=0.99, generator=gen)
+    # already tighter than the Krylov bound could be: no Krylov space, still certified
+    assert bool(with_conf.certified) and with_conf.method == "gram-cholesky"
+    assert float(with_conf.upper / with_conf.lower) - 1 <= 1e-8
+    # the same matrix matrix-free: no ‖A‖_F, no Gram matrix; the Krylov bound with its probability
+    op = riemsvd.linear_operator(lambda x: x @ a.mT, (300,), adjoint=lambda y: y @ a, dtype=a.dtype)
+    prob = riemsvd.norm_bounds(op, tol=1e-6, confidence=0.99, generator=gen)
+    assert not bool(prob.certified) and prob.method == "krylov"
     assert float(prob.upper / prob.lower) - 1 <= 1e-2
-    assert_brackets(det, a)
-    assert_brackets(prob, a)
+    for b in (det, with_conf, prob):
+        assert_brackets(b, a)
 
 
 def test_probabilistic_failure_rate_is_within_its_stated_probability():

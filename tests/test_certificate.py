@@ -1,0 +1,104 @@
+"""The Gram–Cholesky certificate of ‖A‖₂ (riemsvd._certificate) and norm_bounds' use of it, against
+torch.linalg.svdvals in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import riemsvd
+from riemsvd._certificate import Gram, certify, cholesky_excess, gram_cholesky_upper
+from tests.test_bounds import _REF, KINDS, assert_brackets, hard_matrix, spectral_norm
+
+# the target of the issue that asked for it: a default call, certified, within 1e-6 of ‖A‖₂
+_TIGHT = 1e-6
+
+
+@given(
+    shape=st.tuples(st.integers(1, 80), st.integers(1, 80)),
+    kind=st.sampled_from(KINDS + ("flat",)),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    scale=st.sampled_from([1.0, 1e-30, 1e30]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=100)
+def test_default_bound_is_certified_and_within_1e6_for_any_spectrum(shape, kind, dtype, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    a = _matrix(kind, *shape, gen, dtype, scale)
+    bounds = riemsvd.norm_bounds(a, generator=gen)
+    assert bool(bounds.certified)
+    assert_brackets(bounds, a)
+    true = float(spectral_norm(a))
+    if true > 0:
+        assert float(bounds.upper.double()) / true - 1 <= _TIGHT + (2e-7 if dtype == torch.float32 else 0.0)
+
+
+def _matrix(kind, m, n, gen, dtype, scale):
+    if kind == "flat":  # values spread over [0.9, 1]: a real weight's top is about this flat
+        r = min(m, n)
+        s = 0.9 + 0.1 * torch.rand(r, generator=gen, dtype=torch.float64)
+        q1 = torch.linalg.qr(torch.randn(m, r, generator=gen, dtype=torch.float64))[0]
+        q2 = torch.linalg.qr(torch.randn(n, r, generator=gen, dtype=torch.float64))[0]
+        return (scale * (q1 * s) @ q2.mT).to(dtype)
+    return hard_matrix(kind, m, n, gen, dtype, scale)
+
+
+@pytest.mark.parametrize("rho", [-1e-3, -1e-8, -1e-11, 1e-11, 1e-8])
+@pytest.mark.parametrize("shape", [(300, 200), (60, 90)])
+def test_certify_never_claims_less_than_the_top_eigenvalue(rho, shape):
+    # μ = λ₁·(1 + ρ): below λ₁ the factorization must fail (inf) or the bound must still reach λ₁
+    # through its rounding terms; above λ₁ by more than those terms it must succeed, within them
+    gen = torch.Generator().manual_seed(5)
+    a = hard_matrix("gaussian", *shape, gen, torch.float64, 1.0)
+    lam = float(spectral_norm(a)) ** 2
+    slack = _REF * max(shape) * lam
+    got, _ = certify(Gram(a), lam * (1 + rho))
+    assert got >= lam - slack
+    if rho >= 1e-8:
+        assert math.isfinite(got) and got <= lam * (1 + rho) * (1 + 1e-9)
+
+
+def test_a_low_estimate_costs_tightness_never_validity():
+    # σ̂ = σ₂ of a pair 1 % apart (a solve that stopped at the wrong member): the first factorizations
+    # fail, the ladder of δ reaches one that holds
+    gen = torch.Generator().manual_seed(1)
+    a = hard_matrix("decay", 120, 80, gen, torch.float64, 1.0)
+    true = float(spectral_norm(a))
+    for low in (0.99, 0.5):
+        upper = float(gram_cholesky_upper(a, torch.tensor(low * true, dtype=torch.float64))[0])
+        assert true <= upper <= true * 1.5 / low
+
+
+def test_batched_certificates_are_per_matrix(gen):
+    a = torch.stack(
+        [hard_matrix(kind, 50, 40, gen, torch.float64, 1.0) for kind in ("gaussian", "tinygap", "zero")]
+    )
+    bounds = riemsvd.norm_bounds(a, generator=gen)
+    assert bounds.method[:2] == ("gram-cholesky", "gram-cholesky") and bool(bounds.certified.all())
+    assert_brackets(bounds, a)
+    assert float(bounds.upper[2]) <= 1e-150  # the zero matrix: underflow allowances only
+
+
+@pytest.mark.parametrize("size", [384, 4096])
+def test_excess_is_what_the_docs_state(size):
+    assert cholesky_excess(size) <= {384: 3e-10, 4096: 3.4e-8}[size]
+
+
+def test_convolution_gets_a_tight_certificate_at_its_input_shape():
+    # the layer's matrix written out (1152 columns) and certified; the reference is its full SVD
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False).double()
+    shape = (8, 12, 12)
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(conv, shape))
+    n = math.prod(shape)
+    with torch.no_grad():
+        explicit = conv(torch.eye(n, dtype=torch.float64).reshape((n,) + shape)).reshape(n, -1).mT
+    true = float(spectral_norm(explicit))
+    assert bool(bounds.certified) and bounds.method == "gram-cholesky"
+    # the issue's target 1e-4; measured 2.5e-9 (3.1e-8 for 16 channels on 16×16 inputs)
+    assert true <= float(bounds.upper) <= true * (1 + 1e-4)
+    assert float(bounds.lower) <= true * (1 + _REF * n)
