@@ -329,3 +329,28 @@ def test_dense_bench_measures_fits_and_plots(tmp_path):
     assert len(fit["constants"]) == 7 and 1.0 <= fit["geometric_mean_loss"] <= fit["worst_loss"]
     bench_dense.plot({"float64": rows}, str(tmp_path / "crossover.png"))
     assert (tmp_path / "crossover.png").stat().st_size > 0
+
+
+def test_bounds_benchmark_reports_each_bound_against_the_true_norm():
+    from riemsvd import bench_bounds
+
+    rows = bench_bounds.run(
+        sizes=[(40, 30)], classes=("flat", "decay"), reps=1, gram_steps=(3,), progress=None
+    )
+    assert [r["case"] for r in rows] == ["40×30 flat", "40×30 decay"]
+    for row in rows:
+        assert row["matrix_norm"]["time_ratio"] == 1.0 and abs(row["matrix_norm"]["excess"]) < 1e-14
+        assert row["riemsvd"]["certified"] and 0 <= row["riemsvd"]["excess"] <= 1e-6
+        assert row["riemsvd"]["time_ratio"] > 0
+    assert rows[0]["gram 3"]["excess"] > 1e-2  # three squarings leave a flat spectrum's bound loose
+
+
+def test_gram_iteration_is_exact_on_a_diagonal_and_above_the_norm_elsewhere():
+    from riemsvd.bench_bounds import gram_iteration
+
+    assert gram_iteration(torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)), 4) == pytest.approx(
+        3.0 * (1 + (1 / 3) ** 32 + (1 / 6) ** 32) ** (1 / 32), rel=1e-15
+    )
+    a = torch.randn(30, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    true = float(torch.linalg.matrix_norm(a, 2))
+    assert [gram_iteration(a, t) >= true * (1 - 1e-14) for t in (1, 3, 6)] == [True] * 3
