@@ -75,11 +75,12 @@ class Operator:
         self.matvecs += y.shape[-1]
         return self._rmatmat(y if self.scale is None else y * self.scale)
 
-    def rescale(self, magnitude: torch.Tensor) -> Operator:
+    def rescale(self, magnitude: torch.Tensor, limit: float | None = None) -> Operator:
         """Scale by the power of two nearest 1/magnitude (shape (...)) where the magnitude is outside
-        2^±(max exponent / 4); exact, and leaves the singular vectors as they are."""
+        2^±(max exponent / 4) (or [1/limit, limit]); exact, and leaves the singular vectors as they
+        are."""
         fin = torch.finfo(self.dtype)
-        limit = 2.0 ** (math.log2(fin.max) // 4)
+        limit = 2.0 ** (math.log2(fin.max) // 4) if limit is None else limit
         magnitude = magnitude.to(self.dtype)
         if readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
             exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))

@@ -57,6 +57,8 @@ def main(argv=None) -> int:
         if dtype == torch.float64:
             worst = max(worst, float(excess.max()))
             loose += int((excess > 1e-6).sum())
+            if bool((excess > 1e-6).any()):
+                print(f"case {case}: loose {float(excess.max()):.1e} {m}x{n} {kinds} scale {scale:.1e}")
         for method in (bounds.method,) if isinstance(bounds.method, str) else bounds.method:
             methods[method] = methods.get(method, 0) + 1
     print(

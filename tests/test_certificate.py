@@ -102,3 +102,18 @@ def test_convolution_gets_a_tight_certificate_at_its_input_shape():
     # the target 1e-4; measured 2.5e-9 (3.1e-8 for 16 channels on 16×16 inputs)
     assert true <= float(bounds.upper) <= true * (1 + 1e-4)
     assert float(bounds.lower) <= true * (1 + _REF * n)
+
+
+def test_tiny_scales_inside_the_solves_range_do_not_underflow_the_bound():
+    # tests/fuzz_bounds.py seed 71, case 454: a 2×67 pair of spectra at 1.8e-76, which the solve does
+    # not rescale; the subspace bound squared c ~ σ²·residual to 1e-327 (0) and its upper end came out
+    # 4.7e-13 below ‖A‖₂
+    from tests import fuzz_bounds
+
+    rng = torch.Generator().manual_seed(71)
+    for _ in range(455):
+        dtype, scale, m, n, kinds = fuzz_bounds.draw_case(rng)
+    gen = torch.Generator().manual_seed(454)
+    a = torch.stack([_matrix(kind, m, n, gen, dtype, scale) for kind in kinds])
+    assert (m, n, kinds) == (2, 67, ["tinygap", "decay"]) and 1e-77 < scale < 1e-75
+    assert_brackets(riemsvd.norm_bounds(a, generator=gen), a)
