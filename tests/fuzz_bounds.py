@@ -16,20 +16,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import riemsvd  # noqa: E402
+from tests.fuzz_solve import draw_dtype_and_scale, picker  # noqa: E402
 from tests.test_bounds import _REF, KINDS  # noqa: E402
 from tests.test_certificate import _matrix  # noqa: E402
 
 
 def draw_case(rng: torch.Generator):
-    def pick(n):
-        return int(torch.randint(n, (1,), generator=rng))
-
-    dtype = (torch.float64, torch.float32)[pick(2)]
-    limit = 150 if dtype == torch.float64 else 25
-    scale = 10.0 ** (float(torch.rand(1, generator=rng)) * 2 * limit - limit)
-    m, n = [(1 + pick(40), 1 + pick(40)), (2 + pick(300), 2 + pick(300)), (1 + pick(3), 2 + pick(500))][
-        pick(3)
-    ]
+    pick = picker(rng)
+    dtype, scale = draw_dtype_and_scale(rng)
+    shapes = [(1 + pick(40), 1 + pick(40)), (2 + pick(300), 2 + pick(300)), (1 + pick(3), 2 + pick(500))]
+    m, n = shapes[pick(3)]
     kinds = KINDS + ("flat",)
     return dtype, scale, m, n, [kinds[pick(len(kinds))] for _ in range(1 + pick(2))]
 

@@ -19,13 +19,21 @@ import torch  # noqa: E402
 from tests.adversarial import KINDS, adversarial_matrix, solve_and_check  # noqa: E402
 
 
-def draw_case(rng: torch.Generator):
-    def pick(n):
-        return int(torch.randint(n, (1,), generator=rng))
+def picker(rng: torch.Generator):
+    """pick(n): a draw from range(n)."""
+    return lambda n: int(torch.randint(n, (1,), generator=rng))
 
-    dtype = (torch.float64, torch.float32)[pick(2)]
+
+def draw_dtype_and_scale(rng: torch.Generator):
+    """float32 or float64, and a scale log-uniform over the range the dtype holds safely."""
+    dtype = (torch.float64, torch.float32)[picker(rng)(2)]
     limit = 150 if dtype == torch.float64 else 25
-    scale = 10.0 ** (float(torch.rand(1, generator=rng)) * 2 * limit - limit)
+    return dtype, 10.0 ** (float(torch.rand(1, generator=rng)) * 2 * limit - limit)
+
+
+def draw_case(rng: torch.Generator):
+    pick = picker(rng)
+    dtype, scale = draw_dtype_and_scale(rng)
     shape = [
         (1, 1 + pick(40)),
         (1 + pick(40), 1),
