@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     t_svd = time.perf_counter() - t0
 
     info = result.info
+    assert info is not None  # solve always attaches one
     err = ((result.S.double() - s_full[: args.k].double()).abs() / s_full[0].double()).max().item()
     print(f"riemsvd.solve        S = {[f'{x:.12g}' for x in result.S.tolist()]}")
     print(f"torch.linalg.svdvals S = {[f'{x:.12g}' for x in s_full[: args.k].tolist()]}")

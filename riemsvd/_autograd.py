@@ -92,7 +92,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v):
     yet scaled) is scaled by c here.
     """
     c = _unit(s)
-    op.scale = c.reshape(c.shape + (1, 1))
+    op.scale = scale = c.reshape(c.shape + (1, 1))
     newton = NewtonOperator(op, u, v, s * c.unsqueeze(-1))
     rhs = newton.project(rhs_u, rhs_v)
     rtol = 1e3 * eps(op.dtype)
@@ -114,7 +114,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v):
             stacklevel=4,
         )
     p, q = newton.project(p, q)
-    return p * op.scale, q * op.scale
+    return p * scale, q * scale
 
 
 def _tangent(layout: Layout, a, u, s, v, da):

@@ -11,6 +11,7 @@ import math
 import numbers
 import warnings
 from collections import namedtuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -65,6 +66,13 @@ class NormBounds(namedtuple("NormBounds", ["lower", "upper"])):
         (probabilistic). docs/bounds.md derives each.
     """
 
+    certified: torch.Tensor
+    failure_probability: torch.Tensor
+    matvecs: int
+    solve_matvecs: int
+    k: int
+    method: str | tuple[str, ...]
+
     def __new__(
         cls, lower, upper, certified, failure_probability, matvecs, solve_matvecs, k, method="subspace"
     ):
@@ -97,7 +105,7 @@ def _certifying(op: Operator) -> Operator:
     are those of float64; otherwise ``op`` itself, with margins in its dtype."""
     if op.dtype == torch.float64:
         return op
-    cert = None
+    cert: Operator | None = None
     if isinstance(op, DenseOperator) and op.a.numel() * 8 <= _CERT_BYTES:
         cert = DenseOperator(op.a.to(torch.float64))
     elif isinstance(op, LinearMapOperator):
@@ -252,6 +260,8 @@ def _probabilistic(op: Operator, basis, dim: int, delta: float, generator):
     """(lower, upper, ε) for ‖c·A‖₂ from K_dim(AᵀA, v₀) (or AAᵀ, the smaller side) and the solver's
     basis; see docs/bounds.md. With dim = min(m, n) the space is everything and ε = 0 (deterministic)."""
     m, n = op.shape
+    mat: Callable[[torch.Tensor], torch.Tensor]
+    rmat: Callable[[torch.Tensor], torch.Tensor]
     if n <= m:
         mat, rmat, size, own = op.matmat, op.rmatmat, n, basis[1]
     else:
@@ -271,6 +281,7 @@ def _probabilistic(op: Operator, basis, dim: int, delta: float, generator):
         denom = torch.sqrt((1 - eps_kw) * (1 - eta).clamp_min(0)) - g
         b = torch.where(denom > 0, s * (1 + margin) / denom.clamp_min(1e-300), torch.full_like(s, math.inf))
         upper = b if upper is None else torch.maximum(upper, b)
+    assert upper is not None  # bounds holds the Krylov space's at least
     upper = upper * (1 + 8 * torch.finfo(torch.float64).eps)
     lower = None
     for s, margin, eta, g in bounds:
@@ -450,6 +461,7 @@ def norm_bounds(
         method = np.full(tuple(batch), "subspace", dtype=object)
         basis = (out.u.to(cert.dtype), out.v.to(cert.dtype))
         if dense and bool((upper > lower * (1 + cholesky_excess(size))).any()):
+            assert fro2 is not None  # known for a dense A and a Conv/Linear layer, all that is explicit
             with solving():  # the certificate's BLAS as the solve's (riemsvd._certificate)
                 lower, up_c = _gram_certificate(cert, out, lower, fro2)
             method = np.where((up_c < upper).numpy(), "gram-cholesky", method)
@@ -537,6 +549,7 @@ def _gram_certificate(cert: Operator, first, lower: torch.Tensor, fro2: torch.Te
     a, error = _explicit(cert, fro2)
     side = (first.v if n <= m else first.u)[..., :1]
     upper, side = gram_cholesky_upper(a, lower, side, first.residual)
+    assert side is not None  # a vector was given, so a vector comes back
     right = (side if n <= m else cert.rmatmat(side.to(cert.dtype))).to(cert.dtype)
     right = right / torch.linalg.vector_norm(right, dim=-2, keepdim=True).clamp_min(
         torch.finfo(right.dtype).tiny

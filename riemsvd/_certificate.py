@@ -69,8 +69,8 @@ class Gram:
     def __init__(self, a: torch.Tensor) -> None:
         m, n = a.shape
         big, self.size = max(m, n), min(m, n)
-        a = a.detach().to("cpu", torch.float64).numpy()
-        tall = a if n <= m else a.T
+        host = a.detach().to("cpu", torch.float64).numpy()
+        tall = host if n <= m else host.T
         # numpy computes tallᵀ·tall with syrk (it sees one operand transposed), in its own BLAS, the one
         # the solve's products just ran in: scipy's syrk after them took 48–72 ms against 21 alone
         # (2000×1000), both pools spinning on 2 cores

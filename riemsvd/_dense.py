@@ -81,6 +81,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     if u is None:
         uu, _, vh = torch.linalg.svd(a, full_matrices=False)
         u, v = uu[..., :k], vh[..., :k, :].mT
+    assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
     u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous())
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -174,10 +175,11 @@ class ShardedOperator(Operator):
 class ShardedLayout(Layout):
     """A held as one block per process (a ShardedMatrix); results are this process's blocks."""
 
-    def __init__(self, dim: int, sizes: list[int], rank: int, group, other: int) -> None:
+    def __init__(self, dim: int | None, sizes: list[int], rank: int, group, other: int) -> None:
         self.dim, self.sizes, self.rank, self.group, self.other = dim, sizes, rank, group, other
 
     def operator(self, a: torch.Tensor) -> Operator:
+        assert self.dim is not None  # None only for a replicated DTensor, whose layout overrides this
         return ShardedOperator(a, self.dim, self.sizes, self.rank, self.group, self.other)
 
 
@@ -365,7 +367,7 @@ def prepare(a, k, tol, maxiter, init, generator, options) -> Prepared:
         dtensor = _dtensor_type()
         init = tuple(x.to_local() if isinstance(x, dtensor) else x for x in init)
     meta = _local_problem(block, dim, init, k, tol, maxiter)
-    metas = [None] * world
+    metas: list[Any] = [None] * world  # each process's description, filled by the all-gather
     dist.all_gather_object(metas, meta, group=group)
     m, n, sizes = _check_all(metas, dim, kind)
     check_solve_shape_args((m, n), (), k, tol, maxiter, generator, options)

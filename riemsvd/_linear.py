@@ -14,14 +14,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from riemsvd._operator import Operator
 from riemsvd._tolerance import HALF
 
 __all__ = ["LinearMapOperator", "linear_operator"]
 
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_CONV_T = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
+_CONV: dict[type[_ConvNd], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_CONV_T: dict[type[_ConvNd], int] = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -33,7 +34,8 @@ def check_input_shape(input_shape) -> tuple[int, ...]:
     if not (
         isinstance(input_shape, (tuple, list, torch.Size))
         and len(input_shape) > 0
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)
+        # numbers.Integral declares no comparison with int in typeshed (mypy issue 3186)
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)  # type: ignore[operator]
     ):
         raise ValueError(
             "`input_shape` must be a tuple of positive ints without the batch dimension (for a layer "
@@ -118,7 +120,7 @@ class LinearMapOperator(Operator):
 
     def __init__(
         self, fn, input_shape, output_shape, dtype, device, adjoint, adjoint_kind, squared=None, layer=None
-    ):
+    ) -> None:
         m, n = math.prod(output_shape), math.prod(input_shape)
         super().__init__((m, n), (), dtype, device)
         self.fn = fn

@@ -45,7 +45,7 @@ class NewtonOperator:
         return x * self.sigma - px, y * self.sigma - py
 
 
-def _to_boundary(k: NewtonOperator, x, d, radius: float) -> torch.Tensor:
+def _to_boundary(k: NewtonOperator, x, d, radius: float | torch.Tensor) -> torch.Tensor:
     """τ ≥ 0 with ‖x + τ d‖ = radius, per column."""
     xd, dd, xx = k.dot(x, d), k.dot(d, d), k.dot(x, x)
     dd = torch.where(dd > 0, dd, torch.ones_like(dd))

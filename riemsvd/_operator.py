@@ -51,7 +51,7 @@ class Operator:
         self.dtype = dtype
         self.device = device
         self.matvecs = 0
-        self.scale = None
+        self.scale: torch.Tensor | None = None
         self.left = left if left is not None else Space(self.shape[0])
         self.right = right if right is not None else Space(self.shape[1])
 
@@ -269,8 +269,8 @@ def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
         return op.rescale(values.abs().max() if values.numel() else torch.zeros(()))
     if _is_scipy_sparse(a):
         data = a.tocoo().data
-        op = ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
-        return op.rescale(torch.tensor(float(np.abs(data).max()) if data.size else 0.0, dtype=torch.float64))
+        sop = ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
+        return sop.rescale(torch.tensor(float(np.abs(data).max()) if data.size else 0.0, dtype=torch.float64))
     if _is_linear_operator_like(a):
         return ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
     raise TypeError(f"cannot wrap {type(a).__name__} as an operator")

@@ -92,6 +92,8 @@ class SolveInfo:
 class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):
     """Unpacks as ``(U, S, V)`` like ``torch.svd_lowrank``; ``.info`` is a :class:`SolveInfo`."""
 
+    info: SolveInfo | None
+
     def __new__(cls, U: torch.Tensor, S: torch.Tensor, V: torch.Tensor, info: SolveInfo | None = None):
         self = super().__new__(cls, U, S, V)
         self.info = info

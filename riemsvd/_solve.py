@@ -160,6 +160,7 @@ def solve(
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
+    layout: Layout
     if is_sharded(A):
         _check_method(method, None)
         problem = prepare(A, k, tol, maxiter, init, generator, options)  # a collective

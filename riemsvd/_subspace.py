@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -146,23 +147,24 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
         done = _orth_column(basis if has_basis else None, x, known)
         if done is not None:
             return done
-    coef = None
+    coef: np.ndarray | None = None
     k2 = 0.0  # ‖known part‖² per column
     if has_basis:
         if known is not None:
             j, kc = known
             x = x - mm(basis[..., j : j + kc.shape[-2]], space.from_host(kc, x))
             k2 = (kc * kc).sum(-2)
-        coef = space.inner(basis, x)
-        x = x - mm(basis, coef)
-        coef = host(coef)
+        c1 = space.inner(basis, x)
+        x = x - mm(basis, c1)
+        coef = host(c1)
     norms = space.norms(x)
     n1 = host(norms)
     # ‖x‖² = ‖basisᵀx‖² + ‖x − basis·basisᵀx‖²: the norms before the pass without another reduction
     before = n1 if coef is None else np.sqrt(n1 * n1 + (coef * coef).sum(-2))
     n0 = np.sqrt(before * before + k2)
-    noise = False
+    noise: bool | np.ndarray = False
     if has_basis and (n1 < _DGKS * before).any():
+        assert coef is not None  # has_basis
         c2 = space.inner(basis, x)
         x = x - mm(basis, c2)
         coef = coef + host(c2)
@@ -171,14 +173,15 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
         noise = ~(n2 > _DGKS * n1)
         n1 = n2
     if known is not None and has_basis:
+        assert coef is not None  # has_basis
         coef[..., j : j + kc.shape[-2], :] += kc
     lost = noise | ~(n1 > 4 * _eps(x) * n0)
     if x.shape[-1] == 1:
         if cols == 1 and not lost.any():
             return x / norms[..., None, :], coef, n1[..., None]
     else:
-        q, r = space.qr(x)
-        r = host(r)
+        q, r_ = space.qr(x)
+        r = host(r_)
         lost = lost | ~(np.abs(np.diagonal(r, axis1=-2, axis2=-1)) > 4 * _eps(x) * n0)
         if cols == x.shape[-1] and not lost.any():
             return q, coef, r
@@ -427,9 +430,9 @@ def _known(k: np.ndarray):
     if k.ndim == 2 and k.shape[1] == 1:  # one column, as in the Golub–Kahan step: 0.3 µs, not 4
         nonzero = k[:, 0].nonzero()[0]
         return (int(nonzero[0]), k[nonzero[0] :]) if nonzero.size else None
-    rows = k.any(axis=-1)
+    rows = cast(np.ndarray, k.any(axis=-1))  # k has two axes or more: an array, not a scalar
     if rows.ndim > 1:
-        rows = rows.reshape(-1, rows.shape[-1]).any(axis=0)
+        rows = cast(np.ndarray, rows.reshape(-1, rows.shape[-1]).any(axis=0))
     j = int(rows.argmax())
     return (j, k[..., j:, :]) if rows[j] else None
 
@@ -438,6 +441,7 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
     """Thick restart onto the top ``keep`` Ritz vectors, in place: 𝒱 ← 𝒱Z, 𝒰 ← 𝒰Y, H ← diag(σ),
     C ← CY; F stays. A𝒱Z = 𝒰YΣ and Aᵀ𝒰Y = 𝒱ZΣ + F·CY hold as before. Returns the Ritz triplets of
     the new H (the same values and residuals, with identity vectors)."""
+    assert ritz.z is not None  # restarts use full Ritz triplets, not estimates
     y, z = ritz.y[..., :keep], ritz.z[..., :keep]
     v = mm(st.v, op.right.from_host(z, st.vbuf))
     u = mm(st.u, op.left.from_host(y, st.ubuf))
@@ -611,11 +615,11 @@ def subspace_svd(
         _step(work, st, probe, ywant, b, generator)
         iterations += 1
     u, s, v, residual, errors = verified
-    history = [(mv, r) for _, mv, r in history]
+    looks = [(mv, r) for _, mv, r in history]
     s, residual, errors = (
         torch.from_numpy(np.asarray(x)).to(op.device, op.dtype) for x in (s, residual, errors)
     )
-    return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, restarts)
+    return Outcome(u, s, v, residual <= tol, residual, iterations, looks, errors, reason, restarts)
 
 
 def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
@@ -722,6 +726,7 @@ def _check_cap(op: Operator, p_max: int) -> int:
 
 def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
     """The top k Ritz vectors 𝒰y and 𝒱z, in the solver's kind of array."""
+    assert ritz.z is not None  # the returned vectors come from full Ritz triplets, not estimates
     u = mm(st.u, work.left.from_host(ritz.y[..., :k], st.ubuf))
     v = mm(st.v, work.right.from_host(ritz.z[..., :k], st.vbuf))
     return u, v

@@ -148,7 +148,8 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
     if k > min(m, n):
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {m}×{n}, got {k}.")
     if tol is not None:
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):
+        # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):  # type: ignore[operator]
             raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.")
     _check_positive_int(maxiter, "maxiter")
     if generator is not None and not isinstance(generator, torch.Generator):

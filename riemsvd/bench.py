@@ -23,7 +23,7 @@ import time
 import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import scipy.sparse
@@ -31,6 +31,9 @@ import scipy.sparse.linalg
 import torch
 
 import riemsvd
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard  # typing's own from Python 3.10
 
 __all__ = [
     "CLASSES",
@@ -171,7 +174,7 @@ class Problem:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.a64.shape)
+        return (self.a64.shape[0], self.a64.shape[1])
 
     @property
     def is_sparse(self) -> bool:
@@ -236,7 +239,7 @@ def orthonormality_error(u, v) -> float:
 def figures(p: Problem, out: dict, tol: float, eps: float) -> dict:
     """The figures of one solve's outcome ``out`` (U, S, V) on ``p`` against the target ``tol``:
     residual, σ error, orthonormality error, whether it reached tol, and its status."""
-    f = dict(
+    f: dict[str, Any] = dict(
         residual=relative_residual(p.a64, out["U"], out["S"], out["V"], float(p.s_ref[0])),
         sigma_err=sigma_error(out["S"], p.s_ref),
         orth_err=orthonormality_error(out["U"], out["V"]),
@@ -283,6 +286,7 @@ def run_riemsvd(p: Problem, k: int, tol: float, seed: int) -> dict:
         r = riemsvd.solve(a, k, tol=tol, generator=gen)
         t = _clock(p.device) - t0
     info = r.info
+    assert info is not None  # solve always attaches one
     return dict(
         time=t,
         U=r.U,
@@ -306,7 +310,7 @@ def run_lowrank(p: Problem, k: int, niter: int, seed: int) -> dict:
     """torch.svd_lowrank(A, q=k+10, niter=niter) (torch sparse COO for ``sparse``)."""
     m, n = p.shape
     q = min(k + OVERSAMPLING, m, n)
-    a = p.a_sparse if p.is_sparse else p.a
+    a = p.a_sparse if p.a_sparse is not None else p.a  # is_sparse
     torch.manual_seed(seed)  # svd_lowrank draws from the global generator
     t0 = _clock(p.device)
     u, s, v = torch.svd_lowrank(a, q=q, niter=niter)
@@ -332,7 +336,8 @@ def run_torch_lobpcg(p: Problem, k: int, tol: float, seed: int) -> dict:
 
     t0 = _clock(p.device)
     g = a.mT @ a if m >= n else a @ a.mT
-    e, x = torch.lobpcg(g, k=k, X=x0, tol=tol, niter=TORCH_LOBPCG_NITER, largest=True, tracker=tracker)
+    # torch annotates ``tracker`` as None, though it calls the function it is given
+    e, x = torch.lobpcg(g, k=k, X=x0, tol=tol, niter=TORCH_LOBPCG_NITER, largest=True, tracker=tracker)  # type: ignore[arg-type]
     s = e.clamp_min(0).sqrt()
     other = (a @ x if m >= n else a.mT @ x) / s.clamp_min(torch.finfo(a.dtype).tiny)
     u, v = (other, x) if m >= n else (x, other)
@@ -432,6 +437,7 @@ def run_power(p: Problem, k: int, tol: float, seed: int) -> dict:
     m, n = p.shape
     q = min(k + OVERSAMPLING, m, n)
     if p.is_sparse:
+        assert p.a_sparse is not None  # is_sparse
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
             a, at = p.a_sparse.to_sparse_csr(), p.a_sparse.t().to_sparse_csr()
@@ -663,7 +669,8 @@ def one_repetition(call: Callable[[], dict], min_s: float = MIN_REP_S) -> tuple[
 def repeat(call: Callable[[], dict], reps: int, min_s: float = MIN_REP_S) -> tuple[list[float], dict]:
     """``reps`` repetitions of ``call`` in a row; (times, last output). A call slower than SLOW_S is
     not repeated. (The solver table interleaves its solvers instead: see run_case.)"""
-    times, out = [], {}
+    times: list[float] = []
+    out: dict = {}
     for _ in range(reps):
         t, out, total = one_repetition(call, min_s)
         times.append(t)
@@ -786,7 +793,8 @@ def run_case(
                     base = torch.cuda.memory_allocated(p.device)
                 with thread_limits(threads):
                     t, outs[name], total = one_repetition(
-                        lambda solver=solver, name=name: solver.run(p, k, chosen[name], config.seed),
+                        # mypy cannot infer a lambda with default arguments as a Callable[[], dict]
+                        lambda solver=solver, name=name: solver.run(p, k, chosen[name], config.seed),  # type: ignore[misc]
                         config.min_rep_s,
                     )
                 if cuda:
@@ -852,7 +860,7 @@ def run(config: Config) -> list[Record]:
     return records
 
 
-def solved(rec: Record | None) -> bool:
+def solved(rec: Record | None) -> TypeGuard[Record]:
     """Whether a record counts: status "ok" (reached tol, top k, orthonormal) and timed."""
     return bool(rec and rec["status"] == "ok" and rec["time_s"])
 
@@ -867,8 +875,9 @@ def fill_ratios(records: list[Record]) -> None:
     ours = {_case(r): r for r in records if r["solver"] == "riemsvd"}
     for r in records:
         o = ours.get(_case(r))
-        both = r["solver"] != "riemsvd" and solved(o) and solved(r)
-        r["riemsvd_over"] = o["time_s"] / r["time_s"] if both else None
+        r["riemsvd_over"] = (
+            o["time_s"] / r["time_s"] if r["solver"] != "riemsvd" and solved(o) and solved(r) else None
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1043,6 +1052,7 @@ def _fwd_bwd(solve: Callable, a: torch.Tensor, weights) -> tuple[float, float, t
     t1 = _clock(a.device)
     backward_loss(u, s, v, *weights).backward()
     t2 = _clock(a.device)
+    assert x.grad is not None  # backward reached the leaf x
     return t1 - t0, t2 - t1, x.grad, (u.detach(), s.detach(), v.detach(), extra)
 
 
@@ -1261,7 +1271,7 @@ def riemsvd_ratio(records: list[Record], peer: str, key: str = "time_s", short: 
 def fastest_peers(records: list[Record], short: bool = False) -> dict:
     """Per case: the fastest peer that solved it (the full SVD included, riemsvd not) and riemsvd's
     time over its (None where riemsvd did not solve the case); {"solver": None} where no peer did."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for case in _cases(records):
         rs = [r for r in records if _case(r) == case]
         ours = next((r for r in rs if r["solver"] == "riemsvd"), None)
@@ -1500,7 +1510,7 @@ def plot(records: list[Record], out: str) -> list[str]:
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(classes) :]:
             ax.axis("off")
-        handles = {}
+        handles: dict[str, Any] = {}
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
@@ -1521,13 +1531,13 @@ def plot(records: list[Record], out: str) -> list[str]:
         labelled = set()
         for j, s in enumerate(solvers):
             for i, c in enumerate(classes):
-                r = next((r for r in rs if r["cls"] == c and r["solver"] == s), None)
-                if r is None or r["time_s"] is None:
+                rec = next((r for r in rs if r["cls"] == c and r["solver"] == s), None)
+                if rec is None or rec["time_s"] is None:
                     continue
-                ok = r["status"] == "ok"
+                ok = rec["status"] == "ok"
                 ax.bar(
                     i + (j - (len(solvers) - 1) / 2) * width,
-                    r["time_s"] * 1e3,
+                    rec["time_s"] * 1e3,
                     width,
                     color=colors[s],
                     alpha=1.0 if ok else 0.35,

@@ -70,8 +70,9 @@ def run(sizes=SIZES, classes=CLASSES, reps: int = 3, gram_steps=GRAM_STEPS, prog
                 "riemsvd": lambda a=a: riemsvd.norm_bounds(a, generator=torch.Generator().manual_seed(1)),
                 "matrix_norm": lambda a=a: torch.linalg.matrix_norm(a, 2),
             }
-            calls |= {f"gram {t}": (lambda a=a, t=t: gram_iteration(a, t)) for t in gram_steps}
-            times = {name: [] for name in calls}
+            # mypy cannot infer the type of a lambda with default arguments here
+            calls |= {f"gram {t}": (lambda a=a, t=t: gram_iteration(a, t)) for t in gram_steps}  # type: ignore[misc]
+            times: dict[str, list[float]] = {name: [] for name in calls}
             results = {name: call() for name, call in calls.items()}  # warm-up, and the values
             for _ in range(reps):
                 for name, call in calls.items():

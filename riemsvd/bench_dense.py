@@ -53,7 +53,9 @@ def measure(dtype: torch.dtype, shapes=SHAPES, ks=KS, progress: bool = True) -> 
                 row["dense"] = _best(lambda a=a, k=k: riemsvd.solve(a, k, method="dense"), reps)
                 iterative = lambda a=a, k=k, g=gen: riemsvd.solve(a, k, method="iterative", generator=g)  # noqa: E731
                 row["iterative"] = _best(iterative, reps)
-                row["products"] = iterative().info.matvecs
+                info = iterative().info
+                assert info is not None  # solve always attaches one
+                row["products"] = info.matvecs
                 rows.append(row)
                 if progress:
                     times = f"dense {row['dense']:.4f} s, iterative {row['iterative']:.4f} s"
@@ -80,6 +82,7 @@ def fit(rows: list[dict]) -> dict:
             score = float(np.log(loss).sum())
             if best is None or score < best[0]:
                 best = (score, a, b, loss)
+    assert best is not None  # the grid of (a, b) is not empty
     _, a, b, loss = best
     return {
         "constants": [gram, eigen, fixed, product, per_product, a, b],

@@ -52,7 +52,7 @@ class Result:
 def _interleaved(calls: dict[str, Callable[[], tuple]], reps: int) -> dict[str, tuple[float, tuple]]:
     """Median seconds per call of each of ``calls`` (name → zero-argument function), run in turn, with
     the last call's return value."""
-    times = {name: [] for name in calls}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     last = {name: call() for name, call in calls.items()}  # warm-up: first-call costs
     for _ in range(reps):
         for name, call in calls.items():
@@ -84,7 +84,7 @@ def _pair_gradient(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> float:
 
 
 def run_pair(
-    kind: str, shape=(2000, 1000), gtol: float = 1e-10, reps: int = 5, seed: int = 0
+    kind: str, shape: tuple[int, int] = (2000, 1000), gtol: float = 1e-10, reps: int = 5, seed: int = 0
 ) -> list[Result]:
     """The leading pair of an m×n float64 matrix of ``riemsvd.bench.make_matrix``'s class ``kind``."""
     import geoopt
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     args = ap.parse_args(argv)
-    shape = tuple(int(x) for x in args.shape.lower().split("x"))
+    m, n = (int(x) for x in args.shape.lower().split("x"))
+    shape = (m, n)
     pm = _pymanopt()
     print(
         f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, "

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ def _loss(weights, u, s, v):
     return (cs * s).sum() + (cu * u**2).sum() + (cv * v**2).sum()
 
 
-def _timed(call, reps: int, barrier=None) -> tuple[float, object]:
+def _timed(call, reps: int, barrier=None) -> tuple[float, Any]:
     times, out = [], None
     for _ in range(reps):
         if barrier:

@@ -38,7 +38,7 @@ SECTIONS = ("import", "galore", "batch", "steps")
 
 def _interleaved(calls: dict, reps: int) -> dict:
     """Median seconds per call of each of ``calls`` (name → zero-argument function), run in turn."""
-    times = {name: [] for name in calls}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up: first-call costs are the import section's business
         call()
     for _ in range(reps):
@@ -74,7 +74,7 @@ def run_import(reps: int = 5) -> dict:
     }
 
 
-def run_galore(ks=(32, 128), shape=(1536, 384), reps: int = 7) -> list[dict]:
+def run_galore(ks=(32, 128), shape: tuple[int, int] = (1536, 384), reps: int = 7) -> list[dict]:
     """riemsvd.solve (method "auto") of a float32 gradient-like matrix against torch.linalg.svd."""
     a = make_matrix("gradient", *shape, torch.float32, torch.Generator().manual_seed(0))
     out = []
@@ -164,7 +164,7 @@ def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
             "torch": _normalized(copy.deepcopy(base), nn.utils.parametrizations.spectral_norm),
         }
         optimizers = {key: torch.optim.Adam(m.parameters(), lr=1e-3) for key, m in pair.items()}
-        times = {key: [] for key in pair}
+        times: dict[str, list[float]] = {key: [] for key in pair}
         worst = {key: 0.0 for key in pair}
         worst_over_tol = 0.0
         g = torch.Generator().manual_seed(1)

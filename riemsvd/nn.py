@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -56,18 +56,20 @@ def _check_weight(weight, what: str) -> None:
 def _check_dim(dim, ndim: int) -> int:
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"`dim` must be an int, got {type(dim).__name__}.")
-    if not -ndim <= dim < ndim:
+    if not -ndim <= dim < ndim:  # type: ignore[operator]  # numbers.Integral: no int comparison in typeshed
         raise ValueError(f"`dim` must be in [-{ndim}, {ndim - 1}] for a {ndim}-D weight, got {dim}.")
     return int(dim) % ndim
 
 
 def _check_tol(tol) -> None:
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1):
+    # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1):  # type: ignore[operator]
         raise ValueError(f"`tol` must be a number in (0, 1) or None, got {tol!r}.")
 
 
 def _check_positive(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+    # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):  # type: ignore[operator]
         raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
 
 
@@ -125,6 +127,7 @@ class _PairTracker:
         self.age = 0
 
     def gap(self) -> float:
+        assert self.sigma1 is not None and self.sigma2 is not None  # set together by record
         return self.sigma1 - self.sigma2
 
     def margin(self, sigma: float, seen: float = 0.0) -> float | None:
@@ -137,6 +140,7 @@ class _PairTracker:
         """
         if self.sigma2 is None or self.age >= self.refresh_every:
             return None
+        assert self.sigma1 is not None  # set together with sigma2 by record
         margin = sigma - max(self.sigma2 + abs(sigma - self.sigma1), seen)
         return margin if margin >= 0.5 * self.gap() else None
 
@@ -198,6 +202,7 @@ def _trusted(step: _Step, tol: float, tracker: _PairTracker | None, products: _P
     # The step would pass: check σ₂ once more where it can be seen now. d ⊥ v0 ≈ v₁, so ‖A d‖/‖d‖ is
     # about the largest σ below σ₁ that d reaches, and a rising σ₂ shows there (one more product).
     (seen,) = _floats(torch.linalg.vector_norm(products.forward(step.d / r)))
+    assert tracker is not None  # a margin came from it
     margin = tracker.margin(s0, seen)
     return margin is not None and r * r <= tol * s0 * margin
 
@@ -230,7 +235,7 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
     may need come from a fixed-seed generator, so a training forward never consumes the global RNG.
     """
     m, n = (target.shape[-2], target.shape[-1])
-    s0 = None
+    s0: float | None = None
     if init is not None:
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
         v = init[1]
@@ -243,6 +248,7 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
                 return u, v, torch.tensor(step.sigma, dtype=u.dtype, device=u.device)
             if not (s0 > 0 and tracker is not None and tracker.margin(s0) is not None):
                 break  # a second step is worth it only where the quadratic test can pass
+        assert s0 is not None  # the loop takes one power step at least
         # laid out like the stored pair (a sharded weight's power step leaves other placements)
         init = (
             tuple(torch.empty_like(x0).copy_(x).unsqueeze(-1) for x0, x in zip(init, (u, v)))
@@ -256,6 +262,8 @@ def _warm_pair(target, products: _Products, init, tol: float | None, tracker: _P
         warnings.simplefilter("ignore", ResolutionWarning)
         out = solve(target, k, tol=tol, init=init, generator=generator)
     if learn:
+        # learn implies a tracker; solve's info always carries the error bars
+        assert tracker is not None and out.info is not None and out.info.errors is not None
         tracker.record(out.S, out.info.errors)
     elif tracker is not None:
         tracker.age += 1
@@ -273,6 +281,9 @@ class _SpectralNorm(nn.Module):
     (u, v) by a power step or a solve warm-started from the buffers (``_warm_pair``); in eval mode the
     stored vectors are used as they are.
     """
+
+    _u: torch.Tensor  # buffers, registered in __init__
+    _v: torch.Tensor
 
     def __init__(
         self,
@@ -471,6 +482,9 @@ class _OperatorNorm(nn.Module):
     exact derivative of the operator norm, dσ = ⟨u, conv(v; dW)⟩.
     """
 
+    _u: torch.Tensor  # buffers, registered in __init__
+    _v: torch.Tensor
+
     def __init__(
         self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float, power_steps: int = 2
     ):
@@ -480,7 +494,7 @@ class _OperatorNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = _PairTracker(power_steps)
-        self._output_shape = None
+        self._output_shape: torch.Size | None = None
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in _SpectralNorm
         self.register_buffer("_u", u.contiguous())
@@ -578,7 +592,7 @@ def operator_norm(
     input_shape = check_layer_input(layer, input_shape)
     with torch.no_grad():
         if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
-            weight = layer.weight.detach()  # one is computed once)
+            weight = cast(torch.Tensor, layer.weight).detach()  # one is computed once)
             dtype = weight.dtype
             weight = weight.to(solver_dtype(dtype))
             op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
