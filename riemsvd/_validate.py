@@ -182,3 +182,48 @@ def _check_init(a, init, k, m, n) -> None:
         raise ValueError(
             f"`init` U0 and V0 must have the same number of columns, got {columns[0]} and {columns[1]}."
         )
+
+
+# ---------------------------------------------------------------------------------------------------
+# riemsvd.nn's arguments
+
+
+def check_weight(weight, what: str) -> None:
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"`{what}` must be a torch.Tensor, got {type(weight).__name__}.")
+    if weight.dim() < 2:
+        raise ValueError(
+            f"`{what}` must have at least 2 dimensions, got shape {tuple(weight.shape)}; the spectral "
+            "norm of a vector is its Euclidean norm (use torch.nn.functional.normalize)."
+        )
+    if not weight.is_floating_point():
+        raise TypeError(f"`{what}` has dtype {weight.dtype}; the spectral norm needs a real floating dtype.")
+    if weight.numel() == 0:
+        raise ValueError(f"`{what}` is empty (shape {tuple(weight.shape)}); it has no singular values.")
+
+
+def check_dim(dim, ndim: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"`dim` must be an int, got {type(dim).__name__}.")
+    if not -ndim <= dim < ndim:  # type: ignore[operator]  # numbers.Integral: no int comparison in typeshed
+        raise ValueError(f"`dim` must be in [-{ndim}, {ndim - 1}] for a {ndim}-D weight, got {dim}.")
+    return int(dim) % ndim
+
+
+def check_tol(tol) -> None:
+    # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1):  # type: ignore[operator]
+        raise ValueError(f"`tol` must be a number in (0, 1) or None, got {tol!r}.")
+
+
+def check_positive(value, name: str) -> None:
+    # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):  # type: ignore[operator]
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+
+
+def check_mode(mode) -> None:
+    if mode not in ("ball", "sphere"):
+        raise ValueError(
+            f"`mode` must be 'ball' (clip σ at max_norm) or 'sphere' (set σ = max_norm), got {mode!r}."
+        )

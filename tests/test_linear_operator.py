@@ -149,7 +149,7 @@ def test_spectral_norm_by_operator_norm_gives_norm_one_and_the_exact_gradient():
 
 def test_spectral_norm_without_input_shape_is_unchanged():
     conv = riemsvd.nn.spectral_norm(nn.Conv2d(2, 3, 3, dtype=F64))
-    assert type(conv.parametrizations.weight[0]).__name__ == "_SpectralNorm"
+    assert type(conv.parametrizations.weight[0]).__name__ == "SpectralNorm"
     assert conv.parametrizations.weight[0]._v.shape == (18,)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import riemsvd.nn as rnn
+from riemsvd.nn import _leading, _spectral
 
 # |‖W / σ‖₂ − 1| after a solve to the default tol, plus the rounding of matrix_norm itself.
 SIGMA_ATOL = {torch.float64: 1e-10, torch.float32: 2e-5}
@@ -174,23 +175,23 @@ def matrix_with_spectrum(s: torch.Tensor, m: int, n: int, g: torch.Generator) ->
 )
 def test_a_trusted_power_step_has_sigma_within_tol(gap, rate, seed, tol):
     # Whatever the spectrum and however far the start is from the pair, a power step that
-    # _trusted accepts, with a tracker that knows σ₂, has σ₁ − σ ≤ σ₁ − s0 ≤ tol·s0 (Kato–Temple).
+    # trusted accepts, with a tracker that knows σ₂, has σ₁ − σ ≤ σ₁ − s0 ≤ tol·s0 (Kato–Temple).
     g = torch.Generator().manual_seed(seed)
     m, n = 30, 20
     s = torch.cat([torch.tensor([1.0, 1.0 - gap]), (1.0 - gap) * rate ** torch.arange(1, n - 1)])
     a = matrix_with_spectrum(s.double(), m, n, g)
     _, sv, vh = torch.linalg.svd(a)
     s1, rounding = float(sv[0]), 1e-14  # the products' rounding, ~ε·√n
-    tracker = rnn._PairTracker()
+    tracker = _leading.PairTracker()
     tracker.sigma1, tracker.sigma2 = float(sv[0]), float(sv[1])
     direction = vh[1] + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)  # mostly v₂: tight
     trusted = 0
     for off in torch.logspace(-8, -0.5, 60, dtype=torch.float64):  # across the acceptance boundary
         v0 = vh[0] + off * direction
-        products = rnn._matrix_products(a)
-        step = rnn._power_step(products, v0 / v0.norm())
+        products = _leading.matrix_products(a)
+        step = _leading.power_step(products, v0 / v0.norm())
         v, sigma, s0 = step.v, step.sigma, step.s0
-        if rnn._trusted(step, tol, tracker, products):
+        if _leading.trusted(step, tol, tracker, products):
             trusted += 1
             assert s1 - s0 <= tol * s0 + rounding  # the bound is on s0 = ‖A v0‖ ≤ σ
         assert -rounding <= s1 - sigma <= s1 - s0 + rounding  # σ = ‖Aᵀu‖ is the better estimate
@@ -204,13 +205,13 @@ def test_a_trusted_power_step_has_sigma_within_tol(gap, rate, seed, tol):
 def test_adam_training_takes_power_steps_and_keeps_sigma_within_tol(dtype, tol, lr, monkeypatch):
     layer = rnn.spectral_norm(linear(48, 64, dtype), tol=tol)
     solves = []
-    solve = rnn.solve
+    solve = _leading.solve  # the solve behind every warm pair
 
     def counting_solve(*args, **kwargs):
         solves.append(args[1])
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(rnn, "solve", counting_solve)
+    monkeypatch.setattr(_leading, "solve", counting_solve)
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(32, 48, generator=g, dtype=dtype)
@@ -369,7 +370,7 @@ def test_cuda_module_is_normalized_on_the_device(dtype):
 def test_cached_normalizes_a_weight_used_twice_once(monkeypatch):
     layer = rnn.spectral_norm(linear(12, 12))
     calls = {"forward": 0, "solve": 0}
-    forward, solve = rnn._SpectralNorm.forward, rnn.solve
+    forward, solve = _spectral.SpectralNorm.forward, _leading.solve
 
     def counting_forward(self, weight):
         calls["forward"] += 1
@@ -379,8 +380,8 @@ def test_cached_normalizes_a_weight_used_twice_once(monkeypatch):
         calls["solve"] += 1
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(rnn._SpectralNorm, "forward", counting_forward)
-    monkeypatch.setattr(rnn, "solve", counting_solve)
+    monkeypatch.setattr(_spectral.SpectralNorm, "forward", counting_forward)
+    monkeypatch.setattr(_leading, "solve", counting_solve)
     x = torch.randn(3, 12, dtype=torch.float64)
     with torch.no_grad():
         original(layer).mul_(1.5).add_(0.1)  # the stored pair no longer passes: a solve is needed
@@ -512,13 +513,13 @@ def test_optimizer_hook_warm_starts_from_the_previous_step_and_can_be_removed(mo
     layer = linear(20, 10)
     opt = torch.optim.SGD(layer.parameters(), lr=1.0)
     inits = []
-    solve = rnn.solve
+    solve = _leading.solve  # the solve behind every warm pair
 
     def recording_solve(*args, **kwargs):
         inits.append(kwargs.get("init"))
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(rnn, "solve", recording_solve)
+    monkeypatch.setattr(_leading, "solve", recording_solve)
     handle = rnn.register_projection_hook(opt, layer.weight, max_norm=0.1)
     x = torch.randn(8, 20, dtype=torch.float64)
     for _ in range(3):

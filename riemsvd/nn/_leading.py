@@ -1,0 +1,201 @@
+"""The numerical core of ``riemsvd.nn``: the leading singular pair of a weight (or of a layer's operator),
+warm-started, with the power step whose σ error is bounded and the σ₂ tracker that bounds it."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from riemsvd._backend import no_autocast
+from riemsvd._result import ResolutionWarning
+from riemsvd._solve import solve
+from riemsvd._tolerance import default_tol, solver_dtype
+
+
+def as_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """The weight (d0, …) as a matrix (d_dim, ∏ other dims), like torch's spectral_norm."""
+    if dim != 0:
+        weight = weight.permute(dim, *(d for d in range(weight.dim()) if d != dim))
+    return weight.flatten(1)
+
+
+class Products(NamedTuple):
+    """A v and Aᵀ u for vectors (n,) and (m,) of a matrix or operator in the solver's dtype."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    adjoint: Callable[[torch.Tensor], torch.Tensor]
+
+
+def matrix_products(a: torch.Tensor) -> Products:
+    return Products(lambda v: a @ v, lambda u: a.mT @ u)
+
+
+def operator_products(op) -> Products:
+    return Products(lambda v: op.matmat(v.unsqueeze(-1))[:, 0], lambda u: op.rmatmat(u.unsqueeze(-1))[:, 0])
+
+
+class PairTracker:
+    """What a warm start needs to trust a power step: σ₁ and σ₂ (plus its error bar) at the last
+    two-triplet solve, and how many steps ago that was.
+
+    A module keeps one across training steps (it is not state-dict state: after a load or a new
+    weight it starts empty). An empty tracker accepts a power step only on its residual.
+    """
+
+    refresh_every = 50  # steps between two-triplet solves, so a gap that closes slowly is noticed
+    relearn_after = 10  # steps after which a solve that runs anyway also measures σ₂ again
+
+    def __init__(self, power_steps: int = 2) -> None:
+        self.power_steps = power_steps  # tried per update before a solve (see warm_pair)
+        self.forget()
+
+    def forget(self) -> None:
+        self.sigma1: float | None = None
+        self.sigma2: float | None = None
+        self.age = 0
+
+    def gap(self) -> float:
+        assert self.sigma1 is not None and self.sigma2 is not None  # set together by record
+        return self.sigma1 - self.sigma2
+
+    def margin(self, sigma: float, seen: float = 0.0) -> float | None:
+        """sigma minus an estimate of today's σ₂, or None when the last σ₂ is unknown or stale.
+
+        The estimate is the larger of σ₂ as measured plus how far σ₁ moved since (an estimate, not a
+        bound: σ₂ can rise while σ₁ stays) and ``seen``, a value σ₂ has now been seen to reach (the
+        image of the power step's residual direction, which σ₂'s vector dominates when the gap
+        closes). A margin below half the measured gap means the spectrum moved too much to trust.
+        """
+        if self.sigma2 is None or self.age >= self.refresh_every:
+            return None
+        assert self.sigma1 is not None  # set together with sigma2 by record
+        margin = sigma - max(self.sigma2 + abs(sigma - self.sigma1), seen)
+        return margin if margin >= 0.5 * self.gap() else None
+
+    def stale(self) -> bool:
+        """Whether a solve that has to run should be one for two triplets, to measure σ₂ again: never
+        measured, or not for ``relearn_after`` steps (where the spectrum moves faster than its gap,
+        a measurement every step would cost more than it saves)."""
+        return self.sigma2 is None or self.age >= self.relearn_after
+
+    def record(self, s: torch.Tensor, errors: torch.Tensor) -> None:
+        """Remember a solve's σ₁ and σ₂ + its error bar (σ₂ = 0 for a matrix with one row or column)."""
+        self.sigma1, self.sigma2 = _floats(s[0], s[1] + errors[1]) if s.numel() > 1 else (*_floats(s[0]), 0.0)
+        self.age = 0
+
+
+def _floats(*scalars: torch.Tensor) -> list[float]:
+    """0-dim tensors as floats in one transfer; DTensors (a sharded weight's) as their whole value."""
+    whole = [x.full_tensor() if hasattr(x, "full_tensor") else x for x in scalars]
+    return torch.stack(whole).tolist()
+
+
+class Step(NamedTuple):
+    """A power step from unit v0 (see ``power_step``)."""
+
+    u: torch.Tensor
+    v: torch.Tensor
+    sigma: float  # ‖Aᵀu‖ = uᵀAv
+    r: float  # ‖d‖, the residual of the unit pair (u, v0)
+    s0: float  # ‖A v0‖ = uᵀA v0 ≤ sigma
+    d: torch.Tensor  # Aᵀu − s0·v0, orthogonal to v0
+
+
+def power_step(products: Products, v0: torch.Tensor) -> Step:
+    """One power step from unit v0: u = A v0 / ‖A v0‖, v = Aᵀu / ‖Aᵀu‖. The pair (u, v0) has left
+    residual A v0 − s0 u = 0 and right residual d = Aᵀu − s0·v0. The floats come to the host in
+    one transfer."""
+    a = products.forward(v0)
+    s0 = torch.linalg.vector_norm(a)
+    u = a / s0  # not finite where A v0 = 0; the caller then solves instead
+    b = products.adjoint(u)
+    sigma = torch.linalg.vector_norm(b)
+    d = torch.addcmul(b, s0, v0, value=-1)  # not from σ² − s0²: it cancels
+    sigma_, r_, s0_ = _floats(sigma, torch.linalg.vector_norm(d), s0)
+    return Step(u, b / sigma_ if sigma_ > 0 else b, sigma_, r_, s0_, d)
+
+
+def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Products) -> bool:
+    """Whether a power step's σ is within tol·σ of σ₁ (see ``warm_pair``)."""
+    r, s0 = step.r, step.s0
+    if not s0 > 0:
+        return False
+    if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein)
+        return True
+    # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
+    # factor 2 to spare, since σ₂ is an estimate.
+    margin = tracker.margin(s0) if tracker is not None else None
+    if margin is None or r * r > tol * s0 * margin:
+        return False
+    # The step would pass: check σ₂ once more where it can be seen now. d ⊥ v0 ≈ v₁, so ‖A d‖/‖d‖ is
+    # about the largest σ below σ₁ that d reaches, and a rising σ₂ shows there (one more product).
+    (seen,) = _floats(torch.linalg.vector_norm(products.forward(step.d / r)))
+    assert tracker is not None  # a margin came from it
+    margin = tracker.margin(s0, seen)
+    return margin is not None and r * r <= tol * s0 * margin
+
+
+@torch.no_grad()
+def leading_pair(
+    w: torch.Tensor, init, tol: float | None, tracker: PairTracker | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(u (m,), v (n,), σ) of the 2-D w, warm-started from init = (u0, v0) when given (see
+    ``warm_pair``). Half-precision weights are solved in float32."""
+    dtype = solver_dtype(w.dtype)
+    a = w.detach().to(dtype)
+    with no_autocast(a.device):
+        if init is not None:
+            init = tuple(x.to(device=a.device, dtype=dtype) for x in init)
+        u, v, s = warm_pair(a, matrix_products(a), init, tol, tracker)
+    return u.to(w.dtype), v.to(w.dtype), s
+
+
+def warm_pair(target, products: Products, init, tol: float | None, tracker: PairTracker | None = None):
+    """(u (m,), v (n,), σ) of ``target`` (a matrix or an operator of the solver's dtype), warm-started
+    from init = (u0, v0) when given; σ is within tol·σ₁ of σ₁.
+
+    A warm start first takes one power step (two products, like torch's spectral_norm) and keeps it
+    when its σ is trusted: when the residual r of the pair (u, v0) is below tol·σ, or, with a
+    ``tracker`` that estimates σ₂, when Kato–Temple's (r²/2)/(σ − σ₂) is — the σ error of a power
+    step is quadratic in r, so during training this usually holds with r far above tol. Otherwise
+    :func:`riemsvd.solve` runs from the power step's pair: for one triplet, or for two when the
+    tracker's σ₂ is unknown or stale (then it learns σ₂ and its error bar). The random draws a solve
+    may need come from a fixed-seed generator, so a training forward never consumes the global RNG.
+    """
+    m, n = (target.shape[-2], target.shape[-1])
+    s0: float | None = None
+    if init is not None:
+        tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
+        v = init[1]
+        for _ in range(tracker.power_steps if tracker is not None else 1):
+            step = power_step(products, v)
+            u, v, s0 = step.u, step.v, step.s0
+            if trusted(step, tol_, tracker, products):
+                if tracker is not None:
+                    tracker.age += 1
+                return u, v, torch.tensor(step.sigma, dtype=u.dtype, device=u.device)
+            if not (s0 > 0 and tracker is not None and tracker.margin(s0) is not None):
+                break  # a second step is worth it only where the quadratic test can pass
+        assert s0 is not None  # the loop takes one power step at least
+        # laid out like the stored pair (a sharded weight's power step leaves other placements)
+        init = (
+            tuple(torch.empty_like(x0).copy_(x).unsqueeze(-1) for x0, x in zip(init, (u, v)))
+            if s0 > 0
+            else None
+        )
+    learn = tracker is not None and (s0 is None or not s0 > 0 or tracker.stale())
+    k = min(2, m, n) if learn else 1
+    generator = torch.Generator().manual_seed(0) if init is not None else None
+    with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included
+        warnings.simplefilter("ignore", ResolutionWarning)
+        out = solve(target, k, tol=tol, init=init, generator=generator)
+    if learn:
+        # learn implies a tracker; solve's info always carries the error bars
+        assert tracker is not None and out.info is not None and out.info.errors is not None
+        tracker.record(out.S, out.info.errors)
+    elif tracker is not None:
+        tracker.age += 1
+    return out.U[:, 0], out.V[:, 0], out.S[0]

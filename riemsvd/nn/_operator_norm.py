@@ -1,0 +1,149 @@
+"""The norm of a layer as a linear map on inputs of a given shape: ``riemsvd.nn.operator_norm``, and the
+parametrization that normalizes a convolution by it."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from torch import nn
+
+from riemsvd._backend import no_autocast
+from riemsvd._linear import check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._solve import solve
+from riemsvd._tolerance import solver_dtype
+from riemsvd.nn._leading import PairTracker, operator_products, warm_pair
+
+
+@torch.no_grad()
+def _leading_pair_op(op, init, tol: float | None, tracker: PairTracker | None = None):
+    """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0) as ``leading_pair``."""
+    return warm_pair(op, operator_products(op), init, tol, tracker)
+
+
+class OperatorNorm(nn.Module):
+    """W ↦ W / σ(W) with σ the norm of the convolution by W as a linear map on inputs of ``input_shape``.
+
+    σ = ⟨u, conv(v; W)⟩ with (u, v) the operator's leading singular pair in buffers ``_u`` (output
+    flattened) and ``_v`` (input flattened), held constant in the graph: at a singular pair that is the
+    exact derivative of the operator norm, dσ = ⟨u, conv(v; dW)⟩.
+    """
+
+    _u: torch.Tensor  # buffers, registered in __init__
+    _v: torch.Tensor
+
+    def __init__(
+        self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float, power_steps: int = 2
+    ):
+        super().__init__()
+        self.layer = [module]  # a list: not registered as a submodule (no cycle, no state_dict keys)
+        self.input_shape = tuple(input_shape)
+        self.tol = tol
+        self.eps = eps
+        self._tracker = PairTracker(power_steps)
+        self._output_shape: torch.Size | None = None
+        op = self._operator(weight.detach())
+        u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
+        self.register_buffer("_u", u.contiguous())
+        self.register_buffer("_v", v.contiguous())
+
+    def _operator(self, w: torch.Tensor):
+        op = conv_operator(self.layer[0], w.to(solver_dtype(w.dtype)), self.input_shape, self._output_shape)
+        self._output_shape = op.output_shape  # checked and found by the first call
+        return op
+
+    @torch.no_grad()
+    def _update(self, w: torch.Tensor) -> None:
+        op = self._operator(w)
+        with no_autocast(w.device):
+            init = (self._u.to(op.dtype), self._v.to(op.dtype))
+            u, v, _ = _leading_pair_op(op, init, self.tol, self._tracker)
+        self._u.copy_(u)
+        self._v.copy_(v)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._update(weight.detach())
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
+        with no_autocast(weight.device):
+            image = conv_apply(self.layer[0], weight.to(dt), v.to(dt).reshape((1,) + self.input_shape))
+            sigma = torch.dot(u.to(dt), image.reshape(-1)).abs().clamp_min(self.eps)
+            return (weight.to(dt) / sigma).to(weight.dtype)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._tracker.forget()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        self._tracker.forget()
+        self._update(value.detach())
+        return value
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, tol={self.tol}, eps={self.eps}"
+
+
+def operator_norm(
+    layer: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    tol: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""The norm of a layer as a linear map on inputs of ``input_shape``: its Lipschitz constant there.
+
+    For a convolution this is not the norm of the reshaped kernel (which :func:`spectral_norm`
+    normalizes by default): strides, padding, dilation, groups and the input size all change it. The
+    layer is wrapped by :func:`riemsvd.linear_operator` (the bias, which does not change a Lipschitz
+    constant, is left out) and its leading singular value found by :func:`riemsvd.solve`. For a
+    guaranteed upper bound instead of an estimate, use
+    ``riemsvd.norm_bounds(riemsvd.linear_operator(layer, input_shape))`` (bias-free layer).
+
+    Parameters
+    ----------
+    layer : torch.nn.Module
+        A Conv1d/2d/3d, ConvTranspose1d/2d/3d or Linear layer, or any module whose forward is linear
+        apart from a ``bias`` attribute.
+    input_shape : tuple of int
+        One input's shape without the batch dimension, ``(C, *spatial)`` or ``(in_features,)``.
+    tol : float, optional
+        Relative residual of the solve (default that of :func:`riemsvd.solve`).
+    generator : torch.Generator, optional
+        Source of the solve's random start.
+
+    Returns
+    -------
+    torch.Tensor
+        The norm, a 0-dim tensor in the layer's dtype; within ``tol`` times itself of the true norm
+        (to first order; the error is quadratic in the residual).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``layer`` is not an ``nn.Module`` or ``input_shape`` is not a tuple of positive ints.
+
+    Examples
+    --------
+    >>> import torch, riemsvd.nn
+    >>> _ = torch.manual_seed(0)
+    >>> conv = torch.nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64)
+    >>> sigma = riemsvd.nn.operator_norm(conv, (2, 6, 6))
+    >>> kernel = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), 2)
+    >>> bool(sigma > kernel)  # the map's norm, not the reshaped kernel's
+    True
+    """
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
+    input_shape = check_layer_input(layer, input_shape)
+    with torch.no_grad():
+        if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
+            weight = cast(torch.Tensor, layer.weight).detach()  # one is computed once)
+            dtype = weight.dtype
+            weight = weight.to(solver_dtype(dtype))
+            op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
+        else:
+            dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
+            op = linear_operator(layer, input_shape)  # a half-precision layer as a float32 copy
+        return solve(op, 1, tol=tol, generator=generator).S[0].to(dtype)  # solve runs outside autocast
