@@ -22,7 +22,7 @@ from riemsvd._distributed import is_sharded
 from riemsvd._linear import LinearMapOperator
 from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, max_abs
 from riemsvd._result import ConvergenceWarning
-from riemsvd._solve import _DEFAULT_MAXITER
+from riemsvd._solve import DEFAULT_MAXITER
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize, subspace_svd
 from riemsvd._tolerance import HALF, default_tol
@@ -453,7 +453,7 @@ def norm_bounds(
             # a dense A, or a layer small enough to write out, has the Gram–Cholesky certificate for
             # what a few triplets leave loose
             dense = _explicit_ok(cert)
-            limits = (_K_DENSE, _dense_budget(size)) if dense else (_K_MAX, _DEFAULT_MAXITER)
+            limits = (_K_DENSE, _dense_budget(size)) if dense else (_K_MAX, DEFAULT_MAXITER)
             lower, upper, k, out, solve_mv = _deterministic_loop(
                 op, cert, fro2, size, tol_, generator, *limits
             )
@@ -597,7 +597,7 @@ def _deterministic_loop(
     tol: float,
     generator,
     k_max: int,
-    maxiter: int = _DEFAULT_MAXITER,
+    maxiter: int = DEFAULT_MAXITER,
 ):
     """Solve for k triplets and bound from them, doubling k up to ``k_max`` while the energy outside
     the subspace (f²) exceeds 3/4 of the captured top (a²) in some matrix, the k found could capture

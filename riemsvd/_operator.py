@@ -221,7 +221,7 @@ def _columnwise(matvec):
     return matmat
 
 
-def _is_scipy_sparse(a) -> bool:
+def is_scipy_sparse(a) -> bool:
     try:
         import scipy.sparse as sp
     except ImportError:  # pragma: no cover - scipy is a dependency
@@ -229,7 +229,7 @@ def _is_scipy_sparse(a) -> bool:
     return sp.issparse(a)
 
 
-def _is_linear_operator_like(a) -> bool:
+def is_linear_operator_like(a) -> bool:
     return (
         hasattr(a, "shape")
         and len(getattr(a, "shape", ())) == 2
@@ -267,10 +267,10 @@ def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
         op = SparseOperator(a)
         values = op.a.values()
         return op.rescale(values.abs().max() if values.numel() else torch.zeros(()))
-    if _is_scipy_sparse(a):
+    if is_scipy_sparse(a):
         data = a.tocoo().data
         sop = ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
         return sop.rescale(torch.tensor(float(np.abs(data).max()) if data.size else 0.0, dtype=torch.float64))
-    if _is_linear_operator_like(a):
+    if is_linear_operator_like(a):
         return ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
     raise TypeError(f"cannot wrap {type(a).__name__} as an operator")

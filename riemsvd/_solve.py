@@ -22,7 +22,7 @@ from riemsvd._validate import check_solve_args
 
 __all__ = ["solve"]
 
-_DEFAULT_MAXITER = 2000
+DEFAULT_MAXITER = 2000
 _METHODS = ("auto", "iterative", "dense", "trust-region")
 
 
@@ -203,7 +203,7 @@ def solve(
                     op,
                     k,
                     tol=tol_,
-                    maxiter=maxiter or _DEFAULT_MAXITER,
+                    maxiter=maxiter or DEFAULT_MAXITER,
                     init=init,
                     generator=generator,
                     options=options,

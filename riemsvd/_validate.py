@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from riemsvd._backend import readable_any
-from riemsvd._operator import Operator, _is_linear_operator_like, _is_scipy_sparse, max_abs
+from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs
 
 __all__ = ["check_solve_args", "check_solve_shape_args"]
 
@@ -81,7 +81,7 @@ def _check_scipy(a) -> None:
     if dtype not in (np.float32, np.float64):
         kind = "complex" if dtype.kind == "c" else str(dtype)
         raise TypeError(f"`A` has dtype {kind}; riemsvd needs float32 or float64.")
-    if _is_scipy_sparse(a):
+    if is_scipy_sparse(a):
         data = a.tocoo().data
         if data.size and not np.isfinite(data).all():
             raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
@@ -119,7 +119,7 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
             _check_sparse(a)
     elif isinstance(a, Operator):  # e.g. riemsvd.linear_operator(...): torch dtype, products in torch
         _check_float_dtype(a.dtype, "A")
-    elif _is_scipy_sparse(a) or _is_linear_operator_like(a):
+    elif is_scipy_sparse(a) or is_linear_operator_like(a):
         _check_scipy(a)
     elif isinstance(a, np.ndarray):  # float32 and float64 arrays were wrapped by solve already
         raise TypeError(
