@@ -543,8 +543,8 @@ def _explicit(cert: Operator, fro2: torch.Tensor) -> tuple[torch.Tensor, torch.T
 def _gram_certificate(cert: Operator, first, lower: torch.Tensor, fro2: torch.Tensor):
     """(lower, upper) from the Gram matrix G of the smaller side: σ̂ = ``lower`` (the Rayleigh value
     of the first solve's vectors), certified by a Cholesky factorization of σ̂²(1 + δ)·I − G
-    (riemsvd._certificate), which refines σ̂ and its vector by inverse iteration where the solve had
-    not converged; the lower bound again, from the refined vector (two products)."""
+    (riemsvd._certificate), which refines σ̂ and its vector by shift-invert Lanczos where the solve
+    had not converged; the lower bound again, from the refined vector (two products)."""
     m, n = cert.shape
     a, error = _explicit(cert, fro2)
     side = (first.v if n <= m else first.u)[..., :1]
