@@ -83,3 +83,27 @@ def check_svd(a: torch.Tensor, result, k: int, tol: float, *, sigma_rtol: float 
     reported = result.info.residual.double()
     assert bool((res <= reported * (1 + 1e-3) + floor).all()), (res, reported)
     assert bool((res <= tol + floor).all()), res
+
+
+def counting_operator(a: torch.Tensor):
+    """(op, calls): ``a`` (float64, 2-D) as a scipy ``LinearOperator`` whose products add their columns
+    to ``calls["n"]``, an independent count of what a solve's ``info.matvecs`` should report."""
+    import numpy as np
+    import scipy.sparse.linalg as sla
+
+    calls = {"n": 0}
+    dense = a.numpy()
+
+    class Counting(sla.LinearOperator):
+        def __init__(self):
+            super().__init__(np.float64, dense.shape)
+
+        def _matmat(self, x):
+            calls["n"] += x.shape[1]
+            return dense @ x
+
+        def _rmatmat(self, y):
+            calls["n"] += y.shape[1]
+            return dense.T @ y
+
+    return Counting(), calls

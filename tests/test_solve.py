@@ -14,13 +14,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import riemsvd
-from tests.matrices import SHAPES, SPECTRA, check_svd, make_matrix
+from tests.matrices import SHAPES, SPECTRA, check_svd, counting_operator, make_matrix
 
 # The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
 # (tests/test_dense.py tests that one and the choice).
 solve = functools.partial(riemsvd.solve, method="iterative")
+# the correctness properties below hold for both iterative methods
+METHODS = ("iterative", "trust-region")
 
 
+@pytest.mark.parametrize("method", METHODS)
 @given(
     shape=SHAPES,
     kind=st.sampled_from(SPECTRA),
@@ -28,28 +31,31 @@ solve = functools.partial(riemsvd.solve, method="iterative")
     scale=st.sampled_from([1.0, 1e-8, 1e8]),
     data=st.data(),
 )
-def test_top_k_match_full_svd_for_any_spectrum(shape, kind, dtype, scale, data):
+def test_top_k_match_full_svd_for_any_spectrum(method, shape, kind, dtype, scale, data):
     m, n = shape
     k = data.draw(st.integers(1, min(m, n, 6)), label="k")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     gen = torch.Generator().manual_seed(seed)
     a = make_matrix(kind, m, n, gen, dtype, scale)
-    result = solve(a, k, generator=gen)
+    result = riemsvd.solve(a, k, generator=gen, method=method)
+    assert result.info.method == method
     check_svd(a, result, k, result.info.tol)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind", SPECTRA)
 @pytest.mark.parametrize("k", [1, 5])
-def test_sigma_to_1e10_relative_on_each_class_in_float64(kind, k, gen):
+def test_sigma_to_1e10_relative_on_each_class_in_float64(kind, k, method, gen):
     a = make_matrix(kind, 300, 150, gen)
-    result = solve(a, k, generator=gen)
+    result = riemsvd.solve(a, k, generator=gen, method=method)
     assert result.info.tol <= 1e-12
     check_svd(a, result, k, result.info.tol, sigma_rtol=1e-10)
 
 
-def test_batched_input_is_solved_per_matrix(gen):
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_input_is_solved_per_matrix(method, gen):
     a = torch.stack([make_matrix(kind, 50, 30, gen) for kind in SPECTRA]).reshape(5, 1, 50, 30)
-    result = solve(a, 3, generator=gen)
+    result = riemsvd.solve(a, 3, generator=gen, method=method)
     assert result.info.converged.shape == (5, 1) and result.info.residual.shape == (5, 1)
     check_svd(a, result, 3, result.info.tol)
 
@@ -140,10 +146,11 @@ def test_init_with_fewer_columns_and_shared_over_batch(gen):
     check_svd(a, result, 3, result.info.tol)
 
 
-def test_same_generator_seed_gives_identical_results():
+@pytest.mark.parametrize("method", METHODS)
+def test_same_generator_seed_gives_identical_results(method):
     a = make_matrix("cluster", 120, 80, torch.Generator().manual_seed(5))
-    r1 = solve(a, 3, generator=torch.Generator().manual_seed(7))
-    r2 = solve(a, 3, generator=torch.Generator().manual_seed(7))
+    r1 = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(7), method=method)
+    r2 = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(7), method=method)
     assert torch.equal(r1.U, r2.U) and torch.equal(r1.S, r2.S) and torch.equal(r1.V, r2.V)
 
 
@@ -166,21 +173,8 @@ def test_maxiter_reached_warns_and_reports_unconverged(gen):
 
 def test_info_counts_products_and_iterations(gen):
     a = make_matrix("decay", 100, 60, gen)
-    calls = {"n": 0}
-
-    class Counting(sla.LinearOperator):
-        def __init__(self):
-            super().__init__(np.float64, (100, 60))
-
-        def _matmat(self, x):
-            calls["n"] += x.shape[1]
-            return a.numpy() @ x
-
-        def _rmatmat(self, y):
-            calls["n"] += y.shape[1]
-            return a.numpy().T @ y
-
-    result = solve(Counting(), 2, generator=gen)
+    counting, calls = counting_operator(a)
+    result = solve(counting, 2, generator=gen)
     assert result.info.matvecs == calls["n"] > 0
     info = result.info
     assert info.iterations >= 1 and 1 <= len(info.history) <= info.iterations

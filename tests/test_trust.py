@@ -10,46 +10,14 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 import riemsvd
 from riemsvd._trust import RadiusRule
-from tests.matrices import SHAPES, SPECTRA, check_svd, make_matrix
+from tests.matrices import check_svd, counting_operator, make_matrix
 
 solve = functools.partial(riemsvd.solve, method="trust-region")
-
-
-@given(
-    shape=SHAPES,
-    kind=st.sampled_from(SPECTRA),
-    dtype=st.sampled_from([torch.float64, torch.float32]),
-    scale=st.sampled_from([1.0, 1e-8, 1e8]),
-    data=st.data(),
-)
-def test_top_k_match_full_svd_for_any_spectrum(shape, kind, dtype, scale, data):
-    m, n = shape
-    k = data.draw(st.integers(1, min(m, n, 6)), label="k")
-    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
-    a = make_matrix(kind, m, n, gen, dtype, scale)
-    result = solve(a, k, generator=gen)
-    assert result.info.method == "trust-region"
-    check_svd(a, result, k, result.info.tol)
-
-
-@pytest.mark.parametrize("kind", SPECTRA)
-@pytest.mark.parametrize("k", [1, 5])
-def test_sigma_to_1e10_relative_on_each_class_in_float64(kind, k, gen):
-    a = make_matrix(kind, 300, 150, gen)
-    result = solve(a, k, generator=gen)
-    check_svd(a, result, k, result.info.tol, sigma_rtol=1e-10)
-
-
-def test_batched_input_is_solved_per_matrix(gen):
-    a = torch.stack([make_matrix(kind, 50, 30, gen) for kind in SPECTRA]).reshape(5, 1, 50, 30)
-    result = solve(a, 3, generator=gen)
-    assert result.info.converged.shape == (5, 1) and result.info.residual.shape == (5, 1)
-    check_svd(a, result, 3, result.info.tol)
+# The correctness properties shared with the default method (any spectrum, σ to 1e-10 per class,
+# batches, seeds) are parametrized over both in tests/test_solve.py.
 
 
 def test_sparse_and_matrix_free_inputs(gen):
@@ -122,21 +90,8 @@ def test_residual_converges_quadratically_from_a_random_start(kind, k, gen):
 
 def test_info_counts_products_and_outer_iterations(gen):
     a = make_matrix("decay", 100, 60, gen)
-    calls = {"n": 0}
-
-    class Counting(sla.LinearOperator):
-        def __init__(self):
-            super().__init__(np.float64, (100, 60))
-
-        def _matmat(self, x):
-            calls["n"] += x.shape[1]
-            return a.numpy() @ x
-
-        def _rmatmat(self, y):
-            calls["n"] += y.shape[1]
-            return a.numpy().T @ y
-
-    result = solve(Counting(), 2, generator=gen)
+    counting, calls = counting_operator(a)
+    result = solve(counting, 2, generator=gen)
     info = result.info
     assert info.matvecs == calls["n"] > 0 and info.method == "trust-region"
     assert info.stop_reason == "converged" and info.restarts == 0
@@ -151,13 +106,6 @@ def test_maxiter_reached_warns_and_reports_unconverged(gen):
         result = solve(a, 1, maxiter=2, generator=gen)
     assert not bool(result.info.converged.all()) and result.info.iterations == 2
     assert result.info.stop_reason == "maxiter" and float(result.info.residual) > result.info.tol
-
-
-def test_same_generator_seed_gives_identical_results():
-    a = make_matrix("cluster", 120, 80, torch.Generator().manual_seed(5))
-    r1 = solve(a, 3, generator=torch.Generator().manual_seed(7))
-    r2 = solve(a, 3, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(r1.U, r2.U) and torch.equal(r1.S, r2.S) and torch.equal(r1.V, r2.V)
 
 
 def test_default_method_is_unchanged(gen):
