@@ -61,7 +61,12 @@ def _matrix(kind: str, m: int, n: int, gen: torch.Generator) -> torch.Tensor:
     return (q1 * s) @ q2.mT
 
 
-def run(sizes=SIZES, classes=CLASSES, reps: int = 3, gram_steps=GRAM_STEPS, progress=print) -> list[dict]:
+def run(
+    sizes=SIZES, classes=CLASSES, reps: int = 3, gram_steps=GRAM_STEPS, progress=print, pause: float = 0.2
+) -> list[dict]:
+    """One row per matrix (see the module's docstring). Each timed call follows a ``pause``: the BLAS
+    threads of one call spin for a while after it and slowed the next one (torch.linalg.matrix_norm
+    of a 2000×1000 matrix: 179 ms alone, 238 ms right after norm_bounds)."""
     rows = []
     for m, n in sizes:
         for kind in classes:
@@ -76,6 +81,7 @@ def run(sizes=SIZES, classes=CLASSES, reps: int = 3, gram_steps=GRAM_STEPS, prog
             results = {name: call() for name, call in calls.items()}  # warm-up, and the values
             for _ in range(reps):
                 for name, call in calls.items():
+                    time.sleep(pause)
                     start = time.perf_counter()
                     call()
                     times[name].append(time.perf_counter() - start)
@@ -134,13 +140,14 @@ def main(argv=None) -> int:
     p.add_argument("--classes", nargs="+", default=list(CLASSES), choices=CLASSES)
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per case")
     p.add_argument("--gram-steps", type=int, nargs="*", default=list(GRAM_STEPS), help="Gram iteration's t")
+    p.add_argument("--pause", type=float, default=0.2, help="seconds before each timed call")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and BLAS threads")
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument("--plot", help="write the plot to this PNG file")
     args = p.parse_args(argv)
     sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes]
     with thread_limits(args.threads):
-        rows = run(sizes, args.classes, args.reps, args.gram_steps)
+        rows = run(sizes, args.classes, args.reps, args.gram_steps, pause=args.pause)
     ratios = [r["riemsvd"]["time_ratio"] for r in rows]
     print(
         f"riemsvd / matrix_norm: geometric mean {math.exp(statistics.fmean(map(math.log, ratios))):.2f}, "

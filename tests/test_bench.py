@@ -335,7 +335,7 @@ def test_bounds_benchmark_reports_each_bound_against_the_true_norm():
     from riemsvd import bench_bounds
 
     rows = bench_bounds.run(
-        sizes=[(40, 30)], classes=("flat", "decay"), reps=1, gram_steps=(3,), progress=None
+        sizes=[(40, 30)], classes=("flat", "decay"), reps=1, gram_steps=(3,), progress=None, pause=0.0
     )
     assert [r["case"] for r in rows] == ["40×30 flat", "40×30 decay"]
     for row in rows:

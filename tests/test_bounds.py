@@ -109,8 +109,9 @@ def test_deterministic_bound_is_tight_on_gapped_spectra_in_float64(kind, gen):
     # measured 6.1e-13 to 7.2e-13 at the solve's tol 1e-12: a 14× margin
     assert float(bounds.upper / bounds.lower) - 1 <= 1e-11
     assert_brackets(bounds, a)
-    # the cost beyond the solves: 2k products for the residual bound
-    assert bounds.matvecs - bounds.solve_matvecs <= 30  # 2 (decay) and 14 (lowrank, cond12) measured
+    # beyond the solves: the bounds' own products, 2·k each, from the Gram matrix's top Ritz vectors
+    # (19: k = 1 and 8, and one more) and, where a solve still ran, from its vectors; measured 19, 19, 33
+    assert bounds.matvecs - bounds.solve_matvecs <= 40
 
 
 def test_gaussian_gets_a_tight_certified_bound_and_its_operator_the_probabilistic_one(gen):
