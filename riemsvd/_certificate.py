@@ -131,9 +131,9 @@ def gram_cholesky_upper(
     relative amount by which ‖a‖₂ may exceed σ̂ (an unconverged solve's residual), starts the first
     attempt at δ = 2·that instead. Where a factorization fails, as it must where σ̂²(1 + δ) < ‖a‖₂²,
     δ grows tenfold per attempt (up to 10) until one holds. Where one held above the smallest δ and
-    ``vector`` (..., N, 1), the estimate's singular vector on the smaller side, is given, inverse
-    iteration with that factorization (whose shift is above σ₁² by at most δ·σ̂²) refines σ̂ and
-    its residual, and the certificate is made again: at most four rounds.
+    ``vector`` (..., N, 1), the estimate's singular vector on the smaller side, is given, shift-invert
+    Lanczos with that factorization (whose shift is above σ₁² by at most δ·σ̂²) refines σ̂ and its
+    residual, and the certificate is made again: at most five rounds.
     """
     batch = a.shape[:-2]
     sig = sigma.detach().to("cpu", torch.float64).reshape(-1)
@@ -173,31 +173,12 @@ def gram_first_upper(a: torch.Tensor, generator: torch.Generator | None) -> tupl
 
 
 def _lanczos_top(gram: Gram, x: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray]:
-    """(λ̂, y, ‖Gy − λ̂y‖, Y): the top Ritz pair of G on a Krylov space from x (full
-    reorthogonalization, twice), grown until its residual is below _LANCZOS_TOL·λ̂, it spans
-    everything, or _LANCZOS_STEPS; Y (N, ≤ _RITZ_BLOCK) the top Ritz vectors, y first."""
-    size = gram.size
-    steps = min(size, _LANCZOS_STEPS)
-    basis = np.empty((size, steps + 1))
-    h = np.zeros((steps + 1, steps + 1))
-    basis[:, 0] = x / max(float(np.linalg.norm(x)), _TINY)
-    lam, y, residual, block = 0.0, basis[:, 0], math.inf, basis[:, :1]
-    for j in range(steps):
-        w = gram.matvec(basis[:, j])
-        for _ in range(2):
-            c = basis[:, : j + 1].T @ w
-            w = w - basis[:, : j + 1] @ c
-            h[: j + 1, j] += c
-        beta = float(np.linalg.norm(w))
-        if j % 4 == 3 or j == steps - 1 or not beta > _TINY:
-            theta, z = np.linalg.eigh(h[: j + 1, : j + 1])  # symmetric: eigh reads one triangle
-            block = basis[:, : j + 1] @ z[:, : -_RITZ_BLOCK - 1 : -1]
-            lam, y = float(theta[-1]), block[:, 0]
-            residual = beta * abs(float(z[-1, -1]))  # Lanczos: the Ritz pair's residual, from H alone
-            if residual <= _LANCZOS_TOL * lam or not beta > _TINY:
-                break
-        basis[:, j + 1] = w / beta
-        h[j + 1, j] = beta
+    """(λ̂, y, ‖Gy − λ̂y‖, Y): the top Ritz pair of G on the Krylov space K(G, x), grown until its
+    residual is below _LANCZOS_TOL·λ̂, it spans everything, or _LANCZOS_STEPS; Y (N, ≤ _RITZ_BLOCK)
+    the top Ritz vectors, y first. Looks every 4 steps."""
+    y, lam, residual, block = _krylov_ritz(
+        gram, lambda q, gq: gq, x, min(gram.size, _LANCZOS_STEPS), _LANCZOS_TOL, 4, slow=False
+    )
     return lam, y, residual, block
 
 
@@ -231,36 +212,60 @@ def _ladder(gram: Gram, s2: float, delta: float):
 
 
 def _shift_invert_ritz(gram: Gram, factor: np.ndarray, x: np.ndarray, target: float):
-    """Shift-invert Lanczos on G by way of its Krylov space: the iterates x, (μI − G)⁻¹x, … (solved
-    with the Cholesky factor of μI − G, each orthonormalized) span K((μI − G)⁻¹, x), and Rayleigh–Ritz
-    on G over them gives λ̂ and its vector. Plain inverse iteration gains (μ − σ₁²)/(μ − σ₂²) a step,
-    slow where the shift is far above σ₁² against a small gap; the Ritz value converges much faster
-    there (two flat 186×199 spectra, fuzz case 1057 of seed 631375346: one left 1.0e-6 above ‖A‖₂
-    after 5 rounds of inverse iteration, 6.6e-11 with Rayleigh–Ritz). Stops once λ̂ is within
-    ``target``·λ̂/2 of an eigenvalue by its residual (Weyl), after _INVERSE_STEPS steps, or where a
-    step gained less than _SLOW_RATE (after _SLOW_AFTER), for a new certificate nearer σ₁². Returns
-    (y, λ̂ = yᵀGy, ‖Gy − λ̂y‖), y of unit norm: estimates the certificate does not rely on."""
-    basis = np.empty((x.shape[0], _INVERSE_STEPS + 1))
-    images = np.empty_like(basis)
+    """Shift-invert Lanczos on G: Rayleigh–Ritz on G over K((μI − G)⁻¹, x), each step one solve with
+    the Cholesky factor of μI − G. Plain inverse iteration gains (μ − σ₁²)/(μ − σ₂²) a step, slow
+    where the shift is far above σ₁² against a small gap; the Ritz value converges much faster there
+    (two flat 186×199 spectra, fuzz case 1057 of seed 631375346: one left 1.0e-6 above ‖A‖₂ after 5
+    rounds of inverse iteration, 6.6e-11 with Rayleigh–Ritz). Stops once λ̂ is within ``target``·λ̂/2
+    of an eigenvalue by its residual (Weyl), after _INVERSE_STEPS steps, or where a step gained less
+    than _SLOW_RATE (after _SLOW_AFTER), for a new certificate nearer σ₁². Returns (y, λ̂ = yᵀGy,
+    ‖Gy − λ̂y‖), y of unit norm: estimates the certificate does not rely on."""
+    y, lam, residual, _ = _krylov_ritz(
+        gram, lambda q, gq: dpotrs(factor, q, lower=0)[0], x, _INVERSE_STEPS, target / 2, 1, slow=True
+    )
+    return y, lam, residual
+
+
+def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every: int, slow: bool):
+    """Rayleigh–Ritz on G over the Krylov space of ``apply`` from x: q₀ = x/‖x‖, then each new vector
+    ``apply(q, Gq)`` of the last, orthonormalized against the others (Gram–Schmidt twice: the Krylov
+    vectors align fast). Every ``every`` steps the top Ritz pair (λ̂, y) of G on the space and its
+    residual ‖Gy − λ̂y‖; stops at a residual ≤ ``tol``·λ̂, an invariant space, ``steps`` steps, or
+    (``slow``, after _SLOW_AFTER steps) a step that gained less than _SLOW_RATE. Returns (y, λ̂,
+    residual, Y): Y (N, ≤ _RITZ_BLOCK) the top Ritz vectors, y first. Estimates only: the certificate
+    does not rely on them."""
+    steps = min(steps, x.shape[0] - 1)  # the space cannot exceed N vectors
+    basis = np.empty((x.shape[0], steps + 1))
+    images = np.empty_like(basis)  # G times each basis vector
     y = basis[:, 0] = x / max(float(np.linalg.norm(x)), _TINY)
     gy = images[:, 0] = gram.matvec(y)
     lam = float(y @ gy)
     residual = previous = float(np.linalg.norm(gy - lam * y))
-    for step in range(1, _INVERSE_STEPS + 1):
-        x, _ = dpotrs(factor, basis[:, step - 1], lower=0)
-        x = x / max(float(np.abs(x).max()), _TINY)  # first to O(1): (μI − G)⁻¹ can reach 1/ε
-        for _ in range(2):  # Gram–Schmidt, twice: the Krylov vectors align fast
-            x = x - basis[:, :step] @ (basis[:, :step].T @ x)
-        norm = float(np.linalg.norm(x))
-        if not norm > 0:  # the space is invariant: its Ritz pair is exact
-            break
-        basis[:, step] = x / norm
-        images[:, step] = gram.matvec(basis[:, step])
-        theta, w = np.linalg.eigh(basis[:, : step + 1].T @ images[:, : step + 1])
-        y, gy = basis[:, : step + 1] @ w[:, -1], images[:, : step + 1] @ w[:, -1]
+    block = basis[:, :1]
+    for step in range(1, steps + 1):
+        z = apply(basis[:, step - 1], images[:, step - 1])
+        z = z / max(float(np.abs(z).max()), _TINY)  # first to O(1): (μI − G)⁻¹ can reach 1/ε
+        before = float(np.linalg.norm(z))
+        for _ in range(2):
+            z = z - basis[:, :step] @ (basis[:, :step].T @ z)
+        norm = float(np.linalg.norm(z))
+        invariant = not norm > 1e-10 * before  # nothing new but rounding: the space is invariant
+        if not invariant:
+            basis[:, step] = z / norm
+            images[:, step] = gram.matvec(basis[:, step])
+        if step % every and step < steps and not invariant:
+            continue
+        width = step if invariant else step + 1
+        theta, w = np.linalg.eigh(basis[:, :width].T @ images[:, :width])
+        block = basis[:, :width] @ w[:, : -_RITZ_BLOCK - 1 : -1]
+        y, gy = block[:, 0], images[:, :width] @ w[:, -1]
         lam = float(theta[-1])
         residual = float(np.linalg.norm(gy - lam * y))
-        if 2 * residual <= target * lam or (step >= _SLOW_AFTER and residual > _SLOW_RATE * previous):
+        if (
+            invariant
+            or residual <= tol * lam
+            or (slow and step >= _SLOW_AFTER and residual > _SLOW_RATE * previous)
+        ):
             break
         previous = residual
-    return y, lam, residual
+    return y, lam, residual, block
