@@ -122,21 +122,25 @@ def test_k_equal_to_min_dimension(gen):
     check_svd(a, result, 12, result.info.tol)
 
 
-def test_warm_start_after_small_perturbation_needs_fewer_products(gen):
+@pytest.mark.parametrize("method", METHODS)
+def test_warm_start_after_small_perturbation_needs_fewer_products(method, gen):
     """A warm start from the previous (U, V) after a 1e-4 relative change of A.
 
     Measured over the spectrum classes the warm start needs 0.55-0.9 of the cold start's products
     (the issue's target was 0.5: not met, see docs/benchmarks.md); here it must at least save.
     """
+    solve_ = functools.partial(riemsvd.solve, method=method)
     for kind in ("decay", "cluster", "cond12", "gaussian"):
         a = make_matrix(kind, 400, 200, gen)
-        cold = solve(a, 2, generator=gen)
+        cold = solve_(a, 2, generator=gen)
         e = torch.randn(a.shape, generator=gen, dtype=a.dtype)
         a2 = a + 1e-4 * torch.linalg.matrix_norm(a, 2) * e / torch.linalg.matrix_norm(e, 2)
-        cold2 = solve(a2, 2, generator=gen)
-        warm = solve(a2, 2, init=(cold.U, cold.V), generator=gen)
+        cold2 = solve_(a2, 2, generator=gen)
+        warm = solve_(a2, 2, init=(cold.U, cold.V), generator=gen)
         check_svd(a2, warm, 2, warm.info.tol)
         assert warm.info.matvecs < cold2.info.matvecs
+        if method == "trust-region":
+            assert warm.info.iterations <= 4  # Newton from a 1e-4 start: 1e-8, 1e-16
 
 
 def test_init_with_fewer_columns_and_shared_over_batch(gen):
