@@ -161,22 +161,27 @@ def test_adversarial_matrices_are_solved_never_silently_wrong(kinds, dtype, expo
     assert solve_and_check(a.mT if transpose else a, k, gen) == "ok"
 
 
-def test_fuzz_case_that_once_converged_to_sigma_2_of_a_cluster():
-    """Fuzz case 2372 (seed 0): float32, a batch of a low-rank and a 1e-3-clustered 217×254 matrix at
-    scale 3e17, k = 1. A one-column start converged to σ₂ of the cluster with a residual below tol."""
+def _fuzz_case(seed: int, number: int):
+    """Case ``number`` of ``python tests/fuzz_solve.py --seed seed``: (A, k, the case's generator)."""
     from tests import fuzz_solve
 
-    rng = torch.Generator().manual_seed(0)
-    for _ in range(2373):
+    rng = torch.Generator().manual_seed(seed)
+    for _ in range(number + 1):
         dtype, scale, m, n, k, batch, kinds, transpose, grad = fuzz_solve.draw_case(rng)
-    gen = torch.Generator().manual_seed(2372)
+    gen = torch.Generator().manual_seed(number)
     mats = [
         adversarial_matrix(kind, n if transpose else m, m if transpose else n, gen, dtype, scale)
         for kind in kinds
     ]
     a = torch.stack(mats) if batch else mats[0]
-    a = a.mT if transpose else a
-    assert kinds == ["lowrank", "cluster"] and dtype == torch.float32
+    return (a.mT if transpose else a), k, gen
+
+
+def test_fuzz_case_that_once_converged_to_sigma_2_of_a_cluster():
+    """Fuzz case 2372 (seed 0): float32, a batch of a low-rank and a 1e-3-clustered 217×254 matrix at
+    scale 3e17, k = 1. A one-column start converged to σ₂ of the cluster with a residual below tol."""
+    a, k, gen = _fuzz_case(0, 2372)
+    assert a.dtype == torch.float32 and a.shape[0] == 2
     assert solve_and_check(a, k, gen) == "ok"
 
 
@@ -190,6 +195,28 @@ def test_repeated_top_values_are_all_found(shape, dtype):
         gen = torch.Generator().manual_seed(seed)
         a = adversarial_matrix("repeated_top", *shape, gen, dtype, 1.0)
         assert solve_and_check(a, 3, gen) == "ok"
+
+
+@pytest.mark.parametrize("number", [388, 1689])
+def test_fuzz_cases_that_once_missed_a_third_copy_of_sigma_1(number):
+    """Fuzz seed 456797700, cases 388 and 1689: float64 22×28 and 22×272 with σ₁ = σ₂ = σ₃, k = 4,
+    returned (1, 1, 0.5, …). Rounding had put the missed copy's u in 𝒰 and its v in the residual
+    directions F, and the probe's random direction, orthogonal to F, could not bring it back."""
+    a, k, gen = _fuzz_case(456797700, number)
+    assert solve_and_check(a, k, gen) == "ok"
+
+
+def test_three_copies_of_sigma_1_with_k_4_to_6_are_all_found():
+    """σ₁ = σ₂ = σ₃ on 10–70 × 10–310 matrices, k = 4–6: before the probe also expanded F's leading
+    direction, 8 of 1000 such solves returned σ₃ = 0.5 (seeds 1097, 1167, 1179, 1363 and 1867 below),
+    and at 65×25 (seed 1500) the probe's extra column overran the left basis's buffer (an error from
+    LAPACK). 0 of 10,000 fail now; the first 200 seeds alone caught the old code twice (20, 96)."""
+    for seed in [*range(200), 1097, 1167, 1179, 1363, 1500, 1867, 3355]:
+        g = torch.Generator().manual_seed(seed)
+        m, n = 10 + int(torch.randint(60, (1,), generator=g)), 10 + int(torch.randint(300, (1,), generator=g))
+        k = 4 + int(torch.randint(3, (1,), generator=g))
+        a = adversarial_matrix("repeated_top", m, n, g, torch.float64, 1.0)
+        assert solve_and_check(a, k, g) == "ok", f"seed {seed}: {m}×{n}, k = {k}"
 
 
 @pytest.mark.parametrize("copies", [4, 5])
