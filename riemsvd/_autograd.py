@@ -21,7 +21,7 @@ from riemsvd._operator import DenseOperator, Operator
 from riemsvd._result import DegenerateSpectrumWarning
 from riemsvd._tolerance import eps
 
-__all__ = ["Layout", "SolveCall", "SolveFunction"]
+__all__ = ["Layout", "SolveCall", "SolveFunction", "cotangent"]
 
 
 class Layout:
@@ -135,7 +135,7 @@ def _tangent(layout: Layout, a, u, s, v, da):
     return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
 
 
-def _cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
+def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
     """Ā for cotangents (Ū, S̄, V̄); Ū, V̄ may be None (then no linear solve at all). All arguments
     and the result are the blocks held here: Ā is laid out as A."""
     ga = torch.zeros_like(a)
@@ -183,7 +183,7 @@ class SolveFunction(torch.autograd.Function):
         saved, layout = ctx.saved_tensors, ctx.layout
         a, u, s, v = (layout.local(x) for x in saved)
         gu, gs, gv = (g if g is None else layout.local(g, like) for g, like in zip((gu, gs, gv), saved[1:]))
-        return layout.wrap(_cotangent(layout, a, u, s, v, gu, gs, gv), saved[0]), None
+        return layout.wrap(cotangent(layout, a, u, s, v, gu, gs, gv), saved[0]), None
 
     @staticmethod
     def jvp(ctx, da, _call):

@@ -74,19 +74,23 @@ class SolveInfo:
         ``"iterative"``, ``"dense"`` or ``"trust-region"``: the path that ran (``solve``'s
         ``method``). A dense solve has ``iterations`` 0, ``stop_reason`` "whole space", and counts
         the Gram matrix as min(m, n) products.
+
+    Under ``torch.compile`` (where the solve is one custom operator), ``iterations``, ``matvecs``
+    and ``restarts`` are 0-dim int64 tensors on the host, ``history`` is empty and ``stop_reason``
+    and ``method`` are None.
     """
 
     converged: torch.Tensor
-    iterations: int
-    matvecs: int
+    iterations: int | torch.Tensor
+    matvecs: int | torch.Tensor
     residual: torch.Tensor
     tol: float
     history: list = field(default_factory=list, repr=False)
     errors: torch.Tensor | None = None
     communicated: int = 0
-    stop_reason: str = "converged"
-    restarts: int = 0
-    method: str = "iterative"
+    stop_reason: str | None = "converged"
+    restarts: int | torch.Tensor = 0
+    method: str | None = "iterative"
 
 
 class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):

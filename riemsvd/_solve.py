@@ -15,6 +15,7 @@ from riemsvd._backend import dense_threads, no_autocast, readable_any, solver_th
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded, prepare
 from riemsvd._operator import DenseOperator, as_operator
+from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, eps
@@ -32,7 +33,7 @@ def solve(
     *,
     tol: float | None = None,
     maxiter: int | None = None,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    init: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     options: SolverOptions | None = None,
     method: str = "auto",
@@ -123,6 +124,11 @@ def solve(
     of the gradient of one global loss (the convention of DTensor and tensor parallelism: a whole
     output's gradient is the same full gradient on every process).
 
+    Under ``torch.compile`` (``fullgraph=True`` too), a dense tensor's solve is one custom operator,
+    ``riemsvd::solve``: no graph break, no recompilation as A's values change, the same results and
+    reverse-mode gradients; ``generator`` cannot be passed there, ``info``'s counts are 0-dim tensors
+    and its ``stop_reason`` and ``method`` None (docs/spectral_norm.md, "Under torch.compile").
+
     Warns
     -----
     DegenerateSpectrumWarning
@@ -158,6 +164,8 @@ def solve(
         A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
+    if torch.compiler.is_compiling():  # one opaque operator in the graph
+        return compiled_solve(A, k, tol, maxiter, init, generator, options, method)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     layout: Layout

@@ -11,7 +11,10 @@ repetitions (riemsvd, then the alternative, in turn):
 - ``steps``: training steps (forward, backward, Adam at lr 1e-3; 10 warm-up steps, then ``--steps``)
   of models spectrally normalized by ``riemsvd.nn.spectral_norm`` against
   ``torch.nn.utils.parametrizations.spectral_norm``, with both models' largest |‖W/σ‖₂ − 1| over
-  every step and layer, riemsvd's also as a multiple of its tolerance.
+  every step and layer, riemsvd's also as a multiple of its tolerance;
+- ``compiled``: the same riemsvd-normalized models and an MLP, ``torch.compile(model, fullgraph=True)``
+  (inductor) against eager, step by step from the same start (compilation in the warm-up), with the
+  graph breaks and the largest parameter difference after the steps.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,9 +35,9 @@ import riemsvd.nn as rnn
 from riemsvd._tolerance import default_tol
 from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
 
-__all__ = ["main", "run_batch", "run_galore", "run_import", "run_steps"]
+__all__ = ["main", "run_batch", "run_compiled", "run_galore", "run_import", "run_steps"]
 
-SECTIONS = ("import", "galore", "batch", "steps")
+SECTIONS = ("import", "galore", "batch", "steps", "compiled")
 
 
 def _interleaved(calls: dict, reps: int) -> dict:
@@ -131,6 +135,12 @@ def _sngan():
 MODELS = {"Linear(256, 256)": _linear, "Conv2d(16, 32, 3) on 16×16": _conv, "SNGAN discriminator": _sngan}
 
 
+def _mlp():
+    widths = (64, 512, 512, 10)
+    layers = [layer for a, b in zip(widths, widths[1:]) for layer in (nn.Linear(a, b), nn.ReLU())]
+    return nn.Sequential(*layers[:-1]), (128, 64)
+
+
 def _normalized(model: nn.Module, wrap) -> nn.Module:
     for layer in model.modules():
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
@@ -199,6 +209,41 @@ def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
     return out
 
 
+def run_compiled(steps: int = 30, warmup: int = 5, models=None) -> list[dict]:
+    """Median step time of each riemsvd-normalized model compiled (inductor, ``fullgraph=True``)
+    against the same model in eager mode, interleaved step by step from the same parameters."""
+    import torch._dynamo as dynamo
+
+    out = []
+    for name, make in (models or {"MLP 64-512-512-10": _mlp, **MODELS}).items():
+        torch.manual_seed(0)
+        base, input_shape = make()
+        eager = _normalized(base, rnn.spectral_norm)
+        model = copy.deepcopy(eager)
+        pair: dict[str, Callable] = {"riemsvd": torch.compile(model, fullgraph=True), "eager": eager}
+        optimizers = {"riemsvd": torch.optim.Adam(model.parameters(), lr=1e-3),
+                      "eager": torch.optim.Adam(eager.parameters(), lr=1e-3)}  # fmt: skip
+        times: dict[str, list[float]] = {key: [] for key in pair}
+        g = torch.Generator().manual_seed(1)
+        for step in range(warmup + steps):
+            x = torch.randn(input_shape, generator=g)
+            for key, net in pair.items():
+                start = time.perf_counter()
+                optimizers[key].zero_grad(set_to_none=True)
+                (net(x) - 1).square().mean().backward()
+                optimizers[key].step()
+                if step >= warmup:
+                    times[key].append(time.perf_counter() - start)
+        with torch.no_grad():  # float32: Adam's steps of ±lr magnify the two runs' different rounding
+            pairs = zip(model.parameters(), eager.parameters())
+            difference = max(float((p - q).abs().max()) for p, q in pairs)
+        breaks = dynamo.explain(model)(torch.randn(input_shape, generator=g)).graph_break_count
+        r, e = statistics.median(times["riemsvd"]), statistics.median(times["eager"])
+        row = {"case": name, "riemsvd_s": r, "alternative_s": e, "ratio": r / e}
+        out.append(row | {"graph_breaks": breaks, "parameter_difference": difference})
+    return out
+
+
 def _table(rows: list[dict], alternative: str, extra=()) -> str:
     head = f"| case | riemsvd | {alternative} | ratio |" + "".join(f" {label} |" for label, _, _ in extra)
     lines = [head, "|" + " --- |" * (4 + len(extra))]
@@ -244,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("max σ error torch", "sigma_error_torch", "{:.1e}"),
             ]
             print(_table(run_steps(args.steps), "torch", extra))
+        if "compiled" in args.sections:
+            print("\nSpectral-norm training steps compiled (fullgraph=True, inductor) against eager (Adam)")
+            extra = [
+                ("graph breaks", "graph_breaks", "{}"),
+                ("max |Δ parameter|", "parameter_difference", "{:.1e}"),
+            ]
+            print(_table(run_compiled(), "eager", extra).replace("| riemsvd |", "| compiled |", 1))
     return 0
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from riemsvd._backend import no_autocast
 from riemsvd._linear import check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
 from riemsvd.nn._leading import PairTracker, operator_products, warm_pair
@@ -41,6 +42,7 @@ class OperatorNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = PairTracker(power_steps)
+        self._key = pair_owner_key(self)
         self._output_shape: torch.Size | None = None
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
@@ -52,18 +54,22 @@ class OperatorNorm(nn.Module):
         self._output_shape = op.output_shape  # checked and found by the first call
         return op
 
+    def __setstate__(self, state) -> None:  # as SpectralNorm's
+        super().__setstate__(state)
+        self._key = pair_owner_key(self)
+
     @torch.no_grad()
-    def _update(self, w: torch.Tensor) -> None:
+    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+        """The operator's leading pair for the weight w, warm-started from (u, v), written into them."""
         op = self._operator(w)
         with no_autocast(w.device):
-            init = (self._u.to(op.dtype), self._v.to(op.dtype))
-            u, v, _ = _leading_pair_op(op, init, self.tol, self._tracker)
-        self._u.copy_(u)
-        self._v.copy_(v)
+            u_new, v_new, _ = _leading_pair_op(op, (u.to(op.dtype), v.to(op.dtype)), self.tol, self._tracker)
+        u.copy_(u_new)
+        v.copy_(v_new)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training:
-            self._update(weight.detach())
+            refresh_pair(self, self._key, weight.detach(), self._u, self._v)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
@@ -78,7 +84,7 @@ class OperatorNorm(nn.Module):
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         self._tracker.forget()
-        self._update(value.detach())
+        self.update_pair(value.detach(), self._u, self._v)
         return value
 
     def extra_repr(self) -> str:

@@ -11,6 +11,7 @@ from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
 from riemsvd._linear import check_layer_input, is_conv
+from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._validate import check_dim, check_positive, check_tol, check_weight
 from riemsvd.nn._leading import PairTracker, as_matrix, leading_pair
 from riemsvd.nn._operator_norm import OperatorNorm
@@ -42,26 +43,32 @@ class SpectralNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = PairTracker(power_steps)
+        self._key = pair_owner_key(self)
         # one triplet: registration's right_inverse starts the tracker afresh anyway
         u, v, _ = leading_pair(as_matrix(weight.detach(), dim), None, tol)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
+
+    def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair
+        super().__setstate__(state)
+        self._key = pair_owner_key(self)
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
         super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
-    def _update(self, w_mat: torch.Tensor) -> None:
-        u, v, _ = leading_pair(w_mat, (self._u, self._v), self.tol, self._tracker)
+    def update_pair(self, w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+        """The leading pair of w_mat, warm-started from (u, v), written into them."""
+        u_new, v_new, _ = leading_pair(w_mat, (u, v), self.tol, self._tracker)
         # In place, so that replicas sharing the buffers' storage (DataParallel) see the update.
-        self._u.copy_(u)
-        self._v.copy_(v)
+        u.copy_(u_new)
+        v.copy_(v_new)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         w_mat = as_matrix(weight, self.dim)
         if self.training:
-            self._update(w_mat.detach())
+            refresh_pair(self, self._key, w_mat.detach(), self._u, self._v)
         # Clones: a later forward updates the buffers in place while this graph may still need them.
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
@@ -75,7 +82,7 @@ class SpectralNorm(nn.Module):
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
         self._tracker.forget()
-        self._update(as_matrix(value.detach(), self.dim))
+        self.update_pair(as_matrix(value.detach(), self.dim), self._u, self._v)
         return value
 
     def extra_repr(self) -> str:

@@ -1,0 +1,188 @@
+"""``torch.compile`` of riemsvd.solve and of spectral-normalized models: one opaque operator, no graph
+break, no recompile as values change, the same numbers as eager mode."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import torch
+import torch._dynamo as dynamo
+
+import riemsvd
+import riemsvd.nn
+
+# Inductor writes C++ for the CPU; without a compiler only the eager and aot_eager backends run.
+INDUCTOR = pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler"
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo(monkeypatch):
+    """Every test compiles from scratch and fails on any recompile."""
+    dynamo.reset()
+    monkeypatch.setattr(dynamo.config, "error_on_recompile", True)
+    yield
+    dynamo.reset()
+
+
+def test_solve_is_one_graph_without_breaks():
+    a = torch.randn(50, 30, dtype=torch.float64)
+    explained = dynamo.explain(lambda x: riemsvd.solve(x, 2).S)(a)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+@pytest.mark.parametrize("method", ["auto", "iterative"])
+def test_compiled_solve_and_its_gradient_match_the_full_svd_without_recompiles(method):
+    g = torch.Generator().manual_seed(0)
+    c, d = (
+        torch.randn(60, dtype=torch.float64, generator=g),
+        torch.randn(40, dtype=torch.float64, generator=g),
+    )
+
+    def loss(u, s, v):  # S and sign-invariant terms of U and V (their gradients need the linear solves)
+        return s[:3].sum() + (u[:, 0] @ c) ** 2 + (v[:, 1] @ d) ** 2
+
+    def solved(a):
+        r = riemsvd.solve(a, 3, tol=1e-12, method=method)
+        return loss(r.U, r.S, r.V)
+
+    compiled = torch.compile(solved, fullgraph=True, backend="aot_eager")
+    for _ in range(3):  # new values, same shapes: error_on_recompile holds
+        a = torch.randn(60, 40, dtype=torch.float64, generator=g, requires_grad=True)
+        value = compiled(a)
+        (grad,) = torch.autograd.grad(value, a)
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        ref = loss(u, s, vh.mT)
+        (ref_grad,) = torch.autograd.grad(ref, a)
+        # gaps of a 60×40 Gaussian's top singular values are O(1): errors of tol over a gap
+        torch.testing.assert_close(value, ref, rtol=1e-10, atol=0)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-7, atol=1e-8)
+
+
+def test_compiled_gradient_of_s_alone_runs_no_linear_solve(monkeypatch):
+    """AOTAutograd hands zeros for the unused Ū, V̄ where eager autograd hands None."""
+    import riemsvd._autograd
+
+    monkeypatch.setattr(riemsvd._autograd, "_complement_solve", None)  # a call would raise
+    a = torch.randn(50, 40, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(lambda x: riemsvd.solve(x, 2, method="iterative").S.sum(), fullgraph=True,
+                             backend="aot_eager")  # fmt: skip
+    (grad,) = torch.autograd.grad(compiled(a), a)
+    u, _, vh = torch.linalg.svd(a.detach(), full_matrices=False)
+    torch.testing.assert_close(grad, u[:, :2] @ vh[:2], rtol=1e-9, atol=1e-10)
+
+
+def test_compiled_info_has_tensors_and_says_what_it_cannot_know():
+    compiled = torch.compile(
+        lambda a: riemsvd.solve(a, 2, method="iterative"), fullgraph=True, backend="aot_eager"
+    )
+    a = torch.randn(80, 60, dtype=torch.float64)
+    out = compiled(a)
+    assert out.info is not None
+    assert bool(out.info.converged) and float(out.info.residual) <= out.info.tol == 1e-12
+    assert int(out.info.iterations) > 0 and int(out.info.matvecs) >= 2 * int(out.info.iterations)
+    assert out.info.stop_reason is None and out.info.method is None and out.info.history == []
+    torch.testing.assert_close(out.S, torch.linalg.svdvals(a)[:2], rtol=1e-11, atol=0)
+
+
+def test_compiled_half_precision_solve_is_solved_in_float32():
+    a = torch.randn(40, 30).to(torch.bfloat16)
+    s = torch.compile(lambda x: riemsvd.solve(x, 2).S, fullgraph=True, backend="aot_eager")(a)
+    assert s.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        s.float(), torch.linalg.svdvals(a.float())[:2].bfloat16().float(), rtol=0, atol=0
+    )
+
+
+def test_vmap_over_the_operator_matches_the_batched_solve():
+    a = torch.randn(3, 30, 20, dtype=torch.float64)
+    s = torch.vmap(
+        lambda x: torch.ops.riemsvd.solve(x, 2, None, None, None, None, "auto", None, None, 1, 60)[1]
+    )(a)
+    torch.testing.assert_close(s, torch.linalg.svdvals(a)[:, :2], rtol=1e-11, atol=0)
+
+
+def test_what_a_compiled_graph_cannot_take_is_named():
+    with pytest.raises(Exception, match="generator"):
+        torch.compile(
+            lambda x: riemsvd.solve(x, 1, generator=torch.Generator()).S, fullgraph=True, backend="eager"
+        )(torch.randn(5, 4))
+
+
+def _mlp(dtype, width=48):
+    return torch.nn.Sequential(
+        riemsvd.nn.spectral_norm(torch.nn.Linear(16, width, dtype=dtype)),
+        torch.nn.ReLU(),
+        riemsvd.nn.spectral_norm(torch.nn.Linear(width, width, dtype=dtype)),
+        torch.nn.ReLU(),
+        riemsvd.nn.spectral_norm(torch.nn.Linear(width, 4, dtype=dtype)),
+    )
+
+
+def _train_both(eager, backend, dtype, steps=20):
+    """Train ``eager`` and a compiled deep copy on the same data; the largest difference of losses and
+    parameters over the steps, and the compiled model."""
+    model = copy.deepcopy(eager)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    opt_e = torch.optim.SGD(eager.parameters(), lr=0.5)
+    opt_c = torch.optim.SGD(model.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for _ in range(steps):
+        x, y = torch.randn(32, 16, dtype=dtype, generator=g), torch.randint(4, (32,), generator=g)
+        losses = []
+        for net, opt in ((eager, opt_e), (compiled, opt_c)):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        params = max(float((p - q).abs().max()) for p, q in zip(eager.parameters(), model.parameters()))
+        worst = max(worst, float((losses[0] - losses[1]).abs()), params)
+    return worst, model
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=INDUCTOR)])
+def test_spectral_normalized_mlp_trains_compiled_as_in_eager(backend):
+    torch.manual_seed(0)
+    eager = _mlp(torch.float32)
+    worst, model = _train_both(eager, backend, torch.float32)
+    # float32 at tol 1e-6; the two runs round differently, and σ is known to tol either way
+    assert worst <= 1e-5
+    explained = dynamo.explain(model)(torch.randn(8, 16))
+    assert explained.graph_break_count == 0
+    # each compiled normalization is exact: ‖W/σ‖₂ = 1 to the solve's tol
+    for layer in (model[0], model[2], model[4]):
+        assert abs(float(torch.linalg.matrix_norm(layer.weight.detach().double(), 2)) - 1) < 1e-5
+
+
+def test_a_copy_of_a_normalization_refreshes_its_own_pair():
+    """The compiled refresh finds its module by a key; a deep copy must not share the original's (its
+    tracker would be the original's, and a deleted original would leave no module to find)."""
+    layer = riemsvd.nn.spectral_norm(torch.nn.Linear(6, 5, dtype=torch.float64))
+    copied = copy.deepcopy(layer)
+    norms = (layer.parametrizations.weight[0], copied.parametrizations.weight[0])
+    assert norms[0]._key != norms[1]._key
+    del layer
+    with torch.no_grad():
+        copied.parametrizations.weight.original.mul_(3.0)
+    compiled = torch.compile(copied, fullgraph=True, backend="aot_eager")
+    compiled(torch.randn(2, 6, dtype=torch.float64))
+    assert abs(float(torch.linalg.matrix_norm(copied.weight.detach(), 2)) - 1) < 1e-10
+
+
+def test_compiled_operator_norm_parametrization_matches_eager():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False, dtype=torch.float64)
+    eager = riemsvd.nn.spectral_norm(conv, input_shape=(2, 5, 5))
+    model = copy.deepcopy(eager)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    for _ in range(3):
+        torch.testing.assert_close(compiled(x), eager(x), rtol=1e-10, atol=1e-12)
+        with torch.no_grad():
+            for net in (eager, model):
+                net.parametrizations.weight.original.add_(0.05)
