@@ -5,11 +5,13 @@ and its residual against the reference."""
 import csv
 import dataclasses
 import json
+import sys
 
 import pytest
 import torch
 
 from riemsvd import bench
+from riemsvd.bench import experiments, harness, solvers
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +68,9 @@ def test_every_requested_solver_and_class_is_reported(tiny_run):
 
 def test_riemsvd_reaches_tol_and_finds_the_top_k(tiny_run):
     _, records, _ = tiny_run
-    ours = [r for r in records if r["solver"] == "riemsvd"]
-    assert ours and all(r["status"] == "ok" and r["reached_tol"] for r in ours)
-    assert all(r["residual"] <= r["tol"] and r["sigma_err"] <= 1e-12 for r in ours)
+    ours = [r for r in records if r.solver == "riemsvd"]
+    assert ours and all(r.status == "ok" and r.reached_tol for r in ours)
+    assert all(r.residual <= r.tol and r.sigma_err <= 1e-12 for r in ours)
 
 
 # Fake solvers for the harness's own logic: exact leading triplets with σ moved by residual·σ₁, so that
@@ -86,12 +88,13 @@ def fake_solver(seconds, residual_of=lambda value: 0.0, settings=bench.at_target
 
     def run(p, k, value, seed):
         if calls is not None:
-            blas = [x["num_threads"] for x in bench._threadpools().info() if x["user_api"] == "blas"]
+            pools = harness.threadpool_controller().info()
+            blas = [x["num_threads"] for x in pools if x["user_api"] == "blas"]
             calls.append((value, torch.get_num_threads(), blas))
         u, s, vh = torch.linalg.svd(p.a64, full_matrices=False)
         res = residual_of(value)
         s = s[:k] + res * s[0]
-        return dict(time=seconds, U=u[:, :k], S=s, V=vh[:k].mT, products=round(100 * seconds))
+        return seconds, bench.Outcome(u[:, :k], s, vh[:k].mT, products=round(100 * seconds))
 
     return bench.Solver(run, settings, key=key)
 
@@ -111,10 +114,10 @@ def test_ratio_is_riemsvd_time_over_that_peers_time(monkeypatch, problems):
     for name, seconds in (("riemsvd", 2.0), ("arpack", 4.0), ("propack", 1.0), ("svd", 8.0)):
         monkeypatch.setitem(bench.SOLVERS, name, fake_solver(seconds))
     records = _run(problems[:1], ["riemsvd", "arpack", "propack", "svd"])
-    by = {r["solver"]: r for r in records}
-    assert by["arpack"]["riemsvd_over"] == pytest.approx(2.0 / 4.0)  # inverted would be 2.0
-    assert by["propack"]["riemsvd_over"] == pytest.approx(2.0 / 1.0)
-    assert by["riemsvd"]["riemsvd_over"] is None
+    by = {r.solver: r for r in records}
+    assert by["arpack"].riemsvd_over == pytest.approx(2.0 / 4.0)  # inverted would be 2.0
+    assert by["propack"].riemsvd_over == pytest.approx(2.0 / 1.0)
+    assert by["riemsvd"].riemsvd_over is None
     s = bench.summarize(records)["by_size_k"]["30x20 k=1"]
     assert s["time"]["arpack"]["cases"] == {"decay": pytest.approx(0.5)}
     assert s["time"]["propack"]["cases"] == {"decay": pytest.approx(2.0)}
@@ -138,9 +141,9 @@ def test_a_case_either_side_missed_is_left_out_of_the_geometric_mean(monkeypatch
     lowrank = fake_solver(1.0, lambda v: 1e-12, bench.lowrank_niters, "niter")
     monkeypatch.setitem(bench.SOLVERS, "lowrank", lowrank)
     records = _run(problems, ["riemsvd", "arpack", "lowrank"])
-    by = {(r["cls"], r["solver"]): r for r in records}
-    assert by["lowrank", "arpack"]["status"] == "missed tol" and missed_on_lowrank
-    assert by["lowrank", "arpack"]["riemsvd_over"] is None  # its 1 ms would have made the mean 0.02
+    by = {(r.cls, r.solver): r for r in records}
+    assert by["lowrank", "arpack"].status == "missed tol" and missed_on_lowrank
+    assert by["lowrank", "arpack"].riemsvd_over is None  # its 1 ms would have made the mean 0.02
     s = bench.summarize(records)["all"]["time"]
     assert s["arpack"]["n"] == 1 and s["arpack"]["geomean"] == pytest.approx(0.5)
     assert list(s["arpack"]["excluded"]) == ["lowrank 30x20 k=1"]
@@ -153,7 +156,7 @@ def test_when_riemsvd_misses_no_ratio_is_taken(monkeypatch, problems):
     monkeypatch.setitem(bench.SOLVERS, "riemsvd", fake_solver(1.0, lambda v: 1e-6))
     monkeypatch.setitem(bench.SOLVERS, "arpack", fake_solver(4.0))
     records = _run(problems[:1], ["riemsvd", "arpack"])
-    assert records[0]["status"] == "missed tol" and records[1]["riemsvd_over"] is None
+    assert records[0].status == "missed tol" and records[1].riemsvd_over is None
     s = bench.summarize(records)["all"]["time"]["arpack"]
     assert s["n"] == 0 and s["geomean"] is None and s["excluded"] == {"decay 30x20 k=1": "riemsvd missed tol"}
 
@@ -166,21 +169,21 @@ def test_tuning_keeps_the_loosest_tol_that_reaches_the_target(monkeypatch, probl
     # like PRIMME, whose tol bounds the residual: residual = tol, so tol = target
     monkeypatch.setitem(bench.SOLVERS, "primme", fake_solver(1.0, lambda tol: tol, bench.tol_ladder))
     arpack, primme = _run(problems[:1], ["arpack", "primme"], _config(reps=2))
-    assert arpack["setting"] == "tol=1e-05" and arpack["status"] == "ok"
-    assert [f["setting"] for f in arpack["tuning"]] == ["tol=0.001", "tol=0.0001", "tol=1e-05"]
-    assert [f["status"] for f in arpack["tuning"]] == ["missed tol", "missed tol", "ok"]
+    assert arpack.setting == "tol=1e-05" and arpack.status == "ok"
+    assert [f.setting for f in arpack.tuning] == ["tol=0.001", "tol=0.0001", "tol=1e-05"]
+    assert [f.status for f in arpack.tuning] == ["missed tol", "missed tol", "ok"]
     assert [c[0] for c in calls] == [1e-3, 1e-4, 1e-5, 1e-5, 1e-5]  # tuning (untimed), then 2 reps
-    assert arpack["reps"] == 2 and arpack["residual"] == pytest.approx(0.5e-10, rel=1e-3)
-    assert primme["setting"] == "tol=1e-10" and primme["status"] == "ok"
-    assert primme["settings_tried"] == bench.tol_ladder(1e-10).index(1e-10) + 1
+    assert arpack.reps == 2 and arpack.residual == pytest.approx(0.5e-10, rel=1e-3)
+    assert primme.setting == "tol=1e-10" and primme.status == "ok"
+    assert primme.settings_tried == bench.tol_ladder(1e-10).index(1e-10) + 1
 
 
 def test_tuning_that_never_reaches_the_target_says_so(monkeypatch, problems):
     monkeypatch.setitem(bench.SOLVERS, "propack", fake_solver(1.0, lambda tol: 1e-9, bench.svds_tol_ladder))
     (rec,) = _run(problems[:1], ["propack"])
     ladder = bench.svds_tol_ladder(1e-10)
-    assert rec["status"] == "missed tol" and rec["settings_tried"] == len(ladder)
-    assert rec["setting"] == f"tol={ladder[-1]:.3g}" and rec["time_s"] == 1.0  # the tightest, still timed
+    assert rec.status == "missed tol" and rec.settings_tried == len(ladder)
+    assert rec.setting == f"tol={ladder[-1]:.3g}" and rec.time_s == 1.0  # the tightest, still timed
 
 
 def test_lowrank_uses_the_smallest_niter_that_reaches_the_target(monkeypatch, problems):
@@ -188,7 +191,7 @@ def test_lowrank_uses_the_smallest_niter_that_reaches_the_target(monkeypatch, pr
     fake = fake_solver(1.0, lambda niter: 2.0**-niter, bench.lowrank_niters, "niter", calls=calls)
     monkeypatch.setitem(bench.SOLVERS, "lowrank", fake)
     (rec,) = _run(problems[:1], ["lowrank"], _config(tol=1e-3, reps=1))
-    assert rec["setting"] == "niter=12" and rec["status"] == "ok"  # 2^-8 > 1e-3 ≥ 2^-12
+    assert rec.setting == "niter=12" and rec.status == "ok"  # 2^-8 > 1e-3 ≥ 2^-12
     assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 6, 8, 12, 12]
     assert bench.SOLVERS["riemsvd"].settings(1e-3) == [1e-3]
 
@@ -198,28 +201,28 @@ def test_repetitions_alternate_between_solvers_under_one_thread_limit(monkeypatc
     for name, seconds in (("riemsvd", 1.0), ("arpack", 2.0), ("svd", 3.0)):
         calls[name] = []
         monkeypatch.setitem(bench.SOLVERS, name, fake_solver(seconds, calls=calls[name]))
-    timed, real = [], bench.one_repetition
+    timed, real = [], harness.one_repetition
 
     def logged(call, min_s):
         t, out, total = real(call, min_s)
         timed.append(t)
         return t, out, total
 
-    monkeypatch.setattr(bench, "one_repetition", logged)
+    monkeypatch.setattr(harness, "one_repetition", logged)
     records = _run(problems[:1], ["riemsvd", "arpack", "svd"], _config(reps=3, threads=1))
     # repetition r of every solver (the order rotated by one each round), not 3 of one, then the next
     assert timed == [1.0, 2.0, 3.0, 2.0, 3.0, 1.0, 3.0, 1.0, 2.0]
-    assert [r["reps"] for r in records] == [3, 3, 3]
+    assert [r.reps for r in records] == [3, 3, 3]
     for name in calls:  # tuning and timed calls alike: torch and the BLAS on the one thread asked for
         assert len(calls[name]) == 4 and all(c[1] == 1 and c[2] and set(c[2]) == {1} for c in calls[name])
 
 
 def test_a_peer_whose_package_is_missing_is_skipped_not_failed(monkeypatch, problems):
-    missing = dataclasses.replace(bench.SOLVERS["primme"], unavailable=bench._missing("no_such_primme"))
+    missing = dataclasses.replace(bench.SOLVERS["primme"], unavailable=solvers.needs_module("no_such_primme"))
     monkeypatch.setitem(bench.SOLVERS, "primme", missing)
     records = _run(problems[:1], ["riemsvd", "primme"], _config(reps=1))
-    assert records[1]["status"] == "skipped: no_such_primme not installed" and records[1]["time_s"] is None
-    assert records[0]["status"] == "ok"
+    assert records[1].status == "skipped: no_such_primme not installed" and records[1].time_s is None
+    assert records[0].status == "ok"
     printed = bench.format_table(records) + bench.format_summary(bench.summarize(records))
     assert "time riemsvd / PRIMME: skipped: no_such_primme not installed" in printed
 
@@ -228,9 +231,9 @@ def test_wide_matrices_run(problems):
     p = bench.make_problem("weight", 20, 36, torch.float64, "cpu", 0)
     names = ["riemsvd", "svd", "lowrank", "arpack", "power"]
     records = bench.run_case(p, 2, names, _config(reps=1))
-    assert [r["solver"] for r in records] == names
-    assert all(r["status"] in ("ok", "missed tol") and r["time_s"] for r in records)
-    assert records[0]["status"] == "ok" and records[1]["status"] == "ok"
+    assert [r.solver for r in records] == names
+    assert all(r.status in ("ok", "missed tol") and r.time_s for r in records)
+    assert records[0].status == "ok" and records[1].status == "ok"
 
 
 def test_residual_of_exact_triplets_is_rounding_and_of_perturbed_ones_is_the_perturbation(gen):
@@ -268,7 +271,7 @@ def test_matrix_classes_have_their_spectra(gen):
 def test_plots_are_written(tiny_run, tmp_path):
     pytest.importorskip("matplotlib")
     _, records, _ = tiny_run
-    paths = bench.plot([r for r in records if r["k"] == 1], str(tmp_path))
+    paths = bench.plot([r for r in records if r.k == 1], str(tmp_path))
     assert sorted(p.split("/")[-1] for p in paths) == ["convergence_60x40_k1.png", "time_60x40_k1.png"]
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in paths)
 
@@ -354,3 +357,21 @@ def test_gram_iteration_is_exact_on_a_diagonal_and_above_the_norm_elsewhere():
     a = torch.randn(30, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     true = float(torch.linalg.matrix_norm(a, 2))
     assert [gram_iteration(a, t) >= true * (1 - 1e-14) for t in (1, 3, 6)] == [True] * 3
+
+
+@pytest.mark.parametrize("tqdm_installed", [True, False])
+def test_progress_is_drawn_on_stderr_only_on_a_terminal_and_without_tqdm_is_left_out(
+    monkeypatch, capsys, tqdm_installed
+):
+    if tqdm_installed:
+        pytest.importorskip("tqdm")
+    else:
+        monkeypatch.setitem(sys.modules, "tqdm", None)  # ``import tqdm`` raises ImportError
+    config = _config(sizes=[(30, 20)], classes=["decay"], ks=[1, 2])
+    assert [k for _, k in experiments.grid(config, "cases")] == [1, 2]
+    assert capsys.readouterr() == ("", "")  # stderr is not a terminal here: no bar, no message
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert [k for _, k in experiments.grid(config, "cases")] == [1, 2]
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout's tables stay clean
+    assert ("30x20 decay k=2" in err) if tqdm_installed else ("tqdm is not installed" in err)

@@ -1,0 +1,138 @@
+"""Benchmarks of ``riemsvd.solve`` against its peers: ``python -m riemsvd.bench`` or ``riemsvd-bench``.
+
+Every solver runs on the same matrices in one process, under the same thread limits; a table, a CSV, a
+JSON and plots report time, products with A and Aᵀ, the residual reached (computed here, alike for all)
+and the error in σ. Each peer that takes a tolerance (or, for ``torch.svd_lowrank``, a number of power
+iterations) runs at the loosest setting whose result reaches the residual riemsvd is asked for, found by
+untimed trial runs; its repetitions are interleaved with the other solvers'; and riemsvd's time ratio
+to a peer is taken only over the cases both solved. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from riemsvd.bench.backward import run_backward
+from riemsvd.bench.config import Config
+from riemsvd.bench.experiments import run, run_batched, run_warm
+from riemsvd.bench.matrices import CLASSES, check_classes
+from riemsvd.bench.output import write_outputs
+from riemsvd.bench.plots import plot
+from riemsvd.bench.records import BatchedRecord, WarmRecord
+from riemsvd.bench.solvers import SOLVERS, resolve_solvers
+from riemsvd.bench.summary import summarize
+from riemsvd.bench.tables import format_backward, format_batched, format_summary, format_table, format_warm
+
+__all__ = ["HelpFormatter", "main", "parse_args"]
+
+
+def _list(values: list[str]) -> list[str]:
+    return [x for v in values for x in v.split(",") if x]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        m, n = text.lower().split("x")
+        return int(m), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`--sizes`: expected MxN like 2000x1000, got {text!r}") from None
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` with each option's default, and the module docstring as written."""
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The ``Config`` of a command line (``argv``; None: sys.argv's)."""
+    d = Config()
+    ap = argparse.ArgumentParser(prog="riemsvd-bench", description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes")
+    ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets")
+    ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype, help="A's dtype")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="the relative residual riemsvd is asked for and every peer must reach "
+        "(None: 1e-10, float32 1e-5)",
+    )
+    ap.add_argument("--device", default=d.device, help="cpu or cuda")
+    ap.add_argument("--reps", type=int, default=d.reps, help="repetitions; the median time is reported")
+    ap.add_argument("--classes", nargs="+", default=list(CLASSES), help="matrix classes")
+    ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), help="solvers to run")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch and BLAS threads for every solver alike (None: torch.get_num_threads(), "
+        f"{torch.get_num_threads()} here)",
+    )
+    ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")
+    ap.add_argument("--warm", action="store_true", help="also the warm-start experiment")
+    ap.add_argument("--batched", action="store_true", help="also float32 (256,128,128), k = 1, vs svdvals")
+    ap.add_argument(
+        "--backward",
+        action="store_true",
+        help="instead of the solver table: forward + backward of riemsvd.solve against torch.linalg.svd",
+    )
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--seed", type=int, default=d.seed, help="seed of the matrices and starts")
+    a = ap.parse_args(argv)
+    sizes = [_size(s) for s in _list(a.sizes)]
+    try:
+        solvers = resolve_solvers(_list(a.solvers))
+        check_classes(_list(a.classes))
+    except ValueError as err:
+        ap.error(str(err))
+    return Config(
+        sizes=sizes,
+        ks=[int(k) for k in _list(a.k)],
+        dtype=a.dtype,
+        tol=a.tol,
+        device=a.device,
+        reps=max(1, a.reps),
+        classes=_list(a.classes),
+        solvers=solvers,
+        threads=a.threads if a.threads is None else max(1, a.threads),
+        out=a.out,
+        warm=a.warm,
+        batched=a.batched,
+        backward=a.backward,
+        plots=not a.no_plots,
+        progress=not a.quiet,
+        seed=a.seed,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark of the command line, print the table and the summary, write the files."""
+    config = parse_args(argv)
+    config.threads = config.thread_count  # fixed at the start, and written into results.json
+    t0 = time.perf_counter()
+    if config.backward:
+        backward = run_backward(config)
+        print(format_backward(backward))
+        paths = write_outputs(config.out, config, [], {}, backward=backward)
+        print(f"\nwrote {', '.join(paths)}  ({time.perf_counter() - t0:.0f} s)")
+        return 0
+    records = run(config)
+    summary = summarize(records)
+    print(format_table(records))
+    print(format_summary(summary))
+    warm: list[WarmRecord] | None = None
+    batched: list[BatchedRecord] | None = None
+    if config.warm:
+        warm = run_warm(config)
+        print(format_warm(warm))
+    if config.batched:
+        batched = run_batched(config)
+        print(format_batched(batched))
+    paths = write_outputs(config.out, config, records, summary, warm, batched)
+    if config.plots:
+        paths += plot(records, config.out)
+    print(f"\nwrote {', '.join(paths)}  ({time.perf_counter() - t0:.0f} s)")
+    return 0

@@ -1,0 +1,236 @@
+"""How the solvers are measured: the same thread limits for all, each peer's loosest setting that reaches
+the target, repetitions interleaved across solvers, and riemsvd's time ratio over the cases both solved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from riemsvd.bench.accuracy import assess
+from riemsvd.bench.config import MIN_REP_S, Config
+from riemsvd.bench.matrices import Problem, make_problem
+from riemsvd.bench.records import Attempt, Record
+from riemsvd.bench.runners import Outcome
+from riemsvd.bench.solvers import SOLVERS
+
+__all__ = ["failure_status", "fill_ratios", "one_repetition", "repeat", "run_case", "thread_limits", "tune"]
+
+SLOW_S = 10.0  # a solve slower than this is not repeated
+MAX_CALLS = 50  # at most this many calls of a fast solve in one repetition
+
+T = TypeVar("T")
+
+_CONTROLLER = None
+
+
+def threadpool_controller(refresh: bool = False):
+    """threadpoolctl's controller of the loaded BLAS libraries, built once (``refresh``: again, after
+    an optional peer loaded its own)."""
+    global _CONTROLLER
+    if _CONTROLLER is None or refresh:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int):
+    """torch's intra-op threads and numpy's (and scipy's) BLAS threads both set to ``threads``.
+
+    Every solver's calls run inside this, so none gets more cores than another. A solver may use fewer
+    inside (riemsvd runs torch on one thread during a solve, and its BLAS too for small A).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_controller().limit(limits=threads, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def one_repetition(call: Callable[[], tuple[float, T]], min_s: float = MIN_REP_S) -> tuple[float, T, float]:
+    """One repetition of ``call``, which returns (its own seconds, its output): (seconds, the last output,
+    total seconds). A fast call is repeated until ``min_s`` have passed (at most MAX_CALLS calls) and its
+    mean taken, so that millisecond solves are not timed by one scheduler tick."""
+    seconds, out = call()
+    total, calls = seconds, 1
+    while total < min_s and calls < MAX_CALLS:
+        seconds, out = call()
+        total, calls = total + seconds, calls + 1
+    return total / calls, out, total
+
+
+def repeat(call: Callable[[], tuple[float, T]], reps: int, min_s: float = MIN_REP_S) -> tuple[list[float], T]:
+    """``reps`` (≥ 1) repetitions of ``call`` in a row; (times, last output). A call slower than SLOW_S
+    is not repeated. (The solver table interleaves its solvers instead: see run_case.)"""
+    times: list[float] = []
+    for _ in range(max(reps, 1)):
+        t, out, total = one_repetition(call, min_s)
+        times.append(t)
+        if total > SLOW_S:
+            break
+    return times, out
+
+
+def tune(settings: list, attempt: Callable[[Any], Attempt]) -> tuple[int | None, list[Attempt]]:
+    """Try ``settings`` loosest first until ``attempt(value)`` has status "ok".
+
+    Returns (the index of that setting, or None when none passed; the attempts).
+    """
+    log = []
+    for i, value in enumerate(settings):
+        log.append(attempt(value))
+        if log[-1].status == "ok":
+            return i, log
+    return None, log
+
+
+def failure_status(err: Exception) -> str:
+    """The status of a solve that raised ``err``: "failed: <type>: <first line>"."""
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"failed: {type(err).__name__}: {msg}"[:120]
+
+
+def _riemsvd_basis_bytes(m: int, n: int, k: int, itemsize: int) -> int:
+    # An estimate from the solver's defaults on the CPU (block b = k): bases U, AV (m×p) and V, AᵀU
+    # (n×p), p the basis cap.
+    from riemsvd._subspace import default_basis
+
+    p = max(default_basis(k), 4 * k)
+    return 2 * (m + n) * p * itemsize
+
+
+def run_case(
+    p: Problem, k: int, names: list[str], config: Config, threads: int | None = None
+) -> list[Record]:
+    """The solvers ``names`` on one matrix and k: one Record each, in the order of ``names``.
+
+    1. Settings: each solver runs, untimed, at its settings loosest first (``Solver.settings``) until
+       one reaches the target tol with the right triplets (status "ok"); that one is timed. Where none
+       does, the tightest that ran is timed and the record says "missed tol" (or why else it does not
+       count). Every solver has thus run at least once on this matrix before it is timed.
+    2. Times: repetition r of every solver, then repetition r + 1 of every solver, … (the order
+       rotated by one each round), so that a noisy stretch on a shared machine hits all alike; the
+       median is reported. Every call runs under ``thread_limits(threads)``.
+    """
+    threads = threads or config.thread_count
+    target, eps = config.tolerance, torch.finfo(config.torch_dtype).eps
+    m, n = p.shape
+    recs = {
+        name: Record(
+            p.kind,
+            m,
+            n,
+            k,
+            solver=name,
+            setting=None,
+            dtype=config.dtype,
+            device=str(p.device),
+            threads=threads,
+            tol=target,
+        )
+        for name in names
+    }
+    chosen: dict[str, Any] = {}
+    for name in names:
+        solver, rec = SOLVERS[name], recs[name]
+        reason = solver.unavailable()
+        if reason:
+            rec.status = reason
+            continue
+
+        def attempt(value, solver=solver) -> Attempt:
+            try:
+                with thread_limits(threads):
+                    _, out = solver.run(p, k, value, config.seed)
+                return assess(p, out, target, eps, solver.label(value))
+            except Exception as err:  # e.g. PROPACK's LinAlgError at a loose tol: the next one may work
+                return Attempt(solver.label(value), status=failure_status(err))
+
+        settings = solver.settings(target)
+        i, log = tune(settings, attempt)
+        rec.tuning, rec.settings_tried = log, len(log)
+        if i is None:  # none reached it: time the tightest that ran, to show how close it got
+            ran = [j for j, a in enumerate(log) if not a.status.startswith("failed")]
+            if not ran:
+                rec.status = log[-1].status
+                continue
+            i = ran[-1]
+        chosen[name] = settings[i]
+        rec.setting = solver.label(settings[i])
+
+    active, stopped = list(chosen), set()
+    times: dict[str, list[float]] = {name: [] for name in active}
+    outs: dict[str, Outcome] = {}
+    for rep in range(config.reps):
+        shift = rep % len(active) if active else 0
+        for name in active[shift:] + active[:shift]:
+            if name in stopped:
+                continue
+            solver, rec = SOLVERS[name], recs[name]
+            cuda = p.device.type == "cuda" and not (solver.on_host or (name == "riemsvd" and p.is_sparse))
+            try:
+                if cuda:
+                    torch.cuda.synchronize(p.device)
+                    torch.cuda.reset_peak_memory_stats(p.device)
+                    base = torch.cuda.memory_allocated(p.device)
+                with thread_limits(threads):
+                    t, outs[name], total = one_repetition(
+                        # mypy cannot infer a lambda with default arguments as a Callable[[], ...]
+                        lambda solver=solver, name=name: solver.run(p, k, chosen[name], config.seed),  # type: ignore[misc]
+                        config.min_rep_s,
+                    )
+                if cuda:
+                    peak = torch.cuda.max_memory_allocated(p.device) - base
+                    rec.mem_bytes, rec.mem_note = max(rec.mem_bytes or 0, peak), "peak"
+            except Exception as err:  # a peer that raises is reported, not dropped
+                rec.status, rec.reached_tol = failure_status(err), False
+                stopped.add(name)
+                outs.pop(name, None)
+                continue
+            times[name].append(t)
+            if total > SLOW_S:
+                stopped.add(name)
+
+    for name, out in outs.items():
+        rec = recs[name]
+        rec.time_reps = times[name]
+        rec.reps = len(times[name])
+        rec.time_s = statistics.median(times[name])
+        rec.time_min_s = min(times[name])
+        rec.products, rec.iterations, rec.history = out.products, out.iterations, out.history
+        rec.take_figures(assess(p, out, target, eps, SOLVERS[name].label(chosen[name])))
+        if name == "riemsvd" and rec.mem_note != "peak":
+            rec.mem_bytes = _riemsvd_basis_bytes(m, n, k, torch.finfo(config.torch_dtype).bits // 8)
+            rec.mem_note = "estimate"
+    return [recs[name] for name in names]
+
+
+def warm_up(config: Config, names: list[str], threads: int) -> None:
+    """One untimed solve of every solver on a small matrix: imports, thread pools, lazy kernels."""
+    p = make_problem("gaussian", 60, 40, config.torch_dtype, config.device, config.seed)
+    with thread_limits(threads):
+        for name in names:
+            try:
+                solver = SOLVERS[name]
+                solver.run(p, 1, solver.settings(config.tolerance)[0], config.seed)
+            except Exception:
+                pass
+
+
+def fill_ratios(records: list[Record]) -> None:
+    """Set ``riemsvd_over`` of every other solver's record: time(riemsvd) / time(it) on the same case
+    (above 1: riemsvd slower), where both solved it; None otherwise."""
+    ours = {r.case: r for r in records if r.solver == "riemsvd"}
+    for r in records:
+        o = ours.get(r.case)
+        r.riemsvd_over = None
+        if r.solver != "riemsvd" and o is not None and o.solved and r.solved:
+            assert o.time_s and r.time_s  # solved: timed
+            r.riemsvd_over = o.time_s / r.time_s
