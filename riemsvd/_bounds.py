@@ -11,6 +11,7 @@ import math
 import numbers
 import warnings
 from collections import namedtuple
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -22,11 +23,10 @@ from riemsvd._distributed import is_sharded
 from riemsvd._linear import LinearMapOperator
 from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, max_abs
 from riemsvd._result import ConvergenceWarning
-from riemsvd._solve import DEFAULT_MAXITER
+from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
-from riemsvd._subspace import orthonormalize, subspace_svd
+from riemsvd._subspace import orthonormalize
 from riemsvd._tolerance import HALF, default_tol
-from riemsvd._validate import check_solve_args
 
 __all__ = ["NormBounds", "norm_bounds"]
 
@@ -431,8 +431,8 @@ def norm_bounds(
             lower, upper = _round_down(b.lower.double(), A.dtype), _round_up(b.upper.double(), A.dtype)
             failure = b.failure_probability.to(A.dtype)
             return NormBounds(lower, upper, b.certified, failure, b.matvecs, b.solve_matvecs, b.k, b.method)
-    magnitude = check_solve_args(A, 1, tol, None, None, generator)
-    op = _near_one(as_operator(A, magnitude), magnitude)
+    problem = prepare(A, 1, tol=tol, generator=generator, method="iterative")
+    op = _near_one(problem.operator(problem.target), problem.magnitude)
     start = op.matvecs  # an operator passed in may have been used before
     cert = _certifying(op)
     cert_start = cert.matvecs
@@ -470,7 +470,7 @@ def norm_bounds(
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 limits = (_K_DENSE, _dense_budget(size)) if dense else (_K_MAX, DEFAULT_MAXITER)
                 low_l, up_l, k, out, solve_mv = _deterministic_loop(
-                    op, cert, fro2, size, tol_, generator, *limits
+                    replace(problem, target=op, operator=as_operator, tol=tol_), cert, fro2, size, *limits
                 )
             lower, upper = (
                 (low_l, up_l) if up_c is None else (torch.maximum(lower, low_l), torch.minimum(upper, up_l))
@@ -632,30 +632,23 @@ def _round_down(x: torch.Tensor, dtype) -> torch.Tensor:
     return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
 
 
-def _deterministic_loop(
-    op: Operator,
-    cert: Operator,
-    fro2,
-    size: int,
-    tol: float,
-    generator,
-    k_max: int,
-    maxiter: int = DEFAULT_MAXITER,
-):
-    """Solve for k triplets and bound from them, doubling k up to ``k_max`` while the energy outside
-    the subspace (f²) exceeds 3/4 of the captured top (a²) in some matrix, the k found could capture
-    the difference (each further value adds at most σ_k²), and the bound is not yet within tol. Each
-    solve stops after ``maxiter`` iterations (unconverged, its bound is looser but holds).
+def _deterministic_loop(problem: Problem, cert: Operator, fro2, size: int, k_max: int, maxiter: int):
+    """Solve ``problem`` (its target the operator, its tol set) for k triplets and bound from them,
+    doubling k up to ``k_max`` while the energy outside the subspace (f²) exceeds 3/4 of the captured
+    top (a²) in some matrix, the k found could capture the difference (each further value adds at
+    most σ_k²), and the bound is not yet within tol. Each solve stops after ``maxiter`` iterations
+    (unconverged, its bound is looser but holds).
 
     Returns (lower, upper, k, outcome, solve products); lower and upper are float64 on the CPU, and
     upper is inf where ‖A‖_F is not known."""
+    op, tol = problem.target, problem.tol
+    assert tol is not None  # the caller's, set
     k = min(size, _K0)
     k_max = min(size, k_max)
     init, best_low, best_up, solve_mv = None, None, None, 0
     while True:
-        before = op.matvecs
-        out = subspace_svd(op, k, tol=tol, maxiter=maxiter, init=init, generator=generator)
-        solve_mv += op.matvecs - before
+        out, info, _ = execute(replace(problem, k=k, maxiter=maxiter, init=init))
+        solve_mv += int(info.matvecs)
         if fro2 is None:
             low = torch.zeros(op.batch_shape, dtype=torch.float64)  # the Krylov step gives the lower one
             return low, torch.full_like(low, math.inf), k, out, solve_mv

@@ -5,7 +5,11 @@ Everything numerical lives in ``_subspace`` (the solver) and ``_newton`` (its Ne
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,15 +17,16 @@ import torch
 from riemsvd._autograd import Layout, SolveCall, SolveFunction
 from riemsvd._backend import dense_threads, no_autocast, readable_any, solver_threads
 from riemsvd._dense import dense_svd, prefer_dense
-from riemsvd._distributed import is_sharded, prepare
-from riemsvd._operator import DenseOperator, as_operator
+from riemsvd._distributed import is_sharded
+from riemsvd._distributed import prepare as prepare_sharded
+from riemsvd._operator import DenseOperator, Operator, as_operator
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
-from riemsvd._subspace import SolverOptions, subspace_svd
+from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, eps
 from riemsvd._validate import check_solve_args
 
-__all__ = ["solve"]
+__all__ = ["Problem", "execute", "prepare", "solve"]
 
 DEFAULT_MAXITER = 2000
 _METHODS = ("auto", "iterative", "dense", "trust-region")
@@ -157,84 +162,23 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
-    if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
-        k = int(k)  # an integer tensor, as torch's own k arguments accept
-    if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
-        # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
-        A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
     if torch.compiler.is_compiling():  # one opaque operator in the graph
         return compiled_solve(A, k, tol, maxiter, init, generator, options, method)
-    if isinstance(init, torch.Tensor):
-        init = _init_from_u(A, init)
-    layout: Layout
-    if is_sharded(A):
-        _check_method(method, None)
-        problem = prepare(A, k, tol, maxiter, init, generator, options)  # a collective
-        layout, init, generator, target = problem.layout, problem.init, problem.generator, problem.tensor
-
-        def operator(a):
-            return layout.operator(layout.local(a)).rescale(problem.magnitude)
-
-    else:
-        magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
-        _check_method(method, A)
-        layout, target = Layout(), A
-
-        def operator(a):
-            return as_operator(a, magnitude)
-
-    options = options or SolverOptions()
+    problem = prepare(A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
+                      method=method)  # fmt: skip
 
     def run(a):
-        op = operator(a)
-        tol_ = float(tol) if tol is not None else default_tol(op.dtype, *op.shape)
-        entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
-        start = op.matvecs  # an Operator passed in may have been used before
-        dense = isinstance(op, DenseOperator) and (
-            method == "dense"
-            or method == "auto"
-            and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol_, init is not None)
-        )
-        if dense:
-            with dense_threads(op.device), no_autocast(op.device):
-                out = dense_svd(op, k, tol_)
-        elif method == "trust-region":
-            from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
+        out, info, op = execute(problem, a)
+        s = out.s if op.scale is None else out.s / op.scale[..., 0]  # the operator's units to A's
+        if op.scale is not None:
+            info.errors = out.errors / op.scale[..., 0]
+        return (*problem.layout.outputs(out.u, s, out.v), info)
 
-            with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
-                out = trust_region_svd(op, k, tol=tol_, maxiter=maxiter, init=init, generator=generator)
-        else:
-            with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
-                out = subspace_svd(
-                    op,
-                    k,
-                    tol=tol_,
-                    maxiter=maxiter or DEFAULT_MAXITER,
-                    init=init,
-                    generator=generator,
-                    options=options,
-                )
-        errors = out.errors if op.scale is None else out.errors / op.scale[..., 0]
-        info = SolveInfo(
-            out.converged,
-            out.iterations,
-            op.matvecs - start,
-            out.residual,
-            tol_,
-            out.history,
-            errors=errors,
-            communicated=op.communicated,
-            stop_reason=out.reason,
-            restarts=out.restarts,
-            method="dense" if dense else "trust-region" if method == "trust-region" else "iterative",
-        )
-        s = out.s if op.scale is None else out.s / op.scale[..., 0]
-        return (*layout.outputs(out.u, s, out.v), info)
-
+    target = problem.target
     if isinstance(target, torch.Tensor) and target.layout == torch.strided:
-        call = SolveCall(run, layout)
+        call = SolveCall(run, problem.layout)
         u, s, v = SolveFunction.apply(target, call)
         info = call.info
     else:
@@ -244,6 +188,97 @@ def solve(
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     _check_resolution(s, info)
     return SVDResult(u, s, v, info)
+
+
+@dataclass
+class Problem:
+    """A solve validated and standardized by :func:`prepare`: what :func:`execute` runs."""
+
+    target: Any  # what the operator is made of: a tensor (a sharded A's local block), scipy, operator
+    layout: Layout  # how A and its results are held (whole, or sharded)
+    operator: Callable[[Any], Operator]  # target (or a tensor autograd hands in for it) → its operator
+    magnitude: torch.Tensor | None  # max |a_ij| per matrix where it was read (dense and sharded A)
+    k: int
+    tol: float | None
+    maxiter: int | None
+    init: Any
+    generator: torch.Generator | None
+    options: SolverOptions
+    method: str
+
+
+def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None, options=None,
+            method: str = "auto") -> Problem:  # fmt: skip
+    """The checks and conversions of every input :func:`solve` takes, in one place: an integer-tensor k,
+    a float numpy array (a tensor view), ``init=U0`` alone (U0, AᵀU0), a sharded A (a collective that
+    checks the problem on every process), and the argument checks of ``_validate``. Half-precision
+    tensors and traced calls are :func:`solve`'s own (they re-enter it)."""
+    if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
+        k = int(k)  # an integer tensor, as torch's own k arguments accept
+    if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
+        # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
+        A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))
+    if isinstance(init, torch.Tensor):
+        init = _init_from_u(A, init)
+    if is_sharded(A):
+        _check_method(method, None)
+        sharded = prepare_sharded(A, k, tol, maxiter, init, generator, options)  # a collective
+        layout = sharded.layout
+
+        def operator(a):
+            return layout.operator(layout.local(a)).rescale(sharded.magnitude)
+
+        return Problem(sharded.tensor, layout, operator, sharded.magnitude, k, tol, maxiter, sharded.init,
+                       sharded.generator, options or SolverOptions(), method)  # fmt: skip
+    magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
+    _check_method(method, A)
+    operator = functools.partial(as_operator, magnitude=magnitude)
+    options = options or SolverOptions()
+    return Problem(A, Layout(), operator, magnitude, k, tol, maxiter, init, generator, options, method)
+
+
+def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
+    """Run a prepared solve on ``a`` (default ``problem.target``; autograd hands in its own tensor):
+    the operator, the tolerance, the method (the dense path where its cost model or ``method`` says),
+    thread limits and autocast off, the products counted. Returns the solver's outcome and ``info`` in
+    the units of the operator (divide σ and the error bars by its ``scale`` for A's), and the operator."""
+    op = problem.operator(problem.target if a is None else a)
+    k, method, init, generator = problem.k, problem.method, problem.init, problem.generator
+    tol = float(problem.tol) if problem.tol is not None else default_tol(op.dtype, *op.shape)
+    entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
+    start = op.matvecs  # an Operator passed in may have been used before
+    dense = isinstance(op, DenseOperator) and (
+        method == "dense"
+        or method == "auto"
+        and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol, init is not None)
+    )
+    if dense:
+        assert isinstance(op, DenseOperator)  # dense is only chosen for one
+        with dense_threads(op.device), no_autocast(op.device):
+            out = dense_svd(op, k, tol)
+    elif method == "trust-region":
+        from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
+
+        with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
+            out = trust_region_svd(op, k, tol=tol, maxiter=problem.maxiter, init=init, generator=generator)
+    else:
+        with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
+            out = subspace_svd(op, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
+                               generator=generator, options=problem.options)  # fmt: skip
+    info = SolveInfo(
+        out.converged,
+        out.iterations,
+        op.matvecs - start,
+        out.residual,
+        tol,
+        out.history,
+        errors=out.errors,
+        communicated=op.communicated,
+        stop_reason=out.reason,
+        restarts=out.restarts,
+        method="dense" if dense else "trust-region" if method == "trust-region" else "iterative",
+    )
+    return out, info, op
 
 
 def _check_method(method, A) -> None:

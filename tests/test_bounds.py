@@ -101,6 +101,15 @@ def test_batched_bounds_bracket_each_matrix(gen):
     assert_brackets(with_conf, a)
 
 
+def test_numpy_arrays_are_taken_as_solve_takes_them(gen):
+    """norm_bounds once refused a float64 numpy array with "dtype float64; riemsvd needs float32 or
+    float64": its inputs now go through solve's own preparation."""
+    a = hard_matrix("decay", 30, 20, gen, torch.float64, 1.0)
+    bounds = riemsvd.norm_bounds(a.numpy(), generator=gen)
+    assert_brackets(bounds, a)
+    assert bool(bounds.certified) and float(bounds.upper / bounds.lower - 1) < 1e-9
+
+
 @pytest.mark.parametrize("kind", ["decay", "lowrank", "cond12"])
 def test_deterministic_bound_is_tight_on_gapped_spectra_in_float64(kind, gen):
     a = make_matrix(kind, 300, 150, gen)
