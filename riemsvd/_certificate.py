@@ -237,9 +237,10 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
     steps = min(steps, x.shape[0] - 1)  # the space cannot exceed N vectors
     basis = np.empty((x.shape[0], steps + 1))
     images = np.empty_like(basis)  # G times each basis vector
+    projected = np.empty((steps + 1, steps + 1))  # basisᵀ G basis, a column per step
     y = basis[:, 0] = x / max(float(np.linalg.norm(x)), _TINY)
     gy = images[:, 0] = gram.matvec(y)
-    lam = float(y @ gy)
+    lam = projected[0, 0] = float(y @ gy)
     residual = previous = float(np.linalg.norm(gy - lam * y))
     block = basis[:, :1]
     for step in range(1, steps + 1):
@@ -253,10 +254,11 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
         if not invariant:
             basis[:, step] = z / norm
             images[:, step] = gram.matvec(basis[:, step])
+            projected[: step + 1, step] = projected[step, : step + 1] = basis[:, : step + 1].T @ images[:, step]
         if step % every and step < steps and not invariant:
             continue
         width = step if invariant else step + 1
-        theta, w = np.linalg.eigh(basis[:, :width].T @ images[:, :width])
+        theta, w = np.linalg.eigh(projected[:width, :width])
         block = basis[:, :width] @ w[:, : -_RITZ_BLOCK - 1 : -1]
         y, gy = block[:, 0], images[:, :width] @ w[:, -1]
         lam = float(theta[-1])

@@ -163,6 +163,29 @@ def _sigma_errors(model: nn.Module) -> list[tuple[float, float]]:
     return out
 
 
+def _adam_steps(calls: dict, models: dict, input_shape, steps: int, warmup: int, untimed=None) -> dict:
+    """Seconds of each training step (Adam at lr 1e-3 on ``models[key]``'s parameters, the forward by
+    ``calls[key]``) per key, interleaved step by step on the same inputs, after ``warmup`` steps;
+    ``untimed(key, model)`` runs between the backward and the optimizer's step, outside the timing."""
+    optimizers = {key: torch.optim.Adam(m.parameters(), lr=1e-3) for key, m in models.items()}
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    g = torch.Generator().manual_seed(1)
+    for step in range(warmup + steps):
+        x = torch.randn(input_shape, generator=g)
+        for key, call in calls.items():
+            start = time.perf_counter()
+            optimizers[key].zero_grad(set_to_none=True)
+            (call(x) - 1).square().mean().backward()
+            elapsed = time.perf_counter() - start
+            if untimed is not None:
+                untimed(key, models[key])
+            start = time.perf_counter()
+            optimizers[key].step()
+            if step >= warmup:
+                times[key].append(elapsed + time.perf_counter() - start)
+    return times
+
+
 def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
     """Median step time of each model normalized by riemsvd and by torch, interleaved step by step."""
     out = []
@@ -173,27 +196,15 @@ def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
             "riemsvd": _normalized(copy.deepcopy(base), rnn.spectral_norm),
             "torch": _normalized(copy.deepcopy(base), nn.utils.parametrizations.spectral_norm),
         }
-        optimizers = {key: torch.optim.Adam(m.parameters(), lr=1e-3) for key, m in pair.items()}
-        times: dict[str, list[float]] = {key: [] for key in pair}
-        worst = {key: 0.0 for key in pair}
-        worst_over_tol = 0.0
-        g = torch.Generator().manual_seed(1)
-        for step in range(warmup + steps):
-            x = torch.randn(input_shape, generator=g)
-            for key, model in pair.items():
-                start = time.perf_counter()
-                optimizers[key].zero_grad(set_to_none=True)
-                (model(x) - 1).square().mean().backward()
-                elapsed = time.perf_counter() - start
-                errors = _sigma_errors(model)  # not timed: between the backward and the step
-                start = time.perf_counter()
-                optimizers[key].step()
-                elapsed += time.perf_counter() - start
-                if step >= warmup:
-                    times[key].append(elapsed)
-                    worst[key] = max(worst[key], max(e for e, _ in errors))
-                    if key == "riemsvd":
-                        worst_over_tol = max(worst_over_tol, max(e / tol for e, tol in errors))
+        worst = {key: 0.0 for key in pair} | {"riemsvd over tol": 0.0}
+
+        def record_errors(key: str, model: nn.Module, worst=worst) -> None:
+            errors = _sigma_errors(model)
+            worst[key] = max(worst[key], max(e for e, _ in errors))
+            if key == "riemsvd":
+                worst["riemsvd over tol"] = max(worst["riemsvd over tol"], max(e / tol for e, tol in errors))
+
+        times = _adam_steps(pair, pair, input_shape, steps, warmup, record_errors)
         r, t = statistics.median(times["riemsvd"]), statistics.median(times["torch"])
         out.append(
             {
@@ -202,7 +213,7 @@ def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
                 "alternative_s": t,
                 "ratio": r / t,
                 "sigma_error_riemsvd": worst["riemsvd"],
-                "sigma_error_over_tol": worst_over_tol,
+                "sigma_error_over_tol": worst["riemsvd over tol"],
                 "sigma_error_torch": worst["torch"],
             }
         )
@@ -220,24 +231,12 @@ def run_compiled(steps: int = 30, warmup: int = 5, models=None) -> list[dict]:
         base, input_shape = make()
         eager = _normalized(base, rnn.spectral_norm)
         model = copy.deepcopy(eager)
-        pair: dict[str, Callable] = {"riemsvd": torch.compile(model, fullgraph=True), "eager": eager}
-        optimizers = {"riemsvd": torch.optim.Adam(model.parameters(), lr=1e-3),
-                      "eager": torch.optim.Adam(eager.parameters(), lr=1e-3)}  # fmt: skip
-        times: dict[str, list[float]] = {key: [] for key in pair}
-        g = torch.Generator().manual_seed(1)
-        for step in range(warmup + steps):
-            x = torch.randn(input_shape, generator=g)
-            for key, net in pair.items():
-                start = time.perf_counter()
-                optimizers[key].zero_grad(set_to_none=True)
-                (net(x) - 1).square().mean().backward()
-                optimizers[key].step()
-                if step >= warmup:
-                    times[key].append(time.perf_counter() - start)
+        calls: dict[str, Callable] = {"riemsvd": torch.compile(model, fullgraph=True), "eager": eager}
+        times = _adam_steps(calls, {"riemsvd": model, "eager": eager}, input_shape, steps, warmup)
         with torch.no_grad():  # float32: Adam's steps of ±lr magnify the two runs' different rounding
             pairs = zip(model.parameters(), eager.parameters())
             difference = max(float((p - q).abs().max()) for p, q in pairs)
-        breaks = dynamo.explain(model)(torch.randn(input_shape, generator=g)).graph_break_count
+        breaks = dynamo.explain(model)(torch.randn(input_shape)).graph_break_count
         r, e = statistics.median(times["riemsvd"]), statistics.median(times["eager"])
         row = {"case": name, "riemsvd_s": r, "alternative_s": e, "ratio": r / e}
         out.append(row | {"graph_breaks": breaks, "parameter_difference": difference})
