@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import warnings
 from collections import namedtuple
 from dataclasses import replace
@@ -19,7 +18,6 @@ import torch
 
 from riemsvd._backend import no_autocast, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper
-from riemsvd._distributed import is_sharded
 from riemsvd._linear import LinearMapOperator
 from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, max_abs
 from riemsvd._result import ConvergenceWarning
@@ -27,6 +25,7 @@ from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
 from riemsvd._tolerance import HALF, default_tol
+from riemsvd._validate import check_bound_exists, check_bounds_args
 
 __all__ = ["NormBounds", "norm_bounds"]
 
@@ -414,16 +413,7 @@ def norm_bounds(
     >>> b.method, bool(b.certified), float(b.upper / torch.linalg.matrix_norm(W, 2) - 1) < 1e-8
     ('gram-cholesky', True, True)
     """
-    if confidence is not None and (
-        isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1
-    ):
-        raise ValueError(f"`confidence` must be a number in (0, 1) or None, got {confidence!r}.")
-    if is_sharded(A):
-        raise TypeError(
-            "`A` is split across processes (a DTensor or ShardedMatrix); norm_bounds takes a matrix held "
-            "whole by this process (for a Replicate() DTensor, pass `A.to_local()`). riemsvd.solve "
-            "gives the leading triplets, with error bars in info.errors, of a sharded A."
-        )
+    check_bounds_args(A, confidence)
     if isinstance(A, torch.Tensor):
         A = A.detach()
         if A.dtype in HALF:  # in float32, which holds A exactly
@@ -439,12 +429,7 @@ def norm_bounds(
     m, n = op.shape
     size = min(m, n)
     fro2 = _frobenius_sq(op)
-    if fro2 is None and size > _FULL_SPACE and confidence is None:
-        raise ValueError(
-            f"`confidence`: no deterministic bound exists for this matrix-free operator (‖A‖_F is "
-            f"unknown and min(m, n) = {size} > {_FULL_SPACE}); pass `confidence`, e.g. 0.999, for a "
-            "probabilistic upper bound."
-        )
+    check_bound_exists(fro2 is not None, size, _FULL_SPACE, confidence)
     tol_ = float(tol) if tol is not None else default_tol(op.dtype, m, n)
     batch = op.batch_shape
     entries = m * n * batch.numel()

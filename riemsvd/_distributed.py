@@ -21,6 +21,13 @@ from riemsvd._autograd import Layout
 from riemsvd._backend import mm
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._space import Space, randn
+from riemsvd._validate import (
+    check_block,
+    check_dtensor,
+    check_local_init,
+    check_sharded_matrix,
+    check_solve_shape_args,
+)
 
 __all__ = ["ShardedMatrix", "is_sharded", "prepare"]
 
@@ -60,10 +67,7 @@ class ShardedMatrix:
     """
 
     def __init__(self, block: torch.Tensor, dim: int = 0, group=None) -> None:
-        if not isinstance(block, torch.Tensor):
-            raise TypeError(f"`block` must be a torch.Tensor, got {type(block).__name__}.")
-        if isinstance(dim, bool) or dim not in (0, 1):
-            raise ValueError(f"`dim` must be 0 (split by rows) or 1 (split by columns), got {dim!r}.")
+        check_sharded_matrix(block, dim)
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "ShardedMatrix needs torch.distributed: call torch.distributed.init_process_group first."
@@ -247,64 +251,25 @@ def _describe(a):
     if isinstance(a, ShardedMatrix):
         group = a.group
         return a.block, a.dim, group, dist.get_rank(group), dist.get_world_size(group), "ShardedMatrix"
-    from torch.distributed.tensor import Replicate, Shard
-
+    dim = check_dtensor(a)
     mesh = a.device_mesh
-    if mesh.ndim != 1:
-        raise ValueError(
-            f"`A` is a DTensor on a {mesh.ndim}-D device mesh; riemsvd.solve takes DTensors on a 1-D mesh "
-            "(Shard(0), Shard(1) or Replicate()). Redistribute it, or pass "
-            "riemsvd.ShardedMatrix(local_block, dim, group)."
-        )
-    placement = a.placements[0]
-    if isinstance(placement, Shard) and placement.dim in (0, 1, -1, -2) and a.dim() == 2:
-        dim = placement.dim % 2
-    elif isinstance(placement, Replicate):
-        dim = None
-    else:
-        raise ValueError(
-            f"`A` is a DTensor placed {placement!r}; riemsvd.solve takes a 2-D DTensor placed Shard(0), "
-            "Shard(1) or Replicate(). Redistribute it first, e.g. `A.redistribute(mesh, [Shard(0)])`."
-        )
     group = mesh.get_group()
     return a.to_local(), dim, group, mesh.get_local_rank(), mesh.size(), "DTensor"
 
 
 def _local_problem(block, dim, init, k, tol, maxiter):
     """What this process knows of the problem, for the others to check; local errors are recorded."""
-    from riemsvd._validate import _check_dense
-
     meta = {"shape": tuple(block.shape) if isinstance(block, torch.Tensor) else None, "error": None}
     meta.update(k=repr(k), tol=repr(tol), maxiter=repr(maxiter), dtype=str(getattr(block, "dtype", None)))
     meta["max_abs"] = 0.0
     meta["init"] = None
     try:
-        if block.dim() != 2:
-            raise ValueError(
-                f"`A`: this process's block must be 2-D (m_r, n) or (m, n_r), got shape {tuple(block.shape)}."
-            )
-        if block.numel():
-            meta["max_abs"] = float(_check_dense(block.detach()))
-        else:
-            _check_dense(block.detach())
+        meta["max_abs"] = check_block(block)
         if init is not None:
-            meta["init"] = _local_init_shapes(init)
+            meta["init"] = check_local_init(init)
     except (TypeError, ValueError) as err:
         meta["error"] = (type(err).__name__, str(err))
     return meta
-
-
-def _local_init_shapes(init):
-    if not (isinstance(init, (tuple, list)) and len(init) == 2):
-        raise TypeError("`init` must be a pair (U0, V0) of tensors, e.g. a previous call's (U, V).")
-    shapes = []
-    for name, x in zip(("U0", "V0"), init):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"`init` {name} has NaN or Inf entries.")
-        shapes.append(tuple(x.shape))
-    return shapes
 
 
 def _agree(metas, key, what):
@@ -360,8 +325,6 @@ def _check_all(metas, dim, kind):
 def prepare(a, k, tol, maxiter, init, generator, options) -> Prepared:
     """Check a sharded problem on every process at once (one all-gather of a small description) and
     set up its layout; every process raises the same error for a problem that is wrong anywhere."""
-    from riemsvd._validate import check_solve_shape_args
-
     block, dim, group, rank, world, kind = _describe(a)
     if init is not None and _dtensor_type() is not None:
         dtensor = _dtensor_type()

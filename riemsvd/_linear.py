@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from typing import Callable
 
 import torch
@@ -18,6 +17,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from riemsvd._operator import Operator
 from riemsvd._tolerance import HALF
+from riemsvd._validate import check_layer_input, check_map, probe_layer, probe_map
 
 __all__ = ["LinearMapOperator", "linear_operator"]
 
@@ -25,44 +25,6 @@ _CONV: dict[type[_ConvNd], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _CONV_T: dict[type[_ConvNd], int] = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-def check_input_shape(input_shape) -> tuple[int, ...]:
-    """``input_shape`` as a tuple of positive ints (an int n meaning (n,)), or a ValueError naming it."""
-    if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
-        input_shape = (int(input_shape),)
-    if not (
-        isinstance(input_shape, (tuple, list, torch.Size))
-        and len(input_shape) > 0
-        # numbers.Integral declares no comparison with int in typeshed (mypy issue 3186)
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)  # type: ignore[operator]
-    ):
-        raise ValueError(
-            "`input_shape` must be a tuple of positive ints without the batch dimension (for a layer "
-            f"(C, *spatial)), got {input_shape!r}."
-        )
-    return tuple(int(s) for s in input_shape)
-
-
-def check_layer_input(layer, input_shape) -> tuple[int, ...]:
-    """``input_shape`` checked against what a Conv/ConvTranspose or Linear layer takes (other modules:
-    only the form), or a ValueError naming it and the layer's expectation."""
-    shape = check_input_shape(input_shape)
-    kind = type(layer).__name__
-    if isinstance(layer, tuple(_CONV) + tuple(_CONV_T)):
-        d = _conv_spec(layer)[0]
-        if len(shape) != d + 1 or shape[0] != layer.in_channels:
-            spatial = ", ".join("*" * d)
-            raise ValueError(
-                f"`input_shape` must be (C, {spatial}) with C = in_channels = {layer.in_channels} for this "
-                f"{kind}, got {shape}."
-            )
-    elif isinstance(layer, nn.Linear) and shape[-1] != layer.in_features:
-        raise ValueError(
-            f"`input_shape` must end in in_features = {layer.in_features} for this Linear, got {shape}; "
-            f"e.g. ({layer.in_features},)."
-        )
-    return shape
 
 
 def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device) -> None:
@@ -233,9 +195,14 @@ def _conv_adjoints(weight, spec, input_shape, output_shape):
 def _conv_spec(layer):
     """(d, transposed, stride, padding, dilation, groups, output_padding) of a Conv/ConvTranspose layer."""
     transposed = isinstance(layer, tuple(_CONV_T))
-    d = next(v for t, v in (_CONV_T if transposed else _CONV).items() if isinstance(layer, t))
+    d = conv_dim(layer)
     out_pad = layer.output_padding if transposed else 0
     return d, transposed, layer.stride, layer.padding, layer.dilation, layer.groups, out_pad
+
+
+def conv_dim(layer) -> int | None:
+    """d of a Conv or ConvTranspose layer (1d/2d/3d), None for another module."""
+    return next((d for t, d in {**_CONV, **_CONV_T}.items() if isinstance(layer, t)), None)
 
 
 def is_conv(layer) -> bool:
@@ -264,14 +231,7 @@ def conv_operator(layer, weight: torch.Tensor, input_shape, output_shape=None) -
 
     input_shape = tuple(input_shape)
     if output_shape is None:
-        try:
-            with torch.no_grad():
-                probe = fn(torch.zeros((1,) + input_shape, dtype=w.dtype, device=w.device))
-        except RuntimeError as err:  # e.g. spatial sizes smaller than the kernel
-            raise ValueError(
-                f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
-            ) from err
-        output_shape = tuple(probe.shape[1:])
+        output_shape = probe_layer(layer, fn, input_shape, w.dtype, w.device)
     output_shape = tuple(output_shape)
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
     return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
@@ -349,10 +309,7 @@ def linear_operator(
     >>> bool(torch.isclose(S[0], torch.linalg.matrix_norm(explicit, 2), rtol=1e-10))
     True
     """
-    if not callable(fn):
-        raise TypeError(f"`fn` must be a torch.nn.Module or a callable, got {type(fn).__name__}.")
-    if adjoint is not None and not callable(adjoint):
-        raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
+    check_map(fn, adjoint)
     input_shape = check_layer_input(fn, input_shape)
     if isinstance(fn, nn.Module):
         fn = bias_free(fn)  # the linear part of an affine layer (its bias shifts, never stretches)
@@ -365,17 +322,7 @@ def linear_operator(
     if device is None:
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
-    try:
-        with torch.no_grad():
-            probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
-    except Exception as err:  # the message of fn's own failure is what the user needs
-        raise ValueError(
-            f"`fn` failed on a zero input of shape (1, *input_shape) = {(1,) + input_shape}: {err}"
-        ) from err
-    if not isinstance(probe, torch.Tensor) or probe.dim() < 1 or probe.shape[0] != 1:
-        raise ValueError(
-            "`fn` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
-        )
+    probe = probe_map(fn, input_shape, dtype, device)
     _check_linear(fn, probe, input_shape, dtype, device)
     output_shape = tuple(probe.shape[1:])
     kind, squared = ("given" if adjoint is not None else "vjp"), None

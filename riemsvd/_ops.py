@@ -24,6 +24,7 @@ from riemsvd._autograd import Layout, cotangent
 from riemsvd._result import SolveInfo
 from riemsvd._subspace import SolverOptions
 from riemsvd._tolerance import default_tol
+from riemsvd._validate import check_compiled_args
 
 __all__ = ["compiled_solve", "pair_owner_key", "refresh_pair"]
 
@@ -129,17 +130,7 @@ def compiled_solve(A, k, tol, maxiter, init, generator, options, method: str):
     ``errors`` are as in eager mode. The checks that read A's values (NaN, Inf) run inside the operator."""
     from riemsvd._result import SVDResult
 
-    if not (isinstance(A, torch.Tensor) and A.layout == torch.strided) or type(A).__name__ == "DTensor":
-        raise TypeError(
-            f"under torch.compile, riemsvd.solve takes a dense torch.Tensor A, got {type(A).__name__}; "
-            "call it outside the compiled function (torch.compiler.disable) for sparse, scipy, operator "
-            "and sharded A."
-        )
-    if generator is not None:
-        raise ValueError(
-            "`generator` cannot be passed into a compiled graph; under torch.compile the random start "
-            "comes from torch's global generator (torch.manual_seed makes it reproducible)."
-        )
+    check_compiled_args(A, generator)
     u0, v0 = (init, None) if isinstance(init, torch.Tensor) else (None, None) if init is None else init
     options = options or SolverOptions()
     out = torch.ops.riemsvd.solve(

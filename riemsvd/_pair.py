@@ -10,6 +10,7 @@ import torch
 
 from riemsvd._result import SVDResult
 from riemsvd._solve import solve
+from riemsvd._validate import check_pair_input, check_pair_shape
 from riemsvd.manifolds import Stiefel
 
 __all__ = ["SingularPair"]
@@ -84,11 +85,7 @@ class SingularPair(torch.nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("m", m), ("n", n), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-        if k > min(m, n):
-            raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)}, got {k}")
+        check_pair_shape(m, n, k)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.U = geoopt.ManifoldParameter(_random_frame(m, k, dtype, device, generator), manifold=Stiefel())
         self.V = geoopt.ManifoldParameter(_random_frame(n, k, dtype, device, generator), manifold=Stiefel())
@@ -115,21 +112,8 @@ class SingularPair(torch.nn.Module):
         torch.Tensor
             Shape ``(*, k)``; differentiable in ``U``, ``V`` and ``A``.
         """
-        self._check(A)
+        check_pair_input(A, self.U, self.V)
         return ((self.U.mT @ A) * self.V.mT).sum(-1)
-
-    def _check(self, A) -> None:
-        """A TypeError or ValueError naming ``A`` where it cannot be paired with (U, V)."""
-        if not isinstance(A, torch.Tensor):
-            raise TypeError(f"`A` must be a torch.Tensor, got {type(A).__name__}.")
-        m, n = self.U.shape[0], self.V.shape[0]
-        if A.dim() < 2 or tuple(A.shape[-2:]) != (m, n):
-            raise ValueError(f"`A` must have shape (*, {m}, {n}) for this pair, got {tuple(A.shape)}.")
-        if A.dtype != self.U.dtype or A.device != self.U.device:
-            raise TypeError(
-                f"`A` is {A.dtype} on {A.device}, the pair's parameters {self.U.dtype} on {self.U.device}; "
-                f"pass `A.to(pair.U)` or move the pair with `pair.to(A)`."
-            )
 
     def brockett(self, A: torch.Tensor) -> torch.Tensor:
         """The weighted Brockett cost tr(Uᵀ A V N) = Σᵢ Nᵢ (Uᵀ A V)ᵢᵢ, N = diag(k, k−1, …, 1), to maximize.
@@ -164,11 +148,7 @@ class SingularPair(torch.nn.Module):
         SVDResult
             The solve's ``(U, S, V)`` with ``.info``; ``U`` and ``V`` now hold its U and V.
         """
-        self._check(A)
-        if A.dim() != 2:
-            raise ValueError(
-                f"`A` must have shape ({self.U.shape[0]}, {self.V.shape[0]}) to refine, got {tuple(A.shape)}"
-            )
+        check_pair_input(A, self.U, self.V, refine=True)
         result = solve(
             A.detach(), self.k, tol=tol, init=(self._plain(self.U), self._plain(self.V)), generator=generator
         )

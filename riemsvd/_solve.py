@@ -24,12 +24,12 @@ from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, eps
-from riemsvd._validate import check_solve_args
+from riemsvd._validate import check_init_u, check_solve_args
+from riemsvd._validate import check_method as _check_method  # tests/test_trust.py imports it from here
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
 
 DEFAULT_MAXITER = 2000
-_METHODS = ("auto", "iterative", "dense", "trust-region")
 
 
 def solve(
@@ -281,20 +281,6 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     return out, info, op
 
 
-def _check_method(method, A) -> None:
-    if method not in _METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}.")
-    dense_tensor = isinstance(A, torch.Tensor) and A.layout == torch.strided
-    if method == "trust-region" and A is None:
-        raise ValueError("`method='trust-region'` is not available for a sharded A; use method='iterative'.")
-    if method == "dense" and not dense_tensor:
-        raise ValueError(
-            f"`method='dense'` needs A as a dense torch.Tensor, got {type(A).__name__}"
-            f"{'' if not isinstance(A, torch.Tensor) else f' with layout {A.layout}'}; use "
-            "method='iterative' (or 'auto') for sparse, matrix-free and sharded A."
-        )
-
-
 def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:
     """A bfloat16 or float16 A solved in float32, which holds its values exactly; U, S, V are returned
     in A's dtype, and gradients flow back through the casts (autograd's)."""
@@ -309,20 +295,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
 
 def _init_from_u(A, u0: torch.Tensor):
     """``init=U0`` alone (what a GaLore projector keeps): V0 = Aᵀ U0, which the solver normalizes."""
-    dtensor = type(A).__name__ == "DTensor"
-    if dtensor or not (
-        isinstance(A, torch.Tensor)
-        and A.layout in (torch.strided, torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
-    ):
-        raise TypeError(
-            f"`init` as U0 alone needs A as a dense or sparse torch.Tensor, got {type(A).__name__}; "
-            "pass the pair (U0, V0)."
-        )
-    if u0.dim() < 2 or u0.shape[-2] != A.shape[-2] or not u0.is_floating_point():
-        raise ValueError(
-            f"`init` as U0 alone must be a float tensor of shape (..., {A.shape[-2]}, j), got "
-            f"{tuple(u0.shape)} {u0.dtype}; or pass the pair (U0, V0)."
-        )
+    check_init_u(A, u0)
     with torch.no_grad():
         at = A.detach().mT if A.layout == torch.strided else A.detach().t()
         return u0, at @ u0.to(A.dtype)

@@ -15,6 +15,7 @@ import torch
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import Operator
 from riemsvd._subspace import Outcome, verify
+from riemsvd._validate import check_radius_rule
 
 __all__ = ["RadiusRule", "trust_region_svd"]
 
@@ -37,16 +38,7 @@ class RadiusRule:
     theta: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.accept < 0.25:
-            raise ValueError(f"`accept` (ρ′) must be in [0, 1/4), got {self.accept}.")
-        if not 0 < self.shrink < 1:
-            raise ValueError(f"`shrink` must be in (0, 1), got {self.shrink}.")
-        if not self.grow > 1:
-            raise ValueError(f"`grow` must be above 1, got {self.grow}.")
-        if not 0 < self.kappa < 1:
-            raise ValueError(f"`kappa` must be in (0, 1), got {self.kappa}.")
-        if not 0 < self.theta <= 1:
-            raise ValueError(f"`theta` must be in (0, 1], got {self.theta}.")
+        check_radius_rule(self.accept, self.shrink, self.grow, self.kappa, self.theta)
 
     def inner_rtol(self, relative_gradient: torch.Tensor) -> torch.Tensor:
         """The inner CG's stop relative to its first residual, min(κ, ‖g‖^θ)."""

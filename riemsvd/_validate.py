@@ -1,7 +1,9 @@
 """Argument validation for the public functions, gathered in one place.
 
 Each error names the argument in backticks, says what is wrong and how to fix it; the numerical code
-below the public functions assumes valid input.
+below the public functions assumes valid input. Checks of what happens at run time (an operator that
+returns NaN, a map found not linear, a closure's loss, what the processes of a sharded solve passed
+against each other) stay with the code that runs.
 """
 
 from __future__ import annotations
@@ -10,13 +12,51 @@ import numbers
 
 import numpy as np
 import torch
+from torch import nn
 
 from riemsvd._backend import readable_any
 from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs
 
-__all__ = ["check_solve_args", "check_solve_shape_args"]
+__all__ = [
+    "check_block",
+    "check_bound_exists",
+    "check_bounds_args",
+    "check_closure",
+    "check_compiled_args",
+    "check_dim",
+    "check_dtensor",
+    "check_init_u",
+    "check_input_shape",
+    "check_layer_input",
+    "check_local_init",
+    "check_manifold",
+    "check_map",
+    "check_method",
+    "check_mode",
+    "check_module",
+    "check_pair_input",
+    "check_pair_shape",
+    "check_param_groups",
+    "check_positive",
+    "check_projection_hook_args",
+    "check_radius_rule",
+    "check_sharded_matrix",
+    "check_solve_args",
+    "check_solve_shape_args",
+    "check_spectral_norm_args",
+    "check_tol",
+    "check_trust_region_args",
+    "check_weight",
+    "probe_layer",
+    "probe_map",
+]
 
 _FLOATS = (torch.float32, torch.float64)
+_METHODS = ("auto", "iterative", "dense", "trust-region")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The arguments of riemsvd.solve and riemsvd.norm_bounds
 
 
 def _check_float_dtype(dtype, what: str) -> None:
@@ -88,6 +128,7 @@ def _check_scipy(a) -> None:
 
 
 def _check_positive_int(value, name: str, *, allow_none: bool = True) -> None:
+    """A TypeError for a non-int (bool included), a ValueError below 1."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -157,14 +198,26 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
     _check_options(options)
 
 
-def _check_init(a, init, k, m, n) -> None:
+def _check_init_pair(init) -> None:
+    """``init`` as a pair (U0, V0) of tensors: what a solve of a whole A and every process of a
+    sharded one check before the shapes."""
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
         raise TypeError("`init` must be a pair (U0, V0) of tensors, e.g. a previous call's (U, V).")
+    for name, x in zip(("U0", "V0"), init):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
+
+
+def _check_finite_init(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"`init` {name} has NaN or Inf entries.")
+
+
+def _check_init(a, init, k, m, n) -> None:
+    _check_init_pair(init)
     batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else tuple(getattr(a, "batch_shape", ()))
     columns = []
     for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
         if x.dim() == 1:
             x = x.unsqueeze(-1)
         if x.shape[-2] != rows or x.shape[-1] < 1:
@@ -175,8 +228,7 @@ def _check_init(a, init, k, m, n) -> None:
         if tuple(x.shape[:-2]) not in ((), batch):
             raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")
         _check_float_dtype(x.dtype, f"init {name}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"`init` {name} has NaN or Inf entries.")
+        _check_finite_init(x, name)
         columns.append(x.shape[-1])
     if columns[0] != columns[1]:
         raise ValueError(
@@ -184,8 +236,148 @@ def _check_init(a, init, k, m, n) -> None:
         )
 
 
+def check_init_u(a, u0: torch.Tensor) -> None:
+    """``init=U0`` alone: A a dense or sparse torch.Tensor (V0 = Aᵀ U0 is computed from it), U0 a
+    float tensor with A's rows."""
+    dtensor = type(a).__name__ == "DTensor"
+    if dtensor or not (
+        isinstance(a, torch.Tensor)
+        and a.layout in (torch.strided, torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
+    ):
+        raise TypeError(
+            f"`init` as U0 alone needs A as a dense or sparse torch.Tensor, got {type(a).__name__}; "
+            "pass the pair (U0, V0)."
+        )
+    if u0.dim() < 2 or u0.shape[-2] != a.shape[-2] or not u0.is_floating_point():
+        raise ValueError(
+            f"`init` as U0 alone must be a float tensor of shape (..., {a.shape[-2]}, j), got "
+            f"{tuple(u0.shape)} {u0.dtype}; or pass the pair (U0, V0)."
+        )
+
+
+def check_method(method, a) -> None:
+    """``method`` known, and applicable to A (None for a sharded A)."""
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}.")
+    dense_tensor = isinstance(a, torch.Tensor) and a.layout == torch.strided
+    if method == "trust-region" and a is None:
+        raise ValueError("`method='trust-region'` is not available for a sharded A; use method='iterative'.")
+    if method == "dense" and not dense_tensor:
+        raise ValueError(
+            f"`method='dense'` needs A as a dense torch.Tensor, got {type(a).__name__}"
+            f"{'' if not isinstance(a, torch.Tensor) else f' with layout {a.layout}'}; use "
+            "method='iterative' (or 'auto') for sparse, matrix-free and sharded A."
+        )
+
+
+def check_compiled_args(a, generator) -> None:
+    """What a compiled graph cannot take: an A other than a dense tensor, a generator. The checks
+    that read A's values run inside the custom operator, as in eager mode."""
+    if not (isinstance(a, torch.Tensor) and a.layout == torch.strided) or type(a).__name__ == "DTensor":
+        raise TypeError(
+            f"under torch.compile, riemsvd.solve takes a dense torch.Tensor A, got {type(a).__name__}; "
+            "call it outside the compiled function (torch.compiler.disable) for sparse, scipy, operator "
+            "and sharded A."
+        )
+    if generator is not None:
+        raise ValueError(
+            "`generator` cannot be passed into a compiled graph; under torch.compile the random start "
+            "comes from torch's global generator (torch.manual_seed makes it reproducible)."
+        )
+
+
+def check_bounds_args(a, confidence) -> None:
+    """The arguments :func:`riemsvd.norm_bounds` takes beyond :func:`riemsvd.solve`'s: ``confidence``,
+    and an A held whole by this process."""
+    from riemsvd._distributed import is_sharded  # imports torch.distributed
+
+    # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+    if confidence is not None and (
+        isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1  # type: ignore[operator]
+    ):
+        raise ValueError(f"`confidence` must be a number in (0, 1) or None, got {confidence!r}.")
+    if is_sharded(a):
+        raise TypeError(
+            "`A` is split across processes (a DTensor or ShardedMatrix); norm_bounds takes a matrix held "
+            "whole by this process (for a Replicate() DTensor, pass `A.to_local()`). riemsvd.solve "
+            "gives the leading triplets, with error bars in info.errors, of a sharded A."
+        )
+
+
+def check_bound_exists(frobenius_known: bool, size: int, full_space: int, confidence) -> None:
+    """A deterministic upper bound needs ‖A‖_F or a search space of all min(m, n) = ``size``
+    dimensions (at most ``full_space``); without either, ``confidence`` must be given."""
+    if not frobenius_known and size > full_space and confidence is None:
+        raise ValueError(
+            f"`confidence`: no deterministic bound exists for this matrix-free operator (‖A‖_F is "
+            f"unknown and min(m, n) = {size} > {full_space}); pass `confidence`, e.g. 0.999, for a "
+            "probabilistic upper bound."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# A sharded A: what each process checks of its own arguments (the comparison across processes, after
+# the all-gather, is _distributed's)
+
+
+def check_sharded_matrix(block, dim) -> None:
+    """The arguments of :class:`riemsvd.ShardedMatrix`."""
+    if not isinstance(block, torch.Tensor):
+        raise TypeError(f"`block` must be a torch.Tensor, got {type(block).__name__}.")
+    if isinstance(dim, bool) or dim not in (0, 1):
+        raise ValueError(f"`dim` must be 0 (split by rows) or 1 (split by columns), got {dim!r}.")
+
+
+def check_dtensor(a) -> int | None:
+    """A DTensor on a 1-D mesh, 2-D and placed Shard(0), Shard(1) or Replicate(); return the dimension
+    it is split along (None where replicated)."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    mesh = a.device_mesh
+    if mesh.ndim != 1:
+        raise ValueError(
+            f"`A` is a DTensor on a {mesh.ndim}-D device mesh; riemsvd.solve takes DTensors on a 1-D mesh "
+            "(Shard(0), Shard(1) or Replicate()). Redistribute it, or pass "
+            "riemsvd.ShardedMatrix(local_block, dim, group)."
+        )
+    placement = a.placements[0]
+    if isinstance(placement, Shard) and placement.dim in (0, 1, -1, -2) and a.dim() == 2:
+        return placement.dim % 2
+    if isinstance(placement, Replicate):
+        return None
+    raise ValueError(
+        f"`A` is a DTensor placed {placement!r}; riemsvd.solve takes a 2-D DTensor placed Shard(0), "
+        "Shard(1) or Replicate(). Redistribute it first, e.g. `A.redistribute(mesh, [Shard(0)])`."
+    )
+
+
+def check_block(block: torch.Tensor) -> float:
+    """This process's block of a sharded A: 2-D, as a dense A; return its max |a_ij| (0 if empty)."""
+    if block.dim() != 2:
+        raise ValueError(
+            f"`A`: this process's block must be 2-D (m_r, n) or (m, n_r), got shape {tuple(block.shape)}."
+        )
+    magnitude = _check_dense(block.detach())
+    return 0.0 if magnitude is None else float(magnitude)
+
+
+def check_local_init(init) -> list[tuple[int, ...]]:
+    """This process's ``init``: a pair of tensors with finite entries; return their shapes, which
+    the processes check together (they depend on every process's block)."""
+    _check_init_pair(init)
+    for name, x in zip(("U0", "V0"), init):
+        _check_finite_init(x, name)
+    return [tuple(x.shape) for x in init]
+
+
 # ---------------------------------------------------------------------------------------------------
 # riemsvd.nn's arguments
+
+
+def check_module(module, what: str) -> None:
+    """``module`` (the argument called ``what``) an ``nn.Module``."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"`{what}` must be a torch.nn.Module, got {type(module).__name__}.")
 
 
 def check_weight(weight, what: str) -> None:
@@ -227,3 +419,232 @@ def check_mode(mode) -> None:
         raise ValueError(
             f"`mode` must be 'ball' (clip σ at max_norm) or 'sphere' (set σ = max_norm), got {mode!r}."
         )
+
+
+def check_spectral_norm_args(
+    module, name, dim, tol, eps, n_power_iterations, input_shape
+) -> tuple[torch.Tensor, int, tuple[int, ...] | None]:
+    """Validate the arguments of :func:`riemsvd.nn.spectral_norm` (``dim`` with its default filled
+    in); return the weight, ``dim`` in [0, ndim) and ``input_shape`` as a tuple (or None).
+    Every bad value of ``n_power_iterations`` is a ValueError, as in torch's spectral_norm."""
+    from riemsvd._linear import is_conv
+
+    check_module(module, "module")
+    weight = getattr(module, name, None) if isinstance(name, str) else None
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"`name`: {type(module).__name__} has no parameter or buffer called {name!r}.")
+    check_weight(weight, f"module.{name}")
+    dim = check_dim(dim, weight.dim())
+    check_tol(tol)
+    check_positive(eps, "eps")
+    if (
+        isinstance(n_power_iterations, bool)
+        or not isinstance(n_power_iterations, numbers.Integral)
+        or (n_power_iterations <= 0)
+    ):
+        raise ValueError(f"`n_power_iterations` must be a positive int, got {n_power_iterations!r}.")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
+    if input_shape is not None:
+        if not is_conv(module) or name != "weight":
+            raise ValueError(
+                "`input_shape` applies to the `weight` of a zero-padded Conv1d/2d/3d or "
+                f"ConvTranspose1d/2d/3d, got {type(module).__name__}.{name}; leave it None for the "
+                "reshaped kernel's norm."
+            )
+        input_shape = check_layer_input(module, input_shape)
+    return weight, dim, input_shape
+
+
+def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> list[torch.Tensor]:
+    """Validate the arguments of :func:`riemsvd.nn.register_projection_hook`; return ``params`` as a
+    list."""
+    if not callable(getattr(optimizer, "register_step_post_hook", None)):
+        raise TypeError(
+            f"`optimizer` must be a torch.optim.Optimizer (with register_step_post_hook), "
+            f"got {type(optimizer).__name__}."
+        )
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    if not params:
+        raise ValueError("`params` is empty; pass the weights to project, e.g. [layer.weight].")
+    for i, p in enumerate(params):
+        check_weight(p, f"params[{i}]")
+    check_positive(max_norm, "max_norm")
+    check_mode(mode)
+    check_tol(tol)
+    for p in params:
+        check_dim(dim, p.dim())
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------
+# SingularPair's and the optimizers' arguments
+
+
+def check_pair_shape(m, n, k) -> None:
+    """The arguments of :class:`riemsvd.SingularPair`: positive ints with k <= min(m, n)."""
+    for name, value in (("m", m), ("n", n), ("k", k)):
+        _check_positive_int(value, name, allow_none=False)
+    if k > min(m, n):
+        raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)}, got {k}")
+
+
+def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = False) -> None:
+    """A for the pair (U, V): a tensor of shape (*, m, n), of the parameters' dtype and device; for
+    ``refine``, 2-D."""
+    if not isinstance(a, torch.Tensor):
+        raise TypeError(f"`A` must be a torch.Tensor, got {type(a).__name__}.")
+    m, n = u.shape[0], v.shape[0]
+    if a.dim() < 2 or tuple(a.shape[-2:]) != (m, n):
+        raise ValueError(f"`A` must have shape (*, {m}, {n}) for this pair, got {tuple(a.shape)}.")
+    if a.dtype != u.dtype or a.device != u.device:
+        raise TypeError(
+            f"`A` is {a.dtype} on {a.device}, the pair's parameters {u.dtype} on {u.device}; "
+            f"pass `A.to(pair.U)` or move the pair with `pair.to(A)`."
+        )
+    if refine and a.dim() != 2:
+        raise ValueError(f"`A` must have shape ({m}, {n}) to refine, got {tuple(a.shape)}")
+
+
+def check_radius_rule(accept, shrink, grow, kappa, theta) -> None:
+    """The parameters of the trust-region acceptance and radius rule (``_trust.RadiusRule``)."""
+    if not 0 <= accept < 0.25:
+        raise ValueError(f"`accept` (ρ′) must be in [0, 1/4), got {accept}.")
+    if not 0 < shrink < 1:
+        raise ValueError(f"`shrink` must be in (0, 1), got {shrink}.")
+    if not grow > 1:
+        raise ValueError(f"`grow` must be above 1, got {grow}.")
+    if not 0 < kappa < 1:
+        raise ValueError(f"`kappa` must be in (0, 1), got {kappa}.")
+    if not 0 < theta <= 1:
+        raise ValueError(f"`theta` must be in (0, 1], got {theta}.")
+
+
+def check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner) -> None:
+    """The options of :class:`riemsvd.optim.RiemannianTrustRegion` beyond its radius rule's."""
+    if max_radius is not None and not max_radius > 0:
+        raise ValueError(f"`max_radius` must be positive, got {max_radius}.")
+    if radius is not None and not radius > 0:
+        raise ValueError(f"`radius` must be positive, got {radius}.")
+    if radius is not None and max_radius is not None and radius > max_radius:
+        raise ValueError(f"`radius` ({radius}) must not exceed `max_radius` ({max_radius}).")
+    if max_inner is not None and (
+        isinstance(max_inner, bool) or max_inner != int(max_inner) or max_inner < 1
+    ):
+        raise ValueError(f"`max_inner` must be a positive integer, got {max_inner!r}.")
+    if not gradient_tol >= 0:
+        raise ValueError(f"`gradient_tol` must be non-negative, got {gradient_tol}.")
+    if preconditioner is not None and not callable(preconditioner):
+        raise TypeError(f"`preconditioner` must be callable, got {type(preconditioner).__name__}.")
+
+
+def check_param_groups(param_groups, defaults: dict) -> None:
+    """No trust-region option set per parameter group: one trust region spans all parameters."""
+    for group in param_groups:
+        for key, value in defaults.items():
+            if group[key] != value:
+                raise ValueError(
+                    f"`{key}` set for one parameter group: RiemannianTrustRegion has one trust region "
+                    "over all parameters; pass the options to the constructor."
+                )
+
+
+def check_manifold(manifold, index: int) -> None:
+    """Parameter ``index``'s manifold has what the trust region calls."""
+    missing = [name for name in ("egrad2rgrad", "proju", "retr", "inner") if not hasattr(manifold, name)]
+    if missing:
+        raise TypeError(
+            f"`params`: parameter {index} lies on {type(manifold).__name__}, which lacks "
+            f"{', '.join(missing)}; RiemannianTrustRegion needs a geoopt manifold."
+        )
+
+
+def check_closure(closure) -> None:
+    """The trust-region step's ``closure``: a callable that returns the loss."""
+    if closure is None or not callable(closure):
+        raise TypeError(
+            "`closure` is required: a function that returns the loss without calling backward "
+            "(the optimizer differentiates it itself; unlike torch.optim.LBFGS's closure)."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layers and linear maps: riemsvd.linear_operator's and riemsvd.nn.operator_norm's arguments
+
+
+def check_input_shape(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints (an int n meaning (n,)), or a ValueError naming it."""
+    if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
+        input_shape = (int(input_shape),)
+    if not (
+        isinstance(input_shape, (tuple, list, torch.Size))
+        and len(input_shape) > 0
+        # numbers.Integral declares no comparison with int in typeshed (mypy issue 3186)
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape)  # type: ignore[operator]
+    ):
+        raise ValueError(
+            "`input_shape` must be a tuple of positive ints without the batch dimension (for a layer "
+            f"(C, *spatial)), got {input_shape!r}."
+        )
+    return tuple(int(s) for s in input_shape)
+
+
+def check_layer_input(layer, input_shape) -> tuple[int, ...]:
+    """``input_shape`` checked against what a Conv/ConvTranspose or Linear layer takes (other modules:
+    only the form), or a ValueError naming it and the layer's expectation."""
+    from riemsvd._linear import conv_dim  # _linear imports this module
+
+    shape = check_input_shape(input_shape)
+    kind = type(layer).__name__
+    d = conv_dim(layer)
+    if d is not None:
+        if len(shape) != d + 1 or shape[0] != layer.in_channels:
+            spatial = ", ".join("*" * d)
+            raise ValueError(
+                f"`input_shape` must be (C, {spatial}) with C = in_channels = {layer.in_channels} for this "
+                f"{kind}, got {shape}."
+            )
+    elif isinstance(layer, nn.Linear) and shape[-1] != layer.in_features:
+        raise ValueError(
+            f"`input_shape` must end in in_features = {layer.in_features} for this Linear, got {shape}; "
+            f"e.g. ({layer.in_features},)."
+        )
+    return shape
+
+
+def check_map(fn, adjoint) -> None:
+    """``fn`` and ``adjoint`` of :func:`riemsvd.linear_operator` callable (``adjoint`` or None)."""
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a torch.nn.Module or a callable, got {type(fn).__name__}.")
+    if adjoint is not None and not callable(adjoint):
+        raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
+
+
+def probe_map(fn, input_shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+    """fn's image of one zero input of ``input_shape`` (shape (1, *output_shape)), or a ValueError
+    naming ``fn`` where it fails on that input or returns no batch of one."""
+    try:
+        with torch.no_grad():
+            probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
+    except Exception as err:  # the message of fn's own failure is what the user needs
+        raise ValueError(
+            f"`fn` failed on a zero input of shape (1, *input_shape) = {(1,) + input_shape}: {err}"
+        ) from err
+    if not isinstance(probe, torch.Tensor) or probe.dim() < 1 or probe.shape[0] != 1:
+        raise ValueError(
+            "`fn` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
+        )
+    return probe
+
+
+def probe_layer(layer, fn, input_shape: tuple[int, ...], dtype, device) -> tuple[int, ...]:
+    """The output shape of ``fn`` (``layer``'s convolution) on ``input_shape``, or a ValueError naming
+    ``input_shape`` where the layer cannot take it (e.g. spatial sizes smaller than the kernel)."""
+    try:
+        with torch.no_grad():
+            probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
+    except RuntimeError as err:
+        raise ValueError(
+            f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
+        ) from err
+    return tuple(probe.shape[1:])

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from riemsvd._backend import no_autocast
-from riemsvd._linear import check_layer_input, conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._linear import conv_apply, conv_operator, is_conv, linear_operator
 from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
+from riemsvd._validate import check_layer_input, check_module
 from riemsvd.nn._leading import PairTracker, operator_products, warm_pair
 
 
@@ -140,8 +141,7 @@ def operator_norm(
     >>> bool(sigma > kernel)  # the map's norm, not the reshaped kernel's
     True
     """
-    if not isinstance(layer, nn.Module):
-        raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
+    check_module(layer, "layer")
     input_shape = check_layer_input(layer, input_shape)
     with torch.no_grad():
         if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized

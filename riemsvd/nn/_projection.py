@@ -7,7 +7,14 @@ from typing import NamedTuple
 
 import torch
 
-from riemsvd._validate import check_dim, check_mode, check_positive, check_tol, check_weight
+from riemsvd._validate import (
+    check_dim,
+    check_mode,
+    check_positive,
+    check_projection_hook_args,
+    check_tol,
+    check_weight,
+)
 from riemsvd.nn._leading import PairTracker, as_matrix, leading_pair
 
 
@@ -179,20 +186,6 @@ def register_projection_hook(
     True
     >>> handle.remove()
     """
-    if not callable(getattr(optimizer, "register_step_post_hook", None)):
-        raise TypeError(
-            f"`optimizer` must be a torch.optim.Optimizer (with register_step_post_hook), "
-            f"got {type(optimizer).__name__}."
-        )
-    params = [params] if isinstance(params, torch.Tensor) else list(params)
-    if not params:
-        raise ValueError("`params` is empty; pass the weights to project, e.g. [layer.weight].")
-    for i, p in enumerate(params):
-        check_weight(p, f"params[{i}]")
-    check_positive(max_norm, "max_norm")
-    check_mode(mode)
-    check_tol(tol)
-    for p in params:
-        check_dim(dim, p.dim())
+    params = check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim)
     hook = _ProjectionHook(params, float(max_norm), mode, tol, dim)
     return optimizer.register_step_post_hook(hook)

@@ -3,16 +3,13 @@ parametrization (a drop-in for torch's), or the norm of a convolution as a linea
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
-from riemsvd._linear import check_layer_input, is_conv
 from riemsvd._ops import pair_owner_key, refresh_pair
-from riemsvd._validate import check_dim, check_positive, check_tol, check_weight
+from riemsvd._validate import check_spectral_norm_args
 from riemsvd.nn._leading import PairTracker, as_matrix, leading_pair
 from riemsvd.nn._operator_norm import OperatorNorm
 
@@ -181,34 +178,15 @@ def spectral_norm(
     ['parametrizations.weight.original', 'parametrizations.weight.0._u',
      'parametrizations.weight.0._v']
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be a torch.nn.Module, got {type(module).__name__}.")
-    weight = getattr(module, name, None) if isinstance(name, str) else None
-    if not isinstance(weight, torch.Tensor):
-        raise ValueError(f"`name`: {type(module).__name__} has no parameter or buffer called {name!r}.")
-    check_weight(weight, f"module.{name}")
     if dim is None:
         dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
-    dim = check_dim(dim, weight.dim())
-    check_tol(tol)
-    check_positive(eps, "eps")
-    if (
-        isinstance(n_power_iterations, bool)
-        or not isinstance(n_power_iterations, numbers.Integral)
-        or (n_power_iterations <= 0)
-    ):
-        raise ValueError(f"`n_power_iterations` must be a positive int, got {n_power_iterations!r}.")
+    weight, dim, input_shape = check_spectral_norm_args(
+        module, name, dim, tol, eps, n_power_iterations, input_shape
+    )
     steps = max(2, int(n_power_iterations))
-    if not bool(torch.isfinite(weight).all()):
-        raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
+    norm: nn.Module
     if input_shape is not None:
-        if not is_conv(module) or name != "weight":
-            raise ValueError(
-                "`input_shape` applies to the `weight` of a zero-padded Conv1d/2d/3d or "
-                f"ConvTranspose1d/2d/3d, got {type(module).__name__}.{name}; leave it None for the "
-                "reshaped kernel's norm."
-            )
-        norm = OperatorNorm(module, weight, check_layer_input(module, input_shape), tol, float(eps), steps)
+        norm = OperatorNorm(module, weight, input_shape, tol, float(eps), steps)
     else:
         norm = SpectralNorm(weight, dim, tol, float(eps), steps)
     parametrize.register_parametrization(module, name, norm)

@@ -16,6 +16,7 @@ import geoopt
 import torch
 
 from riemsvd._trust import RadiusRule
+from riemsvd._validate import check_closure, check_manifold, check_param_groups, check_trust_region_args
 from riemsvd.manifolds import Sphere, Stiefel
 
 __all__ = ["RiemannianTrustRegion", "TrustRegionInfo"]
@@ -92,12 +93,7 @@ def _manifold(p: torch.Tensor, index: int):
     m = getattr(p, "manifold", None)
     if m is None or isinstance(m, geoopt.Euclidean):
         return _Euclidean()
-    missing = [name for name in ("egrad2rgrad", "proju", "retr", "inner") if not hasattr(m, name)]
-    if missing:
-        raise TypeError(
-            f"`params`: parameter {index} lies on {type(m).__name__}, which lacks {', '.join(missing)}; "
-            "RiemannianTrustRegion needs a geoopt manifold."
-        )
+    check_manifold(m, index)
     return m
 
 
@@ -228,29 +224,10 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         preconditioner: Callable[[list, Vectors], Vectors] | None = None,
     ) -> None:
         rule = RadiusRule(accept=accept, shrink=shrink, grow=grow, kappa=kappa, theta=theta)
-        if max_radius is not None and not max_radius > 0:
-            raise ValueError(f"`max_radius` must be positive, got {max_radius}.")
-        if radius is not None and not radius > 0:
-            raise ValueError(f"`radius` must be positive, got {radius}.")
-        if radius is not None and max_radius is not None and radius > max_radius:
-            raise ValueError(f"`radius` ({radius}) must not exceed `max_radius` ({max_radius}).")
-        if max_inner is not None and (
-            isinstance(max_inner, bool) or max_inner != int(max_inner) or max_inner < 1
-        ):
-            raise ValueError(f"`max_inner` must be a positive integer, got {max_inner!r}.")
-        if not gradient_tol >= 0:
-            raise ValueError(f"`gradient_tol` must be non-negative, got {gradient_tol}.")
-        if preconditioner is not None and not callable(preconditioner):
-            raise TypeError(f"`preconditioner` must be callable, got {type(preconditioner).__name__}.")
+        check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner)
         defaults = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            for key, value in defaults.items():
-                if group[key] != value:
-                    raise ValueError(
-                        f"`{key}` set for one parameter group: RiemannianTrustRegion has one trust region "
-                        "over all parameters; pass the options to the constructor."
-                    )
+        check_param_groups(self.param_groups, defaults)
         self.rule, self.preconditioner = rule, preconditioner
         self._params = [p for group in self.param_groups for p in group["params"]]
         self._manifolds = [_manifold(p, i) for i, p in enumerate(self._params)]
@@ -318,11 +295,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
 
         Returns the loss at the start of the step (detached). ``info`` describes the step.
         """
-        if closure is None or not callable(closure):
-            raise TypeError(
-                "`closure` is required: a function that returns the loss without calling backward "
-                "(the optimizer differentiates it itself; unlike torch.optim.LBFGS's closure)."
-            )
+        check_closure(closure)
         params, manifolds = self._params, self._manifolds
         state = self.state[params[0]]
         radius = state.get("radius", self.radius0)
