@@ -254,7 +254,9 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
         if not invariant:
             basis[:, step] = z / norm
             images[:, step] = gram.matvec(basis[:, step])
-            projected[: step + 1, step] = projected[step, : step + 1] = basis[:, : step + 1].T @ images[:, step]
+            projected[: step + 1, step] = projected[step, : step + 1] = (
+                basis[:, : step + 1].T @ images[:, step]
+            )
         if step % every and step < steps and not invariant:
             continue
         width = step if invariant else step + 1

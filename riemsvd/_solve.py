@@ -24,8 +24,7 @@ from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, eps
-from riemsvd._validate import check_init_u, check_solve_args
-from riemsvd._validate import check_method as _check_method  # tests/test_trust.py imports it from here
+from riemsvd._validate import check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
 
@@ -221,7 +220,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     if is_sharded(A):
-        _check_method(method, None)
+        check_method(method, None)
         sharded = prepare_sharded(A, k, tol, maxiter, init, generator, options)  # a collective
         layout = sharded.layout
 
@@ -231,7 +230,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
         return Problem(sharded.tensor, layout, operator, sharded.magnitude, k, tol, maxiter, sharded.init,
                        sharded.generator, options or SolverOptions(), method)  # fmt: skip
     magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
-    _check_method(method, A)
+    check_method(method, A)
     operator = functools.partial(as_operator, magnitude=magnitude)
     options = options or SolverOptions()
     return Problem(A, Layout(), operator, magnitude, k, tol, maxiter, init, generator, options, method)

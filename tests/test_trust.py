@@ -114,10 +114,10 @@ def test_radius_rule_follows_absil_baker_gallivan():
 
 
 def test_sharded_matrices_are_refused_by_name():
-    from riemsvd._solve import _check_method
+    from riemsvd._validate import check_method
 
     with pytest.raises(ValueError, match="`method='trust-region'` is not available for a sharded A"):
-        _check_method("trust-region", None)
+        check_method("trust-region", None)
     with pytest.raises(ValueError, match="'trust-region'"):
         riemsvd.solve(torch.eye(3), 1, method="trust_region")
 
