@@ -20,11 +20,12 @@ INDUCTOR = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo(monkeypatch):
-    """Every test compiles from scratch and fails on any recompile."""
+def fresh_dynamo():
+    """Every test compiles from scratch and fails on any recompile. (dynamo's config module makes its
+    attributes on demand, which pytest's monkeypatch of recent versions does not see: its own patch.)"""
     dynamo.reset()
-    monkeypatch.setattr(dynamo.config, "error_on_recompile", True)
-    yield
+    with dynamo.config.patch(error_on_recompile=True):
+        yield
     dynamo.reset()
 
 
