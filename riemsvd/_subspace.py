@@ -572,7 +572,8 @@ def subspace_svd(
                 if bool(passed.all()):
                     reason = "converged"
                     if probes > 0 and st.w:
-                        steps = -(-_PROBE_STEPS // b)  # a block of b columns explores b directions
+                        # a block of b columns explores b directions
+                        steps = -(-_probe_steps(verified[1], n) // b)
                         if p_now < n and st.pv + st.w + steps * b > p_now:
                             ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv))  # room for the probe
                             restarts += 1
@@ -649,15 +650,31 @@ def _empty(op: Operator, k: int) -> Outcome:
     return Outcome(u, s, v, residual == 0, residual, 0, [], z(k), "converged", 0)
 
 
-# Iterations of the Golub–Kahan recurrence from a fresh random direction after k > 1 triplets have
+# Iterations of the Golub–Kahan recurrence from a fresh direction after k > 1 triplets have
 # converged, before they are accepted. A Krylov space of one start vector holds one vector of each
 # singular value: where σ₁ = σ₂ = σ₃ exactly, it finds one of them and then converges to lower
-# values with residuals below tol (fuzz case 1: 35×28, k = 3, S = (1, 1, 0.5) for (1, 1, 1)). From a
-# random start the missed copies raise a Ritz value above σ_k within a few steps where they stand
-# clearly above it: 3 × 3000 fuzz cases passed with 4 steps as with 8. Copies within 2% of the next
-# values are missed either way (10 and 7 of 72 stress cases; start_block ≥ the multiplicity: 0).
-# 4 steps cost 8 products (2000×1000 decay, k = 8: 72 against 64 without, 80 with 8 steps).
-_PROBE_STEPS = 4
+# values with residuals below tol (fuzz case 1: 35×28, k = 3, S = (1, 1, 0.5) for (1, 1, 1)). A
+# missed copy of σ₁ shows once the probe's Krylov space has lifted the direction's component along it
+# (about 1/√n) above the rest, whose top is σ_k: with λ-gap γ = σ₁²/σ_k² − 1, Lanczos needs j steps
+# with T_{j−1}(1 + 2γ) ≥ 4√n (Chebyshev). 4 steps served a 50% gap, but with σ_k/σ₁ = 0.9, 0.95 and
+# 0.98 they missed 12, ~37 and 67 of 150 cases (10–500 × 40–500, 2–5 copies, k = 2–8); 8 steps
+# missed 0, 0 and 15, 12 steps 0, 0, 0. So: that many steps, at least _PROBE_STEPS, at most
+# _PROBE_MAX (what a thick restart leaves room for anyway), each two products.
+_PROBE_STEPS, _PROBE_MAX = 4, 16
+
+
+def _probe_steps(s: np.ndarray, n: int) -> int:
+    """Probe steps for accepted values s (..., k) of an operator with n columns (see above)."""
+    ratio = float(np.max(s[..., -1] / np.where(s[..., 0] > 0, s[..., 0], 1.0)))
+    gamma = 1 / max(ratio, 1e-150) ** 2 - 1
+    if not gamma > 0:
+        return _PROBE_MAX
+    return int(
+        min(
+            _PROBE_MAX,
+            max(_PROBE_STEPS, 1 + math.ceil(math.acosh(16 * math.sqrt(n)) / math.acosh(1 + 2 * gamma))),
+        )
+    )
 
 
 @dataclass
