@@ -206,7 +206,7 @@ def _ladder(gram: Gram, s2: float, delta: float):
         lam, factor = certify(gram, s2 * (1 + delta))
         if factor is not None:
             return math.sqrt(lam) * (1 + 2 * _U), delta, factor
-        if delta >= _MAX_DELTA:
+        if not delta < _MAX_DELTA:  # NaN too (a non-finite estimate): no certificate, not a loop
             return math.inf, delta, None
         delta = min(delta * _GROW, _MAX_DELTA)
 

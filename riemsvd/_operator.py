@@ -84,6 +84,10 @@ class Operator:
         magnitude = magnitude.to(self.dtype)
         if readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
             exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))
+            # entries all subnormal: 2^−exponent itself would overflow (1e-310 wants 2^1030), and the
+            # Gram matrix, the SVD and the bounds then saw inf·0 = NaN; the largest scale that exists
+            # leaves them near 2^−52 (float64) or 2^−23 (float32) at the least, within range
+            exponent = exponent.clamp_min(1 - int(math.log2(fin.max)))
             self.scale = torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
         return self
 

@@ -101,6 +101,16 @@ def test_batched_bounds_bracket_each_matrix(gen):
     assert_brackets(with_conf, a)
 
 
+@pytest.mark.parametrize("dtype,scale", [(torch.float64, 1e-310), (torch.float32, 1e-39)])
+def test_a_matrix_of_subnormal_entries_is_bracketed(dtype, scale, gen):
+    """Entries all subnormal: the rescaling to entries near 1 overflowed (2^1030), the Gram matrix was
+    NaN and the certificate's ladder looped forever on a NaN δ."""
+    a = (hard_matrix("gaussian", 30, 20, gen, torch.float64, 1.0) * scale).to(dtype)
+    bounds = riemsvd.norm_bounds(a, generator=gen)
+    assert_brackets(bounds, a)
+    assert float(bounds.upper / bounds.lower - 1) < 1e-6
+
+
 def test_numpy_arrays_are_taken_as_solve_takes_them(gen):
     """norm_bounds once refused a float64 numpy array with "dtype float64; riemsvd needs float32 or
     float64": its inputs now go through solve's own preparation."""

@@ -29,6 +29,8 @@ solve = functools.partial(riemsvd.solve, method="iterative")
         (torch.float64, 1e160),
         (torch.float32, 1e-22),
         (torch.float32, 1e25),
+        (torch.float64, 1e-310),  # every entry subnormal: the rescaling's 2^1030 once overflowed
+        (torch.float32, 2e-39),
     ],
 )
 def test_extreme_scales_are_solved_exactly(dtype, scale, gen):
