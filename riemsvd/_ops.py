@@ -163,10 +163,12 @@ def pair_owner_key(owner) -> int:
 
 
 @torch.library.custom_op("riemsvd::refresh_pair", mutates_args=("u", "v"))
-def _refresh_pair_op(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, owner: int) -> None:
+def _refresh_pair_op(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, owner: torch.Tensor) -> None:
     """The owner's ``update_pair(w, u, v)``: the leading pair of w, warm-started from (u, v), written
-    into them."""
-    _OWNERS[owner].update_pair(w, u, v)
+    into them. ``owner`` is the key of :func:`pair_owner_key` as a 0-dim int64 tensor: a graph input,
+    which the compiled graph does not guard on (an int attribute made every deep copy of a model
+    recompile the forward, and the ninth fail under ``fullgraph=True``)."""
+    _OWNERS[int(owner)].update_pair(w, u, v)
 
 
 @_refresh_pair_op.register_fake
@@ -174,7 +176,7 @@ def _refresh_pair_shapes(w, u, v, owner) -> None:
     return None
 
 
-def refresh_pair(owner, key: int, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+def refresh_pair(owner, key: torch.Tensor, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
     """``owner.update_pair(w, u, v)``; under ``torch.compile`` as one custom operator that mutates u and v
     (the warm start's power steps, its tests and the solve read values on the host)."""
     if torch.compiler.is_compiling():

@@ -132,6 +132,8 @@ def solve(
     ``riemsvd::solve``: no graph break, no recompilation as A's values change, the same results and
     reverse-mode gradients; ``generator`` cannot be passed there, ``info``'s counts are 0-dim tensors
     and its ``stop_reason`` and ``method`` None (docs/spectral_norm.md, "Under torch.compile").
+    Forward mode is eager only: ``torch.func.jvp`` and ``jacfwd`` inside a compiled function return
+    zero tangents (custom operators have no forward-mode rule).
 
     Warns
     -----

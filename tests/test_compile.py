@@ -166,13 +166,25 @@ def test_a_copy_of_a_normalization_refreshes_its_own_pair():
     layer = riemsvd.nn.spectral_norm(torch.nn.Linear(6, 5, dtype=torch.float64))
     copied = copy.deepcopy(layer)
     norms = (layer.parametrizations.weight[0], copied.parametrizations.weight[0])
-    assert norms[0]._key != norms[1]._key
+    assert int(norms[0]._owner) != int(norms[1]._owner)
     del layer
     with torch.no_grad():
         copied.parametrizations.weight.original.mul_(3.0)
     compiled = torch.compile(copied, fullgraph=True, backend="aot_eager")
     compiled(torch.randn(2, 6, dtype=torch.float64))
     assert abs(float(torch.linalg.matrix_norm(copied.weight.detach(), 2)) - 1) < 1e-10
+
+
+def test_deep_copies_of_a_normalized_model_share_one_compiled_forward():
+    """Ten copies (EMA models, trials) through the same compiled code: the refresh's key is a graph
+    input, not a guarded int (the ninth copy once hit the recompile limit under fullgraph=True)."""
+    base = torch.nn.Sequential(riemsvd.nn.spectral_norm(torch.nn.Linear(6, 5, dtype=torch.float64)))
+    for _ in range(10):  # error_on_recompile is on
+        model = copy.deepcopy(base)
+        with torch.no_grad():
+            model[0].parametrizations.weight.original.mul_(2.0)
+        torch.compile(model, fullgraph=True, backend="aot_eager")(torch.randn(2, 6, dtype=torch.float64))
+        assert abs(float(torch.linalg.matrix_norm(model[0].weight.detach(), 2)) - 1) < 1e-10
 
 
 def test_compiled_operator_norm_parametrization_matches_eager():

@@ -32,6 +32,7 @@ class OperatorNorm(nn.Module):
     """
 
     _u: torch.Tensor  # buffers, registered in __init__
+    _owner: torch.Tensor
     _v: torch.Tensor
 
     def __init__(
@@ -43,7 +44,8 @@ class OperatorNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = PairTracker(power_steps)
-        self._key = pair_owner_key(self)
+        # as in SpectralNorm: a graph input, so a compiled forward serves every copy
+        self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
         self._output_shape: torch.Size | None = None
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
@@ -57,7 +59,7 @@ class OperatorNorm(nn.Module):
 
     def __setstate__(self, state) -> None:  # as SpectralNorm's
         super().__setstate__(state)
-        self._key = pair_owner_key(self)
+        self._owner.fill_(pair_owner_key(self))
 
     @torch.no_grad()
     def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
@@ -70,7 +72,7 @@ class OperatorNorm(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training:
-            refresh_pair(self, self._key, weight.detach(), self._u, self._v)
+            refresh_pair(self, self._owner, weight.detach(), self._u, self._v)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward

@@ -25,6 +25,7 @@ class SpectralNorm(nn.Module):
     """
 
     _u: torch.Tensor  # buffers, registered in __init__
+    _owner: torch.Tensor
     _v: torch.Tensor
 
     def __init__(
@@ -40,7 +41,8 @@ class SpectralNorm(nn.Module):
         self.tol = tol
         self.eps = eps
         self._tracker = PairTracker(power_steps)
-        self._key = pair_owner_key(self)
+        # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
+        self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
         # one triplet: registration's right_inverse starts the tracker afresh anyway
         u, v, _ = leading_pair(as_matrix(weight.detach(), dim), None, tol)
         self.register_buffer("_u", u.contiguous())
@@ -48,7 +50,7 @@ class SpectralNorm(nn.Module):
 
     def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair
         super().__setstate__(state)
-        self._key = pair_owner_key(self)
+        self._owner.fill_(pair_owner_key(self))
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
@@ -65,7 +67,7 @@ class SpectralNorm(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         w_mat = as_matrix(weight, self.dim)
         if self.training:
-            refresh_pair(self, self._key, w_mat.detach(), self._u, self._v)
+            refresh_pair(self, self._owner, w_mat.detach(), self._u, self._v)
         # Clones: a later forward updates the buffers in place while this graph may still need them.
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
