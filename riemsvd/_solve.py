@@ -165,8 +165,8 @@ def solve(
     """
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
-    if torch.compiler.is_compiling():  # one opaque operator in the graph
-        return compiled_solve(A, k, tol, maxiter, init, generator, options, method)
+    if torch.compiler.is_compiling() and isinstance(A, torch.Tensor) and A.layout == torch.strided:
+        return compiled_solve(A, k, tol, maxiter, init, generator, options, method)  # one opaque operator
     problem = prepare(A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
                       method=method)  # fmt: skip
 
@@ -238,6 +238,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     return Problem(A, Layout(), operator, magnitude, k, tol, maxiter, init, generator, options, method)
 
 
+@torch.compiler.disable  # host code on numpy and scipy; traced, it crashed dynamo on sparse A
 def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     """Run a prepared solve on ``a`` (default ``problem.target``; autograd hands in its own tensor):
     the operator, the tolerance, the method (the dense path where its cost model or ``method`` says),

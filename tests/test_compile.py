@@ -113,6 +113,24 @@ def test_what_a_compiled_graph_cannot_take_is_named():
         )(torch.randn(5, 4))
 
 
+def test_sparse_and_scipy_inputs_run_eagerly_inside_a_compiled_function():
+    """Without fullgraph, what the graph cannot hold runs eagerly behind a graph break; dynamo once
+    traced into the solver's scipy BLAS handles and crashed (InternalTorchDynamoError)."""
+    import scipy.sparse as sp
+
+    dynamo.config.error_on_recompile = False  # a graph break compiles the pieces around it
+    s = sp.random(30, 20, density=0.3, random_state=0, format="csr")
+    a = torch.from_numpy(s.toarray())
+    ref = torch.linalg.svdvals(a)[:2]
+    for make in (lambda: a.to_sparse(), lambda: a.to_sparse_csr()):
+        dynamo.reset()
+        out = torch.compile(lambda x: riemsvd.solve(x, 2).S, backend="eager")(make())
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
+    dynamo.reset()
+    out = torch.compile(lambda: riemsvd.solve(s, 2).S, backend="eager")()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
+
+
 def _mlp(dtype, width=48):
     return torch.nn.Sequential(
         riemsvd.nn.spectral_norm(torch.nn.Linear(16, width, dtype=dtype)),
