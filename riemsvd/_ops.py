@@ -130,7 +130,7 @@ def compiled_solve(A, k, tol, maxiter, init, generator, options, method: str):
     ``errors`` are as in eager mode. The checks that read A's values (NaN, Inf) run inside the operator."""
     from riemsvd._result import SVDResult
 
-    check_compiled_args(A, generator)
+    check_compiled_args(A, k, tol, maxiter, init, generator, options)
     u0, v0 = (init, None) if isinstance(init, torch.Tensor) else (None, None) if init is None else init
     options = options or SolverOptions()
     out = torch.ops.riemsvd.solve(

@@ -73,15 +73,20 @@ def _check_float_dtype(dtype, what: str) -> None:
     )
 
 
-def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
-    """Check a dense A; return max |a_ij| per matrix (shape (...)), which the operator reuses to
-    rescale, so that A is read once for both."""
+def _check_dense_layout(a: torch.Tensor) -> None:
+    """A dense A's dimensions and dtype: what needs no value of it."""
     if a.dim() < 2:
         raise ValueError(
             f"`A` must have at least 2 dimensions (..., m, n), got shape {tuple(a.shape)}; "
             "for a vector use `A.reshape(1, -1)` or `A.reshape(-1, 1)`."
         )
     _check_float_dtype(a.dtype, "A")
+
+
+def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
+    """Check a dense A; return max |a_ij| per matrix (shape (...)), which the operator reuses to
+    rescale, so that A is read once for both."""
+    _check_dense_layout(a)
     if not a.numel():
         return None
     magnitude = max_abs(a)  # NaN propagates through max and min, Inf stays Inf
@@ -270,20 +275,26 @@ def check_method(method, a) -> None:
         )
 
 
-def check_compiled_args(a, generator) -> None:
-    """What a compiled graph cannot take: an A other than a dense tensor, a generator. The checks
-    that read A's values run inside the custom operator, as in eager mode."""
-    if not (isinstance(a, torch.Tensor) and a.layout == torch.strided) or type(a).__name__ == "DTensor":
+def check_compiled_args(a, k, tol, maxiter, init, generator, options) -> None:
+    """The checks of :func:`riemsvd.solve` while ``torch.compile`` traces a dense A: all that need no
+    value of A or of ``init`` (the NaN/Inf checks run inside the custom operator, at run time), and
+    what a compiled graph cannot take (a sharded A, a generator, a tensor k)."""
+    if type(a).__name__ == "DTensor":
         raise TypeError(
-            f"under torch.compile, riemsvd.solve takes a dense torch.Tensor A, got {type(a).__name__}; "
-            "call it outside the compiled function (torch.compiler.disable) for sparse, scipy, operator "
-            "and sharded A."
+            "under torch.compile, riemsvd.solve takes a dense torch.Tensor A, got a DTensor; call it "
+            "outside the compiled function (torch.compiler.disable) for a sharded A."
         )
+    if isinstance(k, torch.Tensor):
+        raise TypeError("`k` must be a Python int under torch.compile, got a tensor; pass `int(k)` outside.")
+    _check_dense_layout(a)
+    check_solve_shape_args(tuple(a.shape[-2:]), tuple(a.shape[:-2]), k, tol, maxiter, generator, options)
     if generator is not None:
         raise ValueError(
             "`generator` cannot be passed into a compiled graph; under torch.compile the random start "
             "comes from torch's global generator (torch.manual_seed makes it reproducible)."
         )
+    if init is not None and not isinstance(init, torch.Tensor):
+        _check_init_pair(init)
 
 
 def check_bounds_args(a, confidence) -> None:
