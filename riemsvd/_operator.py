@@ -181,6 +181,22 @@ class SparseOperator(Operator):
         return self.at @ y
 
 
+def _adjoint(rmatmat):
+    """A LinearOperator-like A's Aᵀ products, with the failure of one defined without them (scipy's
+    ``LinearOperator(shape, matvec=f)``: 'NoneType' object is not callable, deep in scipy) said plainly."""
+
+    def apply(y):
+        try:
+            return rmatmat(y)
+        except (NotImplementedError, TypeError) as err:
+            raise ValueError(
+                f"`A`'s product with Aᵀ (rmatvec/rmatmat) failed ({type(err).__name__}: {err}); riemsvd "
+                "needs it: give the LinearOperator an rmatvec (or rmatmat)."
+            ) from err
+
+    return apply
+
+
 class ScipyOperator(Operator):
     """A scipy sparse matrix or a ``LinearOperator``-like object, applied on the host in numpy.
 
@@ -193,13 +209,13 @@ class ScipyOperator(Operator):
         self.a = a
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
-            self._mm, self._rmm = a.matmat, a.rmatmat
+            self._mm, self._rmm = a.matmat, _adjoint(a.rmatmat)
         elif hasattr(a, "T") and hasattr(a, "__matmul__"):  # scipy sparse arrays and matrices
             at = a.T
             self._mm, self._rmm = a.__matmul__, at.__matmul__
         else:
             self._mm = _columnwise(a.matvec)
-            self._rmm = _columnwise(a.rmatvec)
+            self._rmm = _adjoint(_columnwise(a.rmatvec))
 
     def _apply(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
         out = np.asarray(fn(x), dtype=self._np_dtype)

@@ -517,8 +517,22 @@ def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = Fals
         raise ValueError(f"`A` must have shape ({m}, {n}) to refine, got {tuple(a.shape)}")
 
 
+def _check_real(value, name: str) -> None:
+    """A real number (not a bool), before it is compared: the comparison's own TypeError names nothing."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}.")
+
+
 def check_radius_rule(accept, shrink, grow, kappa, theta) -> None:
     """The parameters of the trust-region acceptance and radius rule (``_trust.RadiusRule``)."""
+    for name, value in (
+        ("accept", accept),
+        ("shrink", shrink),
+        ("grow", grow),
+        ("kappa", kappa),
+        ("theta", theta),
+    ):
+        _check_real(value, name)
     if not 0 <= accept < 0.25:
         raise ValueError(f"`accept` (ρ′) must be in [0, 1/4), got {accept}.")
     if not 0 < shrink < 1:
@@ -533,6 +547,10 @@ def check_radius_rule(accept, shrink, grow, kappa, theta) -> None:
 
 def check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner) -> None:
     """The options of :class:`riemsvd.optim.RiemannianTrustRegion` beyond its radius rule's."""
+    for name, value in (("radius", radius), ("max_radius", max_radius)):
+        if value is not None:
+            _check_real(value, name)
+    _check_real(gradient_tol, "gradient_tol")
     if max_radius is not None and not max_radius > 0:
         raise ValueError(f"`max_radius` must be positive, got {max_radius}.")
     if radius is not None and not radius > 0:

@@ -180,3 +180,29 @@ def test_k_as_an_integer_tensor_is_accepted(a):
     assert riemsvd.solve(a, torch.tensor(2)).S.shape == (2,)
     with pytest.raises(TypeError, match="`k`"):
         riemsvd.solve(a, torch.tensor(2.0))
+
+
+def test_a_linear_operator_without_an_adjoint_is_named():
+    """scipy's LinearOperator(shape, matvec=f) has no Aᵀ: the error came from deep in scipy ('NoneType'
+    object is not callable)."""
+    import scipy.sparse.linalg as spl
+
+    m = np.random.default_rng(0).standard_normal((30, 20))
+    op = spl.LinearOperator((30, 20), matvec=lambda x: m @ x, dtype=np.float64)
+    with pytest.raises(ValueError, match=r"`A`'s product with Aᵀ .* give the LinearOperator an rmatvec"):
+        riemsvd.solve(op, 1)
+    with pytest.raises(ValueError, match=r"`A`'s product with Aᵀ"):
+        riemsvd.norm_bounds(op, confidence=0.99)
+
+
+@pytest.mark.parametrize("option", [{"radius": "1"}, {"gradient_tol": None}, {"accept": "x"}, {"grow": True}])
+def test_trust_region_options_that_are_not_numbers_are_named(option):
+    """They reached a comparison, whose TypeError named no argument."""
+    import geoopt
+
+    from riemsvd.optim import RiemannianTrustRegion
+
+    x = torch.nn.functional.normalize(torch.randn(3, 2, dtype=torch.float64), dim=0)
+    p = geoopt.ManifoldParameter(x, manifold=riemsvd.manifolds.Sphere())
+    with pytest.raises(TypeError, match=f"`{next(iter(option))}` must be a real number"):
+        RiemannianTrustRegion([p], **option)
