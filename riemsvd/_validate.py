@@ -454,7 +454,8 @@ def check_spectral_norm_args(
         or (n_power_iterations <= 0)
     ):
         raise ValueError(f"`n_power_iterations` must be a positive int, got {n_power_iterations!r}.")
-    if not bool(torch.isfinite(weight).all()):
+    # a weight on the meta device (deferred initialization) has no values to check yet
+    if not weight.is_meta and not bool(torch.isfinite(weight).all()):
         raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
     if input_shape is not None:
         if not is_conv(module) or name != "weight":

@@ -621,3 +621,19 @@ def test_hook_bad_optimizer_or_params_raise():
         rnn.register_projection_hook(opt, [w, torch.ones(3)])
     with pytest.raises(TypeError, match=r"`params\[0\]` has dtype"):
         rnn.register_projection_hook(opt, [torch.ones(3, 3, dtype=torch.int64)])
+
+
+def test_a_module_on_the_meta_device_is_normalized_once_it_has_values():
+    """Deferred initialization (FSDP, large models): spectral_norm of a meta module once failed on
+    `.item()`; after to_empty the stored pair is whatever memory held (here NaN, or huge), and the first
+    training forward solves from scratch."""
+    for garbage in (float("nan"), 1e300):
+        layer = rnn.spectral_norm(torch.nn.Linear(30, 20, device="meta", dtype=torch.float64))
+        assert layer.weight.is_meta
+        layer.to_empty(device="cpu")
+        with torch.no_grad():
+            original(layer).copy_(torch.randn(20, 30, dtype=torch.float64))
+            layer.parametrizations.weight[0]._u.fill_(garbage)
+            layer.parametrizations.weight[0]._v.fill_(garbage)
+        layer(torch.randn(4, 30, dtype=torch.float64))
+        assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]

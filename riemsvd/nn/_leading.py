@@ -3,6 +3,7 @@ warm-started, with the power step whose σ error is bounded and the σ₂ tracke
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -183,10 +184,10 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         # laid out like the stored pair (a sharded weight's power step leaves other placements)
         init = (
             tuple(torch.empty_like(x0).copy_(x).unsqueeze(-1) for x0, x in zip(init, (u, v)))
-            if s0 > 0
+            if 0 < s0 < math.inf  # a stored pair that is garbage (an uninitialized buffer): a cold solve
             else None
         )
-    learn = tracker is not None and (s0 is None or not s0 > 0 or tracker.stale())
+    learn = tracker is not None and (s0 is None or not 0 < s0 < math.inf or tracker.stale())
     k = min(2, m, n) if learn else 1
     generator = torch.Generator().manual_seed(0) if init is not None else None
     with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included

@@ -44,7 +44,7 @@ class SpectralNorm(nn.Module):
         # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
         self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
         # one triplet: registration's right_inverse starts the tracker afresh anyway
-        u, v, _ = leading_pair(as_matrix(weight.detach(), dim), None, tol)
+        u, v = self._first_pair(as_matrix(weight.detach(), dim), tol)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
 
@@ -56,9 +56,21 @@ class SpectralNorm(nn.Module):
         self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
         super()._load_from_state_dict(*args, **kwargs)
 
+    @staticmethod
+    def _first_pair(w_mat: torch.Tensor, tol) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v) of w_mat from a cold solve; empty ones for a weight on the meta device, whose values
+        come later (the first training forward then solves from scratch, see ``warm_pair``)."""
+        if w_mat.is_meta:
+            return w_mat.new_empty(w_mat.shape[0]), w_mat.new_empty(w_mat.shape[1])
+        u, v, _ = leading_pair(w_mat, None, tol)
+        return u, v
+
     @torch.no_grad()
     def update_pair(self, w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
-        """The leading pair of w_mat, warm-started from (u, v), written into them."""
+        """The leading pair of w_mat, warm-started from (u, v), written into them (nothing to do for a
+        weight on the meta device)."""
+        if w_mat.is_meta:
+            return
         u_new, v_new, _ = leading_pair(w_mat, (u, v), self.tol, self._tracker)
         # In place, so that replicas sharing the buffers' storage (DataParallel) see the update.
         u.copy_(u_new)
