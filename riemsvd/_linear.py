@@ -261,8 +261,10 @@ def linear_operator(
         module) mapping a batch ``(b, *input_shape)`` to ``(b, *output_shape)`` linearly and
         independently per batch item. A module's ``bias`` attribute is left out: the operator is the
         linear part of the affine layer, whose norm is the layer's Lipschitz constant (as in
-        :func:`riemsvd.nn.operator_norm`). Linearity of a general function cannot be checked: a
-        non-linear ``fn`` gives meaningless results.
+        :func:`riemsvd.nn.operator_norm`). Linearity is probed, not proven: ``fn(0)`` must be zero
+        and fn(x + 2y) − fn(x) − 2 fn(y) within 1% of the outputs on two random inputs (a
+        ValueError otherwise); a map that passes that probe but is not linear gives meaningless
+        results.
     input_shape : tuple of int
         The shape of one input, without the batch dimension: ``(C, H, W)`` for a Conv2d,
         ``(in_features,)`` for a Linear.
@@ -293,7 +295,8 @@ def linear_operator(
         If ``fn`` is not callable, or ``adjoint`` is given and not callable.
     ValueError
         If ``input_shape`` is not a tuple of positive ints, does not match a Conv layer's
-        ``in_channels`` and dimensions or a Linear's ``in_features``, or ``fn`` fails on it.
+        ``in_channels`` and dimensions or a Linear's ``in_features``, or ``fn`` fails on it or is
+        found not to be linear.
 
     Examples
     --------

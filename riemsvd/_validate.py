@@ -258,6 +258,10 @@ def check_init_u(a, u0: torch.Tensor) -> None:
             f"`init` as U0 alone must be a float tensor of shape (..., {a.shape[-2]}, j), got "
             f"{tuple(u0.shape)} {u0.dtype}; or pass the pair (U0, V0)."
         )
+    if tuple(u0.shape[:-2]) not in ((), tuple(a.shape[:-2])):
+        raise ValueError(
+            f"`init` as U0 alone has batch shape {tuple(u0.shape[:-2])}, but A's is {tuple(a.shape[:-2])}."
+        )
 
 
 def check_method(method, a) -> None:
@@ -493,12 +497,15 @@ def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> l
 # SingularPair's and the optimizers' arguments
 
 
-def check_pair_shape(m, n, k) -> None:
-    """The arguments of :class:`riemsvd.SingularPair`: positive ints with k <= min(m, n)."""
+def check_pair_shape(m, n, k, dtype=None) -> None:
+    """The arguments of :class:`riemsvd.SingularPair`: positive ints with k <= min(m, n), and a real
+    floating ``dtype`` (or None)."""
     for name, value in (("m", m), ("n", n), ("k", k)):
         _check_positive_int(value, name, allow_none=False)
     if k > min(m, n):
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)}, got {k}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"`dtype` must be a real floating torch.dtype such as torch.float64, got {dtype!r}.")
 
 
 def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = False) -> None:

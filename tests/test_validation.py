@@ -206,3 +206,15 @@ def test_trust_region_options_that_are_not_numbers_are_named(option):
     p = geoopt.ManifoldParameter(x, manifold=riemsvd.manifolds.Sphere())
     with pytest.raises(TypeError, match=f"`{next(iter(option))}` must be a real number"):
         RiemannianTrustRegion([p], **option)
+
+
+def test_init_u0_alone_with_another_batch_shape_is_named():
+    a = torch.randn(3, 6, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"`init` as U0 alone has batch shape \(2,\), but A's is \(3,\)"):
+        riemsvd.solve(a, 1, init=torch.randn(2, 6, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.long, "float64"])
+def test_singular_pair_dtype_that_is_not_a_float_dtype_is_named(dtype):
+    with pytest.raises(TypeError, match="`dtype` must be a real floating torch.dtype"):
+        riemsvd.SingularPair(5, 4, dtype=dtype)
