@@ -172,9 +172,9 @@ def solve(
 
     def run(a):
         out, info, op = execute(problem, a)
-        s = out.s if op.scale is None else out.s / op.scale[..., 0]  # the operator's units to A's
-        if op.scale is not None:
-            info.errors = out.errors / op.scale[..., 0]
+        s = out.s
+        if op.scale is not None:  # the operator's units to A's
+            s, info.errors = s / op.scale[..., 0], out.errors / op.scale[..., 0]
         return (*problem.layout.outputs(out.u, s, out.v), info)
 
     target = problem.target
@@ -234,7 +234,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
     check_method(method, A)
     operator = functools.partial(as_operator, magnitude=magnitude)
-    options = options or SolverOptions()
+    options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, magnitude, k, tol, maxiter, init, generator, options, method)
 
 

@@ -656,9 +656,10 @@ def _empty(op: Operator, k: int) -> Outcome:
 # values with residuals below tol (fuzz case 1: 35×28, k = 3, S = (1, 1, 0.5) for (1, 1, 1)). A
 # missed copy of σ₁ shows once the probe's Krylov space has lifted the direction's component along it
 # (about 1/√n) above the rest, whose top is σ_k: with λ-gap γ = σ₁²/σ_k² − 1, Lanczos needs j steps
-# with T_{j−1}(1 + 2γ) ≥ 4√n (Chebyshev). 4 steps served a 50% gap, but with σ_k/σ₁ = 0.9, 0.95 and
+# with T_{j−1}(1 + 2γ) ≥ c√n (Chebyshev). 4 steps served a 50% gap, but with σ_k/σ₁ = 0.9, 0.95 and
 # 0.98 they missed 12, ~37 and 67 of 150 cases (10–500 × 40–500, 2–5 copies, k = 2–8); 8 steps
-# missed 0, 0 and 15, 12 steps 0, 0, 0. So: that many steps, at least _PROBE_STEPS, at most
+# missed 0, 0 and 15, 12 steps 0, 0, 0. c = 4 still missed 1 and 2 of 150 at 0.9 and 0.95, c = 16
+# none up to 0.98 (1 of 150 at 0.99). So: that many steps, at least _PROBE_STEPS, at most
 # _PROBE_MAX (what a thick restart leaves room for anyway), each two products.
 _PROBE_STEPS, _PROBE_MAX = 4, 16
 
@@ -669,12 +670,8 @@ def _probe_steps(s: np.ndarray, n: int) -> int:
     gamma = 1 / max(ratio, 1e-150) ** 2 - 1
     if not gamma > 0:
         return _PROBE_MAX
-    return int(
-        min(
-            _PROBE_MAX,
-            max(_PROBE_STEPS, 1 + math.ceil(math.acosh(16 * math.sqrt(n)) / math.acosh(1 + 2 * gamma))),
-        )
-    )
+    steps = 1 + math.ceil(math.acosh(16 * math.sqrt(n)) / math.acosh(1 + 2 * gamma))
+    return min(_PROBE_MAX, max(_PROBE_STEPS, steps))
 
 
 @dataclass

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from riemsvd._backend import no_autocast
+from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._result import ResolutionWarning
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol, solver_dtype
@@ -200,3 +202,49 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     elif tracker is not None:
         tracker.age += 1
     return out.U[:, 0], out.V[:, 0], out.S[0]
+
+
+class PairNormalization(nn.Module):
+    """What ``SpectralNorm`` and ``OperatorNorm`` share: the leading pair (u, v) in buffers ``_u``,
+    ``_v``, refreshed in training mode by the subclass's ``update_pair(w, u, v)`` (through one custom
+    operator under ``torch.compile``), the σ₂ tracker of the warm start, and the key by which the
+    compiled refresh finds the module. ``_pair_input(weight)`` is what ``update_pair`` takes."""
+
+    _u: torch.Tensor  # buffers, registered by _store_pair and __init__
+    _v: torch.Tensor
+    _owner: torch.Tensor
+
+    def __init__(self, power_steps: int) -> None:
+        super().__init__()
+        self._tracker = PairTracker(power_steps)
+        # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
+        self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
+
+    def _store_pair(self, u: torch.Tensor, v: torch.Tensor) -> None:
+        self.register_buffer("_u", u.contiguous())
+        self.register_buffer("_v", v.contiguous())
+
+    def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _refresh(self, weight: torch.Tensor) -> None:
+        """In training mode, the stored pair refreshed for ``weight``."""
+        if self.training:
+            refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v)
+
+    def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair
+        super().__setstate__(state)
+        self._owner.fill_(pair_owner_key(self))
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
+        self._tracker.forget()
+        self.update_pair(self._pair_input(value.detach()), self._u, self._v)
+        return value

@@ -10,11 +10,10 @@ from torch import nn
 
 from riemsvd._backend import no_autocast
 from riemsvd._linear import conv_apply, conv_operator, is_conv, linear_operator
-from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
 from riemsvd._validate import check_layer_input, check_module
-from riemsvd.nn._leading import PairTracker, operator_products, warm_pair
+from riemsvd.nn._leading import PairNormalization, PairTracker, operator_products, warm_pair
 
 
 @torch.no_grad()
@@ -23,7 +22,7 @@ def _leading_pair_op(op, init, tol: float | None, tracker: PairTracker | None = 
     return warm_pair(op, operator_products(op), init, tol, tracker)
 
 
-class OperatorNorm(nn.Module):
+class OperatorNorm(PairNormalization):
     """W ↦ W / σ(W) with σ the norm of the convolution by W as a linear map on inputs of ``input_shape``.
 
     σ = ⟨u, conv(v; W)⟩ with (u, v) the operator's leading singular pair in buffers ``_u`` (output
@@ -31,35 +30,23 @@ class OperatorNorm(nn.Module):
     exact derivative of the operator norm, dσ = ⟨u, conv(v; dW)⟩.
     """
 
-    _u: torch.Tensor  # buffers, registered in __init__
-    _owner: torch.Tensor
-    _v: torch.Tensor
-
     def __init__(
         self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float, power_steps: int = 2
     ):
-        super().__init__()
+        super().__init__(power_steps)
         self.layer = [module]  # a list: not registered as a submodule (no cycle, no state_dict keys)
         self.input_shape = tuple(input_shape)
         self.tol = tol
         self.eps = eps
-        self._tracker = PairTracker(power_steps)
-        # as in SpectralNorm: a graph input, so a compiled forward serves every copy
-        self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
         self._output_shape: torch.Size | None = None
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
-        self.register_buffer("_u", u.contiguous())
-        self.register_buffer("_v", v.contiguous())
+        self._store_pair(u, v)
 
     def _operator(self, w: torch.Tensor):
         op = conv_operator(self.layer[0], w.to(solver_dtype(w.dtype)), self.input_shape, self._output_shape)
         self._output_shape = op.output_shape  # checked and found by the first call
         return op
-
-    def __setstate__(self, state) -> None:  # as SpectralNorm's
-        super().__setstate__(state)
-        self._owner.fill_(pair_owner_key(self))
 
     @torch.no_grad()
     def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
@@ -70,9 +57,11 @@ class OperatorNorm(nn.Module):
         u.copy_(u_new)
         v.copy_(v_new)
 
+    def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            refresh_pair(self, self._owner, weight.detach(), self._u, self._v)
+        self._refresh(weight)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
@@ -80,15 +69,6 @@ class OperatorNorm(nn.Module):
             image = conv_apply(self.layer[0], weight.to(dt), v.to(dt).reshape((1,) + self.input_shape))
             sigma = torch.dot(u.to(dt), image.reshape(-1)).abs().clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._tracker.forget()
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
-        self._tracker.forget()
-        self.update_pair(value.detach(), self._u, self._v)
-        return value
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, tol={self.tol}, eps={self.eps}"

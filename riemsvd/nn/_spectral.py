@@ -8,25 +8,20 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
-from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._validate import check_spectral_norm_args
-from riemsvd.nn._leading import PairTracker, as_matrix, leading_pair
+from riemsvd.nn._leading import PairNormalization, as_matrix, leading_pair
 from riemsvd.nn._operator_norm import OperatorNorm
 
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-class SpectralNorm(nn.Module):
+class SpectralNorm(PairNormalization):
     """W ↦ W / σ(W), σ = uᵀ W v with (u, v) the leading singular pair, kept in buffers ``_u``, ``_v``.
 
     W is seen as the matrix (W.shape[dim], ∏ other dims). In training mode each forward refreshes
     (u, v) by a power step or a solve warm-started from the buffers (``warm_pair``); in eval mode the
     stored vectors are used as they are.
     """
-
-    _u: torch.Tensor  # buffers, registered in __init__
-    _owner: torch.Tensor
-    _v: torch.Tensor
 
     def __init__(
         self,
@@ -36,25 +31,12 @@ class SpectralNorm(nn.Module):
         eps: float = 1e-12,
         power_steps: int = 2,
     ):
-        super().__init__()
+        super().__init__(power_steps)
         self.dim = dim
         self.tol = tol
         self.eps = eps
-        self._tracker = PairTracker(power_steps)
-        # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
-        self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
         # one triplet: registration's right_inverse starts the tracker afresh anyway
-        u, v = self._first_pair(as_matrix(weight.detach(), dim), tol)
-        self.register_buffer("_u", u.contiguous())
-        self.register_buffer("_v", v.contiguous())
-
-    def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair
-        super().__setstate__(state)
-        self._owner.fill_(pair_owner_key(self))
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
-        super()._load_from_state_dict(*args, **kwargs)
+        self._store_pair(*self._first_pair(as_matrix(weight.detach(), dim), tol))
 
     @staticmethod
     def _first_pair(w_mat: torch.Tensor, tol) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,10 +58,12 @@ class SpectralNorm(nn.Module):
         u.copy_(u_new)
         v.copy_(v_new)
 
+    def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
+        return as_matrix(weight, self.dim)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        self._refresh(weight)
         w_mat = as_matrix(weight, self.dim)
-        if self.training:
-            refresh_pair(self, self._owner, w_mat.detach(), self._u, self._v)
         # Clones: a later forward updates the buffers in place while this graph may still need them.
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
@@ -89,12 +73,6 @@ class SpectralNorm(nn.Module):
         with no_autocast(weight.device):
             sigma = torch.dot(u.to(dt), torch.mv(w_mat.to(dt), v.to(dt))).abs().clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
-
-    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
-        # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
-        self._tracker.forget()
-        self.update_pair(as_matrix(value.detach(), self.dim), self._u, self._v)
-        return value
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, tol={self.tol}, eps={self.eps}"
