@@ -19,7 +19,7 @@ import torch
 from riemsvd._backend import no_autocast, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper
 from riemsvd._linear import LinearMapOperator
-from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, max_abs
+from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
@@ -422,7 +422,7 @@ def norm_bounds(
             failure = b.failure_probability.to(A.dtype)
             return NormBounds(lower, upper, b.certified, failure, b.matvecs, b.solve_matvecs, b.k, b.method)
     problem = prepare(A, 1, tol=tol, generator=generator, method="iterative")
-    op = _near_one(problem.operator(problem.target), problem.magnitude)
+    op = _near_one(problem.operator(problem.target))
     start = op.matvecs  # an operator passed in may have been used before
     cert = _certifying(op)
     cert_start = cert.matvecs
@@ -586,24 +586,14 @@ def _gram_certificate(cert: Operator, first, lower: torch.Tensor, fro2: torch.Te
     return torch.maximum(lower, refined), (upper + error) * (1 + 2 * torch.finfo(torch.float64).eps)
 
 
-def _near_one(op: Operator, magnitude) -> Operator:
+def _near_one(op: Operator) -> Operator:
     """``op`` scaled by a power of two to entries of magnitude within a factor 2 of 1, where they are
-    known. The bounds square products of products (c² ~ σ⁴·residual²): at entries of 1e-76, inside
-    the range the solve leaves alone, c² underflowed to 0 and an upper bound came out 4.7e-13 below
-    ‖A‖₂ (tests/fuzz_bounds.py seed 71, case 454)."""
-    if op.scale is not None:
+    known (``op.magnitude``, read when the operator was made). The bounds square products of products
+    (c² ~ σ⁴·residual²): at entries of 1e-76, inside the range the solve leaves alone, c² underflowed
+    to 0 and an upper bound came out 4.7e-13 below ‖A‖₂ (tests/fuzz_bounds.py seed 71, case 454)."""
+    if op.scale is not None or op.magnitude is None:
         return op
-    if isinstance(op, DenseOperator):
-        magnitude = max_abs(op.a) if magnitude is None else magnitude
-    elif isinstance(op, SparseOperator):
-        values = op.a.values()
-        magnitude = values.abs().max() if values.numel() else torch.zeros(())
-    elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
-        data = op.a.tocoo().data
-        magnitude = torch.tensor(float(np.abs(data).max()) if data.size else 0.0, dtype=torch.float64)
-    else:
-        return op
-    return op.rescale(magnitude, limit=2.0)
+    return op.rescale(op.magnitude, limit=2.0)
 
 
 def _round_up(x: torch.Tensor, dtype) -> torch.Tensor:

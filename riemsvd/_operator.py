@@ -38,6 +38,9 @@ class Operator:
         Powers of two, shape (..., 1, 1), by which every product is multiplied (exactly): the
         operator is c·A. Set where A's entries are so large or small that squares of norms would
         overflow or underflow; None otherwise.
+    magnitude : torch.Tensor or None
+        max |a_ij| per matrix, shape (...), where :meth:`rescale` was given it (dense, sparse and
+        scipy sparse A); None for a matrix-free operator.
     left, right : Space
         Where vectors of length m (columns of U, images A x) and of length n (columns of V, images
         Aᵀ y) live; both held whole by this process unless A is sharded across processes.
@@ -52,6 +55,7 @@ class Operator:
         self.device = device
         self.matvecs = 0
         self.scale: torch.Tensor | None = None
+        self.magnitude: torch.Tensor | None = None
         self.left = left if left is not None else Space(self.shape[0])
         self.right = right if right is not None else Space(self.shape[1])
 
@@ -81,7 +85,7 @@ class Operator:
         are."""
         fin = torch.finfo(self.dtype)
         limit = 2.0 ** (math.log2(fin.max) // 4) if limit is None else limit
-        magnitude = magnitude.to(self.dtype)
+        magnitude = self.magnitude = magnitude.to(self.dtype)
         if readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
             exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))
             # entries all subnormal: 2^−exponent itself would overflow (1e-310 wants 2^1030), and the

@@ -198,7 +198,6 @@ class Problem:
     target: Any  # what the operator is made of: a tensor (a sharded A's local block), scipy, operator
     layout: Layout  # how A and its results are held (whole, or sharded)
     operator: Callable[[Any], Operator]  # target (or a tensor autograd hands in for it) → its operator
-    magnitude: torch.Tensor | None  # max |a_ij| per matrix where it was read (dense and sharded A)
     k: int
     tol: float | None
     maxiter: int | None
@@ -229,13 +228,13 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
         def operator(a):
             return layout.operator(layout.local(a)).rescale(sharded.magnitude)
 
-        return Problem(sharded.tensor, layout, operator, sharded.magnitude, k, tol, maxiter, sharded.init,
+        return Problem(sharded.tensor, layout, operator, k, tol, maxiter, sharded.init,
                        sharded.generator, options or SolverOptions(), method)  # fmt: skip
     magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
     check_method(method, A)
     operator = functools.partial(as_operator, magnitude=magnitude)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
-    return Problem(A, Layout(), operator, magnitude, k, tol, maxiter, init, generator, options, method)
+    return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
 
 
 @torch.compiler.disable  # host code on numpy and scipy; traced, it crashed dynamo on sparse A
