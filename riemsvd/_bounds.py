@@ -24,7 +24,7 @@ from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
-from riemsvd._tolerance import HALF, default_tol
+from riemsvd._tolerance import HALF, default_tol, gamma
 from riemsvd._validate import check_bound_exists, check_bounds_args
 
 __all__ = ["NormBounds", "norm_bounds"]
@@ -118,13 +118,6 @@ def _certifying(op: Operator) -> Operator:
     return cert
 
 
-def _gamma(terms: int, dtype) -> float:
-    """γ_N = N·u / (1 − N·u), u = ε/2: the relative error bound of a sum or dot product of N terms."""
-    u = torch.finfo(dtype).eps / 2
-    nu = terms * u
-    return nu / (1 - nu) if nu < 0.5 else math.inf
-
-
 def _frobenius_sq(op: Operator) -> torch.Tensor | None:
     """An upper bound on ‖c·A‖_F² (float64, shape of the batch) for the operator's scaled matrix, or
     None where it is not known (matrix-free operators)."""
@@ -154,13 +147,13 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
     # each square may underflow (at most the smallest normal number lost per entry), and the sum
     # of nonnegative terms is within γ_N of the exact one; the square root is then rounded up by callers
     tiny = torch.finfo(torch.float64).tiny
-    return total.cpu() * (1 + _gamma(terms + 2, torch.float64)) + terms * tiny
+    return total.cpu() * (1 + gamma(terms + 2, torch.float64)) + terms * tiny
 
 
 def _svd_margin(rows: int, cols: int) -> float:
     """Relative error of the largest singular value from LAPACK's SVD in float64: backward stable,
     so within p(rows, cols)·ε·σ₁; p = 8·(rows + cols) is the margin used (docs/bounds.md)."""
-    return _gamma(8 * (rows + cols), torch.float64)
+    return gamma(8 * (rows + cols), torch.float64)
 
 
 def _gram_defect(q64: torch.Tensor) -> torch.Tensor:
@@ -168,7 +161,7 @@ def _gram_defect(q64: torch.Tensor) -> torch.Tensor:
     n, k = q64.shape[-2:]
     g = q64.mT @ q64
     defect = torch.linalg.matrix_norm(g - torch.eye(k, dtype=g.dtype, device=g.device))
-    return defect + 2 * k * _gamma(n + 2, torch.float64) * (1 + defect)
+    return defect + 2 * k * gamma(n + 2, torch.float64) * (1 + defect)
 
 
 def _deterministic(op: Operator, v: torch.Tensor, fro2: torch.Tensor):
@@ -191,22 +184,22 @@ def _deterministic(op: Operator, v: torch.Tensor, fro2: torch.Tensor):
     fro = fro2.sqrt() * (1 + 2 * torch.finfo(f64).eps)
     # ‖Ẑ − AQ‖_F ≤ γ_n ‖A‖_F ‖Q‖_F, and ‖X̂ − AᵀAQ‖_F ≤ ‖A‖_F (e_Z + γ_m ‖Ẑ‖_F)
     q_fro = torch.sqrt(k * (1 + eta))
-    e_z = _gamma(n, u_dt) * fro * q_fro
+    e_z = gamma(n, u_dt) * fro * q_fro
     z_fro = torch.linalg.matrix_norm(z64)
-    e_x = fro * (e_z + _gamma(m, u_dt) * z_fro * (1 + _gamma(m * k, f64)))
+    e_x = fro * (e_z + gamma(m, u_dt) * z_fro * (1 + gamma(m * k, f64)))
     s_z = torch.linalg.svdvals(z64)[..., 0]
     svd = _svd_margin(m, k)
     low_eta = (1 - eta).clamp_min(0)
     a_up = (s_z * (1 + svd) + e_z) / low_eta.sqrt()
     lower = (s_z * (1 - svd) - e_z).clamp_min(0) / (1 + eta).sqrt()
     # ‖AP‖_F² ≥ ‖AQ‖_F² / (1 + η) ≥ (‖Ẑ‖_F − e_Z)² / (1 + η)
-    ap_fro = (z_fro * (1 - _gamma(m * k, f64)) - e_z).clamp_min(0)
+    ap_fro = (z_fro * (1 - gamma(m * k, f64)) - e_z).clamp_min(0)
     f2 = (fro2 - ap_fro.square() / (1 + eta)).clamp_min(0)
     # ‖(I − P) AᵀAQ‖ ≤ ‖X̂ − Q(QᵀX̂)‖_F + e_X, the first part computed in float64 with its own rounding
     r = x64 - q64 @ (q64.mT @ x64)
     x_fro = torch.linalg.matrix_norm(x64)
-    e_r = _gamma(2 * n + 2 * k, f64) * (1 + 2 * k * (1 + eta)) * x_fro
-    c = (torch.linalg.matrix_norm(r) * (1 + _gamma(n * k, f64)) + e_r + e_x) / low_eta.sqrt()
+    e_r = gamma(2 * n + 2 * k, f64) * (1 + 2 * k * (1 + eta)) * x_fro
+    c = (torch.linalg.matrix_norm(r) * (1 + gamma(n * k, f64)) + e_r + e_x) / low_eta.sqrt()
     a2 = a_up.square()
     lam = 0.5 * (a2 + f2) + torch.sqrt((0.5 * (a2 - f2)).square() + c.square())
     upper = torch.sqrt(lam * (1 + 16 * torch.finfo(f64).eps)) * (1 + 4 * torch.finfo(f64).eps)
@@ -254,7 +247,7 @@ def _rayleigh_upper(q: torch.Tensor, images: torch.Tensor, size: int):
     d, rows = q.shape[-1], images.shape[-2]
     eta = _gram_defect(q64)
     s = torch.linalg.svdvals(z64)[..., 0]
-    g = _gamma(size, q.dtype) * torch.sqrt(min(rows, size) * d * (1 + eta))
+    g = gamma(size, q.dtype) * torch.sqrt(min(rows, size) * d * (1 + eta))
     return s, _svd_margin(rows, d), eta, g
 
 
@@ -568,7 +561,7 @@ def _explicit(cert: Operator, fro2: torch.Tensor) -> tuple[torch.Tensor, torch.T
     eye = torch.eye(n, dtype=torch.float64, device=cert.device)
     step = max(1, (1 << 22) // max(m, 1))  # 32 MiB of columns at a time
     a = torch.cat([cert.matmat(eye[:, j : j + step]) for j in range(0, n, step)], dim=-1)
-    return a, _gamma(n, torch.float64) * fro2.sqrt() * (1 + 2 * torch.finfo(torch.float64).eps)
+    return a, gamma(n, torch.float64) * fro2.sqrt() * (1 + 2 * torch.finfo(torch.float64).eps)
 
 
 def _gram_certificate(cert: Operator, first, lower: torch.Tensor, fro2: torch.Tensor):

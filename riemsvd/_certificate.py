@@ -18,6 +18,8 @@ import torch
 from scipy.linalg.blas import dsymv
 from scipy.linalg.lapack import dpotrf, dpotrs
 
+from riemsvd._tolerance import gamma
+
 __all__ = ["Gram", "certify", "cholesky_excess", "gram_cholesky_upper", "gram_first_upper"]
 
 _U = float(np.finfo(np.float64).eps) / 2  # unit roundoff of float64
@@ -44,16 +46,10 @@ _LANCZOS_TOL, _LANCZOS_STEPS = 1e-9, 32
 _RITZ_BLOCK = 8  # Ritz vectors kept for the subspace bound, as the k of a dense A's solve (_bounds)
 
 
-def _gamma(terms: int) -> float:
-    """γ_N = N·u/(1 − N·u) in float64."""
-    nu = terms * _U
-    return nu / (1 - nu) if nu < 0.5 else math.inf
-
-
 def _chol_gamma(size: int) -> float:
     """γ_{N+3}/(1 − γ_{N+3}): the Cholesky factorization's error relative to tr(X) (+2 in the index
     for a triangular solve that multiplies by a computed reciprocal instead of dividing)."""
-    g = _gamma(size + 3)
+    g = gamma(size + 3)
     return g / (1 - g)
 
 
@@ -83,10 +79,9 @@ class Gram:
         # each diagonal entry a sum of M squares (relative error γ_M), then N of them summed (γ_N),
         # both from below; a square that underflows loses at most _TINY
         fro2 = (
-            float(np.trace(self.upper)) * (1 + 2 * (_gamma(big) + _gamma(self.size)))
-            + big * self.size * _TINY
+            float(np.trace(self.upper)) * (1 + 2 * (gamma(big) + gamma(self.size))) + big * self.size * _TINY
         )
-        self.error = _gamma(big) * fro2 + big * self.size * _TINY
+        self.error = gamma(big) * fro2 + big * self.size * _TINY
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """G x (estimates only: the certificate never uses it)."""
@@ -112,7 +107,7 @@ def certify(gram: Gram, mu: float) -> tuple[float, np.ndarray | None]:
     factor, info = dpotrf(x, lower=0, clean=0, overwrite_a=1)
     if info != 0:  # the factorization did not run to completion
         return math.inf, None
-    trace = float(xd.sum()) * (1 + 2 * _gamma(size))
+    trace = float(xd.sum()) * (1 + 2 * gamma(size))
     rounding = 2 * _U * float(np.abs(xd).max())  # fl(μ − G_ii): one rounding each
     underflow = (2 * size + 3) * size * _TINY
     return (mu + _chol_gamma(size) * trace + rounding + gram.error + underflow) * (1 + 8 * _U), factor

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["HALF", "default_tol", "eps", "solver_dtype"]
+__all__ = ["HALF", "default_tol", "eps", "gamma", "solver_dtype"]
 
 # bfloat16 and float16 are solved in float32, which holds their values exactly.
 HALF = (torch.bfloat16, torch.float16)
@@ -33,3 +33,10 @@ def default_tol(dtype: torch.dtype, m: int, n: int) -> float:
     computed from them can be trusted below that.
     """
     return max(_BASE_TOL[dtype], 2 * eps(dtype) * math.sqrt(max(m, n)))
+
+
+def gamma(terms: int, dtype: torch.dtype = torch.float64) -> float:
+    """γ_N = N·u / (1 − N·u), u = ε/2: the relative error bound of a sum or dot product of N terms
+    (Higham); inf where N·u reaches 1/2."""
+    nu = terms * eps(dtype) / 2
+    return nu / (1 - nu) if nu < 0.5 else math.inf
