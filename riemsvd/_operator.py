@@ -266,10 +266,12 @@ def is_linear_operator_like(a) -> bool:
 
 def max_abs(a: torch.Tensor) -> torch.Tensor:
     """max |a_ij| per matrix, shape (...): without the copy that |a| would make."""
-    # numpy's reductions run on one thread and start faster: below 2¹⁸ entries (384×384 float64:
-    # 23 µs against 30 with torch's), above it torch's threads win (2000×1000: 190 µs against 380 on
-    # 2 threads; one pass over A as a product costs 90–140 µs there).
-    if a.device.type == "cpu" and (a.numel() < 1 << 18 or torch.get_num_threads() == 1):
+    # numpy's reductions run on one thread. torch's, on 2 threads, are faster on a quiet machine
+    # (2000×1000: 190 µs against 380), but took 3 ms, and 12 ms 10 ms later, right after a numpy
+    # product on 2 threads, whose OpenBLAS threads were still spinning on the other core (the OpenMP
+    # barrier waits for a descheduled thread); 1536×384: 4–7 ms for torch's amax and amin in a
+    # solve of 2.6 ms otherwise. One pass over A as a product costs 100–200 µs at 2000×1000.
+    if a.device.type == "cpu":
         try:
             x = a.detach().numpy()
             return torch.from_numpy(np.asarray(np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1)))))
