@@ -530,7 +530,7 @@ def subspace_svd(
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
-    _expand(work, st, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
+    _step(work, st, None, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
     cap = _check_cap(op, p_max)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best, due = [], 0, 1, 0, 0, 1
@@ -637,9 +637,100 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
         rot = probe.direction(st, b)
     elif st.w > 1 or b > 1:
         rot = _rotation(st.c @ ywant) if ywant is not None else None
+    elif isinstance(st.vbuf, np.ndarray) and st.vbuf.ndim == 2 and _golub_kahan_step(work, st, generator):
+        return
     else:
         rot = None
     _expand(work, st, rot, b, generator)
+
+
+def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
+    """:func:`_expand` of F's one column for one matrix on the host: the same arithmetic, to the bit,
+    in level-1/2 BLAS calls on the buffers themselves, without the general path's layers (whole
+    solves 0.94–0.96× the time, 384×384 to 2000×1000 Gaussian, k = 1). False, with nothing done,
+    where a basis is about to be exhausted (the general path then takes the step)."""
+    pv, pu = st.pv, st.pu
+    m, n = op.shape
+    vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
+    h, c = st.hbuf, st.cbuf
+    if pu >= min(m, ubuf.shape[1]) or pv + 2 > min(n, vbuf.shape[1]):
+        return False
+    blas = _blas_for(vbuf.dtype)
+    # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
+    # one alone in the recurrence, all of them after a restart)
+    crow = c[0, :pu]
+    nonzero = crow.nonzero()[0]
+    ax = op.matmat(vbuf[:, pv : pv + 1])
+    x = ax.reshape(-1).copy()
+    k2 = 0.0
+    if nonzero.size:
+        j = int(nonzero[0])
+        if j == pu - 1:
+            k2 = float(crow[j])
+            blas[1](ubuf[:, j], x, a=-k2)
+            k2 *= k2
+        else:
+            x -= ubuf[:, j:pu] @ crow[j:].astype(x.dtype, copy=False)
+            k2 = float(crow[j:] @ crow[j:])
+    left = _gram_schmidt(ubuf[:, :pu], x, k2, blas) if pu else _norm_only(x, blas)
+    if left is None:  # lost to rounding: the general path draws a random direction
+        q, coef, r = _orth(op.left, ubuf[:, :pu], ax, 1, generator, _known(c[:1, :pu].T))
+        x, alpha = q[:, 0], float(r[0, 0])
+        coef = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
+    else:
+        coef, alpha = left
+        if nonzero.size:
+            coef[j:] += crow[j:]
+        blas[4](1.0 / alpha, x)
+    ubuf[:, pu] = x
+    h[pu, :pv] = 0.0
+    h[:pu, pv] = coef
+    h[pu, pv] = alpha
+    # F becomes Aᵀ of the new column less α f (known) and its other parts along 𝒱 and f
+    atq = op.rmatmat(ubuf[:, pu : pu + 1])
+    y = atq.reshape(-1).copy()
+    blas[1](vbuf[:, pv], y, a=-alpha)
+    right = _gram_schmidt(vbuf[:, : pv + 1], y, alpha * alpha, blas)
+    if right is None:
+        g, _, gr = _orth(op.right, vbuf[:, : pv + 1], atq, 1, generator, (pv, np.array([[alpha]])))
+        y, beta = g[:, 0], float(gr[0, 0])
+    else:
+        beta = right[1]
+        blas[4](1.0 / beta, y)
+    vbuf[:, pv + 1] = y
+    c[0, :pu] = 0.0
+    c[0, pu] = beta
+    st.pv, st.pu = pv + 1, pu + 1
+    return True
+
+
+def _norm_only(x: np.ndarray, blas) -> tuple[np.ndarray, float] | None:
+    """:func:`_gram_schmidt` against an empty basis: no coefficients, x's norm (None for zero)."""
+    n1 = float(blas[2](x))
+    return (np.zeros(0), n1) if n1 > 0 else None
+
+
+def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np.ndarray, float] | None:
+    """x (a 1-D array) less its part along the basis, in place: classical Gram–Schmidt with DGKS's
+    second pass, as in :func:`_orth_column`, whose known part (of squared norm k2) has been removed
+    already. Returns (the coefficients in float64, the norm left), or None where x held only
+    rounding noise."""
+    gemv, _, nrm2, dot, _, eps = blas
+    c = gemv(1.0, basis, x, trans=1)
+    gemv(-1.0, basis, c, beta=1.0, y=x, overwrite_y=1)
+    n1 = float(nrm2(x))
+    before = math.sqrt(n1 * n1 + float(dot(c, c)))
+    if n1 < _DGKS * before:
+        c2 = gemv(1.0, basis, x, trans=1)
+        gemv(-1.0, basis, c2, beta=1.0, y=x, overwrite_y=1)
+        c += c2
+        n2 = float(nrm2(x))
+        if not n2 > _DGKS * n1:
+            return None
+        n1 = n2
+    if not n1 > 4 * eps * math.sqrt(before * before + k2):
+        return None
+    return (c if c.dtype == np.float64 else c.astype(np.float64)), n1
 
 
 def _empty(op: Operator, k: int) -> Outcome:

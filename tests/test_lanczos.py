@@ -66,13 +66,14 @@ def test_orthonormalization_keeps_every_column_in_the_span(kinds, p, host, seed)
     assert float((recon - x).abs().max()) <= 1e-13 * scale
 
 
-def _checked_expand(monkeypatch, a: torch.Tensor, worst: list):
-    """Wrap the solver's expansion so that every state it leaves is checked against A."""
-    original = _subspace._expand
+def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
+    """Wrap the solver's iteration (the general expansion and the Golub–Kahan step alike) so that
+    every state it leaves is checked against A."""
+    original = _subspace._step
     a64 = a.double()
 
-    def expand(op, state, rot, b, generator):
-        original(op, state, rot, b, generator)
+    def step(op, state, probe, ywant, b, generator):
+        original(op, state, probe, ywant, b, generator)
         as_t = lambda x: torch.as_tensor(np.asarray(x)).double()  # noqa: E731
         u, v, f = as_t(state.u), as_t(state.v), as_t(state.f)
         h, c = torch.as_tensor(state.h), torch.as_tensor(state.c)
@@ -86,7 +87,7 @@ def _checked_expand(monkeypatch, a: torch.Tensor, worst: list):
         ]
         worst.append(max(errors))
 
-    monkeypatch.setattr(_subspace, "_expand", expand)
+    monkeypatch.setattr(_subspace, "_step", step)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, sha
         init = (previous.U, previous.V)
         a = a + 1e-6 * torch.randn(a.shape, generator=gen, dtype=a.dtype)
     worst: list = []
-    _checked_expand(monkeypatch, a, worst)
+    _checked_steps(monkeypatch, a, worst)
     result = riemsvd.solve(a, k, init=init, generator=gen, options=options, method="iterative")
     assert worst and max(worst) <= 1e-12, max(worst)
     assert bool(result.info.converged)
