@@ -53,9 +53,30 @@ def _controller():
     return _CONTROLLER
 
 
+def _blas_libraries() -> list:
+    """threadpoolctl's controllers of the loaded BLAS libraries."""
+    return [lib for lib in _controller().lib_controllers if lib.user_api == "blas"]
+
+
+@contextlib.contextmanager
+def _limited(libs: list, limit: int):
+    """``libs`` limited to ``limit`` threads, restored after: their own get/set calls, which cost 6 µs
+    where threadpoolctl's ``limit`` context, which re-reads every library's state, took 18."""
+    before = [lib.get_num_threads() for lib in libs]
+    for lib, threads in zip(libs, before):
+        if threads is not None:
+            lib.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        for lib, threads in zip(libs, before):
+            if threads is not None:  # a library that could not say keeps what it has
+                lib.set_num_threads(threads)
+
+
 def _blas_threads(limit: int):
     """Every BLAS library limited to ``limit`` threads."""
-    return _controller().limit(limits=limit, user_api="blas")
+    return _limited(_blas_libraries(), limit)
 
 
 def _other_blas_single():
@@ -63,11 +84,11 @@ def _other_blas_single():
     OpenBLAS, which serves the solver's small LAPACK calls (dsyevr on p×p). Its threads, spinning
     beside numpy's after a product, made those calls 5× slower on 2 cores (a 4096×1024 float32
     gradient, k = 32: 618 ms against 166 ms with scipy's on one thread; docs/algorithm.md)."""
-    libs = [lib for lib in _controller().lib_controllers if lib.user_api == "blas"]
-    others = [lib.filepath for lib in libs if f"{os.sep}numpy" not in lib.filepath]
+    libs = _blas_libraries()
+    others = [lib for lib in libs if f"{os.sep}numpy" not in lib.filepath]
     if len(libs) < 2 or not others:
         return contextlib.nullcontext()  # one BLAS for both: its own threads never compete
-    return _controller().select(filepath=others).limit(limits=1)
+    return _limited(others, 1)
 
 
 # Up to this many entries of A, numpy's BLAS runs on one thread during a solve (see solver_threads).
