@@ -112,6 +112,10 @@ class Operator:
         products = self._numpy_products()
         return None if products is None else HostView(self, *products)
 
+    def _float64_products(self):
+        """(x ↦ A x, y ↦ Aᵀ y) in float64 for float64 numpy x and y, or None (only a dense A has them)."""
+        return None
+
     def _numpy_products(self):
         """(x ↦ A x, y ↦ Aᵀ y) on numpy arrays without the scale, or None; through torch by default."""
 
@@ -134,6 +138,12 @@ class HostView:
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
         self._scale = None if op.scale is None else op.scale.numpy()
 
+    def in_float64(self) -> HostView | None:
+        """This view with float64 products, for a float32 dense A (each product reads A in row blocks
+        cast to float64, so that no float64 copy of A is kept); None for any other operator."""
+        products = self.op._float64_products() if self.op.dtype == torch.float32 else None
+        return None if products is None else HostView(self.op, *products)
+
     def matmat(self, x: np.ndarray) -> np.ndarray:
         self.op.matvecs += x.shape[-1]
         return self._mm(x if self._scale is None else x * self._scale)
@@ -141,6 +151,10 @@ class HostView:
     def rmatmat(self, y: np.ndarray) -> np.ndarray:
         self.op.matvecs += y.shape[-1]
         return self._rmm(y if self._scale is None else y * self._scale)
+
+
+# Entries of a float32 A cast to float64 at a time by the float64 products (8 MiB).
+_CAST_BLOCK = 1 << 20
 
 
 class DenseOperator(Operator):
@@ -163,6 +177,23 @@ class DenseOperator(Operator):
             return None
         at = a.swapaxes(-1, -2)
         return (lambda x: np.matmul(a, x)), (lambda y: np.matmul(at, y))
+
+    def _float64_products(self):
+        try:
+            a = self.a.detach().numpy()
+        except (RuntimeError, TypeError):
+            return None
+        at = a.swapaxes(-1, -2)
+        rows = max(1, _CAST_BLOCK // max(1, a[..., :1, :].size))  # rows of A cast at a time
+        blocks = [slice(i, i + rows) for i in range(0, a.shape[-2], rows)]
+
+        def matmat(x):
+            return np.concatenate([np.matmul(a[..., b, :].astype(np.float64), x) for b in blocks], axis=-2)
+
+        def rmatmat(y):
+            return sum(np.matmul(at[..., :, b].astype(np.float64), y[..., b, :]) for b in blocks)
+
+        return matmat, rmatmat
 
 
 class SparseOperator(Operator):

@@ -23,7 +23,7 @@ from riemsvd._operator import DenseOperator, Operator, as_operator
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
-from riemsvd._tolerance import HALF, default_tol, eps
+from riemsvd._tolerance import HALF, default_tol, product_floor
 from riemsvd._validate import check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
@@ -69,9 +69,12 @@ def solve(
     tol : float, optional
         Relative residual to reach: max over i ≤ k of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁.
         Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
-        floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). The error in each
-        σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is well
-        separated).
+        floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). Below that floor,
+        a dense float32 A on the CPU has its result checked with float64 products (A read in blocks of
+        rows, no float64 copy kept), so that the residual reported, and ``converged``, hold for the
+        float32 triplets returned; elsewhere such a tol is checked as rounding allows. The error in
+        each σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is
+        well separated).
     maxiter : int, optional
         Iterations at most (default 2000; raised to the ⌈k/b⌉ that k triplets need); each applies A
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
@@ -315,7 +318,7 @@ def _not_converged(info: SolveInfo, dtype, shape) -> str:
         )
     floor = ""
     if dtype in (torch.float32, torch.float64) and shape is not None and len(shape) >= 2:
-        level = 2 * eps(dtype) * max(shape[-2:]) ** 0.5  # the products' rounding, as in default_tol
+        level = product_floor(dtype, *shape[-2:])
         floor = f" (about {level:.1g} in {dtype} at this size)"
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
     return (

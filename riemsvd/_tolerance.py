@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["HALF", "default_tol", "eps", "gamma", "solver_dtype"]
+__all__ = ["HALF", "default_tol", "eps", "gamma", "product_floor", "solver_dtype"]
 
 # bfloat16 and float16 are solved in float32, which holds their values exactly.
 HALF = (torch.bfloat16, torch.float16)
@@ -32,7 +32,13 @@ def default_tol(dtype: torch.dtype, m: int, n: int) -> float:
     exact singular vectors of a 128×128 float32 matrix, 1.0e-6 at 4000×2000), so no residual
     computed from them can be trusted below that.
     """
-    return max(_BASE_TOL[dtype], 2 * eps(dtype) * math.sqrt(max(m, n)))
+    return max(_BASE_TOL[dtype], product_floor(dtype, m, n))
+
+
+def product_floor(dtype: torch.dtype, m: int, n: int) -> float:
+    """2·ε·√max(m, n): about the rounding, relative to σ₁, of the products A v and Aᵀ u of an m×n
+    matrix in ``dtype``, below which a residual computed from them cannot be trusted."""
+    return 2 * eps(dtype) * math.sqrt(max(m, n))
 
 
 def gamma(terms: int, dtype: torch.dtype = torch.float64) -> float:

@@ -285,3 +285,51 @@ def test_values_below_what_tol_resolves_are_flagged(gen):
     torch.testing.assert_close(
         dense.S.double(), ref, rtol=0, atol=float(dense.info.residual) * float(ref[0]) + 1e-9
     )
+
+
+def _true_residuals(a: torch.Tensor, result) -> torch.Tensor:
+    """Per triplet max(‖A vᵢ − σᵢuᵢ‖, ‖Aᵀuᵢ − σᵢvᵢ‖)/σ₁ of the returned (float32) triplets, in float64."""
+    a64, u, s, v = (x.double() for x in (a, result.U, result.S, result.V))
+    left = torch.linalg.vector_norm(a64 @ v - u * s, dim=0)
+    right = torch.linalg.vector_norm(a64.mT @ u - v * s, dim=0)
+    return torch.maximum(left, right) / torch.linalg.matrix_norm(a64, 2)
+
+
+@pytest.mark.parametrize(
+    "kind,shape", [("gaussian", (1536, 384)), ("cluster", (1536, 384)), ("cond1e12", (300, 900))]
+)
+def test_float32_below_its_rounding_floor_reaches_tol_and_says_so_truly(kind, shape):
+    """tol = 1e-6 in float32 is below what float32 products resolve at these sizes (2ε√max(m, n) ≈
+    7–9e-6): the result is checked in float64, so that converged means the returned triplets' residual,
+    computed in float64, is within tol. Checked in float32, the check's own rounding (~8e-7) rejected
+    triplets at tol and the solve ended "stalled" at 1.1–1.4e-6 (the bench's 1536×384 cases, k = 8)."""
+    from riemsvd.bench.matrices import make_problem
+
+    a = make_problem(kind, *shape, torch.float32, "cpu", 0).a
+    result = solve(a, 8, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    true = _true_residuals(a, result)
+    assert bool(result.info.converged) and result.info.stop_reason == "converged"
+    assert float(true.max()) <= 1e-6
+    # the reported residual is the float64 one, to the rounding of σ₁ and of the vectors' float32 values
+    assert abs(float(result.info.residual) - float(true.max())) <= 2e-8
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypatch):
+    """The float64 check's products cast A a block of rows at a time: the same as A in float64 when
+    the rows split into uneven blocks, batched or not."""
+    from riemsvd import _operator
+
+    monkeypatch.setattr(_operator, "_CAST_BLOCK", 7 * 40)  # 7 rows of 40 per block: 50 = 7·7 + 1
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(batch + (50, 40), generator=gen)
+    view = _operator.as_operator(a).on_host().in_float64()
+    x = torch.randn(batch + (40, 2), generator=gen, dtype=torch.float64)
+    y = torch.randn(batch + (50, 3), generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.from_numpy(view.matmat(x.numpy())), a.double() @ x, rtol=1e-14, atol=1e-13
+    )
+    torch.testing.assert_close(
+        torch.from_numpy(view.rmatmat(y.numpy())), a.double().mT @ y, rtol=1e-14, atol=1e-13
+    )
+    assert view.op.matvecs == 5
