@@ -113,7 +113,8 @@ class Operator:
         return None if products is None else HostView(self, *products)
 
     def _float64_products(self):
-        """(x ↦ A x, y ↦ Aᵀ y) in float64 for float64 numpy x and y, or None (only a dense A has them)."""
+        """(x ↦ A x, y ↦ Aᵀ y) computed and returned in float64 for numpy x and y of either float dtype,
+        or None (only a dense A and a scipy sparse matrix have them)."""
         return None
 
     def _numpy_products(self):
@@ -140,7 +141,8 @@ class HostView:
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks
-        cast to float64, so that no float64 copy of A is kept); None for any other operator."""
+        cast to float64, so that no float64 copy of A is kept) or scipy sparse matrix (scipy casts the
+        values in each product); None for any other operator."""
         products = self.op._float64_products() if self.op.dtype == torch.float32 else None
         return None if products is None else HostView(self.op, *products)
 
@@ -269,6 +271,12 @@ class ScipyOperator(Operator):
         return functools.partial(self._apply, self._mm, rows=m), functools.partial(
             self._apply, self._rmm, rows=n
         )
+
+    def _float64_products(self):
+        if not is_scipy_sparse(self.a):  # a LinearOperator's products are its own
+            return None
+        at = self.a.T
+        return (lambda x: self.a @ x.astype(np.float64)), (lambda y: at @ y.astype(np.float64))
 
 
 def _columnwise(matvec):

@@ -70,8 +70,8 @@ def solve(
         Relative residual to reach: max over i ≤ k of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁.
         Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
         floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). Below that floor,
-        a dense float32 A on the CPU has its result checked with float64 products (A read in blocks of
-        rows, no float64 copy kept), so that the residual reported, and ``converged``, hold for the
+        a float32 A on the CPU, dense or scipy sparse, has its result checked with float64 products
+        (no float64 copy of A is kept), so that the residual reported, and ``converged``, hold for the
         float32 triplets returned; elsewhere such a tol is checked as rounding allows. The error in
         each σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is
         well separated).

@@ -876,7 +876,9 @@ def verify(work, u, v):
         u, av = left.take_columns(u, order), left.take_columns(av, order)
         v, atu = right.take_columns(v, order), right.take_columns(atu, order)
         s = np.take_along_axis(s, order, axis=-1)
-    sr = right.from_host(s[..., None, :], av)  # σ in the products' dtype (float64 for a float64 check)
+    sr = right.from_host(s[..., None, :], v)  # σ as it is returned, in the vectors' dtype
+    if av.dtype != sr.dtype:  # a float64 check of float32 triplets: that σ, in the products' dtype
+        sr = right.from_host(right.to_host(sr), av)
     nu = left.to_host(left.norms(av - u * sr))
     nv = right.to_host(right.norms(atu - v * sr))
     errors = np.hypot(nu, nv) * math.sqrt(0.5)
