@@ -325,6 +325,8 @@ def max_abs(a: torch.Tensor) -> torch.Tensor:
     if a.device.type == "cpu":
         try:
             x = a.detach().numpy()
+            if x.ndim == 2:  # numpy's whole-array reductions: 85 µs at 1536×384, 122 over axes (-2, -1)
+                return torch.tensor(max(float(x.max()), -float(x.min())), dtype=a.dtype)
             return torch.from_numpy(np.asarray(np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1)))))
         except (RuntimeError, TypeError):
             pass
