@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["dense_threads", "mm", "no_autocast", "readable_any", "solver_threads"]
+__all__ = ["dense_threads", "mm", "no_autocast", "readable_any", "readable_number", "solver_threads"]
 
 NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
@@ -63,10 +63,10 @@ def _limited(libs: list, limit: int):
     """``libs`` limited to ``limit`` threads, restored after: their own get/set calls, which cost 6 µs
     where threadpoolctl's ``limit`` context, which re-reads every library's state, took 18."""
     before = [lib.get_num_threads() for lib in libs]
-    for lib, threads in zip(libs, before):
-        if threads is not None:
-            lib.set_num_threads(limit)
     try:
+        for lib, threads in zip(libs, before):
+            if threads is not None:
+                lib.set_num_threads(limit)
         yield
     finally:
         for lib, threads in zip(libs, before):
@@ -147,6 +147,17 @@ def no_autocast(device):
     float32 bases (and QR has no float16 kernel), and σ would be computed in half precision."""
     kind = torch.device(device).type
     return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
+
+
+def readable_number(t: torch.Tensor) -> float | None:
+    """A one-element CPU tensor's value as a Python number (2 µs, where a few tensor tests on it cost
+    15–20); None for any other tensor, or where it cannot be read (inside a torch.func transform)."""
+    if t.numel() != 1 or t.device.type != "cpu":
+        return None
+    try:
+        return t.item()
+    except RuntimeError:
+        return None
 
 
 def readable_any(t: torch.Tensor, default: bool) -> bool:

@@ -22,8 +22,8 @@ import torch
 
 from riemsvd._backend import readable_any
 from riemsvd._operator import DenseOperator
-from riemsvd._subspace import Outcome, verify
-from riemsvd._tolerance import default_tol
+from riemsvd._subspace import Outcome, verify_tensors
+from riemsvd._tolerance import default_tol, product_floor
 
 __all__ = ["dense_svd", "prefer_dense"]
 
@@ -82,7 +82,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         uu, _, vh = torch.linalg.svd(a, full_matrices=False)
         u, v = uu[..., :k], vh[..., :k, :].mT
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
-    u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous())
+    u, s, v, residual, errors = verify_tensors(op, tol, u.contiguous(), v.contiguous())
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)
 
@@ -102,7 +102,7 @@ def _gram_triplets(a: torch.Tensor, k: int, tol: float):
     lost = (other.mT @ other - eye).abs().amax((-2, -1))
     # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
     # default_tol), whatever tol asks. Under a torch.func transform nothing can be read: then the SVD.
-    floor = min(tol, 2 * torch.finfo(a.dtype).eps * max(a.shape[-2:]) ** 0.5)
+    floor = min(tol, product_floor(a.dtype, *a.shape[-2:]))
     if readable_any(~(lost <= floor), default=True):  # also NaN, from a zero σ
         return None, None
     other, top = other.to(a.dtype), top.to(a.dtype)

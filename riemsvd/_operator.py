@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import torch
 
-from riemsvd._backend import NUMPY_BLAS, mm, readable_any
+from riemsvd._backend import NUMPY_BLAS, mm, readable_any, readable_number
 from riemsvd._space import HostSpace, Space
 
 __all__ = ["Operator", "as_operator"]
@@ -86,8 +86,9 @@ class Operator:
         fin = torch.finfo(self.dtype)
         limit = 2.0 ** (math.log2(fin.max) // 4) if limit is None else limit
         magnitude = self.magnitude = magnitude.to(self.dtype)
-        if magnitude.numel() == 1 and magnitude.device.type == "cpu" and _in_range(magnitude, limit):
-            return self  # the usual case, read as a number: 2 µs where the tensor tests took 20
+        value = readable_number(magnitude)
+        if value is not None and (value == 0 or 1 / limit <= value <= limit):
+            return self  # the usual case, decided on a number
         if readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
             exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))
             # entries all subnormal: 2^−exponent itself would overflow (1e-310 wants 2^1030), and the
@@ -155,7 +156,7 @@ class HostView:
         return self._rmm(y if self._scale is None else y * self._scale)
 
 
-# Entries of a float32 A cast to float64 at a time by the float64 products (8 MiB).
+# Entries of a float32 matrix cast to float64 at a time by the float64 products (8 MiB).
 _CAST_BLOCK = 1 << 20
 
 
@@ -185,17 +186,28 @@ class DenseOperator(Operator):
             a = self.a.detach().numpy()
         except (RuntimeError, TypeError):
             return None
-        at = a.swapaxes(-1, -2)
-        rows = max(1, _CAST_BLOCK // max(1, a[..., :1, :].size))  # rows of A cast at a time
-        blocks = [slice(i, i + rows) for i in range(0, a.shape[-2], rows)]
+        m, n = a.shape[-2:]
+        rows = max(1, _CAST_BLOCK // max(1, n))  # rows of one matrix cast at a time
+        blocks = [slice(i, i + rows) for i in range(0, m, rows)]
 
-        def matmat(x):
-            return np.concatenate([np.matmul(a[..., b, :].astype(np.float64), x) for b in blocks], axis=-2)
+        def one_matmat(a, x):
+            return np.concatenate([a[b].astype(np.float64) @ x for b in blocks])
 
-        def rmatmat(y):
-            return sum(np.matmul(at[..., :, b].astype(np.float64), y[..., b, :]) for b in blocks)
+        def one_rmatmat(a, y):
+            return sum(a[b].astype(np.float64).T @ y[b] for b in blocks)
 
-        return matmat, rmatmat
+        return (lambda x: _per_matrix(a, x, one_matmat)), (lambda y: _per_matrix(a, y, one_rmatmat))
+
+
+def _per_matrix(a: np.ndarray, x: np.ndarray, product) -> np.ndarray:
+    """``product(a_i, x_i)`` for each matrix of a batch (..., m, n) and its x, stacked; one call for
+    a single matrix."""
+    if a.ndim == 2 and x.ndim == 2:
+        return product(a, x)
+    batch = np.broadcast_shapes(a.shape[:-2], x.shape[:-2])
+    a, x = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(x, batch + x.shape[-2:])  # views
+    out = np.stack([product(a[i], x[i]) for i in np.ndindex(batch)])
+    return out.reshape(batch + out.shape[-2:])
 
 
 class SparseOperator(Operator):
@@ -292,16 +304,6 @@ def is_scipy_sparse(a) -> bool:
     except ImportError:  # pragma: no cover - scipy is a dependency
         return False
     return sp.issparse(a)
-
-
-def _in_range(magnitude: torch.Tensor, limit: float) -> bool:
-    """Whether a one-element magnitude is 0 or within [1/limit, limit]; False where it cannot be read
-    (a tensor of a torch.func transform), which leaves the decision to the tensor tests."""
-    try:
-        value = magnitude.item()
-    except RuntimeError:
-        return False
-    return value == 0 or 1 / limit <= value <= limit
 
 
 def is_linear_operator_like(a) -> bool:

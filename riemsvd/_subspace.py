@@ -32,7 +32,7 @@ from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space
 from riemsvd._tolerance import eps, product_floor
 
-__all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd"]
+__all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify", "verify_tensors"]
 
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
@@ -190,50 +190,69 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
 
 
 def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
-    """:func:`_orth` for one column held whole in numpy, the Golub–Kahan step on the CPU: the same
-    arithmetic in level-1/2 BLAS calls on a column-major basis and Python floats (5.6 µs a call
-    against 15.8 with numpy's operators and 19 for the general path; 384 rows, 24 columns). None
-    where the column is lost (the general path then refills it)."""
-    gemv, axpy, nrm2, dot, scal, eps = _blas_for(x.dtype)
+    """:func:`_orth` for one column held whole in numpy: the arithmetic of the Golub–Kahan step on
+    the CPU (:func:`_less_known`, :func:`_gram_schmidt`), in level-1/2 BLAS calls on a column-major
+    basis and Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for the general
+    path; 384 rows, 24 columns). None where the column is lost (the general path then refills it)."""
+    blas = _blas_for(x.dtype)
     xv = x.reshape(-1).copy()  # updated in place below
     if basis is None:
-        n1 = n0 = float(nrm2(xv))
-        coef = None
+        done = _norm_only(xv, blas)
     else:
         k2 = 0.0
         if known is not None:
             j, kc = known
-            if kc.shape[0] == 1:  # the recurrence's one coefficient, as it mostly is
-                k2 = float(kc[0, 0])
-                axpy(basis[:, j], xv, a=-k2)
-                k2 *= k2
-            else:
-                kv = kc[:, 0]
-                xv -= basis[:, j : j + kv.shape[0]] @ kv.astype(x.dtype, copy=False)
-                k2 = float(kv @ kv)
-        c = gemv(1.0, basis, xv, trans=1)
-        gemv(-1.0, basis, c, beta=1.0, y=xv, overwrite_y=1)
-        n1 = float(nrm2(xv))
-        before = math.sqrt(n1 * n1 + float(dot(c, c)))
-        if n1 < _DGKS * before:
-            c2 = gemv(1.0, basis, xv, trans=1)
-            gemv(-1.0, basis, c2, beta=1.0, y=xv, overwrite_y=1)
-            c += c2
-            n2 = float(nrm2(xv))
-            if not n2 > _DGKS * n1:
-                return None
-            n1 = n2
-        coef = (c if c.dtype == np.float64 else c.astype(np.float64))[:, None]  # c is gemv's own
-        if known is not None:
-            if kc.shape[0] == 1:
-                coef[j, 0] += kc[0, 0]
-            else:
-                coef[j:, 0] += kc[:, 0]
-        n0 = math.sqrt(before * before + k2)
-    if not n1 > 4 * eps * n0:
+            k2 = _less_known(basis, xv, j, kc[:, 0], blas)
+        done = _gram_schmidt(basis, xv, k2, blas)
+    if done is None:
         return None
-    scal(1.0 / n1, xv)
-    return xv[:, None], coef, np.array([[n1]])
+    coef, n1 = done
+    if known is not None and basis is not None:
+        coef[j : j + kc.shape[0]] += kc[:, 0]
+    blas[4](1.0 / n1, xv)
+    return xv[:, None], (None if basis is None else coef[:, None]), np.array([[n1]])
+
+
+def _less_known(basis: np.ndarray, x: np.ndarray, j: int, known: np.ndarray, blas) -> float:
+    """x less basis[:, j : j + d]·known in place, d = len(known): the coefficients of x along those
+    columns that the recurrence gives in exact arithmetic (one, as it mostly is: an axpy). Returns
+    their squared norm."""
+    if known.shape[0] == 1:
+        k = float(known[0])
+        blas[1](basis[:, j], x, a=-k)
+        return k * k
+    x -= basis[:, j : j + known.shape[0]] @ known.astype(x.dtype, copy=False)
+    return float(known @ known)
+
+
+def _norm_only(x: np.ndarray, blas) -> tuple[np.ndarray, float] | None:
+    """:func:`_gram_schmidt` against an empty basis: no coefficients and x's norm, None where that is
+    zero (or not finite)."""
+    n1 = float(blas[2](x))
+    return (np.zeros(0), n1) if n1 > 4 * blas[5] * n1 else None
+
+
+def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np.ndarray, float] | None:
+    """x (a 1-D array) less its part along the basis, in place: classical Gram–Schmidt, with a second
+    pass where the first removed more than 1 − 1/√2 of what was left (DGKS); the known part, of
+    squared norm k2, has been removed already (:func:`_less_known`). Returns (the coefficients in
+    float64, the norm left), or None where x held only rounding noise."""
+    gemv, _, nrm2, dot, _, eps = blas
+    c = gemv(1.0, basis, x, trans=1)
+    gemv(-1.0, basis, c, beta=1.0, y=x, overwrite_y=1)
+    n1 = float(nrm2(x))
+    before = math.sqrt(n1 * n1 + float(dot(c, c)))
+    if n1 < _DGKS * before:
+        c2 = gemv(1.0, basis, x, trans=1)
+        gemv(-1.0, basis, c2, beta=1.0, y=x, overwrite_y=1)
+        c += c2
+        n2 = float(nrm2(x))
+        if not n2 > _DGKS * n1:
+            return None
+        n1 = n2
+    if not n1 > 4 * eps * math.sqrt(before * before + k2):
+        return None
+    return (c if c.dtype == np.float64 else c.astype(np.float64)), n1  # c is gemv's own array
 
 
 @functools.cache
@@ -666,13 +685,7 @@ def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     k2 = 0.0
     if nonzero.size:
         j = int(nonzero[0])
-        if j == pu - 1:
-            k2 = float(crow[j])
-            blas[1](ubuf[:, j], x, a=-k2)
-            k2 *= k2
-        else:
-            x -= ubuf[:, j:pu] @ crow[j:].astype(x.dtype, copy=False)
-            k2 = float(crow[j:] @ crow[j:])
+        k2 = _less_known(ubuf, x, j, crow[j:], blas)
     left = _gram_schmidt(ubuf[:, :pu], x, k2, blas) if pu else _norm_only(x, blas)
     if left is None:  # lost to rounding: the general path draws a random direction
         q, coef, r = _orth(op.left, ubuf[:, :pu], ax, 1, generator, _known(c[:1, :pu].T))
@@ -703,35 +716,6 @@ def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     c[0, pu] = beta
     st.pv, st.pu = pv + 1, pu + 1
     return True
-
-
-def _norm_only(x: np.ndarray, blas) -> tuple[np.ndarray, float] | None:
-    """:func:`_gram_schmidt` against an empty basis: no coefficients, x's norm (None for zero)."""
-    n1 = float(blas[2](x))
-    return (np.zeros(0), n1) if n1 > 0 else None
-
-
-def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np.ndarray, float] | None:
-    """x (a 1-D array) less its part along the basis, in place: classical Gram–Schmidt with DGKS's
-    second pass, as in :func:`_orth_column`, whose known part (of squared norm k2) has been removed
-    already. Returns (the coefficients in float64, the norm left), or None where x held only
-    rounding noise."""
-    gemv, _, nrm2, dot, _, eps = blas
-    c = gemv(1.0, basis, x, trans=1)
-    gemv(-1.0, basis, c, beta=1.0, y=x, overwrite_y=1)
-    n1 = float(nrm2(x))
-    before = math.sqrt(n1 * n1 + float(dot(c, c)))
-    if n1 < _DGKS * before:
-        c2 = gemv(1.0, basis, x, trans=1)
-        gemv(-1.0, basis, c2, beta=1.0, y=x, overwrite_y=1)
-        c += c2
-        n2 = float(nrm2(x))
-        if not n2 > _DGKS * n1:
-            return None
-        n1 = n2
-    if not n1 > 4 * eps * math.sqrt(before * before + k2):
-        return None
-    return (c if c.dtype == np.float64 else c.astype(np.float64)), n1
 
 
 def _empty(op: Operator, k: int) -> Outcome:
@@ -849,8 +833,9 @@ def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
 
 
 def _checker(work, op: Operator, tol: float):
-    """The view whose fresh products check a result: ``work`` itself, or for a float32 dense A on the
-    host asked for a tol below what float32 products resolve (:func:`product_floor`), one in float64.
+    """The view whose fresh products check a result: ``work`` itself, or for a float32 A on the host
+    (dense, or scipy sparse) asked for a tol below what float32 products resolve
+    (:func:`product_floor`), one in float64.
     The float32 check's own rounding (about ε·‖A‖_F/σ₁, 8e-7 for a 1536×384 Gaussian) rejected Ritz
     triplets that had reached tol = 1e-6 and ended "stalled" above it (5 of 24 cases at k = 8, 1.1e-6
     to 1.4e-6); checked in float64 the same iteration reached it, in fewer products (206 against 232,
@@ -858,6 +843,16 @@ def _checker(work, op: Operator, tol: float):
     if isinstance(work, HostView) and tol < product_floor(op.dtype, *op.shape):
         return work.in_float64() or work
     return work
+
+
+def verify_tensors(op: Operator, tol: float, u: torch.Tensor, v: torch.Tensor):
+    """:func:`verify` of triplets held as tensors (the dense path's, the trust region's), through
+    the float64 check where :func:`_checker` asks for one for ``tol``."""
+    host = op.on_host()
+    check = _checker(host, op, tol) if host is not None else None
+    if check is None or check is host:
+        return verify(op, u, v)
+    return verify(check, u.detach().contiguous().numpy(), v.detach().contiguous().numpy())
 
 
 def verify(work, u, v):

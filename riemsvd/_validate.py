@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from riemsvd._backend import readable_any
+from riemsvd._backend import readable_any, readable_number
 from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs
 
 __all__ = [
@@ -98,12 +98,10 @@ def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
 
 def _finite(magnitude: torch.Tensor) -> bool:
     """Whether every max |a_ij| is finite (True where it cannot be read: inside a torch.func
-    transform); one element on the CPU is read as a number (2 µs where the tensor tests took 15)."""
-    if magnitude.numel() == 1 and magnitude.device.type == "cpu":
-        try:
-            return math.isfinite(magnitude.item())
-        except RuntimeError:
-            return True
+    transform)."""
+    value = readable_number(magnitude)
+    if value is not None:
+        return math.isfinite(value)
     return not readable_any(~torch.isfinite(magnitude), default=False)
 
 

@@ -6,6 +6,8 @@ column once left Aᵀ𝒰 − 𝒱Hᵀ − FC at 4e-2 and stalled a warm-started
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,44 @@ def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, sha
     assert worst and max(worst) <= 1e-12, max(worst)
     assert bool(result.info.converged)
     torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
+    """``_golub_kahan_step`` is ``_expand`` for one column on the host, to the bit: the same U, S, V
+    and products with it and without it, through restarts, lost columns (a rank-deficient and a zero
+    matrix), the whole space, and one-row and one-column matrices; and it is taken."""
+    cases = [
+        ("gaussian", (120, 80), 1, riemsvd.SolverOptions(max_basis=12)),  # many restarts
+        ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions()),
+        ("cluster", (40, 12), 5, riemsvd.SolverOptions()),  # the whole space is reached
+        ("zero", (30, 20), 2, riemsvd.SolverOptions()),
+        ("gaussian", (1, 7), 1, riemsvd.SolverOptions()),
+        ("gaussian", (7, 1), 1, riemsvd.SolverOptions()),
+    ]
+    fused = _subspace._golub_kahan_step
+    taken = []
+
+    def counting(*args):
+        done = fused(*args)
+        taken.append(done)
+        return done
+
+    for kind, shape, k, options in cases:
+        gen = torch.Generator().manual_seed(11)
+        if kind == "zero":
+            a = torch.zeros(shape, dtype=dtype)
+        else:
+            a = make_matrix("decay" if kind == "rank_deficient" else kind, *shape, gen, dtype)
+            if kind == "rank_deficient":
+                a[:, ::2] = 0.0
+        results = []
+        for step in (counting, lambda *args: False):
+            monkeypatch.setattr(_subspace, "_golub_kahan_step", step)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = riemsvd.solve(a, k, generator=torch.Generator().manual_seed(5), options=options,
+                                    method="iterative")  # fmt: skip
+            results.append((b"".join(t.numpy().tobytes() for t in out[:3]), int(out.info.matvecs)))
+        assert results[0] == results[1], (kind, shape)
+    assert sum(taken) > 20  # 49 (float32) and 90 (float64) steps of 6 solves
