@@ -343,3 +343,20 @@ def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypat
         torch.testing.assert_close(torch.from_numpy(ax), a.double() @ x.double(), rtol=1e-13, atol=1e-12)
         torch.testing.assert_close(torch.from_numpy(aty), a.double().mT @ y.double(), rtol=1e-13, atol=1e-12)
     assert view.op.matvecs == 10
+
+
+@pytest.mark.parametrize("method", ["dense", "trust-region"])
+def test_float32_below_its_floor_is_checked_in_float64_by_every_method(method):
+    """The float64 check is the dense path's and the trust region's too: a 384×384 float32 Gaussian,
+    tol 2e-7 (the floor is 9.3e-6), whose dense triplets were reported at 2.25e-7, converged=False,
+    when their float64 residual was 1.72e-7."""
+    a = torch.randn(384, 384, generator=torch.Generator().manual_seed(0))
+    k = 48 if method == "dense" else 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        result = solve(a, k, tol=2e-7, method=method, generator=torch.Generator().manual_seed(0))
+    true = _true_residuals(a, result)
+    assert abs(float(result.info.residual) - float(true.max())) <= 1e-10
+    assert bool(result.info.converged) == bool(true.max() <= 2e-7)
+    if method == "dense":
+        assert bool(result.info.converged)
