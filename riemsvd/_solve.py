@@ -178,6 +178,7 @@ def solve(
         s = out.s
         if op.scale is not None:  # the operator's units to A's
             s, info.errors = s / op.scale[..., 0], out.errors / op.scale[..., 0]
+            _charge_unscaling(out.s, s, op.scale[..., 0], info)
         return (*problem.layout.outputs(out.u, s, out.v), info)
 
     target = problem.target
@@ -188,7 +189,7 @@ def solve(
     else:
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
-        message = _not_converged(info, u.dtype, getattr(target, "shape", None))
+        message = _not_converged(info, u.dtype, getattr(target, "shape", None), s)
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     _check_resolution(s, info)
     return SVDResult(u, s, v, info)
@@ -305,8 +306,37 @@ def _init_from_u(A, u0: torch.Tensor):
         return u0, at @ u0.to(A.dtype)
 
 
-def _not_converged(info: SolveInfo, dtype, shape) -> str:
+def _charge_unscaling(scaled: torch.Tensor, s: torch.Tensor, scale: torch.Tensor, info: SolveInfo) -> None:
+    """Count in ``info`` what σ lost on its way back to A's units, s = scaled / scale.
+
+    The power-of-two scale is exact while σ stays a normal number of A's dtype. A float32 A whose σ
+    lies beyond its range does not: with entries near 1e-43, σ₁ ≈ 4e-41 came back subnormal, with
+    ~10 bits, and the triplets' true residual was 1.6e-4 where the scaled ones had reached 4.7e-8;
+    with entries near 1e37, σ₁ ≈ 3.9e38 came back inf, and both were reported converged. That
+    rounding, relative to σ₁, is added to the residual (and to each error bar in A's units), so
+    that ``converged`` holds for the values returned."""
+    exact = scaled.detach().double() / scale.detach().double()
+    lost = (s.detach().double() - exact).abs()  # inf where σ overflowed
+    if not readable_any(lost > 0, default=False):
+        return  # the usual case: exact
+    if info.errors is not None:
+        info.errors = (info.errors.double() + lost).to(info.errors.dtype)
+    relative = (lost / exact[..., :1]).amax(-1)
+    info.residual = (info.residual.double() + relative).to(info.residual.dtype)
+    info.converged = info.converged & (info.residual <= info.tol)
+
+
+def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None) -> str:
     """The ConvergenceWarning's text: what happened, and the remedy that fits why."""
+    if s is not None and s.dtype.is_floating_point:
+        tiny = torch.finfo(s.dtype).tiny
+        if readable_any(~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0)), default=False):
+            return (
+                f"riemsvd.solve: σ lies outside the range of {s.dtype} (largest {float(s.max()):.3g}, "
+                f"smallest normal {tiny:.3g}): the values returned carry its rounding, which the "
+                f"residual {float(info.residual.max()):.3g} includes. Solve A in float64 "
+                "(`A.double()`)."
+            )
     where = (
         f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
         f"{int((~info.converged).sum())} of {info.converged.numel()} matrices"

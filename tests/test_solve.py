@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 
 import numpy as np
@@ -360,3 +361,19 @@ def test_float32_below_its_floor_is_checked_in_float64_by_every_method(method):
     assert bool(result.info.converged) == bool(true.max() <= 2e-7)
     if method == "dense":
         assert bool(result.info.converged)
+
+
+@pytest.mark.parametrize("scale", [1e37, 1e-43, 1e-40])
+def test_sigma_beyond_float32s_range_is_not_claimed_converged(scale):
+    """Entries finite, but σ₁ beyond float32's normal range: overflowing to inf (1e37: σ₁ ≈ 3.9e38) or
+    subnormal with few bits (1e-43, 1e-40). Both were reported converged, with the residual of the
+    scaled triplets (4.7e-8 where the returned ones had 1.6e-4). Now the rounding of σ counts: the
+    residual reported bounds the true one, converged is False, and the warning says why."""
+    a = torch.randn(500, 300, generator=torch.Generator().manual_seed(0)) * scale
+    with pytest.warns(riemsvd.ConvergenceWarning, match="outside the range of torch.float32"):
+        result = solve(a, 3, tol=1e-7, generator=torch.Generator().manual_seed(0))
+    assert not bool(result.info.converged)
+    if bool(torch.isfinite(result.S).all()):
+        assert float(result.info.residual) >= float(_true_residuals(a, result).max())
+    else:
+        assert float(result.info.residual) == math.inf
