@@ -22,7 +22,7 @@ import torch
 
 from riemsvd._backend import readable_any
 from riemsvd._operator import DenseOperator
-from riemsvd._subspace import Outcome, verify_tensors
+from riemsvd._subspace import Outcome, verify
 from riemsvd._tolerance import default_tol, product_floor
 
 __all__ = ["dense_svd", "prefer_dense"]
@@ -82,7 +82,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         uu, _, vh = torch.linalg.svd(a, full_matrices=False)
         u, v = uu[..., :k], vh[..., :k, :].mT
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
-    u, s, v, residual, errors = verify_tensors(op, tol, u.contiguous(), v.contiguous())
+    u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)
 

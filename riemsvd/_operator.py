@@ -173,18 +173,23 @@ class DenseOperator(Operator):
     def _rmatmat(self, y):
         return mm(self.a.mT, y)
 
-    def _numpy_products(self):
+    def _numpy_view(self) -> np.ndarray | None:
+        """A as a numpy array (a view), or None where it has none (wrapped by a torch.func transform)."""
         try:
-            a = self.a.detach().numpy()
-        except (RuntimeError, TypeError):  # wrapped by a torch.func transform
+            return self.a.detach().numpy()
+        except (RuntimeError, TypeError):
+            return None
+
+    def _numpy_products(self):
+        a = self._numpy_view()
+        if a is None:
             return None
         at = a.swapaxes(-1, -2)
         return (lambda x: np.matmul(a, x)), (lambda y: np.matmul(at, y))
 
     def _float64_products(self):
-        try:
-            a = self.a.detach().numpy()
-        except (RuntimeError, TypeError):
+        a = self._numpy_view()
+        if a is None:
             return None
         m, n = a.shape[-2:]
         rows = max(1, _CAST_BLOCK // max(1, n))  # rows of one matrix cast at a time

@@ -32,7 +32,7 @@ from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space
 from riemsvd._tolerance import eps, product_floor
 
-__all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify", "verify_tensors"]
+__all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify"]
 
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
@@ -540,7 +540,6 @@ def subspace_svd(
     if op.batch_shape.numel() == 0:
         return _empty(op, k)
     work = op.on_host() or op  # numpy arrays on the CPU, tensors elsewhere
-    check = _checker(work, op, tol)
     b = max(1, min(m, n, options.block or _default_block(k, op.device)))
     maxiter = max(maxiter, -(-k // b))
     x = work.right.adopt(_start(op, k, max(options.start_block, b), init, tol, generator))
@@ -587,7 +586,8 @@ def subspace_svd(
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
             if bool((worst <= target).all()):
-                verified = verify(check, *_vectors(work, st, ritz, k))
+                u_k, v_k = _vectors(work, st, ritz, k)
+                verified = verify(work, u_k, v_k, tol)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
                     reason = "converged"
@@ -623,7 +623,8 @@ def subspace_svd(
             if verified is None:
                 if ritz.z is None:
                     ritz = _ritz(st, t)
-                verified = verify(check, *_vectors(work, st, ritz, k))
+                u_k, v_k = _vectors(work, st, ritz, k)
+                verified = verify(work, u_k, v_k, tol)
             break
         if full and probe is None:
             ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv))
@@ -665,10 +666,12 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
 
 
 def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
-    """:func:`_expand` of F's one column for one matrix on the host: the same arithmetic, to the bit,
-    in level-1/2 BLAS calls on the buffers themselves, without the general path's layers (whole
-    solves 0.94–0.96× the time, 384×384 to 2000×1000 Gaussian, k = 1). False, with nothing done,
-    where a basis is about to be exhausted (the general path then takes the step)."""
+    """:func:`_expand` of F's one column for one matrix on the host: the same arithmetic, to the bit
+    (:func:`_less_known`, :func:`_gram_schmidt`, as :func:`_orth_column`), in level-1/2 BLAS calls
+    on the buffers themselves, without the general path's layers (whole solves 0.94–0.96× the time,
+    384×384 to 2000×1000 Gaussian, k = 1; through :func:`_orth` for each half instead, 1.06–1.12×
+    this step's). False, with nothing done, where a basis is about to be exhausted (the general path
+    then takes the step)."""
     pv, pu = st.pv, st.pu
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
@@ -832,37 +835,35 @@ def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
     return u, v
 
 
-def _checker(work, op: Operator, tol: float):
-    """The view whose fresh products check a result: ``work`` itself, or for a float32 A on the host
-    (dense, or scipy sparse) asked for a tol below what float32 products resolve
-    (:func:`product_floor`), one in float64.
-    The float32 check's own rounding (about ε·‖A‖_F/σ₁, 8e-7 for a 1536×384 Gaussian) rejected Ritz
-    triplets that had reached tol = 1e-6 and ended "stalled" above it (5 of 24 cases at k = 8, 1.1e-6
-    to 1.4e-6); checked in float64 the same iteration reached it, in fewer products (206 against 232,
-    102 against 122)."""
-    if isinstance(work, HostView) and tol < product_floor(op.dtype, *op.shape):
-        return work.in_float64() or work
-    return work
+def _float64_view(work, tol: float) -> HostView | None:
+    """A float64 view of A for the fresh products of :func:`verify`, where A is float32 on the host
+    (dense, or scipy sparse) and ``tol`` below what float32 products resolve (:func:`product_floor`);
+    None otherwise. The float32 check's own rounding (about ε·‖A‖_F/σ₁, 8e-7 for a 1536×384
+    Gaussian) rejected Ritz triplets that had reached tol = 1e-6 and ended "stalled" above it (5 of 24
+    cases at k = 8, 1.1e-6 to 1.4e-6); checked in float64 the same iteration reached it, in fewer
+    products (206 against 232, 102 against 122)."""
+    op = work.op if isinstance(work, HostView) else work
+    if op.dtype != torch.float32 or not tol < product_floor(op.dtype, *op.shape):
+        return None
+    host = work if isinstance(work, HostView) else op.on_host()
+    return None if host is None else host.in_float64()
 
 
-def verify_tensors(op: Operator, tol: float, u: torch.Tensor, v: torch.Tensor):
-    """:func:`verify` of triplets held as tensors (the dense path's, the trust region's), through
-    the float64 check where :func:`_checker` asks for one for ``tol``."""
-    host = op.on_host()
-    check = _checker(host, op, tol) if host is not None else None
-    if check is None or check is host:
-        return verify(op, u, v)
-    return verify(check, u.detach().contiguous().numpy(), v.detach().contiguous().numpy())
-
-
-def verify(work, u, v):
-    """Rayleigh quotients σᵢ = uᵢᵀ A vᵢ and true relative residuals from fresh products.
+def verify(work, u, v, tol: float):
+    """Rayleigh quotients σᵢ = uᵢᵀ A vᵢ and true relative residuals from fresh products, of ``work``
+    (an Operator with tensors u, v, or its HostView with numpy arrays), or in float64 where
+    :func:`_float64_view` says ``tol`` needs it.
 
     Returns (u, s, v, residual, errors): the vectors as tensors sorted by descending σ, and on the
     host in float64 s (..., k), the residual (...) and errors (..., k) = sqrt((‖A vᵢ − σᵢuᵢ‖² +
     ‖Aᵀuᵢ − σᵢvᵢ‖²)/2): the residual norm of the unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of
     [[0, A], [Aᵀ, 0]], whose eigenvalues are ±σⱼ.
     """
+    precise = _float64_view(work, tol)
+    if precise is not None:
+        if not isinstance(work, HostView):  # the dense path's and the trust region's tensors
+            u, v = u.detach().contiguous().numpy(), v.detach().contiguous().numpy()
+        work = precise
     left, right = work.left, work.right
     av, atu = work.matmat(v), work.rmatmat(u)
     s = left.to_host(left.dots(u, av))

@@ -14,7 +14,7 @@ import torch
 
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import Operator
-from riemsvd._subspace import Outcome, verify_tensors
+from riemsvd._subspace import Outcome, verify
 from riemsvd._validate import check_radius_rule
 
 __all__ = ["RadiusRule", "trust_region_svd"]
@@ -180,7 +180,7 @@ def trust_region_svd(
     iteration costs 2k products for the trial point and 2k per CG step.
 
     ``maxiter`` counts outer iterations (default :data:`DEFAULT_MAXITER`). Returns an
-    :class:`~riemsvd._subspace.Outcome` whose residual comes from fresh products (``verify_tensors``).
+    :class:`~riemsvd._subspace.Outcome` whose residual comes from fresh products (``verify``).
     """
     m, n = op.shape
     batch = op.batch_shape
@@ -208,7 +208,7 @@ def trust_region_svd(
         done = rel <= target
         verified = None
         if bool(done.all()):
-            verified = verify_tensors(op, tol, point.u, point.v)
+            verified = verify(op, point.u, point.v, tol)
             fresh = torch.from_numpy(np.asarray(verified[3])).to(op.device, dt)
             if bool((fresh <= tol).all()):
                 reason = "converged"
@@ -251,7 +251,7 @@ def trust_region_svd(
         best = torch.minimum(best, rel)
         since_best = torch.where(improved, torch.zeros_like(since_best), since_best + 1)
     if verified is None:
-        verified = verify_tensors(op, tol, point.u, point.v)
+        verified = verify(op, point.u, point.v, tol)
     u, s, v, residual, errors = verified
     s, residual, errors = (torch.from_numpy(np.asarray(a)).to(op.device, dt) for a in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, 0)
