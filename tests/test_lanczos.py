@@ -161,3 +161,39 @@ def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
             results.append((b"".join(t.numpy().tobytes() for t in out[:3]), int(out.info.matvecs)))
         assert results[0] == results[1], (kind, shape)
     assert sum(taken) > 20  # 49 (float32) and 90 (float64) steps of 6 solves
+
+
+@given(
+    p=st.integers(12, 48),
+    t=st.integers(1, 4),
+    w=st.integers(1, 3),
+    gap=st.sampled_from([1.0, 1e-3, 1e-8]),
+    restarted=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=80)
+def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w, gap, restarted, seed):
+    """The estimate from H Hᵀ (``_estimate``) gives the exact SVD's values and each residual within its
+    own ``slack``, on H as the recurrence makes it: upper bidiagonal, or after a thick restart a diagonal
+    block with a spike column before the bidiagonal part; the top values a ``gap`` apart."""
+    rng = np.random.default_rng(seed)
+    top = 1.0 - gap * np.arange(t + 1)
+    h = np.diag(np.concatenate([top, rng.uniform(0.1, 0.9, p - t - 1)]))
+    h[np.arange(p - 1), np.arange(1, p)] = rng.uniform(0.0, 0.3, p - 1)  # bidiagonal
+    if restarted:
+        keep = p // 2
+        h[:keep, :keep] = np.diag(np.diag(h)[:keep])
+        h[:keep, keep] = rng.uniform(-0.3, 0.3, keep)  # the spike: 𝒰ᵀ A f after the restart
+    c = np.zeros((w, p))
+    c[:, -1] = rng.uniform(0.0, 1.0, w)  # the recurrence's residual: on 𝒰's newest column
+    if w > 1:
+        c[1:, : p // 2] = rng.uniform(-1e-3, 1e-3, (w - 1, p // 2))
+    st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, w, h, c)
+    estimate, exact = _subspace._estimate(st_, t), _subspace._ritz(st_, t)
+    if t > p // 12:
+        assert estimate is None
+        return
+    assert estimate is not None
+    np.testing.assert_allclose(estimate.s, exact.s[:t], rtol=1e-13, atol=0)
+    error = np.abs(estimate.rel - exact.rel)
+    assert (error <= estimate.slack).all(), (error, estimate.slack)
