@@ -5,6 +5,7 @@ Everything numerical lives in ``_subspace`` (the solver) and ``_newton`` (its Ne
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -365,8 +366,11 @@ def _check_resolution(s, info: SolveInfo) -> None:
         return
     try:
         # numpy on a plain CPU tensor: the same tests in torch took 40–100 µs right after a solve
-        # (384×384, k = 8), 8 µs alone
-        x = s.detach().numpy() if type(s) is torch.Tensor and s.device.type == "cpu" else s.detach()
+        # (384×384, k = 8), 8 µs alone; inside torch.func.grad a CPU tensor has no numpy view
+        x = s.detach()
+        if type(s) is torch.Tensor and s.device.type == "cpu":
+            with contextlib.suppress(RuntimeError):
+                x = x.numpy()
         # Values at or below tol·σ₁ are numerically zero (k beyond the rank) and interchangeable;
         # a zero matrix (σ₁ = 0) flags nothing
         first, last = x[..., 0], x[..., -1]

@@ -17,19 +17,17 @@ Ritz point; the search space is the span of all of them, and Rayleigh–Ritz max
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 import torch
-from scipy.linalg.blas import get_blas_funcs
 from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a first solve paid before
 
 from riemsvd._backend import mm
 from riemsvd._operator import HostView, Operator
-from riemsvd._space import Space
+from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import eps, product_floor
 
 __all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify"]
@@ -190,7 +188,7 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     the CPU (:func:`_less_known`, :func:`_gram_schmidt`), in level-1/2 BLAS calls on a column-major
     basis and Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for the general
     path; 384 rows, 24 columns). None where the column is lost (the general path then refills it)."""
-    blas = _blas_for(x.dtype)
+    blas = blas_for(x.dtype)
     xv = x.reshape(-1).copy()  # updated in place below
     if basis is None:
         done = _norm_only(xv, blas)
@@ -249,12 +247,6 @@ def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np
     if not n1 > 4 * eps * math.sqrt(before * before + k2):
         return None
     return (c if c.dtype == np.float64 else c.astype(np.float64)), n1  # c is gemv's own array
-
-
-@functools.cache
-def _blas_for(dtype) -> tuple:
-    """scipy's (gemv, axpy, nrm2, dot, scal) for a numpy dtype, and its machine epsilon."""
-    return (*get_blas_funcs(("gemv", "axpy", "nrm2", "dot", "scal"), dtype=dtype), float(np.finfo(dtype).eps))
 
 
 def _eps(x) -> float:
@@ -390,8 +382,13 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     gaps[1:] = np.minimum(gaps[1:], gaps[:-1])
     s = np.sqrt(np.maximum(lam[:t], 0.0))
     rel = _residuals(st, y, s)
-    angle = 4 * pu * _eps(y) * lam[0] / np.maximum(gaps, np.finfo(np.float64).tiny)
+    # unit vectors are at most 2 apart: the cap keeps a zero gap (a repeated value) from making the
+    # slack 0·inf = NaN where C vanishes (σ₁ = σ₂ = 1e8 on a diagonal 13×13 A crashed the solve)
+    perturbation = 4 * pu * _eps(y) * lam[0]
+    angle = perturbation / np.maximum(gaps, 0.5 * perturbation + np.finfo(np.float64).tiny)  # ≤ 2
     slack = math.sqrt(2) * float(np.linalg.norm(st.c)) * angle / max(float(s[0]), np.finfo(np.float64).tiny)
+    if not np.isfinite(slack).all():
+        return None  # the exact SVD decides (and reports a non-finite C)
     return Ritz(y, s, None, rel, slack)
 
 
@@ -695,7 +692,7 @@ def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     h, c = st.hbuf, st.cbuf
     if pu >= min(m, ubuf.shape[1]) or pv + 2 > min(n, vbuf.shape[1]):
         return False
-    blas = _blas_for(vbuf.dtype)
+    blas = blas_for(vbuf.dtype)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
     # one alone in the recurrence, all of them after a restart)
     crow = c[0, :pu]

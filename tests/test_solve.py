@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import riemsvd
-from tests.matrices import SHAPES, SPECTRA, check_svd, counting_operator, make_matrix
+from tests.matrices import SHAPES, SPECTRA, check_svd, counting_operator, make_matrix, orthonormal
 
 # The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
 # (tests/test_dense.py tests that one and the choice).
@@ -286,6 +286,34 @@ def test_values_below_what_tol_resolves_are_flagged(gen):
     torch.testing.assert_close(
         dense.S.double(), ref, rtol=0, atol=float(dense.info.residual) * float(ref[0]) + 1e-9
     )
+
+
+def test_values_below_what_tol_resolves_are_flagged_inside_torch_func():
+    # inside torch.func.grad σ has no numpy view: the check falls back to torch and still warns
+    g = torch.Generator().manual_seed(0)
+    s = torch.full((40,), 1e-7, dtype=torch.float64)
+    s[0], s[1] = 1.0, 5e-5
+    a = orthonormal(60, 40, g) @ torch.diag(s) @ orthonormal(40, 40, g).T
+
+    def loss(x):
+        return solve(x, 2, tol=1e-5, generator=torch.Generator().manual_seed(1)).S.sum()
+
+    with pytest.warns(riemsvd.ResolutionWarning, match="σ_k/σ₁ = 5e-05"):
+        torch.func.grad(loss)(a)
+
+
+@pytest.mark.parametrize("n", [13, 14, 16])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_repeated_top_value_at_a_large_scale_is_solved(n, seed):
+    # σ₁ = σ₂ = 1e8 on a diagonal A: the look's estimate met a zero gap with C = 0, its slack was
+    # 0·inf = NaN, and the solve went on to verify the estimate's vectors (an AssertionError)
+    values = np.r_[1.0, 1.0, np.linspace(0.9, 0.1, n - 2)] * 1e8
+    a = torch.diag(torch.tensor(values))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = riemsvd.solve(a, 1, method="iterative", generator=torch.Generator().manual_seed(seed))
+    assert bool(out.info.converged)
+    torch.testing.assert_close(out.S, torch.tensor([1e8], dtype=torch.float64), rtol=1e-12, atol=0)
 
 
 def _true_residuals(a: torch.Tensor, result) -> torch.Tensor:
