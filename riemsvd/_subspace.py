@@ -824,8 +824,8 @@ def _worst(ritz: Ritz | None, k: int, t: int, batch, slack: bool = False) -> np.
     if ritz is None or t < k:
         return np.full(batch, np.inf)
     rel = ritz.rel[..., :k]
-    if slack and isinstance(ritz.slack, np.ndarray):
-        rel = rel - ritz.slack[..., :k]
+    if slack and isinstance(ritz.slack, np.ndarray):  # never above rel itself, even for a NaN slack
+        rel = np.fmin(rel - ritz.slack[..., :k], rel)
     return rel.max(-1)
 
 
