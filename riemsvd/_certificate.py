@@ -146,35 +146,41 @@ def gram_cholesky_upper(
     return torch.tensor(out, dtype=torch.float64).reshape(batch), vector
 
 
-def gram_first_upper(a: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(upper, vectors) as :func:`gram_cholesky_upper`, with σ̂ and its vector from Lanczos on the
-    Gram matrix itself rather than from a solve on ``a``: for a small matrix a Lanczos step on G is
+def gram_first_upper(
+    a: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(upper, vectors, values) as :func:`gram_cholesky_upper`, with σ̂ and its vector from Lanczos on
+    the Gram matrix itself rather than from a solve on ``a``: for a small matrix a Lanczos step on G is
     one symmetric product of N² (5 µs at N = 384) where an iteration of the solver costs two products
     and its bookkeeping (70 µs), and G is formed anyway. ``vectors`` (..., N, ≤ 8): the refined top
-    vector, then the next Ritz vectors (for the subspace bound of a low-rank spectrum)."""
+    vector, then the next Ritz vectors (for the subspace bound of a low-rank spectrum); ``values``
+    (..., ≤ 8): the Lanczos Ritz values of G for those vectors (estimates of σᵢ², each below its σᵢ²
+    by Cauchy's interlacing)."""
     batch = a.shape[:-2]
     size = min(a.shape[-2:])
     start = torch.randn(batch + (size,), dtype=torch.float64, generator=generator).numpy()
-    out, blocks = [], []
+    out, blocks, ritz_values = [], [], []
     for i, matrix in enumerate(a.reshape((-1,) + a.shape[-2:])):
         gram = Gram(matrix)
-        lam, x, residual, block = _lanczos_top(gram, start.reshape(-1, size)[i])
+        lam, x, residual, block, values = _lanczos_top(gram, start.reshape(-1, size)[i])
         upper, x = _one(gram, math.sqrt(max(lam, 0.0)), x, residual / max(lam, _TINY))
         out.append(upper)
         blocks.append(np.column_stack([x, block[:, 1:]]))
+        ritz_values.append(values)
     width = min(b.shape[1] for b in blocks)
     vectors = torch.from_numpy(np.stack([b[:, :width] for b in blocks])).reshape(batch + (size, width))
-    return torch.tensor(out, dtype=torch.float64).reshape(batch), vectors
+    theta = torch.from_numpy(np.stack([v[:width] for v in ritz_values])).reshape(batch + (width,))
+    return torch.tensor(out, dtype=torch.float64).reshape(batch), vectors, theta
 
 
-def _lanczos_top(gram: Gram, x: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray]:
-    """(λ̂, y, ‖Gy − λ̂y‖, Y): the top Ritz pair of G on the Krylov space K(G, x), grown until its
+def _lanczos_top(gram: Gram, x: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray, np.ndarray]:
+    """(λ̂, y, ‖Gy − λ̂y‖, Y, θ): the top Ritz pair of G on the Krylov space K(G, x), grown until its
     residual is below _LANCZOS_TOL·λ̂, it spans everything, or _LANCZOS_STEPS; Y (N, ≤ _RITZ_BLOCK)
-    the top Ritz vectors, y first. Looks every 4 steps."""
-    y, lam, residual, block = _krylov_ritz(
+    the top Ritz vectors, y first, θ their Ritz values. Looks every 4 steps."""
+    y, lam, residual, block, values = _krylov_ritz(
         gram, lambda q, gq: gq, x, min(gram.size, _LANCZOS_STEPS), _LANCZOS_TOL, 4, slow=False
     )
-    return lam, y, residual, block
+    return lam, y, residual, block, values
 
 
 def _one(gram: Gram, sigma: float, x: np.ndarray | None, uncertainty: float | None):
@@ -215,7 +221,7 @@ def _shift_invert_ritz(gram: Gram, factor: np.ndarray, x: np.ndarray, target: fl
     of an eigenvalue by its residual (Weyl), after _INVERSE_STEPS steps, or where a step gained less
     than _SLOW_RATE (after _SLOW_AFTER), for a new certificate nearer σ₁². Returns (y, λ̂ = yᵀGy,
     ‖Gy − λ̂y‖), y of unit norm: estimates the certificate does not rely on."""
-    y, lam, residual, _ = _krylov_ritz(
+    y, lam, residual, _, _ = _krylov_ritz(
         gram, lambda q, gq: dpotrs(factor, q, lower=0)[0], x, _INVERSE_STEPS, target / 2, 1, slow=True
     )
     return y, lam, residual
@@ -227,8 +233,8 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
     vectors align fast). Every ``every`` steps the top Ritz pair (λ̂, y) of G on the space and its
     residual ‖Gy − λ̂y‖; stops at a residual ≤ ``tol``·λ̂, an invariant space, ``steps`` steps, or
     (``slow``, after _SLOW_AFTER steps) a step that gained less than _SLOW_RATE. Returns (y, λ̂,
-    residual, Y): Y (N, ≤ _RITZ_BLOCK) the top Ritz vectors, y first. Estimates only: the certificate
-    does not rely on them."""
+    residual, Y, θ): Y (N, ≤ _RITZ_BLOCK) the top Ritz vectors, y first, and θ their Ritz values.
+    Estimates only: the certificate does not rely on them."""
     steps = min(steps, x.shape[0] - 1)  # the space cannot exceed N vectors
     basis = np.empty((x.shape[0], steps + 1))
     images = np.empty_like(basis)  # G times each basis vector
@@ -237,7 +243,7 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
     gy = images[:, 0] = gram.matvec(y)
     lam = projected[0, 0] = float(y @ gy)
     residual = previous = float(np.linalg.norm(gy - lam * y))
-    block = basis[:, :1]
+    block, values = basis[:, :1], np.array([lam])
     for step in range(1, steps + 1):
         z = apply(basis[:, step - 1], images[:, step - 1])
         z = z / max(float(np.abs(z).max()), _TINY)  # first to O(1): (μI − G)⁻¹ can reach 1/ε
@@ -256,7 +262,7 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
             continue
         width = step if invariant else step + 1
         theta, w = np.linalg.eigh(projected[:width, :width])
-        block = basis[:, :width] @ w[:, : -_RITZ_BLOCK - 1 : -1]
+        block, values = basis[:, :width] @ w[:, : -_RITZ_BLOCK - 1 : -1], theta[: -_RITZ_BLOCK - 1 : -1]
         y, gy = block[:, 0], images[:, :width] @ w[:, -1]
         lam = float(theta[-1])
         residual = float(np.linalg.norm(gy - lam * y))
@@ -267,4 +273,4 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
         ):
             break
         previous = residual
-    return y, lam, residual, block
+    return y, lam, residual, block, values
