@@ -19,7 +19,7 @@ import torch
 from riemsvd._backend import no_autocast, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper
 from riemsvd._linear import LinearMapOperator
-from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator
+from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, probe_scale
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
@@ -415,8 +415,9 @@ def norm_bounds(
             failure = b.failure_probability.to(A.dtype)
             return NormBounds(lower, upper, b.certified, failure, b.matvecs, b.solve_matvecs, b.k, b.method)
     problem = prepare(A, 1, tol=tol, generator=generator, method="iterative")
-    op = _near_one(problem.operator(problem.target))
+    op = problem.operator(problem.target)
     start = op.matvecs  # an operator passed in may have been used before
+    op = _near_one(probe_scale(op))  # a LinearOperator's size from one product (counted)
     m, n = op.shape
     size = min(m, n)
     batch = op.batch_shape

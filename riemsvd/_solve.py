@@ -20,7 +20,7 @@ from riemsvd._backend import dense_threads, no_autocast, readable_any, solver_th
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded
 from riemsvd._distributed import prepare as prepare_sharded
-from riemsvd._operator import DenseOperator, Operator, as_operator
+from riemsvd._operator import DenseOperator, Operator, as_operator, probe_scale
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
@@ -253,6 +253,7 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     tol = float(problem.tol) if problem.tol is not None else default_tol(op.dtype, *op.shape)
     entries = op.shape[0] * op.shape[1] * op.batch_shape.numel()
     start = op.matvecs  # an Operator passed in may have been used before
+    op = probe_scale(op)  # a LinearOperator's size, from one product (counted)
     dense = isinstance(op, DenseOperator) and (
         method == "dense"
         or method == "auto"

@@ -86,6 +86,21 @@ def test_scipy_sparse_and_linear_operator_inputs_give_cpu_tensors(gen):
         check_svd(dense, result, 3, result.info.tol)
 
 
+@pytest.mark.parametrize("scale", [1e-200, 1e160])
+def test_a_linear_operator_far_from_unit_size_is_solved_or_honestly_unconverged(scale, gen):
+    # no entries to read: without a size from one product, the residual's squares underflowed at
+    # 1e-200 (converged=True after 3 iterations, σ₃ off by 66%) and overflowed at 1e160
+    s = sp.random(300, 200, density=0.05, format="csr", random_state=np.random.default_rng(0)) * scale
+    ref = torch.linalg.svdvals(torch.from_numpy(s.toarray() / scale))[:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = solve(sla.aslinearoperator(s), 3, generator=gen)
+        torch.testing.assert_close(result.S / scale, ref, rtol=1e-10, atol=0)
+        with pytest.warns(riemsvd.ConvergenceWarning):
+            early = solve(sla.aslinearoperator(s), 3, maxiter=3, generator=gen)
+    assert not bool(early.info.converged) and float(early.info.residual) > 1e-3
+
+
 def test_object_with_only_matvec_and_rmatvec(gen):
     a = make_matrix("decay", 60, 40, gen)
 
