@@ -164,7 +164,9 @@ class SolveFunction(torch.autograd.Function):
     def forward(a: torch.Tensor, call: SolveCall):
         u, s, v, info = call.run(a)
         call.info = info
-        return u, s, v
+        # outputs that are views (the dense path's U[..., :k] of a 6×4 A, k = 1) made forward mode
+        # fail inside autograd ("the tangent [must] have the same layout as primal"): copies
+        return tuple(x.clone() if x._is_view() else x for x in (u, s, v))
 
     @staticmethod
     def setup_context(ctx, inputs, output):

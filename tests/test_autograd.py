@@ -88,6 +88,19 @@ def test_gradcheck_on_a_small_problem(gen):
     assert torch.autograd.gradcheck(f, (a,), eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(("shape", "k"), [((6, 4), 1), ((6, 4), 2), ((2, 6, 4), 1)])
+def test_forward_mode_through_the_dense_path(shape, k, gen):
+    # a 6×4 A takes the dense path, whose k = 1 outputs were views of its SVD's factors: forward mode
+    # (torch.autograd.forward_ad, gradcheck's check_forward_ad) failed inside autograd on them
+    a = torch.randn(shape, dtype=torch.float64, generator=gen).requires_grad_()
+
+    def loss(x):
+        out = riemsvd.solve(x, k)
+        return out.S, (out.U * out.U).sum(-1), (out.U @ out.V.mT)
+
+    assert torch.autograd.gradcheck(loss, (a,), check_forward_ad=True)
+
+
 def test_only_sigma_needs_no_linear_solve(gen, monkeypatch):
     import riemsvd._autograd as ad
 
