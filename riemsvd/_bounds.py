@@ -421,6 +421,9 @@ def norm_bounds(
     m, n = op.shape
     size = min(m, n)
     batch = op.batch_shape
+    if batch.numel() == 0:  # an empty batch: nothing to bound (the Gram path had no matrix to take)
+        empty = torch.zeros(batch, dtype=op.dtype, device=op.device)
+        return NormBounds(empty, empty.clone(), empty.bool(), empty.clone(), 0, 0, 0, ())
     solving = functools.partial(solver_threads, op.device, m * n * batch.numel())
     # under the solve's thread limits too: torch's reduction for ‖A‖_F, the first call on its 2
     # threads after a pause, took 4.3 ms (their wake-up) of a 384×384 call's 15.6 ms

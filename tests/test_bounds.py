@@ -239,3 +239,9 @@ def test_bounds_of_a_linear_operator_far_from_unit_size_hold(scale):
     b = riemsvd.norm_bounds(sla.aslinearoperator(m), confidence=0.999, generator=gen)
     assert float(b.lower) <= true <= float(b.upper)
     assert float(b.upper) / true - 1 < 1e-2 and 1 - float(b.lower) / true < 1e-6
+
+
+def test_an_empty_batch_has_empty_bounds():
+    # as solve gives empty results for an empty batch; the Gram path had failed on it
+    b = riemsvd.norm_bounds(torch.zeros(0, 5, 4, dtype=torch.float64))
+    assert b.lower.shape == b.upper.shape == b.certified.shape == (0,) and b.method == ()
