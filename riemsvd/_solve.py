@@ -353,9 +353,15 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
         level = product_floor(dtype, *shape[-2:])
         floor = f" (about {level:.1g} in {dtype} at this size)"
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
+    if dtype != torch.float64:
+        remedy = "Loosen `tol`, or solve in float64."
+    elif info.method == "dense":
+        remedy = "Loosen `tol`."
+    else:  # already float64: a whole decomposition resolves more, where A is small enough for one
+        remedy = "Loosen `tol`, or, for a matrix small enough, use method='dense'."
     return (
         f"riemsvd.solve: {how} ended with {where}: tol is below what rounding lets it resolve{floor}. "
-        "Loosen `tol`, or solve in float64."
+        + remedy
     )
 
 

@@ -533,7 +533,8 @@ def _next_check(history: list, target: float, cap: int) -> int:
     if cap <= 1 or len(history) < 2:
         return 1
     (i0, _, r0), (i1, _, r1) = history[-2], history[-1]
-    if not (0 < r1 < r0 < math.inf) or i1 <= i0 or r1 <= target:
+    # a target of 0 (after a check that found the estimate's 0 not confirmed) has no distance to it
+    if not (0 < r1 < r0 < math.inf) or i1 <= i0 or not 0 < target < r1:
         return 1
     rate = math.log(r1 / r0) / (i1 - i0)
     return int(max(1, min(cap, 0.5 * math.log(target / r1) / rate)))
