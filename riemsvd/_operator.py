@@ -348,8 +348,9 @@ def probe_scale(op: Operator) -> Operator:
     product is counted. Without it, an operator with entries near 1e-200 had its residual's squares
     underflow to 0 (``converged=True`` after 3 iterations, σ off by up to 66%), and one near 1e155
     overflowed (a ``norm_bounds`` upper bound at 0.88 of ‖A‖₂). Left as it is where A x is 0 or not
-    finite (the solve then reports what it meets)."""
-    if not isinstance(op, ScipyOperator) or is_scipy_sparse(op.a) or op.scale is not None:
+    finite (the solve then reports what it meets). Nothing to do where the magnitude is known (scipy
+    sparse, or probed already: norm_bounds' own solves run on its probed operator)."""
+    if not isinstance(op, ScipyOperator) or op.magnitude is not None:
         return op
     n = op.shape[1]
     x = torch.randn((n, 1), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
