@@ -822,11 +822,14 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
 
 
 def _grown(ritz: Ritz, probe: _Probe, k: int, tol: float) -> bool:
-    """Whether the k-th Ritz value now exceeds the accepted σ_k by more than 10·tol·σ₁ anywhere."""
+    """Whether any of the top k Ritz values now exceeds its accepted σᵢ by more than 10·tol·σ₁. Not
+    σ_k alone: a found copy lifts the values below it by one place, and where the accepted σ_{k−1}
+    and σ_k are equal σ_k stays (4 copies of 2 above 1, 1, k = 5: [2, 2, 2, 1, 1] was returned,
+    converged, on 7 of 10 seeds)."""
     if ritz.s.shape[-1] < k:
         return False
     s = probe.verified[1]
-    return bool((ritz.s[..., k - 1] - s[..., k - 1] > 10 * tol * s[..., 0]).any())
+    return bool((ritz.s[..., :k] - s[..., :k] > 10 * tol * s[..., :1]).any())
 
 
 def _worst(ritz: Ritz | None, k: int, t: int, batch, slack: bool = False) -> np.ndarray:

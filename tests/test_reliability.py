@@ -246,6 +246,19 @@ def test_copies_of_sigma_1_a_few_percent_above_the_rest_are_all_found(top):
         assert solve_and_check(a, k, torch.Generator().manual_seed(seed)) == "ok", f"seed {seed}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_copy_found_above_a_tie_at_sigma_k_is_kept(dtype):
+    """Four copies of σ₁ = 2, then 1, 1 (200×150, k = 5): the probe found the missed copy, but it only
+    lifted σ_k from 1 to the accepted σ_{k−1}, also 1, and the probe's test watched σ_k alone, so
+    (2, 2, 2, 1, 1) came back converged (a new user's trial: 7 of 10 seeds at 1000×600; here 15 of
+    16 fail without the fix: 8 in float64, 7 in float32)."""
+    for seed in range(8):
+        gen = torch.Generator().manual_seed(seed)
+        s = torch.cat([torch.tensor([2.0, 2, 2, 2, 1, 1]), torch.linspace(0.5, 0.01, 60)]).double()
+        u, v = orthonormal(200, s.numel(), gen), orthonormal(150, s.numel(), gen)
+        assert solve_and_check(((u * s) @ v.mT).to(dtype), 5, gen) == "ok", f"seed {seed}"
+
+
 @pytest.mark.parametrize("copies", [4, 5])
 def test_many_exact_copies_of_the_top_value_are_all_found(copies):
     """Four or five copies of σ₁ = 1 over values from 0.6 down (300×200, k = copies): a thick restart
