@@ -758,8 +758,11 @@ def _empty(op: Operator, k: int) -> Outcome:
 # with T_{j−1}(1 + 2γ) ≥ c√n (Chebyshev). 4 steps served a 50% gap, but with σ_k/σ₁ = 0.9, 0.95 and
 # 0.98 they missed 12, ~37 and 67 of 150 cases (10–500 × 40–500, 2–5 copies, k = 2–8); 8 steps
 # missed 0, 0 and 15, 12 steps 0, 0, 0. c = 4 still missed 1 and 2 of 150 at 0.9 and 0.95, c = 16
-# none up to 0.98 (1 of 150 at 0.99). So: that many steps, at least _PROBE_STEPS, at most
-# _PROBE_MAX (what a thick restart leaves room for anyway), each two products.
+# none up to 0.98 (1 of 150 at 0.99). So: that many steps and one more, at least _PROBE_STEPS, at
+# most _PROBE_MAX (what a thick restart leaves room for anyway), each two products. The one more: the
+# bound's own count missed a fifth copy over values from 0.7 down (213×132, k = 5: 5 steps, 6 found
+# it) and a fourth over 0.6 (300×200, k = 4: 4 steps, 5 found it); the start is half the random
+# direction, half F's leading one.
 _PROBE_STEPS, _PROBE_MAX = 4, 16
 
 
@@ -769,7 +772,7 @@ def _probe_steps(s: np.ndarray, n: int) -> int:
     gamma = 1 / max(ratio, 1e-150) ** 2 - 1
     if not gamma > 0:
         return _PROBE_MAX
-    steps = 1 + math.ceil(math.acosh(16 * math.sqrt(n)) / math.acosh(1 + 2 * gamma))
+    steps = 2 + math.ceil(math.acosh(16 * math.sqrt(n)) / math.acosh(1 + 2 * gamma))
     return min(_PROBE_MAX, max(_PROBE_STEPS, steps))
 
 

@@ -259,6 +259,28 @@ def test_a_copy_found_above_a_tie_at_sigma_k_is_kept(dtype):
         assert solve_and_check(((u * s) @ v.mT).to(dtype), 5, gen) == "ok", f"seed {seed}"
 
 
+def test_a_probe_runs_one_step_more_than_chebyshev_counts():
+    """Five copies of σ₁ = 1 over values from 0.7 down (213×132, k = 5; repeated-σ fuzz seed 1, case
+    86): Chebyshev's count gave the probe 5 steps, which missed the fifth copy and returned 0.7; a
+    sixth step finds it. The matrix is made on one thread, as in the fuzz run: with two, its QR
+    factors round differently, and the old count happened to find the copy."""
+    g, threads = torch.Generator().manual_seed(1), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for case in range(87):  # the fuzz run's draws, in its order
+            m, n = (int(torch.randint(20, 301, (1,), generator=g)) for _ in range(2))
+            r, copies = min(m, n), int(torch.randint(3, 6, (1,), generator=g))
+            top = [0.5, 0.6, 0.7, 0.8][case % 4]
+            s = torch.cat([torch.ones(copies), torch.linspace(top, 0.01, r - copies, dtype=torch.float64)])
+            q1 = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64))[0]
+            q2 = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+        a = (q1 * s) @ q2.T
+    finally:
+        torch.set_num_threads(threads)
+    assert (m, n, copies) == (213, 132, 5)
+    assert solve_and_check(a, copies, torch.Generator().manual_seed(86)) == "ok"
+
+
 @pytest.mark.parametrize("copies", [4, 5])
 def test_many_exact_copies_of_the_top_value_are_all_found(copies):
     """Four or five copies of σ₁ = 1 over values from 0.6 down (300×200, k = copies): a thick restart
