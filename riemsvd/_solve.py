@@ -348,10 +348,19 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
             f"riemsvd.solve stopped after {info.iterations} iterations (maxiter) with {where}; raise "
             "`maxiter`, loosen `tol`, or pass a warm start `init`."
         )
-    floor = ""
+    floor, level = "", None
     if dtype in (torch.float32, torch.float64) and shape is not None and len(shape) >= 2:
         level = product_floor(dtype, *shape[-2:])
         floor = f" (about {level:.1g} in {dtype} at this size)"
+    if info.stop_reason == "stalled" and level is not None and float(info.residual.max()) > 1e3 * level:
+        # far above rounding: the residual stopped falling, as in a wide cluster of close values
+        # (177 values within 1e-6 of each other, k = 18: stalled at 4.8e-7, 1e8 above the floor)
+        return (
+            f"riemsvd.solve: the iteration stopped making progress with {where}, far above what rounding "
+            f"allows{floor}: the residual did not fall for `SolverOptions.patience` looks, as happens in "
+            "a wide cluster of close singular values. Raise `options=riemsvd.SolverOptions(patience=...)` "
+            "(default 60) and `maxiter`, loosen `tol`, or, for a matrix small enough, use method='dense'."
+        )
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
     if dtype != torch.float64:
         remedy = "Loosen `tol`, or solve in float64."
