@@ -184,27 +184,36 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
 
 
 def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
-    """:func:`_orth` for one column held whole in numpy: the arithmetic of the Golub–Kahan step on
-    the CPU (:func:`_less_known`, :func:`_gram_schmidt`), in level-1/2 BLAS calls on a column-major
-    basis and Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for the general
-    path; 384 rows, 24 columns). None where the column is lost (the general path then refills it)."""
-    blas = blas_for(x.dtype)
+    """:func:`_orth` for one column held whole in numpy (:func:`_orth_vector` on a copy of it). None
+    where the column is lost (the general path then refills it)."""
     xv = x.reshape(-1).copy()  # updated in place below
+    j, kv = (known[0], known[1][:, 0]) if known is not None else (0, None)
+    done = _orth_vector(basis, xv, j, kv, blas_for(x.dtype))
+    if done is None:
+        return None
+    coef, n1 = done
+    return xv[:, None], (None if basis is None else coef[:, None]), np.array([[n1]])
+
+
+def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known: np.ndarray | None, blas):
+    """The arithmetic of the Golub–Kahan step on the CPU, in place on a 1-D x: x less ``known``
+    (coefficients along basis[:, j:] that the recurrence gives in exact arithmetic; None: none), then
+    its part along the basis (:func:`_gram_schmidt`), then normalized; in level-1/2 BLAS calls on a
+    column-major basis and Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for
+    the general path; 384 rows, 24 columns). Returns (x's coefficients along the basis, known ones
+    included, its norm left), or None where x held only rounding noise (x is then spoiled)."""
     if basis is None:
-        done = _norm_only(xv, blas)
+        done = _norm_only(x, blas)
     else:
-        k2 = 0.0
-        if known is not None:
-            j, kc = known
-            k2 = _less_known(basis, xv, j, kc[:, 0], blas)
-        done = _gram_schmidt(basis, xv, k2, blas)
+        k2 = 0.0 if known is None else _less_known(basis, x, j, known, blas)
+        done = _gram_schmidt(basis, x, k2, blas)
     if done is None:
         return None
     coef, n1 = done
     if known is not None and basis is not None:
-        coef[j : j + kc.shape[0]] += kc[:, 0]
-    blas[4](1.0 / n1, xv)
-    return xv[:, None], (None if basis is None else coef[:, None]), np.array([[n1]])
+        coef[j : j + known.shape[0]] += known
+    blas[4](1.0 / n1, x)
+    return coef, n1
 
 
 def _less_known(basis: np.ndarray, x: np.ndarray, j: int, known: np.ndarray, blas) -> float:
@@ -687,11 +696,10 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
 
 def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     """:func:`_expand` of F's one column for one matrix on the host: the same arithmetic, to the bit
-    (:func:`_less_known`, :func:`_gram_schmidt`, as :func:`_orth_column`), in level-1/2 BLAS calls
-    on the buffers themselves, without the general path's layers (whole solves 0.94–0.96× the time,
-    384×384 to 2000×1000 Gaussian, k = 1; through :func:`_orth` for each half instead, 1.06–1.12×
-    this step's). False, with nothing done, where a basis is about to be exhausted (the general path
-    then takes the step)."""
+    (:func:`_orth_vector`, as :func:`_orth_column`), on the buffers themselves, without the general
+    path's layers (whole solves 0.94–0.96× the time, 384×384 to 2000×1000 Gaussian, k = 1; through
+    :func:`_orth` for each half instead, 1.06–1.12× this step's). False, with nothing done, where a
+    basis is about to be exhausted (the general path then takes the step)."""
     pv, pu = st.pv, st.pu
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
@@ -703,22 +711,16 @@ def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     # one alone in the recurrence, all of them after a restart)
     crow = c[0, :pu]
     nonzero = crow.nonzero()[0]
+    j = int(nonzero[0]) if nonzero.size else 0
     ax = op.matmat(vbuf[:, pv : pv + 1])
     x = ax.reshape(-1).copy()
-    k2 = 0.0
-    if nonzero.size:
-        j = int(nonzero[0])
-        k2 = _less_known(ubuf, x, j, crow[j:], blas)
-    left = _gram_schmidt(ubuf[:, :pu], x, k2, blas) if pu else _norm_only(x, blas)
+    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, crow[j:] if nonzero.size else None, blas)
     if left is None:  # lost to rounding: the general path draws a random direction
         q, coef, r = _orth(op.left, ubuf[:, :pu], ax, 1, generator, _known(c[:1, :pu].T))
         x, alpha = q[:, 0], float(r[0, 0])
         coef = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
     else:
         coef, alpha = left
-        if nonzero.size:
-            coef[j:] += crow[j:]
-        blas[4](1.0 / alpha, x)
     ubuf[:, pu] = x
     h[pu, :pv] = 0.0
     h[:pu, pv] = coef
@@ -726,14 +728,12 @@ def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     # F becomes Aᵀ of the new column less α f (known) and its other parts along 𝒱 and f
     atq = op.rmatmat(ubuf[:, pu : pu + 1])
     y = atq.reshape(-1).copy()
-    blas[1](vbuf[:, pv], y, a=-alpha)
-    right = _gram_schmidt(vbuf[:, : pv + 1], y, alpha * alpha, blas)
+    right = _orth_vector(vbuf[:, : pv + 1], y, pv, np.array([alpha]), blas)
     if right is None:
         g, _, gr = _orth(op.right, vbuf[:, : pv + 1], atq, 1, generator, (pv, np.array([[alpha]])))
         y, beta = g[:, 0], float(gr[0, 0])
     else:
         beta = right[1]
-        blas[4](1.0 / beta, y)
     vbuf[:, pv + 1] = y
     c[0, :pu] = 0.0
     c[0, pu] = beta
