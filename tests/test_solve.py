@@ -15,7 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import riemsvd
-from tests.matrices import SHAPES, SPECTRA, check_svd, counting_operator, make_matrix, orthonormal
+from tests.matrices import (
+    SHAPES,
+    SPECTRA,
+    check_svd,
+    counting_operator,
+    make_matrix,
+    orthonormal,
+    true_residuals,
+)
 
 # The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
 # (tests/test_dense.py tests that one and the choice).
@@ -342,14 +350,6 @@ def test_a_repeated_top_value_at_a_large_scale_is_solved(n, seed):
     torch.testing.assert_close(out.S, torch.tensor([1e8], dtype=torch.float64), rtol=1e-12, atol=0)
 
 
-def _true_residuals(a: torch.Tensor, result) -> torch.Tensor:
-    """Per triplet max(‖A vᵢ − σᵢuᵢ‖, ‖Aᵀuᵢ − σᵢvᵢ‖)/σ₁ of the returned (float32) triplets, in float64."""
-    a64, u, s, v = (x.double() for x in (a, result.U, result.S, result.V))
-    left = torch.linalg.vector_norm(a64 @ v - u * s, dim=0)
-    right = torch.linalg.vector_norm(a64.mT @ u - v * s, dim=0)
-    return torch.maximum(left, right) / torch.linalg.matrix_norm(a64, 2)
-
-
 @pytest.mark.parametrize(
     "kind,shape",
     [("gaussian", (1536, 384)), ("cluster", (1536, 384)), ("cond1e12", (300, 900)), ("sparse", (384, 384))],
@@ -365,7 +365,7 @@ def test_float32_below_its_rounding_floor_reaches_tol_and_says_so_truly(kind, sh
     problem = make_problem(kind, *shape, torch.float32, "cpu", 0)
     a = problem.a  # dense, for the reference; a scipy CSR matrix is what the solve gets for "sparse"
     result = solve(problem.riemsvd_input(), 8, tol=1e-6, generator=torch.Generator().manual_seed(0))
-    true = _true_residuals(a, result)
+    true = true_residuals(a, result.U, result.S, result.V)
     assert bool(result.info.converged) and result.info.stop_reason == "converged"
     assert float(true.max()) <= 1e-6
     # the reported residual is that of the float32 triplets returned, computed in float64 (it differs
@@ -410,7 +410,7 @@ def test_float32_below_its_floor_is_checked_in_float64_by_every_method(method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
         result = solve(a, k, tol=2e-7, method=method, generator=torch.Generator().manual_seed(0))
-    true = _true_residuals(a, result)
+    true = true_residuals(a, result.U, result.S, result.V)
     assert abs(float(result.info.residual) - float(true.max())) <= 1e-10
     assert bool(result.info.converged) == bool(true.max() <= 2e-7)
     if method == "dense":
@@ -428,6 +428,6 @@ def test_sigma_beyond_float32s_range_is_not_claimed_converged(scale):
         result = solve(a, 3, tol=1e-7, generator=torch.Generator().manual_seed(0))
     assert not bool(result.info.converged)
     if bool(torch.isfinite(result.S).all()):
-        assert float(result.info.residual) >= float(_true_residuals(a, result).max())
+        assert float(result.info.residual) >= float(true_residuals(a, result.U, result.S, result.V).max())
     else:
         assert float(result.info.residual) == math.inf
