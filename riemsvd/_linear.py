@@ -17,7 +17,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from riemsvd._operator import Operator
 from riemsvd._tolerance import HALF
-from riemsvd._validate import check_layer_input, check_map, probe_layer, probe_map
+from riemsvd._validate import check_layer_input, check_map, probe_map
 
 __all__ = ["LinearMapOperator", "linear_operator"]
 
@@ -231,7 +231,7 @@ def conv_operator(layer, weight: torch.Tensor, input_shape, output_shape=None) -
 
     input_shape = tuple(input_shape)
     if output_shape is None:
-        output_shape = probe_layer(layer, fn, input_shape, w.dtype, w.device)
+        output_shape = tuple(probe_map(fn, input_shape, w.dtype, w.device, layer).shape[1:])
     output_shape = tuple(output_shape)
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
     return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
@@ -325,7 +325,8 @@ def linear_operator(
     if device is None:
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
-    probe = probe_map(fn, input_shape, dtype, device)
+    layer = fn if is_conv(fn) or isinstance(fn, nn.Linear) else None  # then a failure is input_shape's
+    probe = probe_map(fn, input_shape, dtype, device, layer)
     _check_linear(fn, probe, input_shape, dtype, device)
     output_shape = tuple(probe.shape[1:])
     kind, squared = ("given" if adjoint is not None else "vjp"), None

@@ -67,7 +67,7 @@ def solve(
         never gathered (see Returns for where the results live).
     k : int
         Number of triplets, ``1 <= k <= min(m, n)``.
-    tol : float, optional
+    tol : float or one-element float tensor, optional
         Relative residual to reach: max over i ≤ k of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁.
         Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
         floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). Below that floor,
@@ -220,6 +220,8 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     tensors and traced calls are :func:`solve`'s own (they re-enter it)."""
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
+    if isinstance(tol, torch.Tensor) and tol.is_floating_point() and tol.numel() == 1 and not tol.is_meta:
+        tol = float(tol)  # a one-element float tensor, as k's integer tensor
     if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
         # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
         A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))

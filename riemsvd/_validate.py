@@ -48,7 +48,6 @@ __all__ = [
     "check_tol",
     "check_trust_region_args",
     "check_weight",
-    "probe_layer",
     "probe_map",
 ]
 
@@ -169,6 +168,7 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
     """Validate the arguments of :func:`riemsvd.solve`; return max |a_ij| per matrix for a dense A."""
     magnitude = None
     if isinstance(a, torch.Tensor):
+        _check_has_values(a, "`A`")
         if a.layout == torch.strided:
             magnitude = _check_dense(a)
         else:
@@ -205,6 +205,11 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {m}×{n}, got {k}.")
     if tol is not None:
         # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
+        if isinstance(tol, torch.Tensor):  # solve reads a one-element float tensor, except under compile
+            raise TypeError(
+                f"`tol` must be a number in (0, 1), got a {tol.dtype} tensor of shape {tuple(tol.shape)} "
+                "(a one-element float tensor is read as one outside torch.compile); pass `float(tol)`."
+            )
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):  # type: ignore[operator]
             raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.")
     _check_positive_int(maxiter, "maxiter")
@@ -223,7 +228,19 @@ def _check_init_pair(init) -> None:
             raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
 
 
+def _check_has_values(x: torch.Tensor, name: str) -> None:
+    """A ValueError for a tensor on the meta device (deferred initialization): it has a shape and a
+    dtype but no values, and torch's own errors on it ("Cannot copy out of meta tensor") named no
+    argument."""
+    if x.is_meta:
+        raise ValueError(
+            f"{name} is on the meta device: it has no values yet. Materialize it first (e.g. "
+            "`module.to_empty(device='cpu')` and initialize it, or create it on a real device)."
+        )
+
+
 def _check_finite_init(x: torch.Tensor, name: str) -> None:
+    _check_has_values(x, f"`init` {name}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"`init` {name} has NaN or Inf entries.")
 
@@ -667,13 +684,18 @@ def check_map(fn, adjoint) -> None:
         raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
 
 
-def probe_map(fn, input_shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None) -> torch.Tensor:
     """fn's image of one zero input of ``input_shape`` (shape (1, *output_shape)), or a ValueError
-    naming ``fn`` where it fails on that input or returns no batch of one."""
+    where it fails on that input or returns no batch of one. The error names ``input_shape`` where
+    ``layer`` (the Conv or Linear that fn applies) cannot take it (e.g. spatial sizes smaller than the
+    kernel), and ``fn`` otherwise."""
     try:
         with torch.no_grad():
             probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
     except Exception as err:  # the message of fn's own failure is what the user needs
+        if layer is not None:
+            kind = type(layer).__name__
+            raise ValueError(f"`input_shape` {input_shape} does not fit this {kind}: {err}") from err
         raise ValueError(
             f"`fn` failed on a zero input of shape (1, *input_shape) = {(1,) + input_shape}: {err}"
         ) from err
@@ -682,16 +704,3 @@ def probe_map(fn, input_shape: tuple[int, ...], dtype, device) -> torch.Tensor:
             "`fn` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
         )
     return probe
-
-
-def probe_layer(layer, fn, input_shape: tuple[int, ...], dtype, device) -> tuple[int, ...]:
-    """The output shape of ``fn`` (``layer``'s convolution) on ``input_shape``, or a ValueError naming
-    ``input_shape`` where the layer cannot take it (e.g. spatial sizes smaller than the kernel)."""
-    try:
-        with torch.no_grad():
-            probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
-    except RuntimeError as err:
-        raise ValueError(
-            f"`input_shape` {input_shape} does not fit this {type(layer).__name__}: {err}"
-        ) from err
-    return tuple(probe.shape[1:])

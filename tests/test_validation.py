@@ -193,6 +193,35 @@ def test_a_stall_far_above_rounding_is_not_blamed_on_rounding():
     assert "below what rounding" not in str(caught[0].message)
 
 
+def test_tol_as_a_one_element_float_tensor_is_accepted(a):
+    """As k's integer tensor: it raised "`tol` must be a number in (0, 1), got tensor(1.0000e-06)"."""
+    assert riemsvd.solve(a, 2, tol=torch.tensor(1e-8, dtype=torch.float64)).info.tol == 1e-8
+    with pytest.raises(TypeError, match="`tol` must be a number.*shape \\(2,\\).*float\\(tol\\)"):
+        riemsvd.solve(a, 2, tol=torch.tensor([1e-8, 1e-9]))
+
+
+def test_a_tensor_on_the_meta_device_is_named(a):
+    """torch's own errors named no argument: "Cannot copy out of meta tensor" for A, "Tensor.item()
+    cannot be called on meta tensors" for init."""
+    with pytest.raises(ValueError, match="`A` is on the meta device"):
+        riemsvd.solve(a.to("meta"), 2)
+    with pytest.raises(ValueError, match="`A` is on the meta device"):
+        riemsvd.norm_bounds(a.to("meta"))
+    meta = torch.zeros(6, 2, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="`init` U0 is on the meta device"):
+        riemsvd.solve(a, 2, init=(meta, torch.zeros(4, 2, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="`init` U0 is on the meta device"):
+        riemsvd.solve(a, 2, init=meta)
+
+
+def test_a_layer_that_cannot_take_its_input_shape_names_input_shape():
+    """A 3×3 Conv2d on 2×2 inputs: the error blamed `fn`, which the user did not pass as a function."""
+    with pytest.raises(ValueError, match="`input_shape` \\(3, 2, 2\\) does not fit this Conv2d"):
+        riemsvd.linear_operator(torch.nn.Conv2d(3, 4, 3), (3, 2, 2))
+    with pytest.raises(ValueError, match="`fn` failed on a zero input"):
+        riemsvd.linear_operator(lambda x: x[:, :, 5], (3, 2))
+
+
 def test_k_as_an_integer_tensor_is_accepted(a):
     assert riemsvd.solve(a, torch.tensor(2)).S.shape == (2,)
     with pytest.raises(TypeError, match="`k`"):
