@@ -44,7 +44,9 @@ class SolveInfo:
         columns (one column on the CPU by default); for ``method="trust-region"`` the outer
         iterations (trust-region steps, taken or not).
     matvecs : int
-        Products with A plus products with Aᵀ, a block of b columns counting b.
+        Products with A plus products with Aᵀ, a block of b columns counting b. On the dense path:
+        the final check's 2k, plus, for float32, min(m, n) + k for the float64 Gram matrix and its
+        images A V (the Gram matrix is Aᵀ times A's min(m, n) columns); a whole SVD counts none.
     residual : torch.Tensor
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
         computed from fresh products with A and Aᵀ of the returned vectors.
