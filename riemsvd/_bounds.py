@@ -103,7 +103,8 @@ _CERT_BYTES = 1 << 28  # a float32 dense A up to this many bytes in float64 is c
 
 def _certifying(op: Operator) -> Operator:
     """The operator the bounds' own products use: the same matrix in float64 where that is cheap (a
-    float32 dense A of at most 256 MiB in float64, a Conv/Linear layer), so that the rounding margins
+    float32 dense A of at most 256 MiB in float64, a Conv/Linear layer, another module whose tensors
+    take at most that in float64), so that the rounding margins
     are those of float64; otherwise ``op`` itself, with margins in its dtype."""
     if op.dtype == torch.float64:
         return op
@@ -111,7 +112,7 @@ def _certifying(op: Operator) -> Operator:
     if isinstance(op, DenseOperator) and op.a.numel() * 8 <= _CERT_BYTES:
         cert = DenseOperator(op.a.to(torch.float64))
     elif isinstance(op, LinearMapOperator):
-        cert = op.float64()
+        cert = op.float64(max_bytes=_CERT_BYTES)
     if cert is None:
         return op
     cert.scale = None if op.scale is None else op.scale.to(torch.float64)
