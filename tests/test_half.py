@@ -63,6 +63,21 @@ def test_half_precision_matches_a_float64_reference_of_the_rounded_input(
 
 
 @pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize(("m", "n", "k"), [(120, 90, 4), (60, 200, 3), (384, 384, 4)])
+def test_half_precision_error_bars_hold_for_the_values_returned(dtype, m, n, k):
+    """``info.errors`` bound |Sᵢ − σᵢ| for the half-precision S returned, not only for the float32
+    values before the cast (a 384×384 bfloat16 Gaussian: S off by up to 0.076, bars of 1e-5 to 1e-4;
+    a new user's trial). The float32 bars' own rounding, ε₃₂·√max(m, n)·σ₁, is allowed on top."""
+    gen = torch.Generator().manual_seed(m + n + k)
+    a = torch.randn(m, n, generator=gen).to(dtype)
+    result = riemsvd.solve(a, k, generator=gen)
+    ref = torch.linalg.svdvals(a.double())
+    slack = 4 * torch.finfo(torch.float32).eps * max(m, n) ** 0.5 * ref[0]
+    error = (result.S.double() - ref[:k]).abs()
+    assert bool((error <= result.info.errors.double() + slack).all()), (error, result.info.errors)
+
+
+@pytest.mark.parametrize("dtype", HALF)
 def test_half_precision_gradient_flows_back_in_the_input_dtype(dtype, gen):
     a = make_matrix("decay", 30, 20, gen).to(dtype).requires_grad_()
     probe = torch.randn(30, 30, generator=gen, dtype=torch.float64)
