@@ -281,6 +281,24 @@ def test_a_probe_runs_one_step_more_than_chebyshev_counts():
     assert solve_and_check(a, copies, torch.Generator().manual_seed(86)) == "ok"
 
 
+def test_a_probe_gets_the_room_its_steps_need():
+    """Three copies of 1.02 over values from 0.9926 down (600×400, k = 4; a new user's trial): the
+    probe needs 16 steps at that 2.7% gap, but a restart that kept the usual 11 vectors left room for
+    12, and 6 of 100 seeds of the trial's matrix missed the third copy (2 of 100 of this one, made on
+    one thread: the seeds below). The restart before a probe now keeps what leaves its steps room."""
+    g, threads = torch.Generator().manual_seed(5), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        u, v = orthonormal(600, 400, g), orthonormal(400, 400, g)
+    finally:
+        torch.set_num_threads(threads)
+    s = torch.linspace(1, 0.01, 400, dtype=torch.float64)
+    s[:3] = 1.02
+    a = (u * s) @ v.mT
+    for seed in (57, 60):
+        assert solve_and_check(a, 4, torch.Generator().manual_seed(seed)) == "ok", f"seed {seed}"
+
+
 @pytest.mark.parametrize("copies", [4, 5])
 def test_many_exact_copies_of_the_top_value_are_all_found(copies):
     """Four or five copies of σ₁ = 1 over values from 0.6 down (300×200, k = copies): a thick restart
