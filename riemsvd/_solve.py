@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from riemsvd._autograd import Layout, SolveCall, SolveFunction
+from riemsvd._autograd import Layout, SolveCall, SolveFunction, needs_graph
 from riemsvd._backend import dense_threads, no_autocast, readable_any, solver_threads
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded
@@ -183,7 +183,7 @@ def solve(
         return (*problem.layout.outputs(out.u, s, out.v), info)
 
     target = problem.target
-    if isinstance(target, torch.Tensor) and target.layout == torch.strided:
+    if isinstance(target, torch.Tensor) and target.layout == torch.strided and needs_graph(target):
         call = SolveCall(run, problem.layout)
         u, s, v = SolveFunction.apply(target, call)
         info = call.info
