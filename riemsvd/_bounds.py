@@ -387,9 +387,10 @@ def norm_bounds(
     products computed by classical summation in any order, as BLAS does; the probabilistic bound is
     for the exact Krylov space of the start drawn, computed with full reorthogonalization. For float32
     inputs the bounds' own products (not the solve's) run in float64 where that is cheap — a dense A
-    of at most 256 MiB in float64, the Conv and Linear layers of :func:`riemsvd.linear_operator` — so
-    that float32's rounding (γ_n·‖A‖_F, 0.4 % of ‖A‖₂ for a 64-channel 32×32 convolution) does not
-    swamp the bound; other float32 operators get float32 margins.
+    of at most 256 MiB in float64, the Conv and Linear layers of :func:`riemsvd.linear_operator`, and
+    another module whose float64 copy (at most 256 MiB) is checked to be the same map — so that
+    float32's rounding (γ_n·‖A‖_F, 0.4 % of ‖A‖₂ for a 64-channel 32×32 convolution) does not swamp
+    the bound; other float32 operators (functions, given adjoints, scipy) get float32 margins.
     Measurements: docs/bounds.md.
 
     Examples

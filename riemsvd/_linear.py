@@ -116,22 +116,11 @@ class LinearMapOperator(Operator):
 
     def float64(self, max_bytes: float = math.inf) -> LinearMapOperator | None:
         """The same map in float64 (the layer's weight in float64), for products whose rounding must
-        be small. For another module, a float64 copy of it where its tensors take at most
-        ``max_bytes`` in float64 (float64 holds its float32 parameters exactly: a float32 Conv with
-        circular or reflect padding got norm_bounds 4e-4 above ‖A‖₂ without it, 2e-7 with it). None
-        for a function, whose dtype is its own, and for a larger module."""
+        be small; for another module, :meth:`_float64_copy`. None for a function, whose dtype is its
+        own."""
         layer = self._layer
         if layer is None:
-            fn = self.fn
-            if not isinstance(fn, nn.Module) or self.dtype == torch.float64:
-                return None
-            tensors = [*fn.parameters(), *fn.buffers()]
-            if 8 * sum(t.numel() for t in tensors) > max_bytes:
-                return None
-            twin = copy.deepcopy(fn).double()  # a copy when asked: it follows no later update
-            return LinearMapOperator(
-                twin, self.input_shape, self.output_shape, torch.float64, self.device, None, "vjp"
-            )
+            return self._float64_copy(max_bytes)
         w = layer.weight.detach().double()
         if not isinstance(layer, nn.Linear):
             return conv_operator(layer, w, self.input_shape, self.output_shape)
@@ -147,6 +136,40 @@ class LinearMapOperator(Operator):
             lambda x: x @ squared.mT,
             layer,
         )
+
+    def _float64_copy(self, max_bytes: float) -> LinearMapOperator | None:
+        """A float64 copy of a float32 module whose adjoint is its VJP (a Conv with circular, reflect or
+        replicate padding: norm_bounds 4e-4 above ‖A‖₂ with float32 products, 2e-7 with these), where
+        its tensors take at most ``max_bytes`` in float64 and the copy is seen to be the same map: one
+        product within float32's rounding of the module's own, in float64, and its VJP the adjoint
+        of its product. None otherwise: ``.double()`` reaches parameters and buffers only, not a
+        tensor held as a plain attribute or a closure over the original, nor a forward that casts."""
+        fn = self.fn
+        if not isinstance(fn, nn.Module) or self.dtype != torch.float32 or self.adjoint_kind != "vjp":
+            return None  # a given adjoint is the user's, in the user's dtype
+        if 8 * sum(t.numel() for t in (*fn.parameters(), *fn.buffers())) > max_bytes:
+            return None
+        g = torch.Generator().manual_seed(0)
+        m, n = self.shape
+        x, y = (torch.randn(size, 1, generator=g, dtype=torch.float64).to(self.device) for size in (n, m))
+        try:
+            twin = LinearMapOperator(
+                copy.deepcopy(fn).double(), self.input_shape, self.output_shape, torch.float64, self.device,
+                None, "vjp",
+            )  # fmt: skip
+            ax, aty = twin._matmat(x), twin._rmatmat(y)
+            own = self._matmat(x.float()).double()
+        except (RuntimeError, TypeError):  # the copy mixes float64 with float32 tensors it could not reach
+            return None
+        if ax.dtype != torch.float64 or aty.dtype != torch.float64:
+            return None
+        size = float(ax.norm() * y.norm() + x.norm() * aty.norm())
+        if (
+            float((ax - own).norm()) > 1e-4 * float(ax.norm())
+            or abs(float(y.mT @ ax - aty.mT @ x)) > 1e-10 * size
+        ):
+            return None
+        return twin
 
     def frobenius_sq(self) -> torch.Tensor | None:
         """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms, or None if not known.
