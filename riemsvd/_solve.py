@@ -295,7 +295,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     in A's dtype, and gradients flow back through the casts (autograd's). ``info`` describes the
     float32 triplets, except ``errors``, which also carry the cast of S, so that each bar holds for
     the S returned (a 384×384 bfloat16 Gaussian: S off by up to 0.076 where the float32 bars were
-    1e-5 to 1e-4; a new user's trial)."""
+    1e-5 to 1e-4; a new user's trial), and σ beyond the dtype's range, which is not converged."""
     if isinstance(init, (tuple, list)):
         init = type(init)(x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x for x in init)
     elif isinstance(init, torch.Tensor) and init.dtype in HALF:
@@ -303,9 +303,15 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     out = solve(A.float(), k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
                 method=method)  # fmt: skip
     s, info = out.S.to(A.dtype), out.info
-    if info.errors is not None:
-        lost = (s.detach().double() - out.S.detach().double()).abs()
-        info.errors = (info.errors.double() + lost).to(info.errors.dtype)
+    # σ beyond the half dtype's normal range (float16 tops out at 65504): inf or a few bits, which the
+    # residual then counts (a 300×300 float16 A of entries near 3000, σ ≈ 1e5, came back inf with
+    # converged True and no warning)
+    tiny = torch.finfo(A.dtype).tiny
+    outside = (~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0))).any(-1)
+    converged = info.converged
+    _charge_rounding(out.S, s, info, outside)
+    if readable_any(converged & ~info.converged, default=False):
+        warnings.warn(_not_converged(info, A.dtype, A.shape, s), ConvergenceWarning, stacklevel=3)
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 
@@ -326,13 +332,19 @@ def _charge_unscaling(scaled: torch.Tensor, s: torch.Tensor, scale: torch.Tensor
     with entries near 1e37, σ₁ ≈ 3.9e38 came back inf, and both were reported converged. That
     rounding, relative to σ₁, is added to the residual (and to each error bar in A's units), so
     that ``converged`` holds for the values returned."""
-    exact = scaled.detach().double() / scale.detach().double()
-    lost = (s.detach().double() - exact).abs()  # inf where σ overflowed
+    _charge_rounding(scaled.detach().double() / scale.detach().double(), s, info, True)
+
+
+def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, residual) -> None:
+    """Add |s − exact| (σ as returned against σ as solved) to each error bar in ``info``, and, where
+    ``residual`` (a bool, or one per batch element), relative to σ₁ to the residual, with
+    ``converged`` to match."""
+    lost = (s.detach().double() - exact.detach().double()).abs()  # inf where σ overflowed
     if not readable_any(lost > 0, default=False):
         return  # the usual case: exact
     if info.errors is not None:
         info.errors = (info.errors.double() + lost).to(info.errors.dtype)
-    relative = (lost / exact[..., :1]).amax(-1)
+    relative = torch.where(torch.as_tensor(residual), (lost / exact[..., :1]).amax(-1), 0.0)
     info.residual = (info.residual.double() + relative).to(info.residual.dtype)
     info.converged = info.converged & (info.residual <= info.tol)
 

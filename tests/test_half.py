@@ -77,6 +77,16 @@ def test_half_precision_error_bars_hold_for_the_values_returned(dtype, m, n, k):
     assert bool((error <= result.info.errors.double() + slack).all()), (error, result.info.errors)
 
 
+def test_float16_values_beyond_its_range_are_not_claimed_converged():
+    """σ ≈ 1e5 does not fit float16 (largest 65504): S came back inf with converged True and no
+    warning (a review); the float32 solve had reached tol, the values returned had not."""
+    a = (3000 * torch.randn(300, 300, generator=torch.Generator().manual_seed(0))).half()
+    with pytest.warns(riemsvd.ConvergenceWarning, match="outside the range of torch.float16"):
+        result = riemsvd.solve(a, 2)
+    assert not bool(torch.isfinite(result.S).all())
+    assert not bool(result.info.converged) and not float(result.info.residual) <= result.info.tol
+
+
 @pytest.mark.parametrize("dtype", HALF)
 def test_half_precision_gradient_flows_back_in_the_input_dtype(dtype, gen):
     a = make_matrix("decay", 30, 20, gen).to(dtype).requires_grad_()
