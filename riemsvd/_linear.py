@@ -360,11 +360,11 @@ def linear_operator(
     if device is None:
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
-    layer = fn if is_conv(fn) or isinstance(fn, nn.Linear) else None  # then a failure is input_shape's
-    probe = probe_map(fn, input_shape, dtype, device, layer)
+    known = isinstance(fn, (*_CONV, *_CONV_T, nn.Linear))  # then a failure on the probe is input_shape's
+    probe = probe_map(fn, input_shape, dtype, device, fn if known else None)
     _check_linear(fn, probe, input_shape, dtype, device)
     output_shape = tuple(probe.shape[1:])
-    kind, squared = ("given" if adjoint is not None else "vjp"), None
+    kind, squared, layer = ("given" if adjoint is not None else "vjp"), None, None
     if is_conv(fn):
         layer = fn
         own, own_kind, squared = _conv_adjoints(
@@ -380,5 +380,4 @@ def linear_operator(
 
         if adjoint is None:
             adjoint, kind = (lambda y: y @ layer.weight.detach()), "linear"
-    layer = fn if squared is not None else None
     return LinearMapOperator(fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer)

@@ -303,6 +303,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     out = solve(A.float(), k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
                 method=method)  # fmt: skip
     s, info = out.S.to(A.dtype), out.info
+    assert info is not None  # solve's own result always carries one
     # σ beyond the half dtype's normal range (float16 tops out at 65504): inf or a few bits, which the
     # residual then counts (a 300×300 float16 A of entries near 3000, σ ≈ 1e5, came back inf with
     # converged True and no warning)
