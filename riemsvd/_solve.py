@@ -308,7 +308,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     # residual then counts (a 300×300 float16 A of entries near 3000, σ ≈ 1e5, came back inf with
     # converged True and no warning)
     tiny = torch.finfo(A.dtype).tiny
-    outside = (~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0))).any(-1)
+    outside = ~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0))  # these values only
     converged = info.converged
     _charge_rounding(out.S, s, info, outside)
     if readable_any(converged & ~info.converged, default=False):
@@ -337,15 +337,15 @@ def _charge_unscaling(scaled: torch.Tensor, s: torch.Tensor, scale: torch.Tensor
 
 
 def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, residual) -> None:
-    """Add |s − exact| (σ as returned against σ as solved) to each error bar in ``info``, and, where
-    ``residual`` (a bool, or one per batch element), relative to σ₁ to the residual, with
+    """Add |s − exact| (σ as returned against σ as solved) to each error bar in ``info``, and, for
+    the values where ``residual`` (a bool, or one per value), relative to σ₁ to the residual, with
     ``converged`` to match."""
     lost = (s.detach().double() - exact.detach().double()).abs()  # inf where σ overflowed
     if not readable_any(lost > 0, default=False):
         return  # the usual case: exact
     if info.errors is not None:
         info.errors = (info.errors.double() + lost).to(info.errors.dtype)
-    relative = torch.where(torch.as_tensor(residual), (lost / exact[..., :1]).amax(-1), 0.0)
+    relative = torch.where(torch.as_tensor(residual), lost / exact[..., :1], 0.0).amax(-1)
     info.residual = (info.residual.double() + relative).to(info.residual.dtype)
     info.converged = info.converged & (info.residual <= info.tol)
 
