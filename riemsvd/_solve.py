@@ -144,8 +144,10 @@ def solve(
     DegenerateSpectrumWarning
         In the backward, when the requested vector gradients are not defined (see Notes).
     ConvergenceWarning
-        If some batch element did not reach ``tol`` within ``maxiter`` (or stopped progressing at the
-        rounding floor); the best triplets found are returned with ``info.converged`` False.
+        If some batch element did not reach ``tol``: within ``maxiter``, or the residual stopped
+        falling (at the rounding floor, or in a wide cluster of close values: raise
+        ``SolverOptions(patience=...)``), or σ lies beyond the range of A's dtype; the best triplets
+        found are returned with ``info.converged`` False.
 
     Raises
     ------

@@ -207,8 +207,9 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
         # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
         if isinstance(tol, torch.Tensor):  # solve reads a one-element float tensor, except under compile
             raise TypeError(
-                f"`tol` must be a number in (0, 1), got a {tol.dtype} tensor of shape {tuple(tol.shape)} "
-                "(a one-element float tensor is read as one outside torch.compile); pass `float(tol)`."
+                f"`tol` must be a number in (0, 1), got a {tol.dtype} tensor of shape {tuple(tol.shape)} on "
+                f"{tol.device}; pass `float(tol)` (a one-element float tensor with a value is read as one, "
+                "except under torch.compile)."
             )
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):  # type: ignore[operator]
             raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.")
