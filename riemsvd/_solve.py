@@ -309,12 +309,13 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     # σ beyond the half dtype's normal range (float16 tops out at 65504): inf or a few bits, which the
     # residual then counts (a 300×300 float16 A of entries near 3000, σ ≈ 1e5, came back inf with
     # converged True and no warning)
-    tiny = torch.finfo(A.dtype).tiny
-    outside = ~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0))  # these values only
-    converged = info.converged
-    _charge_rounding(out.S, s, info, outside)
-    if readable_any(converged & ~info.converged, default=False):
-        warnings.warn(_not_converged(info, A.dtype, A.shape, s), ConvergenceWarning, stacklevel=3)
+    if not torch.compiler.is_compiling():  # host decisions on values; a traced graph has none to read
+        tiny = torch.finfo(A.dtype).tiny
+        outside = ~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0))  # these values only
+        converged = info.converged
+        _charge_rounding(out.S, s, info, outside)
+        if readable_any(converged & ~info.converged, default=False):
+            warnings.warn(_not_converged(info, A.dtype, A.shape, s), ConvergenceWarning, stacklevel=3)
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 
