@@ -141,9 +141,10 @@ class LinearMapOperator(Operator):
         """A float64 copy of a float32 module whose adjoint is its VJP (a Conv with circular, reflect or
         replicate padding: norm_bounds 4e-4 above ‖A‖₂ with float32 products, 2e-7 with these), where
         its tensors take at most ``max_bytes`` in float64 and the copy is seen to be the same map: one
-        product within float32's rounding of the module's own, in float64, and its VJP the adjoint
-        of its product. None otherwise: ``.double()`` reaches parameters and buffers only, not a
-        tensor held as a plain attribute or a closure over the original, nor a forward that casts."""
+        product in float64 and within 1e-4 of the module's own (whose float32 rounding is far less; a
+        wrong map is off by O(1)), and its VJP the adjoint of that product. None otherwise:
+        ``.double()`` reaches parameters and buffers only, not a tensor held as a plain attribute or a
+        closure over the original, nor a forward that casts."""
         fn = self.fn
         if not isinstance(fn, nn.Module) or self.dtype != torch.float32 or self.adjoint_kind != "vjp":
             return None  # a given adjoint is the user's, in the user's dtype
