@@ -80,6 +80,10 @@ class Operator:
         self.matvecs += y.shape[-1]
         return self._rmatmat(y if self.scale is None else y * self.scale)
 
+    def both(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c·A x, c·Aᵀ y), as :meth:`matmat` and :meth:`rmatmat`."""
+        return self.matmat(x), self.rmatmat(y)
+
     def rescale(self, magnitude: torch.Tensor, limit: float | None = None) -> Operator:
         """Scale by the power of two nearest 1/magnitude (shape (...)) where the magnitude is outside
         2^±(max exponent / 4) (or [1/limit, limit]); exact, and leaves the singular vectors as they
@@ -135,8 +139,8 @@ class HostView:
     """An :class:`Operator` seen through numpy arrays: the same products, counted in the operator's
     ``matvecs``, and ``HostSpace`` vectors."""
 
-    def __init__(self, op: Operator, matmat, rmatmat) -> None:
-        self.op, self._mm, self._rmm = op, matmat, rmatmat
+    def __init__(self, op: Operator, matmat, rmatmat, both=None) -> None:
+        self.op, self._mm, self._rmm, self._both = op, matmat, rmatmat, both
         self.shape = op.shape
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
         self._scale = None if op.scale is None else op.scale.numpy()
@@ -155,6 +159,15 @@ class HostView:
     def rmatmat(self, y: np.ndarray) -> np.ndarray:
         self.op.matvecs += y.shape[-1]
         return self._rmm(y if self._scale is None else y * self._scale)
+
+    def both(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(A x, Aᵀ y): in one pass over A where the operator has such a product, else two."""
+        if self._both is None:
+            return self.matmat(x), self.rmatmat(y)
+        self.op.matvecs += x.shape[-1] + y.shape[-1]
+        if self._scale is not None:
+            x, y = x * self._scale, y * self._scale
+        return self._both(x, y)
 
 
 # Entries of a float32 matrix cast to float64 at a time by the float64 products (8 MiB).
@@ -202,7 +215,22 @@ class DenseOperator(Operator):
         def one_rmatmat(a, y):
             return sum(a[b].astype(np.float64).T @ y[b] for b in blocks)
 
-        return (lambda x: _per_matrix(a, x, one_matmat)), (lambda y: _per_matrix(a, y, one_rmatmat))
+        def both(x, y):
+            # each block cast once, into one buffer, serves both products: 0.59–0.69× the time of
+            # two passes that cast fresh blocks (384×384 to 4096×1024; 0.97× at 1536×384 with k = 8)
+            if a.ndim != 2 or x.ndim != 2 or y.ndim != 2:  # a batch: a pass for each
+                return _per_matrix(a, x, one_matmat), _per_matrix(a, y, one_rmatmat)
+            x, y = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+            buf = np.empty((min(rows, m), n))
+            ax, aty = np.empty((m, x.shape[-1])), np.zeros((n, y.shape[-1]))
+            for b in blocks:
+                block = buf[: min(b.stop, m) - b.start]
+                np.copyto(block, a[b])
+                np.matmul(block, x, out=ax[b])
+                aty += block.T @ y[b]
+            return ax, aty
+
+        return (lambda x: _per_matrix(a, x, one_matmat)), (lambda y: _per_matrix(a, y, one_rmatmat)), both
 
 
 def _per_matrix(a: np.ndarray, x: np.ndarray, product) -> np.ndarray:

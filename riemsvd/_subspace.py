@@ -904,7 +904,7 @@ def verify(work, u, v, tol: float):
             u, v = u.detach().contiguous().numpy(), v.detach().contiguous().numpy()
         work = precise
     left, right = work.left, work.right
-    av, atu = work.matmat(v), work.rmatmat(u)
+    av, atu = work.both(v, u)
     s = left.to_host(left.dots(u, av))
     order = np.argsort(-s, axis=-1, kind="stable")
     if not (order == np.arange(s.shape[-1])).all():

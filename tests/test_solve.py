@@ -377,8 +377,9 @@ def test_float32_below_its_rounding_floor_reaches_tol_and_says_so_truly(kind, sh
 def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypatch):
     """The float64 check's products cast A a block of rows at a time: the same as A in float64 when
     the rows split into uneven blocks (500 = 71·7 + 3 per matrix), batched or not, for float32 and
-    float64 vectors; and no float64 copy of A is made (numpy's allocations, traced, peak at a few
-    blocks: one matrix cast whole would be 1.6 MB)."""
+    float64 vectors, apart (``matmat``, ``rmatmat``) and in one pass (``both``); and no float64 copy
+    of A is made (numpy's allocations, traced, peak at a few blocks: one matrix cast whole would be
+    1.6 MB)."""
     import tracemalloc
 
     from riemsvd import _operator
@@ -390,14 +391,17 @@ def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypat
     for dtype in (torch.float64, torch.float32):
         x = torch.randn(batch + (400, 2), generator=gen, dtype=dtype)
         y = torch.randn(batch + (500, 3), generator=gen, dtype=dtype)
-        tracemalloc.start()
-        ax, aty = view.matmat(x.numpy()), view.rmatmat(y.numpy())
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert peak < 400_000, peak
-        torch.testing.assert_close(torch.from_numpy(ax), a.double() @ x.double(), rtol=1e-13, atol=1e-12)
-        torch.testing.assert_close(torch.from_numpy(aty), a.double().mT @ y.double(), rtol=1e-13, atol=1e-12)
-    assert view.op.matvecs == 10
+        for products in (lambda x, y: (view.matmat(x), view.rmatmat(y)), view.both):
+            tracemalloc.start()
+            ax, aty = products(x.numpy(), y.numpy())
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert peak < 400_000, peak
+            torch.testing.assert_close(torch.from_numpy(ax), a.double() @ x.double(), rtol=1e-13, atol=1e-12)
+            torch.testing.assert_close(
+                torch.from_numpy(aty), a.double().mT @ y.double(), rtol=1e-13, atol=1e-12
+            )
+    assert view.op.matvecs == 20
 
 
 @pytest.mark.parametrize("method", ["dense", "trust-region"])
