@@ -537,16 +537,22 @@ def _refresh(st: Lanczos, y: np.ndarray) -> np.ndarray:
 
 def _next_check(history: list, target: float, cap: int) -> int:
     """Iterations until the next look at the small matrices: half of those the last rate of
-    convergence predicts are needed, at most ``cap`` (1 where a look costs little beside a product).
-    ``history`` holds (iterations, products, worst residual) per look."""
+    convergence predicts are needed, all of them (rounded down) once that is 4 or fewer, at most
+    ``cap`` (1 where a look costs little beside a product). ``history`` holds (iterations, products,
+    worst residual) per look.
+
+    Halving to the end took a look after every iteration for the last 3–5 (the rate slows there):
+    looking after all predicted iterations near the end took 7% fewer looks and as many products
+    (2566 against 2745 looks, 27194 against 27204 products: 144 solves, the benchmark's classes at
+    384×384, 1536×384 and 300×900, k = 1, 4, 8, float64 and float32; 9 cases took one step more)."""
     if cap <= 1 or len(history) < 2:
         return 1
     (i0, _, r0), (i1, _, r1) = history[-2], history[-1]
     # a target of 0 (after a check that found the estimate's 0 not confirmed) has no distance to it
     if not (0 < r1 < r0 < math.inf) or i1 <= i0 or not 0 < target < r1:
         return 1
-    rate = math.log(r1 / r0) / (i1 - i0)
-    return int(max(1, min(cap, 0.5 * math.log(target / r1) / rate)))
+    needed = math.log(target / r1) / (math.log(r1 / r0) / (i1 - i0))
+    return int(max(1, min(cap, needed if needed <= 4 else 0.5 * needed)))
 
 
 def subspace_svd(
