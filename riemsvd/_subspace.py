@@ -857,19 +857,21 @@ def _worst(ritz: Ritz | None, k: int, t: int, batch, slack: bool = False) -> np.
 
 
 def _check_cap(op: Operator, p_max: int) -> int:
-    """Iterations at most between two looks at the small matrices. A look costs 25–65 µs on the
-    host (an eigendecomposition of H Hᵀ, or the SVD of H), a tenth of what an iteration's products
-    cost where A has 8·10⁶ entries: that large, every iteration looks; smaller, every few, as the rate
-    of convergence decides (:func:`_next_check`). The products did not change (384×384 Gaussian,
-    k = 1: 110 with a look every iteration or up to every 8; 8.0 against 6.1 ms). On a GPU a look
-    also costs a host sync."""
+    """Iterations at most between two looks at the small matrices; within it, the rate of
+    convergence decides (:func:`_next_check`). A look costs 25–65 µs on the host (an
+    eigendecomposition of H Hᵀ, or the SVD of H), more beside large products. Up to 8 iterations
+    apart below 10⁶ entries, 8·10⁶/(m·n) above, never fewer than 4: a look every iteration for
+    8·10⁶ entries and more (the rule before) took 2.7 times the looks for 0.1% fewer products
+    (2135 against 785 looks, 5400 against 5406 products: the benchmark's classes at 2048×2048,
+    3000×1500 and 1024×4096, k = 1 and 8), and 1.02–1.11 times the time at 4096×1024. On a GPU a
+    look also costs a host sync."""
     # A basis of p > 64 (k > 24) makes a look cost like p³: 1536×384, k = 128 (p = 272) took 272 ms
     # with up to 8 iterations between looks, 53 looks in all; looks that far apart keep their share.
     wide = max(1.0, (p_max / 64) ** 3)
     if torch.device(op.device).type != "cpu":
         return int(min(64, 4 * wide))
     # per matrix: a batch multiplies the products and the small SVDs alike
-    return int(min(64, max(1, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide)))
+    return int(min(64, max(4, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide)))
 
 
 def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
