@@ -110,9 +110,26 @@ class LinearMapOperator(Operator):
     def _vjp(self, b: int):
         # The VJP of a linear map at any point is its adjoint; one graph per block width, reused.
         if b not in self._vjps:
+            if not self._vjps:
+                self._check_differentiable()
             x0 = torch.zeros((b,) + self.input_shape, dtype=self.dtype, device=self.device)
             self._vjps[b] = torch.func.vjp(self.fn, x0)[1]
         return self._vjps[b]
+
+    def _check_differentiable(self) -> None:
+        """ValueError where fn's output does not reach its input through autograd (a forward under
+        ``torch.no_grad``, a ``detach``, a trip through numpy): its VJP, Aᵀ here, would be zero, and the
+        solve ended unconverged with a warning that blamed rounding. One product, once."""
+        x = torch.randn((1,) + self.input_shape, dtype=self.dtype, device=self.device)
+        with torch.enable_grad():
+            y = self.fn(x.requires_grad_())
+        if not y.requires_grad and bool(y.detach().ne(0).any()):
+            raise ValueError(
+                "`fn` returned an output that autograd cannot trace back to its input (does it run "
+                "under torch.no_grad(), detach, or go through numpy?); riemsvd applies Aᵀ as the VJP "
+                "of `fn`. Let gradients flow through `fn`, or pass its transpose as "
+                "`linear_operator(fn, input_shape, adjoint=...)`."
+            )
 
     def float64(self, max_bytes: float = math.inf) -> LinearMapOperator | None:
         """The same map in float64 (the layer's weight in float64), for products whose rounding must

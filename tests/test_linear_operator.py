@@ -85,6 +85,25 @@ def test_adjoint_satisfies_the_inner_product_identity_by_both_routes(make, shape
     assert torch.allclose(own.rmatmat(y), vjp.rmatmat(y), rtol=1e-12, atol=1e-12)
 
 
+def test_a_map_autograd_cannot_trace_is_named_not_solved_with_a_zero_adjoint():
+    """A forward under torch.no_grad has a zero VJP: Aᵀ was 0, and the solve ended unconverged with a
+    warning that blamed rounding. The error names the cause and the way out (``adjoint=``), which
+    then solves it; a zero map is still a map."""
+    w = torch.randn(30, 20, dtype=F64, generator=torch.Generator().manual_seed(0))
+
+    def frozen(x):
+        with torch.no_grad():
+            return x @ w.mT
+
+    with pytest.raises(ValueError, match=r"torch\.no_grad.*adjoint="):
+        riemsvd.solve(riemsvd.linear_operator(frozen, (20,), dtype=F64), 1)
+    given = riemsvd.linear_operator(frozen, (20,), adjoint=lambda y: y @ w, dtype=F64)
+    result = riemsvd.solve(given, 1)
+    torch.testing.assert_close(result.S[0], torch.linalg.matrix_norm(w, 2), rtol=1e-10, atol=0)
+    zero = riemsvd.linear_operator(lambda x: torch.zeros(x.shape[0], 30, dtype=F64), (20,), dtype=F64)
+    assert float(riemsvd.solve(zero, 1).S[0]) == 0.0
+
+
 @pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
 def test_bounds_of_a_float32_layer_with_other_padding_are_float64_tight(mode):
     """A float32 Conv2d with circular, reflect or replicate padding has no transposed-convolution
