@@ -408,9 +408,9 @@ def _start(op: Operator, k: int, width: int, init, tol: float, generator) -> tor
     k columns), from which the Golub–Kahan recurrence rebuilds span(V0) in k steps and then improves
     every column at once (from 1e-4-accurate vectors, a 1e-6 solve took 0.38–0.69 of the cold
     products, where V0 and a random column as a block took 0.53–0.90: docs/algorithm.md). A random
-    part of relative size 10·tol keeps a V0 that spans an exact singular subspace other than the
-    leading one from being a fixed point. Warm, with more columns: V0 and random columns. The warm
-    start's U is implied by A V0 and is not used."""
+    part of relative size 10·tol keeps a V0 that spans an exact singular subspace from being a fixed
+    point; that it is left for a leading one above, the probe sees to (_NEAR_PAIR). Warm, with more
+    columns: V0 and random columns. The warm start's U is implied by A V0 and is not used."""
     m, n = op.shape
     shape, dt, dev = op.batch_shape, op.dtype, op.device
     if init is None:
@@ -589,6 +589,8 @@ def subspace_svd(
     cap = _check_cap(op, p_max)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best, due = [], 0, 1, 0, 0, 1
+    # k − 1 probes for copies of a repeated value, and one for a single triplet warm-started from a
+    # singular pair (see _probe_steps)
     ywant, probe, probes, extra = None, None, k - 1, 0
     while True:
         p_now = p_max + extra  # a probe's direction widens F without narrowing the search space
@@ -610,6 +612,8 @@ def subspace_svd(
             ritz = _ritz(st, t)
             worst = _worst(ritz, k, t, batch)
         history.append((iterations, op.matvecs, float(worst.max(initial=0.0))))
+        if len(history) == 1 and k == 1 and init is not None and history[0][2] <= _NEAR_PAIR * tol:
+            probes = 1  # the start was a singular pair already: is it the leading one?
         verified = reason = None
         if probe is not None:
             if _grown(ritz, probe, k, tol):  # the random direction found a value above σ_k
@@ -773,6 +777,15 @@ def _empty(op: Operator, k: int) -> Outcome:
 # it) and a fourth over 0.6 (300×200, k = 4: 4 steps, 5 found it); the start is half the random
 # direction, half F's leading one.
 _PROBE_STEPS, _PROBE_MAX = 4, 16
+# A warm start for one triplet whose first look (after one product each way) finds a residual at
+# most this many times tol was a singular pair already, up to the random part of 10·tol that _start
+# adds: its Krylov space holds the other singular vectors at the size of that part, and whether the
+# solve converges to the start's value or finds a larger one depends on the draw. From an exact
+# (u₂, v₂) of σ₁ = 1.5, σ₂ = 1 (300×200), 7 of 20 seeds returned σ₂, converged (a new user's
+# trial). Such a solve is probed as a k > 1 solve is. Not further off: from 1e-4-accurate vectors
+# at tol 1e-6 (first looks below 100·tol) the probe took the warm k = 1 solves from 0.11–0.41 of the
+# cold products to 0.56–2.0; what is left of the race is in docs/algorithm.md, "Warm starts".
+_NEAR_PAIR = 20.0
 
 
 def _probe_steps(s: np.ndarray, n: int) -> int:

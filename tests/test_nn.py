@@ -414,6 +414,22 @@ def test_assigning_the_weight_stores_it_and_refreshes_the_vectors():
     assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
+def test_assigning_a_weight_whose_old_pair_is_not_its_leading_one_refreshes_it_cold():
+    """W + 3σ·x yᵀ with x ⊥ u, y ⊥ v keeps (u, v) as an exact singular pair, but not the leading one:
+    the refresh warm-started from it kept σ, and ‖W/σ‖₂ was 3.1 in eval mode (a new user's trial)."""
+    layer = rnn.spectral_norm(linear(64, 32))
+    sn = layer.parametrizations.weight[0]
+    u, v = sn._u.clone(), sn._v.clone()
+    w = original(layer).detach().clone()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, dtype=torch.float64, generator=g)
+    y = torch.randn(64, dtype=torch.float64, generator=g)
+    x, y = x - (x @ u) * u, y - (y @ v) * v
+    layer.weight = w + 3 * true_sigma(w) * torch.outer(x / x.norm(), y / y.norm())
+    layer.eval()
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
 def test_training_forward_does_not_consume_the_global_rng():
     layer = rnn.spectral_norm(linear(20, 20))
     with torch.no_grad():

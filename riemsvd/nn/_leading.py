@@ -227,7 +227,7 @@ class PairNormalization(nn.Module):
     def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
         raise NotImplementedError
 
     def _refresh(self, weight: torch.Tensor) -> None:
@@ -245,6 +245,8 @@ class PairNormalization(nn.Module):
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
+        # Cold: the old pair may be an exact singular pair of the new weight but not its leading one
+        # (W + 3σ·x yᵀ with x ⊥ u, y ⊥ v kept σ, and ‖W/σ‖₂ came out 3.1: a new user's trial).
         self._tracker.forget()
-        self.update_pair(self._pair_input(value.detach()), self._u, self._v)
+        self.update_pair(self._pair_input(value.detach()), self._u, self._v, warm=False)
         return value

@@ -49,11 +49,13 @@ class OperatorNorm(PairNormalization):
         return op
 
     @torch.no_grad()
-    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
-        """The operator's leading pair for the weight w, warm-started from (u, v), written into them."""
+    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
+        """The operator's leading pair for the weight w, warm-started from (u, v) (or not:
+        ``warm=False``), written into them."""
         op = self._operator(w)
+        init = (u.to(op.dtype), v.to(op.dtype)) if warm else None
         with no_autocast(w.device):
-            u_new, v_new, _ = _leading_pair_op(op, (u.to(op.dtype), v.to(op.dtype)), self.tol, self._tracker)
+            u_new, v_new, _ = _leading_pair_op(op, init, self.tol, self._tracker)
         u.copy_(u_new)
         v.copy_(v_new)
 

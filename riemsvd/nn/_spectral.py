@@ -48,12 +48,12 @@ class SpectralNorm(PairNormalization):
         return u, v
 
     @torch.no_grad()
-    def update_pair(self, w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
-        """The leading pair of w_mat, warm-started from (u, v), written into them (nothing to do for a
-        weight on the meta device)."""
+    def update_pair(self, w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
+        """The leading pair of w_mat, warm-started from (u, v) (or not: ``warm=False``), written into
+        them (nothing to do for a weight on the meta device)."""
         if w_mat.is_meta:
             return
-        u_new, v_new, _ = leading_pair(w_mat, (u, v), self.tol, self._tracker)
+        u_new, v_new, _ = leading_pair(w_mat, (u, v) if warm else None, self.tol, self._tracker)
         # In place, so that replicas sharing the buffers' storage (DataParallel) see the update.
         u.copy_(u_new)
         v.copy_(v_new)
