@@ -227,6 +227,8 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     if isinstance(tol, torch.Tensor) and tol.is_floating_point() and tol.numel() == 1 and not tol.is_meta:
         tol = float(tol)  # a one-element float tensor, as k's integer tensor
+    if isinstance(A, np.ndarray) and A.dtype.kind == "f" and not A.dtype.isnative:
+        A = A.astype(A.dtype.newbyteorder("="))  # big-endian data (a file's): a native copy
     if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
         # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
         A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))

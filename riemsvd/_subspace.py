@@ -926,6 +926,9 @@ def verify(work, u, v, tol: float):
     left, right = work.left, work.right
     av, atu = work.both(v, u)
     s = left.to_host(left.dots(u, av))
+    if (s < 0).any():  # a numerically zero σ's Rayleigh quotient: (−u, −σ, v) is the same triplet
+        u = u * left.from_host(np.where(s < 0, -1.0, 1.0)[..., None, :], u)
+        s = np.abs(s)
     order = np.argsort(-s, axis=-1, kind="stable")
     if not (order == np.arange(s.shape[-1])).all():
         u, av = left.take_columns(u, order), left.take_columns(av, order)

@@ -140,6 +140,20 @@ def test_zero_matrix_gives_zero_values_and_orthonormal_vectors(gen):
     check_svd(a, result, 4, result.info.tol)
 
 
+@pytest.mark.parametrize("method", ["iterative", "dense", "trust-region"])
+def test_values_beyond_the_rank_are_not_negative(method):
+    """Beyond the rank, σ is the Rayleigh quotient uᵀAv of rounding noise, of either sign: S held
+    −2.8e-15 on a rank-1 matrix (a new user's trial), and log(S) was NaN. (−u, −σ, v) is the same
+    triplet."""
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(rows, 1, dtype=torch.float64, generator=g) for rows in (500, 300))
+    a = x @ y.T
+    for seed in range(3):
+        result = solve(a, 4, method=method, generator=torch.Generator().manual_seed(seed))
+        assert bool((result.S >= 0).all()), result.S
+        check_svd(a, result, 4, result.info.tol)
+
+
 def test_k_equal_to_min_dimension(gen):
     a = make_matrix("gaussian", 30, 12, gen)
     result = solve(a, 12, generator=gen)
@@ -283,14 +297,17 @@ def test_empty_batch_gives_empty_results(method):
     assert result.info.converged.shape == (0,)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, ">f8", ">f4"])
 def test_numpy_array_gives_the_tensor_results(dtype, gen):
+    """Big-endian arrays (as read from some files) too: they were refused as "dtype >f8; riemsvd
+    needs float32 or float64" (a new user's trial)."""
     a = make_matrix("decay", 40, 30, gen).numpy().astype(dtype)
     result = solve(a, 3, generator=torch.Generator().manual_seed(0))
-    ref = solve(torch.from_numpy(a), 3, generator=torch.Generator().manual_seed(0))
+    native = torch.from_numpy(a.astype(a.dtype.newbyteorder("=")))
+    ref = solve(native, 3, generator=torch.Generator().manual_seed(0))
     assert isinstance(result.S, torch.Tensor) and result.S.dtype == ref.S.dtype
     torch.testing.assert_close(result.S, ref.S, rtol=0, atol=0)
-    check_svd(torch.from_numpy(a), result, 3, result.info.tol)
+    check_svd(native, result, 3, result.info.tol)
 
 
 def test_warm_start_from_u_alone(gen):
