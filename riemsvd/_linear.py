@@ -110,7 +110,7 @@ class LinearMapOperator(Operator):
     def _vjp(self, b: int):
         # The VJP of a linear map at any point is its adjoint; one graph per block width, reused.
         if b not in self._vjps:
-            if not self._vjps:
+            if not self._vjps and self._layer is None:  # a Conv or Linear layer's own forward is
                 self._check_differentiable()
             x0 = torch.zeros((b,) + self.input_shape, dtype=self.dtype, device=self.device)
             self._vjps[b] = torch.func.vjp(self.fn, x0)[1]
@@ -119,11 +119,16 @@ class LinearMapOperator(Operator):
     def _check_differentiable(self) -> None:
         """ValueError where fn's output does not reach its input through autograd (a forward under
         ``torch.no_grad``, a ``detach``, a trip through numpy): its VJP, Aᵀ here, would be zero, and the
-        solve ended unconverged with a warning that blamed rounding. One product, once."""
-        x = torch.randn((1,) + self.input_shape, dtype=self.dtype, device=self.device)
+        solve ended unconverged with a warning that blamed rounding. One product and its VJP, once,
+        from a fixed seed (the global RNG is not drawn from); Aᵀr for a random r is 0 only where A is."""
+        gen = torch.Generator(self.device).manual_seed(0)
+        x = torch.randn((1,) + self.input_shape, dtype=self.dtype, device=self.device, generator=gen)
         with torch.enable_grad():
-            y = self.fn(x.requires_grad_())
-        if not y.requires_grad and bool(y.detach().ne(0).any()):
+            x.requires_grad_()
+            y = self.fn(x)
+            r = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
+            g = torch.autograd.grad(y, x, r, allow_unused=True)[0] if y.requires_grad else None
+        if (g is None or not bool(g.ne(0).any())) and bool(y.detach().ne(0).any()):
             raise ValueError(
                 "`fn` returned an output that autograd cannot trace back to its input (does it run "
                 "under torch.no_grad(), detach, or go through numpy?); riemsvd applies Aᵀ as the VJP "

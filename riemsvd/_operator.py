@@ -161,7 +161,8 @@ class HostView:
         return self._rmm(y if self._scale is None else y * self._scale)
 
     def both(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(A x, Aᵀ y): in one pass over A where the operator has such a product, else two."""
+        """(c·A x, c·Aᵀ y), c the operator's scale, as :meth:`matmat` and :meth:`rmatmat`: in one pass
+        over A where the operator has such a product, else two."""
         if self._both is None:
             return self.matmat(x), self.rmatmat(y)
         self.op.matvecs += x.shape[-1] + y.shape[-1]

@@ -97,6 +97,15 @@ def test_a_map_autograd_cannot_trace_is_named_not_solved_with_a_zero_adjoint():
 
     with pytest.raises(ValueError, match=r"torch\.no_grad.*adjoint="):
         riemsvd.solve(riemsvd.linear_operator(frozen, (20,), dtype=F64), 1)
+    # a detach inside a map with parameters: the output requires grad through them, not through x
+    layer = nn.Linear(20, 30, bias=False, dtype=F64)
+    with pytest.raises(ValueError, match=r"detach"):
+        riemsvd.solve(riemsvd.linear_operator(lambda x: layer(x.detach()), (20,), dtype=F64), 1)
+    # the check draws from its own seed: a solve given a generator leaves the global RNG alone
+    state = torch.get_rng_state()
+    traced = riemsvd.linear_operator(lambda x: layer(x), (20,), dtype=F64)
+    riemsvd.solve(traced, 1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
     given = riemsvd.linear_operator(frozen, (20,), adjoint=lambda y: y @ w, dtype=F64)
     result = riemsvd.solve(given, 1)
     torch.testing.assert_close(result.S[0], torch.linalg.matrix_norm(w, 2), rtol=1e-10, atol=0)
@@ -213,6 +222,21 @@ def test_spectral_norm_by_operator_norm_gives_norm_one_and_the_exact_gradient():
     out = nn.functional.conv2d(x, w / torch.linalg.matrix_norm(matrix, 2), layer.bias.detach(), 2, 1)
     ref = torch.autograd.grad(out.square().sum(), w)[0]
     assert torch.allclose(grad, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_operator_norm_refreshes_an_assigned_kernel_without_the_global_rng():
+    """Assignment refreshes (u, v) by a cold solve (the old pair may be a lower pair of the new
+    kernel), from a fixed seed: exact in eval mode, and the global RNG is not drawn from."""
+    shape = (2, 6, 6)
+    layer = riemsvd.nn.spectral_norm(nn.Conv2d(2, 3, 3, stride=2, padding=1, dtype=F64), input_shape=shape)
+    kernel = 5 * torch.randn(3, 2, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+    state = torch.get_rng_state()
+    layer.weight = kernel
+    assert torch.equal(torch.get_rng_state(), state)
+    layer.eval()
+    normalized = layer.weight.detach()
+    matrix = explicit_matrix(lambda x: nn.functional.conv2d(x, normalized, None, 2, 1), shape)
+    assert abs(float(torch.linalg.matrix_norm(matrix, 2)) - 1) <= 1e-10
 
 
 def test_spectral_norm_without_input_shape_is_unchanged():

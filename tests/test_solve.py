@@ -154,6 +154,25 @@ def test_values_beyond_the_rank_are_not_negative(method):
         check_svd(a, result, 4, result.info.tol)
 
 
+def test_the_check_of_a_pair_given_with_the_wrong_sign_reports_its_true_residual():
+    """verify returns (−u, −σ, v) for a negative Rayleigh quotient; Aᵀu must turn with u, or the
+    right residual is ‖Aᵀu + σv‖ = 2σ (a review: residual 2.0 and error bars of 16 for an exact pair)."""
+    from riemsvd._operator import as_operator
+    from riemsvd._subspace import verify
+
+    a = make_matrix("decay", 40, 30, torch.Generator().manual_seed(0))
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    op = as_operator(a)
+    for work, left, right in (
+        (op, -u[:, :2].contiguous(), vh[:2].mT.contiguous()),
+        (op.on_host(), -u[:, :2].numpy().copy(), vh[:2].mT.numpy().copy()),
+    ):
+        out_u, values, _, residual, errors = verify(work, left, right, 1e-12)
+        assert float(residual) <= 1e-14 and float(errors.max()) <= 1e-14 * float(s[0])
+        np.testing.assert_allclose(values, s[:2].numpy(), rtol=1e-14)
+        np.testing.assert_allclose(np.asarray(out_u), u[:, :2].numpy(), atol=1e-14)
+
+
 def test_k_equal_to_min_dimension(gen):
     a = make_matrix("gaussian", 30, 12, gen)
     result = solve(a, 12, generator=gen)

@@ -166,7 +166,8 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     step is quadratic in r, so during training this usually holds with r far above tol. Otherwise
     :func:`riemsvd.solve` runs from the power step's pair: for one triplet, or for two when the
     tracker's σ₂ is unknown or stale (then it learns σ₂ and its error bar). The random draws a solve
-    may need come from a fixed-seed generator, so a training forward never consumes the global RNG.
+    may need come from a fixed-seed generator, so a training forward (or an assignment, whose solve
+    is cold) never consumes the global RNG.
     """
     m, n = (target.shape[-2], target.shape[-1])
     s0: float | None = None
@@ -191,7 +192,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         )
     learn = tracker is not None and (s0 is None or not 0 < s0 < math.inf or tracker.stale())
     k = min(2, m, n) if learn else 1
-    generator = torch.Generator().manual_seed(0) if init is not None else None
+    generator = torch.Generator().manual_seed(0)
     with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included
         warnings.simplefilter("ignore", ResolutionWarning)
         out = solve(target, k, tol=tol, init=init, generator=generator)
@@ -217,6 +218,7 @@ class PairNormalization(nn.Module):
     def __init__(self, power_steps: int) -> None:
         super().__init__()
         self._tracker = PairTracker(power_steps)
+        self._pair_of: int | None = None  # id() of the weight the subclass solved for at construction
         # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
         self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
 
@@ -245,8 +247,11 @@ class PairNormalization(nn.Module):
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
-        # Cold: the old pair may be an exact singular pair of the new weight but not its leading one
-        # (W + 3σ·x yᵀ with x ⊥ u, y ⊥ v kept σ, and ‖W/σ‖₂ came out 3.1: a new user's trial).
+        # Cold for a new weight: the old pair may be an exact singular pair of it but not its leading
+        # one (W + 3σ·x yᵀ with x ⊥ u, y ⊥ v kept σ, and ‖W/σ‖₂ came out 3.1: a new user's trial).
+        # Warm at registration, which hands in the weight the pair was just solved for (a second cold
+        # solve took 1024×1024 registration from 34 to 61 ms).
+        warm, self._pair_of = id(value) == self._pair_of, None
         self._tracker.forget()
-        self.update_pair(self._pair_input(value.detach()), self._u, self._v, warm=False)
+        self.update_pair(self._pair_input(value.detach()), self._u, self._v, warm=warm)
         return value
