@@ -433,6 +433,32 @@ def test_assigning_a_weight_whose_old_pair_is_not_its_leading_one_refreshes_it_c
     assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
+def test_a_block_grown_outside_the_stored_pair_is_noticed_at_once():
+    """A block-diagonal weight whose stored pair lies in a frozen block stays an exact pair (a power
+    step's residual is 0) while the other block grows past it: ‖W/σ‖₂ reached 8 in 50 steps and 24
+    in 200 (a new user's trial). A power step on the pair's complement, each forward, sees the block."""
+    w = torch.block_diag(3 * torch.eye(8, dtype=torch.float64), 0.5 * torch.eye(8, dtype=torch.float64))
+    w[8:, 8:] += 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    layer = nn.Linear(16, 16, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    rnn.spectral_norm(layer)
+    for _ in range(12):
+        with torch.no_grad():
+            original(layer)[8:, 8:] *= 1.25  # the second block alone, past the first after 9 steps
+        assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+def test_a_warm_projection_notices_a_value_grown_outside_its_pair():
+    """project_spectral_ warm-started from its last pair, after σ₂ grew past σ₁ in place (a diagonal
+    weight): the pair is still exact, and the power step alone kept σ = 2 where ‖V‖₂ was 2.8."""
+    v = torch.diag(torch.linspace(2.0, 0.1, 16, dtype=torch.float64))
+    p = rnn.project_spectral_(v, 1.0)
+    v[1, 1] += 3.0
+    p = rnn.project_spectral_(v, 1.0, init=(p.u, p.v))
+    assert abs(float(torch.linalg.matrix_norm(v, 2)) - 1) <= 1e-12
+
+
 def test_registration_refreshes_the_pair_it_just_solved_warm(monkeypatch):
     """torch hands the weight to right_inverse at registration; the pair was solved for it a moment
     before, so the refresh is warm (a power step), not a second cold solve (34 against 61 ms for a

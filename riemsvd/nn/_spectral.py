@@ -145,7 +145,8 @@ def spectral_norm(
     Notes
     -----
     A training step usually costs what torch's costs: one power step from the stored pair (two
-    products with W), kept when its σ is known to ``tol``. The error of a power step's σ is quadratic
+    products with W), kept when its σ is known to ``tol`` (where its residual is below tol, with a
+    power step on the pair's complement, two products more, to see that nothing lies above). The error of a power step's σ is quadratic
     in the residual r of the pair: at most (r²/2)/(σ − σ₂) (Kato–Temple). σ₂ is estimated from a
     two-triplet solve (again after at most 50 steps, 10 when a solve has to run anyway), allowed to
     have moved as far as σ₁ did, and raised to what the power step's residual direction shows; the
