@@ -25,7 +25,7 @@ from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, product_floor
-from riemsvd._validate import check_init_u, check_method, check_solve_args
+from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
 
@@ -225,8 +225,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     tensors and traced calls are :func:`solve`'s own (they re-enter it)."""
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
-    if isinstance(tol, torch.Tensor) and tol.is_floating_point() and tol.numel() == 1 and not tol.is_meta:
-        tol = float(tol)  # a one-element float tensor, as k's integer tensor
+    tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
     if isinstance(A, np.ndarray) and A.dtype.kind == "f" and not A.dtype.isnative:
         A = A.astype(A.dtype.newbyteorder("="))  # big-endian data (a file's): a native copy
     if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):

@@ -553,6 +553,19 @@ def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = Fals
         raise ValueError(f"`A` must have shape ({m}, {n}) to refine, got {tuple(a.shape)}")
 
 
+def as_number(value):
+    """A one-element float tensor (not on the meta device) as a Python float, as torch's own number
+    arguments accept it; anything else as it is, for the checks to name."""
+    if (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and value.numel() == 1
+        and not value.is_meta
+    ):
+        return float(value)
+    return value
+
+
 def _check_real(value, name: str) -> None:
     """A real number (not a bool), before it is compared: the comparison's own TypeError names nothing."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

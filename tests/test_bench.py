@@ -30,6 +30,14 @@ def tiny_run(tmp_path_factory):
     return out, records, paths
 
 
+def test_the_summary_has_a_ratio_for_the_full_svd_alone(tmp_path, capsys):
+    """With the full SVD as the only peer the summary printed "all cases:" and nothing after it (a new
+    user's trial)."""
+    argv = "--sizes 30x20 --k 1 --reps 1 --classes decay --solvers riemsvd svd --no-plots --quiet"
+    assert bench.main(argv.split() + ["--out", str(tmp_path / "run"), "--threads", "1"]) == 0
+    assert "time riemsvd / full SVD" in capsys.readouterr().out
+
+
 def test_main_writes_csv_and_json(tmp_path, capsys):
     out = tmp_path / "run"
     argv = "--sizes 30x20 --k 1 --reps 1 --classes decay --solvers riemsvd,arpack lowrank2 --no-plots --quiet"

@@ -67,7 +67,9 @@ def test_leading_pair_converges_quadratically_from_a_random_start(kind, gen):
     κ = 0.1, or the Hessian without its curvature term) gives ratios above 1e4 once ‖g‖ < 1e-5."""
     a, u, v = _leading_pair(kind, gen)
     s1 = float(torch.linalg.svdvals(a)[0])
-    infos = _run(RiemannianTrustRegion([u, v], gradient_tol=1e-10 * s1), lambda: -(u @ a @ v), steps=40)
+    # gradient_tol a 0-dim tensor, as docs/optim.md passes it (it raised a TypeError: a new user's trial)
+    opt = RiemannianTrustRegion([u, v], gradient_tol=1e-10 * torch.linalg.matrix_norm(a, 2))
+    infos = _run(opt, lambda: -(u @ a @ v), steps=40)
     assert infos[-1].converged and len(infos) - 1 <= 20, [f"{i.gradient_norm / s1:.1e}" for i in infos]
     constants = _quadratic_constants(infos, s1)
     assert len(constants) >= 1 and max(constants) <= 100, constants

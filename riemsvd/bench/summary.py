@@ -23,7 +23,13 @@ __all__ = [
 R = TypeVar("R", bound=CaseRecord)
 
 # The peers of the summary's ratios, with their names there.
-RATIO_PEERS = {"arpack": "ARPACK", "propack": "PROPACK", "lowrank": "svd_lowrank", "primme": "PRIMME"}
+RATIO_PEERS = {
+    "arpack": "ARPACK",
+    "propack": "PROPACK",
+    "lowrank": "svd_lowrank",
+    "primme": "PRIMME",
+    "svd": "full SVD",
+}
 
 
 def geomean(xs: list[float | None]) -> float | None:

@@ -16,7 +16,13 @@ import geoopt
 import torch
 
 from riemsvd._trust import RadiusRule
-from riemsvd._validate import check_closure, check_manifold, check_param_groups, check_trust_region_args
+from riemsvd._validate import (
+    as_number,
+    check_closure,
+    check_manifold,
+    check_param_groups,
+    check_trust_region_args,
+)
 from riemsvd.manifolds import Sphere, Stiefel
 
 __all__ = ["RiemannianTrustRegion", "TrustRegionInfo"]
@@ -224,6 +230,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         preconditioner: Callable[[list, Vectors], Vectors] | None = None,
     ) -> None:
         rule = RadiusRule(accept=accept, shrink=shrink, grow=grow, kappa=kappa, theta=theta)
+        gradient_tol = as_number(gradient_tol)  # e.g. 1e-10 * torch.linalg.matrix_norm(A, 2)
         check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner)
         defaults = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
         super().__init__(params, defaults)
