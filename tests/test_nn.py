@@ -459,6 +459,36 @@ def test_a_warm_projection_notices_a_value_grown_outside_its_pair():
     assert abs(float(torch.linalg.matrix_norm(v, 2)) - 1) <= 1e-12
 
 
+def test_the_complement_step_neither_sticks_at_zero_nor_cries_wolf_on_a_tie():
+    """Two faults of the complement step (a review). Where z ⊥ v lay in A's null space (diag(2, 0,
+    …)), the iterate became 0 and the step said "nothing above" ever after: a value raised to 5 in
+    place kept ‖W/σ‖₂ = 2.5. And where σ₁ = σ₂ exactly (an orthogonal weight), rounding alone saw
+    a value above s0 on up to a third of the forwards, each then a solve; s0·(1 + tol) is the bar."""
+    from riemsvd.nn import _leading
+
+    layer = nn.Linear(8, 8, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[0, 0] = 2.0
+    rnn.spectral_norm(layer)
+    layer.weight  # noqa: B018  (a training forward: the complement's iterate is A z = 0 here)
+    with torch.no_grad():
+        original(layer)[1, 1] = 5.0
+    layer.weight  # noqa: B018  (a fresh iterate's first power step sees 5·|z₁|/‖z‖, below 2 here)
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+    # every vector is a singular vector of an orthogonal matrix: nothing lies above, to tol
+    q = torch.linalg.qr(torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[
+        0
+    ]
+    q = q.float()
+    tracker, v = _leading.PairTracker(), q[0] / q[0].norm()
+    products = _leading.matrix_products(q)
+    s0 = float((q @ v).norm())
+    alarms = [tracker.above_in_complement(products, q @ v, v, s0, 1e-6) for _ in range(100)]
+    assert not any(alarms)  # 78 of 100 without the slack
+
+
 def test_registration_refreshes_the_pair_it_just_solved_warm(monkeypatch):
     """torch hands the weight to right_inverse at registration; the pair was solved for it a moment
     before, so the refresh is warm (a power step), not a second cold solve (34 against 61 ms for a

@@ -86,16 +86,21 @@ class PairTracker:
         a measurement every step would cost more than it saves)."""
         return self.sigma2 is None or self.age >= self.relearn_after
 
-    def above_in_complement(self, products: Products, v: torch.Tensor, s0: float) -> bool:
-        """Whether A has a singular value above s0 outside v (unit), as one power step on v's
-        complement shows: ‖A z‖/‖z‖ for z ⊥ v is at most the top σ there, so above s0 it proves
-        that the pair is not the leading one. z is the last call's iterate (at first a fixed-seed
-        random vector), so over the steps it follows that top. A power step whose residual is 0
-        says nothing about the rest: a partly frozen block-diagonal weight, trained outside the
-        stored pair's block, reached ‖W/σ‖₂ = 24 in 200 steps (a new user's trial). Two products;
-        not run for a sharded weight (False)."""
-        if hasattr(v, "full_tensor"):  # a DTensor: no plain random vector to lay out like it
-            return False
+    def above_in_complement(
+        self, products: Products, u: torch.Tensor, v: torch.Tensor, s0: float, tol: float
+    ) -> bool:
+        """Whether A has a singular value above s0·(1 + tol) outside v (unit), as one power step on
+        v's complement shows: ‖A z‖/‖z‖ for z ⊥ v is at most the top σ there, so above that it
+        proves that the pair is not the leading one to tol (the slack: where σ₁ = σ₂, as for an
+        orthogonal weight, rounding alone raised the alarm on 7–34% of forwards, each then a
+        solve; a review). z is the last call's iterate (at first, and after a zero one, a
+        fixed-seed random vector), so over the steps it follows that top. A power step whose
+        residual is 0 says nothing about the rest: a partly frozen block-diagonal weight, trained
+        outside the stored pair's block, reached ‖W/σ‖₂ = 24 in 200 steps (a new user's trial).
+        Two products; not run for a sharded weight, nor for one row or column (nothing lies
+        outside its pair)."""
+        if hasattr(v, "full_tensor") or min(u.shape[-1], v.shape[-1]) == 1:
+            return False  # a DTensor: no plain random vector to lay out like it
         z = self.probe
         if z is None or z.shape != v.shape or z.dtype != v.dtype or z.device != v.device:
             gen = torch.Generator(device=v.device).manual_seed(1)
@@ -105,7 +110,9 @@ class PairTracker:
         b = products.adjoint(a)
         self.probe = b / torch.linalg.vector_norm(b).clamp_min(torch.finfo(b.dtype).tiny)
         size, image = _floats(torch.linalg.vector_norm(z), torch.linalg.vector_norm(a))
-        return image > s0 * size
+        if not 0 < image < math.inf:  # z in A's null space (or lost): a fresh draw next time, not 0 forever
+            self.probe = None
+        return image > s0 * (1 + tol) * size
 
     def record(self, s: torch.Tensor, errors: torch.Tensor) -> None:
         """Remember a solve's σ₁ and σ₂ + its error bar (σ₂ = 0 for a matrix with one row or column)."""
@@ -150,7 +157,7 @@ def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Produ
     if not s0 > 0:
         return False
     if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein): σ₁, if none above
-        return tracker is not None and not tracker.above_in_complement(products, step.v, s0)
+        return tracker is not None and not tracker.above_in_complement(products, step.u, step.v, s0, tol)
     # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
     # factor 2 to spare, since σ₂ is an estimate.
     margin = tracker.margin(s0) if tracker is not None else None
