@@ -99,8 +99,9 @@ class PairTracker:
         outside the stored pair's block, reached ‖W/σ‖₂ = 24 in 200 steps (a new user's trial).
         Two products; not run for a sharded weight, nor for one row or column (nothing lies
         outside its pair)."""
+        # a DTensor has no plain random vector laid out like it; one row or column, no complement
         if hasattr(v, "full_tensor") or min(u.shape[-1], v.shape[-1]) == 1:
-            return False  # a DTensor: no plain random vector to lay out like it
+            return False
         z = self.probe
         if z is None or z.shape != v.shape or z.dtype != v.dtype or z.device != v.device:
             gen = torch.Generator(device=v.device).manual_seed(1)
