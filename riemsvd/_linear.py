@@ -110,7 +110,7 @@ class LinearMapOperator(Operator):
     def _vjp(self, b: int):
         # The VJP of a linear map at any point is its adjoint; one graph per block width, reused.
         if b not in self._vjps:
-            if not self._vjps and self._layer is None:  # a Conv or Linear layer's own forward is
+            if not self._vjps and self._layer is None:  # a Conv or Linear layer's forward is torch's
                 self._check_differentiable()
             x0 = torch.zeros((b,) + self.input_shape, dtype=self.dtype, device=self.device)
             self._vjps[b] = torch.func.vjp(self.fn, x0)[1]

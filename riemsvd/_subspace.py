@@ -874,10 +874,9 @@ def _check_cap(op: Operator, p_max: int) -> int:
     eigendecomposition of H Hᵀ, or the SVD of H), more beside large products. Up to 8 iterations
     apart below 10⁶ entries, 8·10⁶/(m·n) above, never fewer than 4: a look after every iteration
     above 4·10⁶ entries (every 2 above 2.7·10⁶: the rule before) took 2.7 times the looks for 0.1%
-    fewer products
-    (2135 against 785 looks, 5400 against 5406 products: the benchmark's classes at 2048×2048,
-    3000×1500 and 1024×4096, k = 1 and 8), and 1.02–1.11 times the time at 4096×1024. On a GPU a
-    look also costs a host sync."""
+    fewer products (2135 against 785 looks, 5400 against 5406 products: the benchmark's classes at
+    2048×2048, 3000×1500 and 1024×4096, k = 1 and 8), and 1.02–1.11 times the time at 4096×1024. On
+    a GPU a look also costs a host sync."""
     # A basis of p > 64 (k > 24) makes a look cost like p³: 1536×384, k = 128 (p = 272) took 272 ms
     # with up to 8 iterations between looks, 53 looks in all; looks that far apart keep their share.
     wide = max(1.0, (p_max / 64) ** 3)

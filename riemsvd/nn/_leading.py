@@ -253,9 +253,11 @@ class PairNormalization(nn.Module):
         # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
         self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
 
-    def _store_pair(self, u: torch.Tensor, v: torch.Tensor) -> None:
+    def _store_pair(self, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor) -> None:
+        """The buffers, with the pair just solved for ``weight`` (which registration hands back)."""
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
+        self._pair_of = id(weight)
 
     def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -41,8 +41,7 @@ class OperatorNorm(PairNormalization):
         self._output_shape: torch.Size | None = None
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
-        self._store_pair(u, v)
-        self._pair_of = id(weight)
+        self._store_pair(u, v, weight)
 
     def _operator(self, w: torch.Tensor):
         op = conv_operator(self.layer[0], w.to(solver_dtype(w.dtype)), self.input_shape, self._output_shape)

@@ -36,8 +36,7 @@ class SpectralNorm(PairNormalization):
         self.tol = tol
         self.eps = eps
         # one triplet: registration's right_inverse starts the tracker afresh anyway
-        self._store_pair(*self._first_pair(as_matrix(weight.detach(), dim), tol))
-        self._pair_of = id(weight)
+        self._store_pair(*self._first_pair(as_matrix(weight.detach(), dim), tol), weight)
 
     @staticmethod
     def _first_pair(w_mat: torch.Tensor, tol) -> tuple[torch.Tensor, torch.Tensor]:
