@@ -129,8 +129,12 @@ def solve(
     there is no solve at all. Singular vectors are defined up to a joint sign (uᵢ, vᵢ) → (−uᵢ, −vᵢ):
     only losses that do not change under it have well-defined gradients (for example anything of
     S, of uᵢuᵢᵀ, of uᵢvᵢᵀ); other losses are ill-posed. Gradients of U and V need σᵢ ≠ σⱼ within
-    the k and σ_k > σ_{k+1}; otherwise a :class:`DegenerateSpectrumWarning` is emitted and the
-    degenerate directions are left out. Sparse and scipy inputs are not differentiable. A split A
+    the k and σ_k > σ_{k+1}. Where two of the k coincide, their mutual rotation is left out, with a
+    :class:`DegenerateSpectrumWarning`. Where σ_k = σ_{k+1}, the subspace of the k is itself not
+    defined: the gradient of the vectors grows like 1/(σ_k − σ_{k+1}) and is meaningless there
+    (1e14–1e16 in float64 at an exact tie), which a :class:`DegenerateSpectrumWarning` (an
+    ill-conditioned adjoint solve) reports; gradients of S alone stay exact. Sparse and scipy inputs
+    are not differentiable. A split A
     is differentiable in reverse mode, Ā split like A; each process's cotangents must be its blocks
     of the gradient of one global loss (the convention of DTensor and tensor parallelism: a whole
     output's gradient is the same full gradient on every process).
@@ -362,11 +366,12 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
     if s is not None and s.dtype.is_floating_point:
         tiny = torch.finfo(s.dtype).tiny
         if readable_any(~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0)), default=False):
+            finfo = torch.finfo(s.dtype)
             return (
-                f"riemsvd.solve: σ lies outside the range of {s.dtype} (largest {float(s.max()):.3g}, "
-                f"smallest normal {tiny:.3g}): the values returned carry its rounding, which the "
-                f"residual {float(info.residual.max()):.3g} includes. Solve A in float64 "
-                "(`A.double()`)."
+                f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
+                f"σ₁ is {float(s.max()):.3g}; {s.dtype} holds {tiny:.3g} to {finfo.max:.3g} as normal "
+                f"numbers): the values returned carry its rounding, which the residual "
+                f"{float(info.residual.max()):.3g} includes. Solve A in float64 (`A.double()`)."
             )
     where = (
         f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
