@@ -152,13 +152,16 @@ class HostView:
         products = self.op._float64_products() if self.op.dtype == torch.float32 else None
         return None if products is None else HostView(self.op, *products)
 
+    def _scaled(self, x: np.ndarray) -> np.ndarray:
+        return x if self._scale is None else x * self._scale
+
     def matmat(self, x: np.ndarray) -> np.ndarray:
         self.op.matvecs += x.shape[-1]
-        return self._mm(x if self._scale is None else x * self._scale)
+        return self._mm(self._scaled(x))
 
     def rmatmat(self, y: np.ndarray) -> np.ndarray:
         self.op.matvecs += y.shape[-1]
-        return self._rmm(y if self._scale is None else y * self._scale)
+        return self._rmm(self._scaled(y))
 
     def both(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(c·A x, c·Aᵀ y), c the operator's scale, as :meth:`matmat` and :meth:`rmatmat`: in one pass
@@ -166,9 +169,7 @@ class HostView:
         if self._both is None:
             return self.matmat(x), self.rmatmat(y)
         self.op.matvecs += x.shape[-1] + y.shape[-1]
-        if self._scale is not None:
-            x, y = x * self._scale, y * self._scale
-        return self._both(x, y)
+        return self._both(self._scaled(x), self._scaled(y))
 
 
 # Entries of a float32 matrix cast to float64 at a time by the float64 products (8 MiB).

@@ -318,10 +318,8 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     # residual then counts (a 300×300 float16 A of entries near 3000, σ ≈ 1e5, came back inf with
     # converged True and no warning)
     if not torch.compiler.is_compiling():  # host decisions on values; a traced graph has none to read
-        tiny = torch.finfo(A.dtype).tiny
-        outside = ~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0))  # these values only
         converged = info.converged
-        _charge_rounding(out.S, s, info, outside)
+        _charge_rounding(out.S, s, info, _beyond_range(s))  # these values only
         if readable_any(converged & ~info.converged, default=False):
             warnings.warn(_not_converged(info, A.dtype, A.shape, s), ConvergenceWarning, stacklevel=3)
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
@@ -361,18 +359,21 @@ def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, resi
     info.converged = info.converged & (info.residual <= info.tol)
 
 
+def _beyond_range(s: torch.Tensor) -> torch.Tensor:
+    """Per value: inf or NaN, or subnormal (not 0): outside the normal range of s's dtype."""
+    return ~torch.isfinite(s) | ((s.abs() < torch.finfo(s.dtype).tiny) & (s != 0))
+
+
 def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None) -> str:
     """The ConvergenceWarning's text: what happened, and the remedy that fits why."""
-    if s is not None and s.dtype.is_floating_point:
-        tiny = torch.finfo(s.dtype).tiny
-        if readable_any(~torch.isfinite(s) | ((s.abs() < tiny) & (s != 0)), default=False):
-            finfo = torch.finfo(s.dtype)
-            return (
-                f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
-                f"σ₁ is {float(s.max()):.3g}; {s.dtype} holds {tiny:.3g} to {finfo.max:.3g} as normal "
-                f"numbers): the values returned carry its rounding, which the residual "
-                f"{float(info.residual.max()):.3g} includes. Solve A in float64 (`A.double()`)."
-            )
+    if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
+        finfo = torch.finfo(s.dtype)
+        return (
+            f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
+            f"σ₁ is {float(s.max()):.3g}; {s.dtype} holds {finfo.tiny:.3g} to {finfo.max:.3g} as normal "
+            f"numbers): the values returned carry its rounding, which the residual "
+            f"{float(info.residual.max()):.3g} includes. Solve A in float64 (`A.double()`)."
+        )
     where = (
         f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
         f"{int((~info.converged).sum())} of {info.converged.numel()} matrices"
