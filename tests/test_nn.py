@@ -522,6 +522,30 @@ def test_an_unchanged_weight_is_trusted_without_the_complement_step(monkeypatch)
     assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
+def test_a_weight_computed_afresh_each_forward_is_never_taken_as_unchanged():
+    """Under a parametrization chained before spectral_norm, its input is a new tensor each forward,
+    which can take the freed one's storage at version 0: taken as unchanged, a value rising outside
+    the exact pair would go unseen. Only a Parameter's version is trusted."""
+    import torch.nn.utils.parametrize as parametrize
+
+    class Copy(nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+    n = 64
+    layer = nn.Linear(n, n, bias=False, dtype=torch.float64)
+    parametrize.register_parametrization(layer, "weight", Copy())
+    rnn.spectral_norm(layer)
+    s = torch.linspace(1, 0.1, n, dtype=torch.float64)
+    errors = []
+    for _ in range(60):
+        s[-1] *= 1.05
+        with torch.no_grad():
+            original(layer).copy_(torch.diag(s))
+        errors.append(abs(true_sigma(layer.weight) - 1))
+    assert max(errors) <= SIGMA_ATOL[torch.float64], max(errors)
+
+
 def test_a_warm_projection_notices_a_value_grown_outside_its_pair():
     """project_spectral_ warm-started from its last pair, after σ₂ grew past σ₁ in place (a diagonal
     weight): the pair is still exact, and the power step alone kept σ = 2 where ‖V‖₂ was 2.8."""

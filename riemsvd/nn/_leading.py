@@ -66,15 +66,25 @@ class PairTracker:
         self.age = 0
         self.rival: torch.Tensor | None = None  # v of σ₂ at the last two-triplet solve (see _lean)
         self._weight: tuple | None = None  # (storage, version, shape) of the weight at the last update
+        self._watched: tuple | None = None  # the same of the weight of the next update (see watch)
 
-    def moved(self, weight: torch.Tensor | None) -> bool:
-        """Whether ``weight`` may have changed since the last call: another storage, shape or version
-        (every in-place update, an optimizer's included, bumps the version; a write through a numpy
-        view of the storage does not). Always for None, a sharded weight and an inference tensor,
-        which keep no version."""
-        key = None
-        if weight is not None and not hasattr(weight, "full_tensor") and not weight.is_inference():
-            key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+    def watch(self, weight: torch.Tensor) -> None:
+        """Note the weight the next update is for, where its version tracks its changes: a Parameter
+        (the parametrization's original, the projected weight), not a sharded or inference tensor,
+        nor a tensor computed afresh each forward (a new one can take the freed one's storage)."""
+        if (
+            isinstance(weight, nn.Parameter)
+            and not hasattr(weight, "full_tensor")
+            and not weight.is_inference()
+        ):
+            self._watched = (weight.data_ptr(), weight._version, tuple(weight.shape))
+
+    def moved(self) -> bool:
+        """Whether the weight of this update may have changed since the last one: another storage,
+        shape or version (every in-place update, an optimizer's included, bumps the version; a write
+        through a numpy view of the storage does not). Always where the weight was not watched for
+        this update (under torch.compile, whose graph runs ``watch`` only while it is traced)."""
+        key, self._watched = self._watched, None
         moved = key is None or key != self._weight
         self._weight = key
         return moved
@@ -229,13 +239,11 @@ def leading_pair(
     with no_autocast(a.device):
         if init is not None:
             init = tuple(x.to(device=a.device, dtype=dtype) for x in init)
-        u, v, s = warm_pair(a, matrix_products(a), init, tol, tracker, w)
+        u, v, s = warm_pair(a, matrix_products(a), init, tol, tracker)
     return u.to(w.dtype), v.to(w.dtype), s
 
 
-def warm_pair(
-    target, products: Products, init, tol: float | None, tracker: PairTracker | None = None, weight=None
-):
+def warm_pair(target, products: Products, init, tol: float | None, tracker: PairTracker | None = None):
     """(u (m,), v (n,), σ) of ``target`` (a matrix or an operator of the solver's dtype), warm-started
     from init = (u0, v0) when given; σ is within tol·σ₁ of σ₁.
 
@@ -250,7 +258,7 @@ def warm_pair(
     """
     m, n = (target.shape[-2], target.shape[-1])
     s0: float | None = None
-    moved = tracker is None or tracker.moved(weight)
+    moved = tracker is None or tracker.moved()
     if init is not None:
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
         v = init[1]
@@ -343,6 +351,8 @@ class PairNormalization(nn.Module):
     def _refresh(self, weight: torch.Tensor) -> None:
         """In training mode, the stored pair refreshed for ``weight``."""
         if self.training:
+            if not torch.compiler.is_compiling():
+                self._tracker.watch(weight)
             refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v)
 
     def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair

@@ -17,10 +17,9 @@ from riemsvd.nn._leading import PairNormalization, PairTracker, operator_product
 
 
 @torch.no_grad()
-def _leading_pair_op(op, init, tol: float | None, tracker: PairTracker | None = None, weight=None):
-    """(u (m,), v (n,), σ) of an operator (of the kernel ``weight``), warm-started from init = (u0, v0)
-    as ``leading_pair``."""
-    return warm_pair(op, operator_products(op), init, tol, tracker, weight)
+def _leading_pair_op(op, init, tol: float | None, tracker: PairTracker | None = None):
+    """(u (m,), v (n,), σ) of an operator, warm-started from init = (u0, v0) as ``leading_pair``."""
+    return warm_pair(op, operator_products(op), init, tol, tracker)
 
 
 class OperatorNorm(PairNormalization):
@@ -56,7 +55,7 @@ class OperatorNorm(PairNormalization):
         op = self._operator(w)
         init = (u.to(op.dtype), v.to(op.dtype)) if warm else None
         with no_autocast(w.device):
-            u_new, v_new, _ = _leading_pair_op(op, init, self.tol, self._tracker, w)
+            u_new, v_new, _ = _leading_pair_op(op, init, self.tol, self._tracker)
         u.copy_(u_new)
         v.copy_(v_new)
 
