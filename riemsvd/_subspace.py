@@ -846,6 +846,9 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
         st.w += 1
     if not st.pu:
         lead = np.zeros_like(coords)
+    elif st.w - appended == 1:  # F held one column (the recurrence's): C's one nonzero row leans on it
+        lead = np.zeros_like(coords)
+        lead[..., 0, :] = 1.0
     elif st.c.ndim == 2:  # one matrix: C Cᵀ is w×w, its top eigenvector 8 µs where the SVD took 39
         lead = np.linalg.eigh(st.c @ st.c.T)[1][:, -1:]
     else:
