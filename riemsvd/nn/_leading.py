@@ -50,14 +50,12 @@ class PairTracker:
     """
 
     refresh_every = 50  # steps between two-triplet solves, so a gap that closes slowly is noticed
-    near, tie = 0.1, 1e-3  # of the complement step (see above_in_complement)
     relearn_after = 10  # steps after which a solve that runs anyway also measures σ₂ again
 
     def __init__(self, power_steps: int = 2) -> None:
         self.power_steps = power_steps  # tried per update before a solve (see warm_pair)
         self.probe: torch.Tensor | None = None  # power iterate on the complement of v, across steps
-        self.alarm = False  # the last complement step did not clear the pair: the solve learns σ₂
-        self._draws: torch.Generator | None = None  # the complement step's random draws (own seed)
+        self._draws: dict[torch.device, torch.Generator] = {}  # the complement step's, one per device
         self.forget()
 
     def forget(self) -> None:
@@ -65,29 +63,6 @@ class PairTracker:
         self.sigma2: float | None = None
         self.age = 0
         self.rival: torch.Tensor | None = None  # v of σ₂ at the last two-triplet solve (see _lean)
-        self._weight: tuple | None = None  # (storage, version, shape) of the weight at the last update
-        self._watched: tuple | None = None  # the same of the weight of the next update (see watch)
-
-    def watch(self, weight: torch.Tensor) -> None:
-        """Note the weight the next update is for, where its version tracks its changes: a Parameter
-        (the parametrization's original, the projected weight), not a sharded or inference tensor,
-        nor a tensor computed afresh each forward (a new one can take the freed one's storage)."""
-        if (
-            isinstance(weight, nn.Parameter)
-            and not hasattr(weight, "full_tensor")
-            and not weight.is_inference()
-        ):
-            self._watched = (weight.data_ptr(), weight._version, tuple(weight.shape))
-
-    def moved(self) -> bool:
-        """Whether the weight of this update may have changed since the last one: another storage,
-        shape or version (every in-place update, an optimizer's included, bumps the version; a write
-        through a numpy view of the storage does not). Always where the weight was not watched for
-        this update (under torch.compile, whose graph runs ``watch`` only while it is traced)."""
-        key, self._watched = self._watched, None
-        moved = key is None or key != self._weight
-        self._weight = key
-        return moved
 
     def gap(self) -> float:
         assert self.sigma1 is not None and self.sigma2 is not None  # set together by record
@@ -116,22 +91,18 @@ class PairTracker:
     def above_in_complement(
         self, products: Products, u: torch.Tensor, v: torch.Tensor, s0: float, tol: float
     ) -> bool:
-        """Whether A may have a singular value above s0 outside the exact pair (u, v) (unit), as one
-        power step on the pair's complement shows (kept in ``alarm``).
-
-        ‖A z‖/‖z‖ for z ⊥ v, and ‖Aᵀa‖/‖a‖ for a = A z less its part along u, are at most the top σ
-        there, so above s0·(1 + tol) they prove that the pair is not the leading one to tol (the slack:
-        where σ₁ = σ₂, as for an orthogonal weight, rounding alone raised the alarm on 7–34% of
-        forwards, each then a solve; a review). A power step whose residual is 0 says nothing about the
-        rest: a partly frozen block-diagonal weight, trained outside the stored pair's block, reached
-        ‖W/σ‖₂ = 24 in 200 steps (a new user's trial). z is the last call's iterate (at first, and after
-        a zero one, a random vector), so over the steps it follows that top, plus a fresh random part:
-        an iterate that had converged onto the top held a value rising from below it only at the size
-        of rounding, and took 17–44 forwards to turn (a trial, and the tests). Where the top seen lies
-        within ``near`` below s0 (and is not tied with it, within ``tie``), a value a little above it
-        would show only once the iterate has turned, so the pair is not trusted either (35 forwards
-        wrong in the trial, 0 with this). Two products; not run for a sharded weight, nor for one row
-        or column (nothing lies outside its pair)."""
+        """Whether A has a singular value above s0·(1 + tol) outside v (unit), as one power step on
+        v's complement shows: ‖A z‖/‖z‖ for z ⊥ v is at most the top σ there, so above that it
+        proves that the pair is not the leading one to tol (the slack: where σ₁ = σ₂, as for an
+        orthogonal weight, rounding alone raised the alarm on 7–34% of forwards, each then a
+        solve; a review). A power step whose residual is 0 says nothing about the rest: a partly
+        frozen block-diagonal weight, trained outside the stored pair's block, reached ‖W/σ‖₂ = 24 in
+        200 steps (a new user's trial). z is the last call's iterate (at first, and after a zero
+        one, a random vector), so over the steps it follows that top, plus a fresh random part: an
+        iterate converged onto the top held a value rising from below it only at the size of
+        rounding, and took 17–45 forwards to turn where this takes 0–14 (a second trial and the
+        tests; docs/spectral_norm.md). Two products; not run for a sharded weight, nor for one row or
+        column (nothing lies outside its pair)."""
         # a DTensor has no plain random vector laid out like it; one row or column, no complement
         if hasattr(v, "full_tensor") or min(u.shape[-1], v.shape[-1]) == 1:
             return False
@@ -140,28 +111,28 @@ class PairTracker:
             z = self._random(v)
         z = z - torch.dot(v, z) * v
         a = products.forward(z)
-        a = a - torch.dot(u, a) * u
         b = products.adjoint(a)
         size, image, back = _floats(*(torch.linalg.vector_norm(x) for x in (z, a, b)))
         if not 0 < image < math.inf:  # z in A's null space (or lost): a fresh draw next time, not 0 forever
             self.probe = None
             return image > s0 * (1 + tol) * size
-        top = max(image / size, back / image)
+        top = image / size
         # the fresh part: at most 1/10 of the iterate, and small against the room between top and s0
         # (its own share of the quotient, a deficit of about its size squared, must not hide a value
         # just above s0 where top is tied with it: 1/10 there kept a block past a tie unseen)
         share = 0.1 * math.sqrt(min(1.0, max(tol, 1 - (top / s0) ** 2)))
         fresh = self._random(v)
         self.probe = b / back + share * fresh / torch.linalg.vector_norm(fresh)
-        self.alarm = top > s0 * (1 + tol) or s0 * (1 - self.near) < top < s0 * (1 - self.tie)
-        return self.alarm
+        return top > s0 * (1 + tol)
 
     def _random(self, like: torch.Tensor) -> torch.Tensor:
-        """A normal random vector like ``like``, from the tracker's own generator (seeded once; a training
-        forward never draws from the global RNG)."""
-        if self._draws is None or self._draws.device != like.device:
-            self._draws = torch.Generator(device=like.device).manual_seed(1)
-        return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=self._draws)
+        """A normal random vector like ``like``, from the tracker's own generator for its device (seeded
+        once; a training forward never draws from the global RNG, and replicas on several devices do
+        not draw the same vectors in turn)."""
+        gen = self._draws.get(like.device)
+        if gen is None:
+            gen = self._draws[like.device] = torch.Generator(device=like.device).manual_seed(1)
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=gen)
 
     def record(self, s: torch.Tensor, errors: torch.Tensor, v: torch.Tensor) -> None:
         """Remember a solve's σ₁ and σ₂ + its error bar (σ₂ = 0 for a matrix with one row or column),
@@ -202,19 +173,13 @@ def power_step(products: Products, v0: torch.Tensor) -> Step:
     return Step(u, b / sigma_ if sigma_ > 0 else b, sigma_, r_, s0_, d)
 
 
-def trusted(
-    step: Step, tol: float, tracker: PairTracker | None, products: Products, moved: bool = True
-) -> bool:
-    """Whether a power step's σ is within tol·σ of σ₁ (see ``warm_pair``); ``moved``: whether the
-    weight may have changed since the stored pair was last found or trusted."""
+def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Products) -> bool:
+    """Whether a power step's σ is within tol·σ of σ₁ (see ``warm_pair``)."""
     r, s0 = step.r, step.s0
     if not s0 > 0:
         return False
     if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein): σ₁, if none above
-        if tracker is None:
-            return False
-        # nothing can have risen above it in an unchanged weight (a frozen layer in training mode)
-        return not moved or not tracker.above_in_complement(products, step.u, step.v, s0, tol)
+        return tracker is not None and not tracker.above_in_complement(products, step.u, step.v, s0, tol)
     # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
     # factor 2 to spare, since σ₂ is an estimate.
     margin = tracker.margin(s0) if tracker is not None else None
@@ -258,14 +223,13 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     """
     m, n = (target.shape[-2], target.shape[-1])
     s0: float | None = None
-    moved = tracker is None or tracker.moved()
     if init is not None:
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
         v = init[1]
         for _ in range(tracker.power_steps if tracker is not None else 1):
             step = power_step(products, v)
             u, v, s0 = step.u, step.v, step.s0
-            if trusted(step, tol_, tracker, products, moved):
+            if trusted(step, tol_, tracker, products):
                 if tracker is not None:
                     tracker.age += 1
                 return u, v, torch.tensor(step.sigma, dtype=u.dtype, device=u.device)
@@ -278,12 +242,9 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
             if 0 < s0 < math.inf  # a stored pair that is garbage (an uninitialized buffer): a cold solve
             else None
         )
-    alarm = False
-    if tracker is not None:
-        alarm, tracker.alarm = tracker.alarm, False
-        if init is not None and tracker.rival is not None:
-            init = (init[0], _lean(init[1], tracker.rival))
-    learn = tracker is not None and (s0 is None or not 0 < s0 < math.inf or tracker.stale() or alarm)
+    if init is not None and tracker is not None and tracker.rival is not None:
+        init = (init[0], _lean(init[1], tracker.rival))
+    learn = tracker is not None and (s0 is None or not 0 < s0 < math.inf or tracker.stale())
     k = min(2, m, n) if learn else 1
     generator = torch.Generator().manual_seed(0)
     with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included
@@ -301,7 +262,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
 # How far a solve's start leans from the pair towards the rival: the rival's value then enters the
 # Krylov space at this size, not at that of the start's random part (10·tol), so the solve does not
 # converge to the pair's value where the rival's now lies above it (a block-diagonal weight whose
-# trained block fell back below its frozen one: 0.2–3% off for 10–16 forwards, a new user's trial).
+# trained block fell back below its frozen one, from a new user's trial: 8 forwards off, 3 with this).
 _LEAN = 1e-2
 
 
@@ -351,8 +312,6 @@ class PairNormalization(nn.Module):
     def _refresh(self, weight: torch.Tensor) -> None:
         """In training mode, the stored pair refreshed for ``weight``."""
         if self.training:
-            if not torch.compiler.is_compiling():
-                self._tracker.watch(weight)
             refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v)
 
     def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair

@@ -97,8 +97,6 @@ def project_spectral_(
 
 def _project(weight, max_norm: float, mode: str, tol, init, dim: int, tracker=None) -> SpectralProjection:
     """``project_spectral_`` on checked arguments, with the tracker of a hook that calls it each step."""
-    if tracker is not None:
-        tracker.watch(weight)
     u, v, s = leading_pair(as_matrix(weight, dim), init, tol, tracker)
     sigma = float(s)
     if mode == "ball":
