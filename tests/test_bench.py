@@ -356,6 +356,25 @@ def test_bounds_benchmark_reports_each_bound_against_the_true_norm():
     assert rows[0]["gram 3"]["excess"] > 1e-2  # three squarings leave a flat spectrum's bound loose
 
 
+def test_conv_bounds_benchmark_reports_each_bound_against_the_layers_norm():
+    from riemsvd import bench_bounds
+
+    rows = bench_bounds.run_convs(
+        cases=[(4, 6, "circular"), (2, 5, "zeros")], reps=1, gram_steps=(2, 12), progress=None, pause=0.0
+    )
+    assert [(r["case"], r["method"]) for r in rows] == [
+        ("Conv2d 4, 6×6, circular", "fourier"),
+        ("Conv2d 2, 5×5, zeros", "gram-cholesky"),
+    ]
+    for row in rows:
+        assert row["riemsvd"]["certified"] and 0 <= row["riemsvd"]["excess"] <= 1e-6
+    circular, zeros = rows
+    assert circular["fft svd"]["excess"] == 0.0  # the circular layer's own norm
+    assert circular["gram 2"]["excess"] > 1e-3 and abs(circular["gram 12"]["excess"]) < 1e-12
+    # the circular layer on the same grid is not a bound for the zero-padded one: here it is below
+    assert zeros["fft svd"]["excess"] < 0 and zeros["gram 12"]["excess"] < 0
+
+
 def test_gram_iteration_is_exact_on_a_diagonal_and_above_the_norm_elsewhere():
     from riemsvd.bench_bounds import gram_iteration
 
