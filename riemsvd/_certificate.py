@@ -18,6 +18,8 @@ import torch
 from scipy.linalg.blas import dsymv, dtrsv
 from scipy.linalg.lapack import dpotrf
 
+from riemsvd._tolerance import TINY as _TINY
+from riemsvd._tolerance import UNIT_ROUNDOFF as _U
 from riemsvd._tolerance import gamma
 
 __all__ = [
@@ -29,8 +31,6 @@ __all__ = [
     "gram_first_upper",
 ]
 
-_U = float(np.finfo(np.float64).eps) / 2  # unit roundoff of float64
-_TINY = float(np.finfo(np.float64).tiny)  # smallest normal number: an underflow allowance per operation
 # μ = σ̂²(1 + δ): δ is this many times the largest rounding term relative to σ̂² (N·γ_N for an N×N
 # Gram matrix), so that the factorization of a matrix whose smallest eigenvalue is δ·σ̂² succeeds
 # (Higham, Accuracy and Stability, Theorem 10.7: it does once λ_min exceeds N·γ_{N+1} relative to
@@ -134,6 +134,12 @@ def certify(gram: Gram, mu: float) -> tuple[float, np.ndarray | None]:
     return float(_certified(mu, size, xd, gram.error)), factor
 
 
+# batch_norm_bounds: the matrices of a batch whose largest eigenvalue is found before the first
+# certificate, as ranked by a few power steps
+_CANDIDATES = 8
+_POWER_STEPS = 4
+
+
 def batch_norm_bounds(a: torch.Tensor) -> tuple[float, float]:
     """(lower, upper) on max_b ‖a_b‖₂ over a batch ``a`` (B, m, n) of float64 matrices on the CPU,
     each held exactly: the Gram–Cholesky certificate at one μ for all of them.
@@ -151,6 +157,8 @@ def batch_norm_bounds(a: torch.Tensor) -> tuple[float, float]:
     tall = a if a.shape[-1] <= a.shape[-2] else a.mT
     big, size = tall.shape[-2:]
     g = tall.mT @ tall
+    if not bool(torch.isfinite(g).all()):  # an overflow: no certificate from these
+        return 0.0, math.inf
     errors = _gram_error(g.diagonal(dim1=-2, dim2=-1).sum(-1).numpy(), big, size)
     # eigenvalues only where they may be the largest: 64 channels on 32×32, 544 matrices of order
     # 128, took 0.28 s in eigvalsh against 0.07 s for all their factorizations
@@ -160,8 +168,7 @@ def batch_norm_bounds(a: torch.Tensor) -> tuple[float, float]:
     pending, delta = torch.arange(len(g)), None
     while pending.numel():
         s2 = max(lam, _TINY)
-        first = max(_HEADROOM * size * _chol_gamma(size) + float(errors.max()) / s2, _MIN_DELTA)
-        delta = first if delta is None else delta
+        delta = _first_delta(size, float(errors.max()), s2) if delta is None else delta
         mu = s2 * (1 + delta)
         x = -g[pending]
         x.diagonal(dim1=-2, dim2=-1).add_(mu)  # fl(μ − G_ii), the off-diagonal entries exact
@@ -183,10 +190,6 @@ def batch_norm_bounds(a: torch.Tensor) -> tuple[float, float]:
             delta = min(delta * _GROW, _MAX_DELTA)
     lower = math.sqrt(max(lam * (1 - gamma(16 * size)) - float(errors[top]), 0.0)) * (1 - 2 * _U)
     return lower, math.sqrt(float(nu.max())) * (1 + 2 * _U)
-
-
-_CANDIDATES = 8  # matrices of a batch whose largest eigenvalue is found before the first certificate
-_POWER_STEPS = 4
 
 
 def _power_estimates(g: torch.Tensor) -> torch.Tensor:
@@ -275,9 +278,15 @@ def _lanczos_top(gram: Gram, x: np.ndarray) -> tuple[float, np.ndarray, float, n
     return lam, y, residual, block, values
 
 
+def _first_delta(size: int, gram_error: float, s2: float) -> float:
+    """δ of a first attempt at μ = σ̂²(1 + δ): _HEADROOM times the factorization's rounding, N·γ_N,
+    plus the Gram matrix's relative to σ̂²."""
+    return max(_HEADROOM * size * _chol_gamma(size) + gram_error / max(s2, _TINY), _MIN_DELTA)
+
+
 def _one(gram: Gram, sigma: float, x: np.ndarray | None, uncertainty: float | None):
     s2 = sigma * sigma
-    first = max(_HEADROOM * gram.size * _chol_gamma(gram.size) + gram.error / max(s2, _TINY), _MIN_DELTA)
+    first = _first_delta(gram.size, gram.error, s2)
     delta = first if uncertainty is None else max(first, 2 * uncertainty)
     upper = math.inf
     for _ in range(_ROUNDS):

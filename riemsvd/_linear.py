@@ -194,13 +194,23 @@ class LinearMapOperator(Operator):
             return None
         return twin
 
+    def entry_magnitude(self) -> torch.Tensor | None:
+        """max |a_ij| of a Conv or Linear layer's matrix, whose entries are its weights (zero padding:
+        each entry one weight or zero), as a float64 scalar; None for another map."""
+        if self._layer is None:
+            return None
+        return self._layer.weight.detach().abs().max().to("cpu", torch.float64)
+
     def frobenius_sq(self) -> torch.Tensor | None:
-        """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms, or None if not known.
+        """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms and by what underflow may lose,
+        or None if not known, or where weights of magnitude beyond 2^±500 would under- or overflow
+        their squares (weights of 1e-160 lost them to underflow; 1e155 gave inf, then NaN bounds).
 
         Every entry of a convolution's (or Linear's) matrix is one weight entry or zero, so the
         entrywise square of the matrix is the same layer with the weight squared, and ‖A‖_F² is the
         sum of that layer's output on an all-ones input (one forward in float64)."""
-        if self._squared is None:
+        magnitude = self.entry_magnitude()
+        if self._squared is None or magnitude is None or not 2.0**-500 <= float(magnitude) <= 2.0**500:
             return None
         ones = torch.ones((1,) + self.input_shape, dtype=torch.float64, device=self.device)
         with torch.no_grad():
@@ -208,7 +218,8 @@ class LinearMapOperator(Operator):
         m, n = self.shape
         terms = m * n
         u = torch.finfo(torch.float64).eps / 2
-        return torch.tensor(total * (1 + terms * u / (1 - terms * u)), dtype=torch.float64)
+        tiny = torch.finfo(torch.float64).tiny  # per square and sum that underflows
+        return torch.tensor(total * (1 + terms * u / (1 - terms * u)) + 2 * terms * tiny, dtype=torch.float64)
 
 
 def _conv_adjoints(weight, spec, input_shape, output_shape):

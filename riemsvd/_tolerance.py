@@ -6,12 +6,17 @@ import math
 
 import torch
 
-__all__ = ["HALF", "default_tol", "eps", "gamma", "product_floor", "solver_dtype"]
+__all__ = ["HALF", "TINY", "UNIT_ROUNDOFF", "default_tol", "eps", "gamma", "product_floor", "solver_dtype"]
 
 # bfloat16 and float16 are solved in float32, which holds their values exactly.
 HALF = (torch.bfloat16, torch.float16)
 
 _BASE_TOL = {torch.float64: 1e-12, torch.float32: 1e-6}
+
+# float64's unit roundoff u = ε/2, and its smallest normal number: an underflow allowance per
+# operation, in the rounding bounds of riemsvd._certificate and riemsvd._fourier
+UNIT_ROUNDOFF = torch.finfo(torch.float64).eps / 2
+TINY = torch.finfo(torch.float64).tiny
 
 
 def solver_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -235,7 +235,11 @@ def main(argv=None) -> int:
     p.add_argument("--gram-steps", type=int, nargs="*", default=list(GRAM_STEPS), help="Gram iteration's t")
     p.add_argument("--pause", type=float, default=0.2, help="seconds before each timed call")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and BLAS threads")
-    p.add_argument("--convs", action="store_true", help="the convolutions of CONVS instead of dense matrices")
+    p.add_argument(
+        "--convs",
+        action="store_true",
+        help="the convolutions of CONVS instead of dense matrices (--sizes and --classes do not apply)",
+    )
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument("--plot", help="write the plot to this PNG file")
     args = p.parse_args(argv)

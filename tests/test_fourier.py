@@ -134,11 +134,12 @@ class _Doubled(nn.Conv2d):
         return 2 * super().forward(x)
 
 
-class _Shifted(nn.Conv2d):
-    """Its own _conv_forward, forward inherited: only the check of one product can tell."""
+class _Nearly(nn.Conv2d):
+    """Its own _conv_forward, forward inherited, a map 5e-5 off: the check of one product passed it,
+    and the bound came out 5e-5 below its norm (a review); subclasses are refused."""
 
     def _conv_forward(self, x, weight, bias):
-        return super()._conv_forward(torch.roll(x, 1, dims=-1), weight, bias)
+        return super()._conv_forward(x, weight * (1 + 5e-5), bias)
 
 
 class _Scaled(nn.Module):
@@ -147,27 +148,65 @@ class _Scaled(nn.Module):
 
 
 def _make(kind):
-    layer = (_Doubled if kind == "subclass" else _Shifted if kind == "own conv" else nn.Conv2d)(
+    layer = (_Doubled if kind == "subclass" else _Nearly if kind == "own conv" else nn.Conv2d)(
         2, 3, 3, padding=1, padding_mode="circular", bias=False, dtype=F64
     )
     if kind == "hook":
-        layer.register_forward_hook(lambda module, args, out: out * 2)
+        layer.register_forward_hook(lambda module, args, out: out * (1 + 5e-5))
     if kind == "stride":
         layer.stride = (2, 2)
     return layer
 
 
-@pytest.mark.parametrize("kind", ["subclass", "own conv", "hook", "stride"])
+@pytest.mark.parametrize("kind", ["subclass", "own conv", "hook", "global hook", "stride"])
 def test_a_layer_that_is_not_the_circulant_is_not_bounded_from_its_frequencies(kind):
     torch.manual_seed(0)
     layer = _make(kind)
     shape = (2, 6, 6)
-    op = riemsvd.linear_operator(layer, shape)
-    assert fourier_bounds(op) is None
-    bounds = riemsvd.norm_bounds(op)  # the general bounds instead, for the layer as it is
-    true = _true_norm(layer, shape)
+    handle = None
+    if kind == "global hook":
+        handle = nn.modules.module.register_module_forward_hook(lambda module, args, out: out * (1 + 5e-5))
+    try:
+        op = riemsvd.linear_operator(layer, shape)
+        assert fourier_bounds(op) is None
+        bounds = riemsvd.norm_bounds(op)  # the general bounds instead, for the layer as it is
+        true = _true_norm(layer, shape)
+    finally:
+        if handle is not None:
+            handle.remove()
     assert bounds.method != "fourier"
     assert float(bounds.lower) <= true * (1 + 1e-10) and float(bounds.upper) >= true * (1 - 1e-10)
+
+
+@pytest.mark.parametrize("rows", [(1e155, 1e155), (1e200, 1.0), (1e300, 1e-300)])
+def test_huge_and_mixed_weights_are_bounded_or_left_to_the_general_path(rows):
+    """Weights near 1e155 overflowed ‖S‖_F and came back (0, inf) as certified (a review); mixed
+    1e300 and 1e-300 raised from the eigensolver. Scaled by a power of two first, or refused."""
+    layer = nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular", bias=False, dtype=F64)
+    with torch.no_grad():
+        w = torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+        layer.weight.copy_(w * torch.tensor(rows, dtype=F64)[:, None, None, None])
+    shape = (2, 5, 5)
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(layer, shape))
+    true = _true_norm(layer, shape)
+    assert bool(bounds.certified) and math.isfinite(float(bounds.upper))
+    assert float(bounds.lower) <= true * (1 + 1e-10) and true * (1 - 1e-10) <= float(bounds.upper)
+    assert float(bounds.upper) <= true * (1 + 1e-9)
+
+
+def test_settings_given_as_ints_and_groups_as_blocks():
+    """A stride or dilation set to an int crashed (a review); a depthwise layer's groups are bounded
+    block by block."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(
+        4, 4, 3, padding=2, dilation=2, groups=4, padding_mode="circular", bias=False, dtype=F64
+    )
+    layer.dilation, layer.stride = 2, 1
+    shape = (4, 7, 6)
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(layer, shape))
+    true = _true_norm(layer, shape)
+    assert bounds.method == "fourier"
+    assert float(bounds.lower) <= true * (1 + 1e-13) and true <= float(bounds.upper) <= true * (1 + 1e-11)
 
 
 def test_a_parametrized_weight_is_the_one_bounded():

@@ -331,3 +331,23 @@ def test_linear_maps_with_cancellation_are_accepted():
     torch.testing.assert_close(riemsvd.solve(op, 1).S[0], ref, rtol=1e-10, atol=0)
     near32 = near.float()
     assert riemsvd.linear_operator(lambda x: x - near32(x), (64,), dtype=torch.float32).shape == (64, 64)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-160, 1e155])
+def test_bounds_of_layers_with_weights_far_from_one(scale):
+    """A review: weights of 1e-150 gave a certified upper bound 8% below ‖A‖₂ (the bounds square
+    products of products, which underflowed; the layer was not scaled as a dense A is); 1e155 and
+    1e-160 gave NaN (squares of the weights over- and underflowed in ‖A‖_F²)."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(2, 1, (5, 3), stride=2, padding=3, dilation=3, bias=False, dtype=F64)
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    shape = (2, 7, 5)
+    ref = float(torch.linalg.matrix_norm(explicit_matrix(layer, shape), 2))
+    op = riemsvd.linear_operator(layer, shape)
+    bounds = riemsvd.norm_bounds(op)
+    assert bool(bounds.certified)
+    assert float(bounds.lower) <= ref * (1 + 1e-12) and ref * (1 - 1e-12) <= float(bounds.upper) <= ref * (
+        1 + 1e-6
+    )
+    assert op.scale is None  # the caller's operator keeps its units
