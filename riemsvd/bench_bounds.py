@@ -78,19 +78,12 @@ def run(
         for kind in classes:
             a = _matrix(kind, m, n, torch.Generator().manual_seed(0))
             calls = {
-                "riemsvd": lambda a=a: riemsvd.norm_bounds(a, generator=torch.Generator().manual_seed(1)),
+                "riemsvd": functools.partial(_seeded_bounds, a),
                 "matrix_norm": lambda a=a: torch.linalg.matrix_norm(a, 2),
             }
             # mypy cannot infer the type of a lambda with default arguments here
             calls |= {f"gram {t}": (lambda a=a, t=t: gram_iteration(a, t)) for t in gram_steps}  # type: ignore[misc]
-            times: dict[str, list[float]] = {name: [] for name in calls}
-            results = {name: call() for name, call in calls.items()}  # warm-up, and the values
-            for _ in range(reps):
-                for name, call in calls.items():
-                    time.sleep(pause)
-                    start = time.perf_counter()
-                    call()
-                    times[name].append(time.perf_counter() - start)
+            results, times = _timed(calls, reps, pause)
             true = float(torch.linalg.svdvals(a)[0])
             base = statistics.median(times["matrix_norm"])
             row = {"case": f"{m}×{n} {kind}", "matrix_norm_s": base, "method": results["riemsvd"].method}
@@ -130,6 +123,24 @@ def fourier_blocks(layer: torch.nn.Conv2d, size: int) -> torch.Tensor:
     return torch.fft.fft2(placed).permute(2, 3, 0, 1).reshape(size * size, *w.shape[:2])
 
 
+def _timed(calls: dict, reps: int, pause: float) -> tuple[dict, dict[str, list[float]]]:
+    """(each call's value, its times): a warm-up call each, then ``reps`` rounds of all of them in
+    turn, each after a pause of ``pause`` seconds (see :func:`run`)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    results = {name: call() for name, call in calls.items()}  # warm-up, and the values
+    for _ in range(reps):
+        for name, call in calls.items():
+            time.sleep(pause)
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return results, times
+
+
+def _seeded_bounds(a) -> riemsvd.NormBounds:
+    return riemsvd.norm_bounds(a, generator=torch.Generator().manual_seed(1))
+
+
 def _largest_block_norm(layer: torch.nn.Conv2d, size: int) -> float:
     return float(torch.linalg.svdvals(fourier_blocks(layer, size))[:, 0].max())
 
@@ -152,18 +163,11 @@ def run_convs(
         layer = torch.nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding, bias=False).double()
         op = riemsvd.linear_operator(layer, (channels, size, size))
         calls: dict[str, Callable[[], object]] = {
-            "riemsvd": functools.partial(riemsvd.norm_bounds, op, generator=torch.Generator().manual_seed(1)),
+            "riemsvd": functools.partial(_seeded_bounds, op),
             "fft svd": functools.partial(_largest_block_norm, layer, size),
         }
         calls |= {f"gram {t}": functools.partial(_gram_on_blocks, layer, size, t) for t in gram_steps}
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        results = {name: call() for name, call in calls.items()}
-        for _ in range(reps):
-            for name, call in calls.items():
-                time.sleep(pause)
-                start = time.perf_counter()
-                call()
-                times[name].append(time.perf_counter() - start)
+        results, times = _timed(calls, reps, pause)
         bounds = cast(riemsvd.NormBounds, results.pop("riemsvd"))
         if padding == "circular":
             true = cast(float, results["fft svd"])
