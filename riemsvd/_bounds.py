@@ -462,6 +462,10 @@ def norm_bounds(
         empty = torch.zeros(batch, dtype=op.dtype, device=op.device)
         return NormBounds(empty, empty.clone(), empty.bool(), empty.clone(), 0, 0, 0, ())
     solving = functools.partial(solver_threads, op.device, m * n * batch.numel())
+    # the Gram matrix and its factorizations are level-3 BLAS, worth numpy's BLAS threads at any size
+    # (torch's stay at one, as in a solve): 0.61–0.62× matrix_norm's time against 0.65× over 18 cases
+    # at 384×384 to 384×1536 (docs/bounds.md)
+    certifying = functools.partial(solver_threads, op.device)
     # under the solve's thread limits too: torch's reduction for ‖A‖_F, the first call on its 2
     # threads after a pause, took 4.3 ms (their wake-up) of a 384×384 call's 15.6 ms
     with solving():
@@ -478,7 +482,7 @@ def norm_bounds(
         run_loop = True
         if isinstance(cert, DenseOperator) and dense and size <= _GRAM_FIRST:
             assert fro2 is not None  # known for a dense A
-            with solving():
+            with certifying():
                 lower, up_c, upper, basis, concentrated = _gram_first(cert, fro2, generator)
             k, solve_mv = 1, 0
             # where a few values hold the energy (decaying, low-rank spectra) a solve to tol makes the
@@ -510,7 +514,7 @@ def norm_bounds(
             upper = torch.minimum(upper, up_c)
         elif dense and bool((upper > lower * (1 + cholesky_excess(size))).any()):
             assert fro2 is not None  # known for a dense A and a Conv/Linear layer, all that is explicit
-            with solving():  # the certificate's BLAS as the solve's (riemsvd._certificate)
+            with certifying():
                 lower, up_c = _gram_certificate(cert, out, lower, fro2)
             method = np.where((up_c < upper).numpy(), "gram-cholesky", method)
             upper = torch.minimum(upper, up_c)
@@ -557,23 +561,25 @@ def _gram_first(cert: DenseOperator, fro2: torch.Tensor, generator):
     quarter of the energy (f² ≤ ¾a²: then a solve to tol makes the subspace bound the tighter)."""
     m, n = cert.shape
     a, _ = _explicit(cert, fro2)
-    up_c, block, values = gram_first_upper(a, generator)
+    up_c, block, values, lower = gram_first_upper(a, generator)
     block = block.to(device=cert.device, dtype=cert.dtype)
     top = _unit_columns(block[..., :1] if n <= m else cert.rmatmat(block[..., :1]))
-    # the subspace bound from the refined top vector (tight to its residual² on a decaying spectrum)
-    # and from the top Ritz vectors (k ≤ 8: for a low-rank one)
-    lower, up_s, _, _ = _deterministic(cert, top, fro2)
-    # The top Ritz vectors' bound counts only where they may hold all but a quarter of the energy:
-    # their f² is ‖A‖_F² less the sum of their Ritz values, and their a² about the first. Where that
-    # is over twice the quarter, the bound stays near ‖A‖_F, the certificate is the bound, and its
-    # products and rounding terms are skipped (0.45 ms of a 384×384 call of 6 ms).
+    # The subspace bounds of the refined top vector (tight to its residual² on a decaying spectrum)
+    # and of the top Ritz vectors (k ≤ 8: for a low-rank one) count only where those may hold all
+    # but a quarter of the energy: their f² is ‖A‖_F² less the sum of their Ritz values, and their a²
+    # about the first. Where that is over twice the quarter, the bound stays near ‖A‖_F, the
+    # certificate is the bound, and their products and rounding terms are skipped (1.4–1.9 ms of a
+    # 384×384 call of 13–20 ms, after a pause); the lower bound is then the Rayleigh quotient on G.
     outside = fro2 - values.sum(-1)
     if bool((outside > 2 * _TAIL * values[..., 0]).all()):
         concentrated = torch.zeros_like(outside, dtype=torch.bool)
+        up_s = fro2.sqrt() * (1 + 2 * torch.finfo(torch.float64).eps)  # ‖A‖₂ ≤ ‖A‖_F
     else:
+        low_1, up_s, _, _ = _deterministic(cert, top, fro2)
         right = torch.linalg.qr(block if n <= m else cert.rmatmat(block))[0]
         low_k, up_k, f2, a2 = _deterministic(cert, right, fro2)
-        lower, up_s = torch.maximum(lower, low_k), torch.minimum(up_s, up_k)
+        lower = torch.maximum(lower, torch.maximum(low_1, low_k))
+        up_s = torch.minimum(up_s, up_k)
         concentrated = f2 <= _TAIL * a2
     left = _unit_columns(cert.matmat(top))
     up_c = up_c.cpu() * (1 + 2 * torch.finfo(torch.float64).eps)

@@ -11,6 +11,7 @@ took 2× scipy's at N = 1000 and 6× at N = 384.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -243,29 +244,46 @@ def gram_cholesky_upper(
 
 def gram_first_upper(
     a: torch.Tensor, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(upper, vectors, values) as :func:`gram_cholesky_upper`, with σ̂ and its vector from Lanczos on
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(upper, vectors, values, lower) as :func:`gram_cholesky_upper`, with σ̂ and its vector from Lanczos on
     the Gram matrix itself rather than from a solve on ``a``: for a small matrix a Lanczos step on G is
     one symmetric product of N² (5 µs at N = 384) where an iteration of the solver costs two products
     and its bookkeeping (70 µs), and G is formed anyway. ``vectors`` (..., N, ≤ 8): the refined top
     vector, then the next Ritz vectors (for the subspace bound of a low-rank spectrum); ``values``
     (..., ≤ 8): the Lanczos Ritz values of G for those vectors (estimates of σᵢ², each below its σᵢ²
-    by Cauchy's interlacing)."""
+    by Cauchy's interlacing). ``lower``: :func:`_rayleigh_lower` at the refined vector."""
     batch = a.shape[:-2]
     size = min(a.shape[-2:])
     start = torch.randn(batch + (size,), dtype=torch.float64, generator=generator).numpy()
-    out, blocks, ritz_values = [], [], []
+    out, blocks, ritz_values, lows = [], [], [], []
     for i, matrix in enumerate(a.reshape((-1,) + a.shape[-2:])):
         gram = Gram(matrix)
         lam, x, residual, block, values = _lanczos_top(gram, start.reshape(-1, size)[i])
         upper, x = _one(gram, math.sqrt(max(lam, 0.0)), x, residual / max(lam, _TINY))
         out.append(upper)
+        lows.append(_rayleigh_lower(gram, x))
         blocks.append(np.column_stack([x, block[:, 1:]]))
         ritz_values.append(values)
     width = min(b.shape[1] for b in blocks)
     vectors = torch.from_numpy(np.stack([b[:, :width] for b in blocks])).reshape(batch + (size, width))
     theta = torch.from_numpy(np.stack([v[:width] for v in ritz_values])).reshape(batch + (width,))
-    return torch.tensor(out, dtype=torch.float64).reshape(batch), vectors, theta
+    as_batch = functools.partial(torch.tensor, dtype=torch.float64)
+    return as_batch(out).reshape(batch), vectors, theta, as_batch(lows).reshape(batch)
+
+
+def _rayleigh_lower(gram: Gram, x: np.ndarray) -> float:
+    """A lower bound on ‖a‖₂ from the Rayleigh quotient of G at x, without a product with a:
+    λ₁(aᵀa) ≥ xᵀaᵀax/xᵀx ≥ xᵀGx/xᵀx − ‖G − aᵀa‖₂. The computed q̂ = fl(xᵀ fl(Gx)) is within
+    γ_{2N}·|x|ᵀ|G||x| ≤ γ_{2N}·‖G‖_F·‖x‖² of xᵀGx (Higham 3.5), ŝ = fl(xᵀx) within γ_N of ‖x‖², and
+    the quotient and the differences round once each."""
+    size = gram.size
+    q = float(x @ gram.matvec(x))
+    s = float(x @ x)
+    if not (q > 0 and s > 0):
+        return 0.0
+    fro = float(np.linalg.norm(gram.upper)) * (1 + gamma(size * size + 1))
+    lam = (q / s) * (1 - gamma(size)) * (1 - _U) - (gamma(2 * size) * fro + gram.error)
+    return math.sqrt(max(lam * (1 - 4 * _U), 0.0)) * (1 - 2 * _U)
 
 
 def _lanczos_top(gram: Gram, x: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray, np.ndarray]:
