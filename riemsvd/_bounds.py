@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from riemsvd._backend import no_autocast, solver_threads
-from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper
+from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper, ldexp_outward
 from riemsvd._fourier import fourier_bounds
 from riemsvd._linear import LinearMapOperator
 from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, probe_scale
@@ -505,8 +505,10 @@ def norm_bounds(
         method = np.full(tuple(batch), "subspace", dtype=object)
         if fourier is not None:  # a zero-padded convolution: the circular one on a larger grid bounds it
             up_e = torch.tensor(fourier.upper, dtype=torch.float64)
-            if op.scale is not None:  # a power of two: exact
-                up_e = up_e * op.scale.to(torch.float64).cpu().reshape(())
+            if op.scale is not None:  # a power of two: exact, but where the result is subnormal
+                up_e = ldexp_outward(
+                    up_e, torch.log2(op.scale.to(torch.float64).cpu()).round().long().reshape(()), up=True
+                )
             method = np.where((up_e < upper).numpy(), "fourier embedding", method)
             upper = torch.minimum(upper, up_e)
         if up_c is not None:
@@ -538,9 +540,9 @@ def norm_bounds(
         torch.zeros((), dtype=torch.float64),
         torch.tensor(1 - float(confidence or 1), dtype=torch.float64),
     )
-    if op.scale is not None:
-        scale = op.scale.to(torch.float64).cpu().reshape(op.scale.shape[:-2])
-        lower, upper = lower / scale, upper / scale
+    if op.scale is not None:  # a power of two: exact, but where the result is subnormal
+        exponent = torch.log2(op.scale.to(torch.float64).cpu().reshape(op.scale.shape[:-2])).round().long()
+        lower, upper = ldexp_outward(lower, -exponent, up=False), ldexp_outward(upper, -exponent, up=True)
     dtype = op.dtype
     return NormBounds(
         _round_down(lower, dtype).to(op.device),

@@ -26,6 +26,8 @@ from riemsvd._tolerance import gamma
 __all__ = [
     "Gram",
     "batch_norm_bounds",
+    "ldexp",
+    "ldexp_outward",
     "certify",
     "cholesky_excess",
     "gram_cholesky_upper",
@@ -67,6 +69,26 @@ def _chol_gamma(size: int) -> float:
 def cholesky_excess(size: int) -> float:
     """upper/σ̂ − 1 of a first-attempt certificate for N = ``size``: δ/2 and the rounding terms."""
     return (0.5 * _HEADROOM + 2) * size * _chol_gamma(size)
+
+
+def ldexp(x: torch.Tensor, e) -> torch.Tensor:
+    """x·2^e (e an int or an integer tensor that broadcasts), in two steps where 2^e alone is out of
+    float64's range: exact but where the result is subnormal (or overflows)."""
+    e = torch.as_tensor(e)
+    half = torch.div(e, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(x, half), e - half)
+
+
+def ldexp_outward(x: torch.Tensor, e, up: bool) -> torch.Tensor:
+    """x·2^e rounded outward: never below the exact value if ``up``, never above it otherwise. A bound
+    scaled back from the units it was computed in is exact unless it lands among the subnormal
+    numbers, where rounding to nearest put upper bounds below ‖A‖₂ and lower bounds above it (a
+    review: entries near 1e-318, 94 and 106 of 200 matrices). Scaling the result back is exact, so
+    it shows the direction of the rounding, which one step towards ±inf undoes."""
+    y = ldexp(x, e)
+    back = ldexp(y, -torch.as_tensor(e))
+    wrong = back < x if up else back > x
+    return torch.where(wrong, torch.nextafter(y, torch.full_like(y, math.inf if up else -math.inf)), y)
 
 
 def _gram_error(trace, big: int, size: int):
@@ -277,12 +299,14 @@ def _rayleigh_lower(gram: Gram, x: np.ndarray) -> float:
     γ_{2N}·|x|ᵀ|G||x| ≤ γ_{2N}·‖G‖_F·‖x‖² of xᵀGx (Higham 3.5), ŝ = fl(xᵀx) within γ_N of ‖x‖², and
     the quotient and the differences round once each."""
     size = gram.size
+    x = x / max(float(np.linalg.norm(x)), _TINY)  # about unit: underflow then costs ≤ TINY per term
     q = float(x @ gram.matvec(x))
     s = float(x @ x)
-    if not (q > 0 and s > 0):
+    if not (q > 0 and s > 0.5):
         return 0.0
     fro = float(np.linalg.norm(gram.upper)) * (1 + gamma(size * size + 1))
-    lam = (q / s) * (1 - gamma(size)) * (1 - _U) - (gamma(2 * size) * fro + gram.error)
+    underflow = 4 * (size + 1) * _TINY
+    lam = (q / s) * (1 - gamma(size)) * (1 - _U) - (gamma(2 * size) * fro + gram.error + underflow)
     return math.sqrt(max(lam * (1 - 4 * _U), 0.0)) * (1 - 2 * _U)
 
 

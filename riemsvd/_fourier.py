@@ -33,7 +33,7 @@ import torch
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
-from riemsvd._certificate import batch_norm_bounds
+from riemsvd._certificate import batch_norm_bounds, ldexp, ldexp_outward
 from riemsvd._linear import _CONV, LinearMapOperator
 from riemsvd._tolerance import TINY, UNIT_ROUNDOFF, gamma
 
@@ -92,33 +92,34 @@ def fourier_bounds(op, zero_padded: bool = True) -> FourierBounds | None:
     # the bounds of 2^e·A (a power of two, exact where no entry is subnormal before or after), its
     # entries near 1: neither the symbol nor the Gram matrices under- or overflow
     e = -math.frexp(top)[1]
-    scaled = _ldexp(spec.kernel, e)
-    if not torch.equal(_ldexp(scaled, -e), spec.kernel):
+    scaled = ldexp(spec.kernel, e)
+    if not torch.equal(ldexp(scaled, -e), spec.kernel):
         scaled, e = spec.kernel, 0
     real, imag, error = _symbol(spec, scaled)
-    if not _same_map(op, spec, _ldexp(real, -e), _ldexp(imag, -e)):
+    if not _same_map(op, spec, ldexp(real, -e), ldexp(imag, -e)):
         return None
     blocks = torch.cat([torch.cat([real, -imag], -1), torch.cat([imag, real], -1)], -2)  # K̂ as real maps
     low, up = batch_norm_bounds(blocks.reshape((-1,) + blocks.shape[-2:]))
     if not (math.isfinite(up) and math.isfinite(error)):
         return None
     # the computed K̂ is within `error` of the exact one in ‖·‖₂ at every frequency (Weyl)
-    lower = math.ldexp(max(low - error, 0.0) * (1 - 2 * _U), -e) if spec.exact else 0.0
-    return FourierBounds(lower, math.ldexp((up + error) * (1 + 2 * _U), -e), spec.exact)
-
-
-def _ldexp(t: torch.Tensor, e: int) -> torch.Tensor:
-    """t·2^e, in two steps where 2^e alone is out of float64's range."""
-    half = e // 2
-    return torch.ldexp(torch.ldexp(t, torch.tensor(half)), torch.tensor(e - half))
+    lower = max(low - error, 0.0) * (1 - 2 * _U) if spec.exact else 0.0
+    bounds = torch.tensor([lower, (up + error) * (1 + 2 * _U)], dtype=torch.float64)
+    return FourierBounds(
+        float(ldexp_outward(bounds[0], -e, up=False)),
+        float(ldexp_outward(bounds[1], -e, up=True)),
+        spec.exact,
+    )
 
 
 def _conv_class(layer) -> int | None:
     """d of a Conv1d/2d/3d itself, or of one whose only change is a parametrized weight; None for any
-    other module, a subclass included."""
+    other module, a subclass included, or one whose forward was replaced on the instance."""
     cls = type(layer)
     if parametrize.is_parametrized(layer) and len(cls.__bases__) == 1:
         cls = cls.__bases__[0]
+    if "forward" in vars(layer) or "_conv_forward" in vars(layer):  # replaced on the instance (a review)
+        return None
     return _CONV.get(cls)
 
 

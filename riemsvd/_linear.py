@@ -210,7 +210,11 @@ class LinearMapOperator(Operator):
         entrywise square of the matrix is the same layer with the weight squared, and ‖A‖_F² is the
         sum of that layer's output on an all-ones input (one forward in float64)."""
         magnitude = self.entry_magnitude()
-        if self._squared is None or magnitude is None or not 2.0**-500 <= float(magnitude) <= 2.0**500:
+        if self._squared is None or magnitude is None:
+            return None
+        if float(magnitude) == 0:  # the zero map
+            return torch.zeros((), dtype=torch.float64)
+        if not 2.0**-500 <= float(magnitude) <= 2.0**500:
             return None
         ones = torch.ones((1,) + self.input_shape, dtype=torch.float64, device=self.device)
         with torch.no_grad():

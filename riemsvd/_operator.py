@@ -100,6 +100,9 @@ class Operator:
             # Gram matrix, the SVD and the bounds then saw inf·0 = NaN; the largest scale that exists
             # leaves them near 2^−52 (float64) or 2^−23 (float32) at the least, within range
             exponent = exponent.clamp_min(1 - int(math.log2(fin.max)))
+            # and 2^−exponent normal: float32 weights of 3e38 wanted 2^−127, subnormal, and the
+            # products of a scaled input broke down (a review); 2^−126 leaves them below 4
+            exponent = exponent.clamp_max(-math.log2(fin.tiny))
             self.scale = torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
         return self
 

@@ -245,3 +245,18 @@ def test_an_empty_batch_has_empty_bounds():
     # as solve gives empty results for an empty batch; the Gram path had failed on it
     b = riemsvd.norm_bounds(torch.zeros(0, 5, 4, dtype=torch.float64))
     assert b.lower.shape == b.upper.shape == b.certified.shape == (0,) and b.method == ()
+
+
+def test_bounds_in_the_subnormal_range_are_rounded_outwards():
+    """A review: entries near 1e-318 are scaled to near 1 for the bounds and back; scaled back into the
+    subnormal range the bounds were rounded to nearest, upper below ‖A‖₂ on 94 of 200 matrices and
+    lower above it on 106. Compared after an exact scaling by 2^1014, where nothing is subnormal."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        m, n = (int(v) for v in torch.randint(1, 40, (2,), generator=gen))
+        a = torch.randn(m, n, dtype=torch.float64, generator=gen) * 1e-318
+        bounds = riemsvd.norm_bounds(a, generator=gen)
+        true = float(spectral_norm(torch.ldexp(a, torch.tensor(1014))))
+        slack = _REF * max(m, n) * true
+        assert math.ldexp(float(bounds.upper), 1014) >= true - slack
+        assert math.ldexp(float(bounds.lower), 1014) <= true + slack

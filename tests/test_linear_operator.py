@@ -351,3 +351,22 @@ def test_bounds_of_layers_with_weights_far_from_one(scale):
         1 + 1e-6
     )
     assert op.scale is None  # the caller's operator keeps its units
+
+
+def test_bounds_of_zero_layers_and_of_float32_weights_near_its_largest():
+    """A review: a zero layer above 256 inputs raised for want of ‖A‖_F (its weights' magnitude, 0, fell
+    outside the range of squares that neither under- nor overflow); a float32 weight of 3e38 asked
+    for the scale 2^−127, subnormal in float32, and the products broke down."""
+    zero = nn.Linear(300, 280, bias=False, dtype=F64)
+    with torch.no_grad():
+        zero.weight.zero_()
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(zero, (300,)))
+    assert float(bounds.lower) == 0.0 and 0.0 <= float(bounds.upper) <= 1e-300
+    big = nn.Linear(50, 40, bias=False)
+    with torch.no_grad():
+        big.weight[0, 0] = 3e38
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(big, (50,)))
+    ref = float(torch.linalg.matrix_norm(big.weight.detach().double(), 2))
+    assert float(bounds.lower) <= ref * (1 + 1e-6) and ref * (1 - 1e-6) <= float(bounds.upper) <= ref * (
+        1 + 1e-6
+    )
