@@ -61,7 +61,10 @@ def bias_free(layer: nn.Module) -> nn.Module:
     the linear part of an affine layer, whose norm is the layer's Lipschitz constant."""
     if getattr(layer, "bias", None) is None:
         return layer
-    twin = copy.copy(layer)
+    # a copy of the instance's attributes, not copy.copy: a parametrized module refuses to be pickled,
+    # which copy.copy asks of it (a review: linear_operator of a parametrized Conv with a bias raised)
+    twin = object.__new__(type(layer))
+    object.__setattr__(twin, "__dict__", dict(layer.__dict__))
     object.__setattr__(twin, "_parameters", {**layer._parameters, "bias": None})
     return twin
 
