@@ -6,7 +6,6 @@ or probabilistic from a Krylov space with a fresh random start (Kuczyński–Wo�
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import warnings
@@ -21,7 +20,15 @@ from riemsvd._backend import no_autocast, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper, ldexp_outward
 from riemsvd._fourier import fourier_bounds
 from riemsvd._linear import LinearMapOperator
-from riemsvd._operator import DenseOperator, Operator, ScipyOperator, SparseOperator, as_operator, probe_scale
+from riemsvd._operator import (
+    DenseOperator,
+    Operator,
+    ScipyOperator,
+    SparseOperator,
+    as_operator,
+    probe_scale,
+    rescaled,
+)
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
@@ -441,7 +448,11 @@ def norm_bounds(
     start = op.matvecs  # an operator passed in may have been used before
     # a convolution's frequencies: exact for circular padding, and a bound for zero padding where the
     # matrix is too large to write out (where it is not, the Gram–Cholesky certificate is tighter)
-    fourier = fourier_bounds(op, zero_padded=math.prod(op.shape) * 8 > _CERT_BYTES)
+    # (of the layer's own operator, in its units, where the solve's is a scaled copy)
+    own = A if isinstance(A, LinearMapOperator) else op
+    before = own.matvecs
+    fourier = fourier_bounds(own, zero_padded=math.prod(op.shape) * 8 > _CERT_BYTES)
+    checked = own.matvecs - before if own is not op else 0  # op's own count has the others
     if fourier is not None and fourier.exact:
         one = torch.ones((), dtype=torch.bool, device=op.device)
         return NormBounds(
@@ -449,7 +460,7 @@ def norm_bounds(
             _round_up(torch.tensor(fourier.upper, dtype=torch.float64), op.dtype).to(op.device),
             one,
             torch.zeros((), dtype=op.dtype, device=op.device),
-            op.matvecs - start,
+            own.matvecs - before,
             0,
             0,
             "fourier",
@@ -549,7 +560,7 @@ def norm_bounds(
         _round_up(upper, dtype).to(op.device),
         certified.to(op.device),
         failure.to(dtype).to(op.device),
-        op.matvecs - start + (cert.matvecs - cert_start if cert is not op else 0),
+        op.matvecs - start + (cert.matvecs - cert_start if cert is not op else 0) + checked,
         solve_mv,
         k,
         method.item() if method.ndim == 0 else tuple(method.reshape(-1).tolist()),
@@ -652,13 +663,11 @@ def _near_one(op: Operator) -> Operator:
     to 0 and an upper bound came out 4.7e-13 below ‖A‖₂ (tests/fuzz_bounds.py seed 71, case 454)."""
     if op.scale is not None:
         return op
-    if op.magnitude is None and isinstance(op, LinearMapOperator):
+    if op.magnitude is None:
         # a Conv or Linear layer's entries are its weights: weights of 1e-150 gave a certified upper
         # bound 8% below ‖A‖₂ (a review); a copy is scaled, the caller's operator keeps its units
         magnitude = op.entry_magnitude()
-        return op if magnitude is None else copy.copy(op).rescale(magnitude, limit=2.0)
-    if op.magnitude is None:
-        return op
+        return op if magnitude is None else rescaled(op, magnitude, limit=2.0)
     return op.rescale(op.magnitude, limit=2.0)
 
 

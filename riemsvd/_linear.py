@@ -7,6 +7,7 @@ flattened back into columns; the adjoint is a transposed convolution, a given fu
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Callable
 
@@ -84,7 +85,17 @@ class LinearMapOperator(Operator):
     """
 
     def __init__(
-        self, fn, input_shape, output_shape, dtype, device, adjoint, adjoint_kind, squared=None, layer=None
+        self,
+        fn,
+        input_shape,
+        output_shape,
+        dtype,
+        device,
+        adjoint,
+        adjoint_kind,
+        squared=None,
+        layer=None,
+        weight: Callable[[], torch.Tensor] | None = None,
     ) -> None:
         m, n = math.prod(output_shape), math.prod(input_shape)
         super().__init__((m, n), (), dtype, device)
@@ -95,6 +106,7 @@ class LinearMapOperator(Operator):
         self.adjoint_kind = adjoint_kind
         self._squared = squared  # the same layer with its weight squared entrywise, for ‖A‖_F
         self._layer = layer  # a Conv/ConvTranspose/Linear layer, which can also run in float64
+        self._weight = weight  # the weight its products use, read without a parametrization's forward
         self._vjps: dict[int, Callable] = {}
 
     def _matmat(self, x):
@@ -160,6 +172,7 @@ class LinearMapOperator(Operator):
             "linear",
             lambda x: x @ squared.mT,
             layer,
+            lambda: w,
         )
 
     def _float64_copy(self, max_bytes: float) -> LinearMapOperator | None:
@@ -199,10 +212,12 @@ class LinearMapOperator(Operator):
 
     def entry_magnitude(self) -> torch.Tensor | None:
         """max |a_ij| of a Conv or Linear layer's matrix, whose entries are its weights (zero padding:
-        each entry one weight or zero), as a float64 scalar; None for another map."""
-        if self._layer is None:
+        each entry one weight or zero), as a float64 scalar; for a Conv with another padding, whose
+        entries may sum a few weights, its largest weight, the scale of its entries; None for another
+        map."""
+        if self._weight is None:
             return None
-        return self._layer.weight.detach().abs().max().to("cpu", torch.float64)
+        return self._weight().detach().abs().max().to("cpu", torch.float64)
 
     def frobenius_sq(self) -> torch.Tensor | None:
         """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms and by what underflow may lose,
@@ -310,7 +325,9 @@ def conv_operator(layer, weight: torch.Tensor, input_shape, output_shape=None) -
         output_shape = tuple(probe_map(fn, input_shape, w.dtype, w.device, layer).shape[1:])
     output_shape = tuple(output_shape)
     adjoint, kind, squared = _conv_adjoints(lambda: w, _conv_spec(layer), input_shape, output_shape)
-    return LinearMapOperator(fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer)
+    return LinearMapOperator(
+        fn, input_shape, output_shape, w.dtype, w.device, adjoint, kind, squared, layer, lambda: w
+    )
 
 
 def linear_operator(
@@ -421,4 +438,10 @@ def linear_operator(
 
         if adjoint is None:
             adjoint, kind = (lambda y: y @ layer.weight.detach()), "linear"
-    return LinearMapOperator(fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer)
+    # a Conv or Linear module's weight, read where a scale for its products is chosen
+    weight = (
+        functools.partial(getattr, fn, "weight") if isinstance(fn, (nn.Linear, *_CONV, *_CONV_T)) else None
+    )
+    return LinearMapOperator(
+        fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer, weight
+    )

@@ -370,3 +370,25 @@ def test_bounds_of_zero_layers_and_of_float32_weights_near_its_largest():
     assert float(bounds.lower) <= ref * (1 + 1e-6) and ref * (1 - 1e-6) <= float(bounds.upper) <= ref * (
         1 + 1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "mode"),
+    [(torch.float32, 1e30, "zeros"), (torch.float32, 1e30, "circular"), (F64, 1e200, "zeros")],
+)
+def test_solve_of_a_layer_with_weights_far_from_one(dtype, scale, mode):
+    """A review: a float32 Conv with weights of 1e30 (float64: 1e200) stalled 30–40% below its σ₁,
+    the solver's squares of norms overflowing; a dense A is scaled by a power of two first, and now a
+    layer is too, in a copy."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(4, 6, 3, padding=1, groups=2, padding_mode=mode, bias=False, dtype=dtype)
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    shape = (4, 6, 6)
+    ref = float(torch.linalg.matrix_norm(explicit_matrix(copy.deepcopy(layer).double(), shape), 2))
+    op = riemsvd.linear_operator(layer, shape)
+    result = riemsvd.solve(op, 1, generator=torch.Generator().manual_seed(3))
+    rtol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert bool(result.info.converged) and abs(float(result.S[0]) / ref - 1) <= rtol
+    assert abs(float(riemsvd.nn.operator_norm(layer, shape)) / ref - 1) <= rtol
+    assert op.scale is None
