@@ -217,7 +217,8 @@ class LinearMapOperator(Operator):
         map."""
         if self._weight is None:
             return None
-        return self._weight().detach().abs().max().to("cpu", torch.float64)
+        w = self._weight().detach()
+        return w.abs().max().to("cpu", torch.float64) if w.numel() else torch.zeros((), dtype=torch.float64)
 
     def frobenius_sq(self) -> torch.Tensor | None:
         """‖A‖_F² in float64 (shape ()), rounded up by γ over its terms and by what underflow may lose,
