@@ -94,23 +94,30 @@ class Operator:
         """Scale by the power of two nearest 1/magnitude (shape (...)) where the magnitude is outside
         2^±(max exponent / 4) (or [1/limit, limit]); exact, and leaves the singular vectors as they
         are."""
+        self.magnitude = magnitude.to(self.dtype)
+        scale = self._scale_for(self.magnitude, limit)
+        if scale is not None:
+            self.scale = scale
+        return self
+
+    def _scale_for(self, magnitude: torch.Tensor, limit: float | None) -> torch.Tensor | None:
+        """The scale :meth:`rescale` sets for ``magnitude`` (in this operator's dtype), or None."""
         fin = torch.finfo(self.dtype)
         limit = 2.0 ** (math.log2(fin.max) // 4) if limit is None else limit
-        magnitude = self.magnitude = magnitude.to(self.dtype)
         value = readable_number(magnitude)
         if value is not None and (value == 0 or 1 / limit <= value <= limit):
-            return self  # the usual case, decided on a number
-        if readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
-            exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))
-            # entries all subnormal: 2^−exponent itself would overflow (1e-310 wants 2^1030), and the
-            # Gram matrix, the SVD and the bounds then saw inf·0 = NaN; the largest scale that exists
-            # leaves them near 2^−52 (float64) or 2^−23 (float32) at the least, within range
-            exponent = exponent.clamp_min(1 - int(math.log2(fin.max)))
-            # and 2^−exponent normal: float32 weights of 3e38 wanted 2^−127, subnormal, and the
-            # products of a scaled input broke down (a review); 2^−126 leaves them below 4
-            exponent = exponent.clamp_max(-math.log2(fin.tiny))
-            self.scale = torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
-        return self
+            return None  # the usual case, decided on a number
+        if not readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
+            return None
+        exponent = torch.floor(torch.log2(torch.where(magnitude > 0, magnitude, 1.0)))
+        # entries all subnormal: 2^−exponent itself would overflow (1e-310 wants 2^1030), and the
+        # Gram matrix, the SVD and the bounds then saw inf·0 = NaN; the largest scale that exists
+        # leaves them near 2^−52 (float64) or 2^−23 (float32) at the least, within range
+        exponent = exponent.clamp_min(1 - int(math.log2(fin.max)))
+        # and 2^−exponent normal: float32 weights of 3e38 wanted 2^−127, subnormal, and the
+        # products of a scaled input broke down (a review); 2^−126 leaves them below 4
+        exponent = exponent.clamp_max(-math.log2(fin.tiny))
+        return torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
 
     def _matmat(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -412,8 +419,13 @@ def probe_scale(op: Operator) -> Operator:
 def rescaled(op: Operator, magnitude: torch.Tensor, limit: float | None = None) -> Operator:
     """``op`` where :meth:`Operator.rescale` leaves it as it is, else a scaled copy of it: a caller's
     operator keeps its units and counts its own products."""
-    twin = copy.copy(op).rescale(magnitude, limit)
-    return op if twin.scale is None else twin
+    magnitude = magnitude.to(op.dtype)
+    scale = op._scale_for(magnitude, limit)
+    if scale is None:
+        return op
+    twin = copy.copy(op)
+    twin.magnitude, twin.scale = magnitude, scale
+    return twin
 
 
 def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
