@@ -27,7 +27,7 @@ from riemsvd._operator import (
     SparseOperator,
     as_operator,
     probe_scale,
-    rescaled,
+    scaled_by_entries,
 )
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
@@ -450,9 +450,8 @@ def norm_bounds(
     # matrix is too large to write out (where it is not, the Gram–Cholesky certificate is tighter)
     # (of the layer's own operator, in its units, where the solve's is a scaled copy)
     own = A if isinstance(A, LinearMapOperator) else op
-    before = own.matvecs
+    before = own.matvecs  # the scaled copy shares the count
     fourier = fourier_bounds(own, zero_padded=math.prod(op.shape) * 8 > _CERT_BYTES)
-    checked = own.matvecs - before if own is not op else 0  # op's own count has the others
     if fourier is not None and fourier.exact:
         one = torch.ones((), dtype=torch.bool, device=op.device)
         return NormBounds(
@@ -560,7 +559,7 @@ def norm_bounds(
         _round_up(upper, dtype).to(op.device),
         certified.to(op.device),
         failure.to(dtype).to(op.device),
-        op.matvecs - start + (cert.matvecs - cert_start if cert is not op else 0) + checked,
+        op.matvecs - start + (cert.matvecs - cert_start if cert is not op else 0),
         solve_mv,
         k,
         method.item() if method.ndim == 0 else tuple(method.reshape(-1).tolist()),
@@ -661,14 +660,9 @@ def _near_one(op: Operator) -> Operator:
     known (``op.magnitude``, read when the operator was made). The bounds square products of products
     (c² ~ σ⁴·residual²): at entries of 1e-76, inside the range the solve leaves alone, c² underflowed
     to 0 and an upper bound came out 4.7e-13 below ‖A‖₂ (tests/fuzz_bounds.py seed 71, case 454)."""
-    if op.scale is not None:
-        return op
-    if op.magnitude is None:
-        # a Conv or Linear layer's entries are its weights: weights of 1e-150 gave a certified upper
-        # bound 8% below ‖A‖₂ (a review); a copy is scaled, the caller's operator keeps its units
-        magnitude = op.entry_magnitude()
-        return op if magnitude is None else rescaled(op, magnitude, limit=2.0)
-    return op.rescale(op.magnitude, limit=2.0)
+    # a Conv or Linear layer's entries are its weights too: weights of 1e-150 gave a certified upper
+    # bound 8% below ‖A‖₂ (a review); a copy is scaled, the caller's operator keeps its units
+    return scaled_by_entries(op, limit=2.0)
 
 
 def _round_up(x: torch.Tensor, dtype) -> torch.Tensor:

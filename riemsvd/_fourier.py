@@ -30,11 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
 from riemsvd._certificate import batch_norm_bounds, ldexp, ldexp_outward
-from riemsvd._linear import _CONV, LinearMapOperator
+from riemsvd._linear import _CONV, LinearMapOperator, plain_layer
 from riemsvd._tolerance import TINY, UNIT_ROUNDOFF, gamma
 
 __all__ = ["FourierBounds", "fourier_bounds"]
@@ -113,23 +112,11 @@ def fourier_bounds(op, zero_padded: bool = True) -> FourierBounds | None:
 
 
 def _conv_class(layer) -> int | None:
-    """d of a Conv1d/2d/3d itself, or of one whose only change is a parametrized weight; None for any
-    other module, a subclass included, or one whose forward was replaced on the instance."""
-    cls = type(layer)
-    if parametrize.is_parametrized(layer) and len(cls.__bases__) == 1:
-        cls = cls.__bases__[0]
-    if "forward" in vars(layer) or "_conv_forward" in vars(layer):  # replaced on the instance (a review)
+    """d of a Conv1d/2d/3d that :func:`riemsvd._linear.plain_layer` accepts; None for any other module."""
+    if not plain_layer(layer):
         return None
-    return _CONV.get(cls)
-
-
-def _hooked(layer) -> bool:
-    return bool(
-        layer._forward_hooks
-        or layer._forward_pre_hooks
-        or _module._global_forward_hooks
-        or _module._global_forward_pre_hooks
-    )
+    cls = type(layer)
+    return _CONV.get(cls.__bases__[0] if parametrize.is_parametrized(layer) else cls)
 
 
 def _per_axis(value, d: int) -> tuple:
@@ -142,7 +129,7 @@ def _grid(op, zero_padded: bool) -> _Grid | None:
     layer = op.fn
     d = _conv_class(layer)
     modes = ("circular", "zeros") if zero_padded else ("circular",)
-    if d is None or layer.padding_mode not in modes or _hooked(layer) or len(op.input_shape) != d + 1:
+    if d is None or layer.padding_mode not in modes or len(op.input_shape) != d + 1:
         return None
     weight = layer.weight.detach()
     if not weight.is_floating_point():  # complex weights: a map this module does not describe

@@ -14,7 +14,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
 from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
 
 from riemsvd._operator import Operator
 from riemsvd._tolerance import HALF
@@ -106,17 +108,21 @@ class LinearMapOperator(Operator):
         self.adjoint_kind = adjoint_kind
         self._squared = squared  # the same layer with its weight squared entrywise, for ‖A‖_F
         self._layer = layer  # a Conv/ConvTranspose/Linear layer, which can also run in float64
-        self._weight = weight  # the weight its products use, read without a parametrization's forward
+        self._weight = weight  # the weight its products use (a module's through its parametrization)
         self._vjps: dict[int, Callable] = {}
 
     def _matmat(self, x):
         b = x.shape[-1]
+        if b == 0:  # no columns: fn would see an empty batch, which some layers cannot reshape
+            return x.new_zeros(self.shape[0], 0)
         with torch.no_grad():
             y = self.fn(x.mT.reshape((b,) + self.input_shape))
         return y.reshape(b, -1).mT.contiguous()
 
     def _rmatmat(self, y):
         b = y.shape[-1]
+        if b == 0:
+            return y.new_zeros(self.shape[1], 0)
         ys = y.mT.reshape((b,) + self.output_shape)
         with torch.no_grad():
             x = self.adjoint(ys) if self.adjoint is not None else self._vjp(b)(ys)[0]
@@ -292,6 +298,23 @@ def _conv_spec(layer):
     return d, transposed, layer.stride, layer.padding, layer.dilation, layer.groups, out_pad
 
 
+def plain_layer(layer) -> bool:
+    """A Linear or Conv/ConvTranspose layer of torch's own class (or the class
+    ``torch.nn.utils.parametrize`` makes for a parametrized weight), with no forward hooks, its own
+    or global, and no forward replaced on the instance: one whose map its weight and settings set."""
+    cls = type(layer)
+    if parametrize.is_parametrized(layer) and len(cls.__bases__) == 1:
+        cls = cls.__bases__[0]
+    if cls not in (nn.Linear, *_CONV, *_CONV_T) or "forward" in vars(layer) or "_conv_forward" in vars(layer):
+        return False
+    return not (
+        layer._forward_hooks
+        or layer._forward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+    )
+
+
 def conv_dim(layer) -> int | None:
     """d of a Conv or ConvTranspose layer (1d/2d/3d), None for another module."""
     return next((d for t, d in {**_CONV, **_CONV_T}.items() if isinstance(layer, t)), None)
@@ -439,10 +462,10 @@ def linear_operator(
 
         if adjoint is None:
             adjoint, kind = (lambda y: y @ layer.weight.detach()), "linear"
-    # a Conv or Linear module's weight, read where a scale for its products is chosen
-    weight = (
-        functools.partial(getattr, fn, "weight") if isinstance(fn, (nn.Linear, *_CONV, *_CONV_T)) else None
-    )
+    # a Conv or Linear module's weight, read where a scale for its products is chosen: only the class
+    # itself (or with a parametrized weight) without hooks, whose map that weight sets (a subclass or
+    # a hook scaling the map differently drew a scale that made the solve overflow; a review)
+    weight = functools.partial(getattr, fn, "weight") if plain_layer(fn) else None
     return LinearMapOperator(
         fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer, weight
     )

@@ -41,8 +41,8 @@ class Operator:
         overflow or underflow; None otherwise.
     magnitude : torch.Tensor or None
         max |a_ij| per matrix, shape (...), where :meth:`rescale` was given it (dense, sparse and
-        scipy sparse A; for a ``LinearOperator``, max |(A x)ᵢ| of one product, :func:`probe_scale`);
-        None for another matrix-free operator.
+        scipy sparse A; for a ``LinearOperator``, max |(A x)ᵢ| of one product, :func:`probe_scale`;
+        a layer's scaled copy, :func:`scaled_by_entries`); None for another matrix-free operator.
     left, right : Space
         Where vectors of length m (columns of U, images A x) and of length n (columns of V, images
         Aᵀ y) live; both held whole by this process unless A is sharded across processes.
@@ -55,11 +55,21 @@ class Operator:
         self.batch_shape = torch.Size(batch_shape)
         self.dtype = dtype
         self.device = device
-        self.matvecs = 0
+        self._count = [
+            0
+        ]  # shared by the copies ``rescaled`` makes: a caller's operator counts their products
         self.scale: torch.Tensor | None = None
         self.magnitude: torch.Tensor | None = None
         self.left = left if left is not None else Space(self.shape[0])
         self.right = right if right is not None else Space(self.shape[1])
+
+    @property
+    def matvecs(self) -> int:
+        return self._count[0]
+
+    @matvecs.setter
+    def matvecs(self, value: int) -> None:
+        self._count[0] = value
 
     @property
     def distributed(self) -> bool:
@@ -418,7 +428,7 @@ def probe_scale(op: Operator) -> Operator:
 
 def rescaled(op: Operator, magnitude: torch.Tensor, limit: float | None = None) -> Operator:
     """``op`` where :meth:`Operator.rescale` leaves it as it is, else a scaled copy of it: a caller's
-    operator keeps its units and counts its own products."""
+    operator keeps its units, and counts the copy's products (they share ``matvecs``)."""
     magnitude = magnitude.to(op.dtype)
     scale = op._scale_for(magnitude, limit)
     if scale is None:
@@ -428,14 +438,23 @@ def rescaled(op: Operator, magnitude: torch.Tensor, limit: float | None = None) 
     return twin
 
 
+def scaled_by_entries(op: Operator, limit: float | None = None) -> Operator:
+    """``op``, or a copy of it scaled by a power of two (:func:`rescaled`), where the magnitude of its
+    entries is known — ``op.magnitude``, or :meth:`Operator.entry_magnitude` — and outside
+    2^±(max exponent / 4) (or [1/limit, limit]); ``op`` itself where it is scaled already."""
+    if op.scale is not None:
+        return op
+    magnitude = op.magnitude if op.magnitude is not None else op.entry_magnitude()
+    return op if magnitude is None else rescaled(op, magnitude, limit)
+
+
 def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
     """Wrap ``a`` (already validated) as an :class:`Operator`; ``magnitude`` is max |a_ij| per matrix
     of a dense ``a`` when the caller has it already. An operator passed in is used as it is, or as a
     scaled copy where its entries are known and far from 1 (a Conv layer with float32 weights of
     1e30 stalled 30% below its σ₁, products of squares overflowing; a review)."""
     if isinstance(a, Operator):
-        known = a.entry_magnitude() if a.scale is None and a.magnitude is None else None
-        return a if known is None else rescaled(a, known)
+        return scaled_by_entries(a)
     if isinstance(a, torch.Tensor):
         if a.layout == torch.strided:
             if magnitude is None or magnitude.shape != a.shape[:-2]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -392,3 +393,35 @@ def test_solve_of_a_layer_with_weights_far_from_one(dtype, scale, mode):
     assert bool(result.info.converged) and abs(float(result.S[0]) / ref - 1) <= rtol
     assert abs(float(riemsvd.nn.operator_norm(layer, shape)) / ref - 1) <= rtol
     assert op.scale is None
+
+
+def test_scaled_copies_count_on_the_callers_operator_and_follow_only_plain_layers():
+    """A third review: the scaled copy's products went uncounted on the caller's operator (0 after a
+    solve at weights of 1e30, 106 at 1); a Linear whose hook undid its weights' 1e-30 drew a scale
+    from those weights and stalled 19% low; an empty block crashed a float32 Linear with weights of
+    1e32 beside 0.1 (a zero-width product)."""
+    torch.manual_seed(0)
+    counts = []
+    for scale in (1.0, 1e30):
+        conv = nn.Conv2d(3, 4, 3, bias=False)
+        with torch.no_grad():
+            conv.weight.mul_(scale)
+        op = riemsvd.linear_operator(conv, (3, 8, 8))
+        info = riemsvd.solve(op, 1, generator=torch.Generator().manual_seed(0)).info
+        counts.append((op.matvecs, int(info.matvecs)))
+    assert counts[0][0] == counts[0][1] > 0 and counts[1][0] == counts[1][1] > 0
+    lin = nn.Linear(60, 40, bias=False, dtype=F64)
+    with torch.no_grad():
+        lin.weight.mul_(1e-30)
+    lin.register_forward_hook(lambda module, args, out: out * 1e30)
+    w = lin.weight.detach() * 1e30
+    hooked = riemsvd.linear_operator(lin, (60,), adjoint=lambda y: y @ w)
+    result = riemsvd.solve(hooked, 1, generator=torch.Generator().manual_seed(0))
+    assert bool(result.info.converged)
+    torch.testing.assert_close(result.S[0], torch.linalg.matrix_norm(w, 2), rtol=1e-10, atol=0)
+    mixed = nn.Linear(17, 11, bias=False)
+    with torch.no_grad():
+        mixed.weight[:, :8] *= 1e32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mixed magnitudes beyond float32's reach: unconverged, flagged
+        riemsvd.solve(riemsvd.linear_operator(mixed, (17,)), 3, generator=torch.Generator().manual_seed(0))
