@@ -112,7 +112,8 @@ def fourier_bounds(op, zero_padded: bool = True) -> FourierBounds | None:
 
 
 def _conv_class(layer) -> int | None:
-    """d of a Conv1d/2d/3d that :func:`riemsvd._linear.plain_layer` accepts; None for any other module."""
+    """d of a Conv1d/2d/3d of torch's own class (or the class a parametrized weight makes) that
+    :func:`riemsvd._linear.plain_layer` accepts; None for any other module, a subclass included."""
     if not plain_layer(layer):
         return None
     cls = type(layer)

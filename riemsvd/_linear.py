@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.modules.conv import _ConvNd
-from torch.nn.utils import parametrize
 
 from riemsvd._operator import Operator
 from riemsvd._tolerance import HALF
@@ -299,13 +298,17 @@ def _conv_spec(layer):
 
 
 def plain_layer(layer) -> bool:
-    """A Linear or Conv/ConvTranspose layer of torch's own class (or the class
-    ``torch.nn.utils.parametrize`` makes for a parametrized weight), with no forward hooks, its own
-    or global, and no forward replaced on the instance: one whose map its weight and settings set."""
+    """A Linear or Conv/ConvTranspose layer whose forward is torch's own — its class does not
+    override ``forward`` or ``_conv_forward`` (a parametrized weight's class does not), nor does the
+    instance — with no forward hooks, its own or global: one whose map its weight and settings set."""
+    bases: tuple[type[nn.Module], ...] = (nn.Linear, *_CONV, *_CONV_T)
+    base = next((b for b in bases if isinstance(layer, b)), None)
+    if base is None or "forward" in vars(layer) or "_conv_forward" in vars(layer):
+        return False
     cls = type(layer)
-    if parametrize.is_parametrized(layer) and len(cls.__bases__) == 1:
-        cls = cls.__bases__[0]
-    if cls not in (nn.Linear, *_CONV, *_CONV_T) or "forward" in vars(layer) or "_conv_forward" in vars(layer):
+    if cls.forward is not base.forward or getattr(cls, "_conv_forward", None) is not getattr(
+        base, "_conv_forward", None
+    ):
         return False
     return not (
         layer._forward_hooks
@@ -447,14 +450,17 @@ def linear_operator(
     _check_linear(fn, probe, input_shape, dtype, device)
     output_shape = tuple(probe.shape[1:])
     kind, squared, layer = ("given" if adjoint is not None else "vjp"), None, None
-    if is_conv(fn):
+    # the transposed convolution and y @ W are the adjoints of torch's own forward only: a subclass
+    # with its own, or a hook, gets the VJP (a Linear subclass scaling its output got y @ W, and its
+    # solve stalled at 0.1% of σ₁; a review)
+    if is_conv(fn) and plain_layer(fn):
         layer = fn
         own, own_kind, squared = _conv_adjoints(
             lambda: layer.weight.detach(), _conv_spec(layer), input_shape, output_shape
         )
         if adjoint is None and own is not None:
             adjoint, kind = own, own_kind
-    elif isinstance(fn, nn.Linear):
+    elif isinstance(fn, nn.Linear) and plain_layer(fn):
         layer = fn
 
         def squared(x):

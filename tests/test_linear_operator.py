@@ -425,3 +425,24 @@ def test_scaled_copies_count_on_the_callers_operator_and_follow_only_plain_layer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mixed magnitudes beyond float32's reach: unconverged, flagged
         riemsvd.solve(riemsvd.linear_operator(mixed, (17,)), 3, generator=torch.Generator().manual_seed(0))
+
+
+class _Louder(nn.Linear):
+    def forward(self, x):
+        return 3 * super().forward(x)
+
+
+def test_a_layer_subclass_with_its_own_forward_gets_the_vjp_adjoint():
+    """A review: a Linear subclass with its own forward got the adjoint y @ W of torch's Linear, not
+    of its map, and its solve stalled far below σ₁; one that only inherits (as
+    MultiheadAttention's out_proj class does) keeps the fast adjoint."""
+    torch.manual_seed(0)
+    loud = _Louder(30, 20, bias=False, dtype=F64)
+    op = riemsvd.linear_operator(loud, (30,))
+    result = riemsvd.solve(op, 1, generator=torch.Generator().manual_seed(0))
+    assert op.adjoint_kind == "vjp" and bool(result.info.converged)
+    torch.testing.assert_close(
+        result.S[0], 3 * torch.linalg.matrix_norm(loud.weight.detach(), 2), rtol=1e-10, atol=0
+    )
+    inherited = nn.modules.linear.NonDynamicallyQuantizableLinear(30, 20, bias=False, dtype=F64)
+    assert riemsvd.linear_operator(inherited, (30,)).adjoint_kind == "linear"
