@@ -11,7 +11,6 @@ took 2× scipy's at N = 1000 and 6× at N = 384.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -199,7 +198,8 @@ def batch_norm_bounds(a: torch.Tensor) -> tuple[float, float]:
         _, info = torch.linalg.cholesky_ex(x)
         held = (info == 0).numpy()
         # each matrix keeps the bound its own factorization proved; only the others are tried again
-        nu[pending.numpy()[held]] = _certified(mu, size, diag[held], errors[pending.numpy()[held]])
+        proved = pending.numpy()[held]
+        nu[proved] = _certified(mu, size, diag[held], errors[proved])
         pending = pending[~held]
         if not pending.numel():
             break
@@ -289,8 +289,8 @@ def gram_first_upper(
     width = min(b.shape[1] for b in blocks)
     vectors = torch.from_numpy(np.stack([b[:, :width] for b in blocks])).reshape(batch + (size, width))
     theta = torch.from_numpy(np.stack([v[:width] for v in ritz_values])).reshape(batch + (width,))
-    as_batch = functools.partial(torch.tensor, dtype=torch.float64)
-    return as_batch(out).reshape(batch), vectors, theta, as_batch(lows).reshape(batch)
+    uppers, lowers = (torch.tensor(x, dtype=torch.float64).reshape(batch) for x in (out, lows))
+    return uppers, vectors, theta, lowers
 
 
 def _rayleigh_lower(gram: Gram, x: np.ndarray) -> float:

@@ -450,17 +450,19 @@ def linear_operator(
     _check_linear(fn, probe, input_shape, dtype, device)
     output_shape = tuple(probe.shape[1:])
     kind, squared, layer = ("given" if adjoint is not None else "vjp"), None, None
-    # the transposed convolution and y @ W are the adjoints of torch's own forward only: a subclass
-    # with its own, or a hook, gets the VJP (a Linear subclass scaling its output got y @ W, and its
-    # solve stalled at 0.1% of σ₁; a review)
-    if is_conv(fn) and plain_layer(fn):
+    # the transposed convolution and y @ W are the adjoints of torch's own forward only, and its weight
+    # the scale of its entries: a subclass with its own forward, or a hook, gets the VJP and no scale
+    # (a Linear subclass scaling its output got y @ W, and its solve stalled at 0.1% of σ₁; a hook
+    # undoing weights of 1e-30 drew a scale that stalled it 19% low; reviews)
+    plain = plain_layer(fn)
+    if is_conv(fn) and plain:
         layer = fn
         own, own_kind, squared = _conv_adjoints(
             lambda: layer.weight.detach(), _conv_spec(layer), input_shape, output_shape
         )
         if adjoint is None and own is not None:
             adjoint, kind = own, own_kind
-    elif isinstance(fn, nn.Linear) and plain_layer(fn):
+    elif isinstance(fn, nn.Linear) and plain:
         layer = fn
 
         def squared(x):
@@ -468,10 +470,7 @@ def linear_operator(
 
         if adjoint is None:
             adjoint, kind = (lambda y: y @ layer.weight.detach()), "linear"
-    # a Conv or Linear module's weight, read where a scale for its products is chosen: only the class
-    # itself (or with a parametrized weight) without hooks, whose map that weight sets (a subclass or
-    # a hook scaling the map differently drew a scale that made the solve overflow; a review)
-    weight = functools.partial(getattr, fn, "weight") if plain_layer(fn) else None
+    weight = functools.partial(getattr, fn, "weight") if plain else None  # read where a scale is chosen
     return LinearMapOperator(
         fn, input_shape, output_shape, dtype, device, adjoint, kind, squared, layer, weight
     )

@@ -55,9 +55,8 @@ class Operator:
         self.batch_shape = torch.Size(batch_shape)
         self.dtype = dtype
         self.device = device
-        self._count = [
-            0
-        ]  # shared by the copies ``rescaled`` makes: a caller's operator counts their products
+        # the product count, shared with the copies ``rescaled`` makes: a caller's operator counts theirs
+        self._count = [0]
         self.scale: torch.Tensor | None = None
         self.magnitude: torch.Tensor | None = None
         self.left = left if left is not None else Space(self.shape[0])
