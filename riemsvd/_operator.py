@@ -141,7 +141,15 @@ class Operator:
         if torch.device(self.device).type != "cpu" or self.distributed or not NUMPY_BLAS:
             return None
         products = self._numpy_products()
-        return None if products is None else HostView(self, *products)
+        if products is None:
+            return None
+        matmat, rmatmat = products
+        return HostView(self, matmat, rmatmat, matrix=self._numpy_matrix())
+
+    def _numpy_matrix(self) -> np.ndarray | None:
+        """A itself as a 2-D numpy array where the products of :meth:`_numpy_products` are numpy's
+        products with it (a dense A), for one-column products written in place; None otherwise."""
+        return None
 
     def _float64_products(self):
         """(x ↦ A x, y ↦ Aᵀ y) computed and returned in float64 for numpy x and y of either float dtype,
@@ -164,11 +172,12 @@ class HostView:
     """An :class:`Operator` seen through numpy arrays: the same products, counted in the operator's
     ``matvecs``, and ``HostSpace`` vectors."""
 
-    def __init__(self, op: Operator, matmat, rmatmat, both=None) -> None:
+    def __init__(self, op: Operator, matmat, rmatmat, both=None, matrix: np.ndarray | None = None) -> None:
         self.op, self._mm, self._rmm, self._both = op, matmat, rmatmat, both
         self.shape = op.shape
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
         self._scale = None if op.scale is None else op.scale.numpy()
+        self._matrix = matrix if self._scale is None else None
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks
@@ -187,6 +196,24 @@ class HostView:
     def rmatmat(self, y: np.ndarray) -> np.ndarray:
         self.op.matvecs += y.shape[-1]
         return self._rmm(self._scaled(y))
+
+    def matvec(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out ← c·A x for one matrix and one column, x (n,) and out (m,): :meth:`matmat`'s product, to
+        the bit, written in place; on a dense A numpy's gemv straight into ``out``, without a general
+        product's layers, 2-D shapes and copies (the solver's step writes into its basis)."""
+        if self._matrix is None:
+            out[:] = self.matmat(x[:, None])[:, 0]
+        else:
+            self.op.matvecs += 1
+            np.matmul(self._matrix, x, out=out)
+
+    def rmatvec(self, y: np.ndarray, out: np.ndarray) -> None:
+        """out ← c·Aᵀ y, as :meth:`matvec`."""
+        if self._matrix is None:
+            out[:] = self.rmatmat(y[:, None])[:, 0]
+        else:
+            self.op.matvecs += 1
+            np.matmul(self._matrix.T, y, out=out)
 
     def both(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(c·A x, c·Aᵀ y), c the operator's scale, as :meth:`matmat` and :meth:`rmatmat`: in one pass
@@ -223,6 +250,10 @@ class DenseOperator(Operator):
             return self.a.detach().numpy()
         except (RuntimeError, TypeError):
             return None
+
+    def _numpy_matrix(self) -> np.ndarray | None:
+        a = self._numpy_view()
+        return a if a is not None and a.ndim == 2 else None
 
     def _numpy_products(self):
         a = self._numpy_view()

@@ -188,6 +188,8 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     where the column is lost (the general path then refills it)."""
     xv = x.reshape(-1).copy()  # updated in place below
     j, kv = (known[0], known[1][:, 0]) if known is not None else (0, None)
+    if kv is not None and kv.shape[0] == 1:
+        kv = float(kv[0])
     done = _orth_vector(basis, xv, j, kv, blas_for(x.dtype))
     if done is None:
         return None
@@ -195,51 +197,45 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     return xv[:, None], (None if basis is None else coef[:, None]), np.array([[n1]])
 
 
-def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known: np.ndarray | None, blas):
+def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known, blas):
     """The arithmetic of the Golub–Kahan step on the CPU, in place on a 1-D x: x less ``known``
-    (coefficients along basis[:, j:] that the recurrence gives in exact arithmetic; None: none), then
-    its part along the basis (:func:`_gram_schmidt`), then normalized; in level-1/2 BLAS calls on a
-    column-major basis and Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for
-    the general path; 384 rows, 24 columns). Returns (x's coefficients along the basis, known ones
-    included, its norm left), or None where x held only rounding noise (x is then spoiled)."""
+    (coefficients along basis[:, j:] that the recurrence gives in exact arithmetic: an array, a
+    number for one column, or None), then its part along the basis (:func:`_gram_schmidt`), then
+    normalized; in level-1/2 BLAS calls on a column-major basis and Python floats (5.6 µs a call
+    against 15.8 with numpy's operators and 19 for the general path; 384 rows, 24 columns). Returns
+    (x's coefficients along the basis in float64, known ones included, its norm left), or None where
+    x held only rounding noise (x is then spoiled)."""
     if basis is None:
-        done = _norm_only(x, blas)
+        n1 = float(blas[2](x))
+        if not n1 > 4 * blas[5] * n1:  # zero, or not finite
+            return None
+        coef = np.zeros(0)
     else:
-        k2 = 0.0 if known is None else _less_known(basis, x, j, known, blas)
+        if known is None:
+            k2 = 0.0
+        elif isinstance(known, float):  # one coefficient, as it mostly is: an axpy
+            blas[1](basis[:, j], x, a=-known)
+            k2 = known * known
+        else:
+            x -= basis[:, j : j + known.shape[0]] @ known.astype(x.dtype, copy=False)
+            k2 = float(known @ known)
         done = _gram_schmidt(basis, x, k2, blas)
-    if done is None:
-        return None
-    coef, n1 = done
-    if known is not None and basis is not None:
-        coef[j : j + known.shape[0]] += known
+        if done is None:
+            return None
+        coef, n1 = done
+        if isinstance(known, float):
+            coef[j] += known
+        elif known is not None:
+            coef[j : j + known.shape[0]] += known
     blas[4](1.0 / n1, x)
     return coef, n1
-
-
-def _less_known(basis: np.ndarray, x: np.ndarray, j: int, known: np.ndarray, blas) -> float:
-    """x less basis[:, j : j + d]·known in place, d = len(known): the coefficients of x along those
-    columns that the recurrence gives in exact arithmetic (one, as it mostly is: an axpy). Returns
-    their squared norm."""
-    if known.shape[0] == 1:
-        k = float(known[0])
-        blas[1](basis[:, j], x, a=-k)
-        return k * k
-    x -= basis[:, j : j + known.shape[0]] @ known.astype(x.dtype, copy=False)
-    return float(known @ known)
-
-
-def _norm_only(x: np.ndarray, blas) -> tuple[np.ndarray, float] | None:
-    """:func:`_gram_schmidt` against an empty basis: no coefficients and x's norm, None where that is
-    zero (or not finite)."""
-    n1 = float(blas[2](x))
-    return (np.zeros(0), n1) if n1 > 4 * blas[5] * n1 else None
 
 
 def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np.ndarray, float] | None:
     """x (a 1-D array) less its part along the basis, in place: classical Gram–Schmidt, with a second
     pass where the first removed more than 1 − 1/√2 of what was left (DGKS); the known part, of
-    squared norm k2, has been removed already (:func:`_less_known`). Returns (the coefficients in
-    float64, the norm left), or None where x held only rounding noise."""
+    squared norm k2, has been removed already. Returns (the coefficients in float64, the norm left),
+    or None where x held only rounding noise."""
     gemv, _, nrm2, dot, _, eps = blas
     c = gemv(1.0, basis, x, trans=1)
     gemv(-1.0, basis, c, beta=1.0, y=x, overwrite_y=1)
@@ -715,12 +711,13 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
     _expand(work, st, rot, b, generator)
 
 
-def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
+def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     """:func:`_expand` of F's one column for one matrix on the host: the same arithmetic, to the bit
-    (:func:`_orth_vector`, as :func:`_orth_column`), on the buffers themselves, without the general
-    path's layers (whole solves 0.94–0.96× the time, 384×384 to 2000×1000 Gaussian, k = 1; through
-    :func:`_orth` for each half instead, 1.06–1.12× this step's). False, with nothing done, where a
-    basis is about to be exhausted (the general path then takes the step)."""
+    (:func:`_orth_vector`, as :func:`_orth_column`), each product written into its basis column
+    (:meth:`HostView.matvec`) and orthogonalized there. A step at 384×384 took 63–86 µs beside 31–35
+    of bare products, where through :func:`_orth`'s layers and copies it took 86–106; whole solves
+    0.88–0.99× (geometric mean 0.95, 7 cases to 2000×1000, k = 1 and 8). False, with nothing done,
+    where a basis is about to be exhausted (the general path then takes the step)."""
     pv, pu = st.pv, st.pu
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
@@ -733,29 +730,30 @@ def _golub_kahan_step(op, st: Lanczos, generator) -> bool:
     crow = c[0, :pu]
     nonzero = crow.nonzero()[0]
     j = int(nonzero[0]) if nonzero.size else 0
-    ax = op.matmat(vbuf[:, pv : pv + 1])
-    x = ax.reshape(-1).copy()
-    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, crow[j:] if nonzero.size else None, blas)
+    known = None if not nonzero.size else float(crow[j]) if j == pu - 1 else crow[j:]
+    x = ubuf[:, pu]
+    op.matvec(vbuf[:, pv], x)
+    ax = x.copy()  # for the rare path below
+    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, known, blas)
     if left is None:  # lost to rounding: the general path draws a random direction
-        q, coef, r = _orth(op.left, ubuf[:, :pu], ax, 1, generator, _known(c[:1, :pu].T))
-        x, alpha = q[:, 0], float(r[0, 0])
+        q, coef, r = _orth(op.left, ubuf[:, :pu], ax[:, None], 1, generator, _known(c[:1, :pu].T))
+        x[:], alpha = q[:, 0], float(r[0, 0])
         coef = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
     else:
         coef, alpha = left
-    ubuf[:, pu] = x
     h[pu, :pv] = 0.0
     h[:pu, pv] = coef
     h[pu, pv] = alpha
     # F becomes Aᵀ of the new column less α f (known) and its other parts along 𝒱 and f
-    atq = op.rmatmat(ubuf[:, pu : pu + 1])
-    y = atq.reshape(-1).copy()
-    right = _orth_vector(vbuf[:, : pv + 1], y, pv, np.array([alpha]), blas)
+    y = vbuf[:, pv + 1]
+    op.rmatvec(x, y)
+    atq = y.copy()
+    right = _orth_vector(vbuf[:, : pv + 1], y, pv, alpha, blas)
     if right is None:
-        g, _, gr = _orth(op.right, vbuf[:, : pv + 1], atq, 1, generator, (pv, np.array([[alpha]])))
-        y, beta = g[:, 0], float(gr[0, 0])
+        g, _, gr = _orth(op.right, vbuf[:, : pv + 1], atq[:, None], 1, generator, (pv, np.array([[alpha]])))
+        y[:], beta = g[:, 0], float(gr[0, 0])
     else:
         beta = right[1]
-    vbuf[:, pv + 1] = y
     c[0, :pu] = 0.0
     c[0, pu] = beta
     st.pv, st.pu = pv + 1, pu + 1
