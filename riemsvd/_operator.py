@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-from riemsvd._backend import NUMPY_BLAS, mm, readable_any, readable_number
+from riemsvd._backend import NUMPY_BLAS, mm, readable_any, readable_number, torch_products
 from riemsvd._space import HostSpace, Space
 
 __all__ = ["Operator", "as_operator"]
@@ -144,12 +144,18 @@ class Operator:
         if products is None:
             return None
         matmat, rmatmat = products
-        return HostView(self, matmat, rmatmat, matrix=self._numpy_matrix())
+        return HostView(self, matmat, rmatmat, columns=self._column_products())
 
-    def _numpy_matrix(self) -> np.ndarray | None:
-        """A itself as a 2-D numpy array where the products of :meth:`_numpy_products` are numpy's
-        products with it (a dense A), for one-column products written in place; None otherwise."""
+    def _column_products(self):
+        """((x, out) ↦ out ← A x, (y, out) ↦ out ← Aᵀ y) for one matrix and one column, without the
+        scale, written into ``out`` (a dense A); None where the operator has no such products."""
         return None
+
+    def torch_products(self) -> bool:
+        """Whether a CPU solve's products go through torch on torch's threads (a dense A of mid size:
+        :func:`riemsvd._backend.torch_products`); :func:`riemsvd._backend.solver_threads` then keeps
+        torch's threads."""
+        return False
 
     def _float64_products(self):
         """(x ↦ A x, y ↦ Aᵀ y) computed and returned in float64 for numpy x and y of either float dtype,
@@ -172,12 +178,12 @@ class HostView:
     """An :class:`Operator` seen through numpy arrays: the same products, counted in the operator's
     ``matvecs``, and ``HostSpace`` vectors."""
 
-    def __init__(self, op: Operator, matmat, rmatmat, both=None, matrix: np.ndarray | None = None) -> None:
+    def __init__(self, op: Operator, matmat, rmatmat, both=None, columns=None) -> None:
         self.op, self._mm, self._rmm, self._both = op, matmat, rmatmat, both
         self.shape = op.shape
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
         self._scale = None if op.scale is None else op.scale.numpy()
-        self._matrix = matrix if self._scale is None else None
+        self._columns = columns if self._scale is None else None
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks
@@ -199,21 +205,21 @@ class HostView:
 
     def matvec(self, x: np.ndarray, out: np.ndarray) -> None:
         """out ← c·A x for one matrix and one column, x (n,) and out (m,): :meth:`matmat`'s product, to
-        the bit, written in place; on a dense A numpy's gemv straight into ``out``, without a general
+        the bit, written in place; on a dense A a gemv straight into ``out``, without a general
         product's layers, 2-D shapes and copies (the solver's step writes into its basis)."""
-        if self._matrix is None:
+        if self._columns is None:
             out[:] = self.matmat(x[:, None])[:, 0]
         else:
             self.op.matvecs += 1
-            np.matmul(self._matrix, x, out=out)
+            self._columns[0](x, out)
 
     def rmatvec(self, y: np.ndarray, out: np.ndarray) -> None:
         """out ← c·Aᵀ y, as :meth:`matvec`."""
-        if self._matrix is None:
+        if self._columns is None:
             out[:] = self.rmatmat(y[:, None])[:, 0]
         else:
             self.op.matvecs += 1
-            np.matmul(self._matrix.T, y, out=out)
+            self._columns[1](y, out)
 
     def both(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(c·A x, c·Aᵀ y), c the operator's scale, as :meth:`matmat` and :meth:`rmatmat`: in one pass
@@ -251,14 +257,34 @@ class DenseOperator(Operator):
         except (RuntimeError, TypeError):
             return None
 
-    def _numpy_matrix(self) -> np.ndarray | None:
+    def torch_products(self) -> bool:
+        return (
+            torch.device(self.device).type == "cpu"
+            and self.a.dim() == 2
+            and torch_products(self.a.numel(), self.a.element_size())
+        )
+
+    def _column_products(self):
         a = self._numpy_view()
-        return a if a is not None and a.ndim == 2 else None
+        if a is None or a.ndim != 2:
+            return None
+        if self.torch_products():
+            t = self.a.detach()
+            return (
+                lambda x, out: torch.mv(t, torch.from_numpy(x), out=torch.from_numpy(out)),
+                lambda y, out: torch.mv(t.mT, torch.from_numpy(y), out=torch.from_numpy(out)),
+            )
+        return (lambda x, out: np.matmul(a, x, out=out)), (lambda y, out: np.matmul(a.T, y, out=out))
 
     def _numpy_products(self):
         a = self._numpy_view()
         if a is None:
             return None
+        if self.torch_products():
+            t = self.a.detach()
+            return (lambda x: (t @ torch.from_numpy(x)).numpy()), (
+                lambda y: (t.mT @ torch.from_numpy(y)).numpy()
+            )
         at = a.swapaxes(-1, -2)
         return (lambda x: np.matmul(a, x)), (lambda y: np.matmul(at, y))
 

@@ -278,10 +278,12 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     elif method == "trust-region":
         from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
 
-        with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
+        threads = solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
+        with threads, no_autocast(op.device):
             out = trust_region_svd(op, k, tol=tol, maxiter=problem.maxiter, init=init, generator=generator)
     else:
-        with solver_threads(op.device, entries, distributed=op.distributed), no_autocast(op.device):
+        threads = solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
+        with threads, no_autocast(op.device):
             out = subspace_svd(op, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
                                generator=generator, options=problem.options)  # fmt: skip
     info = SolveInfo(

@@ -101,6 +101,7 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
         ("decay", (90, 60), 2, riemsvd.SolverOptions(block=2, max_basis=16), True),
         ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions(), False),
         ("cluster", (40, 12), 5, riemsvd.SolverOptions(), False),  # the whole space is reached
+        ("gaussian", (520, 400), 2, riemsvd.SolverOptions(), False),  # 1.6 MiB: products on torch
     ],
 )
 def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, shape, k, options, warm, gen):
@@ -161,6 +162,42 @@ def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
             results.append((b"".join(t.numpy().tobytes() for t in out[:3]), int(out.info.matvecs)))
         assert results[0] == results[1], (kind, shape)
     assert sum(taken) > 20  # 49 (float32) and 90 (float64) steps of 6 solves
+
+
+def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
+    """A dense A of 1.5 MiB or more (and up to ONE_BLAS_THREAD_UP_TO entries) has its products made
+    by torch on torch's threads, which the solve leaves as they are, and gives the same triplets;
+    with torch limited to one thread by its user, numpy's BLAS makes them."""
+    from riemsvd._backend import TORCH_PRODUCTS_FROM
+    from riemsvd._operator import DenseOperator
+
+    a = make_matrix("decay", 700, 400, gen)
+    assert a.numel() * a.element_size() >= TORCH_PRODUCTS_FROM
+    calls, threads, mv = [], torch.get_num_threads(), torch.mv
+
+    def spy(*args, **kwargs):
+        calls.append(torch.get_num_threads())
+        return mv(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "mv", spy)
+    try:
+        torch.set_num_threads(2)
+        assert DenseOperator(a).torch_products()
+        result = riemsvd.solve(a, 3, tol=1e-12, generator=gen, method="iterative")
+        assert calls and set(calls) == {2}, calls  # every step's two products, on two threads
+        assert torch.get_num_threads() == 2
+        torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:3], rtol=1e-11, atol=0)
+        assert float(result.info.residual) <= 1e-12
+        calls.clear()
+        torch.set_num_threads(1)
+        assert not DenseOperator(a).torch_products()
+        again = riemsvd.solve(a, 3, tol=1e-12, generator=gen, method="iterative")
+        assert not calls
+        torch.testing.assert_close(again.S, result.S, rtol=1e-12, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+    small = make_matrix("decay", 300, 200, gen)  # 0.46 MiB: numpy's BLAS on one thread
+    assert not DenseOperator(small).torch_products()
 
 
 @given(
