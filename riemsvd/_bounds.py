@@ -33,7 +33,7 @@ from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
-from riemsvd._tolerance import HALF, default_tol, gamma
+from riemsvd._tolerance import HALF, TINY, default_tol, gamma
 from riemsvd._validate import check_bound_exists, check_bounds_args
 
 __all__ = ["NormBounds", "norm_bounds"]
@@ -161,8 +161,7 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
         return None
     # each square may underflow (at most the smallest normal number lost per entry), and the sum
     # of nonnegative terms is within γ_N of the exact one; the square root is then rounded up by callers
-    tiny = torch.finfo(torch.float64).tiny
-    return total.cpu() * (1 + gamma(terms + 2, torch.float64)) + terms * tiny
+    return total.cpu() * (1 + gamma(terms + 2, torch.float64)) + terms * TINY
 
 
 def _svd_margin(rows: int, cols: int) -> float:

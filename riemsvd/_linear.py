@@ -18,7 +18,7 @@ from torch.nn.modules import module as _module
 from torch.nn.modules.conv import _ConvNd
 
 from riemsvd._operator import Operator
-from riemsvd._tolerance import HALF
+from riemsvd._tolerance import HALF, TINY, gamma
 from riemsvd._validate import check_layer_input, check_map, probe_map
 
 __all__ = ["LinearMapOperator", "linear_operator"]
@@ -244,10 +244,8 @@ class LinearMapOperator(Operator):
         with torch.no_grad():
             total = float(self._squared(ones).sum())
         m, n = self.shape
-        terms = m * n
-        u = torch.finfo(torch.float64).eps / 2
-        tiny = torch.finfo(torch.float64).tiny  # per square and sum that underflows
-        return torch.tensor(total * (1 + terms * u / (1 - terms * u)) + 2 * terms * tiny, dtype=torch.float64)
+        terms = m * n  # γ over the terms, and TINY per square and sum that underflows
+        return torch.tensor(total * (1 + gamma(terms)) + 2 * terms * TINY, dtype=torch.float64)
 
 
 def _conv_adjoints(weight, spec, input_shape, output_shape):

@@ -275,17 +275,17 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         assert isinstance(op, DenseOperator)  # dense is only chosen for one
         with dense_threads(op.device), no_autocast(op.device):
             out = dense_svd(op, k, tol)
-    elif method == "trust-region":
-        from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
-
-        threads = solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
-        with threads, no_autocast(op.device):
-            out = trust_region_svd(op, k, tol=tol, maxiter=problem.maxiter, init=init, generator=generator)
     else:
         threads = solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
         with threads, no_autocast(op.device):
-            out = subspace_svd(op, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
-                               generator=generator, options=problem.options)  # fmt: skip
+            if method == "trust-region":
+                from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
+
+                maxiter = problem.maxiter
+                out = trust_region_svd(op, k, tol=tol, maxiter=maxiter, init=init, generator=generator)
+            else:
+                out = subspace_svd(op, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
+                                   generator=generator, options=problem.options)  # fmt: skip
     info = SolveInfo(
         out.converged,
         out.iterations,

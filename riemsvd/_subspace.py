@@ -188,8 +188,6 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
     where the column is lost (the general path then refills it)."""
     xv = x.reshape(-1).copy()  # updated in place below
     j, kv = (known[0], known[1][:, 0]) if known is not None else (0, None)
-    if kv is not None and kv.shape[0] == 1:
-        kv = float(kv[0])
     done = _orth_vector(basis, xv, j, kv, blas_for(x.dtype))
     if done is None:
         return None
@@ -199,12 +197,15 @@ def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
 
 def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known, blas):
     """The arithmetic of the Golub–Kahan step on the CPU, in place on a 1-D x: x less ``known``
-    (coefficients along basis[:, j:] that the recurrence gives in exact arithmetic: an array, a
-    number for one column, or None), then its part along the basis (:func:`_gram_schmidt`), then
-    normalized; in level-1/2 BLAS calls on a column-major basis and Python floats (5.6 µs a call
-    against 15.8 with numpy's operators and 19 for the general path; 384 rows, 24 columns). Returns
+    (coefficients along basis[:, j:] that the recurrence gives in exact arithmetic: an array or a
+    number, one of them taken as a number; or None), then its part along the basis
+    (:func:`_gram_schmidt`), then normalized; in level-1/2 BLAS calls on a column-major basis and
+    Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for the general path;
+    384 rows, 24 columns). Returns
     (x's coefficients along the basis in float64, known ones included, its norm left), or None where
     x held only rounding noise (x is then spoiled)."""
+    if isinstance(known, np.ndarray) and known.shape[0] == 1:
+        known = float(known[0])
     if basis is None:
         n1 = float(blas[2](x))
         if not n1 > 4 * blas[5] * n1:  # zero, or not finite
@@ -730,11 +731,10 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     crow = c[0, :pu]
     nonzero = crow.nonzero()[0]
     j = int(nonzero[0]) if nonzero.size else 0
-    known = None if not nonzero.size else float(crow[j]) if j == pu - 1 else crow[j:]
     x = ubuf[:, pu]
     op.matvec(vbuf[:, pv], x)
     ax = x.copy()  # for the rare path below
-    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, known, blas)
+    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, crow[j:] if nonzero.size else None, blas)
     if left is None:  # lost to rounding: the general path draws a random direction
         q, coef, r = _orth(op.left, ubuf[:, :pu], ax[:, None], 1, generator, _known(c[:1, :pu].T))
         x[:], alpha = q[:, 0], float(r[0, 0])
