@@ -411,11 +411,41 @@ class ScipyOperator(Operator):
             self._apply, self._rmm, rows=n
         )
 
+    def _column_products(self):
+        return _sparse_column_products(self.a, self._np_dtype)
+
     def _float64_products(self):
         if not is_scipy_sparse(self.a):  # a LinearOperator's products are its own
             return None
         at = self.a.T
         return (lambda x: self.a @ x.astype(np.float64)), (lambda y: at @ y.astype(np.float64))
+
+
+def _sparse_column_products(a, dtype):
+    """:meth:`Operator._column_products` of a scipy CSR or CSC matrix whose values are of the solver's
+    dtype: scipy's own kernels (``csr_matvec``, ``csc_matvec``: what ``a @ x`` runs for a 1-D x, to the
+    bit) adding into ``out``. A sparse 384×384 solve (k = 1, 86 products) took 2.5 ms against 3.0
+    through ``a @ x[:, None]`` and its layers, where the kernel itself is 2–3 µs a product. None for
+    other formats and dtypes, or where scipy no longer has the kernels (then the general products)."""
+    try:
+        from scipy.sparse import _sparsetools
+    except ImportError:  # pragma: no cover - a private module of scipy's, present since 0.14
+        return None
+    if not is_scipy_sparse(a) or a.ndim != 2 or a.format not in ("csr", "csc") or a.dtype != dtype:
+        return None
+
+    def product(mat):
+        kernel = getattr(_sparsetools, f"{mat.format}_matvec", None)
+        rows, cols = mat.shape
+
+        def apply(x: np.ndarray, out: np.ndarray) -> None:
+            out.fill(0.0)  # the kernel adds A x to out
+            kernel(rows, cols, mat.indptr, mat.indices, mat.data, x, out)
+
+        return None if kernel is None else apply
+
+    products = product(a), product(a.T)  # a CSR matrix's transpose is CSC on the same arrays
+    return None if None in products else products
 
 
 def _columnwise(matvec):

@@ -164,6 +164,39 @@ def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
     assert sum(taken) > 20  # 49 (float32) and 90 (float64) steps of 6 solves
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, monkeypatch):
+    """A scipy CSR or CSC matrix's one-column products are scipy's own kernels writing into the basis:
+    the same U, S, V and products as through ``a @ x``, and they are taken; a matrix of integers (not
+    the solver's dtype) and a COO matrix go through ``a @ x``."""
+    import scipy.sparse as sp
+
+    from riemsvd import _operator
+
+    a = sp.random(90, 70, density=0.1, format=fmt, dtype=dtype, random_state=3)
+    kernel, calls = _operator._sparse_column_products, []
+
+    def counting(*args):
+        products = kernel(*args)
+        if products is None:
+            return None
+        return tuple(lambda x, out, f=f: (calls.append(1), f(x, out)) for f in products)
+
+    results = []
+    for columns in (counting, lambda *args: None):
+        monkeypatch.setattr(_operator, "_sparse_column_products", columns)
+        out = riemsvd.solve(a, 3, generator=torch.Generator().manual_seed(5))
+        results.append((b"".join(t.numpy().tobytes() for t in out[:3]), int(out.info.matvecs)))
+    assert results[0] == results[1]
+    assert len(calls) > 20
+    reference = np.linalg.svd(a.toarray().astype(np.float64), compute_uv=False)[:3]
+    np.testing.assert_allclose(out.S.numpy(), reference, rtol=1e-4 if dtype == np.float32 else 1e-10)
+    assert kernel(sp.random(9, 7, density=0.5, format="coo", random_state=1), np.float64) is None
+    integers = (sp.random(9, 7, density=0.5, format=fmt, random_state=1) * 9).astype(int)
+    assert kernel(integers, np.float64) is None
+
+
 def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
     """A dense A of 1.5 MiB or more (and up to ONE_BLAS_THREAD_UP_TO entries) has its products made
     by torch on torch's threads, which the solve leaves as they are, and gives the same triplets;
