@@ -432,9 +432,7 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
     pv, pu, w = st.pv, st.pu, st.w
     h, c = st.hbuf, st.cbuf
     if rot is not None:
-        f = st.f
-        st.vbuf[..., pv : pv + w] = mm(f, op.right.from_host(rot, f))
-        c[..., :w, :pu] = rot.swapaxes(-1, -2) @ c[..., :w, :pu]
+        _rotate(op.right, st, rot)
     # 𝒰 gains the new part of A x: H's new columns are 𝒰ᵀ A x, its new rows the R factor. In exact
     # arithmetic 𝒰ᵀ A x = (Aᵀ𝒰)ᵀ x = Cᵀ on x's rows of C: only the columns of 𝒰 added since the last
     # restart's first step are nonzero there (the last one, in the Golub–Kahan recurrence).
@@ -505,10 +503,19 @@ def _rotation(d: np.ndarray) -> np.ndarray:
         return np.linalg.svd(d, full_matrices=True)[0]
     w = d.shape[-2]
     if d.ndim == 2:  # one matrix: the same reflection in a few calls (5 µs against 20)
-        norm = float(np.linalg.norm(d))
-        a = d[:, 0] / norm if norm > 0 else np.eye(w)[:, 0]
+        # plain dot products and in-place updates: between a probe's products np.linalg.norm and
+        # np.eye took 16 and 20 µs, the whole reflection 47 (6 alone; 1536×384)
+        a = d[:, 0].copy()
+        norm = math.sqrt(float(a @ a))
+        if norm > 0:
+            a /= norm
+        else:
+            a[:] = 0.0
         a[0] += 1.0 if a[0] >= 0 else -1.0
-        return np.eye(w) - (2.0 / float(a @ a)) * np.outer(a, a)
+        rot = np.outer(a, a)
+        rot *= -2.0 / float(a @ a)
+        rot.flat[:: w + 1] += 1.0
+        return rot
     norm = np.linalg.norm(d, axis=-2, keepdims=True)
     v = np.where(norm > 0, d / np.where(norm > 0, norm, 1.0), np.eye(w, 1))
     sign = np.where(v[..., :1, :] >= 0, 1.0, -1.0)
@@ -705,25 +712,41 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
         rot = probe.direction(st, b)
     elif st.w > 1 or b > 1:
         rot = _rotation(st.c @ ywant) if ywant is not None else None
-    elif isinstance(st.vbuf, np.ndarray) and st.vbuf.ndim == 2 and _golub_kahan_step(work, st, generator):
-        return
     else:
         rot = None
+    if b == 1 and isinstance(st.vbuf, np.ndarray) and st.vbuf.ndim == 2:
+        if rot is not None:
+            _rotate(work.right, st, rot)
+            rot = None
+        if _golub_kahan_step(work, st, generator):
+            return
     _expand(work, st, rot, b, generator)
 
 
+def _rotate(space: Space, st: Lanczos, rot: np.ndarray) -> None:
+    """F ← F·rot and C ← rotᵀC, in place (rot (..., w, w) orthogonal, on the host): the relations
+    still hold, and F's first columns are the directions chosen."""
+    pv, w, pu = st.pv, st.w, st.pu
+    f = st.f
+    st.vbuf[..., pv : pv + w] = mm(f, space.from_host(rot, f))
+    st.cbuf[..., :w, :pu] = rot.swapaxes(-1, -2) @ st.cbuf[..., :w, :pu]
+
+
 def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
-    """:func:`_expand` of F's one column for one matrix on the host: the same arithmetic, to the bit
-    (:func:`_orth_vector`, as :func:`_orth_column`), each product written into its basis column
+    """:func:`_expand` of F's first column for one matrix on the host: the same arithmetic, to the
+    bit (:func:`_orth_vector`, as :func:`_orth_column`), each product written into its basis column
     (:meth:`HostView.matvec`) and orthogonalized there. A step at 384×384 took 63–86 µs beside 31–35
     of bare products, where through :func:`_orth`'s layers and copies it took 86–106; whole solves
-    0.88–0.99× (geometric mean 0.95, 7 cases to 2000×1000, k = 1 and 8). False, with nothing done,
-    where a basis is about to be exhausted (the general path then takes the step)."""
-    pv, pu = st.pv, st.pu
+    0.88–0.99× (geometric mean 0.95, 7 cases to 2000×1000, k = 1 and 8). F's other columns, where it
+    has them (a probe's steps), stay in place after the moved one: a probe's step took 47–50 µs
+    against 88–104 through :func:`_expand` (384×384), 221–229 against 381–417 (1536×384). False,
+    with nothing done, where a basis is about to be exhausted (the general path then takes the
+    step)."""
+    pv, pu, w = st.pv, st.pu, st.w
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
     h, c = st.hbuf, st.cbuf
-    if pu >= min(m, ubuf.shape[1]) or pv + 2 > min(n, vbuf.shape[1]):
+    if pu >= min(m, ubuf.shape[1]) or pv + w + 1 > min(n, vbuf.shape[1]):
         return False
     blas = blas_for(vbuf.dtype)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
@@ -744,18 +767,23 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     h[pu, :pv] = 0.0
     h[:pu, pv] = coef
     h[pu, pv] = alpha
-    # F becomes Aᵀ of the new column less α f (known) and its other parts along 𝒱 and f
-    y = vbuf[:, pv + 1]
+    # the new column of F: Aᵀ of the new column of 𝒰 less α f (known) and its other parts along 𝒱
+    # and F, whose coefficients along F's columns that stay are C's new column
+    y = vbuf[:, pv + w]
     op.rmatvec(x, y)
     atq = y.copy()
-    right = _orth_vector(vbuf[:, : pv + 1], y, pv, alpha, blas)
+    right = _orth_vector(vbuf[:, : pv + w], y, pv, alpha, blas)
     if right is None:
-        g, _, gr = _orth(op.right, vbuf[:, : pv + 1], atq[:, None], 1, generator, (pv, np.array([[alpha]])))
-        y[:], beta = g[:, 0], float(gr[0, 0])
+        known = (pv, np.array([[alpha]]))
+        g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atq[:, None], 1, generator, known)
+        y[:], fcoef, beta = g[:, 0], gcoef[pv + 1 :, 0], float(gr[0, 0])
     else:
-        beta = right[1]
-    c[0, :pu] = 0.0
-    c[0, pu] = beta
+        fcoef, beta = right[0][pv + 1 :], right[1]
+    if w > 1:  # F's columns that stay move up a row of C
+        c[: w - 1, :pu] = c[1:w, :pu]
+        c[: w - 1, pu] = fcoef
+    c[w - 1, :pu] = 0.0
+    c[w - 1, pu] = beta
     st.pv, st.pu = pv + 1, pu + 1
     return True
 
