@@ -265,7 +265,12 @@ def _random_fill(space: Space, basis, x, lost: np.ndarray, cols: int, generator)
     (or all, when ``cols`` is fewer than x's) replaced by random directions, orthonormalized outside
     the basis. The kept columns of x enter as they are, so that their span stays inside q's."""
     fresh = space.randn_like(x, generator)
-    y = fresh[..., :cols] if cols < x.shape[-1] else space.select(lost, fresh, x)
+    return _outside(space, basis, fresh[..., :cols] if cols < x.shape[-1] else space.select(lost, fresh, x))
+
+
+def _outside(space: Space, basis, y):
+    """y's columns made orthonormal outside span(basis) (None: no basis): projected out of it and
+    orthonormalized, twice."""
     for _ in range(2):
         if basis is not None:
             y = space.project_out(basis, y)
@@ -860,12 +865,12 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
     not), 8 of 1000 and then 1 of 5000 solves of 10–70 × 10–310 matrices with σ₁ = σ₂ = σ₃ and
     k = 4–6 returned σ₃ = 0.5 (fuzz seed 456797700, cases 388 and 1689; in one, F held 0.998 of
     the missed v); with both, 0 of 5000."""
-    space, lost = work.right, np.ones(st.c.shape[:-2] + (1,), dtype=bool)
-    y = _random_fill(space, st.v, space.randn_like(st.vbuf[..., :1], generator), lost, 1, generator)
+    space = work.right
+    y = _outside(space, st.v, space.randn_like(st.vbuf[..., :1], generator))
     coords = space.to_host(space.inner(st.f, y))
     appended = int(st.pv + st.w < work.shape[1])
     if appended:
-        rest = _random_fill(space, st.vbuf[..., : st.pv + st.w], y, ~lost, 1, generator)
+        rest = _outside(space, st.vbuf[..., : st.pv + st.w], y)
         coords = np.concatenate([coords, space.to_host(space.inner(rest, y))], axis=-2)
         st.vbuf[..., st.pv + st.w : st.pv + st.w + 1] = rest
         st.cbuf[..., st.w, : st.pu] = 0.0
