@@ -93,8 +93,8 @@ def _other_blas_single():
 
 # Up to this many entries of A, numpy's BLAS runs on one thread during a solve (see solver_threads).
 ONE_BLAS_THREAD_UP_TO = 1_500_000
-# From this many bytes of a dense A (and up to ONE_BLAS_THREAD_UP_TO entries) a CPU solve's products
-# go through torch, on torch's threads (see torch_products).
+# From this many bytes of a dense A a CPU solve's products go through torch, on torch's threads (see
+# torch_products).
 TORCH_PRODUCTS_FROM = 3 << 19  # 1.5 MiB
 
 
@@ -107,10 +107,13 @@ def torch_products(entries: int, itemsize: int) -> bool:
     against 390 (1536×384), 263 against 355 (384×1536), 95 against 140 (1536×384 float32). numpy's
     BLAS on two threads is as fast, but its threads spin after the solve and slowed the torch work
     that followed it 2.3× (20 ms of matrix products took 46–52); torch's own threads serve that work
-    next. Below, one numpy thread is as fast (37 against 29 µs at 384×384 float64, 15 against 22 in
-    float32) with less overhead a call. Torch limited to one thread by its user: numpy's BLAS."""
-    mid = TORCH_PRODUCTS_FROM <= entries * itemsize and entries <= ONE_BLAS_THREAD_UP_TO
-    return mid and torch.get_num_threads() > 1
+    next. So above ONE_BLAS_THREAD_UP_TO entries too, where numpy's BLAS ran on its two threads: whole
+    solves took 0.76–0.94× the time in float64 (2000×1000 to 4096×1024, k = 1 and 8, alternated
+    processes; the Gram–Schmidt passes now on one thread) and 0.96–1.11× in float32, and torch's
+    products right after them 0.39–0.64× (2000×1000: 23.6 ms against 56.2). Below, one numpy thread
+    is as fast (37 against 29 µs at 384×384 float64, 15 against 22 in float32) with less overhead a
+    call. Torch limited to one thread by its user: numpy's BLAS."""
+    return TORCH_PRODUCTS_FROM <= entries * itemsize and torch.get_num_threads() > 1
 
 
 @contextlib.contextmanager
@@ -126,7 +129,8 @@ def solver_threads(
     after a solve, slowed the torch training step that followed it 2× (a spectrally normalized
     1024×1024 Linear: 50 ms a step, 22.6 ms with one BLAS thread); but for larger A two BLAS threads
     are worth it (2000×1000 Gaussian, k = 1: 110 ms against 171 ms with one). So OpenBLAS gets one
-    thread up to ``ONE_BLAS_THREAD_UP_TO`` entries of A (``entries``, batch included).
+    thread up to ``ONE_BLAS_THREAD_UP_TO`` entries of A (``entries``, batch included); above, where the
+    products are not torch's (a batch, a scipy sparse matrix, an operator), it keeps its threads.
 
     A process of a ``distributed`` solve (A split across processes) gives its BLAS the threads torch
     has in it: the budget the user (or torchrun, which sets one per process) gave each process. Two

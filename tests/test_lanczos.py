@@ -198,9 +198,9 @@ def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, mon
 
 
 def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
-    """A dense A of 1.5 MiB or more (and up to ONE_BLAS_THREAD_UP_TO entries) has its products made
-    by torch on torch's threads, which the solve leaves as they are, and gives the same triplets;
-    with torch limited to one thread by its user, numpy's BLAS makes them."""
+    """A dense A of 1.5 MiB or more has its products made by torch on torch's threads, which the
+    solve leaves as they are, and gives the same triplets; with torch limited to one thread by its
+    user, numpy's BLAS makes them."""
     from riemsvd._backend import TORCH_PRODUCTS_FROM
     from riemsvd._operator import DenseOperator
 
@@ -231,6 +231,11 @@ def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
         torch.set_num_threads(threads)
     small = make_matrix("decay", 300, 200, gen)  # 0.46 MiB: numpy's BLAS on one thread
     assert not DenseOperator(small).torch_products()
+    torch.set_num_threads(2)
+    try:  # above ONE_BLAS_THREAD_UP_TO entries as well, where numpy's BLAS once kept two threads
+        assert DenseOperator(torch.empty(1300, 1200, dtype=torch.float64)).torch_products()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @given(
