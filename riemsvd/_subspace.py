@@ -743,8 +743,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     (:meth:`HostView.matvec`) and orthogonalized there. A step at 384×384 took 63–86 µs beside 31–35
     of bare products, where through :func:`_orth`'s layers and copies it took 86–106; whole solves
     0.88–0.99× (geometric mean 0.95, 7 cases to 2000×1000, k = 1 and 8). F's other columns, where it
-    has them (a probe's steps), stay in place after the moved one: a probe's step took 47–50 µs
-    against 88–104 through :func:`_expand` (384×384), 221–229 against 381–417 (1536×384). False,
+    has them (a probe's steps), stay in place after the moved one: a probe's step took 75–82 µs
+    against 96–110 through :func:`_expand` (384×384, k = 8), 289–292 against 375–438 (1536×384). False,
     with nothing done, where a basis is about to be exhausted (the general path then takes the
     step)."""
     pv, pu, w = st.pv, st.pu, st.w
