@@ -1,11 +1,13 @@
 """Where the solver's matrix products run on the CPU, and the thread setting around a solve.
 
-Measured on the 2-core AMD EPYC machines this project runs on (docs/benchmarks.md): numpy's BLAS
-(OpenBLAS, shipped with numpy) computes the tall-skinny products the solver is made of (A @ X with a
-few columns, a basis times a small matrix) 2–5× faster than torch's MKL, and torch's idle OpenMP
+Measured on the 2-core machines this project runs on (docs/benchmarks.md): numpy's BLAS (OpenBLAS,
+shipped with numpy) computes the tall-skinny products the solver is made of (A @ X with a few
+columns, a basis times a small matrix) 2–5× faster than torch's MKL, and torch's idle OpenMP
 threads, spinning after each parallel region, slow every BLAS call that follows by up to 2×. So on the
-CPU the products go through numpy, and torch's own (small) operations run on one thread for the
-duration of a solve. ``RIEMSVD_CPU_BLAS=torch`` keeps everything in torch.
+CPU the solver's small products go through numpy, and torch's own (small) operations run on one
+thread for the duration of a solve; a dense A of 1.5 MiB or more is the exception, whose products
+torch makes on its own threads, numpy's BLAS then on one (:func:`torch_products`).
+``RIEMSVD_CPU_BLAS=torch`` keeps everything in torch.
 """
 
 from __future__ import annotations

@@ -196,6 +196,12 @@ def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, mon
     integers = (sp.random(9, 7, density=0.5, format=fmt, random_state=1) * 9).astype(int)
     assert kernel(integers, np.float64) is None
 
+    class Logged(sp.csr_matrix):  # a subclass's own products are its own
+        pass
+
+    assert kernel(Logged(sp.random(9, 7, density=0.5, random_state=1)), np.float64) is None
+    assert kernel(sp.csr_array(sp.random(9, 7, density=0.5, random_state=1)), np.float64) is not None
+
 
 def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
     """A dense A of 1.5 MiB or more has its products made by torch on torch's threads, which the
