@@ -254,12 +254,27 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
 
 
-@torch.compiler.disable  # host code on numpy and scipy; traced, it crashed dynamo on sparse A
 def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     """Run a prepared solve on ``a`` (default ``problem.target``; autograd hands in its own tensor):
     the operator, the tolerance, the method (the dense path where its cost model or ``method`` says),
     thread limits and autocast off, the products counted. Returns the solver's outcome and ``info`` in
-    the units of the operator (divide σ and the error bars by its ``scale`` for A's), and the operator."""
+    the units of the operator (divide σ and the error bars by its ``scale`` for A's), and the operator.
+
+    Traced by torch.compile, the host code (numpy and scipy; traced, it crashed dynamo on sparse A)
+    runs eagerly behind a graph break, through a torch.compiler.disable'd copy made on first need:
+    made at import, it cost ``import riemsvd`` 1.1 s (the import of torch._dynamo) on a 2-core
+    machine where the rest took 0.25 s."""
+    if torch.compiler.is_compiling():
+        return _host_execute()(problem, a)
+    return _execute(problem, a)
+
+
+@functools.cache
+def _host_execute():
+    return torch.compiler.disable(_execute)
+
+
+def _execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     op = problem.operator(problem.target if a is None else a)
     k, method, init, generator = problem.k, problem.method, problem.init, problem.generator
     tol = float(problem.tol) if problem.tol is not None else default_tol(op.dtype, *op.shape)
