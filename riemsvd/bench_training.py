@@ -167,7 +167,8 @@ def _sigma_errors(model: nn.Module) -> list[tuple[float, float]]:
 def _adam_steps(calls: dict, models: dict, input_shape, steps: int, warmup: int, untimed=None) -> dict:
     """Seconds of each training step (Adam at lr 1e-3 on ``models[key]``'s parameters, the forward by
     ``calls[key]``) per key, interleaved step by step on the same inputs, after ``warmup`` steps;
-    ``untimed(key, model)`` runs between the backward and the optimizer's step, outside the timing."""
+    ``untimed(key, model)`` runs between the backward and the optimizer's step of each timed step,
+    outside the timing (in the warmup, torch's one power step a forward has not converged yet)."""
     optimizers = {key: torch.optim.Adam(m.parameters(), lr=1e-3) for key, m in models.items()}
     times: dict[str, list[float]] = {key: [] for key in calls}
     g = torch.Generator().manual_seed(1)
@@ -178,7 +179,7 @@ def _adam_steps(calls: dict, models: dict, input_shape, steps: int, warmup: int,
             optimizers[key].zero_grad(set_to_none=True)
             (call(x) - 1).square().mean().backward()
             elapsed = time.perf_counter() - start
-            if untimed is not None:
+            if untimed is not None and step >= warmup:
                 untimed(key, models[key])
             start = time.perf_counter()
             optimizers[key].step()
