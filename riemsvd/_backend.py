@@ -109,12 +109,13 @@ def torch_products(entries: int, itemsize: int) -> bool:
     against 390 (1536×384), 263 against 355 (384×1536), 95 against 140 (1536×384 float32). numpy's
     BLAS on two threads is as fast, but its threads spin after the solve and slowed the torch work
     that followed it 2.3× (20 ms of matrix products took 46–52); torch's own threads serve that work
-    next. So above ONE_BLAS_THREAD_UP_TO entries too, where numpy's BLAS ran on its two threads: whole
-    solves took 0.76–0.94× the time in float64 (2000×1000 to 4096×1024, k = 1 and 8, alternated
-    processes; the Gram–Schmidt passes now on one thread) and 0.96–1.11× in float32, and torch's
-    products right after them 0.39–0.64× (2000×1000: 23.6 ms against 56.2). Below, one numpy thread
-    is as fast (37 against 29 µs at 384×384 float64, 15 against 22 in float32) with less overhead a
-    call. Torch limited to one thread by its user: numpy's BLAS."""
+    next. So above ONE_BLAS_THREAD_UP_TO entries too, where numpy's BLAS ran on its two threads:
+    whole solves took 0.73–0.94× the time (geometric mean 0.85) in float64 (2000×1000 to
+    4096×1024, k = 1 and 8, alternated processes; the Gram–Schmidt passes now on one thread) and
+    0.96–1.11× in float32, and torch's products right after them 0.40–0.64× (2000×1000: 23.6 ms
+    against 56.2). Below, one numpy thread is as fast (37 against 29 µs at 384×384 float64, 15
+    against 22 in float32) with less overhead a call. Torch limited to one thread by its user:
+    numpy's BLAS."""
     return TORCH_PRODUCTS_FROM <= entries * itemsize and torch.get_num_threads() > 1
 
 
