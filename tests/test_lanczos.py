@@ -256,8 +256,26 @@ def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
 def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w, gap, restarted, seed):
     """The estimate from H Hᵀ (``_estimate``) gives the exact SVD's values and each residual within its
     own ``slack``, on H as the recurrence makes it: upper bidiagonal, or after a thick restart a diagonal
-    block with a spike column before the bidiagonal part; the top values a ``gap`` apart."""
+    block with a spike column before the bidiagonal part; the top values a ``gap`` apart. For one
+    matrix (LAPACK's MRRR, t up to p/12) and for a batch of three (numpy's batched eigh, any t < p)."""
     rng = np.random.default_rng(seed)
+    for batch in ((), (3,)):
+        pairs = [_look_matrices(rng, p, t, w, gap, restarted) for _ in range(int(np.prod(batch)))]
+        h = np.stack([a for a, _ in pairs]).reshape(batch + (p, p))
+        c = np.stack([b for _, b in pairs]).reshape(batch + (w, p))
+        st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, w, h, c)
+        estimate, exact = _subspace._estimate(st_, t), _subspace._ritz(st_, t)
+        if not batch and t > p // 12:
+            assert estimate is None
+            continue
+        assert estimate is not None
+        np.testing.assert_allclose(estimate.s, exact.s[..., :t], rtol=1e-13, atol=0)
+        error = np.abs(estimate.rel - exact.rel)
+        assert (error <= estimate.slack).all(), (error, estimate.slack)
+
+
+def _look_matrices(rng, p: int, t: int, w: int, gap: float, restarted: bool):
+    """(H, C) as the recurrence makes them (see the test above)."""
     top = 1.0 - gap * np.arange(t + 1)
     h = np.diag(np.concatenate([top, rng.uniform(0.1, 0.9, p - t - 1)]))
     h[np.arange(p - 1), np.arange(1, p)] = rng.uniform(0.0, 0.3, p - 1)  # bidiagonal
@@ -269,12 +287,4 @@ def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w
     c[:, -1] = rng.uniform(0.0, 1.0, w)  # the recurrence's residual: on 𝒰's newest column
     if w > 1:
         c[1:, : p // 2] = rng.uniform(-1e-3, 1e-3, (w - 1, p // 2))
-    st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, w, h, c)
-    estimate, exact = _subspace._estimate(st_, t), _subspace._ritz(st_, t)
-    if t > p // 12:
-        assert estimate is None
-        return
-    assert estimate is not None
-    np.testing.assert_allclose(estimate.s, exact.s[:t], rtol=1e-13, atol=0)
-    error = np.abs(estimate.rel - exact.rel)
-    assert (error <= estimate.slack).all(), (error, estimate.slack)
+    return h, c
