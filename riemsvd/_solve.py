@@ -269,9 +269,13 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     return _execute(problem, a)
 
 
-@functools.cache
+_HOST_EXECUTE: list = []  # the disabled copy, once made (functools.cache made dynamo warn at each trace)
+
+
 def _host_execute():
-    return torch.compiler.disable(_execute)
+    if not _HOST_EXECUTE:
+        _HOST_EXECUTE.append(torch.compiler.disable(_execute))
+    return _HOST_EXECUTE[0]
 
 
 def _execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
