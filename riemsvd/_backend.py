@@ -18,7 +18,15 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["dense_threads", "mm", "no_autocast", "readable_any", "readable_number", "solver_threads"]
+__all__ = [
+    "dense_threads",
+    "eager_under_compile",
+    "mm",
+    "no_autocast",
+    "readable_any",
+    "readable_number",
+    "solver_threads",
+]
 
 NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
 
@@ -173,6 +181,17 @@ def dense_threads(device: torch.device):
         return
     with _blas_threads(1):
         yield
+
+
+def eager_under_compile(holder: list, fn):
+    """``fn`` as compiled code must call host code (numpy, scipy, LAPACK): torch.compiler.disable'd,
+    so that it runs eagerly behind a graph break. Made on first need and kept in ``holder`` (the
+    caller's module-level list): made at import, it imported torch._dynamo, 1.1 s of the 1.4 s that
+    ``import riemsvd`` cost beyond torch; kept by functools.cache, it drew a dynamo warning at every
+    trace."""
+    if not holder:
+        holder.append(torch.compiler.disable(fn))
+    return holder[0]
 
 
 def no_autocast(device):

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from riemsvd._backend import no_autocast, solver_threads
+from riemsvd._backend import eager_under_compile, no_autocast, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper, ldexp_outward
 from riemsvd._fourier import fourier_bounds
 from riemsvd._linear import LinearMapOperator
@@ -316,6 +316,9 @@ def _krylov_dim(solve_matvecs: int, batch: int, size: int) -> int:
     return int(min(size, _MAX_KRYLOV, max(_MIN_KRYLOV, math.ceil(per / 2))))
 
 
+_EAGER_NORM_BOUNDS: list = []  # norm_bounds, as compiled code calls it; traced, a batch crashed dynamo
+
+
 def norm_bounds(
     A,
     *,
@@ -434,6 +437,10 @@ def norm_bounds(
     >>> b.method, bool(b.certified), float(b.upper / torch.linalg.matrix_norm(W, 2) - 1) < 1e-8
     ('gram-cholesky', True, True)
     """
+    if torch.compiler.is_compiling():  # host code (numpy, LAPACK): eagerly, behind a graph break
+        return eager_under_compile(_EAGER_NORM_BOUNDS, norm_bounds)(
+            A, tol=tol, confidence=confidence, generator=generator
+        )
     check_bounds_args(A, confidence)
     if isinstance(A, torch.Tensor):
         A = A.detach()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from riemsvd._autograd import Layout, SolveCall, SolveFunction, needs_graph
-from riemsvd._backend import dense_threads, no_autocast, readable_any, solver_threads
+from riemsvd._backend import dense_threads, eager_under_compile, no_autocast, readable_any, solver_threads
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded
 from riemsvd._distributed import prepare as prepare_sharded
@@ -254,31 +254,19 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
 
 
+_EAGER_EXECUTE: list = []  # execute, as compiled code calls it
+
+
 def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     """Run a prepared solve on ``a`` (default ``problem.target``; autograd hands in its own tensor):
     the operator, the tolerance, the method (the dense path where its cost model or ``method`` says),
     thread limits and autocast off, the products counted. Returns the solver's outcome and ``info`` in
     the units of the operator (divide σ and the error bars by its ``scale`` for A's), and the operator.
 
-    Traced by torch.compile, the host code (numpy and scipy; traced, it crashed dynamo on sparse A)
-    runs eagerly behind a graph break, through a torch.compiler.disable'd copy made on first need:
-    made at import, it cost ``import riemsvd`` 1.1 s (the import of torch._dynamo) on a 2-core
-    machine where the rest took 0.25 s."""
+    Traced by torch.compile, it runs eagerly behind a graph break (:func:`eager_under_compile`):
+    traced, its numpy and scipy code crashed dynamo on a sparse A."""
     if torch.compiler.is_compiling():
-        return _host_execute()(problem, a)
-    return _execute(problem, a)
-
-
-_HOST_EXECUTE: list = []  # the disabled copy, once made (functools.cache made dynamo warn at each trace)
-
-
-def _host_execute():
-    if not _HOST_EXECUTE:
-        _HOST_EXECUTE.append(torch.compiler.disable(_execute))
-    return _HOST_EXECUTE[0]
-
-
-def _execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
+        return eager_under_compile(_EAGER_EXECUTE, execute)(problem, a)
     op = problem.operator(problem.target if a is None else a)
     k, method, init, generator = problem.k, problem.method, problem.init, problem.generator
     tol = float(problem.tol) if problem.tol is not None else default_tol(op.dtype, *op.shape)

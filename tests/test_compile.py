@@ -137,6 +137,32 @@ def test_sparse_and_scipy_inputs_run_eagerly_inside_a_compiled_function():
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
 
 
+def test_norm_bounds_run_eagerly_inside_a_compiled_function():
+    """norm_bounds is host code (numpy, LAPACK): under torch.compile it runs eagerly behind a graph
+    break, and gives sound bounds for one matrix and a batch (traced, a batch crashed dynamo with
+    'Invalid NaN comparison'; one matrix drew a warning at each data-dependent branch)."""
+    import warnings
+
+    dynamo.config.error_on_recompile = False
+
+    def bounds(y):
+        b = riemsvd.norm_bounds(y)
+        return b.lower, b.upper, b.certified
+
+    g = torch.Generator().manual_seed(0)
+    for a in (
+        torch.randn(40, 30, dtype=torch.float64, generator=g),
+        torch.randn(2, 40, 30, dtype=torch.float64, generator=g),
+    ):
+        dynamo.reset()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            lower, upper, certified = torch.compile(bounds, backend="eager")(a)
+        true = torch.linalg.matrix_norm(a, 2)
+        assert bool(certified.all()) and bool((lower <= true).all()) and bool((true <= upper).all())
+        assert bool((upper / true - 1 <= 1e-6).all())
+
+
 def test_import_does_not_load_dynamo():
     """``import riemsvd`` (and a solve) leave torch._dynamo unloaded: its import took 1.1 s of the
     1.4 s that ``import riemsvd`` cost beyond torch, when the host code was torch.compiler.disable'd
