@@ -148,13 +148,14 @@ class Operator:
 
     def _column_products(self):
         """((x, out) ↦ out ← A x, (y, out) ↦ out ← Aᵀ y) for one matrix and one column, without the
-        scale, written into ``out`` (a dense A); None where the operator has no such products."""
+        scale, written into ``out`` (a dense A, a scipy CSR or CSC matrix); None where the operator has
+        no such products."""
         return None
 
     def torch_products(self) -> bool:
-        """Whether a CPU solve's products go through torch on torch's threads (a dense A of mid size:
-        :func:`riemsvd._backend.torch_products`); :func:`riemsvd._backend.solver_threads` then keeps
-        torch's threads."""
+        """Whether a CPU solve's products go through torch on torch's threads (a dense A of 1.5 MiB or
+        more: :func:`riemsvd._backend.torch_products`); :func:`riemsvd._backend.solver_threads` then
+        keeps torch's threads."""
         return False
 
     def _float64_products(self):

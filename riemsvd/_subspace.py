@@ -28,7 +28,7 @@ from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a fir
 from riemsvd._backend import mm
 from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space, blas_for
-from riemsvd._tolerance import eps, product_floor
+from riemsvd._tolerance import TINY, eps, product_floor
 
 __all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify"]
 
@@ -384,7 +384,7 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     eigenvalues, and its residual ‖C yᵢ‖ by at most √2·‖C‖ times that angle: ``slack``, with c = 4
     (the t + 1st eigenvalue is computed for the gap). Near a tight target in a cluster (1e-12, gap
     1e-3) the slack exceeds the target, and the exact SVD decides."""
-    pu, tiny = st.pu, np.finfo(np.float64).tiny
+    pu = st.pu
     if t >= pu or (st.h.ndim == 2 and t > pu // 12):
         return None
     hh = st.h @ np.swapaxes(st.h, -1, -2)
@@ -409,9 +409,9 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     # unit vectors are at most 2 apart: the cap keeps a zero gap (a repeated value) from making the
     # slack 0·inf = NaN where C vanishes (σ₁ = σ₂ = 1e8 on a diagonal 13×13 A crashed the solve)
     perturbation = 4 * pu * _eps(y) * lam[..., :1]
-    angle = perturbation / np.maximum(gaps, 0.5 * perturbation + tiny)  # ≤ 2
+    angle = perturbation / np.maximum(gaps, 0.5 * perturbation + TINY)  # ≤ 2
     c_norm = np.linalg.norm(st.c, axis=(-2, -1))[..., None]
-    slack = math.sqrt(2) * c_norm * angle / np.maximum(s[..., :1], tiny)
+    slack = math.sqrt(2) * c_norm * angle / np.maximum(s[..., :1], TINY)
     if not np.isfinite(slack).all():
         return None  # the exact SVD decides (and reports a non-finite C)
     return Ritz(y, s, None, rel, slack)
@@ -682,7 +682,7 @@ def subspace_svd(
                     reason = "stalled"
                 else:  # demand of the estimate what the true residual lacked; go on from the same basis
                     checks += 1
-                    ratio = worst / np.maximum(verified[3], np.finfo(np.float64).tiny)
+                    ratio = worst / np.maximum(verified[3], TINY)
                     target = np.where(passed, target, 0.5 * tol * np.minimum(ratio, 1.0))
                     best = np.where(passed, best, np.inf)
             if reason is None:
@@ -775,12 +775,14 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     crow = c[0, :pu]
     nonzero = crow.nonzero()[0]
     j = int(nonzero[0]) if nonzero.size else 0
+    known = crow[j:] if nonzero.size else None
     x = ubuf[:, pu]
     op.matvec(vbuf[:, pv], x)
     ax = x.copy()  # for the rare path below
-    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, crow[j:] if nonzero.size else None, blas)
+    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, known, blas)
     if left is None:  # lost to rounding: the general path draws a random direction
-        q, coef, r = _orth(op.left, ubuf[:, :pu], ax[:, None], 1, generator, _known(c[:1, :pu].T))
+        general = None if known is None else (j, known[:, None])
+        q, coef, r = _orth(op.left, ubuf[:, :pu], ax[:, None], 1, generator, general)
         x[:], alpha = q[:, 0], float(r[0, 0])
         coef = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
     else:
@@ -795,8 +797,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     atq = y.copy()
     right = _orth_vector(vbuf[:, : pv + w], y, pv, alpha, blas)
     if right is None:
-        known = (pv, np.array([[alpha]]))
-        g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atq[:, None], 1, generator, known)
+        general = (pv, np.array([[alpha]]))
+        g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atq[:, None], 1, generator, general)
         y[:], fcoef, beta = g[:, 0], gcoef[pv + 1 :, 0], float(gr[0, 0])
     else:
         fcoef, beta = right[0][pv + 1 :], right[1]
