@@ -166,7 +166,7 @@ def test_norm_bounds_run_eagerly_inside_a_compiled_function():
 def test_import_does_not_load_dynamo():
     """``import riemsvd`` (and a solve) leave torch._dynamo unloaded: its import took 1.1 s of the
     1.4 s that ``import riemsvd`` cost beyond torch, when the host code was torch.compiler.disable'd
-    at import; compiled code makes that copy when it first needs it (the test above)."""
+    at import; compiled code makes that copy when it first needs it (the tests above)."""
     import subprocess
     import sys
 
