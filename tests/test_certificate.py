@@ -117,3 +117,27 @@ def test_tiny_scales_inside_the_solves_range_do_not_underflow_the_bound():
     a = torch.stack([_matrix(kind, m, n, gen, dtype, scale) for kind in kinds])
     assert (m, n, kinds) == (2, 67, ["tinygap", "decay"]) and 1e-77 < scale < 1e-75
     assert_brackets(riemsvd.norm_bounds(a, generator=gen), a)
+
+
+@pytest.mark.parametrize("lapack_fails", [False, True])
+def test_top_eigenpairs_are_the_largest_in_descending_order(monkeypatch, lapack_fails):
+    """The Ritz pairs of the certificate's Krylov steps: LAPACK's MRRR for the top few, numpy's eigh
+    where MRRR reports a failure; against numpy's eigh, repeated eigenvalues included."""
+    import numpy as np
+
+    import riemsvd._certificate as certificate
+
+    if lapack_fails:
+        monkeypatch.setattr(certificate, "dsyevr", lambda a, **kw: (None, None, 0, None, 1))
+    rng = np.random.default_rng(0)
+    for p in (1, 2, 5, 25):
+        x = rng.standard_normal((p, p))
+        for a in (x + x.T, np.diag(np.r_[np.full(min(p, 3), 2.0), np.arange(p - min(p, 3))])):
+            ref = np.linalg.eigvalsh(a)[::-1]
+            atol = 1e-12 * max(1.0, abs(ref[0]))
+            for count in range(1, min(p, 8) + 1):
+                values, vectors = certificate._top_eigenpairs(a, count)
+                assert values.shape == (count,) and vectors.shape == (p, count)
+                np.testing.assert_allclose(values, ref[:count], rtol=0, atol=atol)
+                np.testing.assert_allclose(a @ vectors, vectors * values, rtol=0, atol=atol)
+                np.testing.assert_allclose(vectors.T @ vectors, np.eye(count), rtol=0, atol=1e-12)
