@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import riemsvd
+import riemsvd._certificate as certificate
 from riemsvd._certificate import Gram, certify, cholesky_excess, gram_cholesky_upper
 from tests.test_bounds import _REF, KINDS, assert_brackets, hard_matrix, spectral_norm
 
@@ -123,10 +125,6 @@ def test_tiny_scales_inside_the_solves_range_do_not_underflow_the_bound():
 def test_top_eigenpairs_are_the_largest_in_descending_order(monkeypatch, lapack_fails):
     """The Ritz pairs of the certificate's Krylov steps: LAPACK's MRRR for the top few, numpy's eigh
     where MRRR reports a failure; against numpy's eigh, repeated eigenvalues included."""
-    import numpy as np
-
-    import riemsvd._certificate as certificate
-
     if lapack_fails:
         monkeypatch.setattr(certificate, "dsyevr", lambda a, **kw: (None, None, 0, None, 1))
     rng = np.random.default_rng(0)
