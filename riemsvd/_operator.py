@@ -154,8 +154,9 @@ class Operator:
 
     def torch_products(self) -> bool:
         """Whether a CPU solve's products go through torch on torch's threads (a dense A of 1.5 MiB or
-        more: :func:`riemsvd._backend.torch_products`); :func:`riemsvd._backend.solver_threads` then
-        keeps torch's threads."""
+        more whose products torch makes faster than numpy's BLAS on one thread, measured:
+        :func:`riemsvd._backend.torch_products`); :func:`riemsvd._backend.solver_threads` then keeps
+        torch's threads."""
         return False
 
     def _float64_products(self):
@@ -259,11 +260,7 @@ class DenseOperator(Operator):
             return None
 
     def torch_products(self) -> bool:
-        return (
-            torch.device(self.device).type == "cpu"
-            and self.a.dim() == 2
-            and torch_products(self.a.numel(), self.a.element_size())
-        )
+        return torch.device(self.device).type == "cpu" and self.a.dim() == 2 and torch_products(self.a)
 
     def _column_products(self):
         a = self._numpy_view()

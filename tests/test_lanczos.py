@@ -7,6 +7,7 @@ column once left Aᵀ𝒰 − 𝒱Hᵀ − FC at 4e-2 and stalled a warm-started
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -203,45 +204,92 @@ def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, mon
     assert kernel(sp.csr_array(sp.random(9, 7, density=0.5, random_state=1)), np.float64) is not None
 
 
-def test_mid_size_products_run_on_torchs_threads(monkeypatch, gen):
-    """A dense A of 1.5 MiB or more has its products made by torch on torch's threads, which the
-    solve leaves as they are, and gives the same triplets; with torch limited to one thread by its
-    user, numpy's BLAS makes them."""
-    from riemsvd._backend import TORCH_PRODUCTS_FROM
+def _products_measured(monkeypatch, torch_is_faster: bool) -> None:
+    """torch_products' measurement replaced by a fixed answer, with an empty cache."""
+    from riemsvd import _backend
+
+    monkeypatch.setattr(_backend, "_FASTER", {})
+    monkeypatch.setattr(_backend, "_torch_faster", lambda *args: torch_is_faster)
+
+
+def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
+    """A dense A of 1.5 MiB or more has its products made by torch on torch's threads where torch's
+    products were measured faster, and by numpy's BLAS on one thread where they were not (at any
+    size: above ONE_BLAS_THREAD_UP_TO entries numpy's BLAS once kept two threads, which spin after
+    the solve); both give the same triplets. With torch limited to one thread by its user, numpy's
+    BLAS makes them, unmeasured."""
+    from riemsvd import _backend
     from riemsvd._operator import DenseOperator
 
     a = make_matrix("decay", 700, 400, gen)
-    assert a.numel() * a.element_size() >= TORCH_PRODUCTS_FROM
-    calls, threads, mv = [], torch.get_num_threads(), torch.mv
+    assert a.numel() * a.element_size() >= _backend.TORCH_PRODUCTS_FROM
+    calls, limits, threads = [], [], torch.get_num_threads()
+    mv, blas_threads = torch.mv, _backend._blas_threads
 
     def spy(*args, **kwargs):
         calls.append(torch.get_num_threads())
         return mv(*args, **kwargs)
 
+    def spy_limit(limit):
+        limits.append(limit)
+        return blas_threads(limit)
+
     monkeypatch.setattr(torch, "mv", spy)
+    monkeypatch.setattr(_backend, "_blas_threads", spy_limit)
     try:
         torch.set_num_threads(2)
+        _products_measured(monkeypatch, True)
         assert DenseOperator(a).torch_products()
         result = riemsvd.solve(a, 3, tol=1e-12, generator=gen, method="iterative")
         assert calls and set(calls) == {2}, calls  # every step's two products, on two threads
         assert torch.get_num_threads() == 2
         torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:3], rtol=1e-11, atol=0)
         assert float(result.info.residual) <= 1e-12
+        for slower in (a, make_matrix("decay", 1300, 1200, gen)):  # below and above 1.5M entries
+            calls.clear(), limits.clear()
+            _products_measured(monkeypatch, False)
+            assert not DenseOperator(slower).torch_products()
+            again = riemsvd.solve(slower, 3, tol=1e-12, generator=gen, method="iterative")
+            assert not calls and limits == [1], (calls, limits)  # numpy's BLAS, on one thread
+            torch.testing.assert_close(again.S, torch.linalg.svdvals(slower)[:3], rtol=1e-11, atol=0)
         calls.clear()
         torch.set_num_threads(1)
+        _products_measured(monkeypatch, True)
         assert not DenseOperator(a).torch_products()
+        assert not _backend._FASTER  # not measured
         again = riemsvd.solve(a, 3, tol=1e-12, generator=gen, method="iterative")
         assert not calls
         torch.testing.assert_close(again.S, result.S, rtol=1e-12, atol=0)
     finally:
         torch.set_num_threads(threads)
-    small = make_matrix("decay", 300, 200, gen)  # 0.46 MiB: numpy's BLAS on one thread
-    assert not DenseOperator(small).torch_products()
+    small = make_matrix("decay", 300, 200, gen)  # 0.46 MiB: numpy's BLAS on one thread, unmeasured
+    assert not DenseOperator(small).torch_products() and not _backend._FASTER
+
+
+def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
+    """torch_products measures each shape, dtype and layout once in a process, and chooses torch only
+    where its pair of products took less than _TORCH_MARGIN of numpy's (the fastest of each)."""
+    from riemsvd import _backend
+
+    measured, torch_faster = [], _backend._torch_faster
+    monkeypatch.setattr(_backend, "_FASTER", {})
+    monkeypatch.setattr(_backend, "_torch_faster", lambda t, view: measured.append(t.shape) or True)
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:  # above ONE_BLAS_THREAD_UP_TO entries as well, where numpy's BLAS once kept two threads
-        assert DenseOperator(torch.empty(1300, 1200, dtype=torch.float64)).torch_products()
+    try:
+        a = torch.zeros(800, 400, dtype=torch.float64)
+        assert _backend.torch_products(a) and _backend.torch_products(a.clone())
+        assert _backend.torch_products(a.mT.contiguous().mT)  # another layout: measured again
+        assert _backend.torch_products(a.float().repeat(2, 1))  # another dtype
+        assert measured == [(800, 400), (800, 400), (1600, 400)]
     finally:
         torch.set_num_threads(threads)
+    # the choice itself, on a clock that makes each product pair take the times given
+    a = torch.zeros(8, 8, dtype=torch.float64)
+    for torch_s, numpy_s, chosen in ((0.5, 1.0, True), (0.9, 1.0, False), (1.5, 1.0, False)):
+        ticks = iter(np.cumsum([0.0, torch_s, 0.0, numpy_s] * 3 + [0.0, 3.0]).tolist())
+        monkeypatch.setattr(_backend, "time", SimpleNamespace(perf_counter=ticks.__next__))
+        assert torch_faster(a, a.numpy(), rounds=3) is chosen, (torch_s, numpy_s)
 
 
 @given(
