@@ -109,55 +109,68 @@ ONE_BLAS_THREAD_UP_TO = 1_500_000
 # From this many bytes a dense A's products may go through torch, where torch makes them faster (see
 # torch_products).
 TORCH_PRODUCTS_FROM = 3 << 19  # 1.5 MiB
-# torch's pair of products must take less than this fraction of numpy's on one thread to be chosen:
-# its threads, spinning after each product, slow the solver's next OpenBLAS calls (the Gram–Schmidt
-# passes), which a pair timed alone does not show.
-_TORCH_MARGIN = 0.8
+# torch's pair of products is chosen where it takes less than this fraction of numpy's on one
+# BLAS thread (up to ONE_BLAS_THREAD_UP_TO entries), or of numpy's on its threads (above). Below, a
+# preference for numpy: torch's threads, spinning after each product, slow the solver's next
+# OpenBLAS calls (the Gram–Schmidt passes), which a pair timed alone does not show. Above, a
+# preference for torch: numpy's threads spin for about 0.1 s after the solve, beside the torch work
+# that follows it, where torch's own threads serve that work.
+_TORCH_MARGIN = {"one thread": 0.8, "its threads": 1.25}
 _FASTER: dict[tuple, bool] = {}  # torch_products' measurements, per shape, dtype, layout and threads
 
 
 def torch_products(a: torch.Tensor) -> bool:
     """Whether a CPU solve of one dense matrix ``a`` (m, n) computes its products with torch (MKL, on
-    torch's threads) rather than numpy's BLAS on one thread: from 1.5 MiB up, where A no longer fits
-    beside the bases in one core's cache, and where torch's pair A x, Aᵀ y takes less than 0.8 of
-    numpy's, measured once per shape, dtype, layout and thread count in a process
+    torch's threads) rather than numpy's BLAS (on one thread up to ``ONE_BLAS_THREAD_UP_TO`` entries,
+    on its threads above: :func:`solver_threads`): from 1.5 MiB up, where A no longer fits beside the
+    bases in one core's cache, and where torch's pair A x, Aᵀ y is measured faster by the margin of
+    ``_TORCH_MARGIN``, once per shape, dtype, layout and thread counts in a process
     (:func:`_torch_faster`). Below 1.5 MiB one numpy thread is as fast (37 against 29 µs at 384×384
     float64, 15 against 22 in float32) with less overhead a call. Torch limited to one thread by its
     user: numpy's BLAS.
 
     Which is faster depends on the machine. On the 2-core machine of the earlier measurements (its CPU
-    was not recorded) torch's pair took 0.43–0.74 of numpy's (45 µs against 105 at 512×512 float64,
-    177 against 390 at 1536×384, 263 against 355 at 384×1536, 95 against 140 at 1536×384 float32).
-    On an AMD EPYC 2-core machine MKL's gemv ran on one thread and took 1.1–1.6 of numpy's (float64:
-    276 µs against 208 at 1536×384, 6.2 ms against 4.8 at 4096×1024; float32: 528 µs against 342 at
-    2000×1000), and whole solves on numpy's products took 0.62–0.97× the time of torch's
-    (docs/algorithm.md, "CPU threads"). numpy's BLAS on two threads was as fast there and faster
-    here, but its threads spin after the solve: 10 products of 1024×1024 by 1024×256 right after a
-    2000×1000 float32 solve took 118 ms against 68 alone, and 58 against 54 after a solve on one
-    numpy thread. So a dense A's products take one."""
+    was not recorded) torch's pair took 0.43–0.74 of numpy's on one thread (45 µs against 105 at
+    512×512 float64, 177 against 390 at 1536×384, 263 against 355 at 384×1536, 95 against 140 at
+    1536×384 float32), and numpy's on two threads was about as fast as torch's. On an AMD EPYC 2-core
+    machine MKL's gemv ran on one thread and took 1.1–1.6 of numpy's on one thread (float64: 276 µs
+    against 208 at 1536×384; float32: 528 µs against 342 at 2000×1000) and 1.3–2.6 of numpy's on two
+    (float64: 1.37 ms against 1.04 at 2000×1000, 6.2 against 3.0 at 4096×1024). There whole solves
+    on numpy's products took 0.43–0.90× the time of torch's (docs/algorithm.md, "CPU threads"); the
+    cost is the torch work right after a solve above 1.5M entries, which numpy's spinning threads
+    slowed by about 60 ms (10 products of 1024×1024 by 1024×256: 119 ms against 59 alone, 67 after a
+    0.1 s pause)."""
     if not (TORCH_PRODUCTS_FROM <= a.numel() * a.element_size() and torch.get_num_threads() > 1):
         return False
-    key = (tuple(a.shape), a.dtype, a.stride(), torch.get_num_threads())
+    one = a.numel() <= ONE_BLAS_THREAD_UP_TO
+    key = (tuple(a.shape), a.dtype, a.stride(), torch.get_num_threads(), one or _numpy_blas_threads())
     if key not in _FASTER:
         try:
             view = a.detach().numpy()
         except (RuntimeError, TypeError):  # inside a torch.func transform: torch's products alone
             return True
-        _FASTER[key] = _torch_faster(a.detach(), view)
+        _FASTER[key] = _torch_faster(a.detach(), view, one)
     return _FASTER[key]
 
 
-def _torch_faster(t: torch.Tensor, view: np.ndarray, rounds: int = 3) -> bool:
+def _numpy_blas_threads() -> int | None:
+    """The threads of numpy's BLAS, as threadpoolctl reads them (None where it cannot)."""
+    libs = [lib for lib in _blas_libraries() if f"{os.sep}numpy" in lib.filepath]
+    return libs[0].get_num_threads() if libs else None
+
+
+def _torch_faster(t: torch.Tensor, view: np.ndarray, one: bool, rounds: int = 3) -> bool:
     """Whether torch's products A x and Aᵀ y (on torch's threads) take less than ``_TORCH_MARGIN`` of
-    numpy's (on one BLAS thread), for A as a tensor ``t`` and its numpy ``view``, each the fastest of
-    ``rounds`` alternated pairs: 3 rounds cost about 12 products, once per shape."""
+    numpy's (on one BLAS thread where ``one``, else on its threads), for A as a tensor ``t`` and its
+    numpy ``view``, each the fastest of ``rounds`` alternated pairs: 3 rounds cost about 12 products,
+    once per shape."""
     m, n = view.shape
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal(n, dtype=view.dtype), rng.standard_normal(m, dtype=view.dtype)
     ax, aty = np.empty(m, view.dtype), np.empty(n, view.dtype)
     xt, yt, axt, atyt = (torch.from_numpy(v) for v in (x, y, ax, aty))
     best = {"torch": math.inf, "numpy": math.inf}
-    with _blas_threads(1):
+    with _blas_threads(1) if one else _other_blas_single():
         for _ in range(rounds):
             start = time.perf_counter()
             torch.mv(t, xt, out=axt)
@@ -167,30 +180,25 @@ def _torch_faster(t: torch.Tensor, view: np.ndarray, rounds: int = 3) -> bool:
             np.matmul(view, x, out=ax)
             np.matmul(view.T, y, out=aty)
             best["numpy"] = min(best["numpy"], time.perf_counter() - start)
-    return best["torch"] < _TORCH_MARGIN * best["numpy"]
+    margin = _TORCH_MARGIN["one thread" if one else "its threads"]
+    return best["torch"] < margin * best["numpy"]
 
 
 @contextlib.contextmanager
 def solver_threads(
-    device: torch.device,
-    entries: int = 0,
-    *,
-    distributed: bool = False,
-    on_torch: bool = False,
-    one_dense: bool = False,
+    device: torch.device, entries: int = 0, *, distributed: bool = False, on_torch: bool = False
 ):
-    """Run torch single-threaded on the CPU during a solve, and numpy's BLAS too for small A and for
-    ``one_dense`` (one dense matrix, whose products numpy's BLAS makes on one thread at any size where
-    torch's are not faster: :func:`torch_products`); with ``on_torch`` (the products go through torch),
-    torch keeps its threads and numpy's BLAS runs on one.
+    """Run torch single-threaded on the CPU during a solve, and numpy's BLAS too for small A; with
+    ``on_torch`` (the products go through torch: :func:`torch_products`), torch keeps its threads and
+    numpy's BLAS runs on one.
 
     Both thread pools spin for a while after each parallel call. torch's threads slowed the OpenBLAS
     calls that followed them 2×, so torch runs on one thread here. OpenBLAS's threads, left spinning
     after a solve, slowed the torch training step that followed it 2× (a spectrally normalized
     1024×1024 Linear: 50 ms a step, 22.6 ms with one BLAS thread); but for larger A two BLAS threads
     are worth it (2000×1000 Gaussian, k = 1: 110 ms against 171 ms with one). So OpenBLAS gets one
-    thread up to ``ONE_BLAS_THREAD_UP_TO`` entries of A (``entries``, batch included); above, for a
-    batch, a scipy sparse matrix or an operator, it keeps its threads.
+    thread up to ``ONE_BLAS_THREAD_UP_TO`` entries of A (``entries``, batch included); above, where the
+    products are not torch's, it keeps its threads.
 
     A process of a ``distributed`` solve (A split across processes) gives its BLAS the threads torch
     has in it: the budget the user (or torchrun, which sets one per process) gave each process. Two
@@ -210,7 +218,7 @@ def solver_threads(
         if distributed:
             with _blas_threads(threads):
                 yield
-        elif one_dense or entries and entries <= ONE_BLAS_THREAD_UP_TO:
+        elif entries and entries <= ONE_BLAS_THREAD_UP_TO:
             with _blas_threads(1):
                 yield
         else:

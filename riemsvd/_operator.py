@@ -245,6 +245,7 @@ class DenseOperator(Operator):
     def __init__(self, a: torch.Tensor) -> None:
         super().__init__(a.shape[-2:], a.shape[:-2], a.dtype, a.device)
         self.a = a
+        self._on_torch: bool | None = None
 
     def _matmat(self, x):
         return mm(self.a, x)
@@ -260,7 +261,10 @@ class DenseOperator(Operator):
             return None
 
     def torch_products(self) -> bool:
-        return torch.device(self.device).type == "cpu" and self.a.dim() == 2 and torch_products(self.a)
+        if self._on_torch is None:  # decided at the first call, before the solve sets its threads
+            on_cpu = torch.device(self.device).type == "cpu"
+            self._on_torch = on_cpu and self.a.dim() == 2 and torch_products(self.a)
+        return self._on_torch
 
     def _column_products(self):
         a = self._numpy_view()

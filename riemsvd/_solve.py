@@ -283,11 +283,7 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         with dense_threads(op.device), no_autocast(op.device):
             out = dense_svd(op, k, tol)
     else:
-        one_dense = isinstance(op, DenseOperator) and op.a.dim() == 2
-        on_torch = op.torch_products()
-        threads = solver_threads(
-            op.device, entries, distributed=op.distributed, on_torch=on_torch, one_dense=one_dense
-        )
+        threads = solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
         with threads, no_autocast(op.device):
             if method == "trust-region":
                 from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default

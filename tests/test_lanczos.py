@@ -214,10 +214,9 @@ def _products_measured(monkeypatch, torch_is_faster: bool) -> None:
 
 def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
     """A dense A of 1.5 MiB or more has its products made by torch on torch's threads where torch's
-    products were measured faster, and by numpy's BLAS on one thread where they were not (at any
-    size: above ONE_BLAS_THREAD_UP_TO entries numpy's BLAS once kept two threads, which spin after
-    the solve); both give the same triplets. With torch limited to one thread by its user, numpy's
-    BLAS makes them, unmeasured."""
+    products were measured faster, and by numpy's BLAS where they were not: on one thread up to
+    ONE_BLAS_THREAD_UP_TO entries, on its threads above. Both give the same triplets. With torch
+    limited to one thread by its user, numpy's BLAS makes them, unmeasured."""
     from riemsvd import _backend
     from riemsvd._operator import DenseOperator
 
@@ -245,12 +244,14 @@ def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
         assert torch.get_num_threads() == 2
         torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:3], rtol=1e-11, atol=0)
         assert float(result.info.residual) <= 1e-12
-        for slower in (a, make_matrix("decay", 1300, 1200, gen)):  # below and above 1.5M entries
+        big = make_matrix("decay", 1300, 1200, gen)
+        assert big.numel() > _backend.ONE_BLAS_THREAD_UP_TO
+        for slower, numpy_threads in ((a, [1]), (big, [])):  # [1]: one thread; []: its own
             calls.clear(), limits.clear()
             _products_measured(monkeypatch, False)
             assert not DenseOperator(slower).torch_products()
             again = riemsvd.solve(slower, 3, tol=1e-12, generator=gen, method="iterative")
-            assert not calls and limits == [1], (calls, limits)  # numpy's BLAS, on one thread
+            assert not calls and limits == numpy_threads, (calls, limits)
             torch.testing.assert_close(again.S, torch.linalg.svdvals(slower)[:3], rtol=1e-11, atol=0)
         calls.clear()
         torch.set_num_threads(1)
@@ -267,13 +268,14 @@ def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
 
 
 def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
-    """torch_products measures each shape, dtype and layout once in a process, and chooses torch only
-    where its pair of products took less than _TORCH_MARGIN of numpy's (the fastest of each)."""
+    """torch_products measures each shape, dtype and layout once in a process, against numpy's BLAS on
+    one thread up to ONE_BLAS_THREAD_UP_TO entries and on its threads above, and chooses torch only
+    where its pair of products beat numpy's (the fastest of each) by that comparison's margin."""
     from riemsvd import _backend
 
     measured, torch_faster = [], _backend._torch_faster
     monkeypatch.setattr(_backend, "_FASTER", {})
-    monkeypatch.setattr(_backend, "_torch_faster", lambda t, view: measured.append(t.shape) or True)
+    monkeypatch.setattr(_backend, "_torch_faster", lambda t, _, one: measured.append((t.shape, one)) or True)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -281,15 +283,22 @@ def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
         assert _backend.torch_products(a) and _backend.torch_products(a.clone())
         assert _backend.torch_products(a.mT.contiguous().mT)  # another layout: measured again
         assert _backend.torch_products(a.float().repeat(2, 1))  # another dtype
-        assert measured == [(800, 400), (800, 400), (1600, 400)]
+        assert _backend.torch_products(torch.zeros(1300, 1200))  # above 1.5M entries
+        shapes = [(800, 400), (800, 400), (1600, 400), (1300, 1200)]
+        assert measured == list(zip(shapes, [True, True, True, False]))
     finally:
         torch.set_num_threads(threads)
     # the choice itself, on a clock that makes each product pair take the times given
     a = torch.zeros(8, 8, dtype=torch.float64)
-    for torch_s, numpy_s, chosen in ((0.5, 1.0, True), (0.9, 1.0, False), (1.5, 1.0, False)):
-        ticks = iter(np.cumsum([0.0, torch_s, 0.0, numpy_s] * 3 + [0.0, 3.0]).tolist())
+    cases = ((0.5, True, True), (0.9, True, False), (0.9, False, True), (1.2, False, True))
+    limits, blas_threads = [], _backend._blas_threads
+    monkeypatch.setattr(_backend, "_blas_threads", lambda limit: limits.append(limit) or blas_threads(limit))
+    for torch_s, one, chosen in cases + ((1.3, False, False),):  # numpy's pair takes 1
+        ticks = iter(np.cumsum([0.0, torch_s, 0.0, 1.0] * 3 + [0.0, 3.0]).tolist())
         monkeypatch.setattr(_backend, "time", SimpleNamespace(perf_counter=ticks.__next__))
-        assert torch_faster(a, a.numpy(), rounds=3) is chosen, (torch_s, numpy_s)
+        limits.clear()
+        assert torch_faster(a, a.numpy(), one, rounds=3) is chosen, (torch_s, one)
+        assert limits == ([1] if one else []), limits  # numpy's pair timed as the solve would run it
 
 
 @given(
