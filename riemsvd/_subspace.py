@@ -611,7 +611,9 @@ def subspace_svd(
     maxiter = max(maxiter, -(-k // b))
     x = work.right.adopt(_start(op, k, max(options.start_block, b), init, tol, generator))
     w = x.shape[-1]
-    p_max = min(n, max(options.max_basis or default_basis(k, b), k + w + 2 * b))
+    # the start block enters 𝒱 whole, beside a residual block of its width: 2w columns and a step's b
+    # at the least (SolverOptions(start_block=18) crashed with the default basis of 24)
+    p_max = min(n, max(options.max_basis or default_basis(k, b), k + w + 2 * b, 2 * w + b))
     keep = min(max(k + b, (p_max - w) // 2), p_max - w - b)
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)

@@ -102,7 +102,10 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
         ("decay", (90, 60), 2, riemsvd.SolverOptions(block=2, max_basis=16), True),
         ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions(), False),
         ("cluster", (40, 12), 5, riemsvd.SolverOptions(), False),  # the whole space is reached
-        ("gaussian", (520, 400), 2, riemsvd.SolverOptions(), False),  # 1.6 MiB: products on torch
+        ("gaussian", (520, 400), 2, riemsvd.SolverOptions(), False),  # 1.6 MiB: products measured
+        # start blocks wider than half the basis asked for, which once had no room beside their residual
+        ("decay", (300, 200), 2, riemsvd.SolverOptions(start_block=18), False),
+        ("gaussian", (300, 200), 3, riemsvd.SolverOptions(start_block=30, max_basis=16), True),
     ],
 )
 def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, shape, k, options, warm, gen):
