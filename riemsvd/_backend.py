@@ -117,6 +117,11 @@ TORCH_PRODUCTS_FROM = 3 << 19  # 1.5 MiB
 # that follows it, where torch's own threads serve that work.
 _TORCH_MARGIN = {"one thread": 0.8, "its threads": 1.25}
 _FASTER: dict[tuple, bool] = {}  # torch_products' measurements, per shape, dtype, layout and threads
+# Entries of A (its first rows) that torch_products times, above ONE_BLAS_THREAD_UP_TO so that numpy's
+# threads work as on A: the whole 4000×2000 float64 matrix took 92 ms to measure, 2M entries 16 ms.
+# The ratio torch / numpy on them was 1.46–2.06 where the whole matrix gave 1.25–1.73 (float64,
+# 4000×2000, 4096×1024, 8000×1000 and 1000×8000): the same choice, at this machine's margins.
+_MEASURED_ENTRIES = 2_000_000
 
 
 def torch_products(a: torch.Tensor) -> bool:
@@ -124,10 +129,10 @@ def torch_products(a: torch.Tensor) -> bool:
     torch's threads) rather than numpy's BLAS (on one thread up to ``ONE_BLAS_THREAD_UP_TO`` entries,
     on its threads above: :func:`solver_threads`): from 1.5 MiB up, where A no longer fits beside the
     bases in one core's cache, and where torch's pair A x, Aᵀ y is measured faster by the margin of
-    ``_TORCH_MARGIN``, once per shape, dtype, layout and thread counts in a process
-    (:func:`_torch_faster`). Below 1.5 MiB one numpy thread is as fast (37 against 29 µs at 384×384
-    float64, 15 against 22 in float32) with less overhead a call. Torch limited to one thread by its
-    user: numpy's BLAS.
+    ``_TORCH_MARGIN``, once per shape, dtype, layout and thread counts in a process, on A's first 2M
+    entries at most (:func:`_torch_faster`; 2–26 ms on first use, 1536×384 to 4000×2000). Below 1.5
+    MiB one numpy thread is as fast (37 against 29 µs at 384×384 float64, 15 against 22 in float32)
+    with less overhead a call. Torch limited to one thread by its user: numpy's BLAS.
 
     Which is faster depends on the machine. On the 2-core machine of the earlier measurements (its CPU
     was not recorded) torch's pair took 0.43–0.74 of numpy's on one thread (45 µs against 105 at
@@ -149,7 +154,8 @@ def torch_products(a: torch.Tensor) -> bool:
             view = a.detach().numpy()
         except (RuntimeError, TypeError):  # inside a torch.func transform: torch's products alone
             return True
-        _FASTER[key] = _torch_faster(a.detach(), view, one)
+        rows = max(1, _MEASURED_ENTRIES // max(1, view.shape[1]))  # the first rows stand for A
+        _FASTER[key] = _torch_faster(a.detach()[:rows], view[:rows], one)
     return _FASTER[key]
 
 

@@ -287,8 +287,9 @@ def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
         assert _backend.torch_products(a.mT.contiguous().mT)  # another layout: measured again
         assert _backend.torch_products(a.float().repeat(2, 1))  # another dtype
         assert _backend.torch_products(torch.zeros(1300, 1200))  # above 1.5M entries
-        shapes = [(800, 400), (800, 400), (1600, 400), (1300, 1200)]
-        assert measured == list(zip(shapes, [True, True, True, False]))
+        assert _backend.torch_products(torch.zeros(2100, 1000))  # above 2M: its first 2000 rows
+        shapes = [(800, 400), (800, 400), (1600, 400), (1300, 1200), (2000, 1000)]
+        assert measured == list(zip(shapes, [True, True, True, False, False]))
     finally:
         torch.set_num_threads(threads)
     # the choice itself, on a clock that makes each product pair take the times given
