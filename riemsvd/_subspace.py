@@ -176,6 +176,16 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
     else:
         q, r_ = space.qr(x)
         r = host(r_)
+        if has_basis and (np.abs(np.diagonal(r, axis1=-2, axis2=-1)) < _DGKS * n1).any():
+            # x's columns cancelled among themselves: q = x R⁻¹ magnifies what rounding left of them
+            # along the basis by ‖xᵢ‖/rᵢᵢ (float32, blocks of 8 on a rank-10 A: q 8.6e-6 off the basis,
+            # and the relations 1e-6, so tol 1e-6 stalled). Once more for q, and x = basis·(coef + cq r)
+            # + q₂ (r₂ r).
+            assert coef is not None  # has_basis
+            cq = space.inner(basis, q)
+            q, r2 = space.qr(q - mm(basis, cq))
+            coef = coef + host(cq) @ r
+            r = host(r2) @ r
         lost = lost | ~(np.abs(np.diagonal(r, axis1=-2, axis2=-1)) > 4 * _eps(x) * n0)
         if cols == x.shape[-1] and not lost.any():
             return q, coef, r
