@@ -6,8 +6,8 @@ columns, a basis times a small matrix) 2–5× faster than torch's MKL, and torc
 threads, spinning after each parallel region, slow every BLAS call that follows by up to 2×. So on the
 CPU the solver's small products go through numpy, and torch's own (small) operations run on one
 thread for the duration of a solve; a dense A of 1.5 MiB or more may be the exception, whose products
-torch makes on its own threads where they were measured faster, numpy's BLAS then on one
-(:func:`torch_products`).
+torch makes on its own threads where a measurement favours them by the margins of
+:func:`torch_products`, numpy's BLAS then on one.
 ``RIEMSVD_CPU_BLAS=torch`` keeps everything in torch.
 """
 
@@ -117,10 +117,11 @@ TORCH_PRODUCTS_FROM = 3 << 19  # 1.5 MiB
 # that follows it, where torch's own threads serve that work.
 _TORCH_MARGIN = {"one thread": 0.8, "its threads": 1.25}
 _FASTER: dict[tuple, bool] = {}  # torch_products' measurements, per shape, dtype, layout and threads
-# Entries of A (its first rows) that torch_products times, above ONE_BLAS_THREAD_UP_TO so that numpy's
-# threads work as on A: the whole 4000×2000 float64 matrix took 92 ms to measure, 2M entries 16 ms.
-# The ratio torch / numpy on them was 1.46–2.06 where the whole matrix gave 1.25–1.73 (float64,
-# 4000×2000, 4096×1024, 8000×1000 and 1000×8000): the same choice, at this machine's margins.
+# Entries of A (its first rows, or columns if column-major) that torch_products times, above
+# ONE_BLAS_THREAD_UP_TO so that numpy's threads work as on A: the whole 4000×2000 float64 matrix took
+# 92 ms to measure, 2M entries 16 ms. The ratio torch / numpy on them was 1.46–2.06 where the whole
+# matrix gave 1.25–1.73 (row-major float64, 4000×2000, 4096×1024, 8000×1000 and 1000×8000): the same
+# choice at this machine's margins, though a ratio near a margin can fall on either side of it.
 _MEASURED_ENTRIES = 2_000_000
 
 
@@ -144,7 +145,12 @@ def torch_products(a: torch.Tensor) -> bool:
     on numpy's products took 0.43–0.90× the time of torch's (docs/algorithm.md, "CPU threads"); the
     cost is the torch work right after a solve above 1.5M entries, which numpy's spinning threads
     slowed by about 60 ms (10 products of 1024×1024 by 1024×256: 119 ms against 59 alone, 67 after a
-    0.1 s pause)."""
+    0.1 s pause).
+
+    The choice moves the products' rounding, so that the same seed can give results that differ in
+    the last bits between processes or machines (2.2e-13 in σ at 800×400 float64, k = 4)."""
+    if not NUMPY_BLAS:  # RIEMSVD_CPU_BLAS=torch: torch's products, unmeasured
+        return True
     if not (TORCH_PRODUCTS_FROM <= a.numel() * a.element_size() and torch.get_num_threads() > 1):
         return False
     one = a.numel() <= ONE_BLAS_THREAD_UP_TO
@@ -154,8 +160,14 @@ def torch_products(a: torch.Tensor) -> bool:
             view = a.detach().numpy()
         except (RuntimeError, TypeError):  # inside a torch.func transform: torch's products alone
             return True
-        rows = max(1, _MEASURED_ENTRIES // max(1, view.shape[1]))  # the first rows stand for A
-        _FASTER[key] = _torch_faster(a.detach()[:rows], view[:rows], one)
+        t = a.detach()
+        if view.strides[0] < view.strides[1]:  # column-major: its first columns are contiguous
+            cols = max(1, _MEASURED_ENTRIES // max(1, view.shape[0]))
+            t, view = t[:, :cols], view[:, :cols]
+        else:  # its first rows stand for it
+            rows = max(1, _MEASURED_ENTRIES // max(1, view.shape[1]))
+            t, view = t[:rows], view[:rows]
+        _FASTER[key] = _torch_faster(t, view, one)
     return _FASTER[key]
 
 

@@ -154,7 +154,7 @@ class Operator:
 
     def torch_products(self) -> bool:
         """Whether a CPU solve's products go through torch on torch's threads (a dense A of 1.5 MiB or
-        more whose products torch makes faster than numpy's BLAS, measured:
+        more whose products a measurement favours over numpy's BLAS by a margin:
         :func:`riemsvd._backend.torch_products`); :func:`riemsvd._backend.solver_threads` then keeps
         torch's threads."""
         return False

@@ -129,7 +129,8 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
     ``known`` = (j, k): coefficients k (host, (..., d, c)) of x along basis[..., j : j + d] that the
     recurrence gives in exact arithmetic; they are subtracted first (the Golub–Kahan step's previous
     vector, a rank-d update). Then classical Gram–Schmidt against the whole basis, with a second pass
-    only where the first removed more than 1 − 1/√2 of what was left (DGKS), then QR. A column that
+    only where the first removed more than 1 − 1/√2 of what was left (DGKS), then QR, and Q once more
+    against the basis where R shows the columns cancelling among themselves. A column that
     held only rounding noise (the second pass removed as much again, or nothing was left) is replaced
     by a random direction, as is every column when fewer than x's are asked for (the basis then leaves
     only ``cols`` dimensions); r is then computed as qᵀx. Returns (q (..., rows, cols), coef (..., p, c)
