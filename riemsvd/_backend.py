@@ -66,6 +66,11 @@ def _controller():
     return _CONTROLLER
 
 
+def _is_numpys(lib) -> bool:
+    """Whether a threadpoolctl library controller is numpy's own BLAS (numpy's wheels ship it)."""
+    return f"{os.sep}numpy" in lib.filepath
+
+
 def _blas_libraries() -> list:
     """threadpoolctl's controllers of the loaded BLAS libraries."""
     return [lib for lib in _controller().lib_controllers if lib.user_api == "blas"]
@@ -98,7 +103,7 @@ def _other_blas_single():
     beside numpy's after a product, made those calls 5× slower on 2 cores (a 4096×1024 float32
     gradient, k = 32: 618 ms against 166 ms with scipy's on one thread; docs/algorithm.md)."""
     libs = _blas_libraries()
-    others = [lib for lib in libs if f"{os.sep}numpy" not in lib.filepath]
+    others = [lib for lib in libs if not _is_numpys(lib)]
     if len(libs) < 2 or not others:
         return contextlib.nullcontext()  # one BLAS for both: its own threads never compete
     return _limited(others, 1)
@@ -156,24 +161,21 @@ def torch_products(a: torch.Tensor) -> bool:
     one = a.numel() <= ONE_BLAS_THREAD_UP_TO
     key = (tuple(a.shape), a.dtype, a.stride(), torch.get_num_threads(), one or _numpy_blas_threads())
     if key not in _FASTER:
+        t = a.detach()
         try:
-            view = a.detach().numpy()
+            view = t.numpy()
         except (RuntimeError, TypeError):  # inside a torch.func transform: torch's products alone
             return True
-        t = a.detach()
-        if view.strides[0] < view.strides[1]:  # column-major: its first columns are contiguous
-            cols = max(1, _MEASURED_ENTRIES // max(1, view.shape[0]))
-            t, view = t[:, :cols], view[:, :cols]
-        else:  # its first rows stand for it
-            rows = max(1, _MEASURED_ENTRIES // max(1, view.shape[1]))
-            t, view = t[:rows], view[:rows]
-        _FASTER[key] = _torch_faster(t, view, one)
+        # its first rows stand for it, or its first columns where those are contiguous (column-major)
+        across = int(view.strides[0] < view.strides[1])
+        part = (slice(None),) * across + (slice(max(1, _MEASURED_ENTRIES // max(1, view.shape[1 - across]))),)
+        _FASTER[key] = _torch_faster(t[part], view[part], one)
     return _FASTER[key]
 
 
 def _numpy_blas_threads() -> int | None:
     """The threads of numpy's BLAS, as threadpoolctl reads them (None where it cannot)."""
-    libs = [lib for lib in _blas_libraries() if f"{os.sep}numpy" in lib.filepath]
+    libs = [lib for lib in _blas_libraries() if _is_numpys(lib)]
     return libs[0].get_num_threads() if libs else None
 
 

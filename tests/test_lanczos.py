@@ -209,8 +209,6 @@ def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, mon
 
 def _products_measured(monkeypatch, torch_is_faster: bool) -> None:
     """torch_products' measurement replaced by a fixed answer, with an empty cache."""
-    from riemsvd import _backend
-
     monkeypatch.setattr(_backend, "_FASTER", {})
     monkeypatch.setattr(_backend, "_torch_faster", lambda *args: torch_is_faster)
 
@@ -221,7 +219,6 @@ def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
     products were measured faster, and by numpy's BLAS where they were not: on one thread up to
     ONE_BLAS_THREAD_UP_TO entries, on its threads above. Both give the same triplets. With torch
     limited to one thread by its user, numpy's BLAS makes them, unmeasured."""
-    from riemsvd import _backend
     from riemsvd._operator import DenseOperator
 
     a = make_matrix("decay", 700, 400, gen)
@@ -276,8 +273,6 @@ def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
     """torch_products measures each shape, dtype and layout once in a process, against numpy's BLAS on
     one thread up to ONE_BLAS_THREAD_UP_TO entries and on its threads above, and chooses torch only
     where its pair of products beat numpy's (the fastest of each) by that comparison's margin."""
-    from riemsvd import _backend
-
     measured, torch_faster = [], _backend._torch_faster
     monkeypatch.setattr(_backend, "_FASTER", {})
     monkeypatch.setattr(_backend, "_torch_faster", lambda t, _, one: measured.append((t.shape, one)) or True)
