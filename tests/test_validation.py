@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import riemsvd
+from riemsvd._operator import max_abs
 from tests.matrices import orthonormal
 
 
@@ -264,3 +267,31 @@ def test_init_u0_alone_with_another_batch_shape_is_named():
 def test_singular_pair_dtype_that_is_not_a_float_dtype_is_named(dtype):
     with pytest.raises(TypeError, match="`dtype` must be a real floating torch.dtype"):
         riemsvd.SingularPair(5, 4, dtype=dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    layout=st.sampled_from(["contiguous", "transposed", "sliced", "batched"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    scale=st.sampled_from([1e-30, 1.0, 1e30]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_max_abs_is_the_largest_magnitude_in_every_layout(rows, cols, layout, dtype, scale, seed):
+    """The magnitude that rescales A and finds NaN/Inf: max |a_ij|, whichever sign holds it, read in
+    the memory order of a transposed view, and per matrix of a batch."""
+    gen = torch.Generator().manual_seed(seed)
+    a = (scale * torch.randn(3, rows + 1, cols + 2, dtype=torch.float64, generator=gen)).to(dtype)
+    view = {
+        "contiguous": a[0],
+        "transposed": a[0].mT,
+        "sliced": a[0, 1:, ::2],
+        "batched": a,
+    }[layout]
+    assert torch.equal(max_abs(view), view.abs().amax((-2, -1)))
+    corrupted = view.clone()
+    corrupted[..., 0, 0] = float("nan")
+    assert torch.isnan(max_abs(corrupted)).all()
+    corrupted[..., 0, 0] = -float("inf")
+    assert torch.isinf(max_abs(corrupted)).all()
