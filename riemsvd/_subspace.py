@@ -41,6 +41,7 @@ _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` 
 # orthogonality by ×1.2 an iteration (Gaussian 300×200: 1e-15 to 1e-3 in 150 iterations) and the
 # solve stalled at 1e-3.
 _DGKS = 1 / math.sqrt(2)
+_EPS64 = float(np.finfo(np.float64).eps)  # the small matrices' dtype
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,10 @@ def _default_block(k: int, device: torch.device) -> int:
 
 def _relative(res: np.ndarray, s1: np.ndarray) -> np.ndarray:
     """res / σ₁ per batch element, with 0/0 = 0 (a zero matrix is solved exactly) and r/0 = inf."""
+    if s1.ndim == 0 and s1 > 0:  # one matrix, the usual case
+        return res / float(s1)
     s1 = s1[..., None]
-    if s1.min(initial=np.inf) > 0:  # the usual case, without the error-state bookkeeping (15 µs)
+    if s1.min(initial=np.inf) > 0:  # a batch, without the error-state bookkeeping (15 µs)
         return res / s1
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = res / np.where(s1 > 0, s1, 1.0)
@@ -400,16 +403,12 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
         return None
     hh = st.h @ np.swapaxes(st.h, -1, -2)
     if st.h.ndim == 2:
-        lam, y, found, _, info = dsyevr(hh, range="I", il=pu - t, iu=pu)
-        if info != 0 or found != t + 1:
-            return None
-        lam = lam[: t + 1]
-    else:  # a batch: every eigenpair, numpy's batched eigh
-        try:
-            lam, y = np.linalg.eigh(hh)
-        except np.linalg.LinAlgError:  # NaN: the exact SVD reports it
-            return None
-        lam, y = lam[..., pu - t - 1 :], y[..., pu - t - 1 :]
+        return _estimate_one(st, t, hh)
+    try:  # a batch: every eigenpair, numpy's batched eigh
+        lam, y = np.linalg.eigh(hh)
+    except np.linalg.LinAlgError:  # NaN: the exact SVD reports it
+        return None
+    lam, y = lam[..., pu - t - 1 :], y[..., pu - t - 1 :]
     if not np.isfinite(lam).all():
         return None
     lam, y = lam[..., ::-1], y[..., :0:-1]  # descending; the t + 1st value only for the gap
@@ -425,6 +424,30 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     slack = math.sqrt(2) * c_norm * angle / np.maximum(s[..., :1], TINY)
     if not np.isfinite(slack).all():
         return None  # the exact SVD decides (and reports a non-finite C)
+    return Ritz(y, s, None, rel, slack)
+
+
+def _estimate_one(st: Lanczos, t: int, hh: np.ndarray) -> Ritz | None:
+    """:func:`_estimate` for one matrix (t ≤ p/12, so one or two triplets), the same arithmetic in
+    fewer calls: Python numbers where the batch path has arrays of one (41 µs against 80 with
+    LAPACK's 30, p = 21)."""
+    lam, y, found, _, info = dsyevr(hh, range="I", il=st.pu - t, iu=st.pu)
+    if info != 0 or found != t + 1:
+        return None
+    lam, y = lam[t::-1], y[:, t:0:-1]  # descending; the t + 1st value only for the gap
+    if not np.isfinite(lam).all():
+        return None
+    gaps = lam[:-1] - lam[1:]
+    if t > 1:
+        gaps[1:] = np.minimum(gaps[1:], gaps[:-1])
+    s = np.sqrt(np.maximum(lam[:t], 0.0))
+    rel = _residuals(st, y, s)
+    perturbation = 4 * st.pu * _EPS64 * float(lam[0])
+    angle = perturbation / np.maximum(gaps, 0.5 * perturbation + TINY)
+    c = st.c
+    slack = math.sqrt(2) * math.sqrt(float((c * c).sum())) * angle / max(float(s[0]), TINY)
+    if not np.isfinite(slack).all():
+        return None
     return Ritz(y, s, None, rel, slack)
 
 
