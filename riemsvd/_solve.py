@@ -348,22 +348,33 @@ def _charge_unscaling(scaled: torch.Tensor, s: torch.Tensor, scale: torch.Tensor
     The power-of-two scale is exact while σ stays a normal number of A's dtype. A float32 A whose σ
     lies beyond its range does not: with entries near 1e-43, σ₁ ≈ 4e-41 came back subnormal, with
     ~10 bits, and the triplets' true residual was 1.6e-4 where the scaled ones had reached 4.7e-8;
-    with entries near 1e37, σ₁ ≈ 3.9e38 came back inf, and both were reported converged. That
-    rounding, relative to σ₁, is added to the residual (and to each error bar in A's units), so
-    that ``converged`` holds for the values returned."""
-    _charge_rounding(scaled.detach().double() / scale.detach().double(), s, info, True)
+    with entries near 1e37, σ₁ ≈ 3.9e38 came back inf, and both were reported converged. Nor does a
+    float64 one (a new user's trial): entries near 1e307 gave σ₁ = inf, and near 1e-321 values 6.3e-5·σ₁
+    off, both converged, with error bars of 0. That rounding, relative to σ₁, is added to the residual
+    (and to each error bar in A's units), so that ``converged`` holds for the values returned. It is
+    measured in the solver's units, s·scale against the scaled σ, where every number is a normal one
+    and the product by a power of two exact (in A's units the exact σ need not be a float64 number)."""
+    _charge_rounding(scaled, s, info, True, scale)
 
 
-def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, residual) -> None:
+def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, residual, scale=None) -> None:
     """Add |s − exact| (σ as returned against σ as solved) to each error bar in ``info``, and, for
     the values where ``residual`` (a bool, or one per value), relative to σ₁ to the residual, with
-    ``converged`` to match."""
-    lost = (s.detach().double() - exact.detach().double()).abs()  # inf where σ overflowed
+    ``converged`` to match. With ``scale`` (a power of two), ``exact`` is in units of scale·A and s
+    is compared as s·scale; the bars, in A's units, grow by at least the dtype's least subnormal."""
+    returned = s.detach().double()
+    if scale is not None:
+        returned = returned * scale.detach().double()
+    lost = (returned - exact.detach().double()).abs()  # inf where σ overflowed
     if not readable_any(lost > 0, default=False):
         return  # the usual case: exact
+    relative = torch.where(torch.as_tensor(residual), lost / exact.detach().double()[..., :1], 0.0).amax(-1)
     if info.errors is not None:
+        if scale is not None:  # A's units, where a subnormal's rounding may itself round to 0
+            finfo = torch.finfo(info.errors.dtype)
+            least = finfo.tiny * finfo.eps  # the least subnormal
+            lost = torch.where(lost > 0, (lost / scale.detach().double()).clamp_min(least), 0.0)
         info.errors = (info.errors.double() + lost).to(info.errors.dtype)
-    relative = torch.where(torch.as_tensor(residual), lost / exact[..., :1], 0.0).amax(-1)
     info.residual = (info.residual.double() + relative).to(info.residual.dtype)
     info.converged = info.converged & (info.residual <= info.tol)
 
@@ -377,11 +388,16 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
     """The ConvergenceWarning's text: what happened, and the remedy that fits why."""
     if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
         finfo = torch.finfo(s.dtype)
+        remedy = (
+            "Scale A by a power of two (σ scales with it) to bring σ into that range."
+            if s.dtype == torch.float64
+            else "Solve A in float64 (`A.double()`)."
+        )
         return (
             f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
             f"σ₁ is {float(s.max()):.3g}; {s.dtype} holds {finfo.tiny:.3g} to {finfo.max:.3g} as normal "
             f"numbers): the values returned carry its rounding, which the residual "
-            f"{float(info.residual.max()):.3g} includes. Solve A in float64 (`A.double()`)."
+            f"{float(info.residual.max()):.3g} includes. {remedy}"
         )
     where = (
         f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "

@@ -471,3 +471,24 @@ def test_sigma_beyond_float32s_range_is_not_claimed_converged(scale):
         assert float(result.info.residual) >= float(true_residuals(a, result.U, result.S, result.V).max())
     else:
         assert float(result.info.residual) == math.inf
+
+
+@pytest.mark.parametrize("method", ["iterative", "dense"])
+@pytest.mark.parametrize("scale", [1e307, 1e-321, 1e-316])
+def test_sigma_beyond_float64s_range_is_not_claimed_converged(scale, method):
+    """The same in float64 (a new user's trial): entries near 1e307 gave σ₁ = inf, and near 1e-321
+    values 6.3e-5·σ₁ off, both reported converged with error bars of 0. The residual reported bounds
+    the true one, measured on A and the triplets multiplied by 2¹⁰⁰⁰ (exact; float64 arithmetic on
+    subnormal numbers would not resolve it), and each error bar covers the value it goes with."""
+    a = torch.randn(200, 150, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * scale
+    with pytest.warns(riemsvd.ConvergenceWarning, match="outside the range of torch.float64.*power of two"):
+        result = solve(a, 2, tol=1e-12, method=method, generator=torch.Generator().manual_seed(0))
+    assert not bool(result.info.converged)
+    if scale > 1:
+        assert torch.isinf(result.S[0]) and float(result.info.residual) == math.inf
+        return
+    up = 2.0**1000
+    true = true_residuals(a * up, result.U, result.S * up, result.V)
+    assert float(result.info.residual) >= float(true.max())
+    exact = torch.linalg.svdvals(a * up)[:2]
+    assert bool(((result.S * up - exact).abs() <= result.info.errors * up).all())
