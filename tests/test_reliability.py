@@ -334,3 +334,20 @@ def test_many_exact_copies_of_the_top_value_are_all_found(copies):
         u, v = orthonormal(300, s.numel(), gen), orthonormal(200, s.numel(), gen)
         a = (u * s) @ v.mT
         assert solve_and_check(a, copies, gen) == "ok"
+
+
+@pytest.mark.parametrize("seed", [3, 5, 12])
+def test_probe_finds_a_value_missed_by_less_than_ten_tol(seed):
+    """A new user's trial: near k = min(m, n) on a decaying spectrum (200×80, k = 78, σ 0.82 apart,
+    tol 1e-8) these seeds returned σ₇₉ in place of σ₇₈ = 30·tol·σ₁, converged: the probe's Ritz value
+    for the missed one rose 5.4–6.5·tol·σ₁ above the accepted σ_k, and only a rise of 10·tol·σ₁
+    counted. Each returned value is now within tol·σ₁ of the true one of its place."""
+    g = torch.Generator().manual_seed(0)
+    m, n, k, tol = 200, 80, 78, 1e-8
+    s = torch.logspace(0, -float(np.random.RandomState(7).uniform(6, 15)), n, dtype=torch.float64)
+    u = orthonormal(m, n, g)
+    v = orthonormal(n, n, g)
+    a = (u * s) @ v.mT
+    result = solve(a, k, tol=tol, generator=torch.Generator().manual_seed(seed))
+    assert bool(result.info.converged)
+    assert float((result.S - s[:k]).abs().max()) <= tol * float(s[0])
