@@ -67,7 +67,7 @@ def solve(
         never gathered (see Returns for where the results live).
     k : int
         Number of triplets, ``1 <= k <= min(m, n)``.
-    tol : float or one-element float tensor, optional
+    tol : float, or one-element float tensor or numpy array, optional
         Relative residual to reach: max over i ≤ k of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁.
         Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
         floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). Below that floor,

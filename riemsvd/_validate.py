@@ -554,15 +554,19 @@ def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = Fals
 
 
 def as_number(value):
-    """A one-element float tensor (not on the meta device) as a Python float, as torch's own number
-    arguments accept it; anything else as it is, for the checks to name."""
+    """A one-element float tensor (not on the meta device) or numpy array as a Python float, as
+    torch's own number arguments accept it; anything else as it is, for the checks to name. A tensor
+    that requires grad is read detached: tol is not differentiated through (reading it whole drew
+    torch's warning about converting such a tensor; a new user's trial)."""
     if (
         isinstance(value, torch.Tensor)
         and value.is_floating_point()
         and value.numel() == 1
         and not value.is_meta
     ):
-        return float(value)
+        return float(value.detach())
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size == 1:
+        return float(value.reshape(()))
     return value
 
 

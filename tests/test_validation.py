@@ -1,5 +1,7 @@
 """Every bad input to riemsvd.solve gets an error that names the argument."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -201,6 +203,16 @@ def test_tol_as_a_one_element_float_tensor_is_accepted(a):
     assert riemsvd.solve(a, 2, tol=torch.tensor(1e-8, dtype=torch.float64)).info.tol == 1e-8
     with pytest.raises(TypeError, match="`tol` must be a number.*shape \\(2,\\).*float\\(tol\\)"):
         riemsvd.solve(a, 2, tol=torch.tensor([1e-8, 1e-9]))
+
+
+def test_tol_as_a_one_element_numpy_array_or_a_tensor_that_requires_grad_is_accepted(a):
+    """A new user's trial: np.array([1e-8]) raised "must be a number in (0, 1)" where the tensor was
+    accepted, and a tol tensor that requires grad let torch's conversion warning through."""
+    assert riemsvd.solve(a, 2, tol=np.array([1e-8])).info.tol == 1e-8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tol = torch.tensor([1e-8], dtype=torch.float64, requires_grad=True)
+        assert riemsvd.solve(a, 2, tol=tol).info.tol == 1e-8
 
 
 def test_a_tensor_on_the_meta_device_is_named(a):
