@@ -67,9 +67,11 @@ class SolveInfo:
         ``errors[..., i]`` of ``S[..., i]``: sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) from the final
         products, the residual of the unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of the symmetric
         [[0, A], [Aᵀ, 0]] (whose eigenvalues are ±σⱼ). Once the k found are the top k, each
-        bar holds for σᵢ itself. Computed in floating point in A's dtype, so not below the rounding
-        floor of the products (about ε·√n·‖A‖) and of S itself (ε·σᵢ); for a bfloat16 or float16 A,
-        the float32 solve's bars plus the cast of S to A's dtype. See docs/bounds.md.
+        bar holds for σᵢ itself. The products are in A's dtype (in float64 for a float32 A on the
+        CPU, dense or scipy sparse, where tol is below 2·ε·√max(m, n)), and their rounding,
+        ε·√max(m, n)·σ₁ in that dtype, is added; the residual is that of S as returned, rounded to
+        A's dtype. For a bfloat16 or float16 A, the
+        float32 solve's bars plus the cast of S to A's dtype. See docs/bounds.md.
     communicated : int
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
