@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -158,11 +159,40 @@ def test_coinciding_singular_values_warn_and_keep_the_sigma_gradient_exact(gen):
     x = a.clone().requires_grad_()
     u, sv, v = solve(x, 2, generator=gen)
     with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
-        (sv.sum() + (u[0] ** 2).sum()).backward()
+        (sv.sum() + u[0, 0] ** 2).backward()  # u₁ alone: not (u[0] ** 2).sum(), blind to the rotation
     assert bool(torch.isfinite(x.grad).all())
     y = a.clone().requires_grad_()
     solve(y, 2, generator=gen).S.sum().backward()
     torch.testing.assert_close(y.grad, (u @ v.mT).detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_a_loss_on_separated_pairs_is_exact_without_a_warning_for_others_that_coincide(gen):
+    # σ = 3, 2, 1, 1: a loss on the first pair alone is blind to the rotation of the last two
+    s = torch.tensor([3.0, 2.0, 1.0, 1.0] + [0.5 / (i + 1) for i in range(6)], dtype=torch.float64)
+    a = (orthonormal(20, 10, gen) * s) @ orthonormal(10, 10, gen).mT
+    w, z, da = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((20,), (10,), (20, 10)))
+
+    def loss(u, v):  # sign-invariant
+        return (u[:, 0] @ w) ** 2 + (v[:, 0] @ z) ** 2
+
+    def reference(y):
+        u, _, vh = torch.linalg.svd(y)
+        return loss(u, vh.mT)
+
+    x = a.clone().requires_grad_()
+    u, _, v = solve(x, 4, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.DegenerateSpectrumWarning)
+        loss(u, v).backward()
+    # the directional derivative against central differences (error about h² + ε/h: 1e-11)
+    h = 1e-6
+    slope = (reference(a + h * da) - reference(a - h * da)) / (2 * h)
+    torch.testing.assert_close((x.grad * da).sum(), slope, rtol=1e-8, atol=1e-9)
+    # a loss on the third pair does see it
+    y = a.clone().requires_grad_()
+    u, _, v = solve(y, 4, generator=gen)
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
+        (u[:, 2] @ w).square().backward()
 
 
 def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
