@@ -319,8 +319,19 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
         init = type(init)(x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x for x in init)
     elif isinstance(init, torch.Tensor) and init.dtype in HALF:
         init = init.float()
-    out = solve(A.float(), k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
-                method=method)  # fmt: skip
+
+    def in_float32():
+        return solve(A.float(), k, tol=tol, maxiter=maxiter, init=init, generator=generator,
+                     options=options, method=method)  # fmt: skip
+
+    if torch.compiler.is_compiling():  # dynamo traces no warning filters
+        out = in_float32()
+    else:  # its warnings, passed on as raised by the caller's line (they named this one)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = in_float32()
+        for warning in caught:
+            warnings.warn(warning.message, stacklevel=3)
     s, info = out.S.to(A.dtype), out.info
     assert info is not None  # solve's own result always carries one
     # σ beyond the half dtype's normal range (float16 tops out at 65504): inf or a few bits, which the

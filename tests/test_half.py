@@ -86,6 +86,14 @@ def test_float16_values_beyond_its_range_are_not_claimed_converged():
     assert not bool(result.info.converged) and not float(result.info.residual) <= result.info.tol
 
 
+def test_the_float32_solves_warnings_name_the_callers_line():
+    """They named the line of riemsvd's own that called the float32 solve (a new user's trial)."""
+    a = torch.randn(300, 200, generator=torch.Generator().manual_seed(0)).bfloat16()
+    with pytest.warns(riemsvd.ConvergenceWarning, match="maxiter") as record:
+        riemsvd.solve(a, 2, maxiter=3)
+    assert [w.filename for w in record] == [__file__]
+
+
 @pytest.mark.parametrize("dtype", HALF)
 def test_half_precision_gradient_flows_back_in_the_input_dtype(dtype, gen):
     a = make_matrix("decay", 30, 20, gen).to(dtype).requires_grad_()
