@@ -81,10 +81,11 @@ def solve(
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
     init : (U0, V0) or U0, optional
         Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` (the
-        first k columns are used), or without the batch dimensions to share them over the batch.
-        U0 alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0), for dense and sparse tensors. The
-        solve starts from the sum of V0's columns plus a random part of relative size 10·tol; with a
-        block start (``options.start_block`` or ``options.block`` above 1) from V0 and random columns.
+        first k columns are used), or without the batch dimensions to share them over the batch;
+        tensors, or float numpy arrays as A may be. U0 alone (what a GaLore projector keeps) stands
+        for (U0, Aᵀ U0), for dense and sparse tensors. The solve starts from the sum of V0's columns
+        plus a random part of relative size 10·tol; with a block start (``options.start_block`` or
+        ``options.block`` above 1) from V0 and random columns.
         Where V0 spans a singular subspace already (to 20·tol), a fresh random direction is
         explored before the result is accepted (for k = 1 as for the copies of a repeated value at
         k > 1), so that a V0 of singular vectors other than the leading ones is left; a V0 a little
@@ -230,11 +231,10 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
-    if isinstance(A, np.ndarray) and A.dtype.kind == "f" and not A.dtype.isnative:
-        A = A.astype(A.dtype.newbyteorder("="))  # big-endian data (a file's): a native copy
-    if isinstance(A, np.ndarray) and A.dtype in (np.float32, np.float64):
-        # a view where numpy's strides allow (results are CPU tensors, as for scipy inputs)
-        A = torch.from_numpy(A if all(x >= 0 for x in A.strides) else np.ascontiguousarray(A))
+    A = _from_numpy(A)
+    if isinstance(init, (tuple, list)):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
+        init = type(init)(_from_numpy(x) for x in init)
+    init = _from_numpy(init)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     if is_sharded(A):
@@ -252,6 +252,16 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     operator = functools.partial(as_operator, magnitude=magnitude)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
+
+
+def _from_numpy(x):
+    """A float numpy array as a CPU tensor, a view where numpy's strides allow (big-endian data, a
+    file's, as a native copy); anything else as it is."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64):
+        return torch.from_numpy(x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x))
+    return x
 
 
 _EAGER_EXECUTE: list = []  # execute, as compiled code calls it

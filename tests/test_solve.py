@@ -329,6 +329,21 @@ def test_numpy_array_gives_the_tensor_results(dtype, gen):
     check_svd(native, result, 3, result.info.tol)
 
 
+@pytest.mark.parametrize("pair", [True, False])
+def test_warm_start_from_numpy_arrays_gives_the_tensor_results(pair, gen):
+    """init as numpy arrays, as A may be (scipy's svds output): they were refused as "`init` U0
+    must be a torch.Tensor, got ndarray" (a new user's trial)."""
+    a = make_matrix("gaussian", 60, 40, gen)
+    b = a + 1e-6 * torch.randn(a.shape, generator=gen, dtype=a.dtype)
+    u, _, v = solve(a, 3, generator=gen)
+    given = (u.numpy(), v.numpy()) if pair else u.numpy()
+    expected = (u, v) if pair else u
+    result = solve(b.numpy(), 3, init=given, generator=torch.Generator().manual_seed(0))
+    ref = solve(b, 3, init=expected, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(result.S, ref.S, rtol=0, atol=0)
+    check_svd(b, result, 3, result.info.tol)
+
+
 def test_warm_start_from_u_alone(gen):
     a = make_matrix("gaussian", 300, 200, gen)
     previous = solve(a, 4, generator=gen)
