@@ -250,6 +250,9 @@ def _check_init(a, init, k, m, n) -> None:
     _check_init_pair(init)
     batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else tuple(getattr(a, "batch_shape", ()))
     columns = []
+    rows_of = [x.shape[-2] if x.dim() > 1 else x.shape[0] for x in init]
+    # (V0, U0) for (U0, V0): scipy's svds returns (u, s, vh), torch.svd_lowrank (U, S, V)
+    swapped = m != n and rows_of == [n, m]
     for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
         if x.dim() == 1:
             x = x.unsqueeze(-1)
@@ -257,6 +260,7 @@ def _check_init(a, init, k, m, n) -> None:
             raise ValueError(
                 f"`init` {name} must have shape (..., {rows}, j) with j >= 1 (the first k columns are "
                 f"used), got {tuple(x.shape)}."
+                + (" U0 and V0 look swapped: pass (U0, V0), U0 with A's rows." if swapped else "")
             )
         if tuple(x.shape[:-2]) not in ((), batch):
             raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")
