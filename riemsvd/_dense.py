@@ -79,12 +79,23 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         u, v = _gram_triplets(a, k, tol)
         op.matvecs += min(op.shape) + k  # the Gram matrix, then A V (or Aᵀ U)
     if u is None:
-        uu, _, vh = torch.linalg.svd(a, full_matrices=False)
-        u, v = uu[..., :k], vh[..., :k, :].mT
+        u, v = _svd_triplets(a, k)
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
     u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
+    if op.dtype == torch.float32 and not bool((residual <= tol).all()):
+        # float32's own rounding short of tol: a 1536×384 matrix of identical rows (rank one) came
+        # out of float32's SVD with residual 2.1e-5 and UᵀU 8.5e-6 off I, at k = 2 and 8 (default
+        # tol 9.3e-6). The SVD in float64, its vectors rounded to float32, then.
+        u, v = (x.to(op.dtype) for x in _svd_triplets(a.to(torch.float64), k))
+        u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)
+
+
+def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, V) of the k leading triplets from LAPACK's SVD of a, in a's dtype."""
+    uu, _, vh = torch.linalg.svd(a, full_matrices=False)
+    return uu[..., :k], vh[..., :k, :].mT
 
 
 def _gram_triplets(a: torch.Tensor, k: int, tol: float):
