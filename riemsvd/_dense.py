@@ -82,10 +82,12 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         u, v = _svd_triplets(a, k)
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
     u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
-    if op.dtype == torch.float32 and not bool((residual <= tol).all()):
+    short = not bool((residual <= tol).all())
+    if op.dtype == torch.float32 and short and tol >= product_floor(op.dtype, *op.shape):
         # float32's own rounding short of tol: a 1536×384 matrix of identical rows (rank one) came
         # out of float32's SVD with residual 2.1e-5 and UᵀU 8.5e-6 off I, at k = 2 and 8 (default
-        # tol 9.3e-6). The SVD in float64, its vectors rounded to float32, then.
+        # tol 9.3e-6). The SVD in float64, its vectors rounded to float32, then; not for a tol below
+        # float32's products' floor, which vectors rounded to float32 do not reach either.
         u, v = (x.to(op.dtype) for x in _svd_triplets(a.to(torch.float64), k))
         u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
