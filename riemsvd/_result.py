@@ -80,6 +80,10 @@ class SolveInfo:
         ``method``). A dense solve has ``iterations`` 0, ``stop_reason`` "whole space", and counts
         the Gram matrix as min(m, n) products.
 
+    A batch iterates in lockstep: ``converged``, ``residual`` and ``errors`` are per matrix, while
+    ``iterations``, ``matvecs`` (the products with each matrix of the batch), ``history``,
+    ``stop_reason`` and ``restarts`` are the batch's as a whole.
+
     Under ``torch.compile`` (where the solve is one custom operator), ``iterations``, ``matvecs``
     and ``restarts`` are 0-dim int64 tensors on the host, ``history`` is empty and ``stop_reason``
     and ``method`` are None.
