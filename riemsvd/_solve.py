@@ -286,7 +286,7 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
     dense = isinstance(op, DenseOperator) and (
         method == "dense"
         or method == "auto"
-        and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol, init is not None)
+        and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol)
     )
     if dense:
         assert isinstance(op, DenseOperator)  # dense is only chosen for one
