@@ -62,6 +62,28 @@ def test_command_line_takes_the_sizes_and_threads():
         bench.parse_args(["--solvers", "nonesuch"])
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sizes", "200by100"], "--sizes: expected MxN"),
+        (["--sizes", "0x5"], "--sizes: both dimensions"),
+        (["--k", "abc"], "--k: expected whole numbers"),
+        (["--k", "0"], "--k: must be at least 1"),
+        (["--sizes", "200x100", "--k", "300"], "--k 300 exceeds min"),
+        (["--reps", "0"], "--reps must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--tol", "2"], "--tol must be in"),
+    ],
+)
+def test_a_bad_command_line_value_is_a_usage_error_naming_its_option(argv, message, capsys):
+    """A new user's trial: --sizes 200by100 and --k abc ended in tracebacks; --k 300 on 200x100,
+    --sizes 0x5, --reps 0 and --threads 0 ran (every case 'failed', or silently one thread)."""
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_every_requested_solver_and_class_is_reported(tiny_run):
     out, records, _ = tiny_run
     with open(out / "results.csv") as f:

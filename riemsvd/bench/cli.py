@@ -35,10 +35,22 @@ def _list(values: list[str]) -> list[str]:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        m, n = text.lower().split("x")
-        return int(m), int(n)
+        m, n = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"`--sizes`: expected MxN like 2000x1000, got {text!r}") from None
+        raise ValueError(f"--sizes: expected MxN like 2000x1000, got {text!r}") from None
+    if m < 1 or n < 1:
+        raise ValueError(f"--sizes: both dimensions must be at least 1, got {text!r}")
+    return m, n
+
+
+def _k(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise ValueError(f"--k: expected whole numbers like 1 8, got {text!r}") from None
+    if k < 1:
+        raise ValueError(f"--k: must be at least 1, got {k}")
+    return k
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -50,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     d = Config()
     ap = argparse.ArgumentParser(prog="riemsvd-bench", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes")
-    ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets")
+    ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets (commas or spaces)")
     ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype, help="A's dtype")
     ap.add_argument(
         "--tol",
@@ -82,22 +94,32 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--seed", type=int, default=d.seed, help="seed of the matrices and starts")
     a = ap.parse_args(argv)
-    sizes = [_size(s) for s in _list(a.sizes)]
-    try:
+    try:  # every value's problem as a usage error naming its option, not a traceback
+        sizes = [_size(s) for s in _list(a.sizes)]
+        ks = [_k(k) for k in _list(a.k)]
+        too_large = [(k, m, n) for k in ks for m, n in sizes if k > min(m, n)]
+        if too_large:
+            k, m, n = too_large[0]
+            raise ValueError(f"--k {k} exceeds min(m, n) = {min(m, n)} of the size {m}x{n}")
+        for name, value in (("--reps", a.reps), ("--threads", a.threads)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if a.tol is not None and not 0 < a.tol < 1:
+            raise ValueError(f"--tol must be in (0, 1), got {a.tol}")
         solvers = resolve_solvers(_list(a.solvers))
         check_classes(_list(a.classes))
     except ValueError as err:
         ap.error(str(err))
     return Config(
         sizes=sizes,
-        ks=[int(k) for k in _list(a.k)],
+        ks=ks,
         dtype=a.dtype,
         tol=a.tol,
         device=a.device,
-        reps=max(1, a.reps),
+        reps=a.reps,
         classes=_list(a.classes),
         solvers=solvers,
-        threads=a.threads if a.threads is None else max(1, a.threads),
+        threads=a.threads,
         out=a.out,
         warm=a.warm,
         batched=a.batched,
