@@ -261,6 +261,11 @@ def _check_init(a, init, k, m, n) -> None:
                 f"`init` {name} must have shape (..., {rows}, j) with j >= 1 (the first k columns are "
                 f"used), got {tuple(x.shape)}."
                 + (" U0 and V0 look swapped: pass (U0, V0), U0 with A's rows." if swapped else "")
+                + (
+                    f" {name} looks transposed (scipy's svds returns vh = Vᵀ): pass {name}.T."
+                    if not swapped and x.dim() == 2 and x.shape[-1] == rows
+                    else ""
+                )
             )
         if tuple(x.shape[:-2]) not in ((), batch):
             raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")

@@ -114,12 +114,17 @@ def test_init_of_wrong_shape_raises_value_error(a, init):
 
 def test_init_with_u0_and_v0_swapped_says_so(a):
     """(V0, U0) for (U0, V0), as scipy's svds (u, s, vh) and torch.svd_lowrank (U, S, V) order them
-    differently: the message says they look swapped (a new user's trial); other wrong shapes do not."""
+    differently: the message says they look swapped (a new user's trial), and svds's vh = Vᵀ passed as
+    V0 transposed (a second trial); other wrong shapes get neither hint."""
     u0, v0 = torch.zeros(6, 1, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="U0 must have shape .* U0 and V0 look swapped"):
         riemsvd.solve(a, init=(v0, u0))
     with pytest.raises(ValueError, match=r"got \(5, 1\)\.$"):
         riemsvd.solve(a, init=(torch.zeros(5, 1, dtype=torch.float64), v0))
+    # scipy's svds: (u, s, vh) with vh = Vᵀ, passed as it is
+    u2, vh2 = torch.zeros(6, 2, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"V0 looks transposed .* pass V0\.T\."):
+        riemsvd.solve(a, 2, init=(u2, vh2))
 
 
 def test_init_that_is_not_a_pair_or_u0_raises(a):
