@@ -289,7 +289,17 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     "`closure` must return the loss as a one-element tensor that depends on the "
                     f"parameters, got {got}."
                 )
-            graph = torch.autograd.grad(loss, self._params, create_graph=True, allow_unused=True)
+            try:
+                graph = torch.autograd.grad(loss, self._params, create_graph=True, allow_unused=True)
+            except RuntimeError as err:
+                if "second time" not in str(err):
+                    raise
+                # torch's own message named neither the closure nor the fix (a new user's trial)
+                raise ValueError(
+                    "`closure` called backward() on the loss (as torch.optim.LBFGS's closures do): "
+                    "RiemannianTrustRegion differentiates the loss itself, twice. Return the loss "
+                    "without calling backward() or zero_grad()."
+                ) from err
         xs = [p.detach() for p in self._params]
         egrads = [g.detach() if g is not None else torch.zeros_like(x) for g, x in zip(graph, xs)]
         grad = [m.egrad2rgrad(x, g) for m, x, g in zip(self._manifolds, xs, egrads)]
