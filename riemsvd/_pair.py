@@ -99,6 +99,10 @@ class SingularPair(torch.nn.Module):
         """Number of pairs."""
         return self.U.shape[-1]
 
+    def extra_repr(self) -> str:
+        """``SingularPair(m=…, n=…, k=…, dtype=…)`` in ``repr``, as torch's modules show their sizes."""
+        return f"m={self.U.shape[-2]}, n={self.V.shape[-2]}, k={self.k}, dtype={self.U.dtype}"
+
     def forward(self, A: torch.Tensor) -> torch.Tensor:
         """The current estimates diag(Uᵀ A V) of the k leading singular values.
 

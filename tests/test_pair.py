@@ -92,6 +92,12 @@ def test_state_dict_round_trip():
     torch.testing.assert_close(other(a), pair(a), rtol=0, atol=0)
 
 
+def test_repr_gives_the_sizes():
+    """It was ``SingularPair()`` whatever the sizes (a new user's trial)."""
+    pair = SingularPair(30, 20, 2, dtype=torch.float64)
+    assert repr(pair) == "SingularPair(m=30, n=20, k=2, dtype=torch.float64)"
+
+
 def test_gradients_flow_to_a_through_forward():
     a = _gapped_matrix().requires_grad_()
     pair = SingularPair(60, 40, k=2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
