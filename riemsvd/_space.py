@@ -131,8 +131,9 @@ def _column_sums(x: np.ndarray) -> np.ndarray:
     only along the axis it walks in memory order; down the columns of a row-major (m, k) array it
     adds row after row, with an error that grows like m·ε where the terms share their rounding: the
     σ₁ of a 1536×384 float32 matrix of identical rows came 2.6e-5 off at k ≥ 2 (4e-8 at k = 1, a
-    column summed pairwise), its vectors accurate, and the solve stalled above tol; in float64 such
-    sums were 1.5e-14 off, beyond σ's error bar. A (…, k, m) copy costs k·m moves."""
+    column summed pairwise), its vectors accurate, and the solve stalled above tol; in float64 σ₁
+    came 4e-14 off, beyond the products' own rounding, ε·√max(m, n). The (…, k, m) copy costs less
+    than the row-after-row sum saved (4000×8: 28–47 µs a sum against 90–96)."""
     return np.ascontiguousarray(x.swapaxes(-1, -2)).sum(-1)
 
 
