@@ -46,7 +46,8 @@ class SolveInfo:
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b. On the dense path:
         the final check's 2k, plus, for float32, min(m, n) + k for the float64 Gram matrix and its
-        images A V (the Gram matrix is Aᵀ times A's min(m, n) columns); a whole SVD counts none.
+        images A V (the Gram matrix is Aᵀ times A's min(m, n) columns), and 2k more where a float32
+        result short of tol was redone by a float64 SVD and checked again; a whole SVD counts none.
     residual : torch.Tensor
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
         computed from fresh products with A and Aᵀ of the returned vectors.

@@ -50,6 +50,33 @@ def test_float32_gram_path_counts_its_products(gen):
     assert (info.iterations, info.stop_reason, info.restarts, info.history) == (0, "whole space", 0, [])
 
 
+@pytest.mark.parametrize("tol", [None, 1e-7])
+def test_float32_results_short_of_tol_are_redone_in_float64_matrix_by_matrix(tol, gen, monkeypatch):
+    """A matrix of identical rows (rank one) came out of float32's SVD with residual 2.1e-5 (a new
+    user's trial); its float64 SVD, rounded, reaches the default tol and, checked in float64, 1e-7
+    (below float32's product floor, where the retry was first left out). In a batch only the matrices
+    short of tol are redone."""
+    import riemsvd._dense as dense
+
+    rows = torch.randn(1, 384, generator=gen).expand(1536, 384)
+    batch = torch.stack([rows, torch.randn(1536, 384, generator=gen)])
+    redone = []
+    svd = dense._svd_triplets
+
+    def counting(a, k):
+        redone.append((a.dtype, tuple(a.shape)))
+        return svd(a, k)
+
+    monkeypatch.setattr(dense, "_svd_triplets", counting)
+    result = riemsvd.solve(batch, 2, tol=tol, method="dense")
+    assert bool(result.info.converged.all())
+    in_float64 = [shape for dtype, shape in redone if dtype == torch.float64]
+    # at the default tol the Gaussian's float32 SVD passes; at 1e-7 neither does
+    assert in_float64 == [(1 if tol is None else 2, 1536, 384)]
+    exact = torch.linalg.svdvals(batch.double())[:, :2]
+    assert bool(((result.S.double() - exact).abs() <= result.info.errors.double()).all())
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_zero_and_rank_deficient_matrices_give_orthonormal_vectors(dtype, gen):
     zero = torch.zeros(30, 20, dtype=dtype)
