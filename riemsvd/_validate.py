@@ -250,22 +250,29 @@ def _check_init(a, init, k, m, n) -> None:
     _check_init_pair(init)
     batch = tuple(a.shape[:-2]) if isinstance(a, torch.Tensor) else tuple(getattr(a, "batch_shape", ()))
     columns = []
+    for name, x in zip(("U0", "V0"), init):
+        if x.dim() == 0:
+            raise ValueError(
+                f"`init` {name} must be a vector or a matrix of shape (..., rows, j), got a scalar."
+            )
     rows_of = [x.shape[-2] if x.dim() > 1 else x.shape[0] for x in init]
     # (V0, U0) for (U0, V0): scipy's svds returns (u, s, vh), torch.svd_lowrank (U, S, V)
     swapped = m != n and rows_of == [n, m]
     for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
+        # a matrix (..., j, rows) for (..., rows, j): scipy's svds returns vh = Vᵀ
+        transposed = not swapped and x.dim() >= 2 and x.shape[-1] == rows and x.shape[-2] != rows
         if x.dim() == 1:
             x = x.unsqueeze(-1)
         if x.shape[-2] != rows or x.shape[-1] < 1:
+            hint = ""
+            if swapped:
+                hint = " U0 and V0 look swapped: pass (U0, V0), U0 with A's rows."
+            elif transposed:
+                where = " (scipy's svds returns vh = Vᵀ)" if name == "V0" else ""
+                hint = f" {name} looks transposed{where}: pass {name}.mT."
             raise ValueError(
                 f"`init` {name} must have shape (..., {rows}, j) with j >= 1 (the first k columns are "
-                f"used), got {tuple(x.shape)}."
-                + (" U0 and V0 look swapped: pass (U0, V0), U0 with A's rows." if swapped else "")
-                + (
-                    f" {name} looks transposed (scipy's svds returns vh = Vᵀ): pass {name}.T."
-                    if not swapped and x.dim() == 2 and x.shape[-1] == rows
-                    else ""
-                )
+                f"used), got {tuple(x.shape)}.{hint}"
             )
         if tuple(x.shape[:-2]) not in ((), batch):
             raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")

@@ -123,8 +123,16 @@ def test_init_with_u0_and_v0_swapped_says_so(a):
         riemsvd.solve(a, init=(torch.zeros(5, 1, dtype=torch.float64), v0))
     # scipy's svds: (u, s, vh) with vh = Vᵀ, passed as it is
     u2, vh2 = torch.zeros(6, 2, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"V0 looks transposed .* pass V0\.T\."):
+    with pytest.raises(ValueError, match=r"V0 looks transposed \(scipy's svds .* pass V0\.mT\."):
         riemsvd.solve(a, 2, init=(u2, vh2))
+    with pytest.raises(ValueError, match=r"U0 looks transposed: pass U0\.mT\."):  # batched too
+        riemsvd.solve(a.expand(3, 6, 4), 2, init=(u2.mT.expand(3, 2, 6), vh2.mT))
+    # a wrong 1-D vector is not "transposed" (a review: A of one row), and a scalar is named
+    row = torch.zeros(1, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"U0 must have shape \(\.\.\., 1, j\) .*got \(3, 1\)\.$"):
+        riemsvd.solve(row, 1, init=(torch.zeros(3, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="`init` U0 must be a vector or a matrix"):
+        riemsvd.solve(a, 1, init=(torch.zeros((), dtype=torch.float64), v0))
 
 
 def test_init_that_is_not_a_pair_or_u0_raises(a):
