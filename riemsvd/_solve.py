@@ -344,14 +344,18 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
             warnings.warn(warning.message, stacklevel=3)
     s, info = out.S.to(A.dtype), out.info
     assert info is not None  # solve's own result always carries one
+    # a DTensor A's S is a replicated DTensor, whose whole value each process holds; info's are plain
+    # tensors, which DTensor operations refuse to mix with (a bfloat16 DTensor's solve crashed after
+    # solving: "aten.add.Tensor got mixed torch.Tensor and DTensor"; a new user's trial)
+    exact, returned = (x.to_local() if is_sharded(x) else x for x in (out.S, s))
     # σ beyond the half dtype's normal range (float16 tops out at 65504): inf or a few bits, which the
     # residual then counts (a 300×300 float16 A of entries near 3000, σ ≈ 1e5, came back inf with
     # converged True and no warning)
     if not torch.compiler.is_compiling():  # host decisions on values; a traced graph has none to read
         converged = info.converged
-        _charge_rounding(out.S, s, info, _beyond_range(s))  # these values only
+        _charge_rounding(exact, returned, info, _beyond_range(returned))  # these values only
         if readable_any(converged & ~info.converged, default=False):
-            warnings.warn(_not_converged(info, A.dtype, A.shape, s), ConvergenceWarning, stacklevel=3)
+            warnings.warn(_not_converged(info, A.dtype, A.shape, returned), ConvergenceWarning, stacklevel=3)
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 

@@ -182,6 +182,22 @@ def _dtensor_cases(rank: int, world: int, out: dict) -> None:
     a, _ = problem("decay", 3, 40)
     u, s, v = solve(distribute_tensor(a, mesh, [Shard(0)]), 2)
     out[("dtensor", "few rows")] = {"s": s.full_tensor(), "local_rows": u.to_local().shape[0], "a": a}
+    # bfloat16: solved in float32 and returned in bfloat16; it crashed after solving, mixing the
+    # replicated S with info's plain tensors (a new user's trial)
+    a, _ = problem("decay", 48, 64)
+    try:
+        half = solve(distribute_tensor(a.to(torch.bfloat16), mesh, [Shard(0)]), 2)
+    except RuntimeError as err:  # recorded, so that the other cases still run
+        out[("dtensor", "bfloat16")] = {"error": str(err)}
+    else:
+        out[("dtensor", "bfloat16")] = {
+            "error": None,
+            "s": half.S.full_tensor(),
+            "placements": str(half.S.placements),
+            "errors": half.info.errors,
+            "converged": bool(half.info.converged),
+            "a": a.to(torch.bfloat16),
+        }
     out[("dtensor", "spectral_norm")] = _spectral_norm_cases(mesh)
 
 

@@ -109,6 +109,17 @@ def test_dtensor_gives_the_triplets_and_gradient_of_the_whole_matrix(ranks, kind
     assert float((out["grad"] - ref_grad).norm() / ref_grad.norm()) <= 1e-8
 
 
+def test_a_bfloat16_dtensor_is_solved_in_float32_and_returned_in_bfloat16(ranks):
+    """It crashed after solving ("aten.add.Tensor got mixed torch.Tensor and DTensor"; a new user's
+    trial). S is a replicated bfloat16 DTensor, each value within its bar of the matrix's own σ."""
+    out = ranks[0][("dtensor", "bfloat16")]
+    assert out["error"] is None
+    assert out["s"].dtype == torch.bfloat16 and out["placements"] == "(Replicate(),)"
+    exact = torch.linalg.svdvals(out["a"].double())[:2]
+    assert out["converged"]
+    assert bool(((out["s"].double() - exact).abs() <= out["errors"].double()).all())
+
+
 def test_sharded_solve_agrees_with_one_process(ranks):
     for kind in KINDS:
         a, _ = problem(kind, 120, 80)
