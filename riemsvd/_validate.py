@@ -68,8 +68,8 @@ def _check_float_dtype(dtype, what: str) -> None:
             "Split into real and imaginary parts, or use torch.linalg.svd."
         )
     raise TypeError(
-        f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 (bfloat16 and float16 tensors "
-        f"are solved in float32). Convert it first, e.g. `{what}.double()`."
+        f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 here (solve itself takes a "
+        f"bfloat16 or float16 tensor or DTensor A, in float32). Convert it first, e.g. `{what}.double()`."
     )
 
 
@@ -276,7 +276,10 @@ def _check_init(a, init, k, m, n) -> None:
             )
         if tuple(x.shape[:-2]) not in ((), batch):
             raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")
-        _check_float_dtype(x.dtype, f"init {name}")
+        if not x.is_floating_point():  # any float dtype: the start is cast to A's
+            raise TypeError(
+                f"`init` {name} has dtype {x.dtype}; it must be a float tensor, e.g. `{name}.double()`."
+            )
         _check_finite_init(x, name)
         columns.append(x.shape[-1])
     if columns[0] != columns[1]:

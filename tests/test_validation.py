@@ -135,6 +135,18 @@ def test_init_with_u0_and_v0_swapped_says_so(a):
         riemsvd.solve(a, 1, init=(torch.zeros((), dtype=torch.float64), v0))
 
 
+def test_a_half_precision_init_is_cast_and_a_non_float_one_named(a):
+    """A bfloat16 or float16 (U0, V0) for a float32 or float64 A was refused with a message that
+    said such tensors are solved in float32 and then to convert `init U0.double()` (a new user's
+    trial); the start is cast to A's dtype, so they serve as any float does."""
+    ref = riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.bfloat16, torch.float16):
+        warm = riemsvd.solve(a, 2, init=(ref.U.to(dtype), ref.V.to(dtype)), method="iterative")
+        torch.testing.assert_close(warm.S, ref.S, rtol=1e-10, atol=0)
+    with pytest.raises(TypeError, match=r"`init` U0 has dtype torch.int64; it must be a float tensor"):
+        riemsvd.solve(a, 2, init=(torch.zeros(6, 2, dtype=torch.int64), ref.V))
+
+
 def test_init_that_is_not_a_pair_or_u0_raises(a):
     with pytest.raises(TypeError, match="`init` must be a pair"):
         riemsvd.solve(a, init=[torch.zeros(6, 1)])
