@@ -14,7 +14,7 @@ from __future__ import annotations
 import geoopt
 import torch
 
-from riemsvd._pair import SingularPair
+from riemsvd import SingularPair
 
 
 def run(

@@ -18,7 +18,7 @@ import geoopt
 import torch
 
 import riemsvd
-from riemsvd._pair import SingularPair
+from riemsvd import SingularPair
 
 
 def run(
