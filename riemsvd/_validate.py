@@ -464,6 +464,28 @@ def check_dim(dim, ndim: int) -> int:
     return int(dim) % ndim
 
 
+def check_projection_init(init, weight: torch.Tensor, dim: int) -> None:
+    """``project_spectral_``'s ``init``: None, or a pair (u, v) of vectors of the weight's matrix
+    (d_dim,) and (∏ other dims,); swapped ones gave torch's "size mismatch" (a new user's trial)."""
+    if init is None:
+        return
+    rows = weight.shape[dim]
+    columns = weight.numel() // rows
+    shapes = (
+        [tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in init]
+        if (isinstance(init, (tuple, list)) and len(init) == 2)
+        else None
+    )
+    if shapes != [(rows,), (columns,)]:
+        got = shapes if shapes is not None else type(init).__name__
+        swapped = " (u and v look swapped)" if shapes == [(columns,), (rows,)] else ""
+        raise ValueError(
+            f"`init` must be a pair (u, v) of vectors of shapes ({rows},) and ({columns},), the weight "
+            f"as a ({rows}, {columns}) matrix along dim={dim}, e.g. a previous call's (p.u, p.v); "
+            f"got {got}{swapped}."
+        )
+
+
 def check_tol(tol) -> None:
     # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1):  # type: ignore[operator]

@@ -777,6 +777,17 @@ def test_projection_options_out_of_range_raise_value_error(kwargs, match):
         rnn.register_projection_hook(opt, opt.param_groups[0]["params"], **kwargs)
 
 
+def test_projection_init_of_the_wrong_shapes_is_named():
+    """Swapped (u, v) gave torch's "size mismatch, got input (10), mat (10x20), vec (10)" (a new
+    user's trial)."""
+    w = torch.randn(10, 20, dtype=torch.float64)
+    p = rnn.project_spectral_(w, 1.0)
+    with pytest.raises(ValueError, match=r"`init` must be a pair .* \(10,\) and \(20,\).*look swapped"):
+        rnn.project_spectral_(w, 1.0, init=(p.v, p.u))
+    with pytest.raises(ValueError, match=r"`init` must be a pair .*got tuple\.$"):
+        rnn.project_spectral_(w, 1.0, init=(p.u,))
+
+
 def test_hook_bad_optimizer_or_params_raise():
     w = torch.ones(3, 3, requires_grad=True)
     with pytest.raises(TypeError, match="`optimizer` must be"):

@@ -12,6 +12,7 @@ from riemsvd._validate import (
     check_mode,
     check_positive,
     check_projection_hook_args,
+    check_projection_init,
     check_tol,
     check_weight,
 )
@@ -97,7 +98,9 @@ def project_spectral_(
     check_positive(max_norm, "max_norm")
     check_mode(mode)
     check_tol(tol)
-    return _project(weight, max_norm, mode, tol, init, check_dim(dim, weight.dim()))
+    dim = check_dim(dim, weight.dim())
+    check_projection_init(init, weight, dim)
+    return _project(weight, max_norm, mode, tol, init, dim)
 
 
 def _project(weight, max_norm: float, mode: str, tol, init, dim: int, tracker=None) -> SpectralProjection:
