@@ -38,8 +38,9 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     dense path, and in 21 of 22 such cases the warm iteration took 1.2–3.1× the dense path's time
     (k = 1 to 8, 32×32 to 256×192 and batches of them, A perturbed by 1e-3 or 1e-5; a new user's
     trial: a batch (4, 100, 60), k = 3, warm 11.3 ms against 3.9 cold). Warm starts save least
-    where the dense path wins: at k > 1 (0.73–0.88 of the cold products there) and from vectors that
-    solve A already (the probe of a start that is a singular pair: docs/algorithm.md)."""
+    where the dense path wins: at k > 1 (0.73–0.88 of the cold products there), and where the start
+    is a singular pair already, which the probe for a larger value then costs 8–32 products
+    (docs/algorithm.md, "Warm starts")."""
     if torch.device(device).type != "cpu":
         return False
     m, n = shape

@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     """The ``Config`` of a command line (``argv``; None: sys.argv's)."""
     d = Config()
     ap = argparse.ArgumentParser(prog="riemsvd-bench", description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes")
+    ap.add_argument("--sizes", nargs="+", default=["1000x500"], help="MxN sizes (commas or spaces)")
     ap.add_argument("--k", nargs="+", default=["1", "8"], help="numbers of triplets (commas or spaces)")
     ap.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype, help="A's dtype")
     ap.add_argument(

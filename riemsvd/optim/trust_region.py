@@ -294,7 +294,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             except RuntimeError as err:
                 if "second time" not in str(err):
                     raise
-                # torch's own message named neither the closure nor the fix (a new user's trial)
+                # torch's own message named neither the closure nor the fix (a new user's trial); a
+                # loss that saves no tensors (linear in the parameters) lets a backward() through
                 raise ValueError(
                     "`closure` called backward() on the loss (as torch.optim.LBFGS's closures do): "
                     "RiemannianTrustRegion differentiates the loss itself, twice. Return the loss "
