@@ -758,6 +758,20 @@ def test_non_finite_weight_raises_value_error():
         rnn.spectral_norm(layer)
 
 
+def test_a_weight_turned_non_finite_after_registration_is_named():
+    """A training forward, a projection or its hook met NaN and said "`A` has NaN or Inf entries",
+    an argument the user never passed (a new user's trial)."""
+    layer = rnn.spectral_norm(nn.Linear(6, 4))
+    with torch.no_grad():
+        layer.parametrizations.weight.original[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
+        layer(torch.randn(2, 6))
+    w = torch.randn(4, 6)
+    w[1, 1] = float("inf")
+    with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
+        rnn.project_spectral_(w, 1.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -249,7 +249,15 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     generator = torch.Generator().manual_seed(0)
     with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included
         warnings.simplefilter("ignore", ResolutionWarning)
-        out = solve(target, k, tol=tol, init=init, generator=generator)
+        try:
+            out = solve(target, k, tol=tol, init=init, generator=generator)
+        except ValueError as err:  # it named `A`, which the user never passed (a new user's trial)
+            if not str(err).startswith("`A` has NaN or Inf"):
+                raise
+            raise ValueError(
+                "the weight has NaN or Inf entries (an optimizer step that diverged?); its spectral "
+                "norm is undefined."
+            ) from err
     if learn:
         # learn implies a tracker; solve's info always carries the error bars
         assert tracker is not None and out.info is not None and out.info.errors is not None
