@@ -89,7 +89,7 @@ def _unit(s: torch.Tensor) -> torch.Tensor:
     return torch.exp2(-torch.floor(torch.log2(torch.where(s1 > 0, s1, torch.ones_like(s1)))))
 
 
-def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v):
+def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     """(p, q) with K_i (p_i, q_i) = (rhs_u_i, rhs_v_i) on the complements of span(U), span(V).
 
     K_i = [[σ_i, −A], [−Aᵀ, σ_i]] restricted there has eigenvalues σ_i ∓ σ_j (j > k): positive
@@ -110,7 +110,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v):
     diff = (kp - rhs[0], kq - rhs[1])
     res, size = newton.dot(diff, diff).sqrt(), newton.dot(rhs, rhs).sqrt()
     bad = stats["negative_curvature"] | (res > 1e3 * rtol * size)
-    if readable_any(bad, default=False):
+    if warn and readable_any(bad, default=False):
         warnings.warn(
             "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, so the "
             f"k-th singular subspace is not unique (relative residual of the adjoint solve "
@@ -154,13 +154,25 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
     c = _unit(s).reshape(s.shape[:-1] + (1, 1))
     s_hat = s * c[..., 0]
     op = layout.operator(a)
+    zero_tail = min(op.shape) > s.shape[-1] and readable_any(s[..., -1] == 0, default=False)
+    if zero_tail:
+        # σ_k = σ_{k+1} = 0 exactly (A of rank below k, a zero matrix): no solve sees it where the
+        # cotangent lies in the returned vectors' span, and a zero matrix's U loss got a silent 0
+        # gradient, where torch.linalg.svd gives NaN (a new user's trial)
+        warnings.warn(
+            "σ_k is 0, as is σ_{k+1} (A has rank below k): the singular vectors of a zero singular "
+            "value are not unique, so the U/V gradient of those is not defined. The S gradient is "
+            "still exact.",
+            DegenerateSpectrumWarning,
+            stacklevel=3,
+        )
     g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
     skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
     f = _inverse_gaps(s_hat, "U/V", skew_u.abs() + skew_v.abs())
     sd = s_hat.unsqueeze(-2)
     si = s_hat.unsqueeze(-1)
     p_bar = ((skew_u * f) * sd + si * (skew_v * f)) * c
-    p, q = _complement_solve(op, u, s, v, gu, gv)
+    p, q = _complement_solve(op, u, s, v, gu, gv, warn=not zero_tail)  # warned of already
     return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
 
 

@@ -138,6 +138,27 @@ def test_repeated_zero_singular_values_below_k_get_a_finite_right_gradient(gen):
         torch.testing.assert_close((x.grad * e).sum(), fd, rtol=1e-6, atol=1e-6)
 
 
+def test_vector_gradients_of_a_zero_matrix_warn_and_sigma_gradients_do_not():
+    """σ₁ = σ₂ = 0: the loss on U of the dense path's coordinate vectors drew a silent 0 gradient
+    (torch.linalg.svd gives NaN; a new user's trial), the iteration's random ones a warning of an
+    ill-conditioned solve. One warning, that of the zero values, either way; a loss of S alone draws
+    none, and its gradient (u vᵀ) is exact."""
+    zero = torch.zeros(30, 20, dtype=torch.float64, requires_grad=True)
+    for method in ("dense", "iterative"):
+        u, s, v = riemsvd.solve(zero, 1, generator=torch.Generator().manual_seed(0), method=method)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (u @ u.mT).diagonal().pow(2).sum().backward()
+        messages = [str(w.message) for w in caught if w.category is riemsvd.DegenerateSpectrumWarning]
+        assert len(messages) == 1 and messages[0].startswith("σ_k is 0, as is σ_{k+1}"), method
+    zero.grad = None
+    u, s, v = solve(zero, 1, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.DegenerateSpectrumWarning)
+        s.sum().backward()
+    torch.testing.assert_close(zero.grad, u[:, 0:1] @ v[:, 0:1].mT, rtol=0, atol=0)
+
+
 def test_adjoint_solution_is_tangent(gen):
     import riemsvd._autograd as ad
 
