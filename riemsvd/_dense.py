@@ -90,20 +90,16 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         u, v = _svd_triplets(a, k)
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
     u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
-    short = ~(np.asarray(residual) <= tol)  # per matrix of a batch
+    short = np.asarray(~(residual <= tol))  # per matrix of a batch; 0-dim for one matrix
     if op.dtype == torch.float32 and short.any():
         # float32's own rounding short of tol: a 1536×384 matrix of identical rows (rank one) came
         # out of float32's SVD with residual 2.1e-5 and UᵀU 8.5e-6 off I, at k = 2 and 8 (default
         # tol 9.3e-6). The SVD in float64 of the matrices short of it, their vectors rounded to
         # float32 (7.8e-8 at tol 1e-7, below float32's product floor, where verify checks in
         # float64); the check again, for all.
-        if a.dim() == 2:
-            u, v = (x.to(op.dtype) for x in _svd_triplets(a.to(torch.float64), k))
-        else:
-            redo = torch.from_numpy(short).to(a.device)
-            u2, v2 = _svd_triplets(a[redo].to(torch.float64), k)
-            u, v = u.clone(), v.clone()
-            u[redo], v[redo] = u2.to(op.dtype), v2.to(op.dtype)
+        redo = torch.from_numpy(short).to(a.device)  # a 0-dim mask makes a[redo] a batch of one
+        u2, v2 = _svd_triplets(a[redo].to(torch.float64), k)
+        u[redo], v[redo] = u2.to(op.dtype), v2.to(op.dtype)
         u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)

@@ -22,6 +22,7 @@ from riemsvd._backend import mm
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._space import Space, randn
 from riemsvd._validate import (
+    NON_FINITE_A,
     check_block,
     check_dtensor,
     check_local_init,
@@ -349,5 +350,5 @@ def prepare(a, k, tol, maxiter, init, generator, options) -> Prepared:
     shared = torch.Generator().manual_seed(int(seed))
     magnitude = torch.tensor(max(meta["max_abs"] for meta in metas), dtype=torch.float64)
     if not math.isfinite(float(magnitude)):
-        raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+        raise ValueError(NON_FINITE_A)
     return Prepared(tensor, layout, magnitude, init, shared)

@@ -19,6 +19,7 @@ from riemsvd._backend import readable_any, readable_number
 from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs
 
 __all__ = [
+    "NON_FINITE_A",
     "check_block",
     "check_bound_exists",
     "check_bounds_args",
@@ -40,6 +41,7 @@ __all__ = [
     "check_param_groups",
     "check_positive",
     "check_projection_hook_args",
+    "check_projection_init",
     "check_radius_rule",
     "check_sharded_matrix",
     "check_solve_args",
@@ -52,6 +54,8 @@ __all__ = [
 ]
 
 _FLOATS = (torch.float32, torch.float64)
+# what a solve of A with NaN or Inf entries raises; riemsvd.nn names the weight instead
+NON_FINITE_A = "`A` has NaN or Inf entries; singular values of such a matrix are undefined."
 _METHODS = ("auto", "iterative", "dense", "trust-region")
 
 
@@ -91,7 +95,7 @@ def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
         return None
     magnitude = max_abs(a)  # NaN propagates through max and min, Inf stays Inf
     if not _finite(magnitude):
-        raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+        raise ValueError(NON_FINITE_A)
     return magnitude
 
 
@@ -121,7 +125,7 @@ def _check_sparse(a: torch.Tensor) -> None:
     _check_float_dtype(a.dtype, "A")
     values = a.coalesce().values() if a.layout == torch.sparse_coo else a.to_sparse_csr().values()
     if values.numel() and not bool(torch.isfinite(values).all()):
-        raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+        raise ValueError(NON_FINITE_A)
 
 
 def _check_scipy(a) -> None:
@@ -138,7 +142,7 @@ def _check_scipy(a) -> None:
     if is_scipy_sparse(a):
         data = a.tocoo().data
         if data.size and not np.isfinite(data).all():
-            raise ValueError("`A` has NaN or Inf entries; singular values of such a matrix are undefined.")
+            raise ValueError(NON_FINITE_A)
 
 
 def _check_positive_int(value, name: str, *, allow_none: bool = True) -> None:

@@ -16,6 +16,7 @@ from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._result import ResolutionWarning
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol, solver_dtype
+from riemsvd._validate import NON_FINITE_A
 
 
 def as_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
@@ -252,7 +253,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         try:
             out = solve(target, k, tol=tol, init=init, generator=generator)
         except ValueError as err:  # it named `A`, which the user never passed (a new user's trial)
-            if not str(err).startswith("`A` has NaN or Inf"):
+            if str(err) != NON_FINITE_A:
                 raise
             raise ValueError(
                 "the weight has NaN or Inf entries (an optimizer step that diverged?); its spectral "
