@@ -404,11 +404,13 @@ class ScipyOperator(Operator):
         super().__init__(a.shape, (), dtype, torch.device("cpu"))
         self.a = a
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        self._at = None
         if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
             self._mm, self._rmm = a.matmat, _adjoint(a.rmatmat)
-        elif hasattr(a, "T") and hasattr(a, "__matmul__"):  # scipy sparse arrays and matrices
-            at = a.T
-            self._mm, self._rmm = a.__matmul__, at.__matmul__
+        elif is_scipy_sparse(a) or (hasattr(a, "T") and hasattr(a, "__matmul__")):
+            # scipy sparse arrays and matrices, whose `T` makes a new object each time (19 µs, 384×384)
+            self._at = a.T
+            self._mm, self._rmm = a.__matmul__, self._at.__matmul__
         else:
             self._mm = _columnwise(a.matvec)
             self._rmm = _adjoint(_columnwise(a.rmatvec))
@@ -430,21 +432,21 @@ class ScipyOperator(Operator):
         )
 
     def _column_products(self):
-        return _sparse_column_products(self.a, self._np_dtype)
+        return _sparse_column_products(self.a, self._np_dtype, self._at) if self._at is not None else None
 
     def _float64_products(self):
         if not is_scipy_sparse(self.a):  # a LinearOperator's products are its own
             return None
-        at = self.a.T
-        return (lambda x: self.a @ x.astype(np.float64)), (lambda y: at @ y.astype(np.float64))
+        return (lambda x: self.a @ x.astype(np.float64)), (lambda y: self._at @ y.astype(np.float64))
 
 
-def _sparse_column_products(a, dtype):
+def _sparse_column_products(a, dtype, at=None):
     """:meth:`Operator._column_products` of a scipy CSR or CSC matrix whose values are of the solver's
     dtype: scipy's own kernels (``csr_matvec``, ``csc_matvec``: what ``a @ x`` runs for a 1-D x, to the
     bit) adding into ``out``. A sparse 384×384 solve (k = 1, 86 products) took 2.5 ms against 3.0
     through ``a @ x[:, None]`` and its layers, where the kernel itself is 2–3 µs a product. None for
-    other formats and dtypes, or where scipy no longer has the kernels (then the general products)."""
+    other formats and dtypes, or where scipy no longer has the kernels (then the general products).
+    ``at``: A's transpose, where the caller has made it (each ``a.T`` is a new object)."""
     import scipy.sparse as sp
 
     try:
@@ -468,7 +470,8 @@ def _sparse_column_products(a, dtype):
 
         return None if kernel is None else apply
 
-    products = product(a), product(a.T)  # a CSR matrix's transpose is CSC on the same arrays
+    # a CSR matrix's transpose is CSC on the same arrays
+    products = product(a), product(a.T if at is None else at)
     return None if None in products else products
 
 

@@ -140,7 +140,8 @@ def _check_scipy(a) -> None:
         kind = "complex" if dtype.kind == "c" else str(dtype)
         raise TypeError(f"`A` has dtype {kind}; riemsvd needs float32 or float64.")
     if is_scipy_sparse(a):
-        data = a.tocoo().data
+        # these formats keep every stored value in `data`; tocoo() copies it (46 µs, 384×384 at 1%)
+        data = a.data if a.format in ("csr", "csc", "coo", "bsr") else a.tocoo().data
         if data.size and not np.isfinite(data).all():
             raise ValueError(NON_FINITE_A)
 

@@ -26,11 +26,12 @@ def test_non_finite_entries_raise_value_error(a, bad):
         riemsvd.solve(a)
 
 
-def test_non_finite_sparse_entries_raise_value_error():
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia", "lil", "dok"])
+def test_non_finite_sparse_entries_raise_value_error(fmt):
     s = sp.random(10, 8, density=0.3, format="csr", random_state=np.random.default_rng(0))
     s.data[0] = np.nan
     with pytest.raises(ValueError, match="`A` has NaN or Inf"):
-        riemsvd.solve(s)
+        riemsvd.solve(s.asformat(fmt))
     t = torch.from_numpy(s.toarray()).to_sparse()
     with pytest.raises(ValueError, match="`A` has NaN or Inf"):
         riemsvd.solve(t)
