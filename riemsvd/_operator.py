@@ -161,7 +161,14 @@ class Operator:
 
     def _float64_products(self):
         """(x ↦ A x, y ↦ Aᵀ y) computed and returned in float64 for numpy x and y of either float dtype,
-        or None (only a dense A and a scipy sparse matrix have them)."""
+        or None (only a dense A and a sparse matrix on the CPU have them)."""
+        return None
+
+    def row_terms(self) -> int | None:
+        """For a sparse A, the most stored entries in one row of A or of Aᵀ: the terms that its
+        products' kernels add one after another into one entry, whose rounding grows like their
+        count where they share a sign (a graph's adjacency matrix) rather than like its square root
+        as for a dense A's blocked BLAS sums. None for other operators."""
         return None
 
     def _numpy_products(self):
@@ -376,6 +383,23 @@ class SparseOperator(Operator):
     def _rmatmat(self, y):
         return self.at @ y
 
+    @functools.cached_property
+    def _row_terms(self) -> int:
+        return max(_most_per_row(self.a.crow_indices()), _most_per_row(self.at.crow_indices()))
+
+    def row_terms(self) -> int:
+        return self._row_terms
+
+    def _float64_products(self):
+        if self.device.type != "cpu":
+            return None
+        a, at = self.a.to(torch.float64), self.at.to(torch.float64)  # for the check alone: freed after it
+
+        def product(mat):
+            return lambda x: (mat @ torch.from_numpy(np.asarray(x, dtype=np.float64))).numpy()
+
+        return product(a), product(at)
+
 
 def _adjoint(rmatmat):
     """A LinearOperator-like A's Aᵀ products, with the failure of one defined without them (scipy's
@@ -434,6 +458,18 @@ class ScipyOperator(Operator):
     def _column_products(self):
         return _sparse_column_products(self.a, self._np_dtype, self._at) if self._at is not None else None
 
+    @functools.cached_property
+    def _row_terms(self) -> int | None:  # one pass over the indices, once an operator
+        if not is_scipy_sparse(self.a):
+            return None
+        if self.a.format in ("csr", "csc"):
+            return max(_most_per_row(self.a.indptr), int(np.bincount(self.a.indices).max(initial=0)))
+        coo = self.a.tocoo()
+        return int(max(np.bincount(coo.row).max(initial=0), np.bincount(coo.col).max(initial=0)))
+
+    def row_terms(self) -> int | None:
+        return self._row_terms
+
     def _float64_products(self):
         if not is_scipy_sparse(self.a):  # a LinearOperator's products are its own
             return None
@@ -473,6 +509,12 @@ def _sparse_column_products(a, dtype, at=None):
     # a CSR matrix's transpose is CSC on the same arrays
     products = product(a), product(a.T if at is None else at)
     return None if None in products else products
+
+
+def _most_per_row(indptr) -> int:
+    """The most entries in one row of a compressed matrix with these row (or column) pointers."""
+    counts = indptr[1:] - indptr[:-1]  # numpy or torch
+    return int(counts.max()) if len(counts) else 0
 
 
 def _columnwise(matvec):

@@ -244,6 +244,39 @@ def test_a_matrix_of_identical_rows_is_solved_at_any_k(dtype, k, linear_operator
         assert float(error) <= torch.finfo(dtype).eps * math.sqrt(1536) * float(exact), seed
 
 
+def _complete_graph(n: int, dtype: torch.dtype, layout: str):
+    """The adjacency matrix of the complete graph on n vertices, J − I: σ = n − 1, then 1 (n − 1
+    times), exactly; every row's n − 1 terms share their sign."""
+    import scipy.sparse as sp
+
+    dense = torch.ones(n, n, dtype=dtype) - torch.eye(n, dtype=dtype)
+    return sp.csr_matrix(dense.numpy()) if layout == "scipy" else dense.to_sparse_csr()
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["scipy", "torch"])
+def test_a_sparse_matrix_whose_rows_sum_terms_of_one_sign_is_checked_honestly(layout):
+    """Sparse kernels add a row's terms one after another, whose rounding grows like their count
+    where they share a sign, not like its square root. In float32 at the default tol the check's own
+    products put σ₁ of the complete graph's 1000×1000 adjacency 1.2e-5·σ₁ off (3× its bar) and its
+    residual at 2.1e-7 where it was 1.2e-5, above tol, "converged" (a new user's trial): a float32
+    sparse A is now checked in float64. In float64 σ₁ of the 300×300 one lay outside its bar on 8 of
+    15 seeds (1.31e-12 off, the bar 1.28e-12): a sparse A's bar allows ε/2 a term of a row's sum."""
+    a = _complete_graph(1000, torch.float32, layout)
+    result = riemsvd.solve(a, 1, generator=torch.Generator().manual_seed(0))
+    u, s, v = (t.double() for t in result[:3])
+    exact = torch.ones(1000, 1000, dtype=torch.float64) - torch.eye(1000, dtype=torch.float64)
+    residual = max(float((exact @ v - u * s).norm()), float((exact.T @ u - v * s).norm())) / float(s[0])
+    assert bool(result.info.converged) and residual <= result.info.tol
+    assert float(result.info.residual) == pytest.approx(residual, rel=1e-3)  # what the check reports
+    assert abs(float(s[0]) - 999) <= float(result.info.errors[0])
+    for seed in range(6):
+        a = _complete_graph(300, torch.float64, layout)
+        result = riemsvd.solve(a, 4, generator=torch.Generator().manual_seed(seed), method="iterative")
+        exact = torch.tensor([299.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+        assert bool(((result.S - exact).abs() <= result.info.errors).all()), seed
+
+
 def test_float32_values_of_a_dense_matrix_checked_in_float64_are_correctly_rounded():
     """At a tol below float32's product floor (2·ε·√max(m, n), 4.1e-6 to 7.1e-6 here), checked with
     float64 products, and as the Rayleigh quotient of vectors that are unit only to a few ε: from
