@@ -436,15 +436,20 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
     floor, level = "", None
     if dtype in (torch.float32, torch.float64) and shape is not None and len(shape) >= 2:
         level = product_floor(dtype, *shape[-2:])
-        floor = f" (about {level:.1g} in {dtype} at this size)"
+        # a scale of the rounding, not a bound: quoted beside a residual below it, it read as wrong
+        # (float32 1536×384: "about 9e-06" where the iteration had stopped at 3.2e-7; a new user's trial)
+        if float(info.residual.max()) >= level:
+            floor = f" (about {level:.1g} in {dtype} at this size)"
     if info.stop_reason == "stalled" and level is not None and float(info.residual.max()) > 1e3 * level:
         # far above rounding: the residual stopped falling, as in a wide cluster of close values
         # (177 values within 1e-6 of each other, k = 18: stalled at 4.8e-7, 1e8 above the floor)
         return (
             f"riemsvd.solve: the iteration stopped making progress with {where}, far above what rounding "
             f"allows{floor}: the residual did not fall for `SolverOptions.patience` looks, as happens in "
-            "a wide cluster of close singular values. Raise `options=riemsvd.SolverOptions(patience=...)` "
-            "(default 60) and `maxiter`, loosen `tol`, or, for a matrix small enough, use method='dense'."
+            "a wide cluster of close singular values. A wider search space often resolves one: "
+            "`options=riemsvd.SolverOptions(max_basis=...)` (default max(24, 2k + 16); 100 took a path "
+            "graph's 2000×2000 Laplacian at k = 4 from 1e-4 to 1e-12). Or raise `patience` (default 60) "
+            "and `maxiter`, loosen `tol`, or, for a matrix small enough, use method='dense'."
         )
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
     if dtype != torch.float64:

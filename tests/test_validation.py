@@ -232,6 +232,18 @@ def test_a_stall_far_above_rounding_is_not_blamed_on_rounding():
         )
     assert result.info.stop_reason == "stalled" and float(result.info.residual) > 1e-6
     assert "below what rounding" not in str(caught[0].message)
+    assert "SolverOptions(max_basis=...)" in str(caught[0].message)  # what resolved a trial's cluster
+
+
+def test_a_stall_below_the_product_floor_does_not_quote_the_floor_as_a_limit():
+    """A float32 1536×384 Gaussian stalls at a residual of about 4e-7 for tol = 1e-7, below the
+    product floor 2·ε·√1536 = 9.3e-6: the warning quoted "about 9e-06" as what rounding resolves, beside
+    a residual 20 times smaller (a new user's trial)."""
+    g = torch.Generator().manual_seed(0)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding") as caught:
+        result = riemsvd.solve(torch.randn(1536, 384, generator=g), 1, tol=1e-7, generator=g)
+    assert float(result.info.residual) < 9e-6
+    assert "9e-06" not in str(caught[0].message)
 
 
 def test_tol_as_a_one_element_float_tensor_is_accepted(a):
