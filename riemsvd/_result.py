@@ -61,6 +61,9 @@ class SolveInfo:
         Why the iteration stopped: ``"converged"``, ``"maxiter"``, ``"stalled"`` (no progress for
         ``options.patience`` looks, or the estimate and the fresh products disagree at the rounding
         floor) or ``"whole space"`` (the search space is all of A's row space: the result is exact).
+        It is the iteration's, in the units it solved in: "converged" beside ``converged`` False
+        where the values returned round beyond tol in A's dtype (σ subnormal in float32; the
+        ConvergenceWarning says so).
     restarts : int
         Thick restarts of the search space.
     errors : torch.Tensor
