@@ -73,9 +73,10 @@ class NormBounds(namedtuple("NormBounds", ["lower", "upper"])):
     method : str or tuple of str
         Which bound ``upper`` is, per matrix (a tuple in batch order for a batch): ``"gram-cholesky"``
         (a Cholesky factorization of μI − AᵀA, dense A), ``"subspace"`` (from the solver's subspace
-        and ‖A‖_F), ``"whole space"`` (a basis of the whole space, min(m, n) ≤ 256), ``"fourier"``
-        (a circular convolution's frequencies), ``"fourier embedding"`` (a zero-padded convolution
-        through the circular one on a larger grid) or ``"krylov"`` (probabilistic). docs/bounds.md
+        and ‖A‖_F), ``"norms"`` (√(‖A‖₁‖A‖_∞), sparse A), ``"whole space"`` (a basis of the whole
+        space, min(m, n) ≤ 256), ``"fourier"`` (a circular convolution's frequencies), ``"fourier
+        embedding"`` (a zero-padded convolution through the circular one on a larger grid) or
+        ``"krylov"`` (probabilistic). docs/bounds.md
         derives each.
     """
 
@@ -162,6 +163,35 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
     # each square may underflow (at most the smallest normal number lost per entry), and the sum
     # of nonnegative terms is within γ_N of the exact one; the square root is then rounded up by callers
     return total.cpu() * (1 + gamma(terms + 2, torch.float64)) + terms * TINY
+
+
+def _hoelder_sq(op: Operator) -> torch.Tensor | None:
+    """An upper bound on ‖c·A‖₁·‖c·A‖_∞ (float64, 0-dim), which is at least ‖c·A‖₂² (Hölder), for a
+    sparse A (torch or scipy), or None for other operators. The largest column and row sums of |a_ij|:
+    where a few entries a row set ‖A‖₂ (a graph's Laplacian or adjacency matrix) it is tight where the
+    subspace bound stays near ‖A‖_F (the path graph's 2000×2000 Laplacian: 4.0 against 109; a new
+    user's trial)."""
+    m, n = op.shape
+    if isinstance(op, SparseOperator):
+        coo = op.a.to_sparse_coo().coalesce()
+        values = coo.values().abs().to(torch.float64)
+        rows, cols = coo.indices()
+        row = torch.zeros(m, dtype=torch.float64, device=values.device).index_add_(0, rows, values)
+        col = torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, cols, values)
+        product = (row.max() * col.max()).cpu() if values.numel() else torch.zeros((), dtype=torch.float64)
+    elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
+        entries = op.a.tocoo()
+        weights = np.abs(np.asarray(entries.data, dtype=np.float64))
+        rows = np.bincount(entries.row, weights=weights, minlength=m).max(initial=0.0)
+        cols = np.bincount(entries.col, weights=weights, minlength=n).max(initial=0.0)
+        product = torch.tensor(float(rows * cols), dtype=torch.float64)
+    else:
+        return None
+    if op.scale is not None:  # a power of two, squared: exact but where the result is subnormal
+        product = product * op.scale.to(torch.float64).cpu().reshape(()).square()
+    # each sum of at most max(m, n) nonnegative terms within γ of the exact one, their product and
+    # the scaling rounded once more each; a result that underflowed, by TINY
+    return product * (1 + gamma(max(m, n) + 2, torch.float64)) ** 2 + TINY
 
 
 def _svd_margin(rows: int, cols: int) -> float:
@@ -334,7 +364,7 @@ def norm_bounds(
     ``method``):
 
     - *deterministic* (``certified`` True): proven from floating-point computations whose rounding
-      is bounded (docs/bounds.md), with no probability involved. Three bounds, the tightest kept:
+      is bounded (docs/bounds.md), with no probability involved. The tightest of those that apply:
 
       * ``"subspace"``: with V the k right singular vectors :func:`riemsvd.solve` found and P the
         projector on span(V), ‖A‖₂² ≤ λ_max([[a², c], [c, f²]]) where a = ‖AV‖₂, c = ‖(I − P)AᵀAV‖₂
@@ -348,6 +378,10 @@ def norm_bounds(
         the smaller side, N = min(m, n)), both roundings bounded. δ = 32·N·γ_{N+3}: upper/σ̂ − 1 is
         about 16·N²·ε/2, 3e-10 at N = 384 and 3.4e-8 at N = 4096, for any spectrum; a factorization
         that fails (σ̂ below ‖A‖₂ by more than δ/2) is retried with δ tenfold larger.
+      * ``"norms"`` (a sparse A, torch or scipy): ‖A‖₂ ≤ √(‖A‖₁‖A‖_∞), the largest column and row
+        sums of |a_ij|. Tight where a few entries a row make ‖A‖₂ (a graph's Laplacian: 4.0000000000009
+        for the path graph's 2000×2000 one, whose ‖A‖₂ is 3.9999975, where the subspace bound gave
+        109.4); a random 500×300 matrix of density 0.05 got 16.8 against 48.3 (‖A‖₂ = 10.3).
       * ``"whole space"`` (min(m, n) ≤ 256, not dense): ‖A‖₂ = ‖AQ‖₂ for a basis Q of the whole
         space, at 2·min(m, n) − 1 products.
       * ``"fourier"`` (:func:`riemsvd.linear_operator` of a stride-1 Conv1d/2d/3d layer with
@@ -527,6 +561,11 @@ def norm_bounds(
                 )
             method = np.where((up_e < upper).numpy(), "fourier embedding", method)
             upper = torch.minimum(upper, up_e)
+        hoelder = _hoelder_sq(op)
+        if hoelder is not None:
+            up_h = torch.nextafter(hoelder.sqrt(), torch.tensor(math.inf, dtype=torch.float64)).to(upper)
+            method = np.where((up_h < upper).numpy(), "norms", method)
+            upper = torch.minimum(upper, up_h)
         if up_c is not None:
             method = np.where((up_c < upper).numpy(), "gram-cholesky", method)
             upper = torch.minimum(upper, up_c)

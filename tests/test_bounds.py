@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import scipy.sparse.linalg as spl
 import torch
@@ -353,3 +354,39 @@ def test_bounds_in_the_subnormal_range_are_rounded_outwards():
         slack = _REF * max(m, n) * true
         assert math.ldexp(float(bounds.upper), 1014) >= true - slack
         assert math.ldexp(float(bounds.lower), 1014) <= true + slack
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["scipy", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_sparse_graph_laplacian_gets_the_norms_bound(layout, dtype):
+    """The path graph's Laplacian (σ₁ = 2 − 2cos(π(n − 1)/n), just below 4; 2 on the diagonal, 1 and
+    1 beside it): the subspace bound was 109 at n = 2000, about ‖A‖_F (a new user's trial);
+    √(‖A‖₁‖A‖_∞) = 4 is certified and nearly exact. And on random sparse matrices it still holds."""
+    import scipy.sparse as sp
+
+    n = 500
+    off = np.ones(n - 1)
+    lap = sp.diags([2 * np.ones(n), -off, -off], [0, -1, 1], format="csr").astype(dtype_np(dtype))
+    lap[0, 0] = lap[n - 1, n - 1] = 1
+    exact = 2 - 2 * math.cos(math.pi * (n - 1) / n)
+    a = lap if layout == "scipy" else torch.from_numpy(lap.toarray()).to_sparse_csr()
+    b = riemsvd.norm_bounds(a, generator=torch.Generator().manual_seed(0))
+    assert b.method == "norms" and bool(b.certified)
+    # the margin: the float64 sums' γ_{n+2} twice, then rounded up to A's dtype
+    margin = 2 * (n + 2) * torch.finfo(torch.float64).eps + 2 * torch.finfo(dtype).eps
+    assert float(b.lower) <= exact <= float(b.upper) <= 4 * (1 + margin)
+    # where all row and column sums are equal the bound is ‖A‖₂ itself: the complete graph, n − 1
+    b = riemsvd.norm_bounds(_complete_graph(60, dtype, layout), generator=torch.Generator().manual_seed(0))
+    assert b.method == "norms" and float(b.lower) <= 59 <= float(b.upper) <= 59 * (1 + margin)
+    for seed in range(5):
+        r = sp.random(60, 40, density=0.1, random_state=seed, format="csr", dtype=dtype_np(dtype))
+        r.data -= 0.5
+        a = r if layout == "scipy" else torch.from_numpy(r.toarray()).to_sparse_csr()
+        b = riemsvd.norm_bounds(a, generator=torch.Generator().manual_seed(seed))
+        exact = np.linalg.norm(r.toarray().astype(np.float64), 2)
+        assert float(b.lower) <= exact * (1 + 1e-12) and exact <= float(b.upper), (seed, b.method)
+
+
+def dtype_np(dtype: torch.dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
