@@ -81,11 +81,12 @@ def solve(
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
     init : (U0, V0) or U0, optional
         Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` (the
-        first k columns are used), or without the batch dimensions to share them over the batch;
-        tensors, or float numpy arrays as A may be. U0 alone (what a GaLore projector keeps) stands
-        for (U0, Aᵀ U0), for dense and sparse tensors. The solve starts from the sum of V0's columns
-        plus a random part of relative size 10·tol; with a block start (``options.start_block`` or
-        ``options.block`` above 1) from V0 and random columns.
+        first k columns are used; with fewer, the search space finds the rest), or without the batch
+        dimensions to share them over the batch; tensors, or float numpy arrays as A may be. U0
+        alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0), for dense and sparse tensors.
+        The solve starts from the sum of V0's columns plus a random part of relative size 10·tol;
+        with a block start (``options.start_block`` or ``options.block`` above 1) from V0 and random
+        columns.
         Where V0 spans a singular subspace already (to 20·tol), a fresh random direction is
         explored before the result is accepted (for k = 1 as for the copies of a repeated value at
         k > 1), so that a V0 of singular vectors other than the leading ones is left; a V0 a little

@@ -189,8 +189,8 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
         )
     else:
         raise TypeError(
-            f"`A` must be a torch.Tensor, a scipy sparse matrix or a LinearOperator-like object "
-            f"(shape, dtype, matvec/rmatvec); got {type(a).__name__}."
+            "`A` must be a torch.Tensor, a float numpy array, a scipy sparse matrix or a LinearOperator-like "
+            f"object (shape, dtype, matvec/rmatvec); got {type(a).__name__}."
         )
     m, n = int(a.shape[-2]), int(a.shape[-1])
     check_solve_shape_args((m, n), tuple(a.shape[:-2]), k, tol, maxiter, generator, options)
