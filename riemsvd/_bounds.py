@@ -28,6 +28,7 @@ from riemsvd._operator import (
     as_operator,
     probe_scale,
     scaled_by_entries,
+    stored_values,
 )
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
@@ -148,7 +149,7 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
         total = values.square().sum()
         terms = max(values.numel(), 1)
     elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
-        data = np.asarray(op.a.tocoo().data, dtype=np.float64)
+        data = np.asarray(stored_values(op.a), dtype=np.float64)
         if op.scale is not None:
             data = data * float(op.scale.reshape(()))
         total = torch.tensor(float(np.square(data).sum()), dtype=torch.float64)

@@ -524,6 +524,13 @@ def _columnwise(matvec):
     return matmat
 
 
+def stored_values(a) -> np.ndarray:
+    """A scipy sparse matrix's stored values, duplicates unsummed (as a COO copy holds them): the
+    ``data`` array itself for the formats that keep every value there, without tocoo()'s copy (46 µs
+    at 384×384 with 1% of entries); through COO for the others (DIA's ``data`` holds padding)."""
+    return a.data if getattr(a, "format", None) in ("csr", "csc", "coo", "bsr") else a.tocoo().data
+
+
 def is_scipy_sparse(a) -> bool:
     try:
         import scipy.sparse as sp
@@ -630,9 +637,7 @@ def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
         values = op.a.values()
         return op.rescale(values.abs().max() if values.numel() else torch.zeros(()))
     if is_scipy_sparse(a):
-        # the stored values (duplicates unsummed, as a COO copy would hold them) without the copy
-        # (23 µs at 384×1536, 1%; other formats go through COO)
-        data = a.data if getattr(a, "format", None) in ("csr", "csc", "coo") else a.tocoo().data
+        data = stored_values(a)
         sop = ScipyOperator(a, _NUMPY_TO_TORCH[np.dtype(a.dtype)])
         return sop.rescale(torch.tensor(float(np.abs(data).max()) if data.size else 0.0, dtype=torch.float64))
     if is_linear_operator_like(a):

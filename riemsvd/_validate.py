@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from riemsvd._backend import readable_any, readable_number
-from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs
+from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs, stored_values
 
 __all__ = [
     "NON_FINITE_A",
@@ -140,8 +140,7 @@ def _check_scipy(a) -> None:
         kind = "complex" if dtype.kind == "c" else str(dtype)
         raise TypeError(f"`A` has dtype {kind}; riemsvd needs float32 or float64.")
     if is_scipy_sparse(a):
-        # these formats keep every stored value in `data`; tocoo() copies it (46 µs, 384×384 at 1%)
-        data = a.data if a.format in ("csr", "csc", "coo", "bsr") else a.tocoo().data
+        data = stored_values(a)
         if data.size and not np.isfinite(data).all():
             raise ValueError(NON_FINITE_A)
 
