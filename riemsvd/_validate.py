@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -558,6 +559,16 @@ def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> l
         raise ValueError("`params` is empty; pass the weights to project, e.g. [layer.weight].")
     for i, p in enumerate(params):
         check_weight(p, f"params[{i}]")
+    stepped = {id(p) for group in getattr(optimizer, "param_groups", ()) for p in group.get("params", ())}
+    for i, p in enumerate(params):
+        if stepped and id(p) not in stepped:  # harmless, but most likely not what was meant (a trial)
+            warnings.warn(
+                f"`params[{i}]` is not among `optimizer`'s parameters: the hook projects it after each "
+                "step, but the optimizer never changes it. Pass the tensors the optimizer updates (for a "
+                "parametrized module, `module.parametrizations.weight.original`).",
+                UserWarning,
+                stacklevel=3,
+            )
     check_positive(max_norm, "max_norm")
     check_mode(mode)
     check_tol(tol)

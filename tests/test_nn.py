@@ -4,6 +4,7 @@ reference σ and autograd through W / matrix_norm(W, 2) as the reference gradien
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -829,3 +830,15 @@ def test_a_module_on_the_meta_device_is_normalized_once_it_has_values():
             layer.parametrizations.weight[0]._v.fill_(garbage)
         layer(torch.randn(4, 30, dtype=torch.float64))
         assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+def test_a_projection_hook_on_a_tensor_the_optimizer_does_not_step_warns():
+    """A parameter outside the optimizer's groups was accepted silently (a new user's trial): the
+    hook would project it after every step while nothing changes it."""
+    layer, other = nn.Linear(4, 3), nn.Linear(4, 3)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match=r"`params\[1\]` is not among `optimizer`'s parameters"):
+        rnn.register_projection_hook(opt, [layer.weight, other.weight])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rnn.register_projection_hook(opt, [layer.weight])
