@@ -71,11 +71,15 @@ class SolveInfo:
         ``errors[..., i]`` of ``S[..., i]``: sqrt((‖A vᵢ − σᵢuᵢ‖² + ‖Aᵀuᵢ − σᵢvᵢ‖²)/2) from the final
         products, the residual of the unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of the symmetric
         [[0, A], [Aᵀ, 0]] (whose eigenvalues are ±σⱼ). Once the k found are the top k, each
-        bar holds for σᵢ itself. The products are in A's dtype (in float64 for a float32 A on the
-        CPU, dense or scipy sparse, where tol is below 2·ε·√max(m, n)), and their rounding,
-        ε·√max(m, n)·σ₁ in that dtype, is added; the residual is that of S as returned, rounded to
-        A's dtype. For a bfloat16 or float16 A, the
-        float32 solve's bars plus the cast of S to A's dtype. See docs/bounds.md.
+        bar holds for σᵢ itself. The products are in A's dtype (in float64 for a float32 sparse A on
+        the CPU, and for a float32 dense one where tol is below 2·ε·√max(m, n)), and their rounding,
+        ε·√max(m, n)·σ₁ in that dtype (for a sparse A at least ε/2 a term of its longest row), is
+        added; the residual is that of S as returned, rounded to A's dtype. That allowance is for
+        rounding errors that do not all share a sign: a dense float32 A whose every entry has one sign
+        can exceed it by a small factor (the complete graph's 300×300 adjacency, σ₁ off by up to 1.6
+        bars over 8 seeds); a tol below the product floor has such a check made in float64. For a
+        bfloat16 or float16 A, the float32 solve's bars plus the cast of S to A's dtype. See
+        docs/bounds.md.
     communicated : int
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
