@@ -112,7 +112,8 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
         kp, kq = newton(p, q)
     diff = (kp - rhs[0], kq - rhs[1])
     res, size = newton.dot(diff, diff).sqrt(), newton.dot(rhs, rhs).sqrt()
-    bad = stats["negative_curvature"] | (res > 1e3 * rtol * size)
+    # where CG left more than 1e6·ε (the threshold of both dtypes before float32's tighter rtol)
+    bad = stats["negative_curvature"] | (res > 1e6 * eps(op.dtype) * size)
     if warn and readable_any(bad, default=False):
         warnings.warn(
             "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, so the "

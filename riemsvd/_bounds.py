@@ -28,7 +28,6 @@ from riemsvd._operator import (
     as_operator,
     probe_scale,
     scaled_by_entries,
-    stored_values,
 )
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
@@ -149,9 +148,19 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
         total = values.square().sum()
         terms = max(values.numel(), 1)
     elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
-        data = np.asarray(stored_values(op.a), dtype=np.float64)
+        entries = op.a.tocoo()
+        data = np.abs(np.asarray(entries.data, dtype=np.float64))
         if op.scale is not None:
             data = data * float(op.scale.reshape(()))
+        if not getattr(op.a, "has_canonical_format", False) and data.size:
+            # stored copies of one entry add up: their squares alone fell short of ‖A‖_F² (ten copies
+            # of 1 at (0, 0) gave an "upper" bound of 3.6 for ‖A‖₂ = 10; a review), so each entry's
+            # |copies| are summed first, within γ of their count
+            cells = np.ravel_multi_index((entries.row, entries.col), (m, n))
+            _, where, counts = np.unique(cells, return_inverse=True, return_counts=True)
+            data = np.bincount(where.ravel(), weights=data)
+            copies = 1 + gamma(int(counts.max()) + 1, torch.float64)
+            data = data * copies
         total = torch.tensor(float(np.square(data).sum()), dtype=torch.float64)
         terms = max(data.size, 1)
     elif isinstance(op, LinearMapOperator):
@@ -173,26 +182,36 @@ def _hoelder_sq(op: Operator) -> torch.Tensor | None:
     subspace bound stays near ‖A‖_F (the path graph's 2000×2000 Laplacian: 4.0 against 109; a new
     user's trial)."""
     m, n = op.shape
+    if not isinstance(op, (SparseOperator, ScipyOperator)):
+        return None
+    scale = None if op.scale is None else float(op.scale.reshape(()))  # a power of two; one matrix
     if isinstance(op, SparseOperator):
         coo = op.a.to_sparse_coo().coalesce()
-        values = coo.values().abs().to(torch.float64)
+        weights = coo.values().abs().to(torch.float64)
+        weights = weights if scale is None else weights * scale
         rows, cols = coo.indices()
-        row = torch.zeros(m, dtype=torch.float64, device=values.device).index_add_(0, rows, values)
-        col = torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, cols, values)
-        product = (row.max() * col.max()).cpu() if values.numel() else torch.zeros((), dtype=torch.float64)
+        row = torch.zeros(m, dtype=torch.float64, device=weights.device).index_add_(0, rows, weights)
+        col = torch.zeros(n, dtype=torch.float64, device=weights.device).index_add_(0, cols, weights)
+        sums = (float(row.max()), float(col.max())) if weights.numel() else (0.0, 0.0)
     elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
         entries = op.a.tocoo()
         weights = np.abs(np.asarray(entries.data, dtype=np.float64))
-        rows = np.bincount(entries.row, weights=weights, minlength=m).max(initial=0.0)
-        cols = np.bincount(entries.col, weights=weights, minlength=n).max(initial=0.0)
-        product = torch.tensor(float(rows * cols), dtype=torch.float64)
+        weights = weights if scale is None else weights * scale
+        sums = (
+            float(np.bincount(entries.row, weights=weights, minlength=m).max(initial=0.0)),
+            float(np.bincount(entries.col, weights=weights, minlength=n).max(initial=0.0)),
+        )
     else:
         return None
-    if op.scale is not None:  # a power of two, squared: exact but where the result is subnormal
-        product = product * op.scale.to(torch.float64).cpu().reshape(()).square()
-    # each sum of at most max(m, n) nonnegative terms within γ of the exact one, their product and
-    # the scaling rounded once more each; a result that underflowed, by TINY
-    return product * (1 + gamma(max(m, n) + 2, torch.float64)) ** 2 + TINY
+    # The values are scaled before they are summed, so that the sums are near ‖c·A‖'s size and their
+    # product neither overflows nor underflows (scaled after, entries of 1e±200 gave inf·0 = NaN; a
+    # review). Each sum adds at most `terms` nonnegative values (the most stored in a row or column,
+    # a scipy matrix's duplicates included), within γ_terms of the exact sum, plus the smallest normal
+    # number a value where a scaled one was subnormal; their product rounds once more.
+    terms = op.row_terms() or max(m, n)
+    grow = 1 + gamma(terms + 2, torch.float64)
+    bound = (sums[0] * grow + terms * TINY) * (sums[1] * grow + terms * TINY) * (1 + gamma(1, torch.float64))
+    return torch.tensor(bound, dtype=torch.float64)
 
 
 def _svd_margin(rows: int, cols: int) -> float:
@@ -380,7 +399,7 @@ def norm_bounds(
         about 16·N²·ε/2, 3e-10 at N = 384 and 3.4e-8 at N = 4096, for any spectrum; a factorization
         that fails (σ̂ below ‖A‖₂ by more than δ/2) is retried with δ tenfold larger.
       * ``"norms"`` (a sparse A, torch or scipy): ‖A‖₂ ≤ √(‖A‖₁‖A‖_∞), the largest column and row
-        sums of |a_ij|. Tight where a few entries a row make ‖A‖₂ (a graph's Laplacian: 4.0000000000009
+        sums of |a_ij|. Tight where a few entries a row make ‖A‖₂ (a graph's Laplacian: 4.0000000000000036
         for the path graph's 2000×2000 one, whose ‖A‖₂ is 3.9999975, where the subspace bound gave
         109.4); a random 500×300 matrix of density 0.05 got 16.8 against 48.3 (‖A‖₂ = 10.3).
       * ``"whole space"`` (min(m, n) ≤ 256, not dense): ‖A‖₂ = ‖AQ‖₂ for a basis Q of the whole
@@ -563,7 +582,7 @@ def norm_bounds(
             method = np.where((up_e < upper).numpy(), "fourier embedding", method)
             upper = torch.minimum(upper, up_e)
         hoelder = _hoelder_sq(op)
-        if hoelder is not None:
+        if hoelder is not None and bool(torch.isfinite(hoelder)):
             up_h = torch.nextafter(hoelder.sqrt(), torch.tensor(math.inf, dtype=torch.float64)).to(upper)
             method = np.where((up_h < upper).numpy(), "norms", method)
             upper = torch.minimum(upper, up_h)

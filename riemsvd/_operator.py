@@ -196,8 +196,9 @@ class HostView:
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks
-        cast to float64, so that no float64 copy of A is kept) or scipy sparse matrix (scipy casts the
-        values in each product); None for any other operator."""
+        cast to float64, so that no float64 copy of A is kept), scipy sparse matrix (scipy casts the
+        values in each product) or torch sparse one on the CPU (a float64 copy while the check runs);
+        None for any other operator."""
         products = self.op._float64_products() if self.op.dtype == torch.float32 else None
         return None if products is None else HostView(self.op, *products)
 
@@ -527,7 +528,8 @@ def _columnwise(matvec):
 def stored_values(a) -> np.ndarray:
     """A scipy sparse matrix's stored values, duplicates unsummed (as a COO copy holds them): the
     ``data`` array itself for the formats that keep every value there, without tocoo()'s copy (46 µs
-    at 384×384 with 1% of entries); through COO for the others (DIA's ``data`` holds padding)."""
+    at 384×384 with 1% of entries); through COO for the others (DIA's ``data`` holds padding). Fit
+    for a NaN check and a maximum, not for sums of squares: copies of one entry are not added up."""
     return a.data if getattr(a, "format", None) in ("csr", "csc", "coo", "bsr") else a.tocoo().data
 
 

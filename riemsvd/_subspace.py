@@ -986,8 +986,9 @@ def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
 
 def _float64_view(work, tol: float) -> HostView | None:
     """A float64 view of A for the fresh products of :func:`verify`, where A is float32 on the host
-    (dense, or scipy sparse) and ``tol`` below what float32 products resolve (:func:`product_floor`);
-    None otherwise. The float32 check's own rounding (about ε·‖A‖_F/σ₁, 8e-7 for a 1536×384
+    and sparse (scipy or torch), or dense with ``tol`` below what float32 products resolve
+    (:func:`product_floor`); None otherwise (a GPU's sparse A is checked in float32, with the wider
+    bars of its longest row). The float32 check's own rounding (about ε·‖A‖_F/σ₁, 8e-7 for a 1536×384
     Gaussian) rejected Ritz triplets that had reached tol = 1e-6 and ended "stalled" above it (5 of 24
     cases at k = 8, 1.1e-6 to 1.4e-6); checked in float64 the same iteration reached it, in fewer
     products (206 against 232, 102 against 122). At tol above the floor the float32 check stands, with

@@ -559,6 +559,11 @@ def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> l
         raise ValueError("`params` is empty; pass the weights to project, e.g. [layer.weight].")
     for i, p in enumerate(params):
         check_weight(p, f"params[{i}]")
+    check_positive(max_norm, "max_norm")
+    check_mode(mode)
+    check_tol(tol)
+    for p in params:
+        check_dim(dim, p.dim())
     stepped = {id(p) for group in getattr(optimizer, "param_groups", ()) for p in group.get("params", ())}
     for i, p in enumerate(params):
         if stepped and id(p) not in stepped:  # harmless, but most likely not what was meant (a trial)
@@ -569,11 +574,6 @@ def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> l
                 UserWarning,
                 stacklevel=3,
             )
-    check_positive(max_norm, "max_norm")
-    check_mode(mode)
-    check_tol(tol)
-    for p in params:
-        check_dim(dim, p.dim())
     return params
 
 
