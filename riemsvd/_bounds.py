@@ -398,10 +398,11 @@ def norm_bounds(
         the smaller side, N = min(m, n)), both roundings bounded. δ = 32·N·γ_{N+3}: upper/σ̂ − 1 is
         about 16·N²·ε/2, 3e-10 at N = 384 and 3.4e-8 at N = 4096, for any spectrum; a factorization
         that fails (σ̂ below ‖A‖₂ by more than δ/2) is retried with δ tenfold larger.
-      * ``"norms"`` (a sparse A, torch or scipy): ‖A‖₂ ≤ √(‖A‖₁‖A‖_∞), the largest column and row
-        sums of |a_ij|. Tight where a few entries a row make ‖A‖₂ (a graph's Laplacian: 4.0000000000000036
-        for the path graph's 2000×2000 one, whose ‖A‖₂ is 3.9999975, where the subspace bound gave
-        109.4); a random 500×300 matrix of density 0.05 got 16.8 against 48.3 (‖A‖₂ = 10.3).
+      * ``"norms"`` (a sparse A, torch or scipy): ‖A‖₂ ≤ √(‖A‖₁‖A‖_∞), from the largest column and
+        row sums of the entries' absolute values. Tight where a few entries a row make ‖A‖₂ (a
+        graph's Laplacian: 4.0000000000000036 for the path graph's 2000×2000 one, whose ‖A‖₂ is
+        3.9999975, where the subspace bound gave 109.4); a random 500×300 matrix of density 0.05 got
+        16.8 against 48.3 (‖A‖₂ = 10.3).
       * ``"whole space"`` (min(m, n) ≤ 256, not dense): ‖A‖₂ = ‖AQ‖₂ for a basis Q of the whole
         space, at 2·min(m, n) − 1 products.
       * ``"fourier"`` (:func:`riemsvd.linear_operator` of a stride-1 Conv1d/2d/3d layer with
