@@ -687,6 +687,35 @@ def check_param_groups(param_groups, defaults: dict) -> None:
                 )
 
 
+def check_trust_region_params(params) -> None:
+    """The trust region's parameters: floating tensors that require grad (an integer one, or one
+    without grad, was accepted and its first step blamed the closure; a new user's trial)."""
+    for i, p in enumerate(params):
+        if not (p.is_floating_point() and p.requires_grad):
+            what = f"dtype {p.dtype}" if not p.is_floating_point() else "requires_grad=False"
+            raise ValueError(
+                f"`params`: parameter {i} has {what}; RiemannianTrustRegion optimizes floating tensors "
+                "that require grad (an nn.Parameter or geoopt.ManifoldParameter of a float dtype)."
+            )
+
+
+def check_on_manifolds(params, manifolds) -> None:
+    """Each parameter on its manifold (geoopt's check, at its default tolerance): from a point off
+    it, every step was rejected and the radius shrank without a word (a new user's trial: a start of
+    norm 11.5 on the sphere)."""
+    for i, (p, manifold) in enumerate(zip(params, manifolds)):
+        check = getattr(manifold, "check_point_on_manifold", None)
+        if check is None:
+            continue
+        ok, why = check(p.detach(), explain=True)
+        if not ok:
+            raise ValueError(
+                f"`params`: parameter {i} is not on its {type(manifold).__name__} manifold ({why}). "
+                "Start from a point on it, e.g. `p.data = manifold.projx(p.data)`, or "
+                "`geoopt.ManifoldParameter(manifold.projx(x), manifold=manifold)`."
+            )
+
+
 def check_manifold(manifold, index: int) -> None:
     """Parameter ``index``'s manifold has what the trust region calls."""
     missing = [name for name in ("egrad2rgrad", "proju", "retr", "inner") if not hasattr(manifold, name)]

@@ -3,6 +3,8 @@ a Procrustes fit with a Euclidean part), its quadratic convergence, its Hessian,
 
 from __future__ import annotations
 
+import warnings
+
 import geoopt
 import pytest
 import torch
@@ -269,3 +271,46 @@ def test_loss_linear_in_a_parameter_and_unused_parameters(gen):
     opt = RiemannianTrustRegion([u, v, unused], gradient_tol=1e-9)
     infos = _run(opt, lambda: -(u @ a @ v))
     assert infos[-1].converged and torch.equal(unused.detach(), torch.ones(3, dtype=torch.float64))
+
+
+def test_a_start_off_the_manifold_a_non_finite_loss_and_a_parameter_without_grad_are_named(gen):
+    """Each was silent or blamed the closure (a new user's trial): from a point of norm 11.5 on the
+    sphere every step was rejected while the radius shrank; a NaN loss left info.stop_reason None, so
+    that a loop until info.converged spun forever; an integer parameter's first step said the closure
+    returned a tensor without grad."""
+    from riemsvd.manifolds import Sphere
+
+    a = torch.randn(20, 20, dtype=torch.float64, generator=gen)
+    a = a + a.mT
+    off = geoopt.ManifoldParameter(3 * torch.randn(20, dtype=torch.float64, generator=gen), manifold=Sphere())
+    with pytest.raises(ValueError, match="parameter 0 is not on its Sphere manifold"):
+        RiemannianTrustRegion([off]).step(lambda: off @ a @ off)
+    x = geoopt.ManifoldParameter(Sphere().projx(off.detach().clone()), manifold=Sphere())
+    opt = RiemannianTrustRegion([x])
+    with pytest.raises(ValueError, match="`closure` returned a loss of nan"):
+        opt.step(lambda: x @ a @ x * float("nan"))
+    opt.step(lambda: x @ a @ x)  # from a point on it, a finite loss: a step as usual
+    assert opt.info is not None and opt.info.loss == opt.info.loss
+    integer, frozen = torch.zeros(3, dtype=torch.long), torch.zeros(3)
+    for bad, what in ((integer, "dtype torch.int64"), (frozen, "requires_grad")):
+        with pytest.raises(ValueError, match=f"parameter 0 has {what}"):
+            RiemannianTrustRegion([bad])
+
+
+def test_a_stalled_trust_region_solve_points_to_the_iteration_not_to_options():
+    """k = 8 inside σ₅ = … = σ₅₀: the trust region stalled near 1e-9 on 4 of 10 seeds and its warning
+    offered `SolverOptions(max_basis=..., patience=...)`, which it does not use (a new user's trial)."""
+    g = torch.Generator().manual_seed(0)
+    u, v = orthonormal(80, 50, g), orthonormal(50, 50, g)
+    a = (u * torch.cat([torch.ones(4), 0.5 * torch.ones(46)]).double()) @ v.mT
+    stalled = 0
+    for seed in range(4):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = riemsvd.solve(a, 8, method="trust-region", generator=torch.Generator().manual_seed(seed))
+        if result.info.stop_reason == "stalled":
+            stalled += 1
+            text = " ".join(str(w.message) for w in caught)
+            assert "method='iterative'" in text and "SolverOptions" not in text
+    assert stalled  # the case the message is for
+    assert bool(riemsvd.solve(a, 8, generator=torch.Generator().manual_seed(0)).info.converged)

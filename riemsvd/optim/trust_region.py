@@ -20,8 +20,10 @@ from riemsvd._validate import (
     as_number,
     check_closure,
     check_manifold,
+    check_on_manifolds,
     check_param_groups,
     check_trust_region_args,
+    check_trust_region_params,
 )
 from riemsvd.manifolds import Sphere, Stiefel
 
@@ -237,6 +239,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         check_param_groups(self.param_groups, defaults)
         self.rule, self.preconditioner = rule, preconditioner
         self._params = [p for group in self.param_groups for p in group["params"]]
+        check_trust_region_params(self._params)
         self._manifolds = [_manifold(p, i) for i, p in enumerate(self._params)]
         self._curvatures = [_curvature(m, i) for i, m in enumerate(self._manifolds)]
         self.max_radius = max_radius or math.sqrt(
@@ -315,12 +318,19 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         """
         check_closure(closure)
         params, manifolds = self._params, self._manifolds
+        check_on_manifolds(params, manifolds)
         state = self.state[params[0]]
         radius = state.get("radius", self.radius0)
         count = state["step"] = state.get("step", 0) + 1
         loss, xs, egrads, graph, grad = self._derivatives(closure)
         gnorm = math.sqrt(max(self._inner(xs, grad, grad), 0.0))
         f = float(loss.detach())
+        if not (math.isfinite(f) and math.isfinite(gnorm)):  # no step can be judged from there
+            raise ValueError(
+                f"`closure` returned a loss of {f} (gradient norm {gnorm}) at the parameters' current "
+                "values: the trust region cannot judge a step from a non-finite loss. Check the loss "
+                "there (a log or division of zero?), or start from another point."
+            )
         if gnorm <= self.gradient_tol:
             done = "gradient norm"
             self.info = TrustRegionInfo(count, f, gnorm, radius, radius, math.nan, False, 0, "", done)
