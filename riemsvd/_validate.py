@@ -72,6 +72,11 @@ def _check_float_dtype(dtype, what: str) -> None:
             f"`{what}` is complex ({dtype}); riemsvd handles real matrices only. "
             "Split into real and imaginary parts, or use torch.linalg.svd."
         )
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # integers, bool
+        raise TypeError(
+            f"`{what}` has dtype {dtype}; riemsvd needs floating values (float32 or float64). Convert "
+            f"it first, e.g. `{what}.double()`."
+        )
     raise TypeError(
         f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 here (solve itself takes a "
         f"bfloat16 or float16 tensor or DTensor A, in float32). Convert it first, e.g. `{what}.double()`."
@@ -96,8 +101,22 @@ def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
         return None
     magnitude = max_abs(a)  # NaN propagates through max and min, Inf stays Inf
     if not _finite(magnitude):
-        raise ValueError(NON_FINITE_A)
+        raise ValueError(NON_FINITE_A + _which_matrices(magnitude))
     return magnitude
+
+
+def _which_matrices(magnitude: torch.Tensor) -> str:
+    """For a batch, the indices of the matrices whose max |a_ij| is not finite (the first five), to
+    follow NON_FINITE_A: one NaN in a batch of 64 was not found from the message (a new user's trial)."""
+    if magnitude.dim() == 0:
+        return ""
+    try:
+        bad = (~torch.isfinite(magnitude)).nonzero().tolist()
+    except RuntimeError:  # inside a torch.func transform
+        return ""
+    shown = ", ".join(str(tuple(i)) if len(i) > 1 else str(i[0]) for i in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return f" Batch element{'s' if len(bad) > 1 else ''} {shown}{more}."
 
 
 def _finite(magnitude: torch.Tensor) -> bool:

@@ -26,6 +26,16 @@ def test_non_finite_entries_raise_value_error(a, bad):
         riemsvd.solve(a)
 
 
+def test_non_finite_entries_in_a_batch_name_the_matrices():
+    """One NaN in a batch was not found from the message (a new user's trial)."""
+    a = torch.randn(4, 3, 10, 6, dtype=torch.float64)
+    a[1, 2, 0, 0], a[3, 0, 1, 1] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=r"`A` has NaN or Inf.*Batch elements \(1, 2\), \(3, 0\)\.$"):
+        riemsvd.solve(a)
+    with pytest.raises(ValueError, match=r"Batch element 2\.$"):
+        riemsvd.solve(torch.stack([torch.ones(5, 4)] * 2 + [torch.full((5, 4), float("nan"))]))
+
+
 @pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia", "lil", "dok"])
 def test_non_finite_sparse_entries_raise_value_error(fmt):
     s = sp.random(10, 8, density=0.3, format="csr", random_state=np.random.default_rng(0))
@@ -60,8 +70,11 @@ def test_empty_matrix_raises_value_error():
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
 def test_non_float_dtype_raises_type_error(dtype):
-    with pytest.raises(TypeError, match="float32 or float64"):
-        riemsvd.solve(torch.ones(4, 3, dtype=dtype))
+    """An integer A's message spoke of bfloat16 and float16 (a new user's trial, from norm_bounds)."""
+    for call in (riemsvd.solve, riemsvd.norm_bounds):
+        with pytest.raises(TypeError, match="float32 or float64") as caught:
+            call(torch.ones(4, 3, dtype=dtype))
+        assert "float16" not in str(caught.value)
 
 
 def test_complex_dtype_raises_type_error():
