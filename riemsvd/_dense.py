@@ -50,7 +50,7 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     # Products grow with k and with the digits asked for (Lanczos converges linearly in log tol).
     digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
     products = (c.products + c.products_per_k * k) * digits
-    iterative = products * (c.product * batch * m * n + c.per_product)
+    iterative = products * (c.product * batch * m * n + c.per_product + _PER_BATCH_PRODUCT * (batch - 1))
     return dense < iterative
 
 
@@ -73,6 +73,13 @@ _COSTS = {
     torch.float32: _Costs(2.48e-11, 1.16e-10, 6.0e-4, 6.38e-11, 3.23e-5, 10, 12),
     torch.float64: _Costs(1.25e-10, 1.34e-10, 7.5e-4, 1.33e-10, 2.97e-5, 20, 13),
 }
+# The batched iteration's own work per product grows with the batch, which the fits above (single
+# matrices) did not see: 86–102 µs a product for one 64×64 matrix, about 6 µs more for each further
+# one (520 µs at 64). Without this term the model took the iteration for 6 (float32) and 5 (float64)
+# of 15 batches where the dense path was faster, up to 2.0× (a new user's trial: (64, 64, 64), k = 2,
+# 47.8 ms against 23.7); with it, the faster path in all 30 (batches of 4–64 matrices from 32×32 to
+# 1024×512, k = 1 to 8; any value from 1e-5 to 3e-5 did so in both dtypes, in the model's units).
+_PER_BATCH_PRODUCT = 1.5e-5
 
 
 def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
