@@ -77,9 +77,11 @@ _COSTS = {
 # matrices) did not see: 86–102 µs a product for one 64×64 matrix, about 6 µs more for each further
 # one (520 µs at 64). Without this term the model took the iteration for 6 (float32) and 5 (float64)
 # of 15 batches where the dense path was faster, up to 2.0× (a new user's trial: (64, 64, 64), k = 2,
-# 47.8 ms against 23.7); with it, the faster path in all 30 (batches of 4–64 matrices from 32×32 to
-# 1024×512, k = 1 to 8; any value from 1e-5 to 3e-5 did so in both dtypes, in the model's units).
-_PER_BATCH_PRODUCT = 1.5e-5
+# 47.8 ms against 23.7); with it, the faster path in all 32 measured (batches of 4–256 matrices from
+# 32×32 to 1024×512, k = 1 to 8, both dtypes). The values that do so lie from 7.2e-6 (a batch (8,
+# 256, 128), k = 2, float32, goes dense above it) to 1.24e-5 (a batch (256, 128, 128), k = 1, whose
+# iteration took 324 ms against 510, stays iterative below it), in the model's units.
+_PER_BATCH_PRODUCT = 1e-5
 
 
 def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
