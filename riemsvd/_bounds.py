@@ -26,6 +26,7 @@ from riemsvd._operator import (
     ScipyOperator,
     SparseOperator,
     as_operator,
+    is_scipy_sparse,
     probe_scale,
     scaled_by_entries,
 )
@@ -131,9 +132,10 @@ def _certifying(op: Operator) -> Operator:
     return cert
 
 
-def _frobenius_sq(op: Operator) -> torch.Tensor | None:
+def _frobenius_sq(op: Operator, entries=None) -> torch.Tensor | None:
     """An upper bound on ‖c·A‖_F² (float64, shape of the batch) for the operator's scaled matrix, or
-    None where it is not known (matrix-free operators)."""
+    None where it is not known (matrix-free operators); a sparse A's ``entries``
+    (:func:`_sparse_entries`) where the caller has them."""
     m, n = op.shape
     if isinstance(op, DenseOperator):
         a = op.a
@@ -141,28 +143,9 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
             a = a.to(torch.float64) * op.scale.to(torch.float64)
         total = torch.linalg.vector_norm(a, dim=(-2, -1), dtype=torch.float64).square()
         terms = m * n
-    elif isinstance(op, SparseOperator):
-        values = op.a.values().to(torch.float64)
-        if op.scale is not None:
-            values = values * op.scale.to(torch.float64).reshape(())
-        total = values.square().sum()
-        terms = max(values.numel(), 1)
-    elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
-        entries = op.a.tocoo()
-        data = np.abs(np.asarray(entries.data, dtype=np.float64))
-        if op.scale is not None:
-            data = data * float(op.scale.reshape(()))
-        if not getattr(op.a, "has_canonical_format", False) and data.size:
-            # stored copies of one entry add up: their squares alone fell short of ‖A‖_F² (ten copies
-            # of 1 at (0, 0) gave an "upper" bound of 3.6 for ‖A‖₂ = 10; a review), so each entry's
-            # |copies| are summed first, within γ of their count
-            cells = np.ravel_multi_index((entries.row, entries.col), (m, n))
-            _, where, counts = np.unique(cells, return_inverse=True, return_counts=True)
-            data = np.bincount(where.ravel(), weights=data)
-            copies = 1 + gamma(int(counts.max()) + 1, torch.float64)
-            data = data * copies
-        total = torch.tensor(float(np.square(data).sum()), dtype=torch.float64)
-        terms = max(data.size, 1)
+    elif (entries := entries if entries is not None else _sparse_entries(op)) is not None:
+        total = entries[2].square().sum()
+        terms = max(entries[2].numel(), 1)
     elif isinstance(op, LinearMapOperator):
         fro2 = op.frobenius_sq()  # of the layer itself: times the scale's square (a power of two)
         if fro2 is None or op.scale is None:
@@ -175,42 +158,57 @@ def _frobenius_sq(op: Operator) -> torch.Tensor | None:
     return total.cpu() * (1 + gamma(terms + 2, torch.float64)) + terms * TINY
 
 
-def _hoelder_sq(op: Operator) -> torch.Tensor | None:
-    """An upper bound on ‖c·A‖₁·‖c·A‖_∞ (float64, 0-dim), which is at least ‖c·A‖₂² (Hölder), for a
-    sparse A (torch or scipy), or None for other operators. The largest column and row sums of |a_ij|:
-    where a few entries a row set ‖A‖₂ (a graph's Laplacian or adjacency matrix) it is tight where the
-    subspace bound stays near ‖A‖_F (the path graph's 2000×2000 Laplacian: 4.0 against 109; a new
-    user's trial)."""
-    m, n = op.shape
-    if not isinstance(op, (SparseOperator, ScipyOperator)):
+def _sparse_entries(op: Operator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """A sparse A's entries (rows, cols, w), one each, w = |c·a_ij| in float64 with c the operator's
+    scale (a power of two, applied before any sum: sums near ‖c·A‖'s size neither overflow nor
+    underflow, where scaled after, entries of 1e±200 gave inf·0 = NaN; a review); None for other
+    operators. A scipy matrix's stored copies of one entry are added up (their squares alone fell
+    short of ‖A‖_F²: ten copies of 1 at (0, 0) gave a certified 3.6 for ‖A‖₂ = 10; a review), each sum
+    raised by 1 + γ of the most copies to cover its rounding."""
+    if not (isinstance(op, SparseOperator) or (isinstance(op, ScipyOperator) and is_scipy_sparse(op.a))):
         return None
-    scale = None if op.scale is None else float(op.scale.reshape(()))  # a power of two; one matrix
+    m, n = op.shape
+    scale = None if op.scale is None else float(op.scale.reshape(()))  # one matrix
     if isinstance(op, SparseOperator):
         coo = op.a.to_sparse_coo().coalesce()
-        weights = coo.values().abs().to(torch.float64)
-        weights = weights if scale is None else weights * scale
         rows, cols = coo.indices()
-        row = torch.zeros(m, dtype=torch.float64, device=weights.device).index_add_(0, rows, weights)
-        col = torch.zeros(n, dtype=torch.float64, device=weights.device).index_add_(0, cols, weights)
-        sums = (float(row.max()), float(col.max())) if weights.numel() else (0.0, 0.0)
-    elif isinstance(op, ScipyOperator) and hasattr(op.a, "tocoo"):
-        entries = op.a.tocoo()
-        weights = np.abs(np.asarray(entries.data, dtype=np.float64))
-        weights = weights if scale is None else weights * scale
-        sums = (
-            float(np.bincount(entries.row, weights=weights, minlength=m).max(initial=0.0)),
-            float(np.bincount(entries.col, weights=weights, minlength=n).max(initial=0.0)),
+        w = coo.values().abs().to(torch.float64)
+        return rows, cols, (w if scale is None else w * scale)
+    coo = op.a.tocoo()
+    r, c, w = coo.row, coo.col, np.abs(np.asarray(coo.data, dtype=np.float64))
+    w = w if scale is None else w * scale
+    if not getattr(op.a, "has_canonical_format", False) and w.size:
+        cells, where, counts = np.unique(
+            np.ravel_multi_index((r, c), (m, n)), return_inverse=True, return_counts=True
         )
-    else:
-        return None
-    # The values are scaled before they are summed, so that the sums are near ‖c·A‖'s size and their
-    # product neither overflows nor underflows (scaled after, entries of 1e±200 gave inf·0 = NaN; a
-    # review). Each sum adds at most `terms` nonnegative values (the most stored in a row or column,
-    # a scipy matrix's duplicates included), within γ_terms of the exact sum, plus the smallest normal
-    # number a value where a scaled one was subnormal; their product rounds once more.
-    terms = op.row_terms() or max(m, n)
+        r, c = np.unravel_index(cells, (m, n))
+        w = np.bincount(where.ravel(), weights=w) * (1 + gamma(int(counts.max()) + 1, torch.float64))
+    return torch.from_numpy(r.astype(np.int64)), torch.from_numpy(c.astype(np.int64)), torch.from_numpy(w)
+
+
+def _hoelder_sq(op: Operator, entries) -> torch.Tensor:
+    """An upper bound on ‖c·A‖₁·‖c·A‖_∞ (float64, 0-dim), which is at least ‖c·A‖₂² (Hölder), for a
+    sparse A (torch or scipy) and its ``entries`` (:func:`_sparse_entries`): the largest column and
+    row sums of the entries' absolute values. Where a few entries a row set ‖A‖₂ (a graph's
+    Laplacian or adjacency matrix) it is tight where the subspace bound stays near ‖A‖_F (the path
+    graph's 2000×2000 Laplacian: 4.0 against 109; a new user's trial)."""
+    rows, cols, w = entries
+    m, n = op.shape
+    sums = [
+        torch.zeros(size, dtype=torch.float64, device=w.device).index_add_(0, at, w)
+        for at, size in ((rows, m), (cols, n))
+    ]
+    largest = [float(x.max()) if w.numel() else 0.0 for x in sums]
+    # Each sum adds at most `terms` nonnegative values (the most stored in a row or column), within
+    # γ_terms of the exact sum, plus the smallest normal number a value where a scaled one was
+    # subnormal; their product rounds once more.
+    terms = op.row_terms or max(m, n)
     grow = 1 + gamma(terms + 2, torch.float64)
-    bound = (sums[0] * grow + terms * TINY) * (sums[1] * grow + terms * TINY) * (1 + gamma(1, torch.float64))
+    bound = (
+        (largest[0] * grow + terms * TINY)
+        * (largest[1] * grow + terms * TINY)
+        * (1 + gamma(1, torch.float64))
+    )
     return torch.tensor(bound, dtype=torch.float64)
 
 
@@ -541,7 +539,8 @@ def norm_bounds(
     # threads after a pause, took 4.3 ms (their wake-up) of a 384×384 call's 15.6 ms
     with solving():
         cert = _certifying(op)
-        fro2 = _frobenius_sq(op)
+        entries = _sparse_entries(op)  # a sparse A's, for ‖A‖_F and the norms bound
+        fro2 = _frobenius_sq(op, entries)
     cert_start = cert.matvecs
     check_bound_exists(fro2 is not None, size, _FULL_SPACE, confidence)
     tol_ = float(tol) if tol is not None else default_tol(op.dtype, m, n)
@@ -582,7 +581,7 @@ def norm_bounds(
                 )
             method = np.where((up_e < upper).numpy(), "fourier embedding", method)
             upper = torch.minimum(upper, up_e)
-        hoelder = _hoelder_sq(op)
+        hoelder = None if entries is None else _hoelder_sq(op, entries)
         if hoelder is not None and bool(torch.isfinite(hoelder)):
             up_h = torch.nextafter(hoelder.sqrt(), torch.tensor(math.inf, dtype=torch.float64)).to(upper)
             method = np.where((up_h < upper).numpy(), "norms", method)

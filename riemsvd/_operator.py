@@ -164,11 +164,13 @@ class Operator:
         or None (only a dense A and a sparse matrix on the CPU have them)."""
         return None
 
+    @property
     def row_terms(self) -> int | None:
         """For a sparse A, the most stored entries in one row of A or of Aᵀ: the terms that its
         products' kernels add one after another into one entry, whose rounding grows like their
         count where they share a sign (a graph's adjacency matrix) rather than like its square root
-        as for a dense A's blocked BLAS sums. None for other operators."""
+        as for a dense A's blocked BLAS sums. None for other operators. Sparse operators compute it
+        once (a pass over the indices)."""
         return None
 
     def _numpy_products(self):
@@ -385,11 +387,8 @@ class SparseOperator(Operator):
         return self.at @ y
 
     @functools.cached_property
-    def _row_terms(self) -> int:
+    def row_terms(self) -> int:  # type: ignore[override]
         return max(_most_per_row(self.a.crow_indices()), _most_per_row(self.at.crow_indices()))
-
-    def row_terms(self) -> int:
-        return self._row_terms
 
     def _float64_products(self):
         if self.device.type != "cpu":
@@ -460,16 +459,13 @@ class ScipyOperator(Operator):
         return _sparse_column_products(self.a, self._np_dtype, self._at) if self._at is not None else None
 
     @functools.cached_property
-    def _row_terms(self) -> int | None:  # one pass over the indices, once an operator
+    def row_terms(self) -> int | None:  # type: ignore[override]
         if not is_scipy_sparse(self.a):
             return None
         if self.a.format in ("csr", "csc"):
             return max(_most_per_row(self.a.indptr), int(np.bincount(self.a.indices).max(initial=0)))
         coo = self.a.tocoo()
         return int(max(np.bincount(coo.row).max(initial=0), np.bincount(coo.col).max(initial=0)))
-
-    def row_terms(self) -> int | None:
-        return self._row_terms
 
     def _float64_products(self):
         if not is_scipy_sparse(self.a):  # a LinearOperator's products are its own

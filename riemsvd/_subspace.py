@@ -999,8 +999,9 @@ def _float64_view(work, tol: float) -> HostView | None:
     # a float32 sparse A always: its kernels' sums, one term after another, can be off by far more
     # than the floor (the complete graph's 1000×1000 adjacency: σ₁ 1.2e-5 off, the float32 check's
     # residual 2.1e-7 where it was 1.2e-5, "converged" at tol 7.5e-6; a new user's trial)
-    sparse = op.row_terms() is not None
-    if op.dtype != torch.float32 or not (sparse or tol < product_floor(op.dtype, *op.shape)):
+    if op.dtype != torch.float32 or not (
+        op.row_terms is not None or tol < product_floor(op.dtype, *op.shape)
+    ):
         return None
     host = work if isinstance(work, HostView) else op.on_host()
     return None if host is None else host.in_float64()
@@ -1053,7 +1054,7 @@ def verify(work, u, v, tol: float):
     # without it no σ of A lay within the bars of 67 of 200 random 5×600 float32 solves, by up to
     # 1.44× (0.39–1.0·ε·σ₁ short, 5×600 and 1536×384)
     m, n = work.shape
-    floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms())
+    floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)
     errors = np.hypot(nu, nv) * np.sqrt(0.5 / x2) + floor * s[..., :1]
     residual = _relative(np.maximum(nu, nv), s[..., 0]).max(-1)
     return left.release(u), s, right.release(v), residual, errors
