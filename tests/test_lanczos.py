@@ -352,6 +352,47 @@ def test_a_batch_with_k_above_an_elements_rank_takes_the_iterations_of_its_slowe
     torch.testing.assert_close(out.S, torch.linalg.svdvals(a)[..., :8], rtol=1e-10, atol=1e-12)
 
 
+@given(
+    p=st.integers(24, 48),
+    t=st.integers(1, 2),
+    gap=st.sampled_from([1.0, 1e-3]),
+    restarted=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60)
+def test_a_looks_own_triplets_are_accepted_only_where_both_residuals_pass(p, t, gap, restarted, seed):
+    """``_own_triplets`` serves the estimate's triplets (𝒰y, σ, 𝒱z), z = Hᵀy/σ, where the top k have
+    converged on both sides: the right residual ‖C y‖ (the estimate's), the left ‖H z − σ y‖, here
+    recomputed from H and C. On H as the recurrence makes it, with C scaled to pass tol or not; and
+    where C vanishes (an invariant space) and σ₂ lies 1e-7·σ₁ below, where the eigensolver's y₂ is off
+    by about ε/(σ₂/σ₁)²: σ₁'s triplet passes, σ₂'s fails on its left residual."""
+    rng = np.random.default_rng(seed)
+    tol = 1e-10
+    h, c = _look_matrices(rng, p, t, 1, gap, restarted)
+    exact_s = np.linalg.svd(h, compute_uv=False)
+    for scale in (1e-14, 1e-9):
+        st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, 1, h, scale * c)
+        estimate = _subspace._estimate(st_, t)
+        assert estimate is not None
+        own = _subspace._own_triplets(st_, estimate, t, np.array(tol))
+        right = np.linalg.norm(scale * c @ estimate.y, axis=0) / exact_s[0]
+        if (right[:t] > tol).any():
+            assert own is None
+            continue
+        assert own is not None and own.z is not None
+        np.testing.assert_allclose(np.linalg.norm(own.z, axis=0), 1.0, rtol=1e-14)
+        np.testing.assert_allclose(own.s[:t], exact_s[:t], rtol=1e-13, atol=0)
+        left = np.linalg.norm(h @ own.z - own.y * own.s, axis=0) / exact_s[0]
+        assert (left[:t] <= tol).all() and (own.rel[:t] <= tol).all()
+    q1, q2 = (np.linalg.qr(rng.standard_normal((p, p)))[0] for _ in range(2))
+    h = (q1 * np.concatenate([[1.0], 1e-7 * 0.9 ** np.arange(p - 1)])) @ q2.T
+    st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, 1, h, np.zeros((1, p)))
+    estimate = _subspace._estimate(st_, 2)
+    assert estimate is not None and (estimate.rel == 0).all()
+    assert _subspace._own_triplets(st_, estimate, 1, np.array(tol)) is not None
+    assert _subspace._own_triplets(st_, estimate, 2, np.array(tol)) is None
+
+
 def _look_matrices(rng, p: int, t: int, w: int, gap: float, restarted: bool):
     """(H, C) as the recurrence makes them (see the test above)."""
     top = 1.0 - gap * np.arange(t + 1)
