@@ -352,7 +352,7 @@ class Ritz:
 
     y: np.ndarray
     s: np.ndarray
-    z: np.ndarray | None  # None for an estimate (:func:`_estimate`), but its own converged triplets
+    z: np.ndarray | None  # None for an estimate (:func:`_estimate`) unless taken as it is (_own_triplets)
     rel: np.ndarray  # (..., t)
     slack: np.ndarray | float = 0.0  # (..., t): how far an estimate's rel may be from the exact one
 
@@ -434,17 +434,16 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     return Ritz(y, s, None, rel, slack)
 
 
-def _own_triplets(st: Lanczos, estimate: Ritz | None, k: int, target: np.ndarray) -> Ritz | None:
-    """The estimate's own Ritz triplets (𝒰yᵢ, σᵢ, 𝒱zᵢ), zᵢ = Hᵀyᵢ/σᵢ with σᵢ = ‖Hᵀyᵢ‖, where the top
-    k have converged to ``target`` (per batch element); None otherwise. No SVD of H is needed for them:
+def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ritz | None:
+    """The estimate's own Ritz triplets (𝒰yᵢ, σᵢ, 𝒱zᵢ), zᵢ = Hᵀyᵢ/σᵢ with σᵢ = ‖Hᵀyᵢ‖, for an estimate
+    whose top k right residuals have converged to ``target`` (per batch element), where their left
+    residuals have too; None otherwise. No SVD of H is needed for them:
     their right residual Aᵀ𝒰yᵢ − σᵢ𝒱zᵢ = F C yᵢ is the estimate's own (``rel``, whatever the angle
     between yᵢ and H's exact singular vector), their left one A𝒱zᵢ − σᵢ𝒰yᵢ = 𝒰(H Hᵀyᵢ − σᵢ²yᵢ)/σᵢ is
     computed here (the eigensolver's backward error, about p·ε·σ₁²/σᵢ: small for the leading values,
     not for one far below σ₁, which the exact SVD then serves). The final look of a k = 1 solve took
     an SVD of H for nothing else (a 24×24 dgesdd: 90–150 µs on a 2-core AMD EPYC, 6% of a 384×384
     solve of 18 products)."""
-    if estimate is None or not bool((_worst(estimate, k, estimate.rel.shape[-1], ()) <= target).all()):
-        return None
     h, y = st.h, estimate.y
     hy = np.swapaxes(h, -1, -2) @ y  # (..., pv, t)
     s = np.linalg.norm(hy, axis=-2)
@@ -683,7 +682,9 @@ def subspace_svd(
         # 10·tol·σ₁, where √λ of H Hᵀ is off by up to √(pε)·σ₁ for a value near 0: batches with k
         # above an element's rank took 2.2–2.7× the products)
         estimate = None if full or probe is not None else _estimate(st, t)
-        ritz = _own_triplets(st, estimate, k, target)
+        ritz = None
+        if estimate is not None and bool((_worst(estimate, k, t, batch) <= target).all()):
+            ritz = _own_triplets(st, estimate, k, target)  # None where a left residual fails
         if ritz is None:
             if estimate is None or bool((_worst(estimate, k, t, batch, slack=True) <= target).all()):
                 ritz = _ritz(st, t)
