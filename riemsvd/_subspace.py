@@ -444,7 +444,9 @@ def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ri
     not for one far below σ₁, which the exact SVD then serves). The final look of a k = 1 solve took
     an SVD of H for nothing else (a 24×24 dgesdd: 90–150 µs on a 2-core AMD EPYC, 6% of a 384×384
     solve of 18 products)."""
-    h, y = st.h, estimate.y
+    # y as an array of its own: the estimate's is a reversed view, whose negative stride torch's
+    # from_numpy refuses (a sharded solve's tensors; numpy's ascontiguousarray keeps it for k = 1)
+    h, y = st.h, estimate.y.copy()
     hy = np.swapaxes(h, -1, -2) @ y  # (..., pv, t)
     s = np.linalg.norm(hy, axis=-2)
     if not (s[..., :k] > 0).all():
