@@ -15,11 +15,12 @@ class ConvergenceWarning(UserWarning):
 
 
 class ResolutionWarning(UserWarning):
-    """Some returned σᵢ are below what the residual tolerance resolves (tol·σ₁ < σ_k < 10·tol·σ₁).
+    """Some returned σᵢ are below what the residual tolerance resolves (ε·σ₁ < σ_k < 10·tol·σ₁).
 
     The residual is relative to σ₁, so such a triplet is only known to about tol·σ₁: its value may be
     off by a sizeable fraction of itself, and within a cluster of such values the ones returned need
-    not be the largest (float32 low-rank-plus-noise matrices with k reaching into the noise). Solve in
+    not be the largest, nor the value returned below tol·σ₁ the σ_k above it that it stands for
+    (float32 low-rank-plus-noise matrices with k reaching into the noise). Solve in
     float64, with a smaller ``tol``, or with ``method="dense"``.
     """
 

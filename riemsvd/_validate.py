@@ -609,6 +609,11 @@ def check_pair_shape(m, n, k, dtype=None) -> None:
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)}, got {k}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"`dtype` must be a real floating torch.dtype such as torch.float64, got {dtype!r}.")
+    if dtype in (torch.float16, torch.bfloat16):  # QR, which draws and retracts the frames, has no kernel
+        raise TypeError(
+            f"`dtype` {dtype} has no QR, which the pair's frames need: keep the pair in torch.float32 "
+            "and pass it `A.float()` (riemsvd.solve takes half-precision A and returns its dtype)."
+        )
 
 
 def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = False) -> None:
