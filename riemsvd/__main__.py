@@ -36,11 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tol", type=float, default=None, help="relative residual (default: near machine ε)")
     args = p.parse_args(argv)
     dtype = getattr(torch, args.dtype)
+    if args.m < 1 or args.n < 1:
+        p.error(f"-m and -n must be positive, got {args.m} and {args.n}")
     a = demo_matrix(args.m, args.n, dtype)
     print(f"A: {args.m}×{args.n} {args.dtype}, low rank + noise; k = {args.k}")
 
     t0 = time.perf_counter()
-    result = riemsvd.solve(a, args.k, tol=args.tol, generator=torch.Generator().manual_seed(0))
+    try:
+        result = riemsvd.solve(a, args.k, tol=args.tol, generator=torch.Generator().manual_seed(0))
+    except (TypeError, ValueError) as refused:  # an argument solve refuses (-k 0, --tol 0): its message
+        p.error(str(refused))
     t_solve = time.perf_counter() - t0
     t0 = time.perf_counter()
     s_full = torch.linalg.svdvals(a)
@@ -49,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     info = result.info
     assert info is not None  # solve always attaches one
     err = ((result.S.double() - s_full[: args.k].double()).abs() / s_full[0].double()).max().item()
-    print(f"riemsvd.solve        S = {[f'{x:.12g}' for x in result.S.tolist()]}")
-    print(f"torch.linalg.svdvals S = {[f'{x:.12g}' for x in s_full[: args.k].tolist()]}")
+    shown = min(args.k, 8)  # the leading values; the error below covers all k
+    more = f" … ({args.k - shown} more)" if args.k > shown else ""
+    print(f"riemsvd.solve        S = {[f'{x:.12g}' for x in result.S[:shown].tolist()]}{more}")
+    print(f"torch.linalg.svdvals S = {[f'{x:.12g}' for x in s_full[:shown].tolist()]}{more}")
     print(
         f"residual {float(info.residual):.2e} (tol {info.tol:.0e}, converged {bool(info.converged)}), "
         f"products with A and Aᵀ {info.matvecs} ({info.matvecs / (2 * min(args.m, args.n)):.1%} of "

@@ -60,3 +60,17 @@ def test_penalize_sigma_lowers_sigma_below_the_unpenalized_fit():
     assert out["sigma_exact"][-1] < 0.9 * out["sigma_unpenalized"]  # 2.56 against 3.12 measured
     tail = zip(out["sigma_exact"][-20:], out["sigma_estimate"][-20:])
     assert max(abs(a - b) / a for a, b in tail) < 1e-2  # the pair's estimate tracks the exact σ₁
+
+
+@pytest.mark.parametrize(
+    "args", [["-k", "0"], ["-k", "500", "-m", "400", "-n", "300"], ["--tol", "0"], ["-m", "0"]]
+)
+def test_the_demo_names_a_wrong_argument_without_a_traceback(args, capsys):
+    """``python -m riemsvd -k 0`` printed solve's ValueError as a traceback (a new user's trial)."""
+    from riemsvd.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
