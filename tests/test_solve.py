@@ -373,6 +373,25 @@ def test_values_below_what_tol_resolves_are_flagged(gen):
     )
 
 
+@pytest.mark.parametrize(
+    "dtype,big,k", [(torch.float32, 1e15, 1), (torch.float32, 1e31, 2), (torch.float64, 1e170, 1)]
+)
+def test_values_far_apart_keep_the_bases_orthonormal(dtype, big, k):
+    """Two entries, ``big`` and 1, of a 300×200 A: the recurrence meets columns of entries near
+    1e-25 (float32), whose Gram–Schmidt coefficients' squares underflowed in c·c, so that rounding
+    noise passed as a new direction: 𝒱ᵀ𝒱 was 0.99 off I after 5 steps, σ₁ came back up to 99% low,
+    ‖V‖ = 24, unconverged (3 of 4 seeds; 1e170 in float64 too), and 1e31 at k = 2 raised "NaN or Inf"
+    on a finite A (a new user's trial)."""
+    a = torch.zeros(300, 200, dtype=dtype)
+    a[0, 0], a[7, 9] = big, 1.0
+    for seed in range(4):
+        out = riemsvd.solve(a, k, method="iterative", generator=torch.Generator().manual_seed(seed))
+        assert bool(out.info.converged), seed
+        torch.testing.assert_close(out.S[0].double(), torch.tensor(float(a[0, 0]), dtype=torch.float64))
+        norms = torch.linalg.vector_norm(out.V.double(), dim=0)
+        torch.testing.assert_close(norms, torch.ones(k, dtype=torch.float64))
+
+
 def test_a_value_returned_below_tol_in_place_of_a_larger_sigma_k_is_flagged():
     """float32 at its default tol (1.08e-5 here): σ₈ = 4.6·tol·σ₁ above a noise bulk just under tol·σ₁;
     the iteration returned a noise value 0.46·tol·σ₁ for it (outside its bar of the true σ₈), which was
