@@ -58,11 +58,16 @@ class SolveCall:
     info: Any = field(default=None)
 
 
-def _inverse_gaps(s: torch.Tensor, what: str, weight: torch.Tensor | None = None) -> torch.Tensor:
+def _inverse_gaps(
+    s: torch.Tensor, what: str, weight: torch.Tensor | None = None, whole: torch.Tensor | None = None
+) -> torch.Tensor:
     """F_ij = 1 / (σ_j² − σ_i²) off the diagonal, 0 on it; pairs closer than rounding get 0 and a
     warning, where ``weight`` (..., k, k), what F multiplies, is above its rounding for the pair (or
     always, without it): a loss on the first pair alone of σ = 3, 2, 1, 1 (k = 4) drew the warning
-    for the last two, whose mutual rotation it does not see (a new user's trial)."""
+    for the last two, whose mutual rotation it does not see (a new user's trial). The rounding is
+    that of ``whole``, what ``weight`` is the skew part of (weight's own without it): a loss of span(U)
+    alone (‖UᵀX‖², σ = 3, 2, 2) has a symmetric UᵀŪ, whose skew part is rounding only, and that
+    rounding, measured against itself, drew the warning (another trial)."""
     s2 = s * s
     diff = s2.unsqueeze(-2) - s2.unsqueeze(-1)  # [..., i, j] = σ_j² − σ_i²
     floor = 64 * eps(s.dtype) * s2[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
@@ -70,7 +75,8 @@ def _inverse_gaps(s: torch.Tensor, what: str, weight: torch.Tensor | None = None
     close = (diff.abs() <= floor) & ~eye
     felt = close
     if weight is not None:
-        felt = close & (weight.abs() > 64 * eps(s.dtype) * weight.abs().amax((-2, -1), keepdim=True))
+        reference = (weight if whole is None else whole).abs().amax((-2, -1), keepdim=True)
+        felt = close & (weight.abs() > 64 * eps(s.dtype) * reference)
     if readable_any(felt, default=False):
         gap = float((s.unsqueeze(-1) - s.unsqueeze(-2)).abs().masked_fill(eye, math.inf).min())
         warnings.warn(
@@ -172,7 +178,7 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
         )
     g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
     skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
-    f = _inverse_gaps(s_hat, "U/V", skew_u.abs() + skew_v.abs())
+    f = _inverse_gaps(s_hat, "U/V", skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs())
     sd = s_hat.unsqueeze(-2)
     si = s_hat.unsqueeze(-1)
     p_bar = ((skew_u * f) * sd + si * (skew_v * f)) * c

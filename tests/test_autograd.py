@@ -216,6 +216,26 @@ def test_a_loss_on_separated_pairs_is_exact_without_a_warning_for_others_that_co
         (u[:, 2] @ w).square().backward()
 
 
+def test_a_loss_of_the_span_alone_draws_no_warning_where_values_inside_it_coincide(gen):
+    """σ = 3, 2, 2, k = 3, loss ‖UᵀX‖² = tr(XᵀUUᵀX), blind to rotations inside span(U): UᵀŪ is
+    symmetric, its skew part rounding only, which measured against itself drew the warning that the
+    gradient "is not defined" (a new user's trial). The gradient against central differences."""
+    s = torch.cat([torch.tensor([3.0, 2.0, 2.0]), torch.linspace(1, 0.1, 12)]).double()
+    a = (orthonormal(30, 15, gen) * s) @ orthonormal(15, 15, gen).mT
+    x, da = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((30, 5), (30, 15)))
+
+    def loss(y):
+        return (solve(y, 3, generator=torch.Generator().manual_seed(0)).U.mT @ x).square().sum()
+
+    y = a.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.DegenerateSpectrumWarning)
+        loss(y).backward()
+    h = 1e-5
+    slope = (loss(a + h * da) - loss(a - h * da)) / (2 * h)
+    torch.testing.assert_close((y.grad * da).sum(), slope, rtol=1e-7, atol=1e-8)
+
+
 def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
     x = _double_top(gen).requires_grad_()
     u, sv, v = solve(x, 1, generator=gen)
