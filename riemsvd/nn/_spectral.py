@@ -110,7 +110,10 @@ def spectral_norm(
         steps tried from the stored pair per training forward before a solve runs — at least 2 (a
         second step costs less than a solve), more if given. σ is exact to ``tol`` whatever it is.
     eps : float
-        σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN.
+        σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN. The gradient there is that
+        of W/eps, about 1/eps times the incoming one (1e12 by default): a zero-initialized weight
+        jumps to ‖W‖ ≈ 1e10 at its first SGD step and then barely learns (torch's gives NaN). Start
+        the weight away from zero, as torch's own initializations do.
     dim : int, optional
         The output dimension: the weight of shape ``(d0, d1, …)`` is seen as the matrix
         ``(d_dim, ∏ other dims)``. Default 0, and 1 for ConvTranspose1d/2d/3d (as in torch).
