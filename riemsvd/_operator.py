@@ -440,8 +440,24 @@ class ScipyOperator(Operator):
             self._rmm = _adjoint(_columnwise(a.rmatvec))
 
     def _apply(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
-        out = np.asarray(fn(x), dtype=self._np_dtype)
+        # a product of the wrong length raised numpy's "cannot reshape array of size 40 into shape
+        # (50,1)", here or inside scipy's LinearOperator, without naming A's products (a new user's trial)
+        try:
+            out = np.asarray(fn(x), dtype=self._np_dtype)
+        except ValueError as err:
+            raise ValueError(self._wrong_product(fn, rows, f"failed ({err})")) from err
+        if out.size != rows * x.shape[-1]:
+            raise ValueError(
+                self._wrong_product(fn, rows, f"returned {out.size} entries for {x.shape[-1]} column(s)")
+            )
         return np.ascontiguousarray(out.reshape(rows, x.shape[-1]))
+
+    def _wrong_product(self, fn, rows: int, what: str) -> str:
+        product = "A x" if fn is self._mm else "Aᵀ y"
+        return (
+            f"`A`'s product {product} {what}: A of shape {tuple(self.shape)} gives {rows} entries a column; "
+            "check its matvec/rmatvec (or matmat/rmatmat)."
+        )
 
     def _matmat(self, x):
         return torch.from_numpy(self._apply(self._mm, x.detach().numpy(), self.shape[0]))

@@ -155,6 +155,12 @@ def _check_scipy(a) -> None:
     dtype = getattr(a, "dtype", None)
     if dtype is None:
         raise TypeError("`A` (a LinearOperator-like object) must have a `dtype` attribute.")
+    if isinstance(dtype, torch.dtype):  # numpy's own message: "Cannot interpret 'torch.float64'"
+        raise TypeError(
+            f"`A` (a LinearOperator-like object) has dtype {dtype}, a torch dtype; its products are "
+            "numpy's: give it a numpy dtype, e.g. `np.float64`, as scipy's LinearOperator has, or pass "
+            "a torch operator through riemsvd.linear_operator."
+        )
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         kind = "complex" if dtype.kind == "c" else str(dtype)

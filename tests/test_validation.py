@@ -381,3 +381,42 @@ def test_max_abs_is_the_largest_magnitude_in_every_layout(rows, cols, layout, dt
     assert torch.isnan(max_abs(corrupted)).all()
     corrupted[..., 0, 0] = -float("inf")
     assert torch.isinf(max_abs(corrupted)).all()
+
+
+def test_a_linear_operator_whose_product_has_the_wrong_length_is_named():
+    """numpy's "cannot reshape array of size 40 into shape (50,1)" named neither A nor its products
+    (a new user's trial)."""
+    from scipy.sparse.linalg import LinearOperator
+
+    m = np.random.default_rng(0).standard_normal((50, 30))
+    short = LinearOperator(
+        (50, 30), matvec=lambda x: (m @ x)[:40], rmatvec=lambda y: m.T @ y, dtype=np.float64
+    )
+    with pytest.raises(ValueError, match=r"`A`'s product A x failed .*shape \(50, 30\) gives 50 .*matvec"):
+        riemsvd.solve(short, 2)
+
+    class Duck:  # matmat of the wrong length, without scipy's own reshape
+        shape, dtype = (50, 30), np.float64
+
+        def matmat(self, x):
+            return m[:40] @ x
+
+        def rmatmat(self, y):
+            return m.T @ y
+
+    with pytest.raises(ValueError, match=r"`A`'s product A x returned 40 entries for 1 column"):
+        riemsvd.solve(Duck(), 2)
+
+
+def test_a_duck_operator_with_a_torch_dtype_is_told_to_use_a_numpy_one():
+    class Duck:
+        shape, dtype = (50, 30), torch.float64
+
+        def matvec(self, x):
+            return np.zeros(50)
+
+        def rmatvec(self, y):
+            return np.zeros(30)
+
+    with pytest.raises(TypeError, match="torch dtype.*np.float64"):
+        riemsvd.solve(Duck(), 2)
