@@ -546,3 +546,19 @@ def test_sigma_beyond_float64s_range_is_not_claimed_converged(scale, method):
     assert float(result.info.residual) >= float(true.max())
     exact = torch.linalg.svdvals(a * up)[:2]
     assert bool(((result.S * up - exact).abs() <= result.info.errors * up).all())
+
+
+def test_a_result_replaced_or_copied_keeps_its_info():
+    """namedtuple's _replace made an SVDResult without ``.info`` (reading it raised AttributeError; a
+    new user's trial); pickling and deepcopy keep it too."""
+    import copy
+    import pickle
+
+    out = solve(torch.randn(50, 30, dtype=torch.float64), 2, generator=torch.Generator().manual_seed(0))
+    doubled = out._replace(S=2 * out.S)
+    assert isinstance(doubled, riemsvd.SVDResult) and doubled.info is out.info
+    assert torch.equal(doubled.S, 2 * out.S) and doubled.U is out.U and doubled.V is out.V
+    for copied in (copy.deepcopy(out), pickle.loads(pickle.dumps(out))):
+        assert copied.info is not None and torch.equal(copied.info.residual, out.info.residual)
+    with pytest.raises(ValueError, match="unexpected field names"):
+        out._replace(X=1)
