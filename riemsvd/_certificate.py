@@ -390,7 +390,7 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
     The vectors are level-2 BLAS calls on Fortran-ordered bases, on the certificate's one scipy
     thread, and Y is formed once, after the last look: a step took 45 µs through numpy's operators
     (N = 384)."""
-    gemv, _, nrm2, _, scal, _ = blas_for(np.float64)
+    gemv, _, nrm2, scal, _ = blas_for(np.float64)
     steps = min(steps, x.shape[0] - 1)  # the space cannot exceed N vectors
     basis = np.empty((x.shape[0], steps + 1), order="F")
     images = np.empty((x.shape[0], steps + 1), order="F")  # G times each basis vector

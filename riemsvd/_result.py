@@ -127,8 +127,6 @@ class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):
     def _replace(self, **changes) -> SVDResult:
         """A copy with some of U, S, V replaced; ``info`` kept (namedtuple's own dropped it: a new
         user's trial)."""
-        unknown = sorted(set(changes) - set(self._fields))
-        if unknown:  # namedtuple's own error
-            raise ValueError(f"Got unexpected field names: {unknown!r}")
-        fields = (changes.get(name, value) for name, value in zip(self._fields, self))
-        return type(self)(*fields, self.info)  # type: ignore[call-arg]  # mypy sees the namedtuple's 3
+        replaced = super()._replace(**changes)  # namedtuple's checks; its _make bypasses __new__
+        replaced.info = self.info
+        return replaced

@@ -22,9 +22,9 @@ __all__ = ["HostSpace", "Space", "blas_for", "randn"]
 
 @functools.cache
 def blas_for(dtype) -> tuple:
-    """scipy's (gemv, axpy, nrm2, dot, scal) for a numpy dtype, and its machine epsilon: the level-1/2
+    """scipy's (gemv, axpy, nrm2, scal) for a numpy dtype, and its machine epsilon: the level-1/2
     kernels of the solver's one-column steps on the host."""
-    return (*get_blas_funcs(("gemv", "axpy", "nrm2", "dot", "scal"), dtype=dtype), float(np.finfo(dtype).eps))
+    return (*get_blas_funcs(("gemv", "axpy", "nrm2", "scal"), dtype=dtype), float(np.finfo(dtype).eps))
 
 
 def randn(shape, dtype, device, generator: torch.Generator | None) -> torch.Tensor:

@@ -222,7 +222,7 @@ def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known, blas):
         known = float(known[0])
     if basis is None:
         n1 = float(blas[2](x))
-        if not n1 > 4 * blas[5] * n1:  # zero, or not finite
+        if not n1 > 4 * blas[4] * n1:  # zero, or not finite
             return None
         coef = np.zeros(0)
     else:
@@ -242,7 +242,7 @@ def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known, blas):
             coef[j] += known
         elif known is not None:
             coef[j : j + known.shape[0]] += known
-    blas[4](1.0 / n1, x)
+    blas[3](1.0 / n1, x)
     return coef, n1
 
 
@@ -251,7 +251,7 @@ def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np
     pass where the first removed more than 1 − 1/√2 of what was left (DGKS); the known part, of
     squared norm k2, has been removed already. Returns (the coefficients in float64, the norm left),
     or None where x held only rounding noise."""
-    gemv, _, nrm2, _, _, eps = blas
+    gemv, _, nrm2, _, eps = blas
     c = gemv(1.0, basis, x, trans=1)
     gemv(-1.0, basis, c, beta=1.0, y=x, overwrite_y=1)
     n1 = float(nrm2(x))
