@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
+import riemsvd
 import riemsvd.nn as rnn
 from riemsvd.nn import _leading, _spectral
 
@@ -228,6 +229,52 @@ def test_adam_training_takes_power_steps_and_keeps_sigma_within_tol(dtype, tol, 
     assert max(errors) <= tol + rounding
     assert len(solves) <= 30  # most steps are power steps (a residual test alone: a solve at each)
     assert 2 in solves  # σ₂ was measured (a two-triplet solve)
+
+
+@pytest.mark.parametrize(
+    "dtype, tol, most_solves",
+    [(torch.float32, 1e-9, 10), (torch.float64, 1e-17, 30)],  # float64's floor needs solves
+    ids=["float32", "float64"],
+)
+def test_a_tol_below_the_rounding_of_the_weights_products_is_raised_to_it_with_one_warning(
+    dtype, tol, most_solves, monkeypatch
+):
+    """tol 1e-9 on a float32 weight: every training step's solve stalled near 3e-7 and warned with its
+    own residual (31 warnings in 30 steps, a solve at each). Now one warning that names tol, the
+    floor 2·ε·√max(m, n) and the remedy; solves run to the floor, and in float32 most steps are power
+    steps again."""
+    monkeypatch.setattr(_leading, "_FLOOR_WARNED", set(), raising=False)
+    layer_in, layer_out = 96, 64
+    floor = 2 * torch.finfo(dtype).eps * math.sqrt(max(layer_in, layer_out))
+    solves = []
+    solve = _leading.solve
+
+    def counting_solve(*args, **kwargs):
+        solves.append(kwargs["tol"])
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(_leading, "solve", counting_solve)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        layer = rnn.spectral_norm(linear(layer_in, layer_out, dtype), tol=tol)
+        opt = torch.optim.Adam(layer.parameters(), lr=1e-5)
+        x = torch.randn(32, layer_in, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        errors = []
+        for _ in range(30):
+            opt.zero_grad()
+            with parametrize.cached():
+                loss = (layer(x) - 1).square().mean()
+                errors.append(abs(true_sigma(layer.weight) - 1))
+            loss.backward()
+            opt.step()
+    ours = [w for w in seen if str(w.message).startswith("riemsvd.nn:")]
+    assert len(ours) == 1 and ours[0].category is riemsvd.ConvergenceWarning, ours
+    assert f"tol={tol:.3g}" in str(ours[0].message) and f"{floor:.2g}" in str(ours[0].message), ours
+    # the floor is a scale, not a bound: a solve may end a little above it, and say so (float64: 1.2×)
+    assert len(seen) <= 3, [str(w.message) for w in seen]
+    assert solves and all(t == floor for t in solves)
+    assert len(solves) <= most_solves, len(solves)  # float32: power steps, as at the default tol
+    assert max(errors) <= floor + 60 * torch.finfo(dtype).eps
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

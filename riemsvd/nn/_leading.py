@@ -13,9 +13,9 @@ from torch import nn
 
 from riemsvd._backend import no_autocast
 from riemsvd._ops import pair_owner_key, refresh_pair
-from riemsvd._result import ResolutionWarning
+from riemsvd._result import ConvergenceWarning, ResolutionWarning
 from riemsvd._solve import solve
-from riemsvd._tolerance import default_tol, solver_dtype
+from riemsvd._tolerance import default_tol, product_floor, solver_dtype
 from riemsvd._validate import NON_FINITE_A
 
 
@@ -223,6 +223,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     is cold) never consumes the global RNG.
     """
     m, n = (target.shape[-2], target.shape[-1])
+    tol = _resolvable(tol, target.dtype, m, n)
     s0: float | None = None
     if init is not None:
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
@@ -266,6 +267,36 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     elif tracker is not None:
         tracker.age += 1
     return out.U[:, 0], out.V[:, 0], out.S[0]
+
+
+_FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
+
+
+def _resolvable(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float | None:
+    """``tol``, or where it lies below the rounding of an m×n weight's products in ``dtype``
+    (:func:`~riemsvd._tolerance.product_floor`), that floor, with a ConvergenceWarning once per tol,
+    dtype and shape (Python's own once-only filter forgets what it has shown each time a solve's
+    ``catch_warnings`` changes the filters). Asked for tol 1e-9 in float32, every training step's
+    solve stalled near 3e-7 and warned with its own residual: 61 warnings and 41 ms a step in 60
+    steps of a 200×300 layer, against 1.6 ms at the default tol, with ‖W/σ‖₂ as close to 1 (a new
+    user's trial)."""
+    if tol is None or dtype not in (torch.float32, torch.float64):
+        return tol
+    floor = product_floor(dtype, m, n)
+    if tol >= floor:
+        return tol
+    if (tol, dtype, m, n) in _FLOOR_WARNED:
+        return floor
+    _FLOOR_WARNED.add((tol, dtype, m, n))
+    remedy = "" if dtype == torch.float64 else ", or keep the weight in float64"
+    warnings.warn(
+        f"riemsvd.nn: tol={tol:.3g} is below what {dtype} arithmetic resolves for a {m}×{n} weight "
+        f"(about {floor:.2g}, the rounding of its products): its solves run to {floor:.2g} instead, "
+        f"which is what σ is known to. Pass tol={floor:.2g} or more{remedy}.",
+        ConvergenceWarning,
+        stacklevel=2,
+    )
+    return floor
 
 
 # How far a solve's start leans from the pair towards the rival: the rival's value then enters the

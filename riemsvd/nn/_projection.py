@@ -65,6 +65,8 @@ def project_spectral_(
         Clip the spectral norm at c, or set it to c.
     tol : float, optional
         Relative residual for the solve (default that of :func:`riemsvd.solve`).
+        One below 2·ε·√max(m, n), the rounding of the weight's products in its dtype, is raised to
+        it with a ConvergenceWarning, once.
     init : (u, v), optional
         Warm start, e.g. the previous call's ``(p.u, p.v)``: shapes ``(d_dim,)`` and ``(∏ other dims,)``.
     dim : int
@@ -165,6 +167,8 @@ def register_projection_hook(
         ‖W‖₂ ≤ c after each step, or ‖W‖₂ = c.
     tol : float, optional
         Relative residual for the solves (default that of :func:`riemsvd.solve`).
+        One below 2·ε·√max(m, n), the rounding of the weight's products in its dtype, is raised to
+        it with a ConvergenceWarning, once.
     dim : int
         Which dimension of each weight gives the rows.
 

@@ -123,6 +123,8 @@ def spectral_norm(
         stop on a lower one of them, so keep tol below the gaps that matter). Default that of
         :func:`riemsvd.solve` (1e-12 in float64, 1e-6 in float32, or
         2·ε·√max(m, n) if larger). Solves, when a step needs one, run to relative residual ``tol``.
+        A tol below 2·ε·√max(m, n), the rounding of the products of the m×n matrix in its dtype (ε
+        of float32 for half weights), is raised to it with a ConvergenceWarning, once.
     input_shape : tuple of int, optional
         For a Conv1d/2d/3d or ConvTranspose1d/2d/3d ``module`` (zero padding): normalize by the norm of
         the convolution as a linear map on inputs of this shape ``(C, *spatial)`` (no batch
