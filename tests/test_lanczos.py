@@ -428,3 +428,48 @@ def test_float32_blocks_reach_tol_on_a_low_rank_matrix(block):
     assert result.info.matvecs <= 300, result.info.matvecs
     s = torch.linalg.svdvals(a.double())[:8]
     assert float((result.S.double() - s).abs().max()) <= 1e-6 * float(s[0])  # σ within the residual
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_stalled_float32_solve_returns_its_best_checked_triplets(seed, monkeypatch):
+    """float32 at tol 1e-8, below what its products resolve: the first check of the true residual
+    found 2.4e-7 to 2.8e-7, the iteration went on with a tighter target and stalled, and the last
+    triplets came back at 3.5e-7 to 4.1e-7 (every seed; with a larger patience, worse still). Now the
+    returned triplets are the best checked ones, and their residual, recomputed here in float64 from
+    the returned U, S, V, is the one reported (to float32's rounding of them)."""
+    checked = []
+    verify = _subspace.verify
+
+    def recording(*args, **kwargs):
+        out = verify(*args, **kwargs)
+        checked.append(float(out[3].max()))
+        return out
+
+    monkeypatch.setattr(_subspace, "verify", recording)
+    a = torch.randn(400, 200, generator=torch.Generator().manual_seed(seed))
+    with pytest.warns(riemsvd.ConvergenceWarning):
+        out = riemsvd.solve(a, 2, tol=1e-8, method="iterative", generator=torch.Generator().manual_seed(0))
+    assert out.info.stop_reason == "stalled" and len(checked) >= 2, (out.info.stop_reason, checked)
+    reported = float(out.info.residual.max())
+    assert reported == pytest.approx(min(checked), rel=1e-6), (reported, checked)  # float32 of it
+    a64, u, s, v = a.double(), out.U.double(), out.S.double(), out.V.double()
+    left = torch.linalg.vector_norm(a64 @ v - u * s, dim=0)
+    right = torch.linalg.vector_norm(a64.T @ u - v * s, dim=0)
+    recomputed = float(torch.maximum(left, right).max() / s[0])
+    assert abs(recomputed - reported) <= 0.2 * reported, (recomputed, reported)
+
+
+def test_closer_takes_an_earlier_check_only_for_a_failing_element_whose_values_it_did_not_miss():
+    """Per batch element: the final triplets where they pass tol; the earlier ones where they were
+    closer and their values agree within both bars; the final ones where the earlier set lies below
+    them by more than that (a value it missed), however small its residual."""
+    tol = 1e-8
+    u, v = torch.zeros(3, 5, 2), torch.zeros(3, 4, 2)
+    final = (u, np.array([[3.0, 1.0]] * 3), v, np.array([5e-9, 4e-7, 4e-7]), np.full((3, 2), 1e-6))
+    kept_s = np.array([[3.0, 1.0], [3.0, 1.0], [3.0, 0.5]])  # the third missed the value 1.0
+    kept = (u + 1, kept_s, v + 1, np.array([1e-9, 2e-7, 2e-7]), np.full((3, 2), 1e-6))
+    cu, cs, cv, cres, cerr = _subspace._closer(kept, final, tol)
+    assert [bool(cu[i].eq(1).all()) for i in range(3)] == [False, True, False]
+    assert [bool(cv[i].eq(1).all()) for i in range(3)] == [False, True, False]
+    np.testing.assert_array_equal(cres, [5e-9, 2e-7, 4e-7])
+    np.testing.assert_array_equal(cs, [[3.0, 1.0], [3.0, 1.0], [3.0, 1.0]])
