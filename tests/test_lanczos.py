@@ -446,6 +446,7 @@ def test_a_stalled_float32_solve_returns_its_best_checked_triplets(seed, monkeyp
         return out
 
     monkeypatch.setattr(_subspace, "verify", recording)
+    monkeypatch.setattr(_subspace, "_AT_ROUNDING", 0)  # no stop at the first check (the test below)
     a = torch.randn(400, 200, generator=torch.Generator().manual_seed(seed))
     with pytest.warns(riemsvd.ConvergenceWarning):
         out = riemsvd.solve(a, 2, tol=1e-8, method="iterative", generator=torch.Generator().manual_seed(0))
@@ -473,3 +474,18 @@ def test_closer_takes_an_earlier_check_only_for_a_failing_element_whose_values_i
     assert [bool(cv[i].eq(1).all()) for i in range(3)] == [False, True, False]
     np.testing.assert_array_equal(cres, [5e-9, 2e-7, 4e-7])
     np.testing.assert_array_equal(cs, [[3.0, 1.0], [3.0, 1.0], [3.0, 1.0]])
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_check_at_the_rounding_of_the_vectors_ends_the_solve(seed):
+    """float32 at tol 1e-8 (below the 2.4e-7 that rounding 400×200 Gaussians' vectors to float32
+    leaves): the first check found 2.4e-7, and the iteration went on for 312–413 iterations and 632–834
+    products before it stalled, no better. A check at 4ε or below ends it there: the same triplets."""
+    a = torch.randn(400, 200, generator=torch.Generator().manual_seed(seed))
+    with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding"):
+        out = riemsvd.solve(a, 2, tol=1e-8, method="iterative", generator=torch.Generator().manual_seed(0))
+    assert out.info.stop_reason == "stalled" and out.info.matvecs <= 150, out.info.matvecs
+    assert float(out.info.residual.max()) <= 4 * torch.finfo(torch.float32).eps
+    reference = torch.linalg.svdvals(a.double())[:2]
+    errors = out.info.errors.double()
+    assert ((out.S.double() - reference).abs() <= errors).all(), (out.S, reference, errors)
