@@ -142,6 +142,11 @@ def _check_sparse(a: torch.Tensor) -> None:
         raise ValueError(
             f"a sparse `A` must be 2-D, got shape {tuple(a.shape)}; batch sparse matrices one by one."
         )
+    if a.dense_dim() != 0:  # a hybrid tensor: torch's own error named a CSR conversion, not `A`
+        raise ValueError(
+            f"a sparse `A` must have both dimensions sparse, got a hybrid tensor with sparse_dim="
+            f"{a.sparse_dim()} and dense_dim={a.dense_dim()}; convert it with `A.to_dense().to_sparse()`."
+        )
     _check_float_dtype(a.dtype, "A")
     values = a.coalesce().values() if a.layout == torch.sparse_coo else a.to_sparse_csr().values()
     if values.numel() and not bool(torch.isfinite(values).all()):

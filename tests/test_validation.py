@@ -47,6 +47,16 @@ def test_non_finite_sparse_entries_raise_value_error(fmt):
         riemsvd.solve(t)
 
 
+def test_a_hybrid_torch_sparse_a_is_refused_by_name():
+    """A COO tensor with one sparse and one dense dimension met torch's own RuntimeError about a CSR
+    conversion ('sparse_dim()!=2 is not supported'), which named neither `A` nor a way out."""
+    a = torch.randn(30, 20, dtype=torch.float64).to_sparse(1)
+    with pytest.raises(ValueError, match=r"sparse `A` must have both dimensions sparse.*dense_dim=1"):
+        riemsvd.solve(a)
+    fixed = riemsvd.solve(a.to_dense().to_sparse())  # the conversion the message names
+    torch.testing.assert_close(fixed.S, torch.linalg.svdvals(a.to_dense())[:1], rtol=1e-10, atol=0)
+
+
 @pytest.mark.parametrize("k", [0, -1, 5])
 def test_k_out_of_range_raises_value_error(a, k):
     with pytest.raises(ValueError, match="`k` must be"):
