@@ -889,3 +889,34 @@ def test_a_projection_hook_on_a_tensor_the_optimizer_does_not_step_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rnn.register_projection_hook(opt, [layer.weight])
+
+
+@pytest.mark.parametrize("scale, eps", [(1e20, 1e-12), (1e-21, 1e-35)], ids=["huge", "tiny"])
+def test_weights_whose_norms_squares_leave_float32s_range_are_normalized(scale, eps):
+    """torch's vector_norm squares without rescaling on the CPU: at ‖W‖₂ = 9.4e19 the power step's
+    ‖A v0‖ was inf, its test inf ≤ inf passed, and every other training forward returned W/eps
+    (‖W/σ‖₂ = 9.4e31) with a zero pair; at 1e-21 (eps lowered to 1e-35) σ was 1e-3 off (a new user's
+    trial). Such steps now go to a solve, which rescales."""
+    torch.manual_seed(0)
+    layer = rnn.spectral_norm(nn.Linear(32, 16), eps=eps)
+    with torch.no_grad():
+        original(layer).mul_(scale)
+    for _ in range(3):
+        w = layer.weight  # a training-mode forward
+        assert abs(float(torch.linalg.matrix_norm(w.detach().double(), 2)) - 1) <= 1e-5
+        assert abs(float(layer.parametrizations.weight[0]._u.norm()) - 1) <= 1e-5
+
+
+def test_the_projection_hook_clips_after_an_exploding_gradient():
+    """A gradient of scale 1e20 made ‖W‖₂ 8e20 after the 'ball' projection: the warm power step's
+    overflowed norm passed as trusted, σ came back 0 and the scale 1 (a new user's trial)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 16)
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    rnn.register_projection_hook(opt, [lin.weight], max_norm=1.0)
+    for grad_scale in (1.0, 1.0, 1e20, 1.0):
+        opt.zero_grad()
+        lin.weight.grad = grad_scale * torch.randn(16, 32)
+        lin.bias.grad = torch.zeros(16)
+        opt.step()
+        assert float(torch.linalg.matrix_norm(lin.weight.detach().double(), 2)) <= 1 + 1e-5

@@ -174,11 +174,22 @@ def power_step(products: Products, v0: torch.Tensor) -> Step:
     return Step(u, b / sigma_ if sigma_ > 0 else b, sigma_, r_, s0_, d)
 
 
+def _in_range(norm: float, dtype: torch.dtype) -> bool:
+    """Whether a vector norm in ``dtype`` is one whose squares torch summed without overflow or a
+    relevant underflow: torch's vector_norm does not rescale on the CPU, so a float32 weight of norm
+    9.4e19 gave ‖A v0‖ = inf, its residual inf ≤ inf passed the test, and every other training step
+    returned W/eps with a zero pair (a new user's trial); below, squares under the smallest normal
+    number lose digits (σ 1e-3 and 27% off at weights of 1e-21 and 1e-22, with eps lowered to 1e-35).
+    Bounds 1e-3·√max and 1e3·√(tiny/ε): 1.8e16 and 3e-13 in float32."""
+    f = torch.finfo(dtype)
+    return 1e3 * math.sqrt(f.tiny / f.eps) < norm < 1e-3 * math.sqrt(f.max)
+
+
 def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Products) -> bool:
     """Whether a power step's σ is within tol·σ of σ₁ (see ``warm_pair``)."""
     r, s0 = step.r, step.s0
-    if not s0 > 0:
-        return False
+    if not (_in_range(s0, step.u.dtype) and _in_range(step.sigma, step.u.dtype) and math.isfinite(r)):
+        return False  # a solve, which rescales, decides
     if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein): σ₁, if none above
         return tracker is not None and not tracker.above_in_complement(products, step.u, step.v, s0, tol)
     # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
