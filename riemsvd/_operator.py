@@ -401,6 +401,11 @@ class SparseOperator(Operator):
         return product(a), product(at)
 
 
+class AdjointError(ValueError):
+    """A LinearOperator-like A without Aᵀ products: its message is whole (not one of a product's
+    wrong length, which ScipyOperator._apply wraps)."""
+
+
 def _adjoint(rmatmat):
     """A LinearOperator-like A's Aᵀ products, with the failure of one defined without them (scipy's
     ``LinearOperator(shape, matvec=f)``: 'NoneType' object is not callable, deep in scipy) said plainly."""
@@ -409,7 +414,7 @@ def _adjoint(rmatmat):
         try:
             return rmatmat(y)
         except (NotImplementedError, TypeError) as err:
-            raise ValueError(
+            raise AdjointError(
                 f"`A`'s product with Aᵀ (rmatvec/rmatmat) failed ({type(err).__name__}: {err}); riemsvd "
                 "needs it: give the LinearOperator an rmatvec (or rmatmat)."
             ) from err
@@ -444,6 +449,8 @@ class ScipyOperator(Operator):
         # (50,1)", here or inside scipy's LinearOperator, without naming A's products (a new user's trial)
         try:
             out = np.asarray(fn(x), dtype=self._np_dtype)
+        except AdjointError:
+            raise  # its own message says all (wrapped, it read twice, with a word on lengths)
         except ValueError as err:
             raise ValueError(self._wrong_product(fn, rows, f"failed ({err})")) from err
         if out.size != rows * x.shape[-1]:

@@ -79,9 +79,10 @@ def solve(
     maxiter : int, optional
         Iterations at most (default 2000; raised to the ⌈k/b⌉ that k triplets need); each applies A
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
-    init : (U0, V0) or U0, optional
-        Warm start, e.g. the previous call's ``(U, V)``: shapes ``(*, m, j)`` and ``(*, n, j)`` (the
-        first k columns are used; with fewer, the search space finds the rest), or without the batch
+    init : (U0, V0), U0 or SVDResult, optional
+        Warm start, e.g. the previous call's ``(U, V)`` (or its result itself): shapes ``(*, m, j)``
+        and ``(*, n, j)`` (the first k columns are used; with fewer, the search space finds the
+        rest), or without the batch
         dimensions to share them over the batch; tensors, or float numpy arrays as A may be. U0
         alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0), for dense and sparse tensors.
         The solve starts from the sum of V0's columns plus a random part of relative size 10·tol;
@@ -233,8 +234,10 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
     A = _from_numpy(A)
+    if isinstance(init, SVDResult):  # a previous call's result stands for its (U, V)
+        init = (init.U, init.V)
     if isinstance(init, (tuple, list)):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
-        init = type(init)(_from_numpy(x) for x in init)
+        init = tuple(_from_numpy(x) for x in init)  # a namedtuple's own type wants its fields
     init = _from_numpy(init)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)

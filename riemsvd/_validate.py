@@ -566,6 +566,14 @@ def check_spectral_norm_args(
     if not weight.is_meta and not bool(torch.isfinite(weight).all()):
         raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
     if input_shape is not None:
+        mode = getattr(module, "padding_mode", "zeros")
+        if name == "weight" and mode != "zeros" and isinstance(module, nn.modules.conv._ConvNd):
+            # a Conv2d with padding_mode="circular" read "got Conv2d.weight", which is what was passed
+            raise ValueError(
+                f"`input_shape` applies to zero-padded convolutions; this {type(module).__name__} has "
+                f"padding_mode={mode!r}. Leave `input_shape` None for the reshaped kernel's norm, or "
+                "measure the norm of its map with `riemsvd.nn.operator_norm(module, input_shape)`."
+            )
         if not is_conv(module) or name != "weight":
             raise ValueError(
                 "`input_shape` applies to the `weight` of a zero-padded Conv1d/2d/3d or "

@@ -282,6 +282,12 @@ def test_linear_operator_of_a_layer_with_a_bias_is_its_linear_part():
         (lambda: riemsvd.nn.operator_norm(nn.Conv2d(3, 8, 5), (3, 2, 2)), "does not fit this Conv2d"),
         (lambda: riemsvd.nn.spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(5, 8, 8)), "in_channels = 3"),
         (lambda: riemsvd.linear_operator(nn.ConvTranspose1d(4, 2, 3), (2, 9)), "in_channels = 4"),
+        (  # the message had said "got Conv2d.weight", what the user passed, without padding_mode
+            lambda: riemsvd.nn.spectral_norm(
+                nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), input_shape=(3, 6, 6)
+            ),
+            r"zero-padded.*padding_mode='circular'.*operator_norm",
+        ),
     ],
 )
 def test_input_shapes_that_do_not_fit_the_layer_raise_value_error_naming_it(call, match):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import warnings
@@ -562,3 +563,22 @@ def test_a_result_replaced_or_copied_keeps_its_info():
         assert copied.info is not None and torch.equal(copied.info.residual, out.info.residual)
     with pytest.raises(ValueError, match="unexpected field names"):
         out._replace(X=1)
+
+
+def test_a_previous_result_as_init_is_its_u_and_v():
+    """init=previous SVDResult crashed inside prepare with namedtuple's 'missing 2 required positional
+    arguments' (a new user's trial); it stands for its (U, V), and another namedtuple that is not a
+    pair gets the message that says what init takes."""
+    a = make_matrix("decay", 300, 200, torch.Generator().manual_seed(0))
+    first = riemsvd.solve(a, 3, method="iterative", generator=torch.Generator().manual_seed(1))
+    b = a + 1e-6 * torch.randn(a.shape, generator=torch.Generator().manual_seed(2), dtype=a.dtype)
+    from_result = riemsvd.solve(
+        b, 3, init=first, method="iterative", generator=torch.Generator().manual_seed(3)
+    )
+    from_pair = riemsvd.solve(
+        b, 3, init=(first.U, first.V), method="iterative", generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(from_result.S, from_pair.S) and from_result.info.matvecs == from_pair.info.matvecs
+    triple = collections.namedtuple("Triple", "u s v")(first.U, first.S, first.V)
+    with pytest.raises(TypeError, match=r"`init` must be a pair \(U0, V0\)"):
+        riemsvd.solve(b, 3, init=triple)
