@@ -37,6 +37,20 @@ def original(module: nn.Module, name: str = "weight") -> torch.Tensor:
     return getattr(module.parametrizations, name).original
 
 
+def adam_sigma_errors(layer: nn.Module, x: torch.Tensor, lr: float, steps: int) -> list[float]:
+    """|‖W/σ‖₂ − 1| at each of ``steps`` Adam steps on the loss mean((layer(x) − 1)²)."""
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
+    errors = []
+    for _ in range(steps):
+        opt.zero_grad()
+        with parametrize.cached():
+            loss = (layer(x) - 1).square().mean()
+            errors.append(abs(true_sigma(layer.weight) - 1))
+        loss.backward()
+        opt.step()
+    return errors
+
+
 # ---------------------------------------------------------------------------------------------------
 # spectral_norm: σ = 1
 
@@ -214,17 +228,8 @@ def test_adam_training_takes_power_steps_and_keeps_sigma_within_tol(dtype, tol, 
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(_leading, "solve", counting_solve)
-    opt = torch.optim.Adam(layer.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(32, 48, generator=g, dtype=dtype)
-    errors = []
-    for _ in range(60):
-        opt.zero_grad()
-        with parametrize.cached():
-            loss = (layer(x) - 1).square().mean()
-            errors.append(abs(true_sigma(layer.weight) - 1))
-        loss.backward()
-        opt.step()
+    x = torch.randn(32, 48, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    errors = adam_sigma_errors(layer, x, lr, 60)
     rounding = 60 * torch.finfo(dtype).eps  # of W/σ in dtype, seen by matrix_norm
     assert max(errors) <= tol + rounding
     assert len(solves) <= 30  # most steps are power steps (a residual test alone: a solve at each)
@@ -257,16 +262,8 @@ def test_a_tol_below_the_rounding_of_the_weights_products_is_raised_to_it_with_o
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         layer = rnn.spectral_norm(linear(layer_in, layer_out, dtype), tol=tol)
-        opt = torch.optim.Adam(layer.parameters(), lr=1e-5)
         x = torch.randn(32, layer_in, generator=torch.Generator().manual_seed(1), dtype=dtype)
-        errors = []
-        for _ in range(30):
-            opt.zero_grad()
-            with parametrize.cached():
-                loss = (layer(x) - 1).square().mean()
-                errors.append(abs(true_sigma(layer.weight) - 1))
-            loss.backward()
-            opt.step()
+        errors = adam_sigma_errors(layer, x, 1e-5, 30)
     ours = [w for w in seen if str(w.message).startswith("riemsvd.nn:")]
     assert len(ours) == 1 and ours[0].category is riemsvd.ConvergenceWarning, ours
     assert f"tol={tol:.3g}" in str(ours[0].message) and f"{floor:.2g}" in str(ours[0].message), ours
