@@ -82,15 +82,15 @@ def solve(
     init : (U0, V0), U0 or SVDResult, optional
         Warm start, e.g. the previous call's ``(U, V)`` (or its result itself): shapes ``(*, m, j)``
         and ``(*, n, j)`` (the first k columns are used; with fewer, the search space finds the
-        rest), or without the batch
-        dimensions to share them over the batch; tensors, or float numpy arrays as A may be. U0
-        alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0), for dense and sparse tensors.
+        rest), or without the batch dimensions to share them over the batch; tensors, or float
+        numpy arrays as A may be. U0 alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0),
+        for dense and sparse tensors.
         The solve starts from the sum of V0's columns plus a random part of relative size 10·tol;
         with a block start (``options.start_block`` or ``options.block`` above 1) from V0 and random
         columns.
         Where V0 spans a singular subspace already (to 20·tol), a fresh random direction is
-        explored before the result is accepted (for k = 1 as for the copies of a repeated value at
-        k > 1), so that a V0 of singular vectors other than the leading ones is left; a V0 a little
+        explored for 16 steps before the result is accepted (at k > 1 as for k = 1), so that a V0
+        of singular vectors other than the leading ones is left; a V0 a little
         further off a lower singular vector can still converge to it where the gap above is small
         (docs/algorithm.md, "Warm starts"). U0 is checked but not otherwise needed.
     generator : torch.Generator, optional
