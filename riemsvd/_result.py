@@ -29,6 +29,10 @@ class DegenerateSpectrumWarning(UserWarning):
     """Singular vectors asked to be differentiated are not unique (σᵢ = σⱼ, or σ_k = σ_{k+1}).
 
     The derivative of S stays exact; that of U and V is not defined along the degenerate directions.
+    It is raised where the cotangent of U or V has a part along them, and only there: at an exact
+    tie, a loss whose gradient at the returned vectors has none (Σ wᵢ uᵢ² at u = e₁ of diag(3, 3, 1),
+    k = 1, as the dense path returns it) gets a zero there without it, although the loss itself jumps
+    under a perturbation of A, since the cotangent cannot tell it from a loss that does not (‖u‖²).
     """
 
 
