@@ -733,7 +733,13 @@ def check_param_groups(param_groups, defaults: dict) -> None:
 def check_trust_region_params(params) -> None:
     """The trust region's parameters: floating tensors that require grad (an integer one, or one
     without grad, was accepted and its first step blamed the closure; a new user's trial)."""
+    seen: dict[int, int] = {}
     for i, p in enumerate(params):
+        if id(p) in seen:  # [x, x]: 100 steps without converging where [x] took 9 (a new user's trial)
+            raise ValueError(
+                f"`params`: parameter {i} is parameter {seen[id(p)]} again; pass each tensor once."
+            )
+        seen[id(p)] = i
         if not (p.is_floating_point() and p.requires_grad):
             what = f"dtype {p.dtype}" if not p.is_floating_point() else "requires_grad=False"
             raise ValueError(
