@@ -546,7 +546,7 @@ def check_spectral_norm_args(
     """Validate the arguments of :func:`riemsvd.nn.spectral_norm` (``dim`` with its default filled
     in); return the weight, ``dim`` in [0, ndim) and ``input_shape`` as a tuple (or None).
     Every bad value of ``n_power_iterations`` is a ValueError, as in torch's spectral_norm."""
-    from riemsvd._linear import is_conv
+    from riemsvd._linear import conv_dim, is_conv
 
     check_module(module, "module")
     weight = getattr(module, name, None) if isinstance(name, str) else None
@@ -567,7 +567,7 @@ def check_spectral_norm_args(
         raise ValueError(f"`module.{name}` has NaN or Inf entries; its spectral norm is undefined.")
     if input_shape is not None:
         mode = getattr(module, "padding_mode", "zeros")
-        if name == "weight" and mode != "zeros" and isinstance(module, nn.modules.conv._ConvNd):
+        if name == "weight" and mode != "zeros" and conv_dim(module) is not None:
             # a Conv2d with padding_mode="circular" read "got Conv2d.weight", which is what was passed
             raise ValueError(
                 f"`input_shape` applies to zero-padded convolutions; this {type(module).__name__} has "
