@@ -25,10 +25,12 @@ from riemsvd._operator import (
     Operator,
     ScipyOperator,
     SparseOperator,
+    adjoint_message,
     as_operator,
     is_scipy_sparse,
     probe_scale,
     scaled_by_entries,
+    wrong_adjoint,
 )
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
@@ -455,8 +457,10 @@ def norm_bounds(
     Raises
     ------
     TypeError, ValueError
-        For the inputs :func:`riemsvd.solve` refuses, ``confidence`` outside (0, 1), or a matrix-free
-        operator with min(m, n) > 256 and no ``confidence`` (no deterministic bound exists for it).
+        For the inputs :func:`riemsvd.solve` refuses, ``confidence`` outside (0, 1), a matrix-free
+        operator with min(m, n) > 256 and no ``confidence`` (no deterministic bound exists for it), or
+        one whose Aᵀ products (a ``LinearOperator``'s rmatvec, ``linear_operator``'s ``adjoint``) do not
+        match its A products: ⟨A x, y⟩ ≠ ⟨x, Aᵀ y⟩ on random x, y beyond 100 times their rounding.
 
     Notes
     -----
@@ -524,6 +528,12 @@ def norm_bounds(
             "fourier",
         )
     op = _near_one(probe_scale(op))  # a LinearOperator's size from one product (counted)
+    # the caller's Aᵀ, where it has one, which the bounds' solves and Krylov bound use (3000×2000, Aᵀ
+    # from A plus 30% noise: bounds [98.42, 98.42] around ‖A‖₂ = 98.89, unsaid)
+    wrong = wrong_adjoint(op)
+    if wrong is not None:
+        message = adjoint_message(op, *wrong)
+        raise ValueError(f"riemsvd.norm_bounds: `A`'s Aᵀ products do not match A's: {message}")
     m, n = op.shape
     size = min(m, n)
     batch = op.batch_shape

@@ -110,6 +110,9 @@ class LinearMapOperator(Operator):
         self._weight = weight  # the weight its products use (a module's through its parametrization)
         self._vjps: dict[int, Callable] = {}
 
+    def adjoint_source(self) -> str | None:
+        return "`linear_operator(..., adjoint=...)`" if self.adjoint_kind == "given" else None
+
     def _matmat(self, x):
         b = x.shape[-1]
         if b == 0:  # no columns: fn would see an empty batch, which some layers cannot reshape
@@ -392,7 +395,9 @@ def linear_operator(
         output padding that restores ``input_shape``) for a Conv layer, the convolution for a
         ConvTranspose layer, ``y @ W`` for a Linear, and otherwise the VJP of ``fn`` by
         ``torch.func.vjp`` (the VJP of a linear map is its adjoint), also used for convolutions with
-        string padding or a ``padding_mode`` other than ``"zeros"``.
+        string padding or a ``padding_mode`` other than ``"zeros"``. A given adjoint that does not
+        match ``fn`` (⟨fn(x), y⟩ ≠ ⟨x, adjoint(y)⟩ beyond rounding) is named by the warning of a solve
+        that fails and refused by :func:`riemsvd.norm_bounds`.
     dtype, device : optional
         Of the vectors, for a function without parameters; by default those of the module's first
         parameter, else ``torch.get_default_dtype()`` on the CPU. A bfloat16 or float16 module is

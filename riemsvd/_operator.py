@@ -16,6 +16,7 @@ import torch
 
 from riemsvd._backend import NUMPY_BLAS, mm, readable_any, readable_number, torch_products
 from riemsvd._space import HostSpace, Space
+from riemsvd._tolerance import product_floor
 
 __all__ = ["Operator", "as_operator"]
 
@@ -127,6 +128,12 @@ class Operator:
         # products of a scaled input broke down (a review); 2^−126 leaves them below 4
         exponent = exponent.clamp_max(-math.log2(fin.tiny))
         return torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
+
+    def adjoint_source(self) -> str | None:
+        """Where Aᵀ's products come from when the caller supplied them (the argument to name where they
+        do not match A's); None where they are riemsvd's own (a transpose, a transposed convolution, a
+        VJP), which match by construction."""
+        return None
 
     def _matmat(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -466,6 +473,9 @@ class ScipyOperator(Operator):
             "check its matvec/rmatvec (or matmat/rmatmat)."
         )
 
+    def adjoint_source(self) -> str | None:
+        return None if self._at is not None else "`A`'s rmatvec (or rmatmat)"
+
     def _matmat(self, x):
         return torch.from_numpy(self._apply(self._mm, x.detach().numpy(), self.shape[0]))
 
@@ -598,6 +608,46 @@ def max_abs(a: torch.Tensor) -> torch.Tensor:
         except (RuntimeError, TypeError):
             pass
     return torch.maximum(a.amax((-2, -1)), -a.amin((-2, -1)))
+
+
+def adjoint_mismatch(op: Operator) -> float:
+    """How far ``op``'s Aᵀ products are from the transpose of its A products: ‖Yᵀ(A X) − (Aᵀ Y)ᵀ X‖_F
+    relative to the larger of the two, for fixed random X (n×2) and Y (m×2) in the operator's dtype
+    (four products, counted). Every entry of Yᵀ A X is a random inner product of mean square ‖A‖²_F, so
+    this estimates ‖A − Bᵀ‖_F/‖A‖_F for an Aᵀ that is really B, at any size; rounding leaves about
+    ε·√max(m, n). A scale (:meth:`Operator.rescale`) multiplies both sides alike. 0 where both sides
+    vanish, 1 where one does."""
+    m, n = op.shape
+    gen = torch.Generator().manual_seed(0)
+    x, y = (
+        torch.randn(tuple(op.batch_shape) + (rows, 2), generator=gen, dtype=torch.float64) for rows in (n, m)
+    )
+    ax = op.matmat(x.to(op.device, op.dtype)).double().cpu()
+    aty = op.rmatmat(y.to(op.device, op.dtype)).double().cpu()
+    left, right = y.mT @ ax, aty.mT @ x
+    size = torch.maximum(torch.linalg.matrix_norm(left), torch.linalg.matrix_norm(right))
+    gap = torch.linalg.matrix_norm(left - right)
+    ratio = torch.where(size > 0, gap / torch.where(size > 0, size, 1.0), 0.0)
+    return float(ratio.max()) if ratio.numel() else 0.0
+
+
+def wrong_adjoint(op: Operator) -> tuple[float, float] | None:
+    """(:func:`adjoint_mismatch`, the products' rounding :func:`product_floor`) where a caller's Aᵀ
+    products (:meth:`Operator.adjoint_source`) miss A's transpose by more than 100 times that rounding;
+    None where Aᵀ is riemsvd's own, A is split across processes, or the products match."""
+    if op.adjoint_source() is None or op.distributed:
+        return None
+    mismatch, level = adjoint_mismatch(op), product_floor(op.dtype, *op.shape)
+    return (mismatch, level) if mismatch > 100 * level else None
+
+
+def adjoint_message(op: Operator, mismatch: float, level: float) -> str:
+    """What :func:`wrong_adjoint` found, and where to look."""
+    return (
+        f"⟨A x, y⟩ and ⟨x, Aᵀ y⟩ differ by {mismatch:.2g} of their size on random x, y, where rounding "
+        f"in {op.dtype} leaves about {level:.1g}. Check {op.adjoint_source()}: it must return Aᵀ y for "
+        "the A that the products apply, in the same precision."
+    )
 
 
 def probe_scale(op: Operator) -> Operator:

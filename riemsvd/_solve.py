@@ -20,7 +20,14 @@ from riemsvd._backend import dense_threads, eager_under_compile, no_autocast, re
 from riemsvd._dense import dense_svd, prefer_dense
 from riemsvd._distributed import is_sharded
 from riemsvd._distributed import prepare as prepare_sharded
-from riemsvd._operator import DenseOperator, Operator, as_operator, probe_scale
+from riemsvd._operator import (
+    DenseOperator,
+    Operator,
+    adjoint_message,
+    as_operator,
+    probe_scale,
+    wrong_adjoint,
+)
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import Outcome, SolverOptions, subspace_svd
@@ -157,7 +164,8 @@ def solve(
         If some batch element did not reach ``tol``: within ``maxiter``, or the residual stopped
         falling (at the rounding floor, or in a wide cluster of close values: raise
         ``SolverOptions(patience=...)``), or σ lies beyond the range of A's dtype; the best triplets
-        found are returned with ``info.converged`` False.
+        found are returned with ``info.converged`` False. Where a ``LinearOperator``'s rmatvec (or
+        ``linear_operator``'s ``adjoint``) does not match its products with A, the warning says so.
 
     Raises
     ------
@@ -186,8 +194,11 @@ def solve(
     problem = prepare(A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
                       method=method)  # fmt: skip
 
+    ops = []  # the operator of the last run, asked about its adjoint where the solve fails
+
     def run(a):
         out, info, op = execute(problem, a)
+        ops.append(op)
         s = out.s
         if op.scale is not None:  # the operator's units to A's
             s, info.errors = s / op.scale[..., 0], out.errors / op.scale[..., 0]
@@ -202,7 +213,9 @@ def solve(
     else:
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
-        message = _not_converged(info, u.dtype, getattr(target, "shape", None), s)
+        message = _wrong_adjoint(ops[-1], info) or _not_converged(
+            info, u.dtype, getattr(target, "shape", None), s
+        )
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     _check_resolution(s, info)
     return SVDResult(u, s, v, info)
@@ -411,6 +424,19 @@ def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, resi
 def _beyond_range(s: torch.Tensor) -> torch.Tensor:
     """Per value: inf or NaN, or subnormal (not 0): outside the normal range of s's dtype."""
     return ~torch.isfinite(s) | ((s.abs() < torch.finfo(s.dtype).tiny) & (s != 0))
+
+
+def _wrong_adjoint(op: Operator, info: SolveInfo) -> str | None:
+    """The ConvergenceWarning's text where a caller's Aᵀ products do not match A's
+    (:func:`wrong_adjoint`): no triplet has a small residual then, and the warning had blamed a cluster
+    of close values (``rmatvec`` returning 1.1·Aᵀy stalled at residual 0.1; a new user's trial)."""
+    wrong = wrong_adjoint(op)
+    if wrong is None:
+        return None
+    return (
+        f"riemsvd.solve ended with relative residual {float(info.residual.max()):.3g} > tol = "
+        f"{info.tol:.3g} because Aᵀ's products do not match A's: " + adjoint_message(op, *wrong)
+    )
 
 
 def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None) -> str:

@@ -336,6 +336,41 @@ def test_a_linear_operator_without_an_adjoint_is_named():
         riemsvd.norm_bounds(op, confidence=0.99)
 
 
+def test_an_adjoint_that_does_not_match_a_is_named():
+    """A caller's Aᵀ that is not A's transpose (rmatvec returning 1.1·Aᵀy, or another matrix's
+    transpose) stalled with a warning that blamed a cluster of close values, and norm_bounds returned
+    bounds that missed ‖A‖₂ (3000×2000, Aᵀ from A plus 30% noise: [98.42, 98.42] around 98.89), unsaid.
+    The solve's warning and norm_bounds' error now name the adjoint; a correct one, float32 included,
+    is not suspected."""
+    import scipy.sparse.linalg as spl
+
+    from riemsvd._operator import as_operator, wrong_adjoint
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(300, 200, dtype=torch.float64, generator=g)
+    m = w.numpy()
+    scaled = spl.LinearOperator((300, 200), matvec=lambda x: m @ x, rmatvec=lambda y: 1.1 * (m.T @ y))
+    noisy = w + 0.01 * torch.randn(w.shape, dtype=w.dtype, generator=g)
+    given = riemsvd.linear_operator(lambda x: x @ w.mT, (200,), adjoint=lambda y: y @ noisy, dtype=w.dtype)
+    for op, source in ((scaled, "rmatvec"), (given, r"linear_operator\(\.\.\., adjoint=\.\.\.\)")):
+        with pytest.warns(riemsvd.ConvergenceWarning, match=rf"do not match A's.*Check .*{source}") as rec:
+            riemsvd.solve(op, 2, generator=g)
+        assert not any("cluster" in str(r.message) for r in rec)
+        with pytest.raises(ValueError, match=rf"norm_bounds: `A`'s Aᵀ products do not match.*{source}"):
+            riemsvd.norm_bounds(op)
+    for dtype in (torch.float64, torch.float32):  # rounding is not a mismatch
+        a = torch.randn(2000, 1500, dtype=dtype, generator=g)
+        exact = riemsvd.linear_operator(
+            lambda x, a=a: x @ a.mT, (1500,), adjoint=lambda y, a=a: y @ a, dtype=dtype
+        )
+        assert wrong_adjoint(exact) is None
+        assert wrong_adjoint(as_operator(spl.aslinearoperator(a.numpy()))) is None
+    off = riemsvd.linear_operator(
+        lambda x: x @ w.mT, (200,), adjoint=lambda y: y @ (w * (1 + 1e-9)), dtype=w.dtype
+    )
+    assert wrong_adjoint(off) is not None  # far below any tol a solve is given, far above rounding
+
+
 @pytest.mark.parametrize("option", [{"radius": "1"}, {"gradient_tol": None}, {"accept": "x"}, {"grow": True}])
 def test_trust_region_options_that_are_not_numbers_are_named(option):
     """They reached a comparison, whose TypeError named no argument."""
