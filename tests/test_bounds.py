@@ -410,5 +410,42 @@ def test_bounds_of_a_scipy_matrix_with_stored_copies_of_an_entry_hold():
     assert float(b.lower) <= 10 <= float(b.upper)
 
 
+def test_bounds_of_a_torch_csr_tensor_that_repeats_a_column_hold():
+    """A CSR tensor whose row repeats a column index (torch checks its invariants only when asked)
+    converts to a COO flagged coalesced with the copies apart: their squares alone gave a certified
+    upper bound of 5.48 for ‖A‖₂ = 7, below the lower bound (a new user's trial). The copies add up,
+    as in the products; a 300×300 one, past the whole-space size, too."""
+    from riemsvd._bounds import _frobenius_sq
+    from riemsvd._operator import as_operator
+
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    a = torch.sparse_csr_tensor(
+        torch.tensor([0, 2, 4]), torch.tensor([1, 1, 0, 0]), values, (2, 2), check_invariants=False
+    )
+    b = riemsvd.norm_bounds(a)
+    assert float(b.lower) <= 7 <= float(b.upper) and bool(b.certified)
+    crow = torch.arange(301) * 2  # each row (i, i), (i, i): the identity stored as two halves
+    cols = torch.arange(300).repeat_interleave(2)
+    half = torch.full((600,), 0.5, dtype=torch.float64)
+    big = torch.sparse_csr_tensor(crow, cols, half, (300, 300), check_invariants=False)
+    assert float(_frobenius_sq(as_operator(big))) >= 300
+    b = riemsvd.norm_bounds(big, generator=torch.Generator().manual_seed(0))
+    assert float(b.lower) <= 1 <= float(b.upper)
+
+
+def test_bounds_of_a_float32_sparse_matrix_use_float64_products():
+    """A float32 sparse A's bounds took float32 margins: 2.4e-3 above ‖A‖₂ for a 300×200 matrix at
+    density 0.05, where its dense copy's were 2.2e-8 (a new user's trial). Its values in float64 cost
+    only the nonzeros; the bounds' own products now use them, torch's sparse and scipy's alike."""
+    import scipy.sparse as sp
+
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(300, 200, generator=g) * (torch.rand(300, 200, generator=g) < 0.05)
+    exact = float(torch.linalg.matrix_norm(d.double(), 2))
+    for a in (d.to_sparse_csr(), d.to_sparse(), sp.csr_matrix(d.numpy())):
+        b = riemsvd.norm_bounds(a, generator=torch.Generator().manual_seed(0))
+        assert float(b.lower) <= exact <= float(b.upper) < exact * (1 + 1e-5), type(a)
+
+
 def dtype_np(dtype: torch.dtype):
     return np.float32 if dtype == torch.float32 else np.float64
