@@ -240,6 +240,27 @@ def test_operator_norm_refreshes_an_assigned_kernel_without_the_global_rng():
     assert abs(float(torch.linalg.matrix_norm(matrix, 2)) - 1) <= 1e-10
 
 
+def test_spectral_norm_by_operator_norm_warns_once_of_inputs_of_another_shape():
+    """Normalized on 3×4×4 inputs, a Conv2d applied to 3×32×32 ones has norm 1.19 there, not 1, and
+    nothing said so (a new user's trial). A UserWarning names both shapes, once; inputs of the shape
+    given, batched or not, pass, and so does everything once the normalization is removed."""
+    torch.manual_seed(0)
+    layer = riemsvd.nn.spectral_norm(nn.Conv2d(3, 8, 3, padding=1, bias=False), input_shape=(3, 4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(torch.randn(2, 3, 4, 4))
+        layer(torch.randn(3, 4, 4))
+    with pytest.warns(UserWarning, match=r"inputs of shape \(3, 4, 4\).*inputs of shape \(3, 32, 32\)"):
+        layer(torch.randn(2, 3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(torch.randn(2, 3, 32, 32))  # once
+        torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")
+        fresh = riemsvd.nn.spectral_norm(nn.Conv2d(3, 8, 3, padding=1), input_shape=(3, 4, 4))
+        torch.nn.utils.parametrize.remove_parametrizations(fresh, "weight")
+        fresh(torch.randn(2, 3, 32, 32))
+
+
 def test_spectral_norm_without_input_shape_is_unchanged():
     conv = riemsvd.nn.spectral_norm(nn.Conv2d(2, 3, 3, dtype=F64))
     assert type(conv.parametrizations.weight[0]).__name__ == "SpectralNorm"

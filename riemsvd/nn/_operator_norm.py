@@ -39,6 +39,7 @@ class OperatorNorm(PairNormalization):
         self.tol = tol
         self.eps = eps
         self._output_shape: torch.Size | None = None
+        self.shape_warned = False  # a forward on inputs of another shape was warned of (spectral_norm)
         op = self._operator(weight.detach())
         u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
         self._store_pair(u, v, weight)
