@@ -438,10 +438,11 @@ def _krylov_ritz(gram: Gram, apply, x: np.ndarray, steps: int, tol: float, every
 def _top_eigenpairs(a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``count`` largest eigenvalues of the symmetric ``a`` (p, p), descending, and their
     eigenvectors: LAPACK's MRRR for those alone (p = 25: 17 µs for the top one, where all of them
-    by numpy's eigh took 67), numpy's eigh where it fails."""
+    by numpy's eigh took 67), numpy's eigh where it fails. Only the upper triangle of ``a`` is read
+    (the dense path forms no more of its Gram matrix)."""
     p = a.shape[0]
     values, vectors, found, _, info = dsyevr(a, range="I", il=p - count + 1, iu=p)
     if info == 0 and found == count:  # ascending, the first ``count`` of them
         return values[:count][::-1], vectors[:, :count][:, ::-1]
-    values, vectors = np.linalg.eigh(a)  # all of them, ascending
+    values, vectors = np.linalg.eigh(a, UPLO="U")  # all of them, ascending
     return values[::-1][:count], vectors[:, ::-1][:, :count]
