@@ -21,11 +21,13 @@ from riemsvd._autograd import Layout
 from riemsvd._backend import mm
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._space import Space, randn
+from riemsvd._subspace import SolverOptions
 from riemsvd._validate import (
     NON_FINITE_A,
     check_block,
     check_dtensor,
     check_local_init,
+    check_method,
     check_sharded_matrix,
     check_solve_shape_args,
 )
@@ -258,13 +260,19 @@ def _describe(a):
     return a.to_local(), dim, group, mesh.get_local_rank(), mesh.size(), "DTensor"
 
 
-def _local_problem(block, dim, init, k, tol, maxiter):
-    """What this process knows of the problem, for the others to check; local errors are recorded."""
+def _local_problem(a, block, dim, init, k, tol, maxiter, options, method):
+    """What this process knows of the problem, for the others to check; local errors are recorded.
+    ``dim``, ``options`` and ``method`` too: one process with another split, block size or method
+    left the others in a collective until its timeout, or killed them (gloo: "Received data size
+    doesn't match expected size"; a new user's trial)."""
     meta = {"shape": tuple(block.shape) if isinstance(block, torch.Tensor) else None, "error": None}
     meta.update(k=repr(k), tol=repr(tol), maxiter=repr(maxiter), dtype=str(getattr(block, "dtype", None)))
+    options = SolverOptions() if options is None else options  # None is the default options
+    meta.update(dim=repr(dim), options=repr(options), method=repr(method))
     meta["max_abs"] = 0.0
     meta["init"] = None
     try:
+        check_method(method, a, sharded=True)
         meta["max_abs"] = check_block(block)
         if init is not None:
             meta["init"] = check_local_init(init)
@@ -287,7 +295,8 @@ def _check_all(metas, dim, kind):
             name, message = meta["error"]
             raise (TypeError if name == "TypeError" else ValueError)(f"on rank {rank}: {message}")
     _agree(metas, "dtype", "`A`'s dtype")
-    for key in ("k", "tol", "maxiter"):
+    _agree(metas, "dim", "`dim` (the dimension `A` is split along, or a DTensor's placement)")
+    for key in ("k", "tol", "maxiter", "options", "method"):
         _agree(metas, key, f"`{key}`")
     shapes = [meta["shape"] for meta in metas]
     if dim is None:
@@ -323,14 +332,14 @@ def _check_all(metas, dim, kind):
     return m, n, sizes
 
 
-def prepare(a, k, tol, maxiter, init, generator, options) -> Prepared:
+def prepare(a, k, tol, maxiter, init, generator, options, method="auto") -> Prepared:
     """Check a sharded problem on every process at once (one all-gather of a small description) and
     set up its layout; every process raises the same error for a problem that is wrong anywhere."""
     block, dim, group, rank, world, kind = _describe(a)
     if init is not None and _dtensor_type() is not None:
         dtensor = _dtensor_type()
         init = tuple(x.to_local() if isinstance(x, dtensor) else x for x in init)
-    meta = _local_problem(block, dim, init, k, tol, maxiter)
+    meta = _local_problem(a, block, dim, init, k, tol, maxiter, options, method)
     metas: list[Any] = [None] * world  # each process's description, filled by the all-gather
     dist.all_gather_object(metas, meta, group=group)
     m, n, sizes = _check_all(metas, dim, kind)

@@ -255,8 +255,8 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     if is_sharded(A):
-        check_method(method, None)
-        sharded = prepare_sharded(A, k, tol, maxiter, init, generator, options)  # a collective
+        # a collective: every process checks every process's arguments, method included
+        sharded = prepare_sharded(A, k, tol, maxiter, init, generator, options, method)
         layout = sharded.layout
 
         def operator(a):

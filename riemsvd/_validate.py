@@ -346,17 +346,19 @@ def check_init_u(a, u0: torch.Tensor) -> None:
         )
 
 
-def check_method(method, a) -> None:
-    """``method`` known, and applicable to A (None for a sharded A)."""
+def check_method(method, a, sharded: bool = False) -> None:
+    """``method`` known, and applicable to A (``sharded``: A split across processes)."""
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}.")
-    dense_tensor = isinstance(a, torch.Tensor) and a.layout == torch.strided
-    if method == "trust-region" and a is None:
+    dense_tensor = isinstance(a, torch.Tensor) and a.layout == torch.strided and not sharded
+    if method == "trust-region" and sharded:
         raise ValueError("`method='trust-region'` is not available for a sharded A; use method='iterative'.")
     if method == "dense" and not dense_tensor:
+        # a sharded A was named NoneType (a new user's trial)
+        got = f"a sharded A ({type(a).__name__})" if sharded else type(a).__name__
         raise ValueError(
-            f"`method='dense'` needs A as a dense torch.Tensor, got {type(a).__name__}"
-            f"{'' if not isinstance(a, torch.Tensor) else f' with layout {a.layout}'}; use "
+            f"`method='dense'` needs A as a dense torch.Tensor, got {got}"
+            f"{'' if sharded or not isinstance(a, torch.Tensor) else f' with layout {a.layout}'}; use "
             "method='iterative' (or 'auto') for sparse, matrix-free and sharded A."
         )
 

@@ -236,7 +236,7 @@ def _spectral_norm_cases(mesh) -> dict:
 
 def _error_cases(rank: int, world: int, out: dict) -> None:
     """Inputs that are wrong on one process only: every process must raise, none may hang."""
-    from riemsvd import ShardedMatrix, norm_bounds, solve
+    from riemsvd import ShardedMatrix, SolverOptions, norm_bounds, solve
 
     a, _ = problem("gaussian", 40, 30)
     blocks = list(torch.tensor_split(a, world, dim=0))
@@ -250,6 +250,15 @@ def _error_cases(rank: int, world: int, out: dict) -> None:
         "nan": lambda: solve(ShardedMatrix(poisoned, 0), 2),
         "dtype": lambda: solve(ShardedMatrix(blocks[rank].float() if rank == 1 else blocks[rank], 0), 2),
         "k too large": lambda: solve(ShardedMatrix(blocks[rank], 0), 31),
+        # not in the checked table before: one process hung the others, or was killed (a trial)
+        "dim": lambda: solve(ShardedMatrix(blocks[rank], int(rank == world - 1)), 2),
+        "options": lambda: solve(
+            ShardedMatrix(blocks[rank], 0), 2, options=SolverOptions(block=2) if rank == 1 else None
+        ),
+        "method": lambda: solve(ShardedMatrix(blocks[rank], 0), 2, method="dense" if rank == 1 else "auto"),
+        "same options": lambda: solve(
+            ShardedMatrix(blocks[rank], 0), 2, options=SolverOptions() if rank == 1 else None
+        ),
         "norm_bounds": lambda: norm_bounds(ShardedMatrix(blocks[rank], 0)),
         "init rows": lambda: solve(
             ShardedMatrix(blocks[rank], 0),

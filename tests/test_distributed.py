@@ -229,6 +229,9 @@ def test_spectral_norm_of_a_sharded_weight_is_exact_with_its_gradient(ranks, dim
         ("dtype", r"`A`'s dtype must be the same on every process"),
         ("k too large", r"`k` must be at most min\(m, n\) = 30"),
         ("init rows", r"`init` U0 on rank 1 must have shape \(\d+, j\)"),
+        ("dim", r"`dim` \(the dimension `A` is split along.*must be the same on every process"),
+        ("options", r"`options` must be the same on every process.*rank 1: SolverOptions\(block=2"),
+        ("method", r"on rank 1: `method='dense'` needs A as a dense torch.Tensor, got a sharded A"),
         ("partial", r"placed Partial\(.*\); riemsvd.solve takes a 2-D DTensor placed Shard\(0\)"),
     ],
 )
@@ -240,6 +243,7 @@ def test_a_problem_wrong_on_one_process_raises_on_every_process(ranks, case, mes
         assert found[0] == ("TypeError" if message.startswith("TypeError") else "ValueError")
     ref = torch.linalg.svdvals(problem("gaussian", 40, 30)[0])[:2]
     torch.testing.assert_close(ranks[0][("error", "after")], ref, rtol=1e-10, atol=0)
+    assert all(r[("error", "same options")] is None for r in ranks)  # None is SolverOptions()
 
 
 def test_sharded_matrix_arguments_are_checked():
