@@ -73,7 +73,10 @@ def test_command_line_takes_the_sizes_and_threads():
         (["--reps", "0"], "--reps must be at least 1"),
         (["--threads", "0"], "--threads must be at least 1"),
         (["--tol", "2"], "--tol must be in"),
-    ],
+        (["--device", "gpu"], "--device: expected cpu or cuda"),
+        (["--out", __file__], "is a file; give a directory"),
+    ]
+    + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "this torch has no CUDA device")]),
 )
 def test_a_bad_command_line_value_is_a_usage_error_naming_its_option(argv, message, capsys):
     """A new user's trial: --sizes 200by100 and --k abc ended in tracebacks; --k 300 on 200x100,
@@ -82,6 +85,20 @@ def test_a_bad_command_line_value_is_a_usage_error_naming_its_option(argv, messa
         bench.parse_args(argv)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_zero_matrix_is_solved_not_failed(tmp_path):
+    """The ``sparse`` class at 8×6 is all zeros: dividing by σ₁ = 0 listed riemsvd and the full SVD as
+    "failed: ZeroDivisionError" (a new user's trial). A zero residual over a zero σ₁ is 0."""
+    config = bench.parse_args(f"--sizes 8x6 --k 1 --reps 1 --classes sparse --solvers riemsvd svd --quiet "
+                              f"--no-plots --out {tmp_path}".split())  # fmt: skip
+    config.min_rep_s = 0.0
+    records = bench.run(config)
+    assert records and all(r.status == "ok" for r in records), [(r.solver, r.status) for r in records]
+
+
+def test_sizes_as_the_tables_print_them_are_accepted():
+    assert bench.parse_args(["--sizes", "200×100"]).sizes == [(200, 100)]
 
 
 def test_every_requested_solver_and_class_is_reported(tiny_run):

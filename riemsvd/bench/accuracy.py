@@ -24,14 +24,20 @@ def relative_residual(a64: torch.Tensor, u, s, v, s1: float) -> float:
     sd = s.unsqueeze(-2)
     ru = torch.linalg.vector_norm(a64 @ v - u * sd, dim=-2)
     rv = torch.linalg.vector_norm(a64.mT @ u - v * sd, dim=-2)
-    return float(torch.maximum(ru, rv).max()) / s1
+    return _over(float(torch.maximum(ru, rv).max()), s1)
+
+
+def _over(x: float, s1: float) -> float:
+    """x / σ₁, with 0/0 = 0 (a zero matrix solved exactly) and x/0 = inf: the ``sparse`` class at 8×6
+    is all zeros, and every solver had failed with ZeroDivisionError (a new user's trial)."""
+    return x / s1 if s1 > 0 else (0.0 if x == 0 else math.inf)
 
 
 def sigma_error(s, s_ref: torch.Tensor) -> float:
     """max over i of |σᵢ − σᵢ^ref| / σ₁^ref, with σ sorted descending."""
     s = torch.sort(torch.as_tensor(s).detach().to("cpu", torch.float64), dim=-1, descending=True).values
     k = s.shape[-1]
-    return float(((s - s_ref[..., :k]).abs() / s_ref[..., :1]).max())
+    return _over(float((s - s_ref[..., :k]).abs().max()), float(s_ref[..., :1].min()))
 
 
 def orthonormality_error(u, v) -> float:

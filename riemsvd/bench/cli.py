@@ -11,6 +11,7 @@ to a peer is taken only over the cases both solved. See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -35,12 +36,25 @@ def _list(values: list[str]) -> list[str]:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        m, n = (int(x) for x in text.lower().split("x"))
+        m, n = (int(x) for x in text.lower().replace("×", "x").split("x"))  # as the tables print it
     except ValueError:
         raise ValueError(f"--sizes: expected MxN like 2000x1000, got {text!r}") from None
     if m < 1 or n < 1:
         raise ValueError(f"--sizes: both dimensions must be at least 1, got {text!r}")
     return m, n
+
+
+def _check_device(text: str) -> None:
+    """--device's value names a device that exists here (it ended in torch's AssertionError or
+    RuntimeError, a new user's trial)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"--device: expected cpu or cuda (or cuda:N), got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {text}: this torch has no CUDA device; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: the benchmark runs on cpu or cuda, got {text!r}")
 
 
 def _k(text: str) -> int:
@@ -108,6 +122,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
             raise ValueError(f"--tol must be in (0, 1), got {a.tol}")
         solvers = resolve_solvers(_list(a.solvers))
         check_classes(_list(a.classes))
+        _check_device(a.device)
+        if os.path.exists(a.out) and not os.path.isdir(a.out):
+            raise ValueError(f"--out {a.out!r} is a file; give a directory (made if missing)")
     except ValueError as err:
         ap.error(str(err))
     return Config(
