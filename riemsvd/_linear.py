@@ -29,7 +29,7 @@ _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device) -> None:
+def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device, name: str = "fn") -> None:
     """A ValueError where ``fn`` is visibly not linear: a nonzero image of 0 (affine), or
     fn(x + 2y) − fn(x) − 2 fn(y) above 1% of the outputs on two random inputs (ReLU, tanh, ...). A
     check, not a proof: a map that is linear on these two inputs, or nearly so, passes."""
@@ -47,7 +47,7 @@ def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device) -> N
     allowance = 1e-2 * size
     if scale > 0 or defect > allowance:
         raise ValueError(
-            "`fn` is not linear: "
+            f"`{name}` is not linear: "
             + (f"it maps 0 to a nonzero output (max {scale:.3g}); " if scale > 0 else "")
             + (
                 f"fn(x + 2y) − fn(x) − 2 fn(y) is {defect:.3g} against {size:.3g}; "
@@ -435,6 +435,14 @@ def linear_operator(
     >>> bool(torch.isclose(S[0], torch.linalg.matrix_norm(explicit, 2), rtol=1e-10))
     True
     """
+    return map_operator(fn, input_shape, adjoint, dtype, device)
+
+
+def map_operator(
+    fn, input_shape, adjoint=None, dtype=None, device=None, name: str = "fn"
+) -> LinearMapOperator:
+    """:func:`linear_operator`, its errors naming ``fn`` as ``name`` (``operator_norm``'s ``layer``, which
+    had been named `fn`, an argument its caller never passed; a new user's trial)."""
     check_map(fn, adjoint)
     input_shape = check_layer_input(fn, input_shape)
     if isinstance(fn, nn.Module):
@@ -449,8 +457,8 @@ def linear_operator(
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
     known = isinstance(fn, (*_CONV, *_CONV_T, nn.Linear))  # then a failure on the probe is input_shape's
-    probe = probe_map(fn, input_shape, dtype, device, fn if known else None)
-    _check_linear(fn, probe, input_shape, dtype, device)
+    probe = probe_map(fn, input_shape, dtype, device, fn if known else None, name)
+    _check_linear(fn, probe, input_shape, dtype, device, name)
     output_shape = tuple(probe.shape[1:])
     kind, squared, layer = ("given" if adjoint is not None else "vjp"), None, None
     # the transposed convolution and y @ W are the adjoints of torch's own forward only, and its weight

@@ -594,6 +594,12 @@ def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> l
             f"`optimizer` must be a torch.optim.Optimizer (with register_step_post_hook), "
             f"got {type(optimizer).__name__}."
         )
+    if isinstance(params, torch.nn.Module):  # "'Linear' object is not iterable" (a new user's trial)
+        raise TypeError(
+            f"`params` must be a tensor or an iterable of tensors (the weights to project), got the module "
+            f"{type(params).__name__}; pass e.g. [layer.weight] (for a parametrized module, "
+            "[layer.parametrizations.weight.original])."
+        )
     params = [params] if isinstance(params, torch.Tensor) else list(params)
     if not params:
         raise ValueError("`params` is empty; pass the weights to project, e.g. [layer.weight].")
@@ -721,15 +727,20 @@ def check_trust_region_args(radius, max_radius, max_inner, gradient_tol, precond
         raise TypeError(f"`preconditioner` must be callable, got {type(preconditioner).__name__}.")
 
 
+# The trust region's options that are not in its param groups' defaults: set in a group, they were
+# accepted and ignored (a new user's trial), where the others raised.
+_RULE_OPTIONS = ("accept", "shrink", "grow", "kappa", "theta", "preconditioner")
+
+
 def check_param_groups(param_groups, defaults: dict) -> None:
     """No trust-region option set per parameter group: one trust region spans all parameters."""
     for group in param_groups:
-        for key, value in defaults.items():
-            if group[key] != value:
-                raise ValueError(
-                    f"`{key}` set for one parameter group: RiemannianTrustRegion has one trust region "
-                    "over all parameters; pass the options to the constructor."
-                )
+        differ = [key for key, value in defaults.items() if group[key] != value]
+        for key in differ + [key for key in _RULE_OPTIONS if key in group]:
+            raise ValueError(
+                f"`{key}` set for one parameter group: RiemannianTrustRegion has one trust region "
+                "over all parameters; pass the options to the constructor."
+            )
 
 
 def check_trust_region_params(params) -> None:
@@ -838,7 +849,7 @@ def check_map(fn, adjoint) -> None:
         raise TypeError(f"`adjoint` must be callable or None, got {type(adjoint).__name__}.")
 
 
-def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None) -> torch.Tensor:
+def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None, name: str = "fn") -> torch.Tensor:
     """fn's image of one zero input of ``input_shape`` (shape (1, *output_shape)), or a ValueError
     where it fails on that input or returns no batch of one. The error names ``input_shape`` where
     ``layer`` (the Conv or Linear that fn applies) cannot take it (e.g. spatial sizes smaller than the
@@ -850,11 +861,12 @@ def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None) -> to
         if layer is not None:
             kind = type(layer).__name__
             raise ValueError(f"`input_shape` {input_shape} does not fit this {kind}: {err}") from err
-        raise ValueError(
-            f"`fn` failed on a zero input of shape (1, *input_shape) = {(1,) + input_shape}: {err}"
+        raise ValueError(  # a float64 closure met the default float32 input (a new user's trial)
+            f"`{name}` failed on a zero input of shape (1, *input_shape) = {(1,) + input_shape}, {dtype} on "
+            f"{device}: {err}. Where it needs inputs of another dtype or device, pass `dtype=` or `device=`."
         ) from err
     if not isinstance(probe, torch.Tensor) or probe.dim() < 1 or probe.shape[0] != 1:
         raise ValueError(
-            "`fn` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
+            f"`{name}` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
         )
     return probe

@@ -344,7 +344,7 @@ def test_a_map_that_is_not_linear_raises_value_error(fn, match):
     with pytest.raises(ValueError, match="`fn` is not linear: .*" + match):
         riemsvd.linear_operator(fn, (4,))
     if isinstance(fn, nn.Module):
-        with pytest.raises(ValueError, match="`fn` is not linear"):
+        with pytest.raises(ValueError, match="`layer` is not linear"):
             riemsvd.nn.operator_norm(fn, (4,))
 
 

@@ -238,6 +238,10 @@ def test_arguments_are_checked_by_name(gen):
         RiemannianTrustRegion([u], preconditioner=3)
     with pytest.raises(ValueError, match="`max_inner` set for one parameter group"):
         RiemannianTrustRegion([{"params": [u], "max_inner": 3}])
+    for key in ("kappa", "theta", "accept", "shrink", "grow"):  # had been accepted and ignored (a trial)
+        with pytest.raises(ValueError, match=f"`{key}` set for one parameter group"):
+            RiemannianTrustRegion([{"params": [u], key: 0.5}])
+    RiemannianTrustRegion([{"params": [u], "name": "u"}])  # a key of the caller's own is left alone
 
     class Flat:  # not a geoopt manifold
         def proju(self, x, v):

@@ -117,7 +117,7 @@ def test_sharded_matrices_are_refused_by_name():
     from riemsvd._validate import check_method
 
     with pytest.raises(ValueError, match="`method='trust-region'` is not available for a sharded A"):
-        check_method("trust-region", None)
+        check_method("trust-region", None, sharded=True)
     with pytest.raises(ValueError, match="'trust-region'"):
         riemsvd.solve(torch.eye(3), 1, method="trust_region")
 

@@ -371,6 +371,21 @@ def test_an_adjoint_that_does_not_match_a_is_named():
     assert wrong_adjoint(off) is not None  # far below any tol a solve is given, far above rounding
 
 
+def test_messages_name_what_the_caller_passed():
+    """From a new user's trial: a module passed to register_projection_hook as its params ("'Linear'
+    object is not iterable"); operator_norm of an affine Sequential named `fn`, which its caller never
+    passed; a float64 closure in linear_operator failed on float32 input without naming `dtype=`."""
+    lin = torch.nn.Linear(10, 10)
+    with pytest.raises(TypeError, match=r"`params` must be a tensor .* got the module Linear; pass e\.g\."):
+        riemsvd.nn.register_projection_hook(torch.optim.SGD(lin.parameters(), lr=0.1), lin)
+    affine = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Linear(5, 5))
+    with pytest.raises(ValueError, match=r"^`layer` is not linear"):
+        riemsvd.nn.operator_norm(affine, (7,))
+    a = torch.randn(20, 12, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"torch\.float32 on cpu: .* pass `dtype=`"):
+        riemsvd.linear_operator(lambda x: x @ a.T, (12,))
+
+
 @pytest.mark.parametrize("option", [{"radius": "1"}, {"gradient_tol": None}, {"accept": "x"}, {"grow": True}])
 def test_trust_region_options_that_are_not_numbers_are_named(option):
     """They reached a comparison, whose TypeError named no argument."""

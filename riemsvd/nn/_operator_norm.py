@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from riemsvd._backend import no_autocast
-from riemsvd._linear import conv_apply, conv_operator, is_conv, linear_operator
+from riemsvd._linear import conv_apply, conv_operator, is_conv, map_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
 from riemsvd._validate import check_layer_input, check_module
@@ -136,5 +136,5 @@ def operator_norm(
             op = conv_operator(layer, weight, input_shape) if is_conv(layer) else weight
         else:
             dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
-            op = linear_operator(layer, input_shape)  # a half-precision layer as a float32 copy
+            op = map_operator(layer, input_shape, name="layer")  # a half layer as a float32 copy
         return solve(op, 1, tol=tol, generator=generator).S[0].to(dtype)  # solve runs outside autocast
