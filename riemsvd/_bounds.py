@@ -493,7 +493,7 @@ def norm_bounds(
     layers of :func:`riemsvd.linear_operator`, and another module whose float64 copy (at most 256 MiB)
     is checked to be the same map — so that float32's rounding (γ_n·‖A‖_F, 0.4 % of ‖A‖₂ for a
     64-channel 32×32 convolution) does not swamp the bound; other float32 operators (functions, given
-    adjoints, scipy ``LinearOperator``s) get float32 margins.
+    adjoints, scipy ``LinearOperator`` objects) get float32 margins.
     Measurements: docs/bounds.md.
 
     Examples
