@@ -116,8 +116,10 @@ def solve(
         on St(m, k) × St(n, k), its Hessian the Newton operator, the model solved by truncated CG
         (docs/optim.md); quadratically convergent but slower than ``"iterative"`` from a cold start
         (docs/algorithm.md). ``maxiter`` then counts outer iterations (default 500) and ``options`` is
-        not used; not for sharded A. The results, ``info`` and gradients have the same meaning
-        either way; ``info.method`` says which ran.
+        not used; not for sharded A. A warm start that holds singular triplets already (its first
+        residual within 20·tol) is solved by the iteration instead, whose probe checks that they are
+        the leading ones. The results, ``info`` and gradients have the same meaning either way;
+        ``info.method`` says which was asked for.
 
     Returns
     -------

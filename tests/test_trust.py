@@ -141,3 +141,24 @@ def test_model_predicts_the_decrease_of_a_newton_step(k, gen):
     mu = torch.arange(k, 0, -1, dtype=a.dtype)
     actual = (mu * (trial.s - point.s)).sum()
     assert float(predicted) > 0 and abs(float(actual / predicted) - 1) <= 1e-2, (actual, predicted)
+
+
+def test_a_warm_start_at_a_lower_singular_pair_finds_the_leading_one():
+    """From the exact (u₂, v₂) of a float32 300×200 A with σ₁ − σ₂ = 1e-3 the trust region returned σ₂,
+    converged, with no warning, on 3 of 20 seeds (a new user's trial): it has no probe for a larger
+    value, and the start was a critical point but for its 10·tol random part. Such a start (its first
+    residual within 20·tol) goes to the iteration, whose probe finds σ₁."""
+    wrong = []
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        q1 = torch.linalg.qr(torch.randn(300, 200, dtype=torch.float64, generator=g)).Q
+        q2 = torch.linalg.qr(torch.randn(200, 200, dtype=torch.float64, generator=g)).Q
+        s = torch.linspace(0.5, 0.01, 200, dtype=torch.float64)
+        s[0], s[1], s[2] = 1.001, 1.0, 0.9
+        a = ((q1 * s) @ q2.T).float()
+        init = (q1[:, 1:2].float(), q2[:, 1:2].float())
+        gen = torch.Generator().manual_seed(seed)
+        r = riemsvd.solve(a, 1, init=init, method="trust-region", generator=gen)
+        if not abs(float(r.S[0]) - 1.001) < 5e-4:
+            wrong.append((seed, float(r.S[0])))
+    assert not wrong
