@@ -260,6 +260,11 @@ def _check_init_pair(init) -> None:
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
         raise TypeError("`init` must be a pair (U0, V0) of tensors, e.g. a previous call's (U, V).")
     for name, x in zip(("U0", "V0"), init):
+        if isinstance(x, np.ndarray):  # a float32/float64 one was taken as a tensor already
+            raise TypeError(  # "must be a torch.Tensor, got ndarray" for float16 (a new user's trial)
+                f"`init` {name} is a numpy array of dtype {x.dtype}; it must be float32 or float64 (or a "
+                f"float torch.Tensor), e.g. `{name}.astype(np.float64)`."
+            )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
 

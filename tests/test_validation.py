@@ -371,6 +371,15 @@ def test_an_adjoint_that_does_not_match_a_is_named():
     assert wrong_adjoint(off) is not None  # far below any tol a solve is given, far above rounding
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.int64])
+def test_a_numpy_init_of_another_dtype_is_named_by_its_dtype(a, dtype):
+    """Float numpy arrays are taken as init; a float16 or int64 one was told it "must be a torch.Tensor,
+    got ndarray" (a new user's trial)."""
+    u0, v0 = np.ones((6, 1), dtype=dtype), np.ones((4, 1), dtype=np.float64)
+    with pytest.raises(TypeError, match=rf"`init` U0 is a numpy array of dtype {np.dtype(dtype)}; .*float64"):
+        riemsvd.solve(a, 1, init=(u0, v0))
+
+
 def test_messages_name_what_the_caller_passed():
     """From a new user's trial: a module passed to register_projection_hook as its params ("'Linear'
     object is not iterable"); operator_norm of an affine Sequential named `fn`, which its caller never
