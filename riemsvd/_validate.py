@@ -740,10 +740,11 @@ _RULE_OPTIONS = ("accept", "shrink", "grow", "kappa", "theta", "preconditioner")
 def check_param_groups(param_groups, defaults: dict) -> None:
     """No trust-region option set per parameter group: one trust region spans all parameters."""
     for group in param_groups:
-        differ = [key for key, value in defaults.items() if group[key] != value]
-        for key in differ + [key for key in _RULE_OPTIONS if key in group]:
+        own = [key for key, value in defaults.items() if group[key] != value]
+        own += [key for key in _RULE_OPTIONS if key in group]
+        if own:
             raise ValueError(
-                f"`{key}` set for one parameter group: RiemannianTrustRegion has one trust region "
+                f"`{own[0]}` set for one parameter group: RiemannianTrustRegion has one trust region "
                 "over all parameters; pass the options to the constructor."
             )
 
