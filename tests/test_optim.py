@@ -266,6 +266,19 @@ def test_arguments_are_checked_by_name(gen):
     with pytest.raises(ValueError, match=r"`closure` called backward\(\) .* without calling backward"):
         opt.step(lbfgs_style)
 
+    # a loss linear in u saves nothing for backward: the backward() gets through the first call and
+    # fails in the trial point's, under no_grad; the parameter stays where it was (a new user's trial)
+    before = u.detach().clone()
+
+    def linear_lbfgs_style():
+        loss = -u[0]
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match=r"`closure` called backward\(\)"):
+        opt.step(linear_lbfgs_style)
+    assert torch.equal(u.detach(), before)
+
 
 def test_loss_linear_in_a_parameter_and_unused_parameters(gen):
     """A loss with no second derivative in w (linear) and a parameter it does not use: zero Hessian

@@ -141,6 +141,15 @@ def _typical_distance(p: torch.Tensor, manifold) -> float:
     return math.sqrt(max(1, p.numel()))
 
 
+def _called_backward() -> ValueError:
+    """The error for a closure that calls backward(), as torch.optim.LBFGS's closures do."""
+    return ValueError(
+        "`closure` called backward() on the loss (as torch.optim.LBFGS's closures do): "
+        "RiemannianTrustRegion differentiates the loss itself, twice. Return the loss "
+        "without calling backward() or zero_grad()."
+    )
+
+
 class RiemannianTrustRegion(torch.optim.Optimizer):
     r"""Riemannian trust-region (Absil, Baker, Gallivan 2007) for geoopt and plain parameters.
 
@@ -306,11 +315,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     raise
                 # torch's own message named neither the closure nor the fix (a new user's trial); a
                 # loss that saves no tensors (linear in the parameters) lets a backward() through
-                raise ValueError(
-                    "`closure` called backward() on the loss (as torch.optim.LBFGS's closures do): "
-                    "RiemannianTrustRegion differentiates the loss itself, twice. Return the loss "
-                    "without calling backward() or zero_grad()."
-                ) from err
+                # here, and fails at the trial point instead (step)
+                raise _called_backward() from err
         xs = [p.detach() for p in self._params]
         egrads = [g.detach() if g is not None else torch.zeros_like(x) for g, x in zip(graph, xs)]
         grad = [m.egrad2rgrad(x, g) for m, x, g in zip(self._manifolds, xs, egrads)]
@@ -346,10 +352,18 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         eta, heta, inner_iterations, inner_stop = self._tcg(xs, egrads, graph, grad, radius)
         predicted = -(self._inner(xs, grad, eta) + 0.5 * self._inner(xs, eta, heta))
         old = [x.clone() for x in xs]
-        with torch.no_grad():
-            for p, m, x, e in zip(params, manifolds, old, eta):
-                p.copy_(m.retr(x, e))
-            f_new = float(closure())
+        try:
+            with torch.no_grad():
+                for p, m, x, e in zip(params, manifolds, old, eta):
+                    p.copy_(m.retr(x, e))
+                f_new = float(closure())
+        except BaseException as err:  # the parameters stay where they were (a new user's trial)
+            with torch.no_grad():
+                for p, x in zip(params, old):
+                    p.copy_(x)
+            if isinstance(err, RuntimeError) and "does not require grad" in str(err):
+                raise _called_backward() from err  # backward() under no_grad
+            raise
         # The decrease is lost in the rounding of f near a minimum: both terms get the same small
         # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
         reg = 1e3 * torch.finfo(xs[0].dtype).eps * max(1.0, abs(f))
