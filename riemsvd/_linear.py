@@ -417,9 +417,9 @@ def linear_operator(
     TypeError
         If ``fn`` is not callable, or ``adjoint`` is given and not callable.
     ValueError
-        If ``input_shape`` is not a tuple of positive ints, does not match a Conv layer's
-        ``in_channels`` and dimensions or a Linear's ``in_features``, or ``fn`` fails on it or is
-        found not to be linear.
+        If ``input_shape`` is not a tuple or list of positive ints (an int n: (n,)), does not match
+        a Conv layer's ``in_channels`` and dimensions or a Linear's ``in_features``, or ``fn`` fails
+        on it or is found not to be linear.
 
     Examples
     --------

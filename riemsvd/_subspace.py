@@ -76,6 +76,15 @@ class SolverOptions:
     start_block: int = 1
     patience: int = 60
 
+    def __post_init__(self) -> None:
+        # at construction, where the mistake is made, not at the solve that uses them (a new user's trial)
+        from riemsvd._validate import check_positive_int
+
+        for name in ("block", "max_basis"):
+            check_positive_int(getattr(self, name), f"SolverOptions({name}=...)")
+        for name in ("start_block", "patience"):
+            check_positive_int(getattr(self, name), f"SolverOptions({name}=...)", allow_none=False)
+
 
 @dataclass
 class Outcome:

@@ -176,7 +176,7 @@ def _check_scipy(a) -> None:
             raise ValueError(NON_FINITE_A)
 
 
-def _check_positive_int(value, name: str, *, allow_none: bool = True) -> None:
+def check_positive_int(value, name: str, *, allow_none: bool = True) -> None:
     """A TypeError for a non-int (bool included), a ValueError below 1."""
     if value is None and allow_none:
         return
@@ -191,12 +191,8 @@ def _check_options(options) -> None:
 
     if options is None:
         return
-    if not isinstance(options, SolverOptions):
+    if not isinstance(options, SolverOptions):  # its fields are checked when it is made
         raise TypeError(f"`options` must be a riemsvd.SolverOptions, got {type(options).__name__}.")
-    for name in ("block", "max_basis"):
-        _check_positive_int(getattr(options, name), f"options.{name}")
-    for name in ("patience", "start_block"):
-        _check_positive_int(getattr(options, name), f"options.{name}", allow_none=False)
 
 
 def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch.Tensor | None:
@@ -235,7 +231,7 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
     m, n = shape
     if m == 0 or n == 0:
         raise ValueError(f"`A` is empty (shape {tuple(batch) + (m, n)}); it has no singular values.")
-    _check_positive_int(k, "k", allow_none=False)
+    check_positive_int(k, "k", allow_none=False)
     if k > min(m, n):
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {m}×{n}, got {k}.")
     if tol is not None:
@@ -248,7 +244,7 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
             )
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):  # type: ignore[operator]
             raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.")
-    _check_positive_int(maxiter, "maxiter")
+    check_positive_int(maxiter, "maxiter")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
     _check_options(options)
@@ -636,7 +632,7 @@ def check_pair_shape(m, n, k, dtype=None) -> None:
     """The arguments of :class:`riemsvd.SingularPair`: positive ints with k <= min(m, n), and a real
     floating ``dtype`` (or None)."""
     for name, value in (("m", m), ("n", n), ("k", k)):
-        _check_positive_int(value, name, allow_none=False)
+        check_positive_int(value, name, allow_none=False)
     if k > min(m, n):
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)}, got {k}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

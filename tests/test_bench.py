@@ -173,6 +173,17 @@ def test_ratio_is_riemsvd_time_over_that_peers_time(monkeypatch, problems):
     assert fastest["solver"] == "propack" and fastest["riemsvd_over"] == pytest.approx(2.0)
 
 
+def test_a_dense_path_solve_has_no_products_to_compare(problems):
+    """A 30×20 float64 case takes the dense path (an SVD): its products (the final check's 2k) are not
+    a Krylov count, and the products ratio to PROPACK leaves it out (it read 0.04 at 200×100; a new
+    user's trial)."""
+    records = _run(problems[:1], ["riemsvd", "propack"])
+    ours = next(r for r in records if r.solver == "riemsvd")
+    assert ours.status == "ok" and ours.products is None
+    products = bench.summarize(records)["by_size_k"]["30x20 k=1"]["products_propack"]
+    assert products["n"] == 0 and products["excluded"] == {"decay": "products n/a"}
+
+
 def test_a_case_either_side_missed_is_left_out_of_the_geometric_mean(monkeypatch, problems):
     missed_on_lowrank = {}
 

@@ -123,19 +123,27 @@ def test_unsupported_sparse_layout_and_sparse_with_grad_raise(gen):
         solve(dense.to_sparse().requires_grad_())
 
 
+def test_bad_options_raise(gen):
+    with pytest.raises(TypeError, match="`options"):
+        solve(make_matrix("decay", 8, 6, gen), options={"block": 4})
+
+
 @pytest.mark.parametrize(
-    "options,error",
+    "fields,error",
     [
-        ({"block": 4}, TypeError),
-        (riemsvd.SolverOptions(block=0), ValueError),
-        (riemsvd.SolverOptions(max_basis=-1), ValueError),
-        (riemsvd.SolverOptions(patience=0), ValueError),
-        (riemsvd.SolverOptions(start_block=0), ValueError),
+        ({"block": 0}, ValueError),
+        ({"max_basis": -1}, ValueError),
+        ({"patience": 0}, ValueError),
+        ({"start_block": 0}, ValueError),
+        ({"block": 2.0}, TypeError),
+        ({"patience": None}, TypeError),
     ],
 )
-def test_bad_options_raise(options, error, gen):
-    with pytest.raises(error, match="`options"):
-        solve(make_matrix("decay", 8, 6, gen), options=options)
+def test_bad_solver_options_are_refused_when_made(fields, error):
+    """Where the mistake is made, not at the solve that uses them (a new user's trial)."""
+    (name,) = fields
+    with pytest.raises(error, match=rf"`SolverOptions\({name}=\.\.\.\)`"):
+        riemsvd.SolverOptions(**fields)
 
 
 def test_init_with_more_columns_than_k_uses_the_first_k(gen):

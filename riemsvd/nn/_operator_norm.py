@@ -114,7 +114,8 @@ def operator_norm(
     Raises
     ------
     TypeError, ValueError
-        If ``layer`` is not an ``nn.Module`` or ``input_shape`` is not a tuple of positive ints.
+        If ``layer`` is not an ``nn.Module`` or ``input_shape`` is not a tuple or list of positive
+        ints (an int n: (n,)).
 
     Examples
     --------
