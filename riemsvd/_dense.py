@@ -100,7 +100,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     if u is None:
         u, v = _svd_triplets(a, k)
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
-    u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
+    u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), None, tol)
     short = np.asarray(~(residual <= tol))  # per matrix of a batch; 0-dim for one matrix
     if op.dtype == torch.float32 and short.any():
         # float32's own rounding short of tol: a 1536×384 matrix of identical rows (rank one) came
@@ -111,9 +111,9 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         redo = torch.from_numpy(short).to(a.device)  # a 0-dim mask makes a[redo] a batch of one
         u2, v2 = _svd_triplets(a[redo].to(torch.float64), k)
         u[redo], v[redo] = u2.to(op.dtype), v2.to(op.dtype)
-        u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), tol)
+        u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), None, tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
-    return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0)
+    return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0, "dense")
 
 
 def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,8 +46,8 @@ class SolveInfo:
         bool, shape ``(...)`` (A's batch shape): the residual reached ``tol``.
     iterations : int
         Iterations: the start block, then one per product with A and Aᵀ of ``options.block``
-        columns (one column on the CPU by default); for ``method="trust-region"`` the outer
-        iterations (trust-region steps, taken or not).
+        columns (one column on the CPU by default); on the trust-region path (``method``
+        below) the outer iterations (trust-region steps, taken or not).
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b. On the dense path:
         the final check's 2k, plus, for float32, min(m, n) + k for the float64 Gram matrix and its
@@ -55,7 +55,9 @@ class SolveInfo:
         result short of tol was redone by a float64 SVD and checked again; a whole SVD counts none.
     residual : torch.Tensor
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
-        computed from fresh products with A and Aᵀ of the returned vectors.
+        computed from products with A and Aᵀ of the returned vectors: fresh ones, or the iteration's
+        own (kept beside its bases, in float64 where their restarts' rounding is at most 0.05·tol,
+        which is added).
     tol : float
         The tolerance that was asked for.
     history : list[tuple[int, float]]
@@ -89,9 +91,11 @@ class SolveInfo:
         For A sharded across processes, the numbers this process passed to collectives (all-reduce
         and all-gather payloads); 0 otherwise.
     method : str
-        ``"iterative"``, ``"dense"`` or ``"trust-region"``: the path that ran (``solve``'s
-        ``method``). A dense solve has ``iterations`` 0, ``stop_reason`` "whole space", and counts
-        the Gram matrix as min(m, n) products.
+        ``"iterative"``, ``"dense"`` or ``"trust-region"``: the path that ran: ``solve``'s
+        ``method``, or the one ``"auto"`` chose, or ``"iterative"`` for a warm start that
+        ``"trust-region"`` hands to the iteration (its triplets converged already). A dense solve has
+        ``iterations`` 0, ``stop_reason`` "whole space", and counts the Gram matrix as min(m, n)
+        products.
 
     A batch iterates in lockstep: ``converged``, ``residual`` and ``errors`` are per matrix, while
     ``iterations``, ``matvecs`` (the products with each matrix of the batch), ``history``,

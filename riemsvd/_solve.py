@@ -119,7 +119,8 @@ def solve(
         not used; not for sharded A. A warm start that holds singular triplets already (its first
         residual within 20·tol) is solved by the iteration instead, whose probe checks that they are
         the leading ones. The results, ``info`` and gradients have the same meaning either way;
-        ``info.method`` says which was asked for.
+        ``info.method`` says which path ran (``"iterative"`` for such a warm start, its
+        ``iterations`` the iteration's).
 
     Returns
     -------
@@ -333,7 +334,7 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         communicated=op.communicated,
         stop_reason=out.reason,
         restarts=out.restarts,
-        method="dense" if dense else "trust-region" if method == "trust-region" else "iterative",
+        method=out.method,
     )
     return out, info, op
 

@@ -8,7 +8,8 @@ is read off the small matrices, without any pass over m- or n-length vectors. Ea
 b directions of F into 𝒱 (with w = b = 1, the default on the CPU, F itself: the Golub–Kahan
 recurrence), applies A and Aᵀ once each, and reorthogonalizes (classical Gram–Schmidt, a second
 pass only when the first lost more than a factor √2: Daniel–Gragg–Kaufman–Stewart). Ritz vectors
-are formed only at a thick restart and at the end, where fresh products check the result.
+are formed only at a thick restart and at the end, where products check the result
+(the iteration's own, kept beside the bases, or fresh ones: :func:`_vectors`).
 
 In the manifold view (docs/algorithm.md), every direction added to 𝒱 is a Riemannian gradient
 (the residual Aᵀu − σv) of uᵀAv on the product of spheres, or Stiefel manifolds for k > 1, at a
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -105,6 +106,7 @@ class Outcome:
     errors: torch.Tensor | None = None
     reason: str = "converged"
     restarts: int = 0
+    method: str = "iterative"  # the path that ran: "iterative", "dense" or "trust-region"
 
 
 def default_basis(k: int, b: int = 1) -> int:
@@ -325,10 +327,16 @@ class Lanczos:
 
     ``vbuf`` (..., n, cap) holds 𝒱 in columns [0, pv) and F in [pv, pv + w); ``ubuf`` (..., m, cap′)
     holds 𝒰 in [0, pu): tensors, or numpy arrays on the CPU. On the host in float64, in buffers
-    allocated once: ``h`` (..., pu, pv) = 𝒰ᵀA𝒱 and ``c`` (..., w, pu) with Aᵀ𝒰 − 𝒱Hᵀ = F C."""
+    allocated once: ``h`` (..., pu, pv) = 𝒰ᵀA𝒱 and ``c`` (..., w, pu) with Aᵀ𝒰 − 𝒱Hᵀ = F C.
+
+    ``avbuf`` (..., m, cap) and ``atubuf`` (..., n, cap′) hold the products themselves, A𝒱 and Aᵀ𝒰 as
+    A returned them, rotated with the bases at a restart: the final check reads A vᵢ = (A𝒱)zᵢ and
+    Aᵀuᵢ = (Aᵀ𝒰)yᵢ off them instead of making 2k fresh products (:func:`_vectors`)."""
 
     vbuf: torch.Tensor | np.ndarray
     ubuf: torch.Tensor | np.ndarray
+    avbuf: torch.Tensor | np.ndarray
+    atubuf: torch.Tensor | np.ndarray
     pv: int
     pu: int
     w: int
@@ -340,7 +348,10 @@ class Lanczos:
         """Empty bases with room for ``columns`` right and ``rows`` left vectors, F of width w."""
         vbuf = work.right.empty(batch, columns, dtype, device)
         ubuf = work.left.empty(batch, rows, dtype, device)
-        return cls(vbuf, ubuf, 0, 0, w, np.zeros(batch + (rows, columns)), np.zeros(batch + (columns, rows)))
+        avbuf = work.left.empty(batch, columns, dtype, device)
+        atubuf = work.right.empty(batch, rows, dtype, device)
+        h, c = np.zeros(batch + (rows, columns)), np.zeros(batch + (columns, rows))
+        return cls(vbuf, ubuf, avbuf, atubuf, 0, 0, w, h, c)
 
     @property
     def v(self):
@@ -349,6 +360,14 @@ class Lanczos:
     @property
     def u(self):
         return self.ubuf[..., : self.pu]
+
+    @property
+    def av(self):
+        return self.avbuf[..., : self.pv]
+
+    @property
+    def atu(self):
+        return self.atubuf[..., : self.pu]
 
     @property
     def f(self):
@@ -514,6 +533,7 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
     # arithmetic 𝒰ᵀ A x = (Aᵀ𝒰)ᵀ x = Cᵀ on x's rows of C: only the columns of 𝒰 added since the last
     # restart's first step are nonzero there (the last one, in the Golub–Kahan recurrence).
     ax = op.matmat(st.vbuf[..., pv : pv + b])
+    st.avbuf[..., pv : pv + b] = ax
     bu = min(b, m - pu)
     q, coef, r = _orth(op.left, st.u, ax, bu, generator, _known(c[..., :b, :pu].swapaxes(-1, -2)))
     h[..., pu : pu + bu, :pv] = 0.0  # what an earlier, restarted basis left there
@@ -528,6 +548,7 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
         c[..., :rest, :pu] = c[..., b:w, :pu]
     if bu:
         atq = op.rmatmat(q)
+        st.atubuf[..., pu : pu + bu] = atq
         # (A x)ᵀ q = rᵀ: x's coefficients are known; those on the older columns of 𝒱 are zero
         known = (pv, r.swapaxes(-1, -2))
         g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator, known)
@@ -559,12 +580,15 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
     the new H (the same values and residuals, with identity vectors)."""
     assert ritz.z is not None and ritz.z.shape[-1] >= keep  # the exact SVD's triplets, all of them
     y, z = ritz.y[..., :keep], ritz.z[..., :keep]
-    v = mm(st.v, op.right.from_host(z, st.vbuf))
-    u = mm(st.u, op.left.from_host(y, st.ubuf))
+    zd, yd = op.right.from_host(z, st.vbuf), op.left.from_host(y, st.ubuf)  # in the vectors' dtype
+    v, av = mm(st.v, zd), mm(st.av, zd)
+    u, atu = mm(st.u, yd), mm(st.atu, yd)
     f = op.right.copy(st.f)
     st.vbuf[..., :keep] = v
     st.vbuf[..., keep : keep + st.w] = f
     st.ubuf[..., :keep] = u
+    st.avbuf[..., :keep] = av
+    st.atubuf[..., :keep] = atu
     s = ritz.s[..., :keep]
     eye = np.broadcast_to(np.eye(keep), s.shape[:-1] + (keep, keep))
     st.cbuf[..., : st.w, :keep] = st.c @ y
@@ -656,8 +680,9 @@ def subspace_svd(
     """Leading k singular triplets of ``op`` to relative residual ``tol``; see :func:`riemsvd.solve`.
 
     Convergence is judged on the residuals read off the small matrices; once every batch element
-    passes, fresh products check the claim. An element whose true residual still exceeds ``tol``
-    (rounding, near the floor of the dtype) goes on with a target tightened by the discrepancy seen.
+    passes, products of the Ritz vectors check the claim (:func:`_vectors`). An element whose true
+    residual still exceeds ``tol`` (rounding, near the floor of the dtype) goes on with a target
+    tightened by the discrepancy seen.
     ``maxiter`` is raised to the iterations that k triplets need at least (⌈k/b⌉).
     """
     m, n = op.shape
@@ -730,8 +755,7 @@ def subspace_svd(
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
             if bool((worst <= target).all()):
-                u_k, v_k = _vectors(work, st, ritz, k)
-                verified = verify(work, u_k, v_k, tol)
+                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
                     reason = "converged"
@@ -774,8 +798,7 @@ def subspace_svd(
             if verified is None:
                 if ritz.z is None:
                     ritz = _ritz(st, t)
-                u_k, v_k = _vectors(work, st, ritz, k)
-                verified = verify(work, u_k, v_k, tol)
+                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
             if kept is not None:
                 verified = _closer(kept, verified, tol)
             break
@@ -868,6 +891,7 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     pv, pu, w = st.pv, st.pu, st.w
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
+    avbuf, atubuf = cast(np.ndarray, st.avbuf), cast(np.ndarray, st.atubuf)
     h, c = st.hbuf, st.cbuf
     if pu >= min(m, ubuf.shape[1]) or pv + w + 1 > min(n, vbuf.shape[1]):
         return False
@@ -880,7 +904,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     known = crow[j:] if nonzero.size else None
     x = ubuf[:, pu]
     op.matvec(vbuf[:, pv], x)
-    ax = x.copy()  # for the rare path below
+    ax = avbuf[:, pv]  # A v as it came: the final check's, and the rare path's below
+    ax[:] = x
     left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, known, blas)
     if left is None:  # lost to rounding: the general path draws a random direction
         general = None if known is None else (j, known[:, None])
@@ -896,7 +921,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     # and F, whose coefficients along F's columns that stay are C's new column
     y = vbuf[:, pv + w]
     op.rmatvec(x, y)
-    atq = y.copy()
+    atq = atubuf[:, pu]
+    atq[:] = y
     right = _orth_vector(vbuf[:, : pv + w], y, pv, alpha, blas)
     if right is None:
         general = (pv, np.array([[alpha]]))
@@ -977,7 +1003,7 @@ def _probe_steps(s: np.ndarray, n: int, tol: float, warm: bool) -> int:
 
 @dataclass
 class _Probe:
-    """Triplets that passed the fresh-product check, held while a random direction is explored."""
+    """Triplets that passed the final check, held while a random direction is explored."""
 
     verified: tuple
     until: int
@@ -1076,12 +1102,44 @@ def _check_cap(op: Operator, p_max: int) -> int:
     return int(min(64, max(4, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide)))
 
 
-def _vectors(work, st: Lanczos, ritz: Ritz, k: int):
-    """The top k Ritz vectors 𝒰y and 𝒱z, in the solver's kind of array."""
+class Kept(NamedTuple):
+    """A v and Aᵀu of the vectors checked, from the products the iteration made (:class:`Lanczos`),
+    and ``drift``: how far they may be from fresh ones beyond the products' own rounding, relative to
+    σ₁ (see :func:`_vectors`)."""
+
+    av: torch.Tensor | np.ndarray
+    atu: torch.Tensor | np.ndarray
+    drift: float
+
+
+# The kept products stand in for fresh ones where their drift is at most this share of tol.
+_KEPT_SHARE = 0.05
+
+
+def _vectors(
+    work, st: Lanczos, ritz: Ritz, k: int, restarts: int, tol: float
+) -> tuple[Any, Any, Kept | None]:
+    """The top k Ritz vectors 𝒰y and 𝒱z in the solver's kind of array, and their products
+    A𝒱z and Aᵀ𝒰y from those the iteration made (a :class:`Kept`), or None where fresh ones are needed:
+    (u, v, kept).
+
+    The kept products are A times each basis vector as it was multiplied; a restart rotates both by
+    the same Z, each in A's dtype, so that they part by the rounding of the two rotations: at most
+    p·ε·‖𝒱‖ times σ₁ and p·ε·‖A𝒱‖ ≤ p·ε·σ₁ a column, p the rotation's length (the buffers' width
+    bounds it). Over the restarts and the final combination that is ``drift`` = 2·(restarts + 1)·p·ε,
+    which :func:`verify` adds to the residual and the bars, where it is at most _KEPT_SHARE of tol:
+    float64 at tol 1e-10 for up to 560 restarts (p = 40), at 1e-12 for up to 4; float32 never (its
+    ε alone is 0.1 of tol 1e-6 at p = 40). Saved: 2k products a check, 16 of a k = 8 solve's 64–126
+    at 384×384 (docs/algorithm.md)."""
     assert ritz.z is not None  # the returned vectors come from full Ritz triplets, not estimates
-    u = mm(st.u, work.left.from_host(ritz.y[..., :k], st.ubuf))
-    v = mm(st.v, work.right.from_host(ritz.z[..., :k], st.vbuf))
-    return u, v
+    y = work.left.from_host(ritz.y[..., :k], st.ubuf)
+    z = work.right.from_host(ritz.z[..., :k], st.vbuf)
+    u, v = mm(st.u, y), mm(st.v, z)
+    p = max(st.vbuf.shape[-1], st.ubuf.shape[-1])
+    drift = 2 * (restarts + 1) * p * _eps(st.vbuf)
+    if not drift <= _KEPT_SHARE * tol:
+        return u, v, None
+    return u, v, Kept(mm(st.av, z), mm(st.atu, y), drift)
 
 
 def _float64_view(work, tol: float) -> HostView | None:
@@ -1114,10 +1172,11 @@ def _squared_norms(space, x, like) -> np.ndarray:
     return space.to_host(space.dots(x, x))
 
 
-def verify(work, u, v, tol: float):
-    """Rayleigh quotients σᵢ = uᵢᵀ A vᵢ and true relative residuals from fresh products, of ``work``
-    (an Operator with tensors u, v, or its HostView with numpy arrays), or in float64 where
-    :func:`_float64_view` says ``tol`` needs it.
+def verify(work, u, v, kept: Kept | None, tol: float):
+    """Rayleigh quotients σᵢ = uᵢᵀ A vᵢ and true relative residuals from products of ``work`` (an
+    Operator with tensors u, v, or its HostView with numpy arrays): those the iteration made
+    (``kept``, :func:`_vectors`; their drift added to the residual and the bars), or fresh ones where
+    ``kept`` is None; fresh in float64 where :func:`_float64_view` says ``tol`` needs it.
 
     Returns (u, s, v, residual, errors): the vectors as tensors sorted by descending σ, and on the
     host in float64 s (..., k), the residual (...) and errors (..., k) = sqrt((‖A vᵢ − σᵢuᵢ‖² +
@@ -1129,9 +1188,10 @@ def verify(work, u, v, tol: float):
     if precise is not None:
         if not isinstance(work, HostView):  # the dense path's and the trust region's tensors
             u, v = u.detach().contiguous().numpy(), v.detach().contiguous().numpy()
-        work = precise
+        work, kept = precise, None
     left, right = work.left, work.right
-    av, atu = work.both(v, u)
+    av, atu = work.both(v, u) if kept is None else (kept.av, kept.atu)
+    drift = 0.0 if kept is None else kept.drift
     # x = (u, v)/√2 is a unit vector only to the vectors' rounding: float32 Ritz vectors 𝒰y came 1 −
     # 6.6e-8 long, which took 1.2 ulps off uᵀA v. So the Rayleigh quotient and residual of x as it is.
     x2 = 0.5 * (_squared_norms(left, u, av) + _squared_norms(right, v, atu))
@@ -1155,6 +1215,6 @@ def verify(work, u, v, tol: float):
     # 1.44× (0.39–1.0·ε·σ₁ short, 5×600 and 1536×384)
     m, n = work.shape
     floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)
-    errors = np.hypot(nu, nv) * np.sqrt(0.5 / x2) + floor * s[..., :1]
-    residual = _relative(np.maximum(nu, nv), s[..., 0]).max(-1)
+    errors = np.hypot(nu, nv) * np.sqrt(0.5 / x2) + (floor + drift) * s[..., :1]
+    residual = _relative(np.maximum(nu, nv), s[..., 0]).max(-1) + drift
     return left.release(u), s, right.release(v), residual, errors

@@ -187,7 +187,7 @@ def trust_region_svd(
     dt = op.dtype
     if batch.numel() == 0:
         z = lambda *shape: torch.zeros(tuple(batch) + shape, dtype=dt, device=op.device)  # noqa: E731
-        return Outcome(z(m, k), z(k), z(n, k), z() == 0, z(), 0, [], z(k), "converged", 0)
+        return Outcome(z(m, k), z(k), z(n, k), z() == 0, z(), 0, [], z(k), "converged", 0, "trust-region")
     maxiter = DEFAULT_MAXITER if maxiter is None else maxiter
     eps = torch.finfo(dt).eps
     mu = torch.arange(k, 0, -1, dtype=dt, device=op.device)  # N = diag(k, …, 1)
@@ -214,7 +214,7 @@ def trust_region_svd(
         done = rel <= target
         verified = None
         if bool(done.all()):
-            verified = verify(op, point.u, point.v, tol)
+            verified = verify(op, point.u, point.v, None, tol)
             fresh = torch.from_numpy(np.asarray(verified[3])).to(op.device, dt)
             if bool((fresh <= tol).all()):
                 reason = "converged"
@@ -257,7 +257,7 @@ def trust_region_svd(
         best = torch.minimum(best, rel)
         since_best = torch.where(improved, torch.zeros_like(since_best), since_best + 1)
     if verified is None:
-        verified = verify(op, point.u, point.v, tol)
+        verified = verify(op, point.u, point.v, None, tol)
     u, s, v, residual, errors = verified
     s, residual, errors = (torch.from_numpy(np.asarray(a)).to(op.device, dt) for a in (s, residual, errors))
-    return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, 0)
+    return Outcome(u, s, v, residual <= tol, residual, iterations, history, errors, reason, 0, "trust-region")

@@ -71,7 +71,8 @@ def test_orthonormalization_keeps_every_column_in_the_span(kinds, p, host, seed)
 
 def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
     """Wrap the solver's iteration (the general expansion and the Golub–Kahan step alike) so that
-    every state it leaves is checked against A."""
+    every state it leaves is checked against A: the bases orthonormal, the relations, and the products
+    the final check reads (A𝒱 and Aᵀ𝒰 as A returned them, rotated with the bases at restarts)."""
     original = _subspace._step
     a64 = a.double()
 
@@ -79,6 +80,7 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
         original(op, state, probe, ywant, b, generator)
         as_t = lambda x: torch.as_tensor(np.asarray(x)).double()  # noqa: E731
         u, v, f = as_t(state.u), as_t(state.v), as_t(state.f)
+        av, atu = as_t(state.av), as_t(state.atu)
         h, c = torch.as_tensor(state.h), torch.as_tensor(state.c)
         scale = float(torch.linalg.matrix_norm(a64, 2))
         w = torch.cat([v, f], dim=-1)
@@ -87,6 +89,8 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
             float((w.mT @ w - torch.eye(w.shape[-1], dtype=torch.float64)).abs().max()),
             float((a64 @ v - u @ h).abs().max()) / scale,
             float((a64.mT @ u - v @ h.mT - f @ c).abs().max()) / scale,
+            float((a64 @ v - av).abs().max()) / scale,
+            float((a64.mT @ u - atu).abs().max()) / scale,
         ]
         worst.append(max(errors))
 
@@ -125,6 +129,36 @@ def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, sha
     assert worst and max(worst) <= 1e-12, max(worst)
     assert bool(result.info.converged)
     torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "k,options,dtype,tol,kept",
+    [
+        (1, riemsvd.SolverOptions(max_basis=12), torch.float64, 1e-10, True),
+        (4, riemsvd.SolverOptions(), torch.float64, 1e-10, True),
+        (3, riemsvd.SolverOptions(block=2), torch.float64, 1e-10, True),
+        # the rotations' drift allowed for a restart or more at tol 1e-13 exceeds 0.05·tol: fresh products
+        (1, riemsvd.SolverOptions(max_basis=12), torch.float64, 1e-13, False),
+        (2, riemsvd.SolverOptions(), torch.float32, 1e-5, False),  # float32's ε: fresh products always
+    ],
+)
+def test_the_final_check_reads_the_iterations_products_where_their_drift_is_small(
+    k, options, dtype, tol, kept, gen
+):
+    """The check of the returned triplets reads A vᵢ and Aᵀuᵢ off the products the iteration made
+    (2k fewer products a check: 16 of a k = 8 solve's 64–126 at 384×384), where the rounding of the
+    restarts' rotations that parts them from fresh ones is at most 0.05·tol; its residual is then
+    the fresh one plus that allowance."""
+    a = make_matrix("gaussian", 200, 120, gen).to(dtype)
+    r = riemsvd.solve(a, k, tol=tol, generator=gen, options=options, method="iterative")
+    b = options.block or 1
+    assert r.info.restarts >= 1 and bool(r.info.converged)
+    assert r.info.matvecs == 2 * b * r.info.iterations + (0 if kept else 2 * k)
+    a64, u, s, v = a.double(), r.U.double(), r.S.double(), r.V.double()
+    fresh = torch.maximum((a64 @ v - u * s).norm(dim=0), (a64.mT @ u - v * s).norm(dim=0)).max() / s[0]
+    rounding = 1e-14 if dtype == torch.float64 else 3e-6  # float32's products, ε·√200·σ₁ at most
+    assert float(fresh) <= float(r.info.residual) + rounding
+    assert float(r.info.residual) <= float(fresh) + (0.05 * tol if kept else 0.0) + rounding
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -322,7 +356,7 @@ def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w
         pairs = [_look_matrices(rng, p, t, w, gap, restarted) for _ in range(int(np.prod(batch)))]
         h = np.stack([a for a, _ in pairs]).reshape(batch + (p, p))
         c = np.stack([b for _, b in pairs]).reshape(batch + (w, p))
-        st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, w, h, c)
+        st_ = _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c)
         estimate, exact = _subspace._estimate(st_, t), _subspace._ritz(st_, t)
         if not batch and t > p // 12:
             assert estimate is None
@@ -371,7 +405,7 @@ def test_a_looks_own_triplets_are_accepted_only_where_both_residuals_pass(p, t, 
     h, c = _look_matrices(rng, p, t, 1, gap, restarted)
     exact_s = np.linalg.svd(h, compute_uv=False)
     for scale in (1e-14, 1e-9):
-        st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, 1, h, scale * c)
+        st_ = _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, 1, h, scale * c)
         estimate = _subspace._estimate(st_, t)
         assert estimate is not None
         right = np.linalg.norm(scale * c @ estimate.y, axis=0) / exact_s[0]
@@ -385,7 +419,7 @@ def test_a_looks_own_triplets_are_accepted_only_where_both_residuals_pass(p, t, 
         assert (left[:t] <= tol).all() and (own.rel[:t] <= tol).all()
     q1, q2 = (np.linalg.qr(rng.standard_normal((p, p)))[0] for _ in range(2))
     h = (q1 * np.concatenate([[1.0], 1e-7 * 0.9 ** np.arange(p - 1)])) @ q2.T
-    st_ = _subspace.Lanczos(np.zeros((1, 1)), np.zeros((1, 1)), p, p, 1, h, np.zeros((1, p)))
+    st_ = _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, 1, h, np.zeros((1, p)))
     estimate = _subspace._estimate(st_, 2)
     assert estimate is not None and (estimate.rel == 0).all()
     assert _subspace._own_triplets(st_, estimate, 1, np.array(tol)) is not None

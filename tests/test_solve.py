@@ -168,7 +168,7 @@ def test_the_check_of_a_pair_given_with_the_wrong_sign_reports_its_true_residual
         (op, -u[:, :2].contiguous(), vh[:2].mT.contiguous()),
         (op.on_host(), -u[:, :2].numpy().copy(), vh[:2].mT.numpy().copy()),
     ):
-        out_u, values, _, residual, errors = verify(work, left, right, 1e-12)
+        out_u, values, _, residual, errors = verify(work, left, right, None, 1e-12)
         assert float(residual) <= 1e-14 and float(errors.max()) <= 1e-14 * float(s[0])
         np.testing.assert_allclose(values, s[:2].numpy(), rtol=1e-14)
         np.testing.assert_allclose(np.asarray(out_u), u[:, :2].numpy(), atol=1e-14)

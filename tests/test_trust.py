@@ -161,4 +161,9 @@ def test_a_warm_start_at_a_lower_singular_pair_finds_the_leading_one():
         r = riemsvd.solve(a, 1, init=init, method="trust-region", generator=gen)
         if not abs(float(r.S[0]) - 1.001) < 5e-4:
             wrong.append((seed, float(r.S[0])))
+        # info.method names the path that ran, whose iterations info counts (it said "trust-region"
+        # beside the iteration's count; a new user's trial)
+        assert r.info.method == "iterative"
     assert not wrong
+    cold = riemsvd.solve(a, 1, method="trust-region", generator=gen)
+    assert cold.info.method == "trust-region"
