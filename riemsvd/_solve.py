@@ -489,8 +489,9 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
             f"riemsvd.solve: the iteration stopped making progress with {where}, far above what rounding "
             f"allows{floor}: the residual did not fall for `SolverOptions.patience` looks, as happens in "
             "a wide cluster of close singular values. A wider search space often resolves one: "
-            "`options=riemsvd.SolverOptions(max_basis=...)` (default max(24, 2k + 16) on the CPU; 100 "
-            "took a path graph's 2000×2000 Laplacian at k = 4 from 1e-4 to 1e-12). Or raise `patience` "
+            "`options=riemsvd.SolverOptions(max_basis=...)` (the default, max(24, 2k + 16) on the CPU, "
+            "is doubled at a stall up to 4 times itself; 100 took a path graph's 2000×2000 Laplacian at "
+            "k = 4 from 1e-4 to 1e-12). Or raise `patience` "
             "(default 60) and `maxiter`, loosen `tol`, or, for a matrix small enough, use method='dense'."
         )
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"

@@ -1,5 +1,6 @@
 """Every bad input to riemsvd.solve gets an error that names the argument."""
 
+import functools
 import warnings
 
 import numpy as np
@@ -256,6 +257,27 @@ def test_a_stall_far_above_rounding_is_not_blamed_on_rounding():
     assert result.info.stop_reason == "stalled" and float(result.info.residual) > 1e-6
     assert "below what rounding" not in str(caught[0].message)
     assert "SolverOptions(max_basis=...)" in str(caught[0].message)  # what resolved a trial's cluster
+
+
+def test_a_stall_far_above_rounding_widens_the_default_basis():
+    """40 values 1e-6 apart at the top of a 2000×1000 spectrum, k = 4, tol 1e-12: the default basis of
+    24 stalled at 1.5e-5 after 886 products (a new user's trial; as with an explicit max_basis=24,
+    which is kept); doubled where it stalls far above rounding, up to 4 times, it converges."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.linspace(1, 0.1, 1000, dtype=torch.float64)
+    s[:40] = 1 - 1e-6 * torch.arange(40, dtype=torch.float64)
+    a = (orthonormal(2000, 1000, g) * s) @ orthonormal(1000, 1000, g).mT
+    solve = functools.partial(
+        riemsvd.solve, a, 4, method="iterative", generator=torch.Generator().manual_seed(0)
+    )
+    with pytest.warns(riemsvd.ConvergenceWarning, match="stopped making progress"):
+        fixed = solve(options=riemsvd.SolverOptions(max_basis=24))
+    assert fixed.info.stop_reason == "stalled" and float(fixed.info.residual) > 1e-8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ConvergenceWarning)
+        wide = solve()
+    assert bool(wide.info.converged) and float(wide.info.residual) <= 1e-12
+    torch.testing.assert_close(wide.S, s[:4], rtol=0, atol=1e-13)
 
 
 def test_a_stall_below_the_product_floor_does_not_quote_the_floor_as_a_limit():
