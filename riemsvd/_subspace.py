@@ -70,8 +70,8 @@ class SolverOptions:
     patience : int
         Looks at the small matrices without progress of the residual before widening the default
         basis (far above rounding) or giving up; they come every iteration for large A, every few
-        for small A. A solve that
-        gives up returns the triplets of its best check of the true residual.
+        for small A. A solve that gives up returns the triplets of its best check of the true
+        residual.
     """
 
     block: int | None = None
@@ -713,7 +713,7 @@ def subspace_svd(
     # at the least (SolverOptions(start_block=18) crashed with the default basis of 24)
     p_max = min(n, max(options.max_basis or default_basis(k, b), k + w + 2 * b, 2 * w + b))
     keep = _keep(p_max, w, k, b)
-    widest = p_max if options.max_basis else min(n, _WIDENED * p_max)  # see _widen
+    widest = p_max if options.max_basis else min(n, _WIDENED * p_max)  # see _WIDENED
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
