@@ -93,20 +93,29 @@ class PairTracker:
         self, products: Products, u: torch.Tensor, v: torch.Tensor, s0: float, tol: float
     ) -> bool:
         """Whether A has a singular value above s0·(1 + tol) outside v (unit), as one power step on
-        v's complement shows: ‖A z‖/‖z‖ for z ⊥ v is at most the top σ there, so above that it
-        proves that the pair is not the leading one to tol (the slack: where σ₁ = σ₂, as for an
-        orthogonal weight, rounding alone raised the alarm on 7–34% of forwards, each then a
-        solve; a review). A power step whose residual is 0 says nothing about the rest: a partly
-        frozen block-diagonal weight, trained outside the stored pair's block, reached ‖W/σ‖₂ = 24 in
-        200 steps (a new user's trial). z is the last call's iterate (at first, and after a zero
-        one, a random vector), so over the steps it follows that top, plus a fresh random part: an
+        v's complement shows (:meth:`complement_top`): ‖A z‖/‖z‖ for z ⊥ v is at most the top σ
+        there, so above that it proves that the pair is not the leading one to tol (the slack: where
+        σ₁ = σ₂, as for an orthogonal weight, rounding alone raised the alarm on 7–34% of forwards,
+        each then a solve; a review). A power step whose residual is 0 says nothing about the rest:
+        a partly frozen block-diagonal weight, trained outside the stored pair's block, reached
+        ‖W/σ‖₂ = 24 in 200 steps (a new user's trial)."""
+        return self.complement_top(products, u, v, s0, tol) > s0 * (1 + tol)
+
+    def complement_top(
+        self, products: Products, u: torch.Tensor, v: torch.Tensor, s0: float, tol: float
+    ) -> float:
+        """‖A z‖/‖z‖ for this call's power iterate z on the complement of v (unit): at most the top
+        singular value of A there, and close to it once the iterate has followed it for a few
+        steps; 0 where there is nothing to see, and inf or 0 for a z whose image is not finite (or
+        zero), by whether that image exceeds s0. z is the last call's iterate (at first, and after a
+        zero one, a random vector), so over the steps it follows that top, plus a fresh random part: an
         iterate converged onto the top held a value rising from below it only at the size of
         rounding, and took 17–45 forwards to turn where this takes 0–14 (a second trial and the
         tests; docs/spectral_norm.md). Two products; not run for a sharded weight, nor for one row or
         column (nothing lies outside its pair)."""
         # a DTensor has no plain random vector laid out like it; one row or column, no complement
         if hasattr(v, "full_tensor") or min(u.shape[-1], v.shape[-1]) == 1:
-            return False
+            return 0.0
         z = self.probe
         if z is None or z.shape != v.shape or z.dtype != v.dtype or z.device != v.device:
             z = self._random(v)
@@ -116,7 +125,7 @@ class PairTracker:
         size, image, back = _floats(*(torch.linalg.vector_norm(x) for x in (z, a, b)))
         if not 0 < image < math.inf:  # z in A's null space (or lost): a fresh draw next time, not 0 forever
             self.probe = None
-            return image > s0 * (1 + tol) * size
+            return math.inf if image > s0 * (1 + tol) * size else 0.0
         top = image / size
         # the fresh part: at most 1/10 of the iterate, and small against the room between top and s0
         # (its own share of the quotient, a deficit of about its size squared, must not hide a value
@@ -124,7 +133,7 @@ class PairTracker:
         share = 0.1 * math.sqrt(min(1.0, max(tol, 1 - (top / s0) ** 2)))
         fresh = self._random(v)
         self.probe = b / back + share * fresh / torch.linalg.vector_norm(fresh)
-        return top > s0 * (1 + tol)
+        return top
 
     def _random(self, like: torch.Tensor) -> torch.Tensor:
         """A normal random vector like ``like``, from the tracker's own generator for its device (seeded
@@ -198,9 +207,14 @@ def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Produ
     if margin is None or r * r > tol * s0 * margin:
         return False
     # The step would pass: check σ₂ once more where it can be seen now. d ⊥ v0 ≈ v₁, so ‖A d‖/‖d‖ is
-    # about the largest σ below σ₁ that d reaches, and a rising σ₂ shows there (one more product).
+    # about the largest σ below σ₁ that d reaches, and a σ₂ rising as the vectors turn shows there
+    # (one more product). One rising along vectors that stay shows only in the complement's power
+    # iterate, which follows σ₂ over the steps (two more): σ₂ grown 1% a step past a still σ₁ = 1,
+    # 1e-5 noise on W, had 13 forwards in a row pass with the last solve's σ₂, ‖W/σ‖₂ up to 1.13
+    # (a new user's trial).
     (seen,) = _floats(torch.linalg.vector_norm(products.forward(step.d / r)))
     assert tracker is not None  # a margin came from it
+    seen = max(seen, tracker.complement_top(products, step.u, step.v, s0, tol))
     margin = tracker.margin(s0, seen)
     return margin is not None and r * r <= tol * s0 * margin
 
@@ -236,6 +250,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     m, n = (target.shape[-2], target.shape[-1])
     tol = _resolvable(tol, target.dtype, m, n)
     s0: float | None = None
+    stored_v = None if init is None else init[1]
     if init is not None:
         tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
         v = init[1]
@@ -277,7 +292,22 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         tracker.record(out.S, out.info.errors, out.V)
     elif tracker is not None:
         tracker.age += 1
+    if tracker is not None and stored_v is not None:
+        _follow_turn(tracker, stored_v, out.V[:, 0])
     return out.U[:, 0], out.V[:, 0], out.S[0]
+
+
+def _follow_turn(tracker: PairTracker, old: torch.Tensor, new: torch.Tensor) -> None:
+    """Where a solve turned the pair (the top two values swapped: |v_oldᵀ v_new| < ½), the
+    complement's power iterate starts again from the old v, now below the new top, where a swap back
+    will show first. It had followed the new top, which the new pair's complement then lacks: two
+    values overtaking each other by 1% a step (a new user's trial) passed 67 of 150 forwards with the
+    wrong one, ‖W/σ‖₂ off by up to 7.3e-3, the iterate finding the old v again only after the swap."""
+    if hasattr(new, "full_tensor") or old.shape != new.shape:
+        return
+    (overlap,) = _floats(torch.dot(old.to(new.dtype), new))
+    if abs(overlap) < 0.5:
+        tracker.probe = old.to(new.dtype).clone()
 
 
 _FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
