@@ -152,6 +152,19 @@ class PairTracker:
         self.age = 0
 
 
+def pair_sigma(
+    u: torch.Tensor, image: torch.Tensor, v: torch.Tensor, weight_dtype: torch.dtype
+) -> torch.Tensor:
+    """|uᵀ(A v)| for a stored pair (u, v) and the image A v, in their dtype. For a weight in half
+    precision, whose stored (u, v) are unit only to its rounding, over ‖u‖‖v‖: that rounding is of
+    first order in uᵀAv and of second in the quotient (σ came 2.9e-4 above ‖W‖₂ in bfloat16 and 1.1e-5
+    in float16, now 2.6e-6 and 9e-8; a new user's trial)."""
+    sigma = torch.dot(u, image)
+    if weight_dtype in (torch.float16, torch.bfloat16):
+        sigma = sigma / (torch.linalg.vector_norm(u) * torch.linalg.vector_norm(v))
+    return sigma.abs()
+
+
 def _floats(*scalars: torch.Tensor) -> list[float]:
     """0-dim tensors as floats in one transfer; DTensors (a sharded weight's) as their whole value."""
     whole = [x.full_tensor() if hasattr(x, "full_tensor") else x for x in scalars]
@@ -409,6 +422,16 @@ class PairNormalization(nn.Module):
         # one (W + 3σ·x yᵀ with x ⊥ u, y ⊥ v kept σ, and ‖W/σ‖₂ came out 3.1: a new user's trial).
         # Warm at registration, which hands in the weight the pair was just solved for (a second cold
         # solve took 1024×1024 registration from 34 to 61 ms).
+        shape = getattr(self, "_weight_shape", None)  # set at registration, the first call
+        if shape is not None and tuple(value.shape) != shape:
+            # the pair's buffers have the registered weight's sizes; torch's own error named neither
+            # (a new user's trial)
+            raise ValueError(
+                f"the parametrized weight has shape {shape}; a value assigned to it must have the same "
+                f"shape, got {tuple(value.shape)}. To change its shape, remove the parametrization "
+                "(torch.nn.utils.parametrize.remove_parametrizations), assign, and register it again."
+            )
+        self._weight_shape = tuple(value.shape)
         warm, self._pair_of = id(value) == self._pair_of, None
         self._tracker.forget()
         self.update_pair(self._pair_input(value.detach()), self._u, self._v, warm=warm)

@@ -13,7 +13,7 @@ from riemsvd._linear import conv_apply, conv_operator, is_conv, map_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
 from riemsvd._validate import check_layer_input, check_module
-from riemsvd.nn._leading import PairNormalization, PairTracker, operator_products, warm_pair
+from riemsvd.nn._leading import PairNormalization, PairTracker, operator_products, pair_sigma, warm_pair
 
 
 @torch.no_grad()
@@ -69,8 +69,9 @@ class OperatorNorm(PairNormalization):
         v = self._v.clone(memory_format=torch.contiguous_format)
         dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
         with no_autocast(weight.device):
-            image = conv_apply(self.layer[0], weight.to(dt), v.to(dt).reshape((1,) + self.input_shape))
-            sigma = torch.dot(u.to(dt), image.reshape(-1)).abs().clamp_min(self.eps)
+            u, v = u.to(dt), v.to(dt)
+            image = conv_apply(self.layer[0], weight.to(dt), v.reshape((1,) + self.input_shape))
+            sigma = pair_sigma(u, image.reshape(-1), v, weight.dtype).clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:

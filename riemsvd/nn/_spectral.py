@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
 from riemsvd._validate import check_spectral_norm_args
-from riemsvd.nn._leading import PairNormalization, as_matrix, leading_pair
+from riemsvd.nn._leading import PairNormalization, as_matrix, leading_pair, pair_sigma
 from riemsvd.nn._operator_norm import OperatorNorm
 
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -74,7 +74,8 @@ class SpectralNorm(PairNormalization):
         # least and outside autocast, so that a half-precision W/σ is rounded once, with an exact σ.
         dt = torch.promote_types(weight.dtype, torch.float32)
         with no_autocast(weight.device):
-            sigma = torch.dot(u.to(dt), torch.mv(w_mat.to(dt), v.to(dt))).abs().clamp_min(self.eps)
+            u, v = u.to(dt), v.to(dt)
+            sigma = pair_sigma(u, torch.mv(w_mat.to(dt), v), v, weight.dtype).clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:
