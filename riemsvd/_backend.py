@@ -273,9 +273,21 @@ def eager_under_compile(holder: list, fn):
 
 def no_autocast(device):
     """Autocast off on ``device``: under it, products would come back in float16 or bfloat16 beside
-    float32 bases (and QR has no float16 kernel), and σ would be computed in half precision."""
+    float32 bases (and QR has no float16 kernel), and σ would be computed in half precision. Nothing
+    where it is off already: entering ``torch.autocast(enabled=False)`` cost 7 µs of a spectral-norm
+    layer's 57 µs eval-mode forward, against torch's 38 (a new user's trial)."""
     kind = torch.device(device).type
-    return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
+    if kind not in ("cpu", "cuda") or not _autocast_on(kind):
+        return contextlib.nullcontext()
+    return torch.autocast(kind, enabled=False)
+
+
+def _autocast_on(kind: str) -> bool:
+    """Whether autocast is on for the device type ``kind`` ("cpu" or "cuda")."""
+    try:
+        return torch.is_autocast_enabled(kind)
+    except TypeError:  # torch before 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if kind == "cpu" else torch.is_autocast_enabled()
 
 
 def readable_number(t: torch.Tensor) -> float | None:
