@@ -135,6 +135,19 @@ class PairTracker:
         self.probe = b / back + share * fresh / torch.linalg.vector_norm(fresh)
         return top
 
+    def follow_turn(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Where a solve turned the pair from v ``old`` to ``new`` (the top two values swapped:
+        |oldᵀnew| < ½), the complement's power iterate starts again from the old v, now below the new
+        top, where a swap back will show first. It had followed the new top, which the new pair's
+        complement then lacks: two values overtaking each other by 1% a step (a new user's trial)
+        passed 67 of 150 forwards with the wrong one, ‖W/σ‖₂ off by up to 7.3e-3, the iterate finding
+        the old v again only after the swap."""
+        if hasattr(new, "full_tensor") or old.shape != new.shape:
+            return
+        (overlap,) = _floats(torch.dot(old.to(new.dtype), new))
+        if abs(overlap) < 0.5:
+            self.probe = old.to(new.dtype).clone()
+
     def _random(self, like: torch.Tensor) -> torch.Tensor:
         """A normal random vector like ``like``, from the tracker's own generator for its device (seeded
         once; a training forward never draws from the global RNG, and replicas on several devices do
@@ -306,21 +319,8 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     elif tracker is not None:
         tracker.age += 1
     if tracker is not None and stored_v is not None:
-        _follow_turn(tracker, stored_v, out.V[:, 0])
+        tracker.follow_turn(stored_v, out.V[:, 0])
     return out.U[:, 0], out.V[:, 0], out.S[0]
-
-
-def _follow_turn(tracker: PairTracker, old: torch.Tensor, new: torch.Tensor) -> None:
-    """Where a solve turned the pair (the top two values swapped: |v_oldᵀ v_new| < ½), the
-    complement's power iterate starts again from the old v, now below the new top, where a swap back
-    will show first. It had followed the new top, which the new pair's complement then lacks: two
-    values overtaking each other by 1% a step (a new user's trial) passed 67 of 150 forwards with the
-    wrong one, ‖W/σ‖₂ off by up to 7.3e-3, the iterate finding the old v again only after the swap."""
-    if hasattr(new, "full_tensor") or old.shape != new.shape:
-        return
-    (overlap,) = _floats(torch.dot(old.to(new.dtype), new))
-    if abs(overlap) < 0.5:
-        tracker.probe = old.to(new.dtype).clone()
 
 
 _FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
