@@ -69,6 +69,57 @@ def test_orthonormalization_keeps_every_column_in_the_span(kinds, p, host, seed)
     assert float((recon - x).abs().max()) <= 1e-13 * scale
 
 
+def _host_state(n: int, pv: int, w: int, pu: int, dtype, seed: int) -> _subspace.Lanczos:
+    """A Lanczos state on the host with orthonormal 𝒱 and F (pv and w columns, room for one more) and
+    a random C (w, pu); 𝒰, H and the products are left empty (the F-side updates do not read them)."""
+    gen = torch.Generator().manual_seed(seed)
+    space = HostSpace(n)
+    vbuf = space.empty((), pv + w + 1, dtype, "cpu")
+    vbuf[:, : pv + w] = orthonormal(n, pv + w, gen).to(dtype).numpy()
+    cbuf = np.zeros((pv + w + 1, pu + 1))
+    cbuf[:w, :pu] = torch.randn(w, pu, generator=gen, dtype=torch.float64).numpy()
+    empty = np.zeros((n, 0))
+    return _subspace.Lanczos(vbuf, empty, empty, empty, pv, pu, w, np.zeros((pu + 1, pv + w + 1)), cbuf)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("w,columns", [(2, 1), (3, 1), (4, 3), (1, 1)])
+def test_a_reflection_of_f_moves_the_chosen_direction_first_and_keeps_f_c(dtype, w, columns):
+    """_reflect: F's first column becomes F d/‖d‖ (d's leading left singular vector for several
+    columns, as :func:`_step` passes it), F stays orthonormal and F·C, the relation's term, is
+    unchanged."""
+    st = _host_state(50, 6, w, 5, dtype, seed=w + columns)
+    gen = torch.Generator().manual_seed(7)
+    d = torch.randn(w, columns, generator=gen, dtype=torch.float64).numpy()
+    f0, fc0 = st.f.astype(np.float64), st.f.astype(np.float64) @ st.c
+    lead = d[:, 0] if columns == 1 else np.linalg.svd(d)[0][:, 0]
+    _subspace._reflect(st, lead)
+    f1 = st.f.astype(np.float64)
+    tol = 50 * float(torch.finfo(dtype).eps)
+    target = f0 @ lead / np.linalg.norm(lead)
+    assert min(np.abs(f1[:, 0] - target).max(), np.abs(f1[:, 0] + target).max()) <= tol
+    assert np.abs(f1.T @ f1 - np.eye(w)).max() <= tol
+    assert np.abs(f1 @ st.c - fc0).max() <= tol * np.abs(fc0).max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_probes_random_column_gives_the_coordinates_of_its_part_outside_v(dtype):
+    """_random_column: F's new column q is orthonormal to 𝒱 and F, and [F, q]·coords is the unit
+    vector along the random y's part outside 𝒱 (the direction the probe starts from)."""
+    n, pv, w = 60, 8, 2
+    st = _host_state(n, pv, w, 4, dtype, seed=3)
+    y = torch.randn(n, 1, generator=torch.Generator().manual_seed(4), dtype=dtype).numpy()
+    v = st.v.astype(np.float64)
+    outside = y[:, 0].astype(np.float64) - v @ (v.T @ y[:, 0].astype(np.float64))
+    coords = _subspace._random_column(st, y)
+    assert coords is not None and coords.shape == (w + 1, 1)
+    fq = st.vbuf[:, pv : pv + w + 1].astype(np.float64)
+    tol = 50 * float(torch.finfo(dtype).eps)
+    assert np.abs(fq.T @ fq - np.eye(w + 1)).max() <= tol
+    assert np.abs(v.T @ fq).max() <= tol
+    assert np.abs(fq @ coords[:, 0] - outside / np.linalg.norm(outside)).max() <= tol
+
+
 def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
     """Wrap the solver's iteration (the general expansion and the Golub–Kahan step alike) so that
     every state it leaves is checked against A: the bases orthonormal, the relations, and the products
