@@ -67,10 +67,10 @@ class SolveInfo:
     stop_reason : str
         Why the iteration stopped: ``"converged"``, ``"maxiter"``, ``"stalled"`` (no progress for
         ``options.patience`` looks, or the estimate and the fresh products disagree at the rounding
-        floor) or ``"whole space"`` (the search space is all of A's row space: the result is exact).
-        It is the iteration's, in the units it solved in: "converged" beside ``converged`` False
-        where the values returned round beyond tol in A's dtype (σ subnormal in float32; the
-        ConvergenceWarning says so).
+        floor), ``"whole space"`` (the search space is all of A's row space: the result is exact),
+        or ``"out of range"``: the iteration converged in the units it solved in, but the values
+        returned round beyond tol in A's dtype (σ inf or subnormal in float32; ``converged`` is False
+        and the ConvergenceWarning says so).
     restarts : int
         Thick restarts of the search space.
     errors : torch.Tensor

@@ -421,7 +421,14 @@ def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, resi
             lost = torch.where(lost > 0, (lost / scale.detach().double()).clamp_min(least), 0.0)
         info.errors = (info.errors.double() + lost).to(info.errors.dtype)
     info.residual = (info.residual.double() + relative).to(info.residual.dtype)
-    info.converged = info.converged & (info.residual <= info.tol)
+    converged = info.converged & (info.residual <= info.tol)
+    if info.stop_reason in ("converged", "whole space") and readable_any(
+        info.converged & ~converged, default=False
+    ):
+        # the iteration's success, beside converged False, read as a contradiction (σ = inf from a
+        # float32 A of entries near 1e38; a new user's trial)
+        info.stop_reason = "out of range"
+    info.converged = converged
 
 
 def _beyond_range(s: torch.Tensor) -> torch.Tensor:

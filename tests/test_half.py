@@ -84,6 +84,7 @@ def test_float16_values_beyond_its_range_are_not_claimed_converged():
         result = riemsvd.solve(a, 2)
     assert not bool(torch.isfinite(result.S).all())
     assert not bool(result.info.converged) and not float(result.info.residual) <= result.info.tol
+    assert result.info.stop_reason == "out of range"
 
 
 def test_the_float32_solves_warnings_name_the_callers_line():

@@ -530,6 +530,19 @@ def test_sigma_beyond_float32s_range_is_not_claimed_converged(scale):
         assert float(result.info.residual) == math.inf
 
 
+@pytest.mark.parametrize("scale", [3e38, 1e-42])
+def test_a_solve_whose_sigma_leaves_the_dtypes_range_says_why_it_stopped(scale):
+    """The iteration converged in its own units; σ does not fit float32 (entries in [0, scale):
+    σ₁ ≈ 3.7e40 overflows, 1.2e-40 is subnormal). Its stop_reason said "converged" beside converged
+    False (a new user's trial: a sparse 300×200 A of entries near 1e38, σ = inf)."""
+    a = torch.rand(300, 200, generator=torch.Generator().manual_seed(0)) * scale
+    with pytest.warns(riemsvd.ConvergenceWarning, match="outside the range of torch.float32"):
+        result = solve(a, 3, tol=1e-5, method="iterative", generator=torch.Generator().manual_seed(0))
+    assert not bool(result.info.converged) and result.info.stop_reason == "out of range"
+    in_range = solve(a / scale, 3, tol=1e-5, method="iterative", generator=torch.Generator().manual_seed(0))
+    assert bool(in_range.info.converged) and in_range.info.stop_reason == "converged"
+
+
 @pytest.mark.parametrize("method", ["iterative", "dense"])
 @pytest.mark.parametrize("scale", [1e307, 1e-321, 1e-316])
 def test_sigma_beyond_float64s_range_is_not_claimed_converged(scale, method):
@@ -540,7 +553,7 @@ def test_sigma_beyond_float64s_range_is_not_claimed_converged(scale, method):
     a = torch.randn(200, 150, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * scale
     with pytest.warns(riemsvd.ConvergenceWarning, match="outside the range of torch.float64.*power of two"):
         result = solve(a, 2, tol=1e-12, method=method, generator=torch.Generator().manual_seed(0))
-    assert not bool(result.info.converged)
+    assert not bool(result.info.converged) and result.info.stop_reason == "out of range"
     if scale > 1:
         assert torch.isinf(result.S[0]) and float(result.info.residual) == math.inf
         return
