@@ -15,7 +15,7 @@ class ConvergenceWarning(UserWarning):
 
 
 class ResolutionWarning(UserWarning):
-    """Some returned σᵢ are below what the residual tolerance resolves (ε·σ₁ < σ_k < 10·tol·σ₁).
+    """Some returned σᵢ are below what the residual tolerance resolves (ε·σ₁ < σᵢ < 10·tol·σ₁).
 
     The residual is relative to σ₁, so such a triplet is only known to about tol·σ₁: its value may be
     off by a sizeable fraction of itself, and within a cluster of such values the ones returned need

@@ -415,6 +415,21 @@ def test_a_value_returned_below_tol_in_place_of_a_larger_sigma_k_is_flagged():
         solve(((u[:, :4] * sig[:4]) @ v[:, :4].T).float(), 8, generator=torch.Generator().manual_seed(0))
 
 
+def test_values_in_the_unresolved_band_are_flagged_above_a_sigma_k_below_eps():
+    """Full rank, σ from 1 down to 1e-8 (float32, k = 96 of 120): σ₉₃–σ₉₅ came back 1e-5·σ₁ to 4e-6·σ₁
+    below their true values, outside their bars, and σ₉₆ at 5e-8 for 4.6e-7; no ResolutionWarning,
+    because only σ_k was checked and it fell under ε·σ₁, where values count as numerically zero (a
+    new user's trial, 10 of 10 matrices). Every returned value in (ε·σ₁, 10·tol·σ₁) is flagged."""
+    g = torch.Generator().manual_seed(0)
+    p = 120
+    s = 10.0 ** (-8 * torch.arange(p, dtype=torch.float64) / p)
+    a = ((orthonormal(p, p, g) * s) @ orthonormal(p, p, g).mT).float()
+    with pytest.warns(riemsvd.ResolutionWarning, match=r"σⱼ \(j < k\)/σ₁ = .* below 10·tol"):
+        out = solve(a, 96, method="iterative", generator=torch.Generator().manual_seed(0))
+    eps = float(torch.finfo(torch.float32).eps)
+    assert float(out.S[-1]) <= eps * float(out.S[0]) < float(out.S[-4])  # the case the check missed
+
+
 def test_values_below_what_tol_resolves_are_flagged_inside_torch_func():
     # inside torch.func.grad σ has no numpy view: the check falls back to torch and still warns
     g = torch.Generator().manual_seed(0)
