@@ -454,6 +454,11 @@ class ScipyOperator(Operator):
     def _apply(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
         # a product of the wrong length raised numpy's "cannot reshape array of size 40 into shape
         # (50,1)", here or inside scipy's LinearOperator, without naming A's products (a new user's trial)
+        if self._at is None:
+            # a caller's own products get a copy: one that scaled its input in place (x *= 2, then
+            # M @ x / 2) changed the solver's basis vector, and the solve raised "NaN or Inf" where
+            # scipy's svds had converged (a new user's trial); the copy is n numbers beside a Python call
+            x = x.copy()
         try:
             out = np.asarray(fn(x), dtype=self._np_dtype)
         except AdjointError:

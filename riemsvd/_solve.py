@@ -280,7 +280,14 @@ def _from_numpy(x):
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64):
-        return torch.from_numpy(x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x))
+        x = x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x)
+        if not x.flags.writeable:
+            # torch warns that writing to the tensor is undefined; riemsvd only reads A, and a read-only
+            # array (a memory map, a broadcast) is no mistake of the caller's (a new user's trial)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return torch.from_numpy(x)
+        return torch.from_numpy(x)
     return x
 
 

@@ -153,6 +153,23 @@ def _check_sparse(a: torch.Tensor) -> None:
         raise ValueError(NON_FINITE_A)
 
 
+def _numpy_dtype_fix(dtype, operator: bool = False) -> str:
+    """What to say of a numpy dtype other than float32 and float64: the conversion that keeps the
+    values, or, for complex ones, that there is none (``astype`` would drop the imaginary part)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        return (
+            "riemsvd handles real matrices only (`astype(np.float64)` would drop the imaginary part). "
+            "Split into real and imaginary parts, or use numpy.linalg.svd."
+        )
+    if operator:  # a LinearOperator has no astype
+        return (
+            "riemsvd needs float32 or float64: give the operator `dtype=np.float64` and float64 "
+            "products, e.g. `scipy.sparse.linalg.aslinearoperator(M.astype(np.float64))`."
+        )
+    return "riemsvd needs float32 or float64: convert it first, e.g. `A.astype(np.float64)`."
+
+
 def _check_scipy(a) -> None:
     shape = tuple(a.shape)
     if len(shape) != 2:
@@ -168,8 +185,8 @@ def _check_scipy(a) -> None:
         )
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
-        kind = "complex" if dtype.kind == "c" else str(dtype)
-        raise TypeError(f"`A` has dtype {kind}; riemsvd needs float32 or float64.")
+        # scipy's svds takes integer matrices: the fix, not only the refusal (a new user's trial)
+        raise TypeError(f"`A` has dtype {dtype}; " + _numpy_dtype_fix(dtype, operator=not is_scipy_sparse(a)))
     if is_scipy_sparse(a):
         data = stored_values(a)
         if data.size and not np.isfinite(data).all():
@@ -209,9 +226,12 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
     elif is_scipy_sparse(a) or is_linear_operator_like(a):
         _check_scipy(a)
     elif isinstance(a, np.ndarray):  # float32 and float64 arrays were wrapped by solve already
-        raise TypeError(
-            f"`A` is a numpy array of dtype {a.dtype}; riemsvd needs float32 or float64, e.g. "
-            "`A.astype(np.float64)`."
+        raise TypeError(f"`A` is a numpy array of dtype {a.dtype}; " + _numpy_dtype_fix(a.dtype))
+    elif hasattr(a, "shape") and len(getattr(a, "shape", ())) != 2 and hasattr(a, "dtype"):
+        # a LinearOperator-like object but for its shape: the generic message named none of it
+        raise ValueError(
+            f"`A` must be 2-D, got shape {tuple(a.shape)}; a LinearOperator-like object has shape (m, n) "
+            "(batches of dense matrices go as a torch.Tensor of shape (..., m, n))."
         )
     else:
         raise TypeError(
@@ -243,7 +263,11 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
                 "except under torch.compile)."
             )
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):  # type: ignore[operator]
-            raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.")
+            # scipy's svds reads tol=0 as machine precision: say what comes closest here
+            hint = ""
+            if tol == 0:
+                hint = " For near machine precision pass `tol=None`: 1e-12 in float64, 1e-6 in float32."
+            raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.{hint}")
     check_positive_int(maxiter, "maxiter")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
@@ -262,7 +286,10 @@ def _check_init_pair(init) -> None:
                 f"float torch.Tensor), e.g. `{name}.astype(np.float64)`."
             )
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"`init` {name} must be a torch.Tensor, got {type(x).__name__}.")
+            raise TypeError(
+                f"`init` {name} must be a torch.Tensor or a float numpy array, got {type(x).__name__}; "
+                f"e.g. `torch.as_tensor({name}, dtype=torch.float64)`."
+            )
 
 
 def _check_has_values(x: torch.Tensor, name: str) -> None:

@@ -612,3 +612,23 @@ def test_a_previous_result_as_init_is_its_u_and_v():
     triple = collections.namedtuple("Triple", "u s v")(first.U, first.S, first.V)
     with pytest.raises(TypeError, match=r"`init` must be a pair \(U0, V0\)"):
         riemsvd.solve(b, 3, init=triple)
+
+
+def test_a_linear_operator_that_changes_its_input_in_place_is_solved():
+    """matvec scaling x in place (x *= 2, then M x / 2) changed the solver's own basis vector: the solve
+    raised "the operator returned NaN or Inf" where scipy's svds converged (a new user's trial). Its
+    products now get a copy."""
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(60, 40, generator=gen, dtype=torch.float64).numpy()
+
+    def scaled_in_place(mat):
+        def apply(x):
+            x *= 2
+            return mat @ x / 2
+
+        return apply
+
+    op = sla.LinearOperator(m.shape, matvec=scaled_in_place(m), rmatvec=scaled_in_place(m.T), dtype=float)
+    out = riemsvd.solve(op, 3, tol=1e-10, generator=gen)
+    assert bool(out.info.converged)
+    np.testing.assert_allclose(out.S.numpy(), np.linalg.svd(m, compute_uv=False)[:3], rtol=1e-9)

@@ -100,6 +100,46 @@ def test_numpy_array_of_integers_raises_type_error_naming_the_dtype():
         riemsvd.solve(np.ones((4, 3), dtype=np.int64))
 
 
+def test_scipy_inputs_of_other_dtypes_are_told_the_conversion_that_keeps_their_values():
+    """scipy's svds takes integer matrices; riemsvd's refusal gave no fix for sparse matrices and
+    LinearOperators, and for a complex numpy array suggested `astype(np.float64)`, which drops the
+    imaginary part (a new user's trial)."""
+    import scipy.sparse.linalg as spla
+
+    ints = sp.random(20, 10, density=0.3, format="csr", random_state=0).astype(np.int64)
+    with pytest.raises(TypeError, match=r"dtype int64.*A\.astype\(np\.float64\)"):
+        riemsvd.solve(ints, 2)
+    with pytest.raises(TypeError, match=r"dtype int64.*dtype=np\.float64.*aslinearoperator"):
+        riemsvd.solve(spla.aslinearoperator(ints), 2)
+    for complex_a in (np.ones((4, 3), dtype=complex), sp.csr_matrix(np.ones((4, 3), dtype=complex))):
+        with pytest.raises(TypeError, match="real matrices only.*drop the imaginary part") as caught:
+            riemsvd.solve(complex_a, 1)
+        assert "e.g. `A.astype" not in str(caught.value)
+
+
+def test_messages_that_pointed_elsewhere_name_the_argument_and_the_fix():
+    """A LinearOperator-like object with a 3-D shape got the generic "must be a torch.Tensor, …";
+    `init` as lists was told only tensors are taken; `tol=0`, machine precision to svds, got no way
+    to ask for it (a new user's trial)."""
+
+    class ThreeD:
+        shape, dtype = (3, 4, 5), np.float64
+
+        def matvec(self, x):
+            return x
+
+        def rmatvec(self, y):
+            return y
+
+    with pytest.raises(ValueError, match=r"`A` must be 2-D, got shape \(3, 4, 5\)"):
+        riemsvd.solve(ThreeD(), 1)
+    a = torch.randn(10, 8, dtype=torch.float64)
+    with pytest.raises(TypeError, match="`init` U0 must be a torch.Tensor or a float numpy array, got list"):
+        riemsvd.solve(a, 2, init=([[0.0] * 2] * 10, [[0.0] * 2] * 8))
+    with pytest.raises(ValueError, match="got 0.*`tol=None`"):
+        riemsvd.solve(a, 2, tol=0)
+
+
 def test_unknown_type_raises_type_error():
     with pytest.raises(TypeError, match="`A` must be"):
         riemsvd.solve([[1.0, 2.0], [3.0, 4.0]])
@@ -516,3 +556,14 @@ def test_a_duck_operator_with_a_torch_dtype_is_told_to_use_a_numpy_one():
 
     with pytest.raises(TypeError, match="torch dtype.*np.float64"):
         riemsvd.solve(Duck(), 2)
+
+
+def test_a_read_only_numpy_a_is_solved_without_torchs_writability_warning():
+    """torch.from_numpy warns on a non-writable array; riemsvd only reads A, and a memory map or a
+    broadcast view is no mistake of the caller's (a new user's trial)."""
+    a = np.random.default_rng(0).standard_normal((30, 20))
+    a.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(out.S.numpy(), np.linalg.svd(a, compute_uv=False)[:2], rtol=1e-10)
