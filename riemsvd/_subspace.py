@@ -1171,23 +1171,23 @@ def _grown(ritz: Ritz, probe: _Probe, k: int, tol: float, rounding: float) -> bo
     return bool((ritz.s[..., :k] - s[..., :k] > margin).any())
 
 
-# Rounds of _PROBE_MAX steps at most that a probe after a warm start that held singular triplets
-# already runs on, while the top Ritz value below the accepted ones may still stand for a singular
-# value above σ_k (:func:`_unresolved_below`): 8 rounds are 256 products, about a cold solve's of the
-# trial's 300×300 matrix below.
+# Rounds of _PROBE_MAX steps at most that a probe after a warm start runs on, while the top Ritz
+# value below the accepted ones may still stand for a singular value above σ_k
+# (:func:`_unresolved_below`): 8 rounds are 256 products, about a cold solve's of the trial's
+# 300×300 matrix below.
 _WARM_ROUNDS = 8
 
 
 def _unresolved_below(st: Lanczos, ritz: Ritz, accepted: np.ndarray, k: int) -> bool:
     """Whether the top Ritz triplet below the accepted k (θ = ritz's σ_{k+1}, of the exact SVD of H)
     may still stand for a singular value above the accepted σ_k: its residual r reaches up to it
-    (θ + r ≥ σ_k). A warm start that is singular triplets already lacks whatever value its vectors
-    do not hold, which need not be a copy of one accepted: where values cross (σ₂ of a 300×300
-    diagonal A moved from 0.8973 below σ₃ = 0.8946 and σ₄ = 0.8920), the old (u₂, v₂) was accepted
-    as σ₃ = 0.89 on 21 of 30 seeds after the probe's 16 steps, which had left θ within 0.003 of it
-    with r ≈ 1.5e-2 on every miss (a new user's trial). Once r is below σ_k − θ, the probe's Krylov
-    space has resolved its top below σ_k; where the accepted values stand well above the rest, that
-    holds after the first 16 steps."""
+    (θ + r ≥ σ_k). A warm start holds the singular vectors it lacks only at the size of its error,
+    and what it lacks need not be a copy of a value accepted: where values cross (σ₂ of a 300×300
+    diagonal A moved from 0.8973 below σ₃ = 0.8946 and σ₄ = 0.8920; the start, the previous top 3,
+    about 1e-8 off), the old (u₂, v₂) was accepted as σ₃ = 0.89 on 21 of 30 seeds after the probe's
+    16 steps, which had left θ within 0.003 of it with r ≈ 1.5e-2 on every miss (a new user's
+    trial). Once r is below σ_k − θ, the probe's Krylov space has resolved its top below σ_k; where
+    the accepted values stand well above the rest, that holds after the first 16 steps."""
     if ritz.y.shape[-1] <= k or ritz.s.shape[-1] <= k:
         return False
     theta = ritz.s[..., k]
