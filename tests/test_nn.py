@@ -993,3 +993,39 @@ def test_the_projection_hook_clips_after_an_exploding_gradient():
         lin.bias.grad = torch.zeros(16)
         opt.step()
         assert float(torch.linalg.matrix_norm(lin.weight.detach().double(), 2)) <= 1 + 1e-5
+
+
+def test_torch_func_in_training_mode_takes_the_buffers_as_an_input():
+    """torch.func.grad of a training-mode forward raised functorch's "mutate a captured Tensor" on the
+    in-place update of _u, _v, and vmap its randomness error (a new user's trial). With the buffers
+    passed as an input (docs/spectral_norm.md) the gradients are autograd's, and per sample, with
+    randomness="same", one grad call's per sample."""
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = nn.Sequential(rnn.spectral_norm(nn.Linear(8, 16)), nn.Tanh(), nn.Linear(16, 1))
+    x = torch.randn(5, 8)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    grads = grad(lambda p, b: functional_call(model, (p, b), (x,)).sum())(params, buffers)
+    model(x).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=0, atol=1e-6)
+
+    def loss_of_one(p, b, xi):
+        return functional_call(model, (p, b), (xi[None],)).sum()
+
+    per_sample = vmap(grad(loss_of_one), in_dims=(None, None, 0), randomness="same")(params, buffers, x)
+    key = "0.parametrizations.weight.original"
+    one_by_one = torch.stack([grad(loss_of_one)(params, buffers, xi)[key] for xi in x])
+    torch.testing.assert_close(per_sample[key], one_by_one, rtol=0, atol=1e-6)
+
+
+def test_the_parametrization_classes_are_public_for_isinstance_checks():
+    """The docs name SpectralNorm and OperatorNorm; a new user's trial found them only in private
+    modules, wanting them to find the normalized layers of a model."""
+    plain = rnn.spectral_norm(nn.Linear(6, 4))
+    conv = rnn.spectral_norm(nn.Conv2d(2, 3, 3), input_shape=(2, 8, 8))
+    assert isinstance(plain.parametrizations.weight[0], rnn.SpectralNorm)
+    assert isinstance(conv.parametrizations.weight[0], rnn.OperatorNorm)
+    assert {"SpectralNorm", "OperatorNorm"} <= set(rnn.__all__)

@@ -362,3 +362,68 @@ def test_a_parameter_passed_twice_is_refused():
     x = geoopt.ManifoldParameter(Sphere().projx(torch.randn(6, dtype=torch.float64)), manifold=Sphere())
     with pytest.raises(ValueError, match="parameter 1 is parameter 0 again"):
         RiemannianTrustRegion([x, x])
+
+
+def test_an_added_parameter_group_joins_the_trust_region():
+    """add_param_group put y in param_groups and the optimizer never moved it (a new user's trial):
+    the parameters, their manifolds and the defaults derived from them were fixed at construction."""
+    a = torch.diag(torch.linspace(0, 1, 6, dtype=torch.float64))
+    x = _on(SPHERE, SPHERE.projx(torch.ones(6, dtype=torch.float64)))
+    y = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = RiemannianTrustRegion([x], gradient_tol=1e-10)
+    alone = (opt.max_radius, opt.max_inner)
+    opt.add_param_group({"params": [y]})
+    assert opt.max_radius > alone[0] and opt.max_inner == alone[1] + 3
+    infos = _run(opt, lambda: -(x @ a @ x) + ((y - 1) ** 2).sum())
+    assert infos[-1].converged
+    torch.testing.assert_close(y.detach(), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(float(x.detach() @ a @ x.detach()), 1.0)
+    with pytest.raises(ValueError, match="`max_radius` set for one parameter group"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "max_radius": 3.0})
+
+
+def test_a_trial_loss_of_minus_infinity_shrinks_the_radius():
+    """A trial point where the loss is −inf gave ρ = inf: the step was rejected and the radius grown,
+    0.785 → 1.57 → 3.14 → 0.785, cycling without end (a new user's trial). As for NaN, it shrinks."""
+    a = torch.diag(torch.linspace(0, 1, 10, dtype=torch.float64))
+    x = _on(SPHERE, SPHERE.projx(torch.ones(10, dtype=torch.float64)))
+    opt = RiemannianTrustRegion([x])
+
+    def loss():
+        return -(x @ a @ x) + torch.log(torch.relu(0.95 - x[-1]))
+
+    for _ in range(8):
+        opt.step(loss)
+        assert opt.info is not None
+        if not opt.info.accepted:
+            assert opt.info.next_radius < opt.info.radius, opt.info
+    assert bool(torch.isfinite(loss().detach()))  # the parameters stayed where the loss is finite
+
+
+def test_a_preconditioner_that_is_not_positive_definite_or_returns_the_wrong_kind_is_named():
+    """Zeros raised a bare ZeroDivisionError in CG; NaN ran every CG iteration while the radius fell
+    to 1e-24; one tensor returned for a list was zipped against the parameters and never converged
+    (a new user's trial)."""
+    a = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sym = a + a.T
+    x = _on(SPHERE, SPHERE.projx(torch.ones(8, dtype=torch.float64)))
+    bad = {
+        "zeros": (ValueError, lambda params, vs: [torch.zeros_like(v) for v in vs]),
+        "nan": (ValueError, lambda params, vs: [v * float("nan") for v in vs]),
+        "tensor": (TypeError, lambda params, vs: vs[0]),
+    }
+    for error, pre in bad.values():
+        opt = RiemannianTrustRegion([x], preconditioner=pre)
+        with pytest.raises(error, match="`preconditioner`"):
+            opt.step(lambda: -(x @ sym @ x))
+    opt = RiemannianTrustRegion([x], preconditioner=lambda params, vs: [2 * v for v in vs])
+    opt.step(lambda: -(x @ sym @ x))  # a scaled identity is positive definite: a step as usual
+
+
+def test_a_parameter_frozen_after_construction_is_named_not_the_closure():
+    x = _on(SPHERE, SPHERE.projx(torch.ones(5, dtype=torch.float64)))
+    y = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = RiemannianTrustRegion([x, y])
+    y.requires_grad_(False)
+    with pytest.raises(ValueError, match="parameter 1 has requires_grad=False"):
+        opt.step(lambda: -(x @ x) + (y**2).sum())

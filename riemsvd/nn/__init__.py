@@ -10,11 +10,15 @@ linear map), ``_projection`` (projection after an optimizer step), all on ``_lea
 pair, warm-started).
 """
 
-from riemsvd.nn._operator_norm import operator_norm
+from riemsvd.nn._operator_norm import OperatorNorm, operator_norm
 from riemsvd.nn._projection import SpectralProjection, project_spectral_, register_projection_hook
-from riemsvd.nn._spectral import spectral_norm
+from riemsvd.nn._spectral import SpectralNorm, spectral_norm
 
+# the parametrization classes, for isinstance checks that find the normalized layers (the docs name
+# them; a new user's trial found them only in private modules)
 __all__ = [
+    "OperatorNorm",
+    "SpectralNorm",
     "SpectralProjection",
     "operator_norm",
     "project_spectral_",

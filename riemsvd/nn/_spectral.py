@@ -97,9 +97,10 @@ def spectral_norm(
     A drop-in for :func:`torch.nn.utils.parametrizations.spectral_norm` (same registration through
     :func:`torch.nn.utils.parametrize.register_parametrization`, same ``dim`` convention, buffers ``_u``
     and ``_v`` in the state dict, nothing updated in eval mode), but σ is not one power-iteration step
-    away from the truth: each training-mode forward runs :func:`riemsvd.solve` for the leading singular
-    pair (u, v), warm-started from the stored one, to relative residual ``tol``, and the first forward
-    is already exact. The normalized weight is W / σ with σ = uᵀ W v computed differentiably with u, v
+    away from the truth: each training-mode forward refreshes the leading singular pair (u, v) from
+    the stored one, by power steps where their σ error is bounded within ``tol`` (the usual case), by
+    :func:`riemsvd.solve` warm-started from it where not (see Notes), and the first forward is
+    already exact. The normalized weight is W / σ with σ = uᵀ W v computed differentiably with u, v
     held constant, which at a singular pair is the exact derivative of ‖W‖₂: the gradient with respect
     to W is (Ḡ − ⟨Ḡ, W/σ⟩ u vᵀ) / σ for an upstream gradient Ḡ of the normalized weight.
 

@@ -252,8 +252,24 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner)
         defaults = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
         super().__init__(params, defaults)
-        check_param_groups(self.param_groups, defaults)
         self.rule, self.preconditioner = rule, preconditioner
+        self.gradient_tol = gradient_tol
+        self.info: TrustRegionInfo | None = None
+        self._given = (radius, max_radius, max_inner)
+        self._take_params()
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters; it joins the one trust region (its defaults — the largest
+        radius, the first radius, CG's iterations — are recomputed over all parameters where they
+        were not given). It was added to ``param_groups`` and never optimized (a new user's trial)."""
+        super().add_param_group(param_group)
+        if hasattr(self, "_given"):  # torch's __init__ adds the first groups, before the rest is set
+            self._take_params()
+
+    def _take_params(self) -> None:
+        """The parameters of all groups, their manifolds and the defaults that depend on them."""
+        radius, max_radius, max_inner = self._given
+        check_param_groups(self.param_groups, self.defaults)
         self._params = [p for group in self.param_groups for p in group["params"]]
         check_trust_region_params(self._params)
         self._manifolds = [_manifold(p, i) for i, p in enumerate(self._params)]
@@ -263,8 +279,6 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         )
         self.radius0 = radius if radius is not None else self.max_radius / 8
         self.max_inner = max_inner or max(1, sum(p.numel() for p in self._params))
-        self.gradient_tol = gradient_tol
-        self.info: TrustRegionInfo | None = None
 
     # -- the product manifold of the parameters ------------------------------------------------------
 
@@ -294,7 +308,29 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         if self.preconditioner is None:
             return r
         z = self.preconditioner(self._params, [t.clone() for t in r])
+        # one tensor returned for a list was zipped against the parameters, silently (a new user's trial)
+        if not (
+            isinstance(z, (list, tuple))
+            and len(z) == len(r)
+            and all(isinstance(t, torch.Tensor) and t.shape == x.shape for t, x in zip(z, r))
+        ):
+            got = f"a {type(z).__name__}" + (f" of {len(z)}" if isinstance(z, (list, tuple)) else "")
+            raise TypeError(
+                f"`preconditioner` must return a list of {len(r)} tensors shaped like the parameters "
+                f"(one tangent vector each), got {got}."
+            )
         return [m.proju(x, t) for m, x, t in zip(self._manifolds, xs, z)]
+
+    def _positive(self, z_r: float) -> None:
+        """⟨P r, r⟩ for a nonzero residual r, which a symmetric positive definite P keeps positive:
+        a preconditioner returning zeros raised ZeroDivisionError in CG, and one returning NaN ran
+        every CG iteration while the radius fell to 1e-24 (a new user's trial)."""
+        if not z_r > 0:
+            raise ValueError(
+                f"`preconditioner` gave ⟨P r, r⟩ = {z_r} for a nonzero tangent vector r: it must "
+                "approximate the inverse Hessian, symmetric positive definite on the tangent space "
+                "(finite, and nonzero where r is)."
+            )
 
     def _derivatives(self, closure):
         """(loss, points, Euclidean gradients, their graph, Riemannian gradient) at the parameters."""
@@ -331,6 +367,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         """
         check_closure(closure)
         params, manifolds = self._params, self._manifolds
+        check_trust_region_params(params)  # frozen since (requires_grad_(False)): named, not the closure
         check_on_manifolds(params, manifolds)
         state = self.state[params[0]]
         radius = state.get("radius", self.radius0)
@@ -367,7 +404,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         # The decrease is lost in the rounding of f near a minimum: both terms get the same small
         # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
         reg = 1e3 * torch.finfo(xs[0].dtype).eps * max(1.0, abs(f))
-        rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 else math.nan
+        # a non-finite trial loss judges nothing: as NaN, the radius shrinks (−inf gave ρ = inf, the
+        # step rejected and the radius grown, cycling without end; a new user's trial)
+        rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 and math.isfinite(f_new) else math.nan
         boundary = inner_stop in ("negative curvature", "trust region")
         f64 = functools.partial(torch.tensor, dtype=torch.float64)
         taken, nxt = self.rule.update(f64(radius), f64(rho), torch.tensor(boundary), self.max_radius)
@@ -393,6 +432,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         stop_at = r0 * min(self.rule.kappa, r0**self.rule.theta)
         z = self._precondition(xs, r)
         z_r = self._inner(xs, z, r)
+        if self.preconditioner is not None:
+            self._positive(z_r)
         d = [-t for t in z]
         e_pe, e_pd, d_pd = 0.0, 0.0, z_r  # ⟨η, P⁻¹η⟩, ⟨η, P⁻¹d⟩, ⟨d, P⁻¹d⟩ by recurrence
         model, delta2 = 0.0, radius * radius
@@ -417,6 +458,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 return eta, heta, j, "kappa/theta"
             z = self._precondition(xs, r)
             z_r, z_r_old = self._inner(xs, z, r), z_r
+            if self.preconditioner is not None:
+                self._positive(z_r)
             beta = z_r / z_r_old
             d = [m.proju(x, -a + beta * b) for m, x, a, b in zip(self._manifolds, xs, z, d)]
             e_pd = beta * (e_pd + alpha * d_pd)
