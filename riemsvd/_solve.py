@@ -545,8 +545,8 @@ def _check_resolution(s, info: SolveInfo) -> None:
         # Every value, not σ_k alone: a float32 solve (k = 96) returned σ₉₃–σ₉₅ 1e-5 to 4e-6·σ₁ below
         # their true values by more than their bars, unflagged behind a σ₉₆ returned under ε·σ₁
         # (full rank, true σ₉₆ = 3.9·ε·σ₁; a new user's trial)
-        relative = x / x[..., :1]
-        low = (relative < 10 * info.tol) & (relative > float(torch.finfo(s.dtype).eps))
+        first = x[..., :1]
+        low = (x < 10 * info.tol * first) & (x > float(torch.finfo(s.dtype).eps) * first)
         flagged = bool(low.any()) if isinstance(low, np.ndarray) else readable_any(low, default=False)
     except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
         return
@@ -554,7 +554,7 @@ def _check_resolution(s, info: SolveInfo) -> None:
         remedy = "with a smaller `tol` or with method='dense'"
         if s.dtype != torch.float64:
             remedy = "in float64, " + remedy
-        ratio = float(relative[low].min())
+        ratio = float((x / first)[low].min())  # σ₁ > 0 wherever a value is flagged
         # σ_k itself, or a value above a σ_k returned at or below ε·σ₁
         which = "σ_k" if bool((low[..., -1] == low.any(-1)).all()) else "σⱼ (j < k)"
         warnings.warn(

@@ -265,7 +265,7 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):  # type: ignore[operator]
             # scipy's svds reads tol=0 as machine precision: say what comes closest here
             hint = ""
-            if tol == 0:
+            if isinstance(tol, numbers.Real) and tol == 0:
                 hint = " For near machine precision pass `tol=None`: 1e-12 in float64, 1e-6 in float32."
             raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.{hint}")
     check_positive_int(maxiter, "maxiter")
