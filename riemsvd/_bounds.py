@@ -466,7 +466,8 @@ def norm_bounds(
     -------
     NormBounds
         Unpacks as ``(lower, upper)``, each ``(*)`` in A's dtype (for scipy inputs CPU tensors);
-        ``.certified``, ``.failure_probability``, ``.matvecs``, ``.solve_matvecs``, ``.k``.
+        ``.certified``, ``.failure_probability``, ``.matvecs``, ``.solve_matvecs``, ``.k``,
+        ``.method`` (how the upper bound was found: see :class:`NormBounds`).
         ``lower`` is a Rayleigh value ‖A w‖/‖w‖ (= uᵀAv with unit u, v), rounded down (for
         ``"fourier"`` the largest frequency's norm less its rounding).
 

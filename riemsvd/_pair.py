@@ -69,7 +69,7 @@ class SingularPair(torch.nn.Module):
     ...     opt.zero_grad()
     ...     (-pair.brockett(A)).backward()
     ...     opt.step()
-    >>> S = pair.refine(A).S
+    >>> _ = pair.refine(A)  # the solver finishes the pairs and stores them in place
     >>> torch.allclose(pair(A), torch.linalg.svdvals(A)[:2], rtol=1e-10)
     True
     """

@@ -59,7 +59,8 @@ class SolveInfo:
         own (kept beside its bases, in float64 where their restarts' rounding is at most 0.05·tol,
         which is added).
     tol : float
-        The tolerance that was asked for.
+        The tolerance the solve worked to: ``tol`` as given (read as a float64 number), or, for
+        ``tol=None``, the default for A's dtype and size (:func:`riemsvd.solve`).
     history : list[tuple[int, float]]
         (matvecs so far, largest estimated residual over the batch) at each look at the small
         projected matrices: every iteration for large A, every few for small A (docs/algorithm.md);

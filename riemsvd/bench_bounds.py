@@ -232,7 +232,9 @@ def plot(rows: list[dict], path: str, base: str = "torch.linalg.matrix_norm(A, 2
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m riemsvd.bench_bounds", description=__doc__, formatter_class=HelpFormatter
+    )
     p.add_argument("--sizes", nargs="+", default=[f"{m}x{n}" for m, n in SIZES], help="m×n shapes")
     p.add_argument("--classes", nargs="+", default=list(CLASSES), choices=CLASSES)
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per case")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import riemsvd
-from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
+from riemsvd.bench import HelpFormatter, make_matrix, thread_limits, threads_text
 
 __all__ = ["Result", "main", "run_brockett", "run_pair"]
 
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     pm = _pymanopt()
     print(
         f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, "
-        f"pymanopt {pm.__version__ if pm else 'not installed'}, {args.threads} threads, gtol {args.gtol:g}"
+        f"pymanopt {pm.__version__ if pm else 'not installed'}, {threads_text(args.threads)}, "
+        f"gtol {args.gtol:g}"
     )
     rows = []
     with thread_limits(args.threads):

@@ -209,10 +209,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    from riemsvd.bench import threads_text
+
     args = parse_args(argv)
     print(
         f"{args.m}×{args.n} float64, tol {args.tol:g}, torch {torch.__version__}, {os.cpu_count()} cores; "
-        f"one process uses {torch.get_num_threads()} threads, each of P processes one.",
+        f"one process uses {threads_text(torch.get_num_threads())}, each of P processes one.",
         file=sys.stderr,
     )
     single = _single(args)

@@ -34,7 +34,7 @@ from torch import nn
 import riemsvd
 import riemsvd.nn as rnn
 from riemsvd._tolerance import default_tol
-from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
+from riemsvd.bench import HelpFormatter, make_matrix, thread_limits, threads_text
 
 __all__ = ["main", "run_batch", "run_compiled", "run_galore", "run_import", "run_steps"]
 
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (None: torch's)")
     args = ap.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
-    print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads} threads")
+    print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads_text(threads)}")
     with thread_limits(threads):
         if "import" in args.sections:
             r = run_import()

@@ -87,6 +87,22 @@ def test_a_bad_command_line_value_is_a_usage_error_naming_its_option(argv, messa
     assert message in capsys.readouterr().err
 
 
+def test_a_run_whose_every_solver_is_missing_is_refused(monkeypatch, capsys):
+    """--solvers primme without primme ran, every row "skipped", a summary of riemsvd over no one,
+    exit 0 (a new user's trial). The default --k that does not fit a size says it is the default."""
+    gone = "skipped: primme not installed"
+    missing = dataclasses.replace(solvers.SOLVERS["primme"], unavailable=lambda: gone)
+    monkeypatch.setitem(solvers.SOLVERS, "primme", missing)
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(["--sizes", "20x10", "--k", "1", "--solvers", "primme"])
+    assert exit_.value.code == 2
+    assert "--solvers: nothing to run (skipped: primme not installed)" in capsys.readouterr().err
+    bench.parse_args(["--sizes", "20x10", "--k", "1", "--solvers", "primme", "riemsvd"])  # one runs
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sizes", "5x4"])
+    assert "(the default --k" in capsys.readouterr().err
+
+
 def test_a_zero_matrix_is_solved_not_failed(tmp_path):
     """The ``sparse`` class at 8×6 is all zeros: dividing by σ₁ = 0 listed riemsvd and the full SVD as
     "failed: ZeroDivisionError" (a new user's trial). A zero residual over a zero σ₁ is 0."""

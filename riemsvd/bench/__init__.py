@@ -14,7 +14,7 @@ from riemsvd.bench.backward import run_backward
 from riemsvd.bench.cli import HelpFormatter, main, parse_args
 from riemsvd.bench.config import Config
 from riemsvd.bench.experiments import run, run_batched, run_warm
-from riemsvd.bench.harness import fill_ratios, run_case, thread_limits
+from riemsvd.bench.harness import fill_ratios, run_case, thread_limits, threads_text
 from riemsvd.bench.matrices import CLASSES, Problem, make_matrix, make_problem
 from riemsvd.bench.output import write_outputs
 from riemsvd.bench.plots import plot
@@ -61,6 +61,7 @@ __all__ = [
     "summarize_backward",
     "svds_tol_ladder",
     "thread_limits",
+    "threads_text",
     "tol_ladder",
     "write_outputs",
 ]

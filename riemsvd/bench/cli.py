@@ -114,13 +114,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
         too_large = [(k, m, n) for k in ks for m, n in sizes if k > min(m, n)]
         if too_large:
             k, m, n = too_large[0]
-            raise ValueError(f"--k {k} exceeds min(m, n) = {min(m, n)} of the size {m}x{n}")
+            given = "" if a.k != ap.get_default("k") else " (the default --k; pass --k 1 or another)"
+            raise ValueError(f"--k {k} exceeds min(m, n) = {min(m, n)} of the size {m}x{n}{given}")
         for name, value in (("--reps", a.reps), ("--threads", a.threads)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if a.tol is not None and not 0 < a.tol < 1:
             raise ValueError(f"--tol must be in (0, 1), got {a.tol}")
         solvers = resolve_solvers(_list(a.solvers))
+        # every solver asked for skipped: a run of "skipped" rows, exit 0 (a new user's trial)
+        missing = [SOLVERS[x].unavailable() for x in solvers]
+        if all(missing):
+            raise ValueError(f"--solvers: nothing to run ({'; '.join(str(x) for x in missing)})")
         check_classes(_list(a.classes))
         _check_device(a.device)
         if os.path.exists(a.out) and not os.path.isdir(a.out):

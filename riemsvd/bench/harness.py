@@ -38,6 +38,11 @@ def threadpool_controller(refresh: bool = False):
     return _CONTROLLER
 
 
+def threads_text(threads: int) -> str:
+    """ "1 thread", "2 threads": the benchmarks' headers said "1 threads" (a new user's trial)."""
+    return f"{threads} thread{'' if threads == 1 else 's'}"
+
+
 @contextlib.contextmanager
 def thread_limits(threads: int):
     """torch's intra-op threads and numpy's (and scipy's) BLAS threads both set to ``threads``.

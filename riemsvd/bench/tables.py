@@ -5,6 +5,7 @@ forward + backward experiments' tables.
 from __future__ import annotations
 
 from riemsvd.bench.backward import BACKWARD_GRAD_TARGET, BACKWARD_RATIO_TARGET
+from riemsvd.bench.harness import threads_text
 from riemsvd.bench.records import BackwardRecord, BatchedRecord, Record, WarmRecord
 from riemsvd.bench.summary import RATIO_PEERS, by_size_and_k, geomean, summarize_backward
 
@@ -30,7 +31,8 @@ def format_table(records: list[Record]) -> str:
     lines = []
     for (m, n, k), rs in by_size_and_k(records).items():
         r0 = rs[0]
-        lines.append(f"\n{m}×{n}, k = {k}, {r0.dtype}, tol {r0.tol:.0e}, {r0.device}, {r0.threads} threads")
+        where = f"{r0.dtype}, tol {r0.tol:.0e}, {r0.device}, {threads_text(r0.threads)}"
+        lines.append(f"\n{m}×{n}, k = {k}, {where}")
         lines.append(head)
         lines.append("-" * len(head))
         for r in rs:

@@ -34,7 +34,8 @@ Vectors = list  # one tensor per parameter: a tangent vector of the product mani
 
 @dataclass
 class TrustRegionInfo:
-    """What the last :meth:`RiemannianTrustRegion.step` did.
+    """What the last :meth:`RiemannianTrustRegion.step` did; ``converged`` (a property) says whether
+    the optimization is done, what a loop ``while not opt.info.converged`` waits for.
 
     Attributes
     ----------
@@ -58,8 +59,7 @@ class TrustRegionInfo:
         iterate was dropped), ``"max_inner"``, or ``""`` where no step was tried.
     stop_reason : str or None
         ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``: the step did not move, and the
-        optimization is done. None otherwise.
-    """
+        optimization is done. None otherwise."""
 
     step: int
     loss: float
