@@ -198,6 +198,12 @@ def test_a_dense_path_solve_has_no_products_to_compare(problems):
     assert ours.status == "ok" and ours.products is None
     products = bench.summarize(records)["by_size_k"]["30x20 k=1"]["products_propack"]
     assert products["n"] == 0 and products["excluded"] == {"decay": "products n/a"}
+    # the table says so: "dense" in its products column, no search bases' memory, and a legend line
+    # (it read "n/a" and "0.1*", the bases' estimate; a new user's trial)
+    table = bench.format_table(records)
+    row = next(line for line in table.splitlines() if line.startswith("decay") and " riemsvd " in line)
+    assert " dense " in row and "*" not in row and ours.mem_note == "n/a"
+    assert "products 'dense': riemsvd's method='auto' took its dense path" in table
 
 
 def test_a_case_either_side_missed_is_left_out_of_the_geometric_mean(monkeypatch, problems):

@@ -211,7 +211,8 @@ def run_case(
         rec.time_min_s = min(times[name])
         rec.products, rec.iterations, rec.history = out.products, out.iterations, out.history
         rec.take_figures(assess(p, out, target, eps, SOLVERS[name].label(chosen[name])))
-        if name == "riemsvd" and rec.mem_note != "peak":
+        # riemsvd's products are None where method="auto" took the dense path: no search bases then
+        if name == "riemsvd" and rec.mem_note != "peak" and out.products is not None:
             rec.mem_bytes = _riemsvd_basis_bytes(m, n, k, torch.finfo(config.torch_dtype).bits // 8)
             rec.mem_note = "estimate"
     return [recs[name] for name in names]

@@ -40,7 +40,9 @@ def format_table(records: list[Record]) -> str:
                 setting = r.setting or "-"
                 lines.append(f"{r.cls:<9} {r.solver:<13} {setting:<12} {r.status}")
                 continue
-            ratio, products = _fmt(r.riemsvd_over, "7.2f", "-"), _fmt(r.products, "d")
+            # riemsvd without products took the dense path, which a reader could not tell (a new user's trial)
+            ratio = _fmt(r.riemsvd_over, "7.2f", "-")
+            products = _fmt(r.products, "d", "dense" if r.solver == "riemsvd" else "n/a")
             lines.append(
                 f"{r.cls:<9} {r.solver:<13} {r.setting:<12} {r.time_s * 1e3:>9.1f} {ratio:>7} "
                 f"{products:>8} {r.residual:>9.1e} {r.sigma_err:>8.1e} {_mem(r):>6}  {r.status}"
@@ -51,6 +53,12 @@ def format_table(records: list[Record]) -> str:
     )
     if any(r.mem_note == "estimate" for r in records):
         lines.append("MB: * riemsvd's search bases, estimated (not measured on the CPU)")
+    if any(r.solver == "riemsvd" and r.time_s is not None and r.products is None for r in records):
+        lines.append(
+            "products 'dense': riemsvd's method='auto' took its dense path (a whole decomposition, where "
+            "its cost model expects that to be faster), which makes no products to count"
+        )
+    lines.append("residual, σ err: relative to σ₁")
     return "\n".join(lines)
 
 
