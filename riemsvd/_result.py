@@ -121,7 +121,20 @@ class SolveInfo:
 
 
 class SVDResult(namedtuple("SVDResult", ["U", "S", "V"])):
-    """Unpacks as ``(U, S, V)`` like ``torch.svd_lowrank``; ``.info`` is a :class:`SolveInfo`."""
+    """What :func:`riemsvd.solve` returns: unpacks as ``(U, S, V)`` like ``torch.svd_lowrank``.
+
+    Attributes
+    ----------
+    U : torch.Tensor
+        Shape ``(..., m, k)``: the left singular vectors, orthonormal columns, in A's dtype.
+    S : torch.Tensor
+        Shape ``(..., k)``: the singular values, descending.
+    V : torch.Tensor
+        Shape ``(..., n, k)``: the right singular vectors.
+    info : SolveInfo or None
+        How the solve went (converged, residual, error bars, products, ...: :class:`SolveInfo`);
+        None only for an ``SVDResult`` made by hand (``solve`` always attaches one).
+    """
 
     info: SolveInfo | None
 

@@ -490,3 +490,12 @@ def test_progress_is_drawn_on_stderr_only_on_a_terminal_and_without_tqdm_is_left
     out, err = capsys.readouterr()
     assert out == ""  # stdout's tables stay clean
     assert ("30x20 decay k=2" in err) if tqdm_installed else ("tqdm is not installed" in err)
+
+
+def test_a_run_of_riemsvd_alone_says_there_is_nothing_to_compare(problems):
+    """With --solvers riemsvd the summary read "fastest peer: gaussian none" and an empty "all cases:"
+    block (a new user's trial)."""
+    text = bench.format_summary(bench.summarize(_run(problems[:1], ["riemsvd"])))
+    assert "no peer solved a case beside riemsvd" in text and "fastest peer" not in text
+    text = bench.format_summary(bench.summarize(_run(problems[:1], ["riemsvd", "svd"])))
+    assert "fastest peer" in text and "no peer solved" not in text

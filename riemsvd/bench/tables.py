@@ -96,6 +96,11 @@ def format_summary(summary: dict) -> str:
         "reached tol with the right triplets (> 1: riemsvd slower)",
     ]
     skipped = summary.get("skipped", {})
+    if all(f["solver"] is None for s in summary["by_size_k"].values() for f in s["fastest_peer"].values()):
+        # riemsvd alone (or beside peers that solved nothing): "fastest peer: gaussian none" and an empty
+        # "all cases:" block read as a broken run (a new user's trial)
+        lines.append("  no peer solved a case beside riemsvd: no ratios (add peers with --solvers)")
+        return "\n".join(lines + _ratio_lines("  ", summary["all"], skipped, listed=False))
     for key, s in summary["by_size_k"].items():
         lines += _ratio_lines(f"  {key}: ", s, skipped, listed=True)
         per = []
