@@ -271,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             n, p = (int(x) for x in args.brockett.lower().split("x"))
             rows += run_brockett(n, p, args.gtol, max(1, args.reps // 2))
     print(table(rows))
+    # the rows' names were explained only in the module docstring (a new user's trial)
+    print(
+        "solve: riemsvd.solve(method='trust-region'); optim: riemsvd.optim.RiemannianTrustRegion on geoopt "
+        "parameters; pymanopt: its TrustRegions; default: riemsvd.solve (Lanczos), for scale"
+    )
     return 0
 
 
