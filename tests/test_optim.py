@@ -378,8 +378,14 @@ def test_an_added_parameter_group_joins_the_trust_region():
     assert infos[-1].converged
     torch.testing.assert_close(y.detach(), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(float(x.detach() @ a @ x.detach()), 1.0)
+    groups = len(opt.param_groups)
     with pytest.raises(ValueError, match="`max_radius` set for one parameter group"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "max_radius": 3.0})
+    # refused, the group is not kept: a later valid group is taken (it raised the same error after)
+    assert len(opt.param_groups) == groups
+    z = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt.add_param_group({"params": [z]})
+    assert any(p is z for p in opt._params)
 
 
 def test_a_trial_loss_of_minus_infinity_shrinks_the_radius():

@@ -435,3 +435,17 @@ def test_a_warm_start_through_a_crossing_finds_the_value_that_rose_above_sigma_k
         out = riemsvd.solve(a, 3, tol=1e-10, init=previous, generator=torch.Generator().manual_seed(seed))
         assert bool(out.info.converged)
         assert (np.abs(out.S.numpy() - true) <= out.info.errors.numpy()).all(), (seed, out.S, true)
+
+
+def test_a_warm_start_on_a_repeated_sigma_k_does_not_run_the_rounds_for_its_copy():
+    """σ_{k+1} = σ_k (an orthogonal Q): the probe's rounds counted the copy as a value that might lie
+    above σ_k and ran all 8, 290 products where a warm k = 1 solve took 34 (a review). A copy of σ_k
+    changes no value returned."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(256, 256, dtype=torch.float64, generator=gen)).Q
+    solve = functools.partial(riemsvd.solve, q, tol=1e-6, method="iterative")
+    for k in (1, 2):
+        cold = solve(k, generator=torch.Generator().manual_seed(1))
+        warm = solve(k, init=cold, generator=torch.Generator().manual_seed(1))
+        assert bool(warm.info.converged) and int(warm.info.matvecs) <= 60, (k, int(warm.info.matvecs))
+        torch.testing.assert_close(warm.S, torch.ones(k, dtype=torch.float64), rtol=0, atol=1e-6)

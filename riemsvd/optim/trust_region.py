@@ -264,7 +264,12 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         were not given). It was added to ``param_groups`` and never optimized (a new user's trial)."""
         super().add_param_group(param_group)
         if hasattr(self, "_given"):  # torch's __init__ adds the first groups, before the rest is set
-            self._take_params()
+            try:
+                self._take_params()
+            except (TypeError, ValueError):  # refused: the optimizer stays as it was (a review)
+                self.param_groups.pop()
+                self._take_params()
+                raise
 
     def _take_params(self) -> None:
         """The parameters of all groups, their manifolds and the defaults that depend on them."""
