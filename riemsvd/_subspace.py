@@ -613,6 +613,19 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
     return Ritz(eye, s, eye, ritz.rel[..., :keep])
 
 
+def _householder(d: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(a, τ, ‖d‖) for a 1-D d: I − τaaᵀ is the reflection whose first column is ∓d/‖d‖ (any
+    reflection where d = 0), a in float64 with |a₀| ≥ 1 (no cancellation)."""
+    a = d.astype(np.float64)  # a copy
+    norm = math.sqrt(float(a @ a))
+    if norm > 0:
+        a /= norm
+    else:
+        a[:] = 0.0
+    a[0] += 1.0 if a[0] >= 0 else -1.0
+    return a, 2.0 / float(a @ a), norm
+
+
 def _rotation(d: np.ndarray) -> np.ndarray:
     """An orthogonal (..., w, w) whose leading columns are the leading left singular vectors of d
     (..., w, c): a Householder reflection for one column, else the SVD. Where d vanishes, any."""
@@ -622,15 +635,9 @@ def _rotation(d: np.ndarray) -> np.ndarray:
     if d.ndim == 2:  # one matrix: the same reflection in a few calls (5 µs against 20)
         # plain dot products and in-place updates: between a probe's products np.linalg.norm and
         # np.eye took 16 and 20 µs, the whole reflection 47 (6 alone; 1536×384)
-        a = d[:, 0].copy()
-        norm = math.sqrt(float(a @ a))
-        if norm > 0:
-            a /= norm
-        else:
-            a[:] = 0.0
-        a[0] += 1.0 if a[0] >= 0 else -1.0
+        a, tau, _ = _householder(d[:, 0])
         rot = np.outer(a, a)
-        rot *= -2.0 / float(a @ a)
+        rot *= -tau
         rot.flat[:: w + 1] += 1.0
         return rot
     norm = np.linalg.norm(d, axis=-2, keepdims=True)
@@ -773,7 +780,8 @@ def subspace_svd(
             # unseen on 3 of 100 seeds, 4·tol·σ₁ above the σ₉ accepted for it, where the other Ritz
             # values moved by under 1e-6 (a new user's trial); the benchmark's 128 float32 solves at
             # k = 4 and 8 took the same products with either)
-            if _grown(ritz, probe, k, tol, 2 * p_now * eps(op.dtype)):
+            rounding = 2 * p_now * eps(op.dtype)
+            if _grown(ritz, probe, k, tol, rounding):
                 probe, best = None, np.full(batch, np.inf)
             elif iterations >= probe.until or st.w == 0 or iterations >= maxiter:
                 if (
@@ -781,7 +789,7 @@ def subspace_svd(
                     and st.w
                     and iterations < maxiter
                     and probe.rounds < _WARM_ROUNDS
-                    and _unresolved_below(st, ritz, probe.verified, k, 2 * p_now * eps(op.dtype))
+                    and _unresolved_below(st, ritz, probe.verified, k, rounding)
                 ):
                     # on from the residual of the top Ritz triplet below the accepted ones, after a
                     # restart that keeps it and makes room for another round
@@ -931,13 +939,9 @@ def _reflect(st: Lanczos, d: np.ndarray) -> None:
     update in place: F ← F − τ(F a)aᵀ and C ← C − τa(aᵀC), one gemv and one ger on F. A probe's step
     (w = 2) built the w×w reflection and multiplied F by it in 19 µs at 384×384 and 47 at 2000×1000
     (:func:`_rotation`, :func:`_rotate`)."""
-    a = d.astype(np.float64)  # a copy
-    norm = math.sqrt(float(a @ a))
+    a, tau, norm = _householder(d)
     if not norm > 0:
         return
-    a /= norm
-    a[0] += 1.0 if a[0] >= 0 else -1.0  # no cancellation: |a₀| ≥ 1
-    tau = 2.0 / float(a @ a)
     f = cast(np.ndarray, st.f)  # the caller checked: F-contiguous columns of the host buffer
     gemv, ger = get_blas_funcs(("gemv", "ger"), dtype=f.dtype)
     af = a.astype(f.dtype, copy=False)
