@@ -731,7 +731,7 @@ def subspace_svd(
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
     _step(work, st, None, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
-    cap = _check_cap(op, p_max)
+    cap = _check_cap(op, p_max, b)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best, due = [], 0, 1, 0, 0, 1
     # k − 1 probes for copies of a repeated value, and one for a single triplet warm-started from a
@@ -844,7 +844,7 @@ def subspace_svd(
                 elif since_best >= options.patience and p_max < widest and _far_above_rounding(best, op):
                     p_max = min(widest, 2 * p_max)
                     st = st.widened(work, min(m, p_max + k), min(n, p_max + k), op.dtype, op.device)
-                    keep, cap, since_best = _keep(p_max, w, k, b), _check_cap(op, p_max), 0
+                    keep, cap, since_best = _keep(p_max, w, k, b), _check_cap(op, p_max, b), 0
                 elif since_best >= options.patience:
                     reason = "stalled"
         elif st.w == 0:
@@ -1239,7 +1239,7 @@ def _far_above_rounding(best: np.ndarray, op: Operator) -> bool:
     return bool(best.max(initial=0.0) > 1e3 * product_floor(op.dtype, *op.shape, op.row_terms))
 
 
-def _check_cap(op: Operator, p_max: int) -> int:
+def _check_cap(op: Operator, p_max: int, b: int) -> int:
     """Iterations at most between two looks at the small matrices; within it, the rate of
     convergence decides (:func:`_next_check`). A look costs 25–65 µs on the host (an
     eigendecomposition of H Hᵀ, or the SVD of H), more beside large products. Up to 8 iterations
@@ -1247,14 +1247,33 @@ def _check_cap(op: Operator, p_max: int) -> int:
     above 4·10⁶ entries (every 2 above 2.7·10⁶: the rule before) took 2.7 times the looks for 0.1%
     fewer products (2135 against 785 looks, 5400 against 5406 products: the benchmark's classes at
     2048×2048, 3000×1500 and 1024×4096, k = 1 and 8), and 1.02–1.11 times the time at 4096×1024. On
-    a GPU a look also costs a host sync."""
+    a GPU a look also costs a host sync.
+
+    Further apart where a look costs several steps (:func:`_look_cost`): 4 times that many, so that
+    the looks the cap calls for take about a fifth of the time at most (a look after at most 8
+    iterations took about a third of k = 32 solves at 384×384 and 1536×384; docs/algorithm.md)."""
     # A basis of p > 64 (k > 24) makes a look cost like p³: 1536×384, k = 128 (p = 272) took 272 ms
     # with up to 8 iterations between looks, 53 looks in all; looks that far apart keep their share.
     wide = max(1.0, (p_max / 64) ** 3)
     if torch.device(op.device).type != "cpu":
         return int(min(64, 4 * wide))
     # per matrix: a batch multiplies the products and the small SVDs alike
-    return int(min(64, max(4, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide)))
+    rule = min(64, max(4, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide))
+    return int(min(64, max(rule, 4 * _look_cost(op, p_max, b))))
+
+
+def _look_cost(op: Operator, p: int, b: int) -> float:
+    """What a look at a basis of p columns costs in steps of b directions, by a model of their work
+    on the host (flops, plus each call's fixed cost as flops): an SVD of H with its vectors, about
+    22·p³ flops and 50 µs; a step, its products (4·m·n·b flops, at half the cost in float32, whose
+    entries take half the bytes) and two Gram–Schmidt passes against bases of up to p columns
+    (8·(m + n)·p·b), and 30 µs. Measured against the model on the 2-core AMD EPYC (looks at p = 23
+    to 143, 100×80 to 4096×1024, k = 4 to 64): within a factor 2, the model low by up to 2.2 where
+    the ratio is below 1."""
+    m, n = op.shape
+    look = 22.0 * p**3 + 1e6
+    step = b * (4.0 * m * n * op.dtype.itemsize / 8 + 8.0 * (m + n) * p) + 6e5
+    return look / step
 
 
 class Kept(NamedTuple):

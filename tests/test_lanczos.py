@@ -574,3 +574,16 @@ def test_a_check_at_the_rounding_of_the_vectors_ends_the_solve(seed):
     reference = torch.linalg.svdvals(a.double())[:2]
     errors = out.info.errors.double()
     assert ((out.S.double() - reference).abs() <= errors).all(), (out.S, reference, errors)
+
+
+def test_a_wide_basis_is_looked_at_seldom():
+    """k = 32 at 384×384 (a basis of 80): an SVD of H costs about 7 steps there, and with looks at
+    most 8 iterations apart they took about 0.3 of the solve's time (24 looks in 180 iterations, 360
+    products). The model of a look's cost lets them lie up to 4 times its ratio to a step apart: 12
+    looks, the same products."""
+    a = make_matrix("gaussian", 384, 384, torch.Generator().manual_seed(0))
+    out = riemsvd.solve(a, 32, tol=1e-10, method="iterative", generator=torch.Generator().manual_seed(0))
+    looks, info = len(out.info.history), out.info
+    assert bool(info.converged.all()) and info.iterations >= 10 * looks, (info.iterations, looks)
+    reference = torch.linalg.svdvals(a)[:32]
+    assert ((out.S - reference).abs() <= info.errors + 1e-14 * reference[0]).all()
