@@ -587,3 +587,13 @@ def test_a_wide_basis_is_looked_at_seldom():
     assert bool(info.converged.all()) and info.iterations >= 10 * looks, (info.iterations, looks)
     reference = torch.linalg.svdvals(a)[:32]
     assert ((out.S - reference).abs() <= info.errors + 1e-14 * reference[0]).all()
+
+
+def test_a_residual_that_rose_is_measured_against_the_latest_larger_one():
+    """The worst residual rose between the last two looks (a new Ritz value among the top k): the next
+    look follows the rate since the latest look with a larger residual, three quarters of the 55
+    iterations it predicts, not the 4 (or 1) of a look without a rate."""
+    history = [(10, 20, 1e-2), (20, 40, 1e-4), (25, 50, 2e-4)]
+    rate = np.log(2e-4 / 1e-2) / 15
+    assert _subspace._next_check(history, 1e-10, 64) == int(0.75 * np.log(1e-10 / 2e-4) / rate)
+    assert _subspace._next_check(history[1:], 1e-10, 64) == 4  # no larger one: no rate
