@@ -795,18 +795,17 @@ def subspace_svd(
                     init is not None
                     and st.w
                     and iterations < maxiter
-                    and probe.rounds < _WARM_ROUNDS
+                    and probe.steps < _WARM_ROUNDS * _PROBE_MAX
                     and _unresolved_below(st, ritz, probe.verified, k, rounding)
                 ):
                     # on from the residual of the top Ritz triplet below the accepted ones, after a
                     # restart that keeps it and makes room for another round
-                    steps = _PROBE_MAX
-                    room = min(max(k + 1, min(keep, p_now - st.w - steps * b)), st.pu, st.pv)
+                    room = min(max(k + 1, min(keep, p_now - st.w - _PROBE_MAX * b)), st.pu, st.pv)
                     ritz = _restart(work, st, ritz, room)
                     restarts += 1
                     probe.start = st.c[..., :, k : k + 1].copy()
-                    probe.until = iterations + max(1, min(steps, (p_now - room - st.w) // b))
-                    probe.rounds += 1
+                    steps = max(1, min(_PROBE_MAX, (p_now - room - st.w) // b))
+                    probe.until, probe.steps = iterations + steps, probe.steps + steps
                 else:
                     verified, reason = probe.verified, "converged"
         elif t >= k:  # progress is only measurable once k triplets exist
@@ -1087,7 +1086,7 @@ class _Probe:
     verified: tuple
     until: int
     start: np.ndarray | None = None  # (..., w, 1): the random direction in F's coordinates, until used
-    rounds: int = 0  # rounds run on past its steps after a warm start (_unresolved_below)
+    steps: int = 0  # iterations run on past its own in rounds after a warm start (_unresolved_below)
 
     def direction(self, st: Lanczos, b: int) -> np.ndarray:
         """The coordinates in F (..., w, b) of the recurrence from the random direction: first that
@@ -1185,7 +1184,9 @@ def _grown(ritz: Ritz, probe: _Probe, k: int, tol: float, rounding: float) -> bo
 # Rounds of _PROBE_MAX steps at most that a probe after a warm start runs on, while the top Ritz
 # value below the accepted ones may still stand for a singular value above σ_k
 # (:func:`_unresolved_below`): 8 rounds are 256 products, about a cold solve's of the trial's
-# 300×300 matrix below.
+# 300×300 matrix below. Counted in steps (8·_PROBE_MAX of them), not rounds: with a small basis a
+# round is a restart and the few steps that fit, and 8 of them gave up unresolved (max_basis=12: 5
+# of the warm fuzz's first 80 crossings missed, now 2; docs/algorithm.md, "Warm starts").
 _WARM_ROUNDS = 8
 
 
