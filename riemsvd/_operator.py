@@ -172,6 +172,12 @@ class Operator:
         return None
 
     @property
+    def entries(self) -> int:
+        """Entries of one matrix that a product reads: m·n, or a sparse A's stored ones (what the
+        solver's model of a step's cost counts, :func:`riemsvd._subspace._look_cost`)."""
+        return self.shape[0] * self.shape[1]
+
+    @property
     def row_terms(self) -> int | None:
         """For a sparse A, the most stored entries in one row of A or of Aᵀ: the terms that its
         products' kernels add one after another into one entry, whose rounding grows like their
@@ -397,6 +403,10 @@ class SparseOperator(Operator):
     def row_terms(self) -> int:  # type: ignore[override]
         return max(_most_per_row(self.a.crow_indices()), _most_per_row(self.at.crow_indices()))
 
+    @property
+    def entries(self) -> int:
+        return int(self.a.values().numel())
+
     def _float64_products(self):
         if self.device.type != "cpu":
             return None
@@ -495,6 +505,10 @@ class ScipyOperator(Operator):
 
     def _column_products(self):
         return _sparse_column_products(self.a, self._np_dtype, self._at) if self._at is not None else None
+
+    @property
+    def entries(self) -> int:
+        return int(self.a.nnz) if is_scipy_sparse(self.a) else super().entries
 
     @functools.cached_property
     def row_terms(self) -> int | None:  # type: ignore[override]

@@ -1273,14 +1273,16 @@ def _check_cap(op: Operator, p_max: int, b: int) -> int:
 def _look_cost(op: Operator, p: int, b: int) -> float:
     """What a look at a basis of p columns costs in steps of b directions, by a model of their work
     on the host (flops, plus each call's fixed cost as flops): an SVD of H with its vectors, about
-    22·p³ flops and 50 µs; a step, its products (4·m·n·b flops, at half the cost in float32, whose
-    entries take half the bytes) and two Gram–Schmidt passes against bases of up to p columns
-    (8·(m + n)·p·b), and 30 µs. Measured against the model on the 2-core AMD EPYC (looks at p = 23
-    to 143, 100×80 to 4096×1024, k = 4 to 64): within a factor 2, the model low by up to 2.2 where
-    the ratio is below 1."""
+    22·p³ flops and 50 µs; a step, its products (4 flops per entry of A they read, m·n or a sparse
+    A's stored ones, per column, at half the cost in float32, whose entries take half the bytes) and
+    two Gram–Schmidt passes against bases of up to p columns (8·(m + n)·p·b), and 30 µs. Measured
+    against the model on the 2-core AMD EPYC (looks at p = 23 to 143, 100×80 to 4096×1024, k = 4 to
+    64): within a factor 2, the model low by up to 2.2 where the ratio is below 1; sparse A with 1%
+    of its entries stored, 384×384 to 4000×2000 at k = 16 and 32, within a factor 1.6 (counting all
+    m·n entries, the model had been 5–19 times low)."""
     m, n = op.shape
     look = 22.0 * p**3 + 1e6
-    step = b * (4.0 * m * n * op.dtype.itemsize / 8 + 8.0 * (m + n) * p) + 6e5
+    step = b * (4.0 * op.entries * op.dtype.itemsize / 8 + 8.0 * (m + n) * p) + 6e5
     return look / step
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -597,3 +598,13 @@ def test_a_residual_that_rose_is_measured_against_the_latest_larger_one():
     rate = np.log(2e-4 / 1e-2) / 15
     assert _subspace._next_check(history, 1e-10, 64) == int(0.75 * np.log(1e-10 / 2e-4) / rate)
     assert _subspace._next_check(history[1:], 1e-10, 64) == 4  # no larger one: no rate
+
+
+def test_a_sparse_matrix_is_looked_at_by_what_its_products_read():
+    """A sparse A's products read its stored entries, not m·n: counted as dense, a 2000×1000 A with 1%
+    stored had its steps priced 5 times too high against a look at k = 32 (37 looks in 259
+    iterations, 518 products); priced by its stored entries, 21 looks, the same products."""
+    a = scipy.sparse.random(2000, 1000, density=0.01, format="csr", random_state=np.random.default_rng(0))
+    out = riemsvd.solve(a, 32, tol=1e-10, method="iterative", generator=torch.Generator().manual_seed(0))
+    looks, info = len(out.info.history), out.info
+    assert bool(info.converged.all()) and info.iterations >= 10 * looks, (info.iterations, looks)
