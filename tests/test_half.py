@@ -123,6 +123,18 @@ def test_half_precision_sparse_and_warm_start(gen):
 
 
 @pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("method", ["auto", "iterative"])
+def test_a_half_precision_result_is_a_warm_start(dtype, method, gen):
+    """init=the previous SVDResult, as the docstring allows: for a bfloat16 or float16 A it crashed in
+    SVDResult's constructor (the half-precision path rebuilt init as its own type; a new user's
+    trial). It stands for its (U, V), as for float32."""
+    a = make_matrix("decay", 60, 40, gen).to(dtype)
+    first = riemsvd.solve(a, 3, method=method)
+    again = riemsvd.solve(a, 3, init=first, method=method)
+    torch.testing.assert_close(again.S, first.S, rtol=2 * unit(dtype), atol=0)
+
+
+@pytest.mark.parametrize("dtype", HALF)
 def test_norm_bounds_and_operator_norm_of_half_precision(dtype, gen):
     a = make_matrix("decay", 40, 30, gen).to(dtype)
     true = float(torch.linalg.matrix_norm(a.double(), 2))
