@@ -63,8 +63,9 @@ def solve(
     A : torch.Tensor, DTensor, ShardedMatrix, numpy array, scipy sparse matrix or LinearOperator-like
         A real float32 or float64 tensor of shape ``(*, m, n)`` on any device (batched over ``*``); a
         bfloat16 or float16 one, solved in float32 (which holds its values exactly; the default tol is
-        float32's and ``info.residual`` that of the float32 triplets) and returned in its dtype, with
-        gradients flowing back in it; a 2-D torch sparse tensor (COO, CSR, CSC); a float32/float64
+        float32's and ``info.residual`` and ``converged`` those of the float32 triplets: the ones
+        returned carry the half dtype's rounding on top, a residual of about 3e-3 in bfloat16, which
+        ``info.errors`` include for S) and returned in its dtype, with gradients flowing back in it; a 2-D torch sparse tensor (COO, CSR, CSC); a float32/float64
         numpy array (a view, results as CPU tensors); a scipy sparse matrix; or any object with ``shape``
         (m, n), ``dtype`` and ``matvec``/``rmatvec`` or ``matmat``/``rmatmat`` taking numpy arrays,
         such as ``scipy.sparse.linalg.LinearOperator``. A matrix split across processes: a 2-D
