@@ -58,19 +58,28 @@ class SolveCall:
     info: Any = field(default=None)
 
 
-def _inverse_gaps(
+def _block_rates(
     s: torch.Tensor, what: str, weight: torch.Tensor | None = None, whole: torch.Tensor | None = None
-) -> torch.Tensor:
-    """F_ij = 1 / (σ_j² − σ_i²) off the diagonal, 0 on it; pairs closer than rounding get 0 and a
-    warning, where ``weight`` (..., k, k), what F multiplies, is above its rounding for the pair (or
-    always, without it): a loss on the first pair alone of σ = 3, 2, 1, 1 (k = 4) drew the warning
-    for the last two, whose mutual rotation it does not see (a new user's trial). The rounding is
-    that of ``whole``, what ``weight`` is the skew part of (weight's own without it): a loss of span(U)
-    alone (‖UᵀX‖², σ = 3, 2, 2) has a symmetric UᵀŪ, whose skew part is rounding only, and that
-    rounding, measured against itself, drew the warning (another trial)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D⁻, D⁺): D⁻_ij = 1/(σ_j − σ_i) and D⁺_ij = 1/(σ_j + σ_i) off the diagonal, 0 on it. Within
+    the k×k block, Ω_U = ½[(P + Pᵀ)∘D⁻ + (P − Pᵀ)∘D⁺] and Ω_V = ½[(P + Pᵀ)∘D⁻ − (P − Pᵀ)∘D⁺]: a
+    common rotation of the pairs (uᵢ, vᵢ), (uⱼ, vⱼ) at the rate D⁻, and a relative one at D⁺ (the
+    full-SVD formula, (σ_j P_ij + σ_i P_ji)/(σ_j² − σ_i²) for Ω_U, split in two).
+
+    Where σ_i and σ_j coincide to rounding (σ_j² − σ_i² within 64ε·σ₁²) the common rotation is not
+    defined and D⁻ is 0 there, with a warning where ``weight`` (..., k, k), the skew parts the rates
+    multiply, is above its rounding for the pair (or always, without it): a loss on the first pair
+    alone of σ = 3, 2, 1, 1 (k = 4) drew the warning for the last two, whose rotations it does not
+    see (a new user's trial). The rounding is that of ``whole``, what ``weight`` is the skew part of
+    (weight's own without it): a loss of span(U) alone (‖UᵀX‖², σ = 3, 2, 2) has a symmetric UᵀŪ,
+    whose skew part is rounding only, and that rounding, measured against itself, drew the warning
+    (another trial). The relative rotation stays defined there: D⁺ is kept, 0 only where σ_i + σ_j
+    is itself rounding (two zero values). Both had been dropped, and the gradient of U Vᵀ at σ₂ = σ₃
+    (k = 5) came out 6% off (a new user's trial), where it is exact now."""
     s2 = s * s
     diff = s2.unsqueeze(-2) - s2.unsqueeze(-1)  # [..., i, j] = σ_j² − σ_i²
-    floor = 64 * eps(s.dtype) * s2[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
+    top = s[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
+    floor = 64 * eps(s.dtype) * top * top
     eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
     close = (diff.abs() <= floor) & ~eye
     felt = close
@@ -80,12 +89,21 @@ def _inverse_gaps(
     if readable_any(felt, default=False):
         gap = float((s.unsqueeze(-1) - s.unsqueeze(-2)).abs().masked_fill(eye, math.inf).min())
         warnings.warn(
-            f"two of the k singular values coincide (smallest gap {gap:.3g}): the {what} gradient of "
-            "their singular vectors is not defined; their mutual rotation is left out of it.",
+            f"two of the k singular values coincide (smallest gap {gap:.3g}): a common rotation of "
+            f"their pairs (uᵢ, vᵢ), (uⱼ, vⱼ) changes no singular triplet, so the {what} gradient of "
+            "those vectors is not defined, and that rotation's part is left out of it. Exact all the "
+            "same: gradients of S, of span(U), span(V) and of U Vᵀ; not those of U S Vᵀ (write it "
+            "A V Vᵀ, whose gradient through span(V) is exact) or of the vectors themselves.",
             DegenerateSpectrumWarning,
             stacklevel=4,
         )
-    return torch.where(close | eye, torch.zeros_like(diff), 1.0 / torch.where(close | eye, 1.0, diff))
+    minus = s.unsqueeze(-2) - s.unsqueeze(-1)  # σ_j − σ_i
+    plus = s.unsqueeze(-2) + s.unsqueeze(-1)
+    drop_minus = close | eye
+    drop_plus = eye | (plus <= 64 * eps(s.dtype) * top)
+    d_minus = torch.where(drop_minus, torch.zeros_like(minus), 1.0 / torch.where(drop_minus, 1.0, minus))
+    d_plus = torch.where(drop_plus, torch.zeros_like(plus), 1.0 / torch.where(drop_plus, 1.0, plus))
+    return d_minus, d_plus
 
 
 def _unit(s: torch.Tensor) -> torch.Tensor:
@@ -125,7 +143,8 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
             "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, so the "
             f"k-th singular subspace is not unique (relative residual of the adjoint solve "
             f"{float((res / size.clamp_min(torch.finfo(op.dtype).tiny)).max()):.2g} after "
-            f"{stats['iterations']} CG steps). The S gradient is still exact.",
+            f"{stats['iterations']} CG steps). The S gradient is still exact (at an exact tie σ_k "
+            "has no derivative, and u_k v_kᵀ is one of its one-sided ones).",
             DegenerateSpectrumWarning,
             stacklevel=4,
         )
@@ -140,13 +159,12 @@ def _tangent(layout: Layout, a, u, s, v, da):
     p = d_op.left.inner(u, da_v)  # Uᵀ dA V
     ds = torch.diagonal(p, dim1=-2, dim2=-1)
     # F_ij σ_k = F̂_ij ŝ_k c with ŝ = c σ: the products stay in range at any scale of A.
+    # D̂ = D/c with ŝ = c σ: the products stay in range at any scale of A.
     c = _unit(s).reshape(s.shape[:-1] + (1, 1))
-    s_hat = s * c[..., 0]
-    f = _inverse_gaps(s_hat, "U/V")
-    sd = s_hat.unsqueeze(-2)  # ŝ_j along columns
-    si = s_hat.unsqueeze(-1)  # ŝ_i along rows
-    omega_u = f * (sd * p + si * p.mT) * c
-    omega_v = f * (si * p + sd * p.mT) * c
+    d_minus, d_plus = _block_rates(s * c[..., 0], "U/V")
+    common, relative = d_minus * (p + p.mT), d_plus * (p - p.mT)
+    omega_u = 0.5 * (common + relative) * c
+    omega_v = 0.5 * (common - relative) * c
     x, y = _complement_solve(layout.operator(a), u, s, v, da_v, da_t_u)
     return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
 
@@ -172,16 +190,14 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
         warnings.warn(
             "σ_k is 0, as is σ_{k+1} (A has rank below k): the singular vectors of a zero singular "
             "value are not unique, so the U/V gradient of those is not defined. The S gradient is "
-            "still exact.",
+            "still exact for the nonzero values (a zero one has none: σ ≥ 0 has a kink there).",
             DegenerateSpectrumWarning,
             stacklevel=3,
         )
     g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
     skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
-    f = _inverse_gaps(s_hat, "U/V", skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs())
-    sd = s_hat.unsqueeze(-2)
-    si = s_hat.unsqueeze(-1)
-    p_bar = ((skew_u * f) * sd + si * (skew_v * f)) * c
+    d_minus, d_plus = _block_rates(s_hat, "U/V", skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs())
+    p_bar = 0.5 * ((skew_u + skew_v) * d_minus + (skew_u - skew_v) * d_plus) * c
     p, q = _complement_solve(op, u, s, v, gu, gv, warn=not zero_tail)  # warned of already
     return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
 

@@ -236,6 +236,70 @@ def test_a_loss_of_the_span_alone_draws_no_warning_where_values_inside_it_coinci
     torch.testing.assert_close((y.grad * da).sum(), slope, rtol=1e-7, atol=1e-8)
 
 
+def _tie_inside(gen):
+    """A 60×40 matrix with σ = 5, 3, 3, 2.5, 2, 1, 0.9, 0.8 and zeros: σ₂ = σ₃ inside the top 5."""
+    s = torch.tensor([5, 3, 3, 2.5, 2, 1, 0.9, 0.8] + [0] * 32, dtype=torch.float64)
+    return (orthonormal(60, 40, gen) * s) @ orthonormal(40, 40, gen).mT
+
+
+def _slope(loss, a, da, h=1e-4):
+    """The derivative of loss (on torch.linalg.svd's top 5) along da by 4th-order central differences:
+    truncation about h⁴ ≈ 1e-16 relative, rounding ε/h ≈ 1e-12."""
+
+    def f(y):
+        u, s, vh = torch.linalg.svd(y, full_matrices=False)
+        return loss(y, u[:, :5], s[:5], vh[:5].mT)
+
+    return (-f(a + 2 * h * da) + 8 * f(a + h * da) - 8 * f(a - h * da) + f(a - 2 * h * da)) / (12 * h)
+
+
+def test_u_v_transpose_is_differentiated_exactly_where_values_inside_the_k_coincide(gen):
+    """U Vᵀ is smooth where σ₂ = σ₃ (k = 5): the coinciding pairs' common rotation changes no
+    triplet and U Vᵀ not at all, while their relative rotation, at the rate (P − Pᵀ)/(σ_i + σ_j), is
+    defined. Both had been left out, and ⟨W, U Vᵀ⟩'s gradient and tangent came out 6% off (a new
+    user's trial); now they match central differences, backward and forward."""
+    a = _tie_inside(gen)
+    w, da = (torch.randn(60, 40, generator=gen, dtype=torch.float64) for _ in range(2))
+
+    def loss(y, u, s, v):
+        return (w * (u @ v.mT)).sum()
+
+    slope = _slope(loss, a, da)
+    x = a.clone().requires_grad_()
+    u, s, v = riemsvd.solve(x, 5, tol=1e-13, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="Exact all the same.*U Vᵀ"):
+        loss(x, u, s, v).backward()
+    torch.testing.assert_close((x.grad * da).sum(), slope, rtol=1e-9, atol=0)
+
+    def uv(y):
+        u, _, v = riemsvd.solve(y, 5, tol=1e-13, generator=torch.Generator().manual_seed(0))
+        return u @ v.mT
+
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
+        _, tangent = torch.func.jvp(uv, (a,), (da,))
+    torch.testing.assert_close((w * tangent).sum(), slope, rtol=1e-9, atol=0)
+
+
+def test_the_rank_k_part_through_the_span_is_exact_where_values_inside_the_k_coincide(gen):
+    """U S Vᵀ at σ₂ = σ₃: its gradient needs the common rotation's effect, (P + Pᵀ)/2 in the block,
+    which the cotangents of U, S, V no longer carry (0/0 at the tie): it comes out 6% off, and the
+    warning says so and names A V Vᵀ, the same matrix through span(V), whose gradient is exact with
+    no warning."""
+    a = _tie_inside(gen)
+    w, da = (torch.randn(60, 40, generator=gen, dtype=torch.float64) for _ in range(2))
+    slope = _slope(lambda y, u, s, v: (w * (y @ v @ v.mT)).sum(), a, da)
+    x = a.clone().requires_grad_()
+    u, s, v = riemsvd.solve(x, 5, tol=1e-13, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="not those of U S Vᵀ.*A V Vᵀ"):
+        (w * ((u * s) @ v.mT)).sum().backward()
+    y = a.clone().requires_grad_()
+    v = riemsvd.solve(y, 5, tol=1e-13, generator=torch.Generator().manual_seed(0)).V
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.DegenerateSpectrumWarning)
+        (w * (y @ v @ v.mT)).sum().backward()
+    torch.testing.assert_close((y.grad * da).sum(), slope, rtol=1e-9, atol=0)
+
+
 def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
     x = _double_top(gen).requires_grad_()
     u, sv, v = solve(x, 1, generator=gen)
