@@ -139,3 +139,18 @@ def test_top_eigenpairs_are_the_largest_in_descending_order(monkeypatch, lapack_
                 np.testing.assert_allclose(values, ref[:count], rtol=0, atol=atol)
                 np.testing.assert_allclose(a @ vectors, vectors * values, rtol=0, atol=atol)
                 np.testing.assert_allclose(vectors.T @ vectors, np.eye(count), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("p,count", [(40, 8), (40, 9), (40, 40), (384, 128)])
+def test_top_eigenpairs_read_the_upper_triangle_alone(p, count):
+    """The dense path hands over BLAS syrk's Gram matrix, whose lower triangle is not written: by
+    MRRR up to p/5 eigenpairs, by torch's eigh (all of them) above, the lower triangle is never read
+    (here it holds garbage)."""
+    rng = np.random.default_rng(p + count)
+    x = rng.standard_normal((2 * p, p))
+    gram = x.T @ x
+    upper = np.triu(gram) + np.tril(rng.standard_normal((p, p)) * 1e3, -1)
+    values, vectors = certificate._top_eigenpairs(np.asfortranarray(upper), count)
+    ref = np.linalg.eigvalsh(gram)[::-1][:count]
+    np.testing.assert_allclose(values, ref, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(gram @ vectors, vectors * values, rtol=0, atol=1e-10 * ref[0])
