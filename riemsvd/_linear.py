@@ -301,7 +301,10 @@ def _conv_spec(layer):
 def plain_layer(layer) -> bool:
     """A Linear or Conv/ConvTranspose layer whose forward is torch's own — its class does not
     override ``forward`` or ``_conv_forward`` (a parametrized weight's class does not), nor does the
-    instance — with no forward hooks, its own or global: one whose map its weight and settings set."""
+    instance — with no forward hooks, its own or global: one whose map its weight and settings set.
+    A pre-hook marked ``observes_only`` (riemsvd.nn.spectral_norm's check of the input's shape,
+    which changes nothing) does not count: it had left a convolution normalized with ``input_shape``
+    without a bound by ``norm_bounds`` (a new user's trial)."""
     bases: tuple[type[nn.Module], ...] = (nn.Linear, *_CONV, *_CONV_T)
     base = next((b for b in bases if isinstance(layer, b)), None)
     if base is None or "forward" in vars(layer) or "_conv_forward" in vars(layer):
@@ -313,7 +316,7 @@ def plain_layer(layer) -> bool:
         return False
     return not (
         layer._forward_hooks
-        or layer._forward_pre_hooks
+        or any(not getattr(hook, "observes_only", False) for hook in layer._forward_pre_hooks.values())
         or _module._global_forward_hooks
         or _module._global_forward_pre_hooks
     )

@@ -261,6 +261,35 @@ def test_spectral_norm_by_operator_norm_warns_once_of_inputs_of_another_shape():
         fresh(torch.randn(2, 3, 32, 32))
 
 
+def test_spectral_norm_by_operator_norm_says_nothing_of_inputs_with_other_channels():
+    """Other channels than the layer's: torch's convolution raises, and the warning first said the
+    layer is not 1-Lipschitz on those inputs (a new user's trial)."""
+    layer = riemsvd.nn.spectral_norm(nn.Conv2d(3, 8, 3, padding=1, bias=False), input_shape=(3, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="channels"):
+            layer(torch.randn(2, 4, 8, 8))
+
+
+def test_a_layer_normalized_on_an_input_shape_is_certified_by_norm_bounds():
+    """spectral_norm(input_shape=...) adds a pre-hook that checks the input's shape and changes
+    nothing; ``linear_operator`` had taken it for a layer whose map its weight does not set, and
+    ``norm_bounds`` found no deterministic bound (min(m, n) = 512 > 256 and ‖A‖_F unknown; a new
+    user's trial). The bound brackets the explicit matrix's norm."""
+    torch.manual_seed(0)
+    layer = riemsvd.nn.spectral_norm(
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False, dtype=F64), input_shape=(16, 8, 8)
+    )
+    layer(torch.randn(2, 16, 8, 8, dtype=F64))
+    layer.eval()
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(layer, (16, 8, 8)))
+    weight = layer.weight.detach()
+    true = torch.linalg.matrix_norm(
+        explicit_matrix(lambda x: nn.functional.conv2d(x, weight, None, 2, 1), (16, 8, 8)), 2
+    )
+    assert float(bounds.lower) <= float(true) <= float(bounds.upper) <= float(true) * (1 + 1e-6)
+
+
 def test_spectral_norm_without_input_shape_is_unchanged():
     conv = riemsvd.nn.spectral_norm(nn.Conv2d(2, 3, 3, dtype=F64))
     assert type(conv.parametrizations.weight[0]).__name__ == "SpectralNorm"

@@ -191,7 +191,9 @@ def spectral_norm(
     norm: nn.Module
     if input_shape is not None:
         norm = OperatorNorm(module, weight, input_shape, tol, float(eps), steps)
-        module.register_forward_pre_hook(functools.partial(_check_input_shape, name=name))
+        hook = functools.partial(_check_input_shape, name=name)
+        hook.observes_only = True  # type: ignore[attr-defined]  # the layer's map stays plain (_linear.plain_layer)
+        module.register_forward_pre_hook(hook)
     else:
         norm = SpectralNorm(weight, dim, tol, float(eps), steps)
     parametrize.register_parametrization(module, name, norm)
@@ -208,7 +210,9 @@ def _check_input_shape(module: nn.Module, args, *, name: str) -> None:
     if norm is None or norm.shape_warned or not isinstance(args[0], torch.Tensor):
         return
     shape = tuple(args[0].shape[-len(norm.input_shape) :])
-    if shape != norm.input_shape:
+    # other channels: torch's convolution raises, and a warning first said the layer is not
+    # 1-Lipschitz on those inputs (a new user's trial)
+    if shape != norm.input_shape and shape[:1] == norm.input_shape[:1]:
         norm.shape_warned = True
         warnings.warn(
             f"riemsvd.nn.spectral_norm normalized this convolution on inputs of shape "
