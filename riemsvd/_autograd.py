@@ -158,7 +158,6 @@ def _tangent(layout: Layout, a, u, s, v, da):
     da_v, da_t_u = d_op.matmat(v), d_op.rmatmat(u)
     p = d_op.left.inner(u, da_v)  # Uᵀ dA V
     ds = torch.diagonal(p, dim1=-2, dim2=-1)
-    # F_ij σ_k = F̂_ij ŝ_k c with ŝ = c σ: the products stay in range at any scale of A.
     # D̂ = D/c with ŝ = c σ: the products stay in range at any scale of A.
     c = _unit(s).reshape(s.shape[:-1] + (1, 1))
     d_minus, d_plus = _block_rates(s * c[..., 0], "U/V")
