@@ -149,13 +149,14 @@ def solve(
     only losses that do not change under it have well-defined gradients (for example anything of
     S, of uᵢuᵢᵀ, of uᵢvᵢᵀ); other losses are ill-posed. Gradients of U and V need σᵢ ≠ σⱼ within
     the k and σ_k > σ_{k+1}. Where two of the k coincide, a common rotation of their pairs changes no
-    triplet: its part is left out, with a :class:`DegenerateSpectrumWarning`; gradients of S, of
-    span(U), span(V) and of U Vᵀ stay exact, those of U S Vᵀ do not (write it A V Vᵀ). Where
-    σ_k = σ_{k+1}, the subspace of the k is itself not defined: the gradient of the vectors grows
-    like 1/(σ_k − σ_{k+1}) and is meaningless there (1e14–1e16 in float64 at an exact tie, more
-    where both are 0), which a :class:`DegenerateSpectrumWarning` (an ill-conditioned adjoint solve)
-    reports; gradients of S stay exact, but for σ_k at an exact tie, which has no derivative there
-    (the gradient given, u_kv_kᵀ, is one of its one-sided ones; S alone draws no warning). The
+    triplet: its part is left out, with a :class:`DegenerateSpectrumWarning`; gradients of span(U),
+    span(V) and U Vᵀ stay exact, those of U S Vᵀ do not (write it A V Vᵀ). Where σ_k = σ_{k+1},
+    the subspace of the k is itself not defined: the gradient of the vectors grows like
+    1/(σ_k − σ_{k+1}) and is meaningless there (1e14–1e16 in float64 at an exact tie, more where
+    both are 0), which a :class:`DegenerateSpectrumWarning` (an ill-conditioned adjoint solve)
+    reports. Gradients of S are exact but at ties (inside the k, or σ_k = σ_{k+1}): there one of the
+    tied values alone has no derivative, only symmetric functions of them (their sum) have, and the
+    gradient given, uᵢvᵢᵀ, is a limit of gradients from nearby matrices (S alone draws no warning). The
     derivatives are those of the returned triplets taken as exact, so their error follows the
     triplets': a 200×100 solve at tol 1e-3 gave a span loss's gradient 1.5e-2 off and Σσᵢ's 7e-4 (a
     new user's trial); ask for the tol the gradient needs. Sparse and scipy inputs are not
@@ -366,8 +367,8 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     1e-5 to 1e-4; a new user's trial), and σ beyond the dtype's range, which is not converged."""
     if isinstance(init, SVDResult):  # a previous call's result stands for its (U, V)
         init = (init.U, init.V)
-    if isinstance(init, (tuple, list)):
-        init = type(init)(x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x for x in init)
+    if isinstance(init, (tuple, list)):  # a plain tuple: another namedtuple's constructor wants fields
+        init = tuple(x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x for x in init)
     elif isinstance(init, torch.Tensor) and init.dtype in HALF:
         init = init.float()
 
@@ -489,6 +490,12 @@ def _not_converged(info: SolveInfo, dtype, shape, s: torch.Tensor | None = None)
         f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
         f"{int((~info.converged).sum())} of {info.converged.numel()} matrices"
     )
+    if info.stop_reason == "maxiter" and bool((info.residual <= info.tol).all()):
+        return (
+            f"riemsvd.solve stopped after {info.iterations} iterations (maxiter) before it could tell "
+            "whether the warm start lacked a singular value above the k returned (the residuals pass "
+            "tol; the values may still be the wrong ones where values crossed): raise `maxiter`."
+        )
     if info.stop_reason == "maxiter":
         return (
             f"riemsvd.solve stopped after {info.iterations} iterations (maxiter) with {where}; raise "

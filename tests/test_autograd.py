@@ -300,6 +300,48 @@ def test_the_rank_k_part_through_the_span_is_exact_where_values_inside_the_k_coi
     torch.testing.assert_close((y.grad * da).sum(), slope, rtol=1e-9, atol=0)
 
 
+def test_small_values_apart_are_not_taken_for_a_tie(gen):
+    """float32, σ = 5, 3, 2.5, 2e-3, 1e-3 (k = 5): σ₄ and σ₅ are 1e-3 apart, 1700·ε·σ₁, but their
+    squares within 64ε·σ₁², which counted as a tie: u₄'s gradient came out 2.7e-10 for −3.97e-5, no
+    warning (a review). Ties are judged on the values themselves now."""
+    s = torch.tensor([5, 3, 2.5, 2e-3, 1e-3] + [1e-4 / (i + 1) for i in range(25)], dtype=torch.float64)
+    a = (orthonormal(40, 30, gen) * s) @ orthonormal(30, 30, gen).mT
+    x = torch.randn(40, dtype=torch.float64, generator=gen)
+    u0, _, vh0 = torch.linalg.svd(a)
+    da = torch.outer(u0[:, 3], vh0[4]) + torch.outer(u0[:, 4], vh0[3])  # turns u₄ towards u₅
+
+    def loss(y):
+        u, _, vh = torch.linalg.svd(y)
+        return (u[:, 3] @ x) ** 2
+
+    h = 1e-6  # error about h²·(1/gap)² ≈ 1e-6 relative, and ε/h
+    slope = (loss(a + h * da) - loss(a - h * da)) / (2 * h)
+    y = a.float().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.DegenerateSpectrumWarning)
+        u = riemsvd.solve(y, 5, method="dense").U
+        ((u[:, 3] @ x.float()) ** 2).backward()
+    torch.testing.assert_close((y.grad.double() * da).sum(), slope, rtol=1e-3, atol=0)
+
+
+def test_block_rates_leave_out_what_is_not_defined():
+    """D⁻ = 1/(σ_j − σ_i) and D⁺ = 1/(σ_j + σ_i) (over the unit c): D⁻ is 0 where two values tie
+    (the common rotation), D⁺ only where both are zero to rounding (their relative rotation too: at
+    1/(2e-17) it had been 1e16 times the others); both 0 on the diagonal."""
+    from riemsvd._autograd import _block_rates, _unit
+
+    s = torch.tensor([3.0, 2.0, 2.0, 1e-17, 1e-17], dtype=torch.float64)
+    c = _unit(s).reshape(1, 1)
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
+        d_minus, d_plus = _block_rates(s, c, "U/V")
+    minus, plus = s[None, :] - s[:, None], s[None, :] + s[:, None]
+    tie = (minus.abs() < 1e-12) | torch.eye(5, dtype=torch.bool)
+    zeros = plus < 1e-12
+    torch.testing.assert_close(d_minus * c, torch.where(tie, 0.0, 1 / minus), rtol=1e-15, atol=0)
+    expected_plus = torch.where(zeros | torch.eye(5, dtype=torch.bool), 0.0, 1 / plus)
+    torch.testing.assert_close(d_plus * c, expected_plus, rtol=1e-15, atol=0)
+
+
 def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
     x = _double_top(gen).requires_grad_()
     u, sv, v = solve(x, 1, generator=gen)

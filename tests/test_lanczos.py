@@ -6,6 +6,7 @@ column once left Aᵀ𝒰 − 𝒱Hᵀ − FC at 4e-2 and stalled a warm-started
 
 from __future__ import annotations
 
+import math
 import warnings
 from types import SimpleNamespace
 
@@ -592,12 +593,15 @@ def test_a_wide_basis_is_looked_at_seldom():
 
 def test_a_residual_that_rose_is_measured_against_the_latest_larger_one():
     """The worst residual rose between the last two looks (a new Ritz value among the top k): the next
-    look follows the rate since the latest look with a larger residual, three quarters of the 55
+    look follows the rate since the latest look with a larger residual, three quarters of the
     iterations it predicts, not the 4 (or 1) of a look without a rate."""
-    history = [(10, 20, 1e-2), (20, 40, 1e-4), (25, 50, 2e-4)]
-    rate = np.log(2e-4 / 1e-2) / 15
-    assert _subspace._next_check(history, 1e-10, 64) == int(0.75 * np.log(1e-10 / 2e-4) / rate)
-    assert _subspace._next_check(history[1:], 1e-10, 64) == 4  # no larger one: no rate
+    history = [(0, 0, 1e-1), (10, 20, 1e-6), (20, 40, 5e-7), (21, 42, 1e-5)]
+    rate = np.log(1e-5 / 1e-1) / 21
+    assert _subspace._next_check(history, 1e-10, 64) == int(0.75 * np.log(1e-10 / 1e-5) / rate)
+    assert _subspace._next_check(history[2:], 1e-10, 64) == 4  # no larger one: no rate
+    assert _subspace._next_check(history, 0.0, 64) == 1  # a target of 0: no distance to it
+    # a look before k triplets existed (inf) gives no rate (it crashed with a math domain error)
+    assert _subspace._next_check([(0, 0, math.inf), (4, 8, 1e-2)], 1e-10, 64) == 4
 
 
 def test_a_sparse_matrix_is_looked_at_by_what_its_products_read():
