@@ -3,6 +3,8 @@ input's dtype, with gradients in that dtype; against float64 references of the r
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import torch
 from hypothesis import given
@@ -131,6 +133,9 @@ def test_a_half_precision_result_is_a_warm_start(dtype, method, gen):
     a = make_matrix("decay", 60, 40, gen).to(dtype)
     first = riemsvd.solve(a, 3, method=method)
     again = riemsvd.solve(a, 3, init=first, method=method)
+    torch.testing.assert_close(again.S, first.S, rtol=2 * unit(dtype), atol=0)
+    pair = collections.namedtuple("Pair", "U V")  # any other tuple too: it crashed in its constructor
+    again = riemsvd.solve(a, 3, init=pair(first.U, first.V), method=method)
     torch.testing.assert_close(again.S, first.S, rtol=2 * unit(dtype), atol=0)
 
 

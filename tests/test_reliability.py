@@ -457,6 +457,20 @@ def test_a_warm_start_through_a_crossing_with_a_small_basis_finds_the_value(case
     assert ((out.S - true).abs() <= out.info.errors + 1e-12).all(), (out.S, true)
 
 
+@pytest.mark.parametrize("maxiter", [20, 30, 41])
+def test_maxiter_inside_a_warm_starts_rounds_is_not_converged(maxiter):
+    """A warm start through a crossing (the warm fuzz's case 28, seed 0) stopped by maxiter while
+    its rounds still could not tell whether the start lacked a value above σ_k: it returned the
+    crossed value as converged (maxiter 11–41; a review). Now not converged, and the warning says
+    why, though every residual passes tol."""
+    first, second, k, tol = crossing_case(0, 28)
+    previous = riemsvd.solve(first, k, tol=1e-10, generator=torch.Generator().manual_seed(28))
+    gen = torch.Generator().manual_seed(28)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="before it could tell whether the warm start"):
+        out = solve(second, k, tol=tol, init=previous, generator=gen, maxiter=maxiter)
+    assert not bool(out.info.converged.all()) and out.info.stop_reason == "maxiter"
+
+
 def test_a_warm_start_on_a_repeated_sigma_k_does_not_run_the_rounds_for_its_copy():
     """σ_{k+1} = σ_k (an orthogonal Q): the probe's rounds counted the copy as a value that might lie
     above σ_k and ran all 8, 290 products where a warm k = 1 solve took 34 (a review). A copy of σ_k
