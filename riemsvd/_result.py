@@ -28,7 +28,10 @@ class ResolutionWarning(UserWarning):
 class DegenerateSpectrumWarning(UserWarning):
     """Singular vectors asked to be differentiated are not unique (σᵢ = σⱼ, or σ_k = σ_{k+1}).
 
-    The derivative of S stays exact; that of U and V is not defined along the degenerate directions.
+    The derivative of S stays exact, but at the tie itself one of the tied values alone has none (only
+    symmetric functions of them do); that of U and V is not defined along the degenerate directions:
+    at σᵢ = σⱼ inside the k their common rotation is left out, and losses blind to it (of span(U),
+    span(V), U Vᵀ) stay exact, U S Vᵀ does not (write it A V Vᵀ).
     It is raised where the cotangent of U or V has a part along them, and only there: at an exact
     tie, a loss whose gradient at the returned vectors has none (Σ wᵢ uᵢ² at u = e₁ of diag(3, 3, 1),
     k = 1, as the dense path returns it) gets a zero there without it, although the loss itself jumps
