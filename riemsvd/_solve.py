@@ -263,10 +263,9 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
     A = _from_numpy(A)
-    if isinstance(init, SVDResult):  # a previous call's result stands for its (U, V)
-        init = (init.U, init.V)
-    if isinstance(init, (tuple, list)):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
-        init = tuple(_from_numpy(x) for x in init)  # a namedtuple's own type wants its fields
+    init = _init_pair(init)
+    if isinstance(init, tuple):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
+        init = tuple(_from_numpy(x) for x in init)
     init = _from_numpy(init)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
@@ -285,6 +284,15 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     operator = functools.partial(as_operator, magnitude=magnitude)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
+
+
+def _init_pair(init):
+    """``init`` with a previous call's SVDResult standing for its (U, V), and any other tuple or list
+    as a plain tuple (a namedtuple's own constructor wants its fields: rebuilt as its own type, a
+    half-precision A's init crashed in it; a new user's trial); anything else as it is."""
+    if isinstance(init, SVDResult):
+        return (init.U, init.V)
+    return tuple(init) if isinstance(init, (tuple, list)) else init
 
 
 def _from_numpy(x):
@@ -365,9 +373,8 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     float32 triplets, except ``errors``, which also carry the cast of S, so that each bar holds for
     the S returned (a 384×384 bfloat16 Gaussian: S off by up to 0.076 where the float32 bars were
     1e-5 to 1e-4; a new user's trial), and σ beyond the dtype's range, which is not converged."""
-    if isinstance(init, SVDResult):  # a previous call's result stands for its (U, V)
-        init = (init.U, init.V)
-    if isinstance(init, (tuple, list)):  # a plain tuple: another namedtuple's constructor wants fields
+    init = _init_pair(init)
+    if isinstance(init, tuple):
         init = tuple(x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x for x in init)
     elif isinstance(init, torch.Tensor) and init.dtype in HALF:
         init = init.float()

@@ -697,10 +697,8 @@ def _next_check(history: list, target: float, cap: int) -> int:
     # a target of 0 (after a check that found the estimate's 0 not confirmed) has no distance to it
     if not 0 < target < r1 < math.inf:
         return far
-    # the rate since the latest look with a larger residual. Also taking the fall just before a rise
-    # where that was faster (a review: from (1, 1e-1), (10, 1e-8), (11, 1e-2) this rate puts the
-    # next look 60 iterations on, that fall 7) moved the looks of fuzz case 2372 (seed 0; a float32
-    # cluster 1e-3 wide, k = 1, inside the residual test's limit) and it returned σ₂: not kept
+    # the rate since the latest look with a larger residual (a faster fall just before a rise, tried
+    # beside it, returned σ₂ of a cluster: docs/algorithm.md, "How often to look")
     i0, r0 = next(((i, r) for i, _, r in reversed(history[:-1]) if r > r1), (i1, r1))
     if not r1 < r0 < math.inf or i1 <= i0:  # inf: a look before k triplets existed
         return far
@@ -801,7 +799,7 @@ def subspace_svd(
                 unresolved = bool(init is not None and st.w) and _unresolved_below(
                     st, ritz, probe.verified, k, rounding
                 )
-                if unresolved and iterations < maxiter and probe.steps < _WARM_ROUNDS * _PROBE_MAX:
+                if unresolved and iterations < maxiter and probe.steps < _WARM_STEPS:
                     # on from the residual of the top Ritz triplet below the accepted ones, after a
                     # restart that keeps it and makes room for another round
                     room = min(max(k + 1, min(keep, p_now - st.w - _PROBE_MAX * b)), st.pu, st.pv)
@@ -1191,13 +1189,13 @@ def _grown(ritz: Ritz, probe: _Probe, k: int, tol: float, rounding: float) -> bo
     return bool((ritz.s[..., :k] - s[..., :k] > margin).any())
 
 
-# Rounds of _PROBE_MAX steps at most that a probe after a warm start runs on, while the top Ritz
+# Steps that a probe after a warm start runs on, in rounds of _PROBE_MAX at most, while the top Ritz
 # value below the accepted ones may still stand for a singular value above σ_k
-# (:func:`_unresolved_below`): 8 rounds are 256 products, about a cold solve's of the trial's
-# 300×300 matrix below. Counted in steps (8·_PROBE_MAX of them), not rounds: with a small basis a
-# round is a restart and the few steps that fit, and 8 of them gave up unresolved (max_basis=12: 5
-# of the warm fuzz's first 80 crossings missed, now 2; docs/algorithm.md, "Warm starts").
-_WARM_ROUNDS = 8
+# (:func:`_unresolved_below`): 8 full rounds, 256 products, about a cold solve's of the trial's
+# 300×300 matrix below. Counted in steps, not rounds: with a small basis a round is a restart and
+# the few steps that fit, and 8 of them gave up unresolved (max_basis=12: 5 of the warm fuzz's
+# first 80 crossings missed, now 2; docs/algorithm.md, "Warm starts").
+_WARM_STEPS = 8 * _PROBE_MAX
 
 
 def _unresolved_below(st: Lanczos, ritz: Ritz, verified: tuple, k: int, rounding: float) -> bool:

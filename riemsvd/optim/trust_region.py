@@ -309,11 +309,16 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             out.append(curvature(x, g, h, e) if curvature is not None else m.proju(x, h))
         return out
 
-    def _precondition(self, xs, r: Vectors) -> Vectors:
+    def _preconditioned(self, xs, r: Vectors) -> tuple[Vectors, float]:
+        """(z, ⟨z, r⟩) with z = P r, the preconditioner's image of the residual (r itself without
+        one), projected onto the tangent spaces. The preconditioner is checked: a list of tensors
+        shaped like the parameters (one tensor returned for a list was zipped against the
+        parameters, silently), and ⟨P r, r⟩ > 0 as a symmetric positive definite P keeps it (a
+        preconditioner returning zeros raised ZeroDivisionError in CG, and one returning NaN ran
+        every CG iteration while the radius fell to 1e-24; new users' trials)."""
         if self.preconditioner is None:
-            return r
+            return r, self._inner(xs, r, r)
         z = self.preconditioner(self._params, [t.clone() for t in r])
-        # one tensor returned for a list was zipped against the parameters, silently (a new user's trial)
         if not (
             isinstance(z, (list, tuple))
             and len(z) == len(r)
@@ -324,18 +329,15 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 f"`preconditioner` must return a list of {len(r)} tensors shaped like the parameters "
                 f"(one tangent vector each), got {got}."
             )
-        return [m.proju(x, t) for m, x, t in zip(self._manifolds, xs, z)]
-
-    def _positive(self, z_r: float) -> None:
-        """⟨P r, r⟩ for a nonzero residual r, which a symmetric positive definite P keeps positive:
-        a preconditioner returning zeros raised ZeroDivisionError in CG, and one returning NaN ran
-        every CG iteration while the radius fell to 1e-24 (a new user's trial)."""
+        z = [m.proju(x, t) for m, x, t in zip(self._manifolds, xs, z)]
+        z_r = self._inner(xs, z, r)
         if not z_r > 0:
             raise ValueError(
                 f"`preconditioner` gave ⟨P r, r⟩ = {z_r} for a nonzero tangent vector r: it must "
                 "approximate the inverse Hessian, symmetric positive definite on the tangent space "
                 "(finite, and nonzero where r is)."
             )
+        return z, z_r
 
     def _derivatives(self, closure):
         """(loss, points, Euclidean gradients, their graph, Riemannian gradient) at the parameters."""
@@ -435,10 +437,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         r = grad
         r0 = math.sqrt(max(self._inner(xs, r, r), 0.0))
         stop_at = r0 * min(self.rule.kappa, r0**self.rule.theta)
-        z = self._precondition(xs, r)
-        z_r = self._inner(xs, z, r)
-        if self.preconditioner is not None:
-            self._positive(z_r)
+        z, z_r = self._preconditioned(xs, r)
         d = [-t for t in z]
         e_pe, e_pd, d_pd = 0.0, 0.0, z_r  # ⟨η, P⁻¹η⟩, ⟨η, P⁻¹d⟩, ⟨d, P⁻¹d⟩ by recurrence
         model, delta2 = 0.0, radius * radius
@@ -461,10 +460,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             r = [a + alpha * b for a, b in zip(r, hd)]
             if math.sqrt(max(self._inner(xs, r, r), 0.0)) <= stop_at:
                 return eta, heta, j, "kappa/theta"
-            z = self._precondition(xs, r)
-            z_r, z_r_old = self._inner(xs, z, r), z_r
-            if self.preconditioner is not None:
-                self._positive(z_r)
+            z_r_old = z_r
+            z, z_r = self._preconditioned(xs, r)
             beta = z_r / z_r_old
             d = [m.proju(x, -a + beta * b) for m, x, a, b in zip(self._manifolds, xs, z, d)]
             e_pd = beta * (e_pd + alpha * d_pd)
