@@ -3,6 +3,7 @@ a Procrustes fit with a Euclidean part), its quadratic convergence, its Hessian,
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import geoopt
@@ -433,3 +434,33 @@ def test_a_parameter_frozen_after_construction_is_named_not_the_closure():
     y.requires_grad_(False)
     with pytest.raises(ValueError, match="parameter 1 has requires_grad=False"):
         opt.step(lambda: -(x @ x) + (y**2).sum())
+
+
+def test_a_gradient_tol_below_float32_rounding_stops_stalled_with_a_warning():
+    """The docs' leading-pair loop in float32, asked for ‖g‖ ≤ 1e-10·σ₁: the gradient stops near 1e-5
+    (float32's rounding of uᵀAv's gradient), every step accepted with ρ ≈ 1, and the loop ran without
+    end (a new user's trial). Now the steps stop "stalled" once 10 in a row made no progress, with one
+    warning; σ is right to float32 rounding, the result is not called converged, and a further step
+    does not move. In float64 the same loop converges, no warning."""
+    for dtype in (torch.float32, torch.float64):
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(400, 200, generator=g).to(dtype)
+        u, v = (_on(SPHERE, _unit(n, g).to(dtype)) for n in (400, 200))
+        opt = RiemannianTrustRegion([u, v], gradient_tol=1e-10 * torch.linalg.matrix_norm(a, 2))
+        closure = functools.partial(lambda u, a, v: -(u @ a @ v), u, a, v)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            while not (opt.info and opt.info.stop_reason) and (opt.info is None or opt.info.step < 200):
+                opt.step(closure)
+        s1 = float(torch.linalg.svdvals(a.double())[0])
+        sigma = float((u @ a @ v).detach())
+        stalls = [w for w in caught if issubclass(w.category, riemsvd.ConvergenceWarning)]
+        if dtype == torch.float32:
+            assert opt.info.stop_reason == "stalled" and not opt.info.converged, opt.info
+            assert opt.info.step <= 40 and len(stalls) == 1 and "gradient_tol" in str(stalls[0].message)
+            assert abs(sigma - s1) <= 1e-6 * s1
+            before = (u.detach().clone(), v.detach().clone())
+            opt.step(closure)
+            assert opt.info.stop_reason == "stalled" and torch.equal(u.detach(), before[0])
+        else:
+            assert opt.info.converged and not stalls and abs(sigma - s1) <= 1e-13 * s1

@@ -15,6 +15,7 @@ from typing import Callable
 import geoopt
 import torch
 
+from riemsvd._result import ConvergenceWarning
 from riemsvd._trust import RadiusRule
 from riemsvd._validate import (
     as_number,
@@ -34,8 +35,9 @@ Vectors = list  # one tensor per parameter: a tangent vector of the product mani
 
 @dataclass
 class TrustRegionInfo:
-    """What the last :meth:`RiemannianTrustRegion.step` did; ``converged`` (a property) says whether
-    the optimization is done, what a loop ``while not opt.info.converged`` waits for.
+    """What the last :meth:`RiemannianTrustRegion.step` did. ``stop_reason`` says whether the
+    optimization is done, what a loop ``while not (opt.info and opt.info.stop_reason)`` waits for, and
+    ``converged`` (a property) whether it got there by the gradient norm.
 
     Attributes
     ----------
@@ -58,8 +60,11 @@ class TrustRegionInfo:
         ``"trust region"`` (a step to the boundary), ``"model increased"`` (rounding: the last CG
         iterate was dropped), ``"max_inner"``, or ``""`` where no step was tried.
     stop_reason : str or None
-        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``: the step did not move, and the
-        optimization is done. None otherwise."""
+        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``; ``"stalled"`` where the last
+        10 steps made no progress (the loss fell by no more than its rounding and the
+        gradient norm not to half of what it was), as where ``gradient_tol`` lies below the rounding
+        floor of the parameters' dtype, with a :class:`~riemsvd.ConvergenceWarning`. Either way the
+        step did not move, and the optimization is done. None otherwise."""
 
     step: int
     loss: float
@@ -74,8 +79,28 @@ class TrustRegionInfo:
 
     @property
     def converged(self) -> bool:
-        """Whether the gradient norm is within ``gradient_tol``."""
+        """Whether the gradient norm is within ``gradient_tol`` (not after a stall)."""
         return self.stop_reason == "gradient norm"
+
+
+# Steps in a row without progress after which a step stops, "stalled": progress is a loss below the
+# one at the last progress by more than its rounding (the ρ regularization's 1e3·ε·max(1, |f|), below
+# which the ratio cannot judge a step either), or a gradient norm below half the one there. Without
+# it a float32 leading pair asked for ‖g‖ ≤ 1e-10·σ₁ ran on without end at ‖g‖ ≈ 1.2e-5, its σ right
+# to rounding for hundreds of steps, every step accepted with ρ ≈ 1 (a new user's trial, from the
+# docs' own loop).
+STALL_STEPS = 10
+
+
+def _progress(state: dict, f: float, gnorm: float, rounding: float) -> int:
+    """Steps since the last progress (see STALL_STEPS), kept in ``state`` with the loss and gradient
+    norm of that step; 0 where this one, at loss f and gradient norm ``gnorm``, makes progress."""
+    lower = f < state.get("progress_loss", math.inf) - rounding
+    if lower or gnorm < 0.5 * state.get("progress_gradient", math.inf):
+        state["progress_loss"], state["progress_gradient"], state["since_progress"] = f, gnorm, 0
+    else:
+        state["since_progress"] = state.get("since_progress", 0) + 1
+    return state["since_progress"]
 
 
 class _Euclidean:
@@ -191,7 +216,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         in exact arithmetic).
     gradient_tol : float
         A step with ‖grad f‖ ≤ ``gradient_tol`` does not move and sets ``info.stop_reason`` to
-        ``"gradient norm"`` (default 0: never).
+        ``"gradient norm"`` (default 0: never). The gradient cannot fall below the rounding of its
+        dtype (about 1e-5·σ₁ for a float32 leading pair of a 400×200 matrix): where ``gradient_tol``
+        asks for less, the steps stop ``"stalled"`` once 10 of them in a row made no progress.
     preconditioner : callable, optional
         ``preconditioner(params, vectors) -> vectors``: an approximation of the inverse Hessian,
         symmetric positive definite on the tangent space, applied to lists of tangent vectors (one per
@@ -225,11 +252,11 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     >>> u = geoopt.ManifoldParameter(sphere.random(60, dtype=torch.float64), manifold=sphere)
     >>> v = geoopt.ManifoldParameter(sphere.random(40, dtype=torch.float64), manifold=sphere)
     >>> opt = RiemannianTrustRegion([u, v], gradient_tol=1e-10)
-    >>> while not (opt.info and opt.info.converged):
+    >>> while not (opt.info and opt.info.stop_reason):
     ...     _ = opt.step(lambda: -(u @ A @ v))
     >>> s1 = torch.linalg.svdvals(A)[0]
-    >>> bool(abs(u @ A @ v - s1) < 1e-12 * s1), opt.info.step < 30
-    (True, True)
+    >>> opt.info.converged, bool(abs(u @ A @ v - s1) < 1e-12 * s1), opt.info.step < 30
+    (True, True, True)
     """
 
     def __init__(
@@ -388,8 +415,22 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "values: the trust region cannot judge a step from a non-finite loss. Check the loss "
                 "there (a log or division of zero?), or start from another point."
             )
-        if gnorm <= self.gradient_tol:
-            done = "gradient norm"
+        # The decrease is lost in the rounding of f near a minimum: ρ's terms both get this small
+        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
+        reg = 1e3 * torch.finfo(xs[0].dtype).eps * max(1.0, abs(f))
+        since = _progress(state, f, gnorm, reg)
+        done = "gradient norm" if gnorm <= self.gradient_tol else "stalled" if since >= STALL_STEPS else None
+        if done is not None:
+            if done == "stalled" and since == STALL_STEPS:
+                warnings.warn(
+                    f"RiemannianTrustRegion: {STALL_STEPS} steps without progress (the loss fell by no "
+                    f"more than its rounding, {reg:.2g}, the gradient norm, {gnorm:.3g}, not to half of "
+                    f"what it was): stopped, info.stop_reason = 'stalled'. That gradient norm is likely "
+                    f"the rounding floor of {xs[0].dtype} arithmetic for this loss; ask for a gradient_tol "
+                    f"above it (it is {self.gradient_tol:.3g}), or compute in float64.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
             self.info = TrustRegionInfo(count, f, gnorm, radius, radius, math.nan, False, 0, "", done)
             return loss.detach()
 
@@ -408,9 +449,6 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             if isinstance(err, RuntimeError) and "does not require grad" in str(err):
                 raise _called_backward() from err  # backward() under no_grad
             raise
-        # The decrease is lost in the rounding of f near a minimum: both terms get the same small
-        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
-        reg = 1e3 * torch.finfo(xs[0].dtype).eps * max(1.0, abs(f))
         # a non-finite trial loss judges nothing: as NaN, the radius shrinks (−inf gave ρ = inf, the
         # step rejected and the radius grown, cycling without end; a new user's trial)
         rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 and math.isfinite(f_new) else math.nan
