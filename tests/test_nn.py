@@ -952,6 +952,26 @@ def test_a_module_on_the_meta_device_is_normalized_once_it_has_values():
         assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
+def test_a_meta_module_read_in_eval_mode_first_is_normalized():
+    """The same deferred initialization, but the layer read in eval mode before any training forward:
+    its W/σ came from the garbage pair, non-finite or with ‖W/σ‖₂ = 1.7e-25 (a new user's trial). The
+    first forward now solves in eval mode too; after that eval mode uses the stored pair as it is."""
+    for garbage in (float("nan"), 1e300, 0.0, 1e-3):
+        layer = rnn.spectral_norm(torch.nn.Linear(30, 20, device="meta", dtype=torch.float64))
+        layer.to_empty(device="cpu")
+        with torch.no_grad():
+            original(layer).copy_(torch.randn(20, 30, dtype=torch.float64))
+            layer.parametrizations.weight[0]._u.fill_(garbage)
+            layer.parametrizations.weight[0]._v.fill_(garbage)
+        layer.eval()
+        assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64], garbage
+        pair = layer.parametrizations.weight[0]._u.clone()
+        with torch.no_grad():
+            original(layer).mul_(2.0)  # a weight changed behind the parametrization: eval keeps its pair
+        assert torch.isfinite(layer.weight).all()
+        assert torch.equal(layer.parametrizations.weight[0]._u, pair)
+
+
 def test_a_projection_hook_on_a_tensor_the_optimizer_does_not_step_warns():
     """A parameter outside the optimizer's groups was accepted silently (a new user's trial): the
     hook would project it after every step while nothing changes it."""

@@ -383,6 +383,11 @@ class PairNormalization(nn.Module):
     _u: torch.Tensor  # buffers, registered by _store_pair and __init__
     _v: torch.Tensor
     _owner: torch.Tensor
+    # The buffers hold no pair yet: registered on the meta device, whose values come later (to_empty
+    # leaves whatever memory held). The first forward then solves, in eval mode too: read in eval
+    # before any training forward, such a layer's W/σ came out non-finite, or with ‖W/σ‖₂ = 1.7e-25
+    # (a new user's trial; torch's own spectral_norm does the same).
+    _unset = False
 
     def __init__(self, power_steps: int) -> None:
         super().__init__()
@@ -396,6 +401,7 @@ class PairNormalization(nn.Module):
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
         self._pair_of = id(weight)
+        self._unset = weight.is_meta
 
     def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -404,9 +410,12 @@ class PairNormalization(nn.Module):
         raise NotImplementedError
 
     def _refresh(self, weight: torch.Tensor) -> None:
-        """In training mode, the stored pair refreshed for ``weight``."""
-        if self.training:
+        """In training mode (or where the buffers hold no pair yet), the stored pair refreshed for
+        ``weight``."""
+        if self.training or self._unset:
             refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v)
+            if self._unset:
+                self._unset = weight.is_meta
 
     def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair
         super().__setstate__(state)
@@ -415,6 +424,7 @@ class PairNormalization(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):
         self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
         super()._load_from_state_dict(*args, **kwargs)
+        self._unset = self._u.is_meta
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
@@ -435,4 +445,5 @@ class PairNormalization(nn.Module):
         warm, self._pair_of = id(value) == self._pair_of, None
         self._tracker.forget()
         self.update_pair(self._pair_input(value.detach()), self._u, self._v, warm=warm)
+        self._unset = value.is_meta
         return value

@@ -44,7 +44,7 @@ class SpectralNorm(PairNormalization):
     @staticmethod
     def _first_pair(w_mat: torch.Tensor, tol) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, v) of w_mat from a cold solve; empty ones for a weight on the meta device, whose values
-        come later (the first training forward then solves from scratch, see ``warm_pair``)."""
+        come later (the first forward, in eval mode too, then solves from scratch: ``_unset``)."""
         if w_mat.is_meta:
             return w_mat.new_empty(w_mat.shape[0]), w_mat.new_empty(w_mat.shape[1])
         u, v, _ = leading_pair(w_mat, None, tol)
