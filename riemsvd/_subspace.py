@@ -63,7 +63,8 @@ class SolverOptions:
     max_basis : int, optional
         Columns of the right basis (search space and residual directions together) before a thick
         restart; default :func:`default_basis`, which a solve that stalls far above rounding doubles,
-        up to 4 times itself, before it gives up (a value given here is kept).
+        up to 4 times itself, before it gives up (a value given here is kept, raised to the least the
+        iteration needs: k + start_block + 2·block, and 2·start_block + block).
     start_block : int
         Random columns of a cold start (and columns beside a warm start's). The residual space keeps
         this width, so that up to this many copies of a repeated singular value are found, and a start

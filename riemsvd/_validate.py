@@ -233,6 +233,14 @@ def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch
             f"`A` must be 2-D, got shape {tuple(a.shape)}; a LinearOperator-like object has shape (m, n) "
             "(batches of dense matrices go as a torch.Tensor of shape (..., m, n))."
         )
+    elif hasattr(a, "shape") and (hasattr(a, "matvec") or hasattr(a, "matmat")):
+        # products with A alone: the generic message below named nothing missing (a new user's trial)
+        raise TypeError(
+            f"`A` ({type(a).__name__}) has `matvec` or `matmat` but not the matching product with Aᵀ: a "
+            "LinearOperator-like object needs `rmatvec` beside `matvec` (or `rmatmat` beside `matmat`); "
+            "riemsvd multiplies by A and by Aᵀ. Add it, or wrap both in scipy.sparse.linalg.LinearOperator("
+            "shape, matvec=..., rmatvec=..., dtype=...)."
+        )
     else:
         raise TypeError(
             "`A` must be a torch.Tensor, a float numpy array, a scipy sparse matrix or a LinearOperator-like "
