@@ -741,7 +741,9 @@ def check_radius_rule(accept, shrink, grow, kappa, theta) -> None:
         raise ValueError(f"`theta` must be in (0, 1], got {theta}.")
 
 
-def check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner) -> None:
+def check_trust_region_args(
+    radius, max_radius, max_inner, gradient_tol, preconditioner, patience=None
+) -> None:
     """The options of :class:`riemsvd.optim.RiemannianTrustRegion` beyond its radius rule's."""
     for name, value in (("radius", radius), ("max_radius", max_radius)):
         if value is not None:
@@ -761,11 +763,12 @@ def check_trust_region_args(radius, max_radius, max_inner, gradient_tol, precond
         raise ValueError(f"`gradient_tol` must be non-negative, got {gradient_tol}.")
     if preconditioner is not None and not callable(preconditioner):
         raise TypeError(f"`preconditioner` must be callable, got {type(preconditioner).__name__}.")
+    check_positive_int(patience, "patience")
 
 
 # The trust region's options that are not in its param groups' defaults: set in a group, they were
 # accepted and ignored (a new user's trial), where the others raised.
-_RULE_OPTIONS = ("accept", "shrink", "grow", "kappa", "theta", "preconditioner")
+_RULE_OPTIONS = ("accept", "shrink", "grow", "kappa", "theta", "preconditioner", "patience")
 
 
 def check_param_groups(param_groups, defaults: dict) -> None:

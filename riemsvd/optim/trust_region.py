@@ -60,11 +60,11 @@ class TrustRegionInfo:
         ``"trust region"`` (a step to the boundary), ``"model increased"`` (rounding: the last CG
         iterate was dropped), ``"max_inner"``, or ``""`` where no step was tried.
     stop_reason : str or None
-        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``; ``"stalled"`` where the last
-        10 steps made no progress (the loss fell by no more than its rounding and the
-        gradient norm not to half of what it was), as where ``gradient_tol`` lies below the rounding
-        floor of the parameters' dtype, with a :class:`~riemsvd.ConvergenceWarning`. Either way the
-        step did not move, and the optimization is done. None otherwise."""
+        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``; ``"stalled"`` where ``patience``
+        accepted steps in a row found no new low of the gradient norm or of the loss, as where
+        ``gradient_tol`` lies below what the dtype's rounding lets the gradient reach, with a
+        :class:`~riemsvd.ConvergenceWarning`. Either way the step did not move, and the optimization
+        is done. None otherwise."""
 
     step: int
     loss: float
@@ -83,23 +83,22 @@ class TrustRegionInfo:
         return self.stop_reason == "gradient norm"
 
 
-# Steps in a row without progress after which a step stops, "stalled": progress is a loss below the
-# one at the last progress by more than its rounding (the ρ regularization's 1e3·ε·max(1, |f|), below
-# which the ratio cannot judge a step either), or a gradient norm below half the one there. Without
-# it a float32 leading pair asked for ‖g‖ ≤ 1e-10·σ₁ ran on without end at ‖g‖ ≈ 1.2e-5, its σ right
-# to rounding for hundreds of steps, every step accepted with ρ ≈ 1 (a new user's trial, from the
-# docs' own loop).
-STALL_STEPS = 10
-
-
-def _progress(state: dict, f: float, gnorm: float, rounding: float) -> int:
-    """Steps since the last progress (see STALL_STEPS), kept in ``state`` with the loss and gradient
-    norm of that step; 0 where this one, at loss f and gradient norm ``gnorm``, makes progress."""
-    lower = f < state.get("progress_loss", math.inf) - rounding
-    if lower or gnorm < 0.5 * state.get("progress_gradient", math.inf):
-        state["progress_loss"], state["progress_gradient"], state["since_progress"] = f, gnorm, 0
+def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> int:
+    """Accepted steps in a row that found neither a new low of the gradient norm nor one of the loss
+    beyond its rounding (4·ε·|f|), kept in ``state`` with the lows; the step at loss f and gradient
+    norm ``gnorm`` counted where the last one ``moved`` the parameters (a rejected step left them
+    where they were: nothing new to judge; a radius too large to start with takes several). A
+    gradient norm 10 times the low starts afresh: a new closure, or the iteration leaving a basin."""
+    best_f, best_g = state.get("best_loss", math.inf), state.get("best_gradient", math.inf)
+    if gnorm > 10 * best_g:
+        best_f, best_g = math.inf, math.inf
+    elif not moved:
+        return state.get("since_progress", 0)
+    if gnorm < best_g or f < best_f - 4 * eps * abs(best_f):
+        state["since_progress"] = 0
     else:
         state["since_progress"] = state.get("since_progress", 0) + 1
+    state["best_loss"], state["best_gradient"] = min(best_f, f), min(best_g, gnorm)
     return state["since_progress"]
 
 
@@ -217,13 +216,18 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     gradient_tol : float
         A step with ‖grad f‖ ≤ ``gradient_tol`` does not move and sets ``info.stop_reason`` to
         ``"gradient norm"`` (default 0: never). The gradient cannot fall below the rounding of its
-        dtype (about 1e-5·σ₁ for a float32 leading pair of a 400×200 matrix): where ``gradient_tol``
-        asks for less, the steps stop ``"stalled"`` once 10 of them in a row made no progress.
+        dtype (near 1e-5 for a float32 leading pair of a 400×200 Gaussian matrix, whose σ₁ is
+        about 34): where ``gradient_tol`` asks for less, the steps stop ``"stalled"`` (``patience``).
     preconditioner : callable, optional
         ``preconditioner(params, vectors) -> vectors``: an approximation of the inverse Hessian,
         symmetric positive definite on the tangent space, applied to lists of tangent vectors (one per
         parameter); its output is projected on the tangent space. The trust region is then measured
         in its inverse's norm, as in preconditioned Steihaug–Toint CG.
+    patience : int or None
+        Accepted steps in a row that find neither a new low of the gradient norm nor one of the loss
+        beyond its rounding, after which a step does not move and sets ``info.stop_reason`` to
+        ``"stalled"``, with a :class:`~riemsvd.ConvergenceWarning` (default 10; None: never). A
+        gradient norm 10 times its low starts the count afresh (a new closure).
 
     Attributes
     ----------
@@ -273,13 +277,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         max_inner: int | None = None,
         gradient_tol: float = 0.0,
         preconditioner: Callable[[list, Vectors], Vectors] | None = None,
+        patience: int | None = 10,
     ) -> None:
         rule = RadiusRule(accept=accept, shrink=shrink, grow=grow, kappa=kappa, theta=theta)
         gradient_tol = as_number(gradient_tol)  # e.g. 1e-10 * torch.linalg.matrix_norm(A, 2)
-        check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner)
+        check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner, patience)
         defaults = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
         super().__init__(params, defaults)
-        self.rule, self.preconditioner = rule, preconditioner
+        self.rule, self.preconditioner, self.patience = rule, preconditioner, patience
         self.gradient_tol = gradient_tol
         self.info: TrustRegionInfo | None = None
         self._given = (radius, max_radius, max_inner)
@@ -415,19 +420,20 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "values: the trust region cannot judge a step from a non-finite loss. Check the loss "
                 "there (a log or division of zero?), or start from another point."
             )
-        # The decrease is lost in the rounding of f near a minimum: ρ's terms both get this small
-        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
-        reg = 1e3 * torch.finfo(xs[0].dtype).eps * max(1.0, abs(f))
-        since = _progress(state, f, gnorm, reg)
-        done = "gradient norm" if gnorm <= self.gradient_tol else "stalled" if since >= STALL_STEPS else None
+        eps = torch.finfo(xs[0].dtype).eps
+        moved = state.get("moved", True)
+        since = _progress(state, f, gnorm, eps, moved)
+        stalled = self.patience is not None and since >= self.patience
+        done = "gradient norm" if gnorm <= self.gradient_tol else "stalled" if stalled else None
         if done is not None:
-            if done == "stalled" and since == STALL_STEPS:
+            state["moved"] = False  # the point stays: the next step judges it no better
+            if done == "stalled" and moved and since == self.patience:  # once, as it stops
                 warnings.warn(
-                    f"RiemannianTrustRegion: {STALL_STEPS} steps without progress (the loss fell by no "
-                    f"more than its rounding, {reg:.2g}, the gradient norm, {gnorm:.3g}, not to half of "
-                    f"what it was): stopped, info.stop_reason = 'stalled'. That gradient norm is likely "
-                    f"the rounding floor of {xs[0].dtype} arithmetic for this loss; ask for a gradient_tol "
-                    f"above it (it is {self.gradient_tol:.3g}), or compute in float64.",
+                    f"RiemannianTrustRegion: {since} accepted steps without a new low of the gradient "
+                    f"norm (now {gnorm:.3g}, gradient_tol {self.gradient_tol:.3g}) or of the loss: "
+                    "stopped, info.stop_reason = 'stalled'. Where the gradient norm is at the rounding "
+                    f"of the loss's gradient in {xs[0].dtype}, ask for a gradient_tol above it, or "
+                    "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
                     ConvergenceWarning,
                     stacklevel=2,
                 )
@@ -449,6 +455,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             if isinstance(err, RuntimeError) and "does not require grad" in str(err):
                 raise _called_backward() from err  # backward() under no_grad
             raise
+        # The decrease is lost in the rounding of f near a minimum: ρ's terms both get this small
+        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
+        reg = 1e3 * eps * max(1.0, abs(f))
         # a non-finite trial loss judges nothing: as NaN, the radius shrinks (−inf gave ρ = inf, the
         # step rejected and the radius grown, cycling without end; a new user's trial)
         rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 and math.isfinite(f_new) else math.nan
@@ -456,6 +465,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         f64 = functools.partial(torch.tensor, dtype=torch.float64)
         taken, nxt = self.rule.update(f64(radius), f64(rho), torch.tensor(boundary), self.max_radius)
         accepted, state["radius"] = bool(taken) and math.isfinite(f_new), float(nxt)
+        state["moved"] = accepted
         if not accepted:
             with torch.no_grad():
                 for p, x in zip(params, old):
