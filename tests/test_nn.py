@@ -972,6 +972,25 @@ def test_a_meta_module_read_in_eval_mode_first_is_normalized():
         assert torch.equal(layer.parametrizations.weight[0]._u, pair)
 
 
+def test_a_meta_module_keeps_its_key_and_solves_after_a_partial_state_dict():
+    """A review of the test above: to_empty left the compiled refresh's key buffer (`_owner`) holding
+    garbage, and a compiled forward raised KeyError looking it up (or could have found another
+    module's); a state dict without the pair (strict=False) cleared the flag, and eval used the
+    garbage pair (‖W/σ‖₂ = 5e5)."""
+    layer = rnn.spectral_norm(torch.nn.Linear(30, 20, device="meta", dtype=torch.float64))
+    layer.to_empty(device="cpu")
+    norm = layer.parametrizations.weight[0]
+    assert int(norm._owner) == norm._owner_key
+    with torch.no_grad():
+        norm._u.fill_(1e-3)
+        norm._v.fill_(1e-3)
+    weight = torch.randn(20, 30, dtype=torch.float64)
+    missing = layer.load_state_dict({"parametrizations.weight.original": weight}, strict=False).missing_keys
+    assert "parametrizations.weight.0._u" in missing
+    layer.eval()
+    assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
 def test_a_projection_hook_on_a_tensor_the_optimizer_does_not_step_warns():
     """A parameter outside the optimizer's groups was accepted silently (a new user's trial): the
     hook would project it after every step while nothing changes it."""

@@ -394,7 +394,8 @@ class PairNormalization(nn.Module):
         self._tracker = PairTracker(power_steps)
         self._pair_of: int | None = None  # id() of the weight the subclass solved for at construction
         # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
-        self.register_buffer("_owner", torch.tensor(pair_owner_key(self)), persistent=False)
+        self._owner_key = pair_owner_key(self)
+        self.register_buffer("_owner", torch.tensor(self._owner_key), persistent=False)
 
     def _store_pair(self, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor) -> None:
         """The buffers, with the pair just solved for ``weight`` (which registration hands back)."""
@@ -419,12 +420,23 @@ class PairNormalization(nn.Module):
 
     def __setstate__(self, state) -> None:  # a copy (deepcopy, unpickling) refreshes its own pair
         super().__setstate__(state)
-        self._owner.fill_(pair_owner_key(self))
+        self._owner_key = pair_owner_key(self)
+        self._owner.fill_(self._owner_key)
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def _apply(self, fn, recurse=True):
+        # to_empty (deferred initialization) leaves the key's buffer holding whatever memory held: a
+        # compiled forward's refresh then looked up a garbage key (KeyError; a review), or could have
+        # found another module's
+        out = super()._apply(fn, recurse)
+        if not self._owner.is_meta:
+            self._owner.fill_(self._owner_key)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._tracker.forget()  # the loaded vectors belong to another weight's spectrum
-        super()._load_from_state_dict(*args, **kwargs)
-        self._unset = self._u.is_meta
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "_u" in state_dict and prefix + "_v" in state_dict:  # not a partial one (strict=False)
+            self._unset = self._u.is_meta
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Stored as given (like torch's); refresh (u, v) so an assigned weight is exact in eval mode too.
