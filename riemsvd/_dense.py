@@ -75,7 +75,7 @@ def _memory_factor(nbytes: int) -> float:
 
 @functools.cache
 def _last_level_cache() -> int:
-    """Bytes of the CPU's largest cache (Linux's sysfs), 32 MiB where it cannot be read."""
+    """Bytes of the CPU's largest cache (Linux's sysfs), 32 MiB where it cannot be read (or reads 0)."""
     sizes = []
     for entry in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
         try:
@@ -87,7 +87,7 @@ def _last_level_cache() -> int:
         digits = text.rstrip("KkMmGg")
         if digits.isdigit():
             sizes.append(int(digits) * scale)
-    return max(sizes, default=32 << 20)
+    return max(sizes, default=0) or 32 << 20
 
 
 class _Costs(NamedTuple):

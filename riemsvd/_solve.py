@@ -30,7 +30,7 @@ from riemsvd._operator import (
 )
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
-from riemsvd._subspace import Outcome, SolverOptions, default_basis, subspace_svd
+from riemsvd._subspace import Outcome, SolverOptions, _default_block, default_basis, least_basis, subspace_svd
 from riemsvd._tolerance import HALF, default_tol, product_floor
 from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
@@ -527,19 +527,24 @@ def _not_converged(
             "steps without a smaller residual, as where k splits a repeated or tightly clustered "
             "singular value. The default method='iterative' resolves such values; or loosen `tol`."
         )
-    given = getattr(options, "max_basis", None)
-    k = s.shape[-1] if s is not None else None
-    if info.stop_reason == "stalled" and given is not None and k is not None and given < default_basis(k):
-        # a basis the user narrowed: SolverOptions(max_basis=1), k = 4, stalled at 3.7e-3 on 1 of 6
-        # seeds of a 300×200 Gaussian where the default converged in 184 products, and the message
-        # blamed a cluster (a new user's trial)
-        return (
-            f"riemsvd.solve: the iteration stopped making progress with {where}, in the search space "
-            f"of `SolverOptions(max_basis={given})` (at least k + start_block + 2·block columns are "
-            f"used, {k + 3} for k = {k} with one column each); the default for k = {k} is "
-            f"{default_basis(k)}. Raise `max_basis`, or leave it unset; or raise `patience` (default 60) "
-            "and `maxiter`, or loosen `tol`."
-        )
+    given = None if options is None else options.max_basis
+    if info.stop_reason == "stalled" and options is not None and given is not None and s is not None:
+        k = s.shape[-1]
+        b = options.block or _default_block(k, s.device)
+        least = least_basis(k, max(options.start_block, b), b)
+        columns = shape[-1] if shape is not None and len(shape) >= 2 else max(given, least)
+        default, used = default_basis(k, b), min(columns, max(given, least))
+        if given < default:
+            # a basis the user narrowed: SolverOptions(max_basis=1), k = 4, stalled at 3.7e-3 on 1 of 6
+            # seeds of a 300×200 Gaussian where the default converged in 184 products, and the message
+            # blamed a cluster (a new user's trial)
+            return (
+                f"riemsvd.solve: the iteration stopped making progress with {where}, in the search space "
+                f"of `SolverOptions(max_basis={given})` ({used} columns, the least it can use with these "
+                f"options being {least}); the default for k = {k} with these options is {default}. Raise "
+                "`max_basis`, or leave it unset; or raise `patience` (default 60) and `maxiter`, or "
+                "loosen `tol`."
+            )
     if info.stop_reason == "stalled" and level is not None and float(info.residual.max()) > 1e3 * level:
         # far above rounding: the residual stopped falling, as in a wide cluster of close values
         # (177 values within 1e-6 of each other, k = 18: stalled at 4.8e-7, 1e8 above the floor)

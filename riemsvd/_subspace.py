@@ -64,7 +64,8 @@ class SolverOptions:
         Columns of the right basis (search space and residual directions together) before a thick
         restart; default :func:`default_basis`, which a solve that stalls far above rounding doubles,
         up to 4 times itself, before it gives up (a value given here is kept, raised to the least the
-        iteration needs: k + start_block + 2·block, and 2·start_block + block).
+        iteration needs, :func:`least_basis`: k + w + 2·block and 2w + block, w the start's columns,
+        max(start_block, block) for a cold start).
     start_block : int
         Random columns of a cold start (and columns beside a warm start's). The residual space keeps
         this width, so that up to this many copies of a repeated singular value are found, and a start
@@ -117,6 +118,14 @@ def default_basis(k: int, b: int = 1) -> int:
     """Columns of the right basis before a thick restart, for k triplets and blocks of b
     (docs/algorithm.md)."""
     return max(24, 2 * k + 16, 4 * b + min(8 * b, 64))
+
+
+def least_basis(k: int, w: int, b: int) -> int:
+    """The fewest columns of the right basis a solve keeps, for k triplets, a start of w columns and
+    steps of b: the k accepted beside the residual space and a step's room, and the start block whole
+    beside a residual block of its width (SolverOptions(start_block=18) crashed with the default
+    basis of 24). A ``max_basis`` below it is raised to it."""
+    return max(k + w + 2 * b, 2 * w + b)
 
 
 def _default_block(k: int, device: torch.device) -> int:
@@ -734,9 +743,7 @@ def subspace_svd(
     maxiter = max(maxiter, -(-k // b))
     x = work.right.adopt(_start(op, k, max(options.start_block, b), init, tol, generator))
     w = x.shape[-1]
-    # the start block enters 𝒱 whole, beside a residual block of its width: 2w columns and a step's b
-    # at the least (SolverOptions(start_block=18) crashed with the default basis of 24)
-    p_max = min(n, max(options.max_basis or default_basis(k, b), k + w + 2 * b, 2 * w + b))
+    p_max = min(n, max(options.max_basis or default_basis(k, b), least_basis(k, w, b)))
     keep = _keep(p_max, w, k, b)
     widest = p_max if options.max_basis else min(n, _WIDENED * p_max)  # see _WIDENED
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)

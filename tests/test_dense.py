@@ -184,6 +184,10 @@ def test_a_matrix_beyond_the_last_level_cache_prices_the_iteration_higher(monkey
     import riemsvd._dense as dense
 
     assert dense._last_level_cache() > 0
+    dense._last_level_cache.cache_clear()
+    monkeypatch.setattr(dense.glob, "glob", lambda pattern: [])  # no sysfs: 32 MiB
+    assert dense._last_level_cache() == 32 << 20
+    dense._last_level_cache.cache_clear()
     monkeypatch.setattr(dense, "_last_level_cache", lambda: 32 << 20)
     factors = [dense._memory_factor(1 << s) for s in range(20, 31)]
     assert factors == sorted(factors) and factors[4] == 1.0 and factors[5] == 2.0 and factors[-1] == 2.0

@@ -1,5 +1,6 @@
 """Every bad input to riemsvd.solve gets an error that names the argument."""
 
+import dataclasses
 import functools
 import warnings
 
@@ -304,9 +305,8 @@ def test_a_stall_far_above_rounding_is_not_blamed_on_rounding():
     assert result.info.stop_reason == "stalled" and float(result.info.residual) > 1e-6
     assert "below what rounding" not in str(caught[0].message)
     # what resolved a trial's cluster; a max_basis given below the default is named as the suspect
-    assert "SolverOptions(max_basis=20)" in str(caught[0].message) and "default for k = 8 is 32" in str(
-        caught[0].message
-    )
+    text = str(caught[0].message)
+    assert "SolverOptions(max_basis=20)" in text and "default for k = 8 with these options is 32" in text
 
 
 def test_a_stall_far_above_rounding_widens_the_default_basis():
@@ -592,9 +592,18 @@ def test_a_stall_in_a_narrowed_basis_names_the_max_basis_given():
         if result.info.stop_reason == "stalled":
             stalled += 1
             text = str(caught[0].message)
-            assert "SolverOptions(max_basis=1)" in text and "default for k = 4 is 24" in text
-            assert "cluster" not in text
+            assert "SolverOptions(max_basis=1)" in text and "k = 4 with these options is 24" in text
+            assert "(7 columns" in text and "cluster" not in text
     assert stalled
+    # with steps of 8 columns (the GPU's default) the least basis is 28 and the default 96 (a review:
+    # the message said 24, and a max_basis of 40, below 96, got the cluster message)
+    from riemsvd._solve import _not_converged
+
+    info = dataclasses.replace(result.info, stop_reason="stalled")
+    for narrowed, used in ((20, 28), (40, 40)):
+        options = riemsvd.SolverOptions(max_basis=narrowed, block=8)
+        text = _not_converged(info, a.dtype, a.shape, result.S, options)
+        assert f"max_basis={narrowed})` ({used} columns" in text and "these options is 96" in text
 
 
 def test_an_operator_with_a_product_but_not_its_adjoint_is_told_which_is_missing():
