@@ -376,6 +376,20 @@ def test_backward_matches_torch_svd_gradient(tmp_path, capsys):
         )
 
 
+def test_backward_without_a_finite_torch_reference_is_not_counted_against_riemsvd(tmp_path, capsys):
+    """The `sparse` class at 200×100 has 19 zero singular values, where torch.linalg.svd's backward is
+    NaN: its rows read "missed target" and the summary counted them as riemsvd's misses (a new user's
+    trial). They say there is no reference, and the count leaves them out."""
+    out = tmp_path / "bw"
+    argv = "--backward --sizes 200x100 --k 1 --reps 1 --classes sparse gaussian --quiet --no-plots".split()
+    assert bench.main(argv + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "grad err ≤ 1e-07 on 1/1 (no finite torch reference: 1)" in printed
+    doc = json.loads((out / "results.json").read_text())
+    rows = {r["cls"]: r for r in doc["backward"]}
+    assert rows["sparse"]["status"].startswith("no reference") and rows["gaussian"]["grad_rel_err"] < 1e-7
+
+
 # ---------------------------------------------------------------------------------------------------
 # riemsvd.bench_training and riemsvd.bench_dense, on tiny settings
 

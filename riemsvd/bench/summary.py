@@ -132,9 +132,10 @@ def summarize_backward(records: list[BackwardRecord]) -> dict:
         f"{m}x{n} k={k}": {
             "ratio": {r.cls: r.ratio for r in rs},
             "ratio_geomean": geomean([r.ratio for r in rs]),
-            "grad_rel_err_max": max(r.grad_rel_err for r in rs),
+            "grad_rel_err_max": max((e for r in rs if math.isfinite(e := r.grad_rel_err)), default=math.nan),
             "meet_ratio": [r.cls for r in rs if r.meets_ratio],
             "meet_grad": [r.cls for r in rs if r.meets_grad],
+            "graded": [r.cls for r in rs if math.isfinite(r.grad_rel_err)],  # torch's reference finite
         }
         for (m, n, k), rs in by_size_and_k(records).items()
     }
