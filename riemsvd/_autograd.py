@@ -213,11 +213,21 @@ def needs_graph(a: torch.Tensor) -> bool:
     directly: torch's ``Function.apply`` binds ``forward``'s signature on every call, and with its
     bookkeeping that cost 40–60 µs a solve (a 60×40 solve 633 µs against 673–693; 256×256 float32
     1496–1538 against 1551–1633)."""
-    return (
-        (a.requires_grad and torch.is_grad_enabled())
-        or torch._C._are_functorch_transforms_active()  # vmap, grad, jacrev, jvp: what torch's apply checks
-        or torch.autograd.forward_ad.unpack_dual(a).tangent is not None
-    )
+    if (a.requires_grad and torch.is_grad_enabled()) or torch._C._are_functorch_transforms_active():
+        return True  # vmap, grad, jacrev, jvp: what torch's apply checks
+    try:
+        return torch.autograd.forward_ad.unpack_dual(a).tangent is not None
+    except RuntimeError as err:
+        # inside a compiled graph's operator (below autograd) within a dual level, unpack_dual fails on
+        # an internal assert of torch's _fw_primal (aot_eager and inductor; a new user's trial)
+        if "_fw_primal" not in str(err):
+            raise
+        raise RuntimeError(
+            "riemsvd.solve under torch.compile inside a torch.autograd.forward_ad.dual_level: PyTorch's "
+            "custom operators have no forward-mode rule, so no tangent passes through the compiled "
+            "solve. Take forward-mode derivatives of solve outside torch.compile (eager mode carries "
+            "them)."
+        ) from err
 
 
 class SolveFunction(torch.autograd.Function):

@@ -205,8 +205,15 @@ def solve(
     """
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
+    if torch.compiler.is_compiling() and is_sharded(A):
+        # the whole solve eagerly behind a graph break, as for sparse inputs: traced, its checks' host
+        # reads of a sharded A crashed Dynamo (InternalTorchDynamoError; a new user's trial)
+        return eager_under_compile(_EAGER_SOLVE, solve)(
+            A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options, method=method
+        )
     if torch.compiler.is_compiling() and isinstance(A, torch.Tensor) and A.layout == torch.strided:
-        return compiled_solve(A, k, tol, maxiter, init, generator, options, method)  # one opaque operator
+        # a previous call's SVDResult as its (U, V), as in eager mode (fullgraph=True had refused it)
+        return compiled_solve(A, k, tol, maxiter, _init_pair(init), generator, options, method)
     problem = prepare(A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
                       method=method)  # fmt: skip
 
@@ -284,6 +291,9 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     operator = functools.partial(as_operator, magnitude=magnitude)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
+
+
+_EAGER_SOLVE: list = []  # solve behind a graph break, for a sharded A under torch.compile
 
 
 def _init_pair(init):

@@ -13,6 +13,7 @@ import traceback
 from datetime import timedelta
 
 import torch
+import torch._dynamo
 import torch.distributed as dist
 
 K = 3
@@ -127,6 +128,13 @@ def _warm_start_cases(rank: int, world: int, out: dict) -> None:
         cold = solve(ShardedMatrix(block, dim), K)
         warm = solve(ShardedMatrix(block, dim), K, init=(first.U, first.V))
         out[("warm", dim)] = {"s": warm.S, "b": b, "cold": cold.info.matvecs, "warm": warm.info.matvecs}
+    # inside a compiled function (without fullgraph) the sharded solve runs eagerly behind a graph
+    # break: traced, its checks crashed Dynamo (InternalTorchDynamoError; a new user's trial)
+    torch._dynamo.reset()
+    sizes = split_sizes(a.shape[0], world)
+    lo = sum(sizes[:rank])
+    sharded = ShardedMatrix(a[lo : lo + sizes[rank]], 0)
+    out["compiled"] = {"s": torch.compile(lambda x: solve(x, K).S, backend="eager")(sharded), "a": a}
 
 
 def _forward_mode_cases(rank: int, world: int, out: dict) -> None:

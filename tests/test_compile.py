@@ -113,6 +113,22 @@ def test_what_a_compiled_graph_cannot_take_is_named():
         )(torch.randn(5, 4))
 
 
+def test_a_previous_result_warm_starts_a_full_graph_and_forward_mode_is_refused_by_name():
+    """A new user's trial: `init=` a previous call's SVDResult was refused under fullgraph=True (the
+    compiled path's check wanted a pair), where eager mode takes it; and a compiled solve inside a
+    forward_ad dual level failed on an internal assert of torch's. The result is taken as its (U, V);
+    forward mode is refused with what to do."""
+    import torch.autograd.forward_ad as fwad
+
+    a = torch.randn(40, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    previous = riemsvd.solve(a, 3)
+    compiled = torch.compile(lambda x, r: riemsvd.solve(x, 3, init=r).S, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(a, previous), torch.linalg.svdvals(a)[:3], rtol=1e-11, atol=0)
+    values = torch.compile(lambda x: riemsvd.solve(x, 2).S, backend="aot_eager")
+    with fwad.dual_level(), pytest.raises(RuntimeError, match="forward-mode derivatives of solve outside"):
+        values(fwad.make_dual(a, torch.ones_like(a)))
+
+
 def test_sparse_and_scipy_inputs_run_eagerly_inside_a_compiled_function():
     """Without fullgraph, what the graph cannot hold runs eagerly behind a graph break; dynamo once
     traced into the solver's scipy BLAS handles and crashed (InternalTorchDynamoError). No warning

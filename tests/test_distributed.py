@@ -193,6 +193,11 @@ def test_warm_start_from_the_previous_blocks_is_right_and_saves_products(ranks, 
     assert out["warm"] < out["cold"]
 
 
+def test_a_sharded_solve_inside_a_compiled_function_runs_eagerly(ranks):
+    out = ranks[0]["compiled"]
+    torch.testing.assert_close(out["s"], torch.linalg.svdvals(out["a"])[:K], rtol=1e-10, atol=0)
+
+
 def test_empty_shards_are_solved(ranks):
     if len(ranks) == 4:
         assert ranks[0][("sharded", "gaussian", 0)]["sizes"][0] == 0
