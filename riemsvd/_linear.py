@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.modules.conv import _ConvNd
 
+from riemsvd._backend import no_autocast
 from riemsvd._operator import Operator
 from riemsvd._tolerance import HALF, TINY, gamma
 from riemsvd._validate import check_layer_input, check_map, probe_map
@@ -39,8 +40,23 @@ def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device, name
     g = torch.Generator().manual_seed(0)
     x, y = (torch.randn((1,) + input_shape, generator=g, dtype=dtype).to(device) for _ in range(2))
     with torch.no_grad():
-        fx, fy, fxy = fn(x), fn(y), fn(x + 2 * y)
+        fx, fy, fxy, pair = fn(x), fn(y), fn(x + 2 * y), fn(torch.cat([x, y]))
     size = float(fx.abs().max() + 2 * fy.abs().max())
+    # a batch of two, item by item: a map that ignored the batch size passed the probe of one and
+    # crashed inside the solver with blocks of 4, and one that mixed the items was reported as a tol
+    # too tight for rounding (a new user's trial)
+    if not isinstance(pair, torch.Tensor) or pair.shape != (2,) + tuple(fx.shape[1:]):
+        got = tuple(pair.shape) if isinstance(pair, torch.Tensor) else type(pair).__name__
+        raise ValueError(
+            f"`{name}` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape): "
+            f"on a batch of 2 it returned {got}, where one input gave {tuple(fx.shape)}."
+        )
+    mixed = float((pair - torch.cat([fx, fy])).abs().max())
+    if mixed > 1e-2 * size:
+        raise ValueError(
+            f"`{name}` must map each item of a batch (b, *input_shape) on its own: on a batch of 2 its "
+            f"outputs differ from those of each item alone by {mixed:.3g} against {size:.3g}."
+        )
     defect = float((fxy - fx - 2 * fy).abs().max())
     # Gross defects only: an activation gives one of order `size`; rounding, even where the output is
     # a difference of much larger terms (a residual branch x − f(x)), stays far below 1e-2·size.
@@ -386,9 +402,9 @@ def linear_operator(
         independently per batch item. A module's ``bias`` attribute is left out: the operator is the
         linear part of the affine layer, whose norm is the layer's Lipschitz constant (as in
         :func:`riemsvd.nn.operator_norm`). Linearity is probed, not proven: ``fn(0)`` must be zero
-        and fn(x + 2y) − fn(x) − 2 fn(y) within 1% of the outputs on two random inputs (a
-        ValueError otherwise); a map that passes that probe but is not linear gives meaningless
-        results.
+        and fn(x + 2y) − fn(x) − 2 fn(y) within 1% of the outputs on two random inputs, and the
+        two as a batch of 2 must give their outputs one by one, in ``dtype`` (a ValueError
+        otherwise); a map that passes that probe but is not linear gives meaningless results.
     input_shape : tuple of int
         The shape of one input, without the batch dimension: ``(C, H, W)`` for a Conv2d,
         ``(in_features,)`` for a Linear.
@@ -418,11 +434,13 @@ def linear_operator(
     Raises
     ------
     TypeError
-        If ``fn`` is not callable, or ``adjoint`` is given and not callable.
+        If ``fn`` is not callable, ``adjoint`` is given and not callable, or ``dtype`` is not a real
+        floating torch dtype.
     ValueError
         If ``input_shape`` is not a tuple or list of positive ints (an int n: (n,)), does not match
         a Conv layer's ``in_channels`` and dimensions or a Linear's ``in_features``, or ``fn`` fails
-        on it or is found not to be linear.
+        on it, is found not to be linear, returns another dtype than ``dtype`` (its products would
+        get that dtype's rounding margins), or does not map a batch item by item.
 
     Examples
     --------
@@ -456,12 +474,15 @@ def map_operator(
         params = list(fn.parameters())
     if dtype is None:
         dtype = params[0].dtype if params else torch.get_default_dtype()
+    elif not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
+        raise TypeError(f"`dtype` must be a real floating torch dtype (torch.float64, ...), got {dtype!r}.")
     if device is None:
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
     known = isinstance(fn, (*_CONV, *_CONV_T, nn.Linear))  # then a failure on the probe is input_shape's
     probe = probe_map(fn, input_shape, dtype, device, fn if known else None, name)
-    _check_linear(fn, probe, input_shape, dtype, device, name)
+    with no_autocast(device):  # as the solver applies it (and probe_map)
+        _check_linear(fn, probe, input_shape, dtype, device, name)
     output_shape = tuple(probe.shape[1:])
     kind, squared, layer = ("given" if adjoint is not None else "vjp"), None, None
     # the transposed convolution and y @ W are the adjoints of torch's own forward only, and its weight

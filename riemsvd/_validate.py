@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from riemsvd._backend import readable_any, readable_number
+from riemsvd._backend import no_autocast, readable_any, readable_number
 from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs, stored_values
 
 __all__ = [
@@ -894,8 +894,8 @@ def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None, name:
     where it fails on that input or returns no batch of one. The error names ``input_shape`` where
     ``layer`` (the Conv or Linear that fn applies) cannot take it (e.g. spatial sizes smaller than the
     kernel), and ``fn`` otherwise."""
-    try:
-        with torch.no_grad():
+    try:  # without autocast, as the solver applies it: under it a float32 probe came back in bfloat16
+        with torch.no_grad(), no_autocast(device):
             probe = fn(torch.zeros((1,) + input_shape, dtype=dtype, device=device))
     except Exception as err:  # the message of fn's own failure is what the user needs
         if layer is not None:
@@ -908,5 +908,14 @@ def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None, name:
     if not isinstance(probe, torch.Tensor) or probe.dim() < 1 or probe.shape[0] != 1:
         raise ValueError(
             f"`{name}` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
+        )
+    if probe.dtype.is_complex or not probe.dtype.is_floating_point:
+        raise ValueError(f"`{name}` returned {probe.dtype}: riemsvd takes real linear maps (float dtypes).")
+    if probe.dtype != dtype:
+        # float32 products of an operator declared float64 got float64's rounding margins: norm_bounds
+        # certified an upper bound below ‖A‖₂ (a new user's trial: a float32 Linear behind x.float())
+        raise ValueError(
+            f"`{name}` returned {probe.dtype} for a {dtype} input: the operator's products must be in its "
+            f"dtype. Pass dtype={probe.dtype} (the map computes in it), or make `{name}` compute in {dtype}."
         )
     return probe

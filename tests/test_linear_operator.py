@@ -377,6 +377,30 @@ def test_a_map_that_is_not_linear_raises_value_error(fn, match):
             riemsvd.nn.operator_norm(fn, (4,))
 
 
+def test_a_map_in_another_dtype_or_not_item_by_item_is_refused_by_name():
+    """A new user's trial: a float32 Linear behind x.float(), declared float64, got float64's
+    rounding margins, and norm_bounds certified an upper bound below ‖A‖₂ (2 of 4 seeds, the lower
+    one above it on the others); a map that ignored the batch size crashed inside the solver with
+    blocks of 4; one that mixed a batch's items was reported as a tol below rounding."""
+    layer = nn.Linear(40, 60, bias=False)
+    with pytest.raises(ValueError, match="returned torch.float32 for a torch.float64 input"):
+        riemsvd.linear_operator(lambda x: layer(x.float()), (40,), dtype=torch.float64)
+    op = riemsvd.linear_operator(lambda x: layer(x.float()), (40,), dtype=torch.float32)
+    bounds = riemsvd.norm_bounds(op)
+    true = float(torch.linalg.matrix_norm(layer.weight.detach().double(), 2))
+    assert bool(bounds.certified) and float(bounds.lower) <= true <= float(bounds.upper)
+    w = torch.randn(50, 30, dtype=torch.float64)
+    with pytest.raises(ValueError, match="on a batch of 2 it returned \\(1, 50\\)"):
+        riemsvd.linear_operator(lambda x: (x @ w.T)[:1], (30,), dtype=torch.float64)
+    with pytest.raises(ValueError, match="each item of a batch"):
+        riemsvd.linear_operator(lambda x: x.flip(0) @ w.T, (30,), dtype=torch.float64)
+    with pytest.raises(ValueError, match="real linear maps"):
+        riemsvd.linear_operator(lambda x: (x @ w.T).to(torch.complex128), (30,), dtype=torch.float64)
+    for bad in (torch.int64, "float64"):
+        with pytest.raises(TypeError, match="`dtype` must be a real floating torch dtype"):
+            riemsvd.linear_operator(lambda x: x @ w.T, (30,), dtype=bad)
+
+
 def test_linear_maps_with_cancellation_are_accepted():
     # a residual branch x − f(x) with f close to the identity: the output is 1e-3 of its terms
     torch.manual_seed(0)
