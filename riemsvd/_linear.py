@@ -474,7 +474,7 @@ def map_operator(
         params = list(fn.parameters())
     if dtype is None:
         dtype = params[0].dtype if params else torch.get_default_dtype()
-    elif not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
+    elif not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # complex ones are not
         raise TypeError(f"`dtype` must be a real floating torch dtype (torch.float64, ...), got {dtype!r}.")
     if device is None:
         device = params[0].device if params else torch.device("cpu")

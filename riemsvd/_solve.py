@@ -537,9 +537,8 @@ def _not_converged(
             "steps without a smaller residual, as where k splits a repeated or tightly clustered "
             "singular value. The default method='iterative' resolves such values; or loosen `tol`."
         )
-    given = None if options is None else options.max_basis
-    if info.stop_reason == "stalled" and options is not None and given is not None and s is not None:
-        k = s.shape[-1]
+    if info.stop_reason == "stalled" and s is not None and options is not None and options.max_basis:
+        k, given = s.shape[-1], options.max_basis
         b = options.block or _default_block(k, s.device)
         least = least_basis(k, max(options.start_block, b), b)
         columns = shape[-1] if shape is not None and len(shape) >= 2 else max(given, least)

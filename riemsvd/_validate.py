@@ -909,7 +909,7 @@ def probe_map(fn, input_shape: tuple[int, ...], dtype, device, layer=None, name:
         raise ValueError(
             f"`{name}` must return a tensor of shape (b, *output_shape) for an input (b, *input_shape)."
         )
-    if probe.dtype.is_complex or not probe.dtype.is_floating_point:
+    if not probe.dtype.is_floating_point:  # complex dtypes are not floating point to torch either
         raise ValueError(f"`{name}` returned {probe.dtype}: riemsvd takes real linear maps (float dtypes).")
     if probe.dtype != dtype:
         # float32 products of an operator declared float64 got float64's rounding margins: norm_bounds

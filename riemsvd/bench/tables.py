@@ -12,12 +12,6 @@ from riemsvd.bench.summary import RATIO_PEERS, by_size_and_k, geomean, summarize
 __all__ = ["format_backward", "format_batched", "format_summary", "format_table", "format_warm"]
 
 
-def _unreferenced(summary: dict, classes: int) -> str:
-    """The classes whose torch gradient was not finite (no reference), where there are any."""
-    graded = len(summary.get("graded", summary["ratio"]))
-    return f" (no finite torch reference: {classes - graded})" if graded < classes else ""
-
-
 def _fmt(x, spec: str, none: str = "n/a") -> str:
     return none if x is None else format(x, spec)
 
@@ -180,11 +174,12 @@ def format_backward(records: list[BackwardRecord], summary: dict | None = None) 
             f"{r.residual:>8.1e}  {r.status}"
         )
     for key, s in summary.items():
-        n_cls = len(s["ratio"])
+        n_cls, graded = len(s["ratio"]), len(s["graded"])  # graded: those with a finite torch gradient
+        unreferenced = f" (no finite torch reference: {n_cls - graded})" if graded < n_cls else ""
         lines.append(
             f"  {key}: (riemsvd fwd+bwd) / (torch fwd+bwd) = {_fmt(s['ratio_geomean'], '.3f')} geomean, "
             f"max grad err {s['grad_rel_err_max']:.1e}; ratio ≤ {BACKWARD_RATIO_TARGET} on "
             f"{len(s['meet_ratio'])}/{n_cls}, grad err ≤ {BACKWARD_GRAD_TARGET:.0e} on "
-            f"{len(s['meet_grad'])}/{len(s.get('graded', s['ratio']))}{_unreferenced(s, n_cls)}"
+            f"{len(s['meet_grad'])}/{graded}{unreferenced}"
         )
     return "\n".join(lines)
