@@ -27,7 +27,7 @@ import torch
 from scipy.linalg import get_blas_funcs
 from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a first solve paid before
 
-from riemsvd._backend import mm
+from riemsvd._backend import eager_under_compile, mm
 from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import TINY, eps, product_floor
@@ -227,78 +227,129 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
 
 
 def _orth_column(basis: np.ndarray | None, x: np.ndarray, known=None):
-    """:func:`_orth` for one column held whole in numpy (:func:`_orth_vector` on a copy of it). None
-    where the column is lost (the general path then refills it)."""
+    """:func:`_orth` for one column held whole in numpy (:func:`_steps.orth <_orth_py>` on a copy of
+    it). None where the column is lost (the general path then refills it)."""
     xv = x.reshape(-1).copy()  # updated in place below
-    j, kv = (known[0], known[1][:, 0]) if known is not None else (0, None)
-    done = _orth_vector(basis, xv, j, kv, blas_for(x.dtype))
-    if done is None:
+    j, kv = (0, _NO_KNOWN) if known is None else (known[0], np.ascontiguousarray(known[1][:, 0], np.float64))
+    q = 0 if basis is None else basis.shape[-1]
+    if basis is not None and (basis.dtype != x.dtype or not basis.flags.f_contiguous):
+        basis = np.asfortranarray(basis, x.dtype)  # the kernel's layout: contiguous columns
+    coef = np.zeros(q)
+    n1 = _HALVES.orth(basis, q, xv, j, kv, coef, _eps(x))
+    if not n1 > 0:
         return None
-    coef, n1 = done
     return xv[:, None], (None if basis is None else coef[:, None]), np.array([[n1]])
 
 
-def _orth_vector(basis: np.ndarray | None, x: np.ndarray, j: int, known, blas):
-    """The arithmetic of the Golub–Kahan step on the CPU, in place on a 1-D x: x less ``known``
-    (coefficients along basis[:, j:] that the recurrence gives in exact arithmetic: an array or a
-    number, one of them taken as a number; or None), then its part along the basis
-    (:func:`_gram_schmidt`), then normalized; in level-1/2 BLAS calls on a column-major basis and
-    Python floats (5.6 µs a call against 15.8 with numpy's operators and 19 for the general path;
-    384 rows, 24 columns). Returns
-    (x's coefficients along the basis in float64, known ones included, its norm left), or None where
-    x held only rounding noise (x is then spoiled)."""
-    if isinstance(known, np.ndarray) and known.shape[0] == 1:
-        known = float(known[0])
-    if basis is None:
-        n1 = float(blas[2](x))
-        if not n1 > 4 * blas[4] * n1:  # zero, or not finite
-            return None
-        coef = np.zeros(0)
+_NO_KNOWN = np.zeros(0)  # no coefficient known in exact arithmetic
+
+
+def _orth_py(basis: Any, q: int, x: np.ndarray, j: int, known: np.ndarray, coef, unit: float):
+    """The Python twin of ``_steps.orth`` (riemsvd/_steps.c), for where that was not built: x (1-D, in
+    place) less ``known`` (float64 coefficients along basis[:, j:], exact in exact arithmetic), then
+    its part along basis[:, :q] by classical Gram–Schmidt with a second pass where the first removed
+    more than 1 − 1/√2 of what was left (DGKS), then normalized; its coefficients, known ones
+    included, go to coef[:q] (float64). In level-1/2 BLAS calls on a column-major basis and Python
+    floats. Returns the norm left, or −1 where x held only rounding noise or is not finite (x is then
+    spoiled)."""
+    gemv, axpy, nrm2, scal, _ = blas_for(x.dtype)
+    k2 = float(known @ known)
+    if known.shape[0] == 1:  # as it mostly is: an axpy
+        axpy(basis[:, j], x, a=-float(known[0]))
+    elif known.shape[0]:
+        x -= basis[:, j : j + known.shape[0]] @ known.astype(x.dtype, copy=False)
+    if q == 0:
+        n1 = float(nrm2(x))
+        if not n1 > 4 * unit * n1:  # zero, or not finite
+            return -1.0
     else:
-        if known is None:
-            k2 = 0.0
-        elif isinstance(known, float):  # one coefficient, as it mostly is: an axpy
-            blas[1](basis[:, j], x, a=-known)
-            k2 = known * known
-        else:
-            x -= basis[:, j : j + known.shape[0]] @ known.astype(x.dtype, copy=False)
-            k2 = float(known @ known)
-        done = _gram_schmidt(basis, x, k2, blas)
-        if done is None:
-            return None
-        coef, n1 = done
-        if isinstance(known, float):
-            coef[j] += known
-        elif known is not None:
-            coef[j : j + known.shape[0]] += known
-    blas[3](1.0 / n1, x)
-    return coef, n1
+        b = basis[:, :q]
+        c = gemv(1.0, b, x, trans=1)
+        gemv(-1.0, b, c, beta=1.0, y=x, overwrite_y=1)
+        n1 = float(nrm2(x))
+        # ‖c‖ by nrm2, which scales: c·c in float32 underflowed to 0 for a column of entries near 1e-25
+        # (A's values 1e15 apart), "before" came out as n1, and rounding noise passed as a new direction
+        # (𝒱ᵀ𝒱 0.99 off I after 5 steps, ‖V‖ = 24 returned; a new user's trial)
+        before = math.hypot(n1, float(nrm2(c)))
+        if n1 < _DGKS * before:
+            c2 = gemv(1.0, b, x, trans=1)
+            gemv(-1.0, b, c2, beta=1.0, y=x, overwrite_y=1)
+            c += c2
+            n2 = float(nrm2(x))
+            if not n2 > _DGKS * n1:
+                return -1.0
+            n1 = n2
+        if not n1 > 4 * unit * math.sqrt(before * before + k2):
+            return -1.0
+        coef[:q] = c
+        coef[j : j + known.shape[0]] += known
+    scal(1.0 / n1, x)
+    return n1
 
 
-def _gram_schmidt(basis: np.ndarray, x: np.ndarray, k2: float, blas) -> tuple[np.ndarray, float] | None:
-    """x (a 1-D array) less its part along the basis, in place: classical Gram–Schmidt, with a second
-    pass where the first removed more than 1 − 1/√2 of what was left (DGKS); the known part, of
-    squared norm k2, has been removed already. Returns (the coefficients in float64, the norm left),
-    or None where x held only rounding noise."""
-    gemv, _, nrm2, _, eps = blas
-    c = gemv(1.0, basis, x, trans=1)
-    gemv(-1.0, basis, c, beta=1.0, y=x, overwrite_y=1)
-    n1 = float(nrm2(x))
-    # ‖c‖ by nrm2, which scales: c·c in float32 underflowed to 0 for a column of entries near 1e-25
-    # (A's values 1e15 apart), "before" came out as n1, and rounding noise passed as a new direction
-    # (𝒱ᵀ𝒱 0.99 off I after 5 steps, ‖V‖ = 24 returned; a new user's trial)
-    before = math.hypot(n1, float(nrm2(c)))
-    if n1 < _DGKS * before:
-        c2 = gemv(1.0, basis, x, trans=1)
-        gemv(-1.0, basis, c2, beta=1.0, y=x, overwrite_y=1)
-        c += c2
-        n2 = float(nrm2(x))
-        if not n2 > _DGKS * n1:
-            return None
-        n1 = n2
-    if not n1 > 4 * eps * math.sqrt(before * before + k2):
+def _gk_left_py(ubuf, avbuf, h, c, pu: int, pv: int, unit: float) -> float:
+    """The Python twin of ``_steps.gk_left``: after A f was written into ubuf[:, pu], a copy of it into
+    avbuf[:, pv]; then less its parts along 𝒰 = ubuf[:, :pu] (those in C's first row from its first
+    nonzero on taken as known: the last one alone in the recurrence, all of them after a restart) and
+    normalized; H's new row and column. Returns α, the norm left, or −1 where the product held only
+    rounding noise (nothing written to H)."""
+    x = ubuf[:, pu]
+    avbuf[:, pv] = x
+    nonzero = c[0, :pu].nonzero()[0]
+    j = int(nonzero[0]) if nonzero.size else pu
+    coef = np.zeros(pu)
+    alpha = _orth_py(ubuf, pu, x, j, c[0, j:pu], coef, unit)
+    if alpha >= 0:
+        h[pu, :pv] = 0.0
+        h[:pu, pv] = coef
+        h[pu, pv] = alpha
+    return alpha
+
+
+def _gk_right_py(vbuf, atubuf, c, pu: int, pv: int, w: int, alpha: float, unit: float) -> float:
+    """The Python twin of ``_steps.gk_right``: after Aᵀ of 𝒰's new column was written into
+    vbuf[:, pv + w], a copy of it into atubuf[:, pu]; then less α f (f = vbuf[:, pv], known) and its
+    other parts along 𝒱 and F, and normalized: F's new column (:func:`_shift_c` for C). Returns β, or
+    −1 as :func:`_gk_left_py` (nothing written to C)."""
+    q = pv + w
+    y = vbuf[:, q]
+    atubuf[:, pu] = y
+    coef = np.zeros(q)
+    beta = _orth_py(vbuf, q, y, pv, np.array([alpha]), coef, unit)
+    if beta >= 0:
+        _shift_c(c, w, pu, coef[pv + 1 :], beta)
+    return beta
+
+
+def _shift_c(c: np.ndarray, w: int, pu: int, fcoef: np.ndarray, beta: float) -> None:
+    """C after a step that moved F's first column into 𝒱: F's other w − 1 columns move up a row, with
+    their coefficients ``fcoef`` in C's new column pu, and the new last row is β at pu."""
+    if w > 1:
+        c[: w - 1, :pu] = c[1:w, :pu]
+        c[: w - 1, pu] = fcoef
+    c[w - 1, :pu] = 0.0
+    c[w - 1, pu] = beta
+
+
+class _Halves(NamedTuple):
+    """The half steps and Gram–Schmidt the host solver calls: compiled, or their Python twins."""
+
+    left: Any
+    right: Any
+    orth: Any
+
+
+def _compiled_halves() -> _Halves | None:
+    """The C half steps (setup.py builds them where a C compiler is found), or None."""
+    try:
+        from riemsvd import _steps
+    except ImportError:
         return None
-    return (c if c.dtype == np.float64 else c.astype(np.float64)), n1  # c is gemv's own array
+    return _Halves(_steps.gk_left, _steps.gk_right, _steps.orth)
+
+
+_PYTHON_HALVES = _Halves(_gk_left_py, _gk_right_py, _orth_py)
+_HALVES = _compiled_halves() or _PYTHON_HALVES
 
 
 def _eps(x) -> float:
@@ -716,6 +767,9 @@ def _next_check(history: list, target: float, cap: int) -> int:
     return int(max(1, min(cap, math.ceil(needed) if needed <= 4 else 0.75 * needed)))
 
 
+_EAGER_SUBSPACE: list = []  # subspace_svd, as traced code calls it
+
+
 def subspace_svd(
     op: Operator,
     k: int,
@@ -734,6 +788,12 @@ def subspace_svd(
     tightened by the discrepancy seen.
     ``maxiter`` is raised to the iterations that k triplets need at least (⌈k/b⌉).
     """
+    if torch.compiler.is_compiling():
+        # traced on its own where the caller ran eagerly after a graph break (a sparse A under
+        # torch.compile): eagerly, behind one more (Dynamo warned of the C half steps at every trace)
+        return eager_under_compile(_EAGER_SUBSPACE, subspace_svd)(
+            op, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options
+        )
     m, n = op.shape
     batch = tuple(op.batch_shape)
     if op.batch_shape.numel() == 0:
@@ -974,14 +1034,16 @@ def _reflect(st: Lanczos, d: np.ndarray) -> None:
 
 def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     """:func:`_expand` of F's first column for one matrix on the host: the same arithmetic, to the
-    bit (:func:`_orth_vector`, as :func:`_orth_column`), each product written into its basis column
-    (:meth:`HostView.matvec`) and orthogonalized there. A step at 384×384 took 63–86 µs beside 31–35
-    of bare products, where through :func:`_orth`'s layers and copies it took 86–106; whole solves
-    0.88–0.99× (geometric mean 0.95, 7 cases to 2000×1000, k = 1 and 8). F's other columns, where it
-    has them (a probe's steps), stay in place after the moved one: a probe's step took 75–82 µs
-    against 96–110 through :func:`_expand` (384×384, k = 8), 289–292 against 375–438 (1536×384). False,
-    with nothing done, where a basis is about to be exhausted (the general path then takes the
-    step)."""
+    bit (the half steps of ``_HALVES``, whose Gram–Schmidt :func:`_orth_column` calls too), each
+    product written into its basis column (:meth:`HostView.matvec`) and orthogonalized there, one call
+    into C beside each product where ``riemsvd._steps`` was built. In scipy's BLAS calls a step at
+    384×384 took 63–86 µs beside 31–35 of bare products, where through :func:`_orth`'s layers and
+    copies it took 86–106; whole solves 0.88–0.99× (geometric mean 0.95, 7 cases to 2000×1000, k = 1
+    and 8); the C half steps took 0.81–0.92 of that (docs/algorithm.md, "The C half steps"). F's
+    other columns, where it has them (a probe's steps), stay in place after the moved one: a probe's
+    step took 75–82 µs against 96–110 through :func:`_expand` (384×384, k = 8), 289–292 against
+    375–438 (1536×384). False, with nothing done, where a basis is about to be exhausted (the general
+    path then takes the step)."""
     pv, pu, w = st.pv, st.pu, st.w
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
@@ -989,46 +1051,29 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     h, c = st.hbuf, st.cbuf
     if pu >= min(m, ubuf.shape[1]) or pv + w + 1 > min(n, vbuf.shape[1]):
         return False
-    blas = blas_for(vbuf.dtype)
+    unit = _eps(vbuf)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
     # one alone in the recurrence, all of them after a restart)
-    crow = c[0, :pu]
-    nonzero = crow.nonzero()[0]
-    j = int(nonzero[0]) if nonzero.size else 0
-    known = crow[j:] if nonzero.size else None
     x = ubuf[:, pu]
     op.matvec(vbuf[:, pv], x)
-    ax = avbuf[:, pv]  # A v as it came: the final check's, and the rare path's below
-    ax[:] = x
-    left = _orth_vector(ubuf[:, :pu] if pu else None, x, j, known, blas)
-    if left is None:  # lost to rounding: the general path draws a random direction
-        general = None if known is None else (j, known[:, None])
-        q, coef, r = _orth(op.left, ubuf[:, :pu], ax[:, None], 1, generator, general)
+    alpha = _HALVES.left(ubuf, avbuf, h, c, pu, pv, unit)
+    if alpha < 0:  # lost to rounding: the general path draws a random direction
+        nonzero = c[0, :pu].nonzero()[0]
+        general = (int(nonzero[0]), c[0, nonzero[0] : pu, None]) if nonzero.size else None
+        q, coef, r = _orth(op.left, ubuf[:, :pu], avbuf[:, pv : pv + 1], 1, generator, general)
         x[:], alpha = q[:, 0], float(r[0, 0])
-        coef = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
-    else:
-        coef, alpha = left
-    h[pu, :pv] = 0.0
-    h[:pu, pv] = coef
-    h[pu, pv] = alpha
+        h[pu, :pv] = 0.0
+        h[:pu, pv] = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
+        h[pu, pv] = alpha
     # the new column of F: Aᵀ of the new column of 𝒰 less α f (known) and its other parts along 𝒱
     # and F, whose coefficients along F's columns that stay are C's new column
     y = vbuf[:, pv + w]
     op.rmatvec(x, y)
-    atq = atubuf[:, pu]
-    atq[:] = y
-    right = _orth_vector(vbuf[:, : pv + w], y, pv, alpha, blas)
-    if right is None:
+    if _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, unit) < 0:
         general = (pv, np.array([[alpha]]))
-        g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atq[:, None], 1, generator, general)
-        y[:], fcoef, beta = g[:, 0], gcoef[pv + 1 :, 0], float(gr[0, 0])
-    else:
-        fcoef, beta = right[0][pv + 1 :], right[1]
-    if w > 1:  # F's columns that stay move up a row of C
-        c[: w - 1, :pu] = c[1:w, :pu]
-        c[: w - 1, pu] = fcoef
-    c[w - 1, :pu] = 0.0
-    c[w - 1, pu] = beta
+        g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atubuf[:, pu : pu + 1], 1, generator, general)
+        y[:] = g[:, 0]
+        _shift_c(c, w, pu, gcoef[pv + 1 :, 0], float(gr[0, 0]))
     st.pv, st.pu = pv + 1, pu + 1
     return True
 

@@ -122,6 +122,188 @@ def test_a_probes_random_column_gives_the_coordinates_of_its_part_outside_v(dtyp
     assert np.abs(fq @ coords[:, 0] - outside / np.linalg.norm(outside)).max() <= tol
 
 
+_COMPILED = _subspace._compiled_halves()
+needs_compiled = pytest.mark.skipif(_COMPILED is None, reason="the C half steps (setup.py) were not built")
+
+
+def _column(kind: str, basis: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    """A vector to orthogonalize against the basis's columns: of a kind that keeps a part outside
+    them or one that holds only rounding noise there (or NaN)."""
+    rows, q = basis.shape
+    if kind == "random":
+        return gen.standard_normal(rows)
+    if kind == "tiny":  # a sum of squares that underflows in float64: the norm is taken scaled
+        return (1e-300 if basis.dtype == np.float64 else 1e-30) * gen.standard_normal(rows)
+    if kind == "in_span":
+        return basis.astype(np.float64) @ gen.standard_normal(q) if q else np.zeros(rows)
+    if kind == "nearly_in_span":  # 1e-3 of it outside: one Gram–Schmidt pass leaves 1e3·ε along the basis
+        inside = basis.astype(np.float64) @ gen.standard_normal(q) if q else np.zeros(rows)
+        return inside + 1e-3 * np.linalg.norm(inside) / math.sqrt(rows) * gen.standard_normal(rows)
+    if kind == "nan":
+        x = gen.standard_normal(rows)
+        x[rows // 2] = np.nan
+        return x
+    return np.zeros(rows)
+
+
+def _orthogonal(column: np.ndarray, basis: np.ndarray, what: str) -> None:
+    """The new unit column is orthogonal to the basis to a few ε (a second Gram–Schmidt pass where the
+    first kept under 1/√2 of the column; with one, 1e3·ε for the nearly-in-span kind)."""
+    if basis.shape[1]:
+        unit = float(np.finfo(column.dtype).eps)
+        along = np.abs(basis.astype(np.float64).T @ column.astype(np.float64)).max()
+        assert along <= 20 * unit, (what, along)
+
+
+def _agree(compiled, twin, x0: np.ndarray, norm: float, what: str, unit_column: bool = False) -> None:
+    """Results of the two implementations for the column x0, whose part outside the basis had norm
+    ``norm``: coefficients within 100·ε·‖x0‖ (classical Gram–Schmidt's rounding, a few ε per basis
+    column; the C code sums in float64, BLAS in the vectors' dtype), the normalized column within
+    that over ``norm`` (its rounding grows as the part outside shrinks)."""
+    top = float(np.abs(x0.astype(np.float64)).max(initial=0.0))
+    size = top * float(np.linalg.norm(x0 / top)) if top > 0 else 0.0  # scaled: the tiny kind's underflow
+    bound = 100 * float(np.finfo(x0.dtype).eps) * size
+    if unit_column:
+        bound /= norm
+    np.testing.assert_allclose(compiled, twin, rtol=0, atol=bound, err_msg=what)
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(
+    rows=st.integers(1, 70),
+    pu=st.integers(0, 9),
+    pv=st.integers(0, 9),
+    w=st.integers(1, 3),
+    known=st.sampled_from(["recurrence", "restart", "none"]),
+    kind=st.sampled_from(["random", "random", "tiny", "in_span", "nearly_in_span", "zero", "nan"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, known, kind, seed):
+    """``_steps.gk_left``, ``gk_right`` and ``orth`` against ``_gk_left_py``, ``_gk_right_py`` and
+    ``_orth_py`` on the same state: the same verdict (a norm, or −1 where the column held only
+    rounding noise or NaN), the products copied bit for bit, and the new column, H and C within
+    rounding; with no known coefficient, the recurrence's one and a restart's full row."""
+    gen = np.random.default_rng(seed)
+    unit = float(np.finfo(dtype).eps)
+    pu, pv = min(pu, rows), min(pv, max(0, rows - w))
+    # the left half: 𝒰 (rows, pu) orthonormal, A f in column pu
+    ubuf = np.zeros((rows, pu + 1), dtype, order="F")
+    if pu:
+        ubuf[:, :pu] = np.linalg.qr(gen.standard_normal((rows, pu)))[0]
+    ubuf[:, pu] = _column(kind, ubuf[:, :pu], gen)
+    c = np.zeros((w + 1, pu + 2))
+    if pu and known == "recurrence":
+        c[0, pu - 1] = gen.standard_normal()
+    elif pu and known == "restart":
+        c[0, :pu] = gen.standard_normal(pu)
+    states = [(ubuf.copy(order="F"), np.zeros((rows, pv + 1), dtype, order="F"), np.zeros((pu + 1, pv + 1)))
+              for _ in range(2)]  # fmt: skip
+    lefts = (_COMPILED.left, _subspace._gk_left_py)
+    alphas = [left(u, av, h, c, pu, pv, unit) for left, (u, av, h) in zip(lefts, states)]
+    assert (alphas[0] >= 0) == (alphas[1] >= 0), alphas
+    for got in states:
+        np.testing.assert_array_equal(got[1][:, pv], ubuf[:, pu])  # the product, as it came
+    if alphas[1] >= 0:
+        x0, alpha = ubuf[:, pu], alphas[1]
+        _agree(alphas[0], alpha, x0, alpha, "α")
+        _agree(states[0][0][:, pu], states[1][0][:, pu], x0, alpha, "the new column of 𝒰", unit_column=True)
+        _orthogonal(states[0][0][:, pu], ubuf[:, :pu], "the new column of 𝒰")
+        _agree(states[0][2], states[1][2], x0, alpha, "H")
+    # the right half: 𝒱 and F (rows, pv + w) orthonormal, Aᵀ of 𝒰's new column in column pv + w
+    q = pv + w
+    if q >= rows:
+        return
+    vbuf = np.zeros((rows, q + 1), dtype, order="F")
+    vbuf[:, :q] = np.linalg.qr(gen.standard_normal((rows, q)))[0]
+    alpha = abs(gen.standard_normal())
+    vbuf[:, q] = _column(kind, vbuf[:, :q], gen) + (alpha * vbuf[:, pv] if kind == "random" else 0.0)
+    cs = [c.copy() for _ in range(2)]
+    cs[0][:w, :pu] = cs[1][:w, :pu] = gen.standard_normal((w, pu))
+    vs = [vbuf.copy(order="F") for _ in range(2)]
+    atus = [np.zeros((rows, pu + 1), dtype, order="F") for _ in range(2)]
+    rights = (_COMPILED.right, _subspace._gk_right_py)
+    betas = [right(v, atu, cc, pu, pv, w, alpha, unit) for right, v, atu, cc in zip(rights, vs, atus, cs)]
+    assert (betas[0] >= 0) == (betas[1] >= 0), betas
+    for atu in atus:
+        np.testing.assert_array_equal(atu[:, pu], vbuf[:, q])
+    if betas[1] >= 0:
+        y0, beta = vbuf[:, q], betas[1]
+        _agree(betas[0], beta, y0, beta, "β")
+        _agree(vs[0][:, q], vs[1][:, q], y0, beta, "F's new column", unit_column=True)
+        _orthogonal(vs[0][:, q], vbuf[:, :q], "F's new column")
+        _agree(cs[0], cs[1], y0, beta, "C")
+    else:
+        np.testing.assert_array_equal(cs[0], cs[1])  # untouched where the column was lost
+    # orth on a vector of its own, without a basis and against 𝒱 and F
+    for basis, qq in ((None, 0), (vs[0], q)):
+        x0 = _column(kind, vbuf[:, :qq], gen).astype(dtype)
+        xs, coefs = [x0.copy() for _ in range(2)], [np.zeros(qq) for _ in range(2)]
+        orths = (_COMPILED.orth, _subspace._orth_py)
+        norms = [orth(basis, qq, x, 0, np.zeros(0), cf, unit) for orth, x, cf in zip(orths, xs, coefs)]
+        assert (norms[0] >= 0) == (norms[1] >= 0), norms
+        if norms[1] >= 0:
+            _agree(xs[0], xs[1], x0, norms[1], "orth's column", unit_column=True)
+            _orthogonal(xs[0], vbuf[:, :qq], "orth's column")
+            _agree(coefs[0], coefs[1], x0, norms[1], "orth's coefficients")
+
+
+@needs_compiled
+def test_the_c_half_steps_refuse_what_they_cannot_read():
+    """Wrong dtypes, layouts and indices are errors, not reads outside the buffers."""
+    u = np.zeros((10, 4), order="F")
+    h, c = np.zeros((5, 5)), np.zeros((5, 5))
+    with pytest.raises(TypeError, match="ubuf"):
+        _COMPILED.left(np.zeros((10, 4)), u, h, c, 1, 1, 1e-16)  # row-major: columns not contiguous
+    with pytest.raises(TypeError, match="avbuf"):
+        _COMPILED.left(u, u.astype(np.float32, order="F"), h, c, 1, 1, 1e-16)
+    with pytest.raises(TypeError, match="h"):
+        _COMPILED.left(u, u.copy(order="F"), np.zeros((5, 5), order="F"), c, 1, 1, 1e-16)
+    with pytest.raises(ValueError, match="range"):
+        _COMPILED.left(u, u.copy(order="F"), h, c, 4, 1, 1e-16)
+    with pytest.raises(ValueError, match="range"):
+        _COMPILED.right(u, u.copy(order="F"), c, 1, 2, 2, 1.0, 1e-16)  # column pv + w = 4 is past the end
+    with pytest.raises(ValueError, match="q = 0"):
+        _COMPILED.orth(None, 2, np.zeros(10), 0, np.zeros(0), np.zeros(2), 1e-16)
+    with pytest.raises(TypeError, match="float"):
+        _COMPILED.orth(None, 0, np.zeros(10, np.int64), 0, np.zeros(0), np.zeros(0), 1e-16)
+
+
+def test_the_c_half_steps_are_built_where_a_c_compiler_is():
+    """setup.py builds them as an optional extension: a failed build installs the Python twins
+    silently, at about 1.2× the time of a 384×384 solve. Where the compiler the interpreter was built
+    with is on this machine, the build must have worked."""
+    import shutil
+    import sysconfig
+
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}) here")
+    assert _COMPILED is not None, "riemsvd._steps was not built: `pip install -e .` again, and read its log"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_solves_through_the_python_twins_reach_the_svd(dtype, monkeypatch):
+    """Where the C half steps were not built, solves take the Python twins (through restarts, a
+    probe for copies and a rank-deficient A): the same values as torch.linalg.svd's, converged."""
+    monkeypatch.setattr(_subspace, "_HALVES", _subspace._PYTHON_HALVES)
+    gen = torch.Generator().manual_seed(3)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for kind, shape, k, options in [
+        ("gaussian", (120, 80), 1, riemsvd.SolverOptions(max_basis=12)),
+        ("decay", (90, 150), 4, riemsvd.SolverOptions()),
+        ("rank_deficient", (60, 40), 3, riemsvd.SolverOptions()),
+    ]:
+        a = make_matrix("decay" if kind == "rank_deficient" else kind, *shape, gen, dtype)
+        if kind == "rank_deficient":
+            a[:, ::2] = 0.0
+        r = riemsvd.solve(a, k, tol=tol, generator=gen, options=options, method="iterative")
+        assert bool(r.info.converged.all()), kind
+        ref = torch.linalg.svdvals(a.double())[:k]
+        torch.testing.assert_close(r.S.double(), ref, rtol=10 * tol, atol=10 * tol * float(ref[0]))
+
+
 def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
     """Wrap the solver's iteration (the general expansion and the Golub–Kahan step alike) so that
     every state it leaves is checked against A: the bases orthonormal, the relations, and the products

@@ -1,0 +1,293 @@
+/* The CPU solver's Gram-Schmidt and the two halves of a Golub-Kahan step for one matrix, in C.
+ *
+ * A step of the recurrence on the host is two products and, beside them, the reorthogonalization
+ * and the small matrices' bookkeeping: about twenty numpy and BLAS calls of 0.5-3 us each, which
+ * took longer than the products at 384x384. Here each half step is one call. The Python twins of
+ * these functions (riemsvd/_subspace.py: _gk_left_py, _gk_right_py, _orth_py) serve where this
+ * module was not built, and the tests compare the two.
+ *
+ * Arrays come through the buffer protocol (no numpy headers): vectors are columns of column-major
+ * float32 or float64 buffers, the small matrices H and C row-major float64. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+#define DGKS 0.70710678118654752440 /* 1/sqrt(2): _subspace._DGKS */
+#define LOST (-1.0)
+/* sums of squares outside this range may have lost digits to underflow or overflow */
+#define SAFE_LOW 1e-280
+#define SAFE_HIGH 1e280
+
+/* The loops over vectors in AVX2 where the CPU has it (the choice made at load time), else in the
+ * baseline instruction set; their sums may be reassociated (setup.py's flags), as BLAS's are. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define VECTORIZED __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTORIZED
+#endif
+
+#define T double
+#define NAME(x) x##_d
+#include "_steps_impl.h"
+#undef T
+#undef NAME
+#define T float
+#define NAME(x) x##_s
+#include "_steps_impl.h"
+#undef T
+#undef NAME
+
+/* A buffer seen as a matrix: rows x cols, element (i, j) at data + (i * rs + j * cs) elements. */
+typedef struct {
+    Py_buffer view;
+    char kind; /* 'd' or 'f' */
+    Py_ssize_t rows, cols, rs, cs;
+} Array;
+
+static int take(PyObject *obj, Array *a, const char *what)
+{
+    if (PyObject_GetBuffer(obj, &a->view, PyBUF_STRIDES | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+        return -1;
+    Py_buffer *v = &a->view;
+    const char *f = v->format ? v->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    a->kind = f[0];
+    int ok = f[1] == '\0' && ((a->kind == 'd' && v->itemsize == 8) || (a->kind == 'f' && v->itemsize == 4)) &&
+             (v->ndim == 1 || v->ndim == 2);
+    if (ok) {
+        a->rows = v->shape[0];
+        a->cols = v->ndim == 2 ? v->shape[1] : 1;
+        a->rs = v->strides[0] / v->itemsize;
+        a->cs = v->ndim == 2 ? v->strides[1] / v->itemsize : 0;
+        ok = v->strides[0] % v->itemsize == 0 && (v->ndim == 1 || v->strides[1] % v->itemsize == 0);
+    }
+    if (!ok) {
+        PyBuffer_Release(v);
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 1-D or 2-D float32 or float64 array",
+                     what);
+        return -1;
+    }
+    return 0;
+}
+
+/* column-major with contiguous columns, of the given element kind */
+static int columns(const Array *a, char kind, const char *what)
+{
+    if (a->kind != kind || (a->rs != 1 && a->rows > 1)) {
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must have contiguous columns of the basis dtype", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* row-major float64 with contiguous rows (H, C) or a contiguous float64 vector */
+static int rows_f64(const Array *a, const char *what)
+{
+    if (a->kind != 'd' || (a->view.ndim == 2 ? (a->cs != 1 && a->cols > 1) : (a->rs != 1 && a->rows > 1))) {
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be float64 with contiguous rows", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *out_of_range(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "riemsvd._steps: %s out of the buffers' range", what);
+    return NULL;
+}
+
+static void release(Array *arrays, int n)
+{
+    for (int i = 0; i < n; i++)
+        PyBuffer_Release(&arrays[i].view);
+}
+
+/* gk_left(ubuf, avbuf, h, c, pu, pv, eps) -> alpha: after A f was written into ubuf[:, pu], a copy of
+ * it into avbuf[:, pv]; then less its parts along ubuf[:, :pu] (those of C's first row from its first
+ * nonzero on taken as known) and normalized; H's new row pu (zero but for alpha) and column pv. Returns
+ * alpha, the norm left, or -1 where the product held only rounding noise (nothing written to H). */
+static PyObject *gk_left(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t pu, pv;
+    double eps, alpha = LOST;
+    if (!PyArg_ParseTuple(args, "OOOOnnd", &o[0], &o[1], &o[2], &o[3], &pu, &pv, &eps))
+        return NULL;
+    Array a[4];
+    const char *names[4] = {"ubuf", "avbuf", "h", "c"};
+    int got = 0;
+    for (; got < 4; got++)
+        if (take(o[got], &a[got], names[got]) < 0)
+            goto fail;
+    Array *u = &a[0], *av = &a[1], *h = &a[2], *c = &a[3];
+    if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || rows_f64(h, "h") < 0 ||
+        rows_f64(c, "c") < 0)
+        goto fail;
+    if (pu < 0 || pv < 0 || pu >= u->cols || pv >= av->cols || av->rows != u->rows || pu >= h->rows ||
+        pv >= h->cols || pu > c->cols || c->rows < 1) {
+        release(a, got);
+        return out_of_range("pu or pv");
+    }
+    double *crow = (double *)c->view.buf, *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
+    if (!coef) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_ssize_t j = 0;
+    while (j < pu && crow[j] == 0.0)
+        j++;
+    Py_ssize_t m = u->rows;
+    if (u->kind == 'd') {
+        double *ub = (double *)u->view.buf, *x = ub + pu * u->cs;
+        memcpy((double *)av->view.buf + pv * av->cs, x, (size_t)m * sizeof(double));
+        alpha = orth_d(ub, u->cs, m, pu, x, j, crow + j, pu - j, coef, coef + pu + 1, eps);
+    }
+    else {
+        float *ub = (float *)u->view.buf, *x = ub + pu * u->cs;
+        memcpy((float *)av->view.buf + pv * av->cs, x, (size_t)m * sizeof(float));
+        alpha = orth_s(ub, u->cs, m, pu, x, j, crow + j, pu - j, coef, coef + pu + 1, eps);
+    }
+    if (alpha >= 0) {
+        double *hb = (double *)h->view.buf;
+        Py_ssize_t ld = h->rs;
+        for (Py_ssize_t t = 0; t < pv; t++)
+            hb[pu * ld + t] = 0.0;
+        for (Py_ssize_t t = 0; t < pu; t++)
+            hb[t * ld + pv] = coef[t];
+        hb[pu * ld + pv] = alpha;
+    }
+    PyMem_Free(coef);
+    release(a, got);
+    return PyFloat_FromDouble(alpha);
+fail:
+    release(a, got);
+    return NULL;
+}
+
+/* gk_right(vbuf, atubuf, c, pu, pv, w, alpha, eps) -> beta: after A^T of U's new column was written
+ * into vbuf[:, pv + w], a copy of it into atubuf[:, pu]; then less alpha f (f = vbuf[:, pv], known)
+ * and its other parts along vbuf[:, :pv + w], and normalized: F's new column. C's rows move up one
+ * for F's columns that stay, its new column pu holding their coefficients, and the last row is beta
+ * at pu. Returns beta, or -1 where the product held only rounding noise (nothing written to C). */
+static PyObject *gk_right(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    Py_ssize_t pu, pv, w;
+    double alpha, eps, beta = LOST;
+    if (!PyArg_ParseTuple(args, "OOOnnndd", &o[0], &o[1], &o[2], &pu, &pv, &w, &alpha, &eps))
+        return NULL;
+    Array a[3];
+    const char *names[3] = {"vbuf", "atubuf", "c"};
+    int got = 0;
+    for (; got < 3; got++)
+        if (take(o[got], &a[got], names[got]) < 0)
+            goto fail;
+    Array *v = &a[0], *atu = &a[1], *c = &a[2];
+    if (columns(v, v->kind, "vbuf") < 0 || columns(atu, v->kind, "atubuf") < 0 || rows_f64(c, "c") < 0)
+        goto fail;
+    Py_ssize_t q = pv + w;
+    if (pu < 0 || pv < 0 || w < 1 || q >= v->cols || pu >= atu->cols || atu->rows != v->rows ||
+        w > c->rows || pu >= c->cols) {
+        release(a, got);
+        return out_of_range("pu, pv or w");
+    }
+    double *coef = PyMem_Malloc(2 * (size_t)(q + 1) * sizeof(double));
+    if (!coef) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_ssize_t n = v->rows;
+    if (v->kind == 'd') {
+        double *vb = (double *)v->view.buf, *y = vb + q * v->cs;
+        memcpy((double *)atu->view.buf + pu * atu->cs, y, (size_t)n * sizeof(double));
+        beta = orth_d(vb, v->cs, n, q, y, pv, &alpha, 1, coef, coef + q + 1, eps);
+    }
+    else {
+        float *vb = (float *)v->view.buf, *y = vb + q * v->cs;
+        memcpy((float *)atu->view.buf + pu * atu->cs, y, (size_t)n * sizeof(float));
+        beta = orth_s(vb, v->cs, n, q, y, pv, &alpha, 1, coef, coef + q + 1, eps);
+    }
+    if (beta >= 0) {
+        double *cb = (double *)c->view.buf;
+        Py_ssize_t ld = c->rs;
+        for (Py_ssize_t r = 0; r + 1 < w; r++) {
+            memmove(cb + r * ld, cb + (r + 1) * ld, (size_t)pu * sizeof(double));
+            cb[r * ld + pu] = coef[pv + 1 + r];
+        }
+        for (Py_ssize_t t = 0; t < pu; t++)
+            cb[(w - 1) * ld + t] = 0.0;
+        cb[(w - 1) * ld + pu] = beta;
+    }
+    PyMem_Free(coef);
+    release(a, got);
+    return PyFloat_FromDouble(beta);
+fail:
+    release(a, got);
+    return NULL;
+}
+
+/* orth(basis, q, x, j, known, coef, eps) -> norm: x (a contiguous vector of basis's dtype) less its
+ * parts along basis[:, :q] and normalized, in place, as the halves above do; coef (float64, q or more)
+ * receives its coefficients. basis may be None where q is 0. Returns the norm left, or -1. */
+static PyObject *orth(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t q, j;
+    double eps, norm = LOST;
+    if (!PyArg_ParseTuple(args, "OnOnOOd", &o[0], &q, &o[1], &j, &o[2], &o[3], &eps))
+        return NULL;
+    Array a[4];
+    const char *names[4] = {"basis", "x", "known", "coef"};
+    int got = 0, first = o[0] == Py_None ? 1 : 0;
+    if (first && q != 0) {
+        PyErr_SetString(PyExc_ValueError, "riemsvd._steps: orth without a basis takes q = 0");
+        return NULL;
+    }
+    for (got = first; got < 4; got++)
+        if (take(o[got], &a[got], names[got]) < 0) {
+            release(a + first, got - first);
+            return NULL;
+        }
+    Array *x = &a[1], *known = &a[2], *coef = &a[3];
+    Array *b = first ? x : &a[0];
+    Py_ssize_t nk = known->rows;
+    if ((!first && columns(b, x->kind, "basis") < 0) || x->view.ndim != 1 || (x->rs != 1 && x->rows > 1) ||
+        rows_f64(known, "known") < 0 || rows_f64(coef, "coef") < 0)
+        goto fail;
+    if (q < 0 || q > b->cols || (!first && b->rows != x->rows) || coef->rows < q || j < 0 || j + nk > q) {
+        release(a + first, 4 - first);
+        return out_of_range("q, j or known");
+    }
+    double *again = PyMem_Malloc((size_t)(q + 1) * sizeof(double));
+    if (!again) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    double *kn = (double *)known->view.buf, *cf = (double *)coef->view.buf;
+    if (x->kind == 'd')
+        norm = orth_d((double *)b->view.buf, b->cs, x->rows, q, (double *)x->view.buf, j, kn, nk, cf, again, eps);
+    else
+        norm = orth_s((float *)b->view.buf, b->cs, x->rows, q, (float *)x->view.buf, j, kn, nk, cf, again, eps);
+    PyMem_Free(again);
+    release(a + first, 4 - first);
+    return PyFloat_FromDouble(norm);
+fail:
+    release(a + first, 4 - first);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"gk_left", gk_left, METH_VARARGS, "The left half of a Golub-Kahan step (see _steps.c)."},
+    {"gk_right", gk_right, METH_VARARGS, "The right half of a Golub-Kahan step (see _steps.c)."},
+    {"orth", orth, METH_VARARGS, "A column less its parts along a basis, normalized (see _steps.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "riemsvd._steps",
+                                    "The CPU solver's Gram-Schmidt and Golub-Kahan half steps.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__steps(void) { return PyModule_Create(&module); }

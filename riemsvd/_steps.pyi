@@ -1,0 +1,19 @@
+# The C half steps of riemsvd/_steps.c (see there and their Python twins in riemsvd/_subspace.py).
+import numpy as np
+
+def gk_left(
+    ubuf: np.ndarray, avbuf: np.ndarray, h: np.ndarray, c: np.ndarray, pu: int, pv: int, eps: float, /
+) -> float: ...
+def gk_right(
+    vbuf: np.ndarray, atubuf: np.ndarray, c: np.ndarray, pu: int, pv: int, w: int, alpha: float, eps: float, /
+) -> float: ...
+def orth(
+    basis: np.ndarray | None,
+    q: int,
+    x: np.ndarray,
+    j: int,
+    known: np.ndarray,
+    coef: np.ndarray,
+    eps: float,
+    /,
+) -> float: ...
