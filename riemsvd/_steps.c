@@ -52,7 +52,9 @@ static int take(PyObject *obj, Array *a, const char *what)
         return -1;
     Py_buffer *v = &a->view;
     const char *f = v->format ? v->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
+    const int probe = 1;
+    const char native = *(const char *)&probe ? '<' : '>'; /* this machine's byte order */
+    if (*f == native || *f == '=' || *f == '@')
         f++;
     a->kind = f[0];
     int ok = f[1] == '\0' && ((a->kind == 'd' && v->itemsize == 8) || (a->kind == 'f' && v->itemsize == 4)) &&
@@ -83,11 +85,21 @@ static int columns(const Array *a, char kind, const char *what)
     return 0;
 }
 
-/* row-major float64 with contiguous rows (H, C) or a contiguous float64 vector */
+/* row-major float64 with contiguous rows (H, C: indexed with their row stride) */
 static int rows_f64(const Array *a, const char *what)
 {
-    if (a->kind != 'd' || (a->view.ndim == 2 ? (a->cs != 1 && a->cols > 1) : (a->rs != 1 && a->rows > 1))) {
-        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be float64 with contiguous rows", what);
+    if (a->kind != 'd' || a->view.ndim != 2 || (a->cs != 1 && a->cols > 1)) {
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D float64 array with contiguous rows", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* a contiguous 1-D float64 vector (read or written as rows consecutive doubles) */
+static int vector_f64(const Array *a, const char *what)
+{
+    if (a->kind != 'd' || a->view.ndim != 1 || (a->rs != 1 && a->rows > 1)) {
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a contiguous 1-D float64 array", what);
         return -1;
     }
     return 0;
@@ -188,12 +200,13 @@ static PyObject *gk_right(PyObject *self, PyObject *args)
     Array *v = &a[0], *atu = &a[1], *c = &a[2];
     if (columns(v, v->kind, "vbuf") < 0 || columns(atu, v->kind, "atubuf") < 0 || rows_f64(c, "c") < 0)
         goto fail;
-    Py_ssize_t q = pv + w;
-    if (pu < 0 || pv < 0 || w < 1 || q >= v->cols || pu >= atu->cols || atu->rows != v->rows ||
-        w > c->rows || pu >= c->cols) {
+    /* pv + w < cols, written so that it cannot overflow */
+    if (pu < 0 || pv < 0 || w < 1 || pv >= v->cols || w >= v->cols - pv || pu >= atu->cols ||
+        atu->rows != v->rows || w > c->rows || pu >= c->cols) {
         release(a, got);
         return out_of_range("pu, pv or w");
     }
+    Py_ssize_t q = pv + w;
     double *coef = PyMem_Malloc(2 * (size_t)(q + 1) * sizeof(double));
     if (!coef) {
         PyErr_NoMemory();
@@ -255,9 +268,10 @@ static PyObject *orth(PyObject *self, PyObject *args)
     Array *b = first ? x : &a[0];
     Py_ssize_t nk = known->rows;
     if ((!first && columns(b, x->kind, "basis") < 0) || x->view.ndim != 1 || (x->rs != 1 && x->rows > 1) ||
-        rows_f64(known, "known") < 0 || rows_f64(coef, "coef") < 0)
+        vector_f64(known, "known") < 0 || vector_f64(coef, "coef") < 0)
         goto fail;
-    if (q < 0 || q > b->cols || (!first && b->rows != x->rows) || coef->rows < q || j < 0 || j + nk > q) {
+    /* j + nk <= q, written so that it cannot overflow */
+    if (q < 0 || q > b->cols || (!first && b->rows != x->rows) || coef->rows < q || j < 0 || j > q || nk > q - j) {
         release(a + first, 4 - first);
         return out_of_range("q, j or known");
     }

@@ -7,6 +7,7 @@ column once left Aᵀ𝒰 − 𝒱Hᵀ − FC at 4e-2 and stalled a warm-started
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -268,18 +269,31 @@ def test_the_c_half_steps_refuse_what_they_cannot_read():
         _COMPILED.orth(None, 2, np.zeros(10), 0, np.zeros(0), np.zeros(2), 1e-16)
     with pytest.raises(TypeError, match="float"):
         _COMPILED.orth(None, 0, np.zeros(10, np.int64), 0, np.zeros(0), np.zeros(0), 1e-16)
+    # indices whose sums overflow, and vectors that are not contiguous (a review crashed the process
+    # with both: heap corruption past the coefficients, writes past a reversed view)
+    big = sys.maxsize
+    with pytest.raises(ValueError, match="range"):
+        _COMPILED.right(u, u.copy(order="F"), c, 0, big - 1, 2, 1.0, 1e-16)
+    with pytest.raises(ValueError, match="range"):
+        _COMPILED.orth(u, 3, np.zeros(10), big, np.ones(1), np.zeros(3), 1e-16)
+    for coef in (np.zeros(8).reshape(8, 1)[::-1], np.zeros(8)[::-1], np.full((4, 2), 7.0)[:, :1]):
+        with pytest.raises(TypeError, match="coef"):
+            _COMPILED.orth(u, 3, np.zeros(10), 0, np.zeros(0), coef, 1e-16)
 
 
 def test_the_c_half_steps_are_built_where_a_c_compiler_is():
     """setup.py builds them as an optional extension: a failed build installs the Python twins
     silently, at about 1.2× the time of a 384×384 solve. Where the compiler the interpreter was built
     with is on this machine, the build must have worked."""
+    import os
     import shutil
     import sysconfig
 
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         pytest.skip(f"no C compiler ({compiler}) here")
+    if not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        pytest.skip("no Python headers here (a distribution's python3-dev)")
     assert _COMPILED is not None, "riemsvd._steps was not built: `pip install -e .` again, and read its log"
 
 
