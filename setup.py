@@ -1,7 +1,7 @@
 """The C half steps of the CPU solver (riemsvd/_steps.c); everything else is in pyproject.toml.
 
 Optional: where no C compiler is found, the install goes on and the solver runs their Python twins
-(the same arithmetic, in numpy and BLAS calls: about 1.2× the time of a 384×384 solve)."""
+(the same steps in numpy and BLAS calls, equal to rounding: about 1.2× the time of a 384×384 solve)."""
 
 import sys
 

@@ -22,7 +22,7 @@
 
 /* The loops over vectors in AVX2 where the CPU has it (the choice made at load time), else in the
  * baseline instruction set; their sums may be reassociated (setup.py's flags), as BLAS's are. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__GLIBC__) /* ifunc: glibc's */
 #define VECTORIZED __attribute__((target_clones("avx2", "default")))
 #else
 #define VECTORIZED
@@ -46,9 +46,10 @@ typedef struct {
     Py_ssize_t rows, cols, rs, cs;
 } Array;
 
-static int take(PyObject *obj, Array *a, const char *what)
+/* obj's buffer, asked writable unless the kernel only reads it (a basis in orth, its known part) */
+static int take_as(PyObject *obj, Array *a, const char *what, int writable)
 {
-    if (PyObject_GetBuffer(obj, &a->view, PyBUF_STRIDES | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(obj, &a->view, PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
     Py_buffer *v = &a->view;
     const char *f = v->format ? v->format : "B";
@@ -74,6 +75,8 @@ static int take(PyObject *obj, Array *a, const char *what)
     }
     return 0;
 }
+
+static int take(PyObject *obj, Array *a, const char *what) { return take_as(obj, a, what, 1); }
 
 /* column-major with contiguous columns, of the given element kind */
 static int columns(const Array *a, char kind, const char *what)
@@ -260,15 +263,19 @@ static PyObject *orth(PyObject *self, PyObject *args)
         return NULL;
     }
     for (got = first; got < 4; got++)
-        if (take(o[got], &a[got], names[got]) < 0) {
+        if (take_as(o[got], &a[got], names[got], got == 1 || got == 3) < 0) { /* x and coef are written */
             release(a + first, got - first);
             return NULL;
         }
     Array *x = &a[1], *known = &a[2], *coef = &a[3];
     Array *b = first ? x : &a[0];
     Py_ssize_t nk = known->rows;
-    if ((!first && columns(b, x->kind, "basis") < 0) || x->view.ndim != 1 || (x->rs != 1 && x->rows > 1) ||
-        vector_f64(known, "known") < 0 || vector_f64(coef, "coef") < 0)
+    if (x->view.ndim != 1 || (x->rs != 1 && x->rows > 1)) {
+        PyErr_SetString(PyExc_TypeError, "riemsvd._steps: x must be a contiguous 1-D float32 or float64 array");
+        goto fail;
+    }
+    if ((!first && columns(b, x->kind, "basis") < 0) || vector_f64(known, "known") < 0 ||
+        vector_f64(coef, "coef") < 0)
         goto fail;
     /* j + nk <= q, written so that it cannot overflow */
     if (q < 0 || q > b->cols || (!first && b->rows != x->rows) || coef->rows < q || j < 0 || j > q || nk > q - j) {

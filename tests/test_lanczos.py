@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import riemsvd
@@ -127,24 +127,42 @@ _COMPILED = _subspace._compiled_halves()
 needs_compiled = pytest.mark.skipif(_COMPILED is None, reason="the C half steps (setup.py) were not built")
 
 
-def _column(kind: str, basis: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+def _column(kind: str, basis: np.ndarray, gen: np.random.Generator, known=None) -> np.ndarray:
     """A vector to orthogonalize against the basis's columns: of a kind that keeps a part outside
-    them or one that holds only rounding noise there (or NaN)."""
+    them or one that holds only rounding noise there (or NaN). ``known``: the part along the basis
+    that the half step is told of (its coefficients in exact arithmetic), for the kinds built on it."""
     rows, q = basis.shape
+    unit = float(np.finfo(basis.dtype).eps)
+    inside = basis.astype(np.float64) @ gen.standard_normal(q) if q else np.zeros(rows)
+    outside = gen.standard_normal(rows)
+    if q:
+        outside -= basis.astype(np.float64) @ (basis.astype(np.float64).T @ outside)
+    size = np.linalg.norm(outside)
+    outside = outside / size if size > 0 else outside  # none where the basis spans every row
     if kind == "random":
         return gen.standard_normal(rows)
     if kind == "tiny":  # a sum of squares that underflows in float64: the norm is taken scaled
         return (1e-300 if basis.dtype == np.float64 else 1e-30) * gen.standard_normal(rows)
     if kind == "in_span":
-        return basis.astype(np.float64) @ gen.standard_normal(q) if q else np.zeros(rows)
+        return inside
     if kind == "nearly_in_span":  # 1e-3 of it outside: one Gram–Schmidt pass leaves 1e3·ε along the basis
-        inside = basis.astype(np.float64) @ gen.standard_normal(q) if q else np.zeros(rows)
-        return inside + 1e-3 * np.linalg.norm(inside) / math.sqrt(rows) * gen.standard_normal(rows)
+        return inside + 1e-3 * np.linalg.norm(inside) * outside
+    if kind == "barely_outside":  # 30·ε of it outside: kept, against a threshold of 4·ε
+        return inside + 30 * unit * np.linalg.norm(inside) * outside
+    if kind == "known_dominant":  # 2·ε of the known part outside: lost (the threshold counts that part)
+        part = np.zeros(rows) if known is None else known
+        return part + 2 * unit * np.linalg.norm(part) * outside
     if kind == "nan":
         x = gen.standard_normal(rows)
         x[rows // 2] = np.nan
         return x
     return np.zeros(rows)
+
+
+def _unit(column: np.ndarray, what: str) -> None:
+    """A kept column is normalized to the rounding of its dtype."""
+    norm = float(np.linalg.norm(column.astype(np.float64)))
+    assert abs(norm - 1) <= 4 * float(np.finfo(column.dtype).eps) * math.sqrt(column.shape[0]), (what, norm)
 
 
 def _orthogonal(column: np.ndarray, basis: np.ndarray, what: str) -> None:
@@ -177,9 +195,24 @@ def _agree(compiled, twin, x0: np.ndarray, norm: float, what: str, unit_column: 
     pv=st.integers(0, 9),
     w=st.integers(1, 3),
     known=st.sampled_from(["recurrence", "restart", "none"]),
-    kind=st.sampled_from(["random", "random", "tiny", "in_span", "nearly_in_span", "zero", "nan"]),
+    kind=st.sampled_from(
+        [
+            "random",
+            "random",
+            "tiny",
+            "in_span",
+            "nearly_in_span",
+            "barely_outside",
+            "known_dominant",
+            "zero",
+            "nan",
+        ]
+    ),
     seed=st.integers(0, 2**31 - 1),
 )
+@example(rows=40, pu=6, pv=5, w=1, known="recurrence", kind="known_dominant", seed=1)  # the threshold's
+@example(rows=40, pu=6, pv=5, w=2, known="restart", kind="known_dominant", seed=2)  # known part
+@example(rows=40, pu=6, pv=5, w=1, known="restart", kind="barely_outside", seed=3)
 @settings(max_examples=150, deadline=None)
 def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, known, kind, seed):
     """``_steps.gk_left``, ``gk_right`` and ``orth`` against ``_gk_left_py``, ``_gk_right_py`` and
@@ -193,14 +226,14 @@ def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, 
     ubuf = np.zeros((rows, pu + 1), dtype, order="F")
     if pu:
         ubuf[:, :pu] = np.linalg.qr(gen.standard_normal((rows, pu)))[0]
-    ubuf[:, pu] = _column(kind, ubuf[:, :pu], gen)
     c = np.zeros((w + 1, pu + 2))
     if pu and known == "recurrence":
         c[0, pu - 1] = gen.standard_normal()
     elif pu and known == "restart":
         c[0, :pu] = gen.standard_normal(pu)
-    states = [(ubuf.copy(order="F"), np.zeros((rows, pv + 1), dtype, order="F"), np.zeros((pu + 1, pv + 1)))
-              for _ in range(2)]  # fmt: skip
+    ubuf[:, pu] = _column(kind, ubuf[:, :pu], gen, ubuf[:, :pu].astype(np.float64) @ c[0, :pu])
+    h0 = gen.standard_normal((pu + 1, pv + 1))  # what H held before: its new row and column are rewritten
+    states = [(ubuf.copy(order="F"), np.zeros((rows, pv + 1), dtype, order="F"), h0.copy()) for _ in range(2)]
     lefts = (_COMPILED.left, _subspace._gk_left_py)
     alphas = [left(u, av, h, c, pu, pv, unit) for left, (u, av, h) in zip(lefts, states)]
     assert (alphas[0] >= 0) == (alphas[1] >= 0), alphas
@@ -211,7 +244,10 @@ def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, 
         _agree(alphas[0], alpha, x0, alpha, "α")
         _agree(states[0][0][:, pu], states[1][0][:, pu], x0, alpha, "the new column of 𝒰", unit_column=True)
         _orthogonal(states[0][0][:, pu], ubuf[:, :pu], "the new column of 𝒰")
+        _unit(states[0][0][:, pu], "the new column of 𝒰")
         _agree(states[0][2], states[1][2], x0, alpha, "H")
+    else:
+        np.testing.assert_array_equal(states[0][2], h0)  # untouched where the column was lost
     # the right half: 𝒱 and F (rows, pv + w) orthonormal, Aᵀ of 𝒰's new column in column pv + w
     q = pv + w
     if q >= rows:
@@ -219,7 +255,8 @@ def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, 
     vbuf = np.zeros((rows, q + 1), dtype, order="F")
     vbuf[:, :q] = np.linalg.qr(gen.standard_normal((rows, q)))[0]
     alpha = abs(gen.standard_normal())
-    vbuf[:, q] = _column(kind, vbuf[:, :q], gen) + (alpha * vbuf[:, pv] if kind == "random" else 0.0)
+    known_part = alpha * vbuf[:, pv].astype(np.float64)
+    vbuf[:, q] = _column(kind, vbuf[:, :q], gen, known_part) + (known_part if kind == "random" else 0.0)
     cs = [c.copy() for _ in range(2)]
     cs[0][:w, :pu] = cs[1][:w, :pu] = gen.standard_normal((w, pu))
     vs = [vbuf.copy(order="F") for _ in range(2)]
@@ -234,6 +271,7 @@ def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, 
         _agree(betas[0], beta, y0, beta, "β")
         _agree(vs[0][:, q], vs[1][:, q], y0, beta, "F's new column", unit_column=True)
         _orthogonal(vs[0][:, q], vbuf[:, :q], "F's new column")
+        _unit(vs[0][:, q], "F's new column")
         _agree(cs[0], cs[1], y0, beta, "C")
     else:
         np.testing.assert_array_equal(cs[0], cs[1])  # untouched where the column was lost
@@ -247,6 +285,7 @@ def test_the_c_half_steps_do_what_their_python_twins_do(dtype, rows, pu, pv, w, 
         if norms[1] >= 0:
             _agree(xs[0], xs[1], x0, norms[1], "orth's column", unit_column=True)
             _orthogonal(xs[0], vbuf[:, :qq], "orth's column")
+            _unit(xs[0], "orth's column")
             _agree(coefs[0], coefs[1], x0, norms[1], "orth's coefficients")
 
 
@@ -279,6 +318,21 @@ def test_the_c_half_steps_refuse_what_they_cannot_read():
     for coef in (np.zeros(8).reshape(8, 1)[::-1], np.zeros(8)[::-1], np.full((4, 2), 7.0)[:, :1]):
         with pytest.raises(TypeError, match="coef"):
             _COMPILED.orth(u, 3, np.zeros(10), 0, np.zeros(0), coef, 1e-16)
+    for x in (np.zeros((10, 1)), np.ones(20)[::2]):  # a review: SystemError, no exception set
+        with pytest.raises(TypeError, match="x must be"):
+            _COMPILED.orth(u, 3, x, 0, np.zeros(0), np.zeros(3), 1e-16)
+    # what orth only reads may be read-only, as for its Python twin
+    basis = np.asfortranarray(np.linalg.qr(np.random.default_rng(0).standard_normal((10, 3)))[0])
+    basis.flags.writeable = False
+    known = np.ones(1)
+    known.flags.writeable = False
+    xs, coefs = [np.arange(10.0) for _ in range(2)], [np.zeros(3) for _ in range(2)]
+    norms = [
+        orth(basis, 3, x, 1, known, cf, 2.2e-16)
+        for orth, x, cf in zip((_COMPILED.orth, _subspace._orth_py), xs, coefs)
+    ]
+    np.testing.assert_allclose(norms[0], norms[1], rtol=1e-12)
+    np.testing.assert_allclose(xs[0], xs[1], atol=1e-12)
 
 
 def test_the_c_half_steps_are_built_where_a_c_compiler_is():
@@ -295,6 +349,20 @@ def test_the_c_half_steps_are_built_where_a_c_compiler_is():
     if not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
         pytest.skip("no Python headers here (a distribution's python3-dev)")
     assert _COMPILED is not None, "riemsvd._steps was not built: `pip install -e .` again, and read its log"
+    # an editable install in a checkout keeps the module it built: one older than its sources runs old
+    # code (installed from a wheel, the files' times are the wheel's)
+    from riemsvd import _steps
+
+    package = os.path.dirname(_steps.__file__)
+    if not os.path.isdir(os.path.join(package, os.pardir, ".git")):
+        return
+    built = os.path.getmtime(_steps.__file__)
+    for source in ("_steps.c", "_steps_impl.h"):
+        path = os.path.join(package, source)
+        if os.path.exists(path):
+            assert os.path.getmtime(path) <= built, (
+                f"{source} is newer than {_steps.__file__}: `pip install -e .`"
+            )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
