@@ -76,8 +76,6 @@ static int take_as(PyObject *obj, Array *a, const char *what, int writable)
     return 0;
 }
 
-static int take(PyObject *obj, Array *a, const char *what) { return take_as(obj, a, what, 1); }
-
 /* column-major with contiguous columns, of the given element kind */
 static int columns(const Array *a, char kind, const char *what)
 {
@@ -120,6 +118,32 @@ static void release(Array *arrays, int n)
         PyBuffer_Release(&arrays[i].view);
 }
 
+/* Takes the buffers of objs[from:n] into arrays[from:n], writable where bit i of `written` is set;
+ * on a failure releases those taken and returns -1. */
+static int take_all(PyObject **objs, Array *arrays, const char **names, int from, int n, unsigned written)
+{
+    for (int i = from; i < n; i++)
+        if (take_as(objs[i], &arrays[i], names[i], (written >> i) & 1u) < 0) {
+            release(arrays + from, i - from);
+            return -1;
+        }
+    return 0;
+}
+
+/* orth_d or orth_s by the vectors' kind, on untyped pointers */
+static double orth_kind(char kind, const void *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t q, void *x,
+                        Py_ssize_t j, const double *known, Py_ssize_t nk, double *coef, double *again, double eps)
+{
+    return kind == 'd' ? orth_d((const double *)B, ld, rows, q, (double *)x, j, known, nk, coef, again, eps)
+                       : orth_s((const float *)B, ld, rows, q, (float *)x, j, known, nk, coef, again, eps);
+}
+
+/* the start of column `col` of a column-major buffer */
+static char *column(const Array *a, Py_ssize_t col)
+{
+    return (char *)a->view.buf + (size_t)(col * a->cs) * (size_t)a->view.itemsize;
+}
+
 /* gk_left(ubuf, avbuf, h, c, pu, pv, eps) -> alpha: after A f was written into ubuf[:, pu], a copy of
  * it into avbuf[:, pv]; then less its parts along ubuf[:, :pu] (those of C's first row from its first
  * nonzero on taken as known) and normalized; H's new row pu (zero but for alpha) and column pv. Returns
@@ -133,17 +157,15 @@ static PyObject *gk_left(PyObject *self, PyObject *args)
         return NULL;
     Array a[4];
     const char *names[4] = {"ubuf", "avbuf", "h", "c"};
-    int got = 0;
-    for (; got < 4; got++)
-        if (take(o[got], &a[got], names[got]) < 0)
-            goto fail;
+    if (take_all(o, a, names, 0, 4, 0xFu) < 0)
+        return NULL;
     Array *u = &a[0], *av = &a[1], *h = &a[2], *c = &a[3];
     if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || rows_f64(h, "h") < 0 ||
         rows_f64(c, "c") < 0)
         goto fail;
     if (pu < 0 || pv < 0 || pu >= u->cols || pv >= av->cols || av->rows != u->rows || pu >= h->rows ||
         pv >= h->cols || pu > c->cols || c->rows < 1) {
-        release(a, got);
+        release(a, 4);
         return out_of_range("pu or pv");
     }
     double *crow = (double *)c->view.buf, *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
@@ -154,17 +176,9 @@ static PyObject *gk_left(PyObject *self, PyObject *args)
     Py_ssize_t j = 0;
     while (j < pu && crow[j] == 0.0)
         j++;
-    Py_ssize_t m = u->rows;
-    if (u->kind == 'd') {
-        double *ub = (double *)u->view.buf, *x = ub + pu * u->cs;
-        memcpy((double *)av->view.buf + pv * av->cs, x, (size_t)m * sizeof(double));
-        alpha = orth_d(ub, u->cs, m, pu, x, j, crow + j, pu - j, coef, coef + pu + 1, eps);
-    }
-    else {
-        float *ub = (float *)u->view.buf, *x = ub + pu * u->cs;
-        memcpy((float *)av->view.buf + pv * av->cs, x, (size_t)m * sizeof(float));
-        alpha = orth_s(ub, u->cs, m, pu, x, j, crow + j, pu - j, coef, coef + pu + 1, eps);
-    }
+    char *x = column(u, pu);
+    memcpy(column(av, pv), x, (size_t)u->rows * (size_t)u->view.itemsize);
+    alpha = orth_kind(u->kind, u->view.buf, u->cs, u->rows, pu, x, j, crow + j, pu - j, coef, coef + pu + 1, eps);
     if (alpha >= 0) {
         double *hb = (double *)h->view.buf;
         Py_ssize_t ld = h->rs;
@@ -175,10 +189,10 @@ static PyObject *gk_left(PyObject *self, PyObject *args)
         hb[pu * ld + pv] = alpha;
     }
     PyMem_Free(coef);
-    release(a, got);
+    release(a, 4);
     return PyFloat_FromDouble(alpha);
 fail:
-    release(a, got);
+    release(a, 4);
     return NULL;
 }
 
@@ -196,17 +210,15 @@ static PyObject *gk_right(PyObject *self, PyObject *args)
         return NULL;
     Array a[3];
     const char *names[3] = {"vbuf", "atubuf", "c"};
-    int got = 0;
-    for (; got < 3; got++)
-        if (take(o[got], &a[got], names[got]) < 0)
-            goto fail;
+    if (take_all(o, a, names, 0, 3, 0x7u) < 0)
+        return NULL;
     Array *v = &a[0], *atu = &a[1], *c = &a[2];
     if (columns(v, v->kind, "vbuf") < 0 || columns(atu, v->kind, "atubuf") < 0 || rows_f64(c, "c") < 0)
         goto fail;
     /* pv + w < cols, written so that it cannot overflow */
     if (pu < 0 || pv < 0 || w < 1 || pv >= v->cols || w >= v->cols - pv || pu >= atu->cols ||
         atu->rows != v->rows || w > c->rows || pu >= c->cols) {
-        release(a, got);
+        release(a, 3);
         return out_of_range("pu, pv or w");
     }
     Py_ssize_t q = pv + w;
@@ -215,17 +227,9 @@ static PyObject *gk_right(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto fail;
     }
-    Py_ssize_t n = v->rows;
-    if (v->kind == 'd') {
-        double *vb = (double *)v->view.buf, *y = vb + q * v->cs;
-        memcpy((double *)atu->view.buf + pu * atu->cs, y, (size_t)n * sizeof(double));
-        beta = orth_d(vb, v->cs, n, q, y, pv, &alpha, 1, coef, coef + q + 1, eps);
-    }
-    else {
-        float *vb = (float *)v->view.buf, *y = vb + q * v->cs;
-        memcpy((float *)atu->view.buf + pu * atu->cs, y, (size_t)n * sizeof(float));
-        beta = orth_s(vb, v->cs, n, q, y, pv, &alpha, 1, coef, coef + q + 1, eps);
-    }
+    char *y = column(v, q);
+    memcpy(column(atu, pu), y, (size_t)v->rows * (size_t)v->view.itemsize);
+    beta = orth_kind(v->kind, v->view.buf, v->cs, v->rows, q, y, pv, &alpha, 1, coef, coef + q + 1, eps);
     if (beta >= 0) {
         double *cb = (double *)c->view.buf;
         Py_ssize_t ld = c->rs;
@@ -238,10 +242,10 @@ static PyObject *gk_right(PyObject *self, PyObject *args)
         cb[(w - 1) * ld + pu] = beta;
     }
     PyMem_Free(coef);
-    release(a, got);
+    release(a, 3);
     return PyFloat_FromDouble(beta);
 fail:
-    release(a, got);
+    release(a, 3);
     return NULL;
 }
 
@@ -257,16 +261,13 @@ static PyObject *orth(PyObject *self, PyObject *args)
         return NULL;
     Array a[4];
     const char *names[4] = {"basis", "x", "known", "coef"};
-    int got = 0, first = o[0] == Py_None ? 1 : 0;
+    int first = o[0] == Py_None ? 1 : 0;
     if (first && q != 0) {
         PyErr_SetString(PyExc_ValueError, "riemsvd._steps: orth without a basis takes q = 0");
         return NULL;
     }
-    for (got = first; got < 4; got++)
-        if (take_as(o[got], &a[got], names[got], got == 1 || got == 3) < 0) { /* x and coef are written */
-            release(a + first, got - first);
-            return NULL;
-        }
+    if (take_all(o, a, names, first, 4, 0xAu) < 0) /* x and coef are written; the basis and known read */
+        return NULL;
     Array *x = &a[1], *known = &a[2], *coef = &a[3];
     Array *b = first ? x : &a[0];
     Py_ssize_t nk = known->rows;
@@ -288,10 +289,7 @@ static PyObject *orth(PyObject *self, PyObject *args)
         goto fail;
     }
     double *kn = (double *)known->view.buf, *cf = (double *)coef->view.buf;
-    if (x->kind == 'd')
-        norm = orth_d((double *)b->view.buf, b->cs, x->rows, q, (double *)x->view.buf, j, kn, nk, cf, again, eps);
-    else
-        norm = orth_s((float *)b->view.buf, b->cs, x->rows, q, (float *)x->view.buf, j, kn, nk, cf, again, eps);
+    norm = orth_kind(x->kind, b->view.buf, b->cs, x->rows, q, x->view.buf, j, kn, nk, cf, again, eps);
     PyMem_Free(again);
     release(a + first, 4 - first);
     return PyFloat_FromDouble(norm);

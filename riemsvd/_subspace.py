@@ -300,10 +300,16 @@ def _gk_left_py(ubuf, avbuf, h, c, pu: int, pv: int, unit: float) -> float:
     coef = np.zeros(pu)
     alpha = _orth_py(ubuf, pu, x, j, c[0, j:pu], coef, unit)
     if alpha >= 0:
-        h[pu, :pv] = 0.0
-        h[:pu, pv] = coef
-        h[pu, pv] = alpha
+        _set_h(h, pu, pv, coef, alpha)
     return alpha
+
+
+def _set_h(h: np.ndarray, pu: int, pv: int, coef: np.ndarray, alpha: float) -> None:
+    """H after a left half step: its new row pu zero but for α, its new column pv the coefficients of
+    A f along 𝒰."""
+    h[pu, :pv] = 0.0
+    h[:pu, pv] = coef
+    h[pu, pv] = alpha
 
 
 def _gk_right_py(vbuf, atubuf, c, pu: int, pv: int, w: int, alpha: float, unit: float) -> float:
@@ -1064,9 +1070,7 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
         general = (int(nonzero[0]), c[0, nonzero[0] : pu, None]) if nonzero.size else None
         q, coef, r = _orth(op.left, ubuf[:, :pu], avbuf[:, pv : pv + 1], 1, generator, general)
         x[:], alpha = q[:, 0], float(r[0, 0])
-        h[pu, :pv] = 0.0
-        h[:pu, pv] = coef[:, 0] if coef is not None else np.zeros(0)  # None against an empty 𝒰
-        h[pu, pv] = alpha
+        _set_h(h, pu, pv, coef[:, 0] if coef is not None else np.zeros(0), alpha)  # None: an empty 𝒰
     # the new column of F: Aᵀ of the new column of 𝒰 less α f (known) and its other parts along 𝒱
     # and F, whose coefficients along F's columns that stay are C's new column
     y = vbuf[:, pv + w]
