@@ -28,6 +28,7 @@ from scipy.linalg import get_blas_funcs
 from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a first solve paid before
 
 from riemsvd._backend import eager_under_compile, mm
+from riemsvd._deferred import Deferred
 from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import TINY, eps, product_floor
@@ -59,7 +60,7 @@ class SolverOptions:
     block : int, optional
         Directions added to each basis per iteration (one product with A and one with Aᵀ of this many
         columns). Default 1 on the CPU, where a block of b columns costs 2–5 single products; on a
-        GPU max(8, k + min(k, 16)).
+        GPU 8 up to k = 8, k + min(k, 16) above.
     max_basis : int, optional
         Columns of the right basis (search space and residual directions together) before a thick
         restart; default :func:`default_basis`, which a solve that stalls far above rounding doubles,
@@ -133,10 +134,13 @@ def _default_block(k: int, device: torch.device) -> int:
     (OpenBLAS's gemm against gemv, 384×384 to 4000×2000 float64), so single directions — the
     Golub–Kahan recurrence — take the least time and the fewest products. On a GPU a pass with 16
     columns costs about what one does (measured on an H100: k = 1 on 4000×2000 Gaussian float32,
-    212 ms with b = 1 against 118 ms with b = 16)."""
+    212 ms with b = 1 against 118 ms with b = 16), and a step's torch calls, not its columns, set its
+    time: 8 columns up to k = 8 (on an H200 at k = 8, against the 16 of k + min(k, 16): 0.89 of the
+    time, 0.60–1.66 over 24 matrices from 384×384 to 4096×1024, and 28% fewer products;
+    docs/benchmarks_gpu.md), k + min(k, 16) above (not measured)."""
     if torch.device(device).type == "cpu":
         return 1
-    return max(8, k + min(k, 16))
+    return 8 if k <= 8 else k + min(k, 16)
 
 
 def _relative(res: np.ndarray, s1: np.ndarray) -> np.ndarray:
@@ -828,16 +832,20 @@ def subspace_svd(
     exact_start = False  # a warm start whose first look found its triplets converged (_NEAR_PAIR)
     unchecked = False  # maxiter came while a warm start's rounds could not yet tell (not converged)
     measured = False  # whether a look has seen k triplets
+    # tensors (a GPU): the steps between two looks keep their coefficients on the device
+    deferred = Deferred() if work is op and not op.distributed else None
     while True:
         p_now = p_max + extra  # a probe's direction widens F without narrowing the search space
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
-            if probe is None and ywant is not None and (st.w > 1 or b > 1):
-                ywant = _refresh(st, ywant)
-            _step(work, st, probe, ywant, b, generator)
+            ywant = _advance(work, st, deferred, probe, ywant, b, generator, refresh=True)
             iterations += 1
             continue
+        if deferred is not None and not deferred.pull(work.left, st):
+            # a deferred step lost a column to rounding: undone, and taken again by the general step
+            _step(work, st, None, None, b, generator)
+            full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         # A look at the small matrices: who has converged, and the directions to add next.
         t = min(st.pu, st.pv, max(k, b))
         # The estimate; its own triplets where they have converged; else the exact SVD where the
@@ -959,7 +967,7 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, float(target.min()), cap)
-        _step(work, st, probe, ywant, b, generator)
+        ywant = _advance(work, st, deferred, probe, ywant, b, generator, refresh=False)
         iterations += 1
     u, s, v, residual, errors = verified
     looks = [(mv, r) for _, mv, r in history]
@@ -992,6 +1000,21 @@ def _closer(kept: tuple, verified: tuple, tol: float) -> tuple:
         np.where(take, kres, residual),
         np.where(pick, kerr, errors),
     )
+
+
+def _advance(work, st: Lanczos, deferred: Deferred | None, probe, ywant, b: int, generator, refresh: bool):
+    """One iteration, deferred (:class:`riemsvd._deferred.Deferred`) where it can be; else, after the
+    deferred steps are pulled to the host, :func:`_step`, with the wanted Ritz vectors carried one
+    power step further where ``refresh`` (between looks). Returns those vectors."""
+    if deferred is not None and probe is None and deferred.fits(st, b):
+        deferred.step(work, st)
+        return ywant
+    if deferred is not None:
+        deferred.pull(work.left, st)  # a step that lost a column is undone, and _step takes it again
+    if refresh and probe is None and ywant is not None and (st.w > 1 or b > 1):
+        ywant = _refresh(st, ywant)
+    _step(work, st, probe, ywant, b, generator)
+    return ywant
 
 
 def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:

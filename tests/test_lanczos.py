@@ -19,9 +19,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import riemsvd
-from riemsvd import _backend, _subspace
+from riemsvd import _backend, _deferred, _subspace
 from riemsvd._space import HostSpace, Space
-from tests.matrices import make_matrix, orthonormal
+from tests.matrices import check_svd, make_matrix, orthonormal
 
 
 def _basis_and_block(kinds, n, p, seed):
@@ -391,27 +391,33 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
     every state it leaves is checked against A: the bases orthonormal, the relations, and the products
     the final check reads (A𝒱 and Aᵀ𝒰 as A returned them, rotated with the bases at restarts)."""
     original = _subspace._step
-    a64 = a.double()
 
     def step(op, state, probe, ywant, b, generator):
         original(op, state, probe, ywant, b, generator)
-        as_t = lambda x: torch.as_tensor(np.asarray(x)).double()  # noqa: E731
-        u, v, f = as_t(state.u), as_t(state.v), as_t(state.f)
-        av, atu = as_t(state.av), as_t(state.atu)
-        h, c = torch.as_tensor(state.h), torch.as_tensor(state.c)
-        scale = float(torch.linalg.matrix_norm(a64, 2))
-        w = torch.cat([v, f], dim=-1)
-        errors = [
-            float((u.mT @ u - torch.eye(u.shape[-1], dtype=torch.float64)).abs().max()),
-            float((w.mT @ w - torch.eye(w.shape[-1], dtype=torch.float64)).abs().max()),
-            float((a64 @ v - u @ h).abs().max()) / scale,
-            float((a64.mT @ u - v @ h.mT - f @ c).abs().max()) / scale,
-            float((a64 @ v - av).abs().max()) / scale,
-            float((a64.mT @ u - atu).abs().max()) / scale,
-        ]
-        worst.append(max(errors))
+        worst.append(_relation_error(a, state))
 
     monkeypatch.setattr(_subspace, "_step", step)
+
+
+def _relation_error(a: torch.Tensor, state) -> float:
+    """The largest departure of a solver state from its contract, relative to ‖A‖₂: 𝒰 and [𝒱 F]
+    orthonormal, A𝒱 = 𝒰H, Aᵀ𝒰 = 𝒱Hᵀ + F C, and the kept products A𝒱 and Aᵀ𝒰 those of the bases."""
+    a64 = a.double()
+    as_t = lambda x: torch.as_tensor(np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)).double()  # noqa: E731
+    u, v, f = as_t(state.u), as_t(state.v), as_t(state.f)
+    av, atu = as_t(state.av), as_t(state.atu)
+    h, c = torch.as_tensor(state.h), torch.as_tensor(state.c)
+    scale = float(torch.linalg.matrix_norm(a64, 2))
+    w = torch.cat([v, f], dim=-1)
+    errors = [
+        float((u.mT @ u - torch.eye(u.shape[-1], dtype=torch.float64)).abs().max()),
+        float((w.mT @ w - torch.eye(w.shape[-1], dtype=torch.float64)).abs().max()),
+        float((a64 @ v - u @ h).abs().max()) / scale,
+        float((a64.mT @ u - v @ h.mT - f @ c).abs().max()) / scale,
+        float((a64 @ v - av).abs().max()) / scale,
+        float((a64.mT @ u - atu).abs().max()) / scale,
+    ]
+    return max(errors)
 
 
 @pytest.mark.parametrize(
@@ -446,6 +452,108 @@ def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, sha
     assert worst and max(worst) <= 1e-12, max(worst)
     assert bool(result.info.converged)
     torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
+
+
+def _tensor_solver(monkeypatch) -> list:
+    """Make CPU solves keep their vectors as tensors, as on a GPU (the deferred steps), and record
+    what each pull of deferred steps did: (steps pulled, kept all)."""
+    monkeypatch.setattr(riemsvd._operator, "NUMPY_BLAS", False)
+    pulls: list = []
+    original = _deferred.Deferred.pull
+
+    def pull(self, space, state):
+        steps = len(self.records)
+        kept = original(self, space, state)
+        pulls.append((steps, kept))
+        return kept
+
+    monkeypatch.setattr(_deferred.Deferred, "pull", pull)
+    return pulls
+
+
+@pytest.mark.parametrize(
+    "kind,shape,k,block,dtype",
+    [
+        ("gaussian", (200, 120), 1, 4, torch.float64),
+        ("decay", (300, 200), 3, 8, torch.float64),
+        ("cluster", (150, 100), 4, 8, torch.float64),
+        ("rank_deficient", (120, 90), 2, 8, torch.float64),  # columns lost: steps undone
+        ("cluster", (40, 30), 5, 8, torch.float64),  # the whole space is reached
+        ("gaussian", (300, 200), 2, 8, torch.float32),
+    ],
+)
+def test_deferred_steps_leave_the_golub_kahan_relations(monkeypatch, kind, shape, k, block, dtype, gen):
+    """Where the vectors are tensors (a GPU), the steps between looks keep their coefficients on the
+    device and :meth:`riemsvd._deferred.Deferred.pull` fills H and C from them at the look: after each
+    pull the state is what the general step would have left, and the solve reaches the SVD. A step
+    that lost a column (A of rank below the basis) is undone and taken again by the general step."""
+    if kind == "rank_deficient":
+        a = make_matrix("decay", *shape, gen)
+        a[:, 12:] = 0.0
+    else:
+        a = make_matrix(kind, *shape, gen)
+    a = a.to(dtype)
+    pulls = _tensor_solver(monkeypatch)
+    worst: list = []
+    original = _deferred.Deferred.pull
+
+    def checked(self, space, state):
+        kept = original(self, space, state)
+        worst.append(_relation_error(a, state))
+        return kept
+
+    monkeypatch.setattr(_deferred.Deferred, "pull", checked)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    options = riemsvd.SolverOptions(block=block)
+    result = riemsvd.solve(a, k, tol=tol, generator=gen, options=options, method="iterative")
+    deferred = sum(n for n, _ in pulls)
+    assert deferred >= 1, pulls  # the deferred steps ran
+    if kind == "rank_deficient":
+        assert any(not kept for _, kept in pulls), pulls
+    rounding = 1e-12 if dtype == torch.float64 else 5e-5
+    assert worst and max(worst) <= rounding, max(worst)
+    assert bool(result.info.converged), result.info
+    ref = torch.linalg.svdvals(a.double())[:k]
+    torch.testing.assert_close(result.S.double(), ref, rtol=10 * tol, atol=10 * tol * float(ref[0]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(["gaussian", "decay", "cluster", "lowrank", "cond12"]),
+    m=st.integers(10, 150),
+    n=st.integers(10, 150),
+    k=st.integers(1, 4),
+    block=st.sampled_from([1, 2, 3, 8]),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    scale=st.sampled_from([1.0, 1e-20, 1e20]),
+    seed=st.integers(0, 2**16),
+)
+def test_solves_through_deferred_steps_reach_the_svd(kind, m, n, k, block, dtype, scale, seed):
+    """Solves whose vectors are tensors (as on a GPU), over shapes, blocks, spectra, scales and dtypes:
+    each pull of deferred steps leaves the Golub–Kahan relations, and the triplets are the SVD's, to
+    tol. Blocks near a basis that fills the whole space (10 rows, blocks of 8) take the general step
+    where the deferred one does not fit."""
+    gen = torch.Generator().manual_seed(seed)
+    a = make_matrix(kind, m, n, gen, dtype, scale)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    worst: list = []
+    with pytest.MonkeyPatch.context() as mp:
+        pulls = _tensor_solver(mp)
+        recording = _deferred.Deferred.pull
+
+        def checked(self, space, state):
+            kept = recording(self, space, state)
+            if scale == 1.0:  # else the state is of A scaled by a power of two (Operator.rescale)
+                worst.append(_relation_error(a, state))
+            return kept
+
+        mp.setattr(_deferred.Deferred, "pull", checked)
+        result = riemsvd.solve(
+            a, k, tol=tol, generator=gen, options=riemsvd.SolverOptions(block=block), method="iterative"
+        )
+    rounding = 1e-12 if dtype == torch.float64 else 5e-5
+    assert not worst or max(worst) <= rounding, (max(worst), pulls)
+    check_svd(a, result, k, tol)
 
 
 @pytest.mark.parametrize(
@@ -759,12 +867,16 @@ def _look_matrices(rng, p: int, t: int, w: int, gap: float, restarted: bool):
     return h, c
 
 
+@pytest.mark.parametrize("host", [True, False])
 @pytest.mark.parametrize("block", [4, 8, 16])
-def test_float32_blocks_reach_tol_on_a_low_rank_matrix(block):
+def test_float32_blocks_reach_tol_on_a_low_rank_matrix(block, host, monkeypatch):
     """Blocks of columns in float32 on rank 10 plus noise 1e-3 (a GPU's default blocks are 8–16): once
     the block space holds the rank-10 part, the new block's columns cancel among themselves, and their
     QR magnified what rounding left along the basis (8.6e-6 off it; the relations at 1e-6): k = 8 at
-    tol 1e-6 stalled at 3e-6 to 7e-6 after 2784 products. Now 80–208 products."""
+    tol 1e-6 stalled at 3e-6 to 7e-6 after 2784 products. Now 80–208 products. The same with the
+    vectors as tensors (``host`` False), whose deferred steps project q out of the basis again."""
+    if not host:
+        _tensor_solver(monkeypatch)
     g = torch.Generator().manual_seed(1)
     m, n = 384, 384
     u = torch.linalg.qr(torch.randn(m, 10, generator=g, dtype=torch.float64))[0]
