@@ -13,8 +13,8 @@ as ``_orth`` does; a step that lost a column to rounding (or met a non-finite va
 the ones after it, and the caller takes it again by the general step, which draws a random
 direction. The same solve then made 96 syncs.
 
-Used where the solver's vectors are tensors (a GPU; on the CPU with ``RIEMSVD_CPU_BLAS=torch`` or
-inside a torch.func transform) and F is moved whole at each step (its width is the block's): the
+Used where the solver's vectors are tensors (a GPU; on the CPU with ``RIEMSVD_CPU_BLAS=torch``)
+and F is moved whole at each step (its width is the block's): the
 wanted Ritz vectors then choose nothing, since the span moved is F's whatever its rotation.
 """
 
@@ -43,7 +43,7 @@ def _plus_product(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sign: int =
     return torch.add(x, a @ b, alpha=sign, out=out)
 
 
-def _orth_on_device(space, basis: torch.Tensor, x: torch.Tensor, coef: bool, out: torch.Tensor):
+def _orth_on_device(space, basis: torch.Tensor, x: torch.Tensor, with_cq: bool, out: torch.Tensor):
     """x = basis·coef + q·r with q orthonormal and outside span(basis), without a host sync: two
     classical Gram–Schmidt passes, the QR of what is left, and for a block q's columns projected out
     of the basis once more (where x's columns cancel among themselves, q = x r⁻¹ magnifies by
@@ -54,7 +54,7 @@ def _orth_on_device(space, basis: torch.Tensor, x: torch.Tensor, coef: bool, out
     against 3.79, without the kernel and the host copy it took).
 
     q is written into ``out``. Returns (r, parts): the passes' coefficients [c1, c2], and cq where
-    ``coef`` and x is a block. The host sums them to coef = c1 + c2 + cq·r and reads the norms off
+    ``with_cq`` and x is a block. The host sums them to coef = c1 + c2 + cq·r and reads the norms off
     them and r (see :func:`_lost`): each sum or norm here would be one more kernel, and on a GPU a
     kernel's launch costs more than its work (a solve's time went with its launches, not with its
     host syncs: docs/benchmarks_gpu.md)."""
@@ -72,7 +72,7 @@ def _orth_on_device(space, basis: torch.Tensor, x: torch.Tensor, coef: bool, out
     q, r = space.qr(x)
     cq = space.inner(basis, q)
     _plus_product(q, basis, cq, -1, out=out)
-    return r, [c1, c2, cq] if coef else [c1, c2]
+    return r, [c1, c2, cq] if with_cq else [c1, c2]
 
 
 def _lost(r: np.ndarray, c1: np.ndarray, c2: np.ndarray, unit: float) -> bool:
@@ -109,6 +109,10 @@ class Deferred:
     """Steps taken since the last look, their coefficients not yet on the host."""
 
     records: list = field(default_factory=list)
+    # set once a step lost a column: every step after is the general one. In a batch one element
+    # that keeps losing (a zero matrix beside a Gaussian) undid every other's steps at each look
+    # (300×200, k = 4: 1792 products against the host path's 416)
+    stopped: bool = False
 
     def fits(self, st, b: int) -> bool:
         """Whether the next step can be deferred: F moved whole (width b), a basis to orthogonalize
@@ -116,7 +120,8 @@ class Deferred:
         exhausted space)."""
         pv, pu, w = st.pv, st.pu, st.w
         return (
-            w == b
+            not self.stopped
+            and w == b
             and pu > 0
             and pu + w <= min(st.ubuf.shape[-2], st.ubuf.shape[-1])
             and pv + 2 * w <= min(st.vbuf.shape[-2], st.vbuf.shape[-1])
@@ -139,13 +144,13 @@ class Deferred:
         self.records.append(_Record(pv, pu, [r, *left, gr, *right]))
         st.pv, st.pu = pv + w, pu + w
 
-    def pull(self, space, st) -> bool:
+    def pull(self, space, st) -> int:
         """The recorded steps' coefficients to the host in one copy, H and C filled from them as the
         general step fills them. A step that lost a column is undone with those after it (the state
-        is as before it). Returns whether all of them were kept."""
+        is as before it), and no step is deferred after. Returns how many steps were undone."""
         records, self.records = self.records, []
         if not records:
-            return True
+            return 0
         batch = tuple(st.hbuf.shape[:-2])
         parts = [t for rec in records for t in rec.parts]
         # a column-major part (a QR's r) goes as its transpose, a view, not a copy
@@ -165,7 +170,7 @@ class Deferred:
                 else part.reshape(batch + (rows, w))
             )
 
-        for rec in records:
+        for kept, rec in enumerate(records):
             pv, pu = rec.pv, rec.pu
             r, c1, c2 = take(w), take(pu), take(pu)
             coef = c1 + c2
@@ -173,11 +178,11 @@ class Deferred:
                 coef += take(pu) @ r
             gr, g1, g2 = take(w), take(pv + w), take(pv + w)
             if _lost(r, c1, c2, unit) or _lost(gr, g1, g2, unit):
-                st.pv, st.pu = pv, pu
-                return False
+                st.pv, st.pu, self.stopped = pv, pu, True
+                return len(records) - kept
             h[..., pu : pu + w, :pv] = 0.0
             h[..., :pu, pv : pv + w] = coef
             h[..., pu : pu + w, pv : pv + w] = r
             c[..., :w, :pu] = 0.0
             c[..., :w, pu : pu + w] = gr
-        return True
+        return 0

@@ -137,7 +137,8 @@ def _default_block(k: int, device: torch.device) -> int:
     212 ms with b = 1 against 118 ms with b = 16), and a step's torch calls, not its columns, set its
     time: 8 columns up to k = 8 (on an H200 at k = 8, against the 16 of k + min(k, 16): 0.89 of the
     time, 0.60–1.66 over 24 matrices from 384×384 to 4096×1024, and 28% fewer products;
-    docs/benchmarks_gpu.md), k + min(k, 16) above (not measured)."""
+    docs/benchmarks_gpu.md; k = 2–7, which had 8–14, not measured), k + min(k, 16) above (not
+    measured)."""
     if torch.device(device).type == "cpu":
         return 1
     return 8 if k <= 8 else k + min(k, 16)
@@ -839,12 +840,15 @@ def subspace_svd(
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
-            ywant = _advance(work, st, deferred, probe, ywant, b, generator, refresh=True)
-            iterations += 1
+            ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=True)
+            iterations += 1 - undone
             continue
-        if deferred is not None and not deferred.pull(work.left, st):
-            # a deferred step lost a column to rounding: undone, and taken again by the general step
+        undone = 0 if deferred is None else deferred.pull(work.left, st)
+        if undone:
+            # a deferred step lost a column to rounding: undone with those after it (not counted),
+            # and taken again by the general step
             _step(work, st, None, None, b, generator)
+            iterations += 1 - undone
             full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         # A look at the small matrices: who has converged, and the directions to add next.
         t = min(st.pu, st.pv, max(k, b))
@@ -967,8 +971,8 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, float(target.min()), cap)
-        ywant = _advance(work, st, deferred, probe, ywant, b, generator, refresh=False)
-        iterations += 1
+        ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=False)
+        iterations += 1 - undone
     u, s, v, residual, errors = verified
     looks = [(mv, r) for _, mv, r in history]
     s, residual, errors = (
@@ -1005,16 +1009,16 @@ def _closer(kept: tuple, verified: tuple, tol: float) -> tuple:
 def _advance(work, st: Lanczos, deferred: Deferred | None, probe, ywant, b: int, generator, refresh: bool):
     """One iteration, deferred (:class:`riemsvd._deferred.Deferred`) where it can be; else, after the
     deferred steps are pulled to the host, :func:`_step`, with the wanted Ritz vectors carried one
-    power step further where ``refresh`` (between looks). Returns those vectors."""
+    power step further where ``refresh`` (between looks). Returns those vectors and the count of
+    deferred steps undone (a lost column: _step then takes the first of them again)."""
     if deferred is not None and probe is None and deferred.fits(st, b):
         deferred.step(work, st)
-        return ywant
-    if deferred is not None:
-        deferred.pull(work.left, st)  # a step that lost a column is undone, and _step takes it again
+        return ywant, 0
+    undone = 0 if deferred is None else deferred.pull(work.left, st)
     if refresh and probe is None and ywant is not None and (st.w > 1 or b > 1):
         ywant = _refresh(st, ywant)
     _step(work, st, probe, ywant, b, generator)
-    return ywant
+    return ywant, undone
 
 
 def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
