@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from riemsvd._tolerance import eps
+from riemsvd._tolerance import DGKS, eps
 
 __all__ = ["Deferred"]
-
-_DGKS = 1 / math.sqrt(2)  # as riemsvd._subspace: a second pass where the first removed more than 1 − 1/√2
 
 
 def _plus_product(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sign: int = 1, out=None) -> torch.Tensor:
@@ -88,7 +86,7 @@ def _lost(r: np.ndarray, c1: np.ndarray, c2: np.ndarray, unit: float) -> bool:
     n0 = np.sqrt(n1 * n1 + (c1 * c1).sum(-2))
     diag = np.abs(np.diagonal(r, axis1=-2, axis2=-1))
     with np.errstate(invalid="ignore"):
-        noise = (n1 < _DGKS * n0) & ~(n2 > _DGKS * n1)
+        noise = (n1 < DGKS * n0) & ~(n2 > DGKS * n1)
         gone = ~(diag > 4 * unit * n0) | ~(diag > math.sqrt(unit) * n2)
     return bool((noise | gone).any()) or not np.isfinite(n0).all()
 
@@ -157,26 +155,20 @@ class Deferred:
         transposed = [not t.is_contiguous() and t.mT.is_contiguous() for t in parts]
         flat = [(t.mT if tr else t).reshape(batch + (-1,)) for t, tr in zip(parts, transposed)]
         host = space.to_host(torch.cat(flat, dim=-1))
-        unit, w, at, index = eps(parts[0].dtype), st.w, 0, iter(transposed)
+        ends = np.cumsum([f.shape[-1] for f in flat])[:-1]
+        arrays = iter(
+            piece.reshape(batch + t.mT.shape[-2:]).swapaxes(-1, -2) if tr else piece.reshape(t.shape)
+            for piece, t, tr in zip(np.split(host, ends, axis=-1), parts, transposed)
+        )
+        unit, w = eps(parts[0].dtype), st.w
         h, c = st.hbuf, st.cbuf
-
-        def take(rows: int) -> np.ndarray:
-            nonlocal at
-            part = host[..., at : at + rows * w]
-            at += rows * w
-            return (
-                part.reshape(batch + (w, rows)).swapaxes(-1, -2)
-                if next(index)
-                else part.reshape(batch + (rows, w))
-            )
-
         for kept, rec in enumerate(records):
             pv, pu = rec.pv, rec.pu
-            r, c1, c2 = take(w), take(pu), take(pu)
+            r, c1, c2 = next(arrays), next(arrays), next(arrays)
             coef = c1 + c2
             if w > 1:
-                coef += take(pu) @ r
-            gr, g1, g2 = take(w), take(pv + w), take(pv + w)
+                coef += next(arrays) @ r  # cq
+            gr, g1, g2 = next(arrays), next(arrays), next(arrays)
             if _lost(r, c1, c2, unit) or _lost(gr, g1, g2, unit):
                 st.pv, st.pu, self.stopped = pv, pu, True
                 return len(records) - kept

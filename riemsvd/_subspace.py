@@ -31,19 +31,12 @@ from riemsvd._backend import eager_under_compile, mm
 from riemsvd._deferred import Deferred
 from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space, blas_for
-from riemsvd._tolerance import TINY, eps, product_floor
+from riemsvd._tolerance import DGKS, TINY, eps, product_floor
 
 __all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify"]
 
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
-# A second Gram–Schmidt pass when a column kept less than this fraction of its norm in the first
-# (Daniel, Gragg, Kaufman, Stewart 1976); after the second, a column that lost as much again held
-# only rounding noise. One pass leaves an error of about ε·‖x‖/‖x − projection‖ along the basis, and
-# in the recurrence it compounds: with a threshold of 1/16 instead, the right basis lost
-# orthogonality by ×1.2 an iteration (Gaussian 300×200: 1e-15 to 1e-3 in 150 iterations) and the
-# solve stalled at 1e-3.
-_DGKS = 1 / math.sqrt(2)
 _EPS64 = float(np.finfo(np.float64).eps)  # the small matrices' dtype (H, C and their decompositions)
 # A checked residual at or below this many ε of the dtype is the rounding of the returned vectors
 # themselves: further iterations cannot lower it. float32 at tol 1e-8 (400×200 Gaussians) checked
@@ -195,14 +188,14 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
     before = n1 if coef is None else np.sqrt(n1 * n1 + (coef * coef).sum(-2))
     n0 = np.sqrt(before * before + k2)
     noise: bool | np.ndarray = False
-    if has_basis and (n1 < _DGKS * before).any():
+    if has_basis and (n1 < DGKS * before).any():
         assert coef is not None  # has_basis
         c2 = space.inner(basis, x)
         x = x - mm(basis, c2)
         coef = coef + host(c2)
         norms = space.norms(x)
         n2 = host(norms)
-        noise = ~(n2 > _DGKS * n1)
+        noise = ~(n2 > DGKS * n1)
         n1 = n2
     if known is not None and has_basis:
         assert coef is not None  # has_basis
@@ -214,7 +207,7 @@ def _orth(space: Space, basis, x, cols: int, generator, known=None):
     else:
         q, r_ = space.qr(x)
         r = host(r_)
-        if has_basis and (np.abs(np.diagonal(r, axis1=-2, axis2=-1)) < _DGKS * n1).any():
+        if has_basis and (np.abs(np.diagonal(r, axis1=-2, axis2=-1)) < DGKS * n1).any():
             # x's columns cancelled among themselves: q = x R⁻¹ magnifies what rounding left of them
             # along the basis by ‖xᵢ‖/rᵢᵢ (float32, blocks of 8 on a rank-10 A: q 8.6e-6 off the basis,
             # and the relations 1e-6, so tol 1e-6 stalled). Once more for q, and x = basis·(coef + cq r)
@@ -276,12 +269,12 @@ def _orth_py(basis: Any, q: int, x: np.ndarray, j: int, known: np.ndarray, coef,
         # (A's values 1e15 apart), "before" came out as n1, and rounding noise passed as a new direction
         # (𝒱ᵀ𝒱 0.99 off I after 5 steps, ‖V‖ = 24 returned; a new user's trial)
         before = math.hypot(n1, float(nrm2(c)))
-        if n1 < _DGKS * before:
+        if n1 < DGKS * before:
             c2 = gemv(1.0, b, x, trans=1)
             gemv(-1.0, b, c2, beta=1.0, y=x, overwrite_y=1)
             c += c2
             n2 = float(nrm2(x))
-            if not n2 > _DGKS * n1:
+            if not n2 > DGKS * n1:
                 return -1.0
             n1 = n2
         if not n1 > 4 * unit * math.sqrt(before * before + k2):

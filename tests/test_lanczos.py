@@ -454,21 +454,25 @@ def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, sha
     torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
 
 
-def _tensor_solver(monkeypatch) -> list:
+def _tensor_solver(monkeypatch, checked: torch.Tensor | None = None) -> tuple[list, list]:
     """Make CPU solves keep their vectors as tensors, as on a GPU (the deferred steps), and record
-    what each pull of deferred steps did: (steps pulled, steps undone)."""
+    what each pull of deferred steps did, (steps pulled, steps undone), and where ``checked`` is the
+    A solved, the state's :func:`_relation_error` after it. Returns the two lists."""
     monkeypatch.setattr(riemsvd._operator, "NUMPY_BLAS", False)
     pulls: list = []
+    worst: list = []
     original = _deferred.Deferred.pull
 
     def pull(self, space, state):
         steps = len(self.records)
         undone = original(self, space, state)
         pulls.append((steps, undone))
+        if checked is not None:
+            worst.append(_relation_error(checked, state))
         return undone
 
     monkeypatch.setattr(_deferred.Deferred, "pull", pull)
-    return pulls
+    return pulls, worst
 
 
 @pytest.mark.parametrize(
@@ -493,16 +497,7 @@ def test_deferred_steps_leave_the_golub_kahan_relations(monkeypatch, kind, shape
     else:
         a = make_matrix(kind, *shape, gen)
     a = a.to(dtype)
-    pulls = _tensor_solver(monkeypatch)
-    worst: list = []
-    original = _deferred.Deferred.pull
-
-    def checked(self, space, state):
-        undone = original(self, space, state)
-        worst.append(_relation_error(a, state))
-        return undone
-
-    monkeypatch.setattr(_deferred.Deferred, "pull", checked)
+    pulls, worst = _tensor_solver(monkeypatch, checked=a)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     options = riemsvd.SolverOptions(block=block)
     result = riemsvd.solve(a, k, tol=tol, generator=gen, options=options, method="iterative")
@@ -535,7 +530,7 @@ def test_a_batch_element_that_loses_columns_stops_the_deferred_steps(block, monk
         )  # fmt: skip
 
     host = solve()
-    pulls = _tensor_solver(monkeypatch)
+    pulls, _ = _tensor_solver(monkeypatch)
     tensor = solve()
     assert any(undone for _, undone in pulls), pulls  # the zero element lost a column
     assert bool(tensor.info.converged.all()), tensor.info
@@ -563,18 +558,9 @@ def test_solves_through_deferred_steps_reach_the_svd(kind, m, n, k, block, dtype
     gen = torch.Generator().manual_seed(seed)
     a = make_matrix(kind, m, n, gen, dtype, scale)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
-    worst: list = []
     with pytest.MonkeyPatch.context() as mp:
-        pulls = _tensor_solver(mp)
-        recording = _deferred.Deferred.pull
-
-        def checked(self, space, state):
-            undone = recording(self, space, state)
-            if scale == 1.0:  # else the state is of A scaled by a power of two (Operator.rescale)
-                worst.append(_relation_error(a, state))
-            return undone
-
-        mp.setattr(_deferred.Deferred, "pull", checked)
+        # a scaled A's state is of A times a power of two (Operator.rescale): its relations unchecked
+        pulls, worst = _tensor_solver(mp, checked=a if scale == 1.0 else None)
         result = riemsvd.solve(
             a, k, tol=tol, generator=gen, options=riemsvd.SolverOptions(block=block), method="iterative"
         )
