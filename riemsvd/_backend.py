@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import time
+import types
 
 import numpy as np
 import torch
@@ -32,6 +33,13 @@ __all__ = [
 ]
 
 NUMPY_BLAS = os.environ.get("RIEMSVD_CPU_BLAS", "numpy").lower() != "torch"
+
+# the C kernels (riemsvd/_steps.c), built by setup.py where a C compiler was found
+STEPS: types.ModuleType | None
+try:
+    from riemsvd import _steps as STEPS
+except ImportError:  # their Python twins and torch's calls serve
+    STEPS = None
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

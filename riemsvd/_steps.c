@@ -298,10 +298,117 @@ fail:
     return NULL;
 }
 
+/* max |x_i| over x[0:n], or -1 where an entry is NaN or infinite (the caller then looks for which).
+ * One pass at memory speed where the CPU has AVX2: four independent maxima (MAXPD and MAXPS return
+ * their second operand where the first is NaN, so NaN never wins; the comparison beside them flags
+ * it and Inf); torch.aminmax took 3x the time at 384x384 float64 and 2.5x at 4000x2000. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+static int avx2; /* whether this CPU has AVX2: set at import */
+
+__attribute__((target("avx2"))) static double max_abs_avx2_d(const double *x, Py_ssize_t n, Py_ssize_t *done)
+{
+    const __m256d sign = _mm256_set1_pd(-0.0), inf = _mm256_set1_pd(INFINITY);
+    __m256d m[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    __m256d special = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            __m256d v = _mm256_andnot_pd(sign, _mm256_loadu_pd(x + i + 4 * j));
+            m[j] = _mm256_max_pd(v, m[j]);
+            special = _mm256_or_pd(special, _mm256_cmp_pd(v, inf, _CMP_NLT_UQ));
+        }
+    double lanes[4], top = 0.0;
+    _mm256_storeu_pd(lanes, _mm256_max_pd(_mm256_max_pd(m[0], m[1]), _mm256_max_pd(m[2], m[3])));
+    for (int j = 0; j < 4; j++)
+        top = lanes[j] > top ? lanes[j] : top;
+    *done = i;
+    return _mm256_movemask_pd(special) ? -1.0 : top;
+}
+
+__attribute__((target("avx2"))) static double max_abs_avx2_s(const float *x, Py_ssize_t n, Py_ssize_t *done)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(INFINITY);
+    __m256 m[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 special = _mm256_setzero_ps();
+    Py_ssize_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++) {
+            __m256 v = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i + 8 * j));
+            m[j] = _mm256_max_ps(v, m[j]);
+            special = _mm256_or_ps(special, _mm256_cmp_ps(v, inf, _CMP_NLT_UQ));
+        }
+    float lanes[8], top = 0.0f;
+    _mm256_storeu_ps(lanes, _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
+    for (int j = 0; j < 8; j++)
+        top = lanes[j] > top ? lanes[j] : top;
+    *done = i;
+    return _mm256_movemask_ps(special) ? -1.0 : (double)top;
+}
+#else
+static const int avx2 = 0;
+static double max_abs_avx2_d(const double *x, Py_ssize_t n, Py_ssize_t *done)
+{
+    (void)x, (void)n, *done = 0;
+    return 0.0;
+}
+static double max_abs_avx2_s(const float *x, Py_ssize_t n, Py_ssize_t *done)
+{
+    (void)x, (void)n, *done = 0;
+    return 0.0;
+}
+#endif
+
+/* The same for one dtype: the vector pass where it runs, then the rest one entry at a time; then, only
+ * where something was not finite, a pass that says NaN or Inf. */
+#define MAX_ABS(T, SUFFIX)                                                                            \
+    static double max_abs_##SUFFIX(const T *x, Py_ssize_t n)                                          \
+    {                                                                                                 \
+        double top = 0.0;                                                                             \
+        Py_ssize_t i = 0;                                                                             \
+        if (avx2)                                                                                     \
+            top = max_abs_avx2_##SUFFIX(x, n, &i);                                                    \
+        for (; i < n && top >= 0; i++) {                                                              \
+            double v = fabs((double)x[i]);                                                            \
+            top = !(v < INFINITY) ? -1.0 : v > top ? v : top;                                         \
+        }                                                                                             \
+        if (top >= 0)                                                                                 \
+            return top;                                                                               \
+        for (i = 0; i < n; i++)                                                                       \
+            if (x[i] != x[i])                                                                         \
+                return (double)NAN;                                                                   \
+        return (double)INFINITY;                                                                      \
+    }
+MAX_ABS(double, d)
+MAX_ABS(float, s)
+#undef MAX_ABS
+
+/* max_abs(x) -> max |x_i| over a contiguous float32 or float64 array (1-D or 2-D, C or Fortran order):
+ * NaN where x holds one, Inf where it holds an infinity and no NaN, 0 where it is empty. */
+static PyObject *max_abs(PyObject *self, PyObject *obj)
+{
+    Array a;
+    if (take_as(obj, &a, "x", 0) < 0)
+        return NULL;
+    if (!PyBuffer_IsContiguous(&a.view, 'A')) {
+        PyBuffer_Release(&a.view);
+        PyErr_SetString(PyExc_TypeError, "riemsvd._steps: x must be contiguous (C or Fortran order)");
+        return NULL;
+    }
+    Py_ssize_t n = a.view.len / a.view.itemsize;
+    double top;
+    Py_BEGIN_ALLOW_THREADS
+    top = a.kind == 'd' ? max_abs_d((const double *)a.view.buf, n) : max_abs_s((const float *)a.view.buf, n);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a.view);
+    return PyFloat_FromDouble(top);
+}
+
 static PyMethodDef methods[] = {
     {"gk_left", gk_left, METH_VARARGS, "The left half of a Golub-Kahan step (see _steps.c)."},
     {"gk_right", gk_right, METH_VARARGS, "The right half of a Golub-Kahan step (see _steps.c)."},
     {"orth", orth, METH_VARARGS, "A column less its parts along a basis, normalized (see _steps.c)."},
+    {"max_abs", max_abs, METH_O, "max |x_i| of a contiguous float array, NaN or Inf where it holds one."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -309,4 +416,11 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "riemsvd._steps",
                                     "The CPU solver's Gram-Schmidt and Golub-Kahan half steps.", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__steps(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__steps(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+    return PyModule_Create(&module);
+}

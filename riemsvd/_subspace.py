@@ -27,7 +27,7 @@ import torch
 from scipy.linalg import get_blas_funcs
 from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a first solve paid before
 
-from riemsvd._backend import eager_under_compile, mm
+from riemsvd._backend import STEPS, eager_under_compile, mm
 from riemsvd._deferred import Deferred
 from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space, blas_for
@@ -343,17 +343,9 @@ class _Halves(NamedTuple):
     orth: Any
 
 
-def _compiled_halves() -> _Halves | None:
-    """The C half steps (setup.py builds them where a C compiler is found), or None."""
-    try:
-        from riemsvd import _steps
-    except ImportError:
-        return None
-    return _Halves(_steps.gk_left, _steps.gk_right, _steps.orth)
-
-
 _PYTHON_HALVES = _Halves(_gk_left_py, _gk_right_py, _orth_py)
-_HALVES = _compiled_halves() or _PYTHON_HALVES
+# the C half steps, where setup.py built them
+_HALVES = _Halves(STEPS.gk_left, STEPS.gk_right, STEPS.orth) if STEPS is not None else _PYTHON_HALVES
 
 
 def _eps(x) -> float:

@@ -123,7 +123,7 @@ def test_a_probes_random_column_gives_the_coordinates_of_its_part_outside_v(dtyp
     assert np.abs(fq @ coords[:, 0] - outside / np.linalg.norm(outside)).max() <= tol
 
 
-_COMPILED = _subspace._compiled_halves()
+_COMPILED = _subspace._HALVES if _subspace.STEPS is not None else None
 needs_compiled = pytest.mark.skipif(_COMPILED is None, reason="the C half steps (setup.py) were not built")
 
 

@@ -2,7 +2,9 @@
 
 import dataclasses
 import functools
+import math
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import riemsvd
+from riemsvd._backend import STEPS
 from riemsvd._operator import max_abs
 from tests.matrices import orthonormal
 
@@ -500,18 +503,29 @@ def test_singular_pair_in_half_precision_is_refused_with_the_way_out(dtype):
         riemsvd.SingularPair(5, 4, dtype=dtype)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
-    rows=st.integers(1, 40),
-    cols=st.integers(1, 40),
+    rows=st.integers(1, 70),
+    cols=st.integers(1, 70),
     layout=st.sampled_from(["contiguous", "transposed", "sliced", "batched"]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     scale=st.sampled_from([1e-30, 1.0, 1e30]),
+    special=st.sampled_from(["nan", "inf", "-inf", "nan and inf", "largest finite", "-0"]),
+    where=st.integers(0, 2**31 - 1),
+    kernel=st.sampled_from(["c", "torch"]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_max_abs_is_the_largest_magnitude_in_every_layout(rows, cols, layout, dtype, scale, seed):
+def test_max_abs_is_the_largest_magnitude_in_every_layout(
+    rows, cols, layout, dtype, scale, special, where, kernel, seed
+):
     """The magnitude that rescales A and finds NaN/Inf: max |a_ij|, whichever sign holds it, read in
-    the memory order of a transposed view, and per matrix of a batch."""
+    the memory order of a transposed view, and per matrix of a batch; NaN wherever a NaN stands (in
+    the C kernel's vector blocks or their tail), Inf where an infinity does and no NaN. Through
+    riemsvd._steps' kernel and through torch's aminmax, where that module is not built."""
+    from riemsvd import _operator
+
+    if kernel == "c" and _operator.STEPS is None:
+        return  # not built here: test_the_c_half_steps_are_built_where_a_c_compiler_is says why
     gen = torch.Generator().manual_seed(seed)
     a = (scale * torch.randn(3, rows + 1, cols + 2, dtype=torch.float64, generator=gen)).to(dtype)
     view = {
@@ -520,12 +534,36 @@ def test_max_abs_is_the_largest_magnitude_in_every_layout(rows, cols, layout, dt
         "sliced": a[0, 1:, ::2],
         "batched": a,
     }[layout]
-    assert torch.equal(max_abs(view), view.abs().amax((-2, -1)))
-    corrupted = view.clone()
-    corrupted[..., 0, 0] = float("nan")
-    assert torch.isnan(max_abs(corrupted)).all()
-    corrupted[..., 0, 0] = -float("inf")
-    assert torch.isinf(max_abs(corrupted)).all()
+    with mock.patch.object(_operator, "STEPS", _operator.STEPS if kernel == "c" else None):
+        assert torch.equal(max_abs(view), view.abs().amax((-2, -1)))
+        corrupted = view.clone()  # in the view's memory order
+        size = corrupted.shape[-2] * corrupted.shape[-1]
+        i, j = where % size, (where // 7) % size
+        values = {
+            "nan": [(i, math.nan)],
+            "inf": [(i, math.inf)],
+            "-inf": [(i, -math.inf)],
+            "nan and inf": [(i, -math.inf), (j, math.nan)] if i != j else [(i, math.nan)],
+            "largest finite": [(i, -torch.finfo(dtype).max)],
+            "-0": [],
+        }[special]
+        if special == "-0":
+            corrupted.zero_().neg_()
+        for index, value in values:
+            corrupted[(..., *divmod(index, corrupted.shape[-1]))] = value
+        top = max_abs(corrupted)
+        if special in ("nan", "nan and inf"):
+            assert torch.isnan(top).all()
+        else:
+            assert torch.equal(top, corrupted.abs().amax((-2, -1)))
+
+
+@pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
+def test_the_c_max_abs_refuses_what_it_cannot_read():
+    for x in (np.zeros(6, np.int64), np.zeros((4, 4))[::2], np.zeros((4, 4), np.float16)):
+        with pytest.raises(TypeError):
+            STEPS.max_abs(x)
+    assert STEPS.max_abs(np.zeros((0, 3))) == 0.0
 
 
 def test_a_linear_operator_whose_product_has_the_wrong_length_is_named():
