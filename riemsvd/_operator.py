@@ -645,7 +645,7 @@ def _max_abs_host(t: torch.Tensor) -> torch.Tensor | None:
         x = t.numpy()
     except (RuntimeError, TypeError):
         return None
-    return torch.tensor(STEPS.max_abs(x), dtype=t.dtype)
+    return torch.tensor(STEPS.max_abs(x), dtype=t.dtype, device=t.device)  # not the default device
 
 
 def adjoint_mismatch(op: Operator) -> float:

@@ -560,10 +560,49 @@ def test_max_abs_is_the_largest_magnitude_in_every_layout(
 
 @pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
 def test_the_c_max_abs_refuses_what_it_cannot_read():
-    for x in (np.zeros(6, np.int64), np.zeros((4, 4))[::2], np.zeros((4, 4), np.float16)):
+    unaligned = np.ndarray((1000,), np.float64, buffer=bytearray(8009), offset=1)
+    for x in (np.zeros(6, np.int64), np.zeros((4, 4))[::2], np.zeros((4, 4), np.float16), unaligned):
         with pytest.raises(TypeError):
             STEPS.max_abs(x)
     assert STEPS.max_abs(np.zeros((0, 3))) == 0.0
+
+
+@pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_c_max_abs_sees_every_entry(dtype):
+    """Every position of arrays whose lengths cover the vector blocks (16 doubles, 32 floats a pass),
+    their lanes and the tail: the largest magnitude there (of either sign), a NaN, an infinity, and an
+    infinity beside a NaN. A review found the property test above, over random positions, catching a
+    skipped block or a lost lane on some seeds only."""
+    rng = np.random.default_rng(0)
+    big = np.finfo(dtype).max
+    for size in [*range(1, 71), 127, 128, 129, 1000, 1001]:
+        x = rng.uniform(-1.0, 1.0, size).astype(dtype)
+        for i in range(size):
+            y = x.copy()
+            y[i] = -2.0 if i % 2 else 2.0
+            assert STEPS.max_abs(y) == 2.0, (size, i)
+            y[i] = -big
+            assert STEPS.max_abs(y) == big, (size, i)
+            y[i] = -math.inf
+            assert STEPS.max_abs(y) == math.inf, (size, i)
+            y[(i * 7 + 3) % size] = math.nan  # beside the infinity, or in its place
+            assert math.isnan(STEPS.max_abs(y)), (size, i)
+            y = x.copy()
+            y[i] = math.nan
+            assert math.isnan(STEPS.max_abs(y)), (size, i)
+
+
+def test_max_abs_answers_on_a_cpu_matrix_device_whatever_the_default_device():
+    """The C kernel's answer was made on torch's default device, where aminmax's stayed on A's: under
+    ``torch.device("meta")`` a CPU matrix with a NaN passed the check (a review)."""
+    a = torch.randn(30, 20, dtype=torch.float64)
+    a[2, 3] = math.nan
+    with torch.device("meta"):
+        top = max_abs(a)
+        assert top.device == a.device
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            riemsvd.solve(a, 1)
 
 
 def test_a_linear_operator_whose_product_has_the_wrong_length_is_named():
