@@ -1,6 +1,7 @@
 /* One dtype's kernels, included by _steps.c twice: with T double and NAME(x) x##_d, then with T
- * float and NAME(x) x##_s. Vectors are columns of column-major buffers (ld: the distance between
- * columns, in elements); dot products accumulate in double whatever T is. */
+ * float and NAME(x) x##_s (and VEC, SIMD(op) the AVX2 vector type and intrinsics of that dtype).
+ * Vectors are columns of column-major buffers (ld: the distance between columns, in elements); dot
+ * products accumulate in double whatever T is. */
 
 /* ||x||_2 of x[0:n], in double: a sum of squares, redone scaled by max|x_i| where it may have lost
  * digits to underflow or overflow (entries near 1e-160 in double); NaN where x holds one. */
@@ -118,4 +119,55 @@ static double NAME(orth)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t 
     for (Py_ssize_t i = 0; i < rows; i++)
         x[i] *= scale;
     return n1;
+}
+
+#ifdef MAX_ABS_AVX2
+/* max |x_i| over the first *done entries of x[0:n] (a whole number of passes over 4 vectors), or -1
+ * where one of them is NaN or infinite. Four independent maxima, at memory speed; MAXPD and MAXPS
+ * return their second operand where the first is NaN, so NaN never wins, and the comparison beside
+ * them flags it and Inf. */
+__attribute__((target("avx2"))) static double NAME(max_abs_avx2)(const T *x, Py_ssize_t n, Py_ssize_t *done)
+{
+    enum { LANES = sizeof(VEC) / sizeof(T) };
+    const VEC sign = SIMD(set1)(-0.0), inf = SIMD(set1)(INFINITY);
+    VEC m[4] = {SIMD(setzero)(), SIMD(setzero)(), SIMD(setzero)(), SIMD(setzero)()};
+    VEC special = SIMD(setzero)();
+    Py_ssize_t i = 0;
+    for (; i + 4 * LANES <= n; i += 4 * LANES)
+        for (int j = 0; j < 4; j++) {
+            VEC v = SIMD(andnot)(sign, SIMD(loadu)(x + i + LANES * j));
+            m[j] = SIMD(max)(v, m[j]);
+            special = SIMD(or)(special, SIMD(cmp)(v, inf, _CMP_NLT_UQ));
+        }
+    T lanes[LANES], top = 0;
+    SIMD(storeu)(lanes, SIMD(max)(SIMD(max)(m[0], m[1]), SIMD(max)(m[2], m[3])));
+    for (int j = 0; j < LANES; j++)
+        top = lanes[j] > top ? lanes[j] : top;
+    *done = i;
+    return SIMD(movemask)(special) ? -1.0 : (double)top;
+}
+#endif
+
+/* max |x_i| over x[0:n]: NaN where x holds one, Inf where it holds an infinity and no NaN (what
+ * torch.aminmax answers; it took 3.9x this one's time at 384x384 float64 and 2.0x at 4000x2000). The
+ * vector pass where it runs, then the rest one entry at a time; then, only where something was not
+ * finite, a pass that says NaN or Inf. */
+static double NAME(max_abs)(const T *x, Py_ssize_t n)
+{
+    double top = 0.0;
+    Py_ssize_t i = 0;
+#ifdef MAX_ABS_AVX2
+    if (avx2)
+        top = NAME(max_abs_avx2)(x, n, &i);
+#endif
+    for (; i < n && top >= 0; i++) {
+        double v = fabs((double)x[i]);
+        top = !(v < INFINITY) ? -1.0 : v > top ? v : top;
+    }
+    if (top >= 0)
+        return top;
+    for (i = 0; i < n; i++)
+        if (x[i] != x[i])
+            return (double)NAN;
+    return (double)INFINITY;
 }
