@@ -261,6 +261,12 @@ class HostView:
 # float32 solves at tol 1e-6 0.78–0.95× (geometric mean 0.87, 7 cases), results bit for bit the same.
 _CAST_BLOCK = 1 << 16
 
+# Up to this many columns the float64 check's products go through C's single pass over a float32 A
+# (riemsvd/_steps.c's widened_both), beyond it through the cast blocks and BLAS: the pass costs
+# about the same for each column, and took 0.36-0.44x the blocks' time at one column, 0.66-0.75x at
+# two, 1.02-1.32x at four, 1.56-1.89x at eight (384x384 to 4096x1024, Intel Xeon, 2 threads).
+_WIDENED_COLUMNS = 2
+
 
 # Where torch's products serve a dense A's single columns (torch_products), blocks of fewer columns
 # than this go through numpy's BLAS (on one thread): torch's pair A X, Aᵀ Y took 3.1–5.0× numpy's at
@@ -333,38 +339,56 @@ class DenseOperator(Operator):
         a = self._numpy_view()
         if a is None:
             return None
-        m, n = a.shape[-2:]
-        rows = max(1, _CAST_BLOCK // max(1, n))  # rows of one matrix cast at a time
-        blocks = [slice(i, i + rows) for i in range(0, m, rows)]
+        if a.ndim == 2 and a.strides[1] != a.itemsize and a.strides[0] == a.itemsize:
+            # a transposed view (W.T): its row blocks would be strided reads, cast 5-14x slower
+            # (384x384 to 4096x1024, k = 1 and 8); they are Aᵀ's rows, the products' roles swapped
+            matmat, rmatmat, both = _widened_products(a.T)
+            return rmatmat, matmat, lambda x, y: both(y, x)[::-1]
+        return _widened_products(a)
 
-        def cast_blocks(one):
-            """(rows, the block of one matrix's rows cast to float64) in turn, each into the same
-            buffer: a fresh block per cast also paid for its pages."""
-            buf = np.empty((min(rows, m), n))
-            for b in blocks:
-                block = buf[: min(b.stop, m) - b.start]
-                np.copyto(block, one[b])
-                yield b, block
 
-        def one_matmat(one, x):
-            return np.concatenate([block @ x for _, block in cast_blocks(one)])
+def _widened_products(a: np.ndarray):
+    """(matmat, rmatmat, both): float64 products of a float32 dense A (a numpy array (..., m, n)) that
+    read it in row blocks cast to float64, so that no float64 copy of A is kept; ``both`` takes
+    A x and Aᵀ y in one pass over A."""
+    m, n = a.shape[-2:]
+    rows = max(1, _CAST_BLOCK // max(1, n))  # rows of one matrix cast at a time
+    blocks = [slice(i, i + rows) for i in range(0, m, rows)]
 
-        def one_rmatmat(one, y):
-            return sum(block.T @ y[b] for b, block in cast_blocks(one))
+    def cast_blocks(one):
+        """(rows, the block of one matrix's rows cast to float64) in turn, each into the same
+        buffer: a fresh block per cast also paid for its pages."""
+        buf = np.empty((min(rows, m), n))
+        for b in blocks:
+            block = buf[: min(b.stop, m) - b.start]
+            np.copyto(block, one[b])
+            yield b, block
 
-        def both(x, y):
-            # each block cast once serves both products: 0.59–0.69× the time of two passes that cast
-            # fresh blocks (384×384 to 4096×1024; 0.97× at 1536×384 with k = 8)
-            if a.ndim != 2 or x.ndim != 2 or y.ndim != 2:  # a batch: a pass for each
-                return _per_matrix(a, x, one_matmat), _per_matrix(a, y, one_rmatmat)
-            x, y = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
-            ax, aty = np.empty((m, x.shape[-1])), np.zeros((n, y.shape[-1]))
-            for b, block in cast_blocks(a):
-                np.matmul(block, x, out=ax[b])
-                aty += block.T @ y[b]
-            return ax, aty
+    def one_matmat(one, x):
+        return np.concatenate([block @ x for _, block in cast_blocks(one)])
 
-        return (lambda x: _per_matrix(a, x, one_matmat)), (lambda y: _per_matrix(a, y, one_rmatmat)), both
+    def one_rmatmat(one, y):
+        return sum(block.T @ y[b] for b, block in cast_blocks(one))
+
+    def both(x, y):
+        if a.ndim != 2 or x.ndim != 2 or y.ndim != 2:  # a batch: a pass for each
+            return _per_matrix(a, x, one_matmat), _per_matrix(a, y, one_rmatmat)
+        x, y = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+        k = x.shape[-1]
+        if k == y.shape[-1] <= _WIDENED_COLUMNS and STEPS is not None and a.strides[1] == a.itemsize:
+            # C's one pass, which casts each entry where it is used (docs/algorithm.md)
+            ax, aty = np.empty((k, m)), np.empty((k, n))
+            STEPS.widened_both(a, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), ax, aty)
+            return ax.T, aty.T
+        # each block cast once serves both products: 0.59–0.69× the time of two passes that cast
+        # fresh blocks (384×384 to 4096×1024; 0.97× at 1536×384 with k = 8)
+        ax, aty = np.empty((m, x.shape[-1])), np.zeros((n, y.shape[-1]))
+        for b, block in cast_blocks(a):
+            np.matmul(block, x, out=ax[b])
+            aty += block.T @ y[b]
+        return ax, aty
+
+    return (lambda x: _per_matrix(a, x, one_matmat)), (lambda y: _per_matrix(a, y, one_rmatmat)), both
 
 
 def _per_matrix(a: np.ndarray, x: np.ndarray, product) -> np.ndarray:

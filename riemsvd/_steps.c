@@ -341,11 +341,84 @@ static PyObject *max_abs(PyObject *self, PyObject *obj)
     return PyFloat_FromDouble(top);
 }
 
+/* The products A x and A^T y in double of a float32 A (m x n, row i at a + i * rs) with each row x of
+ * X (k x n) and y of Y (k x m), written as the rows of AX (k x m) and ATY (k x n); all four double
+ * and C-contiguous. One pass over A for all of them, two rows of A at a time, which stay in the cache
+ * while the k pairs of products take them. */
+VECTORIZED static void widened_rows(const float *a, Py_ssize_t rs, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                    const double *X, const double *Y, double *AX, double *ATY)
+{
+    for (Py_ssize_t j = 0; j < k * n; j++)
+        ATY[j] = 0.0;
+    for (Py_ssize_t i = 0; i < m; i += 2) {
+        int pair = i + 1 < m; /* an odd last row is taken twice, the second time with y = 0 */
+        const float *r0 = a + i * rs, *r1 = pair ? r0 + rs : r0;
+        for (Py_ssize_t c = 0; c < k; c++) {
+            const double *x = X + c * n;
+            double *aty = ATY + c * n, y0 = Y[c * m + i], y1 = pair ? Y[c * m + i + 1] : 0.0;
+            double s0 = 0.0, s1 = 0.0;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                double a0 = (double)r0[j], a1 = (double)r1[j];
+                s0 += a0 * x[j];
+                s1 += a1 * x[j];
+                aty[j] += a0 * y0 + a1 * y1;
+            }
+            AX[c * m + i] = s0;
+            if (pair)
+                AX[c * m + i + 1] = s1;
+        }
+    }
+}
+
+/* widened_both(a, x, y, ax, aty): the float64 check's products of a float32 A in one pass over it,
+ * without a float64 copy: ax = x A^T and aty = y A, that is A x and A^T y for each row x of x (k x n)
+ * and y of y (k x m), into ax (k x m) and aty (k x n). a is 2-D float32 with contiguous rows (a
+ * transposed view goes as its transpose, the products' roles swapped); the others are 2-D
+ * C-contiguous float64. */
+static PyObject *widened_both(PyObject *self, PyObject *args)
+{
+    PyObject *o[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4]))
+        return NULL;
+    Array b[5];
+    const char *names[5] = {"a", "x", "y", "ax", "aty"};
+    if (take_all(o, b, names, 0, 5, 0x18u) < 0)
+        return NULL;
+    Array *a = &b[0];
+    if (a->kind != 'f' || a->view.ndim != 2 || (a->cs != 1 && a->cols > 1)) {
+        PyErr_SetString(PyExc_TypeError, "riemsvd._steps: a must be a 2-D float32 array with contiguous rows");
+        goto fail;
+    }
+    for (int t = 1; t < 5; t++)
+        if (b[t].kind != 'd' || b[t].view.ndim != 2 || !PyBuffer_IsContiguous(&b[t].view, 'C')) {
+            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D C-contiguous float64 array", names[t]);
+            goto fail;
+        }
+    Py_ssize_t m = a->rows, n = a->cols, k = b[1].rows;
+    if (b[1].cols != n || b[2].rows != k || b[2].cols != m || b[3].rows != k || b[3].cols != m ||
+        b[4].rows != k || b[4].cols != n) {
+        release(b, 5);
+        return out_of_range("the shapes of x, y, ax or aty");
+    }
+    const float *data = (const float *)a->view.buf;
+    const double *x = b[1].view.buf, *y = b[2].view.buf;
+    double *ax = b[3].view.buf, *aty = b[4].view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    widened_rows(data, a->rs, m, n, k, x, y, ax, aty);
+    Py_END_ALLOW_THREADS
+    release(b, 5);
+    Py_RETURN_NONE;
+fail:
+    release(b, 5);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"gk_left", gk_left, METH_VARARGS, "The left half of a Golub-Kahan step (see _steps.c)."},
     {"gk_right", gk_right, METH_VARARGS, "The right half of a Golub-Kahan step (see _steps.c)."},
     {"orth", orth, METH_VARARGS, "A column less its parts along a basis, normalized (see _steps.c)."},
     {"max_abs", max_abs, METH_O, "max |x_i| of a contiguous float array, NaN or Inf where it holds one."},
+    {"widened_both", widened_both, METH_VARARGS, "A x and A^T y in float64 for a float32 A, one pass."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,13 +6,14 @@ import collections
 import functools
 import math
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import riemsvd
@@ -524,6 +525,54 @@ def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypat
                 torch.from_numpy(aty), a.double().mT @ y.double(), rtol=1e-13, atol=1e-12
             )
     assert view.op.matvecs == 20
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    layout=st.sampled_from(["contiguous", "transposed", "sliced", "strided"]),
+    widths=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 3)]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    kernel=st.sampled_from(["c", "blocks"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_float64_products_of_a_float32_matrix_in_every_layout(
+    rows, cols, layout, widths, dtype, kernel, seed
+):
+    """The float64 check's one pass (``both``) through C's kernel (one or two columns each, A's rows
+    contiguous: odd and single rows, one column, rows further apart than their length) and through
+    the cast blocks (more columns, other layouts, no C module; blocks of 3 rows): A x and Aᵀ y to
+    float64's rounding of the exact sums, whatever A's layout. A transposed view goes as its
+    transpose with the products' roles swapped (its row blocks were strided reads)."""
+    from riemsvd import _operator
+
+    if kernel == "c" and _operator.STEPS is None:
+        return  # not built here: test_the_c_half_steps_are_built_where_a_c_compiler_is says why
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(rows + 1, 2 * cols + 1, generator=gen)
+    a = {
+        "contiguous": base[:rows, :cols].contiguous(),
+        "transposed": torch.randn(cols, rows, generator=gen).mT,
+        "sliced": base[1:, :cols],  # rows contiguous, 2·cols + 1 apart
+        "strided": base[1:, ::2][:, :cols],
+    }[layout]
+    x = torch.randn(cols, widths[0], generator=gen, dtype=dtype)
+    y = torch.randn(rows, widths[1], generator=gen, dtype=dtype)
+    calls = []
+    steps = _operator.STEPS if kernel == "c" else None
+    spy = None
+    if steps is not None:
+        spy = mock.Mock(wraps=steps, widened_both=lambda *a: calls.append(a) or steps.widened_both(*a))
+    with mock.patch.object(_operator, "STEPS", spy), mock.patch.object(_operator, "_CAST_BLOCK", 3 * cols):
+        ax, aty = _operator.as_operator(a).on_host().in_float64().both(x.numpy(), y.numpy())
+    a64, x64, y64 = a.double(), x.double(), y.double()
+    # float64 sums of float32·float64 products: within γ_cols·(|A| |x|) of the exact ones, γ_40 < 5e-15
+    for got, b, z in ((ax, a64, x64), (aty, a64.mT, y64)):
+        atol = float(1e-14 * (b.abs() @ z.abs()).max())
+        torch.testing.assert_close(torch.from_numpy(got), b @ z, rtol=0, atol=atol)
+    uses_c = kernel == "c" and widths[0] == widths[1] <= 2 and layout != "strided"
+    assert len(calls) == (1 if uses_c else 0)
 
 
 @pytest.mark.parametrize("method", ["dense", "trust-region"])

@@ -593,6 +593,43 @@ def test_the_c_max_abs_sees_every_entry(dtype):
             assert math.isnan(STEPS.max_abs(y)), (size, i)
 
 
+@pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
+def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_read():
+    """widened_both overwrites its outputs (filled with NaN here: a fresh numpy array may hold zeros,
+    which would hide an Aᵀ y added to instead of written), odd and even row counts, rows further
+    apart than their length; and it refuses a float64 A, A with strided rows, non-contiguous or
+    float32 vectors, and shapes that do not fit (with a TypeError or ValueError, never a wrong read)."""
+    rng = np.random.default_rng(0)
+    for m, n, k in [(1, 1, 1), (7, 5, 2), (8, 3, 1), (33, 65, 2)]:
+        wide = rng.standard_normal((m, n + 3)).astype(np.float32)
+        for a in (wide[:, :n], np.ascontiguousarray(wide[:, :n])):
+            x, y = rng.standard_normal((k, n)), rng.standard_normal((k, m))
+            ax, aty = np.full((k, m), np.nan), np.full((k, n), np.nan)
+            STEPS.widened_both(a, x, y, ax, aty)
+            a64 = a.astype(np.float64)
+            np.testing.assert_allclose(ax, x @ a64.T, rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(aty, y @ a64, rtol=1e-13, atol=1e-13)
+    a, x, y = np.zeros((4, 3), np.float32), np.zeros((1, 3)), np.zeros((1, 4))
+    ax, aty = np.zeros((1, 4)), np.zeros((1, 3))
+    refused = {
+        TypeError: [
+            (a.astype(np.float64), x, y, ax, aty),
+            (np.zeros((4, 6), np.float32)[:, ::2], x, y, ax, aty),
+            (a, np.zeros((3, 2)).T, y, ax, aty),
+            (a, x.astype(np.float32), y, ax, aty),
+        ],
+        ValueError: [
+            (a, np.zeros((1, 4)), y, ax, aty),
+            (a, x, y, np.zeros((2, 4)), aty),
+            (a, x, np.zeros((2, 4)), ax, aty),
+        ],
+    }
+    for error, cases in refused.items():
+        for bad in cases:
+            with pytest.raises(error):
+                STEPS.widened_both(*bad)
+
+
 def test_max_abs_answers_on_a_cpu_matrix_device_whatever_the_default_device():
     """The C kernel's answer was made on torch's default device, where aminmax's stayed on A's: under
     ``torch.device("meta")`` a CPU matrix with a NaN passed the check (a review)."""
