@@ -25,6 +25,7 @@ from riemsvd._operator import (
     Operator,
     adjoint_message,
     as_operator,
+    blas_ready,
     probe_scale,
     wrong_adjoint,
 )
@@ -269,7 +270,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
-    A = _from_numpy(A)
+    A = blas_ready(_from_numpy(A))
     init = _init_pair(init)
     if isinstance(init, tuple):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
         init = tuple(_from_numpy(x) for x in init)
