@@ -1,7 +1,8 @@
 """What a training loop sees of riemsvd, against the obvious alternative in the same process.
 
 ``python -m riemsvd.bench_training`` prints, each figure a ratio of medians over interleaved
-repetitions (riemsvd, then the alternative, in turn):
+repetitions (riemsvd, then the alternative, in turn), on the CPU or with ``--device cuda`` on a GPU
+(each timed call then ends with the device's synchronization):
 
 - ``import``: ``import riemsvd`` beyond ``import torch``, and the first ``solve`` in a fresh process
   beyond the second (subprocesses);
@@ -41,15 +42,24 @@ __all__ = ["main", "run_batch", "run_compiled", "run_galore", "run_import", "run
 SECTIONS = ("import", "galore", "batch", "steps", "compiled")
 
 
-def _interleaved(calls: dict, reps: int) -> dict:
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer read after it counts that work (a GPU's
+    kernels run after the call that launched them returns)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _interleaved(calls: dict, reps: int, device: torch.device = torch.device("cpu")) -> dict:
     """Median seconds per call of each of ``calls`` (name → zero-argument function), run in turn."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up: first-call costs are the import section's business
         call()
     for _ in range(reps):
         for name, call in calls.items():
+            _synchronize(device)
             start = time.perf_counter()
             call()
+            _synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -79,9 +89,10 @@ def run_import(reps: int = 5) -> dict:
     }
 
 
-def run_galore(ks=(32, 128), shape: tuple[int, int] = (1536, 384), reps: int = 7) -> list[dict]:
+def run_galore(ks=(32, 128), shape: tuple[int, int] = (1536, 384), reps: int = 7, device="cpu") -> list[dict]:
     """riemsvd.solve (method "auto") of a float32 gradient-like matrix against torch.linalg.svd."""
-    a = make_matrix("gradient", *shape, torch.float32, torch.Generator().manual_seed(0))
+    device = torch.device(device)
+    a = make_matrix("gradient", *shape, torch.float32, torch.Generator().manual_seed(0)).to(device)
     out = []
     for k in ks:
         t = _interleaved(
@@ -90,17 +101,18 @@ def run_galore(ks=(32, 128), shape: tuple[int, int] = (1536, 384), reps: int = 7
                 "svd": lambda: torch.linalg.svd(a, full_matrices=False),
             },
             reps,
+            device,
         )
         out.append(_row(f"{shape[0]}×{shape[1]} float32, k = {k}", t, "svd", riemsvd.solve(a, k)))
     return out
 
 
-def run_batch(shape=(256, 128, 128), reps: int = 5) -> dict:
+def run_batch(shape=(256, 128, 128), reps: int = 5, device="cpu") -> dict:
     """riemsvd.solve (k = 1) of a float32 batch against torch.linalg.svdvals of the batch."""
-    a = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    t = _interleaved(
-        {"riemsvd": lambda: riemsvd.solve(a, 1), "svdvals": lambda: torch.linalg.svdvals(a)}, reps
-    )
+    device = torch.device(device)
+    a = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    calls = {"riemsvd": lambda: riemsvd.solve(a, 1), "svdvals": lambda: torch.linalg.svdvals(a)}
+    t = _interleaved(calls, reps, device)
     return _row(f"{shape} float32, k = 1", t, "svdvals", riemsvd.solve(a, 1))
 
 
@@ -164,36 +176,44 @@ def _sigma_errors(model: nn.Module) -> list[tuple[float, float]]:
     return out
 
 
-def _adam_steps(calls: dict, models: dict, input_shape, steps: int, warmup: int, untimed=None) -> dict:
+def _adam_steps(
+    calls: dict, models: dict, input_shape, steps: int, warmup: int, untimed=None, device="cpu"
+) -> dict:
     """Seconds of each training step (Adam at lr 1e-3 on ``models[key]``'s parameters, the forward by
-    ``calls[key]``) per key, interleaved step by step on the same inputs, after ``warmup`` steps;
-    ``untimed(key, model)`` runs between the backward and the optimizer's step of each timed step,
-    outside the timing (in the warmup, torch's one power step a forward has not converged yet)."""
+    ``calls[key]``) per key, interleaved step by step on the same inputs (made on ``device``), after
+    ``warmup`` steps; ``untimed(key, model)`` runs between the backward and the optimizer's step of
+    each timed step, outside the timing (in the warmup, torch's one power step a forward has not
+    converged yet)."""
+    device = torch.device(device)
     optimizers = {key: torch.optim.Adam(m.parameters(), lr=1e-3) for key, m in models.items()}
     times: dict[str, list[float]] = {key: [] for key in calls}
     g = torch.Generator().manual_seed(1)
     for step in range(warmup + steps):
-        x = torch.randn(input_shape, generator=g)
+        x = torch.randn(input_shape, generator=g).to(device)
         for key, call in calls.items():
+            _synchronize(device)
             start = time.perf_counter()
             optimizers[key].zero_grad(set_to_none=True)
             (call(x) - 1).square().mean().backward()
+            _synchronize(device)
             elapsed = time.perf_counter() - start
             if untimed is not None and step >= warmup:
                 untimed(key, models[key])
             start = time.perf_counter()
             optimizers[key].step()
+            _synchronize(device)
             if step >= warmup:
                 times[key].append(elapsed + time.perf_counter() - start)
     return times
 
 
-def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
+def run_steps(steps: int = 100, warmup: int = 10, models=None, device="cpu") -> list[dict]:
     """Median step time of each model normalized by riemsvd and by torch, interleaved step by step."""
     out = []
     for name, make in (models or MODELS).items():
         torch.manual_seed(0)
         base, input_shape = make()
+        base = base.to(device)
         pair = {
             "riemsvd": _normalized(copy.deepcopy(base), rnn.spectral_norm),
             "torch": _normalized(copy.deepcopy(base), nn.utils.parametrizations.spectral_norm),
@@ -206,7 +226,7 @@ def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
             if key == "riemsvd":
                 worst["riemsvd over tol"] = max(worst["riemsvd over tol"], max(e / tol for e, tol in errors))
 
-        times = _adam_steps(pair, pair, input_shape, steps, warmup, record_errors)
+        times = _adam_steps(pair, pair, input_shape, steps, warmup, record_errors, device)
         r, t = statistics.median(times["riemsvd"]), statistics.median(times["torch"])
         out.append(
             {
@@ -222,7 +242,7 @@ def run_steps(steps: int = 100, warmup: int = 10, models=None) -> list[dict]:
     return out
 
 
-def run_compiled(steps: int = 30, warmup: int = 5, models=None) -> list[dict]:
+def run_compiled(steps: int = 30, warmup: int = 5, models=None, device="cpu") -> list[dict]:
     """Median step time of each riemsvd-normalized model compiled (inductor, ``fullgraph=True``)
     against the same model in eager mode, interleaved step by step from the same parameters."""
     import torch._dynamo as dynamo
@@ -231,6 +251,7 @@ def run_compiled(steps: int = 30, warmup: int = 5, models=None) -> list[dict]:
     for name, make in (models or {"MLP 64-512-512-10": _mlp, **MODELS}).items():
         torch.manual_seed(0)
         base, input_shape = make()
+        base = base.to(device)
         plain = copy.deepcopy(base)  # the model without normalization: what inductor does to it alone
         plain_compiled = copy.deepcopy(base)
         eager = _normalized(base, rnn.spectral_norm)
@@ -242,12 +263,12 @@ def run_compiled(steps: int = 30, warmup: int = 5, models=None) -> list[dict]:
             "plain": plain,
         }
         models_ = {"riemsvd": model, "eager": eager, "plain compiled": plain_compiled, "plain": plain}
-        times = _adam_steps(calls, models_, input_shape, steps, warmup)
+        times = _adam_steps(calls, models_, input_shape, steps, warmup, device=device)
         plain_ratio = statistics.median(times["plain compiled"]) / statistics.median(times["plain"])
         with torch.no_grad():  # float32: Adam's steps of ±lr magnify the two runs' different rounding
             pairs = zip(model.parameters(), eager.parameters())
             difference = max(float((p - q).abs().max()) for p, q in pairs)
-        breaks = dynamo.explain(model)(torch.randn(input_shape)).graph_break_count
+        breaks = dynamo.explain(model)(torch.randn(input_shape, device=device)).graph_break_count
         r, e = statistics.median(times["riemsvd"]), statistics.median(times["eager"])
         row = {"case": name, "riemsvd_s": r, "alternative_s": e, "ratio": r / e}
         out.append(
@@ -279,9 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
     ap.add_argument("--steps", type=int, default=100, help="timed training steps per model")
     ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (None: torch's)")
+    ap.add_argument("--device", default="cpu", help="where the matrices and models live: cpu or cuda")
     args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     threads = args.threads or torch.get_num_threads()
-    print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads_text(threads)}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads_text(threads)}, {where}")
     with thread_limits(threads):
         if "import" in args.sections:
             r = run_import()
@@ -289,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"first solve beyond the second: {r['first_call_beyond_second_s'] * 1e3:.1f} ms")
         if "galore" in args.sections:
             print("\nGaLore projector, against torch.linalg.svd of the whole matrix")
-            print(_table(run_galore(), "torch.linalg.svd", [("method", "method", "{}")]))
+            print(_table(run_galore(device=device), "torch.linalg.svd", [("method", "method", "{}")]))
         if "batch" in args.sections:
             print("\nA batch, against torch.linalg.svdvals")
-            print(_table([run_batch()], "svdvals", [("method", "method", "{}")]))
+            print(_table([run_batch(device=device)], "svdvals", [("method", "method", "{}")]))
         if "steps" in args.sections:
             print("\nSpectral-norm training steps, against torch's parametrization (Adam, lr 1e-3)")
             extra = [
@@ -300,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("÷ tol", "sigma_error_over_tol", "{:.2f}"),
                 ("max σ error torch", "sigma_error_torch", "{:.1e}"),
             ]
-            print(_table(run_steps(args.steps), "torch", extra))
+            print(_table(run_steps(args.steps, device=device), "torch", extra))
         if "compiled" in args.sections:
             print("\nSpectral-norm training steps compiled (fullgraph=True, inductor) against eager (Adam)")
             extra = [
@@ -308,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("max |Δ parameter|", "parameter_difference", "{:.1e}"),
                 ("unnormalized model compiled/eager", "plain_ratio", "{:.2f}×"),
             ]
-            print(_table(run_compiled(), "eager", extra).replace("| riemsvd |", "| compiled |", 1))
+            table = _table(run_compiled(device=device), "eager", extra)
+            print(table.replace("| riemsvd |", "| compiled |", 1))
     return 0
 
 

@@ -411,6 +411,15 @@ def test_training_bench_reports_ratios_and_sigma_errors_within_tol():
     assert table.splitlines()[2].startswith("| Linear(12, 8) |")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is absent")
+def test_training_bench_refuses_a_cuda_device_it_cannot_see(capsys):
+    from riemsvd import bench_training
+
+    with pytest.raises(SystemExit):
+        bench_training.main(["--device", "cuda", "--sections", "batch"])
+    assert "--device cuda: torch sees no CUDA device here; use --device cpu" in capsys.readouterr().err
+
+
 def test_training_bench_measures_sigma_errors_on_the_timed_steps_only():
     """The σ errors are those of the steps timed: in the warmup torch's one power step a forward
     has not converged (the worst error read 2e-2 to 1e-1 for torch's layers where the timed steps'
