@@ -35,8 +35,8 @@ __all__ = ["dense_svd", "prefer_dense"]
 
 def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: float) -> bool:
     """Whether the dense path is expected to take less time than the iteration, by a cost model
-    fitted to measured times (docs/algorithm.md, "The dense path"); on the CPU only (not measured on
-    GPUs, where the iteration keeps its batched products and no per-matrix host round trip).
+    fitted to measured times (docs/algorithm.md, "The dense path"): the CPU's, or on a CUDA device
+    :func:`_prefer_dense_on_gpu`'s; on other devices (not measured) the iteration.
 
     A warm start does not enter: it made the model take the iteration where a cold start took the
     dense path, and in 21 of 22 such cases the warm iteration took 1.2–3.1× the dense path's time
@@ -45,17 +45,42 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     where the dense path wins: at k > 1 (0.73–0.88 of the cold products there), and where the start
     is a singular pair already, which the probe for a larger value then costs 8–32 products
     (docs/algorithm.md, "Warm starts")."""
-    if torch.device(device).type != "cpu":
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
         return False
     m, n = shape
     p = min(m, n)
-    c = _COSTS[dtype]
-    dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
     # Products grow with k and with the digits asked for (Lanczos converges linearly in log tol).
     digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
+    if kind == "cuda":
+        return _prefer_dense_on_gpu(p, batch, k, dtype, digits)
+    c = _COSTS[dtype]
+    dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
     products = (c.products + c.products_per_k * k) * digits
     per_entry = c.product * _memory_factor(batch * m * n * dtype.itemsize)
     iterative = products * (per_entry * batch * m * n + c.per_product + _PER_BATCH_PRODUCT * (batch - 1))
+    return dense < iterative
+
+
+def _prefer_dense_on_gpu(p: int, batch: int, k: int, dtype: torch.dtype, digits: float) -> bool:
+    """The cost model of :func:`prefer_dense` on a GPU, where both paths cost what their launches and
+    the solver library's calls cost more than their arithmetic (one H200, float32 and float64, 47
+    cases each from 128×128 to 4000×2000 and batches of 8 to 64 matrices, k = 1 to 128; record
+    docs/bench_gpu_2026-12-04_h200_dense_vs_iterative.csv). The dense path's time barely depends on
+    k or on the longer side: 2.9–28 ms in float32 (the float64 Gram matrix's eigh) and 4.7–336 ms in
+    float64 (the SVD), as p = min(m, n) goes from 128 to 2000. The iteration's barely depends on the
+    matrix: about 6 ms in float32 and 11–28 in float64 at k = 1, 12–22 at k = 4, then 60–550 ms at
+    k = 16 to 32 and up to 4.9 s at k = 128 (its blocks of 8 and restarts, 3424 products for k = 128
+    of a 4000×2000 matrix in float32, beside 12 ms for the dense path). Always taking the iteration,
+    as before, took 6.95× (float32) and 2.76× (float64) the better path's time in geometric mean;
+    this model's choice takes 1.03× and 1.12× on those cases, 2.1× and 2.3× at worst (k = 1 of 64
+    matrices of 64×64 in float32, k = 16 of 4096×1024 in float64), and 1.024× and 1.051× on 24
+    held-out cases each (2.57× at worst, where it kept the iteration). Its batch term, fitted on
+    batches of 8 to 64, underprices larger ones: the iteration of (256, 128, 128) at k = 1, priced at
+    66 ms, took 0.9–1.0 s, and the model keeps it there, as before (the dense path was not timed)."""
+    c = _GPU_COSTS[dtype]
+    dense = batch**c.batch * (c.fixed + c.square * p * p)
+    iterative = digits * c.first * (1 + c.per_k * (k - 1)) ** c.growth * (1 + c.per_matrix * (batch - 1))
     return dense < iterative
 
 
@@ -118,6 +143,25 @@ _COSTS = {
 # 256, 128), k = 2, float32, goes dense above it) to 1.24e-5 (a batch (256, 128, 128), k = 1, whose
 # iteration took 324 ms against 510, stays iterative below it), in the model's units.
 _PER_BATCH_PRODUCT = 1e-5
+
+
+class _GpuCosts(NamedTuple):
+    """Milliseconds on one H200 (torch 2.11, CUDA 13), least-squares fits of log time
+    (:func:`_prefer_dense_on_gpu`)."""
+
+    fixed: float  # dense: one matrix at p = 0
+    square: float  # dense: per p² (the eigh or SVD of the p×p problem)
+    batch: float  # dense: a batch of b matrices costs b**batch times one
+    first: float  # iterative: k = 1 at the default tol ...
+    per_k: float  # ... times (1 + per_k·(k − 1))**growth for k triplets ...
+    growth: float
+    per_matrix: float  # ... and (1 + per_matrix·(b − 1)) for a batch of b
+
+
+_GPU_COSTS = {
+    torch.float32: _GpuCosts(3.77, 7.66e-6, 0.672, 8.8, 0.34, 1.25, 0.0256),
+    torch.float64: _GpuCosts(3.35, 1.0e-4, 0.851, 18.5, 0.153, 1.3, 0.0263),
+}
 
 
 def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:

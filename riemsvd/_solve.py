@@ -117,8 +117,10 @@ def solve(
         float32 the eigendecomposition of the smaller Gram matrix formed in float64, checked, with a
         float32 SVD where the check fails; in float64 an SVD — then the same fresh-product residuals
         (dense tensors only; ``init``, ``maxiter`` and ``options`` are not used). ``"auto"`` (default)
-        takes the dense path on the CPU where its cost model, calibrated by measurement, expects it
-        to be faster: small matrices and k a sizeable fraction of min(m, n) (docs/algorithm.md).
+        takes the dense path on the CPU and on a CUDA GPU where its cost model, calibrated by
+        measurement, expects it to be faster: small matrices and k a sizeable fraction of min(m, n);
+        on a GPU, where both are bound by their launches, also float32 matrices up to about 512 wide
+        at any k, 1000 wide from k = 2 and 2000 wide from k = 8 (docs/algorithm.md).
         ``"trust-region"``: Riemannian trust-region (Absil, Baker, Gallivan 2007) on the Brockett cost
         on St(m, k) × St(n, k), its Hessian the Newton operator, the model solved by truncated CG
         (docs/optim.md); quadratically convergent but slower than ``"iterative"`` from a cold start

@@ -311,12 +311,17 @@ def test_a_view_strided_both_ways_is_read_as_one_contiguous_copy(dtype, monkeypa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("method", ["iterative", "dense", "auto"])
+def test_cuda_matches_cpu(method):
+    """Both paths on the GPU (auto takes the dense one for this matrix there since the GPU's cost
+    model: docs/algorithm.md, "The dense path")."""
     gen = torch.Generator().manual_seed(0)
     a = make_matrix("cluster", 500, 300, gen)
     for dtype in (torch.float64, torch.float32):
-        result = solve(a.to("cuda", dtype), 3, generator=torch.Generator("cuda").manual_seed(0))
+        cuda = torch.Generator("cuda").manual_seed(0)
+        result = solve(a.to("cuda", dtype), 3, generator=cuda, method=method)
         assert result.S.device.type == "cuda"
+        assert result.info.method == ("iterative" if method == "iterative" else "dense")
         check_svd(a.to(dtype), type(result)(*(x.cpu() for x in result), result.info), 3, result.info.tol)
 
 
