@@ -263,8 +263,8 @@ _CAST_BLOCK = 1 << 16
 
 # Up to this many columns the float64 check's products go through C's single pass over a float32 A
 # (riemsvd/_steps.c's widened_both), beyond it through the cast blocks and BLAS: the pass costs
-# about the same for each column, and took 0.36-0.44x the blocks' time at one column, 0.66-0.75x at
-# two, 1.02-1.32x at four, 1.56-1.89x at eight (384x384 to 4096x1024, Intel Xeon, 2 threads).
+# about the same for each column, and took 0.36–0.44× the blocks' time at one column, 0.66–0.75× at
+# two, 1.02–1.32× at four, 1.56–1.89× at eight (384×384 to 4096×1024, Intel Xeon, 2 threads).
 _WIDENED_COLUMNS = 2
 
 
@@ -340,8 +340,8 @@ class DenseOperator(Operator):
         if a is None:
             return None
         if a.ndim == 2 and a.strides[1] != a.itemsize and a.strides[0] == a.itemsize:
-            # a transposed view (W.T): its row blocks would be strided reads, cast 5-14x slower
-            # (384x384 to 4096x1024, k = 1 and 8); they are Aᵀ's rows, the products' roles swapped
+            # a transposed view (W.T): its row blocks would be strided reads, cast 2–14× slower
+            # (384×384 to 4096×1024, one column); they are Aᵀ's rows, the products' roles swapped
             matmat, rmatmat, both = _widened_products(a.T)
             return rmatmat, matmat, lambda x, y: both(y, x)[::-1]
         return _widened_products(a)

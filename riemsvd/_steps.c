@@ -394,6 +394,11 @@ static PyObject *widened_both(PyObject *self, PyObject *args)
             PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D C-contiguous float64 array", names[t]);
             goto fail;
         }
+    for (int t = 0; t < 5; t++) /* read and written as floats and doubles: aligned (numpy's and torch's are) */
+        if ((uintptr_t)b[t].view.buf % (uintptr_t)b[t].view.itemsize) {
+            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be aligned to its element size", names[t]);
+            goto fail;
+        }
     Py_ssize_t m = a->rows, n = a->cols, k = b[1].rows;
     if (b[1].cols != n || b[2].rows != k || b[2].cols != m || b[3].rows != k || b[3].cols != m ||
         b[4].rows != k || b[4].cols != n) {

@@ -598,7 +598,8 @@ def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_re
     """widened_both overwrites its outputs (filled with NaN here: a fresh numpy array may hold zeros,
     which would hide an Aᵀ y added to instead of written), odd and even row counts, rows further
     apart than their length; and it refuses a float64 A, A with strided rows, non-contiguous or
-    float32 vectors, and shapes that do not fit (with a TypeError or ValueError, never a wrong read)."""
+    float32 vectors, a misaligned output, and shapes that do not fit (with a TypeError or ValueError,
+    never a wrong read)."""
     rng = np.random.default_rng(0)
     for m, n, k in [(1, 1, 1), (7, 5, 2), (8, 3, 1), (33, 65, 2)]:
         wide = rng.standard_normal((m, n + 3)).astype(np.float32)
@@ -617,6 +618,7 @@ def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_re
             (np.zeros((4, 6), np.float32)[:, ::2], x, y, ax, aty),
             (a, np.zeros((3, 2)).T, y, ax, aty),
             (a, x.astype(np.float32), y, ax, aty),
+            (a, x, y, np.ndarray((1, 4), np.float64, buffer=bytearray(33), offset=1), aty),
         ],
         ValueError: [
             (a, np.zeros((1, 4)), y, ax, aty),
