@@ -53,7 +53,7 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     # Products grow with k and with the digits asked for (Lanczos converges linearly in log tol).
     digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
     if kind == "cuda":
-        return _prefer_dense_on_gpu(p, batch, k, dtype, digits)
+        return _prefer_dense_on_gpu(m, n, batch, k, dtype, digits)
     c = _COSTS[dtype]
     dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
     products = (c.products + c.products_per_k * k) * digits
@@ -62,7 +62,7 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     return dense < iterative
 
 
-def _prefer_dense_on_gpu(p: int, batch: int, k: int, dtype: torch.dtype, digits: float) -> bool:
+def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype, digits: float) -> bool:
     """The cost model of :func:`prefer_dense` on a GPU, where both paths cost what their launches and
     the solver library's calls cost more than their arithmetic (one H200, float32 and float64, 47
     cases each from 128×128 to 4000×2000 and batches of 8 to 64 matrices, k = 1 to 128; record
@@ -75,10 +75,17 @@ def _prefer_dense_on_gpu(p: int, batch: int, k: int, dtype: torch.dtype, digits:
     as before, took 6.95× (float32) and 2.76× (float64) the better path's time in geometric mean;
     this model's choice takes 1.03× and 1.12× on those cases, 2.1× and 2.3× at worst (k = 1 of 64
     matrices of 64×64 in float32, k = 16 of 4096×1024 in float64), and 1.024× and 1.051× on 24
-    held-out cases each (2.57× at worst, where it kept the iteration). Its batch term, fitted on
-    batches of 8 to 64, underprices larger ones: the iteration of (256, 128, 128) at k = 1, priced at
-    66 ms, took 0.9–1.0 s, and the model keeps it there, as before (the dense path was not timed)."""
-    c = _GPU_COSTS[dtype]
+    held-out cases each (2.57× at worst, where it kept the iteration).
+
+    Outside the range measured (sides up to 4096, batches up to 64, 2²³ entries in all) the iteration
+    stays, as before: the dense path copies a float32 A to float64 and forms its Gram matrix, work
+    and memory that grow with m·n·p, which the fit did not see (a 10⁷×512 float32 A, 20 GB, would have
+    gone dense; a review), and the batch term underprices larger batches (the iteration of (256, 128,
+    128) at k = 1, priced at 66 ms, took 0.9–1.0 s; the dense path there was not timed). Nor was a
+    GPU of lesser float64 throughput measured."""
+    if max(m, n) > 4096 or batch > 64 or batch * m * n > 1 << 23:
+        return False
+    c, p = _GPU_COSTS[dtype], min(m, n)
     dense = batch**c.batch * (c.fixed + c.square * p * p)
     iterative = digits * c.first * (1 + c.per_k * (k - 1)) ** c.growth * (1 + c.per_matrix * (batch - 1))
     return dense < iterative

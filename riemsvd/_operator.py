@@ -339,10 +339,11 @@ class DenseOperator(Operator):
         a = self._numpy_view()
         if a is None:
             return None
-        if a.ndim == 2 and a.strides[1] != a.itemsize and a.strides[0] == a.itemsize:
-            # a transposed view (W.T): its row blocks would be strided reads, cast 2–14× slower
-            # (384×384 to 4096×1024, one column); they are Aᵀ's rows, the products' roles swapped
-            matmat, rmatmat, both = _widened_products(a.T)
+        if a.strides[-1] != a.itemsize and a.strides[-2] == a.itemsize:
+            # a transposed view (W.T, or a batch's .mT): its row blocks would be strided reads, cast
+            # 2–14× slower (384×384 to 4096×1024, one column); they are Aᵀ's rows, the products'
+            # roles swapped
+            matmat, rmatmat, both = _widened_products(a.swapaxes(-1, -2))
             return rmatmat, matmat, lambda x, y: both(y, x)[::-1]
         return _widened_products(a)
 
@@ -401,8 +402,8 @@ def blas_ready(a):
     contiguous copy: for a view strided both ways (A[:, ::2]) every product made its own copy or ran
     numpy's plain loops, and the checks read it strided (2000×1000: 6–13× the solve's time, k = 1
     and 8). The copy is differentiable: gradients reach the view. Anything else is returned as it is."""
-    if not isinstance(a, torch.Tensor) or a.layout != torch.strided or a.dim() < 2:
-        return a
+    if not isinstance(a, torch.Tensor) or a.layout != torch.strided or a.is_nested or a.dim() < 2:
+        return a  # a nested tensor too: the checks name what it is
     m, n = a.shape[-2:]
     try:
         rs, cs = a.stride()[-2:]

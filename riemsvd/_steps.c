@@ -343,20 +343,20 @@ static PyObject *max_abs(PyObject *self, PyObject *obj)
 
 /* The products A x and A^T y in double of a float32 A (m x n, row i at a + i * rs) with each row x of
  * X (k x n) and y of Y (k x m), written as the rows of AX (k x m) and ATY (k x n); all four double
- * and C-contiguous. One pass over A for all of them, two rows of A at a time, which stay in the cache
- * while the k pairs of products take them. */
+ * and C-contiguous. One pass over A for all of them, two rows of A at a time (aty's entries loaded
+ * and stored once for both), which stay in the cache while the k pairs of products take them; an odd
+ * last row alone. */
 VECTORIZED static void widened_rows(const float *a, Py_ssize_t rs, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                     const double *X, const double *Y, double *AX, double *ATY)
 {
     for (Py_ssize_t j = 0; j < k * n; j++)
         ATY[j] = 0.0;
-    for (Py_ssize_t i = 0; i < m; i += 2) {
-        int pair = i + 1 < m; /* an odd last row is taken twice, the second time with y = 0 */
-        const float *r0 = a + i * rs, *r1 = pair ? r0 + rs : r0;
+    Py_ssize_t i = 0;
+    for (; i + 1 < m; i += 2) {
+        const float *r0 = a + i * rs, *r1 = r0 + rs;
         for (Py_ssize_t c = 0; c < k; c++) {
             const double *x = X + c * n;
-            double *aty = ATY + c * n, y0 = Y[c * m + i], y1 = pair ? Y[c * m + i + 1] : 0.0;
-            double s0 = 0.0, s1 = 0.0;
+            double *aty = ATY + c * n, y0 = Y[c * m + i], y1 = Y[c * m + i + 1], s0 = 0.0, s1 = 0.0;
             for (Py_ssize_t j = 0; j < n; j++) {
                 double a0 = (double)r0[j], a1 = (double)r1[j];
                 s0 += a0 * x[j];
@@ -364,8 +364,20 @@ VECTORIZED static void widened_rows(const float *a, Py_ssize_t rs, Py_ssize_t m,
                 aty[j] += a0 * y0 + a1 * y1;
             }
             AX[c * m + i] = s0;
-            if (pair)
-                AX[c * m + i + 1] = s1;
+            AX[c * m + i + 1] = s1;
+        }
+    }
+    if (i < m) {
+        const float *r0 = a + i * rs;
+        for (Py_ssize_t c = 0; c < k; c++) {
+            const double *x = X + c * n;
+            double *aty = ATY + c * n, y0 = Y[c * m + i], s0 = 0.0;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                double a0 = (double)r0[j];
+                s0 += a0 * x[j];
+                aty[j] += a0 * y0;
+            }
+            AX[c * m + i] = s0;
         }
     }
 }
@@ -374,7 +386,7 @@ VECTORIZED static void widened_rows(const float *a, Py_ssize_t rs, Py_ssize_t m,
  * without a float64 copy: ax = x A^T and aty = y A, that is A x and A^T y for each row x of x (k x n)
  * and y of y (k x m), into ax (k x m) and aty (k x n). a is 2-D float32 with contiguous rows (a
  * transposed view goes as its transpose, the products' roles swapped); the others are 2-D
- * C-contiguous float64. */
+ * C-contiguous float64, ax and aty apart from the inputs (they are written as the inputs are read). */
 static PyObject *widened_both(PyObject *self, PyObject *args)
 {
     PyObject *o[5];

@@ -85,6 +85,11 @@ def _check_float_dtype(dtype, what: str) -> None:
 
 def _check_dense_layout(a: torch.Tensor) -> None:
     """A dense A's dimensions and dtype: what needs no value of it."""
+    if a.is_nested:  # torch's own errors said "Internal error" or named aten::amax (a review)
+        raise TypeError(
+            "`A` is a nested tensor; riemsvd takes a dense tensor of shape (..., m, n). Solve each "
+            "matrix on its own (`[riemsvd.solve(x, k) for x in A.unbind()]`), or pad them to one shape."
+        )
     if a.dim() < 2:
         raise ValueError(
             f"`A` must have at least 2 dimensions (..., m, n), got shape {tuple(a.shape)}; "

@@ -199,6 +199,7 @@ def _adam_steps(
             elapsed = time.perf_counter() - start
             if untimed is not None and step >= warmup:
                 untimed(key, models[key])
+                _synchronize(device)
             start = time.perf_counter()
             optimizers[key].step()
             _synchronize(device)
@@ -292,6 +293,17 @@ def _table(rows: list[dict], alternative: str, extra=()) -> str:
     return "\n".join(lines)
 
 
+def _device(text: str) -> torch.device:
+    """``--device``'s value: a CPU or CUDA device (the timing synchronizes those two alone)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device this bench times: use cpu or cuda")
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     about = __doc__.split("\n\n")[0]
     ap = argparse.ArgumentParser(
@@ -300,11 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
     ap.add_argument("--steps", type=int, default=100, help="timed training steps per model")
     ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (None: torch's)")
-    ap.add_argument("--device", default="cpu", help="where the matrices and models live: cpu or cuda")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        type=_device,
+        help="where the matrices and models live: cpu, or cuda (cuda:N); the import section runs on the CPU",
+    )
     args = ap.parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     if device.type == "cuda" and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
+        ap.error(f"--device {device}: torch sees no CUDA device here; use --device cpu")
     threads = args.threads or torch.get_num_threads()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, {threads_text(threads)}, {where}")

@@ -418,6 +418,10 @@ def test_training_bench_refuses_a_cuda_device_it_cannot_see(capsys):
     with pytest.raises(SystemExit):
         bench_training.main(["--device", "cuda", "--sections", "batch"])
     assert "--device cuda: torch sees no CUDA device here; use --device cpu" in capsys.readouterr().err
+    for wrong in ("xyz", "meta"):  # a raw RuntimeError, and a device whose work the timing cannot wait for
+        with pytest.raises(SystemExit):
+            bench_training.main(["--device", wrong, "--sections", "batch"])
+        assert f"{wrong!r} is not a device this bench times: use cpu or cuda" in capsys.readouterr().err
 
 
 def test_training_bench_measures_sigma_errors_on_the_timed_steps_only():

@@ -146,6 +146,23 @@ def test_cost_model_crossovers(dtype):
     # 4000×2000, k = 16: dense 28 ms against 140 in float32, 336 against 60 in float64
     assert dense(4000, 2000, 16, device="cuda") == (dtype == torch.float32)
     assert not dense(4000, 2000, 1, device="cuda") and not dense(4000, 2000, 4, device="cuda")
+    # batches: (8, 384, 384) float64 at k = 1 took 29 ms by the iteration, 152 dense; at k = 32 in
+    # float32 427 ms against 29
+    if dtype == torch.float64:
+        assert not dense(384, 384, 1, batch=8, device="cuda")
+    else:
+        assert dense(384, 384, 32, batch=8, device="cuda")
+        # a batch's dense path costs less than its matrices' alone (8 of 384×384, k = 4: 30 ms against
+        # 42 by the iteration), and its iteration more than one matrix's (16 of 128×128: 27 against 65)
+        assert dense(384, 384, 4, batch=8, device="cuda") and dense(128, 128, 4, batch=16, device="cuda")
+        # more digits, more of the iteration's products: 2000×1000 at k = 1
+        assert not dense(2000, 1000, 1, device="cuda", tol=1e-6)
+        assert dense(2000, 1000, 1, device="cuda", tol=1e-7)
+    # beyond the range measured (sides to 4096, batches to 64, 2²³ entries) the iteration, as before:
+    # the dense path's float64 copy of a 10⁷×512 float32 A would take 41 GB
+    assert not dense(10_000_000, 512, 1, device="cuda") and not dense(2_000_000, 2000, 8, device="cuda")
+    assert not dense(128, 128, 1, batch=256, device="cuda")
+    assert not dense(1536, 384, 128, batch=100, device="cuda")
     assert not dense(1536, 384, 128, device="mps")  # not measured there: the iteration
     # more triplets or a tighter tol favour the dense path, never the reverse
     for device in ("cpu", "cuda"):

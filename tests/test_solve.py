@@ -308,6 +308,7 @@ def test_a_view_strided_both_ways_is_read_as_one_contiguous_copy(dtype, monkeypa
     torch.testing.assert_close(leaf.grad, expected, rtol=0, atol=50 * torch.finfo(dtype).eps)
     for view in (big.mT, big[:, 1:41], big[10:50], big[:, :40].mT):
         assert _operator.DenseOperator(view).a is view
+    assert _operator.DenseOperator(big[:, ::2]).a.is_contiguous()  # the operator's own, not only prepare's
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -565,7 +566,7 @@ def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypat
 @given(
     rows=st.integers(1, 40),
     cols=st.integers(1, 40),
-    layout=st.sampled_from(["contiguous", "transposed", "sliced", "strided"]),
+    layout=st.sampled_from(["contiguous", "transposed", "sliced", "strided", "batch transposed"]),
     widths=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 3)]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     kernel=st.sampled_from(["c", "blocks"]),
@@ -577,8 +578,8 @@ def test_float64_products_of_a_float32_matrix_in_every_layout(
     """The float64 check's one pass (``both``) through C's kernel (one or two columns each, A's rows
     contiguous: odd and single rows, one column, rows further apart than their length) and through
     the cast blocks (more columns, no C module; blocks of 3 rows): A x and Aᵀ y to
-    float64's rounding of the exact sums, whatever A's layout. A transposed view goes as its
-    transpose with the products' roles swapped (its row blocks were strided reads)."""
+    float64's rounding of the exact sums, whatever A's layout. A transposed view, a batch's too, goes
+    as its transpose with the products' roles swapped (its row blocks were strided reads)."""
     from riemsvd import _operator
 
     if kernel == "c" and _operator.STEPS is None:
@@ -590,9 +591,11 @@ def test_float64_products_of_a_float32_matrix_in_every_layout(
         "transposed": torch.randn(cols, rows, generator=gen).mT,
         "sliced": base[1:, :cols],  # rows contiguous, 2·cols + 1 apart
         "strided": base[1:, ::2][:, :cols],
+        "batch transposed": torch.randn(2, cols, rows, generator=gen).mT,
     }[layout]
-    x = torch.randn(cols, widths[0], generator=gen, dtype=dtype)
-    y = torch.randn(rows, widths[1], generator=gen, dtype=dtype)
+    batch = a.shape[:-2]
+    x = torch.randn(batch + (cols, widths[0]), generator=gen, dtype=dtype)
+    y = torch.randn(batch + (rows, widths[1]), generator=gen, dtype=dtype)
     calls = []
     steps = _operator.STEPS if kernel == "c" else None
     spy = None
@@ -608,7 +611,7 @@ def test_float64_products_of_a_float32_matrix_in_every_layout(
         torch.testing.assert_close(torch.from_numpy(got), b @ z, rtol=0, atol=atol)
     # the matrix read: A or its transpose, its rows contiguous (a view strided both ways is copied first)
     rows_contiguous = op.a.stride(-1) == 1 or op.a.stride(-2) == 1
-    uses_c = kernel == "c" and widths[0] == widths[1] <= 2 and (rows_contiguous or cols == 1)
+    uses_c = kernel == "c" and widths[0] == widths[1] <= 2 and not batch and (rows_contiguous or cols == 1)
     assert len(calls) == (1 if uses_c else 0)
 
 

@@ -99,6 +99,15 @@ def test_complex_dtype_raises_type_error():
         riemsvd.solve(sp.random(5, 4, density=0.5, format="csr").astype(np.complex128))
 
 
+def test_a_nested_tensor_is_refused_naming_what_to_do():
+    """torch's own errors said "Internal error ... Please file an issue" or named aten::amax (a review)."""
+    with warnings.catch_warnings():  # "the PyTorch API of nested tensors is in prototype stage"
+        warnings.simplefilter("ignore", UserWarning)
+        nested = torch.nested.nested_tensor([torch.randn(3, 4), torch.randn(3, 5)])
+    with pytest.raises(TypeError, match="nested tensor.*unbind"):
+        riemsvd.solve(nested, 1)
+
+
 def test_numpy_array_of_integers_raises_type_error_naming_the_dtype():
     with pytest.raises(TypeError, match="numpy array of dtype int64.*astype"):
         riemsvd.solve(np.ones((4, 3), dtype=np.int64))
@@ -598,8 +607,9 @@ def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_re
     """widened_both overwrites its outputs (filled with NaN here: a fresh numpy array may hold zeros,
     which would hide an Aᵀ y added to instead of written), odd and even row counts, rows further
     apart than their length; and it refuses a float64 A, A with strided rows, non-contiguous or
-    float32 vectors, a misaligned output, and shapes that do not fit (with a TypeError or ValueError,
-    never a wrong read)."""
+    float32 vectors, a misaligned or read-only output, and shapes that do not fit (with a TypeError or
+    ValueError, never a wrong read or write). An odd last row is read once: an infinity there stays
+    one in Aᵀ y (it had been read again with y = 0, and inf·0 made a NaN; a review)."""
     rng = np.random.default_rng(0)
     for m, n, k in [(1, 1, 1), (7, 5, 2), (8, 3, 1), (33, 65, 2)]:
         wide = rng.standard_normal((m, n + 3)).astype(np.float32)
@@ -610,8 +620,16 @@ def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_re
             a64 = a.astype(np.float64)
             np.testing.assert_allclose(ax, x @ a64.T, rtol=1e-13, atol=1e-13)
             np.testing.assert_allclose(aty, y @ a64, rtol=1e-13, atol=1e-13)
+    odd = np.ones((3, 4), np.float32)
+    odd[2, 0] = np.inf
+    aty = np.full((1, 4), np.nan)
+    STEPS.widened_both(odd, np.ones((1, 4)), np.ones((1, 3)), np.empty((1, 3)), aty)
+    assert aty[0, 0] == np.inf and (aty[0, 1:] == 3).all()
     a, x, y = np.zeros((4, 3), np.float32), np.zeros((1, 3)), np.zeros((1, 4))
     ax, aty = np.zeros((1, 4)), np.zeros((1, 3))
+    read_only_ax, read_only_aty = np.zeros((1, 4)), np.zeros((1, 3))
+    read_only_ax.setflags(write=False)
+    read_only_aty.setflags(write=False)
     refused = {
         TypeError: [
             (a.astype(np.float64), x, y, ax, aty),
@@ -621,6 +639,8 @@ def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_re
             (a, x, y, np.ndarray((1, 4), np.float64, buffer=bytearray(33), offset=1), aty),
         ],
         ValueError: [
+            (a, x, y, read_only_ax, aty),  # numpy's "buffer source array is read-only"
+            (a, x, y, ax, read_only_aty),
             (a, np.zeros((1, 4)), y, ax, aty),
             (a, x, y, np.zeros((2, 4)), aty),
             (a, x, np.zeros((2, 4)), ax, aty),
