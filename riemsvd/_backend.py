@@ -85,13 +85,14 @@ def _blas_libraries() -> list:
 
 
 @contextlib.contextmanager
-def _limited(libs: list, limit: int):
-    """``libs`` limited to ``limit`` threads, restored after: their own get/set calls, which cost 6 µs
-    where threadpoolctl's ``limit`` context, which re-reads every library's state, took 18."""
+def _limited(libs: list, limit: int, lower_only: bool = False):
+    """``libs`` limited to ``limit`` threads (with ``lower_only``, those that have fewer keep them),
+    restored after: their own get/set calls, which cost 6 µs where threadpoolctl's ``limit`` context,
+    which re-reads every library's state, took 18."""
     before = [lib.get_num_threads() for lib in libs]
     try:
         for lib, threads in zip(libs, before):
-            if threads is not None:
+            if threads is not None and not (lower_only and threads <= limit):
                 lib.set_num_threads(limit)
         yield
     finally:
@@ -226,7 +227,10 @@ def solver_threads(
     1024×1024 Linear: 50 ms a step, 22.6 ms with one BLAS thread); but for larger A two BLAS threads
     are worth it (2000×1000 Gaussian, k = 1: 110 ms against 171 ms with one). So OpenBLAS gets one
     thread up to ``ONE_BLAS_THREAD_UP_TO`` entries of A (``entries``, batch included); above, where the
-    products are not torch's, it keeps its threads.
+    products are not torch's, it keeps its threads, at most the threads torch has: the budget the user
+    set (``torch.set_num_threads(1)`` had left numpy's BLAS on its 2 threads for a 2000×1000 A, whose
+    spinning threads beside a busy neighbour took a k = 8 solve from 0.24 s to 3.0 s; a new user's
+    trial).
 
     A process of a ``distributed`` solve (A split across processes) gives its BLAS the threads torch
     has in it: the budget the user (or torchrun, which sets one per process) gave each process. Two
@@ -250,7 +254,8 @@ def solver_threads(
             with _blas_threads(1):
                 yield
         else:
-            with _other_blas_single():
+            numpys = [lib for lib in _blas_libraries() if _is_numpys(lib)]
+            with _other_blas_single(), _limited(numpys, threads, lower_only=True):
                 yield
     finally:
         torch.set_num_threads(threads)

@@ -741,6 +741,35 @@ def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
 
 
 @pytest.mark.skipif(not _backend.NUMPY_BLAS, reason="RIEMSVD_CPU_BLAS=torch: every product is torch's")
+def test_numpy_blas_keeps_to_the_threads_torch_was_given():
+    """Above ONE_BLAS_THREAD_UP_TO entries numpy's BLAS keeps its threads, but no more than torch has:
+    torch.set_num_threads(1) had left it on 2 (a new user's trial: a 2000×1000 k = 8 solve beside a
+    busy neighbour, 3.0 s against 0.24 s on one thread); a BLAS the user set lower stays lower; both
+    are restored after."""
+    from riemsvd._backend import ONE_BLAS_THREAD_UP_TO, _numpy_blas_threads, solver_threads
+
+    numpys = [lib for lib in _backend._blas_libraries() if _backend._is_numpys(lib)]
+    if not numpys or numpys[0].get_num_threads() is None:
+        pytest.skip("threadpoolctl cannot read numpy's BLAS here")
+    threads, before = torch.get_num_threads(), numpys[0].get_num_threads()
+    big = ONE_BLAS_THREAD_UP_TO + 1
+    try:
+        torch.set_num_threads(1)
+        with solver_threads(torch.device("cpu"), big):
+            assert _numpy_blas_threads() == 1
+        assert _numpy_blas_threads() == before
+        torch.set_num_threads(max(2, before))
+        with solver_threads(torch.device("cpu"), big):
+            assert _numpy_blas_threads() == before  # its own, where torch's budget is as large
+        numpys[0].set_num_threads(1)
+        with solver_threads(torch.device("cpu"), big):
+            assert _numpy_blas_threads() == 1  # the user's lower setting stays
+    finally:
+        numpys[0].set_num_threads(before)
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not _backend.NUMPY_BLAS, reason="RIEMSVD_CPU_BLAS=torch: every product is torch's")
 def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
     """torch_products measures each shape, dtype and layout once in a process, against numpy's BLAS on
     one thread up to ONE_BLAS_THREAD_UP_TO entries and on its threads above, and chooses torch only
