@@ -387,7 +387,7 @@ def _widened_products(a: np.ndarray):
             return ax.T, aty.T
         # each block cast once serves both products: 0.59–0.69× the time of two passes that cast
         # fresh blocks (384×384 to 4096×1024; 0.97× at 1536×384 with k = 8)
-        ax, aty = np.empty((m, x.shape[-1])), np.zeros((n, y.shape[-1]))
+        ax, aty = np.empty((m, k)), np.zeros((n, y.shape[-1]))
         for b, block in cast_blocks(a):
             np.matmul(block, x, out=ax[b])
             aty += block.T @ y[b]
@@ -651,10 +651,10 @@ def max_abs(a: torch.Tensor) -> torch.Tensor:
     holds one, Inf where it holds an infinity and no NaN."""
     if a.device.type == "cpu" and a.dim() == 2:
         # one pass over A, in the memory order: C's vectorized maxima (riemsvd/_steps.c) at numpy's
-        # max's speed, where torch's aminmax took 3.9x their time at 384x384 float64, 1.6x at
-        # 2000x1000 and 2.0x at 4000x2000 (1.6-4.3x in float32), and numpy's max and min are two
-        # passes (inside solves 3.38 ms against aminmax's 1.54 at 2000x1000). On a transposed view
-        # aminmax took 15x as long: the memory order is read.
+        # max's speed, where torch's aminmax took 3.9× their time at 384×384 float64, 1.6× at
+        # 2000×1000 and 2.0× at 4000×2000 (1.6–4.3× in float32), and numpy's max and min are two
+        # passes (inside solves 3.38 ms against aminmax's 1.54 at 2000×1000). On a transposed view
+        # aminmax took 15× as long: the memory order is read.
         t = a.detach()
         if not t.is_contiguous() and t.mT.is_contiguous():
             t = t.mT

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define DGKS 0.70710678118654752440 /* 1/sqrt(2): _subspace._DGKS */
+#define DGKS 0.70710678118654752440 /* 1/sqrt(2): _tolerance.DGKS */
 #define LOST (-1.0)
 /* sums of squares outside this range may have lost digits to underflow or overflow */
 #define SAFE_LOW 1e-280
@@ -118,6 +118,17 @@ static int vector_f64(const Array *a, const char *what)
 {
     if (a->kind != 'd' || a->view.ndim != 1 || (a->rs != 1 && a->rows > 1)) {
         PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a contiguous 1-D float64 array", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* whether the buffer is aligned to its element size, as reading it as floats or doubles needs
+ * (numpy's and torch's are); else a TypeError naming it */
+static int aligned(const Array *a, const char *what)
+{
+    if ((uintptr_t)a->view.buf % (uintptr_t)a->view.itemsize) {
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be aligned to its element size", what);
         return -1;
     }
     return 0;
@@ -327,9 +338,8 @@ static PyObject *max_abs(PyObject *self, PyObject *obj)
         PyErr_SetString(PyExc_TypeError, "riemsvd._steps: x must be contiguous (C or Fortran order)");
         return NULL;
     }
-    if ((uintptr_t)a.view.buf % (uintptr_t)a.view.itemsize) { /* read as doubles or floats: aligned */
+    if (aligned(&a, "x") < 0) {
         PyBuffer_Release(&a.view);
-        PyErr_SetString(PyExc_TypeError, "riemsvd._steps: x must be aligned to its element size");
         return NULL;
     }
     Py_ssize_t n = a.view.len / a.view.itemsize;
@@ -406,11 +416,9 @@ static PyObject *widened_both(PyObject *self, PyObject *args)
             PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D C-contiguous float64 array", names[t]);
             goto fail;
         }
-    for (int t = 0; t < 5; t++) /* read and written as floats and doubles: aligned (numpy's and torch's are) */
-        if ((uintptr_t)b[t].view.buf % (uintptr_t)b[t].view.itemsize) {
-            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be aligned to its element size", names[t]);
+    for (int t = 0; t < 5; t++)
+        if (aligned(&b[t], names[t]) < 0)
             goto fail;
-        }
     Py_ssize_t m = a->rows, n = a->cols, k = b[1].rows;
     if (b[1].cols != n || b[2].rows != k || b[2].cols != m || b[3].rows != k || b[3].cols != m ||
         b[4].rows != k || b[4].cols != n) {

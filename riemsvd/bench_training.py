@@ -2,7 +2,7 @@
 
 ``python -m riemsvd.bench_training`` prints, each figure a ratio of medians over interleaved
 repetitions (riemsvd, then the alternative, in turn), on the CPU or with ``--device cuda`` on a GPU
-(each timed call then ends with the device's synchronization):
+(each timer read after the device's queued work, as the solver benchmark's ``clock``):
 
 - ``import``: ``import riemsvd`` beyond ``import torch``, and the first ``solve`` in a fresh process
   beyond the second (subprocesses);
@@ -26,7 +26,6 @@ import copy
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
@@ -36,17 +35,11 @@ import riemsvd
 import riemsvd.nn as rnn
 from riemsvd._tolerance import default_tol
 from riemsvd.bench import HelpFormatter, make_matrix, thread_limits, threads_text
+from riemsvd.bench.runners import clock
 
 __all__ = ["main", "run_batch", "run_compiled", "run_galore", "run_import", "run_steps"]
 
 SECTIONS = ("import", "galore", "batch", "steps", "compiled")
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a timer read after it counts that work (a GPU's
-    kernels run after the call that launched them returns)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _interleaved(calls: dict, reps: int, device: torch.device = torch.device("cpu")) -> dict:
@@ -56,11 +49,9 @@ def _interleaved(calls: dict, reps: int, device: torch.device = torch.device("cp
         call()
     for _ in range(reps):
         for name, call in calls.items():
-            _synchronize(device)
-            start = time.perf_counter()
+            start = clock(device)
             call()
-            _synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock(device) - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -73,9 +64,9 @@ def _python(code: str) -> float:
 def run_import(reps: int = 5) -> dict:
     """Seconds of ``import riemsvd`` beyond ``import torch``, and of the first solve beyond the second
     (a 200×100 float64 matrix, k = 1), medians over fresh processes."""
-    clock = "import time; t = time.perf_counter(); "
-    torch_only = clock + "import torch; print(time.perf_counter() - t)"
-    both = clock + "import torch, riemsvd; print(time.perf_counter() - t)"
+    timed = "import time; t = time.perf_counter(); "  # the code before the import it times
+    torch_only = timed + "import torch; print(time.perf_counter() - t)"
+    both = timed + "import torch, riemsvd; print(time.perf_counter() - t)"
     calls = (
         "import time, torch, riemsvd; a = torch.randn(200, 100, dtype=torch.float64); d = []\n"
         "for _ in range(2):\n"
@@ -191,20 +182,16 @@ def _adam_steps(
     for step in range(warmup + steps):
         x = torch.randn(input_shape, generator=g).to(device)
         for key, call in calls.items():
-            _synchronize(device)
-            start = time.perf_counter()
+            start = clock(device)
             optimizers[key].zero_grad(set_to_none=True)
             (call(x) - 1).square().mean().backward()
-            _synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed = clock(device) - start
             if untimed is not None and step >= warmup:
                 untimed(key, models[key])
-                _synchronize(device)
-            start = time.perf_counter()
+            start = clock(device)
             optimizers[key].step()
-            _synchronize(device)
             if step >= warmup:
-                times[key].append(elapsed + time.perf_counter() - start)
+                times[key].append(elapsed + clock(device) - start)
     return times
 
 
