@@ -50,7 +50,10 @@ class SolveInfo:
     iterations : int
         Iterations: the start block, then one per product with A and Aᵀ of ``options.block``
         columns (one column on the CPU by default); on the trust-region path (``method``
-        below) the outer iterations (trust-region steps, taken or not).
+        below) the outer iterations (trust-region steps, taken or not). For a batch the iteration
+        solved one matrix at a time (mid-sized matrices on the CPU, docs/algorithm.md, "Batches on
+        the CPU"), the most any matrix took, as are ``matvecs`` and ``restarts``, and ``history`` is
+        that of the matrix that took the most products.
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b. On the dense path:
         the final check's 2k, plus, for float32, min(m, n) + k for the float64 Gram matrix and its

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -354,13 +355,21 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         with dense_threads(op.device), no_autocast(op.device):
             out = dense_svd(op, k, tol)
     else:
-        threads = solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
+        each = method != "trust-region" and one_at_a_time(op, k)
+        threads = (
+            contextlib.nullcontext()  # each matrix's own, in _each_matrix
+            if each
+            else solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
+        )
         with threads, no_autocast(op.device):
             if method == "trust-region":
                 from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
 
                 maxiter = problem.maxiter
                 out = trust_region_svd(op, k, tol=tol, maxiter=maxiter, init=init, generator=generator)
+            elif each:
+                assert isinstance(op, DenseOperator)  # one_at_a_time's condition
+                out = _each_matrix(op, k, tol, problem)
             else:
                 out = subspace_svd(op, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
                                    generator=generator, options=problem.options)  # fmt: skip
@@ -378,6 +387,65 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         method=out.method,
     )
     return out, info, op
+
+
+def _each_matrix(op: DenseOperator, k: int, tol: float, problem: Problem) -> Outcome:
+    """:func:`subspace_svd` of each matrix of a CPU batch in turn (:func:`one_at_a_time`), under the
+    threads a solve of that one matrix takes (``threads``, the batch's, exited first), merged into one
+    outcome: the triplets, residuals and bars stacked; the most iterations and restarts of any matrix
+    (and its products, counted on ``op``), the looks of the matrix that took the most products, and
+    the stop reason of the first matrix that did not converge ("converged" where all did, "whole
+    space" where each did by exhausting its space). Each start is drawn from ``generator`` in turn."""
+    batch, (m, n) = tuple(op.batch_shape), op.shape
+    init = problem.init
+    if init is not None:
+        init = tuple((x.unsqueeze(-1) if x.dim() == 1 else x).expand(batch + x.shape[-2:]) for x in init)
+    outs, counts = [], []
+    for index in itertools.product(*map(range, batch)):
+        one = DenseOperator(op.a[index])
+        if op.scale is not None:  # the batch's units, in which the outcome is read
+            one.scale = op.scale[index]
+        if op.magnitude is not None:
+            one.magnitude = op.magnitude[index]
+        with solver_threads(op.device, m * n, on_torch=one.torch_products()):
+            outs.append(subspace_svd(one, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER,
+                                     init=None if init is None else tuple(x[index] for x in init),
+                                     generator=problem.generator, options=problem.options))  # fmt: skip
+        counts.append(one.matvecs)
+    op.matvecs += max(counts)
+    u, s, v, converged, residual, errors = (
+        torch.stack([getattr(o, name) for o in outs]).reshape(batch + getattr(outs[0], name).shape)
+        for name in ("u", "s", "v", "converged", "residual", "errors")
+    )
+    reasons = [o.reason for o, ok in zip(outs, converged.reshape(-1).tolist()) if not ok]
+    if not reasons:
+        reasons = ["whole space" if all(o.reason == "whole space" for o in outs) else "converged"]
+    slowest = outs[counts.index(max(counts))]
+    return Outcome(u, s, v, converged, residual, max(o.iterations for o in outs), slowest.history, errors,
+                   reasons[0], max(o.restarts for o in outs))  # fmt: skip
+
+
+# A batch on the CPU whose matrices have this many entries (k = 1: from the first to the second) is
+# solved one matrix at a time (:func:`one_at_a_time`).
+_EACH_K1 = (100_000, 400_000)
+_EACH_BLOCK = 60_000
+
+
+def one_at_a_time(op: Operator, k: int) -> bool:
+    """Whether the iteration takes a dense CPU batch one matrix at a time (:func:`_each_matrix`). One
+    matrix's solve runs its steps in riemsvd._steps on one BLAS thread, with its A in a core's cache,
+    where the batch's steps are numpy calls over every matrix and its products stream the whole batch;
+    the batch's steps share their calls among its matrices, which pays for small ones, and for larger
+    ones at k = 1 its products got two BLAS threads where one matrix's got one. Measured (docs/
+    algorithm.md, "Batches on the CPU"; batches of 4 and 16): a loop of single solves took 0.40–0.95
+    of the batch's time at k = 8 from 256×256 to 1536×384, and 0.42–0.91 at k = 1 from 384×384 to
+    768×384; at k = 1 it took 0.84–2.03 for 256×256 and smaller and 0.92–1.63 from 1024×512."""
+    if not (isinstance(op, DenseOperator) and op.batch_shape.numel() > 1 and op.on_host() is not None):
+        return False
+    entries = op.shape[0] * op.shape[1]
+    if k == 1:
+        return _EACH_K1[0] <= entries <= _EACH_K1[1]
+    return entries >= _EACH_BLOCK
 
 
 def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:

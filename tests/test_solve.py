@@ -85,6 +85,79 @@ def test_batched_input_is_solved_per_matrix(method, gen):
     check_svd(a, result, 3, result.info.tol)
 
 
+def _batch(kind: str, shape: tuple, gen) -> torch.Tensor:
+    """A batch of ``shape`` (..., m, n) of matrices of one class, drawn one after another."""
+    count = math.prod(shape[:-2])
+    return torch.stack([make_matrix(kind, shape[-2], shape[-1], gen) for _ in range(count)]).reshape(shape)
+
+
+def _spy_on_solves(monkeypatch) -> list:
+    """The operators riemsvd._solve hands the iteration, call by call."""
+    import riemsvd._solve as solve_module
+
+    seen, inner = [], solve_module.subspace_svd
+
+    def spy(op, *args, **kwargs):
+        seen.append(op)
+        return inner(op, *args, **kwargs)
+
+    monkeypatch.setattr(solve_module, "subspace_svd", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "shape, k, calls",
+    [
+        ((2, 2, 320, 200), 3, 4),  # 64,000 entries a matrix, k > 1: one at a time
+        ((3, 320, 320), 1, 3),  # 102,400 entries, k = 1: one at a time
+        ((3, 630, 630), 1, 3),  # 396,900: one at a time
+        ((3, 640, 640), 1, 1),  # 409,600: the batch together
+        ((3, 250, 250), 1, 1),  # 62,500, k = 1: together
+        ((3, 240, 240), 3, 1),  # 57,600, k > 1: together
+    ],
+)
+def test_mid_sized_cpu_batches_are_solved_one_matrix_at_a_time(shape, k, calls, gen, monkeypatch):
+    # the rule of riemsvd._solve.one_at_a_time at its edges; both paths return the same results
+    a = _batch("decay", shape, gen)
+    seen = _spy_on_solves(monkeypatch)
+    result = solve(a, k, generator=gen)
+    assert len(seen) == calls and all(op.batch_shape == (() if calls > 1 else shape[:-2]) for op in seen)
+    assert result.info.converged.shape == shape[:-2] and result.info.errors.shape == shape[:-2] + (k,)
+    check_svd(a, result, k, result.info.tol)
+
+
+def test_one_matrix_at_a_time_keeps_each_matrix_its_scale_start_and_outcome(gen, monkeypatch):
+    # entries of 1e150, 1 and 1e-150 in one batch: each matrix solved in the units the batch set for
+    # it, each warm start from its own slice of init (or from one shared by the batch), and a matrix
+    # that cannot converge in the iterations allowed reported as such, beside the others
+    sizes = torch.tensor([1e150, 1.0, 1e-150], dtype=torch.float64).reshape(3, 1, 1)
+    a = _batch("decay", (3, 320, 200), gen) * sizes
+    seen = _spy_on_solves(monkeypatch)
+    exact = solve(a, 3, generator=gen)
+    assert [op.batch_shape for op in seen] == [(), (), ()]
+    assert exact.info.matvecs == max(op.matvecs for op in seen)  # the products of each matrix, at most
+    check_svd(a, exact, 3, exact.info.tol)
+    assert float((exact.info.errors / exact.S[:, :1]).max()) <= exact.info.tol  # the bars in its units
+    again = solve(a, 3, init=(exact.U, exact.V), generator=gen)  # each from its own
+    torch.testing.assert_close(again.S, exact.S, rtol=1e-10, atol=0)
+    assert again.info.matvecs < exact.info.matvecs
+    b = a.clone()
+    b[1] = make_matrix("gaussian", 320, 200, gen)  # 77 iterations from a random start; decay 21
+    with pytest.warns(riemsvd.ConvergenceWarning):
+        short = solve(b, 3, init=(exact.U[1], exact.V[1]), maxiter=40, generator=gen)  # one start for all
+    assert short.info.converged.tolist() == [True, False, True]
+    assert short.info.stop_reason == "maxiter" and short.info.iterations == 40
+    assert float(short.info.residual[1]) > short.info.tol >= float(short.info.residual[[0, 2]].max())
+    torch.testing.assert_close(short.S[[0, 2]], exact.S[[0, 2]], rtol=1e-10, atol=0)
+
+
+def test_gradients_through_one_matrix_at_a_time(gen):
+    a = _batch("decay", (2, 320, 200), gen).requires_grad_()
+    solve(a, 2, generator=gen).S.sum().backward()
+    u, _, vh = torch.linalg.svd(a.detach(), full_matrices=False)
+    torch.testing.assert_close(a.grad, u[..., :2] @ vh[..., :2, :], rtol=0, atol=1e-9)
+
+
 def test_tall_and_wide_views_without_copy_give_the_same_values(gen):
     a = make_matrix("decay", 80, 50, gen)
     r1 = solve(a, 2, generator=gen)
