@@ -80,15 +80,45 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
     Outside the range measured (sides up to 4096, batches up to 64, 2²³ entries in all) the iteration
     stays, as before: the dense path copies a float32 A to float64 and forms its Gram matrix, work
     and memory that grow with m·n·p, which the fit did not see (a 10⁷×512 float32 A, 20 GB, would have
-    gone dense; a review), and the batch term underprices larger batches (the iteration of (256, 128,
-    128) at k = 1, priced at 66 ms, took 0.9–1.0 s; the dense path there was not timed). Nor was a
-    GPU of lesser float64 throughput measured."""
-    if max(m, n) > 4096 or batch > 64 or batch * m * n > 1 << 23:
+    gone dense; a review). Two rules measured later come first: a batch whose dense problem is at
+    most 32 wide goes dense (cuSOLVER's batched Jacobi: 1.5–5.7 ms for 2 to 256 matrices, against
+    6.6–97 ms for the iteration, 80 cases; docs/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv),
+    and batches of more than 64 matrices, whose iteration the batch term underprices (it priced (256,
+    128, 128) at k = 1 at 66 ms, which took 0.9–1.0 s), have their own
+    (:func:`_prefer_dense_for_gpu_batch`). Nor was a GPU of lesser float64 throughput measured."""
+    p = min(m, n)
+    jacobi = (p if dtype == torch.float32 else max(m, n)) <= _GPU_JACOBI_UP_TO
+    if batch > 1 and jacobi and batch * m * n <= 1 << 24:
+        return True
+    if batch > 64:
+        return _prefer_dense_for_gpu_batch(m, n, batch, k, dtype)
+    if max(m, n) > 4096 or batch * m * n > 1 << 23:
         return False
-    c, p = _GPU_COSTS[dtype], min(m, n)
+    c = _GPU_COSTS[dtype]
     dense = batch**c.batch * (c.fixed + c.square * p * p)
     iterative = digits * c.first * (1 + c.per_k * (k - 1)) ** c.growth * (1 + c.per_matrix * (batch - 1))
     return dense < iterative
+
+
+# A batch of matrices whose dense problem is at most this size (float32: the Gram matrix's side;
+# float64: both sides, the SVD's) is solved by the GPU's batched Jacobi kernels (cuSOLVER's
+# syevjBatched and gesvdjBatched, which torch calls up to 32), all of it in a few launches.
+_GPU_JACOBI_UP_TO = 32
+
+
+def _prefer_dense_for_gpu_batch(m: int, n: int, batch: int, k: int, dtype: torch.dtype) -> bool:
+    """:func:`_prefer_dense_on_gpu` for batches of more than 64 matrices, beyond its fit (one H200;
+    records docs/bench_gpu_2026-12-04_h200_large_batches*.csv: 96 to 1024 matrices from 32×32 to
+    512×256, k = 1, 4, 8). The dense path runs cuSOLVER once per matrix above 32 (0.4–1.0 ms a
+    matrix in float32, 1.4–19 in float64), the iteration in calls shared by the batch (its blocks
+    orthonormalized by :func:`riemsvd._space.cholesky_qr`): in float32 the iteration took 0.20–0.85
+    of the dense path's time at k = 1 and 1.16–2.0 of it at k = 4 and 8 for sides up to 256 (0.67–0.88
+    at 384×384); in float64 it was faster everywhere but at k = 8 of 128-wide matrices (1.26–1.32).
+    So float32 at k ≥ 4 with p ≤ 256 goes dense; the rest iterates. Beyond 2²⁴ entries, or sides
+    above 512, not measured: the iteration, as before."""
+    if max(m, n) > 512 or batch * m * n > 1 << 24:
+        return False
+    return dtype == torch.float32 and k >= 4 and min(m, n) <= 256
 
 
 def _memory_factor(nbytes: int) -> float:

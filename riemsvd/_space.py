@@ -33,6 +33,36 @@ def randn(shape, dtype, device, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(shape, dtype=dtype, device=gen_device, generator=generator).to(device)
 
 
+# Batches of at least this many matrices take :func:`cholesky_qr` on a GPU, where torch's Householder
+# QR factors each matrix in its own cuSOLVER calls. Whole iterative solves on an H200 (float32 but
+# for two; docs/bench_gpu_2026-12-04_h200_cholesky_qr_ab.txt) took 0.42–0.83 of their time with it
+# for batches of 8 to 1024 (96 of 384×384, k = 1: 202 ms, now 84; 1024 of 64×64: 1387, now 749), the
+# same products and residuals; a batch of 2 matrices of 2000×1000 took 1.28 of it, its QR two
+# calls against Cholesky QR's dozen.
+BATCHED_QR_FROM = 8
+
+
+def cholesky_qr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Reduced QR of a batch of tall x (..., rows, c), c ≤ rows, by Cholesky QR twice in float64:
+    R = Lᵀ from the Cholesky factor L of xᵀx and Q = x R⁻¹, then again on Q. None where a Cholesky
+    factorization broke down (x rank deficient, or too ill-conditioned: cond(x)² near 1/ε of float64),
+    for the caller's Householder QR. Two products, two factorizations and two triangular solves for
+    the whole batch (one host read of the factorizations' status), where a GPU's Householder QR runs
+    per matrix."""
+    q = x.to(torch.float64)
+    r = None
+    status = []
+    for _ in range(2):
+        lower, info = torch.linalg.cholesky_ex(q.mT @ q)
+        status.append(info)
+        q = torch.linalg.solve_triangular(lower.mT, q, upper=True, left=False)
+        r = lower.mT if r is None else lower.mT @ r
+    if bool((torch.stack(status) != 0).any()):
+        return None
+    assert r is not None
+    return q.to(x.dtype), r.to(x.dtype)
+
+
 class Space:
     """Vectors of ``rows`` entries held whole by this process; tall tensors have shape (..., rows, c).
 
@@ -76,6 +106,10 @@ class Space:
 
     def qr(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduced QR of the tall x: Q with the shape of x, R (..., c, c)."""
+        if x.device.type == "cuda" and x.dim() > 2 and x.shape[:-2].numel() >= BATCHED_QR_FROM:
+            done = cholesky_qr(x)
+            if done is not None:
+                return done
         return torch.linalg.qr(x)
 
     def randn_like(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

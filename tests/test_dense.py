@@ -163,6 +163,21 @@ def test_cost_model_crossovers(dtype):
     assert not dense(10_000_000, 512, 1, device="cuda") and not dense(2_000_000, 2000, 8, device="cuda")
     assert not dense(128, 128, 1, batch=256, device="cuda")
     assert not dense(1536, 384, 128, batch=100, device="cuda")
+    # batches of more than 64 (docs/bench_gpu_2026-12-04_h200_large_batches_cholesky.csv): float32
+    # at k ≥ 4 dense up to p = 256 ((256, 128, 128), k = 4: 417 ms against 619 by the iteration);
+    # k = 1, float64 and wider matrices iterate (float64 there: 816 against 954; (96, 384, 384)
+    # float32, k = 8: 284 against 320); beyond 2²⁴ entries, as before
+    assert dense(128, 128, 4, batch=256, device="cuda") == (dtype == torch.float32)
+    assert dense(256, 128, 8, batch=128, device="cuda") == (dtype == torch.float32)
+    assert not dense(384, 384, 8, batch=96, device="cuda") and not dense(
+        256, 256, 8, batch=512, device="cuda"
+    )
+    # a dense problem 32 wide at most, any batch: cuSOLVER's batched Jacobi (256 of 32×32: 2.4–3.6 ms
+    # against 73–98 by the iteration); float64's SVD reads both sides, so not (64, 128, 32) there
+    # (75 ms against 34; docs/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv)
+    assert dense(32, 32, 1, batch=2, device="cuda") and dense(32, 32, 1, batch=256, device="cuda")
+    assert dense(128, 32, 1, batch=64, device="cuda") == (dtype == torch.float32)
+    assert not dense(10**6, 32, 1, batch=64, device="cuda")  # its float64 copy: 16 GB
     assert not dense(1536, 384, 128, device="mps")  # not measured there: the iteration
     # more triplets or a tighter tol favour the dense path, never the reverse
     for device in ("cpu", "cuda"):

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import riemsvd
 from riemsvd import _backend, _deferred, _subspace
-from riemsvd._space import HostSpace, Space
+from riemsvd._space import HostSpace, Space, cholesky_qr
 from tests.matrices import check_svd, make_matrix, orthonormal
 
 
@@ -1030,3 +1030,27 @@ def test_a_sparse_matrix_is_looked_at_by_what_its_products_read():
     out = riemsvd.solve(a, 32, tol=1e-10, method="iterative", generator=torch.Generator().manual_seed(0))
     looks, info = len(out.info.history), out.info
     assert bool(info.converged.all()) and info.iterations >= 10 * looks, (info.iterations, looks)
+
+
+@pytest.mark.parametrize("dtype, spread", [(torch.float32, 1e-4), (torch.float64, 1e-7)])
+def test_cholesky_qr_of_a_batch(dtype, spread):
+    # the GPU's QR of a batch's blocks (riemsvd._space.Space.qr), here on the CPU: singular values
+    # over ``spread`` (float32: beyond 1/√ε, where float32 Gram matrices break down; float64: its square far
+    # below 1/ε, where Cholesky QR twice in float64 is orthonormal to the dtype's rounding, and once is
+    # not); a zero column breaks it down: None, for Householder QR
+    gen = torch.Generator().manual_seed(0)
+    values = torch.logspace(0, math.log10(spread), 8, dtype=torch.float64)
+    left = torch.linalg.qr(torch.randn(6, 300, 8, generator=gen, dtype=torch.float64))[0]
+    right = torch.linalg.qr(torch.randn(6, 8, 8, generator=gen, dtype=torch.float64))[0]
+    x = (left * values @ right).to(dtype)
+    done = cholesky_qr(x)
+    assert done is not None
+    q, r = done
+    eps = torch.finfo(dtype).eps
+    assert q.dtype == r.dtype == dtype and q.shape == x.shape and r.shape == (6, 8, 8)
+    assert torch.equal(r, r.triu()) and bool((torch.diagonal(r, dim1=-2, dim2=-1) > 0).all())
+    assert float((q.mT.double() @ q.double() - torch.eye(8, dtype=torch.float64)).abs().max()) <= 10 * eps
+    error = torch.linalg.matrix_norm((q @ r - x).double()) / torch.linalg.matrix_norm(x.double())
+    assert float(error.max()) <= 10 * eps
+    x[2, :, 5] = 0
+    assert cholesky_qr(x) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 import warnings
@@ -382,6 +383,20 @@ def test_a_view_strided_both_ways_is_read_as_one_contiguous_copy(dtype, monkeypa
     for view in (big.mT, big[:, 1:41], big[10:50], big[:, :40].mT):
         assert _operator.DenseOperator(view).a is view
     assert _operator.DenseOperator(big[:, ::2]).a.is_contiguous()  # the operator's own, not only prepare's
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_iterate_with_cholesky_qr():
+    # a batch's blocks orthonormalized by riemsvd._space.cholesky_qr on the GPU (one call for the
+    # batch), with a rank-deficient matrix among them, whose breakdown falls back to Householder QR
+    gen = torch.Generator().manual_seed(0)
+    kinds = ("decay", "cluster", "gaussian", "lowrank") * 2
+    a = torch.stack([make_matrix(kind, 120, 80, gen) for kind in kinds])  # 8: riemsvd._space.BATCHED_QR_FROM
+    a[3] = a[3, :, :1] @ a[3, :1, :]  # rank one
+    for dtype in (torch.float64, torch.float32):
+        result = solve(a.to("cuda", dtype), 3, generator=torch.Generator("cuda").manual_seed(0))
+        info = dataclasses.replace(result.info, residual=result.info.residual.cpu())
+        check_svd(a.to(dtype), type(result)(*(x.cpu() for x in result), info), 3, info.tol)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
