@@ -11,7 +11,9 @@ factor's columns. At the next look :meth:`Deferred.pull` takes the coefficients 
 since the last one to the host in one copy, fills H and C as ``_expand`` would, and checks each step
 as ``_orth`` does; a step that lost a column to rounding (or met a non-finite value) is undone with
 the ones after it, and the caller takes it again by the general step, which draws a random
-direction. The same solve then made 96 syncs.
+direction. The same solve then made 96 syncs. (A batch of 8 or more matrices on a GPU reads one
+flag per block QR: its Cholesky QR's breakdown, riemsvd._space.cholesky_qr, which in one call for the
+batch replaced Householder QR's calls per matrix.)
 
 Used where the solver's vectors are tensors (a GPU; on the CPU with ``RIEMSVD_CPU_BLAS=torch``)
 and F is moved whole at each step (its width is the block's): the
@@ -42,7 +44,8 @@ def _plus_product(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sign: int =
 
 
 def _orth_on_device(space, basis: torch.Tensor, x: torch.Tensor, with_cq: bool, out: torch.Tensor):
-    """x = basis·coef + q·r with q orthonormal and outside span(basis), without a host sync: two
+    """x = basis·coef + q·r with q orthonormal and outside span(basis), without a host sync (but a
+    batch's Cholesky QR's, :mod:`riemsvd._deferred`): two
     classical Gram–Schmidt passes, the QR of what is left, and for a block q's columns projected out
     of the basis once more (where x's columns cancel among themselves, q = x r⁻¹ magnifies by
     ‖xᵢ‖/rᵢᵢ what rounding left of them along the basis; the projection removes that to first order,

@@ -82,17 +82,21 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
     and memory that grow with m·n·p, which the fit did not see (a 10⁷×512 float32 A, 20 GB, would have
     gone dense; a review). Two rules measured later come first: a batch whose dense problem is at
     most 32 wide goes dense (cuSOLVER's batched Jacobi: 1.5–5.7 ms for 2 to 256 matrices, against
-    6.6–97 ms for the iteration, 80 cases; docs/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv),
+    6.6–97 ms for the iteration, 80 cases with sides up to 128; taken up to sides of 4096 and 2²⁴
+    entries, where the dense path's float64 copy and Gram matrix stay small: not measured there;
+    docs/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv),
     and batches of more than 64 matrices, whose iteration the batch term underprices (it priced (256,
     128, 128) at k = 1 at 66 ms, which took 0.9–1.0 s), have their own
     (:func:`_prefer_dense_for_gpu_batch`). Nor was a GPU of lesser float64 throughput measured."""
     p = min(m, n)
+    if max(m, n) > 4096:
+        return False
     jacobi = (p if dtype == torch.float32 else max(m, n)) <= _GPU_JACOBI_UP_TO
     if batch > 1 and jacobi and batch * m * n <= 1 << 24:
         return True
     if batch > 64:
         return _prefer_dense_for_gpu_batch(m, n, batch, k, dtype)
-    if max(m, n) > 4096 or batch * m * n > 1 << 23:
+    if batch * m * n > 1 << 23:
         return False
     c = _GPU_COSTS[dtype]
     dense = batch**c.batch * (c.fixed + c.square * p * p)

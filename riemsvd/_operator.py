@@ -289,6 +289,14 @@ class DenseOperator(Operator):
     def _rmatmat(self, y):
         return mm(self.a.mT, y)
 
+    def one_matrix(self, index: tuple) -> DenseOperator:
+        """The matrix at ``index`` of the batch as an operator of its own (a view), in this operator's
+        units (its scale), counting its own products."""
+        one = DenseOperator(self.a[index])
+        if self.scale is not None:
+            one.scale = self.scale[index]
+        return one
+
     def _numpy_view(self) -> np.ndarray | None:
         """A as a numpy array (a view), or None where it has none (wrapped by a torch.func transform)."""
         try:

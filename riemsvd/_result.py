@@ -50,10 +50,7 @@ class SolveInfo:
     iterations : int
         Iterations: the start block, then one per product with A and Aᵀ of ``options.block``
         columns (one column on the CPU by default); on the trust-region path (``method``
-        below) the outer iterations (trust-region steps, taken or not). For a batch the iteration
-        solved one matrix at a time (mid-sized matrices on the CPU, docs/algorithm.md, "Batches on
-        the CPU"), the most any matrix took, as are ``matvecs`` and ``restarts``, and ``history`` is
-        that of the matrix that took the most products.
+        below) the outer iterations (trust-region steps, taken or not); for a batch, see below.
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b. On the dense path:
         the final check's 2k, plus, for float32, min(m, n) + k for the float64 Gram matrix and its
@@ -106,7 +103,11 @@ class SolveInfo:
 
     A batch iterates in lockstep: ``converged``, ``residual`` and ``errors`` are per matrix, while
     ``iterations``, ``matvecs`` (the products with each matrix of the batch), ``history``,
-    ``stop_reason`` and ``restarts`` are the batch's as a whole.
+    ``stop_reason`` and ``restarts`` are the batch's as a whole. A batch of mid-sized matrices on the
+    CPU is iterated one matrix at a time (docs/algorithm.md, "Batches on the CPU"): then
+    ``iterations``, ``matvecs`` and ``restarts`` are the most any matrix took, ``history`` is the
+    looks of the matrix that took the most products, and ``stop_reason`` is the first failing
+    matrix's ("converged" where all converged).
 
     Under ``torch.compile`` (where the solve is one custom operator), ``iterations``, ``matvecs``
     and ``restarts`` are 0-dim int64 tensors on the host, ``history`` is empty and ``stop_reason``

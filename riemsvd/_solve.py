@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -390,29 +389,25 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
 
 
 def _each_matrix(op: DenseOperator, k: int, tol: float, problem: Problem) -> Outcome:
-    """:func:`subspace_svd` of each matrix of a CPU batch in turn (:func:`one_at_a_time`), under the
-    threads a solve of that one matrix takes (``threads``, the batch's, exited first), merged into one
-    outcome: the triplets, residuals and bars stacked; the most iterations and restarts of any matrix
-    (and its products, counted on ``op``), the looks of the matrix that took the most products, and
-    the stop reason of the first matrix that did not converge ("converged" where all did, "whole
-    space" where each did by exhausting its space). Each start is drawn from ``generator`` in turn."""
-    batch, (m, n) = tuple(op.batch_shape), op.shape
-    init = problem.init
-    if init is not None:
-        init = tuple((x.unsqueeze(-1) if x.dim() == 1 else x).expand(batch + x.shape[-2:]) for x in init)
+    """:func:`subspace_svd` of each matrix of a CPU batch in turn (:func:`one_at_a_time`), each under
+    the threads a solve of that one matrix takes, merged into one outcome: the triplets, residuals
+    and bars stacked; the most iterations and restarts of any matrix (and its products, counted on
+    ``op``), the looks of the matrix that took the most products, and the stop reason of the first
+    matrix that did not converge ("converged" where all did, "whole space" where each did by
+    exhausting its space). Each start is drawn from ``generator`` in turn; a warm start with the
+    batch's shape gives each matrix its own, one without (a vector or a matrix) serves them all, as
+    it does a batch (:func:`riemsvd._subspace._start`)."""
+    m, n = op.shape
     outs, counts = [], []
-    for index in itertools.product(*map(range, batch)):
-        one = DenseOperator(op.a[index])
-        if op.scale is not None:  # the batch's units, in which the outcome is read
-            one.scale = op.scale[index]
-        if op.magnitude is not None:
-            one.magnitude = op.magnitude[index]
+    for index in np.ndindex(*op.batch_shape):
+        one = op.one_matrix(index)
+        init = problem.init and tuple(x[index] if x.dim() > 2 else x for x in problem.init)
         with solver_threads(op.device, m * n, on_torch=one.torch_products()):
-            outs.append(subspace_svd(one, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER,
-                                     init=None if init is None else tuple(x[index] for x in init),
+            outs.append(subspace_svd(one, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
                                      generator=problem.generator, options=problem.options))  # fmt: skip
         counts.append(one.matvecs)
     op.matvecs += max(counts)
+    batch = tuple(op.batch_shape)
     u, s, v, converged, residual, errors = (
         torch.stack([getattr(o, name) for o in outs]).reshape(batch + getattr(outs[0], name).shape)
         for name in ("u", "s", "v", "converged", "residual", "errors")
@@ -425,10 +420,10 @@ def _each_matrix(op: DenseOperator, k: int, tol: float, problem: Problem) -> Out
                    reasons[0], max(o.restarts for o in outs))  # fmt: skip
 
 
-# A batch on the CPU whose matrices have this many entries (k = 1: from the first to the second) is
-# solved one matrix at a time (:func:`one_at_a_time`).
+# A batch on the CPU whose matrices have from the first to the second this many entries is solved one
+# matrix at a time (:func:`one_at_a_time`): at k = 1, and at k > 1.
 _EACH_K1 = (100_000, 400_000)
-_EACH_BLOCK = 60_000
+_EACH_BLOCK = (60_000, 600_000)
 
 
 def one_at_a_time(op: Operator, k: int) -> bool:
@@ -439,13 +434,12 @@ def one_at_a_time(op: Operator, k: int) -> bool:
     ones at k = 1 its products got two BLAS threads where one matrix's got one. Measured (docs/
     algorithm.md, "Batches on the CPU"; batches of 4 and 16): a loop of single solves took 0.40–0.95
     of the batch's time at k = 8 from 256×256 to 1536×384, and 0.42–0.91 at k = 1 from 384×384 to
-    768×384; at k = 1 it took 0.84–2.03 for 256×256 and smaller and 0.92–1.63 from 1024×512."""
+    768×384; at k = 1 it took 0.84–2.03 for 256×256 and smaller and 0.92–1.63 from 1024×512, and
+    at k = 2–8 0.94–1.20 from 1024×1024 to 4096×1024, where both stream A from memory."""
     if not (isinstance(op, DenseOperator) and op.batch_shape.numel() > 1 and op.on_host() is not None):
         return False
-    entries = op.shape[0] * op.shape[1]
-    if k == 1:
-        return _EACH_K1[0] <= entries <= _EACH_K1[1]
-    return entries >= _EACH_BLOCK
+    low, high = _EACH_K1 if k == 1 else _EACH_BLOCK
+    return low <= op.shape[0] * op.shape[1] <= high
 
 
 def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:

@@ -33,34 +33,40 @@ def randn(shape, dtype, device, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(shape, dtype=dtype, device=gen_device, generator=generator).to(device)
 
 
-# Batches of at least this many matrices take :func:`cholesky_qr` on a GPU, where torch's Householder
-# QR factors each matrix in its own cuSOLVER calls. Whole iterative solves on an H200 (float32 but
-# for two; docs/bench_gpu_2026-12-04_h200_cholesky_qr_ab.txt) took 0.42–0.83 of their time with it
-# for batches of 8 to 1024 (96 of 384×384, k = 1: 202 ms, now 84; 1024 of 64×64: 1387, now 749), the
-# same products and residuals; a batch of 2 matrices of 2000×1000 took 1.28 of it, its QR two
-# calls against Cholesky QR's dozen.
+# Batches of at least this many matrices take :func:`cholesky_qr` on these devices, where torch's
+# Householder QR factors each matrix in its own cuSOLVER calls. Whole iterative solves on an H200
+# (float32 but for two; docs/bench_gpu_2026-12-04_h200_cholesky_qr_ab.txt) took 0.42–0.83 of their
+# time with it for batches of 8 to 1024 (96 of 384×384, k = 1: 202 ms, now 84; 1024 of 64×64: 1387,
+# now 749), the same products and residuals; a batch of 2 matrices of 2000×1000 took 1.28 of it, its
+# QR two calls against Cholesky QR's dozen.
 BATCHED_QR_FROM = 8
+BATCHED_QR_DEVICES = ("cuda",)
 
 
 def cholesky_qr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Reduced QR of a batch of tall x (..., rows, c), c ≤ rows, by Cholesky QR twice in float64:
-    R = Lᵀ from the Cholesky factor L of xᵀx and Q = x R⁻¹, then again on Q. None where a Cholesky
-    factorization broke down (x rank deficient, or too ill-conditioned: cond(x)² near 1/ε of float64),
-    for the caller's Householder QR. Two products, two factorizations and two triangular solves for
-    the whole batch (one host read of the factorizations' status), where a GPU's Householder QR runs
-    per matrix."""
+    R = Lᵀ from the Cholesky factor L of xᵀx and Q = x R⁻¹, then again on Q. Two products, two
+    factorizations and two triangular solves for the whole batch, and one host read: None where a
+    factorization broke down (x rank deficient, not finite, or its squares out of range) or where x
+    is ill-conditioned (a pivot of the first below 2⁻²⁰ of its column's norm, about a condition number
+    of 10⁶): the Gram matrix's rounding floors every pivot near √ε (about 1e-8) of its column, so a
+    column that held only rounding noise would come out as a direction with a pivot of that size,
+    where Householder QR's R, which the callers read (:func:`riemsvd._deferred._lost`,
+    ``_subspace._orth``), shows it at ε."""
     q = x.to(torch.float64)
-    r = None
-    status = []
-    for _ in range(2):
-        lower, info = torch.linalg.cholesky_ex(q.mT @ q)
-        status.append(info)
-        q = torch.linalg.solve_triangular(lower.mT, q, upper=True, left=False)
-        r = lower.mT if r is None else lower.mT @ r
-    if bool((torch.stack(status) != 0).any()):
+    gram = q.mT @ q
+    lower, info = torch.linalg.cholesky_ex(gram)
+    pivots = torch.diagonal(lower, dim1=-2, dim2=-1)
+    steep = pivots < _STEEP * torch.diagonal(gram, dim1=-2, dim2=-1).sqrt()
+    q = torch.linalg.solve_triangular(lower.mT, q, upper=True, left=False)
+    lower2, info2 = torch.linalg.cholesky_ex(q.mT @ q)
+    q = torch.linalg.solve_triangular(lower2.mT, q, upper=True, left=False)
+    if bool(((info != 0) | (info2 != 0) | steep.any(-1)).any()):  # NaN pivots compare False: not steep
         return None
-    assert r is not None
-    return q.to(x.dtype), r.to(x.dtype)
+    return q.to(x.dtype), (lower2.mT @ lower.mT).to(x.dtype)
+
+
+_STEEP = 2.0**-20  # 64 times the rounding floor of a float64 Gram matrix's pivots, √ε
 
 
 class Space:
@@ -106,7 +112,7 @@ class Space:
 
     def qr(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduced QR of the tall x: Q with the shape of x, R (..., c, c)."""
-        if x.device.type == "cuda" and x.dim() > 2 and x.shape[:-2].numel() >= BATCHED_QR_FROM:
+        if x.device.type in BATCHED_QR_DEVICES and x.dim() > 2 and x.shape[:-2].numel() >= BATCHED_QR_FROM:
             done = cholesky_qr(x)
             if done is not None:
                 return done

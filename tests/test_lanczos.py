@@ -1032,12 +1032,12 @@ def test_a_sparse_matrix_is_looked_at_by_what_its_products_read():
     assert bool(info.converged.all()) and info.iterations >= 10 * looks, (info.iterations, looks)
 
 
-@pytest.mark.parametrize("dtype, spread", [(torch.float32, 1e-4), (torch.float64, 1e-7)])
+@pytest.mark.parametrize("dtype, spread", [(torch.float32, 1e-4), (torch.float64, 1e-5)])
 def test_cholesky_qr_of_a_batch(dtype, spread):
     # the GPU's QR of a batch's blocks (riemsvd._space.Space.qr), here on the CPU: singular values
-    # over ``spread`` (float32: beyond 1/√ε, where float32 Gram matrices break down; float64: its square far
-    # below 1/ε, where Cholesky QR twice in float64 is orthonormal to the dtype's rounding, and once is
-    # not); a zero column breaks it down: None, for Householder QR
+    # over ``spread`` (float32: beyond 1/√ε, where float32 Gram matrices break down; float64: where
+    # Cholesky QR twice in float64 is orthonormal to the dtype's rounding, and once is not); a zero
+    # column, or a direction at rounding's size, gives None, for Householder QR
     gen = torch.Generator().manual_seed(0)
     values = torch.logspace(0, math.log10(spread), 8, dtype=torch.float64)
     left = torch.linalg.qr(torch.randn(6, 300, 8, generator=gen, dtype=torch.float64))[0]
@@ -1054,3 +1054,40 @@ def test_cholesky_qr_of_a_batch(dtype, spread):
     assert float(error.max()) <= 10 * eps
     x[2, :, 5] = 0
     assert cholesky_qr(x) is None
+    # a direction at 1e-12 of the rest, which float64's Gram matrix does not resolve: its pivots came
+    # out 3e-8 to 1e-7 (the rounding's), and with this draw no factorization broke down
+    gen = torch.Generator().manual_seed(9)
+    left = torch.linalg.qr(torch.randn(6, 300, 8, generator=gen, dtype=torch.float64))[0]
+    right = torch.linalg.qr(torch.randn(6, 8, 8, generator=gen, dtype=torch.float64))[0]
+    tiny = torch.ones(8, dtype=torch.float64)
+    tiny[-1] = 1e-12
+    assert cholesky_qr((left * tiny @ right).to(dtype)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_batch_iterates_with_cholesky_qr(monkeypatch, dtype, gen):
+    # the GPU's batched iteration (tensors, deferred steps, blocks of 8, Cholesky QR of the batch's
+    # blocks) on the CPU: the SVD reached, Cholesky QR taken; a zero matrix in the batch breaks its
+    # factorizations down, and Householder QR takes over
+    _tensor_solver(monkeypatch)
+    monkeypatch.setattr(riemsvd._space, "BATCHED_QR_DEVICES", ("cpu",))
+    calls: list = []
+    inner = riemsvd._space.cholesky_qr
+
+    def spy(x):
+        done = inner(x)
+        calls.append(done is not None)
+        return done
+
+    monkeypatch.setattr(riemsvd._space, "cholesky_qr", spy)
+    kinds = ("decay", "cluster", "gaussian", "lowrank") * 2
+    a = torch.stack([make_matrix(kind, 120, 80, gen) for kind in kinds]).to(dtype)
+    options = riemsvd.SolverOptions(block=8)
+    result = riemsvd.solve(a, 3, generator=gen, options=options, method="iterative")
+    check_svd(a, result, 3, result.info.tol)
+    assert True in calls
+    a[3] = 0.0
+    calls.clear()
+    result = riemsvd.solve(a, 3, generator=gen, options=options, method="iterative")
+    check_svd(a, result, 3, result.info.tol)
+    assert False in calls

@@ -92,15 +92,19 @@ def _batch(kind: str, shape: tuple, gen) -> torch.Tensor:
     return torch.stack([make_matrix(kind, shape[-2], shape[-1], gen) for _ in range(count)]).reshape(shape)
 
 
-def _spy_on_solves(monkeypatch) -> list:
-    """The operators riemsvd._solve hands the iteration, call by call."""
+def _spy_on_solves(monkeypatch, outcomes: list | None = None) -> list:
+    """The operators riemsvd._solve hands the iteration, call by call (and their outcomes into
+    ``outcomes``)."""
     import riemsvd._solve as solve_module
 
     seen, inner = [], solve_module.subspace_svd
 
     def spy(op, *args, **kwargs):
         seen.append(op)
-        return inner(op, *args, **kwargs)
+        out = inner(op, *args, **kwargs)
+        if outcomes is not None:
+            outcomes.append(out)
+        return out
 
     monkeypatch.setattr(solve_module, "subspace_svd", spy)
     return seen
@@ -115,6 +119,8 @@ def _spy_on_solves(monkeypatch) -> list:
         ((3, 640, 640), 1, 1),  # 409,600: the batch together
         ((3, 250, 250), 1, 1),  # 62,500, k = 1: together
         ((3, 240, 240), 3, 1),  # 57,600, k > 1: together
+        ((2, 770, 770), 3, 2),  # 592,900: one at a time
+        ((2, 780, 780), 3, 1),  # 608,400: together
     ],
 )
 def test_mid_sized_cpu_batches_are_solved_one_matrix_at_a_time(shape, k, calls, gen, monkeypatch):
@@ -133,15 +139,31 @@ def test_one_matrix_at_a_time_keeps_each_matrix_its_scale_start_and_outcome(gen,
     # that cannot converge in the iterations allowed reported as such, beside the others
     sizes = torch.tensor([1e150, 1.0, 1e-150], dtype=torch.float64).reshape(3, 1, 1)
     a = _batch("decay", (3, 320, 200), gen) * sizes
-    seen = _spy_on_solves(monkeypatch)
+    a[1] = make_matrix("cluster", 320, 200, gen)  # more products and restarts than the others
+    outcomes: list = []
+    seen = _spy_on_solves(monkeypatch, outcomes)
+    threads = []
+    inner_threads = riemsvd._solve.solver_threads
+
+    def spy_threads(device, entries=0, **kwargs):
+        threads.append(entries)
+        return inner_threads(device, entries, **kwargs)
+
+    monkeypatch.setattr(riemsvd._solve, "solver_threads", spy_threads)
     exact = solve(a, 3, generator=gen)
-    assert [op.batch_shape for op in seen] == [(), (), ()]
-    assert exact.info.matvecs == max(op.matvecs for op in seen)  # the products of each matrix, at most
+    assert [op.batch_shape for op in seen] == [(), (), ()] and threads == [320 * 200] * 3  # each its own
+    # the most products, iterations and restarts of any matrix, the looks of the one of most products
+    slowest = max(range(3), key=lambda i: seen[i].matvecs)
+    assert exact.info.matvecs == seen[slowest].matvecs and exact.info.history == outcomes[slowest].history
+    assert exact.info.iterations == max(o.iterations for o in outcomes)
+    assert exact.info.restarts == max(o.restarts for o in outcomes) > min(o.restarts for o in outcomes)
     check_svd(a, exact, 3, exact.info.tol)
     assert float((exact.info.errors / exact.S[:, :1]).max()) <= exact.info.tol  # the bars in its units
     again = solve(a, 3, init=(exact.U, exact.V), generator=gen)  # each from its own
     torch.testing.assert_close(again.S, exact.S, rtol=1e-10, atol=0)
     assert again.info.matvecs < exact.info.matvecs
+    vector = solve(a, 3, init=(exact.U[1, :, 0], exact.V[1, :, 0]), generator=gen)  # vectors, shared
+    torch.testing.assert_close(vector.S, exact.S, rtol=1e-10, atol=0)
     b = a.clone()
     b[1] = make_matrix("gaussian", 320, 200, gen)  # 77 iterations from a random start; decay 21
     with pytest.warns(riemsvd.ConvergenceWarning):
