@@ -421,24 +421,24 @@ def _each_matrix(op: DenseOperator, k: int, tol: float, problem: Problem) -> Out
 
 
 # A batch on the CPU whose matrices have from the first to the second this many entries is solved one
-# matrix at a time (:func:`one_at_a_time`): at k = 1, and at k > 1.
-_EACH_K1 = (100_000, 400_000)
-_EACH_BLOCK = (60_000, 600_000)
+# matrix at a time (:func:`one_at_a_time`).
+_EACH_MATRIX = (60_000, 600_000)
 
 
 def one_at_a_time(op: Operator, k: int) -> bool:
-    """Whether the iteration takes a dense CPU batch one matrix at a time (:func:`_each_matrix`). One
-    matrix's solve runs its steps in riemsvd._steps on one BLAS thread, with its A in a core's cache,
-    where the batch's steps are numpy calls over every matrix and its products stream the whole batch;
-    the batch's steps share their calls among its matrices, which pays for small ones, and for larger
-    ones at k = 1 its products got two BLAS threads where one matrix's got one. Measured (docs/
-    algorithm.md, "Batches on the CPU"; batches of 4 and 16): a loop of single solves took 0.40–0.95
-    of the batch's time at k = 8 from 256×256 to 1536×384, and 0.42–0.91 at k = 1 from 384×384 to
-    768×384; at k = 1 it took 0.84–2.03 for 256×256 and smaller and 0.92–1.63 from 1024×512, and
-    at k = 2–8 0.94–1.20 from 1024×1024 to 4096×1024, where both stream A from memory."""
+    """Whether the iteration takes a dense CPU batch one matrix at a time (:func:`_each_matrix`): from
+    60,000 to 600,000 entries a matrix, whatever k. One matrix's solve runs its steps in
+    riemsvd._steps on one BLAS thread, with its A in a core's cache, where the batch's steps are numpy
+    calls over every matrix and its products stream the whole batch; the batch's steps share their
+    calls among its matrices, which pays for small matrices and few steps. Measured (docs/
+    algorithm.md, "Batches on the CPU"; batches of 4 to 32): one at a time took 0.40–0.95 of the
+    batch's time at k = 8 from 256×256 to 1536×384, and at k = 1 0.34–0.74 on Gaussian matrices
+    (58–156 products each) and 0.50–0.94 on most decaying ones (18–30), 1.17–1.45 on the rest
+    (256×256 float32, 1536×384 float64 in one of two runs); below, 192×192, the batch was faster at
+    k = 1 (loop 0.99–2.03), and above, from 1024×1024, at k = 2–8 (1.08–1.20; 0.94 once)."""
     if not (isinstance(op, DenseOperator) and op.batch_shape.numel() > 1 and op.on_host() is not None):
         return False
-    low, high = _EACH_K1 if k == 1 else _EACH_BLOCK
+    low, high = _EACH_MATRIX
     return low <= op.shape[0] * op.shape[1] <= high
 
 

@@ -113,13 +113,11 @@ def _spy_on_solves(monkeypatch, outcomes: list | None = None) -> list:
 @pytest.mark.parametrize(
     "shape, k, calls",
     [
-        ((2, 2, 320, 200), 3, 4),  # 64,000 entries a matrix, k > 1: one at a time
-        ((3, 320, 320), 1, 3),  # 102,400 entries, k = 1: one at a time
-        ((3, 630, 630), 1, 3),  # 396,900: one at a time
-        ((3, 640, 640), 1, 1),  # 409,600: the batch together
-        ((3, 250, 250), 1, 1),  # 62,500, k = 1: together
-        ((3, 240, 240), 3, 1),  # 57,600, k > 1: together
-        ((2, 770, 770), 3, 2),  # 592,900: one at a time
+        ((2, 2, 320, 200), 3, 4),  # 64,000 entries a matrix: one at a time
+        ((3, 250, 250), 1, 3),  # 62,500: one at a time, k = 1 too
+        ((3, 240, 240), 3, 1),  # 57,600: the batch together
+        ((3, 240, 240), 1, 1),
+        ((2, 770, 770), 1, 2),  # 592,900: one at a time
         ((2, 780, 780), 3, 1),  # 608,400: together
     ],
 )
