@@ -179,6 +179,19 @@ def test_gradients_through_one_matrix_at_a_time(gen):
     torch.testing.assert_close(a.grad, u[..., :2] @ vh[..., :2, :], rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-14), (torch.float64, 1e-17)])
+def test_a_tol_below_the_dtypes_rounding_stops_there(dtype, tol, gen):
+    # far below ε: stalled once the estimate passes ε and a check finds the vectors' own rounding, not
+    # after `patience` looks of the estimate's rounding (float32, 1e-14, 768×384, k = 4: 1342 products
+    # where 54 reach the same residual; float64, 1e-17: 854 where 94 do; a new user's trial)
+    a = make_matrix("decay", 768, 384, gen).to(dtype)
+    with pytest.warns(riemsvd.ConvergenceWarning):
+        result = solve(a, 4, tol=tol, generator=gen)
+    info = result.info
+    assert info.stop_reason == "stalled" and not bool(info.converged) and info.matvecs <= 150
+    assert float(info.residual) <= 4 * torch.finfo(dtype).eps  # riemsvd._subspace._AT_ROUNDING
+
+
 def test_tall_and_wide_views_without_copy_give_the_same_values(gen):
     a = make_matrix("decay", 80, 50, gen)
     r1 = solve(a, 2, generator=gen)
