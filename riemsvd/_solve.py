@@ -120,7 +120,8 @@ def solve(
         takes the dense path on the CPU and on a CUDA GPU where its cost model, calibrated by
         measurement, expects it to be faster: small matrices and k a sizeable fraction of min(m, n);
         on a GPU, where both are bound by their launches, also float32 matrices up to about 512 wide
-        at any k, 1000 wide from k = 2 and 2000 wide from k = 8 (docs/algorithm.md).
+        at any k, 1000 wide from k = 2 and 2000 wide from k = 8, and batches of matrices at most 32
+        wide (docs/algorithm.md).
         ``"trust-region"``: Riemannian trust-region (Absil, Baker, Gallivan 2007) on the Brockett cost
         on St(m, k) × St(n, k), its Hessian the Newton operator, the model solved by truncated CG
         (docs/optim.md); quadratically convergent but slower than ``"iterative"`` from a cold start
@@ -427,10 +428,11 @@ _EACH_MATRIX = (60_000, 600_000)
 
 def one_at_a_time(op: Operator, k: int) -> bool:
     """Whether the iteration takes a dense CPU batch one matrix at a time (:func:`_each_matrix`): from
-    60,000 to 600,000 entries a matrix, whatever k. One matrix's solve runs its steps in
-    riemsvd._steps on one BLAS thread, with its A in a core's cache, where the batch's steps are numpy
-    calls over every matrix and its products stream the whole batch; the batch's steps share their
-    calls among its matrices, which pays for small matrices and few steps. Measured (docs/
+    60,000 to 600,000 entries a matrix, whatever k. One matrix's products read its A from a core's
+    cache, where the batch's stream every matrix (a quarter to a third of the product time, timed
+    inside the solves), and its steps run in riemsvd._steps where the batch's are numpy calls over
+    every matrix; the batch's steps share their calls among its matrices, which pays for small
+    matrices and few steps. Measured (docs/
     algorithm.md, "Batches on the CPU"; batches of 4 to 32): one at a time took 0.40–0.95 of the
     batch's time at k = 8 from 256×256 to 1536×384, and at k = 1 0.34–0.74 on Gaussian matrices
     (58–156 products each) and 0.50–0.94 on most decaying ones (18–30), 1.17–1.45 on the rest

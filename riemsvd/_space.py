@@ -41,6 +41,9 @@ def randn(shape, dtype, device, generator: torch.Generator | None) -> torch.Tens
 # QR two calls against Cholesky QR's dozen.
 BATCHED_QR_FROM = 8
 BATCHED_QR_DEVICES = ("cuda",)
+# a first-pass pivot of :func:`cholesky_qr` below this fraction of its column's norm sends x to
+# Householder QR: 64 times √ε, the floor of a float64 Gram matrix's pivots
+_STEEP = 2.0**-20
 
 
 def cholesky_qr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -64,9 +67,6 @@ def cholesky_qr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     if bool(((info != 0) | (info2 != 0) | steep.any(-1)).any()):  # NaN pivots compare False: not steep
         return None
     return q.to(x.dtype), (lower2.mT @ lower.mT).to(x.dtype)
-
-
-_STEEP = 2.0**-20  # 64 times the rounding floor of a float64 Gram matrix's pivots, √ε
 
 
 class Space:
