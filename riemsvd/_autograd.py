@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from riemsvd._backend import mm, readable_any, solver_threads
+from riemsvd._backend import batch_elements, mm, readable_any, solver_threads
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._result import DegenerateSpectrumWarning
@@ -103,7 +103,8 @@ def _block_rates(
             "those vectors is not defined, and that rotation's part is left out of it. Exact all the "
             "same: gradients of span(U), span(V), U Vᵀ and of S but for symmetric functions of the "
             "tied values (their sum: one of them alone has no derivative there); not those of U S Vᵀ "
-            "(write it A V Vᵀ, whose gradient through span(V) is exact) or of the vectors themselves.",
+            "(write it A V Vᵀ, whose gradient through span(V) is exact) or of the vectors themselves."
+            + batch_elements(felt.any(-1).any(-1)),
             DegenerateSpectrumWarning,
             stacklevel=4,
         )
@@ -152,7 +153,8 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
             f"k-th singular subspace is not unique (relative residual of the adjoint solve "
             f"{float((res / size.clamp_min(torch.finfo(op.dtype).tiny)).max()):.2g} after "
             f"{stats['iterations']} CG steps). The S gradient is still exact (at an exact tie σ_k "
-            "alone has no derivative: u_k v_kᵀ is the limit of its gradients from one side).",
+            "alone has no derivative: u_k v_kᵀ is the limit of its gradients from one side)."
+            + batch_elements(bad.any(-1)),
             DegenerateSpectrumWarning,
             stacklevel=4,
         )
@@ -195,7 +197,8 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
         warnings.warn(
             "σ_k is 0, as is σ_{k+1} (A has rank below k): the singular vectors of a zero singular "
             "value are not unique, so the U/V gradient of those is not defined. The S gradient is "
-            "still exact for the nonzero values (a zero one has none: σ ≥ 0 has a kink there).",
+            "still exact for the nonzero values (a zero one has none: σ ≥ 0 has a kink there)."
+            + batch_elements(s[..., -1] == 0),
             DegenerateSpectrumWarning,
             stacklevel=3,
         )

@@ -27,6 +27,7 @@ __all__ = [
     "eager_under_compile",
     "mm",
     "no_autocast",
+    "batch_elements",
     "readable_any",
     "readable_number",
     "solver_threads",
@@ -321,3 +322,22 @@ def readable_any(t: torch.Tensor, default: bool) -> bool:
         return bool(t.any())
     except RuntimeError:
         return default
+
+
+def batch_elements(bad: torch.Tensor) -> str:
+    """ " Batch element 3." or " Batch elements 0, 5 and 2 more." for a boolean tensor of a batch's
+    shape (...) that marks the matrices a message is about (the first five), to follow it: one NaN in
+    a batch of 64 was not found from the message (a new user's trial), nor the element a batched
+    backward's warning was about (another). "" for one matrix (0 dimensions), where none is marked,
+    or where the values cannot be read (inside a torch.func transform)."""
+    if bad.dim() == 0:
+        return ""
+    try:
+        marked = bad.nonzero().tolist()
+    except RuntimeError:
+        return ""
+    if not marked:
+        return ""
+    shown = ", ".join(str(tuple(i)) if len(i) > 1 else str(i[0]) for i in marked[:5])
+    more = f" and {len(marked) - 5} more" if len(marked) > 5 else ""
+    return f" Batch element{'s' if len(marked) > 1 else ''} {shown}{more}."

@@ -31,7 +31,15 @@ from riemsvd._operator import (
 )
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
-from riemsvd._subspace import Outcome, SolverOptions, _default_block, default_basis, least_basis, subspace_svd
+from riemsvd._subspace import (
+    Outcome,
+    SolverOptions,
+    _default_block,
+    default_basis,
+    empty_outcome,
+    least_basis,
+    subspace_svd,
+)
 from riemsvd._tolerance import HALF, default_tol, product_floor
 from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
@@ -92,7 +100,8 @@ def solve(
     init : (U0, V0), U0 or SVDResult, optional
         Warm start, e.g. the previous call's ``(U, V)`` (or its result itself): shapes ``(*, m, j)``
         and ``(*, n, j)`` (the first k columns are used; with fewer, the search space finds the
-        rest), or without the batch dimensions to share them over the batch; tensors, or float
+        rest), with batch dimensions that broadcast to A's (``(1, m, j)`` for a batch of 4), or
+        without them, to share one start over the batch; tensors, or float
         numpy arrays as A may be. U0 alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0),
         for dense and sparse tensors.
         The solve starts from the sum of V0's columns plus a random part of relative size 10·tol;
@@ -292,6 +301,9 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
                        sharded.generator, options or SolverOptions(), method)  # fmt: skip
     magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
     check_method(method, A)
+    if init is not None:
+        batch = A.shape[:-2] if isinstance(A, torch.Tensor) else getattr(A, "batch_shape", ())
+        init = _broadcast_init(init, tuple(batch))
     operator = functools.partial(as_operator, magnitude=magnitude)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
@@ -350,7 +362,9 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         or method == "auto"
         and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol)
     )
-    if dense:
+    if op.batch_shape.numel() == 0:
+        out = empty_outcome(op, k, "iterative" if method == "auto" else method)
+    elif dense:
         assert isinstance(op, DenseOperator)  # dense is only chosen for one
         with dense_threads(op.device), no_autocast(op.device):
             out = dense_svd(op, k, tol)
@@ -483,6 +497,13 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
         if readable_any(converged & ~info.converged, default=False):
             warnings.warn(_not_converged(info, A.dtype, A.shape, returned), ConvergenceWarning, stacklevel=3)
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
+
+
+def _broadcast_init(init: tuple, batch: tuple[int, ...]) -> tuple:
+    """A checked warm start with each batched tensor expanded to A's batch shape (a view), as every
+    path indexes it by A's: (1, n, j) for a batch of 4 had been refused (a new user's trial). A
+    vector or a matrix stays as it is, one start for every matrix."""
+    return tuple(x.expand(batch + x.shape[-2:]) if x.dim() > 2 else x for x in init)
 
 
 def _init_from_u(A, u0: torch.Tensor):

@@ -33,7 +33,7 @@ from riemsvd._operator import HostView, Operator
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import DGKS, TINY, eps, product_floor
 
-__all__ = ["SolverOptions", "default_basis", "orthonormalize", "subspace_svd", "verify"]
+__all__ = ["SolverOptions", "default_basis", "empty_outcome", "orthonormalize", "subspace_svd", "verify"]
 
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
@@ -795,7 +795,7 @@ def subspace_svd(
     m, n = op.shape
     batch = tuple(op.batch_shape)
     if op.batch_shape.numel() == 0:
-        return _empty(op, k)
+        return empty_outcome(op, k)
     work = op.on_host() or op  # numpy arrays on the CPU, tensors elsewhere
     b = max(1, min(m, n, options.block or _default_block(k, op.device)))
     maxiter = max(maxiter, -(-k // b))
@@ -1101,12 +1101,13 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     return True
 
 
-def _empty(op: Operator, k: int) -> Outcome:
-    """The result for an empty batch: nothing to solve."""
+def empty_outcome(op: Operator, k: int, method: str = "iterative") -> Outcome:
+    """The result for an empty batch, whatever the path: nothing to solve, no products (the dense
+    path had counted 2k of them, and a stop reason of its own; a new user's trial)."""
     z = lambda *shape: torch.zeros(tuple(op.batch_shape) + shape, dtype=op.dtype, device=op.device)  # noqa: E731
     residual = z()
     u, s, v = z(op.shape[0], k), z(k), z(op.shape[1], k)
-    return Outcome(u, s, v, residual == 0, residual, 0, [], z(k), "converged", 0)
+    return Outcome(u, s, v, residual == 0, residual, 0, [], z(k), "converged", 0, method)
 
 
 # Iterations of the Golub–Kahan recurrence from a fresh direction after k > 1 triplets have

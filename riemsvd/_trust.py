@@ -14,7 +14,7 @@ import torch
 
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import Operator
-from riemsvd._subspace import _NEAR_PAIR, Outcome, subspace_svd, verify
+from riemsvd._subspace import _NEAR_PAIR, Outcome, empty_outcome, subspace_svd, verify
 from riemsvd._validate import check_radius_rule
 
 __all__ = ["RadiusRule", "trust_region_svd"]
@@ -186,8 +186,7 @@ def trust_region_svd(
     batch = op.batch_shape
     dt = op.dtype
     if batch.numel() == 0:
-        z = lambda *shape: torch.zeros(tuple(batch) + shape, dtype=dt, device=op.device)  # noqa: E731
-        return Outcome(z(m, k), z(k), z(n, k), z() == 0, z(), 0, [], z(k), "converged", 0, "trust-region")
+        return empty_outcome(op, k, "trust-region")
     maxiter = DEFAULT_MAXITER if maxiter is None else maxiter
     eps = torch.finfo(dt).eps
     mu = torch.arange(k, 0, -1, dtype=dt, device=op.device)  # N = diag(k, …, 1)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from riemsvd._backend import no_autocast, readable_any, readable_number
+from riemsvd._backend import batch_elements, no_autocast, readable_any, readable_number
 from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs, stored_values
 
 __all__ = [
@@ -106,22 +106,8 @@ def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
         return None
     magnitude = max_abs(a)  # NaN propagates through max and min, Inf stays Inf
     if not _finite(magnitude):
-        raise ValueError(NON_FINITE_A + _which_matrices(magnitude))
+        raise ValueError(NON_FINITE_A + batch_elements(~torch.isfinite(magnitude)))
     return magnitude
-
-
-def _which_matrices(magnitude: torch.Tensor) -> str:
-    """For a batch, the indices of the matrices whose max |a_ij| is not finite (the first five), to
-    follow NON_FINITE_A: one NaN in a batch of 64 was not found from the message (a new user's trial)."""
-    if magnitude.dim() == 0:
-        return ""
-    try:
-        bad = (~torch.isfinite(magnitude)).nonzero().tolist()
-    except RuntimeError:  # inside a torch.func transform
-        return ""
-    shown = ", ".join(str(tuple(i)) if len(i) > 1 else str(i[0]) for i in bad[:5])
-    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    return f" Batch element{'s' if len(bad) > 1 else ''} {shown}{more}."
 
 
 def _finite(magnitude: torch.Tensor) -> bool:
@@ -350,8 +336,12 @@ def _check_init(a, init, k, m, n) -> None:
                 f"`init` {name} must have shape (..., {rows}, j) with j >= 1 (the first k columns are "
                 f"used), got {tuple(x.shape)}.{hint}"
             )
-        if tuple(x.shape[:-2]) not in ((), batch):
-            raise ValueError(f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}.")
+        if not _broadcasts_to(tuple(x.shape[:-2]), batch):
+            raise ValueError(
+                f"`init` {name} has batch shape {tuple(x.shape[:-2])}, but A's is {batch}: give it A's "
+                "batch shape, one that broadcasts to it (1 where one start serves a batch dimension), "
+                f"or none, as {name}[0] (one start for every matrix)."
+            )
         if not x.is_floating_point():  # any float dtype: the start is cast to A's
             raise TypeError(
                 f"`init` {name} has dtype {x.dtype}; it must be a float tensor, e.g. `{name}.double()`."
@@ -362,6 +352,15 @@ def _check_init(a, init, k, m, n) -> None:
         raise ValueError(
             f"`init` U0 and V0 must have the same number of columns, got {columns[0]} and {columns[1]}."
         )
+
+
+def _broadcasts_to(shape: tuple[int, ...], batch: tuple[int, ...]) -> bool:
+    """Whether a warm start's batch shape broadcasts to A's without changing it (torch's rules:
+    ``(1, 4)`` and ``(4,)`` to ``(3, 4)``; not ``(3, 4)`` to ``(4,)``)."""
+    try:
+        return tuple(torch.broadcast_shapes(shape, batch)) == tuple(batch)
+    except RuntimeError:
+        return False
 
 
 def check_init_u(a, u0: torch.Tensor) -> None:
@@ -381,9 +380,10 @@ def check_init_u(a, u0: torch.Tensor) -> None:
             f"`init` as U0 alone must be a float tensor of shape (..., {a.shape[-2]}, j), got "
             f"{tuple(u0.shape)} {u0.dtype}; or pass the pair (U0, V0)."
         )
-    if tuple(u0.shape[:-2]) not in ((), tuple(a.shape[:-2])):
+    if not _broadcasts_to(tuple(u0.shape[:-2]), tuple(a.shape[:-2])):
         raise ValueError(
-            f"`init` as U0 alone has batch shape {tuple(u0.shape[:-2])}, but A's is {tuple(a.shape[:-2])}."
+            f"`init` as U0 alone has batch shape {tuple(u0.shape[:-2])}, but A's is {tuple(a.shape[:-2])}: "
+            "give it A's batch shape, one that broadcasts to it, or none."
         )
 
 

@@ -159,6 +159,29 @@ def test_vector_gradients_of_a_zero_matrix_warn_and_sigma_gradients_do_not():
     torch.testing.assert_close(zero.grad, u[:, 0:1] @ v[:, 0:1].mT, rtol=0, atol=0)
 
 
+def _degenerate_warnings(x, k, gen) -> dict[str, str]:
+    """The DegenerateSpectrumWarnings of a loss on the vectors of x's k triplets: each message's first
+    word, with what it ends with."""
+    u, s, v = solve(x, k, generator=gen, method="iterative")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (u**3).sum().backward()
+    messages = [str(w.message) for w in caught if w.category is riemsvd.DegenerateSpectrumWarning]
+    return {m.split(" ")[0]: m[m.rfind(". ") + 2 :] for m in messages}
+
+
+def test_degenerate_warnings_of_a_batch_name_its_elements(gen):
+    """Each of the three warnings of a batched backward names the matrices it is about (a new user's
+    trial): a tie inside the k values, σ_k = σ_{k+1}, a zero σ_k."""
+    q = [(orthonormal(30, 7, gen), orthonormal(20, 7, gen)) for _ in range(3)]
+    spectra = [[5, 4, 3, 2, 1, 0.5, 0.25], [5, 4, 3, 3, 1, 0.5, 0.25], [5, 4, 3, 2, 2, 0.5, 0.25]]
+    a = torch.stack([(u * torch.tensor(s, dtype=torch.float64)) @ v.mT for (u, v), s in zip(q, spectra)])
+    ends = _degenerate_warnings(a.requires_grad_(), 4, gen)
+    assert ends == {"two": "Batch element 1.", "the": "Batch element 2."}
+    zero_second = torch.stack([a[0].detach(), torch.zeros(30, 20, dtype=torch.float64)])
+    assert _degenerate_warnings(zero_second.requires_grad_(), 1, gen) == {"σ_k": "Batch element 1."}
+
+
 def test_adjoint_solution_is_tangent(gen):
     import riemsvd._autograd as ad
 

@@ -330,6 +330,32 @@ def test_init_with_fewer_columns_and_shared_over_batch(gen):
     check_svd(a, result, 3, result.info.tol)
 
 
+def _expanded(init, batch):
+    """A warm start (a pair or U0 alone) expanded to the batch shape, by hand."""
+    if isinstance(init, torch.Tensor):
+        return init.expand(batch + init.shape[-2:]).clone()
+    return tuple(_expanded(x, batch) for x in init)
+
+
+@pytest.mark.parametrize("method", [*METHODS, "dense"])
+@pytest.mark.parametrize("m, n", [(40, 30), (300, 200)])  # the batched path, and one matrix at a time
+def test_init_with_batch_dimensions_of_one_broadcasts(method, m, n, gen):
+    """A warm start of batch shape (1,) serves a batch of 3, and (1, 3) a batch of (2, 3), as torch
+    broadcasts (it had been refused; a new user's trial); each matrix starts from its own element,
+    as with the start expanded by hand: the same vectors to rounding."""
+    a = torch.stack([make_matrix("decay", m, n, gen) for _ in range(6)]).reshape(2, 3, m, n)
+    u, _, vh = torch.linalg.svd(a[0])
+    u0, v0 = u[..., :2], vh[..., :2, :].mT
+    for init, a_batch in (((u0[:1], v0[:1]), a[0]), ((u0[None], v0[None]), a), (u0[None], a)):
+        result = solve(a_batch, 2, init=init, generator=torch.Generator().manual_seed(1), method=method)
+        check_svd(a_batch, result, 2, result.info.tol)
+        whole = _expanded(init, a_batch.shape[:-2])
+        by_hand = solve(a_batch, 2, init=whole, generator=torch.Generator().manual_seed(1), method=method)
+        sign = torch.sign((result.U * by_hand.U).sum(-2, keepdim=True))  # each vector's, up to rounding
+        torch.testing.assert_close(result.U, by_hand.U * sign, rtol=0, atol=1e-12)
+        assert result.info.matvecs == by_hand.info.matvecs
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_same_generator_seed_gives_identical_results(method):
     a = make_matrix("cluster", 120, 80, torch.Generator().manual_seed(5))
@@ -481,11 +507,16 @@ def test_every_call_returns_k_triplets(k, maxiter, patience, gen):
         check_svd(a, result, k, result.info.tol)
 
 
-@pytest.mark.parametrize("method", ["iterative", "dense"])
-def test_empty_batch_gives_empty_results(method):
-    u, s, v = result = riemsvd.solve(torch.randn(0, 5, 4, dtype=torch.float64), 2, method=method)
-    assert (u.shape, s.shape, v.shape) == ((0, 5, 2), (0, 2), (0, 4, 2))
+@pytest.mark.parametrize("k", [1, 8])
+@pytest.mark.parametrize("method", ["auto", "iterative", "dense", "trust-region"])
+def test_empty_batch_gives_empty_results(method, k):
+    """Whatever the path and k, no products and one stop reason (the dense path had counted 2k
+    products and stopped at "whole space"; a new user's trial)."""
+    u, s, v = result = riemsvd.solve(torch.randn(0, 50, 40, dtype=torch.float64), k, method=method)
+    assert (u.shape, s.shape, v.shape) == ((0, 50, k), (0, k), (0, 40, k))
     assert result.info.converged.shape == (0,)
+    assert (result.info.matvecs, result.info.iterations, result.info.stop_reason) == (0, 0, "converged")
+    assert result.info.method == ("iterative" if method == "auto" else method)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, ">f8", ">f4"])

@@ -492,6 +492,14 @@ def test_trust_region_options_that_are_not_numbers_are_named(option):
         RiemannianTrustRegion([p], **option)
 
 
+def test_init_whose_batch_shape_does_not_broadcast_to_a_names_the_fix():
+    a = torch.randn(3, 4, 6, 5, dtype=torch.float64)
+    for batch in ((2,), (3,), (4, 4), (2, 3, 4)):
+        u0, v0 = (torch.randn(*batch, rows, 1, dtype=torch.float64) for rows in (6, 5))
+        with pytest.raises(ValueError, match=rf"`init` U0 has batch shape \({batch[0]},.*broadcasts to it"):
+            riemsvd.solve(a, 1, init=(u0, v0))
+
+
 def test_init_u0_alone_with_another_batch_shape_is_named():
     a = torch.randn(3, 6, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"`init` as U0 alone has batch shape \(2,\), but A's is \(3,\)"):
