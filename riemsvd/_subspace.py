@@ -820,6 +820,7 @@ def subspace_svd(
     measured = False  # whether a look has seen k triplets
     # tensors (a GPU): the steps between two looks keep their coefficients on the device
     deferred = Deferred() if work is op and not op.distributed else None
+    unit = eps(op.dtype)
     while True:
         p_now = p_max + extra  # a probe's direction widens F without narrowing the search space
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
@@ -843,11 +844,18 @@ def subspace_svd(
         # 10·tol·σ₁, where √λ of H Hᵀ is off by up to √(pε)·σ₁ for a value near 0: batches with k
         # above an element's rank took 2.2–2.7× the products)
         estimate = None if full or probe is not None else _estimate(st, t)
+        # a tol below ε of the dtype, which the returned vectors' own rounding keeps out of reach, is
+        # checked once the estimate reaches ε (float32 at tol 1e-14, 768×384, k = 4: the estimate at
+        # 1e-10 after 46 products, then 1342 products of new minima of its rounding before `patience`
+        # ran out, at the same residual 1.8e-7; a new user's trial); the triplets of that check come
+        # from the same threshold (with tol alone, a k = 1 float32 check at 1e-8 took the estimate,
+        # which has no right vectors, and crashed; another trial)
+        reach = np.maximum(target, unit) if tol < unit else target
         ritz = None
-        if estimate is not None and bool((_worst(estimate, k, t, batch) <= target).all()):
-            ritz = _own_triplets(st, estimate, k, target)  # None where a left residual fails
+        if estimate is not None and bool((_worst(estimate, k, t, batch) <= reach).all()):
+            ritz = _own_triplets(st, estimate, k, reach)  # None where a left residual fails
         if ritz is None:
-            if estimate is None or bool((_worst(estimate, k, t, batch, slack=True) <= target).all()):
+            if estimate is None or bool((_worst(estimate, k, t, batch, slack=True) <= reach).all()):
                 ritz = _ritz(st, t)
             else:
                 ritz = estimate
@@ -891,12 +899,7 @@ def subspace_svd(
         elif t >= k:  # progress is only measurable once k triplets exist
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
-            # a tol below ε of the dtype, which the returned vectors' own rounding keeps out of reach:
-            # checked once the estimate is there (float32 at tol 1e-14, 768×384, k = 4: the estimate
-            # at 1e-10 after 46 products, then 1342 products of new minima of its rounding before
-            # `patience` ran out, at the same residual 1.8e-7; a new user's trial)
-            unit = eps(op.dtype)
-            if bool((worst <= (np.maximum(target, unit) if tol < unit else target)).all()):
+            if bool((worst <= reach).all()):  # reach: the target, or ε of the dtype (above)
                 verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
                 passed = verified[3] <= tol
                 if bool(passed.all()):

@@ -40,14 +40,14 @@ def adversarial_matrix(kind: str, m: int, n: int, gen: torch.Generator, dtype, s
     return make_matrix(kind, m, n, gen, torch.float64, scale).to(dtype)
 
 
-def solve_and_check(a: torch.Tensor, k: int, gen: torch.Generator) -> str:
-    """Solve and judge: 'ok' (matches torch.linalg.svd to what the residual promises), 'flagged'
-    (converged False with a ConvergenceWarning), or raise AssertionError for anything else: a silent
-    wrong answer, a missing warning, or a modified input."""
+def solve_and_check(a: torch.Tensor, k: int, gen: torch.Generator, tol: float | None = None) -> str:
+    """Solve (at ``tol``, the default where None) and judge: 'ok' (matches torch.linalg.svd to what
+    the residual promises), 'flagged' (converged False with a ConvergenceWarning), or raise
+    AssertionError for anything else: a silent wrong answer, a missing warning, or a modified input."""
     before = a.detach().clone()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = solve(a, k, generator=gen)
+        result = solve(a, k, tol=tol, generator=gen)
     assert torch.equal(a.detach(), before), "the input was modified"
     warned = any(issubclass(w.category, riemsvd.ConvergenceWarning) for w in caught)
     converged = result.info.converged
