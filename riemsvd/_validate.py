@@ -449,9 +449,9 @@ def check_bound_exists(frobenius_known: bool, size: int, full_space: int, confid
     dimensions (at most ``full_space``); without either, ``confidence`` must be given."""
     if not frobenius_known and size > full_space and confidence is None:
         raise ValueError(
-            f"`confidence`: no deterministic bound exists for this matrix-free operator (‖A‖_F is "
-            f"unknown and min(m, n) = {size} > {full_space}); pass `confidence`, e.g. 0.999, for a "
-            "probabilistic upper bound."
+            f"no deterministic bound exists for this matrix-free operator (‖A‖_F is unknown and "
+            f"min(m, n) = {size} > {full_space}); pass `confidence`, e.g. 0.999, for a probabilistic "
+            "upper bound."
         )
 
 

@@ -229,3 +229,14 @@ def test_linear_operator_of_a_half_precision_layer_is_solved():
     torch.testing.assert_close(
         riemsvd.solve(op, 1).S.double(), riemsvd.solve(ref, 1, tol=1e-12).S, rtol=1e-5, atol=0
     )
+
+
+def test_a_float16_numpy_array_is_solved_as_the_float16_tensor(gen):
+    """As a float16 tensor is, with a float16 numpy warm start too; it had been refused (riemsvd
+    "needs float32 or float64"; a new user's trial)."""
+    a = torch.randn(60, 40, dtype=torch.float64, generator=gen).to(torch.float16)
+    expected = riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0))
+    got = riemsvd.solve(a.numpy(), 2, generator=torch.Generator().manual_seed(0))
+    assert got.S.dtype == torch.float16 and torch.equal(got.S, expected.S) and torch.equal(got.U, expected.U)
+    warm = riemsvd.solve(a.numpy(), 2, init=(expected.U.numpy(), expected.V.numpy()))
+    assert bool(warm.info.converged) and torch.equal(warm.S, expected.S)
