@@ -753,7 +753,8 @@ def check_trust_region_args(
     for name, value in (("radius", radius), ("max_radius", max_radius)):
         if value is not None:
             _check_real(value, name)
-    _check_real(gradient_tol, "gradient_tol")
+    if gradient_tol is not None:  # None: the gradient's rounding
+        _check_real(gradient_tol, "gradient_tol")
     if max_radius is not None and not max_radius > 0:
         raise ValueError(f"`max_radius` must be positive, got {max_radius}.")
     if radius is not None and not radius > 0:
@@ -764,7 +765,7 @@ def check_trust_region_args(
         isinstance(max_inner, bool) or max_inner != int(max_inner) or max_inner < 1
     ):
         raise ValueError(f"`max_inner` must be a positive integer, got {max_inner!r}.")
-    if not gradient_tol >= 0:
+    if gradient_tol is not None and not gradient_tol >= 0:
         raise ValueError(f"`gradient_tol` must be non-negative, got {gradient_tol}.")
     if preconditioner is not None and not callable(preconditioner):
         raise TypeError(f"`preconditioner` must be callable, got {type(preconditioner).__name__}.")

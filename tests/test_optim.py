@@ -471,6 +471,44 @@ def test_a_gradient_tol_below_float32_rounding_stops_stalled_with_a_warning():
             assert opt.info.converged and not stalls and abs(sigma - s1) <= 1e-13 * s1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_default_gradient_tol_is_the_gradients_rounding(dtype):
+    """With gradient_tol 0 (the old default) every run ended "stalled" with a ConvergenceWarning,
+    converged or not, after `patience` steps at the gradient's rounding (a new user's trial). By
+    default the rounding itself, ε·√N·‖∇f‖, ends it, "gradient norm" and no warning, at that
+    rounding: the leading pair of a 400×200 Gaussian and Brockett's cost on St(50, 4) (floors at
+    0.06–0.62 of it; 10–15 steps where the stalls took 25–56)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 200, generator=g, dtype=torch.float64)
+    b = torch.randn(50, 50, generator=g, dtype=torch.float64)
+    b, weights = b + b.mT, torch.arange(4, 0, -1, dtype=torch.float64)
+    u, v = (_on(SPHERE, _unit(n, g).to(dtype)) for n in (400, 200))
+    x = _on(STIEFEL, torch.linalg.qr(torch.randn(50, 4, generator=g, dtype=torch.float64))[0].to(dtype))
+    problems = (
+        ([u, v], lambda: -(u @ a.to(dtype) @ v), float(torch.linalg.svdvals(a)[0])),
+        ([x], lambda: torch.trace(x.mT @ b.to(dtype) @ x @ torch.diag(weights).to(dtype)), None),
+    )
+    for params, closure, s1 in problems:
+        opt = RiemannianTrustRegion(params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", riemsvd.ConvergenceWarning)
+            while not (opt.info and opt.info.stop_reason):
+                opt.step(closure)
+        assert opt.info.converged and opt.info.step <= 20, opt.info
+        if s1 is not None:  # σ₁ to the float32 or float64 rounding of uᵀAv, the gradient to its own
+            ud, vd = u.detach().double(), v.detach().double()
+            sigma = float(ud @ a @ vd)
+            assert abs(sigma - s1) <= 30 * torch.finfo(dtype).eps * s1
+            gradient = torch.cat([a @ vd - sigma * ud, a.mT @ ud - sigma * vd]).norm()
+            assert float(gradient) <= 2 * torch.finfo(dtype).eps * 600**0.5 * 2**0.5 * s1
+        else:  # Brockett's minimum: the least eigenvalues, the largest weight on the least
+            xd = x.detach().double()
+            least = float((torch.linalg.eigvalsh(b)[:4] * weights).sum())
+            assert abs(float(torch.trace(xd.mT @ b @ xd @ torch.diag(weights))) - least) <= 30 * torch.finfo(
+                dtype
+            ).eps * abs(least)
+
+
 def test_the_stall_rule_leaves_slow_progress_rejections_and_a_new_closure_alone():
     """A review found the first rule (no loss decrease beyond 1e3·ε·max(1, |f|), no halving of the
     gradient, rejected steps counted) stopping runs that were getting there: an ill-conditioned

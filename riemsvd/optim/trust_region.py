@@ -60,7 +60,8 @@ class TrustRegionInfo:
         ``"trust region"`` (a step to the boundary), ``"model increased"`` (rounding: the last CG
         iterate was dropped), ``"max_inner"``, or ``""`` where no step was tried.
     stop_reason : str or None
-        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol``; ``"stalled"`` where ``patience``
+        ``"gradient norm"`` where ‖grad f‖ ≤ ``gradient_tol`` (by default the gradient's rounding in
+        its dtype); ``"stalled"`` where ``patience``
         accepted steps in a row found no new low of the gradient norm or of the loss, as where
         ``gradient_tol`` lies below what the dtype's rounding lets the gradient reach, with a
         :class:`~riemsvd.ConvergenceWarning`. Either way the step did not move, and the optimization
@@ -81,6 +82,17 @@ class TrustRegionInfo:
     def converged(self) -> bool:
         """Whether the gradient norm is within ``gradient_tol`` (not after a stall)."""
         return self.stop_reason == "gradient norm"
+
+
+def _gradient_rounding(xs: list, egrads: list) -> float:
+    """ε·√N·‖∇f‖: about the rounding of a Riemannian gradient computed from the Euclidean one ∇f
+    (``egrads``) at the points ``xs`` (N entries in all, ε of their least precise dtype), the default
+    ``gradient_tol``. With 0 for it (never), every run had ended "stalled" with a ConvergenceWarning,
+    fully converged or not, after ``patience`` steps at that floor (a new user's trial)."""
+    unit = max(torch.finfo(x.dtype).eps for x in xs)
+    entries = sum(x.numel() for x in xs)
+    norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
+    return unit * math.sqrt(entries) * norm
 
 
 def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> int:
@@ -213,11 +225,16 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     max_inner : int, optional
         CG iterations at most; default the parameters' total number of entries (CG is exact by then
         in exact arithmetic).
-    gradient_tol : float
+    gradient_tol : float, optional
         A step with ‖grad f‖ ≤ ``gradient_tol`` does not move and sets ``info.stop_reason`` to
-        ``"gradient norm"`` (default 0: never). The gradient cannot fall below the rounding of its
-        dtype (near 1e-5 for a float32 leading pair of a 400×200 Gaussian matrix, whose σ₁ is
-        about 34): where ``gradient_tol`` asks for less, the steps stop ``"stalled"`` (``patience``).
+        ``"gradient norm"`` (0: never). The gradient cannot fall below the rounding of its dtype
+        (near 1e-5 for a float32 leading pair of a 400×200 Gaussian matrix, whose σ₁ is about 34):
+        where ``gradient_tol`` asks for less, the steps stop ``"stalled"`` (``patience``). Default
+        (None): that rounding, ε·√N·‖∇f‖ at the step (ε of the parameters' least precise dtype, N
+        their entries, ∇f the Euclidean gradient), which the gradient norm reaches: the floor
+        measured was 0.04–0.26 of it (leading pairs, Rayleigh quotients and Brockett costs of
+        60×40 to 2000×1000 in float32 and float64). Where ∇f vanishes at the solution (a Euclidean
+        minimum) it does too, and ``patience`` ends the steps.
     preconditioner : callable, optional
         ``preconditioner(params, vectors) -> vectors``: an approximation of the inverse Hessian,
         symmetric positive definite on the tangent space, applied to lists of tangent vectors (one per
@@ -275,12 +292,13 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         kappa: float = 0.1,
         theta: float = 1.0,
         max_inner: int | None = None,
-        gradient_tol: float = 0.0,
+        gradient_tol: float | None = None,
         preconditioner: Callable[[list, Vectors], Vectors] | None = None,
         patience: int | None = 10,
     ) -> None:
         rule = RadiusRule(accept=accept, shrink=shrink, grow=grow, kappa=kappa, theta=theta)
-        gradient_tol = as_number(gradient_tol)  # e.g. 1e-10 * torch.linalg.matrix_norm(A, 2)
+        if gradient_tol is not None:
+            gradient_tol = as_number(gradient_tol)  # e.g. 1e-10 * torch.linalg.matrix_norm(A, 2)
         check_trust_region_args(radius, max_radius, max_inner, gradient_tol, preconditioner, patience)
         defaults = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
         super().__init__(params, defaults)
@@ -424,13 +442,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         since = _progress(state, f, gnorm, eps, moved)
         stalled = self.patience is not None and since >= self.patience
-        done = "gradient norm" if gnorm <= self.gradient_tol else "stalled" if stalled else None
+        tol = self.gradient_tol if self.gradient_tol is not None else _gradient_rounding(xs, egrads)
+        done = "gradient norm" if gnorm <= tol else "stalled" if stalled else None
         if done is not None:
             state["moved"] = False  # the point stays: the next step judges it no better
             if done == "stalled" and moved and since == self.patience:  # once, as it stops
                 warnings.warn(
                     f"RiemannianTrustRegion: {since} accepted steps without a new low of the gradient "
-                    f"norm (now {gnorm:.3g}, gradient_tol {self.gradient_tol:.3g}) or of the loss: "
+                    f"norm (now {gnorm:.3g}, gradient_tol {tol:.3g}) or of the loss: "
                     "stopped, info.stop_reason = 'stalled'. Where the gradient norm is at the rounding "
                     f"of the loss's gradient in {xs[0].dtype}, ask for a gradient_tol above it, or "
                     "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
