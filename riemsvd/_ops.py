@@ -6,7 +6,8 @@ operator, ``riemsvd::solve_backward``, and a vmap rule: the compiled graph has n
 and its guards do not depend on A's values, so a changing weight does not recompile. At run time both
 operators run the eager code (:func:`riemsvd.solve` and its backward in ``_autograd``), warnings
 included. Eager calls do not go through them: the autograd.Function there also has the forward-mode
-rule (``torch.func.jvp``), which custom operators lack.
+rule (``torch.func.jvp``), which custom operators lack; so a compiled function under forward mode
+calls the eager solve behind a graph break (``riemsvd._solve.solve``).
 
 ``riemsvd::refresh_pair`` is the training-mode update of ``riemsvd.nn``'s stored singular pair (power
 steps tested on the host, a solve where they fail), mutating the buffers it is given.

@@ -187,8 +187,9 @@ def solve(
     ``riemsvd::solve``: no graph break, no recompilation as A's values change, the same results and
     reverse-mode gradients; ``generator`` cannot be passed there, ``info``'s counts are 0-dim tensors
     and its ``stop_reason`` and ``method`` None (docs/spectral_norm.md, "Under torch.compile").
-    Forward mode is eager only: ``torch.func.jvp`` and ``jacfwd`` inside a compiled function return
-    zero tangents (custom operators have no forward-mode rule).
+    Under forward mode (``torch.func.jvp``, ``jacfwd``, a ``forward_ad`` dual level) the solve runs
+    eagerly behind a graph break, whose rule carries the tangents (custom operators have none:
+    there they had come back zero).
 
     Warns
     -----
@@ -225,9 +226,12 @@ def solve(
         A = _from_numpy(A)
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
-    if torch.compiler.is_compiling() and is_sharded(A):
+    if torch.compiler.is_compiling() and (is_sharded(A) or torch.autograd.forward_ad._current_level >= 0):
         # the whole solve eagerly behind a graph break, as for sparse inputs: traced, its checks' host
-        # reads of a sharded A crashed Dynamo (InternalTorchDynamoError; a new user's trial)
+        # reads of a sharded A crashed Dynamo (InternalTorchDynamoError; a new user's trial). So too
+        # under forward mode (torch.func.jvp, jacfwd, forward_ad), whose rule the custom operator
+        # lacks: its tangents came back zero without an error (another trial); eagerly the
+        # autograd.Function's rule serves
         return eager_under_compile(_EAGER_SOLVE, solve)(
             A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options, method=method
         )

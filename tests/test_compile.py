@@ -113,20 +113,45 @@ def test_what_a_compiled_graph_cannot_take_is_named():
         )(torch.randn(5, 4))
 
 
-def test_a_previous_result_warm_starts_a_full_graph_and_forward_mode_is_refused_by_name():
+def test_a_previous_result_warm_starts_a_full_graph():
     """A new user's trial: `init=` a previous call's SVDResult was refused under fullgraph=True (the
-    compiled path's check wanted a pair), where eager mode takes it; and a compiled solve inside a
-    forward_ad dual level failed on an internal assert of torch's. The result is taken as its (U, V);
-    forward mode is refused with what to do."""
-    import torch.autograd.forward_ad as fwad
-
+    compiled path's check wanted a pair), where eager mode takes it. It is taken as its (U, V)."""
     a = torch.randn(40, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     previous = riemsvd.solve(a, 3)
     compiled = torch.compile(lambda x, r: riemsvd.solve(x, 3, init=r).S, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(a, previous), torch.linalg.svdvals(a)[:3], rtol=1e-11, atol=0)
-    values = torch.compile(lambda x: riemsvd.solve(x, 2).S, backend="aot_eager")
-    with fwad.dual_level(), pytest.raises(RuntimeError, match="forward-mode derivatives of solve outside"):
-        values(fwad.make_dual(a, torch.ones_like(a)))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_forward_mode_inside_a_compiled_function_matches_eager(backend):
+    """The custom operator has no forward-mode rule: torch.func.jvp and jacfwd inside a compiled
+    function returned zero tangents without an error, and a forward_ad dual level failed on an
+    internal assert of torch's (two new users' trials). Under forward mode the solve now runs eagerly
+    behind a graph break, where the autograd.Function's rule serves, as in eager mode."""
+    import torch.autograd.forward_ad as fwad
+
+    dynamo.config.error_on_recompile = False  # a graph break compiles the pieces around it
+    gen = torch.Generator().manual_seed(0)
+    a, da = (torch.randn(30, 20, dtype=torch.float64, generator=gen) for _ in range(2))
+
+    def loss(x):
+        u, s, v = riemsvd.solve(x, 2)
+        return s.sum() + (u[:3] * v[:3]).sum() ** 2  # the vectors' tangents too, a sign-free product
+
+    def jvp(x, dx):
+        return torch.func.jvp(loss, (x,), (dx,))[1]
+
+    def dual(x, dx):
+        with fwad.dual_level():
+            return fwad.unpack_dual(riemsvd.solve(fwad.make_dual(x, dx), 2).S).tangent
+
+    def jacobian(x):
+        return torch.func.jacfwd(lambda y: riemsvd.solve(y, 1).S)(x)
+
+    for fn, args in ((jvp, (a, da)), (dual, (a, da)), (jacobian, (a,))):
+        expected = fn(*args)
+        assert float(expected.abs().max()) > 0.1  # a zero tangent would be caught
+        torch.testing.assert_close(torch.compile(fn, backend=backend)(*args), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_sparse_and_scipy_inputs_run_eagerly_inside_a_compiled_function():
