@@ -844,13 +844,16 @@ def subspace_svd(
         # 10·tol·σ₁, where √λ of H Hᵀ is off by up to √(pε)·σ₁ for a value near 0: batches with k
         # above an element's rank took 2.2–2.7× the products)
         estimate = None if full or probe is not None else _estimate(st, t)
-        # a tol below ε of the dtype, which the returned vectors' own rounding keeps out of reach, is
-        # checked once the estimate reaches ε (float32 at tol 1e-14, 768×384, k = 4: the estimate at
-        # 1e-10 after 46 products, then 1342 products of new minima of its rounding before `patience`
-        # ran out, at the same residual 1.8e-7; a new user's trial); the triplets of that check come
-        # from the same threshold (with tol alone, a k = 1 float32 check at 1e-8 took the estimate,
-        # which has no right vectors, and crashed; another trial)
-        reach = np.maximum(target, unit) if tol < unit else target
+        # A target below ε of the dtype — a tol below it, or one a failed check tightened there — is
+        # reached once the estimate reaches ε: below, the estimate makes new minima of its own
+        # rounding, which the returned vectors' residual does not follow, until `patience` runs out
+        # (float32 at tol 1e-14, 768×384, k = 4: the estimate at 1e-10 after 46 products, then 1342
+        # products at the same residual, 1.8e-7, a new user's trial; float64 at tol 1e-15, k = 4 and
+        # 8, 384×384 to 1536×384, a check at 1e-15 to 1e-14 failing: 750–2488 products where 60–350
+        # stall at the same residuals, the benchmark's classes, and none changed at tol 1e-14 or
+        # float32's 1e-6). The look's triplets are chosen by the same threshold (by the target alone
+        # a k = 1 float32 check at 1e-8 took the estimate, which has no right vectors, and crashed).
+        reach = np.maximum(target, unit)
         ritz = None
         if estimate is not None and bool((_worst(estimate, k, t, batch) <= reach).all()):
             ritz = _own_triplets(st, estimate, k, reach)  # None where a left residual fails
