@@ -24,10 +24,10 @@ import torch
 
 __all__ = [
     "dense_threads",
+    "batch_elements",
     "eager_under_compile",
     "mm",
     "no_autocast",
-    "batch_elements",
     "readable_any",
     "readable_number",
     "solver_threads",

@@ -222,8 +222,8 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
-    if isinstance(A, np.ndarray) and A.dtype == np.float16:  # as a float16 tensor is (a new user's trial)
-        A = _from_numpy(A)
+    if isinstance(A, np.ndarray) and A.dtype.kind == "f" and A.dtype.itemsize == 2:  # float16, as a tensor
+        A = _from_numpy(A, half=True)
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
     if torch.compiler.is_compiling() and (is_sharded(A) or torch.autograd.forward_ad._current_level >= 0):
@@ -296,8 +296,8 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     A = blas_ready(_from_numpy(A))
     init = _init_pair(init)
     if isinstance(init, tuple):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
-        init = tuple(_from_numpy(x) for x in init)
-    init = _from_numpy(init)
+        init = tuple(_from_numpy(x, half=True) for x in init)  # any float dtype: cast to A's
+    init = _from_numpy(init, half=True)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     if is_sharded(A):
@@ -332,12 +332,13 @@ def _init_pair(init):
     return tuple(init) if isinstance(init, (tuple, list)) else init
 
 
-def _from_numpy(x):
-    """A float numpy array (float16, float32 or float64) as a CPU tensor, a view where numpy's strides
-    allow (big-endian data, a file's, as a native copy); anything else as it is."""
+def _from_numpy(x, half: bool = False):
+    """A float32 or float64 numpy array (float16 too, where ``half``: what solve and warm starts take)
+    as a CPU tensor, a view where numpy's strides allow (big-endian data, a file's, as a native copy);
+    anything else as it is (and named by the checks in numpy's terms)."""
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
-    if isinstance(x, np.ndarray) and x.dtype in (np.float16, np.float32, np.float64):
+    if isinstance(x, np.ndarray) and x.dtype in ((np.float16,) if half else ()) + (np.float32, np.float64):
         x = x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x)
         if not x.flags.writeable:
             # torch warns that writing to the tensor is undefined; riemsvd only reads A, and a read-only
