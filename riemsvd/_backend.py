@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "dense_threads",
     "batch_elements",
+    "dense_threads",
     "eager_under_compile",
     "mm",
     "no_autocast",
