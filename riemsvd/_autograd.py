@@ -222,14 +222,16 @@ def needs_graph(a: torch.Tensor) -> bool:
         return torch.autograd.forward_ad.unpack_dual(a).tangent is not None
     except RuntimeError as err:
         # inside a compiled graph's operator (below autograd) within a dual level, unpack_dual fails on
-        # an internal assert of torch's _fw_primal (aot_eager and inductor; a new user's trial)
+        # an internal assert of torch's _fw_primal (aot_eager and inductor; a new user's trial).
+        # riemsvd.solve itself runs eagerly there (_solve.solve); the operators are still reached
+        # directly (torch.ops.riemsvd.solve, a normalization's refresh_pair)
         if "_fw_primal" not in str(err):
             raise
         raise RuntimeError(
-            "riemsvd.solve under torch.compile inside a torch.autograd.forward_ad.dual_level: PyTorch's "
-            "custom operators have no forward-mode rule, so no tangent passes through the compiled "
-            "solve. Take forward-mode derivatives of solve outside torch.compile (eager mode carries "
-            "them)."
+            "a riemsvd custom operator (torch.ops.riemsvd.solve, or riemsvd.nn's refresh of its stored "
+            "pair) under torch.compile inside a torch.autograd.forward_ad.dual_level: PyTorch's custom "
+            "operators have no forward-mode rule, so no tangent passes through it. Call riemsvd.solve "
+            "(which runs eagerly under forward mode), or take the derivative outside torch.compile."
         ) from err
 
 

@@ -189,7 +189,7 @@ def solve(
     and its ``stop_reason`` and ``method`` None (docs/spectral_norm.md, "Under torch.compile").
     Under forward mode (``torch.func.jvp``, ``jacfwd``, a ``forward_ad`` dual level) the solve runs
     eagerly behind a graph break, whose rule carries the tangents (custom operators have none:
-    there they had come back zero).
+    there they had come back zero); ``fullgraph=True`` refuses that break.
 
     Warns
     -----

@@ -152,6 +152,15 @@ def test_forward_mode_inside_a_compiled_function_matches_eager(backend):
         expected = fn(*args)
         assert float(expected.abs().max()) > 0.1  # a zero tangent would be caught
         torch.testing.assert_close(torch.compile(fn, backend=backend)(*args), expected, rtol=1e-9, atol=1e-12)
+    # the operator itself, called directly, has no rule: refused with what to do, not a torch assert
+    values = torch.compile(
+        lambda x: torch.ops.riemsvd.solve(x, 2, None, None, None, None, "auto", None, None, 1, 60)[1]
+    )
+    with (
+        fwad.dual_level(),
+        pytest.raises(RuntimeError, match="Call riemsvd.solve .*runs eagerly under forward"),
+    ):
+        values(fwad.make_dual(a, da))
 
 
 def test_sparse_and_scipy_inputs_run_eagerly_inside_a_compiled_function():

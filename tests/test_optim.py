@@ -509,6 +509,23 @@ def test_the_default_gradient_tol_is_the_gradients_rounding(dtype):
             ).eps * abs(least)
 
 
+def test_parameters_of_two_dtypes_are_judged_at_the_least_precise_ones_rounding():
+    """A float64 u beside a float32 v: progress, ρ's regularization and the default gradient_tol had
+    taken float64's ε from the first parameter, which the float32 gradient never reaches, and the
+    loop ran on, 400 steps at ‖g‖ ≈ 3e-4 (a review); now float32's ε, and it converges."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(60, 40, dtype=torch.float64, generator=g)
+    u, v = _on(SPHERE, _unit(60, g)), _on(SPHERE, _unit(40, g).float())
+    opt = RiemannianTrustRegion([u, v])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ConvergenceWarning)
+        while not (opt.info and opt.info.stop_reason) and (opt.info is None or opt.info.step < 100):
+            opt.step(lambda: -(u @ a @ v.double()))
+    s1 = float(torch.linalg.svdvals(a)[0])
+    assert opt.info.converged and opt.info.step <= 30, opt.info
+    assert abs(float((u @ a @ v.double()).detach()) - s1) <= 1e-6 * s1
+
+
 def test_the_stall_rule_leaves_slow_progress_rejections_and_a_new_closure_alone():
     """A review found the first rule (no loss decrease beyond 1e3·ε·max(1, |f|), no halving of the
     gradient, rejected steps counted) stopping runs that were getting there: an ill-conditioned

@@ -84,15 +84,14 @@ class TrustRegionInfo:
         return self.stop_reason == "gradient norm"
 
 
-def _gradient_rounding(xs: list, egrads: list) -> float:
+def _gradient_rounding(xs: list, egrads: list, eps: float) -> float:
     """ε·√N·‖∇f‖: about the rounding of a Riemannian gradient computed from the Euclidean one ∇f
-    (``egrads``) at the points ``xs`` (N entries in all, ε of their least precise dtype), the default
-    ``gradient_tol``. With 0 for it (never), every run had ended "stalled" with a ConvergenceWarning,
+    (``egrads``) at the points ``xs`` (N entries in all, ``eps`` of their least precise dtype), the
+    default ``gradient_tol``. With 0 for it, every run had ended "stalled" with a ConvergenceWarning,
     fully converged or not, after ``patience`` steps at that floor (a new user's trial)."""
-    unit = max(torch.finfo(x.dtype).eps for x in xs)
     entries = sum(x.numel() for x in xs)
     norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
-    return unit * math.sqrt(entries) * norm
+    return eps * math.sqrt(entries) * norm
 
 
 def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> int:
@@ -227,7 +226,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         in exact arithmetic).
     gradient_tol : float, optional
         A step with ‖grad f‖ ≤ ``gradient_tol`` does not move and sets ``info.stop_reason`` to
-        ``"gradient norm"`` (0: never). The gradient cannot fall below the rounding of its dtype
+        ``"gradient norm"`` (0: only at a gradient of exactly 0). The gradient cannot fall below the
+        rounding of its dtype
         (near 1e-5 for a float32 leading pair of a 400×200 Gaussian matrix, whose σ₁ is about 34):
         where ``gradient_tol`` asks for less, the steps stop ``"stalled"`` (``patience``). Default
         (None): that rounding, ε·√N·‖∇f‖ at the step (ε of the parameters' least precise dtype, N
@@ -438,11 +438,13 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "values: the trust region cannot judge a step from a non-finite loss. Check the loss "
                 "there (a log or division of zero?), or start from another point."
             )
-        eps = torch.finfo(xs[0].dtype).eps
+        # the least precise parameter's: a float64 u beside a float32 v had judged progress at
+        # float64's rounding, which the float32 gradient never reached, and ran on (a review)
+        eps = max(torch.finfo(x.dtype).eps for x in xs)
         moved = state.get("moved", True)
         since = _progress(state, f, gnorm, eps, moved)
         stalled = self.patience is not None and since >= self.patience
-        tol = self.gradient_tol if self.gradient_tol is not None else _gradient_rounding(xs, egrads)
+        tol = self.gradient_tol if self.gradient_tol is not None else _gradient_rounding(xs, egrads, eps)
         done = "gradient norm" if gnorm <= tol else "stalled" if stalled else None
         if done is not None:
             state["moved"] = False  # the point stays: the next step judges it no better
