@@ -12,6 +12,7 @@ import time
 import traceback
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch._dynamo
 import torch.distributed as dist
@@ -272,6 +273,36 @@ def _error_cases(rank: int, world: int, out: dict) -> None:
             ShardedMatrix(blocks[rank], 0),
             2,
             init=(torch.ones(blocks[rank].shape[0] + (rank == 1), 2, dtype=a.dtype), torch.ones(30, 2)),
+        ),
+        # each silently wrong before: S off by 1.4% and 12.8% (a new user's trial)
+        "init columns": lambda: solve(
+            ShardedMatrix(blocks[rank], 0),
+            2,
+            init=(
+                torch.ones(blocks[rank].shape[0], 1 + (rank == 1), dtype=a.dtype),
+                torch.ones(30, 1 + (rank == 1)),
+            ),
+        ),
+        "init whole side": lambda: solve(
+            ShardedMatrix(blocks[rank], 0),
+            2,
+            init=(
+                torch.ones(blocks[rank].shape[0], 2, dtype=a.dtype),
+                torch.ones(30, 2, dtype=a.dtype) * (1 + 1e-15 * (rank == 1)),
+            ),
+        ),
+        "init dtype": lambda: solve(
+            ShardedMatrix(blocks[rank], 0),
+            2,
+            init=(
+                torch.ones(blocks[rank].shape[0], 2),
+                torch.ones(30, 2, dtype=torch.float32 if rank == 1 else a.dtype),
+            ),
+        ),
+        "same k": lambda: solve(
+            ShardedMatrix(blocks[rank], 0),
+            np.int64(2) if rank == 1 else 2,
+            tol=np.float64(1e-10) if rank else 1e-10,
         ),
     }
     from torch.distributed.device_mesh import init_device_mesh

@@ -234,6 +234,15 @@ def test_spectral_norm_of_a_sharded_weight_is_exact_with_its_gradient(ranks, dim
         ("dtype", r"`A`'s dtype must be the same on every process"),
         ("k too large", r"`k` must be at most min\(m, n\) = 30"),
         ("init rows", r"`init` U0 on rank 1 must have shape \(\d+, j\)"),
+        (
+            "init columns",
+            r"`init` must have the same number of columns on every process, got rank 0: 1, rank 1: 2",
+        ),
+        (
+            "init whole side",
+            r"`init` V0 \(held whole .* split by rows\) must be the same on every process.* rank 1\.",
+        ),
+        ("init dtype", r"`init` V0 \(held whole .*dtype included; it differs from rank 0's on rank 1\."),
         ("dim", r"`dim` \(the dimension `A` is split along.*must be the same on every process"),
         ("options", r"`options` must be the same on every process.*rank 1: SolverOptions\(block=2"),
         ("method", r"on rank 1: `method='dense'` needs A as a dense torch.Tensor, got a sharded A"),
@@ -249,6 +258,7 @@ def test_a_problem_wrong_on_one_process_raises_on_every_process(ranks, case, mes
     ref = torch.linalg.svdvals(problem("gaussian", 40, 30)[0])[:2]
     torch.testing.assert_close(ranks[0][("error", "after")], ref, rtol=1e-10, atol=0)
     assert all(r[("error", "same options")] is None for r in ranks)  # None is SolverOptions()
+    assert all(r[("error", "same k")] is None for r in ranks)  # np.int64(2) is 2, np.float64 a float
 
 
 def test_sharded_matrix_arguments_are_checked():
