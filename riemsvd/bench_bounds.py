@@ -28,7 +28,7 @@ from typing import Callable, cast
 import torch
 
 import riemsvd
-from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
+from riemsvd.bench import HelpFormatter, make_matrix, positive_int, shape_arg, thread_limits
 
 __all__ = ["fourier_blocks", "gram_iteration", "main", "run", "run_convs"]
 
@@ -235,9 +235,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m riemsvd.bench_bounds", description=__doc__, formatter_class=HelpFormatter
     )
-    p.add_argument("--sizes", nargs="+", default=[f"{m}x{n}" for m, n in SIZES], help="m×n shapes")
+    p.add_argument("--sizes", type=shape_arg, nargs="+", default=list(SIZES), help="m×n shapes")
     p.add_argument("--classes", nargs="+", default=list(CLASSES), choices=CLASSES)
-    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per case")
+    p.add_argument("--reps", type=positive_int, default=3, help="interleaved repetitions per case")
     p.add_argument("--gram-steps", type=int, nargs="*", default=list(GRAM_STEPS), help="Gram iteration's t")
     p.add_argument("--pause", type=float, default=0.2, help="seconds before each timed call")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and BLAS threads")
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument("--plot", help="write the plot to this PNG file")
     args = p.parse_args(argv)
-    sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes]
+    sizes = args.sizes
     with thread_limits(args.threads):
         if args.convs:
             rows = run_convs(reps=args.reps, gram_steps=args.gram_steps, pause=args.pause)

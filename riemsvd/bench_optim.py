@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import riemsvd
-from riemsvd.bench import HelpFormatter, make_matrix, thread_limits, threads_text
+from riemsvd.bench import HelpFormatter, make_matrix, positive_int, shape_arg, thread_limits, threads_text
 
 __all__ = ["Result", "main", "run_brockett", "run_pair"]
 
@@ -246,17 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m riemsvd.bench_optim", description=about, formatter_class=HelpFormatter
     )
-    ap.add_argument("--shape", default="2000x1000", help="MxN of the leading-pair matrices")
+    ap.add_argument("--shape", type=shape_arg, default="2000x1000", help="MxN of the leading-pair matrices")
     ap.add_argument(
         "--kinds", nargs="+", default=["gaussian", "decay"], help="matrix classes (riemsvd.bench)"
     )
-    ap.add_argument("--brockett", default="1000x4", help="NxP of the Brockett problem ('none' to skip)")
+    ap.add_argument(
+        "--brockett",
+        type=lambda text: None if text == "none" else shape_arg(text),
+        default="1000x4",
+        help="NxP of the Brockett problem ('none' to skip)",
+    )
     ap.add_argument("--gtol", type=float, default=1e-10, help="stop at ‖grad f‖ ≤ gtol·σ₁")
-    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
-    ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    ap.add_argument("--reps", type=positive_int, default=5, help="interleaved repetitions")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch and BLAS threads")
     args = ap.parse_args(argv)
-    m, n = (int(x) for x in args.shape.lower().split("x"))
-    shape = (m, n)
+    shape = args.shape
     pm = _pymanopt()
     print(
         f"riemsvd {riemsvd.__version__}, torch {torch.__version__}, "
@@ -267,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     with thread_limits(args.threads):
         for kind in args.kinds:
             rows += run_pair(kind, shape, args.gtol, args.reps)
-        if args.brockett != "none":
-            n, p = (int(x) for x in args.brockett.lower().split("x"))
+        if args.brockett is not None:
+            n, p = args.brockett
             rows += run_brockett(n, p, args.gtol, max(1, args.reps // 2))
     print(table(rows))
     # the rows' names were explained only in the module docstring (a new user's trial)

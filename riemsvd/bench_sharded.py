@@ -187,24 +187,28 @@ def _table(args, single: dict, sharded: dict[int, dict]) -> tuple[str, list[dict
 
 
 def parse_args(argv=None):
-    from riemsvd.bench import HelpFormatter
+    from riemsvd.bench import HelpFormatter, positive_int, shape_arg
 
     parser = argparse.ArgumentParser(
         prog="python -m riemsvd.bench_sharded",
         description=__doc__.split("\n")[0],
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--size", default="4000x2000", help="m x n")
-    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4], help="process counts to compare")
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 8], help="numbers of triplets")
+    parser.add_argument("--size", type=shape_arg, default="4000x2000", help="m x n")
+    parser.add_argument(
+        "--processes", type=positive_int, nargs="+", default=[2, 4], help="process counts to compare"
+    )
+    parser.add_argument("--k", type=positive_int, nargs="+", default=[1, 8], help="numbers of triplets")
     parser.add_argument("--classes", nargs="+", default=["gaussian", "decay"], help="matrix classes")
     parser.add_argument("--tol", type=float, default=1e-10, help="relative residual")
-    parser.add_argument("--reps", type=int, default=3, help="median of this many runs")
+    parser.add_argument("--reps", type=positive_int, default=3, help="median of this many runs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the matrices")
     parser.add_argument("--backward", action="store_true", help="also time forward + backward")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
-    args.m, args.n = (int(x) for x in args.size.lower().split("x"))
+    args.m, args.n = args.size
+    if max(args.k) > min(args.size):
+        parser.error(f"--k: {max(args.k)} triplets of a {args.m}x{args.n} matrix; at most {min(args.size)}")
     return args
 
 

@@ -34,7 +34,7 @@ from torch import nn
 import riemsvd
 import riemsvd.nn as rnn
 from riemsvd._tolerance import default_tol
-from riemsvd.bench import HelpFormatter, make_matrix, thread_limits, threads_text
+from riemsvd.bench import HelpFormatter, make_matrix, positive_int, thread_limits, threads_text
 from riemsvd.bench.runners import clock
 
 __all__ = ["main", "run_batch", "run_compiled", "run_galore", "run_import", "run_steps"]
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m riemsvd.bench_training", description=about, formatter_class=HelpFormatter
     )
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="what to measure")
-    ap.add_argument("--steps", type=int, default=100, help="timed training steps per model")
+    ap.add_argument("--steps", type=positive_int, default=100, help="timed training steps per model")
     ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (None: torch's)")
     ap.add_argument(
         "--device",

@@ -87,6 +87,31 @@ def test_a_bad_command_line_value_is_a_usage_error_naming_its_option(argv, messa
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("bench_training", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+        ("bench_bounds", ["--reps", "0"], "argument --reps: must be at least 1, got 0"),
+        ("bench_bounds", ["--sizes", "3x"], "argument --sizes: expected MxN like 2000x1000, got '3x'"),
+        ("bench_sharded", ["--processes", "0"], "argument --processes: must be at least 1"),
+        ("bench_sharded", ["--size", "40x0"], "argument --size: both dimensions must be at least 1"),
+        ("bench_sharded", ["--k", "50", "--size", "40x20"], "--k: 50 triplets of a 40x20 matrix; at most 20"),
+        ("bench_optim", ["--shape", "3x"], "argument --shape: expected MxN"),
+        ("bench_optim", ["--brockett", "10"], "argument --brockett: expected MxN"),
+    ],
+)
+def test_the_other_benchmarks_refuse_a_bad_value_naming_its_option(module, argv, message, capsys):
+    """They ended in tracebacks (a StatisticsError for --steps 0 and --reps 0, a missing results
+    file for --processes 0, a ValueError from inside the solve for --size 40x0; a new user's trial)."""
+    import importlib
+
+    mod = importlib.import_module(f"riemsvd.{module}")
+    with pytest.raises(SystemExit) as exit_:
+        (mod.parse_args if module == "bench_sharded" else mod.main)(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_a_run_whose_every_solver_is_missing_is_refused(monkeypatch, capsys):
     """--solvers primme without primme ran, every row "skipped", a summary of riemsvd over no one,
     exit 0 (a new user's trial). The default --k that does not fit a size says it is the default."""

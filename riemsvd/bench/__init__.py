@@ -11,7 +11,7 @@ interleaved timing: ``run_case``), ``experiments`` (the solver table, warm start
 
 from riemsvd.bench.accuracy import relative_residual, sigma_error
 from riemsvd.bench.backward import run_backward
-from riemsvd.bench.cli import HelpFormatter, main, parse_args
+from riemsvd.bench.cli import HelpFormatter, main, parse_args, positive_int, shape_arg
 from riemsvd.bench.config import Config
 from riemsvd.bench.experiments import run, run_batched, run_warm
 from riemsvd.bench.harness import fill_ratios, run_case, thread_limits, threads_text
@@ -50,12 +50,14 @@ __all__ = [
     "make_problem",
     "parse_args",
     "plot",
+    "positive_int",
     "relative_residual",
     "run",
     "run_backward",
     "run_batched",
     "run_case",
     "run_warm",
+    "shape_arg",
     "sigma_error",
     "summarize",
     "summarize_backward",

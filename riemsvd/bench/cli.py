@@ -27,7 +27,7 @@ from riemsvd.bench.solvers import SOLVERS, resolve_solvers
 from riemsvd.bench.summary import summarize
 from riemsvd.bench.tables import format_backward, format_batched, format_summary, format_table, format_warm
 
-__all__ = ["HelpFormatter", "main", "parse_args"]
+__all__ = ["HelpFormatter", "main", "parse_args", "positive_int", "shape_arg"]
 
 
 def _list(values: list[str]) -> list[str]:
@@ -42,6 +42,27 @@ def _size(text: str) -> tuple[int, int]:
     if m < 1 or n < 1:
         raise ValueError(f"--sizes: both dimensions must be at least 1, got {text!r}")
     return m, n
+
+
+def shape_arg(text: str) -> tuple[int, int]:
+    """An ``argparse`` type for an option's MxN, e.g. ``--size 2000x1000``, for the other benchmarks'
+    command lines (a bad one had ended in a traceback from deep inside; a new user's trial)."""
+    try:
+        return _size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--sizes: ")) from None
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type for a count of at least 1 (steps, repetitions, processes, k): 0 had ended
+    in a StatisticsError or a missing results file (a new user's trial)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _check_device(text: str) -> None:
