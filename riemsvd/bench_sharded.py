@@ -59,11 +59,14 @@ def _cases(args):
 
 
 def _warm_up() -> None:
-    """One small solve and backward first: the first call pays one-time set-up (thread pools, imports)."""
+    """One small solve and backward first, by the iteration (which every solve here takes): the first
+    call pays one-time set-up (thread pools, imports). The dense path's alone left the iteration's
+    first call in the first case's time (a 200×100 baseline took 197 ms with --reps 1, 2 ms after;
+    a new user's trial)."""
     import riemsvd
 
     leaf = torch.randn(64, 32, dtype=torch.float64).requires_grad_(True)
-    riemsvd.solve(leaf, 2).S.sum().backward()
+    riemsvd.solve(leaf, 2, method="iterative").S.sum().backward()
 
 
 def _single(args) -> dict:
@@ -73,7 +76,13 @@ def _single(args) -> dict:
     results = {}
     for kind, k in _cases(args):
         a = _matrix(kind, args.m, args.n, args.seed)
-        seconds, out = _timed(lambda a=a, k=k: riemsvd.solve(a, k, tol=args.tol), args.reps)
+
+        # the iteration, as the sharded solves run it: at small sizes "auto" took the dense path,
+        # whose products (the check's) and time compared nothing alike (a new user's trial)
+        def one(a=a, k=k):
+            return riemsvd.solve(a, k, tol=args.tol, method="iterative")
+
+        seconds, out = _timed(one, args.reps)
         record = {"seconds": seconds, "matvecs": out.info.matvecs, "iterations": out.info.iterations}
         record["s"] = out.S.tolist()
         if args.backward:
@@ -81,7 +90,7 @@ def _single(args) -> dict:
 
             def fwd_bwd(a=a, k=k, weights=weights):
                 leaf = a.clone().requires_grad_(True)
-                _loss(weights, *riemsvd.solve(leaf, k, tol=args.tol)).backward()
+                _loss(weights, *riemsvd.solve(leaf, k, tol=args.tol, method="iterative")).backward()
 
             record["backward_seconds"] = _timed(fwd_bwd, args.reps)[0]
         results[(kind, k)] = record
