@@ -46,6 +46,29 @@ def test_spectral_norm_digits_keeps_sigma_at_one(tmp_path):
     assert out["riemsvd_accuracy"] > 0.5
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--tol", "1e-8"], "apply to --benchmark's step only"),
+        (["--benchmark", "--tol", "0"], "--tol must be in (0, 1)"),
+    ],
+)
+def test_spectral_norm_digits_refuses_bad_options_before_training(argv, message):
+    """--epochs 0 failed in max() after loading the data, --benchmark --tol 0 after the whole training,
+    and --tol without --benchmark was silently unused (a new user's trial)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "spectral_norm_digits.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
 def test_track_singular_pair_follows_sigma_at_a_fraction_of_the_solves_cost(tmp_path):
     pytest.importorskip("matplotlib")
     out = _load("track_singular_pair").run(steps=80, plot_path=tmp_path / "track.png")
