@@ -227,9 +227,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     gradient_tol : float, optional
         A step with ‖grad f‖ ≤ ``gradient_tol`` does not move and sets ``info.stop_reason`` to
         ``"gradient norm"`` (0: only at a gradient of exactly 0). The gradient cannot fall below the
-        rounding of its dtype
-        (near 1e-5 for a float32 leading pair of a 400×200 Gaussian matrix, whose σ₁ is about 34):
-        where ``gradient_tol`` asks for less, the steps stop ``"stalled"`` (``patience``). Default
+        rounding of its dtype (near 1e-5 for a float32 leading pair of a 400×200 Gaussian matrix,
+        whose σ₁ is about 34): where ``gradient_tol`` asks for less, the steps stop ``"stalled"``
+        (``patience``). Default
         (None): that rounding, ε·√N·‖∇f‖ at the step (ε of the parameters' least precise dtype, N
         their entries, ∇f the Euclidean gradient), which the gradient norm reaches: the floor
         measured was 0.04–0.26 of it (leading pairs, Rayleigh quotients and Brockett costs of
