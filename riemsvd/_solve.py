@@ -222,8 +222,7 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
-    if isinstance(A, np.ndarray) and A.dtype.kind == "f" and A.dtype.itemsize == 2:  # float16, as a tensor
-        A = _from_numpy(A, half=True)
+    A = _from_numpy(A, half=True)  # a float16 array as the float16 tensor (a new user's trial)
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
     if torch.compiler.is_compiling() and (is_sharded(A) or torch.autograd.forward_ad._current_level >= 0):

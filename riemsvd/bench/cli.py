@@ -34,35 +34,37 @@ def _list(values: list[str]) -> list[str]:
     return [x for v in values for x in v.split(",") if x]
 
 
-def _size(text: str) -> tuple[int, int]:
+def shape_arg(text: str) -> tuple[int, int]:
+    """An ``argparse`` type for an MxN (``2000x1000``, or ``2000×1000`` as the tables print it): this
+    benchmark's ``--sizes`` and the other benchmarks' shapes (a bad one had ended in a traceback from
+    deep inside; a new user's trial)."""
     try:
-        m, n = (int(x) for x in text.lower().replace("×", "x").split("x"))  # as the tables print it
+        m, n = (int(x) for x in text.lower().replace("×", "x").split("x"))
     except ValueError:
-        raise ValueError(f"--sizes: expected MxN like 2000x1000, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected MxN like 2000x1000, got {text!r}") from None
     if m < 1 or n < 1:
-        raise ValueError(f"--sizes: both dimensions must be at least 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"both dimensions must be at least 1, got {text!r}")
     return m, n
 
 
-def shape_arg(text: str) -> tuple[int, int]:
-    """An ``argparse`` type for an option's MxN, e.g. ``--size 2000x1000``, for the other benchmarks'
-    command lines (a bad one had ended in a traceback from deep inside; a new user's trial)."""
-    try:
-        return _size(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--sizes: ")) from None
-
-
 def positive_int(text: str) -> int:
-    """An ``argparse`` type for a count of at least 1 (steps, repetitions, processes, k): 0 had ended
+    """An ``argparse`` type for a count of at least 1 (k, steps, repetitions, processes): 0 had ended
     in a StatisticsError or a missing results file (a new user's trial)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected whole numbers like 1 8, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _parsed(option: str, parse, text: str):
+    """``parse(text)`` for an option read from a comma list, its error as a ValueError naming it."""
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"{option}: {err}") from None
 
 
 def _check_device(text: str) -> None:
@@ -76,16 +78,6 @@ def _check_device(text: str) -> None:
         raise ValueError(f"--device {text}: this torch has no CUDA device; use --device cpu")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device: the benchmark runs on cpu or cuda, got {text!r}")
-
-
-def _k(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        raise ValueError(f"--k: expected whole numbers like 1 8, got {text!r}") from None
-    if k < 1:
-        raise ValueError(f"--k: must be at least 1, got {k}")
-    return k
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -130,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--seed", type=int, default=d.seed, help="seed of the matrices and starts")
     a = ap.parse_args(argv)
     try:  # every value's problem as a usage error naming its option, not a traceback
-        sizes = [_size(s) for s in _list(a.sizes)]
-        ks = [_k(k) for k in _list(a.k)]
+        sizes = [_parsed("--sizes", shape_arg, s) for s in _list(a.sizes)]
+        ks = [_parsed("--k", positive_int, k) for k in _list(a.k)]
         too_large = [(k, m, n) for k in ks for m, n in sizes if k > min(m, n)]
         if too_large:
             k, m, n = too_large[0]
