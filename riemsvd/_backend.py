@@ -315,9 +315,10 @@ def readable_number(t: torch.Tensor) -> float | None:
         return None
 
 
-def readable_any(t: torch.Tensor, default: bool) -> bool:
-    """``bool(t.any())``, or ``default`` where the value cannot be read on the host: inside
-    ``torch.func.vmap`` (as ``jacfwd`` uses), where data-dependent branching is not allowed."""
+def readable_any(t, default: bool) -> bool:
+    """``bool(t.any())`` of a tensor (or numpy array), or ``default`` where the value cannot be read on
+    the host: inside ``torch.func.vmap`` (as ``jacfwd`` uses), where data-dependent branching is not
+    allowed."""
     try:
         return bool(t.any())
     except RuntimeError:

@@ -210,16 +210,24 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
 
     Returns an :class:`Outcome` like the iteration's, with ``iterations`` 0 and ``reason``
     "whole space" (the search space is all of A's row space: the result is exact to rounding).
-    """
+
+    One matrix on the CPU is decomposed and checked in numpy (its :class:`HostView`), as the
+    iteration's loop is: a torch call on small arrays costs 2–5 µs against numpy's 1, and the path
+    makes some sixty of them (an 8×8 float32 solve took 293 µs, a 10×256 one 307, where LAPACK's SVD
+    took 15 and 64; docs/algorithm.md, "The dense path")."""
     a = op.a.detach() if op.scale is None else op.a.detach() * op.scale
+    host = op.on_host() if a.dim() == 2 else None
+    matrix = a if host is None else a.numpy()  # one CPU matrix: its numpy view (on_host found one)
+    work = op if host is None else host
     u = v = None
     if op.dtype == torch.float32:
-        u, v = _gram_triplets(a, k, tol)
+        u, v = _gram_triplets(matrix, k, tol)
         op.matvecs += min(op.shape) + k  # the Gram matrix, then A V (or Aᵀ U)
     if u is None:
         u, v = _svd_triplets(a, k)
+        u, v = (u, v) if host is None else (u.numpy(), v.numpy())
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
-    u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), None, tol)
+    u, s, v, residual, errors = verify(work, _contiguous(u), _contiguous(v), None, tol)
     short = np.asarray(~(residual <= tol))  # per matrix of a batch; 0-dim for one matrix
     if op.dtype == torch.float32 and short.any():
         # float32's own rounding short of tol: a 1536×384 matrix of identical rows (rank one) came
@@ -230,9 +238,15 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         redo = torch.from_numpy(short).to(a.device)  # a 0-dim mask makes a[redo] a batch of one
         u2, v2 = _svd_triplets(a[redo].to(torch.float64), k)
         u[redo], v[redo] = u2.to(op.dtype), v2.to(op.dtype)
-        u, s, v, residual, errors = verify(op, u.contiguous(), v.contiguous(), None, tol)
+        u_, v_ = (u, v) if host is None else (u.numpy(), v.numpy())
+        u, s, v, residual, errors = verify(work, _contiguous(u_), _contiguous(v_), None, tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0, "dense")
+
+
+def _contiguous(x):
+    """A tensor or numpy array with its columns' entries adjacent (as the products and checks take them)."""
+    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
 
 
 def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,43 +261,42 @@ def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return uu[..., :k], vh[..., :k, :].mT
 
 
-def _top_right_vectors(a64: torch.Tensor, k: int, tall: bool) -> torch.Tensor:
+def _top_right_vectors(a64, k: int, tall: bool):
     """The k leading eigenvectors, descending, of the smaller Gram matrix of the float64 ``a64``
-    (..., m, n): A64ᵀA64 where ``tall``, else A64A64ᵀ. For one matrix on the CPU, BLAS's syrk, which
-    forms the upper triangle alone, and LAPACK's MRRR for the k alone (:func:`_top_eigenpairs`, which
-    reads that triangle); else torch's product and eigh, all of them. On one BLAS thread (the dense
-    path's) against torch's two, 3.8 ms against 8.0 at 1024×256 and k = 8, 12.2 against 23.2 at
-    1536×384, 156 against 265 at 4096×1024 (2-core AMD EPYC)."""
-    if a64.dim() == 2 and a64.device.type == "cpu":
-        try:
-            rows = a64.numpy().T  # Aᵀ, Fortran-ordered: syrk takes it without a copy
-        except (RuntimeError, TypeError):  # wrapped by a torch.func transform: no numpy view
-            rows = None
-        if rows is not None:
-            upper = dsyrk(1.0, rows, trans=0 if tall else 1)
-            return torch.from_numpy(_top_eigenpairs(upper, k)[1].copy())  # descending: a reversed view
+    (..., m, n): A64ᵀA64 where ``tall``, else A64A64ᵀ. For one matrix on the host (a numpy array),
+    BLAS's syrk, which forms the upper triangle alone, and LAPACK's MRRR for the k alone
+    (:func:`_top_eigenpairs`, which reads that triangle); else torch's product and eigh, all of them.
+    On one BLAS thread (the dense path's) against torch's two, 3.8 ms against 8.0 at 1024×256 and
+    k = 8, 12.2 against 23.2 at 1536×384, 156 against 265 at 4096×1024 (2-core AMD EPYC)."""
+    if isinstance(a64, np.ndarray):  # Aᵀ is Fortran-ordered for a row-major A: syrk takes it as it is
+        return _top_eigenpairs(dsyrk(1.0, a64.T, trans=0 if tall else 1), k)[1]
     gram = a64.mT @ a64 if tall else a64 @ a64.mT
     return torch.linalg.eigh(gram)[1][..., -k:].flip(-1)  # ascending
 
 
-def _gram_triplets(a: torch.Tensor, k: int, tol: float):
+def _gram_triplets(a, k: int, tol: float):
     """(U, V) in a's dtype from the eigendecomposition of the smaller Gram matrix in float64, or
-    (None, None) where rounding leaves them short of ``tol`` (σ_k too small beside σ₁, or zero)."""
-    a64 = a.to(torch.float64)
+    (None, None) where rounding leaves them short of ``tol`` (σ_k too small beside σ₁, or zero).
+    ``a``: a tensor (..., m, n), or one matrix on the host as a numpy array (then numpy arrays)."""
+    on_host = isinstance(a, np.ndarray)
+    a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
     tall = a.shape[-2] >= a.shape[-1]
     top = _top_right_vectors(a64, k, tall)
-    image = a64 @ top if tall else a64.mT @ top
-    norms = torch.linalg.vector_norm(image, dim=-2, keepdim=True)
-    other = image / norms
-    eye = torch.eye(k, dtype=torch.float64, device=a.device)
-    # both sides: the selected eigenvectors are orthonormal to rounding (MRRR's), and checked anyway
-    lost = torch.maximum(
-        (other.mT @ other - eye).abs().amax((-2, -1)), (top.mT @ top - eye).abs().amax((-2, -1))
-    )
+    image = a64 @ top if tall else a64.swapaxes(-1, -2) @ top
+    other = image / (image * image).sum(-2, keepdims=True) ** 0.5
     # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
-    # default_tol), whatever tol asks. Under a torch.func transform nothing can be read: then the SVD.
-    floor = min(tol, product_floor(a.dtype, *a.shape[-2:]))
-    if readable_any(~(lost <= floor), default=True):  # also NaN, from a zero σ
-        return None, None
-    other, top = other.to(a.dtype), top.to(a.dtype)
+    # default_tol), whatever tol asks; both sides, though MRRR's eigenvectors are orthonormal to
+    # rounding. Under a torch.func transform nothing can be read: then the SVD.
+    floor = min(tol, product_floor(torch.float32, *a.shape[-2:]))  # the path of a float32 A
+    if readable_any(~(_off_identity(other) <= floor) | ~(_off_identity(top) <= floor), default=True):
+        return None, None  # also NaN, from a zero σ
+    other, top = (x.astype(a.dtype) if on_host else x.to(a.dtype) for x in (other, top))
     return (other, top) if tall else (top, other)
+
+
+def _off_identity(q):
+    """max |QᵀQ − I| per matrix (...) of a numpy array or tensor q (..., rows, k)."""
+    g = q.swapaxes(-1, -2) @ q
+    if isinstance(g, np.ndarray):
+        return np.abs(g - np.eye(g.shape[-1])).max(axis=(-2, -1))
+    return (g - torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)).abs().amax((-2, -1))

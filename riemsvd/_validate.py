@@ -357,10 +357,8 @@ def _check_init(a, init, k, m, n) -> None:
 def _broadcasts_to(shape: tuple[int, ...], batch: tuple[int, ...]) -> bool:
     """Whether a warm start's batch shape broadcasts to A's without changing it (torch's rules:
     ``(1, 4)`` and ``(4,)`` to ``(3, 4)``; not ``(3, 4)`` to ``(4,)``)."""
-    try:
-        return tuple(torch.broadcast_shapes(shape, batch)) == tuple(batch)
-    except RuntimeError:
-        return False
+    # in Python: torch.broadcast_shapes took 5 µs a call, twice a warm solve
+    return len(shape) <= len(batch) and all(s in (1, b) for s, b in zip(shape[::-1], batch[::-1]))
 
 
 def check_init_u(a, u0: torch.Tensor) -> None:
