@@ -409,7 +409,8 @@ def blas_ready(a):
     contiguous, as BLAS reads a matrix (a transposed view, a slice of rows or of columns), else as one
     contiguous copy: for a view strided both ways (A[:, ::2]) every product made its own copy or ran
     numpy's plain loops, and the checks read it strided (2000×1000: 6–13× the solve's time, k = 1
-    and 8). The copy is differentiable: gradients reach the view. Anything else is returned as it is."""
+    and 8); one too where its entries lie at addresses that are no multiple of their size. The copy
+    is differentiable: gradients reach the view. Anything else is returned as it is."""
     if not isinstance(a, torch.Tensor) or a.layout != torch.strided or a.is_nested or a.dim() < 2:
         return a  # a nested tensor too: the checks name what it is
     m, n = a.shape[-2:]
@@ -418,7 +419,13 @@ def blas_ready(a):
     except RuntimeError:  # a tensor inside a torch.func transform has no strides to read
         return a
     readable = m <= 1 or n <= 1 or (cs == 1 and rs >= n) or (rs == 1 and cs >= m)
-    return a if readable else a.contiguous()
+    # entries at an address that is no multiple of their size (torch.frombuffer at an odd offset):
+    # the C kernels refuse to read them as floats (a TypeError from inside, a new user's trial)
+    try:
+        aligned = a.data_ptr() % a.element_size() == 0
+    except (RuntimeError, NotImplementedError):  # no storage to read (a fake tensor under torch.compile)
+        aligned = True
+    return a if readable and aligned else a.clone(memory_format=torch.contiguous_format)
 
 
 def _per_matrix(a: np.ndarray, x: np.ndarray, product) -> np.ndarray:

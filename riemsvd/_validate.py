@@ -64,6 +64,10 @@ _METHODS = ("auto", "iterative", "dense", "trust-region")
 # The arguments of riemsvd.solve and riemsvd.norm_bounds
 
 
+_QUANTIZED = (torch.qint8, torch.quint8, torch.qint32, torch.quint4x2, torch.quint2x4)
+_SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
+
 def _check_float_dtype(dtype, what: str) -> None:
     if dtype in _FLOATS:
         return
@@ -72,6 +76,8 @@ def _check_float_dtype(dtype, what: str) -> None:
             f"`{what}` is complex ({dtype}); riemsvd handles real matrices only. "
             "Split into real and imaginary parts, or use torch.linalg.svd."
         )
+    if isinstance(dtype, torch.dtype) and dtype in _QUANTIZED:  # A.double() refuses a quantized tensor
+        raise TypeError(f"`{what}` is a quantized tensor ({dtype}); pass `{what}.dequantize()`.")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # integers, bool
         raise TypeError(
             f"`{what}` has dtype {dtype}; riemsvd needs floating values (float32 or float64). Convert "
@@ -120,6 +126,8 @@ def _finite(magnitude: torch.Tensor) -> bool:
 
 
 def _check_sparse(a: torch.Tensor) -> None:
+    if a.layout not in _SPARSE_LAYOUTS:  # an MKL-DNN tensor had been told to become CSR (a trial)
+        raise ValueError(f"`A` has layout {a.layout}, which riemsvd does not take; pass `A.to_dense()`.")
     if a.layout not in (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc):
         raise ValueError(
             f"a sparse `A` must be COO, CSR or CSC, got {a.layout}; convert it with `A.to_sparse_csr()`."

@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import math
+import re
 import warnings
 from unittest import mock
 
@@ -106,6 +107,39 @@ def test_a_nested_tensor_is_refused_naming_what_to_do():
         nested = torch.nested.nested_tensor([torch.randn(3, 4), torch.randn(3, 5)])
     with pytest.raises(TypeError, match="nested tensor.*unbind"):
         riemsvd.solve(nested, 1)
+
+
+def test_tensors_of_other_layouts_and_quantized_ones_are_told_what_to_pass():
+    """An MKL-DNN tensor had been told it was a sparse one to convert to CSR, a quantized one to call
+    `A.double()`, which it refuses (a new user's trial)."""
+    with pytest.raises(ValueError, match=r"layout torch._mkldnn.*A\.to_dense\(\)"):
+        riemsvd.solve(torch.randn(5, 4).to_mkldnn(), 2)
+    with warnings.catch_warnings():  # torch deprecates its quantized tensors' constructors
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = torch.quantize_per_tensor(torch.randn(5, 4), 0.1, 0, torch.qint8)
+    with pytest.raises(TypeError, match=r"quantized tensor \(torch.qint8\).*A\.dequantize\(\)"):
+        riemsvd.solve(quantized, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", ["auto", "dense", "iterative"])
+def test_entries_not_aligned_to_their_size_are_solved(dtype, method):
+    """A matrix read at an odd offset of a buffer (torch.frombuffer past a one-byte header): the C
+    kernels had refused it with a TypeError from inside, in every method (a new user's trial). In
+    float32 at a tol below its product floor, the float64 check's one pass over A runs in C too."""
+    a = torch.randn(60, 40, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    raw = bytearray(b"H" + a.numpy().tobytes())
+    odd = torch.frombuffer(raw, dtype=dtype, offset=1).reshape(60, 40).requires_grad_()
+    assert odd.data_ptr() % odd.element_size() != 0
+    tol = 3e-7 if dtype == torch.float32 else None  # below float32's product floor here, 1.8e-6
+    result = riemsvd.solve(odd, 2, tol=tol, method=method)
+    exact = torch.linalg.svdvals(a.double())[:2]
+    assert bool(result.info.converged)
+    assert bool(((result.S.double() - exact).abs() <= result.info.errors.double()).all())
+    (grad,) = torch.autograd.grad(result.S[0], odd)  # uᵢvᵢᵀ, reached through the copy
+    torch.testing.assert_close(grad, torch.outer(result.U[:, 0], result.V[:, 0]))
+    odd_array = np.frombuffer(raw, dtype=a.numpy().dtype, offset=1).reshape(60, 40)
+    torch.testing.assert_close(riemsvd.solve(odd_array, 2, tol=tol, method=method).S, result.S.detach())
 
 
 def test_numpy_array_of_integers_raises_type_error_naming_the_dtype():
@@ -293,6 +327,13 @@ def test_convergence_warning_says_the_remedy_that_fits():
     with pytest.warns(riemsvd.ConvergenceWarning, match="dense path.*below what rounding.*float64") as caught:
         riemsvd.solve(torch.randn(50, 30), 2, tol=1e-20, method="dense")
     assert "maxiter" not in str(caught[0].message)
+    # a tol above the rounding's scale that LAPACK's SVD still missed (6.1e-15 at a scale of 2e-15,
+    # a 20×12 Gaussian): "below" had read as wrong beside the smaller scale quoted (a new user's trial)
+    from riemsvd._solve import _not_converged
+
+    missed = riemsvd.SolveInfo(torch.tensor(False), 0, 12, torch.tensor(6.1e-15), 4e-15, method="dense")
+    text = _not_converged(missed, torch.float64, (20, 12))
+    assert re.search(r"tol = 4e-15 .*tol is near what rounding.*\(about 2e-15", text), text
 
 
 def test_a_stall_far_above_rounding_is_not_blamed_on_rounding():
