@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from riemsvd._backend import no_autocast
+from riemsvd._dense import prefer_dense
 from riemsvd._ops import pair_owner_key, refresh_pair
 from riemsvd._result import ConvergenceWarning, ResolutionWarning
 from riemsvd._solve import solve
@@ -64,6 +65,16 @@ class PairTracker:
         self.sigma2: float | None = None
         self.age = 0
         self.rival: torch.Tensor | None = None  # v of σ₂ at the last two-triplet solve (see _lean)
+        self.misses = 0  # forwards in a row that solved (see resting)
+
+    def resting(self) -> bool:
+        """Whether a forward whose solve is a whole decomposition (a small weight: the dense path,
+        whose cost the power steps approach) goes to it straight: after two forwards in a row that
+        solved, the power steps are tried on every eighth only. Where a layer's top stays clustered
+        every forward solves, and its power steps, their test and the start's lean took 120–150 µs
+        of the 0.35–0.5 ms a forward cost (a 64×64 weight; a new user's trial of fresh CNN,
+        attention and LSTM layers, whose steps took 1.9–3.6× torch's)."""
+        return self.misses >= 2 and self.misses % 8 != 0
 
     def gap(self) -> float:
         assert self.sigma1 is not None and self.sigma2 is not None  # set together by record
@@ -269,16 +280,18 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     ``tracker`` that estimates σ₂, when Kato–Temple's (r²/2)/(σ − σ₂) is — the σ error of a power
     step is quadratic in r, so during training this usually holds with r far above tol. Otherwise
     :func:`riemsvd.solve` runs from the power step's pair: for one triplet, or for two when the
-    tracker's σ₂ is unknown or stale (then it learns σ₂ and its error bar). The random draws a solve
-    may need come from a fixed-seed generator, so a training forward (or an assignment, whose solve
-    is cold) never consumes the global RNG.
+    tracker's σ₂ is unknown or stale (then it learns σ₂ and its error bar); where that solve is a
+    whole decomposition, after two forwards in a row that solved, without the power steps on seven
+    forwards of eight (:meth:`PairTracker.resting`). The random draws a solve may need come from a
+    fixed-seed generator, so a training forward (or an assignment, whose solve is cold) never
+    consumes the global RNG.
     """
     m, n = (target.shape[-2], target.shape[-1])
     tol = _resolvable(tol, target.dtype, m, n)
     s0: float | None = None
     stored_v = None if init is None else init[1]
-    if init is not None:
-        tol_ = tol if tol is not None else default_tol(init[1].dtype, m, n)
+    tol_ = tol if tol is not None else default_tol(target.dtype, m, n)
+    if init is not None and not (tracker is not None and tracker.resting() and _whole(target, tol_)):
         v = init[1]
         for _ in range(tracker.power_steps if tracker is not None else 1):
             step = power_step(products, v)
@@ -286,6 +299,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
             if trusted(step, tol_, tracker, products):
                 if tracker is not None:
                     tracker.age += 1
+                    tracker.misses = 0
                 return u, v, torch.tensor(step.sigma, dtype=u.dtype, device=u.device)
             if not (s0 > 0 and tracker is not None and tracker.margin(s0) is not None):
                 break  # a second step is worth it only where the quadratic test can pass
@@ -296,9 +310,14 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
             if 0 < s0 < math.inf  # a stored pair that is garbage (an uninitialized buffer): a cold solve
             else None
         )
-    if init is not None and tracker is not None and tracker.rival is not None:
+    if tracker is not None:
+        tracker.misses += 1
+    if init is not None and _whole(target, tol_):
+        init = None  # which it does not use: its checks cost 20–50 µs
+    elif init is not None and tracker is not None and tracker.rival is not None:
         init = (init[0], _lean(init[1], tracker.rival))
-    learn = tracker is not None and (s0 is None or not 0 < s0 < math.inf or tracker.stale())
+    fresh = stored_v is None or (s0 is not None and not 0 < s0 < math.inf)  # no pair to go by
+    learn = tracker is not None and (fresh or tracker.stale())
     k = min(2, m, n) if learn else 1
     generator = torch.Generator().manual_seed(0)
     with warnings.catch_warnings():  # σ₂ only feeds the gap estimate, error bar included
@@ -321,6 +340,13 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     if tracker is not None and stored_v is not None:
         tracker.follow_turn(stored_v, out.V[:, 0])
     return out.U[:, 0], out.V[:, 0], out.S[0]
+
+
+def _whole(target, tol: float) -> bool:
+    """Whether a solve of ``target`` is a whole decomposition (the dense path of a small weight),
+    which takes no start."""
+    m, n = target.shape[-2:]
+    return type(target) is torch.Tensor and prefer_dense((m, n), 1, 1, target.dtype, target.device, tol)
 
 
 _FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
