@@ -752,6 +752,9 @@ def check_radius_rule(accept, shrink, grow, kappa, theta) -> None:
         raise ValueError(f"`theta` must be in (0, 1], got {theta}.")
 
 
+_LARGEST_RADIUS = 1e150
+
+
 def check_trust_region_args(
     radius, max_radius, max_inner, gradient_tol, preconditioner, patience=None
 ) -> None:
@@ -761,10 +764,12 @@ def check_trust_region_args(
             _check_real(value, name)
     if gradient_tol is not None:  # None: the gradient's rounding
         _check_real(gradient_tol, "gradient_tol")
-    if max_radius is not None and not max_radius > 0:
-        raise ValueError(f"`max_radius` must be positive, got {max_radius}.")
-    if radius is not None and not radius > 0:
-        raise ValueError(f"`radius` must be positive, got {radius}.")
+    # finite, with a finite square (the model's boundary solves for Δ²): with inf every step was
+    # rejected and the radius stayed inf, without end (a new user's trial)
+    if max_radius is not None and not 0 < max_radius <= _LARGEST_RADIUS:
+        raise ValueError(f"`max_radius` must be positive and at most {_LARGEST_RADIUS:g}, got {max_radius}.")
+    if radius is not None and not 0 < radius <= _LARGEST_RADIUS:
+        raise ValueError(f"`radius` must be positive and at most {_LARGEST_RADIUS:g}, got {radius}.")
     if radius is not None and max_radius is not None and radius > max_radius:
         raise ValueError(f"`radius` ({radius}) must not exceed `max_radius` ({max_radius}).")
     if max_inner is not None and (
@@ -786,7 +791,8 @@ _RULE_OPTIONS = ("accept", "shrink", "grow", "kappa", "theta", "preconditioner",
 def check_param_groups(param_groups, defaults: dict) -> None:
     """No trust-region option set per parameter group: one trust region spans all parameters."""
     for group in param_groups:
-        own = [key for key, value in defaults.items() if group[key] != value]
+        # .get: torch's __setstate__ adds defaults (differentiable) that loaded groups lack
+        own = [key for key, value in defaults.items() if group.get(key, value) != value]
         own += [key for key in _RULE_OPTIONS if key in group]
         if own:
             raise ValueError(

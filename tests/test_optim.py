@@ -4,6 +4,7 @@ a Procrustes fit with a Euclidean part), its quadratic convergence, its Hessian,
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 
 import geoopt
@@ -29,12 +30,12 @@ def _unit(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def _run(opt: RiemannianTrustRegion, closure, steps: int = 100) -> list:
-    """The info of every step, until the gradient norm is within the optimizer's gradient_tol."""
+    """The info of every step, until one that stops (converged, or stalled)."""
     infos = []
     for _ in range(steps):
         opt.step(closure)
         infos.append(opt.info)
-        if opt.info.converged:
+        if opt.info.stop_reason:
             break
     return infos
 
@@ -553,3 +554,86 @@ def test_the_stall_rule_leaves_slow_progress_rejections_and_a_new_closure_alone(
     infos = _run(opt, lambda: -(u @ b @ v))  # the same optimizer on another matrix
     sigma = float((u @ b @ v).detach())
     assert infos[-1].converged and abs(sigma - float(torch.linalg.svdvals(b)[0])) < 1e-10
+
+
+def test_a_loaded_state_brings_its_options_and_takes_a_new_group():
+    """After load_state_dict, add_param_group raised KeyError('differentiable') and kept the group,
+    never optimized; a gradient_tol saved with the state showed in param_groups while the
+    constructor's ran on (a new user's trial)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 6, dtype=torch.float64, generator=g)
+    x, y = (_on(SPHERE, _unit(6, g)) for _ in range(2))
+    saved = RiemannianTrustRegion([x], gradient_tol=1e-3).state_dict()
+    opt = RiemannianTrustRegion([x])
+    opt.load_state_dict(saved)
+    assert opt.gradient_tol == 1e-3
+    opt.add_param_group({"params": [y]})
+    _run(opt, lambda: -(x @ a @ y), 100)
+    assert opt.info.stop_reason == "gradient norm" and opt.info.gradient_norm <= 1e-3
+    s1 = float(torch.linalg.svdvals(a)[0])
+    assert abs(float(x @ a @ y) - s1) <= 1e-5 * s1  # y moved too: σ₁, not x's best against a fixed y
+
+
+def test_a_gradient_without_a_graph_that_changes_warns_that_the_hessian_is_lost():
+    """A Rayleigh quotient whose backward runs in numpy has no second derivative for autograd: its
+    Hessian was silently zero and 500 steps ended at ‖g‖ = 1.5e-2 (a new user's trial). A loss linear
+    in its parameter, whose gradient has no graph either, stays quiet."""
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(50, 50, dtype=torch.float64, generator=g)
+    m = m + m.T
+
+    class Quadratic(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x @ m @ x
+
+        @staticmethod
+        def backward(ctx, out):
+            (x,) = ctx.saved_tensors
+            return out * torch.from_numpy(2 * m.numpy() @ x.detach().numpy())
+
+    x = _on(SPHERE, _unit(50, g))
+    opt = RiemannianTrustRegion([x])
+    with pytest.warns(UserWarning, match="parameter 0 carries no graph.*Hessian is taken as zero"):
+        _run(opt, lambda: Quadratic.apply(x), 5)
+    c, z = torch.randn(50, dtype=torch.float64, generator=g), _on(SPHERE, _unit(50, g))
+    linear = RiemannianTrustRegion([z])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(linear, lambda: c @ z, 50)
+    assert linear.info.converged and float((z.detach() + c / c.norm()).norm()) <= 1e-7
+
+
+@pytest.mark.parametrize("option", ["radius", "max_radius"])
+def test_an_infinite_radius_is_refused(option):
+    """max_radius=inf was taken: every step was rejected, the radius stayed inf and no stop came
+    (a new user's trial)."""
+    x = _on(SPHERE, _unit(6, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=f"`{option}` must be positive and at most 1e"):
+        RiemannianTrustRegion([x], **{option: math.inf})
+
+
+def test_a_euclidean_minimum_converges_at_its_rounding_by_default():
+    """Orthogonal Procrustes, min ½‖XQ − B‖² over St(5, 5): the Euclidean gradient vanishes at the
+    solution and the default gradient_tol with it; the fit stopped at 2.4e-14, within 7.8e-16 of the
+    closed form, and ended "stalled" with a ConvergenceWarning (a new user's trial). Now "rounding",
+    converged, no warning; with a gradient_tol asked for below the floor it still stalls."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 5, dtype=torch.float64, generator=g)
+    q0 = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64, generator=g))[0]
+    b = x @ q0 + 0.1 * torch.randn(50, 5, dtype=torch.float64, generator=g)
+    u, _, vh = torch.linalg.svd(x.T @ b)
+    best = u @ vh  # the closed form
+    for gradient_tol in (None, 1e-20):
+        q = _on(STIEFEL, torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64, generator=g))[0])
+        opt = RiemannianTrustRegion([q], gradient_tol=gradient_tol)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _run(opt, functools.partial(lambda q: 0.5 * (x @ q - b).square().sum(), q), 200)
+        stalls = [w for w in caught if issubclass(w.category, riemsvd.ConvergenceWarning)]
+        assert float((q.detach() - best).abs().max()) <= 1e-12
+        if gradient_tol is None:
+            assert opt.info.stop_reason == "rounding" and opt.info.converged and not stalls, opt.info
+        else:
+            assert opt.info.stop_reason == "stalled" and not opt.info.converged and len(stalls) == 1
