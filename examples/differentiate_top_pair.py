@@ -8,9 +8,12 @@ Run: ``python examples/differentiate_top_pair.py``.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 import riemsvd
+from riemsvd.bench.cli import positive_int
 
 
 def _loss(u, s, a, a0, c, lam):
@@ -46,7 +49,11 @@ def run(steps: int = 30, m: int = 120, n: int = 80, k: int = 3, seed: int = 0) -
 
 
 if __name__ == "__main__":
-    out = run()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive_int, default=30, help="descent steps (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="the random matrix's seed (default 0)")
+    args = p.parse_args()
+    out = run(steps=args.steps, seed=args.seed)
     print(f"loss {out['losses'][0]:.4f} -> {out['losses'][-1]:.4f}")
     err = out["gradient_relative_error"]
     print(f"gradient against torch.linalg.svd's backward: relative error {err:.1e}")

@@ -10,9 +10,12 @@ Run: ``python examples/gradient_subspace.py``.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 import riemsvd
+from riemsvd.bench.cli import positive_int
 
 
 def run(steps: int = 20, k: int = 4, width: int = 256, seed: int = 0) -> dict:
@@ -51,7 +54,12 @@ def run(steps: int = 20, k: int = 4, width: int = 256, seed: int = 0) -> dict:
 
 
 if __name__ == "__main__":
-    out = run()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive_int, default=20, help="training steps (default 20)")
+    p.add_argument("--k", type=positive_int, default=4, help="singular triplets a step (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="the model's and data's seed (default 0)")
+    args = p.parse_args()
+    out = run(steps=args.steps, k=args.k, seed=args.seed)
     cold, warm = out["cold_products"][1:], out["warm_products"][1:]
     print(f"products per step, cold start: mean {sum(cold) / len(cold):.0f}")
     print(f"products per step, warm start: mean {sum(warm) / len(warm):.0f}")

@@ -11,10 +11,13 @@ Run: ``python examples/penalize_sigma.py``.
 
 from __future__ import annotations
 
+import argparse
+
 import geoopt
 import torch
 
 from riemsvd import SingularPair
+from riemsvd.bench.cli import positive_int
 
 
 def run(
@@ -64,7 +67,11 @@ def run(
 
 
 if __name__ == "__main__":
-    out = run()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive_int, default=400, help="training steps (default 400)")
+    p.add_argument("--seed", type=int, default=0, help="the data's seed (default 0)")
+    args = p.parse_args()
+    out = run(steps=args.steps, seed=args.seed)
     print(
         f"unpenalized least squares: σ₁ = {out['sigma_unpenalized']:.4f}, mse = {out['mse_unpenalized']:.4f}"
     )

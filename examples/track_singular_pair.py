@@ -11,7 +11,8 @@ Run: ``python examples/track_singular_pair.py [plot.png]``.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import importlib.util
 import time
 
 import geoopt
@@ -19,6 +20,7 @@ import torch
 
 import riemsvd
 from riemsvd import SingularPair
+from riemsvd.bench.cli import positive_int
 
 
 def run(
@@ -111,7 +113,14 @@ def _plot(pair_err, solve_err, path) -> None:
 
 
 if __name__ == "__main__":
-    out = run(plot_path=sys.argv[1] if len(sys.argv) > 1 else None)
+    # --help had been taken for the plot's file name (a new user's trial)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plot", nargs="?", default=None, help="write σ₁ and both trackers' errors to this PNG")
+    p.add_argument("--steps", type=positive_int, default=300, help="training steps (default 300)")
+    args = p.parse_args()
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        p.error("writing a plot needs matplotlib: pip install matplotlib, or leave the plot out")
+    out = run(steps=args.steps, plot_path=args.plot)
     n = len(out["sigma"])
     for name in ("pair", "solve"):
         errs = out[f"{name}_relative_error"]

@@ -460,7 +460,7 @@ def norm_bounds(
         1 − confidence.
     generator : torch.Generator, optional
         Source of the solve's start and of the Krylov start v₀ (drawn after the solve, never the
-        solve's own start).
+        solve's own start). None: torch's global generator, which they then advance.
 
     Returns
     -------

@@ -283,7 +283,8 @@ def _gram_triplets(a, k: int, tol: float):
     tall = a.shape[-2] >= a.shape[-1]
     top = _top_right_vectors(a64, k, tall)
     image = a64 @ top if tall else a64.swapaxes(-1, -2) @ top
-    other = image / (image * image).sum(-2, keepdims=True) ** 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):  # numpy's warning for a zero σ (a trial):
+        other = image / (image * image).sum(-2, keepdims=True) ** 0.5  # NaN, which the check refuses
     # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
     # default_tol), whatever tol asks; both sides, though MRRR's eigenvectors are orthonormal to
     # rounding. Under a torch.func transform nothing can be read: then the SVD.

@@ -122,7 +122,8 @@ def solve(
         warm iterations took 1.2–3.1 times its time on 21 of 22 small cases measured (k = 1 to 8,
         32×32 to 256×192); pass ``method="iterative"`` to use the start anyway.
     generator : torch.Generator, optional
-        Source of the random start, for reproducible results.
+        Source of the random start, for reproducible results. None: torch's global generator, which
+        the iteration then advances (as ``torch.randn`` would; the dense path draws nothing).
     options : SolverOptions, optional
         The solver's knobs (columns per iteration, basis size, start columns, patience); the
         defaults were chosen by measurement and rarely need changing.

@@ -19,6 +19,7 @@ mutant (``RIEMSVD_MUTANT=<name>``, installed by tests/conftest.py before any tes
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import subprocess
@@ -124,6 +125,10 @@ def install(name: str) -> None:
 
 
 def main() -> int:
+    # --help had started the whole check, minutes long (a new user's trial)
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     files = [os.path.join(here, f) for f in FILES]
     missed = []

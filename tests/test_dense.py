@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
@@ -94,6 +97,18 @@ def test_zero_and_rank_deficient_matrices_give_orthonormal_vectors(dtype, gen):
     low = make_matrix("gaussian", 30, 3, gen, dtype) @ make_matrix("gaussian", 3, 20, gen, dtype)
     result = riemsvd.solve(low, 6, method="dense")  # k beyond the rank
     check_svd(low, result, 6, result.info.tol)
+
+
+def test_a_zero_singular_value_in_float32_draws_no_numpy_warning():
+    """The host Gram path divided by a zero norm in numpy, whose RuntimeWarning an application running
+    under -W error took as a crash (a new user's trial); the SVD serves such a matrix, silently."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zero = riemsvd.solve(np.zeros((50, 30), np.float32), 2)
+        rank_two = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)) @ torch.randn(2, 30)
+        low = riemsvd.solve(rank_two, 5, method="dense")
+    assert torch.equal(zero.S, torch.zeros(2)) and bool(zero.info.converged)
+    check_svd(rank_two, low, 5, low.info.tol)
 
 
 def test_gradients_do_not_depend_on_the_method(gen):

@@ -111,3 +111,22 @@ def test_the_float32_demo_measures_s_against_float64(capsys):
     line = next(x for x in out.splitlines() if x.startswith("max |ΔS| / σ₁"))
     ours, theirs = (float(x) for x in re.findall(r"(\d\.\de-\d+)", line))
     assert "against a float64 SVD of the same A" in line and ours <= 1e-6 and theirs <= 1e-5, line
+
+
+@pytest.mark.parametrize("script", [*sorted(p.name for p in EXAMPLES.glob("*.py")), "mutants"])
+def test_every_script_answers_help_with_its_usage(script):
+    """track_singular_pair.py had taken --help for its plot's file name and trained 300 steps, three
+    other examples ran whatever was asked, and tests/mutants.py --help started the whole check (a new
+    user's trial)."""
+    import subprocess
+    import sys
+
+    command = ["-m", "tests.mutants"] if script == "mutants" else [str(EXAMPLES / script)]
+    done = subprocess.run(
+        [sys.executable, *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stdout + done.stderr
