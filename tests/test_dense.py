@@ -61,8 +61,12 @@ def test_float32_results_short_of_tol_are_redone_in_float64_matrix_by_matrix(tol
     short of tol are redone. Which those are depends on the machine's LAPACK: the rank-one matrix's
     first residual was 2.1e-5 on an AMD EPYC and 3.4–4.0e-6 on an Intel Xeon (default tol 9.3e-6),
     so the expected ones are read off the first check. At 2e-6 the rank-one matrix (2.9e-6) was short
-    and the Gaussian (1.3e-6) not, on that Xeon: there only the first was redone."""
+    and the Gaussian (1.3e-6) not, on that Xeon: there only the first was redone. The Gram path is
+    left out, as it was when this batch came to the SVD: since it completes a zero σ's vectors, it
+    serves this batch itself, to 1e-7."""
     import riemsvd._dense as dense
+
+    monkeypatch.setattr(dense, "_gram_triplets", lambda *args: (None, None))
 
     rows = torch.randn(1, 384, generator=gen).expand(1536, 384)
     batch = torch.stack([rows, torch.randn(1536, 384, generator=gen)])
@@ -109,6 +113,49 @@ def test_a_zero_singular_value_in_float32_draws_no_numpy_warning():
         low = riemsvd.solve(rank_two, 5, method="dense")
     assert torch.equal(zero.S, torch.zeros(2)) and bool(zero.info.converged)
     check_svd(rank_two, low, 5, low.info.tol)
+
+
+def test_one_float32_matrix_short_of_tol_is_redone_in_float64_as_a_batch_of_one_is(monkeypatch):
+    """At tol 1e-9, below what float32 vectors reach, one matrix (numpy arrays on the host) takes the
+    float64 SVD as a batch of one (tensors) does, with the same results; nothing had tested the one
+    matrix's branch (a review)."""
+    import riemsvd._dense as dense
+
+    a = torch.randn(300, 200, generator=torch.Generator().manual_seed(0))
+    redone = []
+    svd = dense._svd_triplets
+    monkeypatch.setattr(dense, "_svd_triplets", lambda b, k: redone.append(b.dtype) or svd(b, k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)  # float32 vectors: 3.7e-8
+        one, batch = (riemsvd.solve(x, 3, tol=1e-9, method="dense") for x in (a, a[None]))
+    assert redone == [torch.float64, torch.float64]
+    for mine, theirs in ((one.S, batch.S[0]), (one.U, batch.U[0]), (one.V, batch.V[0])):
+        torch.testing.assert_close(mine, theirs)  # numpy's products against torch's: to rounding
+    assert float(one.info.residual) <= 1e-7 and float(batch.info.residual[0]) <= 1e-7
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_k_beyond_the_numerical_rank_completes_the_gram_path_without_the_svd(batched, monkeypatch):
+    """A GaLore projector of a rank-100 512×256 float32 gradient, k = 128: the Gram path's vectors of
+    the zero σ were not orthonormal, and the SVD ran after the Gram matrix's eigh (13.4 ms against
+    torch.linalg.svd's 6.8; a new user's trial). Their columns now take an orthonormal completion of
+    the others; the check confirms the triplets, and no SVD runs."""
+    import riemsvd._dense as dense
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(512, 100, generator=g) @ torch.randn(100, 256, generator=g) / 30
+    if batched:
+        a = torch.stack([a, torch.randn(512, 256, generator=g)])
+    svds = []
+    svd = dense._svd_triplets
+    monkeypatch.setattr(dense, "_svd_triplets", lambda *args: svds.append(1) or svd(*args))
+    result = riemsvd.solve(a, 128, method="dense")
+    assert not svds and bool(result.info.converged.all())
+    eye = torch.eye(128)
+    for q in (result.U, result.V):
+        assert float((q.mT @ q - eye).abs().max()) <= 1e-5
+    exact = torch.linalg.svdvals(a.double())[..., :128]
+    assert bool(((result.S.double() - exact).abs() <= result.info.errors.double()).all())
 
 
 def test_gradients_do_not_depend_on_the_method(gen):
