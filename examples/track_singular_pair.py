@@ -117,10 +117,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("plot", nargs="?", default=None, help="write σ₁ and both trackers' errors to this PNG")
     p.add_argument("--steps", type=positive_int, default=300, help="training steps (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="the target's and data's seed (default 0)")
     args = p.parse_args()
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         p.error("writing a plot needs matplotlib: pip install matplotlib, or leave the plot out")
-    out = run(steps=args.steps, plot_path=args.plot)
+    out = run(steps=args.steps, seed=args.seed, plot_path=args.plot)
     n = len(out["sigma"])
     for name in ("pair", "solve"):
         errs = out[f"{name}_relative_error"]

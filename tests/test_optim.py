@@ -3,6 +3,7 @@ a Procrustes fit with a Euclidean part), its quadratic convergence, its Hessian,
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import warnings
@@ -603,6 +604,45 @@ def test_a_gradient_without_a_graph_that_changes_warns_that_the_hessian_is_lost(
         warnings.simplefilter("error")
         _run(linear, lambda: c @ z, 50)
     assert linear.info.converged and float((z.detach() + c / c.norm()).norm()) <= 1e-7
+
+
+def test_a_stall_far_above_the_rounding_is_not_called_converged():
+    """A float32 Rayleigh quotient on S¹⁹⁹ with CG cut at 3 iterations stalls 0.14 above its minimum,
+    at ‖g‖ = 0.88 from 4096: a rule of √ε of the first norm had ended it "rounding", converged,
+    without a warning (a review). It is "stalled", with one."""
+    g = torch.Generator().manual_seed(0)
+    d = 1e4 + torch.logspace(0, 4, 200, dtype=torch.float64)
+    a = torch.diag(d).float()
+    x = _on(SPHERE, _unit(200, g).float())
+    opt = RiemannianTrustRegion([x], max_inner=3)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="stalled"):
+        _run(opt, lambda: x @ a @ x, 3000)
+    assert opt.info.stop_reason == "stalled" and not opt.info.converged, opt.info
+    assert float(x.detach().double() @ torch.diag(d) @ x.detach().double() - d[0]) > 1e-2
+
+
+def test_a_state_dict_is_checked_before_it_is_loaded_and_an_older_one_steps():
+    """A dict whose max_radius the optimizer refuses had been loaded all the same, beside the
+    constructor's options; and one saved before the "rounding" rule, without its first gradient,
+    raised KeyError at the next step (a review)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 6, dtype=torch.float64, generator=g)
+    x, y = (_on(SPHERE, _unit(6, g)) for _ in range(2))
+    closure = functools.partial(lambda x, y: -(x @ a @ y), x, y)
+    opt = RiemannianTrustRegion([x, y], radius=0.3)
+    opt.step(closure)
+    saved = opt.state_dict()
+    bad = copy.deepcopy(saved)
+    bad["param_groups"][0]["max_radius"] = math.inf
+    fresh = RiemannianTrustRegion([x, y], radius=0.3)
+    with pytest.raises(ValueError, match="max_radius"):
+        fresh.load_state_dict(bad)
+    assert fresh.param_groups[0]["max_radius"] is None and not fresh.state
+    for state in saved["state"].values():
+        state.pop("first_gradient", None)
+    fresh.load_state_dict(saved)
+    _run(fresh, closure, 100)
+    assert fresh.info.converged
 
 
 @pytest.mark.parametrize("option", ["radius", "max_radius"])
