@@ -29,9 +29,7 @@ from riemsvd._certificate import _top_eigenpairs
 from riemsvd._operator import DenseOperator
 from riemsvd._space import HostSpace, Space
 from riemsvd._subspace import Outcome, orthonormalize, verify
-from riemsvd._tolerance import default_tol, product_floor
-
-_EPS64 = float(np.finfo(np.float64).eps)
+from riemsvd._tolerance import default_tol, eps, product_floor
 
 __all__ = ["dense_svd", "prefer_dense"]
 
@@ -227,8 +225,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         u, v = _gram_triplets(matrix, k, tol)
         op.matvecs += min(op.shape) + k  # the Gram matrix, then A V (or Aᵀ U)
     if u is None:
-        u, v = _svd_triplets(a, k)
-        u, v = (u, v) if host is None else (u.numpy(), v.numpy())
+        u, v = (side.adopt(x) for side, x in zip((work.left, work.right), _svd_triplets(a, k)))
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
     u, s, v, residual, errors = verify(work, _contiguous(u), _contiguous(v), None, tol)
     short = np.asarray(~(residual <= tol))  # per matrix of a batch; 0-dim for one matrix
@@ -241,7 +238,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
         redo = torch.from_numpy(short).to(a.device)  # a 0-dim mask makes a[redo] a batch of one
         u2, v2 = _svd_triplets(a[redo].to(torch.float64), k)
         u[redo], v[redo] = u2.to(op.dtype), v2.to(op.dtype)
-        u_, v_ = (u, v) if host is None else (u.numpy(), v.numpy())
+        u_, v_ = work.left.adopt(u), work.right.adopt(v)
         u, s, v, residual, errors = verify(work, _contiguous(u_), _contiguous(v_), None, tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0, "dense")
@@ -300,7 +297,7 @@ def _gram_triplets(a, k: int, tol: float):
     # projector of a rank-100 512×256 gradient, k = 128, had fallen back to the SVD after the Gram
     # matrix's eigh: 13.4 ms against torch.linalg.svd's 6.8 (a new user's trial). Where one of them
     # lies above tol·σ₁ (σ from 1 to 1e-12), the SVD serves, as before.
-    resolved = norms * norms * floor >= _EPS64 * norms[..., :1] ** 2
+    resolved = norms * norms * floor >= eps(torch.float64) * norms[..., :1] ** 2
     zero = norms <= tol * norms[..., :1]
     if readable_any(~resolved, default=False) and not readable_any(~resolved & ~zero, default=True):
         other = _completed(other, resolved, space)
@@ -314,19 +311,16 @@ def _gram_triplets(a, k: int, tol: float):
 def _completed(q, keep, space: Space):
     """q (..., rows, k) with its columns where ``keep`` (..., 1, k) is False (the last ones: σ in
     descending order) replaced by orthonormal columns outside the others' span, from a fixed seed
-    (:func:`~riemsvd._subspace.orthonormalize`, in ``space``: numpy arrays or tensors); a batch
-    matrix by matrix."""
-    if q.ndim > 2:
-        q = q.copy() if isinstance(q, np.ndarray) else q.clone()
-        for index in np.ndindex(*q.shape[:-2]):
-            q[index] = _completed(q[index], keep[index], space)
-        return q
-    kept = int(keep.sum())
-    device = "cpu" if isinstance(q, np.ndarray) else q.device
-    gen = torch.Generator(device=device).manual_seed(0)
-    fresh = space.randn((), q.shape[-1] - kept, torch.float64, device, gen)
-    q = q.copy() if isinstance(q, np.ndarray) else q.clone()
-    q[:, kept:] = orthonormalize(fresh, q[:, :kept] if kept else None, gen, space)
+    (:func:`~riemsvd._subspace.orthonormalize`, in ``space``: numpy arrays or tensors), matrix by
+    matrix."""
+    on_host = isinstance(q, np.ndarray)
+    q = q.copy() if on_host else q.clone()
+    device = "cpu" if on_host else q.device
+    for index in np.ndindex(*q.shape[:-2]):  # one index, (), for one matrix
+        one, kept = q[index], int(keep[index].sum())
+        gen = torch.Generator(device=device).manual_seed(0)
+        fresh = space.randn((), q.shape[-1] - kept, torch.float64, device, gen)
+        one[:, kept:] = orthonormalize(fresh, one[:, :kept] if kept else None, gen, space)
     return q
 
 

@@ -95,14 +95,13 @@ class TrustRegionInfo:
 _AT_ROUNDING = 10.0
 
 
-def _gradient_rounding(xs: list, egrads: list, eps: float) -> float:
-    """ε·√N·‖∇f‖: about the rounding of a Riemannian gradient computed from the Euclidean one ∇f
-    (``egrads``) at the points ``xs`` (N entries in all, ``eps`` of their least precise dtype), the
-    default ``gradient_tol``. With 0 for it, every run had ended "stalled" with a ConvergenceWarning,
-    fully converged or not, after ``patience`` steps at that floor (a new user's trial)."""
-    entries = sum(x.numel() for x in xs)
-    norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
-    return eps * math.sqrt(entries) * norm
+def _gradient_rounding(xs: list, norm: float, eps: float) -> float:
+    """ε·√N·norm: about the rounding of a Riemannian gradient computed from a Euclidean one ∇f of that
+    norm at the points ``xs`` (N entries in all, ``eps`` of their least precise dtype); with ‖∇f‖ at
+    the step, the default ``gradient_tol``. With 0 for it, every run had ended "stalled" with a
+    ConvergenceWarning, fully converged or not, after ``patience`` steps at that floor (a new user's
+    trial)."""
+    return eps * math.sqrt(sum(x.numel() for x in xs)) * norm
 
 
 def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> int:
@@ -323,7 +322,10 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         self.gradient_tol = gradient_tol
         self.info: TrustRegionInfo | None = None
         self._given = (radius, max_radius, max_inner)
-        self._graphless: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}  # see _check_hessians
+        # _check_hessians': the last point and gradient of each parameter whose gradient has no
+        # graph, and the parameters warned of
+        self._graphless: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._warned_graphless: set[int] = set()
         self._take_params()
 
     def add_param_group(self, param_group: dict) -> None:
@@ -459,13 +461,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         1.5e-2, where autograd's converged in 13; a new user's trial). A gradient without a graph that
         stays the same is that of a loss linear in the parameter, whose Hessian is zero."""
         for i, (x, g, g_graph) in enumerate(zip(xs, egrads, graph)):
-            if g_graph is None or g_graph.requires_grad or self._graphless.get(i, ()) is None:
+            if g_graph is None or g_graph.requires_grad or i in self._warned_graphless:
                 continue  # unused, differentiable, or warned of already
             last = self._graphless.get(i)
             self._graphless[i] = (x.clone(), g.clone())
             if last is None or torch.equal(last[0], x) or torch.equal(last[1], g):
                 continue
-            self._graphless[i] = None
+            self._warned_graphless.add(i)
+            del self._graphless[i]
             warnings.warn(
                 f"RiemannianTrustRegion: the loss's gradient with respect to parameter {i} carries no "
                 "graph (a backward computed outside autograd, or marked once_differentiable), but it "
@@ -505,20 +508,22 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         since = _progress(state, f, gnorm, eps, moved)
         stalled = self.patience is not None and since >= self.patience
-        tol = self.gradient_tol if self.gradient_tol is not None else _gradient_rounding(xs, egrads, eps)
+        if self.gradient_tol is None:
+            egrad_norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
+            tol = _gradient_rounding(xs, egrad_norm, eps)
+        else:
+            tol = self.gradient_tol
         done = "gradient norm" if gnorm <= tol else "stalled" if stalled else None
-        # the estimate with the first step's gradient norm for ‖∇f‖, which the terms the gradient
-        # sums keep where ∇f itself vanishes (a state saved before this rule has no first gradient):
-        # √ε of the first norm had called a float32 Rayleigh quotient cut at 3 CG iterations
-        # converged where it stalled 0.14 above its minimum, at 2e-4 of its first norm (a review)
-        first = state.get("first_gradient")
-        entries = sum(x.numel() for x in xs)
-        at_rounding = first is not None and gnorm <= _AT_ROUNDING * eps * math.sqrt(entries) * first
-        if done == "stalled" and self.gradient_tol is None and at_rounding:
-            # the default's estimate, ε·√N·‖∇f‖, vanishes with a Euclidean gradient that does at the
-            # solution: an orthogonal Procrustes fit stopped 2–6× above it at 2.4e-14, within 7.8e-16
-            # of the closed form, and ended "stalled" with a warning (a new user's trial)
-            done = "rounding"
+        first = state.get("first_gradient")  # none in a state saved before this rule
+        if done == "stalled" and self.gradient_tol is None and first is not None:
+            # The default's estimate vanishes with a Euclidean gradient that does at the solution: an
+            # orthogonal Procrustes fit stopped 2–6× above it at 2.4e-14, within 7.8e-16 of the closed
+            # form, and ended "stalled" with a warning (a new user's trial). The estimate with the
+            # first step's gradient norm keeps the size of the terms the gradient sums; √ε of that
+            # norm had called a float32 Rayleigh quotient cut at 3 CG iterations converged where it
+            # stalled 0.14 above its minimum, at 2e-4 of its first norm (a review).
+            if gnorm <= _AT_ROUNDING * _gradient_rounding(xs, first, eps):
+                done = "rounding"
         if done is not None:
             state["moved"] = False  # the point stays: the next step judges it no better
             if done == "stalled" and moved and since == self.patience:  # once, as it stops
