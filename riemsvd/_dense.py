@@ -212,12 +212,13 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     Returns an :class:`Outcome` like the iteration's, with ``iterations`` 0 and ``reason``
     "whole space" (the search space is all of A's row space: the result is exact to rounding).
 
-    One matrix on the CPU is decomposed and checked in numpy (its :class:`HostView`), as the
-    iteration's loop is: a torch call on small arrays costs 2–5 µs against numpy's 1, and the path
-    makes some sixty of them (an 8×8 float32 solve took 293 µs, a 10×256 one 307, where LAPACK's SVD
-    took 15 and 64; docs/algorithm.md, "The dense path")."""
+    One small matrix on the CPU (``_HOST_WORK``) is decomposed and checked in numpy (its
+    :class:`HostView`), as the iteration's loop is: a torch call on small arrays costs 2–5 µs against
+    numpy's 1, and the path makes some sixty of them (an 8×8 float32 solve took 293 µs, a 10×256
+    one 307, where LAPACK's SVD took 15 and 64; docs/algorithm.md, "The dense path")."""
     a = op.a.detach() if op.scale is None else op.a.detach() * op.scale
-    host = op.on_host() if a.dim() == 2 else None
+    m, n = op.shape
+    host = op.on_host() if a.dim() == 2 and m * n * k <= _HOST_WORK else None
     matrix = a if host is None else a.numpy()  # one CPU matrix: its numpy view (on_host found one)
     work = op if host is None else host
     u = v = None
@@ -244,6 +245,14 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0, "dense")
 
 
+# Up to this many m·n·k a single CPU matrix's dense path runs in numpy (dense_svd): its products and
+# checks on one BLAS thread, where torch's run on its threads. Alternated in one process (float32,
+# decaying spectra): numpy's took 0.67 of torch's time at 256×64, k = 1, and 0.94 at 512×256, k = 8
+# (1.0e6); 0.99–1.03 from 1024×256, k = 8 (2.1e6) to 1024×1024, and 1.07–1.16 at 1536×384 and
+# 384×1536, k = 8 to 128 (a GaLore projector, k = 128: 18.7 ms against 16.1).
+_HOST_WORK = 1 << 20
+
+
 def _contiguous(x):
     """A tensor or numpy array with its columns' entries adjacent (as the products and checks take them)."""
     return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
@@ -263,15 +272,28 @@ def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _top_right_vectors(a64, k: int, tall: bool):
     """The k leading eigenvectors, descending, of the smaller Gram matrix of the float64 ``a64``
-    (..., m, n): A64ᵀA64 where ``tall``, else A64A64ᵀ. For one matrix on the host (a numpy array),
+    (..., m, n): A64ᵀA64 where ``tall``, else A64A64ᵀ. For one matrix on the CPU (numpy, or its view),
     BLAS's syrk, which forms the upper triangle alone, and LAPACK's MRRR for the k alone
     (:func:`_top_eigenpairs`, which reads that triangle); else torch's product and eigh, all of them.
     On one BLAS thread (the dense path's) against torch's two, 3.8 ms against 8.0 at 1024×256 and
     k = 8, 12.2 against 23.2 at 1536×384, 156 against 265 at 4096×1024 (2-core AMD EPYC)."""
-    if isinstance(a64, np.ndarray):  # Aᵀ is Fortran-ordered for a row-major A: syrk takes it as it is
-        return _top_eigenpairs(dsyrk(1.0, a64.T, trans=0 if tall else 1), k)[1]
+    rows = a64 if isinstance(a64, np.ndarray) else _numpy_matrix(a64)
+    if rows is not None:  # Aᵀ is Fortran-ordered for a row-major A: syrk takes it as it is
+        top = _top_eigenpairs(dsyrk(1.0, rows.T, trans=0 if tall else 1), k)[1]
+        return top if rows is a64 else torch.from_numpy(top.copy())  # descending: a reversed view
     gram = a64.mT @ a64 if tall else a64 @ a64.mT
     return torch.linalg.eigh(gram)[1][..., -k:].flip(-1)  # ascending
+
+
+def _numpy_matrix(t: torch.Tensor) -> np.ndarray | None:
+    """The numpy view of one matrix on the CPU, None for a batch, another device, or a tensor inside a
+    torch.func transform (no view)."""
+    if t.dim() != 2 or t.device.type != "cpu":
+        return None
+    try:
+        return t.numpy()
+    except (RuntimeError, TypeError):
+        return None
 
 
 def _gram_triplets(a, k: int, tol: float):
@@ -301,7 +323,7 @@ def _gram_triplets(a, k: int, tol: float):
     zero = norms <= tol * norms[..., :1]
     if readable_any(~resolved, default=False) and not readable_any(~resolved & ~zero, default=True):
         other = _completed(other, resolved, space)
-    lost = ~(_off_identity(other, space) <= floor) | ~(_off_identity(top, space) <= floor)
+    lost = ~(_off_identity(other) <= floor) | ~(_off_identity(top) <= floor)
     if readable_any(lost, default=True):
         return None, None  # also NaN, from a zero σ
     other, top = (x.astype(a.dtype) if on_host else x.to(a.dtype) for x in (other, top))
@@ -324,9 +346,11 @@ def _completed(q, keep, space: Space):
     return q
 
 
-def _off_identity(q, space: Space):
-    """max |QᵀQ − I| per matrix (...) of a numpy array or tensor q (..., rows, k) in ``space``."""
-    g = space.inner(q, q)
+def _off_identity(q):
+    """max |QᵀQ − I| per matrix (...) of a numpy array or tensor q (..., rows, k). By ``@``, not
+    Space.inner: that takes a tensor's product to numpy's BLAS, on the dense path's one thread, where
+    torch's has its own (a GaLore projector, 1536×384 at k = 128, took 1 ms longer)."""
+    g = q.swapaxes(-1, -2) @ q
     if isinstance(g, np.ndarray):
         return np.abs(g - np.eye(g.shape[-1])).max(axis=(-2, -1))
     return (g - torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)).abs().amax((-2, -1))
