@@ -268,10 +268,13 @@ _CAST_BLOCK = 1 << 16
 _WIDENED_COLUMNS = 2
 
 
-# Where torch's products serve a dense A's single columns (torch_products), blocks of fewer columns
-# than this go through numpy's BLAS (on one thread): torch's pair A X, Aᵀ Y took 3.1–5.0× numpy's at
-# 2–8 float32 columns and 1.2–2.1× in float64, 0.53–0.95 at 12 (2000×1000 and 4096×1024, AMD EPYC,
-# 2 cores); such blocks are the final check's k columns.
+# Where torch's products serve a dense A's single columns (torch_products), a block of fewer columns
+# than this is given to torch as its transpose, Xᵀ Aᵀ (the host loop's blocks are column-major, so
+# Xᵀ is row-major and no copy is made): on an Intel Xeon (2 cores, MKL on two threads) the pair
+# (Xᵀ Aᵀ)ᵀ, (Yᵀ A)ᵀ of 2–8 float64 columns took 0.72–1.07 ms at 2000×1000 and 2.8–4.4 at 4000×2000,
+# where A X, Aᵀ Y took 1.0–1.03 and 4.4–4.5, and numpy's BLAS on its one thread (what these blocks
+# had taken, measured on an AMD EPYC against torch's A X) 2.3–2.7 and 10.9–13.2; float32 alike.
+# From 12 columns on the two forms were within 15%, and A X is kept.
 _TORCH_BLOCKS_FROM = 12
 
 
@@ -327,17 +330,17 @@ class DenseOperator(Operator):
         if a is None:
             return None
         at = a.swapaxes(-1, -2)
-        if self.torch_products():  # measured on one column: a few go through numpy's BLAS
+        if self.torch_products():  # measured on one column; blocks of a few as their transposes
             t = self.a.detach()
 
             def matmat(x):
                 if 1 < x.shape[-1] < _TORCH_BLOCKS_FROM:
-                    return np.matmul(a, x)
+                    return (torch.from_numpy(x.T) @ t.mT).numpy().T
                 return (t @ torch.from_numpy(x)).numpy()
 
             def rmatmat(y):
                 if 1 < y.shape[-1] < _TORCH_BLOCKS_FROM:
-                    return np.matmul(at, y)
+                    return (torch.from_numpy(y.T) @ t).numpy().T
                 return (t.mT @ torch.from_numpy(y)).numpy()
 
             return matmat, rmatmat

@@ -741,6 +741,40 @@ def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
 
 
 @pytest.mark.skipif(not _backend.NUMPY_BLAS, reason="RIEMSVD_CPU_BLAS=torch: every product is torch's")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_block_products_match_numpy(monkeypatch, gen, dtype):
+    """On torch's products, a block of fewer than _TORCH_BLOCKS_FROM columns is given to torch as its
+    transpose (Xᵀ Aᵀ); blocks of every width and either memory order give numpy's A X and Aᵀ Y to the
+    dtype's rounding, and a block solve finds the values."""
+    from riemsvd._operator import _TORCH_BLOCKS_FROM, DenseOperator
+
+    a = make_matrix("decay", 1000, 500, gen).to(dtype)
+    _products_measured(monkeypatch, True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        op = DenseOperator(a)
+        assert op.torch_products()
+        host = op.on_host()
+        assert host is not None
+        view, eps = a.numpy(), torch.finfo(dtype).eps
+        for b in (1, 2, 5, _TORCH_BLOCKS_FROM - 1, _TORCH_BLOCKS_FROM, 16):
+            for order in ("C", "F"):
+                rng = np.random.default_rng(b)
+                x = np.asarray(rng.standard_normal((500, b)), view.dtype, order=order)
+                y = np.asarray(rng.standard_normal((1000, b)), view.dtype, order=order)
+                ax, aty = host.matmat(x), host.rmatmat(y)
+                assert ax.shape == (1000, b) and aty.shape == (500, b) and ax.dtype == view.dtype
+                np.testing.assert_allclose(ax, view @ x, rtol=0, atol=100 * eps * np.abs(view @ x).max())
+                np.testing.assert_allclose(aty, view.T @ y, rtol=0, atol=100 * eps * np.abs(view.T @ y).max())
+        a64, options = a.double(), riemsvd.SolverOptions(block=3)
+        result = riemsvd.solve(a64, 4, tol=1e-12, generator=gen, method="iterative", options=options)
+        torch.testing.assert_close(result.S, torch.linalg.svdvals(a64)[:4], rtol=1e-11, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not _backend.NUMPY_BLAS, reason="RIEMSVD_CPU_BLAS=torch: every product is torch's")
 def test_numpy_blas_keeps_to_the_threads_torch_was_given():
     """Above ONE_BLAS_THREAD_UP_TO entries numpy's BLAS keeps its threads, but no more than torch has:
     torch.set_num_threads(1) had left it on 2 (a new user's trial: a 2000×1000 k = 8 solve beside a
