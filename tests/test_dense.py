@@ -158,6 +158,32 @@ def test_k_beyond_the_numerical_rank_completes_the_gram_path_without_the_svd(bat
     assert bool(((result.S.double() - exact).abs() <= result.info.errors.double()).all())
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_values_below_tol_that_the_gram_matrix_resolves_are_returned(batched):
+    """A float32 rank-50 gradient plus noise, k = 64 (a new user's trial): σ₅₁…σ₆₄ lie below tol·σ₁
+    (about 4e-6·σ₁) but well inside what the float64 Gram matrix resolves, so the dense path returns
+    them and their vectors, not random completions (which had returned σ₅₁ 17× and σ₆₄ 560× too small,
+    converged and unflagged, their U 1–2% in the true subspace)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1536, 50, generator=g, dtype=torch.float64) @ torch.randn(50, 384, generator=g).double()
+    a = (a / 50**0.5 + 1e-5 * torch.randn(1536, 384, generator=g, dtype=torch.float64)).float()
+    if batched:
+        a = torch.stack([a, a.flip(0)])
+    result = riemsvd.solve(a, 64, method="dense")
+    u, s, _ = torch.linalg.svd(a.double(), full_matrices=False)
+    tail = slice(50, 64)
+    assert float((s[..., tail] / s[..., :1]).max()) < result.info.tol  # the case: below tol·σ₁
+    assert bool(result.info.converged.all())
+    # every value to float32's rounding, 4ε·σ₁, and σ₅₁ … σ₆₄ (3.7e-6·σ₁ … 3.5e-6·σ₁) to 1e-3 of
+    # themselves: 1e-8·σ₁ and less was measured
+    error = (result.S.double() - s[..., :64]).abs()
+    assert float((error / s[..., :1]).max()) <= 4 * torch.finfo(torch.float32).eps
+    assert float((error[..., tail] / s[..., tail]).max()) <= 1e-3, error[..., tail] / s[..., tail]
+    # their left vectors span the true ones' (the gaps around σ₅₁ … σ₆₄ are 2e-9·σ₁ and more)
+    cosines = torch.linalg.svdvals(u[..., tail].mT @ result.U[..., tail].double())
+    assert float(cosines.min()) >= 0.99, float(cosines.min())
+
+
 def test_gradients_do_not_depend_on_the_method(gen):
     a = make_matrix("decay", 40, 25, gen).requires_grad_()
     probe = torch.randn(40, 40, generator=gen, dtype=torch.float64)
