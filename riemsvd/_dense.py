@@ -29,7 +29,7 @@ from riemsvd._certificate import _top_eigenpairs
 from riemsvd._operator import DenseOperator
 from riemsvd._space import HostSpace, Space
 from riemsvd._subspace import Outcome, orthonormalize, verify
-from riemsvd._tolerance import default_tol, eps, product_floor
+from riemsvd._tolerance import TINY, default_tol, eps, product_floor
 
 __all__ = ["dense_svd", "prefer_dense"]
 
@@ -307,49 +307,43 @@ def _gram_triplets(a, k: int, tol: float):
     image = a64 @ top if tall else a64.swapaxes(-1, -2) @ top
     space = (HostSpace if on_host else Space)(image.shape[-2])
     norms = space.norms(image)[..., None, :]  # σᵢ, descending
-    with np.errstate(divide="ignore", invalid="ignore"):  # numpy's warning for a zero σ (a trial):
-        other = image / norms  # NaN, which the check below refuses unless completed
+    # a zero σ's column stays zero (0/0 had drawn numpy's warning, a trial): refused by the check
+    # below unless completed
+    other = image / norms.clip(min=TINY)
     # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
     # default_tol), whatever tol asks; both sides, though MRRR's eigenvectors are orthonormal to
     # rounding. Under a torch.func transform nothing can be read: then the SVD.
     floor = min(tol, product_floor(torch.float32, *a.shape[-2:]))  # the path of a float32 A
     # Columns whose σ the Gram matrix cannot resolve (their loss of orthogonality, ε₆₄·σ₁²/σᵢ², above
-    # the floor) and which are zero at tol (k beyond A's numerical rank) take an orthonormal
-    # completion of the others, as an SVD's do; the check below then decides as for any. A GaLore
-    # projector of a rank-100 512×256 gradient, k = 128, had fallen back to the SVD after the Gram
-    # matrix's eigh: 13.4 ms against torch.linalg.svd's 6.8 (a new user's trial). Where one of them
-    # lies above tol·σ₁ (σ from 1 to 1e-12), the SVD serves, as before.
+    # the floor) and which are zero at tol (k beyond A's numerical rank) are orthonormalized against
+    # the others (_completed); the check below then decides as for any. A GaLore projector of a
+    # rank-100 512×256 gradient, k = 128, had fallen back to the SVD after the Gram matrix's eigh:
+    # 13.4 ms against torch.linalg.svd's 6.8 (a new user's trial). Where one of them lies above
+    # tol·σ₁ (σ from 1 to 1e-12), the SVD serves, as before.
     resolved = norms * norms * floor >= eps(torch.float64) * norms[..., :1] ** 2
     zero = norms <= tol * norms[..., :1]
     if readable_any(~resolved, default=False) and not readable_any(~resolved & ~zero, default=True):
         other = _completed(other, resolved, space)
     lost = ~(_off_identity(other) <= floor) | ~(_off_identity(top) <= floor)
     if readable_any(lost, default=True):
-        return None, None  # also NaN, from a zero σ
+        return None, None  # also a zero σ's column, not completed (its QᵀQ 1 off)
     other, top = (x.astype(a.dtype) if on_host else x.to(a.dtype) for x in (other, top))
     return (other, top) if tall else (top, other)
 
 
 def _completed(q, keep, space: Space):
-    """q (..., rows, k) with its columns where ``keep`` (..., 1, k) is False (the last ones: σ in
-    descending order) orthonormalized against the others and among themselves
+    """q (..., rows, k), in place, with its columns where ``keep`` (..., 1, k) is False (the last ones:
+    σ in descending order) orthonormalized against the others and among themselves
     (:func:`~riemsvd._subspace.orthonormalize`, in ``space``: numpy arrays or tensors), matrix by
-    matrix. A column that is not finite (σ = 0) or held only rounding takes a random direction from a
+    matrix. A column that held nothing (σ = 0) or only rounding takes a random direction from a
     fixed seed. The others keep what they had: σ₅₁ to σ₆₄ of a float32 gradient of rank 50 plus
     noise, 3.7e-6·σ₁ and below, came back 17–560× too small from random columns, their U 1–2% in
     the true subspace, with no warning (a new user's trial)."""
-    on_host = isinstance(q, np.ndarray)
-    q = q.copy() if on_host else q.clone()
-    device = "cpu" if on_host else q.device
+    device = "cpu" if isinstance(q, np.ndarray) else q.device
     for index in np.ndindex(*q.shape[:-2]):  # one index, (), for one matrix
         one, kept = q[index], int(keep[index].sum())
         gen = torch.Generator(device=device).manual_seed(0)
-        rest = one[:, kept:]
-        finite = np.isfinite(rest).all(0) if on_host else torch.isfinite(rest).all(0)
-        if not bool(finite.all()):
-            fresh = space.randn((), rest.shape[-1], torch.float64, device, gen)
-            rest = np.where(finite, rest, fresh) if on_host else torch.where(finite, rest, fresh)
-        one[:, kept:] = orthonormalize(rest, one[:, :kept] if kept else None, gen, space)
+        one[:, kept:] = orthonormalize(one[:, kept:], one[:, :kept] if kept else None, gen, space)
     return q
 
 

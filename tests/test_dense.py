@@ -138,8 +138,8 @@ def test_one_float32_matrix_short_of_tol_is_redone_in_float64_as_a_batch_of_one_
 def test_k_beyond_the_numerical_rank_completes_the_gram_path_without_the_svd(batched, monkeypatch):
     """A GaLore projector of a rank-100 512×256 float32 gradient, k = 128: the Gram path's vectors of
     the zero σ were not orthonormal, and the SVD ran after the Gram matrix's eigh (13.4 ms against
-    torch.linalg.svd's 6.8; a new user's trial). Their columns now take an orthonormal completion of
-    the others; the check confirms the triplets, and no SVD runs."""
+    torch.linalg.svd's 6.8; a new user's trial). Their columns are now orthonormalized against the
+    others; the check confirms the triplets, and no SVD runs."""
     import riemsvd._dense as dense
 
     g = torch.Generator().manual_seed(0)

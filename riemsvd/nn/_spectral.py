@@ -103,11 +103,12 @@ def spectral_norm(
     already exact. The normalized weight is W / σ with σ = uᵀ W v computed differentiably with u, v
     held constant, which at a singular pair is the exact derivative of ‖W‖₂: the gradient with respect
     to W is (Ḡ − ⟨Ḡ, W/σ⟩ u vᵀ) / σ for an upstream gradient Ḡ of the normalized weight. Second
-    derivatives (a double backward: Hessian-vector products, MAML, :class:`riemsvd.optim`'s trust
-    region) are not exact through it, as they are not through torch's: u and v held constant leave
-    out their own derivatives (a Hessian-vector product of tanh(x Wᵀ/σ) 0.19 off, relative, on a 5×6
-    float64 layer; a new user's trial found 3.4e-2 on another). Where they are needed, divide by
-    ``riemsvd.solve(W, 1).S[0]``, whose second derivatives are exact (7e-16 on that layer).
+    derivatives (a double backward: Hessian-vector products, MAML,
+    :class:`~riemsvd.optim.RiemannianTrustRegion`) are not exact through it, as they are not through
+    torch's: u and v held constant leave out their own derivatives (a Hessian-vector product of
+    tanh(x Wᵀ/σ) 0.19 off, relative, on a 5×6 float64 layer; a new user's trial found 3.4e-2 on
+    another). Where they are needed, divide by ``riemsvd.solve(W, 1).S[0]``, whose second derivatives
+    are exact (7e-16 on that layer).
 
     Parameters
     ----------

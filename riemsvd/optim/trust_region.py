@@ -504,7 +504,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             )
         # the least precise parameter's: a float64 u beside a float32 v had judged progress at
         # float64's rounding, which the float32 gradient never reached, and ran on (a review)
-        eps = max(torch.finfo(x.dtype).eps for x in xs)
+        dtype = max((x.dtype for x in xs), key=lambda d: torch.finfo(d).eps)
+        eps = torch.finfo(dtype).eps
         moved = state.get("moved", True)
         since = _progress(state, f, gnorm, eps, moved)
         stalled = self.patience is not None and since >= self.patience
@@ -531,7 +532,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     f"RiemannianTrustRegion: {since} accepted steps without a new low of the gradient "
                     f"norm (now {gnorm:.3g}, gradient_tol {tol:.3g}) or of the loss: "
                     "stopped, info.stop_reason = 'stalled'. Where the gradient norm is at the rounding "
-                    f"of the loss's gradient in {xs[0].dtype}, ask for a gradient_tol above it, or "
+                    f"of the loss's gradient in {dtype}, ask for a gradient_tol above it, or "
                     "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
                     ConvergenceWarning,
                     stacklevel=2,
