@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +17,13 @@ def _load(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    """``python *args`` from the repository's root, its output captured."""
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=EXAMPLES.parent
+    )
 
 
 def test_every_example_has_a_run_function():
@@ -57,15 +66,7 @@ def test_spectral_norm_digits_keeps_sigma_at_one(tmp_path):
 def test_spectral_norm_digits_refuses_bad_options_before_training(argv, message):
     """--epochs 0 failed in max() after loading the data, --benchmark --tol 0 after the whole training,
     and --tol without --benchmark was silently unused (a new user's trial)."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "spectral_norm_digits.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run(str(EXAMPLES / "spectral_norm_digits.py"), *argv)
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
@@ -118,15 +119,6 @@ def test_every_script_answers_help_with_its_usage(script):
     """track_singular_pair.py had taken --help for its plot's file name and trained 300 steps, three
     other examples ran whatever was asked, and tests/mutants.py --help started the whole check (a new
     user's trial)."""
-    import subprocess
-    import sys
-
     command = ["-m", "tests.mutants"] if script == "mutants" else [str(EXAMPLES / script)]
-    done = subprocess.run(
-        [sys.executable, *command, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=EXAMPLES.parent,
-    )
+    done = _run(*command, "--help")
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stdout + done.stderr
