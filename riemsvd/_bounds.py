@@ -25,12 +25,11 @@ from riemsvd._operator import (
     Operator,
     ScipyOperator,
     SparseOperator,
-    adjoint_message,
     as_operator,
     is_scipy_sparse,
     probe_scale,
+    product_fault,
     scaled_by_entries,
-    wrong_adjoint,
 )
 from riemsvd._result import ConvergenceWarning
 from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
@@ -548,10 +547,9 @@ def norm_bounds(
     op = _near_one(probe_scale(op))  # a LinearOperator's size from one product (counted)
     # the caller's Aᵀ, where it has one, which the bounds' solves and Krylov bound use (3000×2000, Aᵀ
     # from A plus 30% noise: bounds [98.42, 98.42] around ‖A‖₂ = 98.89, unsaid)
-    wrong = wrong_adjoint(op)
-    if wrong is not None:
-        message = adjoint_message(op, *wrong)
-        raise ValueError(f"riemsvd.norm_bounds: `A`'s Aᵀ products do not match A's: {message}")
+    fault = product_fault(op)
+    if fault is not None:
+        raise ValueError(f"riemsvd.norm_bounds: no bound for `A`, because {fault}")
     m, n = op.shape
     size = min(m, n)
     batch = op.batch_shape

@@ -712,44 +712,78 @@ def _max_abs_host(t: torch.Tensor) -> torch.Tensor | None:
     return torch.tensor(STEPS.max_abs(x), dtype=t.dtype, device=t.device)  # not the default device
 
 
-def adjoint_mismatch(op: Operator) -> float:
-    """How far ``op``'s Aᵀ products are from the transpose of its A products: ‖Yᵀ(A X) − (Aᵀ Y)ᵀ X‖_F
-    relative to the larger of the two, for fixed random X (n×2) and Y (m×2) in the operator's dtype
-    (four products, counted). Every entry of Yᵀ A X is a random inner product of mean square ‖A‖²_F, so
-    this estimates ‖A − Bᵀ‖_F/‖A‖_F for an Aᵀ that is really B, at any size; rounding leaves about
-    ε·√max(m, n). A scale (:meth:`Operator.rescale`) multiplies both sides alike. 0 where both sides
-    vanish, 1 where one does."""
+def adjoint_mismatch(op: Operator) -> tuple[float, float]:
+    """(mismatch, defect) of ``op``'s products on fixed random inputs X = (x₁, x₂, x₁ + x₂) (n×3) and
+    Y = (y₁, y₂, y₁ + y₂) (m×3) in the operator's dtype (six products, counted).
+
+    ``mismatch``: how far the Aᵀ products are from the transpose of the A products, ‖Yᵀ(A X) −
+    (Aᵀ Y)ᵀ X‖_F relative to the larger of the two. Every entry of Yᵀ A X is a random inner product of
+    mean square ‖A‖²_F, so this estimates ‖A − Bᵀ‖_F/‖A‖_F for an Aᵀ that is really B, at any size;
+    rounding leaves about ε·√max(m, n). 0 where both sides vanish, 1 where one does.
+
+    ``defect``: how far the products are from additive, ‖A(x₁ + x₂) − A x₁ − A x₂‖ relative to the
+    largest of those images (and the same for Aᵀ, the larger of the two): the products' own rounding,
+    about ε·√n for a linear map, and of order 1 where they are nothing but rounding (an operator that
+    is zero up to it: a data matrix of identical rows centred, X − 1μᵀ, whose products had been
+    blamed on its rmatvec; a new user's trial). A scale (:meth:`Operator.rescale`) multiplies both
+    sides alike."""
     m, n = op.shape
     gen = torch.Generator().manual_seed(0)
     x, y = (
         torch.randn(tuple(op.batch_shape) + (rows, 2), generator=gen, dtype=torch.float64) for rows in (n, m)
     )
+    x, y = (torch.cat([z, z.sum(-1, keepdim=True)], dim=-1) for z in (x, y))
     ax = op.matmat(x.to(op.device, op.dtype)).double().cpu()
     aty = op.rmatmat(y.to(op.device, op.dtype)).double().cpu()
     left, right = y.mT @ ax, aty.mT @ x
     size = torch.maximum(torch.linalg.matrix_norm(left), torch.linalg.matrix_norm(right))
     gap = torch.linalg.matrix_norm(left - right)
     ratio = torch.where(size > 0, gap / torch.where(size > 0, size, 1.0), 0.0)
+    mismatch = float(ratio.max()) if ratio.numel() else 0.0
+    return mismatch, max(_additivity_defect(ax), _additivity_defect(aty))
+
+
+def _additivity_defect(images: torch.Tensor) -> float:
+    """‖z₃ − z₁ − z₂‖ over the largest ‖zᵢ‖ for the columns (z₁, z₂, z₃) of ``images`` (..., rows, 3),
+    the worst of a batch; 0 where all vanish."""
+    norms = torch.linalg.vector_norm(images, dim=-2)  # (..., 3)
+    size = norms.amax(-1)
+    defect = torch.linalg.vector_norm(images[..., 2] - images[..., 0] - images[..., 1], dim=-1)
+    ratio = torch.where(size > 0, defect / torch.where(size > 0, size, 1.0), 0.0)
     return float(ratio.max()) if ratio.numel() else 0.0
 
 
-def wrong_adjoint(op: Operator) -> tuple[float, float] | None:
-    """(:func:`adjoint_mismatch`, the products' rounding :func:`product_floor`) where a caller's Aᵀ
-    products (:meth:`Operator.adjoint_source`) miss A's transpose by more than 100 times that rounding;
-    None where Aᵀ is riemsvd's own, A is split across processes, or the products match."""
-    if op.adjoint_source() is None or op.distributed:
+# An additivity defect (:func:`adjoint_mismatch`) above this says the products are rounding noise, or
+# not linear: a linear map's is its rounding, about ε·√n, far below it even where its outputs are
+# differences of much larger terms (X − 1μᵀ for data 1e4 away from their mean: 1e-12 in float64)
+_NOT_LINEAR = 1e-2
+
+
+def product_fault(op: Operator) -> str | None:
+    """What is wrong with a caller's products, said for an error or a warning: not linear to their
+    rounding (:func:`adjoint_mismatch`'s defect above 1%), or Aᵀ's missing A's transpose by more than
+    100 times the products' rounding (:func:`product_floor`, or the defect where that is larger); None
+    where Aᵀ is riemsvd's own, A is split across processes, or nothing is found."""
+    source = op.adjoint_source()
+    if source is None or op.distributed:
         return None
-    mismatch, level = adjoint_mismatch(op), product_floor(op.dtype, *op.shape)
-    return (mismatch, level) if mismatch > 100 * level else None
-
-
-def adjoint_message(op: Operator, mismatch: float, level: float) -> str:
-    """What :func:`wrong_adjoint` found, and where to look."""
-    return (
-        f"⟨A x, y⟩ and ⟨x, Aᵀ y⟩ differ by {mismatch:.2g} of their size on random x, y, where rounding "
-        f"in {op.dtype} leaves about {level:.1g}. Check {op.adjoint_source()}: it must return Aᵀ y for "
-        "the A that the products apply, in the same precision."
-    )
+    mismatch, defect = adjoint_mismatch(op)
+    if defect > _NOT_LINEAR:
+        return (
+            f"its products are not linear to their rounding: A(x + y) differs from A x + A y by "
+            f"{defect:.2g} of their size on random x, y. Either A is zero up to the rounding of its "
+            "products (a centred data matrix whose rows are all alike), which leaves its singular "
+            "values undefined beyond that rounding, or the products are not a linear map (check A's "
+            f"and {source})."
+        )
+    level = max(product_floor(op.dtype, *op.shape), defect)
+    if mismatch > 100 * level:
+        return (
+            f"Aᵀ's products do not match A's: ⟨A x, y⟩ and ⟨x, Aᵀ y⟩ differ by {mismatch:.2g} of "
+            f"their size on random x, y, where rounding in {op.dtype} leaves about {level:.1g}. Check "
+            f"{source}: it must return Aᵀ y for the A that the products apply, in the same precision."
+        )
+    return None
 
 
 def probe_scale(op: Operator) -> Operator:

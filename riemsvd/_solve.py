@@ -23,11 +23,10 @@ from riemsvd._distributed import prepare as prepare_sharded
 from riemsvd._operator import (
     DenseOperator,
     Operator,
-    adjoint_message,
     as_operator,
     blas_ready,
     probe_scale,
-    wrong_adjoint,
+    product_fault,
 )
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
@@ -263,7 +262,7 @@ def solve(
     else:
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
-        message = _wrong_adjoint(ops[-1], info) or _not_converged(
+        message = _product_fault(ops[-1], info) or _not_converged(
             info, u.dtype, getattr(target, "shape", None), s, problem.options
         )
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
@@ -578,16 +577,16 @@ def _beyond_range(s: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(s) | ((s.abs() < torch.finfo(s.dtype).tiny) & (s != 0))
 
 
-def _wrong_adjoint(op: Operator, info: SolveInfo) -> str | None:
-    """The ConvergenceWarning's text where a caller's Aᵀ products do not match A's
-    (:func:`wrong_adjoint`): no triplet has a small residual then, and the warning had blamed a cluster
-    of close values (``rmatvec`` returning 1.1·Aᵀy stalled at residual 0.1; a new user's trial)."""
-    wrong = wrong_adjoint(op)
-    if wrong is None:
+def _product_fault(op: Operator, info: SolveInfo) -> str | None:
+    """The ConvergenceWarning's text where a caller's products are at fault (:func:`product_fault`):
+    no triplet has a small residual then, and the warning had blamed a cluster of close values
+    (``rmatvec`` returning 1.1·Aᵀy stalled at residual 0.1; a new user's trial)."""
+    fault = product_fault(op)
+    if fault is None:
         return None
     return (
         f"riemsvd.solve ended with relative residual {float(info.residual.max()):.3g} > tol = "
-        f"{info.tol:.3g} because Aᵀ's products do not match A's: " + adjoint_message(op, *wrong)
+        f"{info.tol:.3g} because {fault}"
     )
 
 
