@@ -404,7 +404,7 @@ def check_method(method, a, sharded: bool = False) -> None:
         # a sharded A was named NoneType (a new user's trial)
         got = f"a sharded A ({type(a).__name__})" if sharded else type(a).__name__
         raise ValueError(
-            f"`method='dense'` needs A as a dense torch.Tensor, got {got}"
+            f"`method='dense'` needs A as a dense torch.Tensor or numpy array, got {got}"
             f"{'' if sharded or not isinstance(a, torch.Tensor) else f' with layout {a.layout}'}; use "
             "method='iterative' (or 'auto') for sparse, matrix-free and sharded A."
         )
