@@ -170,8 +170,9 @@ def test_geoopt_manifolds_get_the_hessian_of_riemsvds(gen):
         runs.append([i.gradient_norm for i in infos])
     assert runs[0] == pytest.approx(runs[1], rel=1e-6, abs=1e-12)
     ball = geoopt.ManifoldParameter(torch.zeros(3, dtype=torch.float64), manifold=geoopt.PoincareBall())
-    with pytest.warns(UserWarning, match="parameter 0 lies on PoincareBall, which has no ehess2rhess"):
+    with pytest.warns(UserWarning, match="parameter 0 lies on PoincareBall, which has no ehess2rhess") as rec:
         opt = RiemannianTrustRegion([ball])
+    assert rec[0].filename == __file__  # the constructor's caller (it had pointed inside riemsvd)
     opt.step(lambda: (ball - 0.1).square().sum())
     assert opt.info.accepted
 
@@ -461,6 +462,8 @@ def test_a_gradient_tol_below_float32_rounding_stops_stalled_with_a_warning():
         if dtype == torch.float32:
             assert opt.info.stop_reason == "stalled" and not opt.info.converged, opt.info
             assert opt.info.step <= 100 and len(stalls) == 1 and "gradient_tol" in str(stalls[0].message)
+            # at the caller's line, not inside the wrapper torch puts around step (a new user's trial)
+            assert stalls[0].filename == __file__, stalls[0].filename
             assert abs(sigma - s1) <= 1e-6 * s1
             before = (u.detach().clone(), v.detach().clone())
             opt.step(closure)
@@ -526,6 +529,38 @@ def test_parameters_of_two_dtypes_are_judged_at_the_least_precise_ones_rounding(
     s1 = float(torch.linalg.svdvals(a)[0])
     assert opt.info.converged and opt.info.step <= 30, opt.info
     assert abs(float((u @ a @ v.double()).detach()) - s1) <= 1e-6 * s1
+
+
+def test_float64_parameters_with_a_float32_loss_are_judged_at_float32s_rounding():
+    """float64 parameters whose loss is computed in float32 (data kept in float32): progress was judged
+    at float64's rounding, which the float32 loss never reaches; a Rayleigh quotient ran 3000 steps
+    without a stop or a warning, a third of them rejected, the radius down to 2e-17 (a new user's
+    trial). Now float32's ε, and it converges to float32's accuracy."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 300, generator=g)
+    a = a + a.T
+    x = _on(SPHERE, _unit(300, g))
+    opt = RiemannianTrustRegion([x])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ConvergenceWarning)
+        while not (opt.info and opt.info.stop_reason) and (opt.info is None or opt.info.step < 200):
+            opt.step(lambda: -(x.float() @ a @ x.float()))
+    top = float(torch.linalg.eigvalsh(a.double())[-1])
+    assert opt.info.converged and opt.info.step <= 30, opt.info
+    assert abs(float(x.detach() @ a.double() @ x.detach()) - top) <= 1e-5 * abs(top)
+
+
+def test_a_loss_that_does_not_depend_on_the_parameters_is_named():
+    """A closure whose loss comes from another tensor (a typo) had a zero gradient and "converged" at
+    the first step (a new user's trial)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20, 20, dtype=torch.float64, generator=g)
+    x = _on(SPHERE, _unit(20, g))
+    typo = _unit(20, g).requires_grad_()
+    opt = RiemannianTrustRegion([x])
+    with pytest.raises(ValueError, match="does not depend on the optimizer's parameters"):
+        opt.step(lambda: -(typo @ a @ typo))
+    assert opt.info is None or not opt.info.converged
 
 
 def test_the_stall_rule_leaves_slow_progress_rejections_and_a_new_closure_alone():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -173,7 +175,7 @@ def _curvature(manifold, index: int):
         f"RiemannianTrustRegion: parameter {index} lies on {type(manifold).__name__}, which has no "
         "ehess2rhess; its Hessian is approximated by the projected Euclidean one, which drops the "
         "curvature term: convergence may be slow, and is not quadratic.",
-        stacklevel=3,
+        stacklevel=_callers_level(),
     )
     return None
 
@@ -186,6 +188,18 @@ def _typical_distance(p: torch.Tensor, manifold) -> float:
     if isinstance(manifold, geoopt.Stiefel):
         return math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
     return math.sqrt(max(1, p.numel()))
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` for a warning raised by this function's caller that points at the first frame
+    outside riemsvd and torch: the user's line. torch wraps an optimizer's ``step`` in its hooks'
+    wrapper, so a fixed level had pointed at torch/optim/optimizer.py, where Python's default filter
+    then showed the warning once per process however many runs it was for (a new user's trial)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("riemsvd", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _called_backward() -> ValueError:
@@ -448,6 +462,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 # loss that saves no tensors (linear in the parameters) lets a backward() through
                 # here, and fails at the trial point instead (step)
                 raise _called_backward() from err
+        if all(g is None for g in graph):
+            # its gradient had read as 0, "converged" at the first step (a loss of another tensor than
+            # the parameters, by a typo; a new user's trial)
+            raise ValueError(
+                "`closure` returned a loss that does not depend on the optimizer's parameters (no "
+                "gradient reaches any of them): check that it is computed from the tensors passed to "
+                "RiemannianTrustRegion, not from copies or other tensors."
+            )
         xs = [p.detach() for p in self._params]
         egrads = [g.detach() if g is not None else torch.zeros_like(x) for g, x in zip(graph, xs)]
         grad = [m.egrad2rgrad(x, g) for m, x, g in zip(self._manifolds, xs, egrads)]
@@ -475,7 +497,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "changed from the last point: its Hessian is taken as zero, and convergence is slow. "
                 "Compute the loss (or its custom backward) with torch operations, so that it can be "
                 "differentiated twice, or use a first-order optimizer (geoopt.optim.RiemannianAdam).",
-                stacklevel=3,
+                stacklevel=_callers_level(),
             )
 
     # -- one outer iteration ----------------------------------------------------------------------------
@@ -502,9 +524,12 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "values: the trust region cannot judge a step from a non-finite loss. Check the loss "
                 "there (a log or division of zero?), or start from another point."
             )
-        # the least precise parameter's: a float64 u beside a float32 v had judged progress at
-        # float64's rounding, which the float32 gradient never reached, and ran on (a review)
-        dtype = max((x.dtype for x in xs), key=lambda d: torch.finfo(d).eps)
+        # the least precise of the parameters' and the loss's: a float64 u beside a float32 v had
+        # judged progress at float64's rounding, which the float32 gradient never reached, and ran on
+        # (a review); so had float64 parameters whose loss is computed in float32 (data kept in
+        # float32): 3000 steps without a stop, a third of them rejected, the radius down to 2e-17 (a
+        # new user's trial)
+        dtype = max([x.dtype for x in xs] + [loss.dtype], key=lambda d: torch.finfo(d).eps)
         eps = torch.finfo(dtype).eps
         moved = state.get("moved", True)
         since = _progress(state, f, gnorm, eps, moved)
@@ -535,7 +560,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     f"of the loss's gradient in {dtype}, ask for a gradient_tol above it, or "
                     "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
                     ConvergenceWarning,
-                    stacklevel=2,
+                    stacklevel=_callers_level(),
                 )
             self.info = TrustRegionInfo(count, f, gnorm, radius, radius, math.nan, False, 0, "", done)
             return loss.detach()
