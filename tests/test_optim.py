@@ -137,6 +137,32 @@ def test_procrustes_with_a_learned_translation_matches_the_closed_form(gen):
     torch.testing.assert_close(b.detach(), b_star, rtol=0, atol=1e-10)
 
 
+def test_steps_that_keep_going_the_whole_max_radius_warn_once():
+    """The Procrustes fit with a translation 1e4 from the start: the default max_radius (7.4 here) let
+    each step go 7.4 of the way, 2000 steps without a word where the answer lay 1e5 away (a new user's
+    trial). After 50 such steps in a row it warns, once, and names max_radius; at the scale of the
+    default it converges without a warning, and a max_radius of the distance's order serves the
+    large scale."""
+    for scale, steps in ((1.0, 100), (1e4, 60)):
+        g = torch.Generator().manual_seed(0)
+        rows, d = 40, 5
+        a = torch.randn(rows, d, dtype=torch.float64, generator=g)
+        target = a @ orthonormal(d, d, g) + scale * torch.randn(d, dtype=torch.float64, generator=g)
+        q = _on(STIEFEL, orthonormal(d, d, g))
+        b = torch.zeros(d, dtype=torch.float64, requires_grad=True)
+        opt = RiemannianTrustRegion([q, b])
+        closure = functools.partial(lambda q, b, a, t: 0.5 * (a @ q + b - t).square().sum(), q, b, a, target)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            infos = _run(opt, closure, steps)
+        told = [w for w in caught if "went the whole max_radius" in str(w.message)]
+        if scale == 1.0:
+            assert infos[-1].converged and not told
+        else:
+            assert len(told) == 1 and told[0].filename == __file__ and not infos[-1].stop_reason
+            assert _run(RiemannianTrustRegion([q, b], max_radius=10 * scale), closure)[-1].converged
+
+
 def test_hessian_is_the_riemannian_hessian_of_the_pair(gen):
     """For f = −uᵀAv on two spheres, Hess f[(x, y)] = (−P_u A y + (uᵀAv) x, −P_v Aᵀx + (uᵀAv) y): the
     autograd Hessian with ``ehess2rhess`` against the formula, at a point that is not critical (where

@@ -190,6 +190,12 @@ def _typical_distance(p: torch.Tensor, manifold) -> float:
     return math.sqrt(max(1, p.numel()))
 
 
+# Accepted steps in a row that went the whole max_radius before a warning that it may be too small:
+# the trust region's steps double up to it from max_radius/8, and a problem at the scale of the
+# default took 3–4 such steps (the test suite's Procrustes fit with a translation of size 1)
+_FULL_STEPS = 50
+
+
 def _callers_level() -> int:
     """The ``stacklevel`` for a warning raised by this function's caller that points at the first frame
     outside riemsvd and torch: the user's line. torch wraps an optimizer's ``step`` in its hooks'
@@ -595,10 +601,26 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             with torch.no_grad():
                 for p, x in zip(params, old):
                     p.copy_(x)
+        self._note_full_steps(state, accepted and boundary and radius >= self.max_radius * (1 - 1e-9))
         self.info = TrustRegionInfo(
             count, f, gnorm, radius, state["radius"], rho, accepted, inner_iterations, inner_stop
         )
         return loss.detach()
+
+    def _note_full_steps(self, state: dict, full: bool) -> None:
+        """Count the accepted steps in a row that went the whole ``max_radius``, and warn once where
+        _FULL_STEPS of them suggest a minimum far beyond it: a translation fitted beside a rotation, its
+        answer 1e5 from the start, was 2000 steps of 7.4 from it, silently (a new user's trial)."""
+        state["full_steps"] = state.get("full_steps", 0) + 1 if full else 0
+        if state["full_steps"] == _FULL_STEPS:
+            warnings.warn(
+                f"RiemannianTrustRegion: {_FULL_STEPS} accepted steps in a row went the whole "
+                f"max_radius ({self.max_radius:.3g}): the minimum may lie much farther from the start "
+                "than that (parameters without a manifold on a large scale?). Pass a max_radius of the "
+                "order of the distance to it.",
+                ConvergenceWarning,
+                stacklevel=_callers_level(),
+            )
 
     def _tcg(self, xs, egrads, graph, grad: Vectors, radius: float):
         """Preconditioned Steihaug–Toint CG on the model ⟨g, η⟩ + ½⟨η, H η⟩ within ‖η‖_{P⁻¹} ≤ Δ.
