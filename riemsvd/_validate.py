@@ -788,9 +788,24 @@ def check_trust_region_args(
 _RULE_OPTIONS = ("accept", "shrink", "grow", "kappa", "theta", "preconditioner", "patience")
 
 
+# First-order optimizers' options (torch's and geoopt's), which a trust region has none of: set in a
+# parameter group, `lr` was kept and ignored, where `lr=` to the constructor raised (a new user's
+# trial). A key of the caller's own (a group's "name") is left alone.
+_FIRST_ORDER_OPTIONS = (
+    "lr", "momentum", "dampening", "nesterov", "betas", "amsgrad", "weight_decay", "stabilize",
+)  # fmt: skip
+
+
 def check_param_groups(param_groups, defaults: dict) -> None:
-    """No trust-region option set per parameter group: one trust region spans all parameters."""
+    """No trust-region option set per parameter group: one trust region spans all parameters; and no
+    first-order optimizer's option, which it would ignore."""
     for group in param_groups:
+        foreign = [key for key in _FIRST_ORDER_OPTIONS if key in group]
+        if foreign:
+            raise ValueError(
+                f"`{foreign[0]}` set for a parameter group: RiemannianTrustRegion has no such option (no "
+                "learning rate: the trust region sizes each step); its options are the constructor's."
+            )
         # .get: torch's __setstate__ adds defaults (differentiable) that loaded groups lack
         own = [key for key, value in defaults.items() if group.get(key, value) != value]
         own += [key for key in _RULE_OPTIONS if key in group]

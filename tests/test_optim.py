@@ -272,6 +272,9 @@ def test_arguments_are_checked_by_name(gen):
         with pytest.raises(ValueError, match=f"`{key}` set for one parameter group"):
             RiemannianTrustRegion([{"params": [u], key: 0.5}])
     RiemannianTrustRegion([{"params": [u], "name": "u"}])  # a key of the caller's own is left alone
+    for key in ("lr", "momentum", "weight_decay"):  # a first-order option was kept and ignored (a trial)
+        with pytest.raises(ValueError, match=rf"`{key}` set for a parameter group: .* \(no learning rate"):
+            RiemannianTrustRegion([{"params": [u], key: 0.1}])
 
     class Flat:  # not a geoopt manifold
         def proju(self, x, v):
