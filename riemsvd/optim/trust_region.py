@@ -191,8 +191,8 @@ def _typical_distance(p: torch.Tensor, manifold) -> float:
 
 
 # Accepted steps in a row that went the whole max_radius before a warning that it may be too small:
-# the trust region's steps double up to it from max_radius/8, and a problem at the scale of the
-# default took 3–4 such steps (the test suite's Procrustes fit with a translation of size 1)
+# a Procrustes fit with a translation (40×5, max_radius 7.4) took runs of 0, 2 and 19 such steps for
+# translations of size 1, 10 and 100 (12, 13 and 41 steps in all), 7.4 a step for 1e3
 _FULL_STEPS = 50
 
 
