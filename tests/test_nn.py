@@ -1090,3 +1090,22 @@ def test_the_parametrization_classes_are_public_for_isinstance_checks():
     assert isinstance(plain.parametrizations.weight[0], rnn.SpectralNorm)
     assert isinstance(conv.parametrizations.weight[0], rnn.OperatorNorm)
     assert {"SpectralNorm", "OperatorNorm"} <= set(rnn.__all__)
+
+
+def test_normalizing_a_weight_twice_warns():
+    """A second spectral_norm on the same weight (riemsvd's on riemsvd's or on torch's) stacks on the
+    first, as torch's does, and costs its products again on every forward, unsaid (a new user's
+    trial): it warns at registration; a first registration, or another weight, does not."""
+    from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        once = rnn.spectral_norm(nn.Linear(4, 5))
+        rnn.spectral_norm(rnn.spectral_norm(nn.LSTM(3, 4), "weight_ih_l0"), "weight_hh_l0")
+    for first in (rnn.spectral_norm, torch_spectral_norm):
+        layer = first(nn.Linear(4, 5)) if first is not rnn.spectral_norm else once
+        with pytest.warns(UserWarning, match=r"`weight` is spectrally normalized already") as rec:
+            rnn.spectral_norm(layer)
+        assert rec[0].filename == __file__
+    x = torch.randn(3, 4)
+    assert torch.allclose(once(x), once(x))  # still a working layer

@@ -202,8 +202,29 @@ def spectral_norm(
         module.register_forward_pre_hook(hook)
     else:
         norm = SpectralNorm(weight, dim, tol, float(eps), steps)
+    _warn_if_normalized(module, name)
     parametrize.register_parametrization(module, name, norm)
     return module
+
+
+def _warn_if_normalized(module: nn.Module, name: str) -> None:
+    """A UserWarning where ``module.<name>`` is spectrally normalized already (by this function or by
+    torch's): a second normalization stacks on the first (as torch's does), divides by σ = 1, and
+    costs its products again on every forward, unsaid (a new user's trial)."""
+    chain = getattr(getattr(module, "parametrizations", None), name, None)
+    if chain is None:
+        return
+    # torch's parametrization is a private class of torch.nn.utils.parametrizations: known by its name
+    kinds = [type(p).__name__ for p in chain]
+    kinds = [k for p, k in zip(chain, kinds) if isinstance(p, PairNormalization) or "SpectralNorm" in k]
+    if kinds:
+        warnings.warn(
+            f"the module's `{name}` is spectrally normalized already ({kinds[0]}); a second "
+            "normalization stacks on it, divides by σ = 1 and costs its products again on every forward. "
+            "Remove the first (`torch.nn.utils.parametrize.remove_parametrizations`) or register once.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_input_shape(module: nn.Module, args, *, name: str) -> None:
