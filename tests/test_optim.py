@@ -741,3 +741,20 @@ def test_a_euclidean_minimum_converges_at_its_rounding_by_default():
             assert opt.info.stop_reason == "rounding" and opt.info.converged and not stalls, opt.info
         else:
             assert opt.info.stop_reason == "stalled" and not opt.info.converged and len(stalls) == 1
+
+
+def test_a_stall_on_a_manifold_without_its_hessian_names_the_missing_curvature():
+    """A product of spheres (geoopt's ProductManifold: no ehess2rhess) stalled at ‖g‖ ≈ 1e-5 in float64
+    and the warning sent the user to the gradient's rounding and float64, which it had (a new user's
+    trial); it now names the parameter whose Hessian lacks its curvature term."""
+    n = 40
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(n, n, dtype=torch.float64, generator=g)
+    both = geoopt.ProductManifold((Sphere(), n), (Sphere(), n))
+    start = both.projx(torch.randn(2 * n, dtype=torch.float64, generator=g))
+    z = geoopt.ManifoldParameter(start, manifold=both)
+    with pytest.warns(UserWarning, match="no ehess2rhess"):
+        opt = RiemannianTrustRegion([z])
+    with pytest.warns(riemsvd.ConvergenceWarning, match=r"Parameter 0's manifold has no ehess2rhess") as rec:
+        infos = _run(opt, lambda: -(z[:n] @ c @ z[n:]), steps=400)
+    assert infos[-1].stop_reason == "stalled" and rec[0].filename == __file__

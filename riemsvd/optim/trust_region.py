@@ -559,11 +559,21 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         if done is not None:
             state["moved"] = False  # the point stays: the next step judges it no better
             if done == "stalled" and moved and since == self.patience:  # once, as it stops
+                # a manifold without ehess2rhess is the likelier cause than rounding (a new user's
+                # trial: a float64 product manifold stalled at 1e-5 was pointed to float64)
+                flat = [i for i, c in enumerate(self._curvatures) if c is None]
+                cause = (
+                    f"Parameter {flat[0]}'s manifold has no ehess2rhess: its Hessian lacks the curvature "
+                    "term, which can stall the steps above the rounding; give the manifold one, or use a "
+                    "first-order optimizer. Otherwise, w"
+                    if flat
+                    else "W"
+                )
                 warnings.warn(
                     f"RiemannianTrustRegion: {since} accepted steps without a new low of the gradient "
                     f"norm (now {gnorm:.3g}, gradient_tol {tol:.3g}) or of the loss: "
-                    "stopped, info.stop_reason = 'stalled'. Where the gradient norm is at the rounding "
-                    f"of the loss's gradient in {dtype}, ask for a gradient_tol above it, or "
+                    f"stopped, info.stop_reason = 'stalled'. {cause}here the gradient norm is at the "
+                    f"rounding of the loss's gradient in {dtype}, ask for a gradient_tol above it, or "
                     "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
                     ConvergenceWarning,
                     stacklevel=_callers_level(),
