@@ -526,3 +526,38 @@ def test_a_layer_subclass_with_its_own_forward_gets_the_vjp_adjoint():
     )
     inherited = nn.modules.linear.NonDynamicallyQuantizableLinear(30, 20, bias=False, dtype=F64)
     assert riemsvd.linear_operator(inherited, (30,)).adjoint_kind == "linear"
+
+
+def _explicit_norm(layer, input_shape) -> float:
+    """‖layer‖₂ from its matrix, built column by column (bias-free layers)."""
+    size = int(torch.tensor(input_shape).prod())
+    eye = torch.eye(size, dtype=torch.float64).reshape(size, *input_shape)
+    with torch.no_grad():
+        return float(torch.linalg.matrix_norm(layer(eye).reshape(size, -1).mT, 2))
+
+
+def test_a_layer_in_training_mode_is_applied_in_eval_mode_or_refused():
+    """A conv normalized by torch's spectral_norm and left in training mode changed at each read of its
+    weight (a power step): over the products of its own operator_norm its norm went from 16.0 to
+    1.75, unsaid, and norm_bounds refused it as mapping a batch's items together (a new user's
+    trial). Such a layer is refused now, by name, and left as it was; in eval mode its bound holds.
+    A module whose training mode only draws (dropout) is applied in eval mode, its modes restored."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype=torch.float64)
+    normalized = torch.nn.utils.parametrizations.spectral_norm(conv)
+    before = [b.clone() for b in normalized.buffers()]
+    with pytest.raises(ValueError, match=r"`layer` is in training mode .* Call `layer.eval\(\)` first"):
+        riemsvd.nn.operator_norm(normalized, (3, 6, 6))
+    with pytest.raises(ValueError, match=r"`fn` is in training mode and its parametrized `weight` changes"):
+        riemsvd.linear_operator(normalized, (3, 6, 6))
+    assert all(torch.equal(a, b) for a, b in zip(before, normalized.buffers()))
+    normalized.eval()
+    exact = _explicit_norm(normalized, (3, 6, 6))
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(normalized, (3, 6, 6)))
+    assert float(bounds.lower) <= exact * (1 + 1e-12) and exact <= float(bounds.upper) * (1 + 1e-12)
+
+    dropped = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype=torch.float64), nn.Dropout(0.5))
+    dropped.train()
+    sigma = float(riemsvd.nn.operator_norm(dropped, (3, 6, 6)))
+    assert abs(sigma - _explicit_norm(dropped[0], (3, 6, 6))) <= 1e-10 * sigma
+    assert dropped.training and dropped[1].training

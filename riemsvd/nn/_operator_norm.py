@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from riemsvd._backend import no_autocast
-from riemsvd._linear import conv_apply, conv_operator, is_conv, map_operator
+from riemsvd._linear import check_steady, conv_apply, conv_operator, is_conv, map_operator
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
 from riemsvd._validate import check_layer_input, check_module
@@ -130,6 +130,7 @@ def operator_norm(
     """
     check_module(layer, "layer")
     input_shape = check_layer_input(layer, input_shape)
+    check_steady(layer, "layer")
     with torch.no_grad():
         if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
             weight = cast(torch.Tensor, layer.weight).detach()  # one is computed once)
