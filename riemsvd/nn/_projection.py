@@ -58,7 +58,9 @@ def project_spectral_(
     Parameters
     ----------
     weight : torch.Tensor
-        Shape ``(d0, d1, …)`` with at least 2 dimensions, seen as the matrix ``(d_dim, ∏ other dims)``.
+        Shape ``(d0, d1, …)`` with at least 2 dimensions, seen as the matrix ``(d_dim, ∏ other dims)``:
+        for a convolution's kernel that matrix's norm, not the layer's operator norm, which can be
+        larger (:func:`riemsvd.nn.operator_norm`).
     max_norm : float
         c > 0.
     mode : {"ball", "sphere"}
