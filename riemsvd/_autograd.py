@@ -18,7 +18,7 @@ import torch
 from riemsvd._backend import batch_elements, mm, readable_any, solver_threads
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import DenseOperator, Operator
-from riemsvd._result import DegenerateSpectrumWarning
+from riemsvd._result import DegenerateSpectrumWarning, callers_level
 from riemsvd._tolerance import eps
 
 __all__ = ["Layout", "SolveCall", "SolveFunction", "cotangent", "needs_graph"]
@@ -106,7 +106,7 @@ def _block_rates(
             "(write it A V Vᵀ, whose gradient through span(V) is exact) or of the vectors themselves."
             + batch_elements(felt.any(-1).any(-1)),
             DegenerateSpectrumWarning,
-            stacklevel=4,
+            stacklevel=callers_level(),
         )
     drop_minus = close | eye
     drop_plus = eye | (plus <= floor)
@@ -173,7 +173,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
             "exact (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the limit of its gradients "
             "from one side)." + batch_elements(bad),
             DegenerateSpectrumWarning,
-            stacklevel=4,
+            stacklevel=callers_level(),
         )
     p, q = newton.project(p, q)
     return p * scale, q * scale
@@ -225,7 +225,7 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
             "still exact for the nonzero values (a zero one has none: σ ≥ 0 has a kink there)."
             + batch_elements(s[..., -1] == 0),
             DegenerateSpectrumWarning,
-            stacklevel=3,
+            stacklevel=callers_level(),
         )
     g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
     skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from collections import namedtuple
 from dataclasses import dataclass, field
 
 import torch
 
 __all__ = ["ConvergenceWarning", "DegenerateSpectrumWarning", "ResolutionWarning", "SolveInfo", "SVDResult"]
+
+
+def callers_level() -> int:
+    """The ``stacklevel`` for a warning raised by this function's caller that points at the first frame
+    outside riemsvd and torch: the user's line. torch wraps an optimizer's ``step`` in its hooks'
+    wrapper and runs a backward from its engine, so fixed levels had pointed at
+    torch/optim/optimizer.py and torch/autograd/function.py, where Python's default filter then
+    showed a warning once per process however many calls it was for (new users' trials)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("riemsvd", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class ConvergenceWarning(UserWarning):

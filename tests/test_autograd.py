@@ -398,8 +398,9 @@ def test_a_gap_below_the_triplets_residual_warns_for_vector_gradients():
     ours = lambda a: solve(a, k, generator=torch.Generator().manual_seed(0)).U  # noqa: E731
     for seed in (3, 4, 5):  # silent before, 180%, 150% and 40% off
         a, x = matrix(1e-6, seed)
-        with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned"):
+        with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned") as rec:
             gradient(a.float(), x, ours)
+        assert rec[0].filename == __file__  # the backward's caller (it had pointed into torch)
         with warnings.catch_warnings():
             warnings.simplefilter("error", riemsvd.DegenerateSpectrumWarning)
             reference = gradient(a, x, exact)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
-import types
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -17,7 +15,7 @@ from typing import Callable
 import geoopt
 import torch
 
-from riemsvd._result import ConvergenceWarning
+from riemsvd._result import ConvergenceWarning, callers_level
 from riemsvd._trust import RadiusRule
 from riemsvd._validate import (
     as_number,
@@ -175,7 +173,7 @@ def _curvature(manifold, index: int):
         f"RiemannianTrustRegion: parameter {index} lies on {type(manifold).__name__}, which has no "
         "ehess2rhess; its Hessian is approximated by the projected Euclidean one, which drops the "
         "curvature term: convergence may be slow, and is not quadratic.",
-        stacklevel=_callers_level(),
+        stacklevel=callers_level(),
     )
     return None
 
@@ -194,18 +192,6 @@ def _typical_distance(p: torch.Tensor, manifold) -> float:
 # a Procrustes fit with a translation (40×5, max_radius 7.4) took runs of 0, 2 and 19 such steps for
 # translations of size 1, 10 and 100 (12, 13 and 41 steps in all), 7.4 a step for 1e3
 _FULL_STEPS = 50
-
-
-def _callers_level() -> int:
-    """The ``stacklevel`` for a warning raised by this function's caller that points at the first frame
-    outside riemsvd and torch: the user's line. torch wraps an optimizer's ``step`` in its hooks'
-    wrapper, so a fixed level had pointed at torch/optim/optimizer.py, where Python's default filter
-    then showed the warning once per process however many runs it was for (a new user's trial)."""
-    frame: types.FrameType | None = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("riemsvd", "torch"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _called_backward() -> ValueError:
@@ -503,7 +489,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "changed from the last point: its Hessian is taken as zero, and convergence is slow. "
                 "Compute the loss (or its custom backward) with torch operations, so that it can be "
                 "differentiated twice, or use a first-order optimizer (geoopt.optim.RiemannianAdam).",
-                stacklevel=_callers_level(),
+                stacklevel=callers_level(),
             )
 
     # -- one outer iteration ----------------------------------------------------------------------------
@@ -576,7 +562,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     f"rounding of the loss's gradient in {dtype}, ask for a gradient_tol above it, or "
                     "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
                     ConvergenceWarning,
-                    stacklevel=_callers_level(),
+                    stacklevel=callers_level(),
                 )
             self.info = TrustRegionInfo(count, f, gnorm, radius, radius, math.nan, False, 0, "", done)
             return loss.detach()
@@ -629,7 +615,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 "than that (parameters without a manifold on a large scale?). Pass a max_radius of the "
                 "order of the distance to it.",
                 ConvergenceWarning,
-                stacklevel=_callers_level(),
+                stacklevel=callers_level(),
             )
 
     def _tcg(self, xs, egrads, graph, grad: Vectors, radius: float):
