@@ -466,3 +466,17 @@ def test_float32_projector_gradient_is_as_accurate_as_torchs(method):
         ((r.U * r.S @ r.V.mT) * w).sum().backward()
         error = float((a32.grad.double() - a64.grad).norm() / a64.grad.norm())
         assert error <= 1e-4, (seed, error)
+
+
+def test_vmap_with_a_warm_start():
+    """torch.func.vmap of a solve with init, shared (U0 alone) or per matrix ((u, v)), raised vmap's
+    "data-dependent control flow" from the check that init is finite (a new user's trial); both give
+    the batched solve's values."""
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(4, 12, 9, dtype=torch.float64, generator=g)
+    u, s, vh = torch.linalg.svd(b, full_matrices=False)
+    shared = torch.func.vmap(lambda a: riemsvd.solve(a, 2, init=u[0, :, :2]).S)(b)
+    solve_from = lambda a, u0, v0: riemsvd.solve(a, 2, init=(u0, v0)).S  # noqa: E731
+    own = torch.func.vmap(solve_from)(b, u[..., :2], vh[..., :2, :].mT)
+    for got in (shared, own):
+        torch.testing.assert_close(got, s[:, :2], rtol=1e-12, atol=0)
