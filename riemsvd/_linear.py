@@ -76,7 +76,12 @@ def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device, name
 
 def bias_free(layer: nn.Module) -> nn.Module:
     """A shallow copy of a layer that shares its weight but has no bias (the layer is left as it is):
-    the linear part of an affine layer, whose norm is the layer's Lipschitz constant."""
+    the linear part of an affine layer, whose norm is the layer's Lipschitz constant. A Sequential's
+    layers each (the linear part of a chain of affine layers is the chain of theirs: two biased
+    convolutions in a row had been refused as not linear; a new user's trial)."""
+    if type(layer) is nn.Sequential:
+        parts = [bias_free(part) for part in layer]
+        return layer if all(a is b for a, b in zip(parts, layer)) else nn.Sequential(*parts)
     if getattr(layer, "bias", None) is None:
         return layer
     # a copy of the instance's attributes, not copy.copy: a parametrized module refuses to be pickled,

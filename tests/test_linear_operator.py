@@ -561,3 +561,24 @@ def test_a_layer_in_training_mode_is_applied_in_eval_mode_or_refused():
     sigma = float(riemsvd.nn.operator_norm(dropped, (3, 6, 6)))
     assert abs(sigma - _explicit_norm(dropped[0], (3, 6, 6))) <= 1e-10 * sigma
     assert dropped.training and dropped[1].training
+
+
+def test_a_chain_of_biased_layers_is_bounded_by_its_linear_part():
+    """Two biased convolutions in a row were refused as not linear, where a single biased layer has its
+    bias dropped (a new user's trial): a Sequential's layers are taken bias-free each, the chain's
+    linear part, whose norm is its Lipschitz constant; its biases stay in the module. A ReLU between
+    them is still refused."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64), nn.Conv2d(4, 2, 3, stride=2, dtype=torch.float64)
+    )
+    linear = copy.deepcopy(seq)
+    for layer in linear:
+        layer.bias = None
+    exact = _explicit_norm(linear, (3, 7, 7))
+    assert abs(float(riemsvd.nn.operator_norm(seq, (3, 7, 7))) - exact) <= 1e-12 * exact
+    bounds = riemsvd.norm_bounds(riemsvd.linear_operator(seq, (3, 7, 7)))
+    assert float(bounds.lower) <= exact * (1 + 1e-12) and exact <= float(bounds.upper) * (1 + 1e-12)
+    assert all(layer.bias is not None for layer in seq)
+    with pytest.raises(ValueError, match="is not linear"):
+        riemsvd.nn.operator_norm(nn.Sequential(seq[0], nn.ReLU(), seq[1]), (3, 7, 7))
