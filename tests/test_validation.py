@@ -556,9 +556,10 @@ def test_messages_name_what_the_caller_passed():
     lin = torch.nn.Linear(10, 10)
     with pytest.raises(TypeError, match=r"`params` must be a tensor .* got the module Linear; pass e\.g\."):
         riemsvd.nn.register_projection_hook(torch.optim.SGD(lin.parameters(), lr=0.1), lin)
-    affine = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Linear(5, 5))
+    # (an affine Sequential is taken bias-free now, its chain's linear part)
+    bent = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh())
     with pytest.raises(ValueError, match=r"^`layer` is not linear"):
-        riemsvd.nn.operator_norm(affine, (7,))
+        riemsvd.nn.operator_norm(bent, (7,))
     a = torch.randn(20, 12, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"torch\.float32 on cpu: .* pass `dtype=`"):
         riemsvd.linear_operator(lambda x: x @ a.T, (12,))
