@@ -128,11 +128,10 @@ def _moved(first: torch.Tensor, second: torch.Tensor) -> bool:
 
 
 def _in_eval_mode(module: nn.Module):
-    """``module``'s map with it and its submodules in eval mode, their modes restored after each call.
-    In training mode a forward can change the module (the power step of torch's spectral_norm, batch
-    norm's running statistics) or draw (dropout): a conv normalized by torch's spectral_norm, left in
-    training mode, went from norm 16.0 to 1.75 over the products of its own operator_norm, unsaid,
-    or was refused as mapping a batch's items together (a new user's trial)."""
+    """``module``'s map with it and its submodules in eval mode, their modes restored after each call:
+    in training mode a forward can draw (dropout, which had a conv followed by one refused as mapping
+    a batch's items together) or change the module (batch norm's running statistics); a
+    parametrization that changes at each read is refused before (:func:`check_steady`)."""
 
     def apply(x):
         modes = [(m, m.training) for m in module.modules()]

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
+from riemsvd._result import callers_level
 from riemsvd._validate import check_spectral_norm_args
 from riemsvd.nn._leading import PairNormalization, as_matrix, leading_pair, pair_sigma
 from riemsvd.nn._operator_norm import OperatorNorm
@@ -223,7 +224,7 @@ def _warn_if_normalized(module: nn.Module, name: str) -> None:
             "normalization stacks on it, divides by σ = 1 and costs its products again on every forward. "
             "Remove the first (`torch.nn.utils.parametrize.remove_parametrizations`) or register once.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=callers_level(),
         )
 
 
