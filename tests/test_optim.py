@@ -758,3 +758,25 @@ def test_a_stall_on_a_manifold_without_its_hessian_names_the_missing_curvature()
     with pytest.warns(riemsvd.ConvergenceWarning, match=r"Parameter 0's manifold has no ehess2rhess") as rec:
         infos = _run(opt, lambda: -(z[:n] @ c @ z[n:]), steps=400)
     assert infos[-1].stop_reason == "stalled" and rec[0].filename == __file__
+
+
+def test_a_stalled_optimizer_takes_up_a_changed_problem():
+    """An optimizer that stopped "stalled" (float32 at a gradient_tol below its rounding), reused on a
+    problem that changed a little (the closure's matrix drifting), stopped "stalled" again at once,
+    without a step: its gradient was only 3.6 times the old low (a new user's trial). Another loss at
+    the same point is now another problem, and the steps resume."""
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    a = torch.randn(n, n, generator=g)
+    a = (a + a.T) / 2
+    x = _on(SPHERE, _unit(n, g).float())
+    opt = RiemannianTrustRegion([x], gradient_tol=1e-10)
+    m = a.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        first = _run(opt, lambda: -(x @ m @ x))
+        assert first[-1].stop_reason == "stalled"
+        m = a + 1e-4 * torch.eye(n) + 2e-5 * torch.diag(torch.linspace(-1, 1, n))
+        again = _run(opt, lambda: -(x @ m @ x))
+    assert len(again) > 1 and any(info.accepted for info in again), again[:2]
+    assert again[-1].gradient_norm < again[0].gradient_norm / 2

@@ -111,8 +111,15 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> i
     where they were: nothing new to judge; a radius too large to start with takes several). A
     gradient norm 10 times the low starts afresh: a new closure, or the iteration leaving a basin."""
     best_f, best_g = state.get("best_loss", math.inf), state.get("best_gradient", math.inf)
-    if gnorm > 10 * best_g:
+    last = state.get("last_loss")
+    state["last_loss"] = f
+    # another loss at the same point is another problem (a closure over data that changed): a
+    # stalled optimizer reused to track it stopped "stalled" at once, its gradient only 3.6 times
+    # the old low (a new user's trial)
+    changed = not moved and last is not None and abs(f - last) > 4 * eps * abs(last)
+    if gnorm > 10 * best_g or changed:
         best_f, best_g = math.inf, math.inf
+        state["since_progress"] = 0
     if best_g == math.inf:  # a first step, or a fresh start: what "rounding" is judged against
         state["first_gradient"] = gnorm
     elif not moved:
