@@ -142,49 +142,40 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     maxiter = max(200, 4 * (m + n))
     with solver_threads(op.device, m * n * op.batch_shape.numel(), distributed=op.distributed):
         (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol, curvature=warn)
-        kp, kq = newton(p, q)
-        least = stats["least_curvature"].amin(-1) if warn else None
-        residual = _residual_block(newton) if warn else None
-    diff = (kp - rhs[0], kq - rhs[1])
-    res, size = newton.dot(diff, diff).sqrt(), newton.dot(rhs, rhs).sqrt()
-    # where CG met negative curvature or left more than 1e6·ε (the threshold of both dtypes before
-    # float32's tighter rtol), or met a curvature within 10‖R‖ of the triplets' residual block R: by
-    # Wedin's sin θ theorem the computed span(U), span(V) are off the exact ones by up to
-    # ‖R‖/(σ_k − σ_{k+1}), and each Rayleigh quotient CG takes on the complements is at least
-    # σ_k − σ_{k+1}. Float32 at σ_{k+1} = (1 − 1e-6)·σ_k (300×200, k = 5) had given ⟨X, U Uᵀ⟩'s gradient
-    # off by a median 120%, up to 4600%, without a word: the residuals of 2–4e-6 exceeded the gap (a
-    # new user's trial). One-sided: a curvature CG did not meet (no part of the cotangent there)
-    # warns of nothing.
-    bad = (stats["negative_curvature"] | (res > 1e6 * eps(op.dtype) * size)).any(-1)
-    if least is not None and residual is not None:
+        if warn:
+            (kp, kq), residual = newton.with_residual(p, q)
+    if warn:
+        diff = (kp - rhs[0], kq - rhs[1])
+        res, size = newton.dot(diff, diff).sqrt(), newton.dot(rhs, rhs).sqrt()
+        least = stats["least_curvature"].amin(-1)
+        # where CG met negative curvature or left more than 1e6·ε (the threshold of both dtypes
+        # before float32's tighter rtol), or met a curvature within 10‖R‖ of the triplets' residual
+        # block R: by Wedin's sin θ theorem the computed span(U), span(V) are off the exact ones by up
+        # to ‖R‖/(σ_k − σ_{k+1}), and each Rayleigh quotient CG takes on the complements is at least
+        # σ_k − σ_{k+1}. Float32 at σ_{k+1} = (1 − 1e-6)·σ_k (300×200, k = 5) had given ⟨X, U Uᵀ⟩'s
+        # gradient off by a median 120%, up to 4600%, without a word: the residuals of 2–4e-6
+        # exceeded the gap (a new user's trial). One-sided: a curvature CG did not meet (no part of
+        # the cotangent there) warns of nothing.
+        bad = (stats["negative_curvature"] | (res > 1e6 * eps(op.dtype) * size)).any(-1)
         bad = bad | (least < 10 * residual)
-    if warn and readable_any(bad, default=False):
-        assert least is not None and residual is not None  # computed where warn
-        top = newton.sigma[..., 0, 0].clamp_min(torch.finfo(op.dtype).tiny)  # c·σ₁
-        warnings.warn(
-            "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, closer "
-            "than the returned triplets resolve or than the adjoint solve could solve for, so the k-th "
-            "singular subspace is not known to this accuracy (the adjoint solve met a curvature of "
-            f"{float((least / top).min()):.2g} on the complements against the triplets' residual "
-            f"{float((residual / top).max()):.2g}, relative to σ₁; its "
-            f"relative residual {float((res / size.clamp_min(torch.finfo(op.dtype).tiny)).max()):.2g} "
-            f"after {stats['iterations']} CG steps). The U/V gradient can be off by its own size; a "
-            "smaller `tol`, or float64, resolves a gap that is not an exact tie. The S gradient is still "
-            "exact (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the limit of its gradients "
-            "from one side)." + batch_elements(bad),
-            DegenerateSpectrumWarning,
-            stacklevel=callers_level(),
-        )
+        if readable_any(bad, default=False):
+            top = newton.sigma[..., 0, 0].clamp_min(torch.finfo(op.dtype).tiny)  # c·σ₁
+            warnings.warn(
+                "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, "
+                "closer than the returned triplets resolve or than the adjoint solve could solve for, so "
+                "the k-th singular subspace is not known to this accuracy (the adjoint solve met a "
+                f"curvature of {float((least / top).min()):.2g} on the complements against the "
+                f"triplets' residual {float((residual / top).max()):.2g}, relative to σ₁; its relative "
+                f"residual {float((res / size.clamp_min(torch.finfo(op.dtype).tiny)).max()):.2g} after "
+                f"{stats['iterations']} CG steps). The U/V gradient can be off by its own size; a smaller "
+                "`tol`, or float64, resolves a gap that is not an exact tie. The S gradient is still "
+                "exact (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the limit of its "
+                "gradients from one side)." + batch_elements(bad),
+                DegenerateSpectrumWarning,
+                stacklevel=callers_level(),
+            )
     p, q = newton.project(p, q)
     return p * scale, q * scale
-
-
-def _residual_block(newton: NewtonOperator) -> torch.Tensor:
-    """‖R‖_F per matrix for the triplets' residual block R = (A V − U Σ, Aᵀ U − V Σ), in the units of
-    the Newton operator (c·A); two block products."""
-    u, v, sigma = newton.u, newton.v, newton.sigma
-    r_u, r_v = newton.op.matmat(v) - u * sigma, newton.op.rmatmat(u) - v * sigma
-    return newton.dot((r_u, r_v), (r_u, r_v)).sum(-1).sqrt()
 
 
 def _tangent(layout: Layout, a, u, s, v, da):

@@ -43,6 +43,17 @@ except ImportError:  # their Python twins and torch's calls serve
     STEPS = None
 
 
+def numpy_view(t: torch.Tensor) -> np.ndarray | None:
+    """A CPU tensor's numpy view (no copy), or None where it has none: another device, a dtype numpy
+    lacks, or a tensor wrapped by a torch.func transform."""
+    if t.device.type != "cpu":
+        return None
+    try:
+        return t.detach().numpy()
+    except (RuntimeError, TypeError):
+        return None
+
+
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batched ``a @ b``; by numpy's BLAS for plain CPU tensors that do not require grad (and for
     numpy arrays, the CPU solver's vectors)."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.linalg.blas import dsyrk
 
-from riemsvd._backend import readable_any
+from riemsvd._backend import numpy_view, readable_any
 from riemsvd._certificate import _top_eigenpairs
 from riemsvd._operator import DenseOperator
 from riemsvd._space import HostSpace, Space
@@ -277,23 +277,12 @@ def _top_right_vectors(a64, k: int, tall: bool):
     (:func:`_top_eigenpairs`, which reads that triangle); else torch's product and eigh, all of them.
     On one BLAS thread (the dense path's) against torch's two, 3.8 ms against 8.0 at 1024×256 and
     k = 8, 12.2 against 23.2 at 1536×384, 156 against 265 at 4096×1024 (2-core AMD EPYC)."""
-    rows = a64 if isinstance(a64, np.ndarray) else _numpy_matrix(a64)
+    rows = a64 if isinstance(a64, np.ndarray) else numpy_view(a64) if a64.dim() == 2 else None
     if rows is not None:  # Aᵀ is Fortran-ordered for a row-major A: syrk takes it as it is
         top = _top_eigenpairs(dsyrk(1.0, rows.T, trans=0 if tall else 1), k)[1]
         return top if rows is a64 else torch.from_numpy(top.copy())  # descending: a reversed view
     gram = a64.mT @ a64 if tall else a64 @ a64.mT
     return torch.linalg.eigh(gram)[1][..., -k:].flip(-1)  # ascending
-
-
-def _numpy_matrix(t: torch.Tensor) -> np.ndarray | None:
-    """The numpy view of one matrix on the CPU, None for a batch, another device, or a tensor inside a
-    torch.func transform (no view)."""
-    if t.dim() != 2 or t.device.type != "cpu":
-        return None
-    try:
-        return t.numpy()
-    except (RuntimeError, TypeError):
-        return None
 
 
 def _gram_triplets(a, k: int, tol: float):

@@ -42,9 +42,23 @@ class NewtonOperator:
         return self.op.left.dots(a[0], b[0]) + self.op.right.dots(a[1], b[1])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ay, atx = self.op.matmat(y), self.op.rmatmat(x)
+        return self._applied(x, y, self.op.matmat(y), self.op.rmatmat(x))
+
+    def _applied(self, x, y, ay, atx) -> tuple[torch.Tensor, torch.Tensor]:
+        """K (x, y) from the products A y, Aᵀ x."""
         px, py = self.project(ay, atx)
         return x * self.sigma - px, y * self.sigma - py
+
+    def with_residual(self, x: torch.Tensor, y: torch.Tensor):
+        """(K (x, y), ‖R‖_F per matrix (...)) in one block product each way, R = (A V − U Σ, Aᵀ U − V Σ)
+        the residual block of the triplets the operator is built on (the backward's check of how
+        well they resolve σ_b − σ_{b+1}): the columns of V and U ride with y's and x's."""
+        b = y.shape[-1]
+        ay = self.op.matmat(torch.cat([y, self.v], dim=-1))
+        atx = self.op.rmatmat(torch.cat([x, self.u], dim=-1))
+        r_u, r_v = ay[..., b:] - self.u * self.sigma, atx[..., b:] - self.v * self.sigma
+        residual = self.dot((r_u, r_v), (r_u, r_v)).sum(-1).sqrt()
+        return self._applied(x, y, ay[..., :b], atx[..., :b]), residual
 
 
 def _to_boundary(k: NewtonOperator, x, d, radius: float | torch.Tensor) -> torch.Tensor:

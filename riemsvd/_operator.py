@@ -14,7 +14,15 @@ import warnings
 import numpy as np
 import torch
 
-from riemsvd._backend import NUMPY_BLAS, STEPS, mm, readable_any, readable_number, torch_products
+from riemsvd._backend import (
+    NUMPY_BLAS,
+    STEPS,
+    mm,
+    numpy_view,
+    readable_any,
+    readable_number,
+    torch_products,
+)
 from riemsvd._space import HostSpace, Space
 from riemsvd._tolerance import product_floor
 
@@ -300,13 +308,6 @@ class DenseOperator(Operator):
             one.scale = self.scale[index]
         return one
 
-    def _numpy_view(self) -> np.ndarray | None:
-        """A as a numpy array (a view), or None where it has none (wrapped by a torch.func transform)."""
-        try:
-            return self.a.detach().numpy()
-        except (RuntimeError, TypeError):
-            return None
-
     def torch_products(self) -> bool:
         if self._on_torch is None:  # decided at the first call, before the solve sets its threads
             on_cpu = torch.device(self.device).type == "cpu"
@@ -314,7 +315,7 @@ class DenseOperator(Operator):
         return self._on_torch
 
     def _column_products(self):
-        a = self._numpy_view()
+        a = numpy_view(self.a)
         if a is None or a.ndim != 2:
             return None
         if self.torch_products():
@@ -326,7 +327,7 @@ class DenseOperator(Operator):
         return (lambda x, out: np.matmul(a, x, out=out)), (lambda y, out: np.matmul(a.T, y, out=out))
 
     def _numpy_products(self):
-        a = self._numpy_view()
+        a = numpy_view(self.a)
         if a is None:
             return None
         at = a.swapaxes(-1, -2)
@@ -347,7 +348,7 @@ class DenseOperator(Operator):
         return (lambda x: np.matmul(a, x)), (lambda y: np.matmul(at, y))
 
     def _float64_products(self):
-        a = self._numpy_view()
+        a = numpy_view(self.a)
         if a is None:
             return None
         if a.strides[-1] != a.itemsize and a.strides[-2] == a.itemsize:
@@ -705,11 +706,9 @@ def _max_abs_host(t: torch.Tensor) -> torch.Tensor | None:
     inside a torch.func transform)."""
     if STEPS is None or t.dtype not in (torch.float32, torch.float64):
         return None
-    try:
-        x = t.numpy()
-    except (RuntimeError, TypeError):
-        return None
-    return torch.tensor(STEPS.max_abs(x), dtype=t.dtype, device=t.device)  # not the default device
+    x = numpy_view(t)
+    # on t's device, not the default one
+    return None if x is None else torch.tensor(STEPS.max_abs(x), dtype=t.dtype, device=t.device)
 
 
 def adjoint_mismatch(op: Operator) -> tuple[float, float]:

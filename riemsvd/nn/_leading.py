@@ -291,7 +291,10 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     s0: float | None = None
     stored_v = None if init is None else init[1]
     tol_ = tol if tol is not None else default_tol(target.dtype, m, n)
-    if init is not None and not (tracker is not None and tracker.resting() and _whole(target, tol_)):
+    # whether the solve is a whole decomposition, asked once a forward (prefer_dense's model), and only
+    # where it matters: resting, or about to solve
+    whole = _whole(target, tol_) if tracker is not None and tracker.resting() else None
+    if init is not None and not whole:
         v = init[1]
         for _ in range(tracker.power_steps if tracker is not None else 1):
             step = power_step(products, v)
@@ -312,7 +315,9 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         )
     if tracker is not None:
         tracker.misses += 1
-    if init is not None and _whole(target, tol_):
+    if whole is None:
+        whole = _whole(target, tol_)
+    if init is not None and whole:
         init = None  # which it does not use: its checks cost 20–50 µs
     elif init is not None and tracker is not None and tracker.rival is not None:
         init = (init[0], _lean(init[1], tracker.rival))

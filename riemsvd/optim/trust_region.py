@@ -558,14 +558,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 cause = (
                     f"Parameter {flat[0]}'s manifold has no ehess2rhess: its Hessian lacks the curvature "
                     "term, which can stall the steps above the rounding; give the manifold one, or use a "
-                    "first-order optimizer. Otherwise, w"
+                    "first-order optimizer. "
                     if flat
-                    else "W"
+                    else ""
                 )
                 warnings.warn(
                     f"RiemannianTrustRegion: {since} accepted steps without a new low of the gradient "
                     f"norm (now {gnorm:.3g}, gradient_tol {tol:.3g}) or of the loss: "
-                    f"stopped, info.stop_reason = 'stalled'. {cause}here the gradient norm is at the "
+                    f"stopped, info.stop_reason = 'stalled'. {cause}Where the gradient norm is at the "
                     f"rounding of the loss's gradient in {dtype}, ask for a gradient_tol above it, or "
                     "compute in float64; where it converges slowly, raise `patience` (None: never stop).",
                     ConvergenceWarning,
