@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from riemsvd._backend import batch_elements, mm, readable_any, solver_threads
+from riemsvd._backend import batch_elements, mm, no_autocast, readable_any, solver_threads
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._result import DegenerateSpectrumWarning, callers_level
@@ -180,50 +180,56 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
 
 def _tangent(layout: Layout, a, u, s, v, da):
     """dU, dS, dV for a perturbation dA of A (the JVP); all arguments are the blocks held here."""
-    d_op = layout.operator(da)
-    da_v, da_t_u = d_op.matmat(v), d_op.rmatmat(u)
-    p = d_op.left.inner(u, da_v)  # Uᵀ dA V
-    ds = torch.diagonal(p, dim1=-2, dim2=-1)
-    c = _unit(s).reshape(s.shape[:-1] + (1, 1))
-    d_minus, d_plus = _block_rates(s, c, "U/V")
-    common, relative = d_minus * (p + p.mT), d_plus * (p - p.mT)
-    omega_u = 0.5 * (common + relative) * c
-    omega_v = 0.5 * (common - relative) * c
-    x, y = _complement_solve(layout.operator(a), u, s, v, da_v, da_t_u)
-    return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
+    with no_autocast(a.device):  # see cotangent
+        d_op = layout.operator(da)
+        da_v, da_t_u = d_op.matmat(v), d_op.rmatmat(u)
+        p = d_op.left.inner(u, da_v)  # Uᵀ dA V
+        ds = torch.diagonal(p, dim1=-2, dim2=-1)
+        c = _unit(s).reshape(s.shape[:-1] + (1, 1))
+        d_minus, d_plus = _block_rates(s, c, "U/V")
+        common, relative = d_minus * (p + p.mT), d_plus * (p - p.mT)
+        omega_u = 0.5 * (common + relative) * c
+        omega_v = 0.5 * (common - relative) * c
+        x, y = _complement_solve(layout.operator(a), u, s, v, da_v, da_t_u)
+        return mm(u, omega_u) + x, ds, mm(v, omega_v) + y
 
 
 def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
     """Ā for cotangents (Ū, S̄, V̄); Ū, V̄ may be None (then no linear solve at all). All arguments
-    and the result are the blocks held here: Ā is laid out as A."""
-    ga = torch.zeros_like(a)
-    if gs is not None:
-        ga = ga + mm(u * gs.unsqueeze(-2), v.mT)
-    if gu is None and gv is None:
-        return ga
-    gu = torch.zeros_like(u) if gu is None else gu
-    gv = torch.zeros_like(v) if gv is None else gv
-    c = _unit(s).reshape(s.shape[:-1] + (1, 1))
-    op = layout.operator(a)
-    zero_tail = min(op.shape) > s.shape[-1] and readable_any(s[..., -1] == 0, default=False)
-    if zero_tail:
-        # σ_k = σ_{k+1} = 0 exactly (A of rank below k, a zero matrix): no solve sees it where the
-        # cotangent lies in the returned vectors' span, and a zero matrix's U loss got a silent 0
-        # gradient, where torch.linalg.svd gives NaN (a new user's trial)
-        warnings.warn(
-            "σ_k is 0, as is σ_{k+1} (A has rank below k): the singular vectors of a zero singular "
-            "value are not unique, so the U/V gradient of those is not defined. The S gradient is "
-            "still exact for the nonzero values (a zero one has none: σ ≥ 0 has a kink there)."
-            + batch_elements(s[..., -1] == 0),
-            DegenerateSpectrumWarning,
-            stacklevel=callers_level(),
-        )
-    g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
-    skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
-    d_minus, d_plus = _block_rates(s, c, "U/V", skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs())
-    p_bar = 0.5 * ((skew_u + skew_v) * d_minus + (skew_u - skew_v) * d_plus) * c
-    p, q = _complement_solve(op, u, s, v, gu, gv, warn=not zero_tail)  # warned of already
-    return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
+    and the result are the blocks held here: Ā is laid out as A.
+
+    Autocast off, as in the forward: a backward run under ``torch.autocast`` had CG's products in
+    bfloat16, the float32 gradient of ‖U Uᵀ x‖² 5.9e-3 off where it is 4.4e-5 outside, and a false
+    warning of a tie (1536×384, k = 8; a new user's trial)."""
+    with no_autocast(a.device):
+        ga = torch.zeros_like(a)
+        if gs is not None:
+            ga = ga + mm(u * gs.unsqueeze(-2), v.mT)
+        if gu is None and gv is None:
+            return ga
+        gu = torch.zeros_like(u) if gu is None else gu
+        gv = torch.zeros_like(v) if gv is None else gv
+        c = _unit(s).reshape(s.shape[:-1] + (1, 1))
+        op = layout.operator(a)
+        zero_tail = min(op.shape) > s.shape[-1] and readable_any(s[..., -1] == 0, default=False)
+        if zero_tail:
+            # σ_k = σ_{k+1} = 0 exactly (A of rank below k, a zero matrix): no solve sees it where the
+            # cotangent lies in the returned vectors' span, and a zero matrix's U loss got a silent 0
+            # gradient, where torch.linalg.svd gives NaN (a new user's trial)
+            warnings.warn(
+                "σ_k is 0, as is σ_{k+1} (A has rank below k): the singular vectors of a zero singular "
+                "value are not unique, so the U/V gradient of those is not defined. The S gradient is "
+                "still exact for the nonzero values (a zero one has none: σ ≥ 0 has a kink there)."
+                + batch_elements(s[..., -1] == 0),
+                DegenerateSpectrumWarning,
+                stacklevel=callers_level(),
+            )
+        g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
+        skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
+        d_minus, d_plus = _block_rates(s, c, "U/V", skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs())
+        p_bar = 0.5 * ((skew_u + skew_v) * d_minus + (skew_u - skew_v) * d_plus) * c
+        p, q = _complement_solve(op, u, s, v, gu, gv, warn=not zero_tail)  # warned of already
+        return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
 
 
 def needs_graph(a: torch.Tensor) -> bool:

@@ -476,7 +476,10 @@ def norm_bounds(
         For the inputs :func:`riemsvd.solve` refuses, ``confidence`` outside (0, 1), a matrix-free
         operator with min(m, n) > 256 and no ``confidence`` (no deterministic bound exists for it), or
         one whose Aᵀ products (a ``LinearOperator``'s rmatvec, ``linear_operator``'s ``adjoint``) do not
-        match its A products: ⟨A x, y⟩ ≠ ⟨x, Aᵀ y⟩ on random x, y beyond 100 times their rounding.
+        match its A products: ⟨A x, y⟩ ≠ ⟨x, Aᵀ y⟩ on random x, y beyond 100 times their rounding;
+        or whose products are less precise than its dtype (A(x + y) − A x − A y beyond 100 times the
+        dtype's rounding: computed in a lower precision, or from large terms that cancel), which
+        the rounding model of a certificate does not cover.
 
     Notes
     -----

@@ -75,7 +75,10 @@ class SolveInfo:
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
         computed from products with A and Aᵀ of the returned vectors: fresh ones, or the iteration's
         own (kept beside its bases, in float64 where their restarts' rounding is at most 0.05·tol,
-        which is added).
+        which is added). For a bfloat16 or float16 A, ``residual`` and ``converged`` are those of the
+        float32 triplets before their cast to A's dtype: the triplets returned carry that dtype's
+        rounding on top, a residual of about its unit roundoff (2e-3 for bfloat16, 2.5e-4 for
+        float16) whatever ``tol``; ``errors`` include the cast.
     tol : float
         The tolerance the solve worked to: ``tol`` as given (read as a float64 number), or, for
         ``tol=None``, the default for A's dtype and size (:func:`riemsvd.solve`).

@@ -502,8 +502,8 @@ def test_an_operator_that_is_zero_up_to_rounding_is_not_blamed_on_its_adjoint():
     is zero up to the rounding of its products, which are then noise: the solve's warning and
     norm_bounds' error blamed the operator's rmatvec (⟨A x, y⟩ and ⟨x, Aᵀ y⟩ differing by 1.1 of
     their size; a new user's trial). They now say that the products are not linear to their rounding;
-    a centred matrix that is not zero, its mean 1e4 above its spread, is still solved, and a wrong
-    adjoint beside a centring is still named."""
+    a centred matrix that is not zero, its mean 1e4 above its spread, is still solved (its products'
+    cancellation named, not its adjoint), and a wrong adjoint beside a centring is still named."""
     import scipy.sparse.linalg as spl
 
     from riemsvd._operator import as_operator, product_fault
@@ -528,7 +528,8 @@ def test_an_operator_that_is_zero_up_to_rounding_is_not_blamed_on_its_adjoint():
         with pytest.raises(ValueError, match=refused):
             riemsvd.norm_bounds(centred(rows))
     data = 1e4 + rng.standard_normal((300, 200))
-    assert product_fault(as_operator(centred(data))) is None
+    fault = product_fault(as_operator(centred(data)))  # not its adjoint: its rounding, 720 times float64's
+    assert fault is not None and "subtract it from the data first" in fault and "do not match" not in fault
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # tol above the products' rounding, whose cancellation (entries 1e4 for a spread of 1) puts
@@ -849,3 +850,34 @@ def test_an_operator_with_a_product_but_not_its_adjoint_is_told_which_is_missing
 
     with pytest.raises(TypeError, match=r"`A` \(Forward\) has `matvec` or `matmat` but not .* `rmatvec`"):
         riemsvd.solve(Forward(), 2)
+
+
+def test_products_less_precise_than_their_dtype_are_named_and_refused_a_certificate():
+    """A LinearOperator declared float64 that computes in float32: norm_bounds had certified bounds
+    that missed ‖A‖₂ (by up to 1.6e-8, 10 of 10 seeds), and the solve's stall blamed a cluster of
+    close values (a new user's trial). Both now say that the products are less precise than A's dtype."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spl
+
+    def in_float32(shape, seed):
+        m32 = sp.random(*shape, density=0.3, random_state=seed, format="csr").astype(np.float32)
+        op = spl.LinearOperator(
+            shape,
+            matvec=lambda x: m32 @ x.astype(np.float32),
+            rmatvec=lambda y: m32.T @ y.astype(np.float32),
+            dtype=np.float64,
+        )
+        return op, m32
+
+    op, m32 = in_float32((200, 150), 0)
+    with pytest.raises(ValueError, match="lower precision than the dtype A declares"):
+        riemsvd.norm_bounds(op)
+    # declared as what it computes in, the same products are bounded, and the bounds hold
+    declared = spl.LinearOperator(op.shape, matvec=op.matvec, rmatvec=op.rmatvec, dtype=np.float32)
+    bounds = riemsvd.norm_bounds(declared)
+    exact = np.linalg.norm(m32.toarray().astype(np.float64), 2)
+    assert float(bounds.lower) <= exact <= float(bounds.upper)
+    big, _ = in_float32((1200, 900), 1)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="lower precision than the dtype A declares"):
+        out = riemsvd.solve(big, 6)
+    assert not bool(out.info.converged)
