@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = riemsvd.solve(a, args.k, tol=args.tol, generator=torch.Generator().manual_seed(0))
     except (TypeError, ValueError) as refused:  # an argument solve refuses (-k 0, --tol 0): its message
-        p.error(str(refused))
+        # said in the command line's words: `--tol` and leaving it out, not `tol=` and `tol=None`
+        p.error(str(refused).replace("pass `tol=None`", "leave `--tol` out").replace("`tol`", "`--tol`"))
     t_solve = time.perf_counter() - t0
     print(f"A: {args.m}×{args.n} {args.dtype}, low rank + noise; k = {args.k}")
     t0 = time.perf_counter()

@@ -470,6 +470,11 @@ def check_sharded_matrix(block, dim) -> None:
     """The arguments of :class:`riemsvd.ShardedMatrix`."""
     if not isinstance(block, torch.Tensor):
         raise TypeError(f"`block` must be a torch.Tensor, got {type(block).__name__}.")
+    if block.layout != torch.strided:  # torch's own NotImplementedError had come from the solve's first pass
+        raise TypeError(
+            f"`block` must be a dense tensor, got a {str(block.layout).removeprefix('torch.')} one: "
+            "ShardedMatrix's products are dense. Pass `block.to_dense()`."
+        )
     if isinstance(dim, bool) or dim not in (0, 1):
         raise ValueError(f"`dim` must be 0 (split by rows) or 1 (split by columns), got {dim!r}.")
 

@@ -266,6 +266,10 @@ def test_sharded_matrix_arguments_are_checked():
         riemsvd.ShardedMatrix([[1.0]], 0)
     with pytest.raises(ValueError, match=r"`dim` must be 0 \(split by rows\) or 1"):
         riemsvd.ShardedMatrix(torch.ones(2, 2), 2)
+    # torch's raw NotImplementedError had come from the solve
+    for sparse in (torch.eye(3).to_sparse(), torch.eye(3).to_sparse_csr()):
+        with pytest.raises(TypeError, match=r"`block` must be a dense tensor, .* Pass `block.to_dense\(\)`"):
+            riemsvd.ShardedMatrix(sparse, 0)
     if not dist.is_initialized():
         with pytest.raises(RuntimeError, match=r"call torch.distributed.init_process_group first"):
             riemsvd.ShardedMatrix(torch.ones(2, 2), 0)

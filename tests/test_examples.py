@@ -98,6 +98,8 @@ def test_the_demo_names_a_wrong_argument_without_a_traceback(args, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+    if args[0] == "--tol":  # in the command line's words: it had said to pass `tol=None`
+        assert "leave `--tol` out" in err and "tol=None" not in err
 
 
 def test_the_float32_demo_measures_s_against_float64(capsys):
