@@ -3,7 +3,8 @@
 The backward (VJP) and forward (JVP) rules of ``riemsvd.solve`` for dense tensors, whole or sharded
 across processes: the part of dU, dV inside span(U), span(V) by the full-SVD formula on the k×k block,
 the part outside by CG on the same tangent-space operator that the solver's Newton step uses. No full
-SVD, and A Aᵀ is never formed.
+SVD of A; for a dense A on the CPU, where CG's rate says it costs less, the part outside is solved
+directly from the Gram matrix of the complement (docs/derivation.md, §7).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from riemsvd._backend import batch_elements, mm, no_autocast, readable_any, solver_threads
+from riemsvd._backend import batch_elements, dense_threads, mm, no_autocast, readable_any, solver_threads
 from riemsvd._newton import NewtonOperator, tcg
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._result import DegenerateSpectrumWarning, callers_level
@@ -128,8 +129,13 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     K_i = [[σ_i, −A], [−Aᵀ, σ_i]] restricted there has eigenvalues σ_i ∓ σ_j (j > k): positive
     definite when σ_k > σ_{k+1}, so CG applies; all k columns advance together. CG runs on c·K_i
     (c from :func:`_unit`), whose solution is the wanted one divided by c. ``op`` (A's operator, not
-    yet scaled) is scaled by c here.
+    yet scaled) is scaled by c here. A dense A held whole on the CPU is solved directly instead
+    (:func:`_direct_complement_solve`) where CG's rate projects more iterations than cost what that
+    does (:func:`_cg_budget`), or at once where those are too few for CG to converge.
     """
+    budget = _cg_budget(op, u, s, v, rhs_u, rhs_v)
+    if budget is not None and budget < _CG_LEAST:
+        return _direct_complement_solve(op, u, s, v, rhs_u, rhs_v, warn)
     c = _unit(s)
     op.scale = scale = c.reshape(c.shape + (1, 1))
     newton = NewtonOperator(op, u, v, s * c.unsqueeze(-1))
@@ -140,10 +146,15 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     rtol = (1e2 if op.dtype == torch.float32 else 1e3) * eps(op.dtype)
     m, n = op.shape
     maxiter = max(200, 4 * (m + n))
+    if budget is not None:  # CG's rate promised the end within the budget: not far past it
+        maxiter = min(maxiter, 3 * budget)
     with solver_threads(op.device, m * n * op.batch_shape.numel(), distributed=op.distributed):
-        (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol, curvature=warn)
-        if warn:
+        (p, q), stats = tcg(newton, rhs, maxiter=maxiter, rtol=rtol, curvature=warn, budget=budget)
+        unfinished = budget is not None and (stats["gave_up"] or readable_any(stats["active"], default=True))
+        if warn and not unfinished:
             (kp, kq), residual = newton.with_residual(p, q)
+    if unfinished:  # the direct solve costs less than CG's remaining iterations would
+        return _direct_complement_solve(op, u, s, v, rhs_u, rhs_v, warn)
     if warn:
         diff = (kp - rhs[0], kq - rhs[1])
         res, size = newton.dot(diff, diff).sqrt(), newton.dot(rhs, rhs).sqrt()
@@ -158,24 +169,112 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
         # the cotangent there) warns of nothing.
         bad = (stats["negative_curvature"] | (res > 1e6 * eps(op.dtype) * size)).any(-1)
         bad = bad | (least < 10 * residual)
-        if readable_any(bad, default=False):
-            top = newton.sigma[..., 0, 0].clamp_min(torch.finfo(op.dtype).tiny)  # c·σ₁
-            warnings.warn(
-                "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, "
-                "closer than the returned triplets resolve or than the adjoint solve could solve for, so "
-                "the k-th singular subspace is not known to this accuracy (the adjoint solve met a "
-                f"curvature of {float((least / top).min()):.2g} on the complements against the "
-                f"triplets' residual {float((residual / top).max()):.2g}, relative to σ₁; its relative "
-                f"residual {float((res / size.clamp_min(torch.finfo(op.dtype).tiny)).max()):.2g} after "
-                f"{stats['iterations']} CG steps). The U/V gradient can be off by its own size; a smaller "
-                "`tol`, or float64, resolves a gap that is not an exact tie. The S gradient is still "
-                "exact (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the limit of its "
-                "gradients from one side)." + batch_elements(bad),
-                DegenerateSpectrumWarning,
-                stacklevel=callers_level(),
-            )
+        top = newton.sigma[..., 0, 0].clamp_min(torch.finfo(op.dtype).tiny)  # c·σ₁
+        relative = res / size.clamp_min(torch.finfo(op.dtype).tiny)
+        steps = stats["iterations"]
+        _warn_unresolved(
+            bad,
+            least / top,
+            residual / top,
+            lambda: f"; its relative residual {float(relative.max()):.2g} after {steps} CG steps",
+        )
     p, q = newton.project(p, q)
     return p * scale, q * scale
+
+
+def _warn_unresolved(bad: torch.Tensor, least: torch.Tensor, residual: torch.Tensor, how=lambda: "") -> None:
+    """The warning that σ_k − σ_{k+1} is below what the triplets resolve, for the matrices ``bad``
+    (...): ``least`` the least curvature met on the complements, ``residual`` the triplets' residual
+    block's norm (both (...), relative to σ₁); ``how()`` says more of the solve (read only where it
+    warns: under vmap no tensor can be read)."""
+    if not readable_any(bad, default=False):
+        return
+    warnings.warn(
+        "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, "
+        "closer than the returned triplets resolve or than the adjoint solve could solve for, so "
+        "the k-th singular subspace is not known to this accuracy (the adjoint solve met a "
+        f"curvature of {float(least.min()):.2g} on the complements against the triplets' residual "
+        f"{float(residual.max()):.2g}, relative to σ₁{how()}). The U/V gradient can be off by its own "
+        "size; a smaller `tol`, or float64, resolves a gap that is not an exact tie. The S gradient is "
+        "still exact (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the limit of its "
+        "gradients from one side)." + batch_elements(bad),
+        DegenerateSpectrumWarning,
+        stacklevel=callers_level(),
+    )
+
+
+# CG's iterations that cost what the direct solve does, about γ·(1 + 1.55·p/q)·p/(k + 20) for an m×n
+# A with p = min(m, n), q = max(m, n): an iteration is a k-column block product each way with a fixed
+# part (m·n·(k + 20)), the direct solve the Gram matrix of the smaller side and its eigendecomposition
+# (q·p² + 1.55·p³; in float64 for a float32 A, hence float32's larger γ). Fitted to the measured
+# ratio, one thread (the direct solve's time over CG's per iteration, k = 4, 16, 64): float32
+# 384×384 76, 48, 22; 1536×384 38, 29, 14; 2000×384 35, 27, 13; 4000×1000 87, 60, 21; float64
+# 2000×1000 68, 45, 16; 1000×500 31, 22, 10. CG took 13–268 iterations there (the gap
+# σ_k − σ_{k+1} sets how many): float64 2000×1000, k = 64, 3705 ms for 268 where the direct solve
+# takes 223; float32 384×384, k = 4, 2.2 ms for 13 where it takes 12.4. Where the budget is below
+# _CG_LEAST, fewer than CG ever took, the direct solve runs at once.
+_CG_PER_DIRECT = {torch.float32: 1.8, torch.float64: 0.9}
+_CG_LEAST = 12
+
+
+def _cg_budget(op: Operator, u, s, v, rhs_u, rhs_v) -> int | None:
+    """CG's iterations worth the direct solve, where that can run: a dense A held whole on the CPU,
+    no graph being recorded through the solve (a second derivative: the complement's SVD has k zero
+    values, where torch's own SVD backward has no derivative), no torch.func transform around it;
+    else None."""
+    if not isinstance(op, DenseOperator) or op.distributed or torch.device(op.device).type != "cpu":
+        return None
+    if torch._C._are_functorch_transforms_active():
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (op.a, u, s, v, rhs_u, rhs_v)):
+        return None
+    p, q = sorted(op.shape)
+    return int(_CG_PER_DIRECT.get(op.dtype, 0.9) * (1 + 1.55 * p / q) * p / (s.shape[-1] + 20))
+
+
+def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
+    """:func:`_complement_solve` by eliminating p: with B = P_U A P_V (P_U = I − U Uᵀ), the system
+    σ_i p − B q = r_u, −Bᵀ p + σ_i q = r_v gives (σ_i² − BᵀB) q = Bᵀ r_u + σ_i r_v and
+    p = (r_u + B q)/σ_i; BᵀB = Z Λ Zᵀ by one symmetric eigendecomposition of the smaller side's Gram
+    matrix (A's transpose where it is wide), in float64 (a float32 A's too: its float32 decomposition
+    left the gradients of Gaussian 300×200 matrices, k = 3, 1.3e-4 off float64's, CG 6e-6 to 2.5e-5).
+    In c-scaled units (:func:`_unit`). ``op``: a dense A's (:func:`_cg_budget`). All of it under the
+    dense path's threads: numpy's BLAS threads, left spinning by its products, had slowed torch's
+    LAPACK call on a 384×384 float32 A from 13 ms to 27–97."""
+    assert isinstance(op, DenseOperator)
+    with dense_threads(op.device):
+        work = torch.float64 if op.dtype == torch.float32 else op.dtype
+        u, s, v, rhs_u, rhs_v = (t.to(work) for t in (u, s, v, rhs_u, rhs_v))
+        c = _unit(s).reshape(s.shape[:-1] + (1, 1))
+        a = op.a.to(work) * c
+        wide = a.shape[-2] < a.shape[-1]
+        if wide:  # the same equations for Aᵀ, with (p, q) and (U, V) swapped
+            a, u, v, rhs_u, rhs_v = a.mT, v, u, rhs_v, rhs_u
+        out = op.left.project_out  # a Space of local tensors: the same on both sides
+        r_u, r_v = out(u, rhs_u), out(v, rhs_v)
+        b = a - mm(u, mm(u.mT, a))
+        b = b - mm(mm(b, v), v.mT)
+        lam, z = torch.linalg.eigh(mm(b.mT, b))
+        s_i = (s * c[..., 0]).unsqueeze(-2)  # (..., 1, k)
+        det = s_i * s_i - lam.clamp_min(0).unsqueeze(-1)  # (..., n, k)
+        safe = torch.where(det != 0, det, torch.ones_like(det))
+        coef = mm(z.mT, mm(b.mT, r_u) + r_v * s_i)
+        q = out(v, mm(z, torch.where(det != 0, coef / safe, torch.zeros_like(coef))))
+        s_safe = torch.where(s_i != 0, s_i, torch.ones_like(s_i))
+        p = out(u, torch.where(s_i != 0, (r_u + mm(b, q)) / s_safe, torch.zeros_like(r_u)))
+        if warn:
+            # as CG's: the least curvature of K_i met, σ_i − σ̄₁ (over the columns with a cotangent),
+            # against 10 times the triplets' residual block
+            met = (r_u.abs().amax(-2) > 0) | (r_v.abs().amax(-2) > 0)  # (..., k)
+            curvature = s_i[..., 0, :] - lam[..., -1:].clamp_min(0).sqrt()
+            least = torch.where(met, curvature, torch.full_like(curvature, math.inf)).amin(-1)
+            r_left, r_right = mm(a, v) - u * s_i, mm(a.mT, u) - v * s_i
+            residual = (r_left.square().sum((-2, -1)) + r_right.square().sum((-2, -1))).sqrt()
+            top = s_i[..., 0, 0].clamp_min(torch.finfo(work).tiny)
+            _warn_unresolved(least < 10 * residual, least / top, residual / top)
+        if wide:
+            p, q = q, p
+        return (p * c).to(op.dtype), (q * c).to(op.dtype)
 
 
 def _tangent(layout: Layout, a, u, s, v, da):

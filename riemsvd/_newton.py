@@ -77,6 +77,7 @@ def tcg(
     rtol: float | torch.Tensor,
     radius: float | torch.Tensor | None = None,
     curvature: bool = False,
+    budget: int | None = None,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
     """Solve K (x, y) = rhs column by column with truncated CG (Steihaug–Toint).
 
@@ -87,18 +88,24 @@ def tcg(
     (then it stops on the boundary). ``rtol`` and ``radius`` are floats, or tensors of shape (..., 1)
     (one per matrix of a batch) or (..., b) (one per column). All columns advance together: one
     application of K, that is one block product with A and one with Aᵀ, per iteration. The
-    right-hand side is expected in the complements, and the solution then stays there.
+    right-hand side is expected in the complements, and the solution then stays there. With
+    ``budget`` (the iterations that another way to the solution costs), CG gives up
+    (``stats['gave_up']``) once the iterations still to go, at its columns' mean rate so far, exceed
+    it at two looks in a row (every 4 iterations from the 8th: fewer say little of the rate, and on
+    clustered spectra it swings from one look to the next).
 
-    Returns ((x, y), stats) with ``stats['iterations']``, ``stats['negative_curvature']`` (a bool
-    tensor of shape (..., b)) and ``stats['residual']``, the pair rhs − K (x, y) kept by the recurrence
+    Returns ((x, y), stats) with ``stats['iterations']``, ``stats['negative_curvature']`` and
+    ``stats['active']`` (bool tensors of shape (..., b): the columns still short of ``rtol`` when
+    ``maxiter`` stopped them) and ``stats['residual']``, the pair rhs − K (x, y) kept by the recurrence
     (the trust-region method reads the model's decrease off it without another product); with
     ``curvature``, ``stats['least_curvature']`` (..., b) too (:func:`_least_curvature`).
     """
     x = (torch.zeros_like(rhs[0]), torch.zeros_like(rhs[1]))
     r = rhs
     d = r
-    rr = k.dot(r, r)
+    rr = rr_start = k.dot(r, r)
     stop = rr.sqrt() * rtol
+    gave_up, over, tiny = False, 0, torch.finfo(rr.dtype).tiny
     active = rr > 0
     negative = torch.zeros_like(active)
     seen: list | None = [] if curvature else None
@@ -126,10 +133,27 @@ def tcg(
         active = active & ~hits & (rr_new.sqrt() > stop)
         if it == maxiter or not readable_any(active, default=True):
             break
+        if budget is not None and it >= 8 and it % 4 == 0:
+            # the reduction that stops a column, log(stop/‖r₀‖), over the one so far, log(‖r‖/‖r₀‖)
+            start = rr_start.clamp_min(tiny)
+            needed = torch.log(stop.clamp_min(tiny) ** 2 / start)
+            done = torch.log(rr_new.clamp_min(tiny) / start)
+            projected = torch.where(active & (done < 0), it * needed / done.clamp_max(-tiny), 0.0)
+            stuck = bool((active & (done >= 0)).any())
+            over = over + 1 if stuck or float(projected.max()) - it > budget else 0
+            if over == 2:
+                gave_up = True
+                break
         beta = (rr_new / torch.where(rr > 0, rr, torch.ones_like(rr))).unsqueeze(-2)
         d = (r[0] + beta * d[0], r[1] + beta * d[1])
         rr = rr_new
-    stats = {"iterations": it, "negative_curvature": negative, "residual": r}
+    stats = {
+        "iterations": it,
+        "negative_curvature": negative,
+        "residual": r,
+        "active": active,
+        "gave_up": gave_up,
+    }
     if seen is not None:
         stats["least_curvature"] = _least_curvature(seen)
     return x, stats

@@ -373,12 +373,17 @@ def test_top_value_equal_to_the_next_warns_for_vector_gradients(gen):
     assert bool(torch.isfinite(x.grad).all())
 
 
-def test_a_gap_below_the_triplets_residual_warns_for_vector_gradients():
+@pytest.mark.parametrize("route", ["cg", "direct"])
+def test_a_gap_below_the_triplets_residual_warns_for_vector_gradients(route, monkeypatch):
     """Float32, σ₆ = (1 − 1e-6)·σ₅ under k = 5: the solve's residual (2–4e-6) exceeds the gap, span(U)
     is not determined to that accuracy, and the gradient of ⟨X, U Uᵀ⟩ came out a median 120% (up to
     4600%) off float64's, without a warning, on 8 of 12 seeds (a new user's trial). It now warns on
     every seed. With the gap resolved (1e-2) float32 stays quiet and within 1e-3 of float64's
-    gradient, and float64 stays quiet at the 1e-6 gap, within 1e-6 of torch.linalg.svd's."""
+    gradient, and float64 stays quiet at the 1e-6 gap, within 1e-6 of torch.linalg.svd's. Both
+    adjoint solves: CG, and the direct one (an SVD of the complement)."""
+    import riemsvd._autograd as ad
+
+    monkeypatch.setattr(ad, "_cg_budget", lambda *args: 0 if route == "direct" else 10**9)
     m, n, k = 300, 200, 5
 
     def matrix(gap, seed):
@@ -480,3 +485,31 @@ def test_vmap_with_a_warm_start():
     own = torch.func.vmap(solve_from)(b, u[..., :2], vh[..., :2, :].mT)
     for got in (shared, own):
         torch.testing.assert_close(got, s[:, :2], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("route", ["cg", "direct", "cg, then direct"])
+@pytest.mark.parametrize("shape, k", [((40, 25), 3), ((25, 40), 1), ((3, 30, 30), 4)])
+def test_both_adjoint_solves_give_torch_svds_gradient(route, shape, k, gen, monkeypatch):
+    """The complement's adjoint solve by CG, and directly from an SVD of the complement where CG has
+    not converged within the iterations that cost as much: each forced on the same losses, against
+    torch.linalg.svd's gradients, a batch and the null space of the larger side included."""
+    import riemsvd._autograd as ad
+
+    budget = {"cg": 10**9, "direct": 0, "cg, then direct": 2}[route]
+    monkeypatch.setattr(ad, "_cg_budget", lambda *args: budget)
+    monkeypatch.setattr(ad, "_CG_LEAST", 1)
+    called = []
+    for name in ("_direct_complement_solve", "tcg"):
+
+        def counted(*args, real=getattr(ad, name), name=name, **kw):
+            called.append(name)
+            return real(*args, **kw)
+
+        monkeypatch.setattr(ad, name, counted)
+    a = torch.stack([with_gaps(*shape[-2:], k, gen) for _ in range(shape[0])]) if len(shape) == 3 else None
+    a = with_gaps(*shape, k, gen) if a is None else a
+    for name in ("cu_squared", "projector", "mixed"):
+        ours, reference = _grads(a, k, LOSSES[name], gen)
+        torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9 * float(reference.abs().max()))
+    expected = {"cg": {"tcg"}, "direct": {"_direct_complement_solve"}}
+    assert set(called) == expected.get(route, {"tcg", "_direct_complement_solve"})
