@@ -606,6 +606,15 @@ def check_spectral_norm_args(
     weight = getattr(module, name, None) if isinstance(name, str) else None
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"`name`: {type(module).__name__} has no parameter or buffer called {name!r}.")
+    from torch.nn.utils.spectral_norm import SpectralNorm as HookSpectralNorm
+
+    if any(isinstance(h, HookSpectralNorm) and h.name == name for h in module._forward_pre_hooks.values()):
+        # torch's parametrize then said the module had no `weight` (it is `weight_orig`), after a solve
+        raise ValueError(
+            f"`module.{name}` is normalized by torch.nn.utils.spectral_norm already (the older, hook-based "
+            f"one: `{name}_orig` holds the weight). Remove it first with "
+            f"`torch.nn.utils.remove_spectral_norm(module, {name!r})`."
+        )
     check_weight(weight, f"module.{name}")
     dim = check_dim(dim, weight.dim())
     check_tol(tol)

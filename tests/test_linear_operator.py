@@ -250,8 +250,11 @@ def test_spectral_norm_by_operator_norm_warns_once_of_inputs_of_another_shape():
         warnings.simplefilter("error")
         layer(torch.randn(2, 3, 4, 4))
         layer(torch.randn(3, 4, 4))
-    with pytest.warns(UserWarning, match=r"inputs of shape \(3, 4, 4\).*inputs of shape \(3, 32, 32\)"):
+    with pytest.warns(
+        UserWarning, match=r"inputs of shape \(3, 4, 4\).*inputs of shape \(3, 32, 32\)"
+    ) as rec:
         layer(torch.randn(2, 3, 32, 32))
+    assert rec[0].filename == __file__  # the forward's caller: it had pointed into torch's module call
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer(torch.randn(2, 3, 32, 32))  # once

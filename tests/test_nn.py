@@ -266,6 +266,7 @@ def test_a_tol_below_the_rounding_of_the_weights_products_is_raised_to_it_with_o
         errors = adam_sigma_errors(layer, x, 1e-5, 30)
     ours = [w for w in seen if str(w.message).startswith("riemsvd.nn:")]
     assert len(ours) == 1 and ours[0].category is riemsvd.ConvergenceWarning, ours
+    assert ours[0].filename == __file__  # the caller's line, not riemsvd's or torch's
     assert f"tol={tol:.3g}" in str(ours[0].message) and f"{floor:.2g}" in str(ours[0].message), ours
     # the floor is a scale, not a bound: a solve may end a little above it, and say so (float64: 1.2×)
     assert len(seen) <= 3, [str(w.message) for w in seen]
@@ -1109,3 +1110,12 @@ def test_normalizing_a_weight_twice_warns():
         assert rec[0].filename == __file__
     x = torch.randn(3, 4)
     assert torch.allclose(once(x), once(x))  # still a working layer
+    # torch's older, hook-based one keeps the weight in `weight_orig`: torch's parametrize had said
+    # that the module has no `weight`, after a solve (a new user's trial). Refused by name, with the fix
+    hooked = torch.nn.utils.spectral_norm(nn.Linear(4, 5))
+    with pytest.raises(
+        ValueError, match=r"hook-based .*`torch.nn.utils.remove_spectral_norm\(module, 'weight'\)"
+    ):
+        rnn.spectral_norm(hooked)
+    torch.nn.utils.remove_spectral_norm(hooked)
+    rnn.spectral_norm(hooked)  # then taken

@@ -14,7 +14,7 @@ from torch import nn
 from riemsvd._backend import no_autocast
 from riemsvd._dense import prefer_dense
 from riemsvd._ops import pair_owner_key, refresh_pair
-from riemsvd._result import ConvergenceWarning, ResolutionWarning
+from riemsvd._result import ConvergenceWarning, ResolutionWarning, callers_level
 from riemsvd._solve import solve
 from riemsvd._tolerance import default_tol, product_floor, solver_dtype
 from riemsvd._validate import NON_FINITE_A
@@ -379,7 +379,7 @@ def _resolvable(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float 
         f"(about {floor:.2g}, the rounding of its products): its solves run to {floor:.2g} instead, "
         f"which is what σ is known to. Pass tol={floor:.2g} or more{remedy}.",
         ConvergenceWarning,
-        stacklevel=2,
+        stacklevel=callers_level(),
     )
     return floor
 

@@ -248,5 +248,5 @@ def _check_input_shape(module: nn.Module, args, *, name: str) -> None:
             "its norm differs: the layer is not 1-Lipschitz there. Pass `input_shape` of the inputs "
             "it sees.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=callers_level(),  # the forward's caller (stacklevel 3 had pointed into torch)
         )
