@@ -130,8 +130,8 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     definite when σ_k > σ_{k+1}, so CG applies; all k columns advance together. CG runs on c·K_i
     (c from :func:`_unit`), whose solution is the wanted one divided by c. ``op`` (A's operator, not
     yet scaled) is scaled by c here. A dense A held whole on the CPU is solved directly instead
-    (:func:`_direct_complement_solve`) where CG's rate projects more iterations than cost what that
-    does (:func:`_cg_budget`), or at once where those are too few for CG to converge.
+    (:func:`_direct_complement_solve`) where CG's rate projects more iterations still to go than the
+    direct solve costs (:func:`_cg_budget`), or at once where it costs fewer than CG ever takes.
     """
     budget = _cg_budget(op, u, s, v, rhs_u, rhs_v)
     if budget is not None and budget < _CG_LEAST:
@@ -219,9 +219,9 @@ _CG_LEAST = 12
 
 def _cg_budget(op: Operator, u, s, v, rhs_u, rhs_v) -> int | None:
     """CG's iterations worth the direct solve, where that can run: a dense A held whole on the CPU,
-    no graph being recorded through the solve (a second derivative: the complement's SVD has k zero
-    values, where torch's own SVD backward has no derivative), no torch.func transform around it;
-    else None."""
+    no graph being recorded through the solve (a second derivative: the complement's Gram matrix has
+    k zero eigenvalues, where torch's own eigh backward has no derivative), no torch.func transform
+    around it; else None."""
     if not isinstance(op, DenseOperator) or op.distributed or torch.device(op.device).type != "cpu":
         return None
     if torch._C._are_functorch_transforms_active():
