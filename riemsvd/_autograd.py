@@ -133,13 +133,21 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     (:func:`_direct_complement_solve`) where CG's rate projects more iterations still to go than the
     direct solve costs (:func:`_cg_budget`), or at once where it costs fewer than CG ever takes.
     """
-    budget = _cg_budget(op, u, s, v, rhs_u, rhs_v)
+    budget = _cg_budget(op, s.shape[-1], u, s, v, rhs_u, rhs_v)
     if budget is not None and budget < _CG_LEAST:
         return _direct_complement_solve(op, u, s, v, rhs_u, rhs_v, warn)
     c = _unit(s)
     op.scale = scale = c.reshape(c.shape + (1, 1))
     newton = NewtonOperator(op, u, v, s * c.unsqueeze(-1))
     rhs = newton.project(rhs_u, rhs_v)
+    if not op.distributed:  # (a block's largest entry is its own: sharded columns would differ)
+        # each column's right-hand side with its largest entry 1 (the solution scales back with it): a
+        # cotangent of 1e-24 in float32 (1e-170 in float64) had its ‖r‖² underflow to 0, and CG
+        # stopped at once with a gradient 96% off, unsaid (a review)
+        largest = torch.maximum(rhs[0].abs().amax(-2), rhs[1].abs().amax(-2)).unsqueeze(-2)
+        largest = torch.where(largest > 0, largest, torch.ones_like(largest))
+        rhs = (rhs[0] / largest, rhs[1] / largest)
+        scale = scale * largest
     # float32 at 1e3·ε left gradients 1.1–5.8e-4 off (torch.linalg.svd's own float32 ones 1.2e-5 to
     # 2.2e-4; a new user's trial), at 1e2·ε 1.2e-5 to 7.8e-5 for 13–19% more CG iterations; float64's
     # error is the forward's (2e-12 to 8e-12) either way, and 1e2·ε took 4–8% more iterations there
@@ -213,23 +221,27 @@ def _warn_unresolved(bad: torch.Tensor, least: torch.Tensor, residual: torch.Ten
 # σ_k − σ_{k+1} sets how many): float64 2000×1000, k = 64, 3705 ms for 268 where the direct solve
 # takes 223; float32 384×384, k = 4, 2.2 ms for 13 where it takes 12.4. Where the budget is below
 # _CG_LEAST, fewer than CG ever took, the direct solve runs at once.
-_CG_PER_DIRECT = {torch.float32: 1.8, torch.float64: 0.9}
+_DIRECT_COST = {torch.float32: 1.8, torch.float64: 0.9}  # γ
 _CG_LEAST = 12
+# The direct solve holds A in float64 about three times over (A, B = P_U A P_V, their products): up
+# to this many bytes; beyond, CG, whose memory is a few blocks of k columns (a float32 4000×2000 A:
+# 299 MB more at its peak against CG's 160; a review)
+_DIRECT_BYTES = 1 << 30
 
 
-def _cg_budget(op: Operator, u, s, v, rhs_u, rhs_v) -> int | None:
-    """CG's iterations worth the direct solve, where that can run: a dense A held whole on the CPU,
-    no graph being recorded through the solve (a second derivative: the complement's Gram matrix has
-    k zero eigenvalues, where torch's own eigh backward has no derivative), no torch.func transform
-    around it; else None."""
+def _cg_budget(op: Operator, k: int, *tensors: torch.Tensor) -> int | None:
+    """CG's iterations worth the direct solve for k columns, where that can run: a dense A held whole
+    on the CPU whose float64 work fits _DIRECT_BYTES, no graph being recorded through the solve from
+    A or ``tensors`` (a second derivative: the complement's Gram matrix has k zero eigenvalues, where
+    torch's own eigh backward has no derivative), no torch.func transform around it; else None."""
     if not isinstance(op, DenseOperator) or op.distributed or torch.device(op.device).type != "cpu":
         return None
-    if torch._C._are_functorch_transforms_active():
+    if 3 * 8 * op.a.numel() > _DIRECT_BYTES or torch._C._are_functorch_transforms_active():
         return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (op.a, u, s, v, rhs_u, rhs_v)):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (op.a, *tensors)):
         return None
     p, q = sorted(op.shape)
-    return int(_CG_PER_DIRECT.get(op.dtype, 0.9) * (1 + 1.55 * p / q) * p / (s.shape[-1] + 20))
+    return int(_DIRECT_COST.get(op.dtype, 0.9) * (1 + 1.55 * p / q) * p / (k + 20))
 
 
 def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
@@ -254,7 +266,9 @@ def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
         r_u, r_v = out(u, rhs_u), out(v, rhs_v)
         b = a - mm(u, mm(u.mT, a))
         b = b - mm(mm(b, v), v.mT)
-        lam, z = torch.linalg.eigh(mm(b.mT, b))
+        # torch's product, on its threads (numpy's BLAS has one here): 15.9 ms against 19.3 at
+        # 2000×800, 2.6 against 3.9 at 1536×384 (a review)
+        lam, z = torch.linalg.eigh(b.mT @ b)
         s_i = (s * c[..., 0]).unsqueeze(-2)  # (..., 1, k)
         det = s_i * s_i - lam.clamp_min(0).unsqueeze(-1)  # (..., n, k)
         safe = torch.where(det != 0, det, torch.ones_like(det))

@@ -92,7 +92,8 @@ def tcg(
     ``budget`` (the iterations that another way to the solution costs), CG gives up
     (``stats['gave_up']``) once the iterations still to go, at its columns' mean rate so far, exceed
     it at two looks in a row (every 4 iterations from the 8th: fewer say little of the rate, and on
-    clustered spectra it swings from one look to the next).
+    clustered spectra it swings from one look to the next). The looks read tensors: eager calls only
+    (the backward passes a budget only outside torch.func transforms).
 
     Returns ((x, y), stats) with ``stats['iterations']``, ``stats['negative_curvature']`` and
     ``stats['active']`` (bool tensors of shape (..., b): the columns still short of ``rtol`` when

@@ -757,20 +757,19 @@ def _additivity_defect(images: torch.Tensor) -> float:
 # differences of much larger terms (X − 1μᵀ for data 1e4 away from their mean: 1e-12 in float64)
 _NOT_LINEAR = 1e-2
 # An additivity defect this many times the dtype's product floor says the products are less precise
-# than the dtype: a float64 LinearOperator computing in float32 (3e7 times; certified bounds off by up
-# to 1.6e-8 on 10 of 10 seeds, a new user's trial), float16 products declared float32 (124–281 times
-# at 200×150 and 60×40; bounds off on 3 of 5), data 1e6 above their spread centred inside the
-# operator (5e4 times; off on 3 of 5). Data 1e4 above it (720 times) kept valid bounds, by a margin
-# of 9e-12, and data 1e2 above it leave 8 times.
+# than the dtype, for the solve's warning (where its residual stalls at about that defect): a float64
+# LinearOperator computing in float32 shows 3e7 times. norm_bounds asks less (``imprecise``): what its
+# certificate's rounding allowance covers.
 _IMPRECISE = 100
 
 
-def product_fault(op: Operator) -> str | None:
+def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
     """What is wrong with a caller's products, said for an error or a warning: not linear to their
     rounding (:func:`adjoint_mismatch`'s defect above 1%), or Aᵀ's missing A's transpose by more than
     100 times the products' rounding (:func:`product_floor`, or the defect where that is larger), or
-    the products less precise than their dtype (the defect above ``_IMPRECISE`` times that floor);
-    None where Aᵀ is riemsvd's own, A is split across processes, or nothing is found."""
+    the products less precise than their dtype (the defect above ``imprecise``, by default
+    ``_IMPRECISE`` times that floor); None where Aᵀ is riemsvd's own, A is split across processes, or
+    nothing is found."""
     source = op.adjoint_source()
     if source is None or op.distributed:
         return None
@@ -791,7 +790,7 @@ def product_fault(op: Operator) -> str | None:
             f"their size on random x, y, where rounding in {op.dtype} leaves about {level:.1g}. Check "
             f"{source}: it must return Aᵀ y for the A that the products apply, in the same precision."
         )
-    if defect > _IMPRECISE * floor:
+    if defect > (_IMPRECISE * floor if imprecise is None else imprecise):
         return (
             f"its products carry errors of {defect:.2g} of their size (A(x + y) against A x + A y on "
             f"random x, y), {defect / floor:.2g} times what rounding in {op.dtype} leaves: they are "

@@ -380,7 +380,7 @@ def test_a_gap_below_the_triplets_residual_warns_for_vector_gradients(route, mon
     4600%) off float64's, without a warning, on 8 of 12 seeds (a new user's trial). It now warns on
     every seed. With the gap resolved (1e-2) float32 stays quiet and within 1e-3 of float64's
     gradient, and float64 stays quiet at the 1e-6 gap, within 1e-6 of torch.linalg.svd's. Both
-    adjoint solves: CG, and the direct one (an SVD of the complement)."""
+    adjoint solves: CG, and the direct one (the Gram matrix of the complement)."""
     import riemsvd._autograd as ad
 
     monkeypatch.setattr(ad, "_cg_budget", lambda *args: 0 if route == "direct" else 10**9)
@@ -490,8 +490,8 @@ def test_vmap_with_a_warm_start():
 @pytest.mark.parametrize("route", ["cg", "direct", "cg, then direct"])
 @pytest.mark.parametrize("shape, k", [((40, 25), 3), ((25, 40), 1), ((3, 30, 30), 4)])
 def test_both_adjoint_solves_give_torch_svds_gradient(route, shape, k, gen, monkeypatch):
-    """The complement's adjoint solve by CG, and directly from an SVD of the complement where CG has
-    not converged within the iterations that cost as much: each forced on the same losses, against
+    """The complement's adjoint solve by CG, and directly from the complement's Gram matrix where CG
+    has not converged within the iterations that cost as much: each forced on the same losses, against
     torch.linalg.svd's gradients, a batch and the null space of the larger side included."""
     import riemsvd._autograd as ad
 
@@ -513,3 +513,36 @@ def test_both_adjoint_solves_give_torch_svds_gradient(route, shape, k, gen, monk
         torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9 * float(reference.abs().max()))
     expected = {"cg": {"tcg"}, "direct": {"_direct_complement_solve"}}
     assert set(called) == expected.get(route, {"tcg", "_direct_complement_solve"})
+
+
+def test_cg_gives_up_for_the_direct_solve_once_its_rate_projects_past_the_budget(monkeypatch):
+    """A Gaussian 300×200 float64 matrix, k = 4: CG takes about 110 steps. With a budget of 20 its rate
+    projects more than that still to go, and it gives up at the second look that says so (step 12,
+    not at its maxiter of 60); the direct solve then gives torch.linalg.svd's gradient. A cotangent
+    of 1e-170 (its ‖r‖² had underflowed: CG stopped at once, the gradient 96% off; a review) takes the
+    same path, scaled."""
+    import riemsvd._autograd as ad
+
+    monkeypatch.setattr(ad, "_cg_budget", lambda *args: 20)
+    seen = []
+    real = ad.tcg
+
+    def recorded(*args, **kw):
+        out = real(*args, **kw)
+        seen.append(out[1])
+        return out
+
+    monkeypatch.setattr(ad, "tcg", recorded)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 200, generator=g, dtype=torch.float64)
+    x = torch.randn(300, 2, generator=g, dtype=torch.float64)
+    u, _, vh = torch.linalg.svd(a, full_matrices=False)
+    for size in (1.0, 1e-170):
+        y = a.clone().requires_grad_()
+        (size * (solve(y, 4, generator=g).U.mT @ x).square().sum()).backward()
+        ref = a.clone().requires_grad_()
+        (size * (torch.linalg.svd(ref, full_matrices=False)[0][:, :4].mT @ x).square().sum()).backward()
+        assert seen[-1]["gave_up"] and seen[-1]["iterations"] == 12, seen[-1]["iterations"]
+        torch.testing.assert_close(
+            y.grad / size, ref.grad / size, rtol=1e-8, atol=1e-8 * float((ref.grad / size).abs().max())
+        )

@@ -881,3 +881,21 @@ def test_products_less_precise_than_their_dtype_are_named_and_refused_a_certific
     with pytest.warns(riemsvd.ConvergenceWarning, match="lower precision than the dtype A declares"):
         out = riemsvd.solve(big, 6)
     assert not bool(out.info.converged)
+    # float64 operators whose products cancel a little, within the certificate's allowance, are still
+    # bounded, and rightly: a difference of two operators 1e-4 apart (1.4e3 times the product floor)
+    # and data 1e4 above their spread centred inside the operator (720 times; a review)
+    rng = np.random.default_rng(0)
+    b = rng.standard_normal((400, 200))
+    d = b + 1e-4 * rng.standard_normal((400, 200))
+    data = 1e4 + rng.standard_normal((300, 200))
+    mu = data.mean(0)
+    centred = spl.LinearOperator(
+        data.shape,
+        matvec=lambda x: data @ x.ravel() - mu @ x.ravel(),
+        rmatvec=lambda y: data.T @ y.ravel() - mu * y.sum(),
+        dtype=np.float64,
+    )
+    for op, exact in ((spl.aslinearoperator(d) - spl.aslinearoperator(b), d - b), (centred, data - mu)):
+        bounds = riemsvd.norm_bounds(op)
+        norm = np.linalg.norm(exact, 2)
+        assert bool(bounds.certified) and float(bounds.lower) <= norm <= float(bounds.upper)
