@@ -557,12 +557,11 @@ def norm_bounds(
     # float32 at 60×40, 5.4 (3 of 5), bfloat16 37 (4 of 5), at 200×150 2.6 (1 of 5); valid at 0.32
     # (float16, 200×150), 0.75 and 1.25 (data 1e4 above their spread), 2.8 (a difference of two
     # operators 1e-4 apart, float64; a review)
-    p = min(op.shape)
-    fault = product_fault(op, imprecise=4 * gamma(p, op.dtype) * p)
-    if fault is not None:
-        raise ValueError(f"riemsvd.norm_bounds: no bound for `A`, because {fault}")
     m, n = op.shape
     size = min(m, n)
+    fault = product_fault(op, imprecise=4 * gamma(size, op.dtype) * size)
+    if fault is not None:
+        raise ValueError(f"riemsvd.norm_bounds: no bound for `A`, because {fault}")
     batch = op.batch_shape
     if batch.numel() == 0:  # an empty batch: nothing to bound (the Gram path had no matrix to take)
         empty = torch.zeros(batch, dtype=op.dtype, device=op.device)

@@ -106,7 +106,9 @@ def tcg(
     d = r
     rr = rr_start = k.dot(r, r)
     stop = rr.sqrt() * rtol
-    gave_up, over, tiny = False, 0, torch.finfo(rr.dtype).tiny
+    gave_up, over = False, 0
+    if budget is not None:  # log(‖r‖²/‖r₀‖²) that stops a column
+        needed = 2 * torch.log(torch.as_tensor(rtol, dtype=rr.dtype, device=rr.device))
     active = rr > 0
     negative = torch.zeros_like(active)
     seen: list | None = [] if curvature else None
@@ -135,13 +137,11 @@ def tcg(
         if it == maxiter or not readable_any(active, default=True):
             break
         if budget is not None and it >= 8 and it % 4 == 0:
-            # the reduction that stops a column, log(stop/‖r₀‖), over the one so far, log(‖r‖/‖r₀‖)
-            start = rr_start.clamp_min(tiny)
-            needed = torch.log(stop.clamp_min(tiny) ** 2 / start)
-            done = torch.log(rr_new.clamp_min(tiny) / start)
-            projected = torch.where(active & (done < 0), it * needed / done.clamp_max(-tiny), 0.0)
-            stuck = bool((active & (done >= 0)).any())
-            over = over + 1 if stuck or float(projected.max()) - it > budget else 0
+            # the iterations at the mean rate so far, log(‖r‖²/‖r₀‖²) a step; a column that has not
+            # moved projects forever. One read a look
+            done = torch.log(rr_new / torch.where(active, rr_start, 1.0))
+            projected = torch.where(done < 0, it * needed / done, math.inf)
+            over = over + 1 if float(torch.where(active, projected, 0.0).max()) - it > budget else 0
             if over == 2:
                 gave_up = True
                 break
