@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import sys
+import threading
 
 import pytest
 import torch
@@ -320,6 +321,30 @@ def test_repetitions_alternate_between_solvers_under_one_thread_limit(monkeypatc
     assert [r.reps for r in records] == [3, 3, 3]
     for name in calls:  # tuning and timed calls alike: torch and the BLAS on the one thread asked for
         assert len(calls[name]) == 4 and all(c[1] == 1 and c[2] and set(c[2]) == {1} for c in calls[name])
+
+
+def test_a_repetition_starts_once_no_other_thread_of_the_process_is_busy(monkeypatch):
+    """A thread pool's workers spinning after the previous solver's call (here a Python thread) hold the
+    start of the next repetition, up to settle's limit; an idle process starts at once."""
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        held = harness.settle(0.3)
+    finally:
+        stop.set()
+        spinner.join()
+    assert held >= 0.3
+    assert harness.settle(2.0) < 0.5
+    events = []
+    monkeypatch.setattr(harness, "settle", lambda: events.append("settle"))
+    harness.one_repetition(lambda: (events.append("call") or 0.0, None), min_s=0.0)
+    assert events == ["settle", "call"]
 
 
 def test_a_peer_whose_package_is_missing_is_skipped_not_failed(monkeypatch, problems):

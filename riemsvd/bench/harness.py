@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -17,10 +18,31 @@ from riemsvd.bench.records import Attempt, Record
 from riemsvd.bench.runners import Outcome
 from riemsvd.bench.solvers import SOLVERS
 
-__all__ = ["failure_status", "fill_ratios", "one_repetition", "repeat", "run_case", "thread_limits", "tune"]
+__all__ = [
+    "failure_status",
+    "fill_ratios",
+    "one_repetition",
+    "repeat",
+    "run_case",
+    "settle",
+    "thread_limits",
+    "tune",
+]
 
 SLOW_S = 10.0  # a solve slower than this is not repeated
 MAX_CALLS = 50  # at most this many calls of a fast solve in one repetition
+
+# Before a repetition, the wait (at most SETTLE_MAX_S) for this process's other threads to go idle
+# (settle): a sleep of _SETTLE_WINDOW_S in which the process spent less than _SETTLE_BUSY of it on
+# the CPU. The window spans a few scheduler ticks, at which the kernel counts the CPU time of threads
+# on other cores: over 2 ms a spinning BLAS worker read as 0.02 or 1.9 cores, over 10 ms 0.8–1.2.
+# numpy's and scipy's OpenBLAS workers spin for 0.1–0.2 s after their call, and torch's
+# products, on OpenMP threads that meet at a barrier, wait for a core they hold: a 1536×384 float64
+# solve (k = 1) took 100 ms right after an ARPACK solve and 18 ms alone, a 2000×1000 one 124 and 66
+# (one process, 2 threads, 2 cores), and a repetition right after a peer timed that.
+SETTLE_MAX_S = 0.5
+_SETTLE_WINDOW_S = 0.01
+_SETTLE_BUSY = 0.25
 
 T = TypeVar("T")
 
@@ -59,10 +81,25 @@ def thread_limits(threads: int):
         torch.set_num_threads(before)
 
 
+def settle(max_s: float = SETTLE_MAX_S) -> float:
+    """Wait until no other thread of this process is busy (a thread pool's workers spinning after the
+    previous solver's call), at most ``max_s`` seconds; returns the seconds waited. Each solver is then
+    timed as a loop of its own calls finds the machine, whichever solver ran before it."""
+    start = time.perf_counter()
+    while True:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(_SETTLE_WINDOW_S)
+        now = time.perf_counter()
+        if time.process_time() - cpu < _SETTLE_BUSY * (now - wall) or now - start >= max_s:
+            return now - start
+
+
 def one_repetition(call: Callable[[], tuple[float, T]], min_s: float = MIN_REP_S) -> tuple[float, T, float]:
     """One repetition of ``call``, which returns (its own seconds, its output): (seconds, the last output,
-    total seconds). A fast call is repeated until ``min_s`` have passed (at most MAX_CALLS calls) and its
-    mean taken, so that millisecond solves are not timed by one scheduler tick."""
+    total seconds). It starts once the process is idle (:func:`settle`). A fast call is repeated until
+    ``min_s`` have passed (at most MAX_CALLS calls) and its mean taken, so that millisecond solves are not
+    timed by one scheduler tick."""
+    settle()
     seconds, out = call()
     total, calls = seconds, 1
     while total < min_s and calls < MAX_CALLS:
