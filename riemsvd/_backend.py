@@ -140,7 +140,8 @@ TORCH_PRODUCTS_FROM = 3 << 19  # 1.5 MiB
 # preference for numpy: torch's threads, spinning after each product, slow the solver's next
 # OpenBLAS calls (the Gram–Schmidt passes), which a pair timed alone does not show. Above, a
 # preference for torch: numpy's threads spin for about 0.1 s after the solve, beside the torch work
-# that follows it, where torch's own threads serve that work.
+# that follows it, where torch's own threads serve that work. (An A passed as a numpy array is not
+# measured above: see torch_products.)
 _TORCH_MARGIN = {"one thread": 0.8, "its threads": 1.25}
 _FASTER: dict[tuple, bool] = {}  # torch_products' measurements, per shape, dtype, layout and threads
 # Entries of A (its first rows, or columns if column-major) that torch_products times, above
@@ -151,13 +152,20 @@ _FASTER: dict[tuple, bool] = {}  # torch_products' measurements, per shape, dtyp
 _MEASURED_ENTRIES = 2_000_000
 
 
-def torch_products(a: torch.Tensor) -> bool:
+def torch_products(a: torch.Tensor, from_numpy: bool = False) -> bool:
     """Whether a CPU solve of one dense matrix ``a`` (m, n) computes its products with torch (MKL, on
     torch's threads) rather than numpy's BLAS (on one thread up to ``ONE_BLAS_THREAD_UP_TO`` entries,
     on its threads above: :func:`solver_threads`): from 1.5 MiB up, where A no longer fits beside the
     bases in one core's cache, and where torch's pair A x, Aᵀ y is measured faster by the margin of
     ``_TORCH_MARGIN``, once per shape, dtype, layout and thread counts in a process, on A's first 2M
-    entries at most (:func:`_torch_faster`; 2–26 ms on first use, 1536×384 to 4000×2000). Below 1.5
+    entries at most (:func:`_torch_faster`; 2–26 ms on first use, 1536×384 to 4000×2000). Above
+    ``ONE_BLAS_THREAD_UP_TO`` entries an A the caller passed as a numpy array (``from_numpy``) takes
+    numpy's BLAS on its threads, unmeasured: the caller's own numpy work leaves those threads spinning,
+    beside which torch's products ran 1.0–4.2× slower (whole solves, k = 1, 2000×1000 to 4000×2000
+    float32 and float64: 2000×1000 float64 133 ms against 67, float32 122 against 29; 2 cores), and on
+    a quiet machine numpy's took 0.83–1.03 of torch's time, where the pair alone measured torch's
+    faster by up to a fifth (torch's threads, spinning after each product, slow the solve's own BLAS
+    calls). Below 1.5
     MiB one numpy thread is as fast (37 against 29 µs at 384×384 float64, 15 against 22 in float32)
     with less overhead a call. Torch limited to one thread by its user: numpy's BLAS.
 
@@ -180,6 +188,8 @@ def torch_products(a: torch.Tensor) -> bool:
     if not (TORCH_PRODUCTS_FROM <= a.numel() * a.element_size() and torch.get_num_threads() > 1):
         return False
     one = a.numel() <= ONE_BLAS_THREAD_UP_TO
+    if from_numpy and not one:
+        return False
     key = (tuple(a.shape), a.dtype, a.stride(), torch.get_num_threads(), one or _numpy_blas_threads())
     if key not in _FASTER:
         t = a.detach()

@@ -287,11 +287,14 @@ _TORCH_BLOCKS_FROM = 12
 
 
 class DenseOperator(Operator):
-    """A dense tensor of shape (..., m, n); Aᵀ products use the transposed view, never a copy."""
+    """A dense tensor of shape (..., m, n); Aᵀ products use the transposed view, never a copy.
+    ``from_numpy``: the caller passed A as a numpy array, whose products on the CPU then prefer numpy's
+    BLAS (:func:`riemsvd._backend.torch_products`)."""
 
-    def __init__(self, a: torch.Tensor) -> None:
+    def __init__(self, a: torch.Tensor, from_numpy: bool = False) -> None:
         super().__init__(a.shape[-2:], a.shape[:-2], a.dtype, a.device)
         self.a = blas_ready(a)
+        self.from_numpy = from_numpy
         self._on_torch: bool | None = None
 
     def _matmat(self, x):
@@ -303,7 +306,7 @@ class DenseOperator(Operator):
     def one_matrix(self, index: tuple) -> DenseOperator:
         """The matrix at ``index`` of the batch as an operator of its own (a view), in this operator's
         units (its scale), counting its own products."""
-        one = DenseOperator(self.a[index])
+        one = DenseOperator(self.a[index], self.from_numpy)
         if self.scale is not None:
             one.scale = self.scale[index]
         return one
@@ -311,7 +314,7 @@ class DenseOperator(Operator):
     def torch_products(self) -> bool:
         if self._on_torch is None:  # decided at the first call, before the solve sets its threads
             on_cpu = torch.device(self.device).type == "cpu"
-            self._on_torch = on_cpu and self.a.dim() == 2 and torch_products(self.a)
+            self._on_torch = on_cpu and self.a.dim() == 2 and torch_products(self.a, self.from_numpy)
         return self._on_torch
 
     def _column_products(self):
@@ -844,9 +847,10 @@ def scaled_by_entries(op: Operator, limit: float | None = None) -> Operator:
     return op if magnitude is None else rescaled(op, magnitude, limit)
 
 
-def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
+def as_operator(a, magnitude: torch.Tensor | None = None, from_numpy: bool = False) -> Operator:
     """Wrap ``a`` (already validated) as an :class:`Operator`; ``magnitude`` is max |a_ij| per matrix
-    of a dense ``a`` when the caller has it already. An operator passed in is used as it is, or as a
+    of a dense ``a`` when the caller has it already; ``from_numpy``: a dense ``a`` is the tensor view
+    of the caller's numpy array (:class:`DenseOperator`). An operator passed in is used as it is, or as a
     scaled copy where its entries are known and far from 1 (a Conv layer with float32 weights of
     1e30 stalled 30% below its σ₁, products of squares overflowing; a review)."""
     if isinstance(a, Operator):
@@ -855,7 +859,7 @@ def as_operator(a, magnitude: torch.Tensor | None = None) -> Operator:
         if a.layout == torch.strided:
             if magnitude is None or magnitude.shape != a.shape[:-2]:
                 magnitude = max_abs(a)
-            return DenseOperator(a).rescale(magnitude)
+            return DenseOperator(a, from_numpy).rescale(magnitude)
         op = SparseOperator(a)
         values = op.a.values()
         return op.rescale(values.abs().max() if values.numel() else torch.zeros(()))

@@ -225,6 +225,7 @@ def solve(
     >>> torch.allclose(S, torch.linalg.svdvals(A)[:3], rtol=1e-10)
     True
     """
+    from_numpy = isinstance(A, np.ndarray)
     A = _from_numpy(A, half=True)  # a float16 array as the float16 tensor (a new user's trial)
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
@@ -241,7 +242,7 @@ def solve(
         # a previous call's SVDResult as its (U, V), as in eager mode (fullgraph=True had refused it)
         return compiled_solve(A, k, tol, maxiter, _init_pair(init), generator, options, method)
     problem = prepare(A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
-                      method=method)  # fmt: skip
+                      method=method, from_numpy=from_numpy)  # fmt: skip
 
     ops = []  # the operator of the last run, asked about its adjoint where the solve fails
 
@@ -287,14 +288,16 @@ class Problem:
 
 
 def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None, options=None,
-            method: str = "auto") -> Problem:  # fmt: skip
+            method: str = "auto", from_numpy: bool = False) -> Problem:  # fmt: skip
     """The checks and conversions of every input :func:`solve` takes, in one place: an integer-tensor k,
-    a float numpy array (a tensor view), ``init=U0`` alone (U0, AᵀU0), a sharded A (a collective that
-    checks the problem on every process), and the argument checks of ``_validate``. Half-precision
-    tensors and traced calls are :func:`solve`'s own (they re-enter it)."""
+    a float numpy array (a tensor view, whose products prefer numpy's BLAS, as do those of the tensor
+    view :func:`solve` made of one: ``from_numpy``), ``init=U0`` alone (U0, AᵀU0), a sharded A (a
+    collective that checks the problem on every process), and the argument checks of ``_validate``.
+    Half-precision tensors and traced calls are :func:`solve`'s own (they re-enter it)."""
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
+    from_numpy = from_numpy or isinstance(A, np.ndarray)  # products prefer numpy's BLAS: torch_products
     A = blas_ready(_from_numpy(A))
     init = _init_pair(init)
     if isinstance(init, tuple):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
@@ -317,7 +320,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     if init is not None:
         batch = A.shape[:-2] if isinstance(A, torch.Tensor) else getattr(A, "batch_shape", ())
         init = _broadcast_init(init, tuple(batch))
-    operator = functools.partial(as_operator, magnitude=magnitude)
+    operator = functools.partial(as_operator, magnitude=magnitude, from_numpy=from_numpy)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
 

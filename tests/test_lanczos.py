@@ -817,6 +817,34 @@ def test_numpy_blas_keeps_to_the_threads_torch_was_given():
 
 
 @pytest.mark.skipif(not _backend.NUMPY_BLAS, reason="RIEMSVD_CPU_BLAS=torch: every product is torch's")
+def test_a_numpy_callers_large_products_are_numpys(monkeypatch, gen):
+    """Above ONE_BLAS_THREAD_UP_TO entries, an A passed as a numpy array has its products made by numpy's
+    BLAS, unmeasured: the caller's own numpy work leaves numpy's threads spinning, beside which torch's
+    products ran up to 4× slower. A tensor's are measured, with torch's preference (torch is faster
+    here); both find the values."""
+    measured = []
+    monkeypatch.setattr(_backend, "_FASTER", {})
+    monkeypatch.setattr(_backend, "_torch_faster", lambda t, view, one: not measured.append(one))
+    calls, mv = [], torch.mv
+    monkeypatch.setattr(torch, "mv", lambda *args, **kwargs: calls.append(1) or mv(*args, **kwargs))
+    big = make_matrix("decay", 1300, 1200, gen)
+    assert big.numel() > _backend.ONE_BLAS_THREAD_UP_TO
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results, torch_calls = [], []
+        for x in (big.numpy(), big):
+            results.append(riemsvd.solve(x, 2, tol=1e-12, method="iterative"))
+            torch_calls.append(len(calls))
+    finally:
+        torch.set_num_threads(threads)
+    assert measured == [False]  # the tensor's alone, against numpy's BLAS on its threads
+    assert torch_calls[0] == 0 < torch_calls[1]  # the array's products by numpy's BLAS, the tensor's by torch
+    for result in results:
+        torch.testing.assert_close(result.S, torch.linalg.svdvals(big)[:2], rtol=1e-11, atol=0)
+
+
+@pytest.mark.skipif(not _backend.NUMPY_BLAS, reason="RIEMSVD_CPU_BLAS=torch: every product is torch's")
 def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
     """torch_products measures each shape, dtype and layout once in a process, against numpy's BLAS on
     one thread up to ONE_BLAS_THREAD_UP_TO entries and on its threads above, and chooses torch only
@@ -834,6 +862,8 @@ def test_products_are_measured_once_per_shape_and_layout(monkeypatch):
         assert _backend.torch_products(torch.zeros(1300, 1200))  # above 1.5M entries
         assert _backend.torch_products(torch.zeros(2100, 1000))  # above 2M: its first 2000 rows
         assert _backend.torch_products(torch.zeros(1000, 2100).mT)  # column-major: its first columns
+        assert not _backend.torch_products(torch.zeros(1300, 1200), from_numpy=True)  # unmeasured
+        assert _backend.torch_products(a, from_numpy=True)  # one thread: as a tensor, not again
         shapes = [(800, 400), (800, 400), (1600, 400), (1300, 1200), (2000, 1000), (2100, 952)]
         assert measured == list(zip(shapes, [True, True, True, False, False, False]))
     finally:
