@@ -16,7 +16,7 @@ import riemsvd
 from riemsvd.bench.accuracy import relative_residual, sigma_error
 from riemsvd.bench.config import Config
 from riemsvd.bench.experiments import grid
-from riemsvd.bench.harness import thread_limits
+from riemsvd.bench.harness import settle, thread_limits
 from riemsvd.bench.matrices import Problem, check_classes, make_problem
 from riemsvd.bench.records import BackwardRecord
 from riemsvd.bench.runners import clock
@@ -40,8 +40,10 @@ def backward_loss(u, s, v, w, c, d) -> torch.Tensor:
 
 
 def _fwd_bwd(solve: Callable, a: torch.Tensor, weights) -> tuple[float, float, torch.Tensor, Any]:
-    """(forward seconds, backward seconds, Ā, the forward's output) for one call of ``solve``."""
+    """(forward seconds, backward seconds, Ā, the forward's output) for one call of ``solve``, started
+    once the process is idle (:func:`riemsvd.bench.harness.settle`)."""
     x = a.detach().clone().requires_grad_(True)
+    settle()
     t0 = clock(a.device)
     u, s, v, extra = solve(x)
     t1 = clock(a.device)
