@@ -780,3 +780,84 @@ def test_a_stalled_optimizer_takes_up_a_changed_problem():
         again = _run(opt, lambda: -(x @ m @ x))
     assert len(again) > 1 and any(info.accepted for info in again), again[:2]
     assert again[-1].gradient_norm < again[0].gradient_norm / 2
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float64, 1e-14), (torch.float32, 1e-5)])
+def test_a_loss_far_below_one_is_judged_at_its_own_size(dtype, scale):
+    """ρ's regularization is relative to |f|: with manopt's max(1, |f|), a loss far below 1 had every
+    decrease drowned, uphill steps accepted (7 on the float64 run below), and runs ended "stalled" at a
+    gradient of 16 (float64 scaled by 1e-14, seed 3) or "converged" far from a critical point (a new
+    user's trial). Scaled, the quartic on S¹⁹⁹ goes where the unscaled one goes, never uphill."""
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(200, dtype=dtype, generator=g)
+    start = _unit(200, g).to(dtype)
+
+    def quartic(x):
+        return -((x**4).sum() + 0.3 * torch.sin(5 * (c * x).sum()))
+
+    ends = []
+    for factor in (1.0, scale):
+        x = _on(SPHERE, start.clone())
+        opt = RiemannianTrustRegion([x])
+        losses = []
+        for _ in range(100):
+            opt.step(functools.partial(lambda x, f: f * quartic(x), x, factor))
+            losses.append(float(quartic(x.detach())))
+            if opt.info.stop_reason:
+                break
+        assert opt.info.converged, opt.info
+        rounding = 8 * torch.finfo(dtype).eps * abs(losses[0])
+        assert all(b <= a + rounding for a, b in zip(losses, losses[1:])), losses  # never uphill
+        ends.append(x.detach().to(torch.float64))
+    assert float((ends[0] - ends[1]).abs().max()) <= (1e-10 if dtype == torch.float64 else 1e-3)
+
+
+def test_a_loss_nan_at_every_trial_point_stops_with_a_warning():
+    """Rejected steps do not count towards patience, and a closure NaN at every trial point had run on
+    without end, silently, the radius at 4e-181 after 300 steps (a new user's trial). Once the radius
+    moves the parameters by less than their rounding the steps stop, "stalled", warned, the point kept."""
+    g = torch.Generator().manual_seed(0)
+    a = make_matrix("gaussian", 20, 20, g)
+    a = a + a.T
+    start = _unit(20, g)
+    x = _on(SPHERE, start.clone())
+
+    def closure():
+        loss = x @ a @ x
+        return loss if torch.is_grad_enabled() else loss * math.nan  # the trial points' losses
+
+    opt = RiemannianTrustRegion([x])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        infos = _run(opt, closure, 100)
+    stalls = [str(w.message) for w in caught if issubclass(w.category, riemsvd.ConvergenceWarning)]
+    assert opt.info.stop_reason == "stalled" and not opt.info.converged and len(infos) < 40, opt.info
+    assert len(stalls) == 1 and "rejected" in stalls[0] and "non-finite" in stalls[0], stalls
+    assert torch.equal(x.detach(), start)
+    opt.step(closure)  # stays stopped, without another warning
+    assert opt.info.stop_reason == "stalled"
+
+
+def test_lows_of_the_gradient_within_its_rounding_do_not_restart_patience():
+    """An orthogonal Procrustes fit reached its closed form to 1e-14 after 6–7 steps, then its gradient
+    wandered between 1.1e-14 and 3.3e-14 and each small new low restarted the count: it stopped at
+    steps 20–36 (6 seeds; a new user's trial). Lows within the gradient's rounding are noise; the
+    fit stops "rounding" `patience` steps after reaching it."""
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(50, 5, dtype=torch.float64, generator=g)
+        q0 = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64, generator=g))[0]
+        b = x @ q0 + 0.1 * torch.randn(50, 5, dtype=torch.float64, generator=g)
+        u, _, vh = torch.linalg.svd(x.T @ b)
+        best = u @ vh
+        q = _on(STIEFEL, STIEFEL.projx(best + 0.3 * torch.randn(5, 5, dtype=torch.float64, generator=g)))
+        opt = RiemannianTrustRegion([q])
+        reached = None
+        for _ in range(100):
+            opt.step(functools.partial(lambda q, x, b: 0.5 * (x @ q - b).square().sum(), q, x, b))
+            if reached is None and float((q.detach() - best).abs().max()) <= 1e-13:
+                reached = opt.info.step
+            if opt.info.stop_reason:
+                break
+        assert reached is not None and opt.info.stop_reason == "rounding", opt.info
+        assert opt.info.step <= reached + opt.patience + 2, (seed, reached, opt.info.step)

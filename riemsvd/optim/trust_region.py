@@ -104,12 +104,16 @@ def _gradient_rounding(xs: list, norm: float, eps: float) -> float:
     return eps * math.sqrt(sum(x.numel() for x in xs)) * norm
 
 
-def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> int:
-    """Accepted steps in a row that found neither a new low of the gradient norm nor one of the loss
-    beyond its rounding (4·ε·|f|), kept in ``state`` with the lows; the step at loss f and gradient
-    norm ``gnorm`` counted where the last one ``moved`` the parameters (a rejected step left them
-    where they were: nothing new to judge; a radius too large to start with takes several). A
-    gradient norm 10 times the low starts afresh: a new closure, or the iteration leaving a basin."""
+def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, floor: float) -> int:
+    """Accepted steps in a row that found neither a new low of the gradient norm above ``floor`` times
+    the first one (its rounding, ``_AT_ROUNDING``·ε·√N) nor one of the loss beyond its rounding
+    (4·ε·|f|), kept in ``state`` with the lows; the step at loss f and gradient norm ``gnorm`` counted
+    where the last one ``moved`` the parameters (a rejected step left them where they were: nothing
+    new to judge; a radius too large to start with takes several). A gradient norm 10 times the low
+    starts afresh: a new closure, or the iteration leaving a basin. Lows within the rounding are noise:
+    an orthogonal Procrustes fit at its closed form to 1e-14 after 6–7 steps wandered between 1.1e-14
+    and 3.3e-14 and stopped at steps 20–36, each small low starting the count again (a new user's
+    trial)."""
     best_f, best_g = state.get("best_loss", math.inf), state.get("best_gradient", math.inf)
     last = state.get("last_loss")
     state["last_loss"] = f
@@ -124,7 +128,8 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool) -> i
         state["first_gradient"] = gnorm
     elif not moved:
         return state.get("since_progress", 0)
-    if gnorm < best_g or f < best_f - 4 * eps * abs(best_f):
+    lower = gnorm < best_g and gnorm > floor * state.get("first_gradient", 0.0)
+    if lower or f < best_f - 4 * eps * abs(best_f):
         state["since_progress"] = 0
     else:
         state["since_progress"] = state.get("since_progress", 0) + 1
@@ -268,12 +273,13 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         parameter); its output is projected on the tangent space. The trust region is then measured
         in its inverse's norm, as in preconditioned Steihaug–Toint CG.
     patience : int or None
-        Accepted steps in a row that find neither a new low of the gradient norm nor one of the loss
-        beyond its rounding, after which a step does not move and sets ``info.stop_reason`` to
-        ``"stalled"``, with a :class:`~riemsvd.ConvergenceWarning` (default 10; None: never), or,
-        with the default ``gradient_tol``, to ``"rounding"`` where the stall came at the gradient's
-        rounding (``gradient_tol`` above). A gradient norm 10 times its low starts the count afresh
-        (a new closure).
+        Accepted steps in a row that find neither a new low of the gradient norm above its rounding
+        nor one of the loss beyond its rounding, after which a step does not move and sets
+        ``info.stop_reason`` to ``"stalled"``, with a :class:`~riemsvd.ConvergenceWarning` (default
+        10; None: never), or, with the default ``gradient_tol``, to ``"rounding"`` where the stall
+        came at the gradient's rounding (``gradient_tol`` above). A gradient norm 10 times its low
+        starts the count afresh (a new closure). Steps rejected down to a radius under
+        ε·``max_radius`` stop too, whatever ``patience``.
 
     Attributes
     ----------
@@ -531,14 +537,19 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         dtype = max([x.dtype for x in xs] + [loss.dtype], key=lambda d: torch.finfo(d).eps)
         eps = torch.finfo(dtype).eps
         moved = state.get("moved", True)
-        since = _progress(state, f, gnorm, eps, moved)
+        floor = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # times the first gradient norm
+        since = _progress(state, f, gnorm, eps, moved, floor)
         stalled = self.patience is not None and since >= self.patience
         if self.gradient_tol is None:
             egrad_norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
             tol = _gradient_rounding(xs, egrad_norm, eps)
         else:
             tol = self.gradient_tol
-        done = "gradient norm" if gnorm <= tol else "stalled" if stalled else None
+        # every step from here rejected, down to a radius that moves the parameters by less than their
+        # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
+        # after 300 steps (rejected steps do not count towards patience; a new user's trial)
+        collapsed = radius < eps * self.max_radius
+        done = "gradient norm" if gnorm <= tol else "stalled" if stalled or collapsed else None
         first = state.get("first_gradient")  # none in a state saved before this rule
         if done == "stalled" and self.gradient_tol is None and first is not None:
             # The default's estimate vanishes with a Euclidean gradient that does at the solution: an
@@ -549,6 +560,19 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             # stalled 0.14 above its minimum, at 2e-4 of its first norm (a review).
             if gnorm <= _AT_ROUNDING * _gradient_rounding(xs, first, eps):
                 done = "rounding"
+        if done == "stalled" and collapsed and not state.get("collapse_warned"):
+            state["collapse_warned"] = True
+            finite = state.get("trial_finite") is not False
+            trials = "no lower than the model predicted" if finite else "non-finite"
+            warnings.warn(
+                f"RiemannianTrustRegion: every step from this point was rejected, down to a radius of "
+                f"{radius:.3g}, which moves the parameters by less than their rounding; the last trial "
+                f"loss was {trials}: stopped, info.stop_reason = 'stalled'. Check the loss and its "
+                "gradient near the current point (a NaN or inf beside it, a gradient that is not the "
+                "loss's own?).",
+                ConvergenceWarning,
+                stacklevel=callers_level(),
+            )
         if done is not None:
             state["moved"] = False  # the point stays: the next step judges it no better
             if done == "stalled" and moved and since == self.patience:  # once, as it stops
@@ -590,8 +614,11 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 raise _called_backward() from err  # backward() under no_grad
             raise
         # The decrease is lost in the rounding of f near a minimum: ρ's terms both get this small
-        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)).
-        reg = 1e3 * eps * max(1.0, abs(f))
+        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|), but
+        # relative to |f| alone: a loss far below 1 — float32 of size 1e-4, float64 scaled by 1e-14 —
+        # had every decrease drowned by the 1, uphill steps accepted, and runs ended "stalled" or even
+        # converged with a gradient of 16 where the unscaled loss reached 1e-14; a new user's trial).
+        reg = 1e3 * eps * abs(f)
         # a non-finite trial loss judges nothing: as NaN, the radius shrinks (−inf gave ρ = inf, the
         # step rejected and the radius grown, cycling without end; a new user's trial)
         rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 and math.isfinite(f_new) else math.nan
@@ -599,6 +626,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         f64 = functools.partial(torch.tensor, dtype=torch.float64)
         taken, nxt = self.rule.update(f64(radius), f64(rho), torch.tensor(boundary), self.max_radius)
         accepted, state["radius"] = bool(taken) and math.isfinite(f_new), float(nxt)
+        state["trial_finite"] = math.isfinite(f_new)
         state["moved"] = accepted
         if not accepted:
             with torch.no_grad():
