@@ -301,8 +301,8 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     A = blas_ready(_from_numpy(A))
     init = _init_pair(init)
     if isinstance(init, tuple):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
-        init = tuple(_from_numpy(x, half=True) for x in init)  # any float dtype: cast to A's
-    init = _from_numpy(init, half=True)
+        init = tuple(_from_numpy(x, half=True, name="`init`") for x in init)  # any float dtype: cast to A's
+    init = _from_numpy(init, half=True, name="`init`")
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     if is_sharded(A):
@@ -337,10 +337,18 @@ def _init_pair(init):
     return tuple(init) if isinstance(init, (tuple, list)) else init
 
 
-def _from_numpy(x, half: bool = False):
+def _from_numpy(x, half: bool = False, name: str = "`A`"):
     """A float32 or float64 numpy array (float16 too, where ``half``: what solve and warm starts take)
     as a CPU tensor, a view where numpy's strides allow (big-endian data, a file's, as a native copy);
-    anything else as it is (and named by the checks in numpy's terms)."""
+    anything else as it is (and named by the checks in numpy's terms). A masked array with masked
+    entries is refused, by ``name``: its data would be taken whole, the mask ignored (a new user's
+    trial)."""
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
+        raise TypeError(
+            f"{name} is a numpy masked array with {int(np.ma.getmaskarray(x).sum())} masked entries, which "
+            f"riemsvd would read as they are stored: pass `{name.strip('`')}.filled(value)` (or `.data`) "
+            "to use a value there, or fill the missing entries first."
+        )
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     if isinstance(x, np.ndarray) and x.dtype in ((np.float16,) if half else ()) + (np.float32, np.float64):
