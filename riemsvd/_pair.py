@@ -103,6 +103,27 @@ class SingularPair(torch.nn.Module):
         """``SingularPair(m=…, n=…, k=…, dtype=…)`` in ``repr``, as torch's modules show their sizes."""
         return f"m={self.U.shape[-2]}, n={self.V.shape[-2]}, k={self.k}, dtype={self.U.dtype}"
 
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """torch's loading, with U and V of the loaded state checked on the Stiefel manifold (geoopt's
+        check, at its tolerance): frames without orthonormal columns had loaded silently, their
+        ``forward`` no longer the values' estimates, and a first-order optimizer moving them on (a new
+        user's trial). Reported with torch's other loading errors, the frame left as it was."""
+        error_msgs, kept = args[-1], {}
+        for name in ("U", "V"):
+            x = state_dict.get(prefix + name)
+            if isinstance(x, torch.Tensor) and x.shape == getattr(self, name).shape:
+                ok, why = Stiefel().check_point_on_manifold(x.detach(), explain=True)
+                if not ok:
+                    kept[name] = getattr(self, name).detach().clone()
+                    error_msgs.append(
+                        f"`{prefix}{name}` does not have orthonormal columns ({why}); load a SingularPair's "
+                        f"own state, or the Q of `torch.linalg.qr` of it in its place."
+                    )
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        with torch.no_grad():
+            for name, x in kept.items():
+                getattr(self, name).copy_(x)
+
     def forward(self, A: torch.Tensor) -> torch.Tensor:
         """The current estimates diag(Uᵀ A V) of the k leading singular values.
 

@@ -130,3 +130,18 @@ def test_k1_frames_lie_on_the_sphere_and_bad_arguments_raise():
         pair(torch.randn(5, 4, dtype=torch.float64))
     with pytest.raises(TypeError, match="`A` must be a torch.Tensor"):
         pair.brockett([[1.0]])
+
+
+def test_a_state_whose_frames_are_not_orthonormal_is_refused_on_loading():
+    """Non-orthonormal U or V had loaded silently (a new user's trial); torch's load_state_dict now
+    reports them by name, and leaves the pair as it was."""
+    pair = SingularPair(30, 20, k=3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    before = {name: x.clone() for name, x in pair.state_dict().items()}
+    for name in ("U", "V"):
+        state = dict(before)
+        state[name] = 2 * state[name]
+        with pytest.raises(RuntimeError, match=rf"`{name}` does not have orthonormal columns"):
+            pair.load_state_dict(state)
+        for key, x in pair.state_dict().items():
+            assert torch.equal(x, before[key])
+    pair.load_state_dict(before)  # a pair's own state loads
