@@ -99,3 +99,18 @@ def test_riemannian_adam_keeps_points_on_the_manifold():
         opt.step()
     assert u.manifold.check_point_on_manifold(u.detach(), atol=1e-8, rtol=1e-8)
     assert v.manifold.check_point_on_manifold(v.detach(), atol=1e-8, rtol=1e-8)
+
+
+def test_stiefel_takes_geoopts_metric_flag():
+    """Code written for geoopt's `Stiefel(canonical=False)` had met a TypeError (a new user's trial):
+    the embedded metric is this class's own; the canonical one, whose Hessian it lacks, is refused
+    with the geoopt class that has it. Copies and pickles keep working."""
+    import copy
+    import pickle
+
+    embedded = Stiefel(canonical=False)
+    assert isinstance(embedded, Stiefel) and isinstance(embedded, geoopt.EuclideanStiefel)
+    with pytest.raises(ValueError, match=r"canonical=True.*geoopt\.CanonicalStiefel"):
+        Stiefel(canonical=True)
+    for other in (copy.deepcopy(embedded), pickle.loads(pickle.dumps(embedded))):
+        assert isinstance(other, Stiefel)

@@ -23,11 +23,19 @@ class Stiefel(geoopt.EuclideanStiefel):
 
     name = "Stiefel"
 
-    def __new__(cls) -> "Stiefel":
+    def __new__(cls, canonical: bool = False) -> "Stiefel":
         # geoopt's Stiefel.__new__ dispatches on a flag; this class is always the Euclidean one.
         return object.__new__(cls)
 
-    def __init__(self) -> None:
+    def __init__(self, canonical: bool = False) -> None:
+        """``canonical``: geoopt's ``Stiefel`` flag, taken so that code written for it runs; only the
+        embedded metric (``False``, geoopt's ``EuclideanStiefel``) has the Hessian added here."""
+        if canonical:
+            raise ValueError(
+                "`canonical=True`: riemsvd's Stiefel has the embedded metric (geoopt's "
+                "`Stiefel(canonical=False)`), whose Riemannian Hessian it adds; for the canonical metric "
+                "use `geoopt.CanonicalStiefel()`, which has none."
+            )
         super().__init__()
 
     def proj_horizontal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
