@@ -161,13 +161,14 @@ def torch_products(a: torch.Tensor, from_numpy: bool = False) -> bool:
     entries at most (:func:`_torch_faster`; 2–26 ms on first use, 1536×384 to 4000×2000). Above
     ``ONE_BLAS_THREAD_UP_TO`` entries an A the caller passed as a numpy array (``from_numpy``) takes
     numpy's BLAS on its threads, unmeasured: the caller's own numpy work leaves those threads spinning,
-    beside which torch's products ran 1.0–4.2× slower (whole solves, k = 1, 2000×1000 to 4000×2000
-    float32 and float64: 2000×1000 float64 133 ms against 67, float32 122 against 29; 2 cores), and on
-    a quiet machine numpy's took 0.83–1.03 of torch's time, where the pair alone measured torch's
-    faster by up to a fifth (torch's threads, spinning after each product, slow the solve's own BLAS
-    calls). Below 1.5
-    MiB one numpy thread is as fast (37 against 29 µs at 384×384 float64, 15 against 22 in float32)
-    with less overhead a call. Torch limited to one thread by its user: numpy's BLAS.
+    beside which torch's products ran 1.0–4.2× slower (whole solves, k = 1, 2000×1000 to 4000×2000,
+    float32 and float64, 2 cores; after one numpy product a 2000×1000 float64 solve took 58 ms this way
+    and 144–156 before, float32 26 against 94–119), and on a quiet machine numpy's took 0.83–1.03 of
+    torch's time, where the pair alone measured torch's faster by up to a fifth, and the measured
+    choice fell either way between processes (torch's threads, spinning after each product, slow the
+    solve's own BLAS calls). Below 1.5 MiB one numpy thread is as fast (37 against 29 µs at 384×384
+    float64, 15 against 22 in float32) with less overhead a call. Torch limited to one thread by its
+    user: numpy's BLAS.
 
     Which is faster depends on the machine. On the 2-core machine of the earlier measurements (its CPU
     was not recorded) torch's pair took 0.43–0.74 of numpy's on one thread (45 µs against 105 at

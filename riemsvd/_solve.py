@@ -343,11 +343,12 @@ def _from_numpy(x, half: bool = False, name: str = "`A`"):
     anything else as it is (and named by the checks in numpy's terms). A masked array with masked
     entries is refused, by ``name``: its data would be taken whole, the mask ignored (a new user's
     trial)."""
-    if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
+    masked = int(np.ma.getmaskarray(x).sum()) if isinstance(x, np.ma.MaskedArray) else 0
+    if masked:
         raise TypeError(
-            f"{name} is a numpy masked array with {int(np.ma.getmaskarray(x).sum())} masked entries, which "
-            f"riemsvd would read as they are stored: pass `{name.strip('`')}.filled(value)` (or `.data`) "
-            "to use a value there, or fill the missing entries first."
+            f"{name} is a numpy masked array with {masked} masked entr{'y' if masked == 1 else 'ies'}, "
+            f"which riemsvd would read as they are stored: pass `{name.strip('`')}.filled(value)` (or "
+            "`.data`) to use a value there, or fill the missing entries first."
         )
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))

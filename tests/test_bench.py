@@ -5,8 +5,10 @@ and its residual against the reference."""
 import csv
 import dataclasses
 import json
+import math
 import sys
-import threading
+import types
+import warnings
 
 import pytest
 import torch
@@ -324,23 +326,33 @@ def test_repetitions_alternate_between_solvers_under_one_thread_limit(monkeypatc
 
 
 def test_a_repetition_starts_once_no_other_thread_of_the_process_is_busy(monkeypatch):
-    """A thread pool's workers spinning after the previous solver's call (here a Python thread) hold the
-    start of the next repetition, up to settle's limit; an idle process starts at once."""
-    stop = threading.Event()
+    """A thread pool's workers spinning after the previous solver's call hold the start of the next
+    repetition, up to settle's limit (warned of once where a thread stays busy throughout); an idle
+    process starts at once. On a clock where another thread uses a whole core for 0.2 s, then none."""
+    now = {"wall": 0.0, "cpu": 0.0}
+    busy_until = {"t": 0.2}
 
-    def spin():
-        while not stop.is_set():
-            pass
+    def sleep(seconds):
+        busy = max(0.0, min(seconds, busy_until["t"] - now["wall"]))
+        now["wall"] += seconds
+        now["cpu"] += busy
 
-    spinner = threading.Thread(target=spin)
-    spinner.start()
-    try:
-        held = harness.settle(0.3)
-    finally:
-        stop.set()
-        spinner.join()
-    assert held >= 0.3
-    assert harness.settle(2.0) < 0.5
+    clock = types.SimpleNamespace(
+        perf_counter=lambda: now["wall"], process_time=lambda: now["cpu"], sleep=sleep
+    )
+    monkeypatch.setattr(harness, "time", clock)
+    monkeypatch.setattr(harness, "_SETTLE_WARNED", False)
+    held = harness.settle(0.5)
+    assert 0.2 <= held <= 0.2 + 2 * harness._SETTLE_WINDOW_S, held
+    assert harness.settle(0.5) == pytest.approx(harness._SETTLE_WINDOW_S)  # idle: one window
+    busy_until["t"] = math.inf
+    with pytest.warns(RuntimeWarning, match="stayed busy"):
+        assert harness.settle(0.5) >= 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        harness.settle(0.5)  # once
+    monkeypatch.undo()
+    assert harness.settle(2.0) < 0.5  # this process, idle
     events = []
     monkeypatch.setattr(harness, "settle", lambda: events.append("settle"))
     harness.one_repetition(lambda: (events.append("call") or 0.0, None), min_s=0.0)

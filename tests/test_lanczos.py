@@ -839,6 +839,11 @@ def test_a_numpy_callers_large_products_are_numpys(monkeypatch, gen):
     finally:
         torch.set_num_threads(threads)
     assert measured == [False]  # the tensor's alone, against numpy's BLAS on its threads
+    from riemsvd._operator import as_operator  # a batch's matrices, each on its own (one_matrix), alike
+
+    stacked = torch.stack([big, big])
+    assert not as_operator(stacked, from_numpy=True).one_matrix((0,)).torch_products()
+    assert as_operator(stacked).one_matrix((0,)).torch_products()  # measured: torch's here
     assert torch_calls[0] == 0 < torch_calls[1]  # the array's products by numpy's BLAS, the tensor's by torch
     for result in results:
         torch.testing.assert_close(result.S, torch.linalg.svdvals(big)[:2], rtol=1e-11, atol=0)

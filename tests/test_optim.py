@@ -836,6 +836,28 @@ def test_a_loss_nan_at_every_trial_point_stops_with_a_warning():
     assert torch.equal(x.detach(), start)
     opt.step(closure)  # stays stopped, without another warning
     assert opt.info.stop_reason == "stalled"
+    b = make_matrix("gaussian", 20, 20, g)
+    b = b + b.T  # another problem (a new loss at the same point) starts again from the first radius
+    infos = _run(opt, functools.partial(lambda x, b: x @ b @ x, x, b), 100)
+    assert opt.info.converged and any(i.accepted for i in infos), opt.info
+    assert abs(float(x.detach() @ b @ x.detach()) - float(torch.linalg.eigvalsh(b)[0])) <= 1e-12
+
+
+def test_a_loss_that_converges_to_zero_by_cancellation_is_judged_at_its_terms_size():
+    """xᵀAx − λ_min on the sphere goes to 0 while its rounding stays ε·|λ|: ρ regularized by 1e3·ε·|f|
+    alone was rounding noise near the minimum, and 3 of 4 seeds ended "stalled" at ‖g‖ ≈ 1e-8 after
+    some 26 rejected steps (a review). The first step's |f₀| keeps the terms' size."""
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        a = make_matrix("gaussian", 100, 100, g)
+        a = 50 * (a + a.T)
+        low = torch.linalg.eigvalsh(a)[0]
+        x = _on(SPHERE, _unit(100, g))
+        opt = RiemannianTrustRegion([x])
+        infos = _run(opt, functools.partial(lambda x, a, low: x @ a @ x - low, x, a, low), 100)
+        assert opt.info.converged, (seed, opt.info)
+        assert sum(not i.accepted for i in infos) <= 3, [i.rho for i in infos]
+        assert float(x.detach() @ a @ x.detach() - low) <= 1e-12 * float(low.abs())
 
 
 def test_lows_of_the_gradient_within_its_rounding_do_not_restart_patience():

@@ -134,14 +134,27 @@ def test_k1_frames_lie_on_the_sphere_and_bad_arguments_raise():
 
 def test_a_state_whose_frames_are_not_orthonormal_is_refused_on_loading():
     """Non-orthonormal U or V had loaded silently (a new user's trial); torch's load_state_dict now
-    reports them by name, and leaves the pair as it was."""
+    reports them by name and loads neither frame (a good V beside a bad U had loaded, a mixed pair;
+    with assign=True the restored frame had been written into the caller's tensor: a review). A
+    float32 frame within its dtype's rounding for its size loads (geoopt's fixed 1e-5 had refused a
+    pair's own state of 10⁷ rows)."""
     pair = SingularPair(30, 20, k=3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     before = {name: x.clone() for name, x in pair.state_dict().items()}
+    other = SingularPair(30, 20, k=3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for name in ("U", "V"):
-        state = dict(before)
-        state[name] = 2 * state[name]
-        with pytest.raises(RuntimeError, match=rf"`{name}` does not have orthonormal columns"):
-            pair.load_state_dict(state)
-        for key, x in pair.state_dict().items():
-            assert torch.equal(x, before[key])
-    pair.load_state_dict(before)  # a pair's own state loads
+        for assign in (False, True):
+            state = {key: x.clone() for key, x in other.state_dict().items()}
+            state[name] = 2 * state[name]
+            given = state[name].clone()
+            with pytest.raises(RuntimeError, match=rf"`{name}` does not have orthonormal columns"):
+                pair.load_state_dict(state, assign=assign)
+            assert torch.equal(state[name], given)  # the caller's tensors untouched
+            for key, x in pair.state_dict().items():
+                assert torch.equal(x, before[key]), (name, assign, key)
+            assert all(isinstance(x, geoopt.ManifoldParameter) for x in (pair.U, pair.V))
+    pair.load_state_dict(other.state_dict())  # a pair's own state loads
+    assert torch.equal(pair.U, other.U)
+    single = SingularPair(200, 20, k=2, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    state = single.state_dict()
+    state["U"] = state["U"] * torch.tensor([1 + 5e-5, 1.0])  # within 100·ε·√200 of float32: 1.7e-4
+    single.load_state_dict(state)

@@ -104,13 +104,14 @@ def _gradient_rounding(xs: list, norm: float, eps: float) -> float:
     return eps * math.sqrt(sum(x.numel() for x in xs)) * norm
 
 
-def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, floor: float) -> int:
-    """Accepted steps in a row that found neither a new low of the gradient norm above ``floor`` times
-    the first one (its rounding, ``_AT_ROUNDING``·ε·√N) nor one of the loss beyond its rounding
+def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit: float) -> int:
+    """Accepted steps in a row that found neither a new low of the gradient norm above its rounding
+    (``unit`` times the first norm: ``_AT_ROUNDING``·ε·√N) nor one of the loss beyond its rounding
     (4·ε·|f|), kept in ``state`` with the lows; the step at loss f and gradient norm ``gnorm`` counted
     where the last one ``moved`` the parameters (a rejected step left them where they were: nothing
     new to judge; a radius too large to start with takes several). A gradient norm 10 times the low
-    starts afresh: a new closure, or the iteration leaving a basin. Lows within the rounding are noise:
+    starts afresh (``state["fresh"]``; the first step's loss and gradient norm are kept): a new
+    closure, or the iteration leaving a basin. Lows within the rounding are noise:
     an orthogonal Procrustes fit at its closed form to 1e-14 after 6–7 steps wandered between 1.1e-14
     and 3.3e-14 and stopped at steps 20–36, each small low starting the count again (a new user's
     trial)."""
@@ -124,11 +125,12 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, floo
     if gnorm > 10 * best_g or changed:
         best_f, best_g = math.inf, math.inf
         state["since_progress"] = 0
-    if best_g == math.inf:  # a first step, or a fresh start: what "rounding" is judged against
-        state["first_gradient"] = gnorm
+    state["fresh"] = best_g == math.inf
+    if state["fresh"]:  # a first step, or a fresh start: what "rounding" is judged against
+        state["first_gradient"], state["first_loss"] = gnorm, abs(f)
     elif not moved:
         return state.get("since_progress", 0)
-    lower = gnorm < best_g and gnorm > floor * state.get("first_gradient", 0.0)
+    lower = gnorm < best_g and gnorm > unit * state.get("first_gradient", 0.0)
     if lower or f < best_f - 4 * eps * abs(best_f):
         state["since_progress"] = 0
     else:
@@ -537,18 +539,22 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         dtype = max([x.dtype for x in xs] + [loss.dtype], key=lambda d: torch.finfo(d).eps)
         eps = torch.finfo(dtype).eps
         moved = state.get("moved", True)
-        floor = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # times the first gradient norm
-        since = _progress(state, f, gnorm, eps, moved, floor)
+        unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
+        since = _progress(state, f, gnorm, eps, moved, unit)
         stalled = self.patience is not None and since >= self.patience
+        # every step from here rejected, down to a radius that moves the parameters by less than their
+        # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
+        # after 300 steps (rejected steps do not count towards patience; a new user's trial). A
+        # changed problem (a fresh start) starts again from the first radius.
+        collapsed = radius < eps * self.max_radius
+        if collapsed and state["fresh"]:
+            radius, collapsed = self.radius0, False
+            state.pop("collapse_warned", None)
         if self.gradient_tol is None:
             egrad_norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
             tol = _gradient_rounding(xs, egrad_norm, eps)
         else:
             tol = self.gradient_tol
-        # every step from here rejected, down to a radius that moves the parameters by less than their
-        # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
-        # after 300 steps (rejected steps do not count towards patience; a new user's trial)
-        collapsed = radius < eps * self.max_radius
         done = "gradient norm" if gnorm <= tol else "stalled" if stalled or collapsed else None
         first = state.get("first_gradient")  # none in a state saved before this rule
         if done == "stalled" and self.gradient_tol is None and first is not None:
@@ -558,7 +564,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             # first step's gradient norm keeps the size of the terms the gradient sums; √ε of that
             # norm had called a float32 Rayleigh quotient cut at 3 CG iterations converged where it
             # stalled 0.14 above its minimum, at 2e-4 of its first norm (a review).
-            if gnorm <= _AT_ROUNDING * _gradient_rounding(xs, first, eps):
+            if gnorm <= unit * first:
                 done = "rounding"
         if done == "stalled" and collapsed and not state.get("collapse_warned"):
             state["collapse_warned"] = True
@@ -614,11 +620,15 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 raise _called_backward() from err  # backward() under no_grad
             raise
         # The decrease is lost in the rounding of f near a minimum: ρ's terms both get this small
-        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|), but
-        # relative to |f| alone: a loss far below 1 — float32 of size 1e-4, float64 scaled by 1e-14 —
-        # had every decrease drowned by the 1, uphill steps accepted, and runs ended "stalled" or even
-        # converged with a gradient of 16 where the unscaled loss reached 1e-14; a new user's trial).
-        reg = 1e3 * eps * abs(f)
+        # regularization, so that ρ → 1 there (manopt's rho_regularization, 1e3·ε·max(1, |f|)), here
+        # relative to the loss's own size, |f| or the first step's |f₀| (its terms' size, where f
+        # converges to 0 by cancellation): with manopt's 1, a loss far below 1 (float32 of size 1e-4,
+        # float64 scaled by 1e-14) had every decrease drowned, uphill steps accepted, and runs ended
+        # "stalled" or even converged at a gradient of 16 (a new user's trial); with |f| alone, a
+        # Rayleigh quotient less its minimum (f → 0, its rounding ε·|λ|) had ρ of rounding noise near
+        # the minimum, steps rejected down to the radius's collapse (a review). A state saved before
+        # the first loss was kept takes manopt's 1.
+        reg = 1e3 * eps * max(abs(f), state.get("first_loss", 1.0))
         # a non-finite trial loss judges nothing: as NaN, the radius shrinks (−inf gave ρ = inf, the
         # step rejected and the radius grown, cycling without end; a new user's trial)
         rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 and math.isfinite(f_new) else math.nan
