@@ -193,10 +193,8 @@ def torch_products(a: torch.Tensor, from_numpy: bool = False) -> bool:
         return False
     key = (tuple(a.shape), a.dtype, a.stride(), torch.get_num_threads(), one or _numpy_blas_threads())
     if key not in _FASTER:
-        t = a.detach()
-        try:
-            view = t.numpy()
-        except (RuntimeError, TypeError):  # inside a torch.func transform: torch's products alone
+        t, view = a.detach(), numpy_view(a)
+        if view is None:  # inside a torch.func transform: torch's products alone
             return True
         # its first rows stand for it, or its first columns where those are contiguous (column-major)
         across = int(view.strides[0] < view.strides[1])

@@ -21,10 +21,8 @@ def _orthonormal(x, like: torch.Tensor) -> bool:
     True for what torch's loading judges itself (a missing key, another shape or type)."""
     if not isinstance(x, torch.Tensor) or x.shape != like.shape or not x.is_floating_point():
         return True
-    x64 = x.detach().to(torch.float64)
-    gram = x64.mT @ x64
-    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
-    return bool(gram.abs().max() <= 100 * torch.finfo(x.dtype).eps * x.shape[-2] ** 0.5)
+    tol = 100 * torch.finfo(x.dtype).eps * x.shape[-2] ** 0.5
+    return bool(Stiefel().check_point_on_manifold(x.detach().to(torch.float64), atol=tol, rtol=0.0))
 
 
 def _random_frame(d: int, k: int, dtype, device, generator) -> torch.Tensor:
@@ -119,18 +117,18 @@ class SingularPair(torch.nn.Module):
         100·ε·√d in their dtype, checked in float64: a float32 frame of 10⁷ rows is orthonormal to
         about 1e-4): frames without them had loaded silently, ``forward`` no longer the values'
         estimates (a new user's trial). Otherwise neither is loaded, and the error is torch's."""
-        names = ("U", "V")
-        bad = [name for name in names if not _orthonormal(state_dict.get(prefix + name), getattr(self, name))]
+        keys = {name: prefix + name for name in ("U", "V")}
+        bad = [n for n, key in keys.items() if not _orthonormal(state_dict.get(key), getattr(self, n))]
         if bad:
             for name in bad:
                 errors.append(
-                    f"`{prefix}{name}` does not have orthonormal columns; load a SingularPair's own state, "
+                    f"`{keys[name]}` does not have orthonormal columns; load a SingularPair's own state, "
                     f"or the Q of `torch.linalg.qr` of it in its place (neither U nor V was loaded)."
                 )
-            state_dict = {key: x for key, x in state_dict.items() if key not in {prefix + n for n in names}}
+            state_dict = {key: x for key, x in state_dict.items() if key not in keys.values()}
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
         if bad:  # not missing: refused
-            missing[:] = [key for key in missing if key not in {prefix + n for n in names}]
+            missing[:] = [key for key in missing if key not in keys.values()]
 
     def forward(self, A: torch.Tensor) -> torch.Tensor:
         """The current estimates diag(Uᵀ A V) of the k leading singular values.

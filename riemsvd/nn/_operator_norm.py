@@ -130,9 +130,9 @@ def operator_norm(
     """
     check_module(layer, "layer")
     input_shape = check_layer_input(layer, input_shape)
-    check_steady(layer, "layer")
     with torch.no_grad():
         if is_conv(layer) or isinstance(layer, nn.Linear):  # the weight read once (a parametrized
+            check_steady(layer, "layer")  # (map_operator checks the other modules)
             weight = cast(torch.Tensor, layer.weight).detach()  # one is computed once)
             dtype = weight.dtype
             weight = weight.to(solver_dtype(dtype))

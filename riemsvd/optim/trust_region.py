@@ -104,14 +104,14 @@ def _gradient_rounding(xs: list, norm: float, eps: float) -> float:
     return eps * math.sqrt(sum(x.numel() for x in xs)) * norm
 
 
-def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit: float) -> int:
+def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit: float) -> tuple[int, bool]:
     """Accepted steps in a row that found neither a new low of the gradient norm above its rounding
     (``unit`` times the first norm: ``_AT_ROUNDING``·ε·√N) nor one of the loss beyond its rounding
     (4·ε·|f|), kept in ``state`` with the lows; the step at loss f and gradient norm ``gnorm`` counted
     where the last one ``moved`` the parameters (a rejected step left them where they were: nothing
-    new to judge; a radius too large to start with takes several). A gradient norm 10 times the low
-    starts afresh (``state["fresh"]``; the first step's loss and gradient norm are kept): a new
-    closure, or the iteration leaving a basin. Lows within the rounding are noise:
+    new to judge; a radius too large to start with takes several), and whether this step starts
+    afresh: the first, or one whose gradient norm is 10 times the low (a new closure, or the iteration
+    leaving a basin), whose loss and gradient norm are kept. Lows within the rounding are noise:
     an orthogonal Procrustes fit at its closed form to 1e-14 after 6–7 steps wandered between 1.1e-14
     and 3.3e-14 and stopped at steps 20–36, each small low starting the count again (a new user's
     trial)."""
@@ -125,18 +125,18 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     if gnorm > 10 * best_g or changed:
         best_f, best_g = math.inf, math.inf
         state["since_progress"] = 0
-    state["fresh"] = best_g == math.inf
-    if state["fresh"]:  # a first step, or a fresh start: what "rounding" is judged against
+    fresh = best_g == math.inf
+    if fresh:  # a first step, or a fresh start: what "rounding" is judged against
         state["first_gradient"], state["first_loss"] = gnorm, abs(f)
     elif not moved:
-        return state.get("since_progress", 0)
+        return state.get("since_progress", 0), fresh
     lower = gnorm < best_g and gnorm > unit * state.get("first_gradient", 0.0)
     if lower or f < best_f - 4 * eps * abs(best_f):
         state["since_progress"] = 0
     else:
         state["since_progress"] = state.get("since_progress", 0) + 1
     state["best_loss"], state["best_gradient"] = min(best_f, f), min(best_g, gnorm)
-    return state["since_progress"]
+    return state["since_progress"], fresh
 
 
 class _Euclidean:
@@ -540,14 +540,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         eps = torch.finfo(dtype).eps
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
-        since = _progress(state, f, gnorm, eps, moved, unit)
+        since, fresh = _progress(state, f, gnorm, eps, moved, unit)
         stalled = self.patience is not None and since >= self.patience
         # every step from here rejected, down to a radius that moves the parameters by less than their
         # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
         # after 300 steps (rejected steps do not count towards patience; a new user's trial). A
         # changed problem (a fresh start) starts again from the first radius.
         collapsed = radius < eps * self.max_radius
-        if collapsed and state["fresh"]:
+        if collapsed and fresh:
             radius, collapsed = self.radius0, False
             state.pop("collapse_warned", None)
         if self.gradient_tol is None:
