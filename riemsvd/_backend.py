@@ -236,11 +236,18 @@ def _torch_faster(t: torch.Tensor, view: np.ndarray, one: bool, rounds: int = 3)
 
 @contextlib.contextmanager
 def solver_threads(
-    device: torch.device, entries: int = 0, *, distributed: bool = False, on_torch: bool = False
+    device: torch.device,
+    entries: int = 0,
+    *,
+    distributed: bool = False,
+    on_torch: bool = False,
+    own_pass: bool = False,
 ):
     """Run torch single-threaded on the CPU during a solve, and numpy's BLAS too for small A; with
     ``on_torch`` (the products go through torch: :func:`torch_products`), torch keeps its threads and
-    numpy's BLAS runs on one.
+    numpy's BLAS runs on one. With ``own_pass`` (the steps' products are the solver's own pass over A
+    on its own threads: riemsvd._operator.FusedPass) both run on one thread: beside either pool's
+    threads, spinning after a call, that pass took 2–4× its time.
 
     Both thread pools spin for a while after each parallel call. torch's threads slowed the OpenBLAS
     calls that followed them 2×, so torch runs on one thread here. OpenBLAS's threads, left spinning
@@ -261,9 +268,15 @@ def solver_threads(
     if not (NUMPY_BLAS and torch.device(device).type == "cpu"):
         yield
         return
-    if on_torch:
-        with _blas_threads(1):
-            yield
+    if on_torch or own_pass:
+        threads = torch.get_num_threads()
+        if own_pass:
+            torch.set_num_threads(1)
+        try:
+            with _blas_threads(1):
+                yield
+        finally:
+            torch.set_num_threads(threads)
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

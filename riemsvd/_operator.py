@@ -10,6 +10,7 @@ import copy
 import functools
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -159,12 +160,17 @@ class Operator:
         if products is None:
             return None
         matmat, rmatmat = products
-        return HostView(self, matmat, rmatmat, columns=self._column_products())
+        return HostView(self, matmat, rmatmat, columns=self._column_products(), fused=self._fused_pass())
 
     def _column_products(self):
         """((x, out) ↦ out ← A x, (y, out) ↦ out ← Aᵀ y) for one matrix and one column, without the
         scale, written into ``out`` (a dense A, a scipy CSR or CSC matrix); None where the operator has
         no such products."""
+        return None
+
+    def _fused_pass(self) -> FusedPass | None:
+        """A's numpy view for the solver's step that makes both products in one pass over A
+        (:class:`FusedPass`), or None where the operator has no such pass."""
         return None
 
     def torch_products(self) -> bool:
@@ -206,16 +212,26 @@ class Operator:
         return matmat, rmatmat
 
 
+class FusedPass(NamedTuple):
+    """A dense A (2-D numpy view with contiguous rows) for ``riemsvd._steps.gk_fused``, the host step
+    that reads A once for its two products, and the threads that pass runs on."""
+
+    a: np.ndarray
+    threads: int
+
+
 class HostView:
     """An :class:`Operator` seen through numpy arrays: the same products, counted in the operator's
-    ``matvecs``, and ``HostSpace`` vectors."""
+    ``matvecs``, and ``HostSpace`` vectors. ``fused``: the operator's :class:`FusedPass` (kept without
+    a scale only, as ``columns`` is)."""
 
-    def __init__(self, op: Operator, matmat, rmatmat, both=None, columns=None) -> None:
+    def __init__(self, op: Operator, matmat, rmatmat, both=None, columns=None, fused=None) -> None:
         self.op, self._mm, self._rmm, self._both = op, matmat, rmatmat, both
         self.shape = op.shape
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
         self._scale = None if op.scale is None else op.scale.numpy()
         self._columns = columns if self._scale is None else None
+        self.fused: FusedPass | None = fused if self._scale is None else None
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks
@@ -276,6 +292,13 @@ _CAST_BLOCK = 1 << 16
 _WIDENED_COLUMNS = 2
 
 
+# Above this many bytes a dense A's host steps make both products in one pass over A
+# (riemsvd._steps.gk_fused); at and below, the two products. Whole solves with the pass took 0.82–0.98
+# of the time at 384×384 float64 (1.2 MB) and 0.86–0.96 at 768×384 float32, 1.00–1.08 at 512×512
+# float32 (1 MiB) and 1.0–1.06 at 384×384 float32; 0.66–0.85 from 1536×384 to 4096×1024 (Intel
+# Xeon, 2 cores; docs/algorithm.md, "One pass over A").
+FUSED_ABOVE = 1 << 20
+
 # Where torch's products serve a dense A's single columns (torch_products), a block of fewer columns
 # than this is given to torch as its transpose, Xᵀ Aᵀ (the host loop's blocks are column-major, so
 # Xᵀ is row-major and no copy is made): on an Intel Xeon (2 cores, MKL on two threads) the pair
@@ -296,6 +319,7 @@ class DenseOperator(Operator):
         self.a = blas_ready(a)
         self.from_numpy = from_numpy
         self._on_torch: bool | None = None
+        self._pass_threads: int | None = None  # see claim_fused_pass
 
     def _matmat(self, x):
         return mm(self.a, x)
@@ -328,6 +352,31 @@ class DenseOperator(Operator):
                 lambda y, out: torch.mv(t.mT, torch.from_numpy(y), out=torch.from_numpy(out)),
             )
         return (lambda x, out: np.matmul(a, x, out=out)), (lambda y, out: np.matmul(a.T, y, out=out))
+
+    def claim_fused_pass(self) -> bool:
+        """Whether this solve's host steps make both products in one pass over A (a 2-D A of more than
+        ``FUSED_ABOVE`` bytes with contiguous rows, where riemsvd._steps was built), on the threads
+        torch has now: call before :func:`riemsvd._backend.solver_threads` limits them (its
+        ``own_pass``). Its products then need no measurement (:meth:`torch_products`): numpy's."""
+        a = numpy_view(self.a) if torch.device(self.device).type == "cpu" else None
+        usable = (
+            STEPS is not None
+            and self.scale is None  # a scaled A's steps take its scaled products (HostView)
+            and a is not None
+            and a.ndim == 2
+            and a.nbytes > FUSED_ABOVE
+            and a.strides[-1] == a.itemsize
+            and a.flags.aligned
+        )
+        self._pass_threads = torch.get_num_threads() if usable else None
+        if usable:
+            self._on_torch = False
+        return usable
+
+    def _fused_pass(self) -> FusedPass | None:
+        threads = self._pass_threads
+        a = numpy_view(self.a) if threads else None
+        return None if a is None or threads is None else FusedPass(a, threads)
 
     def _numpy_products(self):
         a = numpy_view(self.a)

@@ -396,10 +396,14 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
             out = dense_svd(op, k, tol)
     else:
         each = method != "trust-region" and one_at_a_time(op, k)
+        # the steps' products in one pass over A, on its own threads (claimed before they are limited)
+        iterative = not each and method != "trust-region"
+        fused = iterative and isinstance(op, DenseOperator) and op.claim_fused_pass()
+        limits = dict(distributed=op.distributed, on_torch=op.torch_products(), own_pass=fused)
         threads = (
             contextlib.nullcontext()  # each matrix's own, in _each_matrix
             if each
-            else solver_threads(op.device, entries, distributed=op.distributed, on_torch=op.torch_products())
+            else solver_threads(op.device, entries, **limits)
         )
         with threads, no_autocast(op.device):
             if method == "trust-region":
@@ -443,7 +447,8 @@ def _each_matrix(op: DenseOperator, k: int, tol: float, problem: Problem) -> Out
     for index in np.ndindex(*op.batch_shape):
         one = op.one_matrix(index)
         init = problem.init and tuple(x[index] if x.dim() > 2 else x for x in problem.init)
-        with solver_threads(op.device, m * n, on_torch=one.torch_products()):
+        fused = one.claim_fused_pass()
+        with solver_threads(op.device, m * n, on_torch=one.torch_products(), own_pass=fused):
             outs.append(subspace_svd(one, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
                                      generator=problem.generator, options=problem.options))  # fmt: skip
         counts.append(one.matvecs)

@@ -4,7 +4,9 @@
  * and the small matrices' bookkeeping: about twenty numpy and BLAS calls of 0.5-3 us each, which
  * took longer than the products at 384x384. Here each half step is one call. The Python twins of
  * these functions (riemsvd/_subspace.py: _gk_left_py, _gk_right_py, _orth_py) serve where this
- * module was not built, and the tests compare the two.
+ * module was not built, and the tests compare the two. For a dense A of more than 1 MiB, gk_fused
+ * makes a step's two products in one pass over A, on threads of its own (below); it has no twin:
+ * without this module the steps take the two products.
  *
  * Arrays come through the buffer protocol (no numpy headers): vectors are columns of column-major
  * float32 or float64 buffers, the small matrices H and C row-major float64. */
@@ -160,10 +162,12 @@ static int take_all(PyObject **objs, Array *arrays, const char **names, int from
 
 /* orth_d or orth_s by the vectors' kind, on untyped pointers */
 static double orth_kind(char kind, const void *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t q, void *x,
-                        Py_ssize_t j, const double *known, Py_ssize_t nk, double *coef, double *again, double eps)
+                        Py_ssize_t j, const double *known, Py_ssize_t nk, int subtracted, double *coef,
+                        double *again, double eps)
 {
-    return kind == 'd' ? orth_d((const double *)B, ld, rows, q, (double *)x, j, known, nk, coef, again, eps)
-                       : orth_s((const float *)B, ld, rows, q, (float *)x, j, known, nk, coef, again, eps);
+    return kind == 'd' ? orth_d((const double *)B, ld, rows, q, (double *)x, j, known, nk, subtracted, coef, again, eps)
+                       : orth_s((const float *)B, ld, rows, q, (float *)x, j, known, nk, subtracted, coef, again,
+                                eps);
 }
 
 /* the start of column `col` of a column-major buffer */
@@ -206,7 +210,7 @@ static PyObject *gk_left(PyObject *self, PyObject *args)
         j++;
     char *x = column(u, pu);
     memcpy(column(av, pv), x, (size_t)u->rows * (size_t)u->view.itemsize);
-    alpha = orth_kind(u->kind, u->view.buf, u->cs, u->rows, pu, x, j, crow + j, pu - j, coef, coef + pu + 1, eps);
+    alpha = orth_kind(u->kind, u->view.buf, u->cs, u->rows, pu, x, j, crow + j, pu - j, 0, coef, coef + pu + 1, eps);
     if (alpha >= 0) {
         double *hb = (double *)h->view.buf;
         Py_ssize_t ld = h->rs;
@@ -257,7 +261,7 @@ static PyObject *gk_right(PyObject *self, PyObject *args)
     }
     char *y = column(v, q);
     memcpy(column(atu, pu), y, (size_t)v->rows * (size_t)v->view.itemsize);
-    beta = orth_kind(v->kind, v->view.buf, v->cs, v->rows, q, y, pv, &alpha, 1, coef, coef + q + 1, eps);
+    beta = orth_kind(v->kind, v->view.buf, v->cs, v->rows, q, y, pv, &alpha, 1, 0, coef, coef + q + 1, eps);
     if (beta >= 0) {
         double *cb = (double *)c->view.buf;
         Py_ssize_t ld = c->rs;
@@ -317,7 +321,7 @@ static PyObject *orth(PyObject *self, PyObject *args)
         goto fail;
     }
     double *kn = (double *)known->view.buf, *cf = (double *)coef->view.buf;
-    norm = orth_kind(x->kind, b->view.buf, b->cs, x->rows, q, x->view.buf, j, kn, nk, cf, again, eps);
+    norm = orth_kind(x->kind, b->view.buf, b->cs, x->rows, q, x->view.buf, j, kn, nk, 0, cf, again, eps);
     PyMem_Free(again);
     release(a + first, 4 - first);
     return PyFloat_FromDouble(norm);
@@ -438,11 +442,355 @@ fail:
     return NULL;
 }
 
+/* ---- The fused step's pass over A on several threads ----
+ *
+ * A step's two products read A twice; the fused pass (gk_rows) reads it once, and on the threads the
+ * products would have had: the calling thread takes the first share of the rows, workers the others,
+ * each summing A^T w of its rows into its own vector. The workers are made at the first pass that
+ * needs them. After a share a worker waits for the next pass spinning for POOL_SPIN_NS, then sleeps on
+ * a condition variable: a step's other work takes 10-60 us, and waking a sleeping worker took about
+ * 50 us (a 2-core VM); OpenBLAS's threads, which spin 0.1-0.2 s, slowed the calls after them 2-4x.
+ *
+ * Each worker is kept on a CPU of its own other than the calling thread's (on Linux, within the
+ * process's affinity mask): woken by the caller, the scheduler put a worker on the caller's CPU, and
+ * the two shares then ran one after the other, every pass of a solve 4x slower than on two CPUs
+ * (1536x384 float64: 390 us a pass against 90). Where the mask leaves no other CPU the pass runs on
+ * the calling thread alone. One pass at a time: a second caller (another Python thread) finds the
+ * pool busy and makes its pass alone. A forked child starts without workers (fork copies none). */
+#if !defined(_WIN32)
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#define POOL_MAX 16
+#define POOL_SPIN_NS 200000L
+#if defined(__linux__) && defined(CPU_SET)
+#define POOL_PLACE 1
+#endif
+
+typedef void (*part_fn)(void *arg, int part, int parts);
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t go;
+    int started;         /* workers made: parts 1..started */
+    unsigned long round; /* bumped for each pass (atomic) */
+    int pending;         /* workers not done with this round (atomic) */
+    part_fn fn;
+    void *arg;
+    int parts;
+    pthread_t thread[POOL_MAX];
+    int cpu[POOL_MAX]; /* the CPU each worker is kept on, -1 where none yet */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t pool_fork_once = PTHREAD_ONCE_INIT;
+
+typedef struct {
+    int part;
+    unsigned long seen;
+} WorkerStart;
+
+/* whether a new round was posted within POOL_SPIN_NS */
+static int pool_round_soon(unsigned long seen)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0;; i++) {
+        if (__atomic_load_n(&pool.round, __ATOMIC_ACQUIRE) != seen)
+            return 1;
+        if (i % 64 == 63) {
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > POOL_SPIN_NS)
+                return 0;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
+static void *pool_worker(void *p)
+{
+    WorkerStart start = *(WorkerStart *)p;
+    PyMem_RawFree(p);
+    unsigned long seen = start.seen;
+    for (;;) {
+        if (!pool_round_soon(seen)) {
+            pthread_mutex_lock(&pool.mu);
+            while (__atomic_load_n(&pool.round, __ATOMIC_ACQUIRE) == seen)
+                pthread_cond_wait(&pool.go, &pool.mu);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        pthread_mutex_lock(&pool.mu);
+        seen = pool.round;
+        part_fn fn = pool.fn;
+        void *arg = pool.arg;
+        int parts = pool.parts;
+        pthread_mutex_unlock(&pool.mu);
+        if (start.part < parts)
+            fn(arg, start.part, parts);
+        __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void pool_after_fork_child(void)
+{
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.go, NULL);
+    pthread_mutex_init(&pool_busy, NULL);
+    pool.started = 0;
+    pool.pending = 0;
+}
+
+static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
+
+/* Keeps workers 1..parts-1 on CPUs of their own other than this thread's; returns the parts that
+ * have one (1 where the affinity mask leaves no other CPU). Called with pool.mu held. */
+static int pool_place(int parts)
+{
+#ifdef POOL_PLACE
+    int here = sched_getcpu();
+    cpu_set_t allowed;
+    if (here < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+        return parts;
+    int ok = 1;
+    for (int p = 1; p < parts && ok; p++)
+        ok = pool.cpu[p] >= 0 && pool.cpu[p] != here && CPU_ISSET(pool.cpu[p], &allowed);
+    if (ok)
+        return parts; /* as placed before: no system call */
+    int placed = 1;
+    for (int p = 1, c = 0; p < parts; p++) {
+        while (c < CPU_SETSIZE && (c == here || !CPU_ISSET(c, &allowed)))
+            c++;
+        if (c >= CPU_SETSIZE)
+            break;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(c, &one);
+        if (pthread_setaffinity_np(pool.thread[p], sizeof one, &one) != 0)
+            break;
+        pool.cpu[p] = c++;
+        placed = p + 1;
+    }
+    return placed;
+#else
+    return parts;
+#endif
+}
+
+/* fn(arg, part, parts) for part = 0 .. parts - 1, part 0 on this thread; returns the parts made (1
+ * where the pool is busy or no worker could be made or placed: fn then runs once with parts = 1).
+ * Called without the GIL. */
+static int pool_run(part_fn fn, void *arg, int parts)
+{
+    if (parts > POOL_MAX)
+        parts = POOL_MAX;
+    if (parts <= 1 || pthread_mutex_trylock(&pool_busy) != 0) {
+        fn(arg, 0, 1);
+        return 1;
+    }
+    pthread_once(&pool_fork_once, pool_register_fork);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.started < parts - 1) {
+        WorkerStart *start = PyMem_RawMalloc(sizeof(WorkerStart));
+        int p = pool.started + 1;
+        if (!start)
+            break;
+        start->part = p;
+        start->seen = pool.round;
+        if (pthread_create(&pool.thread[p], NULL, pool_worker, start) != 0) {
+            PyMem_RawFree(start);
+            break;
+        }
+        pthread_detach(pool.thread[p]);
+#if defined(__GLIBC__)
+        pthread_setname_np(pool.thread[p], "riemsvd-pass"); /* as top and ps show it */
+#endif
+        pool.cpu[p] = -1;
+        pool.started = p;
+    }
+    if (parts > pool.started + 1)
+        parts = pool.started + 1;
+    parts = pool_place(parts);
+    pool.fn = fn;
+    pool.arg = arg;
+    pool.parts = parts;
+    __atomic_store_n(&pool.pending, pool.started, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.round, pool.round + 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    fn(arg, 0, parts);
+    /* the workers' shares take about as long as this one: wait by spinning, yielding the CPU */
+    while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0)
+        sched_yield();
+    pthread_mutex_unlock(&pool_busy);
+    return parts;
+}
+#else
+typedef void (*part_fn)(void *arg, int part, int parts);
+static int pool_run(part_fn fn, void *arg, int parts)
+{
+    (void)parts;
+    fn(arg, 0, 1);
+    return 1;
+}
+#endif
+
+/* A fused pass's arguments: rows of a (m x n, row stride rs) split into `parts` shares; part p > 0
+ * sums into scratch + (p - 1) n, part 0 into z. `v` NULL: A^T x alone (at_rows). */
+typedef struct {
+    char kind;
+    const void *a;
+    Py_ssize_t rs, m, n, ld, j, nk;
+    const void *v, *U, *x;
+    const double *known;
+    void *t, *w, *z, *scratch;
+} Pass;
+
+static void pass_part(void *p, int part, int parts)
+{
+    Pass *s = p;
+    Py_ssize_t lo = s->m * part / parts, hi = s->m * (part + 1) / parts;
+    size_t size = s->kind == 'd' ? sizeof(double) : sizeof(float);
+    char *z = part == 0 ? s->z : (char *)s->scratch + (size_t)(part - 1) * (size_t)s->n * size;
+    memset(z, 0, (size_t)s->n * size);
+    if (s->kind == 'd') {
+        if (s->v)
+            gk_rows_d(s->a, s->rs, lo, hi, s->n, s->v, s->U, s->ld, s->j, s->known, s->nk, s->t, s->w, (double *)z);
+        else
+            at_rows_d(s->a, s->rs, lo, hi, s->n, s->x, (double *)z);
+    }
+    else {
+        if (s->v)
+            gk_rows_s(s->a, s->rs, lo, hi, s->n, s->v, s->U, s->ld, s->j, s->known, s->nk, s->t, s->w, (float *)z);
+        else
+            at_rows_s(s->a, s->rs, lo, hi, s->n, s->x, (float *)z);
+    }
+}
+
+/* the pass on up to `threads` threads, the shares' sums added into z */
+static void run_pass(Pass *s, int threads)
+{
+    int parts = pool_run(pass_part, s, threads);
+    for (int p = 1; p < parts; p++) {
+        if (s->kind == 'd') {
+            double *z = s->z, *y = (double *)s->scratch + (size_t)(p - 1) * (size_t)s->n;
+            for (Py_ssize_t c = 0; c < s->n; c++)
+                z[c] += y[c];
+        }
+        else {
+            float *z = s->z, *y = (float *)s->scratch + (size_t)(p - 1) * (size_t)s->n;
+            for (Py_ssize_t c = 0; c < s->n; c++)
+                z[c] += y[c];
+        }
+    }
+}
+
+/* gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads) -> (alpha, fresh): the left
+ * half of a Golub-Kahan step and the product of the right half in one pass over A (2-D, contiguous
+ * rows, the bases' dtype). The pass writes A f (f = vbuf[:, pv]) into avbuf[:, pv], A f less its
+ * known part (C's first row from its first nonzero, as gk_left takes it) into ubuf[:, pu], and A^T of
+ * the latter into vbuf[:, pv + w]; then ubuf[:, pu] is orthogonalized and normalized as gk_left does,
+ * H's new row and column written, and vbuf[:, pv + w] turned into A^T of the normalized column from
+ * the columns of A^T U kept in atubuf[:, :pu] (u = (w - U d)/alpha, d the Gram-Schmidt's coefficients
+ * beyond the known ones). Where |d| exceeds alpha, that combination would carry |d|/alpha times the
+ * rounding of A^T U, and a second pass makes the product itself (fresh = 1). Returns alpha, or -1 as
+ * gk_left where the column held only rounding noise (avbuf[:, pv] is written; ubuf[:, pu] and
+ * vbuf[:, pv + w] are then spoiled). gk_right then takes the step on. */
+static PyObject *gk_fused(PyObject *self, PyObject *args)
+{
+    PyObject *o[7];
+    Py_ssize_t pu, pv, w;
+    double eps, alpha = LOST;
+    int threads, fresh = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnndi", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
+                          &eps, &threads))
+        return NULL;
+    Array b[7];
+    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
+    if (take_all(o, b, names, 0, 7, 0x2Eu) < 0)
+        return NULL;
+    Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    if (a->view.ndim != 2 || (a->cs != 1 && a->cols > 1) || a->kind != u->kind) {
+        PyErr_SetString(PyExc_TypeError, "riemsvd._steps: a must be 2-D with contiguous rows, of the bases' dtype");
+        goto fail;
+    }
+    if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
+        columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0 ||
+        aligned(a, "a") < 0)
+        goto fail;
+    Py_ssize_t m = a->rows, n = a->cols;
+    /* pv + w < cols, written so that it cannot overflow */
+    if (pu < 0 || pv < 0 || w < 1 || u->rows != m || av->rows != m || v->rows != n || atu->rows != n ||
+        pu >= u->cols || pv >= av->cols || pv >= v->cols || w >= v->cols - pv || pu > atu->cols ||
+        pu >= h->rows || pv >= h->cols || pu > c->cols || c->rows < 1) {
+        release(b, 7);
+        return out_of_range("pu, pv, w or the shapes");
+    }
+    if (threads < 1)
+        threads = 1;
+    size_t size = (size_t)u->view.itemsize;
+    double *crow = (double *)c->view.buf;
+    double *coef = PyMem_Malloc(3 * (size_t)(pu + 1) * sizeof(double));
+    void *scratch = threads > 1 ? PyMem_Malloc((size_t)(threads - 1) * (size_t)n * size + 1) : NULL;
+    if (!coef || (threads > 1 && !scratch)) {
+        PyMem_Free(coef);
+        PyMem_Free(scratch);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_ssize_t j = 0;
+    while (j < pu && crow[j] == 0.0)
+        j++;
+    Pass s = {u->kind, a->view.buf, a->rs, m, n, u->cs, j, pu - j, column(v, pv), u->view.buf, NULL, crow + j,
+              column(av, pv), column(u, pu), column(v, pv + w), scratch};
+    double *d = coef + 2 * (pu + 1);
+    Py_BEGIN_ALLOW_THREADS
+    run_pass(&s, threads);
+    alpha = orth_kind(u->kind, u->view.buf, u->cs, m, pu, s.w, j, crow + j, pu - j, 1, coef, coef + pu + 1, eps);
+    if (alpha >= 0) {
+        double *hb = (double *)h->view.buf, dd = 0.0;
+        Py_ssize_t ld = h->rs;
+        for (Py_ssize_t t = 0; t < pv; t++)
+            hb[pu * ld + t] = 0.0;
+        for (Py_ssize_t t = 0; t < pu; t++) {
+            d[t] = coef[t]; /* the Gram-Schmidt's own (orth's `subtracted`) */
+            hb[t * ld + pv] = coef[t] + (t >= j ? crow[t] : 0.0);
+            dd += d[t] * d[t];
+        }
+        hb[pu * ld + pv] = alpha;
+        if (sqrt(dd) <= alpha) {
+            if (u->kind == 'd')
+                less_along_d(atu->view.buf, atu->cs, n, pu, d, alpha, s.z);
+            else
+                less_along_s(atu->view.buf, atu->cs, n, pu, d, alpha, s.z);
+        }
+        else {
+            s.v = NULL;
+            s.x = s.w;
+            run_pass(&s, threads);
+            fresh = 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(coef);
+    PyMem_Free(scratch);
+    release(b, 7);
+    return Py_BuildValue("(di)", alpha, fresh);
+fail:
+    release(b, 7);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"gk_left", gk_left, METH_VARARGS, "The left half of a Golub-Kahan step (see _steps.c)."},
     {"gk_right", gk_right, METH_VARARGS, "The right half of a Golub-Kahan step (see _steps.c)."},
     {"orth", orth, METH_VARARGS, "A column less its parts along a basis, normalized (see _steps.c)."},
     {"max_abs", max_abs, METH_O, "max |x_i| of a contiguous float array, NaN or Inf where it holds one."},
+    {"gk_fused", gk_fused, METH_VARARGS, "A Golub-Kahan step's left half and A^T product in one pass over A."},
     {"widened_both", widened_both, METH_VARARGS, "A x and A^T y in float64 for a float32 A, one pass."},
     {NULL, NULL, 0, NULL},
 };

@@ -17,5 +17,20 @@ def orth(
     eps: float,
     /,
 ) -> float: ...
+def gk_fused(
+    a: np.ndarray,
+    ubuf: np.ndarray,
+    avbuf: np.ndarray,
+    vbuf: np.ndarray,
+    atubuf: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+    pu: int,
+    pv: int,
+    w: int,
+    eps: float,
+    threads: int,
+    /,
+) -> tuple[float, int]: ...
 def max_abs(x: np.ndarray, /) -> float: ...
 def widened_both(a: np.ndarray, x: np.ndarray, y: np.ndarray, ax: np.ndarray, aty: np.ndarray, /) -> None: ...

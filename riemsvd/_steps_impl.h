@@ -77,11 +77,13 @@ VECTORIZED static void NAME(project_out)(const T *B, Py_ssize_t ld, Py_ssize_t r
 /* x less its parts along the first q columns of B, normalized, in place: first the nk coefficients
  * `known` along columns j.. that the recurrence gives in exact arithmetic, then classical
  * Gram-Schmidt with a second pass where the first removed more than 1 - 1/sqrt(2) of what was left
- * (DGKS). coef[0:q] receives x's coefficients, known ones included; `again` is room for q more.
- * Returns the norm left, or LOST where x held only rounding noise or is not finite (x is then
- * spoiled). */
+ * (DGKS). coef[0:q] receives x's coefficients, known ones included; `again` is room for q more. With
+ * `subtracted`, the caller took the known part off x already, and coef receives the Gram-Schmidt's
+ * coefficients alone (the caller's fused step needs them whole: added to the known ones, their
+ * digits below the known ones' rounding were lost). Returns the norm left, or LOST where x held only
+ * rounding noise or is not finite (x is then spoiled). */
 static double NAME(orth)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t q, T *x,
-                         Py_ssize_t j, const double *known, Py_ssize_t nk, double *coef,
+                         Py_ssize_t j, const double *known, Py_ssize_t nk, int subtracted, double *coef,
                          double *again, double eps)
 {
     double k2 = 0.0, n1;
@@ -89,8 +91,9 @@ static double NAME(orth)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t 
         const T *b = B + (j + t) * ld;
         double kc = known[t];
         k2 += kc * kc;
-        for (Py_ssize_t i = 0; i < rows; i++)
-            x[i] = (T)((double)x[i] - kc * b[i]);
+        if (!subtracted)
+            for (Py_ssize_t i = 0; i < rows; i++)
+                x[i] = (T)((double)x[i] - kc * b[i]);
     }
     if (q == 0) {
         n1 = NAME(norm)(x, rows);
@@ -112,13 +115,84 @@ static double NAME(orth)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t 
         }
         if (!(n1 > 4 * eps * sqrt(before * before + k2)))
             return LOST;
-        for (Py_ssize_t t = 0; t < nk; t++)
+        for (Py_ssize_t t = 0; t < nk && !subtracted; t++)
             coef[j + t] += known[t];
     }
     T scale = (T)(1.0 / n1);
     for (Py_ssize_t i = 0; i < rows; i++)
         x[i] *= scale;
     return n1;
+}
+
+/* One pass over rows [lo, hi) of A (row i at a + i * rs, n contiguous entries) for a Golub-Kahan
+ * step: t_i = a_i . v (A f as A returns it), w_i = t_i less the recurrence's known part
+ * sum_l known[l] U[i, j + l] (U column-major, ld between columns), and z += w_i a_i, so that z ends as
+ * A^T w for these rows. Four rows at a time, read once from memory: their second use (the update of
+ * z) finds them in the cache. z (n entries) is summed into. Dot products in T, as BLAS's gemv. */
+VECTORIZED static void NAME(gk_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                                     const T *v, const T *U, Py_ssize_t ld, Py_ssize_t j, const double *known,
+                                     Py_ssize_t nk, T *t, T *w, T *z)
+{
+    Py_ssize_t i = lo;
+    for (; i < hi; i += 4) {
+        Py_ssize_t r = hi - i < 4 ? hi - i : 4;
+        const T *r0 = a + i * rs, *r1 = r0 + (r > 1 ? rs : 0), *r2 = r0 + (r > 2 ? 2 * rs : 0),
+                *r3 = r0 + (r > 3 ? 3 * rs : 0); /* a short last panel repeats its first row, weighted 0 */
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (Py_ssize_t c = 0; c < n; c++) {
+            T x = v[c];
+            s0 += r0[c] * x;
+            s1 += r1[c] * x;
+            s2 += r2[c] * x;
+            s3 += r3[c] * x;
+        }
+        T s[4] = {s0, s1, s2, s3}, d[4] = {0, 0, 0, 0};
+        for (Py_ssize_t q = 0; q < r; q++) {
+            double g = 0.0;
+            for (Py_ssize_t l = 0; l < nk; l++)
+                g += known[l] * (double)U[(j + l) * ld + i + q];
+            t[i + q] = s[q];
+            d[q] = w[i + q] = (T)((double)s[q] - g);
+        }
+        for (Py_ssize_t c = 0; c < n; c++)
+            z[c] += d[0] * r0[c] + d[1] * r1[c] + d[2] * r2[c] + d[3] * r3[c];
+    }
+}
+
+/* z += A^T x over rows [lo, hi) of A (as above): the product itself, where the step's own cannot be
+ * used. */
+VECTORIZED static void NAME(at_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                                     const T *x, T *z)
+{
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        const T *r0 = a + i * rs;
+        T xi = x[i];
+        for (Py_ssize_t c = 0; c < n; c++)
+            z[c] += xi * r0[c];
+    }
+}
+
+/* z <- (z - sum_t d[t] B[:, t]) / alpha over the first q columns of B (column-major, ld between
+ * columns): A^T of the step's new u from A^T w, u = (w - U d) / alpha, with B = A^T U as kept. */
+VECTORIZED static void NAME(less_along)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t q,
+                                        const double *d, double alpha, T *z)
+{
+    Py_ssize_t t = 0;
+    for (; t + 4 <= q; t += 4) {
+        const T *b0 = B + t * ld, *b1 = b0 + ld, *b2 = b1 + ld, *b3 = b2 + ld;
+        double c0 = d[t], c1 = d[t + 1], c2 = d[t + 2], c3 = d[t + 3];
+        for (Py_ssize_t i = 0; i < rows; i++)
+            z[i] = (T)((double)z[i] - (c0 * b0[i] + c1 * b1[i] + c2 * b2[i] + c3 * b3[i]));
+    }
+    for (; t < q; t++) {
+        const T *b = B + t * ld;
+        double c = d[t];
+        for (Py_ssize_t i = 0; i < rows; i++)
+            z[i] = (T)((double)z[i] - c * b[i]);
+    }
+    double inv = 1.0 / alpha;
+    for (Py_ssize_t i = 0; i < rows; i++)
+        z[i] = (T)((double)z[i] * inv);
 }
 
 #ifdef MAX_ABS_AVX2

@@ -1073,8 +1073,11 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     and 8); the C half steps took 0.81–0.92 of that (docs/algorithm.md, "The C half steps"). F's
     other columns, where it has them (a probe's steps), stay in place after the moved one: a probe's
     step took 75–82 µs against 96–110 through :func:`_expand` (384×384, k = 8), 289–292 against
-    375–438 (1536×384). False, with nothing done, where a basis is about to be exhausted (the general
-    path then takes the step)."""
+    375–438 (1536×384). Where the operator has a :class:`~riemsvd._operator.FusedPass` (a dense A of
+    more than 1 MiB with contiguous rows) both products come from one pass over A
+    (``_steps.gk_fused``: A f, and Aᵀ of A f less its known part, from which Aᵀ of the new column of
+    𝒰 follows; docs/algorithm.md, "One pass over A"). False, with nothing done, where a basis is about
+    to be exhausted (the general path then takes the step)."""
     pv, pu, w = st.pv, st.pu, st.w
     m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
@@ -1085,9 +1088,17 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     unit = _eps(vbuf)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
     # one alone in the recurrence, all of them after a restart)
-    x = ubuf[:, pu]
-    op.matvec(vbuf[:, pv], x)
-    alpha = _HALVES.left(ubuf, avbuf, h, c, pu, pv, unit)
+    x, y = ubuf[:, pu], vbuf[:, pv + w]
+    fused = op.fused
+    if fused is not None:  # both products in one pass over A (see HostView.fused)
+        a, threads = fused
+        assert STEPS is not None  # a FusedPass is made only where the module was built
+        alpha, fresh = STEPS.gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, unit, threads)
+        op.op.matvecs += 2 + fresh
+    else:
+        op.matvec(vbuf[:, pv], x)
+        alpha = _HALVES.left(ubuf, avbuf, h, c, pu, pv, unit)
+    have_y = fused is not None and alpha >= 0
     if alpha < 0:  # lost to rounding: the general path draws a random direction
         nonzero = c[0, :pu].nonzero()[0]
         general = (int(nonzero[0]), c[0, nonzero[0] : pu, None]) if nonzero.size else None
@@ -1096,8 +1107,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
         _set_h(h, pu, pv, coef[:, 0] if coef is not None else np.zeros(0), alpha)  # None: an empty 𝒰
     # the new column of F: Aᵀ of the new column of 𝒰 less α f (known) and its other parts along 𝒱
     # and F, whose coefficients along F's columns that stay are C's new column
-    y = vbuf[:, pv + w]
-    op.rmatvec(x, y)
+    if not have_y:
+        op.rmatvec(x, y)
     if _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, unit) < 0:
         general = (pv, np.array([[alpha]]))
         g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atubuf[:, pu : pu + 1], 1, generator, general)

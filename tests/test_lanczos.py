@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import riemsvd
-from riemsvd import _backend, _deferred, _subspace
+from riemsvd import _backend, _deferred, _operator, _subspace
 from riemsvd._space import HostSpace, Space, cholesky_qr
 from tests.matrices import check_svd, make_matrix, orthonormal
 
@@ -448,7 +448,15 @@ def _relation_error(a: torch.Tensor, state) -> float:
         ("gaussian", (300, 200), 3, riemsvd.SolverOptions(start_block=30, max_basis=16), True),
     ],
 )
-def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, shape, k, options, warm, gen):
+@pytest.mark.parametrize("fused", [False, True])
+def test_golub_kahan_relations_hold_after_every_iteration(
+    monkeypatch, kind, shape, k, options, warm, fused, gen
+):
+    """Also with every step's products made in one pass over A (riemsvd._steps.gk_fused, which A of
+    more than FUSED_ABOVE bytes take): a rank-deficient A exhausts its Krylov space, and a step there
+    (α = 1e-14) had put Aᵀ𝒰 1.9e-6·‖A‖ off where the Gram–Schmidt's coefficients were recovered from
+    their sum with the known ones."""
+    passes = _fused_passes(monkeypatch, fused)
     if kind == "rank_deficient":
         a = make_matrix("decay", *shape, gen)
         a[:, ::2] = 0.0
@@ -465,6 +473,88 @@ def test_golub_kahan_relations_hold_after_every_iteration(monkeypatch, kind, sha
     assert worst and max(worst) <= 1e-12, max(worst)
     assert bool(result.info.converged)
     torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
+    assert (len(passes) > 0) == fused
+
+
+class _CountedSteps:
+    """riemsvd._steps with its gk_fused calls counted (the C module's own attributes are read-only):
+    (threads asked for, whether Aᵀ's product was made afresh) per call."""
+
+    def __init__(self, steps, calls: list) -> None:
+        self._steps, self._calls = steps, calls
+
+    def __getattr__(self, name):
+        return getattr(self._steps, name)
+
+    def gk_fused(self, *args):
+        alpha, fresh = self._steps.gk_fused(*args)
+        self._calls.append((args[-1], fresh))
+        return alpha, fresh
+
+
+def _fused_passes(monkeypatch, fused: bool) -> list:
+    """Every dense A's steps on the fused pass (``fused``) or on two products; returns the list that
+    the fused passes append (threads, fresh) to."""
+    if fused and _backend.STEPS is None:
+        pytest.skip("riemsvd._steps was not built")
+    monkeypatch.setattr(_operator, "FUSED_ABOVE", -1 if fused else math.inf)
+    calls: list = []
+    if _backend.STEPS is not None:
+        monkeypatch.setattr(_subspace, "STEPS", _CountedSteps(_backend.STEPS, calls))
+    return calls
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fused_pass_finds_what_two_products_find(monkeypatch, dtype, gen):
+    """An A of more than FUSED_ABOVE bytes with contiguous rows has its steps' products made in one
+    pass over it, on the threads torch has (two here, the calling thread and a worker); each spectrum
+    gives the two-product path's values to the dtype's rounding, with as many products, and the
+    same on one thread; a transposed view keeps the two products."""
+    tol = 1e-6 if dtype == torch.float32 else 1e-11
+    threads = torch.get_num_threads()
+    try:
+        for kind in ("decay", "cond12", "cluster", "lowrank"):
+            a = make_matrix(kind, 700, 400, gen).to(dtype)
+            assert a.numel() * a.element_size() > _operator.FUSED_ABOVE
+            results = {}
+            for fused, count in ((False, 2), (True, 2), (True, 1)):
+                torch.set_num_threads(count)
+                passes = _fused_passes(monkeypatch, fused)
+                seed = torch.Generator().manual_seed(0)
+                r = riemsvd.solve(a, 4, tol=tol, generator=seed, method="iterative")
+                assert bool(r.info.converged) and float(r.info.residual) <= tol, (kind, fused, count)
+                assert ({t for t, _ in passes} == {count}) if fused else not passes
+                assert torch.get_num_threads() == count  # restored after the solve
+                results[fused, count] = r
+            ref = torch.linalg.svdvals(a.double())[:4]
+            for r in results.values():
+                torch.testing.assert_close(r.S.double(), ref, rtol=10 * tol, atol=0)
+            two = results[False, 2].info.matvecs
+            assert abs(results[True, 2].info.matvecs - two) <= 0.2 * two, kind
+        passes = _fused_passes(monkeypatch, True)
+        wide = make_matrix("decay", 400, 700, gen).to(dtype).mT  # 700×400, column-major
+        riemsvd.solve(wide, 2, tol=tol, generator=gen, method="iterative")
+        assert not passes
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+def test_the_fused_pass_makes_the_product_afresh_where_its_own_would_carry_rounding(monkeypatch, gen):
+    """Beyond a rank-2 A's rank the steps' columns are rounding noise with parts along 𝒰 as large as
+    what is left (|d| > α): Aᵀ of the new u from the pass's Aᵀw less (Aᵀ𝒰)d, divided by α, would carry
+    |d|/α times Aᵀ𝒰's rounding, and the pass makes the product afresh there. The values beyond the
+    rank come out as rounding, and the relations hold."""
+    passes = _fused_passes(monkeypatch, True)
+    x, y = (torch.randn(rows, 2, dtype=torch.float64, generator=gen) for rows in (700, 400))
+    a = x @ y.T
+    worst: list = []
+    _checked_steps(monkeypatch, a, worst)
+    result = riemsvd.solve(a, 5, generator=gen, method="iterative")
+    assert any(fresh for _, fresh in passes)
+    assert max(worst) <= 1e-12, max(worst)
+    check_svd(a, result, 5, result.info.tol)
 
 
 def _tensor_solver(monkeypatch, checked: torch.Tensor | None = None) -> tuple[list, list]:
@@ -692,6 +782,12 @@ def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, mon
     assert kernel(sp.csr_array(sp.random(9, 7, density=0.5, random_state=1)), np.float64) is not None
 
 
+def _two_products(monkeypatch) -> None:
+    """The host steps on two products, as for A of at most FUSED_ABOVE bytes (or a column-major one):
+    the products' choice below is theirs."""
+    monkeypatch.setattr(_operator, "FUSED_ABOVE", math.inf)
+
+
 def _products_measured(monkeypatch, torch_is_faster: bool) -> None:
     """torch_products' measurement replaced by a fixed answer, with an empty cache."""
     monkeypatch.setattr(_backend, "_FASTER", {})
@@ -706,6 +802,7 @@ def test_mid_size_products_run_where_measured_faster(monkeypatch, gen):
     limited to one thread by its user, numpy's BLAS makes them, unmeasured."""
     from riemsvd._operator import DenseOperator
 
+    _two_products(monkeypatch)
     a = make_matrix("decay", 700, 400, gen)
     assert a.numel() * a.element_size() >= _backend.TORCH_PRODUCTS_FROM
     calls, limits, threads = [], [], torch.get_num_threads()
@@ -822,6 +919,7 @@ def test_a_numpy_callers_large_products_are_numpys(monkeypatch, gen):
     BLAS, unmeasured: the caller's own numpy work leaves numpy's threads spinning, beside which torch's
     products ran up to 4× slower. A tensor's are measured, with torch's preference (torch is faster
     here); both find the values."""
+    _two_products(monkeypatch)
     measured = []
     monkeypatch.setattr(_backend, "_FASTER", {})
     monkeypatch.setattr(_backend, "_torch_faster", lambda t, view, one: not measured.append(one))
@@ -1173,3 +1271,45 @@ def test_a_batch_iterates_with_cholesky_qr(monkeypatch, dtype, gen):
     result = riemsvd.solve(a, 3, generator=gen, options=options, method="iterative")
     check_svd(a, result, 3, result.info.tol)
     assert False in calls
+
+
+@pytest.mark.skipif(_backend.STEPS is None or sys.platform == "win32", reason="needs fork and riemsvd._steps")
+def test_the_fused_pass_runs_in_a_forked_child():
+    """fork copies none of the pass's worker threads: a child whose parent had them makes its own
+    (waiting on the parent's, it would never return: DataLoader workers and DDP start this way)."""
+    import os
+    import time
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((600, 300))
+
+    def one_pass() -> tuple[float, np.ndarray]:
+        ubuf, avbuf = np.zeros((600, 2), order="F"), np.zeros((600, 2), order="F")
+        vbuf, atubuf = np.zeros((300, 3), order="F"), np.zeros((300, 2), order="F")
+        vbuf[:, 0] = 1 / math.sqrt(300)
+        h, c = np.zeros((2, 2)), np.zeros((2, 2))
+        alpha, _ = _backend.STEPS.gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, 0, 0, 1, 2e-16, 2)
+        return alpha, vbuf[:, 1].copy()
+
+    alpha, aty = one_pass()  # the parent's worker made
+    np.testing.assert_allclose(alpha, np.linalg.norm(a @ np.full(300, 1 / math.sqrt(300))), rtol=1e-14)
+    np.testing.assert_allclose(aty, a.T @ (a @ np.full(300, 1 / math.sqrt(300))) / alpha, rtol=1e-12)
+    with warnings.catch_warnings():  # Python 3.12's: fork in a process with threads (ours, parked)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: exit 0 where its pass gives the parent's numbers
+        try:
+            again = one_pass()
+            os._exit(0 if again[0] == alpha and np.array_equal(again[1], aty) else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's pass never returned")
