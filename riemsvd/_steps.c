@@ -477,7 +477,9 @@ static struct {
     pthread_cond_t go;
     int started;         /* workers made: parts 1..started */
     unsigned long round; /* bumped for each pass (atomic) */
-    int pending;         /* workers not done with this round (atomic) */
+    /* share p of round r: state 2r while open, 2r + 1 once taken (by its worker or by the caller);
+     * done r once its worker finished it (atomic) */
+    unsigned long state[POOL_MAX], done[POOL_MAX];
     part_fn fn;
     void *arg;
     int parts;
@@ -511,6 +513,13 @@ static int pool_round_soon(unsigned long seen)
     }
 }
 
+/* whether this thread took share p of round r (it was still open) */
+static int pool_take(int p, unsigned long r)
+{
+    unsigned long open = 2 * r;
+    return __atomic_compare_exchange_n(&pool.state[p], &open, 2 * r + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
 static void *pool_worker(void *p)
 {
     WorkerStart start = *(WorkerStart *)p;
@@ -529,9 +538,10 @@ static void *pool_worker(void *p)
         void *arg = pool.arg;
         int parts = pool.parts;
         pthread_mutex_unlock(&pool.mu);
-        if (start.part < parts)
-            fn(arg, start.part, parts);
-        __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE);
+        if (start.part < parts && pool_take(start.part, seen)) {
+            fn(arg, start.part, parts); /* arg stays valid: the caller waits for a share taken */
+            __atomic_store_n(&pool.done[start.part], seen, __ATOMIC_RELEASE);
+        }
     }
     return NULL;
 }
@@ -542,7 +552,6 @@ static void pool_after_fork_child(void)
     pthread_cond_init(&pool.go, NULL);
     pthread_mutex_init(&pool_busy, NULL);
     pool.started = 0;
-    pool.pending = 0;
 }
 
 static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
@@ -615,17 +624,27 @@ static int pool_run(part_fn fn, void *arg, int parts)
     if (parts > pool.started + 1)
         parts = pool.started + 1;
     parts = pool_place(parts);
+    unsigned long r = pool.round + 1;
+    for (int p = 1; p < parts; p++)
+        __atomic_store_n(&pool.state[p], 2 * r, __ATOMIC_RELAXED);
     pool.fn = fn;
     pool.arg = arg;
     pool.parts = parts;
-    __atomic_store_n(&pool.pending, pool.started, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool.round, pool.round + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&pool.round, r, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool.go);
     pthread_mutex_unlock(&pool.mu);
     fn(arg, 0, parts);
-    /* the workers' shares take about as long as this one: wait by spinning, yielding the CPU */
-    while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0)
-        sched_yield();
+    /* A share whose worker has not started yet is the caller's: a worker can wait for its CPU for
+     * milliseconds (torch's OpenMP threads spinning there after the caller's last torch call: 2 ms a
+     * solve right after a training step's backward). One a worker took is waited for, spinning,
+     * yielding the CPU: it takes about as long as the caller's. */
+    int mine[POOL_MAX] = {0};
+    for (int p = 1; p < parts; p++)
+        if ((mine[p] = pool_take(p, r)))
+            fn(arg, p, parts);
+    for (int p = 1; p < parts; p++)
+        while (!mine[p] && __atomic_load_n(&pool.done[p], __ATOMIC_ACQUIRE) != r)
+            sched_yield();
     pthread_mutex_unlock(&pool_busy);
     return parts;
 }
