@@ -781,11 +781,19 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
             dd += d[t] * d[t];
         }
         hb[pu * ld + pv] = alpha;
-        if (sqrt(dd) <= alpha) {
-            if (u->kind == 'd')
-                less_along_d(atu->view.buf, atu->cs, n, pu, d, alpha, s.z);
-            else
-                less_along_s(atu->view.buf, atu->cs, n, pu, d, alpha, s.z);
+        if (sqrt(dd) <= alpha) { /* A^T u = (A^T w - (A^T U) d) / alpha */
+            if (u->kind == 'd') {
+                double *z = s.z;
+                less_along_d(atu->view.buf, atu->cs, n, pu, d, z);
+                for (Py_ssize_t i = 0; i < n; i++)
+                    z[i] /= alpha;
+            }
+            else {
+                float *z = s.z;
+                less_along_s(atu->view.buf, atu->cs, n, pu, d, z);
+                for (Py_ssize_t i = 0; i < n; i++)
+                    z[i] = (float)((double)z[i] / alpha);
+            }
         }
         else {
             s.v = NULL;

@@ -31,6 +31,26 @@ VECTORIZED static double NAME(norm)(const T *x, Py_ssize_t n)
     return top * sqrt(s);
 }
 
+/* x -= B coef over the first q columns of B (column-major, ld between columns), four columns a pass
+ * over x; x may be a later column of the same buffer as B. */
+VECTORIZED static void NAME(less_along)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t q,
+                                        const double *coef, T *x)
+{
+    Py_ssize_t j = 0;
+    for (; j + 4 <= q; j += 4) {
+        const T *b0 = B + j * ld, *b1 = b0 + ld, *b2 = b1 + ld, *b3 = b2 + ld;
+        double c0 = coef[j], c1 = coef[j + 1], c2 = coef[j + 2], c3 = coef[j + 3];
+        for (Py_ssize_t i = 0; i < rows; i++)
+            x[i] = (T)((double)x[i] - (c0 * b0[i] + c1 * b1[i] + c2 * b2[i] + c3 * b3[i]));
+    }
+    for (; j < q; j++) {
+        const T *b = B + j * ld;
+        double c = coef[j];
+        for (Py_ssize_t i = 0; i < rows; i++)
+            x[i] = (T)((double)x[i] - c * b[i]);
+    }
+}
+
 /* coef[0:q] = B^T x and x -= B coef, B the first q columns: classical Gram-Schmidt's pass. Four
  * columns a pass over x, as BLAS's gemv does (one a pass took 1.3x the time at 4096 rows and 32
  * columns). x may be a later column of the same buffer as B. */
@@ -60,18 +80,7 @@ VECTORIZED static void NAME(project_out)(const T *B, Py_ssize_t ld, Py_ssize_t r
             s += (double)b[i] * (double)x[i];
         coef[j] = s;
     }
-    for (j = 0; j + 4 <= q; j += 4) {
-        const T *b0 = B + j * ld, *b1 = b0 + ld, *b2 = b1 + ld, *b3 = b2 + ld;
-        double c0 = coef[j], c1 = coef[j + 1], c2 = coef[j + 2], c3 = coef[j + 3];
-        for (Py_ssize_t i = 0; i < rows; i++)
-            x[i] = (T)((double)x[i] - (c0 * b0[i] + c1 * b1[i] + c2 * b2[i] + c3 * b3[i]));
-    }
-    for (; j < q; j++) {
-        const T *b = B + j * ld;
-        double c = coef[j];
-        for (Py_ssize_t i = 0; i < rows; i++)
-            x[i] = (T)((double)x[i] - c * b[i]);
-    }
+    NAME(less_along)(B, ld, rows, q, coef, x);
 }
 
 /* x less its parts along the first q columns of B, normalized, in place: first the nk coefficients
@@ -170,29 +179,6 @@ VECTORIZED static void NAME(at_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, P
         for (Py_ssize_t c = 0; c < n; c++)
             z[c] += xi * r0[c];
     }
-}
-
-/* z <- (z - sum_t d[t] B[:, t]) / alpha over the first q columns of B (column-major, ld between
- * columns): A^T of the step's new u from A^T w, u = (w - U d) / alpha, with B = A^T U as kept. */
-VECTORIZED static void NAME(less_along)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t q,
-                                        const double *d, double alpha, T *z)
-{
-    Py_ssize_t t = 0;
-    for (; t + 4 <= q; t += 4) {
-        const T *b0 = B + t * ld, *b1 = b0 + ld, *b2 = b1 + ld, *b3 = b2 + ld;
-        double c0 = d[t], c1 = d[t + 1], c2 = d[t + 2], c3 = d[t + 3];
-        for (Py_ssize_t i = 0; i < rows; i++)
-            z[i] = (T)((double)z[i] - (c0 * b0[i] + c1 * b1[i] + c2 * b2[i] + c3 * b3[i]));
-    }
-    for (; t < q; t++) {
-        const T *b = B + t * ld;
-        double c = d[t];
-        for (Py_ssize_t i = 0; i < rows; i++)
-            z[i] = (T)((double)z[i] - c * b[i]);
-    }
-    double inv = 1.0 / alpha;
-    for (Py_ssize_t i = 0; i < rows; i++)
-        z[i] = (T)((double)z[i] * inv);
 }
 
 #ifdef MAX_ABS_AVX2
