@@ -330,6 +330,68 @@ fail:
     return NULL;
 }
 
+/* reflect(vbuf, pv, w, c, pu, d) -> norm: the reflection I - tau a a^T whose first column is -+d/|d|
+ * (d: w float64 coordinates in F = vbuf[:, pv:pv + w]) applied to F (F <- F (I - tau a a^T)) and to
+ * C's first w rows (C <- (I - tau a a^T) C, its first pu columns), so that F's first column is the
+ * direction F d and F C is unchanged. Returns |d|; nothing is done where it is 0 or NaN. */
+static PyObject *reflect(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    Py_ssize_t pv, w, pu;
+    if (!PyArg_ParseTuple(args, "OnnOnO", &o[0], &pv, &w, &o[1], &pu, &o[2]))
+        return NULL;
+    Array b[3];
+    const char *names[3] = {"vbuf", "c", "d"};
+    if (take_all(o, b, names, 0, 3, 0x3u) < 0)
+        return NULL;
+    Array *v = &b[0], *c = &b[1], *dv = &b[2];
+    if (columns(v, v->kind, "vbuf") < 0 || rows_f64(c, "c") < 0 || vector_f64(dv, "d") < 0)
+        goto fail;
+    /* pv + w <= cols, written so that it cannot overflow */
+    if (pv < 0 || w < 1 || pu < 0 || pv > v->cols || w > v->cols - pv || dv->rows != w || w > c->rows ||
+        pu > c->cols) {
+        release(b, 3);
+        return out_of_range("pv, w, pu or d");
+    }
+    const double *d = dv->view.buf;
+    double norm = 0.0;
+    for (Py_ssize_t j = 0; j < w; j++)
+        norm += d[j] * d[j];
+    norm = sqrt(norm);
+    if (norm > 0) {
+        double *a = PyMem_Malloc((size_t)w * sizeof(double)), aa = 0.0;
+        if (!a) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < w; j++)
+            a[j] = d[j] / norm;
+        a[0] += a[0] >= 0 ? 1.0 : -1.0; /* |a_0| >= 1: no cancellation */
+        for (Py_ssize_t j = 0; j < w; j++)
+            aa += a[j] * a[j];
+        double tau = 2.0 / aa, *cb = c->view.buf;
+        Py_ssize_t ldc = c->rs;
+        if (v->kind == 'd')
+            reflect_columns_d((double *)column(v, pv), v->cs, v->rows, w, a, tau);
+        else
+            reflect_columns_s((float *)column(v, pv), v->cs, v->rows, w, a, tau);
+        for (Py_ssize_t t = 0; t < pu; t++) {
+            double s = 0.0;
+            for (Py_ssize_t j = 0; j < w; j++)
+                s += a[j] * cb[j * ldc + t];
+            s *= tau;
+            for (Py_ssize_t j = 0; j < w; j++)
+                cb[j * ldc + t] -= s * a[j];
+        }
+        PyMem_Free(a);
+    }
+    release(b, 3);
+    return PyFloat_FromDouble(norm);
+fail:
+    release(b, 3);
+    return NULL;
+}
+
 /* max_abs(x) -> max |x_i| over a contiguous, aligned float32 or float64 array (1-D or 2-D, C or
  * Fortran order): NaN where x holds one, Inf where it holds an infinity and no NaN, 0 where empty. */
 static PyObject *max_abs(PyObject *self, PyObject *obj)
@@ -815,6 +877,7 @@ fail:
 static PyMethodDef methods[] = {
     {"gk_left", gk_left, METH_VARARGS, "The left half of a Golub-Kahan step (see _steps.c)."},
     {"gk_right", gk_right, METH_VARARGS, "The right half of a Golub-Kahan step (see _steps.c)."},
+    {"reflect", reflect, METH_VARARGS, "A reflection of F that makes F d its first column (see _steps.c)."},
     {"orth", orth, METH_VARARGS, "A column less its parts along a basis, normalized (see _steps.c)."},
     {"max_abs", max_abs, METH_O, "max |x_i| of a contiguous float array, NaN or Inf where it holds one."},
     {"gk_fused", gk_fused, METH_VARARGS, "A Golub-Kahan step's left half and A^T product in one pass over A."},

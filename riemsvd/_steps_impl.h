@@ -181,6 +181,21 @@ VECTORIZED static void NAME(at_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, P
     }
 }
 
+/* F <- F - tau (F a) a^T for F the w columns of a column-major buffer from F0 (ld between columns),
+ * a (w) float64: a reflection applied as a rank-one update in place, F a summed in float64. */
+VECTORIZED static void NAME(reflect_columns)(T *F0, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t w,
+                                             const double *a, double tau)
+{
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        double y = 0.0;
+        for (Py_ssize_t j = 0; j < w; j++)
+            y += (double)F0[j * ld + i] * a[j];
+        y *= tau;
+        for (Py_ssize_t j = 0; j < w; j++)
+            F0[j * ld + i] = (T)((double)F0[j * ld + i] - y * a[j]);
+    }
+}
+
 #ifdef MAX_ABS_AVX2
 /* max |x_i| over the first *done entries of x[0:n] (a whole number of passes over 4 vectors), or -1
  * where one of them is NaN or infinite. Four independent maxima, at memory speed; MAXPD and MAXPS

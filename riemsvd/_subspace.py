@@ -335,17 +335,37 @@ def _shift_c(c: np.ndarray, w: int, pu: int, fcoef: np.ndarray, beta: float) -> 
     c[w - 1, pu] = beta
 
 
+def _reflect_py(vbuf: np.ndarray, pv: int, w: int, cbuf: np.ndarray, pu: int, d: np.ndarray) -> float:
+    """The Python twin of ``_steps.reflect``: F = vbuf[:, pv : pv + w] and C = cbuf[:w, :pu] reflected
+    in place (see :func:`_reflect`), in one gemv and one ger on F; returns ‖d‖ (nothing done where it
+    is 0)."""
+    a, tau, norm = _householder(d)
+    if not norm > 0:
+        return norm
+    f = vbuf[:, pv : pv + w]
+    gemv, ger = get_blas_funcs(("gemv", "ger"), dtype=f.dtype)
+    af = a.astype(f.dtype, copy=False)
+    ger(-tau, gemv(1.0, f, af), af, a=f, overwrite_a=1)
+    c = cbuf[:w, :pu]
+    c -= np.outer(tau * a, a @ c)
+    return norm
+
+
 class _Halves(NamedTuple):
-    """The half steps and Gram–Schmidt the host solver calls: compiled, or their Python twins."""
+    """The half steps, Gram–Schmidt and F's reflection the host solver calls: compiled, or their
+    Python twins."""
 
     left: Any
     right: Any
     orth: Any
+    reflect: Any
 
 
-_PYTHON_HALVES = _Halves(_gk_left_py, _gk_right_py, _orth_py)
+_PYTHON_HALVES = _Halves(_gk_left_py, _gk_right_py, _orth_py, _reflect_py)
 # the C half steps, where setup.py built them
-_HALVES = _Halves(STEPS.gk_left, STEPS.gk_right, STEPS.orth) if STEPS is not None else _PYTHON_HALVES
+_HALVES = (
+    _Halves(STEPS.gk_left, STEPS.gk_right, STEPS.orth, STEPS.reflect) if STEPS is not None else _PYTHON_HALVES
+)
 
 
 def _eps(x) -> float:
@@ -1049,18 +1069,11 @@ def _rotate(space: Space, st: Lanczos, rot: np.ndarray) -> None:
 def _reflect(st: Lanczos, d: np.ndarray) -> None:
     """:func:`_rotate` for one matrix on the host, by the reflection that takes F's first column to
     the direction F d (d (w,) the coordinates, any length; nothing where d = 0), applied as a rank-one
-    update in place: F ← F − τ(F a)aᵀ and C ← C − τa(aᵀC), one gemv and one ger on F. A probe's step
-    (w = 2) built the w×w reflection and multiplied F by it in 19 µs at 384×384 and 47 at 2000×1000
-    (:func:`_rotation`, :func:`_rotate`)."""
-    a, tau, norm = _householder(d)
-    if not norm > 0:
-        return
-    f = cast(np.ndarray, st.f)  # the caller checked: F-contiguous columns of the host buffer
-    gemv, ger = get_blas_funcs(("gemv", "ger"), dtype=f.dtype)
-    af = a.astype(f.dtype, copy=False)
-    ger(-tau, gemv(1.0, f, af), af, a=f, overwrite_a=1)
-    c = st.cbuf[: st.w, : st.pu]
-    c -= np.outer(tau * a, a @ c)
+    update in place: F ← F − τ(F a)aᵀ and C ← C − τa(aᵀC) (``_steps.reflect``, or its twin
+    :func:`_reflect_py`). A probe's step (w = 2) built the w×w reflection and multiplied F by it in 19
+    µs at 384×384 and 47 at 2000×1000 (:func:`_rotation`, :func:`_rotate`); the twin's scipy calls
+    took 13–14 µs, the C call 2–3."""
+    _HALVES.reflect(st.vbuf, st.pv, st.w, st.cbuf, st.pu, np.ascontiguousarray(d, np.float64))
 
 
 def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:

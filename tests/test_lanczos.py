@@ -85,12 +85,19 @@ def _host_state(n: int, pv: int, w: int, pu: int, dtype, seed: int) -> _subspace
     return _subspace.Lanczos(vbuf, empty, empty, empty, pv, pu, w, np.zeros((pu + 1, pv + w + 1)), cbuf)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("w,columns", [(2, 1), (3, 1), (4, 3), (1, 1)])
-def test_a_reflection_of_f_moves_the_chosen_direction_first_and_keeps_f_c(dtype, w, columns):
+def test_a_reflection_of_f_moves_the_chosen_direction_first_and_keeps_f_c(
+    monkeypatch, compiled, dtype, w, columns
+):
     """_reflect: F's first column becomes F d/‖d‖ (d's leading left singular vector for several
     columns, as :func:`_step` passes it), F stays orthonormal and F·C, the relation's term, is
-    unchanged."""
+    unchanged; by ``_steps.reflect`` and by its Python twin."""
+    if compiled and _subspace.STEPS is None:
+        pytest.skip("the C half steps (setup.py) were not built")
+    if not compiled:
+        monkeypatch.setattr(_subspace, "_HALVES", _subspace._PYTHON_HALVES)
     st = _host_state(50, 6, w, 5, dtype, seed=w + columns)
     gen = torch.Generator().manual_seed(7)
     d = torch.randn(w, columns, generator=gen, dtype=torch.float64).numpy()
