@@ -319,7 +319,7 @@ class DenseOperator(Operator):
         self.a = blas_ready(a)
         self.from_numpy = from_numpy
         self._on_torch: bool | None = None
-        self._pass_threads: int | None = None  # see claim_fused_pass
+        self._fused: FusedPass | None = None  # see claim_fused_pass
 
     def _matmat(self, x):
         return mm(self.a, x)
@@ -359,24 +359,22 @@ class DenseOperator(Operator):
         torch has now: call before :func:`riemsvd._backend.solver_threads` limits them (its
         ``own_pass``). Its products then need no measurement (:meth:`torch_products`): numpy's."""
         a = numpy_view(self.a) if torch.device(self.device).type == "cpu" else None
-        usable = (
-            STEPS is not None
-            and self.scale is None  # a scaled A's steps take its scaled products (HostView)
-            and a is not None
-            and a.ndim == 2
-            and a.nbytes > FUSED_ABOVE
-            and a.strides[-1] == a.itemsize
-            and a.flags.aligned
-        )
-        self._pass_threads = torch.get_num_threads() if usable else None
-        if usable:
-            self._on_torch = False
-        return usable
+        self._fused = None
+        if (
+            a is None
+            or STEPS is None
+            or self.scale is not None  # a scaled A's steps take its scaled products (HostView)
+            or a.ndim != 2
+            or a.nbytes <= FUSED_ABOVE
+            or a.strides[-1] != a.itemsize
+            or not a.flags.aligned
+        ):
+            return False
+        self._fused, self._on_torch = FusedPass(a, torch.get_num_threads()), False
+        return True
 
     def _fused_pass(self) -> FusedPass | None:
-        threads = self._pass_threads
-        a = numpy_view(self.a) if threads else None
-        return None if a is None or threads is None else FusedPass(a, threads)
+        return self._fused
 
     def _numpy_products(self):
         a = numpy_view(self.a)

@@ -176,6 +176,19 @@ static char *column(const Array *a, Py_ssize_t col)
     return (char *)a->view.buf + (size_t)(col * a->cs) * (size_t)a->view.itemsize;
 }
 
+/* H's new row pu (zero but for alpha at pv) and column pv (coef, pu entries) after a left half step;
+ * H row-major float64 */
+static void write_h(const Array *h, Py_ssize_t pu, Py_ssize_t pv, const double *coef, double alpha)
+{
+    double *hb = (double *)h->view.buf;
+    Py_ssize_t ld = h->rs;
+    for (Py_ssize_t t = 0; t < pv; t++)
+        hb[pu * ld + t] = 0.0;
+    for (Py_ssize_t t = 0; t < pu; t++)
+        hb[t * ld + pv] = coef[t];
+    hb[pu * ld + pv] = alpha;
+}
+
 /* gk_left(ubuf, avbuf, h, c, pu, pv, eps) -> alpha: after A f was written into ubuf[:, pu], a copy of
  * it into avbuf[:, pv]; then less its parts along ubuf[:, :pu] (those of C's first row from its first
  * nonzero on taken as known) and normalized; H's new row pu (zero but for alpha) and column pv. Returns
@@ -211,15 +224,8 @@ static PyObject *gk_left(PyObject *self, PyObject *args)
     char *x = column(u, pu);
     memcpy(column(av, pv), x, (size_t)u->rows * (size_t)u->view.itemsize);
     alpha = orth_kind(u->kind, u->view.buf, u->cs, u->rows, pu, x, j, crow + j, pu - j, 0, coef, coef + pu + 1, eps);
-    if (alpha >= 0) {
-        double *hb = (double *)h->view.buf;
-        Py_ssize_t ld = h->rs;
-        for (Py_ssize_t t = 0; t < pv; t++)
-            hb[pu * ld + t] = 0.0;
-        for (Py_ssize_t t = 0; t < pu; t++)
-            hb[t * ld + pv] = coef[t];
-        hb[pu * ld + pv] = alpha;
-    }
+    if (alpha >= 0)
+        write_h(h, pu, pv, coef, alpha);
     PyMem_Free(coef);
     release(a, 4);
     return PyFloat_FromDouble(alpha);
@@ -519,6 +525,8 @@ fail:
  * (1536x384 float64: 390 us a pass against 90). Where the mask leaves no other CPU the pass runs on
  * the calling thread alone. One pass at a time: a second caller (another Python thread) finds the
  * pool busy and makes its pass alone. A forked child starts without workers (fork copies none). */
+typedef void (*part_fn)(void *arg, int part, int parts); /* share `part` of `parts` */
+
 #if !defined(_WIN32)
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
@@ -531,8 +539,6 @@ fail:
 #if defined(__linux__) && defined(CPU_SET)
 #define POOL_PLACE 1
 #endif
-
-typedef void (*part_fn)(void *arg, int part, int parts);
 
 static struct {
     pthread_mutex_t mu;
@@ -711,7 +717,6 @@ static int pool_run(part_fn fn, void *arg, int parts)
     return parts;
 }
 #else
-typedef void (*part_fn)(void *arg, int part, int parts);
 static int pool_run(part_fn fn, void *arg, int parts)
 {
     (void)parts;
@@ -815,7 +820,7 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
         threads = 1;
     size_t size = (size_t)u->view.itemsize;
     double *crow = (double *)c->view.buf;
-    double *coef = PyMem_Malloc(3 * (size_t)(pu + 1) * sizeof(double));
+    double *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
     void *scratch = threads > 1 ? PyMem_Malloc((size_t)(threads - 1) * (size_t)n * size + 1) : NULL;
     if (!coef || (threads > 1 && !scratch)) {
         PyMem_Free(coef);
@@ -828,21 +833,19 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
         j++;
     Pass s = {u->kind, a->view.buf, a->rs, m, n, u->cs, j, pu - j, column(v, pv), u->view.buf, NULL, crow + j,
               column(av, pv), column(u, pu), column(v, pv + w), scratch};
-    double *d = coef + 2 * (pu + 1);
+    /* d: the Gram-Schmidt's own coefficients (orth's `subtracted`); then H's column, the known ones
+     * added, in the room orth used for its second pass */
+    double *d = coef, *hcol = coef + pu + 1;
     Py_BEGIN_ALLOW_THREADS
     run_pass(&s, threads);
-    alpha = orth_kind(u->kind, u->view.buf, u->cs, m, pu, s.w, j, crow + j, pu - j, 1, coef, coef + pu + 1, eps);
+    alpha = orth_kind(u->kind, u->view.buf, u->cs, m, pu, s.w, j, crow + j, pu - j, 1, d, hcol, eps);
     if (alpha >= 0) {
-        double *hb = (double *)h->view.buf, dd = 0.0;
-        Py_ssize_t ld = h->rs;
-        for (Py_ssize_t t = 0; t < pv; t++)
-            hb[pu * ld + t] = 0.0;
+        double dd = 0.0;
         for (Py_ssize_t t = 0; t < pu; t++) {
-            d[t] = coef[t]; /* the Gram-Schmidt's own (orth's `subtracted`) */
-            hb[t * ld + pv] = coef[t] + (t >= j ? crow[t] : 0.0);
+            hcol[t] = d[t] + (t >= j ? crow[t] : 0.0);
             dd += d[t] * d[t];
         }
-        hb[pu * ld + pv] = alpha;
+        write_h(h, pu, pv, hcol, alpha);
         if (sqrt(dd) <= alpha) { /* A^T u = (A^T w - (A^T U) d) / alpha */
             if (u->kind == 'd') {
                 double *z = s.z;
