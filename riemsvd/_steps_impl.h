@@ -136,14 +136,18 @@ static double NAME(orth)(const T *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t 
 /* One pass over rows [lo, hi) of A (row i at a + i * rs, n contiguous entries) for a Golub-Kahan
  * step: t_i = a_i . v (A f as A returns it), w_i = t_i less the recurrence's known part
  * sum_l known[l] U[i, j + l] (U column-major, ld between columns), and z += w_i a_i, so that z ends as
- * A^T w for these rows. Four rows at a time, read once from memory: their second use (the update of
- * z) finds them in the cache. z (n entries) is summed into. Dot products in T, as BLAS's gemv. */
+ * A^T w for these rows. Four rows a panel, and one loop over the columns per panel that makes the dot
+ * products of a panel and the update of z by the panel before it: each row is read from memory once,
+ * its second use finds it in the cache, and the stream from memory never stops for the update. z (n
+ * entries) is summed into. Dot products in T, as BLAS's gemv. */
 VECTORIZED static void NAME(gk_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
                                      const T *v, const T *U, Py_ssize_t ld, Py_ssize_t j, const double *known,
                                      Py_ssize_t nk, T *t, T *w, T *z)
 {
-    Py_ssize_t i = lo;
-    for (; i < hi; i += 4) {
+    /* the panel before (p, weights e; e = 0 before the first) and this one (r) */
+    const T *p0 = a + lo * rs, *p1 = p0, *p2 = p0, *p3 = p0;
+    T e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+    for (Py_ssize_t i = lo; i < hi; i += 4) {
         Py_ssize_t r = hi - i < 4 ? hi - i : 4;
         const T *r0 = a + i * rs, *r1 = r0 + (r > 1 ? rs : 0), *r2 = r0 + (r > 2 ? 2 * rs : 0),
                 *r3 = r0 + (r > 3 ? 3 * rs : 0); /* a short last panel repeats its first row, weighted 0 */
@@ -154,6 +158,7 @@ VECTORIZED static void NAME(gk_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, P
             s1 += r1[c] * x;
             s2 += r2[c] * x;
             s3 += r3[c] * x;
+            z[c] += e0 * p0[c] + e1 * p1[c] + e2 * p2[c] + e3 * p3[c];
         }
         T s[4] = {s0, s1, s2, s3}, d[4] = {0, 0, 0, 0};
         for (Py_ssize_t q = 0; q < r; q++) {
@@ -163,9 +168,11 @@ VECTORIZED static void NAME(gk_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, P
             t[i + q] = s[q];
             d[q] = w[i + q] = (T)((double)s[q] - g);
         }
-        for (Py_ssize_t c = 0; c < n; c++)
-            z[c] += d[0] * r0[c] + d[1] * r1[c] + d[2] * r2[c] + d[3] * r3[c];
+        p0 = r0, p1 = r1, p2 = r2, p3 = r3;
+        e0 = d[0], e1 = d[1], e2 = d[2], e3 = d[3];
     }
+    for (Py_ssize_t c = 0; c < n; c++)
+        z[c] += e0 * p0[c] + e1 * p1[c] + e2 * p2[c] + e3 * p3[c];
 }
 
 /* z += A^T x over rows [lo, hi) of A (as above): the product itself, where the step's own cannot be
