@@ -667,8 +667,8 @@ def test_the_c_max_abs_refuses_what_it_cannot_read():
     unaligned = np.ndarray((1000,), np.float64, buffer=bytearray(8009), offset=1)
     for x in (np.zeros(6, np.int64), np.zeros((4, 4))[::2], np.zeros((4, 4), np.float16), unaligned):
         with pytest.raises(TypeError):
-            STEPS.max_abs(x)
-    assert STEPS.max_abs(np.zeros((0, 3))) == 0.0
+            STEPS.max_abs(x, 1)
+    assert STEPS.max_abs(np.zeros((0, 3)), 2) == 0.0
 
 
 @pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
@@ -685,16 +685,41 @@ def test_the_c_max_abs_sees_every_entry(dtype):
         for i in range(size):
             y = x.copy()
             y[i] = -2.0 if i % 2 else 2.0
-            assert STEPS.max_abs(y) == 2.0, (size, i)
+            assert STEPS.max_abs(y, 1) == 2.0, (size, i)
             y[i] = -big
-            assert STEPS.max_abs(y) == big, (size, i)
+            assert STEPS.max_abs(y, 1) == big, (size, i)
             y[i] = -math.inf
-            assert STEPS.max_abs(y) == math.inf, (size, i)
+            assert STEPS.max_abs(y, 1) == math.inf, (size, i)
             y[(i * 7 + 3) % size] = math.nan  # beside the infinity, or in its place
-            assert math.isnan(STEPS.max_abs(y)), (size, i)
+            assert math.isnan(STEPS.max_abs(y, 1)), (size, i)
             y = x.copy()
             y[i] = math.nan
-            assert math.isnan(STEPS.max_abs(y)), (size, i)
+            assert math.isnan(STEPS.max_abs(y, 1)), (size, i)
+
+
+@pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_c_max_abs_on_threads_sees_every_share(dtype):
+    """An array of several 2 MiB shares on 1 to 3 threads: the largest magnitude, a NaN, an infinity
+    and an infinity beside a NaN at the start and end of each share and between them, where a share
+    that lost its result or a combination that let a finite value win over them would show."""
+    share = (2 << 20) // np.dtype(dtype).itemsize
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, 3 * share + 5).astype(dtype)
+    n = x.size
+    places = sorted({0, n - 1} | {n * p // q + d for q in (2, 3) for p in range(1, q) for d in (-1, 0)})
+    for threads in (1, 2, 3):
+        assert STEPS.max_abs(x, threads) == np.abs(x).max()
+        for i in places:
+            y = x.copy()
+            y[i] = -2.0
+            assert STEPS.max_abs(y, threads) == 2.0, (threads, i)
+            y[i] = -math.inf
+            assert STEPS.max_abs(y, threads) == math.inf, (threads, i)
+            y[n - 1 - i] = math.nan  # in another share than the infinity, or in its place
+            assert math.isnan(STEPS.max_abs(y, threads)), (threads, i)
+            y = x.copy()
+            y[i] = math.nan
+            assert math.isnan(STEPS.max_abs(y, threads)), (threads, i)
 
 
 @pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
