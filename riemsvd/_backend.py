@@ -268,24 +268,15 @@ def solver_threads(
     if not (NUMPY_BLAS and torch.device(device).type == "cpu"):
         yield
         return
-    if on_torch or own_pass:
-        threads = torch.get_num_threads()
-        if own_pass:
-            torch.set_num_threads(1)
-        try:
-            with _blas_threads(1):
-                yield
-        finally:
-            torch.set_num_threads(threads)
-        return
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if own_pass or not on_torch:
+        torch.set_num_threads(1)
     try:
-        if distributed:
-            with _blas_threads(threads):
-                yield
-        elif entries and entries <= ONE_BLAS_THREAD_UP_TO:
+        if on_torch or own_pass or (not distributed and entries and entries <= ONE_BLAS_THREAD_UP_TO):
             with _blas_threads(1):
+                yield
+        elif distributed:
+            with _blas_threads(threads):
                 yield
         else:
             numpys = [lib for lib in _blas_libraries() if _is_numpys(lib)]

@@ -757,9 +757,10 @@ def _max_abs_host(t: torch.Tensor) -> torch.Tensor | None:
     if STEPS is None or t.dtype not in (torch.float32, torch.float64):
         return None
     x = numpy_view(t)
-    # on t's device, not the default one; on the threads torch has (riemsvd._steps's pool)
-    top = None if x is None else STEPS.max_abs(x, torch.get_num_threads())
-    return None if top is None else torch.tensor(top, dtype=t.dtype, device=t.device)
+    if x is None:
+        return None
+    # on the threads torch has (riemsvd._steps's pool); on t's device, not the default one
+    return torch.tensor(STEPS.max_abs(x, torch.get_num_threads()), dtype=t.dtype, device=t.device)
 
 
 def adjoint_mismatch(op: Operator) -> tuple[float, float]:

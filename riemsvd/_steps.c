@@ -381,20 +381,13 @@ static PyObject *reflect(PyObject *self, PyObject *args)
         a[0] += a[0] >= 0 ? 1.0 : -1.0; /* |a_0| >= 1: no cancellation */
         for (Py_ssize_t j = 0; j < w; j++)
             aa += a[j] * a[j];
-        double tau = 2.0 / aa, *cb = c->view.buf;
-        Py_ssize_t ldc = c->rs;
+        double tau = 2.0 / aa;
         if (v->kind == 'd')
             reflect_columns_d((double *)column(v, pv), v->cs, v->rows, w, a, tau);
         else
             reflect_columns_s((float *)column(v, pv), v->cs, v->rows, w, a, tau);
-        for (Py_ssize_t t = 0; t < pu; t++) {
-            double s = 0.0;
-            for (Py_ssize_t j = 0; j < w; j++)
-                s += a[j] * cb[j * ldc + t];
-            s *= tau;
-            for (Py_ssize_t j = 0; j < w; j++)
-                cb[j * ldc + t] -= s * a[j];
-        }
+        /* C's first w rows, row-major: the same update with its rows as the columns and pu entries */
+        reflect_columns_d((double *)c->view.buf, c->rs, pu, w, a, tau);
         PyMem_Free(a);
     }
     release(b, 3);
@@ -800,10 +793,8 @@ static PyObject *max_abs(PyObject *self, PyObject *args)
     s.x = a.view.buf;
     s.n = a.view.len / a.view.itemsize;
     s.kind = a.kind;
-    Py_ssize_t most = a.view.len / MAX_ABS_SHARE;
-    int parts = threads < most ? threads : (int)(most > 1 ? most : 1);
-    if (parts > POOL_MAX)
-        parts = POOL_MAX;
+    Py_ssize_t most = a.view.len / MAX_ABS_SHARE; /* pool_run takes POOL_MAX at most */
+    int parts = threads < most ? threads : (int)(most < POOL_MAX ? most : POOL_MAX);
     double top = 0.0;
     Py_BEGIN_ALLOW_THREADS
     parts = pool_run(max_abs_part, &s, parts);
@@ -857,6 +848,8 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
     }
     if (threads < 1)
         threads = 1;
+    if (threads > POOL_MAX) /* pool_run's most: no scratch for shares it would not make */
+        threads = POOL_MAX;
     size_t size = (size_t)u->view.itemsize;
     double *crow = (double *)c->view.buf;
     double *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
