@@ -286,10 +286,10 @@ class HostView:
 _CAST_BLOCK = 1 << 16
 
 # Up to this many columns the float64 check's products go through C's single pass over a float32 A
-# (riemsvd/_steps.c's widened_both), beyond it through the cast blocks and BLAS: the pass costs
-# about the same for each column, and took 0.36–0.44× the blocks' time at one column, 0.66–0.75× at
-# two, 1.02–1.32× at four, 1.56–1.89× at eight (384×384 to 4096×1024, Intel Xeon, 2 threads).
-_WIDENED_COLUMNS = 2
+# (riemsvd/_steps.c's widened_both, on the torch threads), beyond it through the cast blocks and
+# BLAS: the pass took 0.30-0.45 of the blocks' time at one and two columns, 0.35-0.65 at four to
+# sixteen, 0.5-0.8 at 32 and 64, 0.7-1.6 at 128 (384x384 to 4000x2000, Intel Xeon, 2 threads).
+_WIDENED_COLUMNS = 64
 
 
 # Above this many bytes a dense A's host steps make both products in one pass over A
@@ -445,7 +445,9 @@ def _widened_products(a: np.ndarray):
         ):
             # C's one pass, which casts each entry where it is used (docs/algorithm.md)
             ax, aty = np.empty((k, m)), np.empty((k, n))
-            STEPS.widened_both(a, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), ax, aty)
+            STEPS.widened_both(
+                a, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), ax, aty, torch.get_num_threads()
+            )
             return ax.T, aty.T
         # each block cast once serves both products: 0.59–0.69× the time of two passes that cast
         # fresh blocks (384×384 to 4096×1024; 0.97× at 1536×384 with k = 8)

@@ -1449,9 +1449,10 @@ def _float64_view(work, tol: float) -> HostView | None:
     Gaussian) rejected Ritz triplets that had reached tol = 1e-6 and ended "stalled" above it (5 of 24
     cases at k = 8, 1.1e-6 to 1.4e-6); checked in float64 the same iteration reached it, in fewer
     products (206 against 232, 102 against 122). At tol above the floor the float32 check stands, with
-    its rounding added to the error bars: float64 products there cost 1–3 ms a solve at 2000×1000
-    and 3.5–16 ms at 4000×2000 (up to 34% of the solves that converge fastest, k = 1 and 8), for
-    values 3.9·ε·σ off at most instead of correctly rounded, within the promised tol·σ₁ either way."""
+    its rounding added to the error bars: float64 products there cost 0.4–1.5 ms a solve at
+    2000×1000 and 0.9–4.4 ms at 4000×2000 (k = 1 and 8; 1–3 and 3.5–16 ms, up to 34% of the solves
+    that converge fastest, before C's pass took every column), for values 3.9·ε·σ off at most
+    instead of correctly rounded, within the promised tol·σ₁ either way."""
     op = work.op if isinstance(work, HostView) else work
     # a float32 sparse A always: its kernels' sums, one term after another, can be off by far more
     # than the floor (the complete graph's 1000×1000 adjacency: σ₁ 1.2e-5 off, the float32 check's

@@ -749,7 +749,7 @@ def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypat
     rows=st.integers(1, 40),
     cols=st.integers(1, 40),
     layout=st.sampled_from(["contiguous", "transposed", "sliced", "strided", "batch transposed"]),
-    widths=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 3)]),
+    widths=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 3), (9, 9), (65, 65)]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     kernel=st.sampled_from(["c", "blocks"]),
     seed=st.integers(0, 2**31 - 1),
@@ -757,9 +757,9 @@ def test_float64_products_of_a_float32_matrix_read_it_in_blocks(batch, monkeypat
 def test_float64_products_of_a_float32_matrix_in_every_layout(
     rows, cols, layout, widths, dtype, kernel, seed
 ):
-    """The float64 check's one pass (``both``) through C's kernel (one or two columns each, A's rows
+    """The float64 check's one pass (``both``) through C's kernel (up to 64 columns each, A's rows
     contiguous: odd and single rows, one column, rows further apart than their length) and through
-    the cast blocks (more columns, no C module; blocks of 3 rows): A x and Aᵀ y to
+    the cast blocks (more columns, or different widths, or no C module; blocks of 3 rows): A x and Aᵀ y to
     float64's rounding of the exact sums, whatever A's layout. A transposed view, a batch's too, goes
     as its transpose with the products' roles swapped (its row blocks were strided reads)."""
     from riemsvd import _operator
@@ -793,7 +793,8 @@ def test_float64_products_of_a_float32_matrix_in_every_layout(
         torch.testing.assert_close(torch.from_numpy(got), b @ z, rtol=0, atol=atol)
     # the matrix read: A or its transpose, its rows contiguous (a view strided both ways is copied first)
     rows_contiguous = op.a.stride(-1) == 1 or op.a.stride(-2) == 1
-    uses_c = kernel == "c" and widths[0] == widths[1] <= 2 and not batch and (rows_contiguous or cols == 1)
+    narrow = widths[0] == widths[1] <= _operator._WIDENED_COLUMNS
+    uses_c = kernel == "c" and narrow and not batch and (rows_contiguous or cols == 1)
     assert len(calls) == (1 if uses_c else 0)
 
 

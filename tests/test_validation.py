@@ -725,26 +725,31 @@ def test_the_c_max_abs_on_threads_sees_every_share(dtype):
 @pytest.mark.skipif(STEPS is None, reason="riemsvd._steps (setup.py) was not built")
 def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_read():
     """widened_both overwrites its outputs (filled with NaN here: a fresh numpy array may hold zeros,
-    which would hide an Aᵀ y added to instead of written), odd and even row counts, rows further
-    apart than their length; and it refuses a float64 A, A with strided rows, non-contiguous or
-    float32 vectors, a misaligned or read-only output, and shapes that do not fit (with a TypeError or
-    ValueError, never a wrong read or write). An odd last row is read once: an infinity there stays
+    which would hide an Aᵀ y added to instead of written) on 1–3 threads: row counts that leave a short
+    last panel of the eight rows taken at a time, or a share of one row, rows longer than the 256
+    columns cast at a time and not a multiple of them, up to 9 and 64 columns x, y; rows further apart
+    than their length. And it refuses a float64 A, A with strided rows, non-contiguous or float32
+    vectors, a misaligned or read-only output, and shapes that do not fit (with a TypeError or
+    ValueError, never a wrong read or write). A short last panel is read once: an infinity there stays
     one in Aᵀ y (it had been read again with y = 0, and inf·0 made a NaN; a review)."""
     rng = np.random.default_rng(0)
-    for m, n, k in [(1, 1, 1), (7, 5, 2), (8, 3, 1), (33, 65, 2)]:
+    cases = [(1, 1, 1), (7, 5, 2), (8, 3, 1), (33, 65, 2), (9, 300, 9), (70, 520, 3), (130, 257, 64)]
+    for m, n, k in cases:
         wide = rng.standard_normal((m, n + 3)).astype(np.float32)
         for a in (wide[:, :n], np.ascontiguousarray(wide[:, :n])):
             x, y = rng.standard_normal((k, n)), rng.standard_normal((k, m))
-            ax, aty = np.full((k, m), np.nan), np.full((k, n), np.nan)
-            STEPS.widened_both(a, x, y, ax, aty)
             a64 = a.astype(np.float64)
-            np.testing.assert_allclose(ax, x @ a64.T, rtol=1e-13, atol=1e-13)
-            np.testing.assert_allclose(aty, y @ a64, rtol=1e-13, atol=1e-13)
-    odd = np.ones((3, 4), np.float32)
-    odd[2, 0] = np.inf
-    aty = np.full((1, 4), np.nan)
-    STEPS.widened_both(odd, np.ones((1, 4)), np.ones((1, 3)), np.empty((1, 3)), aty)
-    assert aty[0, 0] == np.inf and (aty[0, 1:] == 3).all()
+            for threads in (1, 2, 3):
+                ax, aty = np.full((k, m), np.nan), np.full((k, n), np.nan)
+                STEPS.widened_both(a, x, y, ax, aty, threads)
+                np.testing.assert_allclose(ax, x @ a64.T, rtol=1e-13, atol=1e-13)
+                np.testing.assert_allclose(aty, y @ a64, rtol=1e-13, atol=1e-13)
+    for m in (3, 9):
+        odd = np.ones((m, 4), np.float32)
+        odd[m - 1, 0] = np.inf
+        aty = np.full((1, 4), np.nan)
+        STEPS.widened_both(odd, np.ones((1, 4)), np.ones((1, m)), np.empty((1, m)), aty, 1)
+        assert aty[0, 0] == np.inf and (aty[0, 1:] == m).all()
     a, x, y = np.zeros((4, 3), np.float32), np.zeros((1, 3)), np.zeros((1, 4))
     ax, aty = np.zeros((1, 4)), np.zeros((1, 3))
     read_only_ax, read_only_aty = np.zeros((1, 4)), np.zeros((1, 3))
@@ -769,7 +774,7 @@ def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_re
     for error, cases in refused.items():
         for bad in cases:
             with pytest.raises(error):
-                STEPS.widened_both(*bad)
+                STEPS.widened_both(*bad, 1)
 
 
 def test_max_abs_answers_on_a_cpu_matrix_device_whatever_the_default_device():
