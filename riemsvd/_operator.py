@@ -286,8 +286,8 @@ class HostView:
 _CAST_BLOCK = 1 << 16
 
 # Up to this many columns the float64 check's products go through C's single pass over a float32 A
-# (riemsvd/_steps.c's widened_both, on the torch threads), beyond it through the cast blocks and
-# BLAS: the pass took 0.30-0.45 of the blocks' time at one and two columns, 0.35-0.65 at four to
+# (riemsvd/_steps.c's widened_both, on the threads the solve began with), beyond it through the cast
+# blocks and BLAS: the pass took 0.30-0.45 of the blocks' time at one and two columns, 0.35-0.65 at four to
 # sixteen, 0.5-0.8 at 32 and 64, 0.7-1.6 at 128 (384x384 to 4000x2000, Intel Xeon, 2 threads).
 _WIDENED_COLUMNS = 64
 
@@ -318,6 +318,9 @@ class DenseOperator(Operator):
         super().__init__(a.shape[-2:], a.shape[:-2], a.dtype, a.device)
         self.a = blas_ready(a)
         self.from_numpy = from_numpy
+        # the threads torch has as the solve begins, before solver_threads limits them: riemsvd._steps's
+        # own passes over A take them (the steps' and the float64 check's)
+        self.threads = torch.get_num_threads()
         self._on_torch: bool | None = None
         self._fused: FusedPass | None = None  # see claim_fused_pass
 
@@ -355,9 +358,9 @@ class DenseOperator(Operator):
 
     def claim_fused_pass(self) -> bool:
         """Whether this solve's host steps make both products in one pass over A (a 2-D A of more than
-        ``FUSED_ABOVE`` bytes with contiguous rows, where riemsvd._steps was built), on the threads
-        torch has now: call before :func:`riemsvd._backend.solver_threads` limits them (its
-        ``own_pass``). Its products then need no measurement (:meth:`torch_products`): numpy's."""
+        ``FUSED_ABOVE`` bytes with contiguous rows, where riemsvd._steps was built), on ``threads``:
+        then :func:`riemsvd._backend.solver_threads` limits torch's and numpy's (its ``own_pass``). Its
+        products then need no measurement (:meth:`torch_products`): numpy's."""
         a = numpy_view(self.a) if torch.device(self.device).type == "cpu" else None
         self._fused = None
         if (
@@ -370,7 +373,7 @@ class DenseOperator(Operator):
             or not a.flags.aligned
         ):
             return False
-        self._fused, self._on_torch = FusedPass(a, torch.get_num_threads()), False
+        self._fused, self._on_torch = FusedPass(a, self.threads), False
         return True
 
     def _fused_pass(self) -> FusedPass | None:
@@ -405,15 +408,15 @@ class DenseOperator(Operator):
             # a transposed view (W.T, or a batch's .mT): its row blocks would be strided reads, cast
             # 2–14× slower (384×384 to 4096×1024, one column); they are Aᵀ's rows, the products'
             # roles swapped
-            matmat, rmatmat, both = _widened_products(a.swapaxes(-1, -2))
+            matmat, rmatmat, both = _widened_products(a.swapaxes(-1, -2), self.threads)
             return rmatmat, matmat, lambda x, y: both(y, x)[::-1]
-        return _widened_products(a)
+        return _widened_products(a, self.threads)
 
 
-def _widened_products(a: np.ndarray):
+def _widened_products(a: np.ndarray, threads: int):
     """(matmat, rmatmat, both): float64 products of a float32 dense A (a numpy array (..., m, n)) that
     read it in row blocks cast to float64, so that no float64 copy of A is kept; ``both`` takes
-    A x and Aᵀ y in one pass over A."""
+    A x and Aᵀ y in one pass over A, C's on up to ``threads`` threads where it can."""
     m, n = a.shape[-2:]
     rows = max(1, _CAST_BLOCK // max(1, n))  # rows of one matrix cast at a time
     blocks = [slice(i, i + rows) for i in range(0, m, rows)]
@@ -445,9 +448,7 @@ def _widened_products(a: np.ndarray):
         ):
             # C's one pass, which casts each entry where it is used (docs/algorithm.md)
             ax, aty = np.empty((k, m)), np.empty((k, n))
-            STEPS.widened_both(
-                a, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), ax, aty, torch.get_num_threads()
-            )
+            STEPS.widened_both(a, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), ax, aty, threads)
             return ax.T, aty.T
         # each block cast once serves both products: 0.59–0.69× the time of two passes that cast
         # fresh blocks (384×384 to 4096×1024; 0.97× at 1536×384 with k = 8)

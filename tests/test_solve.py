@@ -798,6 +798,27 @@ def test_float64_products_of_a_float32_matrix_in_every_layout(
     assert len(calls) == (1 if uses_c else 0)
 
 
+def test_the_float64_check_runs_on_the_threads_the_solve_began_with():
+    """The solve limits torch to one thread beside its own pass over A (solver_threads); the float64
+    check's C pass is given the threads torch had before that (it had asked torch within the solve,
+    and ran on one: whole k = 8 solves 1.05–1.2× the time)."""
+    from riemsvd import _operator
+
+    if _operator.STEPS is None:
+        pytest.skip("riemsvd._steps (setup.py) was not built")
+    steps, threads = _operator.STEPS, []
+    spy = mock.Mock(wraps=steps, widened_both=lambda *a: threads.append(a[-1]) or steps.widened_both(*a))
+    a = torch.randn(800, 400, generator=torch.Generator().manual_seed(0))  # 1.25 MB: the fused pass
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with mock.patch.object(_operator, "STEPS", spy):
+            result = solve(a, 4, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    finally:
+        torch.set_num_threads(before)
+    assert bool(result.info.converged) and threads == [2]
+
+
 @pytest.mark.parametrize("method", ["dense", "trust-region"])
 def test_float32_below_its_floor_is_checked_in_float64_by_every_method(method):
     """The float64 check is the dense path's and the trust region's too: a 384×384 float32 Gaussian,
