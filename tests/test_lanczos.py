@@ -1209,6 +1209,18 @@ def test_a_residual_that_rose_is_measured_against_the_latest_larger_one():
     assert _subspace._next_check([(0, 0, math.inf), (4, 8, 1e-2)], 1e-10, 64) == 4
 
 
+def test_a_long_solve_far_from_its_target_looks_up_to_twice_the_cap_apart():
+    """After max(4·cap, 32) iterations, with 4·cap or more predicted: looks up to 2·cap apart; before
+    that run, or nearer the target, at most the cap (early rates put the look late in fast solves)."""
+    far = [(0, 0, 1e-1), (40, 80, 1e-2)]  # 240 more predicted (three quarters of 320)
+    assert _subspace._next_check(far, 1e-10, 4) == 8
+    assert _subspace._next_check(far, 1e-10, 64) == 64  # within the cap: the cap alone
+    early = [(0, 0, 1e-1), (20, 40, 1e-2)]  # 120 more predicted, after 20 iterations
+    assert _subspace._next_check(early, 1e-10, 4) == 4
+    near = [(0, 0, 1e-1), (40, 80, 1e-2), (60, 120, 1e-8)]  # 5 more predicted (6.7 needed)
+    assert _subspace._next_check(near, 1e-10, 4) == 4
+
+
 def test_a_sparse_matrix_is_looked_at_by_what_its_products_read():
     """A sparse A's products read its stored entries, not m·n: counted as dense, a 2000×1000 A with 1%
     stored had its steps priced 5 times too high against a look at k = 32 (37 looks in 259
