@@ -319,7 +319,7 @@ class DenseOperator(Operator):
         self.a = blas_ready(a)
         self.from_numpy = from_numpy
         # the threads torch has as the solve begins, before solver_threads limits them: riemsvd._steps's
-        # own passes over A take them (the steps' and the float64 check's)
+        # own pass over A takes them, and the float64 check's beside it (_check_threads)
         self.threads = torch.get_num_threads()
         self._on_torch: bool | None = None
         self._fused: FusedPass | None = None  # see claim_fused_pass
@@ -408,9 +408,18 @@ class DenseOperator(Operator):
             # a transposed view (W.T, or a batch's .mT): its row blocks would be strided reads, cast
             # 2–14× slower (384×384 to 4096×1024, one column); they are Aᵀ's rows, the products'
             # roles swapped
-            matmat, rmatmat, both = _widened_products(a.swapaxes(-1, -2), self.threads)
+            matmat, rmatmat, both = _widened_products(a.swapaxes(-1, -2), self._check_threads())
             return rmatmat, matmat, lambda x, y: both(y, x)[::-1]
-        return _widened_products(a, self.threads)
+        return _widened_products(a, self._check_threads())
+
+    def _check_threads(self) -> int:
+        """The threads of the float64 check's C pass: the solve's own, where its steps are its own
+        pass over A (torch and numpy then run on one, solver_threads); one beside the products of
+        torch or numpy, whose pools keep their threads and spin after each call (the steps' pass
+        beside them took 2–4× its time; in solves of a transposed view, 1536×384 to 4000×2000, k = 1
+        and 8, the check on two threads took 0.96–0.99 of the solve's time on one: a review's
+        caution, kept)."""
+        return self.threads if self._fused is not None else 1
 
 
 def _widened_products(a: np.ndarray, threads: int):

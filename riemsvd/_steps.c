@@ -859,6 +859,14 @@ static PyObject *widened_both(PyObject *self, PyObject *args)
     int parts = threads < 1 ? 1 : threads > POOL_MAX ? POOL_MAX : threads;
     if (work / WIDENED_SHARE < parts)
         parts = work < WIDENED_SHARE ? 1 : (int)(work / WIDENED_SHARE);
+    /* four panels a share at least: each share after the first zeroes and sums a k x n piece of its
+     * own, on the calling thread, which for a short, wide A cost more than its share of the products
+     * (a review: 64 x 1e6 at k = 64 on 16 threads would have taken 7.7 GB of scratch) */
+    if (m / (4 * WIDENED_ROWS) < parts)
+        parts = m < 4 * WIDENED_ROWS ? 1 : (int)(m / (4 * WIDENED_ROWS));
+#if defined(_WIN32)
+    parts = 1; /* no pool there: its one share needs no scratch for others */
+#endif
     /* the dot products' sums, then A^T y of the shares after the first */
     double *scratch = PyMem_Malloc(((size_t)parts * WIDENED_ROWS * (size_t)k + (size_t)(parts - 1) * (size_t)(k * n)) *
                                        sizeof(double) + 1);

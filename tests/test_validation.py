@@ -726,14 +726,15 @@ def test_the_c_max_abs_on_threads_sees_every_share(dtype):
 def test_the_c_float64_products_write_every_entry_and_refuse_what_they_cannot_read():
     """widened_both overwrites its outputs (filled with NaN here: a fresh numpy array may hold zeros,
     which would hide an Aᵀ y added to instead of written) on 1–3 threads: row counts that leave a short
-    last panel of the eight rows taken at a time, or a share of one row, rows longer than the 256
-    columns cast at a time and not a multiple of them, up to 9 and 64 columns x, y; rows further apart
-    than their length. And it refuses a float64 A, A with strided rows, non-contiguous or float32
+    last panel of the eight rows taken at a time, in each share where A is split, rows longer than the
+    256 columns cast at a time and not a multiple of them, up to 9 and 64 columns x, y; rows further
+    apart than their length. And it refuses a float64 A, A with strided rows, non-contiguous or float32
     vectors, a misaligned or read-only output, and shapes that do not fit (with a TypeError or
     ValueError, never a wrong read or write). A short last panel is read once: an infinity there stays
     one in Aᵀ y (it had been read again with y = 0, and inf·0 made a NaN; a review)."""
     rng = np.random.default_rng(0)
     cases = [(1, 1, 1), (7, 5, 2), (8, 3, 1), (33, 65, 2), (9, 300, 9), (70, 520, 3), (130, 257, 64)]
+    cases += [(70, 20000, 2), (2, 200000, 4)]  # two shares of 35 rows, a short panel each; one share
     for m, n, k in cases:
         wide = rng.standard_normal((m, n + 3)).astype(np.float32)
         for a in (wide[:, :n], np.ascontiguousarray(wide[:, :n])):
