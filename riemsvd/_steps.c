@@ -240,6 +240,28 @@ fail:
     return NULL;
 }
 
+/* gk_right's work on taken arrays, coef room for 2 (pv + w + 1) doubles; returns beta or -1 */
+static double right_half(const Array *v, const Array *atu, const Array *c, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w,
+                         double alpha, double eps, double *coef)
+{
+    Py_ssize_t q = pv + w;
+    char *y = column(v, q);
+    memcpy(column(atu, pu), y, (size_t)v->rows * (size_t)v->view.itemsize);
+    double beta = orth_kind(v->kind, v->view.buf, v->cs, v->rows, q, y, pv, &alpha, 1, 0, coef, coef + q + 1, eps);
+    if (beta >= 0) {
+        double *cb = (double *)c->view.buf;
+        Py_ssize_t ld = c->rs;
+        for (Py_ssize_t r = 0; r + 1 < w; r++) {
+            memmove(cb + r * ld, cb + (r + 1) * ld, (size_t)pu * sizeof(double));
+            cb[r * ld + pu] = coef[pv + 1 + r];
+        }
+        for (Py_ssize_t t = 0; t < pu; t++)
+            cb[(w - 1) * ld + t] = 0.0;
+        cb[(w - 1) * ld + pu] = beta;
+    }
+    return beta;
+}
+
 /* gk_right(vbuf, atubuf, c, pu, pv, w, alpha, eps) -> beta: after A^T of U's new column was written
  * into vbuf[:, pv + w], a copy of it into atubuf[:, pu]; then less alpha f (f = vbuf[:, pv], known)
  * and its other parts along vbuf[:, :pv + w], and normalized: F's new column. C's rows move up one
@@ -265,26 +287,12 @@ static PyObject *gk_right(PyObject *self, PyObject *args)
         release(a, 3);
         return out_of_range("pu, pv or w");
     }
-    Py_ssize_t q = pv + w;
-    double *coef = PyMem_Malloc(2 * (size_t)(q + 1) * sizeof(double));
+    double *coef = PyMem_Malloc(2 * (size_t)(pv + w + 1) * sizeof(double));
     if (!coef) {
         PyErr_NoMemory();
         goto fail;
     }
-    char *y = column(v, q);
-    memcpy(column(atu, pu), y, (size_t)v->rows * (size_t)v->view.itemsize);
-    beta = orth_kind(v->kind, v->view.buf, v->cs, v->rows, q, y, pv, &alpha, 1, 0, coef, coef + q + 1, eps);
-    if (beta >= 0) {
-        double *cb = (double *)c->view.buf;
-        Py_ssize_t ld = c->rs;
-        for (Py_ssize_t r = 0; r + 1 < w; r++) {
-            memmove(cb + r * ld, cb + (r + 1) * ld, (size_t)pu * sizeof(double));
-            cb[r * ld + pu] = coef[pv + 1 + r];
-        }
-        for (Py_ssize_t t = 0; t < pu; t++)
-            cb[(w - 1) * ld + t] = 0.0;
-        cb[(w - 1) * ld + pu] = beta;
-    }
+    beta = right_half(v, atu, c, pu, pv, w, alpha, eps, coef);
     PyMem_Free(coef);
     release(a, 3);
     return PyFloat_FromDouble(beta);
@@ -893,61 +901,39 @@ fail:
     return NULL;
 }
 
-/* gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads) -> (alpha, fresh): the left
- * half of a Golub-Kahan step and the product of the right half in one pass over A (2-D, contiguous
- * rows, the bases' dtype). The pass writes A f (f = vbuf[:, pv]) into avbuf[:, pv], A f less its
- * known part (C's first row from its first nonzero, as gk_left takes it) into ubuf[:, pu], and A^T of
- * the latter into vbuf[:, pv + w]; then ubuf[:, pu] is orthogonalized and normalized as gk_left does,
- * H's new row and column written, and vbuf[:, pv + w] turned into A^T of the normalized column from
- * the columns of A^T U kept in atubuf[:, :pu] (u = (w - U d)/alpha, d the Gram-Schmidt's coefficients
- * beyond the known ones). Where |d| exceeds alpha, that combination would carry |d|/alpha times the
- * rounding of A^T U, and a second pass makes the product itself (fresh = 1). Returns alpha, or -1 as
- * gk_left where the column held only rounding noise (avbuf[:, pv] is written; ubuf[:, pu] and
- * vbuf[:, pv + w] are then spoiled). gk_right then takes the step on. */
-static PyObject *gk_fused(PyObject *self, PyObject *args)
+/* gk_fused's and gk_run's arrays (a, ubuf, avbuf, vbuf, atubuf, h, c) checked for a step at pu, pv, w;
+ * -1 with the exception set where they do not serve */
+static int check_fused(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w)
 {
-    PyObject *o[7];
-    Py_ssize_t pu, pv, w;
-    double eps, alpha = LOST;
-    int threads, fresh = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnndi", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
-                          &eps, &threads))
-        return NULL;
-    Array b[7];
-    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
-    if (take_all(o, b, names, 0, 7, 0x2Eu) < 0)
-        return NULL;
-    Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    const Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
     if (a->view.ndim != 2 || (a->cs != 1 && a->cols > 1) || a->kind != u->kind) {
         PyErr_SetString(PyExc_TypeError, "riemsvd._steps: a must be 2-D with contiguous rows, of the bases' dtype");
-        goto fail;
+        return -1;
     }
     if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
         columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0 ||
         aligned(a, "a") < 0)
-        goto fail;
+        return -1;
     Py_ssize_t m = a->rows, n = a->cols;
     /* pv + w < cols, written so that it cannot overflow */
     if (pu < 0 || pv < 0 || w < 1 || u->rows != m || av->rows != m || v->rows != n || atu->rows != n ||
         pu >= u->cols || pv >= av->cols || pv >= v->cols || w >= v->cols - pv || pu > atu->cols ||
         pu >= h->rows || pv >= h->cols || pu > c->cols || c->rows < 1) {
-        release(b, 7);
-        return out_of_range("pu, pv, w or the shapes");
+        out_of_range("pu, pv, w or the shapes");
+        return -1;
     }
-    if (threads < 1)
-        threads = 1;
-    if (threads > POOL_MAX) /* pool_run's most: no scratch for shares it would not make */
-        threads = POOL_MAX;
-    size_t size = (size_t)u->view.itemsize;
+    return 0;
+}
+
+/* gk_fused's work on checked arrays, without the GIL: coef has room for 2 (pu + 1) doubles, scratch for
+ * the sums of threads - 1 shares. Returns alpha (-1 where lost); *fresh = 1 where a second pass made
+ * A^T u. */
+static double fused_left(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w, double eps, int threads,
+                         double *coef, void *scratch, int *fresh)
+{
+    const Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    Py_ssize_t m = a->rows, n = a->cols;
     double *crow = (double *)c->view.buf;
-    double *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
-    void *scratch = threads > 1 ? PyMem_Malloc((size_t)(threads - 1) * (size_t)n * size + 1) : NULL;
-    if (!coef || (threads > 1 && !scratch)) {
-        PyMem_Free(coef);
-        PyMem_Free(scratch);
-        PyErr_NoMemory();
-        goto fail;
-    }
     Py_ssize_t j = 0;
     while (j < pu && crow[j] == 0.0)
         j++;
@@ -956,9 +942,9 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
     /* d: the Gram-Schmidt's own coefficients (orth's `subtracted`); then H's column, the known ones
      * added, in the room orth used for its second pass */
     double *d = coef, *hcol = coef + pu + 1;
-    Py_BEGIN_ALLOW_THREADS
+    *fresh = 0;
     run_pass(&s, threads);
-    alpha = orth_kind(u->kind, u->view.buf, u->cs, m, pu, s.w, j, crow + j, pu - j, 1, d, hcol, eps);
+    double alpha = orth_kind(u->kind, u->view.buf, u->cs, m, pu, s.w, j, crow + j, pu - j, 1, d, hcol, eps);
     if (alpha >= 0) {
         double dd = 0.0;
         for (Py_ssize_t t = 0; t < pu; t++) {
@@ -984,14 +970,137 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
             s.v = NULL;
             s.x = s.w;
             run_pass(&s, threads);
-            fresh = 1;
+            *fresh = 1;
+        }
+    }
+    return alpha;
+}
+
+/* threads clamped to the pool's 1 .. POOL_MAX, and scratch for the sums of all shares but the first
+ * (NULL for one thread; *failed where it could not be had) */
+static void *pass_scratch(int *threads, Py_ssize_t n, size_t size, int *failed)
+{
+    if (*threads < 1)
+        *threads = 1;
+    if (*threads > POOL_MAX) /* pool_run's most: no scratch for shares it would not make */
+        *threads = POOL_MAX;
+    void *scratch = *threads > 1 ? PyMem_Malloc((size_t)(*threads - 1) * (size_t)n * size + 1) : NULL;
+    *failed = *threads > 1 && !scratch;
+    return scratch;
+}
+
+/* gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads) -> (alpha, fresh): the left
+ * half of a Golub-Kahan step and the product of the right half in one pass over A (2-D, contiguous
+ * rows, the bases' dtype). The pass writes A f (f = vbuf[:, pv]) into avbuf[:, pv], A f less its
+ * known part (C's first row from its first nonzero, as gk_left takes it) into ubuf[:, pu], and A^T of
+ * the latter into vbuf[:, pv + w]; then ubuf[:, pu] is orthogonalized and normalized as gk_left does,
+ * H's new row and column written, and vbuf[:, pv + w] turned into A^T of the normalized column from
+ * the columns of A^T U kept in atubuf[:, :pu] (u = (w - U d)/alpha, d the Gram-Schmidt's coefficients
+ * beyond the known ones). Where |d| exceeds alpha, that combination would carry |d|/alpha times the
+ * rounding of A^T U, and a second pass makes the product itself (fresh = 1). Returns alpha, or -1 as
+ * gk_left where the column held only rounding noise (avbuf[:, pv] is written; ubuf[:, pu] and
+ * vbuf[:, pv + w] are then spoiled). gk_right then takes the step on. */
+static PyObject *gk_fused(PyObject *self, PyObject *args)
+{
+    PyObject *o[7];
+    Py_ssize_t pu, pv, w;
+    double eps, alpha = LOST;
+    int threads, fresh = 0, failed;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnndi", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
+                          &eps, &threads))
+        return NULL;
+    Array b[7];
+    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
+    if (take_all(o, b, names, 0, 7, 0x2Eu) < 0)
+        return NULL;
+    if (check_fused(b, pu, pv, w) < 0)
+        goto fail;
+    double *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
+    void *scratch = pass_scratch(&threads, b[0].cols, (size_t)b[1].view.itemsize, &failed);
+    if (!coef || failed) {
+        PyMem_Free(coef);
+        PyMem_Free(scratch);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    alpha = fused_left(b, pu, pv, w, eps, threads, coef, scratch, &fresh);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(coef);
+    PyMem_Free(scratch);
+    release(b, 7);
+    return Py_BuildValue("(di)", alpha, fresh);
+fail:
+    release(b, 7);
+    return NULL;
+}
+
+/* gk_run(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads, steps) -> (done, lost, fresh,
+ * alpha): up to `steps` Golub-Kahan steps in one call, each gk_fused then gk_right at pu + i, pv + i,
+ * while the bases have room for them (the room _golub_kahan_step asks). Stops where a half lost its
+ * column to rounding: lost = 1 after gk_fused's (the step's pass made, alpha -1), 2 after gk_right's
+ * (alpha the step's); the caller then finishes that step as _golub_kahan_step does. done counts the
+ * steps completed, fresh the second passes of all of them and of a step left unfinished. Each step
+ * from Python had cost 20-40 us beside its C calls at 2000x1000, its objects cold after the pass. */
+static PyObject *gk_run(PyObject *self, PyObject *args)
+{
+    PyObject *o[7];
+    Py_ssize_t pu, pv, w, steps, done = 0;
+    double eps, alpha = 0.0;
+    int threads, fresh = 0, lost = 0, failed;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnndin", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
+                          &eps, &threads, &steps))
+        return NULL;
+    Array b[7];
+    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
+    if (take_all(o, b, names, 0, 7, 0x7Eu) < 0)
+        return NULL;
+    if (check_fused(b, pu, pv, w) < 0)
+        goto fail;
+    const Array *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    if (w > c->rows) {
+        release(b, 7);
+        return out_of_range("w");
+    }
+    /* the steps that fit: _golub_kahan_step's room (pu below m and ubuf's columns, pv + w + 1 up to n
+     * and vbuf's) and every column a step writes (avbuf, H, A^T U and C at pu + i or pv + i) */
+    Py_ssize_t m = b[0].rows, n = b[0].cols;
+    Py_ssize_t fit[8] = {steps,        (m < u->cols ? m : u->cols) - pu, (n < v->cols ? n : v->cols) - pv - w,
+                         av->cols - pv, h->cols - pv, h->rows - pu, atu->cols - pu, c->cols - pu};
+    for (int t = 1; t < 8; t++)
+        steps = fit[t] < steps ? fit[t] : steps;
+    if (steps < 1) {
+        release(b, 7);
+        return Py_BuildValue("(niid)", (Py_ssize_t)0, 0, 0, 0.0);
+    }
+    Py_ssize_t most = pu + steps > pv + w + steps ? pu + steps : pv + w + steps;
+    double *coef = PyMem_Malloc(2 * (size_t)(most + 1) * sizeof(double));
+    void *scratch = pass_scratch(&threads, n, (size_t)u->view.itemsize, &failed);
+    if (!coef || failed) {
+        PyMem_Free(coef);
+        PyMem_Free(scratch);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (; done < steps; done++) {
+        int again;
+        alpha = fused_left(b, pu + done, pv + done, w, eps, threads, coef, scratch, &again);
+        fresh += again;
+        if (alpha < 0) {
+            lost = 1;
+            break;
+        }
+        if (right_half(v, atu, c, pu + done, pv + done, w, alpha, eps, coef) < 0) {
+            lost = 2;
+            break;
         }
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(coef);
     PyMem_Free(scratch);
     release(b, 7);
-    return Py_BuildValue("(di)", alpha, fresh);
+    return Py_BuildValue("(niid)", done, lost, fresh, alpha);
 fail:
     release(b, 7);
     return NULL;
@@ -1004,6 +1113,7 @@ static PyMethodDef methods[] = {
     {"orth", orth, METH_VARARGS, "A column less its parts along a basis, normalized (see _steps.c)."},
     {"max_abs", max_abs, METH_VARARGS, "max |x_i| of a contiguous float array, NaN or Inf where it holds one."},
     {"gk_fused", gk_fused, METH_VARARGS, "A Golub-Kahan step's left half and A^T product in one pass over A."},
+    {"gk_run", gk_run, METH_VARARGS, "Golub-Kahan steps of gk_fused and gk_right in one call."},
     {"widened_both", widened_both, METH_VARARGS, "A x and A^T y in float64 for a float32 A, one pass."},
     {NULL, NULL, 0, NULL},
 };

@@ -32,6 +32,22 @@ def gk_fused(
     threads: int,
     /,
 ) -> tuple[float, int]: ...
+def gk_run(
+    a: np.ndarray,
+    ubuf: np.ndarray,
+    avbuf: np.ndarray,
+    vbuf: np.ndarray,
+    atubuf: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+    pu: int,
+    pv: int,
+    w: int,
+    eps: float,
+    threads: int,
+    steps: int,
+    /,
+) -> tuple[int, int, int, float]: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...
 def max_abs(x: np.ndarray, threads: int, /) -> float: ...
 def widened_both(

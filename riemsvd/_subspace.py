@@ -856,6 +856,11 @@ def subspace_svd(
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
+            run = _plain_steps(work, st, probe, b, min(due, maxiter - iterations), p_now)
+            done = _golub_kahan_steps(cast(HostView, work), st, generator, run) if run else 0
+            if done:  # the steps until the next look, in one call
+                iterations, due = iterations + done, due - (done - 1)
+                continue
             ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=True)
             iterations += 1 - undone
             continue
@@ -997,8 +1002,13 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, float(target.min()), cap)
-        ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=False)
-        iterations += 1 - undone
+        run = _plain_steps(work, st, probe, b, min(due, maxiter - iterations), p_max + extra)
+        done = _golub_kahan_steps(cast(HostView, work), st, generator, run) if run else 0
+        if done:  # this step and those until the next look, in one call
+            iterations, due = iterations + done, due - (done - 1)
+        else:
+            ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=False)
+            iterations += 1 - undone
     u, s, v, residual, errors = verified
     looks = [(mv, r) for _, mv, r in history]
     s, residual, errors = (
@@ -1102,16 +1112,15 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     𝒰 follows; docs/algorithm.md, "One pass over A"). False, with nothing done, where a basis is about
     to be exhausted (the general path then takes the step)."""
     pv, pu, w = st.pv, st.pu, st.w
-    m, n = op.shape
     vbuf, ubuf = cast(np.ndarray, st.vbuf), cast(np.ndarray, st.ubuf)  # the caller checked
     avbuf, atubuf = cast(np.ndarray, st.avbuf), cast(np.ndarray, st.atubuf)
     h, c = st.hbuf, st.cbuf
-    if pu >= min(m, ubuf.shape[1]) or pv + w + 1 > min(n, vbuf.shape[1]):
+    if not _room_for_step(op, st):
         return False
     unit = _eps(vbuf)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
     # one alone in the recurrence, all of them after a restart)
-    x, y = ubuf[:, pu], vbuf[:, pv + w]
+    x = ubuf[:, pu]
     fused = op.fused
     if fused is not None:  # both products in one pass over A (see HostView.fused)
         a, threads = fused
@@ -1121,7 +1130,27 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     else:
         op.matvec(vbuf[:, pv], x)
         alpha = _HALVES.left(ubuf, avbuf, h, c, pu, pv, unit)
-    have_y = fused is not None and alpha >= 0
+    _finish_step(op, st, generator, alpha, fused is not None and alpha >= 0)
+    return True
+
+
+def _room_for_step(op: HostView, st: Lanczos) -> bool:
+    """Whether one matrix's bases have room for a Golub–Kahan step: a new column of 𝒰 within m and its
+    buffer, and of F within n and its buffer (else the general path takes the step)."""
+    m, n = op.shape
+    return st.pu < min(m, st.ubuf.shape[1]) and st.pv + st.w + 1 <= min(n, st.vbuf.shape[1])
+
+
+def _finish_step(op: HostView, st: Lanczos, generator, alpha: float, have_y: bool, right_lost: bool = False):
+    """The step at st.pu, st.pv on from its left half: where that lost its column to rounding (alpha
+    −1), the general path's random direction; Aᵀ of the new column of 𝒰 unless the pass made it
+    (``have_y``); the right half, or its general path where it lost its column (now, or in C before:
+    ``right_lost``)."""
+    pv, pu, w = st.pv, st.pu, st.w
+    ubuf, vbuf = cast(np.ndarray, st.ubuf), cast(np.ndarray, st.vbuf)
+    avbuf, atubuf = cast(np.ndarray, st.avbuf), cast(np.ndarray, st.atubuf)
+    h, c = st.hbuf, st.cbuf
+    x, y = ubuf[:, pu], vbuf[:, pv + w]
     if alpha < 0:  # lost to rounding: the general path draws a random direction
         nonzero = c[0, :pu].nonzero()[0]
         general = (int(nonzero[0]), c[0, nonzero[0] : pu, None]) if nonzero.size else None
@@ -1132,13 +1161,44 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     # and F, whose coefficients along F's columns that stay are C's new column
     if not have_y:
         op.rmatvec(x, y)
-    if _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, unit) < 0:
+    if right_lost or _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, _eps(vbuf)) < 0:
         general = (pv, np.array([[alpha]]))
         g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atubuf[:, pu : pu + 1], 1, generator, general)
         y[:] = g[:, 0]
         _shift_c(c, w, pu, gcoef[pv + 1 :, 0], float(gr[0, 0]))
     st.pv, st.pu = pv + 1, pu + 1
-    return True
+
+
+def _plain_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int) -> int:
+    """How many steps of the plain recurrence (one direction, F's one column, no probe) the next call
+    may take at once through :func:`_golub_kahan_steps`: up to ``most``, and before the basis fills
+    (p_now columns, F's included); 0 where the steps are not those (they go one at a time)."""
+    if not (isinstance(work, HostView) and work.fused is not None and st.w == 1 and b == 1 and probe is None):
+        return 0
+    n = work.shape[1]
+    return max(0, min(most, p_now - st.pv - st.w) if p_now < n else most)
+
+
+def _golub_kahan_steps(op: HostView, st: Lanczos, generator, steps: int) -> int:
+    """Up to ``steps`` of :func:`_golub_kahan_step` on one matrix with a dense A's one pass, in one
+    call into C (``_steps.gk_run``: gk_fused and gk_right in turn, the same arithmetic to the bit);
+    a step whose half lost its column to rounding is finished here, as _golub_kahan_step does.
+    Returns the steps taken, 0 where none fit (the general path then takes it). From Python each
+    step had cost 20–40 µs beside its C calls at 2000×1000, where the pass leaves its objects cold."""
+    assert op.fused is not None and STEPS is not None  # _plain_steps' condition
+    if not _room_for_step(op, st):
+        return 0
+    a, threads = op.fused
+    vbuf = cast(np.ndarray, st.vbuf)
+    pu, pv, w = st.pu, st.pv, st.w
+    done, lost, fresh, alpha = STEPS.gk_run(
+        a, st.ubuf, st.avbuf, vbuf, st.atubuf, st.hbuf, st.cbuf, pu, pv, w, _eps(vbuf), threads, steps
+    )
+    op.op.matvecs += 2 * (done + (lost > 0)) + fresh
+    st.pu, st.pv = st.pu + done, st.pv + done
+    if lost:
+        _finish_step(op, st, generator, alpha, have_y=lost == 2, right_lost=lost == 2)
+    return done + (lost > 0)
 
 
 def empty_outcome(op: Operator, k: int, method: str = "iterative") -> Outcome:

@@ -407,16 +407,23 @@ def test_solves_through_the_python_twins_reach_the_svd(dtype, monkeypatch):
 
 
 def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
-    """Wrap the solver's iteration (the general expansion and the Golub–Kahan step alike) so that
-    every state it leaves is checked against A: the bases orthonormal, the relations, and the products
-    the final check reads (A𝒱 and Aᵀ𝒰 as A returned them, rotated with the bases at restarts)."""
-    original = _subspace._step
+    """Wrap the solver's iteration (the general expansion and the Golub–Kahan step alike, and the runs
+    of steps made in one call into C) so that every state it leaves is checked against A: the bases
+    orthonormal, the relations, and the products the final check reads (A𝒱 and Aᵀ𝒰 as A returned
+    them, rotated with the bases at restarts)."""
+    original, run = _subspace._step, _subspace._golub_kahan_steps
 
     def step(op, state, probe, ywant, b, generator):
         original(op, state, probe, ywant, b, generator)
         worst.append(_relation_error(a, state))
 
+    def steps(op, state, generator, count):
+        done = run(op, state, generator, count)
+        worst.append(_relation_error(a, state))
+        return done
+
     monkeypatch.setattr(_subspace, "_step", step)
+    monkeypatch.setattr(_subspace, "_golub_kahan_steps", steps)
 
 
 def _relation_error(a: torch.Tensor, state) -> float:
@@ -1290,6 +1297,109 @@ def test_a_batch_iterates_with_cholesky_qr(monkeypatch, dtype, gen):
     result = riemsvd.solve(a, 3, generator=gen, options=options, method="iterative")
     check_svd(a, result, 3, result.info.tol)
     assert False in calls
+
+
+def _gk_state(a: np.ndarray, pu: int, w: int, cols: int, rng) -> tuple:
+    """Bases for one matrix a (m×n) as the solver lays them out, with pu orthonormal columns of 𝒰 and
+    pu + w of 𝒱 (the last w F's), A𝒱, Aᵀ𝒰, H = 𝒰ᵀA𝒱 and C = FᵀAᵀ𝒰 filled in: the state a step
+    starts from."""
+    m, n = a.shape
+    ubuf, avbuf = np.zeros((m, cols), order="F"), np.zeros((m, cols), order="F")
+    vbuf, atubuf = np.zeros((n, cols + w), order="F"), np.zeros((n, cols), order="F")
+    ubuf[:, :pu] = np.linalg.qr(rng.standard_normal((m, pu)))[0] if pu else ubuf[:, :0]
+    vbuf[:, : pu + w] = np.linalg.qr(rng.standard_normal((n, pu + w)))[0]
+    avbuf[:, :pu], atubuf[:, :pu] = a @ vbuf[:, :pu], a.T @ ubuf[:, :pu]
+    h, c = np.zeros((cols, cols + w)), np.zeros((cols + w, cols))
+    h[:pu, :pu] = ubuf[:, :pu].T @ avbuf[:, :pu]
+    c[:w, :pu] = vbuf[:, pu : pu + w].T @ atubuf[:, :pu]
+    return ubuf, avbuf, vbuf, atubuf, h, c
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+def test_the_c_run_of_steps_is_gk_fused_then_gk_right_to_the_bit():
+    """gk_run takes the steps gk_fused and gk_right take one call each, writing the same numbers to the
+    bit into every buffer, on one thread and two; it stops at a left half that loses its column
+    (A = 0: lost 1, alpha −1, the step's pass made) and at a right half that does (Aᵀu in the span of
+    𝒱 and F: lost 2, with the step's alpha), and where the bases (or A's columns) have no room for
+    more steps."""
+    rng = np.random.default_rng(0)
+    steps = _backend.STEPS
+    gaussian = rng.standard_normal((40, 30))
+    narrow = np.zeros((40, 30))
+    narrow[:, :3] = rng.standard_normal((40, 3))  # Aᵀu lies in the first 3 coordinates
+    cases = [(gaussian, 2, 1, 12, 6, None), (gaussian, 0, 1, 12, 20, None), (gaussian, 0, 1, 40, 40, None)]
+    cases += [(np.zeros((40, 30)), 2, 1, 8, 3, 1)]  # room for 12 steps in the buffers, for 29 in A's n
+    for a, pu, w, cols, asked, lost in cases:
+        for threads in (1, 2):
+            state = _gk_state(a, pu, w, cols, np.random.default_rng(1))
+            mine = [x.copy(order="K") for x in state]
+            done, got_lost, fresh, alpha = steps.gk_run(a, *mine, pu, pu, w, 2e-16, threads, asked)
+            theirs = [x.copy(order="K") for x in state]
+            count, their_lost, their_fresh, their_alpha = 0, 0, 0, 0.0
+            while count < min(asked, cols - pu, 30 - pu - w):
+                their_alpha, again = steps.gk_fused(a, *theirs, pu + count, pu + count, w, 2e-16, threads)
+                their_fresh += again
+                if their_alpha < 0:
+                    their_lost = 1
+                    break
+                at = pu + count
+                if steps.gk_right(theirs[2], theirs[3], theirs[5], at, at, w, their_alpha, 2e-16) < 0:
+                    their_lost = 2
+                    break
+                count += 1
+            assert (done, got_lost, fresh) == (count, their_lost, their_fresh), (done, got_lost, count)
+            assert got_lost == (lost or 0) and (not got_lost or alpha == their_alpha)
+            for x, y in zip(mine, theirs):
+                assert np.array_equal(x, y)
+    # the right half loses its column: 𝒱 and F hold the first 3 coordinates, where Aᵀu lies
+    ubuf, avbuf, vbuf, atubuf, h, c = _gk_state(narrow, 2, 1, 6, rng)
+    vbuf[:, :3] = np.eye(30)[:, :3]
+    avbuf[:, :2], atubuf[:, :2] = narrow @ vbuf[:, :2], narrow.T @ ubuf[:, :2]
+    h[:2, :2], c[:1, :2] = ubuf[:, :2].T @ avbuf[:, :2], vbuf[:, 2:3].T @ atubuf[:, :2]
+    done, lost, _, alpha = steps.gk_run(narrow, ubuf, avbuf, vbuf, atubuf, h, c, 2, 2, 1, 2e-16, 1, 4)
+    assert (done, lost) == (0, 2) and alpha > 0
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+@pytest.mark.parametrize(
+    "kind, shape, k", [("gaussian", (700, 400), 1), ("decay", (400, 700), 8), ("rank 2", (2000, 300), 5)]
+)
+def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
+    """The steps between two looks in one call into C (_golub_kahan_steps) give the solve of single
+    steps to the bit: triplets, products counted, looks and iterations, float64 and float32, a rank-2
+    A whose left half loses its column inside a run (finished in Python) included."""
+    gen = torch.Generator().manual_seed(1 if kind == "rank 2" else 0)  # a seed whose run loses a column
+    if kind == "rank 2":
+        u = torch.linalg.qr(torch.randn(shape[0], 2, generator=gen, dtype=torch.float64))[0]
+        v = torch.linalg.qr(torch.randn(shape[1], 2, generator=gen, dtype=torch.float64))[0]
+        a = (u * torch.tensor([3.0, 1.0], dtype=torch.float64)) @ v.T
+    else:
+        a = make_matrix(kind, *shape, gen)
+    calls: list = []  # (steps asked, steps done, lost) of each run
+    real, plain = _subspace.STEPS, _subspace._plain_steps
+
+    class Runs:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def gk_run(self, *args):
+            out = real.gk_run(*args)
+            calls.append((args[-1], out[0], out[1]))
+            return out
+
+    monkeypatch.setattr(_subspace, "STEPS", Runs())
+    for dtype in (torch.float64, torch.float32):
+        results = []
+        for single in (True, False):
+            monkeypatch.setattr(_subspace, "_plain_steps", (lambda *x: 0) if single else plain)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+                r = riemsvd.solve(a.to(dtype), k, generator=torch.Generator().manual_seed(0))
+            results.append((r.U, r.S, r.V, r.info.matvecs, r.info.iterations, r.info.history))
+        (u1, s1, v1, *rest1), (u2, s2, v2, *rest2) = results
+        assert torch.equal(u1, u2) and torch.equal(s1, s2) and torch.equal(v1, v2) and rest1 == rest2
+    assert calls and max(done for _, done, _ in calls) > 1
+    assert (kind == "rank 2") == any(lost for *_, lost in calls), calls
 
 
 @pytest.mark.skipif(_backend.STEPS is None or sys.platform == "win32", reason="needs fork and riemsvd._steps")
