@@ -736,9 +736,10 @@ static PyObject *max_abs(PyObject *self, PyObject *args)
  * bound by their multiply-adds, and are cloned for x86-64-v4's 512-bit vectors too.
  *
  * The loop before cast each entry again for each column (two FMA-port uops each), two rows at a time,
- * on one thread: 1.56-1.89x the time of BLAS on cast blocks at eight columns. Whole panels of cast
- * rows, read from L2 for each column, took 1.2x BLAS's time; pieces in L1, 0.9x on one thread;
- * 512-bit clones, 0.8x; eight rows instead of four, 0.65x at two columns (384x384), as fast at eight.
+ * on one thread: 1.56-1.89x the time of BLAS on cast blocks at eight columns. On one thread at eight
+ * columns (384x384 to 4000x2000) against those blocks: whole panels of four cast rows, read from L2
+ * for each column, 1.2-1.4x; pieces in L1, 1.06-1.19x; with 512-bit clones, 0.86-0.95x; eight rows
+ * instead of four, 0.87-1.12 of that.
  * A short last panel is padded with zeros, weighted 0 (a row read again with weight 0 made
  * inf * 0 = NaN in ATY where it held an infinity). */
 #define WIDENED_ROWS 8
