@@ -902,28 +902,35 @@ fail:
     return NULL;
 }
 
-/* gk_fused's and gk_run's arrays (a, ubuf, avbuf, vbuf, atubuf, h, c) checked for a step at pu, pv, w;
- * -1 with the exception set where they do not serve */
-static int check_fused(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w)
+/* gk_fused's and gk_run's arrays (a, ubuf, avbuf, vbuf, atubuf, h, c; `written` as take_all's) taken
+ * into b and checked for a step at pu, pv, w; -1 with the exception set and nothing held where they
+ * do not serve */
+static int take_fused(PyObject **o, Array *b, unsigned written, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w)
 {
+    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
+    if (take_all(o, b, names, 0, 7, written) < 0)
+        return -1;
     const Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
     if (a->view.ndim != 2 || (a->cs != 1 && a->cols > 1) || a->kind != u->kind) {
         PyErr_SetString(PyExc_TypeError, "riemsvd._steps: a must be 2-D with contiguous rows, of the bases' dtype");
-        return -1;
+        goto fail;
     }
     if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
         columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0 ||
         aligned(a, "a") < 0)
-        return -1;
+        goto fail;
     Py_ssize_t m = a->rows, n = a->cols;
     /* pv + w < cols, written so that it cannot overflow */
     if (pu < 0 || pv < 0 || w < 1 || u->rows != m || av->rows != m || v->rows != n || atu->rows != n ||
         pu >= u->cols || pv >= av->cols || pv >= v->cols || w >= v->cols - pv || pu > atu->cols ||
         pu >= h->rows || pv >= h->cols || pu > c->cols || c->rows < 1) {
         out_of_range("pu, pv, w or the shapes");
-        return -1;
+        goto fail;
     }
     return 0;
+fail:
+    release(b, 7);
+    return -1;
 }
 
 /* gk_fused's work on checked arrays, without the GIL: coef has room for 2 (pu + 1) doubles, scratch for
@@ -977,17 +984,24 @@ static double fused_left(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_
     return alpha;
 }
 
-/* threads clamped to the pool's 1 .. POOL_MAX, and scratch for the sums of all shares but the first
- * (NULL for one thread; *failed where it could not be had) */
-static void *pass_scratch(int *threads, Py_ssize_t n, size_t size, int *failed)
+/* Room for gk_fused's and gk_run's steps: *coef for `coefs` doubles, and *scratch for the sums of the
+ * pass's shares but the first (NULL for one thread), *threads clamped to the pool's 1 .. POOL_MAX (no
+ * scratch for shares it would not make); -1 with MemoryError set and nothing held where they could
+ * not be had */
+static int fused_buffers(size_t coefs, int *threads, Py_ssize_t n, size_t size, double **coef, void **scratch)
 {
     if (*threads < 1)
         *threads = 1;
-    if (*threads > POOL_MAX) /* pool_run's most: no scratch for shares it would not make */
+    if (*threads > POOL_MAX)
         *threads = POOL_MAX;
-    void *scratch = *threads > 1 ? PyMem_Malloc((size_t)(*threads - 1) * (size_t)n * size + 1) : NULL;
-    *failed = *threads > 1 && !scratch;
-    return scratch;
+    *coef = PyMem_Malloc(coefs * sizeof(double));
+    *scratch = *threads > 1 ? PyMem_Malloc((size_t)(*threads - 1) * (size_t)n * size + 1) : NULL;
+    if (*coef && (*threads == 1 || *scratch))
+        return 0;
+    PyMem_Free(*coef);
+    PyMem_Free(*scratch);
+    PyErr_NoMemory();
+    return -1;
 }
 
 /* gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads) -> (alpha, fresh): the left
@@ -1006,24 +1020,17 @@ static PyObject *gk_fused(PyObject *self, PyObject *args)
     PyObject *o[7];
     Py_ssize_t pu, pv, w;
     double eps, alpha = LOST;
-    int threads, fresh = 0, failed;
+    int threads, fresh = 0;
     if (!PyArg_ParseTuple(args, "OOOOOOOnnndi", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
                           &eps, &threads))
         return NULL;
     Array b[7];
-    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
-    if (take_all(o, b, names, 0, 7, 0x2Eu) < 0)
+    if (take_fused(o, b, 0x2Eu, pu, pv, w) < 0)
         return NULL;
-    if (check_fused(b, pu, pv, w) < 0)
+    double *coef;
+    void *scratch;
+    if (fused_buffers(2 * (size_t)(pu + 1), &threads, b[0].cols, (size_t)b[1].view.itemsize, &coef, &scratch) < 0)
         goto fail;
-    double *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
-    void *scratch = pass_scratch(&threads, b[0].cols, (size_t)b[1].view.itemsize, &failed);
-    if (!coef || failed) {
-        PyMem_Free(coef);
-        PyMem_Free(scratch);
-        PyErr_NoMemory();
-        goto fail;
-    }
     Py_BEGIN_ALLOW_THREADS
     alpha = fused_left(b, pu, pv, w, eps, threads, coef, scratch, &fresh);
     Py_END_ALLOW_THREADS
@@ -1048,16 +1055,13 @@ static PyObject *gk_run(PyObject *self, PyObject *args)
     PyObject *o[7];
     Py_ssize_t pu, pv, w, steps, done = 0;
     double eps, alpha = 0.0;
-    int threads, fresh = 0, lost = 0, failed;
+    int threads, fresh = 0, lost = 0;
     if (!PyArg_ParseTuple(args, "OOOOOOOnnndin", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
                           &eps, &threads, &steps))
         return NULL;
     Array b[7];
-    const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
-    if (take_all(o, b, names, 0, 7, 0x7Eu) < 0)
+    if (take_fused(o, b, 0x7Eu, pu, pv, w) < 0)
         return NULL;
-    if (check_fused(b, pu, pv, w) < 0)
-        goto fail;
     const Array *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
     if (w > c->rows) {
         release(b, 7);
@@ -1075,14 +1079,10 @@ static PyObject *gk_run(PyObject *self, PyObject *args)
         return Py_BuildValue("(niid)", (Py_ssize_t)0, 0, 0, 0.0);
     }
     Py_ssize_t most = pu + steps > pv + w + steps ? pu + steps : pv + w + steps;
-    double *coef = PyMem_Malloc(2 * (size_t)(most + 1) * sizeof(double));
-    void *scratch = pass_scratch(&threads, n, (size_t)u->view.itemsize, &failed);
-    if (!coef || failed) {
-        PyMem_Free(coef);
-        PyMem_Free(scratch);
-        PyErr_NoMemory();
+    double *coef;
+    void *scratch;
+    if (fused_buffers(2 * (size_t)(most + 1), &threads, n, (size_t)u->view.itemsize, &coef, &scratch) < 0)
         goto fail;
-    }
     Py_BEGIN_ALLOW_THREADS
     for (; done < steps; done++) {
         int again;

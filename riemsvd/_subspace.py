@@ -856,8 +856,7 @@ def subspace_svd(
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
-            run = _plain_steps(work, st, probe, b, min(due, maxiter - iterations), p_now)
-            done = _golub_kahan_steps(cast(HostView, work), st, generator, run) if run else 0
+            done = _plain_run(work, st, probe, b, min(due, maxiter - iterations), p_now, generator)
             if done:  # the steps until the next look, in one call
                 iterations, due = iterations + done, due - (done - 1)
                 continue
@@ -1002,8 +1001,7 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, float(target.min()), cap)
-        run = _plain_steps(work, st, probe, b, min(due, maxiter - iterations), p_max + extra)
-        done = _golub_kahan_steps(cast(HostView, work), st, generator, run) if run else 0
+        done = _plain_run(work, st, probe, b, min(due, maxiter - iterations), p_max + extra, generator)
         if done:  # this step and those until the next look, in one call
             iterations, due = iterations + done, due - (done - 1)
         else:
@@ -1177,6 +1175,13 @@ def _plain_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int) -> int
         return 0
     n = work.shape[1]
     return max(0, min(most, p_now - st.pv - st.w) if p_now < n else most)
+
+
+def _plain_run(work, st: Lanczos, probe, b: int, most: int, p_now: int, generator) -> int:
+    """The steps of the plain recurrence that :func:`_plain_steps` allows, taken in one call
+    (:func:`_golub_kahan_steps`); returns how many, 0 where none (the caller then steps as before)."""
+    run = _plain_steps(work, st, probe, b, most, p_now)
+    return _golub_kahan_steps(cast(HostView, work), st, generator, run) if run else 0
 
 
 def _golub_kahan_steps(op: HostView, st: Lanczos, generator, steps: int) -> int:

@@ -491,8 +491,8 @@ def test_golub_kahan_relations_hold_after_every_iteration(
 
 
 class _CountedSteps:
-    """riemsvd._steps with its gk_fused calls counted (the C module's own attributes are read-only):
-    (threads asked for, whether Aᵀ's product was made afresh) per call."""
+    """riemsvd._steps with its one-pass calls counted (the C module's own attributes are read-only):
+    (threads asked for, Aᵀ's products made afresh) per gk_fused call and per run of gk_run."""
 
     def __init__(self, steps, calls: list) -> None:
         self._steps, self._calls = steps, calls
@@ -504,6 +504,11 @@ class _CountedSteps:
         alpha, fresh = self._steps.gk_fused(*args)
         self._calls.append((args[-1], fresh))
         return alpha, fresh
+
+    def gk_run(self, *args):
+        out = self._steps.gk_run(*args)  # (done, lost, fresh, alpha)
+        self._calls.append((args[-2], out[2]))
+        return out
 
 
 def _fused_passes(monkeypatch, fused: bool) -> list:
