@@ -571,7 +571,10 @@ def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, resi
     lost = (returned - exact.detach().double()).abs()  # inf where σ overflowed
     if not readable_any(lost > 0, default=False):
         return  # the usual case: exact
-    relative = torch.where(torch.as_tensor(residual), lost / exact.detach().double()[..., :1], 0.0).amax(-1)
+    # only where a value lost digits: 0/0 had made a zero matrix's residual NaN, and it not converged,
+    # beside a batch element whose values rounded (a float32 zero and a rank-deficient 3×3 at 1e-25)
+    counted = torch.as_tensor(residual) & (lost > 0)
+    relative = torch.where(counted, lost / exact.detach().double()[..., :1], 0.0).amax(-1)
     if info.errors is not None:
         if scale is not None:  # A's units, where a subnormal's rounding may itself round to 0
             finfo = torch.finfo(info.errors.dtype)

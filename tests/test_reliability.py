@@ -195,6 +195,15 @@ def test_adversarial_matrices_are_solved_never_silently_wrong(kinds, dtype, expo
     assert solve_and_check(a.mT if transpose else a, k, gen) == "ok"
 
 
+def test_a_zero_matrix_beside_one_whose_values_round_is_converged():
+    """A batch of a float32 rank-deficient 3×3 at scale 1e-25 (values that round as subnormals) and a
+    zero matrix (hypothesis's example, seed 122200485 of the fuzz profile): the values' rounding is
+    charged to each element, and 0/0 had made the zero matrix's residual NaN, not converged."""
+    gen = torch.Generator().manual_seed(0)
+    mats = [adversarial_matrix(kind, 3, 3, gen, torch.float32, 1e-25) for kind in ("rank_deficient", "zero")]
+    assert solve_and_check(torch.stack(mats).mT, 3, gen) == "ok"
+
+
 def _fuzz_case(seed: int, number: int):
     """Case ``number`` of ``python tests/fuzz_solve.py --seed seed``: (A, k, the case's generator)."""
     from tests import fuzz_solve
