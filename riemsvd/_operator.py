@@ -293,11 +293,14 @@ _WIDENED_COLUMNS = 64
 
 
 # Above this many bytes a dense A's host steps make both products in one pass over A
-# (riemsvd._steps.gk_fused); at and below, the two products. Whole solves with the pass took 0.82–0.98
-# of the time at 384×384 float64 (1.2 MB) and 0.86–0.96 at 768×384 float32, 1.00–1.08 at 512×512
-# float32 (1 MiB) and 1.0–1.06 at 384×384 float32; 0.66–0.85 from 1536×384 to 4096×1024 (Intel
-# Xeon, 2 cores; docs/algorithm.md, "One pass over A").
-FUSED_ABOVE = 1 << 20
+# (riemsvd._steps.gk_fused, gk_run); at and below, the two products. With single steps from Python the
+# pass took 1.00-1.08 of the time at 384x384 and 512x512 float32, and A took it above 1 MiB only
+# (docs/algorithm.md, "One pass over A"). With the steps between two looks in one call (gk_run) the
+# Python around each step is gone, and whole solves below 1 MiB took 0.82-0.97 of the two products'
+# time (384x384 float32, 256x256, 128x128, 300x200, 100x1000, 2000x50, 50x2000 and 512x256 float64,
+# 512x512 float32; k = 1, 4, 8; alternated in one process, Intel Xeon, 2 threads; 1.03 on an
+# 18-product solve, noise), and on one thread no less (0.85-0.94). So every size takes it.
+FUSED_ABOVE = 0
 
 # Where torch's products serve a dense A's single columns (torch_products), a block of fewer columns
 # than this is given to torch as its transpose, Xᵀ Aᵀ (the host loop's blocks are column-major, so
@@ -358,9 +361,9 @@ class DenseOperator(Operator):
 
     def claim_fused_pass(self) -> bool:
         """Whether this solve's host steps make both products in one pass over A (a 2-D A of more than
-        ``FUSED_ABOVE`` bytes with contiguous rows, where riemsvd._steps was built), on ``threads``:
-        then :func:`riemsvd._backend.solver_threads` limits torch's and numpy's (its ``own_pass``). Its
-        products then need no measurement (:meth:`torch_products`): numpy's."""
+        ``FUSED_ABOVE`` bytes, which is any, with contiguous rows, where riemsvd._steps was built), on
+        ``threads``: then :func:`riemsvd._backend.solver_threads` limits torch's and numpy's (its
+        ``own_pass``). Its products then need no measurement (:meth:`torch_products`): numpy's."""
         a = numpy_view(self.a) if torch.device(self.device).type == "cpu" else None
         self._fused = None
         if (

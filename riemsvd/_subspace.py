@@ -1104,8 +1104,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     and 8); the C half steps took 0.81–0.92 of that (docs/algorithm.md, "The C half steps"). F's
     other columns, where it has them (a probe's steps), stay in place after the moved one: a probe's
     step took 75–82 µs against 96–110 through :func:`_expand` (384×384, k = 8), 289–292 against
-    375–438 (1536×384). Where the operator has a :class:`~riemsvd._operator.FusedPass` (a dense A of
-    more than 1 MiB with contiguous rows) both products come from one pass over A
+    375–438 (1536×384). Where the operator has a :class:`~riemsvd._operator.FusedPass` (a dense A with
+    contiguous rows) both products come from one pass over A
     (``_steps.gk_fused``: A f, and Aᵀ of A f less its known part, from which Aᵀ of the new column of
     𝒰 follows; docs/algorithm.md, "One pass over A"). False, with nothing done, where a basis is about
     to be exhausted (the general path then takes the step)."""

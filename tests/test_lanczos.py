@@ -725,7 +725,9 @@ def test_the_final_check_reads_the_iterations_products_where_their_drift_is_smal
 def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
     """``_golub_kahan_step`` is ``_expand`` for one column on the host, to the bit: the same U, S, V
     and products with it and without it, through restarts, lost columns (a rank-deficient and a zero
-    matrix), the whole space, and one-row and one-column matrices; and it is taken."""
+    matrix), the whole space, and one-row and one-column matrices; and it is taken. On two products:
+    the one pass over A sums in its own order."""
+    _two_products(monkeypatch)
     cases = [
         ("gaussian", (120, 80), 1, riemsvd.SolverOptions(max_basis=12)),  # many restarts
         ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions()),
