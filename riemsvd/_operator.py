@@ -302,6 +302,14 @@ _WIDENED_COLUMNS = 64
 # 18-product solve, noise), and on one thread no less (0.85-0.94). So every size takes it.
 FUSED_ABOVE = 0
 
+# Bytes of A that each thread of that pass takes at least. Above 1 MiB, where A took the pass before,
+# its shares on up to 16 threads (the pool's most) were never smaller, and a smaller A gets no smaller
+# ones: each round wakes or spins its workers (a sleeping one took about 50 µs to wake; _steps.c's
+# MAX_ABS_SHARE). On this 2-core machine the rule changes A below 128 KiB only, and one thread against
+# two below 512 KiB took 0.92-1.03 of the time (128x128 to 300x300): it guards machines with many
+# cores, where it was not measured.
+FUSED_SHARE = 1 << 16
+
 # Where torch's products serve a dense A's single columns (torch_products), a block of fewer columns
 # than this is given to torch as its transpose, Xᵀ Aᵀ (the host loop's blocks are column-major, so
 # Xᵀ is row-major and no copy is made): on an Intel Xeon (2 cores, MKL on two threads) the pair
@@ -376,7 +384,7 @@ class DenseOperator(Operator):
             or not a.flags.aligned
         ):
             return False
-        self._fused, self._on_torch = FusedPass(a, self.threads), False
+        self._fused, self._on_torch = FusedPass(a, max(1, min(self.threads, a.nbytes // FUSED_SHARE))), False
         return True
 
     def _fused_pass(self) -> FusedPass | None:

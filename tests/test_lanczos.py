@@ -529,7 +529,8 @@ def test_the_fused_pass_finds_what_two_products_find(monkeypatch, dtype, gen):
     """An A of more than FUSED_ABOVE bytes with contiguous rows has its steps' products made in one
     pass over it, on the threads torch has (two here, the calling thread and a worker); each spectrum
     gives the two-product path's values to the dtype's rounding, with as many products, and the
-    same on one thread; a transposed view keeps the two products."""
+    same on one thread; a transposed view keeps the two products, and an A smaller than a thread's
+    least share (FUSED_SHARE) takes one thread."""
     tol = 1e-6 if dtype == torch.float32 else 1e-11
     threads = torch.get_num_threads()
     try:
@@ -555,6 +556,11 @@ def test_the_fused_pass_finds_what_two_products_find(monkeypatch, dtype, gen):
         wide = make_matrix("decay", 400, 700, gen).to(dtype).mT  # 700×400, column-major
         riemsvd.solve(wide, 2, tol=tol, generator=gen, method="iterative")
         assert not passes
+        torch.set_num_threads(2)
+        small = make_matrix("decay", 60, 50, gen).to(dtype)  # under FUSED_SHARE bytes: one share
+        assert small.numel() * small.element_size() < _operator.FUSED_SHARE
+        r = riemsvd.solve(small, 2, tol=tol, generator=gen, method="iterative")
+        assert bool(r.info.converged) and passes and {t for t, _ in passes} == {1}
     finally:
         torch.set_num_threads(threads)
 
