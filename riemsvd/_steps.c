@@ -350,10 +350,36 @@ fail:
     return NULL;
 }
 
-/* reflect(vbuf, pv, w, c, pu, d) -> norm: the reflection I - tau a a^T whose first column is -+d/|d|
- * (d: w float64 coordinates in F = vbuf[:, pv:pv + w]) applied to F (F <- F (I - tau a a^T)) and to
- * C's first w rows (C <- (I - tau a a^T) C, its first pu columns), so that F's first column is the
- * direction F d and F C is unchanged. Returns |d|; nothing is done where it is 0 or NaN. */
+/* The reflection I - tau a a^T whose first column is -+d/|d| (d: w coordinates in F = v[:, pv:pv + w])
+ * applied to F (F <- F (I - tau a a^T)) and to C's first w rows (C <- (I - tau a a^T) C, its first pu
+ * columns), so that F's first column is the direction F d and F C is unchanged; `a` has room for w
+ * doubles. Returns |d|; nothing is done where it is 0 or NaN. */
+static double reflect_f(const Array *v, Py_ssize_t pv, Py_ssize_t w, const Array *c, Py_ssize_t pu, const double *d,
+                        double *a)
+{
+    double norm = 0.0, aa = 0.0;
+    for (Py_ssize_t j = 0; j < w; j++)
+        norm += d[j] * d[j];
+    norm = sqrt(norm);
+    if (!(norm > 0))
+        return norm;
+    for (Py_ssize_t j = 0; j < w; j++)
+        a[j] = d[j] / norm;
+    a[0] += a[0] >= 0 ? 1.0 : -1.0; /* |a_0| >= 1: no cancellation */
+    for (Py_ssize_t j = 0; j < w; j++)
+        aa += a[j] * a[j];
+    double tau = 2.0 / aa;
+    if (v->kind == 'd')
+        reflect_columns_d((double *)column(v, pv), v->cs, v->rows, w, a, tau);
+    else
+        reflect_columns_s((float *)column(v, pv), v->cs, v->rows, w, a, tau);
+    /* C's first w rows, row-major: the same update with its rows as the columns and pu entries */
+    reflect_columns_d((double *)c->view.buf, c->rs, pu, w, a, tau);
+    return norm;
+}
+
+/* reflect(vbuf, pv, w, c, pu, d) -> norm: reflect_f's reflection by d (w float64 coordinates in F =
+ * vbuf[:, pv:pv + w]). */
 static PyObject *reflect(PyObject *self, PyObject *args)
 {
     PyObject *o[3];
@@ -373,31 +399,13 @@ static PyObject *reflect(PyObject *self, PyObject *args)
         release(b, 3);
         return out_of_range("pv, w, pu or d");
     }
-    const double *d = dv->view.buf;
-    double norm = 0.0;
-    for (Py_ssize_t j = 0; j < w; j++)
-        norm += d[j] * d[j];
-    norm = sqrt(norm);
-    if (norm > 0) {
-        double *a = PyMem_Malloc((size_t)w * sizeof(double)), aa = 0.0;
-        if (!a) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        for (Py_ssize_t j = 0; j < w; j++)
-            a[j] = d[j] / norm;
-        a[0] += a[0] >= 0 ? 1.0 : -1.0; /* |a_0| >= 1: no cancellation */
-        for (Py_ssize_t j = 0; j < w; j++)
-            aa += a[j] * a[j];
-        double tau = 2.0 / aa;
-        if (v->kind == 'd')
-            reflect_columns_d((double *)column(v, pv), v->cs, v->rows, w, a, tau);
-        else
-            reflect_columns_s((float *)column(v, pv), v->cs, v->rows, w, a, tau);
-        /* C's first w rows, row-major: the same update with its rows as the columns and pu entries */
-        reflect_columns_d((double *)c->view.buf, c->rs, pu, w, a, tau);
-        PyMem_Free(a);
+    double *a = PyMem_Malloc((size_t)w * sizeof(double));
+    if (!a) {
+        PyErr_NoMemory();
+        goto fail;
     }
+    double norm = reflect_f(v, pv, w, c, pu, dv->view.buf, a);
+    PyMem_Free(a);
     release(b, 3);
     return PyFloat_FromDouble(norm);
 fail:
@@ -1043,29 +1051,32 @@ fail:
     return NULL;
 }
 
-/* gk_run(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads, steps) -> (done, lost, fresh,
+/* gk_run(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads, steps, probe) -> (done, lost, fresh,
  * alpha): up to `steps` Golub-Kahan steps in one call, each gk_fused then gk_right at pu + i, pv + i,
- * while the bases have room for them (the room _golub_kahan_step asks). Stops where a half lost its
- * column to rounding: lost = 1 after gk_fused's (the step's pass made, alpha -1), 2 after gk_right's
- * (alpha the step's); the caller then finishes that step as _golub_kahan_step does. done counts the
- * steps completed, fresh the second passes of all of them and of a step left unfinished. Each step
- * from Python had cost 20-40 us beside its C calls at 2000x1000, its objects cold after the pass. */
+ * while the bases have room for them (the room _golub_kahan_step asks). With `probe`, each step first
+ * turns F's first column into F d by reflect's reflection, d = C h (h H's newest column, pu + i
+ * entries): a probe's recurrence (riemsvd._subspace._Probe.direction after its start). Stops where a
+ * half lost its column to rounding: lost = 1 after gk_fused's (the step's pass made, alpha -1), 2 after
+ * gk_right's (alpha the step's); the caller then finishes that step as _golub_kahan_step does. done
+ * counts the steps completed, fresh the second passes of all of them and of a step left unfinished.
+ * Each step from Python had cost 20-40 us beside its C calls at 2000x1000, its objects cold after the
+ * pass; a probe's 30-40 us at 384x384 (k = 8, float32). */
 static PyObject *gk_run(PyObject *self, PyObject *args)
 {
     PyObject *o[7];
     Py_ssize_t pu, pv, w, steps, done = 0;
     double eps, alpha = 0.0;
-    int threads, fresh = 0, lost = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnndin", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
-                          &eps, &threads, &steps))
+    int threads, probe, fresh = 0, lost = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnndinp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
+                          &eps, &threads, &steps, &probe))
         return NULL;
     Array b[7];
     if (take_fused(o, b, 0x7Eu, pu, pv, w) < 0)
         return NULL;
     const Array *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
-    if (w > c->rows) {
+    if (w > c->rows || (probe && pv < 1)) {
         release(b, 7);
-        return out_of_range("w");
+        return out_of_range("w or pv");
     }
     /* the steps that fit: _golub_kahan_step's room (pu below m and ubuf's columns, pv + w + 1 up to n
      * and vbuf's) and every column a step writes (avbuf, H, A^T U and C at pu + i or pv + i) */
@@ -1081,18 +1092,31 @@ static PyObject *gk_run(PyObject *self, PyObject *args)
     Py_ssize_t most = pu + steps > pv + w + steps ? pu + steps : pv + w + steps;
     double *coef;
     void *scratch;
-    if (fused_buffers(2 * (size_t)(most + 1), &threads, n, (size_t)u->view.itemsize, &coef, &scratch) < 0)
+    if (fused_buffers(2 * (size_t)(most + 1) + 2 * (size_t)w, &threads, n, (size_t)u->view.itemsize, &coef,
+                      &scratch) < 0)
         goto fail;
+    double *d = coef + 2 * (most + 1), *a = d + w; /* a probe's direction and its reflection */
+    const double *hb = h->view.buf, *cb = c->view.buf;
     Py_BEGIN_ALLOW_THREADS
     for (; done < steps; done++) {
+        Py_ssize_t at = pu + done, newest = pv + done - 1;
+        if (probe) {
+            for (Py_ssize_t r = 0; r < w; r++) {
+                double sum = 0.0;
+                for (Py_ssize_t t = 0; t < at; t++)
+                    sum += cb[r * c->rs + t] * hb[t * h->rs + newest];
+                d[r] = sum;
+            }
+            reflect_f(v, pv + done, w, c, at, d, a);
+        }
         int again;
-        alpha = fused_left(b, pu + done, pv + done, w, eps, threads, coef, scratch, &again);
+        alpha = fused_left(b, at, pv + done, w, eps, threads, coef, scratch, &again);
         fresh += again;
         if (alpha < 0) {
             lost = 1;
             break;
         }
-        if (right_half(v, atu, c, pu + done, pv + done, w, alpha, eps, coef) < 0) {
+        if (right_half(v, atu, c, at, pv + done, w, alpha, eps, coef) < 0) {
             lost = 2;
             break;
         }

@@ -46,6 +46,7 @@ def gk_run(
     eps: float,
     threads: int,
     steps: int,
+    probe: bool,
     /,
 ) -> tuple[int, int, int, float]: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...

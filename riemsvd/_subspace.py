@@ -1060,6 +1060,9 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
     leading residual directions of the wanted Ritz triplets (``ywant``), or F itself when it is one
     column moved at a time — and expand."""
     b = min(b, st.w)
+    if probe is not None and _in_one_call(work, st, probe, b):
+        if _golub_kahan_steps(work, st, generator, 1, True):
+            return  # as a run of the probe's steps takes it (_plain_run), to the bit
     if probe is not None:
         d = probe.direction(st, b)
     elif st.w > 1 or b > 1:
@@ -1167,37 +1170,49 @@ def _finish_step(op: HostView, st: Lanczos, generator, alpha: float, have_y: boo
     st.pv, st.pu = pv + 1, pu + 1
 
 
+def _in_one_call(work, st: Lanczos, probe, b: int) -> bool:
+    """Whether the next steps can be taken by C in one call (:func:`_golub_kahan_steps`): one matrix
+    with a dense A's one pass, one direction a step, and the plain recurrence (F's one column) or a
+    probe's past its random start (F's first column turned into F C h before each step)."""
+    if not (isinstance(work, HostView) and work.fused is not None and b == 1):
+        return False
+    return st.w == 1 if probe is None else probe.start is None
+
+
 def _plain_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int) -> int:
-    """How many steps of the plain recurrence (one direction, F's one column, no probe) the next call
-    may take at once through :func:`_golub_kahan_steps`: up to ``most``, and before the basis fills
-    (p_now columns, F's included); 0 where the steps are not those (they go one at a time)."""
-    if not (isinstance(work, HostView) and work.fused is not None and st.w == 1 and b == 1 and probe is None):
+    """How many steps the next call may take at once through :func:`_golub_kahan_steps`: up to
+    ``most``, and before the basis fills (p_now columns, F's included); 0 where the steps are not
+    those of :func:`_in_one_call` (they go one at a time)."""
+    if not _in_one_call(work, st, probe, b):
         return 0
     n = work.shape[1]
     return max(0, min(most, p_now - st.pv - st.w) if p_now < n else most)
 
 
 def _plain_run(work, st: Lanczos, probe, b: int, most: int, p_now: int, generator) -> int:
-    """The steps of the plain recurrence that :func:`_plain_steps` allows, taken in one call
-    (:func:`_golub_kahan_steps`); returns how many, 0 where none (the caller then steps as before)."""
+    """The steps that :func:`_plain_steps` allows, taken in one call (:func:`_golub_kahan_steps`);
+    returns how many, 0 where none (the caller then steps as before)."""
     run = _plain_steps(work, st, probe, b, most, p_now)
-    return _golub_kahan_steps(cast(HostView, work), st, generator, run) if run else 0
+    return _golub_kahan_steps(cast(HostView, work), st, generator, run, probe is not None) if run else 0
 
 
-def _golub_kahan_steps(op: HostView, st: Lanczos, generator, steps: int) -> int:
+def _golub_kahan_steps(op: HostView, st: Lanczos, generator, steps: int, probe: bool = False) -> int:
     """Up to ``steps`` of :func:`_golub_kahan_step` on one matrix with a dense A's one pass, in one
     call into C (``_steps.gk_run``: gk_fused and gk_right in turn, the same arithmetic to the bit);
-    a step whose half lost its column to rounding is finished here, as _golub_kahan_step does.
+    a step whose half lost its column to rounding is finished here, as _golub_kahan_step does. With
+    ``probe``, each step is a probe's past its start: F's first column turned first into the
+    direction F C h, h H's newest column (:meth:`_Probe.direction`, :func:`_reflect`), in C too.
     Returns the steps taken, 0 where none fit (the general path then takes it). From Python each
-    step had cost 20–40 µs beside its C calls at 2000×1000, where the pass leaves its objects cold."""
-    assert op.fused is not None and STEPS is not None  # _plain_steps' condition
+    step had cost 20–40 µs beside its C calls at 2000×1000, where the pass leaves its objects cold,
+    and a probe's 30–40 µs at 384×384 (k = 8, float32)."""
+    assert op.fused is not None and STEPS is not None  # _in_one_call's condition
     if not _room_for_step(op, st):
         return 0
     a, threads = op.fused
     vbuf = cast(np.ndarray, st.vbuf)
     pu, pv, w = st.pu, st.pv, st.w
     done, lost, fresh, alpha = STEPS.gk_run(
-        a, st.ubuf, st.avbuf, vbuf, st.atubuf, st.hbuf, st.cbuf, pu, pv, w, _eps(vbuf), threads, steps
+        a, st.ubuf, st.avbuf, vbuf, st.atubuf, st.hbuf, st.cbuf, pu, pv, w, _eps(vbuf), threads, steps, probe
     )
     op.op.matvecs += 2 * (done + (lost > 0)) + fresh
     st.pu, st.pv = st.pu + done, st.pv + done

@@ -417,8 +417,8 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
         original(op, state, probe, ywant, b, generator)
         worst.append(_relation_error(a, state))
 
-    def steps(op, state, generator, count):
-        done = run(op, state, generator, count)
+    def steps(op, state, generator, count, probe=False):
+        done = run(op, state, generator, count, probe)
         worst.append(_relation_error(a, state))
         return done
 
@@ -507,7 +507,7 @@ class _CountedSteps:
 
     def gk_run(self, *args):
         out = self._steps.gk_run(*args)  # (done, lost, fresh, alpha)
-        self._calls.append((args[-2], out[2]))
+        self._calls.append((args[11], out[2]))  # (a, 6 buffers, pu, pv, w, eps, threads, steps, probe)
         return out
 
 
@@ -1346,7 +1346,7 @@ def test_the_c_run_of_steps_is_gk_fused_then_gk_right_to_the_bit():
         for threads in (1, 2):
             state = _gk_state(a, pu, w, cols, np.random.default_rng(1))
             mine = [x.copy(order="K") for x in state]
-            done, got_lost, fresh, alpha = steps.gk_run(a, *mine, pu, pu, w, 2e-16, threads, asked)
+            done, got_lost, fresh, alpha = steps.gk_run(a, *mine, pu, pu, w, 2e-16, threads, asked, False)
             theirs = [x.copy(order="K") for x in state]
             count, their_lost, their_fresh, their_alpha = 0, 0, 0, 0.0
             while count < min(asked, cols - pu, 30 - pu - w):
@@ -1369,8 +1369,34 @@ def test_the_c_run_of_steps_is_gk_fused_then_gk_right_to_the_bit():
     vbuf[:, :3] = np.eye(30)[:, :3]
     avbuf[:, :2], atubuf[:, :2] = narrow @ vbuf[:, :2], narrow.T @ ubuf[:, :2]
     h[:2, :2], c[:1, :2] = ubuf[:, :2].T @ avbuf[:, :2], vbuf[:, 2:3].T @ atubuf[:, :2]
-    done, lost, _, alpha = steps.gk_run(narrow, ubuf, avbuf, vbuf, atubuf, h, c, 2, 2, 1, 2e-16, 1, 4)
+    done, lost, _, alpha = steps.gk_run(narrow, ubuf, avbuf, vbuf, atubuf, h, c, 2, 2, 1, 2e-16, 1, 4, False)
     assert (done, lost) == (0, 2) and alpha > 0
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+def test_a_run_of_probe_steps_turns_f_to_c_h_before_each_step():
+    """gk_run's probe steps are reflect's reflection of F's first column onto F C h (h H's newest
+    column), then gk_fused and gk_right, step after step, to rounding (its sums of C h are its own), on
+    one thread and two; the plain run's steps are other steps."""
+    rng = np.random.default_rng(2)
+    steps = _backend.STEPS
+    a = rng.standard_normal((50, 40))
+    pu, w, asked = 3, 2, 6
+    for threads in (1, 2):
+        state = _gk_state(a, pu, w, 12, np.random.default_rng(3))
+        mine = [x.copy(order="K") for x in state]
+        assert steps.gk_run(a, *mine, pu, pu, w, 2e-16, threads, asked, True)[:2] == (asked, 0)
+        theirs = [x.copy(order="K") for x in state]
+        ubuf, avbuf, vbuf, atubuf, h, c = theirs
+        for at in range(pu, pu + asked):
+            steps.reflect(vbuf, at, w, c, at, c[:w, :at] @ h[:at, at - 1])
+            alpha, _ = steps.gk_fused(a, *theirs, at, at, w, 2e-16, threads)
+            assert alpha > 0 and steps.gk_right(vbuf, atubuf, c, at, at, w, alpha, 2e-16) > 0
+        for x, y in zip(mine, theirs):
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-12 * np.abs(y).max())
+        plain = [x.copy(order="K") for x in state]
+        steps.gk_run(a, *plain, pu, pu, w, 2e-16, threads, asked, False)
+        assert not np.allclose(plain[2], theirs[2])
 
 
 @pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
@@ -1397,7 +1423,7 @@ def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
 
         def gk_run(self, *args):
             out = real.gk_run(*args)
-            calls.append((args[-1], out[0], out[1]))
+            calls.append((args[12], out[0], out[1]))  # (steps asked, done, lost)
             return out
 
     monkeypatch.setattr(_subspace, "STEPS", Runs())
