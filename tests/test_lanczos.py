@@ -1216,6 +1216,21 @@ def test_a_wide_basis_is_looked_at_seldom():
     assert ((out.S - reference).abs() <= info.errors + 1e-14 * reference[0]).all()
 
 
+@pytest.mark.parametrize("block", [1, 2])
+def test_the_first_look_comes_once_k_triplets_can_exist(block):
+    """No look before the bases hold k columns: one would find k triplets lacking (residuals inf) and
+    measure nothing. With blocks of b (and a start block of b), the first look comes after
+    1 + ⌈(k − b)/b⌉ iterations, with those iterations' products, and every look has k triplets."""
+    a = make_matrix("decay", 200, 150, torch.Generator().manual_seed(0))
+    k, options = 5, riemsvd.SolverOptions(block=block)
+    out = riemsvd.solve(
+        a, k, tol=1e-10, method="iterative", options=options, generator=torch.Generator().manual_seed(0)
+    )
+    looks = out.info.history
+    assert bool(out.info.converged) and looks and all(math.isfinite(r) for _, r in looks), looks
+    assert looks[0][0] == 2 * block + 2 * block * -(-(k - block) // block), looks
+
+
 def test_a_residual_that_rose_is_measured_against_the_latest_larger_one():
     """The worst residual rose between the last two looks (a new Ritz value among the top k): the next
     look follows the rate since the latest look with a larger residual, three quarters of the
