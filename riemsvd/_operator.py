@@ -385,6 +385,7 @@ class DenseOperator(Operator):
         ):
             return False
         self._fused, self._on_torch = FusedPass(a, max(1, min(self.threads, a.nbytes // FUSED_SHARE))), False
+        STEPS.wake(self._fused.threads)  # the workers, asleep between solves, awake for the first pass
         return True
 
     def _fused_pass(self) -> FusedPass | None:

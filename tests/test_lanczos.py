@@ -490,6 +490,37 @@ def test_golub_kahan_relations_hold_after_every_iteration(
     assert (len(passes) > 0) == fused
 
 
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+def test_a_solve_on_the_pass_wakes_its_workers_before_its_first_step(monkeypatch):
+    """Claiming the one pass wakes its workers (asleep between solves) for the threads it takes, once,
+    before the first step; the wake is a round with nothing to do, which returns at once on any
+    count of threads."""
+    real, events = _backend.STEPS, []
+
+    class Steps:
+        def __getattr__(self, name):
+            if name in ("gk_fused", "gk_run"):
+                events.append(name)
+            return getattr(real, name)
+
+        def wake(self, threads):
+            events.append(("wake", threads))
+            real.wake(threads)
+
+    monkeypatch.setattr(_operator, "STEPS", Steps())
+    monkeypatch.setattr(_subspace, "STEPS", Steps())
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = make_matrix("decay", 300, 200, torch.Generator().manual_seed(0))  # 480 KB: two shares
+        assert bool(riemsvd.solve(a, 1, tol=1e-10, method="iterative").info.converged)
+    finally:
+        torch.set_num_threads(threads)
+    assert events[0] == ("wake", 2) and events.count(("wake", 2)) == 1 and "gk_fused" in events, events[:3]
+    for count in (0, 1, 2, 40):
+        assert real.wake(count) is None
+
+
 class _CountedSteps:
     """riemsvd._steps with its one-pass calls counted (the C module's own attributes are read-only):
     (threads asked for, Aᵀ's products made afresh) per gk_fused call and per run of gk_run."""
