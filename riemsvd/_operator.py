@@ -370,7 +370,8 @@ class DenseOperator(Operator):
     def claim_fused_pass(self) -> bool:
         """Whether this solve's host steps make both products in one pass over A (a 2-D A of more than
         ``FUSED_ABOVE`` bytes, which is any, with contiguous rows, where riemsvd._steps was built), on
-        ``threads``: then :func:`riemsvd._backend.solver_threads` limits torch's and numpy's (its
+        up to ``threads``, one per ``FUSED_SHARE`` bytes of A (its workers woken now, for the first
+        step): then :func:`riemsvd._backend.solver_threads` limits torch's and numpy's (its
         ``own_pass``). Its products then need no measurement (:meth:`torch_products`): numpy's."""
         a = numpy_view(self.a) if torch.device(self.device).type == "cpu" else None
         self._fused = None
@@ -425,8 +426,9 @@ class DenseOperator(Operator):
         return _widened_products(a, self._check_threads())
 
     def _check_threads(self) -> int:
-        """The threads of the float64 check's C pass: the solve's own, where its steps are its own
-        pass over A (torch and numpy then run on one, solver_threads); one beside the products of
+        """The threads of the float64 check's C pass: those torch had as the solve began, where its
+        steps are its own pass over A (torch and numpy then run on one, solver_threads; the check
+        takes its own shares, by rows, whatever the steps' pass takes); one beside the products of
         torch or numpy, whose pools keep their threads and spin after each call (the steps' pass
         beside them took 2–4× its time; in solves of a transposed view, 1536×384 to 4000×2000, k = 1
         and 8, the check on two threads took 0.96–0.99 of the solve's time on one: a review's

@@ -859,7 +859,7 @@ def subspace_svd(
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
-            done = _plain_run(work, st, probe, b, min(due, maxiter - iterations), p_now, generator)
+            done = _run_of_steps(work, st, probe, b, min(due, maxiter - iterations), p_now, generator)
             if done:  # the steps until the next look, in one call
                 iterations, due = iterations + done, due - (done - 1)
                 continue
@@ -1004,7 +1004,7 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, float(target.min()), cap)
-        done = _plain_run(work, st, probe, b, min(due, maxiter - iterations), p_max + extra, generator)
+        done = _run_of_steps(work, st, probe, b, min(due, maxiter - iterations), p_max + extra, generator)
         if done:  # this step and those until the next look, in one call
             iterations, due = iterations + done, due - (done - 1)
         else:
@@ -1065,7 +1065,7 @@ def _step(work, st: Lanczos, probe, ywant, b: int, generator) -> None:
     b = min(b, st.w)
     if probe is not None and _in_one_call(work, st, probe, b):
         if _golub_kahan_steps(work, st, generator, 1, True):
-            return  # as a run of the probe's steps takes it (_plain_run), to the bit
+            return  # as a run of the probe's steps takes it (_run_of_steps), to the bit
     if probe is not None:
         d = probe.direction(st, b)
     elif st.w > 1 or b > 1:
@@ -1182,7 +1182,7 @@ def _in_one_call(work, st: Lanczos, probe, b: int) -> bool:
     return st.w == 1 if probe is None else probe.start is None
 
 
-def _plain_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int) -> int:
+def _run_length(work, st: Lanczos, probe, b: int, most: int, p_now: int) -> int:
     """How many steps the next call may take at once through :func:`_golub_kahan_steps`: up to
     ``most``, and before the basis fills (p_now columns, F's included); 0 where the steps are not
     those of :func:`_in_one_call` (they go one at a time)."""
@@ -1192,10 +1192,10 @@ def _plain_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int) -> int
     return max(0, min(most, p_now - st.pv - st.w) if p_now < n else most)
 
 
-def _plain_run(work, st: Lanczos, probe, b: int, most: int, p_now: int, generator) -> int:
-    """The steps that :func:`_plain_steps` allows, taken in one call (:func:`_golub_kahan_steps`);
+def _run_of_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int, generator) -> int:
+    """The steps that :func:`_run_length` allows, taken in one call (:func:`_golub_kahan_steps`);
     returns how many, 0 where none (the caller then steps as before)."""
-    run = _plain_steps(work, st, probe, b, most, p_now)
+    run = _run_length(work, st, probe, b, most, p_now)
     return _golub_kahan_steps(cast(HostView, work), st, generator, run, probe is not None) if run else 0
 
 

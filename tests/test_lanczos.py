@@ -517,7 +517,7 @@ def test_a_solve_on_the_pass_wakes_its_workers_before_its_first_step(monkeypatch
     finally:
         torch.set_num_threads(threads)
     assert events[0] == ("wake", 2) and events.count(("wake", 2)) == 1 and "gk_fused" in events, events[:3]
-    for count in (0, 1, 2, 40):
+    for count in (0, 1, 2):
         assert real.wake(count) is None
 
 
@@ -758,21 +758,53 @@ def test_the_final_check_reads_the_iterations_products_where_their_drift_is_smal
     assert float(r.info.residual) <= float(fresh) + (0.05 * tol if kept else 0.0) + rounding
 
 
+# Small solves through the host steps' hard places: restarts, lost columns (a rank-deficient and a
+# zero matrix), the whole space, one row and one column
+_STEP_CASES = [
+    ("gaussian", (120, 80), 1, riemsvd.SolverOptions(max_basis=12)),  # many restarts
+    ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions()),
+    ("cluster", (40, 12), 5, riemsvd.SolverOptions()),  # the whole space is reached
+    ("zero", (30, 20), 2, riemsvd.SolverOptions()),
+    ("gaussian", (1, 7), 1, riemsvd.SolverOptions()),
+    ("gaussian", (7, 1), 1, riemsvd.SolverOptions()),
+]
+
+
+def _step_case(kind: str, shape: tuple, dtype) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(11)
+    if kind == "zero":
+        return torch.zeros(shape, dtype=dtype)
+    a = make_matrix("decay" if kind == "rank_deficient" else kind, *shape, gen, dtype)
+    if kind == "rank_deficient":
+        a[:, ::2] = 0.0
+    return a
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_one_pass_solves_the_small_hard_cases(dtype, monkeypatch):
+    """Every dense A takes the one pass: the small solves of _STEP_CASES through it converge to the
+    values of torch.linalg.svdvals (to 10·tol·σ₁), with it taken."""
+    passes = _fused_passes(monkeypatch, True)
+    for kind, shape, k, options in _STEP_CASES:
+        a = _step_case(kind, shape, dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = riemsvd.solve(a, k, generator=torch.Generator().manual_seed(5), options=options,
+                                method="iterative")  # fmt: skip
+        reference = torch.linalg.svdvals(a.double())[:k]
+        top = float(reference[0]) if kind != "zero" else 1.0
+        assert bool(out.info.converged), (kind, shape)
+        torch.testing.assert_close(out.S.double(), reference, rtol=0, atol=10 * out.info.tol * top)
+    assert len(passes) > 10
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
     """``_golub_kahan_step`` is ``_expand`` for one column on the host, to the bit: the same U, S, V
-    and products with it and without it, through restarts, lost columns (a rank-deficient and a zero
-    matrix), the whole space, and one-row and one-column matrices; and it is taken. On two products:
-    the one pass over A sums in its own order."""
+    and products with it and without it, through _STEP_CASES; and it is taken. On two products: the
+    one pass over A sums in its own order."""
     _two_products(monkeypatch)
-    cases = [
-        ("gaussian", (120, 80), 1, riemsvd.SolverOptions(max_basis=12)),  # many restarts
-        ("rank_deficient", (50, 40), 4, riemsvd.SolverOptions()),
-        ("cluster", (40, 12), 5, riemsvd.SolverOptions()),  # the whole space is reached
-        ("zero", (30, 20), 2, riemsvd.SolverOptions()),
-        ("gaussian", (1, 7), 1, riemsvd.SolverOptions()),
-        ("gaussian", (7, 1), 1, riemsvd.SolverOptions()),
-    ]
     fused = _subspace._golub_kahan_step
     taken = []
 
@@ -781,14 +813,8 @@ def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
         taken.append(done)
         return done
 
-    for kind, shape, k, options in cases:
-        gen = torch.Generator().manual_seed(11)
-        if kind == "zero":
-            a = torch.zeros(shape, dtype=dtype)
-        else:
-            a = make_matrix("decay" if kind == "rank_deficient" else kind, *shape, gen, dtype)
-            if kind == "rank_deficient":
-                a[:, ::2] = 0.0
+    for kind, shape, k, options in _STEP_CASES:
+        a = _step_case(kind, shape, dtype)
         results = []
         for step in (counting, lambda *args: False):
             monkeypatch.setattr(_subspace, "_golub_kahan_step", step)
@@ -841,8 +867,8 @@ def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, mon
 
 
 def _two_products(monkeypatch) -> None:
-    """The host steps on two products, as for A of at most FUSED_ABOVE bytes (or a column-major one):
-    the products' choice below is theirs."""
+    """The host steps on two products, as for a column-major A, a scaled one, or where riemsvd._steps
+    was not built: the products' choice below is theirs."""
     monkeypatch.setattr(_operator, "FUSED_ABOVE", math.inf)
 
 
@@ -1452,7 +1478,8 @@ def test_a_run_of_probe_steps_turns_f_to_c_h_before_each_step():
 def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
     """The steps between two looks in one call into C (_golub_kahan_steps) give the solve of single
     steps to the bit: triplets, products counted, looks and iterations, float64 and float32, a rank-2
-    A whose left half loses its column inside a run (finished in Python) included."""
+    A whose left half loses its column inside a run (finished in Python) included; a probe's steps
+    (k > 1) go in runs too."""
     gen = torch.Generator().manual_seed(1 if kind == "rank 2" else 0)  # a seed whose run loses a column
     if kind == "rank 2":
         u = torch.linalg.qr(torch.randn(shape[0], 2, generator=gen, dtype=torch.float64))[0]
@@ -1461,7 +1488,7 @@ def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
     else:
         a = make_matrix(kind, *shape, gen)
     calls: list = []  # (steps asked, steps done, lost) of each run
-    real, plain = _subspace.STEPS, _subspace._plain_steps
+    real, plain = _subspace.STEPS, _subspace._run_length
 
     class Runs:
         def __getattr__(self, name):
@@ -1469,14 +1496,14 @@ def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
 
         def gk_run(self, *args):
             out = real.gk_run(*args)
-            calls.append((args[12], out[0], out[1]))  # (steps asked, done, lost)
+            calls.append((args[13], out[0], out[1]))  # (a probe's steps, done, lost)
             return out
 
     monkeypatch.setattr(_subspace, "STEPS", Runs())
     for dtype in (torch.float64, torch.float32):
         results = []
         for single in (True, False):
-            monkeypatch.setattr(_subspace, "_plain_steps", (lambda *x: 0) if single else plain)
+            monkeypatch.setattr(_subspace, "_run_length", (lambda *x: 0) if single else plain)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
                 r = riemsvd.solve(a.to(dtype), k, generator=torch.Generator().manual_seed(0))
@@ -1485,6 +1512,7 @@ def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
         assert torch.equal(u1, u2) and torch.equal(s1, s2) and torch.equal(v1, v2) and rest1 == rest2
     assert calls and max(done for _, done, _ in calls) > 1
     assert (kind == "rank 2") == any(lost for *_, lost in calls), calls
+    assert (k > 1) == any(probe and done > 1 for probe, done, _ in calls), calls  # a probe's run
 
 
 @pytest.mark.skipif(_backend.STEPS is None or sys.platform == "win32", reason="needs fork and riemsvd._steps")
