@@ -654,7 +654,8 @@ static void pool_nothing(void *arg, int part, int parts)
 /* wake(threads) -> None: a round with nothing to do, which returns at once and leaves the pool's
  * workers (up to threads - 1, made where missing) awake and spinning for POOL_SPIN_NS, ready for the
  * solve's first pass: asleep, their wake-up made a 384x384 float32 step take 33-35 us on two threads
- * against 21 on one and 12 with them spinning. */
+ * against 21 on one and 12 with them spinning (the call alone), and a solve's first step 63 us
+ * against 13 for each later one (16 with the wake). */
 static PyObject *wake(PyObject *self, PyObject *args)
 {
     int threads;
