@@ -330,7 +330,8 @@ class DenseOperator(Operator):
         self.a = blas_ready(a)
         self.from_numpy = from_numpy
         # the threads torch has as the solve begins, before solver_threads limits them: riemsvd._steps's
-        # own pass over A takes them, and the float64 check's beside it (_check_threads)
+        # own pass over A takes up to them (claim_fused_pass), and the float64 check's beside it
+        # (_check_threads)
         self.threads = torch.get_num_threads()
         self._on_torch: bool | None = None
         self._fused: FusedPass | None = None  # see claim_fused_pass

@@ -859,12 +859,9 @@ def subspace_svd(
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
         due -= 1
         if due > 0 and not full and st.w and iterations < maxiter:
-            done = _run_of_steps(work, st, probe, b, min(due, maxiter - iterations), p_now, generator)
-            if done:  # the steps until the next look, in one call
-                iterations, due = iterations + done, due - (done - 1)
-                continue
-            ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=True)
-            iterations += 1 - undone
+            made, beyond, ywant = _onward(work, st, deferred, probe, ywant, b, min(due, maxiter - iterations),
+                                          p_now, generator, refresh=True)  # fmt: skip
+            iterations, due = iterations + made, due - beyond
             continue
         undone = 0 if deferred is None else deferred.pull(work.left, st)
         if undone:
@@ -1004,12 +1001,9 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, float(target.min()), cap)
-        done = _run_of_steps(work, st, probe, b, min(due, maxiter - iterations), p_max + extra, generator)
-        if done:  # this step and those until the next look, in one call
-            iterations, due = iterations + done, due - (done - 1)
-        else:
-            ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=False)
-            iterations += 1 - undone
+        made, beyond, ywant = _onward(work, st, deferred, probe, ywant, b, min(due, maxiter - iterations),
+                                      p_max + extra, generator, refresh=False)  # fmt: skip
+        iterations, due = iterations + made, due - beyond
     u, s, v, residual, errors = verified
     looks = [(mv, r) for _, mv, r in history]
     s, residual, errors = (
@@ -1041,6 +1035,19 @@ def _closer(kept: tuple, verified: tuple, tol: float) -> tuple:
         np.where(take, kres, residual),
         np.where(pick, kerr, errors),
     )
+
+
+def _onward(
+    work, st: Lanczos, deferred, probe, ywant, b: int, most: int, p_now: int, generator, refresh: bool
+):
+    """The next iteration: up to ``most`` steps, those until the next look, in one call where C takes
+    them (:func:`_run_of_steps`), else one (:func:`_advance`). Returns (iterations made, how many of
+    them beyond the first, which count against the look's ``due`` too; ywant)."""
+    done = _run_of_steps(work, st, probe, b, most, p_now, generator)
+    if done:
+        return done, done - 1, ywant
+    ywant, undone = _advance(work, st, deferred, probe, ywant, b, generator, refresh=refresh)
+    return 1 - undone, 0, ywant
 
 
 def _advance(work, st: Lanczos, deferred: Deferred | None, probe, ywant, b: int, generator, refresh: bool):
