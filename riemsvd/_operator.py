@@ -160,7 +160,8 @@ class Operator:
         if products is None:
             return None
         matmat, rmatmat = products
-        return HostView(self, matmat, rmatmat, columns=self._column_products(), fused=self._fused_pass())
+        return HostView(self, matmat, rmatmat, columns=self._column_products(), fused=self._fused_pass(),
+                        sparse=self._sparse_rows())  # fmt: skip
 
     def _column_products(self):
         """((x, out) ↦ out ← A x, (y, out) ↦ out ← Aᵀ y) for one matrix and one column, without the
@@ -171,6 +172,11 @@ class Operator:
     def _fused_pass(self) -> FusedPass | None:
         """A's numpy view for the solver's step that makes both products in one pass over A
         (:class:`FusedPass`), or None where the operator has no such pass."""
+        return None
+
+    def _sparse_rows(self) -> SparseRows | None:
+        """A sparse A's compressed rows for the solver's runs of steps in C (:class:`SparseRows`), or
+        None where the operator has none."""
         return None
 
     def torch_products(self) -> bool:
@@ -220,18 +226,60 @@ class FusedPass(NamedTuple):
     threads: int
 
 
+class SparseRows(NamedTuple):
+    """A sparse A's compressed rows for ``riemsvd._steps.gk_sparse_run``, the host steps that take a
+    run of steps in one call: ``ptr``, ``ind`` and ``data`` of A (a CSR A: ``by_rows``) or of Aᵀ (a
+    CSC A's own arrays), the indices checked by :func:`sparse_rows`."""
+
+    ptr: np.ndarray
+    ind: np.ndarray
+    data: np.ndarray
+    by_rows: bool
+
+
+def sparse_rows(ptr, ind, data, by_rows: bool, shape: tuple[int, ...], dtype) -> SparseRows | None:
+    """:class:`SparseRows` of these arrays where C's steps can read them: the C module built, ``data``
+    of the solver's ``dtype``, integer indices of one type, ``ptr`` rising from 0 to at most
+    len(``ind``) and every index used within the other side's length (C reads them unchecked: one
+    pass over the indices, as a product's). None otherwise: the steps then take each product from
+    Python (:meth:`Operator._column_products`), as scipy's own kernels check nothing either."""
+    ptr, ind, data = np.asarray(ptr), np.asarray(ind), np.asarray(data)
+    rows, cols = shape if by_rows else shape[::-1]
+    if (
+        STEPS is None
+        or data.dtype != dtype
+        or ptr.dtype != ind.dtype
+        or ptr.dtype not in (np.int32, np.int64)
+        or ptr.shape != (rows + 1,)
+        or ind.ndim != 1
+        or data.shape != ind.shape
+        or min(rows, cols) < 1
+    ):
+        return None
+    used = int(ptr[-1])
+    if ptr[0] != 0 or used > len(ind) or (np.diff(ptr) < 0).any():
+        return None
+    if used and (int(ind[:used].min()) < 0 or int(ind[:used].max()) >= cols):
+        return None
+    ptr, ind, data = (np.ascontiguousarray(x) for x in (ptr, ind, data))
+    return SparseRows(ptr, ind, data, by_rows)
+
+
 class HostView:
     """An :class:`Operator` seen through numpy arrays: the same products, counted in the operator's
-    ``matvecs``, and ``HostSpace`` vectors. ``fused``: the operator's :class:`FusedPass` (kept without
-    a scale only, as ``columns`` is)."""
+    ``matvecs``, and ``HostSpace`` vectors. ``fused``: the operator's :class:`FusedPass`; ``sparse``:
+    its :class:`SparseRows` (each kept without a scale only, as ``columns`` is)."""
 
-    def __init__(self, op: Operator, matmat, rmatmat, both=None, columns=None, fused=None) -> None:
+    def __init__(
+        self, op: Operator, matmat, rmatmat, both=None, columns=None, fused=None, sparse=None
+    ) -> None:
         self.op, self._mm, self._rmm, self._both = op, matmat, rmatmat, both
         self.shape = op.shape
         self.left, self.right = HostSpace(op.shape[0]), HostSpace(op.shape[1])
         self._scale = None if op.scale is None else op.scale.numpy()
         self._columns = columns if self._scale is None else None
         self.fused: FusedPass | None = fused if self._scale is None else None
+        self.sparse: SparseRows | None = sparse if self._scale is None else None
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks
@@ -541,6 +589,14 @@ class SparseOperator(Operator):
     def _rmatmat(self, y):
         return self.at @ y
 
+    def _sparse_rows(self) -> SparseRows | None:
+        if self.device.type != "cpu":
+            return None
+        a = self.a.detach()
+        dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        arrays = (a.crow_indices().numpy(), a.col_indices().numpy(), a.values().numpy())
+        return sparse_rows(*arrays, True, tuple(self.shape), dtype)
+
     @functools.cached_property
     def row_terms(self) -> int:  # type: ignore[override]
         return max(_most_per_row(self.a.crow_indices()), _most_per_row(self.at.crow_indices()))
@@ -647,6 +703,16 @@ class ScipyOperator(Operator):
 
     def _column_products(self):
         return _sparse_column_products(self.a, self._np_dtype, self._at) if self._at is not None else None
+
+    def _sparse_rows(self) -> SparseRows | None:
+        import scipy.sparse as sp
+
+        # scipy's own classes only, as _sparse_column_products: a subclass may compute its products
+        # otherwise than from its arrays
+        a = self.a
+        if type(a) not in (sp.csr_matrix, sp.csc_matrix, sp.csr_array, sp.csc_array):
+            return None
+        return sparse_rows(a.indptr, a.indices, a.data, a.format == "csr", tuple(self.shape), self._np_dtype)
 
     @property
     def entries(self) -> int:

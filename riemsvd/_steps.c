@@ -195,6 +195,23 @@ static void write_h(const Array *h, Py_ssize_t pu, Py_ssize_t pv, const double *
     hb[pu * ld + pv] = alpha;
 }
 
+/* gk_left's work on taken arrays, coef room for 2 (pu + 1) doubles; returns alpha or -1 */
+static double left_half(const Array *u, const Array *av, const Array *h, const Array *c, Py_ssize_t pu, Py_ssize_t pv,
+                        double eps, double *coef)
+{
+    const double *crow = (const double *)c->view.buf;
+    Py_ssize_t j = 0;
+    while (j < pu && crow[j] == 0.0)
+        j++;
+    char *x = column(u, pu);
+    memcpy(column(av, pv), x, (size_t)u->rows * (size_t)u->view.itemsize);
+    double alpha =
+        orth_kind(u->kind, u->view.buf, u->cs, u->rows, pu, x, j, crow + j, pu - j, 0, coef, coef + pu + 1, eps);
+    if (alpha >= 0)
+        write_h(h, pu, pv, coef, alpha);
+    return alpha;
+}
+
 /* gk_left(ubuf, avbuf, h, c, pu, pv, eps) -> alpha: after A f was written into ubuf[:, pu], a copy of
  * it into avbuf[:, pv]; then less its parts along ubuf[:, :pu] (those of C's first row from its first
  * nonzero on taken as known) and normalized; H's new row pu (zero but for alpha) and column pv. Returns
@@ -219,19 +236,12 @@ static PyObject *gk_left(PyObject *self, PyObject *args)
         release(a, 4);
         return out_of_range("pu or pv");
     }
-    double *crow = (double *)c->view.buf, *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
+    double *coef = PyMem_Malloc(2 * (size_t)(pu + 1) * sizeof(double));
     if (!coef) {
         PyErr_NoMemory();
         goto fail;
     }
-    Py_ssize_t j = 0;
-    while (j < pu && crow[j] == 0.0)
-        j++;
-    char *x = column(u, pu);
-    memcpy(column(av, pv), x, (size_t)u->rows * (size_t)u->view.itemsize);
-    alpha = orth_kind(u->kind, u->view.buf, u->cs, u->rows, pu, x, j, crow + j, pu - j, 0, coef, coef + pu + 1, eps);
-    if (alpha >= 0)
-        write_h(h, pu, pv, coef, alpha);
+    alpha = left_half(u, av, h, c, pu, pv, eps, coef);
     PyMem_Free(coef);
     release(a, 4);
     return PyFloat_FromDouble(alpha);
@@ -1090,6 +1100,86 @@ fail:
     return NULL;
 }
 
+/* ---- Runs of steps in one call ----
+ *
+ * A run's step: the left half with its product and the product of the right half (A f into ubuf[:, pu],
+ * A^T of U's new column into vbuf[:, pv + w]) by `left`, from `source` (a dense A's pass, a sparse A's
+ * compressed rows), on the arrays b[1:7] (ubuf, avbuf, vbuf, atubuf, h, c); then right_half. `left`
+ * returns alpha, or -1 where the column was lost (avbuf[:, pv] written), and sets *fresh to the
+ * products it made beyond the step's two. */
+typedef double (*left_fn)(const void *source, const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w, double eps,
+                          double *coef, int *fresh);
+
+typedef struct {
+    Py_ssize_t done; /* steps completed */
+    int lost;        /* 1: the last step's left half lost its column; 2: its right half */
+    int fresh;       /* products beyond two a step, of all steps and the one left unfinished */
+    double alpha;    /* the unfinished step's alpha */
+} Run;
+
+/* the steps, up to `steps`, that fit in m x n and in every buffer a step writes: _golub_kahan_step's
+ * room (pu below m and ubuf's columns, pv + w + 1 up to n and vbuf's) and the columns of avbuf, H, A^T U
+ * and C at pu + i or pv + i */
+static Py_ssize_t steps_that_fit(const Array *b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w,
+                                 Py_ssize_t steps)
+{
+    const Array *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    Py_ssize_t fit[7] = {(m < u->cols ? m : u->cols) - pu, (n < v->cols ? n : v->cols) - pv - w, av->cols - pv,
+                         h->cols - pv, h->rows - pu, atu->cols - pu, c->cols - pu};
+    for (int t = 0; t < 7; t++)
+        steps = fit[t] < steps ? fit[t] : steps;
+    return steps;
+}
+
+/* The run's steps, without the GIL. With `probe`, each step first turns F's first column into F d by
+ * reflect's reflection, d = C h (h H's newest column, pu + i entries). coef: room for
+ * 2 (most + 1) + 2 w doubles, most the larger of pu and pv + w after the last step. */
+static Run run_steps(left_fn left, const void *source, const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w,
+                     double eps, Py_ssize_t steps, int probe, Py_ssize_t most, double *coef)
+{
+    const Array *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    double *d = coef + 2 * (most + 1), *a = d + w; /* a probe's direction and its reflection */
+    const double *hb = h->view.buf, *cb = c->view.buf;
+    Run r = {0, 0, 0, 0.0};
+    for (; r.done < steps; r.done++) {
+        Py_ssize_t at = pu + r.done, newest = pv + r.done - 1;
+        if (probe) {
+            for (Py_ssize_t row = 0; row < w; row++) {
+                double sum = 0.0;
+                for (Py_ssize_t t = 0; t < at; t++)
+                    sum += cb[row * c->rs + t] * hb[t * h->rs + newest];
+                d[row] = sum;
+            }
+            reflect_f(v, pv + r.done, w, c, at, d, a);
+        }
+        int again;
+        r.alpha = left(source, b, at, pv + r.done, w, eps, coef, &again);
+        r.fresh += again;
+        if (r.alpha < 0) {
+            r.lost = 1;
+            break;
+        }
+        if (right_half(v, atu, c, at, pv + r.done, w, r.alpha, eps, coef) < 0) {
+            r.lost = 2;
+            break;
+        }
+    }
+    return r;
+}
+
+/* a dense A's left half: fused_left on the pass's threads */
+typedef struct {
+    int threads;
+    void *scratch;
+} Threads;
+
+static double dense_left(const void *source, const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w, double eps,
+                         double *coef, int *fresh)
+{
+    const Threads *t = source;
+    return fused_left(b, pu, pv, w, eps, t->threads, coef, t->scratch, fresh);
+}
+
 /* gk_run(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads, steps, probe) -> (done, lost, fresh,
  * alpha): up to `steps` Golub-Kahan steps in one call, each gk_fused then gk_right at pu + i, pv + i,
  * while the bases have room for them (the room _golub_kahan_step asks). With `probe`, each step first
@@ -1103,71 +1193,187 @@ fail:
 static PyObject *gk_run(PyObject *self, PyObject *args)
 {
     PyObject *o[7];
-    Py_ssize_t pu, pv, w, steps, done = 0;
-    double eps, alpha = 0.0;
-    int threads, probe, fresh = 0, lost = 0;
+    Py_ssize_t pu, pv, w, steps;
+    double eps;
+    int threads, probe;
     if (!PyArg_ParseTuple(args, "OOOOOOOnnndinp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
                           &eps, &threads, &steps, &probe))
         return NULL;
     Array b[7];
     if (take_fused(o, b, 0x7Eu, pu, pv, w) < 0)
         return NULL;
-    const Array *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
-    if (w > c->rows || (probe && pv < 1)) {
+    if (w > b[6].rows || (probe && pv < 1)) {
         release(b, 7);
         return out_of_range("w or pv");
     }
-    /* the steps that fit: _golub_kahan_step's room (pu below m and ubuf's columns, pv + w + 1 up to n
-     * and vbuf's) and every column a step writes (avbuf, H, A^T U and C at pu + i or pv + i) */
-    Py_ssize_t m = b[0].rows, n = b[0].cols;
-    Py_ssize_t fit[8] = {steps,        (m < u->cols ? m : u->cols) - pu, (n < v->cols ? n : v->cols) - pv - w,
-                         av->cols - pv, h->cols - pv, h->rows - pu, atu->cols - pu, c->cols - pu};
-    for (int t = 1; t < 8; t++)
-        steps = fit[t] < steps ? fit[t] : steps;
+    steps = steps_that_fit(b, b[0].rows, b[0].cols, pu, pv, w, steps);
     if (steps < 1) {
         release(b, 7);
         return Py_BuildValue("(niid)", (Py_ssize_t)0, 0, 0, 0.0);
     }
     Py_ssize_t most = pu + steps > pv + w + steps ? pu + steps : pv + w + steps;
     double *coef;
-    void *scratch;
-    if (fused_buffers(2 * (size_t)(most + 1) + 2 * (size_t)w, &threads, n, (size_t)u->view.itemsize, &coef,
-                      &scratch) < 0)
-        goto fail;
-    double *d = coef + 2 * (most + 1), *a = d + w; /* a probe's direction and its reflection */
-    const double *hb = h->view.buf, *cb = c->view.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (; done < steps; done++) {
-        Py_ssize_t at = pu + done, newest = pv + done - 1;
-        if (probe) {
-            for (Py_ssize_t r = 0; r < w; r++) {
-                double sum = 0.0;
-                for (Py_ssize_t t = 0; t < at; t++)
-                    sum += cb[r * c->rs + t] * hb[t * h->rs + newest];
-                d[r] = sum;
-            }
-            reflect_f(v, pv + done, w, c, at, d, a);
-        }
-        int again;
-        alpha = fused_left(b, at, pv + done, w, eps, threads, coef, scratch, &again);
-        fresh += again;
-        if (alpha < 0) {
-            lost = 1;
-            break;
-        }
-        if (right_half(v, atu, c, at, pv + done, w, alpha, eps, coef) < 0) {
-            lost = 2;
-            break;
-        }
+    Threads t = {threads, NULL};
+    if (fused_buffers(2 * (size_t)(most + 1) + 2 * (size_t)w, &t.threads, b[0].cols, (size_t)b[1].view.itemsize,
+                      &coef, &t.scratch) < 0) {
+        release(b, 7);
+        return NULL;
     }
+    Run r;
+    Py_BEGIN_ALLOW_THREADS
+    r = run_steps(dense_left, &t, b, pu, pv, w, eps, steps, probe, most, coef);
     Py_END_ALLOW_THREADS
     PyMem_Free(coef);
-    PyMem_Free(scratch);
+    PyMem_Free(t.scratch);
     release(b, 7);
-    return Py_BuildValue("(niid)", done, lost, fresh, alpha);
-fail:
+    return Py_BuildValue("(niid)", r.done, r.lost, r.fresh, r.alpha);
+}
+
+/* A sparse A as compressed rows (see the header's gather and scatter): those of A where by_rows (a
+ * CSR A), else those of A^T (a CSC A's arrays), with indices of 32 or 64 bits (`wide`). */
+typedef struct {
+    char kind;
+    int wide, by_rows;
+    const void *ptr, *ind, *data;
+    Py_ssize_t m, n;
+} Sparse;
+
+/* out <- A x (adjoint 0: x n entries, out m) or A^T x (adjoint 1: x m entries, out n) */
+static void sparse_times(const Sparse *s, int adjoint, const void *x, void *out)
+{
+    int gather = s->by_rows != adjoint;
+    Py_ssize_t rows = s->by_rows ? s->m : s->n, cols = s->by_rows ? s->n : s->m;
+    if (s->kind == 'd' && !s->wide) {
+        if (gather)
+            gather_i32_d(s->ptr, s->ind, s->data, rows, x, out);
+        else
+            scatter_i32_d(s->ptr, s->ind, s->data, rows, cols, x, out);
+    }
+    else if (s->kind == 'd') {
+        if (gather)
+            gather_i64_d(s->ptr, s->ind, s->data, rows, x, out);
+        else
+            scatter_i64_d(s->ptr, s->ind, s->data, rows, cols, x, out);
+    }
+    else if (!s->wide) {
+        if (gather)
+            gather_i32_s(s->ptr, s->ind, s->data, rows, x, out);
+        else
+            scatter_i32_s(s->ptr, s->ind, s->data, rows, cols, x, out);
+    }
+    else {
+        if (gather)
+            gather_i64_s(s->ptr, s->ind, s->data, rows, x, out);
+        else
+            scatter_i64_s(s->ptr, s->ind, s->data, rows, cols, x, out);
+    }
+}
+
+/* a sparse A's left half: A f, gk_left's work, then A^T of the new column (no second product: fresh 0) */
+static double sparse_left(const void *source, const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w, double eps,
+                          double *coef, int *fresh)
+{
+    const Sparse *s = source;
+    const Array *u = &b[1], *av = &b[2], *v = &b[3], *h = &b[5], *c = &b[6];
+    *fresh = 0;
+    sparse_times(s, 0, column(v, pv), column(u, pu));
+    double alpha = left_half(u, av, h, c, pu, pv, eps, coef);
+    if (alpha >= 0)
+        sparse_times(s, 1, column(u, pu), column(v, pv + w));
+    return alpha;
+}
+
+/* an index array: 1-D, contiguous, int32 or int64 (*wide); -1 with TypeError set where it is not */
+static int take_index(PyObject *obj, Py_buffer *view, int *wide, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    int ok = view->ndim == 1 && f[1] == '\0' && strchr("ilq", f[0]) && (view->itemsize == 4 || view->itemsize == 8);
+    if (!ok) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a contiguous 1-D int32 or int64 array", what);
+        return -1;
+    }
+    *wide = view->itemsize == 8;
+    return 0;
+}
+
+/* gk_sparse_run(ptr, ind, data, by_rows, m, n, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, steps,
+ * probe) -> (done, lost, alpha): gk_run's steps for a sparse m x n A given by its compressed rows
+ * (Sparse; ptr and ind of one integer type, data the bases' dtype), each step's two products one after
+ * the other: A f, gk_left's work, A^T of the new column, gk_right's. lost as gk_run's, and also the
+ * products the unfinished step made (A f alone where its left half lost the column). The caller
+ * checked the indices (riemsvd._operator.SparseRows): each ptr entry from 0 up to len(ind), rising,
+ * and each ind entry below the other side's length. From Python a step had taken 30 us, 10 of them
+ * beside its four C calls (1536x384, 1% stored, k = 8). */
+static PyObject *gk_sparse_run(PyObject *self, PyObject *args)
+{
+    PyObject *o[7], *ptr_obj, *ind_obj;
+    Py_ssize_t m, n, pu, pv, w, steps;
+    double eps;
+    int by_rows, probe, wide, wide_ind;
+    if (!PyArg_ParseTuple(args, "OOOpnnOOOOOOnnndnp", &ptr_obj, &ind_obj, &o[0], &by_rows, &m, &n, &o[1], &o[2],
+                          &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w, &eps, &steps, &probe))
+        return NULL;
+    Py_buffer ptr, ind;
+    if (take_index(ptr_obj, &ptr, &wide, "ptr") < 0)
+        return NULL;
+    if (take_index(ind_obj, &ind, &wide_ind, "ind") < 0) {
+        PyBuffer_Release(&ptr);
+        return NULL;
+    }
+    Array b[7];
+    const char *names[7] = {"data", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
+    if (take_all(o, b, names, 0, 7, 0x7Eu) < 0) {
+        PyBuffer_Release(&ptr);
+        PyBuffer_Release(&ind);
+        return NULL;
+    }
+    const Array *data = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    Py_ssize_t rows = by_rows ? m : n, nnz = ind.len / ind.itemsize, nptr = ptr.len / ptr.itemsize;
+    PyObject *result = NULL;
+    if (wide != wide_ind || data->view.ndim != 1 || (data->rs != 1 && data->rows > 1) || data->kind != u->kind) {
+        PyErr_SetString(PyExc_TypeError, "riemsvd._steps: ptr and ind must share an integer type, data be a "
+                                         "contiguous 1-D array of the bases' dtype");
+        goto done;
+    }
+    if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
+        columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0)
+        goto done;
+    /* pv + w < cols, written so that it cannot overflow */
+    if (m < 1 || n < 1 || nptr != rows + 1 || data->rows != nnz || pu < 0 || pv < 0 || w < 1 || u->rows != m ||
+        av->rows != m || v->rows != n || atu->rows != n || pu >= u->cols || pv >= av->cols || pv >= v->cols ||
+        w >= v->cols - pv || pu > atu->cols || pu >= h->rows || pv >= h->cols || pu > c->cols || w > c->rows ||
+        (probe && pv < 1)) {
+        out_of_range("ptr, data, pu, pv, w or the shapes");
+        goto done;
+    }
+    steps = steps_that_fit(b, m, n, pu, pv, w, steps);
+    if (steps < 1) {
+        result = Py_BuildValue("(nid)", (Py_ssize_t)0, 0, 0.0);
+        goto done;
+    }
+    Py_ssize_t most = pu + steps > pv + w + steps ? pu + steps : pv + w + steps;
+    double *coef = PyMem_Malloc((2 * (size_t)(most + 1) + 2 * (size_t)w) * sizeof(double));
+    if (!coef) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Sparse s = {u->kind, wide, by_rows, ptr.buf, ind.buf, data->view.buf, m, n};
+    Run r;
+    Py_BEGIN_ALLOW_THREADS
+    r = run_steps(sparse_left, &s, b, pu, pv, w, eps, steps, probe, most, coef);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(coef);
+    result = Py_BuildValue("(nid)", r.done, r.lost, r.alpha);
+done:
     release(b, 7);
-    return NULL;
+    PyBuffer_Release(&ptr);
+    PyBuffer_Release(&ind);
+    return result;
 }
 
 static PyMethodDef methods[] = {
@@ -1179,6 +1385,7 @@ static PyMethodDef methods[] = {
     {"max_abs", max_abs, METH_VARARGS, "max |x_i| of a contiguous float array, NaN or Inf where it holds one."},
     {"gk_fused", gk_fused, METH_VARARGS, "A Golub-Kahan step's left half and A^T product in one pass over A."},
     {"gk_run", gk_run, METH_VARARGS, "Golub-Kahan steps of gk_fused and gk_right in one call."},
+    {"gk_sparse_run", gk_sparse_run, METH_VARARGS, "Golub-Kahan steps of a sparse A in one call."},
     {"widened_both", widened_both, METH_VARARGS, "A x and A^T y in float64 for a float32 A, one pass."},
     {NULL, NULL, 0, NULL},
 };

@@ -49,6 +49,27 @@ def gk_run(
     probe: bool,
     /,
 ) -> tuple[int, int, int, float]: ...
+def gk_sparse_run(
+    ptr: np.ndarray,
+    ind: np.ndarray,
+    data: np.ndarray,
+    by_rows: bool,
+    m: int,
+    n: int,
+    ubuf: np.ndarray,
+    avbuf: np.ndarray,
+    vbuf: np.ndarray,
+    atubuf: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+    pu: int,
+    pv: int,
+    w: int,
+    eps: float,
+    steps: int,
+    probe: bool,
+    /,
+) -> tuple[int, int, float]: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...
 def max_abs(x: np.ndarray, threads: int, /) -> float: ...
 def wake(threads: int, /) -> None: ...

@@ -188,6 +188,36 @@ VECTORIZED static void NAME(at_rows)(const T *a, Py_ssize_t rs, Py_ssize_t lo, P
     }
 }
 
+/* A sparse A's products, one column, from compressed rows: row i's entries data[k] at columns ind[k],
+ * k in [ptr[i], ptr[i + 1]), of A (its CSR arrays) or of A^T (a CSC A's). gather: out[i] = row i . x
+ * for each of `rows` rows, summed in double (A x by A's rows). scatter: out = sum_i y_i row_i over
+ * `rows` rows into `cols` entries, in T as scipy's csc_matvec adds (A^T y by A's rows). I: the index
+ * type, int32 or int64. */
+#define SPARSE_PRODUCTS(I, SUF)                                                                                 \
+    static void NAME(gather_##SUF)(const I *ptr, const I *ind, const T *data, Py_ssize_t rows, const T *x,      \
+                                   T *out)                                                                      \
+    {                                                                                                           \
+        for (Py_ssize_t i = 0; i < rows; i++) {                                                                 \
+            double s = 0.0;                                                                                     \
+            for (I k = ptr[i]; k < ptr[i + 1]; k++)                                                             \
+                s += (double)data[k] * (double)x[ind[k]];                                                       \
+            out[i] = (T)s;                                                                                      \
+        }                                                                                                       \
+    }                                                                                                           \
+    static void NAME(scatter_##SUF)(const I *ptr, const I *ind, const T *data, Py_ssize_t rows,                 \
+                                    Py_ssize_t cols, const T *y, T *out)                                        \
+    {                                                                                                           \
+        memset(out, 0, (size_t)cols * sizeof(T));                                                               \
+        for (Py_ssize_t i = 0; i < rows; i++) {                                                                 \
+            T yi = y[i];                                                                                        \
+            for (I k = ptr[i]; k < ptr[i + 1]; k++)                                                             \
+                out[ind[k]] += data[k] * yi;                                                                    \
+        }                                                                                                       \
+    }
+SPARSE_PRODUCTS(int32_t, i32)
+SPARSE_PRODUCTS(int64_t, i64)
+#undef SPARSE_PRODUCTS
+
 /* F <- F - tau (F a) a^T for F the w columns of a column-major buffer from F0 (ld between columns),
  * a (w) float64: a reflection applied as a rank-one update in place, F a summed in float64. */
 VECTORIZED static void NAME(reflect_columns)(T *F0, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t w,

@@ -29,7 +29,7 @@ from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a fir
 
 from riemsvd._backend import STEPS, eager_under_compile, mm
 from riemsvd._deferred import Deferred
-from riemsvd._operator import HostView, Operator
+from riemsvd._operator import HostView, Operator, SparseRows
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import DGKS, TINY, eps, product_floor
 
@@ -1131,6 +1131,8 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     unit = _eps(vbuf)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
     # one alone in the recurrence, all of them after a restart)
+    if op.sparse is not None:  # a run of one step, as runs take them (to the bit)
+        return _golub_kahan_steps(op, st, generator, 1) > 0
     x = ubuf[:, pu]
     fused = op.fused
     if fused is not None:  # both products in one pass over A (see HostView.fused)
@@ -1182,9 +1184,10 @@ def _finish_step(op: HostView, st: Lanczos, generator, alpha: float, have_y: boo
 
 def _in_one_call(work, st: Lanczos, probe, b: int) -> bool:
     """Whether the next steps can be taken by C in one call (:func:`_golub_kahan_steps`): one matrix
-    with a dense A's one pass, one direction a step, and the plain recurrence (F's one column) or a
-    probe's past its random start (F's first column turned into F C h before each step)."""
-    if not (isinstance(work, HostView) and work.fused is not None and b == 1):
+    with a dense A's one pass or a sparse A's compressed rows, one direction a step, and the plain
+    recurrence (F's one column) or a probe's past its random start (F's first column turned into
+    F C h before each step)."""
+    if not (isinstance(work, HostView) and (work.fused is not None or work.sparse is not None) and b == 1):
         return False
     return st.w == 1 if probe is None else probe.start is None
 
@@ -1208,23 +1211,28 @@ def _run_of_steps(work, st: Lanczos, probe, b: int, most: int, p_now: int, gener
 
 def _golub_kahan_steps(op: HostView, st: Lanczos, generator, steps: int, probe: bool = False) -> int:
     """Up to ``steps`` of :func:`_golub_kahan_step` on one matrix with a dense A's one pass, in one
-    call into C (``_steps.gk_run``: gk_fused and gk_right in turn, the same arithmetic to the bit);
-    a step whose half lost its column to rounding is finished here, as _golub_kahan_step does. With
-    ``probe``, each step is a probe's past its start: F's first column turned first into the
-    direction F C h, h H's newest column (:meth:`_Probe.direction`, :func:`_reflect`), in C too.
-    Returns the steps taken, 0 where none fit (the general path then takes it). From Python each
-    step had cost 20–40 µs beside its C calls at 2000×1000, where the pass leaves its objects cold,
-    and a probe's 30–40 µs at 384×384 (k = 8, float32)."""
-    assert op.fused is not None and STEPS is not None  # _in_one_call's condition
+    call into C (``_steps.gk_run``: gk_fused and gk_right in turn, the same arithmetic to the bit),
+    or with a sparse A's compressed rows (``_steps.gk_sparse_run``: each step's two products and
+    gk_left's and gk_right's work); a step whose half lost its column to rounding is finished here,
+    as _golub_kahan_step does. With ``probe``, each step is a probe's past its start: F's first
+    column turned first into the direction F C h, h H's newest column (:meth:`_Probe.direction`,
+    :func:`_reflect`), in C too. Returns the steps taken, 0 where none fit (the general path then
+    takes it). From Python each step had cost 20–40 µs beside its C calls at 2000×1000, where the
+    pass leaves its objects cold, and a probe's 30–40 µs at 384×384 (k = 8, float32); a sparse
+    A's step 30 µs, 10 of them beside its four C calls (1536×384, 1% stored, k = 8)."""
+    assert (op.fused is not None or op.sparse is not None) and STEPS is not None  # _in_one_call's condition
     if not _room_for_step(op, st):
         return 0
-    a, threads = op.fused
     vbuf = cast(np.ndarray, st.vbuf)
-    pu, pv, w = st.pu, st.pv, st.w
-    done, lost, fresh, alpha = STEPS.gk_run(
-        a, st.ubuf, st.avbuf, vbuf, st.atubuf, st.hbuf, st.cbuf, pu, pv, w, _eps(vbuf), threads, steps, probe
-    )
-    op.op.matvecs += 2 * (done + (lost > 0)) + fresh
+    bases = (st.ubuf, st.avbuf, vbuf, st.atubuf, st.hbuf, st.cbuf, st.pu, st.pv, st.w, _eps(vbuf))
+    if op.fused is not None:
+        a, threads = op.fused
+        done, lost, fresh, alpha = STEPS.gk_run(a, *bases, threads, steps, probe)
+        op.op.matvecs += 2 * (done + (lost > 0)) + fresh
+    else:
+        rows = cast(SparseRows, op.sparse)
+        done, lost, alpha = STEPS.gk_sparse_run(*rows, *op.shape, *bases, steps, probe)
+        op.op.matvecs += 2 * done + lost  # lost: the products of the step left unfinished (1 or 2)
     st.pu, st.pv = st.pu + done, st.pv + done
     if lost:
         _finish_step(op, st, generator, alpha, have_y=lost == 2, right_lost=lost == 2)

@@ -830,13 +830,15 @@ def test_the_one_column_step_gives_the_general_paths_bits(dtype, monkeypatch):
 @pytest.mark.parametrize("fmt", ["csr", "csc"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_sparse_matrix_steps_through_scipys_kernels_to_the_bit(fmt, dtype, monkeypatch):
-    """A scipy CSR or CSC matrix's one-column products are scipy's own kernels writing into the basis:
+    """Where C's runs do not take a scipy CSR or CSC matrix's steps (riemsvd._steps not built, a scaled
+    A: no ``sparse_rows``), its one-column products are scipy's own kernels writing into the basis:
     the same U, S, V and products as through ``a @ x``, and they are taken; a matrix of integers (not
     the solver's dtype) and a COO matrix go through ``a @ x``."""
     import scipy.sparse as sp
 
     from riemsvd import _operator
 
+    monkeypatch.setattr(_operator, "sparse_rows", lambda *args: None)
     a = sp.random(90, 70, density=0.1, format=fmt, dtype=dtype, random_state=3)
     kernel, calls = _operator._sparse_column_products, []
 
@@ -1513,6 +1515,148 @@ def test_runs_of_steps_solve_as_single_steps_do(monkeypatch, kind, shape, k):
     assert calls and max(done for _, done, _ in calls) > 1
     assert (kind == "rank 2") == any(lost for *_, lost in calls), calls
     assert (k > 1) == any(probe and done > 1 for probe, done, _ in calls), calls  # a probe's run
+
+
+def _sparse_a(m: int, n: int, seed: int, rank: int | None = None, density: float = 0.05):
+    """A random m×n CSR matrix with about ``density`` of its entries stored; with ``rank``, only that
+    many of its rows hold entries (of rank ``rank`` at most: a left half loses its column once the
+    Krylov space has exhausted them)."""
+    a = scipy.sparse.random(m, n, density=density, format="lil", random_state=seed)
+    if rank is not None:
+        a[rank:] = 0.0
+    return scipy.sparse.csr_matrix(a)
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+def test_the_sparse_run_of_steps_is_the_products_then_the_half_steps():
+    """gk_sparse_run's steps are A f, gk_left, Aᵀ of the new column and gk_right, step after step, to
+    rounding (its sums are its own), from a CSR A's rows and from a CSC A's columns, with 32- and
+    64-bit indices, in float64 and float32; it stops at a left half that loses its column (A = 0: lost
+    1, A f alone made) and at a right half that does (Aᵀu in the span of 𝒱 and F: lost 2), and where the
+    bases have no room for more steps."""
+    steps = _backend.STEPS
+    a = _sparse_a(40, 30, 0, density=0.3)
+    narrow = scipy.sparse.csr_matrix((40, 30))
+    narrow[:, :3] = np.random.default_rng(1).standard_normal((40, 3))  # Aᵀu lies in 3 coordinates
+    cases = [(a, 2, 1, 12, 6), (a, 0, 1, 12, 20), (scipy.sparse.csr_matrix((40, 30)), 2, 1, 8, 3)]
+    for matrix, pu, w, cols, asked in cases:
+        dense = matrix.toarray()
+        forms = [("csr", np.float64, np.int32), ("csc", np.float64, np.int64), ("csr", np.float32, np.int64)]
+        for form, dtype, index in forms:
+            stored = matrix.asformat(form).astype(dtype)
+            rows = (stored.indptr.astype(index), stored.indices.astype(index), stored.data, form == "csr")
+            state = [x.astype(dtype, order="K") if x.ndim == 2 and x.shape[0] in (40, 30) else x
+                     for x in _gk_state(dense, pu, w, cols, np.random.default_rng(2))]  # fmt: skip
+            mine = [x.copy(order="K") for x in state]
+            eps = float(np.finfo(dtype).eps)
+            done, lost, alpha = steps.gk_sparse_run(*rows, 40, 30, *mine, pu, pu, w, eps, asked, False)
+            ubuf, avbuf, vbuf, atubuf, h, c = theirs = [x.copy(order="K") for x in state]
+            count, their_lost = 0, 0
+            while count < min(asked, cols - pu, 30 - pu - w):
+                at = pu + count
+                ubuf[:, at] = dense.astype(dtype) @ vbuf[:, at]
+                their_alpha = steps.gk_left(ubuf, avbuf, h, c, at, at, eps)
+                if their_alpha < 0:
+                    their_lost = 1
+                    break
+                vbuf[:, at + w] = dense.astype(dtype).T @ ubuf[:, at]
+                if steps.gk_right(vbuf, atubuf, c, at, at, w, their_alpha, eps) < 0:
+                    their_lost = 2
+                    break
+                count += 1
+            assert (done, lost) == (count, their_lost), (form, done, lost, count, their_lost)
+            assert matrix.nnz or (lost == 1 and alpha == -1.0)
+            for x, y in zip(mine, theirs):
+                # the recurrence's rounding grows step by step: 1e-13 apart after 8 steps in float64
+                np.testing.assert_allclose(x, y, rtol=0, atol=2000 * eps * max(1.0, np.abs(y).max()))
+    # the right half loses its column: 𝒱 and F hold the first 3 coordinates, where Aᵀu lies
+    ubuf, avbuf, vbuf, atubuf, h, c = _gk_state(narrow.toarray(), 2, 1, 6, np.random.default_rng(3))
+    vbuf[:, :3] = np.eye(30)[:, :3]
+    avbuf[:, :2], atubuf[:, :2] = narrow @ vbuf[:, :2], narrow.T @ ubuf[:, :2]
+    h[:2, :2], c[:1, :2] = ubuf[:, :2].T @ avbuf[:, :2], vbuf[:, 2:3].T @ atubuf[:, :2]
+    rows = (narrow.indptr, narrow.indices, narrow.data, True)
+    bases = (ubuf, avbuf, vbuf, atubuf, h, c)
+    done, lost, alpha = steps.gk_sparse_run(*rows, 40, 30, *bases, 2, 2, 1, 2e-16, 4, False)
+    assert (done, lost) == (0, 2) and alpha > 0
+
+
+def test_sparse_rows_are_only_arrays_that_c_can_read():
+    """The solver's runs take a sparse A's arrays unchecked in C: sparse_rows hands them over only where
+    the row pointers rise from 0 to at most the entries stored, every index used lies within the other
+    side, the indices share one integer type and the values have the solver's dtype."""
+    a = _sparse_a(20, 10, 0)
+    ptr, ind, data = a.indptr, a.indices, a.data
+
+    def rows(p=ptr, i=ind, d=data, shape=(20, 10), dtype=np.float64):
+        return _operator.sparse_rows(p, i, d, True, shape, dtype)
+
+    if _backend.STEPS is None:
+        assert rows() is None
+        return
+    assert rows() is not None and rows(shape=(10, 20)) is None  # ptr's length is A's rows + 1
+    _operator.sparse_rows(ptr, ind, data, False, (10, 20), np.float64)  # a CSC A's arrays, 10×20
+    assert _operator.sparse_rows(ptr, ind, data, False, (10, 20), np.float64) is not None
+    bad = ind.copy()
+    bad[3] = 10  # beyond A's 10 columns
+    assert rows(i=bad) is None
+    bad[3] = -1
+    assert rows(i=bad) is None
+    falling = ptr.copy()
+    falling[5] = falling[6] + 1
+    assert rows(p=falling) is None
+    assert rows(p=ptr + 1) is None  # not from 0
+    assert rows(p=np.append(ptr[:-1], len(ind) + 1).astype(ptr.dtype)) is None  # beyond the entries
+    assert rows(i=ind.astype(np.int64)) is None  # one integer type
+    assert rows(dtype=np.float32) is None and rows(d=data.astype(np.float32), dtype=np.float32) is not None
+    unused = np.append(ind, [99]).astype(ind.dtype), np.append(data, [1.0])  # entries past ptr[-1]
+    assert rows(i=unused[0], d=unused[1]) is not None
+
+
+@pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
+@pytest.mark.parametrize("form", ["csr", "csc", "torch"])
+@pytest.mark.parametrize("k, rank", [(1, None), (6, None), (3, 12)])
+def test_sparse_runs_of_steps_solve_as_single_steps_and_products_from_python_do(monkeypatch, form, k, rank):
+    """A sparse A's steps between two looks in one call into C (gk_sparse_run) give the solve of
+    single steps to the bit (single steps are runs of one), and that of the products from Python
+    (scipy's kernels, gk_left and gk_right) to rounding, with the same products counted: a CSR A, a
+    CSC A and a torch CSR tensor; a probe's steps (k > 1) and an A whose left half loses its column
+    inside a run (rank 12, k = 3: finished in Python) included."""
+    a = _sparse_a(300, 200, 4, rank)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        target = a.asformat(form) if form != "torch" else torch.from_numpy(a.toarray()).to_sparse_csr()
+    calls: list = []  # (probe, steps done, lost) of each run
+    real, plain, rows = _subspace.STEPS, _subspace._run_length, _operator.sparse_rows
+
+    class Runs:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def gk_sparse_run(self, *args):
+            out = real.gk_sparse_run(*args)
+            calls.append((args[17], out[0], out[1]))
+            return out
+
+    monkeypatch.setattr(_subspace, "STEPS", Runs())
+    results = []
+    for way in ("runs", "single", "python"):
+        monkeypatch.setattr(_subspace, "_run_length", (lambda *x: 0) if way == "single" else plain)
+        monkeypatch.setattr(_operator, "sparse_rows", (lambda *x: None) if way == "python" else rows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+            r = riemsvd.solve(target, k, generator=torch.Generator().manual_seed(0))
+        results.append(r)
+    runs, single, python = results
+    for x, y in zip((runs.U, runs.S, runs.V), (single.U, single.S, single.V)):
+        assert torch.equal(x, y)
+    assert runs.info.matvecs == single.info.matvecs == python.info.matvecs
+    assert runs.info.iterations == python.info.iterations
+    np.testing.assert_allclose(runs.S, python.S, rtol=0, atol=1e-12 * float(python.S[0]))
+    check_svd(torch.from_numpy(a.toarray()), runs, k, runs.info.tol)
+    assert max(done for _, done, _ in calls) > 1
+    assert (rank is not None) == any(lost for *_, lost in calls), calls
+    # a probe's run (the rank-12 A's space is exhausted before its probe)
+    assert (k > 1 and rank is None) == any(probe and done > 1 for probe, done, _ in calls), calls
 
 
 @pytest.mark.skipif(_backend.STEPS is None or sys.platform == "win32", reason="needs fork and riemsvd._steps")
