@@ -70,6 +70,16 @@ def gk_sparse_run(
     probe: bool,
     /,
 ) -> tuple[int, int, float]: ...
+def estimate(
+    h: np.ndarray,
+    c: np.ndarray,
+    t: int,
+    y: np.ndarray,
+    s: np.ndarray,
+    rel: np.ndarray,
+    slack: np.ndarray,
+    /,
+) -> bool: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...
 def max_abs(x: np.ndarray, threads: int, /) -> float: ...
 def wake(threads: int, /) -> None: ...

@@ -1100,6 +1100,47 @@ def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w
         assert (error <= estimate.slack).all(), (error, estimate.slack)
 
 
+@pytest.mark.skipif(not _subspace._C_ESTIMATE, reason="riemsvd._steps was not built or has no LAPACK")
+@given(
+    p=st.integers(12, 60),
+    t=st.integers(1, 5),
+    w=st.integers(0, 3),
+    gap=st.sampled_from([1.0, 1e-3, 1e-8]),
+    restarted=st.booleans(),
+    scale=st.sampled_from([1e-200, 1.0, 1e150]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60)
+def test_the_c_estimate_is_the_python_one(p, t, w, gap, restarted, scale, seed):
+    """For one matrix ``_estimate`` is one call into C (``_steps.estimate``: H Hᵀ, LAPACK's dsyevr as
+    scipy's wrapper calls it, the residuals and the slack): the Python twin's values, vectors (up to
+    sign), residuals and slack to rounding, on H as the recurrence makes it, at any scale, with C of 0
+    to 3 rows; None where H holds a NaN, for both."""
+    t = min(t, p // 12)
+    rng = np.random.default_rng(seed)
+    h, c = _look_matrices(rng, p, t, max(w, 1), gap, restarted)
+    h, c = scale * h, scale * c[:w]
+    out = []
+    for in_c in (True, False):
+        _subspace._C_ESTIMATE = in_c
+        try:
+            out.append(_subspace._estimate(_subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c), t))
+        finally:
+            _subspace._C_ESTIMATE = True
+    mine, theirs = out
+    assert mine is not None and theirs is not None and mine.z is None
+    np.testing.assert_allclose(mine.s, theirs.s, rtol=1e-13, atol=0)
+    # the vectors to rounding over their gap (H Hᵀ's, about 2·gap): 1e-7 apart at gap 1e-8
+    sign, off = np.sign((mine.y * theirs.y).sum(axis=0)), 1e-15 / gap
+    np.testing.assert_allclose(mine.y * sign, theirs.y, rtol=0, atol=off)
+    c_size = np.linalg.norm(c) / theirs.s[0] if theirs.s[0] > 0 else 0.0
+    np.testing.assert_allclose(mine.rel, theirs.rel, rtol=1e-9, atol=off * c_size)
+    np.testing.assert_allclose(mine.slack, theirs.slack, rtol=max(1e-12, 10 * off), atol=0)  # a λ gap too
+    h[1, 1] = np.nan
+    st_ = _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c)
+    assert _subspace._estimate(st_, t) is None
+
+
 def test_a_batch_with_k_above_an_elements_rank_takes_the_iterations_of_its_slowest_element():
     """A probe's end is judged on exact Ritz values: a batch's estimate (√λ of H Hᵀ) is off by up to
     √(pε)·σ₁ for a value near 0, and with it a rank-4 element at k = 8 'grew' at every probe's end
