@@ -80,6 +80,16 @@ def estimate(
     slack: np.ndarray,
     /,
 ) -> bool: ...
+def svd_look(
+    h: np.ndarray,
+    c: np.ndarray,
+    t: int,
+    y: np.ndarray,
+    s: np.ndarray,
+    z: np.ndarray,
+    rel: np.ndarray,
+    /,
+) -> bool: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...
 def max_abs(x: np.ndarray, threads: int, /) -> float: ...
 def wake(threads: int, /) -> None: ...

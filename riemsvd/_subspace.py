@@ -487,8 +487,18 @@ class Ritz:
 
 
 def _ritz(st: Lanczos, t: int) -> Ritz:
-    """The SVD of H and the residuals ‖C yᵢ‖/σ₁ of the top t triplets: O(p³) on the host, no vector."""
+    """The SVD of H and the residuals ‖C yᵢ‖/σ₁ of the top t triplets: O(p³) on the host, no vector.
+    For one matrix in one call into C (``_steps.svd_look``: LAPACK's gesdd as scipy's wrapper calls
+    it, the checks and the residuals), whose numpy calls had taken 33 µs beside gesdd's 80 in solves at
+    2000×1000 (k = 1)."""
     h = st.h
+    if h.ndim == 2 and h.size and _C_LAPACK and STEPS is not None:
+        r = min(h.shape)
+        y, s, z = np.empty((h.shape[0], r), order="F"), np.empty(r), np.empty((h.shape[1], r))
+        rel = np.empty(min(t, r))
+        if not STEPS.svd_look(h, st.c, min(t, r), y, s, z, rel):
+            raise ValueError(_NON_FINITE)
+        return Ritz(y, s, z, rel)
     if h.ndim == 2 and h.size:  # one matrix: LAPACK's gesdd without numpy's wrapper (9 µs, not 12.5, p = 9)
         y, s, zt, info = dgesdd(h, compute_uv=1, full_matrices=0)
         failed = info != 0  # NaN in H
@@ -529,12 +539,12 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     1e-3) the slack exceeds the target, and the exact SVD decides.
 
     For one matrix all of it is one call into C (``_steps.estimate``, LAPACK's dsyevr through scipy's
-    Cython API, :func:`_c_estimate`): in solves at 2000×1000 an estimate took 29.5 µs where these
+    Cython API, :func:`_c_lapack`): in solves at 2000×1000 an estimate took 29.5 µs where these
     numpy calls took 70, cold after the pass (dsyevr 34 of them)."""
     pu = st.pu
     if t >= pu or (st.h.ndim == 2 and t > pu // 12):
         return None
-    if st.h.ndim == 2 and _C_ESTIMATE and STEPS is not None:  # one call into C (_steps.c's estimate)
+    if st.h.ndim == 2 and _C_LAPACK and STEPS is not None:  # one call into C (_steps.c's estimate)
         y, s, rel, slack = np.empty((pu, t)), np.empty(t), np.empty(t), np.empty(t)
         return Ritz(y, s, None, rel, slack) if STEPS.estimate(st.h, st.c, t, y, s, rel, slack) else None
     hh = st.h @ np.swapaxes(st.h, -1, -2)
@@ -570,9 +580,10 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     return Ritz(y, s, None, rel, slack)
 
 
-def _c_estimate() -> bool:
-    """Whether ``_steps.estimate`` serves :func:`_estimate` for one matrix: the module built and
-    LAPACK's dsyevr found through scipy's Cython API (a call on a 2×2 H)."""
+def _c_lapack() -> bool:
+    """Whether ``_steps.estimate`` and ``_steps.svd_look`` serve :func:`_estimate` and :func:`_ritz`
+    for one matrix: the module built and LAPACK's dsyevr and dgesdd found through scipy's Cython API
+    (an estimate of a 2×2 H)."""
     if STEPS is None:
         return False
     try:
@@ -582,7 +593,7 @@ def _c_estimate() -> bool:
     return True
 
 
-_C_ESTIMATE = _c_estimate()
+_C_LAPACK = _c_lapack()
 
 
 def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ritz | None:

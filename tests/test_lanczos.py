@@ -1100,7 +1100,7 @@ def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w
         assert (error <= estimate.slack).all(), (error, estimate.slack)
 
 
-@pytest.mark.skipif(not _subspace._C_ESTIMATE, reason="riemsvd._steps was not built or has no LAPACK")
+@pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
 @given(
     p=st.integers(12, 60),
     t=st.integers(1, 5),
@@ -1122,16 +1122,16 @@ def test_the_c_estimate_is_the_python_one(p, t, w, gap, restarted, scale, seed):
     h, c = scale * h, scale * c[:w]
     out = []
     for in_c in (True, False):
-        _subspace._C_ESTIMATE = in_c
+        _subspace._C_LAPACK = in_c
         try:
             out.append(_subspace._estimate(_subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c), t))
         finally:
-            _subspace._C_ESTIMATE = True
+            _subspace._C_LAPACK = True
     mine, theirs = out
     assert mine is not None and theirs is not None and mine.z is None
     np.testing.assert_allclose(mine.s, theirs.s, rtol=1e-13, atol=0)
-    # the vectors to rounding over their gap (H Hᵀ's, about 2·gap): 1e-7 apart at gap 1e-8
-    sign, off = np.sign((mine.y * theirs.y).sum(axis=0)), 1e-15 / gap
+    # the vectors to rounding over their gap (H Hᵀ's, about 2·gap, against p·ε·σ₁²): 1e-7 at gap 1e-8
+    sign, off = np.sign((mine.y * theirs.y).sum(axis=0)), 4 * p * _subspace._EPS64 / gap
     np.testing.assert_allclose(mine.y * sign, theirs.y, rtol=0, atol=off)
     c_size = np.linalg.norm(c) / theirs.s[0] if theirs.s[0] > 0 else 0.0
     np.testing.assert_allclose(mine.rel, theirs.rel, rtol=1e-9, atol=off * c_size)
@@ -1139,6 +1139,47 @@ def test_the_c_estimate_is_the_python_one(p, t, w, gap, restarted, scale, seed):
     h[1, 1] = np.nan
     st_ = _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c)
     assert _subspace._estimate(st_, t) is None
+
+
+@pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
+@given(
+    pu=st.integers(1, 50),
+    more=st.integers(-2, 2),
+    t=st.integers(0, 9),
+    w=st.integers(0, 2),
+    scale=st.sampled_from([1e-100, 1.0, 1e100]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60)
+def test_the_c_svd_of_a_look_is_the_python_one(pu, more, t, w, scale, seed):
+    """For one matrix ``_ritz`` is one call into C (``_steps.svd_look``: LAPACK's gesdd as scipy's
+    wrapper calls it, the checks and the residuals of the top t): the Python twin's triplets and
+    residuals to rounding, for H of pu × (pu ± 2) at any scale and C of 0 to 2 rows; both raise where
+    H or C holds a NaN."""
+    rng = np.random.default_rng(seed)
+    pv = max(1, pu + more)
+    t = min(t, pu, pv)
+    h, c = scale * rng.standard_normal((pu, pv)), rng.standard_normal((w, pu))
+    out = []
+    for in_c in (True, False):
+        _subspace._C_LAPACK = in_c
+        try:
+            out.append(_subspace._ritz(_subspace.Lanczos(*[np.zeros((1, 1))] * 4, pv, pu, w, h, c), t))
+        finally:
+            _subspace._C_LAPACK = True
+    mine, theirs = out
+    np.testing.assert_allclose(mine.s, theirs.s, rtol=1e-13, atol=1e-14 * theirs.s[0])
+    # the vectors of values well apart (LAPACK's own rounding may differ with its arrays' alignment)
+    apart = np.concatenate([[np.inf], np.diff(-theirs.s)])
+    apart = np.minimum(apart, np.concatenate([apart[1:], [np.inf]])) > 1e-6 * theirs.s[0]
+    for x, y in ((mine.y, theirs.y), (mine.z, theirs.z)):
+        np.testing.assert_allclose(x[:, apart], y[:, apart], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(mine.rel, theirs.rel, rtol=1e-9, atol=1e-12 * np.abs(c).sum())
+    for where in (h, c) if w else (h,):
+        where.flat[0] = np.nan
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            _subspace._ritz(_subspace.Lanczos(*[np.zeros((1, 1))] * 4, pv, pu, w, h, c), t)
+        where.flat[0] = 0.0
 
 
 def test_a_batch_with_k_above_an_elements_rank_takes_the_iterations_of_its_slowest_element():
