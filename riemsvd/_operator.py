@@ -104,6 +104,13 @@ class Operator:
         """(c·A x, c·Aᵀ y), as :meth:`matmat` and :meth:`rmatmat`."""
         return self.matmat(x), self.rmatmat(y)
 
+    # whether A's entries are still to be read and checked (a dense A: DenseOperator.check_entries)
+    unchecked = False
+
+    def check_entries(self, magnitude: torch.Tensor | None = None, after_products: bool = False) -> None:
+        """Read and check entries the argument checks left unread: a dense A's
+        (:meth:`DenseOperator.check_entries`); nothing for other operators, whose are checked before."""
+
     def entry_magnitude(self) -> torch.Tensor | None:
         """max |a_ij| where an operator knows it without a product (a Conv or Linear layer's weights);
         None by default."""
@@ -384,6 +391,23 @@ class DenseOperator(Operator):
         self._on_torch: bool | None = None
         self._fused: FusedPass | None = None  # see claim_fused_pass
 
+    def check_entries(self, magnitude: torch.Tensor | None = None, after_products: bool = False) -> None:
+        """For an A whose entries :func:`riemsvd.solve` left unread (``unchecked``: see
+        :func:`reads_entries_in_pass`): max |a_ij| read now (or ``magnitude``, what the solve's first
+        pass read), checked finite (ValueError, as the argument checks say it), and the scale set
+        (:meth:`rescale`). Raises :class:`Rescaled` where the scale is set ``after_products``, which
+        were made without it. Nothing where the entries were checked."""
+        if not self.unchecked:
+            return
+        from riemsvd._validate import check_magnitude  # which imports this module
+
+        magnitude = max_abs(self.a) if magnitude is None else magnitude.to(self.dtype)
+        check_magnitude(magnitude)
+        self.unchecked = False
+        self.rescale(magnitude)
+        if after_products and self.scale is not None:
+            raise Rescaled
+
     def _matmat(self, x):
         return mm(self.a, x)
 
@@ -566,6 +590,39 @@ def _per_matrix(a: np.ndarray, x: np.ndarray, product) -> np.ndarray:
     a, x = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(x, batch + x.shape[-2:])  # views
     out = np.stack([product(a[i], x[i]) for i in np.ndindex(batch)])
     return out.reshape(batch + out.shape[-2:])
+
+
+class Rescaled(Exception):
+    """The solve's first pass found A's entries beyond the range its products keep (see
+    :meth:`Operator.rescale`): the operator is scaled now, and the solve starts again."""
+
+
+# From this many bytes a dense A's entries are read by the solve's first pass over A, not before it
+# (:func:`reads_entries_in_pass`): max |a_ij|'s own read had taken 3-7% of solves that converge fast
+# (0.38 of 5.2 ms at 2000×1000, 0.10 of 1.34 at 1536×384, 0.76 of 12.6 on a 4096×1024 gradient;
+# float64, k = 1), where the pass takes each block's maximum while the block is in the cache.
+READ_IN_PASS_ABOVE = 1 << 18
+
+
+def reads_entries_in_pass(a, method: str) -> bool:
+    """Whether :func:`riemsvd.solve` leaves a dense A's entries to its first pass over A
+    (``riemsvd._steps.gk_fused``'s max |a_ij|), unread by the argument checks: a 2-D CPU tensor of
+    float32 or float64 of more than ``READ_IN_PASS_ABOVE`` bytes with contiguous, aligned rows (the
+    one pass's A: :meth:`DenseOperator.claim_fused_pass`), solved by the iteration. Where the solve
+    then takes another path, it reads them before (:meth:`DenseOperator.check_entries`)."""
+    if not (
+        STEPS is not None
+        and method in ("auto", "iterative")
+        and isinstance(a, torch.Tensor)
+        and a.layout == torch.strided
+        and a.dim() == 2
+        and a.device.type == "cpu"
+        and a.dtype in (torch.float32, torch.float64)
+        and a.numel() * a.element_size() > READ_IN_PASS_ABOVE
+    ):
+        return False
+    view = numpy_view(a)
+    return view is not None and view.strides[-1] == view.itemsize and view.flags.aligned
 
 
 class SparseOperator(Operator):
@@ -989,15 +1046,23 @@ def scaled_by_entries(op: Operator, limit: float | None = None) -> Operator:
     return op if magnitude is None else rescaled(op, magnitude, limit)
 
 
-def as_operator(a, magnitude: torch.Tensor | None = None, from_numpy: bool = False) -> Operator:
+def as_operator(
+    a, magnitude: torch.Tensor | None = None, from_numpy: bool = False, unchecked: bool = False
+) -> Operator:
     """Wrap ``a`` (already validated) as an :class:`Operator`; ``magnitude`` is max |a_ij| per matrix
     of a dense ``a`` when the caller has it already; ``from_numpy``: a dense ``a`` is the tensor view
-    of the caller's numpy array (:class:`DenseOperator`). An operator passed in is used as it is, or as a
-    scaled copy where its entries are known and far from 1 (a Conv layer with float32 weights of
-    1e30 stalled 30% below its σ₁, products of squares overflowing; a review)."""
+    of the caller's numpy array (:class:`DenseOperator`); ``unchecked``: a dense ``a`` whose entries
+    were left unread (:func:`reads_entries_in_pass`), unscaled until they are read
+    (:meth:`DenseOperator.check_entries`). An operator passed in is used as it is, or as a scaled copy
+    where its entries are known and far from 1 (a Conv layer with float32 weights of 1e30 stalled 30%
+    below its σ₁, products of squares overflowing; a review)."""
     if isinstance(a, Operator):
         return scaled_by_entries(a)
     if isinstance(a, torch.Tensor):
+        if a.layout == torch.strided and unchecked:
+            dense = DenseOperator(a, from_numpy)
+            dense.unchecked = True
+            return dense
         if a.layout == torch.strided:
             if magnitude is None or magnitude.shape != a.shape[:-2]:
                 magnitude = max_abs(a)

@@ -23,10 +23,12 @@ from riemsvd._distributed import prepare as prepare_sharded
 from riemsvd._operator import (
     DenseOperator,
     Operator,
+    Rescaled,
     as_operator,
     blas_ready,
     probe_scale,
     product_fault,
+    reads_entries_in_pass,
 )
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
@@ -242,7 +244,7 @@ def solve(
         # a previous call's SVDResult as its (U, V), as in eager mode (fullgraph=True had refused it)
         return compiled_solve(A, k, tol, maxiter, _init_pair(init), generator, options, method)
     problem = prepare(A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options,
-                      method=method, from_numpy=from_numpy)  # fmt: skip
+                      method=method, from_numpy=from_numpy, read_in_pass=True)  # fmt: skip
 
     ops = []  # the operator of the last run, asked about its adjoint where the solve fails
 
@@ -288,12 +290,16 @@ class Problem:
 
 
 def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None, options=None,
-            method: str = "auto", from_numpy: bool = False) -> Problem:  # fmt: skip
+            method: str = "auto", from_numpy: bool = False,
+            read_in_pass: bool = False) -> Problem:  # fmt: skip
     """The checks and conversions of every input :func:`solve` takes, in one place: an integer-tensor k,
     a float numpy array (a tensor view, whose products prefer numpy's BLAS, as do those of the tensor
     view :func:`solve` made of one: ``from_numpy``), ``init=U0`` alone (U0, AᵀU0), a sharded A (a
     collective that checks the problem on every process), and the argument checks of ``_validate``.
-    Half-precision tensors and traced calls are :func:`solve`'s own (they re-enter it)."""
+    With ``read_in_pass`` a dense A's entries are left to the solve's first pass over A where it
+    makes one (:func:`riemsvd._operator.reads_entries_in_pass`): :func:`execute` and the iteration
+    then check them. Half-precision tensors and traced calls are :func:`solve`'s own (they re-enter
+    it)."""
     if isinstance(k, torch.Tensor) and not k.is_floating_point() and k.dtype != torch.bool and k.numel() == 1:
         k = int(k)  # an integer tensor, as torch's own k arguments accept
     tol = as_number(tol)  # a one-element float tensor, as k's integer tensor
@@ -303,6 +309,8 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
     if isinstance(init, tuple):  # (U0, V0) as numpy arrays too, e.g. scipy's svds output
         init = tuple(_from_numpy(x, half=True, name="`init`") for x in init)  # any float dtype: cast to A's
     init = _from_numpy(init, half=True, name="`init`")
+    # V0 = AᵀU0 from U0 alone: A's NaN would be reported as V0's, so A's entries are read first
+    read_in_pass = read_in_pass and not isinstance(init, torch.Tensor)
     if isinstance(init, torch.Tensor):
         init = _init_from_u(A, init)
     if is_sharded(A):
@@ -315,12 +323,13 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
 
         return Problem(sharded.tensor, layout, operator, k, tol, maxiter, sharded.init,
                        sharded.generator, options or SolverOptions(), method)  # fmt: skip
-    magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options)
+    unchecked = read_in_pass and reads_entries_in_pass(A, method)
+    magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options, entries=not unchecked)
     check_method(method, A)
     if init is not None:
         batch = A.shape[:-2] if isinstance(A, torch.Tensor) else getattr(A, "batch_shape", ())
         init = _broadcast_init(init, tuple(batch))
-    operator = functools.partial(as_operator, magnitude=magnitude, from_numpy=from_numpy)
+    operator = functools.partial(as_operator, magnitude=magnitude, from_numpy=from_numpy, unchecked=unchecked)
     options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
 
@@ -392,6 +401,7 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         out = empty_outcome(op, k, "iterative" if method == "auto" else method)
     elif dense:
         assert isinstance(op, DenseOperator)  # dense is only chosen for one
+        op.check_entries()  # where prepare left them to the one pass, which this path does not make
         with dense_threads(op.device), no_autocast(op.device):
             out = dense_svd(op, k, tol)
     else:
@@ -399,6 +409,8 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         # the steps' products in one pass over A, on its own threads (claimed before they are limited)
         iterative = not each and method != "trust-region"
         fused = iterative and isinstance(op, DenseOperator) and op.claim_fused_pass()
+        if isinstance(op, DenseOperator) and not fused:
+            op.check_entries()  # as above
         limits = dict(distributed=op.distributed, on_torch=op.torch_products(), own_pass=fused)
         threads = (
             contextlib.nullcontext()  # each matrix's own, in _each_matrix
@@ -415,8 +427,13 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
                 assert isinstance(op, DenseOperator)  # one_at_a_time's condition
                 out = _each_matrix(op, k, tol, problem)
             else:
-                out = subspace_svd(op, k, tol=tol, maxiter=problem.maxiter or DEFAULT_MAXITER, init=init,
-                                   generator=generator, options=problem.options)  # fmt: skip
+                maxiter = problem.maxiter or DEFAULT_MAXITER
+                iterate = functools.partial(subspace_svd, op, k, tol=tol, maxiter=maxiter, init=init,
+                                            generator=generator, options=problem.options)  # fmt: skip
+                try:
+                    out = iterate()
+                except Rescaled:  # the first pass found A's entries beyond its products' range
+                    out = iterate()
     info = SolveInfo(
         out.converged,
         out.iterations,

@@ -688,15 +688,12 @@ typedef struct {
     const void *v, *U, *x;
     const double *known;
     void *t, *w, *z, *scratch;
+    double *tops; /* NULL; or each part's max |a_ij| over its rows (POOL_MAX entries) */
 } Pass;
 
-static void pass_part(void *p, int part, int parts)
+/* the pass's work on rows [lo, hi), its sums into z */
+static void pass_rows(const Pass *s, Py_ssize_t lo, Py_ssize_t hi, void *z)
 {
-    Pass *s = p;
-    Py_ssize_t lo = s->m * part / parts, hi = s->m * (part + 1) / parts;
-    size_t size = s->kind == 'd' ? sizeof(double) : sizeof(float);
-    char *z = part == 0 ? s->z : (char *)s->scratch + (size_t)(part - 1) * (size_t)s->n * size;
-    memset(z, 0, (size_t)s->n * size);
     if (s->kind == 'd') {
         if (s->v)
             gk_rows_d(s->a, s->rs, lo, hi, s->n, s->v, s->U, s->ld, s->j, s->known, s->nk, s->t, s->w, (double *)z);
@@ -711,8 +708,43 @@ static void pass_part(void *p, int part, int parts)
     }
 }
 
-/* the pass on up to `threads` threads, the shares' sums added into z */
-static void run_pass(Pass *s, int threads)
+/* bytes of A's rows a pass with `tops` takes at a time, then reads again for their max |a_ij| while
+ * they are in the core's cache (L2: 1 MiB a core on the AMD EPYC, 1.25-2 on the Intel Xeons) */
+#define TOP_BLOCK (256 << 10)
+
+/* the larger of two maxima, NaN where either is */
+static double larger(double a, double b)
+{
+    return a != a || b != b ? (double)NAN : a > b ? a : b;
+}
+
+static void pass_part(void *p, int part, int parts)
+{
+    Pass *s = p;
+    Py_ssize_t lo = s->m * part / parts, hi = s->m * (part + 1) / parts;
+    size_t size = s->kind == 'd' ? sizeof(double) : sizeof(float);
+    char *z = part == 0 ? s->z : (char *)s->scratch + (size_t)(part - 1) * (size_t)s->n * size;
+    memset(z, 0, (size_t)s->n * size);
+    if (!s->tops) {
+        pass_rows(s, lo, hi, z);
+        return;
+    }
+    /* by blocks of rows, each pass_rows's sums in the same order as one call's (each column of z
+     * gains the panels' terms in turn) */
+    Py_ssize_t block = (Py_ssize_t)(TOP_BLOCK / ((size_t)s->n * size + 1)) / 4 * 4 + 4;
+    double top = 0.0;
+    for (Py_ssize_t b = lo; b < hi; b += block) {
+        Py_ssize_t e = hi - b < block ? hi : b + block;
+        pass_rows(s, b, e, z);
+        for (Py_ssize_t i = b; i < e; i++)
+            top = larger(top, s->kind == 'd' ? max_abs_d((const double *)s->a + i * s->rs, s->n)
+                                             : max_abs_s((const float *)s->a + i * s->rs, s->n));
+    }
+    s->tops[part] = top;
+}
+
+/* the pass on up to `threads` threads, the shares' sums added into z; returns the parts it made */
+static int run_pass(Pass *s, int threads)
 {
     int parts = pool_run(pass_part, s, threads);
     for (int p = 1; p < parts; p++) {
@@ -727,6 +759,7 @@ static void run_pass(Pass *s, int threads)
                 z[c] += y[c];
         }
     }
+    return parts;
 }
 
 /* max_abs's shares: contiguous pieces of x, each at least MAX_ABS_SHARE bytes (a sleeping worker took
@@ -996,7 +1029,7 @@ fail:
  * the sums of threads - 1 shares. Returns alpha (-1 where lost); *fresh = 1 where a second pass made
  * A^T u. */
 static double fused_left(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w, double eps, int threads,
-                         double *coef, void *scratch, int *fresh)
+                         double *coef, void *scratch, int *fresh, double *top)
 {
     const Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
     Py_ssize_t m = a->rows, n = a->cols;
@@ -1010,7 +1043,15 @@ static double fused_left(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_
      * added, in the room orth used for its second pass */
     double *d = coef, *hcol = coef + pu + 1;
     *fresh = 0;
-    run_pass(&s, threads);
+    double tops[POOL_MAX];
+    s.tops = top ? tops : NULL;
+    int parts = run_pass(&s, threads);
+    if (top) {
+        *top = 0.0;
+        for (int p = 0; p < parts; p++)
+            *top = larger(*top, tops[p]);
+        s.tops = NULL;
+    }
     double alpha = orth_kind(u->kind, u->view.buf, u->cs, m, pu, s.w, j, crow + j, pu - j, 1, d, hcol, eps);
     if (alpha >= 0) {
         double dd = 0.0;
@@ -1063,7 +1104,7 @@ static int fused_buffers(size_t coefs, int *threads, Py_ssize_t n, size_t size, 
     return -1;
 }
 
-/* gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads) -> (alpha, fresh): the left
+/* gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads[, top]) -> (alpha, fresh): the left
  * half of a Golub-Kahan step and the product of the right half in one pass over A (2-D, contiguous
  * rows, the bases' dtype). The pass writes A f (f = vbuf[:, pv]) into avbuf[:, pv], A f less its
  * known part (C's first row from its first nonzero, as gk_left takes it) into ubuf[:, pu], and A^T of
@@ -1073,32 +1114,52 @@ static int fused_buffers(size_t coefs, int *threads, Py_ssize_t n, size_t size, 
  * beyond the known ones). Where |d| exceeds alpha, that combination would carry |d|/alpha times the
  * rounding of A^T U, and a second pass makes the product itself (fresh = 1). Returns alpha, or -1 as
  * gk_left where the column held only rounding noise (avbuf[:, pv] is written; ubuf[:, pu] and
- * vbuf[:, pv + w] are then spoiled). gk_right then takes the step on. */
+ * vbuf[:, pv + w] are then spoiled). gk_right then takes the step on. With `top` (a float64 array of
+ * one entry) the pass also reads max |a_ij| into it (NaN where A holds one, else Inf where it holds
+ * an infinity), a block of rows at a time while the block is in the cache: a solve's first step
+ * reads A's entries for the argument checks (riemsvd._operator.reads_entries_in_pass). */
 static PyObject *gk_fused(PyObject *self, PyObject *args)
 {
-    PyObject *o[7];
+    PyObject *o[7], *top_obj = Py_None;
     Py_ssize_t pu, pv, w;
-    double eps, alpha = LOST;
+    double eps, alpha = LOST, top = 0.0;
     int threads, fresh = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnndi", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
-                          &eps, &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnndi|O", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &pu, &pv, &w,
+                          &eps, &threads, &top_obj))
         return NULL;
-    Array b[7];
+    Array b[7], t;
+    if (top_obj != Py_None) {
+        if (take_as(top_obj, &t, "top", 1) < 0)
+            return NULL;
+        if (vector_f64(&t, "top") < 0 || t.rows != 1) {
+            PyBuffer_Release(&t.view);
+            if (!PyErr_Occurred())
+                out_of_range("top");
+            return NULL;
+        }
+    }
     if (take_fused(o, b, 0x2Eu, pu, pv, w) < 0)
-        return NULL;
+        goto fail_top;
     double *coef;
     void *scratch;
     if (fused_buffers(2 * (size_t)(pu + 1), &threads, b[0].cols, (size_t)b[1].view.itemsize, &coef, &scratch) < 0)
         goto fail;
     Py_BEGIN_ALLOW_THREADS
-    alpha = fused_left(b, pu, pv, w, eps, threads, coef, scratch, &fresh);
+    alpha = fused_left(b, pu, pv, w, eps, threads, coef, scratch, &fresh, top_obj != Py_None ? &top : NULL);
     Py_END_ALLOW_THREADS
     PyMem_Free(coef);
     PyMem_Free(scratch);
     release(b, 7);
+    if (top_obj != Py_None) {
+        *(double *)t.view.buf = top;
+        PyBuffer_Release(&t.view);
+    }
     return Py_BuildValue("(di)", alpha, fresh);
 fail:
     release(b, 7);
+fail_top:
+    if (top_obj != Py_None)
+        PyBuffer_Release(&t.view);
     return NULL;
 }
 
@@ -1179,7 +1240,7 @@ static double dense_left(const void *source, const Array *b, Py_ssize_t pu, Py_s
                          double *coef, int *fresh)
 {
     const Threads *t = source;
-    return fused_left(b, pu, pv, w, eps, t->threads, coef, t->scratch, fresh);
+    return fused_left(b, pu, pv, w, eps, t->threads, coef, t->scratch, fresh, NULL);
 }
 
 /* gk_run(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, eps, threads, steps, probe) -> (done, lost, fresh,

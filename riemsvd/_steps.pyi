@@ -30,6 +30,7 @@ def gk_fused(
     w: int,
     eps: float,
     threads: int,
+    top: np.ndarray | None = None,
     /,
 ) -> tuple[float, int]: ...
 def gk_run(

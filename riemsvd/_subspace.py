@@ -870,7 +870,11 @@ def subspace_svd(
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
+    if op.unchecked and not (w == 1 and isinstance(work, HostView) and work.fused is not None):
+        op.check_entries()  # A's entries, which no pass will read first (a start of several columns)
     _step(work, st, None, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
+    if op.unchecked:  # read by the step's pass where it took one; else now (a step without room)
+        op.check_entries(after_products=True)
     cap = _check_cap(op, p_max, b)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best = [], 0, 1, 0, 0
@@ -1171,8 +1175,12 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     if fused is not None:  # both products in one pass over A (see HostView.fused)
         a, threads = fused
         assert STEPS is not None  # a FusedPass is made only where the module was built
-        alpha, fresh = STEPS.gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, unit, threads)
+        # A's entries, where the solve left them unread, are read by this pass too (max |a_ij|)
+        top = np.zeros(1) if op.op.unchecked else None
+        alpha, fresh = STEPS.gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, unit, threads, top)
         op.op.matvecs += 2 + fresh
+        if top is not None:
+            op.op.check_entries(torch.from_numpy(top[0:1]).reshape(()), after_products=True)
     else:
         op.matvec(vbuf[:, pv], x)
         alpha = _HALVES.left(ubuf, avbuf, h, c, pu, pv, unit)

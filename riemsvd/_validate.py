@@ -104,16 +104,22 @@ def _check_dense_layout(a: torch.Tensor) -> None:
     _check_float_dtype(a.dtype, "A")
 
 
-def _check_dense(a: torch.Tensor) -> torch.Tensor | None:
+def _check_dense(a: torch.Tensor, entries: bool = True) -> torch.Tensor | None:
     """Check a dense A; return max |a_ij| per matrix (shape (...)), which the operator reuses to
-    rescale, so that A is read once for both."""
+    rescale, so that A is read once for both. Without ``entries`` the entries are left unread (None):
+    the solve's first pass over A reads their maximum (:meth:`DenseOperator.check_entries`)."""
     _check_dense_layout(a)
-    if not a.numel():
+    if not a.numel() or not entries:
         return None
     magnitude = max_abs(a)  # NaN propagates through max and min, Inf stays Inf
+    check_magnitude(magnitude)
+    return magnitude
+
+
+def check_magnitude(magnitude: torch.Tensor) -> None:
+    """Raise where a dense A's max |a_ij| (per matrix, shape (...)) is not finite: A holds NaN or Inf."""
     if not _finite(magnitude):
         raise ValueError(NON_FINITE_A + batch_elements(~torch.isfinite(magnitude)))
-    return magnitude
 
 
 def _finite(magnitude: torch.Tensor) -> bool:
@@ -211,13 +217,16 @@ def _check_options(options) -> None:
         raise TypeError(f"`options` must be a riemsvd.SolverOptions, got {type(options).__name__}.")
 
 
-def check_solve_args(a, k, tol, maxiter, init, generator, options=None) -> torch.Tensor | None:
-    """Validate the arguments of :func:`riemsvd.solve`; return max |a_ij| per matrix for a dense A."""
+def check_solve_args(
+    a, k, tol, maxiter, init, generator, options=None, entries: bool = True
+) -> torch.Tensor | None:
+    """Validate the arguments of :func:`riemsvd.solve`; return max |a_ij| per matrix for a dense A
+    (None without ``entries``: see :func:`_check_dense`)."""
     magnitude = None
     if isinstance(a, torch.Tensor):
         _check_has_values(a, "`A`")
         if a.layout == torch.strided:
-            magnitude = _check_dense(a)
+            magnitude = _check_dense(a, entries)
         else:
             _check_sparse(a)
     elif isinstance(a, Operator):  # e.g. riemsvd.linear_operator(...): torch dtype, products in torch

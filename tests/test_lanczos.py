@@ -533,7 +533,7 @@ class _CountedSteps:
 
     def gk_fused(self, *args):
         alpha, fresh = self._steps.gk_fused(*args)
-        self._calls.append((args[-1], fresh))
+        self._calls.append((args[11], fresh))  # (a, 6 buffers, pu, pv, w, eps, threads, top)
         return alpha, fresh
 
     def gk_run(self, *args):

@@ -457,7 +457,7 @@ def test_a_view_strided_both_ways_is_read_as_one_contiguous_copy(dtype, monkeypa
     big = torch.randn(60, 81, generator=gen, dtype=dtype)
     seen = []
     check = _solve.check_solve_args
-    monkeypatch.setattr(_solve, "check_solve_args", lambda a, *rest: seen.append(a) or check(a, *rest))
+    monkeypatch.setattr(_solve, "check_solve_args", lambda a, *x, **kw: seen.append(a) or check(a, *x, **kw))
     leaf = big.clone().requires_grad_(True)
     result = solve(leaf[:, ::2], 3, generator=torch.Generator().manual_seed(1))
     reference = solve(big[:, ::2].contiguous(), 3, generator=torch.Generator().manual_seed(1))

@@ -42,6 +42,51 @@ def test_non_finite_entries_in_a_batch_name_the_matrices():
         riemsvd.solve(torch.stack([torch.ones(5, 4)] * 2 + [torch.full((5, 4), float("nan"))]))
 
 
+@pytest.mark.skipif(STEPS is None, reason="riemsvd._steps was not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_large_as_entries_are_read_by_the_first_pass(dtype, monkeypatch):
+    """A dense A above READ_IN_PASS_ABOVE bytes with contiguous rows has its entries read by the
+    solve's first pass over A (max |a_ij| there), not before it: the same ValueError for a NaN or an
+    Inf anywhere in A (whatever path the solve takes: the pass, the dense path, the trust region, a
+    start of several columns, a warm start), and A scaled as before where its entries are far from 1
+    (the solve begun unscaled starts again scaled), each σ as the SVD's; a transposed view is read
+    before, as before."""
+    from riemsvd import _operator, _solve, _validate
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 300, dtype=dtype, generator=gen)
+    assert a.numel() * a.element_size() > _operator.READ_IN_PASS_ABOVE
+    reads = []
+    counted = functools.partial(lambda f, x: reads.append(x.shape) or f(x), _validate.max_abs)
+    monkeypatch.setattr(_validate, "max_abs", counted)
+    result = riemsvd.solve(a, 2, generator=gen)
+    assert not reads and bool(result.info.converged)  # read by the pass alone
+    riemsvd.solve(a.mT, 2, generator=gen)
+    assert reads == [(300, 500)]  # a transposed view: read before (its products are two)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    u0 = torch.linalg.qr(torch.randn(500, 2, dtype=dtype, generator=gen))[0]
+    start = (u0, a.mT @ u0)  # (U0, V0): U0 alone is read before (V0 = AᵀU0 would carry A's NaN)
+    ways = [{}, {"method": "dense"}, {"options": riemsvd.SolverOptions(start_block=3)}, {"init": start}]
+    for where, bad in (((0, 0), float("nan")), ((499, 299), float("inf")), ((250, 7), -float("inf"))):
+        b = a.clone()
+        b[where] = bad
+        for way in ways:
+            with pytest.raises(ValueError, match="`A` has NaN or Inf entries"):
+                riemsvd.solve(b, 2, tol=tol, generator=gen, **way)
+    with pytest.raises(ValueError, match="`A` has NaN or Inf entries"):
+        riemsvd.solve(b.double(), 2, method="trust-region", generator=gen)
+    reference = torch.linalg.svdvals(a.double())[:2]
+    huge, tiny = (1e200, 1e-200) if dtype == torch.float64 else (1e30, 1e-30)
+    again = []
+    iterate = _solve.subspace_svd
+    monkeypatch.setattr(_solve, "subspace_svd", lambda *x, **kw: again.append(1) or iterate(*x, **kw))
+    for scale in (huge, tiny, 1e-10 if dtype == torch.float32 else 1e-100):
+        again.clear()
+        out = riemsvd.solve(a * scale, 2, tol=tol, generator=gen)
+        assert bool(out.info.converged) and len(again) == 2, scale  # begun unscaled, then scaled
+        torch.testing.assert_close(out.S.double() / scale, reference, rtol=10 * tol, atol=0)
+
+
 @pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia", "lil", "dok"])
 def test_non_finite_sparse_entries_raise_value_error(fmt):
     s = sp.random(10, 8, density=0.3, format="csr", random_state=np.random.default_rng(0))
