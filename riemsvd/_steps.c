@@ -1504,6 +1504,16 @@ static void look_residuals(const Array *c, const double *y, Py_ssize_t step, Py_
     }
 }
 
+/* a look's arguments (h, c, t, then four arrays, the outputs: `names`) taken into b, LAPACK found;
+ * -1 with the exception set */
+static int take_look(PyObject *args, const char **names, Array *b, Py_ssize_t *t)
+{
+    PyObject *o[6];
+    if (!PyArg_ParseTuple(args, "OOnOOOO", &o[0], &o[1], t, &o[2], &o[3], &o[4], &o[5]) || !find_lapack())
+        return -1;
+    return take_all(o, b, names, 0, 6, 0x3Cu); /* the outputs written, H and C read */
+}
+
 /* estimate(h, c, t, y, s, rel, slack) -> found: riemsvd._subspace._estimate for one matrix in one call
  * (its Python took 55 us of each estimate's 87 in solves at 2000x1000, cold after the pass; dsyevr
  * the rest). h (pu x pv) and c (w x pu) row-major float64 with contiguous rows; the top t (< pu)
@@ -1516,17 +1526,12 @@ static void look_residuals(const Array *c, const double *y, Py_ssize_t step, Py_
  * is not finite (the caller's exact SVD decides); -1 with an exception where LAPACK was not found. */
 static PyObject *estimate(PyObject *self, PyObject *args)
 {
-    PyObject *o[6];
     Py_ssize_t t;
-    if (!PyArg_ParseTuple(args, "OOnOOOO", &o[0], &o[1], &t, &o[2], &o[3], &o[4], &o[5]))
-        return NULL;
-    if (!find_lapack())
-        return NULL;
-    dsyevr_fn dsyevr = lapack_dsyevr;
     Array b[6];
     const char *names[6] = {"h", "c", "y", "s", "rel", "slack"};
-    if (take_all(o, b, names, 0, 6, 0x3Cu) < 0)
+    if (take_look(args, names, b, &t) < 0)
         return NULL;
+    dsyevr_fn dsyevr = lapack_dsyevr;
     const Array *h = &b[0], *c = &b[1], *y = &b[2], *sv = &b[3], *rv = &b[4], *kv = &b[5];
     Py_ssize_t pu = h->rows, pv = h->cols, w = c->rows;
     PyObject *result = NULL;
@@ -1603,15 +1608,10 @@ done:
  * raises. Its numpy calls had taken 33 us beside dgesdd's 80 in solves at 2000x1000 (k = 1). */
 static PyObject *svd_look(PyObject *self, PyObject *args)
 {
-    PyObject *o[6];
     Py_ssize_t t;
-    if (!PyArg_ParseTuple(args, "OOnOOOO", &o[0], &o[1], &t, &o[2], &o[3], &o[4], &o[5]))
-        return NULL;
-    if (!find_lapack())
-        return NULL;
     Array b[6];
     const char *names[6] = {"h", "c", "y", "s", "z", "rel"};
-    if (take_all(o, b, names, 0, 6, 0x3Cu) < 0)
+    if (take_look(args, names, b, &t) < 0)
         return NULL;
     const Array *h = &b[0], *c = &b[1], *y = &b[2], *sv = &b[3], *z = &b[4], *rv = &b[5];
     Py_ssize_t pu = h->rows, pv = h->cols, r = pu < pv ? pu : pv;

@@ -1100,6 +1100,19 @@ def test_a_looks_estimate_is_within_its_slack_of_the_exact_ritz_triplets(p, t, w
         assert (error <= estimate.slack).all(), (error, estimate.slack)
 
 
+def _in_c_and_in_python(look, st_, t: int) -> tuple:
+    """A look's function (``_estimate`` or ``_ritz``) of one matrix's state, through C and through its
+    Python twin."""
+    out = []
+    for in_c in (True, False):
+        _subspace._C_LAPACK = in_c
+        try:
+            out.append(look(st_, t))
+        finally:
+            _subspace._C_LAPACK = True
+    return tuple(out)
+
+
 @pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
 @given(
     p=st.integers(12, 60),
@@ -1120,14 +1133,9 @@ def test_the_c_estimate_is_the_python_one(p, t, w, gap, restarted, scale, seed):
     rng = np.random.default_rng(seed)
     h, c = _look_matrices(rng, p, t, max(w, 1), gap, restarted)
     h, c = scale * h, scale * c[:w]
-    out = []
-    for in_c in (True, False):
-        _subspace._C_LAPACK = in_c
-        try:
-            out.append(_subspace._estimate(_subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c), t))
-        finally:
-            _subspace._C_LAPACK = True
-    mine, theirs = out
+    mine, theirs = _in_c_and_in_python(
+        _subspace._estimate, _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, w, h, c), t
+    )
     assert mine is not None and theirs is not None and mine.z is None
     np.testing.assert_allclose(mine.s, theirs.s, rtol=1e-13, atol=0)
     # the vectors to rounding over their gap (H Hᵀ's, about 2·gap, against p·ε·σ₁²): 1e-7 at gap 1e-8
@@ -1160,14 +1168,9 @@ def test_the_c_svd_of_a_look_is_the_python_one(pu, more, t, w, scale, seed):
     pv = max(1, pu + more)
     t = min(t, pu, pv)
     h, c = scale * rng.standard_normal((pu, pv)), rng.standard_normal((w, pu))
-    out = []
-    for in_c in (True, False):
-        _subspace._C_LAPACK = in_c
-        try:
-            out.append(_subspace._ritz(_subspace.Lanczos(*[np.zeros((1, 1))] * 4, pv, pu, w, h, c), t))
-        finally:
-            _subspace._C_LAPACK = True
-    mine, theirs = out
+    mine, theirs = _in_c_and_in_python(
+        _subspace._ritz, _subspace.Lanczos(*[np.zeros((1, 1))] * 4, pv, pu, w, h, c), t
+    )
     np.testing.assert_allclose(mine.s, theirs.s, rtol=1e-13, atol=1e-14 * theirs.s[0])
     # the vectors of values well apart (LAPACK's own rounding may differ with its arrays' alignment)
     apart = np.concatenate([[np.inf], np.diff(-theirs.s)])
