@@ -446,17 +446,10 @@ class DenseOperator(Operator):
         up to ``threads``, one per ``FUSED_SHARE`` bytes of A (its workers woken now, for the first
         step): then :func:`riemsvd._backend.solver_threads` limits torch's and numpy's (its
         ``own_pass``). Its products then need no measurement (:meth:`torch_products`): numpy's."""
-        a = numpy_view(self.a) if torch.device(self.device).type == "cpu" else None
+        a = one_pass_view(self.a)
         self._fused = None
-        if (
-            a is None
-            or STEPS is None
-            or self.scale is not None  # a scaled A's steps take its scaled products (HostView)
-            or a.ndim != 2
-            or a.nbytes <= FUSED_ABOVE
-            or a.strides[-1] != a.itemsize
-            or not a.flags.aligned
-        ):
+        # a scaled A's steps take its scaled products (HostView)
+        if a is None or STEPS is None or self.scale is not None or a.nbytes <= FUSED_ABOVE:
             return False
         self._fused, self._on_torch = FusedPass(a, max(1, min(self.threads, a.nbytes // FUSED_SHARE))), False
         STEPS.wake(self._fused.threads)  # the workers, asleep between solves, awake for the first pass
@@ -604,25 +597,29 @@ class Rescaled(Exception):
 READ_IN_PASS_ABOVE = 1 << 18
 
 
+def one_pass_view(a: torch.Tensor) -> np.ndarray | None:
+    """A dense A's numpy view where riemsvd._steps's one pass can read it (built, on the CPU, 2-D with
+    contiguous, aligned rows of float32 or float64); None otherwise."""
+    view = numpy_view(a) if STEPS is not None and torch.device(a.device).type == "cpu" else None
+    if view is None or view.ndim != 2 or view.strides[-1] != view.itemsize or not view.flags.aligned:
+        return None
+    return view
+
+
 def reads_entries_in_pass(a, method: str) -> bool:
     """Whether :func:`riemsvd.solve` leaves a dense A's entries to its first pass over A
-    (``riemsvd._steps.gk_fused``'s max |a_ij|), unread by the argument checks: a 2-D CPU tensor of
-    float32 or float64 of more than ``READ_IN_PASS_ABOVE`` bytes with contiguous, aligned rows (the
-    one pass's A: :meth:`DenseOperator.claim_fused_pass`), solved by the iteration. Where the solve
-    then takes another path, it reads them before (:meth:`DenseOperator.check_entries`)."""
+    (``riemsvd._steps.gk_fused``'s max |a_ij|), unread by the argument checks: a tensor of more than
+    ``READ_IN_PASS_ABOVE`` bytes that the one pass reads (:func:`one_pass_view`), solved by the
+    iteration. Where the solve then takes another path, it reads them before
+    (:meth:`DenseOperator.check_entries`)."""
     if not (
-        STEPS is not None
-        and method in ("auto", "iterative")
+        method in ("auto", "iterative")
         and isinstance(a, torch.Tensor)
         and a.layout == torch.strided
-        and a.dim() == 2
-        and a.device.type == "cpu"
-        and a.dtype in (torch.float32, torch.float64)
         and a.numel() * a.element_size() > READ_IN_PASS_ABOVE
     ):
         return False
-    view = numpy_view(a)
-    return view is not None and view.strides[-1] == view.itemsize and view.flags.aligned
+    return one_pass_view(a) is not None
 
 
 class SparseOperator(Operator):
@@ -762,12 +759,8 @@ class ScipyOperator(Operator):
         return _sparse_column_products(self.a, self._np_dtype, self._at) if self._at is not None else None
 
     def _sparse_rows(self) -> SparseRows | None:
-        import scipy.sparse as sp
-
-        # scipy's own classes only, as _sparse_column_products: a subclass may compute its products
-        # otherwise than from its arrays
         a = self.a
-        if type(a) not in (sp.csr_matrix, sp.csc_matrix, sp.csr_array, sp.csc_array):
+        if not _compressed_by_scipy(a):
             return None
         return sparse_rows(a.indptr, a.indices, a.data, a.format == "csr", tuple(self.shape), self._np_dtype)
 
@@ -790,6 +783,14 @@ class ScipyOperator(Operator):
         return (lambda x: self.a @ x.astype(np.float64)), (lambda y: self._at @ y.astype(np.float64))
 
 
+def _compressed_by_scipy(a) -> bool:
+    """Whether ``a`` is a CSR or CSC matrix of scipy's own classes, whose products its arrays give: a
+    subclass may compute its products otherwise."""
+    import scipy.sparse as sp
+
+    return type(a) in (sp.csr_matrix, sp.csc_matrix, sp.csr_array, sp.csc_array)
+
+
 def _sparse_column_products(a, dtype, at=None):
     """:meth:`Operator._column_products` of a scipy CSR or CSC matrix whose values are of the solver's
     dtype: scipy's own kernels (``csr_matvec``, ``csc_matvec``: what ``a @ x`` runs for a 1-D x, to the
@@ -797,14 +798,11 @@ def _sparse_column_products(a, dtype, at=None):
     through ``a @ x[:, None]`` and its layers, where the kernel itself is 2–3 µs a product. None for
     other formats and dtypes, or where scipy no longer has the kernels (then the general products).
     ``at``: A's transpose, where the caller has made it (each ``a.T`` is a new object)."""
-    import scipy.sparse as sp
-
     try:
         from scipy.sparse import _sparsetools
     except ImportError:  # pragma: no cover - a private module of scipy's, present since 0.14
         return None
-    # scipy's own classes only: a subclass may compute its products otherwise than from its arrays
-    if type(a) not in (sp.csr_matrix, sp.csc_matrix, sp.csr_array, sp.csc_array) or a.dtype != dtype:
+    if not _compressed_by_scipy(a) or a.dtype != dtype:
         return None
 
     def product(mat):

@@ -197,14 +197,22 @@ static void write_h(const Array *h, Py_ssize_t pu, Py_ssize_t pv, const double *
     hb[pu * ld + pv] = alpha;
 }
 
+/* where the coefficients a left half takes as known begin: C's first row (pu entries) from its first
+ * nonzero on (the last one alone in the recurrence, all of them after a restart) */
+static Py_ssize_t first_known(const double *crow, Py_ssize_t pu)
+{
+    Py_ssize_t j = 0;
+    while (j < pu && crow[j] == 0.0)
+        j++;
+    return j;
+}
+
 /* gk_left's work on taken arrays, coef room for 2 (pu + 1) doubles; returns alpha or -1 */
 static double left_half(const Array *u, const Array *av, const Array *h, const Array *c, Py_ssize_t pu, Py_ssize_t pv,
                         double eps, double *coef)
 {
     const double *crow = (const double *)c->view.buf;
-    Py_ssize_t j = 0;
-    while (j < pu && crow[j] == 0.0)
-        j++;
+    Py_ssize_t j = first_known(crow, pu);
     char *x = column(u, pu);
     memcpy(column(av, pv), x, (size_t)u->rows * (size_t)u->view.itemsize);
     double alpha =
@@ -712,7 +720,7 @@ static void pass_rows(const Pass *s, Py_ssize_t lo, Py_ssize_t hi, void *z)
  * they are in the core's cache (L2: 1 MiB a core on the AMD EPYC, 1.25-2 on the Intel Xeons) */
 #define TOP_BLOCK (256 << 10)
 
-/* the larger of two maxima, NaN where either is */
+/* the larger of two maxima, NaN where either is (NaN wins, then Inf, then the largest) */
 static double larger(double a, double b)
 {
     return a != a || b != b ? (double)NAN : a > b ? a : b;
@@ -811,8 +819,8 @@ static PyObject *max_abs(PyObject *self, PyObject *args)
     double top = 0.0;
     Py_BEGIN_ALLOW_THREADS
     parts = pool_run(max_abs_part, &s, parts);
-    for (int p = 0; p < parts; p++) /* NaN wins, then Inf, then the largest */
-        top = s.top[p] != s.top[p] || top != top ? (double)NAN : s.top[p] > top ? s.top[p] : top;
+    for (int p = 0; p < parts; p++)
+        top = larger(top, s.top[p]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&a.view);
     return PyFloat_FromDouble(top);
@@ -994,6 +1002,24 @@ fail:
     return NULL;
 }
 
+/* the bases, H and C of a step at pu, pv, w (b[1:7]: ubuf, avbuf, vbuf, atubuf, h, c) for an m x n A:
+ * their kinds and layouts, and room for the step; -1 with the exception set where they do not serve */
+static int check_bases(const Array *b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_t w)
+{
+    const Array *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
+        columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0)
+        return -1;
+    /* pv + w < cols, written so that it cannot overflow */
+    if (pu < 0 || pv < 0 || w < 1 || u->rows != m || av->rows != m || v->rows != n || atu->rows != n ||
+        pu >= u->cols || pv >= av->cols || pv >= v->cols || w >= v->cols - pv || pu > atu->cols ||
+        pu >= h->rows || pv >= h->cols || pu > c->cols || c->rows < 1) {
+        out_of_range("pu, pv, w or the shapes");
+        return -1;
+    }
+    return 0;
+}
+
 /* gk_fused's and gk_run's arrays (a, ubuf, avbuf, vbuf, atubuf, h, c; `written` as take_all's) taken
  * into b and checked for a step at pu, pv, w; -1 with the exception set and nothing held where they
  * do not serve */
@@ -1002,23 +1028,13 @@ static int take_fused(PyObject **o, Array *b, unsigned written, Py_ssize_t pu, P
     const char *names[7] = {"a", "ubuf", "avbuf", "vbuf", "atubuf", "h", "c"};
     if (take_all(o, b, names, 0, 7, written) < 0)
         return -1;
-    const Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    const Array *a = &b[0], *u = &b[1];
     if (a->view.ndim != 2 || (a->cs != 1 && a->cols > 1) || a->kind != u->kind) {
         PyErr_SetString(PyExc_TypeError, "riemsvd._steps: a must be 2-D with contiguous rows, of the bases' dtype");
         goto fail;
     }
-    if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
-        columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0 ||
-        aligned(a, "a") < 0)
+    if (aligned(a, "a") < 0 || check_bases(b, a->rows, a->cols, pu, pv, w) < 0)
         goto fail;
-    Py_ssize_t m = a->rows, n = a->cols;
-    /* pv + w < cols, written so that it cannot overflow */
-    if (pu < 0 || pv < 0 || w < 1 || u->rows != m || av->rows != m || v->rows != n || atu->rows != n ||
-        pu >= u->cols || pv >= av->cols || pv >= v->cols || w >= v->cols - pv || pu > atu->cols ||
-        pu >= h->rows || pv >= h->cols || pu > c->cols || c->rows < 1) {
-        out_of_range("pu, pv, w or the shapes");
-        goto fail;
-    }
     return 0;
 fail:
     release(b, 7);
@@ -1034,9 +1050,7 @@ static double fused_left(const Array *b, Py_ssize_t pu, Py_ssize_t pv, Py_ssize_
     const Array *a = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
     Py_ssize_t m = a->rows, n = a->cols;
     double *crow = (double *)c->view.buf;
-    Py_ssize_t j = 0;
-    while (j < pu && crow[j] == 0.0)
-        j++;
+    Py_ssize_t j = first_known(crow, pu);
     Pass s = {u->kind, a->view.buf, a->rs, m, n, u->cs, j, pu - j, column(v, pv), u->view.buf, NULL, crow + j,
               column(av, pv), column(u, pu), column(v, pv + w), scratch};
     /* d: the Gram-Schmidt's own coefficients (orth's `subtracted`); then H's column, the known ones
@@ -1354,10 +1368,12 @@ static int take_index(PyObject *obj, Py_buffer *view, int *wide, const char *wha
     const char *f = view->format ? view->format : "B";
     if (*f == '<' || *f == '=' || *f == '@')
         f++;
-    int ok = view->ndim == 1 && f[1] == '\0' && strchr("ilq", f[0]) && (view->itemsize == 4 || view->itemsize == 8);
+    int ok = view->ndim == 1 && f[1] == '\0' && strchr("ilq", f[0]) && (view->itemsize == 4 || view->itemsize == 8) &&
+             (uintptr_t)view->buf % (uintptr_t)view->itemsize == 0;
     if (!ok) {
         PyBuffer_Release(view);
-        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a contiguous 1-D int32 or int64 array", what);
+        PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a contiguous, aligned 1-D int32 or int64 array",
+                     what);
         return -1;
     }
     *wide = view->itemsize == 8;
@@ -1395,7 +1411,7 @@ static PyObject *gk_sparse_run(PyObject *self, PyObject *args)
         PyBuffer_Release(&ind);
         return NULL;
     }
-    const Array *data = &b[0], *u = &b[1], *av = &b[2], *v = &b[3], *atu = &b[4], *h = &b[5], *c = &b[6];
+    const Array *data = &b[0], *u = &b[1], *c = &b[6];
     Py_ssize_t rows = by_rows ? m : n, nnz = ind.len / ind.itemsize, nptr = ptr.len / ptr.itemsize;
     PyObject *result = NULL;
     if (wide != wide_ind || data->view.ndim != 1 || (data->rs != 1 && data->rows > 1) || data->kind != u->kind) {
@@ -1403,15 +1419,10 @@ static PyObject *gk_sparse_run(PyObject *self, PyObject *args)
                                          "contiguous 1-D array of the bases' dtype");
         goto done;
     }
-    if (columns(u, u->kind, "ubuf") < 0 || columns(av, u->kind, "avbuf") < 0 || columns(v, u->kind, "vbuf") < 0 ||
-        columns(atu, u->kind, "atubuf") < 0 || rows_f64(h, "h") < 0 || rows_f64(c, "c") < 0)
+    if (aligned(data, "data") < 0 || check_bases(b, m, n, pu, pv, w) < 0)
         goto done;
-    /* pv + w < cols, written so that it cannot overflow */
-    if (m < 1 || n < 1 || nptr != rows + 1 || data->rows != nnz || pu < 0 || pv < 0 || w < 1 || u->rows != m ||
-        av->rows != m || v->rows != n || atu->rows != n || pu >= u->cols || pv >= av->cols || pv >= v->cols ||
-        w >= v->cols - pv || pu > atu->cols || pu >= h->rows || pv >= h->cols || pu > c->cols || w > c->rows ||
-        (probe && pv < 1)) {
-        out_of_range("ptr, data, pu, pv, w or the shapes");
+    if (m < 1 || n < 1 || nptr != rows + 1 || data->rows != nnz || w > c->rows || (probe && pv < 1)) {
+        out_of_range("ptr, data, w or pv");
         goto done;
     }
     steps = steps_that_fit(b, m, n, pu, pv, w, steps);
@@ -1623,9 +1634,10 @@ static PyObject *svd_look(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "riemsvd._steps: y must be a float64 array in Fortran order");
         goto done;
     }
-    if (r < 1 || t < 0 || t > r || pu > INT_MAX / 8 || pv > INT_MAX / 8 || c->cols != pu || y->rows != pu ||
-        y->cols != r || z->rows != pv || z->cols != r || z->rs != r || sv->rows != r || rv->rows != t ||
-        (y->cols > 1 && y->cs != pu)) {
+    /* LAPACK's C API takes int sizes: dgesdd's workspace, 4 r^2 + 9 r + max(pu, pv), must be one */
+    if (r < 1 || t < 0 || t > r || r > 16384 || pu > INT_MAX / 4 || pv > INT_MAX / 4 || c->cols != pu ||
+        y->rows != pu || y->cols != r || z->rows != pv || z->cols != r || z->rs != r || sv->rows != r ||
+        rv->rows != t || (y->cols > 1 && y->cs != pu)) {
         out_of_range("t or the shapes");
         goto done;
     }

@@ -492,11 +492,12 @@ def _ritz(st: Lanczos, t: int) -> Ritz:
     it, the checks and the residuals), whose numpy calls had taken 33 µs beside gesdd's 80 in solves at
     2000×1000 (k = 1)."""
     h = st.h
-    if h.ndim == 2 and h.size and _C_LAPACK and STEPS is not None:
+    if _look_in_c(h) and STEPS is not None:
         r = min(h.shape)
         y, s, z = np.empty((h.shape[0], r), order="F"), np.empty(r), np.empty((h.shape[1], r))
-        rel = np.empty(min(t, r))
-        if not STEPS.svd_look(h, st.c, min(t, r), y, s, z, rel):
+        t = min(t, r)
+        rel = np.empty(t)
+        if not STEPS.svd_look(h, st.c, t, y, s, z, rel):
             raise ValueError(_NON_FINITE)
         return Ritz(y, s, z, rel)
     if h.ndim == 2 and h.size:  # one matrix: LAPACK's gesdd without numpy's wrapper (9 µs, not 12.5, p = 9)
@@ -544,7 +545,7 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
     pu = st.pu
     if t >= pu or (st.h.ndim == 2 and t > pu // 12):
         return None
-    if st.h.ndim == 2 and _C_LAPACK and STEPS is not None:  # one call into C (_steps.c's estimate)
+    if _look_in_c(st.h) and STEPS is not None:  # one call into C (_steps.c's estimate)
         y, s, rel, slack = np.empty((pu, t)), np.empty(t), np.empty(t), np.empty(t)
         return Ritz(y, s, None, rel, slack) if STEPS.estimate(st.h, st.c, t, y, s, rel, slack) else None
     hh = st.h @ np.swapaxes(st.h, -1, -2)
@@ -594,6 +595,15 @@ def _c_lapack() -> bool:
 
 
 _C_LAPACK = _c_lapack()
+# The most rows or columns of H a look takes to C: LAPACK's C API takes int sizes (svd_look's workspace,
+# about 4p², and estimate's, 26p, must be ints; a basis this wide is far beyond the defaults' 24-272)
+_C_LOOK_MOST = 8192
+
+
+def _look_in_c(h: np.ndarray) -> bool:
+    """Whether a look at H (one matrix's, not empty, at most ``_C_LOOK_MOST`` wide) goes through C
+    (:func:`_c_lapack`); numpy's LAPACK wrappers otherwise."""
+    return _C_LAPACK and h.ndim == 2 and h.size > 0 and max(h.shape) <= _C_LOOK_MOST
 
 
 def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ritz | None:
@@ -870,11 +880,11 @@ def subspace_svd(
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
-    if op.unchecked and not (w == 1 and isinstance(work, HostView) and work.fused is not None):
-        op.check_entries()  # A's entries, which no pass will read first (a start of several columns)
+    # A's entries, where the solve left them unread: read by the start step's pass if it takes gk_fused
+    in_pass = w == 1 and isinstance(work, HostView) and work.fused is not None and _room_for_step(work, st)
+    if op.unchecked and not in_pass:
+        op.check_entries()
     _step(work, st, None, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
-    if op.unchecked:  # read by the step's pass where it took one; else now (a step without room)
-        op.check_entries(after_products=True)
     cap = _check_cap(op, p_max, b)
     target, best = np.full(batch, tol), np.full(batch, np.inf)
     history, checks, iterations, restarts, since_best = [], 0, 1, 0, 0
@@ -1165,11 +1175,11 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
     h, c = st.hbuf, st.cbuf
     if not _room_for_step(op, st):
         return False
+    if op.sparse is not None:  # a run of one step, as runs take them (to the bit)
+        return _golub_kahan_steps(op, st, generator, 1) > 0
     unit = _eps(vbuf)
     # 𝒰 gains A f less its parts along 𝒰; C's row holds those known in exact arithmetic (the last
     # one alone in the recurrence, all of them after a restart)
-    if op.sparse is not None:  # a run of one step, as runs take them (to the bit)
-        return _golub_kahan_steps(op, st, generator, 1) > 0
     x = ubuf[:, pu]
     fused = op.fused
     if fused is not None:  # both products in one pass over A (see HostView.fused)
