@@ -23,7 +23,7 @@ from riemsvd._autograd import Layout
 from riemsvd._backend import mm
 from riemsvd._operator import DenseOperator, Operator
 from riemsvd._space import Space, randn
-from riemsvd._subspace import SolverOptions
+from riemsvd._subspace import DEFAULT_OPTIONS
 from riemsvd._validate import (
     NON_FINITE_A,
     check_block,
@@ -271,7 +271,7 @@ def _local_problem(a, block, dim, init, k, tol, maxiter, options, method):
     meta.update(
         k=_plain(k), tol=_plain(tol), maxiter=_plain(maxiter), dtype=str(getattr(block, "dtype", None))
     )
-    options = SolverOptions() if options is None else options  # None is the default options
+    options = DEFAULT_OPTIONS if options is None else options  # None is the default options
     meta.update(dim=repr(dim), options=repr(options), method=repr(method))
     meta["max_abs"] = 0.0
     meta["init"] = meta["init_whole"] = None

@@ -23,7 +23,7 @@ import torch
 
 from riemsvd._autograd import Layout, cotangent
 from riemsvd._result import SolveInfo
-from riemsvd._subspace import SolverOptions
+from riemsvd._subspace import DEFAULT_OPTIONS, SolverOptions
 from riemsvd._tolerance import default_tol
 from riemsvd._validate import check_compiled_args
 
@@ -133,7 +133,7 @@ def compiled_solve(A, k, tol, maxiter, init, generator, options, method: str):
 
     check_compiled_args(A, k, tol, maxiter, init, generator, options)
     u0, v0 = (init, None) if isinstance(init, torch.Tensor) else (None, None) if init is None else init
-    options = options or SolverOptions()
+    options = options or DEFAULT_OPTIONS
     out = torch.ops.riemsvd.solve(
         A, k, tol, maxiter, u0, v0, method, options.block, options.max_basis, options.start_block,
         options.patience,

@@ -33,6 +33,7 @@ from riemsvd._operator import (
 from riemsvd._ops import compiled_solve
 from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
 from riemsvd._subspace import (
+    DEFAULT_OPTIONS,
     Outcome,
     SolverOptions,
     _default_block,
@@ -322,7 +323,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
             return layout.operator(layout.local(a)).rescale(sharded.magnitude)
 
         return Problem(sharded.tensor, layout, operator, k, tol, maxiter, sharded.init,
-                       sharded.generator, options or SolverOptions(), method)  # fmt: skip
+                       sharded.generator, options or DEFAULT_OPTIONS, method)  # fmt: skip
     unchecked = read_in_pass and reads_entries_in_pass(A, method)
     magnitude = check_solve_args(A, k, tol, maxiter, init, generator, options, entries=not unchecked)
     check_method(method, A)
@@ -330,7 +331,7 @@ def prepare(A, k: int = 1, *, tol=None, maxiter=None, init=None, generator=None,
         batch = A.shape[:-2] if isinstance(A, torch.Tensor) else getattr(A, "batch_shape", ())
         init = _broadcast_init(init, tuple(batch))
     operator = functools.partial(as_operator, magnitude=magnitude, from_numpy=from_numpy, unchecked=unchecked)
-    options = options or SolverOptions()  # after the check: a falsy wrong value is named, not replaced
+    options = options or DEFAULT_OPTIONS  # after the check: a falsy wrong value is named, not replaced
     return Problem(A, Layout(), operator, k, tol, maxiter, init, generator, options, method)
 
 

@@ -91,6 +91,23 @@ def svd_look(
     rel: np.ndarray,
     /,
 ) -> bool: ...
+def finish(
+    ubuf: np.ndarray,
+    avbuf: np.ndarray,
+    vbuf: np.ndarray,
+    atubuf: np.ndarray,
+    pu: int,
+    pv: int,
+    y: np.ndarray,
+    z: np.ndarray,
+    floor: float,
+    drift: float,
+    u: np.ndarray,
+    v: np.ndarray,
+    s: np.ndarray,
+    errors: np.ndarray,
+    /,
+) -> float: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...
 def max_abs(x: np.ndarray, threads: int, /) -> float: ...
 def wake(threads: int, /) -> None: ...

@@ -86,6 +86,11 @@ class SolverOptions:
             check_positive_int(getattr(self, name), f"SolverOptions({name}=...)", allow_none=False)
 
 
+# The defaults, one frozen instance for every solve (a new one each solve, its checks included, took
+# 11 µs of a 384×384 solve's 600)
+DEFAULT_OPTIONS = SolverOptions()
+
+
 @dataclass
 class Outcome:
     """What the solver returns: sorted triplets and their true residuals.
@@ -582,9 +587,9 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
 
 
 def _c_lapack() -> bool:
-    """Whether ``_steps.estimate`` and ``_steps.svd_look`` serve :func:`_estimate` and :func:`_ritz`
-    for one matrix: the module built and LAPACK's dsyevr and dgesdd found through scipy's Cython API
-    (an estimate of a 2×2 H)."""
+    """Whether ``_steps.estimate``, ``_steps.svd_look`` and ``_steps.finish`` serve :func:`_estimate`,
+    :func:`_ritz` and :func:`_checked` for one matrix: the module built and LAPACK's dsyevr and
+    dgesdd and BLAS's dgemm found through scipy's Cython API (an estimate of a 2×2 H)."""
     if STEPS is None:
         return False
     try:
@@ -849,7 +854,7 @@ def subspace_svd(
     maxiter: int,
     init,
     generator: torch.Generator | None,
-    options: SolverOptions = SolverOptions(),
+    options: SolverOptions = DEFAULT_OPTIONS,
 ) -> Outcome:
     """Leading k singular triplets of ``op`` to relative residual ``tol``; see :func:`riemsvd.solve`.
 
@@ -984,7 +989,7 @@ def subspace_svd(
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
             if bool((worst <= reach).all()):  # reach: the target, or ε of the dtype (above)
-                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
+                verified = _checked(work, st, ritz, k, restarts, tol)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
                     reason = "converged"
@@ -1031,7 +1036,7 @@ def subspace_svd(
             if verified is None:
                 if ritz.z is None:
                     ritz = _ritz(st, t)
-                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
+                verified = _checked(work, st, ritz, k, restarts, tol)
             if kept is not None:
                 verified = _closer(kept, verified, tol)
             break
@@ -1056,7 +1061,11 @@ def subspace_svd(
     s, residual, errors = (
         torch.from_numpy(np.asarray(x)).to(op.device, op.dtype) for x in (s, residual, errors)
     )
-    converged = (residual <= tol) & (not unchecked)
+    # numpy's comparison on the CPU: 3 µs where torch's took 20–30, cold after the passes
+    if residual.device.type == "cpu":
+        converged = torch.from_numpy(np.asarray((residual.numpy() <= tol) & (not unchecked)))
+    else:
+        converged = (residual <= tol) & (not unchecked)
     return Outcome(u, s, v, converged, residual, iterations, looks, errors, reason, restarts)
 
 
@@ -1190,7 +1199,7 @@ def _golub_kahan_step(op: HostView, st: Lanczos, generator) -> bool:
         alpha, fresh = STEPS.gk_fused(a, ubuf, avbuf, vbuf, atubuf, h, c, pu, pv, w, unit, threads, top)
         op.op.matvecs += 2 + fresh
         if top is not None:
-            op.op.check_entries(torch.from_numpy(top[0:1]).reshape(()), after_products=True)
+            op.op.check_entries(float(top[0]), after_products=True)
     else:
         op.matvec(vbuf[:, pv], x)
         alpha = _HALVES.left(ubuf, avbuf, h, c, pu, pv, unit)
@@ -1593,11 +1602,40 @@ def _vectors(
     y = work.left.from_host(ritz.y[..., :k], st.ubuf)
     z = work.right.from_host(ritz.z[..., :k], st.vbuf)
     u, v = mm(st.u, y), mm(st.v, z)
-    p = max(st.vbuf.shape[-1], st.ubuf.shape[-1])
-    drift = 2 * (restarts + 1) * p * _eps(st.vbuf)
+    drift = _drift(st, restarts)
     if not drift <= _KEPT_SHARE * tol:
         return u, v, None
     return u, v, Kept(mm(st.av, z), mm(st.atu, y), drift)
+
+
+def _drift(st: Lanczos, restarts: int) -> float:
+    """How far the kept products of Ritz vectors may be from fresh ones, relative to σ₁, after
+    ``restarts`` (see :func:`_vectors`)."""
+    return 2 * (restarts + 1) * max(st.vbuf.shape[-1], st.ubuf.shape[-1]) * _eps(st.vbuf)
+
+
+def _checked(work, st: Lanczos, ritz: Ritz, k: int, restarts: int, tol: float) -> tuple:
+    """:func:`verify` of the top k Ritz triplets (:func:`_vectors`): for one float64 matrix on the
+    host whose kept products serve, in one call into C (``_steps.finish``), where its numpy and torch
+    calls took 70–180 µs a check, cold after the passes (384×384 to 2000×1000, k = 1)."""
+    drift = _drift(st, restarts)
+    vbuf = st.vbuf
+    if not (
+        _C_LAPACK
+        and isinstance(work, HostView)
+        and isinstance(vbuf, np.ndarray)
+        and vbuf.ndim == 2
+        and vbuf.dtype == np.float64
+        and drift <= _KEPT_SHARE * tol
+    ):
+        return verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
+    assert ritz.z is not None and STEPS is not None  # as in _vectors; _C_LAPACK
+    (m, n), op = work.shape, work.op
+    u, v, s, errors = np.empty((m, k)), np.empty((n, k)), np.empty(k), np.empty(k)
+    floor = 0.5 * product_floor(op.dtype, m, n, op.row_terms)
+    residual = STEPS.finish(st.ubuf, st.avbuf, vbuf, st.atubuf, st.pu, st.pv, ritz.y[:, :k], ritz.z[:, :k],
+                            floor, drift, u, v, s, errors)  # fmt: skip
+    return torch.from_numpy(u), s, torch.from_numpy(v), np.float64(residual), errors
 
 
 def _float64_view(work, tol: float) -> HostView | None:

@@ -1185,6 +1185,72 @@ def test_the_c_svd_of_a_look_is_the_python_one(pu, more, t, w, scale, seed):
         where.flat[0] = 0.0
 
 
+@pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
+def test_the_c_check_of_the_kept_products_is_the_python_one(monkeypatch):
+    """For one float64 matrix on the host a check of the top k Ritz triplets from the iteration's kept
+    products is one call into C (``_steps.finish``): at every check of solves of 1×2 to 1536×384,
+    k = 1 to 8, with restarts, σ = 0 beyond a rank of 1 (Rayleigh quotients of either sign, an order to
+    restore) and the estimate's own triplets, the Python twin's vectors (the same BLAS products, to
+    the bit but for the order of equal values), values to 1e-14 and residuals and bars to their own
+    rounding (the sums' order: both pairwise)."""
+    checked, seen = _subspace._checked, []
+
+    def both(work, st_, ritz, k, restarts, tol):
+        mine = checked(work, st_, ritz, k, restarts, tol)
+        theirs = _subspace.verify(work, *_subspace._vectors(work, st_, ritz, k, restarts, tol), tol)
+        u, s, v, residual, errors = mine
+        # each triplet one of Python's, sign included, among those of values within rounding of its own
+        near = np.abs(s[:, None] - theirs[1][None, :]) <= 1e-12 * theirs[1][0]
+        for j in range(k):
+            assert any(
+                torch.equal(u[:, j], theirs[0][:, i]) and torch.equal(v[:, j], theirs[2][:, i])
+                for i in np.flatnonzero(near[j])
+            ), j
+        assert (np.diff(s) <= 0).all()  # in descending order
+        np.testing.assert_allclose(s, theirs[1], rtol=1e-14, atol=1e-15 * theirs[1][0])
+        unit = np.finfo(np.float64).eps
+        assert abs(residual - theirs[3]) <= 1e-13 * theirs[3] + 4 * unit
+        np.testing.assert_allclose(errors, theirs[4], rtol=1e-12, atol=4 * unit * theirs[1][0])
+        seen.append((k, restarts))
+        return mine
+
+    monkeypatch.setattr(_subspace, "_checked", both)
+    g = torch.Generator().manual_seed(0)
+    row = torch.randn(1, 384, dtype=torch.float64, generator=g)
+    cases = [
+        (torch.tensor([[0.3, -0.7]], dtype=torch.float64), 1),
+        (torch.randn(7, 1, dtype=torch.float64, generator=g), 1),
+        (make_matrix("gaussian", 300, 200, g), 8),
+        (make_matrix("cluster", 200, 300, g), 4),
+        (row.expand(1536, 384).contiguous(), 8),
+        (torch.randn(400, 50, dtype=torch.float64, generator=g) @ torch.randn(50, 300, dtype=torch.float64,
+                                                                               generator=g), 3),
+    ]  # fmt: skip
+    for a, k in cases:
+        riemsvd.solve(a, k, method="iterative", generator=g)
+    assert {k for k, _ in seen} == {1, 3, 4, 8} and max(r for _, r in seen) > 0
+
+
+@pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
+def test_the_c_check_orders_the_triplets_and_makes_each_rayleigh_quotient_nonnegative():
+    """``_steps.finish`` on bases of A = diag(1, 2, 3, 4) (𝒰 = 𝒱 = I, the kept products A𝒱 and Aᵀ𝒰)
+    with Ritz vectors given in ascending order, the first (−e₁, e₁) of Rayleigh quotient −1: the
+    triplets come back in descending order, (e₂, 2, e₂) then (e₁, 1, e₁), exact, and the bars and the
+    residual 0 beyond ``floor`` and ``drift``."""
+    a = np.diag([1.0, 2.0, 3.0, 4.0])
+    eye = np.asfortranarray(np.eye(4))
+    y = np.array([[-1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]], order="F")
+    z = np.abs(y)
+    u, v, s, errors = np.empty((4, 2)), np.empty((4, 2)), np.empty(2), np.empty(2)
+    bases = (eye, np.asfortranarray(a @ eye), eye, np.asfortranarray(a.T @ eye))
+    residual = _subspace.STEPS.finish(*bases, 4, 4, y, z, 1e-16, 1e-15, u, v, s, errors)
+    np.testing.assert_array_equal(s, [2.0, 1.0])
+    np.testing.assert_array_equal(u, [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(v, [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(errors, [2 * (1e-16 + 1e-15)] * 2, rtol=1e-15)
+    assert residual == 1e-15
+
+
 def test_a_batch_with_k_above_an_elements_rank_takes_the_iterations_of_its_slowest_element():
     """A probe's end is judged on exact Ritz values: a batch's estimate (√λ of H Hᵀ) is off by up to
     √(pε)·σ₁ for a value near 0, and with it a rank-4 element at k = 8 'grew' at every probe's end
