@@ -1508,6 +1508,12 @@ static int find_lapack(void)
     return 0;
 }
 
+/* a residual r relative to s0, sigma_1: 0/0 = 0 (a zero matrix is solved exactly) and r/0 = inf */
+static double relative(double r, double s0)
+{
+    return s0 > 0.0 ? r / s0 : r > 0.0 ? (double)INFINITY : 0.0;
+}
+
 /* ||C y_i|| / s0 for t vectors y_i = y + i * step (C's rows against them: their entries as many as C's
  * columns): the relative residuals of Ritz triplets, 0/0 = 0 and r/0 = inf, one row's as numpy's abs
  * takes it (no square to underflow) */
@@ -1525,7 +1531,7 @@ static void look_residuals(const Array *c, const double *y, Py_ssize_t step, Py_
             cy1 = cy;
         }
         double res = c->rows == 1 ? fabs(cy1) : sqrt(res2);
-        rel[i] = s0 > 0.0 ? res / s0 : res > 0.0 ? (double)INFINITY : 0.0;
+        rel[i] = relative(res, s0);
     }
 }
 
@@ -1838,7 +1844,7 @@ static PyObject *finish(PyObject *self, PyObject *args)
         errors[j] = hypot(nu[o], nv[o]) * sqrt(0.5 / x2[o]) + (floor + drift) * s0;
         worst = fmax(worst, fmax(nu[o], nv[o]));
     }
-    double residual = (s0 > 0.0 ? worst / s0 : worst > 0.0 ? (double)INFINITY : 0.0) + drift;
+    double residual = relative(worst, s0) + drift;
     PyMem_Free(scratch);
     PyMem_Free(order);
     result = PyFloat_FromDouble(residual);
