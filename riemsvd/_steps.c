@@ -1708,148 +1708,125 @@ static void combine(const double *B, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t 
     blas_dgemm(&ty, &tb, &m, &n, &kk, &one, (double *)y->view.buf, &lda, (double *)B, &ldb, &zero, out, &ldc);
 }
 
-/* column j's sum over rows [lo, hi) of x_ij y_ij, or with `squares` of (x_ij - s y_ij)^2 (rows k apart),
- * summed pairwise as numpy sums (an error of log(rows) eps, not rows eps: a matrix of equal rows, whose
- * terms share their rounding, had sigma 3e-11 off at 1536 x 384 in float64 from a loop's sum; its
- * compensation the build's associative math may drop) */
-static double pairwise(const double *x, const double *y, double s, int squares, Py_ssize_t k, Py_ssize_t j,
-                       Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (hi - lo > 8) {
-        Py_ssize_t mid = lo + (hi - lo) / 2;
-        return pairwise(x, y, s, squares, k, j, lo, mid) + pairwise(x, y, s, squares, k, j, mid, hi);
-    }
-    double sum = 0.0;
-    for (Py_ssize_t i = lo; i < hi; i++) {
-        double t = squares ? x[i * k + j] - y[i * k + j] * s : x[i * k + j] * y[i * k + j];
-        sum += squares ? t * t : t;
-    }
-    return sum;
-}
-
-/* column j's x_j^T y_j (rows x k, row-major) */
-static double column_dot(const double *x, const double *y, Py_ssize_t rows, Py_ssize_t k, Py_ssize_t j)
-{
-    return pairwise(x, y, 0.0, 0, k, j, 0, rows);
-}
-
-/* ||p_j - s x_j|| of column j (rows x k, row-major) */
-static double column_residual(const double *p, const double *x, double s, Py_ssize_t rows, Py_ssize_t k,
-                              Py_ssize_t j)
-{
-    return sqrt(pairwise(p, x, s, 1, k, j, 0, rows));
-}
-
-/* finish(ubuf, avbuf, vbuf, atubuf, pu, pv, y, z, floor, drift, u, v, s, errors) -> residual:
- * riemsvd._subspace.verify of _vectors' kept products for one float64 matrix in one call (their numpy
- * and torch calls took 70-180 us a check, cold after the passes: 384x384 to 2000x1000, k = 1). The
- * top k Ritz vectors u = U y (m x k) and v = V z (n x k), written row-major into u and v, with
- * A v = AV z and A^T u = ATU y from the bases' kept products (U, ATU: pu columns; V, AV: pv; all
- * column-major with contiguous columns), y (pu x k) and z (pv x k) of any strides. For x_i = (u_i,
- * v_i)/sqrt(2) as it is, x2_i = ||x_i||^2: s_i = u_i^T A v_i / x2_i, a negative one's u_i negated and
- * s_i = |s_i|; the triplets in descending s (stable); errors_i = hypot(nu_i, nv_i) sqrt(0.5 / x2_i) +
- * (floor + drift) s_0 with nu_i = ||A v_i - s_i u_i||, nv_i = ||A^T u_i - s_i v_i||. Returns
- * max_i max(nu_i, nv_i) / s_0 + drift (0/0 = 0, r/0 = inf). */
-static PyObject *finish(PyObject *self, PyObject *args)
+/* kept_products(ubuf, avbuf, vbuf, atubuf, pu, pv, y, z, u, v, av, atu) -> None: the top k Ritz
+ * vectors of one float64 matrix and their products from those the iteration kept, in one call
+ * (riemsvd._subspace._vectors: its four numpy products): u = U y, A^T u = ATU y (U, ATU: pu columns),
+ * v = V z, A v = AV z (V, AV: pv columns), the bases column-major with contiguous columns, y (pu x k)
+ * and z (pv x k) in C or Fortran order; u, av (m x k) and v, atu (n x k) written row-major. */
+static PyObject *kept_products(PyObject *self, PyObject *args)
 {
     PyObject *o[10];
     Py_ssize_t pu, pv;
-    double floor, drift;
-    if (!PyArg_ParseTuple(args, "OOOOnnOOddOOOO", &o[0], &o[1], &o[2], &o[3], &pu, &pv, &o[4], &o[5], &floor, &drift,
-                          &o[6], &o[7], &o[8], &o[9]) ||
+    if (!PyArg_ParseTuple(args, "OOOOnnOOOOOO", &o[0], &o[1], &o[2], &o[3], &pu, &pv, &o[4], &o[5], &o[6], &o[7],
+                          &o[8], &o[9]) ||
         !find_lapack())
         return NULL;
     Array b[10];
-    const char *names[10] = {"ubuf", "avbuf", "vbuf", "atubuf", "y", "z", "u", "v", "s", "errors"};
+    const char *names[10] = {"ubuf", "avbuf", "vbuf", "atubuf", "y", "z", "u", "v", "av", "atu"};
     if (take_all(o, b, names, 0, 10, 0x3C0u) < 0) /* the outputs written, the rest read */
         return NULL;
-    const Array *U = &b[0], *AV = &b[1], *V = &b[2], *ATU = &b[3], *y = &b[4], *z = &b[5], *u = &b[6], *v = &b[7];
+    const Array *U = &b[0], *AV = &b[1], *V = &b[2], *ATU = &b[3], *y = &b[4], *z = &b[5];
     Py_ssize_t m = U->rows, n = V->rows, k = y->cols;
     PyObject *result = NULL;
     for (int i = 0; i < 4; i++)
         if (columns(&b[i], 'd', names[i]) < 0)
             goto done;
-    for (int i = 4; i < 8; i++) {
-        if (b[i].kind != 'd' || b[i].view.ndim != 2 || (b[i].rs != 1 && b[i].cs != 1)) {
-            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D float64 array in C or Fortran order",
-                         names[i]);
+    for (int i = 4; i < 10; i++) {
+        int outputs = i >= 6; /* row-major and contiguous; y and z in either order */
+        if (b[i].kind != 'd' || b[i].view.ndim != 2 || (outputs && (b[i].rs != k || b[i].cs != 1)) ||
+            (b[i].rs != 1 && b[i].cs != 1)) {
+            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D float64 array in %s order", names[i],
+                         outputs ? "C" : "C or Fortran");
             goto done;
         }
         if (aligned(&b[i], names[i]) < 0)
             goto done;
     }
-    if (vector_f64(&b[8], "s") < 0 || vector_f64(&b[9], "errors") < 0)
-        goto done;
     if (k < 1 || pu < 1 || pv < 1 || AV->rows != m || ATU->rows != n || pu > U->cols || pu > ATU->cols ||
-        pv > V->cols || pv > AV->cols || y->rows != pu || z->rows != pv || z->cols != k || u->rows != m ||
-        u->cols != k || u->rs != k || u->cs != 1 || v->rows != n || v->cols != k || v->rs != k || v->cs != 1 ||
-        b[8].rows != k || b[9].rows != k || m > INT_MAX || n > INT_MAX || k > INT_MAX || y->rs > INT_MAX ||
-        y->cs > INT_MAX || z->rs > INT_MAX || z->cs > INT_MAX || U->cs > INT_MAX || AV->cs > INT_MAX ||
-        V->cs > INT_MAX || ATU->cs > INT_MAX || /* BLAS's int sizes; columns apart by their length at least: */
+        pv > V->cols || pv > AV->cols || y->rows != pu || z->rows != pv || z->cols != k || b[6].rows != m ||
+        b[6].cols != k || b[7].rows != n || b[7].cols != k || b[8].rows != m || b[8].cols != k || b[9].rows != n ||
+        b[9].cols != k || m > INT_MAX || n > INT_MAX || k > INT_MAX || y->rs > INT_MAX || y->cs > INT_MAX ||
+        z->rs > INT_MAX || z->cs > INT_MAX || U->cs > INT_MAX || AV->cs > INT_MAX || V->cs > INT_MAX ||
+        ATU->cs > INT_MAX || /* BLAS's int sizes; columns apart by their length at least: */
         (pu > 1 && (U->cs < m || ATU->cs < n)) || (pv > 1 && (V->cs < n || AV->cs < m))) {
         out_of_range("pu, pv or the shapes");
         goto done;
     }
-    double *ub = u->view.buf, *vb = v->view.buf, *s = b[8].view.buf, *errors = b[9].view.buf;
-    /* A v and A^T u (m x k, n x k), the block's sums, then k each of x2, nu, nv, s and the order */
-    size_t doubles = ((size_t)m + (size_t)n + 5) * (size_t)k, longs = (size_t)k;
-    double *scratch = PyMem_Malloc(doubles * sizeof(double));
-    Py_ssize_t *order = PyMem_Malloc(longs * sizeof(Py_ssize_t));
-    if (!scratch || !order) {
-        PyMem_Free(scratch);
+    combine(U->view.buf, U->cs, m, pu, y, k, b[6].view.buf);
+    combine(V->view.buf, V->cs, n, pv, z, k, b[7].view.buf);
+    combine(AV->view.buf, AV->cs, m, pv, z, k, b[8].view.buf);
+    combine(ATU->view.buf, ATU->cs, n, pu, y, k, b[9].view.buf);
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release(b, 10);
+    return result;
+}
+
+/* finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors) -> residual: riemsvd._subspace.verify's
+ * arithmetic for one matrix in one call (its twenty numpy and torch calls took 70-180 us a check,
+ * cold after the passes: 384x384 to 2000x1000, k = 1), in the vectors' dtype as numpy makes it. u, av
+ * (m x k) and v, atu (n x k): row-major float32 or float64 arrays of one kind, A v and A^T u the
+ * products of the vectors. For x_i = (u_i, v_i)/sqrt(2) as it is, x2_i = ||x_i||^2: s_i = u_i^T A v_i /
+ * x2_i, a negative one's u_i negated and s_i = |s_i|; the triplets in descending s (stable), their
+ * vectors written into u_out and v_out (row-major, the same kind); errors_i = hypot(nu_i, nv_i)
+ * sqrt(0.5 / x2_i) + (floor + drift) s_0 with nu_i = ||A v_i - s_i u_i||, nv_i = ||A^T u_i - s_i v_i||
+ * (s_i rounded to the dtype); s and errors float64 (k). Returns max_i max(nu_i, nv_i) / s_0 + drift
+ * (0/0 = 0, r/0 = inf). */
+static PyObject *finish(PyObject *self, PyObject *args)
+{
+    PyObject *o[8];
+    double floor, drift;
+    if (!PyArg_ParseTuple(args, "OOOOddOOOO", &o[0], &o[1], &o[2], &o[3], &floor, &drift, &o[4], &o[5], &o[6],
+                          &o[7]))
+        return NULL;
+    Array b[8];
+    const char *names[8] = {"u", "v", "av", "atu", "u_out", "v_out", "s", "errors"};
+    if (take_all(o, b, names, 0, 8, 0xF0u) < 0) /* the outputs written, the rest read */
+        return NULL;
+    Py_ssize_t m = b[0].rows, n = b[1].rows, k = b[0].cols;
+    char kind = b[0].kind;
+    PyObject *result = NULL;
+    for (int i = 0; i < 6; i++) {
+        if (b[i].kind != kind || b[i].view.ndim != 2 || b[i].cols != k || b[i].rs != k || b[i].cs != 1 ||
+            b[i].rows != (i % 2 ? n : m)) {
+            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D array in C order of u's dtype and k columns, "
+                         "m rows for u, av and u_out, n for the others", names[i]);
+            goto done;
+        }
+        if (aligned(&b[i], names[i]) < 0)
+            goto done;
+    }
+    if (vector_f64(&b[6], "s") < 0 || vector_f64(&b[7], "errors") < 0)
+        goto done;
+    if (k < 1 || b[6].rows != k || b[7].rows != k) {
+        out_of_range("k");
+        goto done;
+    }
+    size_t size = kind == 'd' ? sizeof(double) : sizeof(float);
+    double *work = PyMem_Malloc(5 * (size_t)k * sizeof(double));
+    Py_ssize_t *order = PyMem_Malloc((size_t)k * sizeof(Py_ssize_t));
+    void *row = PyMem_Malloc((size_t)k * size);
+    if (!work || !order || !row) {
+        PyMem_Free(work);
         PyMem_Free(order);
+        PyMem_Free(row);
         PyErr_NoMemory();
         goto done;
     }
-    double *av = scratch, *atu = av + (size_t)m * k, *tmp = atu + (size_t)n * k, *x2 = tmp + k, *nu = x2 + k,
-           *nv = nu + k, *sv = nv + k;
-    combine(U->view.buf, U->cs, m, pu, y, k, ub);
-    combine(AV->view.buf, AV->cs, m, pv, z, k, av);
-    combine(V->view.buf, V->cs, n, pv, z, k, vb);
-    combine(ATU->view.buf, ATU->cs, n, pu, y, k, atu);
-    for (Py_ssize_t j = 0; j < k; j++) {
-        x2[j] = 0.5 * (column_dot(ub, ub, m, k, j) + column_dot(vb, vb, n, k, j));
-        double q = column_dot(ub, av, m, k, j) / x2[j];
-        /* the residuals of (u_j, q, v_j): a negative q's triplet (-u_j, |q|, v_j) has the same */
-        nu[j] = column_residual(av, ub, q, m, k, j);
-        nv[j] = column_residual(atu, vb, q, n, k, j);
-        if (q < 0.0)
-            for (Py_ssize_t i = 0; i < m; i++)
-                ub[i * k + j] = -ub[i * k + j];
-        sv[j] = fabs(q);
-        Py_ssize_t at = j; /* a stable insertion into the descending order */
-        while (at > 0 && sv[order[at - 1]] < sv[j]) {
-            order[at] = order[at - 1];
-            at--;
-        }
-        order[at] = j;
-    }
-    int moved = 0;
-    for (Py_ssize_t j = 0; j < k; j++)
-        moved = moved || order[j] != j;
-    if (moved) { /* u's and v's columns into the order, a row at a time through tmp */
-        for (int side = 0; side < 2; side++) {
-            double *x = side ? vb : ub;
-            for (Py_ssize_t i = 0, rows = side ? n : m; i < rows; i++) {
-                for (Py_ssize_t j = 0; j < k; j++)
-                    tmp[j] = x[i * k + order[j]];
-                memcpy(x + i * k, tmp, (size_t)k * sizeof(double));
-            }
-        }
-    }
-    double s0 = sv[order[0]], worst = 0.0;
-    for (Py_ssize_t j = 0; j < k; j++) {
-        Py_ssize_t o = order[j];
-        s[j] = sv[o];
-        errors[j] = hypot(nu[o], nv[o]) * sqrt(0.5 / x2[o]) + (floor + drift) * s0;
-        worst = fmax(worst, fmax(nu[o], nv[o]));
-    }
-    double residual = relative(worst, s0) + drift;
-    PyMem_Free(scratch);
+    double *s = b[6].view.buf, *errors = b[7].view.buf, worst;
+    if (kind == 'd')
+        worst = finish_core_d(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
+                              b[4].view.buf, b[5].view.buf, s, errors, work, order, row);
+    else
+        worst = finish_core_s(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
+                              b[4].view.buf, b[5].view.buf, s, errors, work, order, row);
+    PyMem_Free(work);
     PyMem_Free(order);
-    result = PyFloat_FromDouble(residual);
+    PyMem_Free(row);
+    result = PyFloat_FromDouble(relative(worst, s[0]) + drift);
 done:
-    release(b, 10);
+    release(b, 8);
     return result;
 }
 
@@ -1865,7 +1842,8 @@ static PyMethodDef methods[] = {
     {"gk_sparse_run", gk_sparse_run, METH_VARARGS, "Golub-Kahan steps of a sparse A in one call."},
     {"estimate", estimate, METH_VARARGS, "A look's estimate from the top eigenpairs of H H^T."},
     {"svd_look", svd_look, METH_VARARGS, "A look's SVD of H and residuals of its top triplets."},
-    {"finish", finish, METH_VARARGS, "A check of the top Ritz triplets from the kept products, one matrix."},
+    {"kept_products", kept_products, METH_VARARGS, "The top Ritz vectors and their kept products, one matrix."},
+    {"finish", finish, METH_VARARGS, "A check's arithmetic on the top Ritz triplets, one matrix."},
     {"widened_both", widened_both, METH_VARARGS, "A x and A^T y in float64 for a float32 A, one pass."},
     {NULL, NULL, 0, NULL},
 };

@@ -283,3 +283,66 @@ static double NAME(max_abs)(const T *x, Py_ssize_t n)
             return (double)NAN;
     return (double)INFINITY;
 }
+
+/* column j's sum over rows [lo, hi) of x_ij y_ij, or with `squares` of (x_ij - s y_ij)^2 (rows k apart),
+ * in T and pairwise as numpy sums (an error of log(rows) eps, not rows eps: a matrix of equal rows,
+ * whose terms share their rounding, had sigma 3e-11 off at 1536 x 384 in float64 from a loop's sum;
+ * a compensated sum the build's associative math may undo) */
+static T NAME(column_sum)(const T *x, const T *y, T s, int squares, Py_ssize_t k, Py_ssize_t j, Py_ssize_t lo,
+                          Py_ssize_t hi)
+{
+    if (hi - lo > 8) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        return NAME(column_sum)(x, y, s, squares, k, j, lo, mid) + NAME(column_sum)(x, y, s, squares, k, j, mid, hi);
+    }
+    T sum = 0;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        T t = squares ? x[i * k + j] - y[i * k + j] * s : x[i * k + j] * y[i * k + j];
+        sum += squares ? t * t : t;
+    }
+    return sum;
+}
+
+/* finish's arithmetic (see there) in the vectors' dtype, as riemsvd._subspace.verify's numpy makes
+ * it: u, av (m x k) and v, atu (n x k) row-major; u_out, v_out the triplets' vectors in order; `work`
+ * 5k doubles, `order` k, `row` k elements. Returns max_i max(nu_i, nv_i). */
+static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *atu, Py_ssize_t m, Py_ssize_t n,
+                                Py_ssize_t k, double floor, double drift, T *u_out, T *v_out, double *s,
+                                double *errors, double *work, Py_ssize_t *order, T *row)
+{
+    double *x2 = work, *nu = x2 + k, *nv = nu + k, *sv = nv + k, *sign = sv + k;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        x2[j] = 0.5 * ((double)NAME(column_sum)(u, u, 0, 0, k, j, 0, m) + (double)NAME(column_sum)(v, v, 0, 0, k, j, 0, n));
+        double q = (double)NAME(column_sum)(u, av, 0, 0, k, j, 0, m) / x2[j];
+        /* the residuals of (u_j, q, v_j), q as the vectors' dtype holds it: a negative q's triplet
+         * (-u_j, |q|, v_j) has the same */
+        T qt = (T)q;
+        nu[j] = (double)(T)sqrt((double)NAME(column_sum)(av, u, qt, 1, k, j, 0, m));
+        nv[j] = (double)(T)sqrt((double)NAME(column_sum)(atu, v, qt, 1, k, j, 0, n));
+        sv[j] = fabs(q);
+        sign[j] = q < 0.0 ? -1.0 : 1.0;
+        Py_ssize_t at = j; /* a stable insertion into the descending order */
+        while (at > 0 && sv[order[at - 1]] < sv[j]) {
+            order[at] = order[at - 1];
+            at--;
+        }
+        order[at] = j;
+    }
+    for (int side = 0; side < 2; side++) { /* the columns in order, a negative q's u negated */
+        const T *x = side ? v : u;
+        T *out = side ? v_out : u_out;
+        for (Py_ssize_t i = 0, rows = side ? n : m; i < rows; i++) {
+            for (Py_ssize_t j = 0; j < k; j++)
+                row[j] = side || sign[order[j]] > 0.0 ? x[i * k + order[j]] : -x[i * k + order[j]];
+            memcpy(out + i * k, row, (size_t)k * sizeof(T));
+        }
+    }
+    double s0 = sv[order[0]], worst = 0.0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        Py_ssize_t o = order[j];
+        s[j] = sv[o];
+        errors[j] = hypot(nu[o], nv[o]) * sqrt(0.5 / x2[o]) + (floor + drift) * s0;
+        worst = fmax(worst, fmax(nu[o], nv[o]));
+    }
+    return worst;
+}

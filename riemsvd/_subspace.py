@@ -587,9 +587,9 @@ def _estimate(st: Lanczos, t: int) -> Ritz | None:
 
 
 def _c_lapack() -> bool:
-    """Whether ``_steps.estimate``, ``_steps.svd_look`` and ``_steps.finish`` serve :func:`_estimate`,
-    :func:`_ritz` and :func:`_checked` for one matrix: the module built and LAPACK's dsyevr and
-    dgesdd and BLAS's dgemm found through scipy's Cython API (an estimate of a 2×2 H)."""
+    """Whether ``_steps``'s look and check functions serve one matrix's :func:`_estimate`, :func:`_ritz`,
+    :func:`_vectors` and :func:`verify`: the module built and LAPACK's dsyevr and dgesdd and BLAS's
+    dgemm found through scipy's Cython API (an estimate of a 2×2 H)."""
     if STEPS is None:
         return False
     try:
@@ -989,7 +989,7 @@ def subspace_svd(
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
             if bool((worst <= reach).all()):  # reach: the target, or ε of the dtype (above)
-                verified = _checked(work, st, ritz, k, restarts, tol)
+                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
                     reason = "converged"
@@ -1036,7 +1036,7 @@ def subspace_svd(
             if verified is None:
                 if ritz.z is None:
                     ritz = _ritz(st, t)
-                verified = _checked(work, st, ritz, k, restarts, tol)
+                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
             if kept is not None:
                 verified = _closer(kept, verified, tol)
             break
@@ -1599,11 +1599,20 @@ def _vectors(
     ε alone is 0.1 of tol 1e-6 at p = 40). Saved: 2k products a check, 16 of a k = 8 solve's 64–126
     at 384×384 (docs/algorithm.md)."""
     assert ritz.z is not None  # the returned vectors come from full Ritz triplets, not estimates
+    drift = _drift(st, restarts)
+    kept = drift <= _KEPT_SHARE * tol
+    vbuf = st.vbuf
+    if kept and _C_LAPACK and isinstance(vbuf, np.ndarray) and vbuf.ndim == 2 and vbuf.dtype == np.float64:
+        # one matrix on the host: the four products in one call into C, by the BLAS numpy's would use
+        (m, n), (pu, pv) = work.shape, (st.pu, st.pv)
+        out = [np.empty((rows, k)) for rows in (m, n, m, n)]  # u, v, A v, Aᵀu
+        assert STEPS is not None  # _C_LAPACK
+        STEPS.kept_products(st.ubuf, st.avbuf, vbuf, st.atubuf, pu, pv, ritz.y[:, :k], ritz.z[:, :k], *out)
+        return out[0], out[1], Kept(out[2], out[3], drift)
     y = work.left.from_host(ritz.y[..., :k], st.ubuf)
     z = work.right.from_host(ritz.z[..., :k], st.vbuf)
     u, v = mm(st.u, y), mm(st.v, z)
-    drift = _drift(st, restarts)
-    if not drift <= _KEPT_SHARE * tol:
+    if not kept:
         return u, v, None
     return u, v, Kept(mm(st.av, z), mm(st.atu, y), drift)
 
@@ -1612,30 +1621,6 @@ def _drift(st: Lanczos, restarts: int) -> float:
     """How far the kept products of Ritz vectors may be from fresh ones, relative to σ₁, after
     ``restarts`` (see :func:`_vectors`)."""
     return 2 * (restarts + 1) * max(st.vbuf.shape[-1], st.ubuf.shape[-1]) * _eps(st.vbuf)
-
-
-def _checked(work, st: Lanczos, ritz: Ritz, k: int, restarts: int, tol: float) -> tuple:
-    """:func:`verify` of the top k Ritz triplets (:func:`_vectors`): for one float64 matrix on the
-    host whose kept products serve, in one call into C (``_steps.finish``), where its numpy and torch
-    calls took 70–180 µs a check, cold after the passes (384×384 to 2000×1000, k = 1)."""
-    drift = _drift(st, restarts)
-    vbuf = st.vbuf
-    if not (
-        _C_LAPACK
-        and isinstance(work, HostView)
-        and isinstance(vbuf, np.ndarray)
-        and vbuf.ndim == 2
-        and vbuf.dtype == np.float64
-        and drift <= _KEPT_SHARE * tol
-    ):
-        return verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
-    assert ritz.z is not None and STEPS is not None  # as in _vectors; _C_LAPACK
-    (m, n), op = work.shape, work.op
-    u, v, s, errors = np.empty((m, k)), np.empty((n, k)), np.empty(k), np.empty(k)
-    floor = 0.5 * product_floor(op.dtype, m, n, op.row_terms)
-    residual = STEPS.finish(st.ubuf, st.avbuf, vbuf, st.atubuf, st.pu, st.pv, ritz.y[:, :k], ritz.z[:, :k],
-                            floor, drift, u, v, s, errors)  # fmt: skip
-    return torch.from_numpy(u), s, torch.from_numpy(v), np.float64(residual), errors
 
 
 def _float64_view(work, tol: float) -> HostView | None:
@@ -1660,6 +1645,19 @@ def _float64_view(work, tol: float) -> HostView | None:
         return None
     host = work if isinstance(work, HostView) else op.on_host()
     return None if host is None else host.in_float64()
+
+
+def _finish_in_c(*arrays) -> bool:
+    """Whether :func:`verify`'s arithmetic on these vectors and products goes to ``_steps.finish``: one
+    matrix's numpy arrays of one dtype, float32 or float64, in C order (its twenty numpy and torch
+    calls took 70–180 µs a check, cold after the passes: 384×384 to 2000×1000, k = 1)."""
+    kind = arrays[0].dtype
+    return (
+        _C_LAPACK
+        and kind in (np.float32, np.float64)
+        and all(isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype == kind for x in arrays)
+        and all(x.flags.c_contiguous for x in arrays)
+    )
 
 
 def _squared_norms(space, x, like) -> np.ndarray:
@@ -1689,6 +1687,14 @@ def verify(work, u, v, kept: Kept | None, tol: float):
     left, right = work.left, work.right
     av, atu = work.both(v, u) if kept is None else (kept.av, kept.atu)
     drift = 0.0 if kept is None else kept.drift
+    m, n = work.shape
+    floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)
+    if _finish_in_c(u, v, av, atu):  # one matrix on the host, the vectors and products of one dtype
+        assert STEPS is not None  # _finish_in_c
+        k = u.shape[-1]
+        u_out, v_out, s, errors = np.empty_like(u), np.empty_like(v), np.empty(k), np.empty(k)
+        residual = STEPS.finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors)
+        return left.release(u_out), s, right.release(v_out), np.float64(residual), errors
     # x = (u, v)/√2 is a unit vector only to the vectors' rounding: float32 Ritz vectors 𝒰y came 1 −
     # 6.6e-8 long, which took 1.2 ulps off uᵀA v. So the Rayleigh quotient and residual of x as it is.
     x2 = 0.5 * (_squared_norms(left, u, av) + _squared_norms(right, v, atu))
@@ -1710,8 +1716,6 @@ def verify(work, u, v, kept: Kept | None, tol: float):
     # least ε/2 a term of its longest row's sum), which residuals computed from them cannot see:
     # without it no σ of A lay within the bars of 67 of 200 random 5×600 float32 solves, by up to
     # 1.44× (0.39–1.0·ε·σ₁ short, 5×600 and 1536×384)
-    m, n = work.shape
-    floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)
     errors = np.hypot(nu, nv) * np.sqrt(0.5 / x2) + (floor + drift) * s[..., :1]
     residual = _relative(np.maximum(nu, nv), s[..., 0]).max(-1) + drift
     return left.release(u), s, right.release(v), residual, errors

@@ -1186,64 +1186,94 @@ def test_the_c_svd_of_a_look_is_the_python_one(pu, more, t, w, scale, seed):
 
 
 @pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
-def test_the_c_check_of_the_kept_products_is_the_python_one(monkeypatch):
-    """For one float64 matrix on the host a check of the top k Ritz triplets from the iteration's kept
-    products is one call into C (``_steps.finish``): at every check of solves of 1×2 to 1536×384,
-    k = 1 to 8, with restarts, σ = 0 beyond a rank of 1 (Rayleigh quotients of either sign, an order to
-    restore) and the estimate's own triplets, the Python twin's vectors (the same BLAS products, to
-    the bit but for the order of equal values), values to 1e-14 and residuals and bars to their own
-    rounding (the sums' order: both pairwise)."""
-    checked, seen = _subspace._checked, []
+def test_the_c_check_is_the_python_one(monkeypatch):
+    """For one matrix on the host a check of the top k Ritz triplets is two calls into C: the kept
+    products (``_steps.kept_products``, float64) and ``verify``'s arithmetic (``_steps.finish``, float32
+    and float64). At every check of solves of 1×2 to 1536×384, k = 1 to 8, with restarts, σ = 0 beyond
+    a rank of 1 (Rayleigh quotients of either sign, an order to restore), the estimate's own triplets,
+    fresh products in float32 and the dense path's check: the Python twins' vectors and products to
+    rounding, each triplet one of Python's (sign included, among values within rounding), and values,
+    residuals and bars within 4 rounding units of σ₁ (both sums pairwise, in the vectors' dtype)."""
+    vectors, verify, seen = _subspace._vectors, _subspace.verify, []
 
-    def both(work, st_, ritz, k, restarts, tol):
-        mine = checked(work, st_, ritz, k, restarts, tol)
-        theirs = _subspace.verify(work, *_subspace._vectors(work, st_, ritz, k, restarts, tol), tol)
-        u, s, v, residual, errors = mine
-        # each triplet one of Python's, sign included, among those of values within rounding of its own
-        near = np.abs(s[:, None] - theirs[1][None, :]) <= 1e-12 * theirs[1][0]
+    def python(f, *args):
+        monkeypatch.setattr(_subspace, "_C_LAPACK", False)
+        try:
+            return f(*args)
+        finally:
+            monkeypatch.setattr(_subspace, "_C_LAPACK", True)
+
+    def both_vectors(work, st_, ritz, k, restarts, tol):
+        mine = vectors(work, st_, ritz, k, restarts, tol)
+        theirs = python(vectors, work, st_, ritz, k, restarts, tol)
+        for x, y in [(mine[0], theirs[0]), (mine[1], theirs[1])] + (
+            [(mine[2].av, theirs[2].av), (mine[2].atu, theirs[2].atu)] if mine[2] is not None else []
+        ):
+            np.testing.assert_allclose(x, y, rtol=0, atol=8 * np.finfo(x.dtype).eps * np.abs(y).max())
+        return mine
+
+    def both_verify(work, u, v, kept, tol):
+        mine, theirs = verify(work, u, v, kept, tol), python(verify, work, u, v, kept, tol)
+        u_, s, v_, residual, errors = mine
+        unit = float(np.finfo(u.dtype if isinstance(u, np.ndarray) else np.float64).eps)
+        k = s.shape[-1]
+        # each triplet one of Python's among those of values within rounding of its own, its sign
+        # included but for a value at rounding's size, whose Rayleigh quotient's sign is rounding's
+        near = np.abs(s[:, None] - theirs[1][None, :]) <= 100 * unit * theirs[1][0]
         for j in range(k):
+            signs = (1, -1) if s[j] <= 100 * unit * theirs[1][0] else (1,)
             assert any(
-                torch.equal(u[:, j], theirs[0][:, i]) and torch.equal(v[:, j], theirs[2][:, i])
+                torch.equal(v_[:, j], theirs[2][:, i])
+                and any(torch.equal(u_[:, j], c * theirs[0][:, i]) for c in signs)
                 for i in np.flatnonzero(near[j])
             ), j
         assert (np.diff(s) <= 0).all()  # in descending order
-        np.testing.assert_allclose(s, theirs[1], rtol=1e-14, atol=1e-15 * theirs[1][0])
-        unit = np.finfo(np.float64).eps
-        assert abs(residual - theirs[3]) <= 1e-13 * theirs[3] + 4 * unit
-        np.testing.assert_allclose(errors, theirs[4], rtol=1e-12, atol=4 * unit * theirs[1][0])
-        seen.append((k, restarts))
+        # the same arithmetic but for the sums' grouping: each to a few rounding units of σ₁ (the
+        # residual is relative to σ₁ already; 2.5, 0.8 and 0.4 units at most over 108 solves)
+        np.testing.assert_allclose(s, theirs[1], rtol=0, atol=4 * unit * theirs[1][0])
+        assert abs(residual - theirs[3]) <= 4 * unit
+        np.testing.assert_allclose(errors, theirs[4], rtol=0, atol=4 * unit * theirs[1][0])
+        seen.append((k, u.dtype if isinstance(u, np.ndarray) else None))
         return mine
 
-    monkeypatch.setattr(_subspace, "_checked", both)
+    monkeypatch.setattr(_subspace, "_vectors", both_vectors)
+    monkeypatch.setattr(_subspace, "verify", both_verify)
+    monkeypatch.setattr(riemsvd._dense, "verify", both_verify)
     g = torch.Generator().manual_seed(0)
     row = torch.randn(1, 384, dtype=torch.float64, generator=g)
     cases = [
-        (torch.tensor([[0.3, -0.7]], dtype=torch.float64), 1),
-        (torch.randn(7, 1, dtype=torch.float64, generator=g), 1),
-        (make_matrix("gaussian", 300, 200, g), 8),
-        (make_matrix("cluster", 200, 300, g), 4),
-        (row.expand(1536, 384).contiguous(), 8),
+        (torch.tensor([[0.3, -0.7]], dtype=torch.float64), 1, "iterative"),
+        (torch.randn(7, 1, dtype=torch.float64, generator=g), 1, "iterative"),
+        (make_matrix("gaussian", 300, 200, g), 8, "iterative"),
+        (make_matrix("gaussian", 300, 200, g).float(), 8, "iterative"),
+        (make_matrix("cluster", 200, 300, g), 4, "iterative"),
+        (make_matrix("weight", 384, 384, g).float(), 1, "iterative"),
+        (row.expand(1536, 384).contiguous(), 8, "iterative"),
         (torch.randn(400, 50, dtype=torch.float64, generator=g) @ torch.randn(50, 300, dtype=torch.float64,
-                                                                               generator=g), 3),
+                                                                               generator=g), 3, "iterative"),
+        (make_matrix("decay", 120, 80, g).float(), 6, "dense"),
     ]  # fmt: skip
-    for a, k in cases:
-        riemsvd.solve(a, k, method="iterative", generator=g)
-    assert {k for k, _ in seen} == {1, 3, 4, 8} and max(r for _, r in seen) > 0
+    for a, k, method in cases:
+        riemsvd.solve(a, k, method=method, generator=g)
+    assert {k for k, _ in seen} == {1, 3, 4, 6, 8}
+    assert {d for _, d in seen} == {np.dtype("float32"), np.dtype("float64")}
 
 
 @pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
 def test_the_c_check_orders_the_triplets_and_makes_each_rayleigh_quotient_nonnegative():
-    """``_steps.finish`` on bases of A = diag(1, 2, 3, 4) (𝒰 = 𝒱 = I, the kept products A𝒱 and Aᵀ𝒰)
-    with Ritz vectors given in ascending order, the first (−e₁, e₁) of Rayleigh quotient −1: the
-    triplets come back in descending order, (e₂, 2, e₂) then (e₁, 1, e₁), exact, and the bars and the
-    residual 0 beyond ``floor`` and ``drift``."""
+    """``_steps.kept_products`` and ``_steps.finish`` on bases of A = diag(1, 2, 3, 4) (𝒰 = 𝒱 = I, the
+    kept products A𝒱 and Aᵀ𝒰) with Ritz vectors given in ascending order, the first (−e₁, e₁) of
+    Rayleigh quotient −1: the triplets come back in descending order, (e₂, 2, e₂) then (e₁, 1, e₁),
+    exact, and the bars and the residual 0 beyond ``floor`` and ``drift``."""
     a = np.diag([1.0, 2.0, 3.0, 4.0])
     eye = np.asfortranarray(np.eye(4))
     y = np.array([[-1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]], order="F")
     z = np.abs(y)
     u, v, s, errors = np.empty((4, 2)), np.empty((4, 2)), np.empty(2), np.empty(2)
     bases = (eye, np.asfortranarray(a @ eye), eye, np.asfortranarray(a.T @ eye))
-    residual = _subspace.STEPS.finish(*bases, 4, 4, y, z, 1e-16, 1e-15, u, v, s, errors)
+    products = [np.empty((4, 2)) for _ in range(4)]
+    _subspace.STEPS.kept_products(*bases, 4, 4, y, z, *products)
+    residual = _subspace.STEPS.finish(*products, 1e-16, 1e-15, u, v, s, errors)
     np.testing.assert_array_equal(s, [2.0, 1.0])
     np.testing.assert_array_equal(u, [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(v, [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
