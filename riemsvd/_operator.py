@@ -1071,11 +1071,11 @@ def as_operator(
     if isinstance(a, Operator):
         return scaled_by_entries(a)
     if isinstance(a, torch.Tensor):
-        if a.layout == torch.strided and unchecked:
-            dense = DenseOperator(a, from_numpy)
-            dense.unchecked = True
-            return dense
         if a.layout == torch.strided:
+            if unchecked:
+                dense = DenseOperator(a, from_numpy)
+                dense.unchecked = True
+                return dense
             if magnitude is None or magnitude.shape != a.shape[:-2]:
                 magnitude = max_abs(a)
             return DenseOperator(a, from_numpy).rescale(magnitude)

@@ -1803,27 +1803,20 @@ static PyObject *finish(PyObject *self, PyObject *args)
         out_of_range("k");
         goto done;
     }
-    size_t size = kind == 'd' ? sizeof(double) : sizeof(float);
-    double *work = PyMem_Malloc(5 * (size_t)k * sizeof(double));
-    Py_ssize_t *order = PyMem_Malloc((size_t)k * sizeof(Py_ssize_t));
-    void *row = PyMem_Malloc((size_t)k * size);
-    if (!work || !order || !row) {
-        PyMem_Free(work);
-        PyMem_Free(order);
-        PyMem_Free(row);
+    double *work = PyMem_Malloc((size_t)k * (5 * sizeof(double) + sizeof(Py_ssize_t))); /* finish_core's */
+    if (!work) {
         PyErr_NoMemory();
         goto done;
     }
+    Py_ssize_t *order = (Py_ssize_t *)(work + 5 * k);
     double *s = b[6].view.buf, *errors = b[7].view.buf, worst;
     if (kind == 'd')
         worst = finish_core_d(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, work, order, row);
+                              b[4].view.buf, b[5].view.buf, s, errors, work, order);
     else
         worst = finish_core_s(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, work, order, row);
+                              b[4].view.buf, b[5].view.buf, s, errors, work, order);
     PyMem_Free(work);
-    PyMem_Free(order);
-    PyMem_Free(row);
     result = PyFloat_FromDouble(relative(worst, s[0]) + drift);
 done:
     release(b, 8);

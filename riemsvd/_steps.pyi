@@ -91,7 +91,7 @@ def svd_look(
     rel: np.ndarray,
     /,
 ) -> bool: ...
-def finish(
+def kept_products(
     ubuf: np.ndarray,
     avbuf: np.ndarray,
     vbuf: np.ndarray,
@@ -100,10 +100,21 @@ def finish(
     pv: int,
     y: np.ndarray,
     z: np.ndarray,
-    floor: float,
-    drift: float,
     u: np.ndarray,
     v: np.ndarray,
+    av: np.ndarray,
+    atu: np.ndarray,
+    /,
+) -> None: ...
+def finish(
+    u: np.ndarray,
+    v: np.ndarray,
+    av: np.ndarray,
+    atu: np.ndarray,
+    floor: float,
+    drift: float,
+    u_out: np.ndarray,
+    v_out: np.ndarray,
     s: np.ndarray,
     errors: np.ndarray,
     /,

@@ -305,10 +305,10 @@ static T NAME(column_sum)(const T *x, const T *y, T s, int squares, Py_ssize_t k
 
 /* finish's arithmetic (see there) in the vectors' dtype, as riemsvd._subspace.verify's numpy makes
  * it: u, av (m x k) and v, atu (n x k) row-major; u_out, v_out the triplets' vectors in order; `work`
- * 5k doubles, `order` k, `row` k elements. Returns max_i max(nu_i, nv_i). */
+ * 5k doubles, `order` k. Returns max_i max(nu_i, nv_i). */
 static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *atu, Py_ssize_t m, Py_ssize_t n,
                                 Py_ssize_t k, double floor, double drift, T *u_out, T *v_out, double *s,
-                                double *errors, double *work, Py_ssize_t *order, T *row)
+                                double *errors, double *work, Py_ssize_t *order)
 {
     double *x2 = work, *nu = x2 + k, *nv = nu + k, *sv = nv + k, *sign = sv + k;
     for (Py_ssize_t j = 0; j < k; j++) {
@@ -331,11 +331,9 @@ static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *at
     for (int side = 0; side < 2; side++) { /* the columns in order, a negative q's u negated */
         const T *x = side ? v : u;
         T *out = side ? v_out : u_out;
-        for (Py_ssize_t i = 0, rows = side ? n : m; i < rows; i++) {
+        for (Py_ssize_t i = 0, rows = side ? n : m; i < rows; i++)
             for (Py_ssize_t j = 0; j < k; j++)
-                row[j] = side || sign[order[j]] > 0.0 ? x[i * k + order[j]] : -x[i * k + order[j]];
-            memcpy(out + i * k, row, (size_t)k * sizeof(T));
-        }
+                out[i * k + j] = side || sign[order[j]] > 0.0 ? x[i * k + order[j]] : -x[i * k + order[j]];
     }
     double s0 = sv[order[0]], worst = 0.0;
     for (Py_ssize_t j = 0; j < k; j++) {
