@@ -128,16 +128,26 @@ def _prefer_dense_for_gpu_batch(m: int, n: int, batch: int, k: int, dtype: torch
 
 def _memory_factor(nbytes: int) -> float:
     """How much more a product costs per entry of A where A no longer fits in the last-level cache: 1
-    up to half of it, rising to 2 at its size and beyond. The fit's shapes (up to 4096×1024) mostly
-    fit the 32 MiB L3 of the machine it was made on; above it the iteration's time per product came
-    1.5–3.7× the model's (float64 10000×784, 784×10000, 8192×1024 and 6000×3000; float32 1.2–3.4×),
-    and the model took the iteration where the dense path was up to 3.1× faster (float64 10000×784,
-    k = 32). With this factor, on 48 such cases per dtype (k = 1 to 128, Gaussian and gradient-like,
-    docs/algorithm.md) the choice took 1.036× the better path's time in geometric mean, 2.02× at
-    worst, where it took 1.120× and 3.10× (float64; float32 1.035× against 1.055×), and 1.008× on
-    the fit's own cases (1.010×)."""
+    up to half of it, rising to ``_BEYOND_CACHE`` at its size and beyond. The fit's shapes (up to
+    4096×1024) mostly fit the 32 MiB L3 of the machine it was made on; above it the iteration's time
+    per product came 1.5–3.7× the model's (float64 10000×784, 784×10000, 8192×1024 and 6000×3000;
+    float32 1.2–3.4×), and the model took the iteration where the dense path was up to 3.1× faster
+    (float64 10000×784, k = 32). With a ceiling of 2, on 48 such cases per dtype (k = 1 to 128,
+    Gaussian and gradient-like, docs/algorithm.md) the choice took 1.036× the better path's time in
+    geometric mean, 2.02× at worst, where it took 1.120× and 3.10× (float64; float32 1.035× against
+    1.055×). The refit of 2026-12-05 (the iteration's products in the cache 0.65× the cost an entry
+    they had, out of it about the same: memory-bound) measured the ceiling again: 3 (below)."""
     half = _last_level_cache() / 2
-    return 1.0 + min(1.0, max(0.0, (nbytes - half) / half))
+    return 1.0 + (_BEYOND_CACHE - 1.0) * min(1.0, max(0.0, (nbytes - half) / half))
+
+
+# The cost per entry of a product beyond the last-level cache against the model's within it: on 16
+# cases per dtype at 10000×784 and 8192×1024 (k = 16 to 128, Gaussian and gradient-like, remeasured
+# with the refit's code) the time per product called for 1.4–3.2× in float64 (2.0 in the median)
+# and 1.0–2.0× in float32; with 3 the choice took 1.073× (float64) and 1.000× (float32) the better
+# path's time in geometric mean, with 2 1.159× and 1.043×, and the fit's and the held-out cases,
+# whose matrices fit in half the cache, did not move (docs/algorithm.md, "The dense path").
+_BEYOND_CACHE = 3.0
 
 
 @functools.cache
@@ -169,22 +179,29 @@ class _Costs(NamedTuple):
     products_per_k: float  # ... and per triplet
 
 
-# Least-squares fits to 102 cases per dtype (9 shapes from 64×64 to 4096×1024, k = 1 to 128,
-# Gaussian and gradient-like spectra; docs/algorithm.md): the model's choice took 1.008× (float32)
-# and 1.010× (float64) the time of the better path in geometric mean, at worst 1.38× and 1.36×.
+# Least-squares fits to 128 cases per dtype (`python -m riemsvd.bench_dense`: 13 shapes from 32×32 to
+# 4096×1024, k = 1 to 128, Gaussian and gradient-like spectra; a product's cost from the matrices
+# within half the cache), refitted on 2026-12-05 (docs/algorithm.md, "The dense path"): the loop had
+# come to cost 12 µs a product where the fit of 2026-12-02 said 30, and the model took the dense path
+# where the iteration was up to 8× faster. The choice took 1.013× (float32) and 1.007× (float64) the
+# time of the better path in geometric mean, at worst 1.34× and 1.27×; on 252 held-out cases per
+# dtype (7 shapes from 384×384 to 2048×512, six spectra, k = 4 to 128) 1.046× and 1.014×, where the
+# constants before took 1.125× and 1.258×.
 _COSTS = {
-    torch.float32: _Costs(2.48e-11, 1.16e-10, 6.0e-4, 6.38e-11, 3.23e-5, 10, 12),
-    torch.float64: _Costs(1.25e-10, 1.34e-10, 7.5e-4, 1.33e-10, 2.97e-5, 20, 13),
+    torch.float32: _Costs(3.05e-11, 7.64e-11, 3.87e-4, 5.25e-11, 1.16e-5, 30, 8),
+    torch.float64: _Costs(1.39e-10, 2.43e-10, 4.64e-4, 7.98e-11, 1.26e-5, 30, 9),
 }
 # The batched iteration's own work per product grows with the batch, which the fits above (single
 # matrices) did not see: 86–102 µs a product for one 64×64 matrix, about 6 µs more for each further
-# one (520 µs at 64). Without this term the model took the iteration for 6 (float32) and 5 (float64)
-# of 15 batches where the dense path was faster, up to 2.0× (a new user's trial: (64, 64, 64), k = 2,
-# 47.8 ms against 23.7); with it, the faster path in all 32 measured (batches of 4–256 matrices from
-# 32×32 to 1024×512, k = 1 to 8, both dtypes). The values that do so lie from 7.2e-6 (a batch (8,
-# 256, 128), k = 2, float32, goes dense above it) to 1.24e-5 (a batch (256, 128, 128), k = 1, whose
-# iteration took 324 ms against 510, stays iterative below it), in the model's units.
-_PER_BATCH_PRODUCT = 1e-5
+# one (520 µs at 64, 2026-12-02). Without this term the model took the iteration for 6 (float32) and 5
+# (float64) of 15 batches where the dense path was faster, up to 2.0× (a new user's trial: (64, 64,
+# 64), k = 2, 47.8 ms against 23.7). Refitted with the constants above on 14 batches per dtype
+# measured again (4–256 matrices from 32×32 to 1024×512, k = 1 to 8; the 25 of them faster either way
+# by more than 10%: tests/test_dense.py): the values that choose the faster path in all 25 lie from
+# 4.8e-6 (a batch (8, 256, 128), k = 2, float32, whose dense path took 8.9 ms against 12.2, goes
+# dense above it) to 5.0e-6 (a batch (256, 128, 128), k = 1, float32, whose iteration took 133 ms
+# against 278, stays iterative below it), in the model's units.
+_PER_BATCH_PRODUCT = 4.9e-6
 
 
 class _GpuCosts(NamedTuple):

@@ -1,8 +1,8 @@
 """The crossover between solve's two paths, and the fit of the cost model that chooses between them.
 
 ``python -m riemsvd.bench_dense --out DIR`` times ``solve(..., method="dense")`` and
-``method="iterative"`` (best of a few calls) on Gaussian and gradient-like matrices of 9 shapes from
-64×64 to 4096×1024 and k from 1 to 128, in float32 and float64; writes the times to
+``method="iterative"`` (best of a few calls) on Gaussian and gradient-like matrices of 13 shapes from
+32×32 to 4096×1024 and k from 1 to 128, in float32 and float64; writes the times to
 ``DIR/dense_crossover.json``, prints the least-squares fit of ``riemsvd._dense._COSTS`` with how
 often its choice is slower than the better path, and plots the ratio of the two paths' times against
 k/min(m, n) to ``DIR/dense_crossover.png``. docs/algorithm.md ("The dense path") shows a run.
@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 import riemsvd
+from riemsvd._dense import _memory_factor
 from riemsvd.bench import HelpFormatter, make_matrix, thread_limits
 
 __all__ = ["fit", "main", "measure"]
 
-SHAPES = [(64, 64), (128, 128), (256, 256), (384, 384), (1536, 384), (384, 1536), (1024, 1024), (2048, 512),
-          (4096, 1024)]  # fmt: skip
+SHAPES = [(32, 32), (128, 32), (32, 128), (64, 64), (128, 128), (200, 100), (256, 256), (384, 384),
+          (1536, 384), (384, 1536), (1024, 1024), (2048, 512), (4096, 1024)]  # fmt: skip
 KS = (1, 4, 16, 32, 64, 128)
 
 
@@ -63,21 +64,26 @@ def measure(dtype: torch.dtype, shapes=SHAPES, ks=KS, progress: bool = True) -> 
     return rows
 
 
-def fit(rows: list[dict]) -> dict:
-    """The cost model's constants fitted to ``rows`` (relative least squares; the products per k by
-    a grid search on the loss), and the loss of its choice: its time over the better path's."""
+def fit(rows: list[dict], itemsize: int) -> dict:
+    """The cost model's constants fitted to ``rows`` of a dtype of ``itemsize`` bytes (relative least
+    squares; the products per k by a grid search on the loss), and the loss of its choice: its time
+    over the better path's."""
     m, n, k = (np.array([r[x] for r in rows], float) for x in "mnk")
     p = np.minimum(m, n)
     dense, iterative = np.array([r["dense"] for r in rows]), np.array([r["iterative"] for r in rows])
     products = np.array([r["products"] for r in rows], float)
+    # the entries as the model prices them: more beyond the last-level cache (riemsvd._dense), whose
+    # factor is measured apart; a product's cost is fitted on the matrices within half the cache
+    factor = np.array([_memory_factor(r["m"] * r["n"] * itemsize) for r in rows])
+    entries, within = m * n * factor, factor == 1.0
     x = np.stack([m * n * p, p**3, np.ones_like(p)], 1)
     gram, eigen, fixed = np.linalg.lstsq(x / dense[:, None], np.ones_like(dense), rcond=None)[0]
-    y = np.stack([m * n, np.ones_like(m)], 1) * products[:, None]
-    product, per_product = np.linalg.lstsq(y / iterative[:, None], np.ones_like(iterative), rcond=None)[0]
+    y = (np.stack([entries, np.ones_like(m)], 1) * products[:, None] / iterative[:, None])[within]
+    product, per_product = np.linalg.lstsq(y, np.ones(int(within.sum())), rcond=None)[0]
     best = None
     for a in range(0, 100, 10):
         for b in np.arange(4.0, 20.0, 1.0):
-            choose = x @ [gram, eigen, fixed] < (a + b * k) * (product * m * n + per_product)
+            choose = x @ [gram, eigen, fixed] < (a + b * k) * (product * entries + per_product)
             loss = np.where(choose, dense, iterative) / np.minimum(dense, iterative)
             score = float(np.log(loss).sum())
             if best is None or score < best[0]:
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.dtypes:
             print(name)
             results[name] = measure(getattr(torch, name))
-            f = fit(results[name])
+            f = fit(results[name], getattr(torch, name).itemsize)
             names = "gram, eigen, fixed, product, per product, products, per k"
             print(f"  constants ({names}): {[float(c) for c in f['constants']]}")
             print(f"  the model's choice / the better path: {f['geometric_mean_loss']:.3f} (geometric mean), "
