@@ -635,11 +635,12 @@ def _not_converged(
     solve's, whose ``max_basis``, where given, is the first suspect of a stall)."""
     if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
         finfo = torch.finfo(s.dtype)
-        remedy = (
-            "Scale A by a power of two (σ scales with it) to bring σ into that range."
-            if s.dtype == torch.float64
-            else "Solve A in float64 (`A.double()`)."
-        )
+        if s.dtype == torch.float64:
+            remedy = "Scale A by a power of two (σ scales with it) to bring σ into that range."
+        elif s.dtype == torch.float16:  # float32 holds what float16 cannot, to 3.4e38 (a new user's trial)
+            remedy = "Solve A in float32 (`A.float()`), or in float64 (`A.double()`) beyond 3.4e38."
+        else:
+            remedy = "Solve A in float64 (`A.double()`)."
         return (
             f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
             f"σ₁ is {float(s.max()):.3g}; {s.dtype} holds {finfo.tiny:.3g} to {finfo.max:.3g} as normal "
