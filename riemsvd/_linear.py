@@ -32,15 +32,16 @@ _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3
 
 def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device, name: str = "fn") -> None:
     """A ValueError where ``fn`` is visibly not linear: a nonzero image of 0 (affine), or
-    fn(x + 2y) − fn(x) − 2 fn(y) above 1% of the outputs on two random inputs (ReLU, tanh, ...). A
-    check, not a proof: a map that is linear on these two inputs, or nearly so, passes."""
+    fn(x + 2y) − fn(x) − 2 fn(y) or fn(−3x) + 3 fn(x) above 1% of the outputs (3% for the second) on
+    two random inputs (ReLU, tanh, ...). A check, not a proof: a map that is linear on these inputs,
+    or nearly so, passes."""
     if not dtype.is_floating_point:
         return
     scale = float(zero_image.abs().max()) if zero_image.numel() else 0.0
     g = torch.Generator().manual_seed(0)
     x, y = (torch.randn((1,) + input_shape, generator=g, dtype=dtype).to(device) for _ in range(2))
     with torch.no_grad():
-        fx, fy, fxy, pair = fn(x), fn(y), fn(x + 2 * y), fn(torch.cat([x, y]))
+        fx, fy, fxy, pair, fneg = fn(x), fn(y), fn(x + 2 * y), fn(torch.cat([x, y])), fn(-3 * x)
     size = float(fx.abs().max() + 2 * fy.abs().max())
     # a batch of two, item by item: a map that ignored the batch size passed the probe of one and
     # crashed inside the solver with blocks of 4, and one that mixed the items was reported as a tol
@@ -58,10 +59,16 @@ def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device, name
             f"outputs differ from those of each item alone by {mixed:.3g} against {size:.3g}."
         )
     defect = float((fxy - fx - 2 * fy).abs().max())
+    # fn(−3x) = −3 fn(x) as well: a map linear on the positive cone (ReLU and its kin, |x|) passes the
+    # sum wherever x and y share their signs, as on every entry of a (3,) input, and one linear near 0
+    # (Hardtanh) where the inputs stay within its linear range (ReLU, LeakyReLU, ReLU6 on (3,),
+    # Hardtanh on (2,)); norm_bounds then certified the norm of ReLU (a new user's trial). Thrice the
+    # allowance: the terms are three times the size.
+    odd = float((fneg + 3 * fx).abs().max())
     # Gross defects only: an activation gives one of order `size`; rounding, even where the output is
     # a difference of much larger terms (a residual branch x − f(x)), stays far below 1e-2·size.
     allowance = 1e-2 * size
-    if scale > 0 or defect > allowance:
+    if scale > 0 or defect > allowance or odd > 3 * allowance:
         raise ValueError(
             f"`{name}` is not linear: "
             + (f"it maps 0 to a nonzero output (max {scale:.3g}); " if scale > 0 else "")
@@ -70,6 +77,7 @@ def _check_linear(fn, zero_image: torch.Tensor, input_shape, dtype, device, name
                 if defect > allowance
                 else ""
             )
+            + (f"fn(−3x) + 3 fn(x) is {odd:.3g} against {3 * size:.3g}; " if odd > 3 * allowance else "")
             + "riemsvd needs a linear map (a bias-free layer, or no activation in between)."
         )
 
@@ -460,8 +468,9 @@ def linear_operator(
         independently per batch item. A module's ``bias`` attribute is left out: the operator is the
         linear part of the affine layer, whose norm is the layer's Lipschitz constant (as in
         :func:`riemsvd.nn.operator_norm`). Linearity is probed, not proven: ``fn(0)`` must be zero
-        and fn(x + 2y) − fn(x) − 2 fn(y) within 1% of the outputs on two random inputs, and the
-        two as a batch of 2 must give their outputs one by one, in ``dtype`` (a ValueError
+        and fn(x + 2y) − fn(x) − 2 fn(y) within 1% of the outputs on two random inputs, fn(−3x) +
+        3 fn(x) within 3%, and the two as a batch of 2 must give their outputs one by one, in
+        ``dtype`` (a ValueError
         otherwise); a map that passes that probe but is not linear gives meaningless results.
     input_shape : tuple of int
         The shape of one input, without the batch dimension: ``(C, H, W)`` for a Conv2d,

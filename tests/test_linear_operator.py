@@ -380,6 +380,23 @@ def test_a_map_that_is_not_linear_raises_value_error(fn, match):
             riemsvd.nn.operator_norm(fn, (4,))
 
 
+@pytest.mark.parametrize(
+    "fn, shape",
+    [(nn.ReLU(), (3,)), (nn.LeakyReLU(), (3,)), (nn.ReLU6(), (3,)), (nn.Hardtanh(), (2,)), (torch.abs, (3,))],
+)
+def test_a_map_linear_on_the_probes_inputs_alone_is_still_refused(fn, shape):
+    """On inputs this small the sum fn(x + 2y) = fn(x) + 2 fn(y) held for these maps on the probe's
+    two inputs (the same signs on every entry; Hardtanh's inputs within its linear range), and
+    norm_bounds certified a norm for each (ReLU on (3,): 0.936, certified; a new user's trial). The
+    probe asks fn(−3x) = −3 fn(x) too."""
+    with pytest.raises(ValueError, match=r"`fn` is not linear: .*fn\(−3x\) \+ 3 fn\(x\)"):
+        riemsvd.norm_bounds(riemsvd.linear_operator(fn, shape), confidence=0.99)
+    # linear maps in every dtype the probe sees still pass it
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        w = torch.randn(5, shape[0], generator=torch.Generator().manual_seed(0)).to(dtype)
+        riemsvd.linear_operator(lambda x, w=w: x @ w.T, shape, dtype=dtype)
+
+
 def test_a_map_in_another_dtype_or_not_item_by_item_is_refused_by_name():
     """A new user's trial: a float32 Linear behind x.float(), declared float64, got float64's
     rounding margins, and norm_bounds certified an upper bound below ‖A‖₂ (2 of 4 seeds, the lower
