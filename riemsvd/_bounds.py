@@ -36,7 +36,7 @@ from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
 from riemsvd._tolerance import HALF, TINY, default_tol, gamma
-from riemsvd._validate import check_bound_exists, check_bounds_args
+from riemsvd._validate import as_number, check_bound_exists, check_bounds_args
 
 __all__ = ["NormBounds", "norm_bounds"]
 
@@ -518,6 +518,7 @@ def norm_bounds(
         return eager_under_compile(_EAGER_NORM_BOUNDS, norm_bounds)(
             A, tol=tol, confidence=confidence, generator=generator
         )
+    confidence = as_number(confidence)  # a one-element tensor, as tol and the optimizers' numbers take
     check_bounds_args(A, confidence)
     if isinstance(A, torch.Tensor):
         A = A.detach()

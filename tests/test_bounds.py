@@ -310,6 +310,11 @@ def test_invalid_arguments_are_named():
         riemsvd.norm_bounds(a, confidence=1.0)
     with pytest.raises(ValueError, match="`confidence`"):
         riemsvd.norm_bounds(a, confidence=True)
+    with pytest.raises(ValueError, match="`confidence`"):
+        riemsvd.norm_bounds(a, confidence=torch.tensor(1.5))
+    # a one-element tensor is its number, as for tol (it was refused: a new user's trial)
+    as_tensor = riemsvd.norm_bounds(a, confidence=torch.tensor(0.9))
+    assert float(as_tensor.upper) == float(riemsvd.norm_bounds(a, confidence=0.9).upper)
     with pytest.raises(ValueError, match="`tol`"):
         riemsvd.norm_bounds(a, tol=2.0)
     with pytest.raises(TypeError, match="`A`"):
