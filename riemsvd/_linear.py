@@ -214,11 +214,25 @@ class LinearMapOperator(Operator):
 
     def _vjp(self, b: int):
         # The VJP of a linear map at any point is its adjoint; one graph per block width, reused.
+        # Autograd's: torch.func.vjp's first call through a circular padding imported torch._dynamo,
+        # 0.9 s of a first operator_norm that then takes 10 ms (a new user's trial).
         if b not in self._vjps:
+            if torch.is_inference_mode_enabled():  # where no graph can be recorded
+                raise RuntimeError(
+                    "riemsvd applies Aᵀ as the VJP of `fn`, which autograd cannot record under "
+                    "torch.inference_mode(): call it under torch.no_grad() instead, or pass the "
+                    "transpose as `linear_operator(fn, input_shape, adjoint=...)`."
+                )
             if not self._vjps and self._layer is None:  # a Conv or Linear layer's forward is torch's
                 self._check_differentiable()
             x0 = torch.zeros((b,) + self.input_shape, dtype=self.dtype, device=self.device)
-            self._vjps[b] = torch.func.vjp(self.fn, x0)[1]
+            x0.requires_grad_()
+            with torch.enable_grad():
+                y0 = self.fn(x0)
+            if y0.requires_grad:
+                self._vjps[b] = functools.partial(torch.autograd.grad, y0, x0, retain_graph=True)
+            else:  # a map that does not read its input: the zero map, whose adjoint is zero too
+                self._vjps[b] = lambda ys, x0=x0: (torch.zeros_like(x0),)
         return self._vjps[b]
 
     def _check_differentiable(self) -> None:
