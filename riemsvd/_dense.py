@@ -135,8 +135,9 @@ def _memory_factor(nbytes: int) -> float:
     (float64 10000×784, k = 32). With a ceiling of 2, on 48 such cases per dtype (k = 1 to 128,
     Gaussian and gradient-like, docs/algorithm.md) the choice took 1.036× the better path's time in
     geometric mean, 2.02× at worst, where it took 1.120× and 3.10× (float64; float32 1.035× against
-    1.055×). The refit of 2026-12-05 (the iteration's products in the cache 0.65× the cost an entry
-    they had, out of it about the same: memory-bound) measured the ceiling again: 3 (below)."""
+    1.055×). The refit of 2026-12-05 gave a product within the cache 0.82× (float32) and 0.60×
+    (float64) the cost an entry it had, and beyond it the cost stayed about what it was (the pass is
+    memory-bound): the ceiling, measured again, is 3 (below)."""
     half = _last_level_cache() / 2
     return 1.0 + (_BEYOND_CACHE - 1.0) * min(1.0, max(0.0, (nbytes - half) / half))
 

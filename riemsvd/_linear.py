@@ -484,8 +484,8 @@ def linear_operator(
         :func:`riemsvd.nn.operator_norm`). Linearity is probed, not proven: ``fn(0)`` must be zero
         and fn(x + 2y) − fn(x) − 2 fn(y) within 1% of the outputs on two random inputs, fn(−3x) +
         3 fn(x) within 3%, and the two as a batch of 2 must give their outputs one by one, in
-        ``dtype`` (a ValueError
-        otherwise); a map that passes that probe but is not linear gives meaningless results.
+        ``dtype`` (a ValueError otherwise); a map that passes that probe but is not linear gives
+        meaningless results.
     input_shape : tuple of int
         The shape of one input, without the batch dimension: ``(C, H, W)`` for a Conv2d,
         ``(in_features,)`` for a Linear.
