@@ -255,6 +255,13 @@ def _describe(a):
     """(block, dim, group, rank, world, what) of a sharded A, before any collective."""
     if isinstance(a, ShardedMatrix):
         group = a.group
+        if group is not None and dist.get_rank() not in dist.get_process_group_ranks(group):
+            # before any collective: a process outside the group had gathered an empty table and
+            # failed with an IndexError (a new user's trial)
+            raise ValueError(
+                f"this process (global rank {dist.get_rank()}) is not in the ShardedMatrix's `group` "
+                f"(ranks {dist.get_process_group_ranks(group)}): solve it on the group's processes only."
+            )
         return a.block, a.dim, group, dist.get_rank(group), dist.get_world_size(group), "ShardedMatrix"
     dim = check_dtensor(a)
     mesh = a.device_mesh
@@ -273,6 +280,10 @@ def _local_problem(a, block, dim, init, k, tol, maxiter, options, method):
     )
     options = DEFAULT_OPTIONS if options is None else options  # None is the default options
     meta.update(dim=repr(dim), options=repr(options), method=repr(method))
+    # a graph on some processes only: their backward's collectives find no partner (gloo: "Connection
+    # closed by peer" where the others had gone on; a new user's trial)
+    graph = getattr(a if not isinstance(a, ShardedMatrix) else block, "requires_grad", False)
+    meta["graph"] = repr(bool(graph) and torch.is_grad_enabled())
     meta["max_abs"] = 0.0
     meta["init"] = meta["init_whole"] = None
     try:
@@ -328,6 +339,7 @@ def _check_all(metas, dim, kind):
     _agree(metas, "dim", "`dim` (the dimension `A` is split along, or a DTensor's placement)")
     for key in ("k", "tol", "maxiter", "options", "method"):
         _agree(metas, key, f"`{key}`")
+    _agree(metas, "graph", "whether `A` requires grad (with grad mode on)")
     shapes = [meta["shape"] for meta in metas]
     if dim is None:
         _agree(metas, "shape", "`A` (replicated)")

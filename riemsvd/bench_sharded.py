@@ -197,6 +197,7 @@ def _table(args, single: dict, sharded: dict[int, dict]) -> tuple[str, list[dict
 
 def parse_args(argv=None):
     from riemsvd.bench import HelpFormatter, positive_int, shape_arg
+    from riemsvd.bench.matrices import CLASSES
 
     parser = argparse.ArgumentParser(
         prog="python -m riemsvd.bench_sharded",
@@ -208,7 +209,12 @@ def parse_args(argv=None):
         "--processes", type=positive_int, nargs="+", default=[2, 4], help="process counts to compare"
     )
     parser.add_argument("--k", type=positive_int, nargs="+", default=[1, 8], help="numbers of triplets")
-    parser.add_argument("--classes", nargs="+", default=["gaussian", "decay"], help="matrix classes")
+    # the dense classes (a sharded A is dense blocks): an unknown one, or `sparse`, had ended in a
+    # traceback after the processes started (a new user's trial)
+    dense = [kind for kind in CLASSES if kind != "sparse"]
+    parser.add_argument(
+        "--classes", nargs="+", default=["gaussian", "decay"], choices=dense, help="matrix classes"
+    )
     parser.add_argument("--tol", type=float, default=1e-10, help="relative residual")
     parser.add_argument("--reps", type=positive_int, default=3, help="median of this many runs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the matrices")

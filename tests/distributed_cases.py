@@ -304,6 +304,8 @@ def _error_cases(rank: int, world: int, out: dict) -> None:
             np.int64(2) if rank == 1 else 2,
             tol=np.float64(1e-10) if rank else 1e-10,
         ),
+        # a graph on one process only: its backward's collectives had found no partner (a trial)
+        "requires grad": lambda: solve(ShardedMatrix(blocks[rank].clone().requires_grad_(rank == 0), 0), 2),
     }
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, Partial
@@ -316,6 +318,14 @@ def _error_cases(rank: int, world: int, out: dict) -> None:
             out[("error", name)] = None
         except (TypeError, ValueError) as err:
             out[("error", name)] = (type(err).__name__, str(err))
+    # A process outside the matrix's group: named before any collective (it had gathered an empty
+    # table and failed with an IndexError; a new user's trial); the group's own process solves.
+    alone = dist.new_group([0])  # made by every process, as torch requires
+    try:
+        solve(ShardedMatrix(blocks[rank], 0, alone), 2)
+        out[("error", "not a member")] = None
+    except ValueError as err:
+        out[("error", "not a member")] = ("ValueError", str(err))
     # After all those, the group still works: a good solve goes through.
     out[("error", "after")] = solve(ShardedMatrix(blocks[rank], 0), 2).S
 

@@ -99,6 +99,7 @@ def test_a_bad_command_line_value_is_a_usage_error_naming_its_option(argv, messa
         ("bench_sharded", ["--processes", "0"], "argument --processes: must be at least 1"),
         ("bench_sharded", ["--size", "40x0"], "argument --size: both dimensions must be at least 1"),
         ("bench_sharded", ["--k", "50", "--size", "40x20"], "--k: 50 triplets of a 40x20 matrix; at most 20"),
+        ("bench_sharded", ["--classes", "sparse"], "argument --classes: invalid choice: 'sparse'"),
         ("bench_optim", ["--shape", "3x"], "argument --shape: expected MxN"),
         ("bench_optim", ["--brockett", "10"], "argument --brockett: expected MxN"),
     ],

@@ -247,6 +247,7 @@ def test_spectral_norm_of_a_sharded_weight_is_exact_with_its_gradient(ranks, dim
         ("options", r"`options` must be the same on every process.*rank 1: SolverOptions\(block=2"),
         ("method", r"on rank 1: `method='dense'` needs A as a dense torch.Tensor or numpy array, got a"),
         ("partial", r"placed Partial\(.*\); riemsvd.solve takes a 2-D DTensor placed Shard\(0\)"),
+        ("requires grad", r"whether `A` requires grad .*must be the same on every process, got rank 0: True"),
     ],
 )
 def test_a_problem_wrong_on_one_process_raises_on_every_process(ranks, case, message):
@@ -259,6 +260,10 @@ def test_a_problem_wrong_on_one_process_raises_on_every_process(ranks, case, mes
     torch.testing.assert_close(ranks[0][("error", "after")], ref, rtol=1e-10, atol=0)
     assert all(r[("error", "same options")] is None for r in ranks)  # None is SolverOptions()
     assert all(r[("error", "same k")] is None for r in ranks)  # np.int64(2) is 2, np.float64 a float
+    assert ranks[0][("error", "not a member")] is None  # the group [0]'s own process solves its block
+    for r in ranks[1:]:
+        assert re.search(r"global rank \d+\) is not in the ShardedMatrix's `group` \(ranks \[0\]\)",
+                         r[("error", "not a member")][1])  # fmt: skip
 
 
 def test_sharded_matrix_arguments_are_checked():
