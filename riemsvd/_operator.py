@@ -131,7 +131,7 @@ class Operator:
     def _scale_for(self, magnitude: torch.Tensor, limit: float | None) -> torch.Tensor | None:
         """The scale :meth:`rescale` sets for ``magnitude`` (in this operator's dtype), or None."""
         fin = torch.finfo(self.dtype)
-        limit = 2.0 ** (math.log2(fin.max) // 4) if limit is None else limit
+        limit = self._entry_limit() if limit is None else limit
         if self._in_range(readable_number(magnitude), limit):
             return None  # the usual case, decided on a number
         if not readable_any((magnitude > limit) | ((magnitude < 1 / limit) & (magnitude > 0)), default=False):
@@ -146,11 +146,15 @@ class Operator:
         exponent = exponent.clamp_max(-math.log2(fin.tiny))
         return torch.exp2(-exponent).reshape(magnitude.shape + (1, 1)).to(self.device)
 
-    def _in_range(self, value: float | None, limit: float | None = None) -> bool:
+    def _entry_limit(self) -> float:
+        """2^(max exponent / 4) of this operator's dtype: entries up to it, and down to its inverse,
+        need no scale (:meth:`rescale`)."""
+        return 2.0 ** (math.log2(torch.finfo(self.dtype).max) // 4)
+
+    @staticmethod
+    def _in_range(value: float | None, limit: float) -> bool:
         """Whether a magnitude that is a number (None: not one) needs no scale: 0, or within
-        [1/limit, limit] (by default 2^±(max exponent / 4) of this operator's dtype)."""
-        if limit is None:
-            limit = 2.0 ** (math.log2(torch.finfo(self.dtype).max) // 4)
+        [1/limit, limit]."""
         return value is not None and (value == 0 or 1 / limit <= value <= limit)
 
     def adjoint_source(self) -> str | None:
@@ -409,7 +413,7 @@ class DenseOperator(Operator):
         were made without it. Nothing where the entries were checked."""
         if not self.unchecked:
             return
-        if isinstance(magnitude, float) and self._in_range(magnitude):
+        if isinstance(magnitude, float) and self._in_range(magnitude, self._entry_limit()):
             # the usual case, decided on the number: the tensor's checks took 45 µs, cold after the pass
             self.magnitude, self.unchecked = torch.tensor(magnitude, dtype=self.dtype), False
             return
