@@ -51,10 +51,11 @@ class Layout:
 
 @dataclass
 class SolveCall:
-    """What ``SolveFunction`` needs besides A: the solver to run, how A is laid out, and a place for
-    the solve's ``info``."""
+    """What ``SolveFunction`` needs besides A and the warm start: the solver to run (on A and the
+    warm start, or None for the one it was prepared with), how A is laid out, and a place for the
+    solve's ``info`` (the whole batch's, also under vmap)."""
 
-    run: Callable[[torch.Tensor], Any]
+    run: Callable[[torch.Tensor, Any], Any]
     layout: Layout = field(default_factory=Layout)
     info: Any = field(default=None)
 
@@ -374,46 +375,55 @@ def needs_graph(a: torch.Tensor) -> bool:
 
 
 class SolveFunction(torch.autograd.Function):
-    """(U, S, V) = solve(A) with the exact backward and forward derivatives of the top-k triplets."""
+    """(U, S, V, converged, residual, errors) = solve(A) with the exact backward and forward
+    derivatives of the top-k triplets. The warm start (U0, V0) and ``info``'s per-matrix tensors pass
+    through it as inputs and outputs without derivatives, so that torch.func.vmap maps them with A:
+    held by the solve's closure, a warm start batched by vmap reached the solver unmapped ("your
+    tensor may have escaped from inside a function being vmapped"), and ``info.residual`` read inside
+    the mapped function held the whole batch's values (a new user's trial)."""
 
     @staticmethod
-    def forward(a: torch.Tensor, call: SolveCall):
-        u, s, v, info = call.run(a)
+    def forward(a: torch.Tensor, u0: torch.Tensor | None, v0: torch.Tensor | None, call: SolveCall):
+        u, s, v, info = call.run(a, None if u0 is None else (u0, v0))
         call.info = info
         # outputs that are views (the dense path's U[..., :k] of a 6×4 A, k = 1) made forward mode
         # fail inside autograd ("the tangent [must] have the same layout as primal"): copies
-        return tuple(x.clone() if x._is_view() else x for x in (u, s, v))
+        triplets = tuple(x.clone() if x._is_view() else x for x in (u, s, v))
+        return (*triplets, info.converged, info.residual, info.errors)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         a = inputs[0]
-        u, s, v = output
-        ctx.layout = inputs[1].layout
+        u, s, v = output[:3]
+        ctx.layout = inputs[3].layout
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(a, u, s, v)
         ctx.save_for_forward(a, u, s, v)
-        ctx.mark_non_differentiable()
+        ctx.mark_non_differentiable(*output[3:])
 
     @staticmethod
-    def backward(ctx, gu, gs, gv):
+    def backward(ctx, gu, gs, gv, *_info):
         if not ctx.needs_input_grad[0] or (gu is None and gs is None and gv is None):
-            return None, None
+            return None, None, None, None
         saved, layout = ctx.saved_tensors, ctx.layout
         a, u, s, v = (layout.local(x) for x in saved)
         gu, gs, gv = (g if g is None else layout.local(g, like) for g, like in zip((gu, gs, gv), saved[1:]))
-        return layout.wrap(cotangent(layout, a, u, s, v, gu, gs, gv), saved[0]), None
+        return layout.wrap(cotangent(layout, a, u, s, v, gu, gs, gv), saved[0]), None, None, None
 
     @staticmethod
-    def jvp(ctx, da, _call):
+    def jvp(ctx, da, _du0, _dv0, _call):
         saved, layout = ctx.saved_tensors, ctx.layout
         a, u, s, v = (layout.local(x) for x in saved)
         out = _tangent(layout, a, u, s, v, layout.local(da, saved[0]))
-        return tuple(layout.wrap(x, like) for x, like in zip(out, saved[1:]))
+        return (*(layout.wrap(x, like) for x, like in zip(out, saved[1:])), None, None, None)
 
     @staticmethod
-    def vmap(info, in_dims, a, call):
-        # riemsvd.solve is batched over A's leading dimensions already: move the mapped one first.
-        a_dim = in_dims[0]
-        if a_dim is None:
-            return SolveFunction.apply(a, call), (None, None, None)
-        return SolveFunction.apply(a.movedim(a_dim, 0), call), (0, 0, 0)
+    def vmap(info, in_dims, a, u0, v0, call):
+        # riemsvd.solve is batched over A's leading dimensions already: the mapped one goes first,
+        # in the warm start too (one that is not mapped serves every matrix, as in a batched call)
+        a_dim, u_dim, v_dim = in_dims[:3]
+        if a_dim is None and u_dim is None and v_dim is None:
+            return SolveFunction.apply(a, u0, v0, call), (None,) * 6
+        a = a.movedim(a_dim, 0) if a_dim is not None else a.expand(info.batch_size, *a.shape)
+        u0, v0 = (x if d is None else x.movedim(d, 0) for x, d in ((u0, u_dim), (v0, v_dim)))
+        return SolveFunction.apply(a, u0, v0, call), (0,) * 6

@@ -9,7 +9,7 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -195,7 +195,11 @@ def solve(
     and its ``stop_reason`` and ``method`` None (docs/spectral_norm.md, "Under torch.compile").
     Under forward mode (``torch.func.jvp``, ``jacfwd``, a ``forward_ad`` dual level) the solve runs
     eagerly behind a graph break, whose rule carries the tangents (custom operators have none:
-    there they had come back zero); ``fullgraph=True`` refuses that break.
+    there they had come back zero); so too under ``torch.func.grad``, ``vjp`` and ``jacrev`` (and
+    under more than one ``vmap``), where PyTorch refuses a custom operator's autograd rule
+    (pytorch/pytorch#170834); ``fullgraph=True`` refuses that break. ``torch.func.vmap`` maps the
+    warm start with A and ``info``'s ``converged``, ``residual`` and ``errors`` are the mapped
+    matrix's; its counts and ``history`` are the whole batch's.
 
     Warns
     -----
@@ -232,12 +236,16 @@ def solve(
     A = _from_numpy(A, half=True)  # a float16 array as the float16 tensor (a new user's trial)
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
-    if torch.compiler.is_compiling() and (is_sharded(A) or torch.autograd.forward_ad._current_level >= 0):
+    if torch.compiler.is_compiling() and (
+        is_sharded(A) or torch.autograd.forward_ad._current_level >= 0 or _under_func_grad()
+    ):
         # the whole solve eagerly behind a graph break, as for sparse inputs: traced, its checks' host
         # reads of a sharded A crashed Dynamo (InternalTorchDynamoError; a new user's trial). So too
         # under forward mode (torch.func.jvp, jacfwd, forward_ad), whose rule the custom operator
         # lacks: its tangents came back zero without an error (another trial); eagerly the
-        # autograd.Function's rule serves
+        # autograd.Function's rule serves. And under torch.func.grad, vjp or jacrev, where PyTorch
+        # refuses the custom operator's autograd rule (pytorch/pytorch#170834: "it must override the
+        # setup_context staticmethod"; a third trial)
         return eager_under_compile(_EAGER_SOLVE, solve)(
             A, k, tol=tol, maxiter=maxiter, init=init, generator=generator, options=options, method=method
         )
@@ -249,8 +257,8 @@ def solve(
 
     ops = []  # the operator of the last run, asked about its adjoint where the solve fails
 
-    def run(a):
-        out, info, op = execute(problem, a)
+    def run(a, init=None):
+        out, info, op = execute(problem if init is None else replace(problem, init=init), a)
         ops.append(op)
         s = out.s
         if op.scale is not None:  # the operator's units to A's
@@ -259,10 +267,16 @@ def solve(
         return (*problem.layout.outputs(out.u, s, out.v), info)
 
     target = problem.target
+    shown = None  # the info returned where it differs from the whole batch's (under vmap)
     if isinstance(target, torch.Tensor) and target.layout == torch.strided and needs_graph(target):
         call = SolveCall(run, problem.layout)
-        u, s, v = SolveFunction.apply(target, call)
-        info = call.info
+        # a whole A's warm start goes through as inputs, which vmap maps with A (a sharded A's
+        # stays with the problem: its blocks are no batch)
+        whole = isinstance(problem.init, tuple) and type(problem.layout) is Layout
+        start = problem.init if whole else (None, None)
+        u, s, v, converged, residual, errors = SolveFunction.apply(target, *start, call)
+        info = call.info  # plain tensors, the warnings' (under vmap the whole batch's)
+        shown = replace(info, converged=converged, residual=residual, errors=errors)
     else:
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
@@ -271,7 +285,19 @@ def solve(
         )
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     _check_resolution(s, info)
-    return SVDResult(u, s, v, info)
+    return SVDResult(u, s, v, info if shown is None else shown)
+
+
+def _under_func_grad() -> bool:
+    """Whether a torch.func transform other than one vmap is active (read while Dynamo traces, which
+    sees the innermost transform and its level only): grad, vjp or jacrev, perhaps outside a vmap
+    (jvp's forward mode shows as a forward-AD level too)."""
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._functorch.pyfunctorch import TransformType, retrieve_current_functorch_interpreter
+
+    innermost = retrieve_current_functorch_interpreter()
+    return innermost.key() != TransformType.Vmap or innermost.level() > 1
 
 
 @dataclass

@@ -473,18 +473,41 @@ def test_float32_projector_gradient_is_as_accurate_as_torchs(method):
         assert error <= 1e-4, (seed, error)
 
 
-def test_vmap_with_a_warm_start():
-    """torch.func.vmap of a solve with init, shared (U0 alone) or per matrix ((u, v)), raised vmap's
-    "data-dependent control flow" from the check that init is finite (a new user's trial); both give
-    the batched solve's values."""
+@pytest.mark.parametrize("method", ["auto", "iterative"])
+def test_vmap_with_a_warm_start(method):
+    """torch.func.vmap of a solve with init, shared (U0 alone) or per matrix ((u, v), or U0 alone),
+    raised vmap's "data-dependent control flow" from the check that init is finite (a new user's
+    trial); the iterative path, which uses the start, then found the per-matrix start outside its
+    vmap level ("your tensor may have escaped", another trial). All give the batched solve's values."""
     g = torch.Generator().manual_seed(0)
     b = torch.randn(4, 12, 9, dtype=torch.float64, generator=g)
     u, s, vh = torch.linalg.svd(b, full_matrices=False)
-    shared = torch.func.vmap(lambda a: riemsvd.solve(a, 2, init=u[0, :, :2]).S)(b)
-    solve_from = lambda a, u0, v0: riemsvd.solve(a, 2, init=(u0, v0)).S  # noqa: E731
+    shared = torch.func.vmap(lambda a: riemsvd.solve(a, 2, init=u[0, :, :2], method=method).S)(b)
+    solve_from = lambda a, u0, v0: riemsvd.solve(a, 2, init=(u0, v0), method=method).S  # noqa: E731
     own = torch.func.vmap(solve_from)(b, u[..., :2], vh[..., :2, :].mT)
-    for got in (shared, own):
+    left = torch.func.vmap(lambda a, u0: riemsvd.solve(a, 2, init=u0, method=method).S)(b, u[..., :2])
+    for got in (shared, own, left):
         torch.testing.assert_close(got, s[:, :2], rtol=1e-12, atol=0)
+
+
+def test_vmap_gives_each_matrix_its_own_info():
+    """Under torch.func.vmap, info's converged, residual and errors held the whole batch's values, so a
+    per-matrix bound S[0] − errors[0] read another matrix's bar (a new user's trial): now the mapped
+    matrix's own, as the batched call gives them (one matrix 1000 times the others)."""
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(4, 30, 20, dtype=torch.float64, generator=g)
+    b[2] *= 1000
+    batched = riemsvd.solve(b, 2, method="iterative", generator=torch.Generator().manual_seed(1))
+
+    def each(a):
+        info = riemsvd.solve(a, 2, method="iterative", generator=torch.Generator().manual_seed(1)).info
+        return info.converged, info.residual, info.errors
+
+    converged, residual, errors = torch.func.vmap(each, randomness="same")(b)
+    assert converged.shape == (4,) and bool(converged.all())
+    torch.testing.assert_close(residual, batched.info.residual, rtol=1e-3, atol=0)
+    torch.testing.assert_close(errors, batched.info.errors, rtol=1e-3, atol=0)
+    assert float(errors[2].min()) > 100 * float(errors[[0, 1, 3]].max())
 
 
 @pytest.mark.parametrize("route", ["cg", "direct", "cg, then direct"])

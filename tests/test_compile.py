@@ -163,6 +163,31 @@ def test_forward_mode_inside_a_compiled_function_matches_eager(backend):
         values(fwad.make_dual(a, da))
 
 
+def test_reverse_mode_transforms_inside_a_compiled_function_match_eager():
+    """PyTorch refuses a custom operator's autograd rule under torch.func.grad, jacrev and vjp
+    ("it must override the setup_context staticmethod", pytorch/pytorch#170834): compiled, each of
+    them failed where eager mode and torch.linalg's own compile (a new user's trial). There the
+    solve now runs eagerly behind a graph break; vmap alone keeps the operator (its own rule)."""
+    dynamo.config.error_on_recompile = False  # a graph break compiles the pieces around it
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randn(3, 20, 10, dtype=torch.float64, generator=gen)
+    top = lambda x: riemsvd.solve(x, 2).S[..., 0].sum()  # noqa: E731
+    exact = lambda x: torch.linalg.svdvals(x)[..., 0].sum()  # noqa: E731
+    over_rows = lambda f: lambda x: torch.func.vmap(f)(x).sum()  # noqa: E731
+    for transform, x in (
+        (torch.func.grad, b[0]),
+        (torch.func.jacrev, b[0]),
+        (lambda f: torch.func.vmap(torch.func.grad(f)), b),
+        (lambda f: torch.func.grad(over_rows(f)), b),
+    ):
+        dynamo.reset()
+        expected = transform(exact)(x)
+        torch.testing.assert_close(torch.compile(transform(top), backend="aot_eager")(x), expected)
+    dynamo.reset()
+    explained = dynamo.explain(torch.func.vmap(lambda x: riemsvd.solve(x, 2).S))(b)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
 def test_sparse_and_scipy_inputs_run_eagerly_inside_a_compiled_function():
     """Without fullgraph, what the graph cannot hold runs eagerly behind a graph break; dynamo once
     traced into the solver's scipy BLAS handles and crashed (InternalTorchDynamoError). No warning
