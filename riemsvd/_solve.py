@@ -95,7 +95,9 @@ def solve(
         (no float64 copy of A is kept), so that the residual reported, and ``converged``, hold for the
         float32 triplets returned; elsewhere such a tol is checked as rounding allows. The error in
         each σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is
-        well separated).
+        well separated) once the k returned are the leading ones, which a residual test cannot prove:
+        where σ_k lies within a few tol·σ₁ of σ_{k+1}, σ_{k+1} can come back for σ_k, converged, on a
+        few random starts in a hundred (README, "Guarantees"); ask for k + 1 or a smaller tol there.
     maxiter : int, optional
         Iterations at most (default 2000; raised to the ⌈k/b⌉ that k triplets need); each applies A
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
