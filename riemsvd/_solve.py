@@ -286,7 +286,7 @@ def solve(
             info, u.dtype, getattr(target, "shape", None), s, problem.options
         )
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
-    _check_resolution(s, info)
+    _check_resolution(s, info, getattr(target, "shape", None))
     return SVDResult(u, s, v, info if shown is None else shown)
 
 
@@ -755,12 +755,17 @@ def _not_converged(
     )
 
 
-def _check_resolution(s, info: SolveInfo) -> None:
+def _check_resolution(s, info: SolveInfo, shape=None) -> None:
     """A ResolutionWarning where the iteration returned values σ_k below 10·tol·σ₁: a residual of
     tol·σ₁ leaves them uncertain by a sizeable fraction of themselves (the dense path's float64 Gram
     matrix or SVD resolves them), and one returned below tol·σ₁ may stand in for a σ_k above it.
     Values at or below ε·σ₁ (ε of their dtype) are numerically zero, k beyond the rank: a rank-4
-    2048×512 matrix's come back 2e-9·σ₁ in float32 and 3e-18·σ₁ in float64, and are not flagged."""
+    2048×512 matrix's come back 2e-9·σ₁ in float32 and 3e-18·σ₁ in float64, and are not flagged.
+
+    For a tol below the rounding of A's products (``product_floor``, for the (m, n) of ``shape``),
+    that rounding, which the iteration's own small matrices carry: float32 at tol 1e-6 (4096×1024,
+    a rank-20 signal over noise, k = 32) returned the trailing values 15% low, 3.8 bars off and not
+    the leading ones, unflagged at σ₃₂/σ₁ = 1.24e-5 where the floor is 1.5e-5 (a new user's trial)."""
     if info.method == "dense" or s.shape[-1] < 2:
         return
     try:
@@ -777,20 +782,25 @@ def _check_resolution(s, info: SolveInfo) -> None:
         # their true values by more than their bars, unflagged behind a σ₉₆ returned under ε·σ₁
         # (full rank, true σ₉₆ = 3.9·ε·σ₁; a new user's trial)
         first = x[..., :1]
-        low = (x < 10 * info.tol * first) & (x > float(torch.finfo(s.dtype).eps) * first)
+        limit = info.tol if shape is None else max(info.tol, product_floor(s.dtype, *shape[-2:]))
+        low = (x < 10 * limit * first) & (x > float(torch.finfo(s.dtype).eps) * first)
         flagged = bool(low.any()) if isinstance(low, np.ndarray) else readable_any(low, default=False)
     except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
         return
     if flagged:
-        remedy = "with a smaller `tol` or with method='dense'"
+        # below the products' rounding a smaller tol changes nothing
+        remedy = "with a smaller `tol` or with method='dense'" if limit == info.tol else "with method='dense'"
         if s.dtype != torch.float64:
-            remedy = "in float64, " + remedy
+            remedy = "in float64, " + remedy if limit == info.tol else "in float64 or " + remedy
         ratio = float((x / first)[low].min())  # σ₁ > 0 wherever a value is flagged
         # σ_k itself, or a value above a σ_k returned at or below ε·σ₁
         which = "σ_k" if bool((low[..., -1] == low.any(-1)).all()) else "σⱼ (j < k)"
+        rounding = f"{limit:.2g}·σ₁, the rounding of its {str(s.dtype)[6:]} products,"
+        known = "tol·σ₁" if limit == info.tol else rounding
+        bound = "tol" if limit == info.tol else "that"
         warnings.warn(
-            f"riemsvd.solve: {which}/σ₁ = {ratio:.2g} is below 10·tol = {10 * info.tol:.2g}: "
-            "the trailing triplets are only known to about tol·σ₁, and need not be the largest ones "
+            f"riemsvd.solve: {which}/σ₁ = {ratio:.2g} is below 10·{bound} = {10 * limit:.2g}: "
+            f"the trailing triplets are only known to about {known} and need not be the largest ones "
             f"there. Solve {remedy}.",
             ResolutionWarning,
             stacklevel=3,

@@ -662,6 +662,29 @@ def test_values_in_the_unresolved_band_are_flagged_above_a_sigma_k_below_eps():
     assert float(out.S[-1]) <= eps * float(out.S[0]) < float(out.S[-4])  # the case the check missed
 
 
+def test_values_below_what_float32_products_resolve_are_flagged_at_a_smaller_tol():
+    """A tol below float32's product floor is checked in float64, but the iteration's own small
+    matrices keep float32's rounding: a rank-20 signal over noise 1.5e-5·σ₁ (4096×1024 in a new user's
+    trial, k = 32, tol 1e-6) returned trailing values 15% low, not the leading ones, unflagged beside
+    10·tol. Values under 10 times the floor are flagged, with the remedies that can help; float64 and
+    the floor's own tol are as before."""
+    g = torch.Generator().manual_seed(51)
+    m, n = 1024, 256
+    signal = (orthonormal(m, 20, g) * torch.logspace(1, 0, 20, dtype=torch.float64)) @ orthonormal(
+        n, 20, g
+    ).mT
+    a = signal + torch.randn(m, n, generator=g, dtype=torch.float64) * (1e-4 / 32)
+    floor = 2 * float(torch.finfo(torch.float32).eps) * m**0.5  # 7.6e-6
+    assert 10 * 1e-6 < float(torch.linalg.svdvals(a)[31]) / 10 < 10 * floor  # between the two limits
+    with pytest.warns(
+        riemsvd.ResolutionWarning, match=r"below 10·that = 7.6e-05.*in float64 or with method='dense'"
+    ):
+        solve(a.float(), 32, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ResolutionWarning)
+        solve(a, 32, tol=1e-6, generator=torch.Generator().manual_seed(0))
+
+
 def test_values_below_what_tol_resolves_are_flagged_inside_torch_func():
     # inside torch.func.grad σ has no numpy view: the check falls back to torch and still warns
     g = torch.Generator().manual_seed(0)
