@@ -303,15 +303,59 @@ def _top_right_vectors(a64, k: int, tall: bool):
     return torch.linalg.eigh(gram)[1][..., -k:].flip(-1)  # ascending
 
 
+# A float32 matrix whose float64 copy would take more than this is cast in blocks of its longer side
+# instead (_top_right_vectors_by_blocks): the whole copy had held 2.2 times A's bytes beside it (a
+# 300×300000 A of 343 MiB: 743 MiB more at the peak, the iteration 122; a new user's trial).
+_WHOLE_COPY_BYTES = 64 << 20
+_BLOCK_BYTES = 16 << 20  # a block's float64 copy
+
+
+def _float64_blocks(a: torch.Tensor, tall: bool):
+    """(slice, block) over the longer side of one matrix a (m, n): its rows where ``tall``, else its
+    columns, each block cast to float64 (a contiguous copy of about _BLOCK_BYTES)."""
+    long_side, short_side = (a.shape[0], a.shape[1]) if tall else (a.shape[1], a.shape[0])
+    step = max(1, _BLOCK_BYTES // (8 * short_side))
+    for start in range(0, long_side, step):
+        part = slice(start, min(start + step, long_side))
+        yield part, (a[part] if tall else a[:, part]).to(torch.float64)
+
+
+def _top_right_vectors_by_blocks(a: torch.Tensor, k: int, tall: bool):
+    """:func:`_top_right_vectors` of a's float64 cast and the images of those vectors (A V where
+    ``tall``, else Aᵀ U), for one matrix, cast a block at a time (:func:`_float64_blocks`): the Gram
+    matrix summed over the blocks (BLAS's syrk into its upper triangle on the CPU), then the images
+    block by block."""
+    p = min(a.shape)
+    if a.device.type == "cpu":
+        upper = np.zeros((p, p), order="F")
+        for _, block in _float64_blocks(a, tall):
+            # a row-major block's transpose is Fortran-ordered: syrk takes it as it is
+            upper = dsyrk(1.0, block.numpy().T, beta=1.0, c=upper, trans=0 if tall else 1, overwrite_c=1)
+        top = torch.from_numpy(_top_eigenpairs(upper, k)[1].copy())
+    else:
+        gram = torch.zeros(p, p, dtype=torch.float64, device=a.device)
+        for _, block in _float64_blocks(a, tall):
+            gram += block.mT @ block if tall else block @ block.mT
+        top = torch.linalg.eigh(gram)[1][:, -k:].flip(-1)
+    long_side = a.shape[0] if tall else a.shape[1]
+    image = torch.empty(long_side, k, dtype=torch.float64, device=a.device)
+    for part, block in _float64_blocks(a, tall):
+        image[part] = block @ top if tall else block.mT @ top
+    return top, image
+
+
 def _gram_triplets(a, k: int, tol: float):
     """(U, V) in a's dtype from the eigendecomposition of the smaller Gram matrix in float64, or
     (None, None) where rounding leaves them short of ``tol`` (σ_k too small beside σ₁, or zero).
     ``a``: a tensor (..., m, n), or one matrix on the host as a numpy array (then numpy arrays)."""
     on_host = isinstance(a, np.ndarray)
-    a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
     tall = a.shape[-2] >= a.shape[-1]
-    top = _top_right_vectors(a64, k, tall)
-    image = a64 @ top if tall else a64.swapaxes(-1, -2) @ top
+    if not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:
+        top, image = _top_right_vectors_by_blocks(a, k, tall)
+    else:
+        a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
+        top = _top_right_vectors(a64, k, tall)
+        image = a64 @ top if tall else a64.swapaxes(-1, -2) @ top
     space = (HostSpace if on_host else Space)(image.shape[-2])
     norms = space.norms(image)[..., None, :]  # σᵢ, descending
     # a zero σ's column stays zero (0/0 had drawn numpy's warning, a trial): refused by the check

@@ -44,6 +44,27 @@ def test_float32_gram_path_is_checked_and_falls_back_to_the_svd(gen):
     assert result.info.matvecs == 40 + 40 + 2 * 40  # the Gram path tried, then the check's products
 
 
+@pytest.mark.parametrize("shape", [(700, 60), (60, 700)])
+def test_float32_gram_path_of_a_large_matrix_casts_in_blocks_to_the_same_triplets(shape, monkeypatch):
+    """A float32 matrix whose float64 copy would be large is cast a block of its longer side at a
+    time (the whole copy had held 2.2 times A's bytes: a new user's trial): made to here with blocks
+    of 64 rows or columns, the last one shorter, the same values and vectors as the whole copy's."""
+    import riemsvd._dense as dense
+
+    g = torch.Generator().manual_seed(0)
+    a = make_matrix("decay", *shape, g).float()
+    whole = riemsvd.solve(a, 5, method="dense")
+    monkeypatch.setattr(dense, "_HOST_WORK", 0)  # a tensor, as above that size
+    monkeypatch.setattr(dense, "_WHOLE_COPY_BYTES", 0)
+    monkeypatch.setattr(dense, "_BLOCK_BYTES", 8 * 64 * min(shape))
+    monkeypatch.setattr(dense, "_svd_triplets", None)  # the Gram path's own result, no fallback
+    blocks = riemsvd.solve(a, 5, method="dense")
+    torch.testing.assert_close(blocks.S, whole.S, rtol=1e-6, atol=0)
+    for x, y in ((blocks.U, whole.U), (blocks.V, whole.V)):
+        torch.testing.assert_close((x * y).sum(0).abs(), torch.ones(5), rtol=0, atol=1e-5)
+    check_svd(a, blocks, 5, float(blocks.info.tol))
+
+
 def test_float32_gram_path_counts_its_products(gen):
     a = make_matrix("decay", 90, 30, gen, torch.float32)
     result = riemsvd.solve(a, 5, method="dense")
