@@ -133,7 +133,18 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
     yet scaled) is scaled by c here. A dense A held whole on the CPU is solved directly instead
     (:func:`_direct_complement_solve`) where CG's rate projects more iterations still to go than the
     direct solve costs (:func:`_cg_budget`), or at once where it costs fewer than CG ever takes.
+
+    Recorded by autograd (a backward with ``create_graph``), the right-hand sides' part goes through
+    :class:`_AlongRhs`, the solve being linear in them: CG's own graph, nonlinear in them, had no
+    derivative at a zero right-hand side, where torch.autograd.functional.hvp differentiates the
+    double backward (σ₁'s Hessian-vector product came back 0, a normalization's 19% off; a new
+    user's trial).
     """
+    along = torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+    if along and (rhs_u.requires_grad or rhs_v.requires_grad):
+        p, q = _complement_solve(op, u, s, v, rhs_u.detach(), rhs_v.detach(), warn)
+        dp, dq = _AlongRhs.apply(rhs_u, rhs_v, lambda gu, gv: _complement_solve(op, u, s, v, gu, gv, False))
+        return p + dp, q + dq
     budget = _cg_budget(op, s.shape[-1], u, s, v, rhs_u, rhs_v)
     if budget is not None and budget < _CG_LEAST:
         return _direct_complement_solve(op, u, s, v, rhs_u, rhs_v, warn)
@@ -243,6 +254,22 @@ def _cg_budget(op: Operator, k: int, *tensors: torch.Tensor) -> int | None:
         return None
     p, q = sorted(op.shape)
     return int(_DIRECT_COST.get(op.dtype, 0.9) * (1 + 1.55 * p / q) * p / (k + 20))
+
+
+class _AlongRhs(torch.autograd.Function):
+    """Zero, with the derivative of the complement solve (p, q) = M (rhs_u, rhs_v) in its right-hand
+    sides: M itself, which is symmetric (the inverse of K_i on the complements, column by column), so
+    the backward of a gradient (g_p, g_q) is ``solve(g_p, g_q)``, one more solve, made only where a
+    derivative in the right-hand sides is asked for."""
+
+    @staticmethod
+    def forward(ctx, rhs_u, rhs_v, solve):
+        ctx.solve = solve
+        return torch.zeros_like(rhs_u), torch.zeros_like(rhs_v)
+
+    @staticmethod
+    def backward(ctx, g_p, g_q):
+        return (*ctx.solve(g_p, g_q), None)
 
 
 def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
