@@ -188,7 +188,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
         # exceeded the gap (a new user's trial). One-sided: a curvature CG did not meet (no part of
         # the cotangent there) warns of nothing.
         bad = (stats["negative_curvature"] | (res > 1e6 * eps(op.dtype) * size)).any(-1)
-        bad = bad | (least < 10 * residual)
+        bad = bad | (least <= 10 * residual)  # an exact tie: both 0 (see the direct solve's)
         top = newton.sigma[..., 0, 0].clamp_min(torch.finfo(op.dtype).tiny)  # c·σ₁
         relative = res / size.clamp_min(torch.finfo(op.dtype).tiny)
         steps = stats["iterations"]
@@ -316,7 +316,10 @@ def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
             r_left, r_right = bv + mm(u, mm(uta, v)) - u * s_i, uta.mT - v * s_i
             residual = (r_left.square().sum((-2, -1)) + r_right.square().sum((-2, -1))).sqrt()
             top = s_i[..., 0, 0].clamp_min(torch.finfo(work).tiny)
-            _warn_unresolved(least < 10 * residual, least / top, residual / top)
+            # ≤: an exact tie of exact triplets (diag(3, 3, …), k = 1, on the dense path) meets a
+            # curvature of 0 beside a residual of 0, and had its U gradient silently finite and
+            # meaningless, where the iteration's rounding warned (a new user's trial)
+            _warn_unresolved(least <= 10 * residual, least / top, residual / top)
         if wide:
             p, q = q, p
         return (p * c).to(op.dtype), (q * c).to(op.dtype)

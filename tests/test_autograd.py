@@ -596,3 +596,16 @@ def test_second_derivatives_match_torch_linalg_in_every_form(method):
         for product in (functional.vhp, functional.hvp):
             torch.testing.assert_close(product(mine, w, direction)[1], product(theirs, w, direction)[1])
         torch.testing.assert_close(torch.func.hessian(mine)(w), torch.func.hessian(theirs)(w))
+
+
+@pytest.mark.parametrize("method", ["dense", "iterative"])
+def test_an_exact_tie_at_sigma_k_warns_on_every_path(method):
+    """diag(3, 3, …), k = 1, and a sign-free loss of u whose cotangent leans on the tied vector: the
+    dense path returns exact triplets, whose adjoint solve met a curvature of 0 beside a residual of
+    0 and did not warn, the U gradient finite and meaningless (a new user's trial)."""
+    d = torch.linspace(1, 0.1, 12, dtype=torch.float64)
+    d[0] = d[1] = 3.0
+    a = torch.diag(d).requires_grad_()
+    u = riemsvd.solve(a, 1, method=method, generator=torch.Generator().manual_seed(0)).U[:, 0]
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned"):
+        ((u[0] + u[1]) ** 2).backward()
