@@ -823,6 +823,11 @@ def check_param_groups(param_groups, defaults: dict) -> None:
     """No trust-region option set per parameter group: one trust region spans all parameters; and no
     first-order optimizer's option, which it would ignore."""
     for group in param_groups:
+        if group.get("maximize"):  # torch's optimizers' option: kept and ignored, it minimized (a trial)
+            raise ValueError(
+                "`maximize` set for a parameter group: RiemannianTrustRegion minimizes; to maximize, "
+                "return the negated loss from the closure."
+            )
         foreign = [key for key in _FIRST_ORDER_OPTIONS if key in group]
         if foreign:
             raise ValueError(

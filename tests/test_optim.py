@@ -201,6 +201,10 @@ def test_geoopt_manifolds_get_the_hessian_of_riemsvds(gen):
     assert rec[0].filename == __file__  # the constructor's caller (it had pointed inside riemsvd)
     opt.step(lambda: (ball - 0.1).square().sum())
     assert opt.info.accepted
+    canonical = geoopt.Stiefel()  # geoopt's default: its warning names the embedded metric (a trial)
+    frame = geoopt.ManifoldParameter(canonical.random(5, 2, dtype=torch.float64), manifold=canonical)
+    with pytest.warns(UserWarning, match=r"CanonicalStiefel, .* Use riemsvd.manifolds.Stiefel\(\)"):
+        RiemannianTrustRegion([frame])
 
 
 def test_preconditioner_cuts_the_inner_iterations(gen):
@@ -275,6 +279,13 @@ def test_arguments_are_checked_by_name(gen):
     for key in ("lr", "momentum", "weight_decay"):  # a first-order option was kept and ignored (a trial)
         with pytest.raises(ValueError, match=rf"`{key}` set for a parameter group: .* \(no learning rate"):
             RiemannianTrustRegion([{"params": [u], key: 0.1}])
+    # torch's `maximize`, kept and ignored, minimized: the run reported λ_min converged (a trial)
+    with pytest.raises(ValueError, match="`maximize` set for a parameter group: .* negated loss"):
+        RiemannianTrustRegion([{"params": [u], "maximize": True}])
+    with pytest.raises(ValueError, match="`maximize` set"):
+        RiemannianTrustRegion([torch.zeros(2, requires_grad=True)]).add_param_group(
+            {"params": [u], "maximize": True}
+        )
 
     class Flat:  # not a geoopt manifold
         def proju(self, x, v):
