@@ -115,7 +115,7 @@ def _plot(pair_err, solve_err, path) -> None:
 if __name__ == "__main__":
     # --help had been taken for the plot's file name (a new user's trial)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("plot", nargs="?", default=None, help="write σ₁ and both trackers' errors to this PNG")
+    p.add_argument("plot", nargs="?", default=None, help="write both trackers' σ₁ errors to this PNG")
     p.add_argument("--steps", type=positive_int, default=300, help="training steps (default 300)")
     p.add_argument("--seed", type=int, default=0, help="the target's and data's seed (default 0)")
     args = p.parse_args()

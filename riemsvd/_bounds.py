@@ -32,7 +32,7 @@ from riemsvd._operator import (
     scaled_by_entries,
 )
 from riemsvd._result import ConvergenceWarning
-from riemsvd._solve import DEFAULT_MAXITER, Problem, execute, prepare
+from riemsvd._solve import DEFAULT_MAXITER, Problem, _from_numpy, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
 from riemsvd._tolerance import HALF, TINY, default_tol, gamma
@@ -519,6 +519,8 @@ def norm_bounds(
             A, tol=tol, confidence=confidence, generator=generator
         )
     confidence = as_number(confidence)  # a one-element tensor, as tol and the optimizers' numbers take
+    # a float16 array as solve takes it, the float16 tensor (it was refused, "convert it first"; a trial)
+    A = _from_numpy(A, half=True) if isinstance(A, np.ndarray) and A.dtype == np.float16 else A
     check_bounds_args(A, confidence)
     if isinstance(A, torch.Tensor):
         A = A.detach()

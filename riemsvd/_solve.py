@@ -122,7 +122,8 @@ def solve(
         further off a lower singular vector can still converge to it where the gap above is small
         (docs/algorithm.md, "Warm starts"). U0 is checked but not otherwise needed. Not used where
         the dense path runs (``method="dense"``, or ``"auto"`` choosing it, as it does for float32
-        A of 1536×384 and 384×1536 from k = 16 and of 4096×1024 from k = 64): where it was chosen,
+        A of 1536×384 and 384×1536 from k = 31 and of 4096×1024 from k = 112 at the default tol, from
+        k = 25 and 89 at tol 1e-6: ``prefer_dense`` of the 2026-12-05 refit): where it was chosen,
         warm iterations took 1.2–3.1 times its time on 21 of 22 small cases measured (k = 1 to 8,
         32×32 to 256×192); pass ``method="iterative"`` to use the start anyway. It saves products
         at small k, not at large: after a 1e-3 change of a 4096×1024 gradient, 74 against 142 cold

@@ -147,6 +147,9 @@ def test_norm_bounds_and_operator_norm_of_half_precision(dtype, gen):
     true = float(torch.linalg.matrix_norm(a.double(), 2))
     bounds = riemsvd.norm_bounds(a)
     assert float(bounds.lower) <= true <= float(bounds.upper)  # rounded outward: they still hold
+    if dtype == torch.float16:  # a float16 array, as solve takes it (it was refused; a new user's trial)
+        from_array = riemsvd.norm_bounds(a.numpy())
+        assert from_array.upper.dtype == dtype and float(from_array.upper) == float(bounds.upper)
     conv = torch.nn.Conv2d(2, 3, 3, padding=1).to(dtype)
     sigma = rnn.operator_norm(conv, (2, 6, 6))
     assert sigma.dtype == dtype
