@@ -271,6 +271,12 @@ class _AlongRhs(torch.autograd.Function):
     def backward(ctx, g_p, g_q):
         return (*ctx.solve(g_p, g_q), None)
 
+    @staticmethod
+    def jvp(ctx, d_rhs_u, d_rhs_v, _solve):
+        # forward over reverse (a forward_ad dual through a backward with create_graph): the same
+        # linear map on the right-hand sides' tangents, which the detached solve beside it drops
+        return ctx.solve(d_rhs_u, d_rhs_v)
+
 
 def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
     """:func:`_complement_solve` by eliminating p: with B = P_U A P_V (P_U = I − U Uᵀ), the system

@@ -520,7 +520,8 @@ def norm_bounds(
         )
     confidence = as_number(confidence)  # a one-element tensor, as tol and the optimizers' numbers take
     # a float16 array as solve takes it, the float16 tensor (it was refused, "convert it first"; a trial)
-    A = _from_numpy(A, half=True) if isinstance(A, np.ndarray) and A.dtype == np.float16 else A
+    half_array = isinstance(A, np.ndarray) and A.dtype.kind == "f" and A.itemsize == 2  # either byte order
+    A = _from_numpy(A, half=True) if half_array else A
     check_bounds_args(A, confidence)
     if isinstance(A, torch.Tensor):
         A = A.detach()

@@ -190,7 +190,11 @@ def solve(
     differentiable. A split A
     is differentiable in reverse mode, Ā split like A; each process's cotangents must be its blocks
     of the gradient of one global loss (the convention of DTensor and tensor parallelism: a whole
-    output's gradient is the same full gradient on every process).
+    output's gradient is the same full gradient on every process). A whole A's second derivatives
+    (double backward, ``torch.autograd.functional.hvp``/``vhp``/``hessian``, ``torch.func.hessian``,
+    forward over reverse) are exact; under torch.func transforms the adjoint's linear solve is
+    differentiated through its own iterations, exact but where the cotangent is zero (the jvp of a
+    ``vjp`` in its cotangent, at 0).
 
     Under ``torch.compile`` (``fullgraph=True`` too), a dense tensor's solve is one custom operator,
     ``riemsvd::solve``: no graph break, no recompilation as A's values change, the same results and
@@ -276,7 +280,9 @@ def solve(
         # a whole A's warm start goes through as inputs, which vmap maps with A (a sharded A's
         # stays with the problem: its blocks are no batch)
         whole = isinstance(problem.init, tuple) and type(problem.layout) is Layout
-        start = problem.init if whole else (None, None)
+        # detached: the start has no derivative, and a previous result's graph, kept as an input's,
+        # made the next backward fail ("backward through the graph a second time"; a review)
+        start = tuple(x.detach() for x in problem.init) if whole else (None, None)
         u, s, v, converged, residual, errors = SolveFunction.apply(target, *start, call)
         info = call.info  # plain tensors, the warnings' (under vmap the whole batch's)
         shown = replace(info, converged=converged, residual=residual, errors=errors)

@@ -609,3 +609,45 @@ def test_an_exact_tie_at_sigma_k_warns_on_every_path(method):
     u = riemsvd.solve(a, 1, method=method, generator=torch.Generator().manual_seed(0)).U[:, 0]
     with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="ill-conditioned"):
         ((u[0] + u[1]) ** 2).backward()
+
+
+def test_a_previous_result_as_warm_start_adds_no_edge_to_the_graph():
+    """A training loop's solve warm-started from the last step's result (or its U): once the warm
+    start passed through the autograd.Function as an input, it kept an edge into the last step's freed
+    graph, and the next backward raised "backward through the graph a second time" (a review)."""
+    w = torch.randn(
+        60, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True
+    )
+    for init_of in (lambda r: r, lambda r: r.U):
+        previous = None
+        for _ in range(3):
+            init = None if previous is None else init_of(previous)
+            r = riemsvd.solve(w * 1.0, 3, init=init, method="iterative")
+            (r.S.sum() + (r.U[:, 0] ** 4).sum()).backward()
+            previous = r
+
+
+def test_forward_over_reverse_gives_the_hessian_vector_product():
+    """A forward_ad dual through a backward with create_graph: the right-hand sides' linear part of the
+    adjoint solve had no forward rule ("You must implement the jvp function"; a review)."""
+    import torch.autograd.forward_ad as fwad
+
+    g = torch.Generator().manual_seed(0)
+    a, direction = (torch.randn(7, 6, dtype=torch.float64, generator=g) for _ in range(2))
+    c = torch.randn(7, dtype=torch.float64, generator=g)
+
+    def hessian_vector(top_pair):
+        with fwad.dual_level():
+            x = fwad.make_dual(a.clone().requires_grad_(), direction)
+            loss = ((top_pair(x)[0][:, :2].mT @ c) ** 2).sum()
+            (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+            return fwad.unpack_dual(grad).tangent
+
+    exact = hessian_vector(lambda x: torch.linalg.svd(x, full_matrices=False))
+    for method in ("auto", "iterative"):
+        mine = hessian_vector(
+            lambda x, method=method: riemsvd.solve(
+                x, 2, method=method, generator=torch.Generator().manual_seed(1)
+            )
+        )
+        torch.testing.assert_close(mine, exact)
