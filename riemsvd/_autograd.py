@@ -442,6 +442,13 @@ class SolveFunction(torch.autograd.Function):
         if not ctx.needs_input_grad[0] or (gu is None and gs is None and gv is None):
             return None, None, None, None
         saved, layout = ctx.saved_tensors, ctx.layout
+        if torch.is_grad_enabled() and getattr(layout, "dim", None) is not None:  # create_graph=True
+            # the rules' collectives record no graph across processes: a Hessian-vector product of a
+            # Shard(0) DTensor came out 7.3 off at a scale of 6.2 (a review)
+            raise NotImplementedError(
+                "riemsvd.solve: second derivatives (a backward with create_graph=True) of A split "
+                "across processes are not supported; take them on a whole A (a Replicate() DTensor)."
+            )
         a, u, s, v = (layout.local(x) for x in saved)
         gu, gs, gv = (g if g is None else layout.local(g, like) for g, like in zip((gu, gs, gv), saved[1:]))
         return layout.wrap(cotangent(layout, a, u, s, v, gu, gs, gv), saved[0]), None, None, None

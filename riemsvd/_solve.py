@@ -190,11 +190,12 @@ def solve(
     differentiable. A split A
     is differentiable in reverse mode, Ā split like A; each process's cotangents must be its blocks
     of the gradient of one global loss (the convention of DTensor and tensor parallelism: a whole
-    output's gradient is the same full gradient on every process). A whole A's second derivatives
-    (double backward, ``torch.autograd.functional.hvp``/``vhp``/``hessian``, ``torch.func.hessian``,
-    forward over reverse) are exact; under torch.func transforms the adjoint's linear solve is
-    differentiated through its own iterations, exact but where the cotangent is zero (the jvp of a
-    ``vjp`` in its cotangent, at 0).
+    output's gradient is the same full gradient on every process); its second derivatives
+    (``create_graph=True``) are refused. A whole A's second derivatives (double backward,
+    ``torch.autograd.functional.hvp``/``vhp``/``hessian``, ``torch.func.hessian``, forward over
+    reverse) are exact; under torch.func transforms the adjoint's linear solve is differentiated
+    through its own iterations, exact but where the cotangent is zero (the jvp of a ``vjp`` in its
+    cotangent, at 0).
 
     Under ``torch.compile`` (``fullgraph=True`` too), a dense tensor's solve is one custom operator,
     ``riemsvd::solve``: no graph break, no recompilation as A's values change, the same results and

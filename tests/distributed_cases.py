@@ -312,11 +312,18 @@ def _error_cases(rank: int, world: int, out: dict) -> None:
 
     mesh = init_device_mesh("cpu", (world,))
     cases["partial"] = lambda: solve(DTensor.from_local(blocks[0], mesh, [Partial()]), 2)
+
+    def second_derivative():  # its rules record no graph across processes: refused (wrong before)
+        block = blocks[rank].clone().requires_grad_()
+        v = solve(ShardedMatrix(block, 0), 2, generator=torch.Generator().manual_seed(0)).V
+        torch.autograd.grad((v[:3] ** 2).sum(), block, create_graph=True)
+
+    cases["create graph"] = second_derivative
     for name, call in cases.items():
         try:
             call()
             out[("error", name)] = None
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, NotImplementedError) as err:
             out[("error", name)] = (type(err).__name__, str(err))
     # A process outside the matrix's group: named before any collective (it had gathered an empty
     # table and failed with an IndexError; a new user's trial); the group's own process solves.

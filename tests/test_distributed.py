@@ -264,6 +264,12 @@ def test_a_problem_wrong_on_one_process_raises_on_every_process(ranks, case, mes
     for r in ranks[1:]:
         assert re.search(r"global rank \d+\) is not in the ShardedMatrix's `group` \(ranks \[0\]\)",
                          r[("error", "not a member")][1])  # fmt: skip
+    for r in ranks:  # second derivatives of a split A are refused: they had come out wrong (a review)
+        assert r[("error", "create graph")][0] == "NotImplementedError"
+        assert (
+            "create_graph=True) of A split across processes are not supported"
+            in r[("error", "create graph")][1]
+        )
 
 
 def test_sharded_matrix_arguments_are_checked():
