@@ -519,9 +519,8 @@ def norm_bounds(
             A, tol=tol, confidence=confidence, generator=generator
         )
     confidence = as_number(confidence)  # a one-element tensor, as tol and the optimizers' numbers take
-    # a float16 array as solve takes it, the float16 tensor (it was refused, "convert it first"; a trial)
-    half_array = isinstance(A, np.ndarray) and A.dtype.kind == "f" and A.itemsize == 2  # either byte order
-    A = _from_numpy(A, half=True) if half_array else A
+    # an array as solve takes it: a float16 one too, as the float16 tensor (it was refused; a trial)
+    A = _from_numpy(A, half=True)
     check_bounds_args(A, confidence)
     if isinstance(A, torch.Tensor):
         A = A.detach()

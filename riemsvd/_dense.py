@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import glob
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -288,60 +288,68 @@ def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return uu[..., :k], vh[..., :k, :].mT
 
 
-def _top_right_vectors(a64, k: int, tall: bool):
-    """The k leading eigenvectors, descending, of the smaller Gram matrix of the float64 ``a64``
-    (..., m, n): A64ᵀA64 where ``tall``, else A64A64ᵀ. For one matrix on the CPU (numpy, or its view),
-    BLAS's syrk, which forms the upper triangle alone, and LAPACK's MRRR for the k alone
-    (:func:`_top_eigenpairs`, which reads that triangle); else torch's product and eigh, all of them.
-    On one BLAS thread (the dense path's) against torch's two, 3.8 ms against 8.0 at 1024×256 and
-    k = 8, 12.2 against 23.2 at 1536×384, 156 against 265 at 4096×1024 (2-core AMD EPYC)."""
-    rows = a64 if isinstance(a64, np.ndarray) else numpy_view(a64) if a64.dim() == 2 else None
-    if rows is not None:  # Aᵀ is Fortran-ordered for a row-major A: syrk takes it as it is
-        top = _top_eigenpairs(dsyrk(1.0, rows.T, trans=0 if tall else 1), k)[1]
-        return top if rows is a64 else torch.from_numpy(top.copy())  # descending: a reversed view
-    gram = a64.mT @ a64 if tall else a64 @ a64.mT
+def _top_right_vectors(blocks, k: int, tall: bool) -> Any:
+    """The k leading eigenvectors, descending, of the smaller Gram matrix of a float64 matrix A64
+    (..., m, n) given as ``blocks`` along its longer side (rows where ``tall``, else columns; the
+    whole matrix as one block): A64ᵀA64 where ``tall``, else A64A64ᵀ, summed over the blocks. For
+    one matrix on the CPU (numpy, or its view), BLAS's syrk, which forms the upper triangle alone, and
+    LAPACK's MRRR for the k alone (:func:`_top_eigenpairs`, which reads that triangle); else torch's
+    product and eigh, all of them. On one BLAS thread (the dense path's) against torch's two, 3.8 ms
+    against 8.0 at 1024×256 and k = 8, 12.2 against 23.2 at 1536×384, 156 against 265 at 4096×1024
+    (2-core AMD EPYC). Numpy blocks give a numpy array, tensors a tensor."""
+    upper = gram = None
+    on_host = False
+    for block in blocks:
+        on_host = isinstance(block, np.ndarray)
+        rows = block if on_host else numpy_view(block) if block.dim() == 2 else None
+        if rows is not None:  # Aᵀ is Fortran-ordered for a row-major A: syrk takes it as it is
+            more: dict[str, Any] = {} if upper is None else {"beta": 1.0, "c": upper, "overwrite_c": 1}
+            upper = dsyrk(1.0, rows.T, trans=0 if tall else 1, **more)
+        else:
+            part = block.mT @ block if tall else block @ block.mT
+            gram = part if gram is None else gram + part
+        # nothing of this block kept past it: a view's objects left between the blocks' copies had
+        # grown the heap (glibc's allocator; 300000×300 float32 cast in blocks: 262 MiB more at the
+        # peak in two runs, 93–166 without)
+        del block, rows
+    if upper is not None:
+        top = _top_eigenpairs(upper, k)[1]
+        return top if on_host else torch.from_numpy(top.copy())  # descending: a reversed view
+    assert gram is not None  # one block at least
     return torch.linalg.eigh(gram)[1][..., -k:].flip(-1)  # ascending
 
 
 # A float32 matrix whose float64 copy would take more than this is cast in blocks of its longer side
-# instead (_top_right_vectors_by_blocks): the whole copy had held 2.2 times A's bytes beside it (a
-# 300×300000 A of 343 MiB: 743 MiB more at the peak, the iteration 122; a new user's trial).
+# instead (_float64_blocks, for the Gram matrix and again for the images): the whole copy had held
+# 2.2 times A's bytes beside it (a 300×300000 A of 343 MiB: 743 MiB more at the peak, the iteration
+# 122; a new user's trial).
 _WHOLE_COPY_BYTES = 64 << 20
 _BLOCK_BYTES = 16 << 20  # a block's float64 copy
 
 
 def _float64_blocks(a: torch.Tensor, tall: bool):
-    """(slice, block) over the longer side of one matrix a (m, n): its rows where ``tall``, else its
-    columns, each block cast to float64 (a contiguous copy of about _BLOCK_BYTES)."""
+    """The blocks of one matrix a (m, n) along its longer side, its rows where ``tall``, else its
+    columns, each cast to float64 (a contiguous copy of about _BLOCK_BYTES)."""
     long_side, short_side = (a.shape[0], a.shape[1]) if tall else (a.shape[1], a.shape[0])
     step = max(1, _BLOCK_BYTES // (8 * short_side))
     for start in range(0, long_side, step):
         part = slice(start, min(start + step, long_side))
-        yield part, (a[part] if tall else a[:, part]).to(torch.float64)
+        yield (a[part] if tall else a[:, part]).to(torch.float64)
 
 
-def _top_right_vectors_by_blocks(a: torch.Tensor, k: int, tall: bool):
-    """:func:`_top_right_vectors` of a's float64 cast and the images of those vectors (A V where
-    ``tall``, else Aᵀ U), for one matrix, cast a block at a time (:func:`_float64_blocks`): the Gram
-    matrix summed over the blocks (BLAS's syrk into its upper triangle on the CPU), then the images
-    block by block."""
-    p = min(a.shape)
-    if a.device.type == "cpu":
-        upper = np.zeros((p, p), order="F")
-        for _, block in _float64_blocks(a, tall):
-            # a row-major block's transpose is Fortran-ordered: syrk takes it as it is
-            upper = dsyrk(1.0, block.numpy().T, beta=1.0, c=upper, trans=0 if tall else 1, overwrite_c=1)
-        top = torch.from_numpy(_top_eigenpairs(upper, k)[1].copy())
-    else:
-        gram = torch.zeros(p, p, dtype=torch.float64, device=a.device)
-        for _, block in _float64_blocks(a, tall):
-            gram += block.mT @ block if tall else block @ block.mT
-        top = torch.linalg.eigh(gram)[1][:, -k:].flip(-1)
-    long_side = a.shape[0] if tall else a.shape[1]
-    image = torch.empty(long_side, k, dtype=torch.float64, device=a.device)
-    for part, block in _float64_blocks(a, tall):
-        image[part] = block @ top if tall else block.mT @ top
-    return top, image
+def _images_by_blocks(a: torch.Tensor, top: torch.Tensor, tall: bool) -> torch.Tensor:
+    """A64 V (``tall``) or A64ᵀ U of one matrix, cast a block at a time (:func:`_float64_blocks`),
+    written into one array made first: the blocks' images kept between their copies, as for a
+    torch.cat, had grown the heap by a block each (663 MiB more at 300×300000, glibc's allocator)."""
+    image = torch.empty(
+        a.shape[0] if tall else a.shape[1], top.shape[-1], dtype=torch.float64, device=a.device
+    )
+    start = 0
+    for block in _float64_blocks(a, tall):
+        rows = block.shape[0] if tall else block.shape[1]
+        image[start : start + rows] = block @ top if tall else block.mT @ top
+        start += rows
+    return image
 
 
 def _gram_triplets(a, k: int, tol: float):
@@ -350,11 +358,13 @@ def _gram_triplets(a, k: int, tol: float):
     ``a``: a tensor (..., m, n), or one matrix on the host as a numpy array (then numpy arrays)."""
     on_host = isinstance(a, np.ndarray)
     tall = a.shape[-2] >= a.shape[-1]
-    if not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:
-        top, image = _top_right_vectors_by_blocks(a, k, tall)
+    image: Any  # numpy arrays for a host matrix, tensors otherwise
+    if not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:  # cast a block at a time
+        top = _top_right_vectors(_float64_blocks(a, tall), k, tall)
+        image = _images_by_blocks(a, top, tall)
     else:
         a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
-        top = _top_right_vectors(a64, k, tall)
+        top = _top_right_vectors([a64], k, tall)
         image = a64 @ top if tall else a64.swapaxes(-1, -2) @ top
     space = (HostSpace if on_host else Space)(image.shape[-2])
     norms = space.norms(image)[..., None, :]  # σᵢ, descending
