@@ -326,6 +326,41 @@ def test_repetitions_alternate_between_solvers_under_one_thread_limit(monkeypatc
         assert len(calls[name]) == 4 and all(c[1] == 1 and c[2] and set(c[2]) == {1} for c in calls[name])
 
 
+def test_each_solver_is_timed_at_one_thread_and_the_budget_and_reported_at_its_faster(monkeypatch, problems):
+    """With a budget of 2 threads, every solver alike runs at 1 and at 2 (torch's and the BLAS's) in
+    alternated repetitions, and its record takes its faster count: a peer slower on 2 threads (ARPACK's
+    pools spinning: 23 ms on one thread, 39 on two, `decay` 2000×1000, k = 8) had been timed at 2 only,
+    which flattered riemsvd (a new user's trial)."""
+    calls = {}
+
+    def solver(seconds_at):  # seconds as a function of the torch threads it runs under
+        fake = fake_solver(0.0)
+
+        def run(p, k, value, seed):
+            pools = harness.threadpool_controller().info()
+            blas = {x["num_threads"] for x in pools if x["user_api"] == "blas"}
+            calls.setdefault(id(seconds_at), []).append((torch.get_num_threads(), blas))
+            return seconds_at[torch.get_num_threads()], fake.run(p, k, value, seed)[1]
+
+        return bench.Solver(run, bench.at_target)
+
+    faster_on_two, faster_on_one = {1: 2.0, 2: 1.0}, {1: 3.0, 2: 5.0}
+    monkeypatch.setitem(bench.SOLVERS, "riemsvd", solver(faster_on_two))
+    monkeypatch.setitem(bench.SOLVERS, "arpack", solver(faster_on_one))
+    ours, arpack = _run(problems[:1], ["riemsvd", "arpack"], _config(reps=3, threads=2))
+    assert (ours.threads, ours.time_s, ours.reps) == (2, 1.0, 3)
+    assert (arpack.threads, arpack.time_s, arpack.reps) == (1, 3.0, 3)
+    assert ours.time_by_threads == {1: 2.0, 2: 1.0} and arpack.time_by_threads == {1: 3.0, 2: 5.0}
+    assert arpack.riemsvd_over == pytest.approx(1.0 / 3.0)  # at 2 threads alone it read 1.0 / 5.0
+    for seen in calls.values():  # 1 tuning call on the budget, then 3 timed at each count, BLAS alike
+        assert sorted(t for t, _ in seen) == [1, 1, 1, 2, 2, 2, 2]
+        assert all(blas == {t} for t, blas in seen)
+    table = bench.format_table([ours, arpack])
+    assert "timed at 1 and 2 threads" in table
+    row = next(line for line in table.splitlines() if " arpack " in line)
+    assert row.split()[3] == "1"  # the thr column
+
+
 def test_a_repetition_starts_once_no_other_thread_of_the_process_is_busy(monkeypatch):
     """A thread pool's workers spinning after the previous solver's call hold the start of the next
     repetition, up to settle's limit (warned of once where a thread stays busy throughout); an idle

@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         type=float,
         default=None,
         help="the relative residual riemsvd is asked for and every peer must reach "
-        "(None: 1e-10, float32 1e-5)",
+        "(%(default)s: 1e-10 in float64, 1e-5 in float32)",
     )
     ap.add_argument("--device", default=d.device, help="cpu or cuda")
     ap.add_argument("--reps", type=int, default=d.reps, help="repetitions; the median time is reported")
@@ -106,7 +106,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--threads",
         type=int,
         default=None,
-        help=f"torch and BLAS threads for every solver alike (None: torch.get_num_threads(), "
+        help="the threads (torch's and the BLAS's) every solver may use: each is timed on one thread and "
+        f"on this many, and reported at its faster count (%(default)s: torch.get_num_threads(), "
         f"{torch.get_num_threads()} here)",
     )
     ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")

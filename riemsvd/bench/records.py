@@ -83,6 +83,8 @@ class Record(CaseRecord):
     settings_tried: int = 0
     tuning: list[Attempt] = field(default_factory=list, metadata=JSON_ONLY)
     history: list[list[float]] = field(default_factory=list, metadata=JSON_ONLY)  # [products, residual]
+    # the median time at each thread count tried (harness.thread_counts); ``threads`` is the fastest
+    time_by_threads: dict[int, float] = field(default_factory=dict, metadata=JSON_ONLY)
 
     @property
     def solved(self) -> bool:

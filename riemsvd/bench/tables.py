@@ -25,13 +25,17 @@ def _mem(rec: Record) -> str:
 def format_table(records: list[Record]) -> str:
     """The terminal table: one block per (size, k), one line per class and solver."""
     head = (
-        f"{'class':<9} {'solver':<13} {'setting':<12} {'time ms':>9} {'ours/it':>7} {'products':>8} "
-        f"{'residual':>9} {'σ err':>8} {'MB':>6}  status"
+        f"{'class':<9} {'solver':<13} {'setting':<12} {'thr':>3} {'time ms':>9} {'ours/it':>7} "
+        f"{'products':>8} {'residual':>9} {'σ err':>8} {'MB':>6}  status"
     )
     lines = []
     for (m, n, k), rs in by_size_and_k(records).items():
         r0 = rs[0]
-        where = f"{r0.dtype}, tol {r0.tol:.0e}, {r0.device}, {threads_text(r0.threads)}"
+        counts = sorted({c for r in rs for c in r.time_by_threads} or {r0.threads})
+        timed = threads_text(counts[0])
+        if len(counts) > 1:
+            timed = f"timed at {counts[0]} and {threads_text(counts[-1])}"
+        where = f"{r0.dtype}, tol {r0.tol:.0e}, {r0.device}, {timed}"
         lines.append(f"\n{m}×{n}, k = {k}, {where}")
         lines.append(head)
         lines.append("-" * len(head))
@@ -44,12 +48,13 @@ def format_table(records: list[Record]) -> str:
             ratio = _fmt(r.riemsvd_over, "7.2f", "-")
             products = _fmt(r.products, "d", "dense" if r.solver == "riemsvd" else "n/a")
             lines.append(
-                f"{r.cls:<9} {r.solver:<13} {r.setting:<12} {r.time_s * 1e3:>9.1f} {ratio:>7} "
+                f"{r.cls:<9} {r.solver:<13} {r.setting:<12} {r.threads:>3} {r.time_s * 1e3:>9.1f} {ratio:>7} "
                 f"{products:>8} {r.residual:>9.1e} {r.sigma_err:>8.1e} {_mem(r):>6}  {r.status}"
             )
     lines.append(
         "\nsetting: the loosest that reached tol (or, where none did, the tightest tried); "
-        "ours/it: riemsvd's time / its, where both are ok"
+        "ours/it: riemsvd's time / its, where both are ok; thr: the thread count of the time shown, "
+        "each solver's faster"
     )
     if any(r.mem_note == "estimate" for r in records):
         lines.append("MB: * riemsvd's search bases, estimated (not measured on the CPU)")
