@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from riemsvd import bench
-from riemsvd.bench import experiments, harness, solvers
+from riemsvd.bench import cli, experiments, harness, solvers
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,21 @@ def test_the_summary_has_a_ratio_for_the_full_svd_alone(tmp_path, capsys):
     argv = "--sizes 30x20 --k 1 --reps 1 --classes decay --solvers riemsvd svd --no-plots --quiet"
     assert bench.main(argv.split() + ["--out", str(tmp_path / "run"), "--threads", "1"]) == 0
     assert "time riemsvd / full SVD" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tol, warned", [(1e-20, True), (1e-10, False)])
+def test_a_tol_below_the_products_rounding_is_said_to_be_unreachable(tmp_path, capsys, tol, warned):
+    """--tol 1e-20 ran, and every case read "missed tol" without a word why (a new user's trial)."""
+    argv = "--sizes 30x20 --k 1 --reps 1 --classes decay --solvers riemsvd --no-plots --quiet --threads 1"
+    assert bench.main(argv.split() + ["--tol", str(tol), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert ("--tol 1e-20 lies below the least residual float64 triplets of a 30x20 matrix" in err) == warned
+    # float32 at 1e-6 is checked in float64: reachable at 4000x2000, where float32 products' own rounding
+    # (1.5e-5) is not (the first form of this warning said otherwise)
+    float32 = bench.Config(sizes=[(4000, 2000)], dtype="float32", tol=1e-6)
+    assert cli.unreachable_tol(float32) is None
+    tiny = bench.Config(sizes=[(30, 20)], dtype="float32", tol=1e-8)
+    assert "float32 triplets" in (cli.unreachable_tol(tiny) or "")
 
 
 def test_main_writes_csv_and_json(tmp_path, capsys):

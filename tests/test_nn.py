@@ -370,6 +370,21 @@ def test_a_half_precision_weight_is_divided_by_an_exact_sigma(dtype):
     assert abs(float(used / exact) - 1) <= (5e-5 if dtype == torch.bfloat16 else 4e-6)
 
 
+def test_a_half_precision_checkpoint_loaded_into_a_float32_model_is_exact_in_eval_mode():
+    """The loaded (u, v) keep bfloat16's rounding, unit only to 2⁻⁹: divided by uᵀWv alone, a float32
+    model's eval forward gave ‖W/σ‖₂ − 1 = 4.4e-4 (a new user's trial); over ‖u‖‖v‖ that rounding is
+    of second order, and the quotient is float32's."""
+    torch.manual_seed(0)
+    trained = rnn.spectral_norm(nn.Linear(256, 128)).to(torch.bfloat16)
+    trained(torch.randn(4, 256, dtype=torch.bfloat16))  # a training forward: (u, v) refreshed, in bfloat16
+    loaded = rnn.spectral_norm(nn.Linear(256, 128))
+    loaded.load_state_dict(trained.state_dict())
+    loaded.eval()
+    sn = loaded.parametrizations.weight[0]
+    assert abs(float(torch.linalg.vector_norm(sn._u)) - 1) > 1e-4  # the rounding this is about
+    assert abs(true_sigma(loaded.weight) - 1) <= 1e-5
+
+
 def test_assigning_a_weight_of_another_shape_names_the_shape_and_the_fix():
     """torch's error from the buffers' copy named neither (a new user's trial); the layer is left as
     it was."""

@@ -71,7 +71,7 @@ class OperatorNorm(PairNormalization):
         with no_autocast(weight.device):
             u, v = u.to(dt), v.to(dt)
             image = conv_apply(self.layer[0], weight.to(dt), v.reshape((1,) + self.input_shape))
-            sigma = pair_sigma(u, image.reshape(-1), v, weight.dtype).clamp_min(self.eps)
+            sigma = pair_sigma(u, image.reshape(-1), v).clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:

@@ -76,7 +76,7 @@ class SpectralNorm(PairNormalization):
         dt = torch.promote_types(weight.dtype, torch.float32)
         with no_autocast(weight.device):
             u, v = u.to(dt), v.to(dt)
-            sigma = pair_sigma(u, torch.mv(w_mat.to(dt), v), v, weight.dtype).clamp_min(self.eps)
+            sigma = pair_sigma(u, torch.mv(w_mat.to(dt), v), v).clamp_min(self.eps)
             return (weight.to(dt) / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:
