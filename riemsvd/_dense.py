@@ -347,7 +347,7 @@ def _images_by_blocks(a: torch.Tensor, top: torch.Tensor, tall: bool) -> torch.T
     start = 0
     for block in _float64_blocks(a, tall):
         rows = block.shape[0] if tall else block.shape[1]
-        image[start : start + rows] = block @ top if tall else mm_t(block, top)
+        image[start : start + rows] = mm_t(block.mT if tall else block, top)
         start += rows
     return image
 
@@ -365,7 +365,7 @@ def _gram_triplets(a, k: int, tol: float):
     else:
         a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
         top = _top_right_vectors([a64], k, tall)
-        image = a64 @ top if tall else mm_t(a64, top)
+        image = mm_t(a64.swapaxes(-1, -2) if tall else a64, top)
     space = (HostSpace if on_host else Space)(image.shape[-2])
     norms = space.norms(image)[..., None, :]  # σᵢ, descending
     # a zero σ's column stays zero (0/0 had drawn numpy's warning, a trial): refused by the check

@@ -19,6 +19,7 @@ from riemsvd._backend import (
     NUMPY_BLAS,
     STEPS,
     mm,
+    mm_t,
     numpy_view,
     readable_any,
     readable_number,
@@ -383,7 +384,9 @@ FUSED_SHARE = 1 << 16
 # (Xᵀ Aᵀ)ᵀ, (Yᵀ A)ᵀ of 2–8 float64 columns took 0.72–1.07 ms at 2000×1000 and 2.8–4.4 at 4000×2000,
 # where A X, Aᵀ Y took 1.0–1.03 and 4.4–4.5, and numpy's BLAS on its one thread (what these blocks
 # had taken, measured on an AMD EPYC against torch's A X) 2.3–2.7 and 10.9–13.2; float32 alike.
-# From 12 columns on the two forms were within 15%, and A X is kept.
+# From 12 columns on the two forms of A X were within 15%, and A X is kept; Aᵀ Y is (Yᵀ A)ᵀ at any
+# width (riemsvd._backend.mm_t: 32 float64 columns of a 4096×1024 A took 12.0 ms as Aᵀ Y and 5.1 so,
+# torch 2.13 on the 2-core AMD EPYC).
 _TORCH_BLOCKS_FROM = 12
 
 
@@ -486,12 +489,12 @@ class DenseOperator(Operator):
 
             def matmat(x):
                 if 1 < x.shape[-1] < _TORCH_BLOCKS_FROM:
-                    return (torch.from_numpy(x.T) @ t.mT).numpy().T
+                    return mm_t(t.mT, torch.from_numpy(x)).numpy()
                 return (t @ torch.from_numpy(x)).numpy()
 
-            def rmatmat(y):
-                if 1 < y.shape[-1] < _TORCH_BLOCKS_FROM:
-                    return (torch.from_numpy(y.T) @ t).numpy().T
+            def rmatmat(y):  # Aᵀ Y as (Yᵀ A)ᵀ at any width (below)
+                if y.shape[-1] > 1:
+                    return mm_t(t, torch.from_numpy(y)).numpy()
                 return (t.mT @ torch.from_numpy(y)).numpy()
 
             return matmat, rmatmat

@@ -385,6 +385,13 @@ def test_a_half_precision_checkpoint_loaded_into_a_float32_model_is_exact_in_eva
     assert abs(true_sigma(loaded.weight) - 1) <= 1e-5
 
 
+def test_a_zero_stored_pair_gives_the_clamped_sigma_not_nan():
+    """Buffers of zeros (a module made on the meta device, then to_empty) divided by ‖u‖‖v‖ = 0 gave
+    NaN, which clamp_min passes (a review); uᵀWv alone had given 0, clamped to eps."""
+    u, v = torch.zeros(4), torch.zeros(3)
+    assert float(_leading.pair_sigma(u, torch.zeros(4), v)) == 0.0
+
+
 def test_assigning_a_weight_of_another_shape_names_the_shape_and_the_fix():
     """torch's error from the buffers' copy named neither (a new user's trial); the layer is left as
     it was."""

@@ -108,8 +108,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--threads",
         type=int,
         default=None,
-        help="the threads (torch's and the BLAS's) every solver may use: each is timed on one thread and "
-        f"on this many, and reported at its faster count (%(default)s: torch.get_num_threads(), "
+        help="the threads (torch's and the BLAS's) every solver may use: in the solver table each is "
+        "timed on one thread and on this many, and reported at its faster count (a solver timed on the "
+        f"GPU at this many alone; %(default)s: torch.get_num_threads(), "
         f"{torch.get_num_threads()} here)",
     )
     ap.add_argument("--out", default=d.out, help="directory for the CSV, the JSON and the plots")
@@ -169,17 +170,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 def unreachable_tol(config: Config) -> str | None:
-    """Why no solver can reach the run's tol, or None. The residuals are computed in float64 from
-    triplets in the run's dtype, and neither rounding can be gone below: --tol 1e-20 ran, and every case
-    read "missed tol" without a word why (a new user's trial)."""
+    """Why the run's tol lies beyond what its residuals can be trusted to, or None. They are computed
+    in float64 from triplets in the run's dtype: below the rounding of either a residual says little,
+    and --tol 1e-20 ran, every case "missed tol", without a word why (a new user's trial)."""
+    if not config.sizes:
+        return None
     m, n = max(config.sizes, key=max)
     floor = max(product_floor(torch.float64, m, n), torch.finfo(config.torch_dtype).eps)
     if config.tolerance >= floor:
         return None
     return (
-        f"--tol {config.tolerance:g} lies below the least residual {config.dtype} triplets of a {m}x{n} "
-        f"matrix can show ({floor:.1e}: float64 products' rounding, or the triplets' own); cases will "
-        "read 'missed tol'"
+        f"--tol {config.tolerance:g} lies below what a residual of {config.dtype} triplets of a {m}x{n} "
+        f"matrix can be trusted to ({floor:.1e}: float64 products' rounding, or the triplets' own); "
+        "cases may read 'missed tol' for that alone"
     )
 
 

@@ -183,8 +183,9 @@ def pair_sigma(u: torch.Tensor, image: torch.Tensor, v: torch.Tensor) -> torch.T
     2.6e-6 (9e-8); and a checkpoint of a bfloat16 run loaded into a float32 model, whose buffers keep
     bfloat16's rounding, gave ‖W/σ‖₂ − 1 = 4.4e-4 in eval mode where the quotient gives float32's
     (new users' trials)."""
-    sigma = torch.dot(u, image) / (torch.linalg.vector_norm(u) * torch.linalg.vector_norm(v))
-    return sigma.abs()
+    norms = torch.linalg.vector_norm(u) * torch.linalg.vector_norm(v)
+    # a zero pair (buffers made on the meta device, then to_empty) gives 0, which the caller clamps
+    return (torch.dot(u, image) / norms.clamp_min(torch.finfo(norms.dtype).tiny)).abs()
 
 
 def _floats(*scalars: torch.Tensor) -> list[float]:
