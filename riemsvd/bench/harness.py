@@ -271,8 +271,10 @@ def run_case(
         rec, label = recs[name], SOLVERS[name].label(chosen[name])
         counts = [c for n, c in runs if n == name and times[n, c] and (n, c) not in failed]
         medians = {c: statistics.median(times[name, c]) for c in counts}
-        if not medians:  # raised at every count
-            rec.status, rec.reached_tol = next(why for (n, _), why in failed.items() if n == name), False
+        if not medians:  # raised at every count (or was never timed: reps=0)
+            why = next((why for (n, _), why in failed.items() if n == name), None)
+            if why:
+                rec.status, rec.reached_tol = why, False
             continue
         # the faster count among those whose result counts: tuned at the budget, a peer's setting
         # can fall just short of tol on one thread, whose sums run in another order (ARPACK,
