@@ -805,16 +805,16 @@ def _check_resolution(s, info: SolveInfo, shape=None) -> None:
     except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
         return
     if flagged:
-        # below the products' rounding a smaller tol changes nothing
-        remedy = "with a smaller `tol` or with method='dense'" if limit == info.tol else "with method='dense'"
-        if s.dtype != torch.float64:
-            remedy = "in float64, " + remedy if limit == info.tol else "in float64 or " + remedy
         ratio = float((x / first)[low].min())  # σ₁ > 0 wherever a value is flagged
         # σ_k itself, or a value above a σ_k returned at or below ε·σ₁
         which = "σ_k" if bool((low[..., -1] == low.any(-1)).all()) else "σⱼ (j < k)"
-        rounding = f"{limit:.2g}·σ₁, the rounding of its {str(s.dtype)[6:]} products,"
-        known = "tol·σ₁" if limit == info.tol else rounding
-        bound = "tol" if limit == info.tol else "that"
+        if limit == info.tol:
+            bound, known, remedy, wider = "tol", "tol·σ₁", "with a smaller `tol` or with method='dense'", ", "
+        else:  # below the products' rounding a smaller tol changes nothing
+            bound, known = "that", f"{limit:.2g}·σ₁, the rounding of its {str(s.dtype)[6:]} products,"
+            remedy, wider = "with method='dense'", " or "
+        if s.dtype != torch.float64:
+            remedy = "in float64" + wider + remedy
         warnings.warn(
             f"riemsvd.solve: {which}/σ₁ = {ratio:.2g} is below 10·{bound} = {10 * limit:.2g}: "
             f"the trailing triplets are only known to about {known} and need not be the largest ones "

@@ -207,6 +207,24 @@ def fake_solver(seconds, residual_of=lambda value: 0.0, settings=bench.at_target
     return bench.Solver(run, settings, key=key)
 
 
+def fake_by_threads(seconds, residual=None, raises=(), calls=None):
+    """A Solver whose run takes ``seconds[t]`` (as reported) under t torch threads, with residual
+    ``residual[t]`` (0 by default), raising under the counts in ``raises``; ``calls`` collects (torch
+    threads, BLAS threads) per call."""
+
+    def run(p, k, value, seed):
+        threads = torch.get_num_threads()
+        if calls is not None:
+            pools = harness.threadpool_controller().info()
+            calls.append((threads, {x["num_threads"] for x in pools if x["user_api"] == "blas"}))
+        if threads in raises:
+            raise RuntimeError("no workers")
+        res = 0.0 if residual is None else residual[threads]
+        return seconds[threads], fake_solver(0.0, lambda v: res).run(p, k, value, seed)[1]
+
+    return bench.Solver(run, bench.at_target)
+
+
 def _config(**kw):
     return bench.Config(**{"reps": 3, "min_rep_s": 0.0, "tol": 1e-10, "threads": 1, **kw})
 
@@ -347,22 +365,10 @@ def test_each_solver_is_timed_at_one_thread_and_the_budget_and_reported_at_its_f
     alternated repetitions, and its record takes its faster count: a peer slower on 2 threads (ARPACK's
     pools spinning: 23 ms on one thread, 39 on two, `decay` 2000×1000, k = 8) had been timed at 2 only,
     which flattered riemsvd (a new user's trial)."""
-    calls = {}
-
-    def solver(seconds_at):  # seconds as a function of the torch threads it runs under
-        fake = fake_solver(0.0)
-
-        def run(p, k, value, seed):
-            pools = harness.threadpool_controller().info()
-            blas = {x["num_threads"] for x in pools if x["user_api"] == "blas"}
-            calls.setdefault(id(seconds_at), []).append((torch.get_num_threads(), blas))
-            return seconds_at[torch.get_num_threads()], fake.run(p, k, value, seed)[1]
-
-        return bench.Solver(run, bench.at_target)
-
+    calls = {"riemsvd": [], "arpack": []}
     faster_on_two, faster_on_one = {1: 2.0, 2: 1.0}, {1: 3.0, 2: 5.0}
-    monkeypatch.setitem(bench.SOLVERS, "riemsvd", solver(faster_on_two))
-    monkeypatch.setitem(bench.SOLVERS, "arpack", solver(faster_on_one))
+    monkeypatch.setitem(bench.SOLVERS, "riemsvd", fake_by_threads(faster_on_two, calls=calls["riemsvd"]))
+    monkeypatch.setitem(bench.SOLVERS, "arpack", fake_by_threads(faster_on_one, calls=calls["arpack"]))
     ours, arpack = _run(problems[:1], ["riemsvd", "arpack"], _config(reps=3, threads=2))
     assert (ours.threads, ours.time_s, ours.reps) == (2, 1.0, 3)
     assert (arpack.threads, arpack.time_s, arpack.reps) == (1, 3.0, 3)
@@ -382,20 +388,9 @@ def test_a_count_whose_result_missed_tol_or_raised_is_not_the_one_reported(monke
     fall just short of tol (ARPACK, cond1e12 4000×2000 float32, k = 8: 1.13e-6 for 1e-6 on one thread,
     ok on two, and the faster one thread had been reported, "missed tol"; a review). A count that
     raised leaves the other's times."""
-
-    def by_threads(seconds, residual, raises=()):
-        def run(p, k, value, seed):
-            threads = torch.get_num_threads()
-            if threads in raises:
-                raise RuntimeError("no workers")
-            return seconds[threads], fake_solver(0.0, lambda v: residual[threads]).run(p, k, value, seed)[1]
-
-        return bench.Solver(run, bench.at_target)
-
-    exact = {1: 0.0, 2: 0.0}
-    monkeypatch.setitem(bench.SOLVERS, "arpack", by_threads({1: 1.0, 2: 2.0}, {1: 1.1e-10, 2: 0.0}))
-    monkeypatch.setitem(bench.SOLVERS, "propack", by_threads({1: 1.0, 2: 3.0}, exact, raises=(1,)))
-    monkeypatch.setitem(bench.SOLVERS, "primme", by_threads({1: 1.0, 2: 3.0}, exact, raises=(1, 2)))
+    monkeypatch.setitem(bench.SOLVERS, "arpack", fake_by_threads({1: 1.0, 2: 2.0}, {1: 1.1e-10, 2: 0.0}))
+    monkeypatch.setitem(bench.SOLVERS, "propack", fake_by_threads({1: 1.0, 2: 3.0}, raises=(1,)))
+    monkeypatch.setitem(bench.SOLVERS, "primme", fake_by_threads({1: 1.0, 2: 3.0}, raises=(1, 2)))
     arpack, propack, primme = _run(problems[:1], ["arpack", "propack", "primme"], _config(threads=2))
     assert (arpack.status, arpack.threads, arpack.time_s) == ("ok", 2, 2.0)
     assert arpack.time_by_threads == {1: 1.0, 2: 2.0}
