@@ -1765,14 +1765,15 @@ done:
 
 /* finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors) -> residual: riemsvd._subspace.verify's
  * arithmetic for one matrix in one call (its twenty numpy and torch calls took 70-180 us a check,
- * cold after the passes: 384x384 to 2000x1000, k = 1), in the vectors' dtype as numpy makes it. u, av
- * (m x k) and v, atu (n x k): row-major float32 or float64 arrays of one kind, A v and A^T u the
- * products of the vectors. For x_i = (u_i, v_i)/sqrt(2) as it is, x2_i = ||x_i||^2: s_i = u_i^T A v_i /
- * x2_i, a negative one's u_i negated and s_i = |s_i|; the triplets in descending s (stable), their
- * vectors written into u_out and v_out (row-major, the same kind); errors_i = hypot(nu_i, nv_i)
+ * cold after the passes: 384x384 to 2000x1000, k = 1), in the products' dtype as numpy makes it. u, av
+ * (m x k) and v, atu (n x k): row-major float32 or float64 arrays, the products A v and A^T u of the
+ * vectors' kind or float64 (a float32 solve's check by float64 products: the vectors widened, as numpy
+ * widens them). For x_i = (u_i, v_i)/sqrt(2) as it is, x2_i = ||x_i||^2: s_i = u_i^T A v_i / x2_i, a
+ * negative one's u_i negated and s_i = |s_i|; the triplets in descending s (stable), their vectors
+ * written into u_out and v_out (row-major, the vectors' kind); errors_i = hypot(nu_i, nv_i)
  * sqrt(0.5 / x2_i) + (floor + drift) s_0 with nu_i = ||A v_i - s_i u_i||, nv_i = ||A^T u_i - s_i v_i||
- * (s_i rounded to the dtype); s and errors float64 (k). Returns max_i max(nu_i, nv_i) / s_0 + drift
- * (0/0 = 0, r/0 = inf). */
+ * (s_i rounded to the vectors' dtype); s and errors float64 (k). Returns max_i max(nu_i, nv_i) / s_0 +
+ * drift (0/0 = 0, r/0 = inf). */
 static PyObject *finish(PyObject *self, PyObject *args)
 {
     PyObject *o[8];
@@ -1786,12 +1787,15 @@ static PyObject *finish(PyObject *self, PyObject *args)
         return NULL;
     Py_ssize_t m = b[0].rows, n = b[1].rows, k = b[0].cols;
     char kind = b[0].kind;
+    int widened = kind == 'f' && b[2].kind == 'd'; /* float32 vectors, float64 products */
     PyObject *result = NULL;
     for (int i = 0; i < 6; i++) {
-        if (b[i].kind != kind || b[i].view.ndim != 2 || b[i].cols != k || b[i].rs != k || b[i].cs != 1 ||
+        char want = widened && (i == 2 || i == 3) ? 'd' : kind;
+        if (b[i].kind != want || b[i].view.ndim != 2 || b[i].cols != k || b[i].rs != k || b[i].cs != 1 ||
             b[i].rows != (i % 2 ? n : m)) {
-            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D array in C order of u's dtype and k columns, "
-                         "m rows for u, av and u_out, n for the others", names[i]);
+            PyErr_Format(PyExc_TypeError, "riemsvd._steps: %s must be a 2-D array in C order of k columns and "
+                         "u's dtype (av and atu: or float64), m rows for u, av and u_out, n for the others",
+                         names[i]);
             goto done;
         }
         if (aligned(&b[i], names[i]) < 0)
@@ -1803,19 +1807,35 @@ static PyObject *finish(PyObject *self, PyObject *args)
         out_of_range("k");
         goto done;
     }
-    double *work = PyMem_Malloc((size_t)k * (5 * sizeof(double) + sizeof(Py_ssize_t))); /* finish_core's */
+    /* finish_core's work, then (widened) the vectors in and out as float64: 2 (m + n) k doubles */
+    size_t wide = widened ? 2 * (size_t)(m + n) * (size_t)k : 0;
+    double *work = PyMem_Malloc((5 * (size_t)k + wide) * sizeof(double) + (size_t)k * sizeof(Py_ssize_t));
     if (!work) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t *order = (Py_ssize_t *)(work + 5 * k);
+    Py_ssize_t *order = (Py_ssize_t *)(work + 5 * k + wide);
     double *s = b[6].view.buf, *errors = b[7].view.buf, worst;
-    if (kind == 'd')
+    if (widened) {
+        double *u = work + 5 * k, *v = u + m * k, *u_out = v + n * k, *v_out = u_out + m * k;
+        const float *uf = b[0].view.buf, *vf = b[1].view.buf;
+        for (Py_ssize_t i = 0; i < m * k; i++)
+            u[i] = (double)uf[i];
+        for (Py_ssize_t i = 0; i < n * k; i++)
+            v[i] = (double)vf[i];
+        worst = finish_core_d(u, v, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift, u_out, v_out, s, errors,
+                              work, order, 1);
+        float *uo = b[4].view.buf, *vo = b[5].view.buf; /* exact: the columns reordered, perhaps negated */
+        for (Py_ssize_t i = 0; i < m * k; i++)
+            uo[i] = (float)u_out[i];
+        for (Py_ssize_t i = 0; i < n * k; i++)
+            vo[i] = (float)v_out[i];
+    } else if (kind == 'd')
         worst = finish_core_d(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, work, order);
+                              b[4].view.buf, b[5].view.buf, s, errors, work, order, 0);
     else
         worst = finish_core_s(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, work, order);
+                              b[4].view.buf, b[5].view.buf, s, errors, work, order, 0);
     PyMem_Free(work);
     result = PyFloat_FromDouble(relative(worst, s[0]) + drift);
 done:

@@ -305,10 +305,11 @@ static T NAME(column_sum)(const T *x, const T *y, T s, int squares, Py_ssize_t k
 
 /* finish's arithmetic (see there) in the vectors' dtype, as riemsvd._subspace.verify's numpy makes
  * it: u, av (m x k) and v, atu (n x k) row-major; u_out, v_out the triplets' vectors in order; `work`
- * 5k doubles, `order` k. Returns max_i max(nu_i, nv_i). */
+ * 5k doubles, `order` k. With `single` each q_i is rounded to float32 first, as float32 vectors
+ * returned with it hold it (widened float32 vectors of float64 products). Returns max_i max(nu_i, nv_i). */
 static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *atu, Py_ssize_t m, Py_ssize_t n,
                                 Py_ssize_t k, double floor, double drift, T *u_out, T *v_out, double *s,
-                                double *errors, double *work, Py_ssize_t *order)
+                                double *errors, double *work, Py_ssize_t *order, int single)
 {
     double *x2 = work, *nu = x2 + k, *nv = nu + k, *sv = nv + k, *sign = sv + k;
     for (Py_ssize_t j = 0; j < k; j++) {
@@ -316,7 +317,7 @@ static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *at
         double q = (double)NAME(column_sum)(u, av, 0, 0, k, j, 0, m) / x2[j];
         /* the residuals of (u_j, q, v_j), q as the vectors' dtype holds it: a negative q's triplet
          * (-u_j, |q|, v_j) has the same */
-        T qt = (T)q;
+        T qt = single ? (T)(float)q : (T)q;
         nu[j] = (double)(T)sqrt((double)NAME(column_sum)(av, u, qt, 1, k, j, 0, m));
         nv[j] = (double)(T)sqrt((double)NAME(column_sum)(atu, v, qt, 1, k, j, 0, n));
         sv[j] = fabs(q);

@@ -1656,16 +1656,20 @@ def _float64_view(work, tol: float) -> HostView | None:
     return None if host is None else host.in_float64()
 
 
-def _finish_in_c(*arrays) -> bool:
+def _finish_in_c(u, v, av, atu) -> bool:
     """Whether :func:`verify`'s arithmetic on these vectors and products goes to ``_steps.finish``: one
-    matrix's numpy arrays of one dtype, float32 or float64, in C order (its twenty numpy and torch
-    calls took 70–180 µs a check, cold after the passes: 384×384 to 2000×1000, k = 1)."""
-    kind = arrays[0].dtype
+    matrix's numpy arrays in C order, the vectors float32 or float64 and the products of their dtype
+    or float64 (its twenty numpy and torch calls took 70–180 µs a check, cold after the passes: 384×384
+    to 2000×1000, k = 1; a float32 solve's check by float64 products took 33–37 µs more in Python at
+    384×384, k = 1 and 8, and 150 µs more at 2000×1000, k = 8)."""
+    arrays = (u, v, av, atu)
+    kind = u.dtype
     return (
         _C_LAPACK
         and kind in (np.float32, np.float64)
-        and all(isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype == kind for x in arrays)
-        and all(x.flags.c_contiguous for x in arrays)
+        and all(isinstance(x, np.ndarray) and x.ndim == 2 and x.flags.c_contiguous for x in arrays)
+        and v.dtype == kind
+        and av.dtype == atu.dtype in (kind, np.float64)
     )
 
 
@@ -1695,10 +1699,12 @@ def verify(work, u, v, kept: Kept | None, tol: float):
         work, kept = precise, None
     left, right = work.left, work.right
     av, atu = work.both(v, u) if kept is None else (kept.av, kept.atu)
+    if precise is not None and isinstance(av, np.ndarray):  # C's float64 pass makes them transposed
+        av, atu = np.ascontiguousarray(av), np.ascontiguousarray(atu)
     drift = 0.0 if kept is None else kept.drift
     m, n = work.shape
     floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)
-    if _finish_in_c(u, v, av, atu):  # one matrix on the host, the vectors and products of one dtype
+    if _finish_in_c(u, v, av, atu):  # one matrix on the host
         assert STEPS is not None  # _finish_in_c
         k = u.shape[-1]
         u_out, v_out, s, errors = np.empty_like(u), np.empty_like(v), np.empty(k), np.empty(k)

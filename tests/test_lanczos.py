@@ -1189,9 +1189,10 @@ def test_the_c_svd_of_a_look_is_the_python_one(pu, more, t, w, scale, seed):
 def test_the_c_check_is_the_python_one(monkeypatch):
     """For one matrix on the host a check of the top k Ritz triplets is two calls into C: the kept
     products (``_steps.kept_products``, float64) and ``verify``'s arithmetic (``_steps.finish``, float32
-    and float64). At every check of solves of 1×2 to 1536×384, k = 1 to 8, with restarts, σ = 0 beyond
-    a rank of 1 (Rayleigh quotients of either sign, an order to restore), the estimate's own triplets,
-    fresh products in float32 and the dense path's check: the Python twins' vectors and products to
+    and float64, and float32 vectors with float64 products). At every check of solves of 1×2 to 1536×384,
+    k = 1 to 8, with restarts, σ = 0 beyond a rank of 1 (Rayleigh quotients of either sign, an order to
+    restore), the estimate's own triplets, fresh products in float32 and in float64 (float32 at a tol
+    below its products' floor) and the dense path's check: the Python twins' vectors and products to
     rounding, each triplet one of Python's (sign included, among values within rounding), and values,
     residuals and bars within 4 rounding units of σ₁ (both sums pairwise, in the vectors' dtype)."""
     vectors, verify, seen = _subspace._vectors, _subspace.verify, []
@@ -1215,7 +1216,8 @@ def test_the_c_check_is_the_python_one(monkeypatch):
     def both_verify(work, u, v, kept, tol):
         mine, theirs = verify(work, u, v, kept, tol), python(verify, work, u, v, kept, tol)
         u_, s, v_, residual, errors = mine
-        unit = float(np.finfo(u.dtype if isinstance(u, np.ndarray) else np.float64).eps)
+        wide = _subspace._float64_view(work, tol) is not None  # float64 products: their arithmetic
+        unit = float(np.finfo(u.dtype if isinstance(u, np.ndarray) and not wide else np.float64).eps)
         k = s.shape[-1]
         # each triplet one of Python's among those of values within rounding of its own, its sign
         # included but for a value at rounding's size, whose Rayleigh quotient's sign is rounding's
@@ -1233,7 +1235,7 @@ def test_the_c_check_is_the_python_one(monkeypatch):
         np.testing.assert_allclose(s, theirs[1], rtol=0, atol=4 * unit * theirs[1][0])
         assert abs(residual - theirs[3]) <= 4 * unit
         np.testing.assert_allclose(errors, theirs[4], rtol=0, atol=4 * unit * theirs[1][0])
-        seen.append((k, u.dtype if isinstance(u, np.ndarray) else None))
+        seen.append((k, u.dtype if isinstance(u, np.ndarray) else None, wide))
         return mine
 
     monkeypatch.setattr(_subspace, "_vectors", both_vectors)
@@ -1255,8 +1257,12 @@ def test_the_c_check_is_the_python_one(monkeypatch):
     ]  # fmt: skip
     for a, k, method in cases:
         riemsvd.solve(a, k, method=method, generator=g)
-    assert {k for k, _ in seen} == {1, 3, 4, 6, 8}
-    assert {d for _, d in seen} == {np.dtype("float32"), np.dtype("float64")}
+    # float32 triplets checked by float64 products (tol below float32's products' floor)
+    for cls, m, n, k in [("gaussian", 384, 384, 8), ("cluster", 200, 300, 1)]:
+        riemsvd.solve(make_matrix(cls, m, n, g).float(), k, tol=1e-6, generator=g)
+    assert {k for k, _, _ in seen} == {1, 3, 4, 6, 8}
+    assert {d for _, d, _ in seen} == {np.dtype("float32"), np.dtype("float64")}
+    assert (np.dtype("float32"), True) in {(d, wide) for _, d, wide in seen}
 
 
 @pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
