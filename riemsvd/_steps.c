@@ -1808,6 +1808,10 @@ static PyObject *finish(PyObject *self, PyObject *args)
         goto done;
     }
     /* finish_core's work, then (widened) the vectors in and out as float64: 2 (m + n) k doubles */
+    if (widened && (size_t)(m + n) > SIZE_MAX / 16 / sizeof(double) / (size_t)k) {
+        PyErr_NoMemory();
+        goto done;
+    }
     size_t wide = widened ? 2 * (size_t)(m + n) * (size_t)k : 0;
     double *work = PyMem_Malloc((5 * (size_t)k + wide) * sizeof(double) + (size_t)k * sizeof(Py_ssize_t));
     if (!work) {

@@ -303,8 +303,8 @@ static T NAME(column_sum)(const T *x, const T *y, T s, int squares, Py_ssize_t k
     return sum;
 }
 
-/* finish's arithmetic (see there) in the vectors' dtype, as riemsvd._subspace.verify's numpy makes
- * it: u, av (m x k) and v, atu (n x k) row-major; u_out, v_out the triplets' vectors in order; `work`
+/* finish's arithmetic (see there) in T, as riemsvd._subspace.verify's numpy makes it (T the vectors'
+ * dtype, or float64 for float32 vectors widened beside float64 products): u, av (m x k) and v, atu (n x k) row-major; u_out, v_out the triplets' vectors in order; `work`
  * 5k doubles, `order` k. With `single` each q_i is rounded to float32 first, as float32 vectors
  * returned with it hold it (widened float32 vectors of float64 products). Returns max_i max(nu_i, nv_i). */
 static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *atu, Py_ssize_t m, Py_ssize_t n,

@@ -1549,12 +1549,9 @@ def _check_cap(op: Operator, p_max: int, b: int) -> int:
     2048×2048, 3000×1500 and 1024×4096, k = 1 and 8), and 1.02–1.11 times the time at 4096×1024. On
     a GPU a look also costs a host sync.
 
-    Further apart where a look costs several steps (:func:`_look_cost`): twice that many, so that
-    the looks the cap calls for take about a third of the time at most (a look after at most 8
-    iterations took about a third of k = 32 solves at 384×384 and 1536×384; docs/algorithm.md). Four
-    times the old model's ratio, which priced a look at a third of what it costs beside C's steps,
-    made about the caps that twice the measured one makes at k ≥ 32; at k ≤ 8, four times the
-    measured one overshot fast finishes (`decay` 384×384, float32, k = 8: 96 products against 74)."""
+    Further apart where a look costs several steps (:func:`_look_cost`): 4 times that many, so that
+    the looks the cap calls for take about a fifth of the time at most (a look after at most 8
+    iterations took about a third of k = 32 solves at 384×384 and 1536×384; docs/algorithm.md)."""
     # A basis of p > 64 (k > 24) makes a look cost like p³: 1536×384, k = 128 (p = 272) took 272 ms
     # with up to 8 iterations between looks, 53 looks in all; looks that far apart keep their share.
     wide = max(1.0, (p_max / 64) ** 3)
@@ -1562,27 +1559,22 @@ def _check_cap(op: Operator, p_max: int, b: int) -> int:
         return int(min(64, 4 * wide))
     # per matrix: a batch multiplies the products and the small SVDs alike
     rule = min(64, max(4, 8e6 // max(op.shape[0] * op.shape[1], 1)) * wide, max(8, wide))
-    return int(min(64, max(rule, 2 * _look_cost(op, p_max, b))))
+    return int(min(64, max(rule, 4 * _look_cost(op, p_max, b))))
 
 
 def _look_cost(op: Operator, p: int, b: int) -> float:
     """What a look at a basis of p columns costs in steps of b directions, by a model of their work
-    on the host in units of a dense product's work on one entry of A (about 40 ps on the machine
-    below): an SVD of H with its vectors, 30·p³ + 1.4·10⁶; a step, its products (4 per entry of A
-    they read, per column, half that in float32, whose entries take half the bytes, and a sparse A's
-    stored entries, read through their indices, 6.3 times that), two Gram–Schmidt passes against
-    bases of up to p columns (4.7·(m + n)·p per column) and 10⁴ for the call.
-
-    Fitted on the 2-core AMD EPYC (2026-12-05; medians of 7 solves, float64 at 1e-10, k = 1 and 8):
-    steps of dense 384×384 and 1536×384 and of sparse ones with 1% stored, 384×384 to 4000×2000,
-    within 9% of the model (5.3–119 µs), and looks at p = 32 83–114 µs. The model before (a step's
-    fixed cost 30 µs, where the steps that C takes in runs cost under 1 µs beside their arithmetic)
-    priced a look at 1.2–2.1 steps where it took 3.5–12.8 (dense 384×384, sparse 384×384 to
-    2000×1000)."""
+    on the host (flops, plus each call's fixed cost as flops): an SVD of H with its vectors, about
+    22·p³ flops and 50 µs; a step, its products (4 flops per entry of A they read, m·n or a sparse
+    A's stored ones, per column, at half the cost in float32, whose entries take half the bytes) and
+    two Gram–Schmidt passes against bases of up to p columns (8·(m + n)·p·b), and 30 µs. Measured
+    against the model on the 2-core AMD EPYC (looks at p = 23 to 143, 100×80 to 4096×1024, k = 4 to
+    64): within a factor 2, the model low by up to 2.2 where the ratio is below 1; sparse A with 1%
+    of its entries stored, 384×384 to 4000×2000 at k = 16 and 32, within a factor 1.6 (counting all
+    m·n entries, the model had been 5–19 times low)."""
     m, n = op.shape
-    look = 30.0 * p**3 + 1.4e6
-    stored = 6.3 if op.row_terms is not None else 1.0  # a sparse A's (see Operator.row_terms)
-    step = b * (4.0 * stored * op.entries * op.dtype.itemsize / 8 + 4.7 * (m + n) * p) + 1e4
+    look = 22.0 * p**3 + 1e6
+    step = b * (4.0 * op.entries * op.dtype.itemsize / 8 + 8.0 * (m + n) * p) + 6e5
     return look / step
 
 
@@ -1677,7 +1669,8 @@ def _finish_in_c(u, v, av, atu) -> bool:
         and kind in (np.float32, np.float64)
         and all(isinstance(x, np.ndarray) and x.ndim == 2 and x.flags.c_contiguous for x in arrays)
         and v.dtype == kind
-        and av.dtype == atu.dtype in (kind, np.float64)
+        and av.dtype == atu.dtype
+        and av.dtype in (kind, np.float64)
     )
 
 
@@ -1707,8 +1700,8 @@ def verify(work, u, v, kept: Kept | None, tol: float):
         work, kept = precise, None
     left, right = work.left, work.right
     av, atu = work.both(v, u) if kept is None else (kept.av, kept.atu)
-    if precise is not None and isinstance(av, np.ndarray):  # C's float64 pass makes them transposed
-        av, atu = np.ascontiguousarray(av), np.ascontiguousarray(atu)
+    if precise is not None and _C_LAPACK and isinstance(av, np.ndarray) and av.ndim == 2:
+        av, atu = np.ascontiguousarray(av), np.ascontiguousarray(atu)  # C's float64 pass: transposed
     drift = 0.0 if kept is None else kept.drift
     m, n = work.shape
     floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)

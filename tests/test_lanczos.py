@@ -1238,6 +1238,18 @@ def test_the_c_check_is_the_python_one(monkeypatch):
         seen.append((k, u.dtype if isinstance(u, np.ndarray) else None, wide))
         return mine
 
+    widened = []  # per call into finish: float32 vectors with float64 products
+    steps = _subspace.STEPS
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(steps, name)
+
+        def finish(self, u, v, av, atu, *rest):
+            widened.append(u.dtype == np.float32 and av.dtype == np.float64)
+            return steps.finish(u, v, av, atu, *rest)
+
+    monkeypatch.setattr(_subspace, "STEPS", Spy())
     monkeypatch.setattr(_subspace, "_vectors", both_vectors)
     monkeypatch.setattr(_subspace, "verify", both_verify)
     monkeypatch.setattr(riemsvd._dense, "verify", both_verify)
@@ -1263,6 +1275,7 @@ def test_the_c_check_is_the_python_one(monkeypatch):
     assert {k for k, _, _ in seen} == {1, 3, 4, 6, 8}
     assert {d for _, d, _ in seen} == {np.dtype("float32"), np.dtype("float64")}
     assert (np.dtype("float32"), True) in {(d, wide) for _, d, wide in seen}
+    assert any(widened) and not all(widened)  # C checked them, as it checks the others
 
 
 @pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built or has no LAPACK")
