@@ -647,10 +647,12 @@ def _charge_rounding(exact: torch.Tensor, s: torch.Tensor, info: SolveInfo, resi
     info.residual = (info.residual.double() + relative).to(info.residual.dtype)
     converged = info.converged & (info.residual <= info.tol)
     if info.stop_reason in ("converged", "whole space") and readable_any(
-        info.converged & ~converged, default=False
+        counted.any(-1) & ~converged, default=False
     ):
         # the iteration's success, beside converged False, read as a contradiction (σ = inf from a
-        # float32 A of entries near 1e38; a new user's trial)
+        # float32 A of entries near 1e38; a new user's trial), and so did the dense path's "whole
+        # space" (the result is exact) where a tol below float32's rounding had left it unconverged
+        # before σ overflowed (another new user's trial)
         info.stop_reason = "out of range"
     info.converged = converged
 

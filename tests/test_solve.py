@@ -894,6 +894,19 @@ def test_a_solve_whose_sigma_leaves_the_dtypes_range_says_why_it_stopped(scale):
     assert bool(in_range.info.converged) and in_range.info.stop_reason == "converged"
 
 
+@pytest.mark.parametrize("tol", [1e-6, 1e-7])
+def test_the_dense_paths_overflowing_sigma_is_out_of_range_whatever_the_tol(tol):
+    """The dense path's "whole space" (its result is exact) stood beside σ = inf where a tol below
+    float32's rounding (1e-7) had left the result unconverged before σ overflowed; at 1e-6 it read
+    "out of range" (a new user's trial: a Gaussian 200×150 scaled to entries of 3e38)."""
+    a = torch.randn(200, 150, generator=torch.Generator().manual_seed(0))
+    a = a / a.abs().max() * 3e38
+    with pytest.warns(riemsvd.ConvergenceWarning, match="outside the range of torch.float32"):
+        result = solve(a, 2, tol=tol, method="dense")
+    assert torch.isinf(result.S).all() and not bool(result.info.converged)
+    assert result.info.stop_reason == "out of range"
+
+
 @pytest.mark.parametrize("method", ["iterative", "dense"])
 @pytest.mark.parametrize("scale", [1e307, 1e-321, 1e-316])
 def test_sigma_beyond_float64s_range_is_not_claimed_converged(scale, method):
