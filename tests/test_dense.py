@@ -239,6 +239,23 @@ def test_auto_takes_the_dense_path_for_small_matrices_and_large_k(gen):
     assert riemsvd.solve(big, 1).info.method == "iterative"
 
 
+def test_a_narrow_matrix_at_a_loose_tol_is_solved_dense_and_exactly():
+    """σ₂ = (1 − 3e-4)·σ₁ of a 10×2 float32 A at tol 1e-4: the model, its products scaled down for the
+    loose tol, took the iteration, whose one-column start returned σ₂ as ‖A‖₂, converged, on 20 of
+    200 seeds (a new user's trial). At most 32 wide, one matrix goes dense, whatever tol asks; a
+    batch and a wider matrix still take the model."""
+    rng = np.random.default_rng(19)
+    q1, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    q2, _ = np.linalg.qr(rng.standard_normal((2, 2)))
+    a = torch.from_numpy(((q1[:, :2] * np.array([1.0, 1 - 3e-4])) @ q2.T).astype(np.float32))
+    for seed in range(40):
+        result = riemsvd.solve(a, 1, tol=1e-4, generator=torch.Generator().manual_seed(seed))
+        assert result.info.method == "dense" and abs(float(result.S[0]) - 1.0) <= 1e-6, seed
+    assert prefer_dense((4000, 24), 1, 1, torch.float64, "cpu", 1e-4)
+    assert not prefer_dense((4000, 24), 2, 1, torch.float64, "cpu", 1e-4)  # a batch: the model
+    assert not prefer_dense((2000, 64), 1, 1, torch.float64, "cpu", 1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cost_model_crossovers(dtype):
     tol = 1e-6 if dtype == torch.float32 else 1e-12
