@@ -304,9 +304,10 @@ static T NAME(column_sum)(const T *x, const T *y, T s, int squares, Py_ssize_t k
 }
 
 /* finish's arithmetic (see there) in T, as riemsvd._subspace.verify's numpy makes it (T the vectors'
- * dtype, or float64 for float32 vectors widened beside float64 products): u, av (m x k) and v, atu (n x k) row-major; u_out, v_out the triplets' vectors in order; `work`
- * 5k doubles, `order` k. With `single` each q_i is rounded to float32 first, as float32 vectors
- * returned with it hold it (widened float32 vectors of float64 products). Returns max_i max(nu_i, nv_i). */
+ * dtype, or float64 for float32 vectors widened beside float64 products): u, av (m x k) and v, atu
+ * (n x k) row-major; u_out, v_out the triplets' vectors in order; `work` 5k doubles, `order` k. With
+ * `single` each q_i is rounded to float32 first, as the float32 vectors returned with it hold it.
+ * Returns max_i max(nu_i, nv_i). */
 static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *atu, Py_ssize_t m, Py_ssize_t n,
                                 Py_ssize_t k, double floor, double drift, T *u_out, T *v_out, double *s,
                                 double *errors, double *work, Py_ssize_t *order, int single)

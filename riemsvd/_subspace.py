@@ -1700,8 +1700,6 @@ def verify(work, u, v, kept: Kept | None, tol: float):
         work, kept = precise, None
     left, right = work.left, work.right
     av, atu = work.both(v, u) if kept is None else (kept.av, kept.atu)
-    if precise is not None and _C_LAPACK and isinstance(av, np.ndarray) and av.ndim == 2:
-        av, atu = np.ascontiguousarray(av), np.ascontiguousarray(atu)  # C's float64 pass: transposed
     drift = 0.0 if kept is None else kept.drift
     m, n = work.shape
     floor = 0.5 * product_floor(op.dtype if precise is None else torch.float64, m, n, op.row_terms)
