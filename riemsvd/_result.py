@@ -92,8 +92,9 @@ class SolveInfo:
         ``options.patience`` looks, or the estimate and the fresh products disagree at the rounding
         floor), ``"whole space"`` (the search space is all of A's row space: the result is exact),
         or ``"out of range"``: the iteration converged in the units it solved in, but the values
-        returned round beyond tol in A's dtype (σ inf or subnormal in float32; ``converged`` is False
-        and the ConvergenceWarning says so).
+        returned round beyond tol in A's dtype (σ inf, or subnormal with fewer digits than tol asks:
+        in float32 σ₁ ≈ 4e-41 is, 3.7e-39 is not at tol 1e-6; ``converged`` is False and the
+        ConvergenceWarning says so).
     restarts : int
         Thick restarts of the search space.
     errors : torch.Tensor
