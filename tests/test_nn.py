@@ -378,6 +378,47 @@ def test_two_values_that_swap_every_step_are_told_apart(dtype, tol, gap, noise):
     assert max(errors[1:]) <= bound, [f"{e:.1e}" for e in errors]
 
 
+@pytest.mark.parametrize("scale", [8.1e38, 4e-41])
+def test_a_sigma_beyond_float32s_range_warns_at_every_solving_forward(scale):
+    """σ inf, or subnormal with fewer digits than tol: each training forward that solves says so. The
+    two-triplet solve keeps its own ConvergenceWarning (σ₂'s triplet may miss tol where σ₁'s does not),
+    and σ₁'s residual from two products had read 0 (underflow) or NaN (inf/inf) as within tol: no
+    warning after registration (a review); σ₁'s own solve now runs and warns."""
+    torch.manual_seed(0)
+    layer = nn.Linear(150, 200, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(200, 150) * (scale / (200**0.5 + 150**0.5)))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        rnn.spectral_norm(layer)
+        registered = len(seen)
+        for _ in range(3):
+            with torch.no_grad():
+                original(layer).mul_(1.001)
+            assert torch.isfinite(layer.weight).all()  # a training forward
+    beyond = [w for w in seen[registered:] if "outside the range of torch.float32" in str(w.message)]
+    assert len(beyond) == 3 and all(w.category is riemsvd.ConvergenceWarning for w in beyond), seen
+
+
+def test_a_solves_start_holds_the_rival():
+    """The start of a solve: the pair, and the rival's part orthogonal to v as a second column, unit,
+    with the rival's u beside it; the pair alone where the rival is v itself."""
+    g = torch.Generator().manual_seed(0)
+    u0, v0 = (
+        torch.nn.functional.normalize(torch.randn(n, 1, generator=g, dtype=torch.float64), dim=0)
+        for n in (5, 7)
+    )
+    ru, rv = (
+        torch.randn(5, generator=g, dtype=torch.float64),
+        torch.randn(7, generator=g, dtype=torch.float64),
+    )
+    u, v = _leading._beside((u0, v0), (ru, rv))
+    assert torch.equal(u, torch.cat([u0, ru[:, None]], -1)) and torch.equal(v[:, :1], v0)
+    part = rv - (v0[:, 0] @ rv) * v0[:, 0]
+    torch.testing.assert_close(v[:, 1], part / part.norm(), rtol=0, atol=1e-15)
+    assert _leading._beside((u0, v0), (ru, v0[:, 0])) == (u0, v0)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_half_precision_weight_is_divided_by_an_exact_sigma(dtype):
     """(u, v) stored in the weight's half precision are unit only to its rounding: uᵀWv came 2.9e-4

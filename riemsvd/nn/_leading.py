@@ -51,7 +51,7 @@ class PairTracker:
     where nothing above its σ shows in the complement of its vector (``above_in_complement``).
     """
 
-    refresh_every = 50  # steps between two-triplet solves, so a gap that closes slowly is noticed
+    refresh_every = 50  # steps after a solve whose σ₂ the quadratic test still uses (a gap may close slowly)
 
     def __init__(self, power_steps: int = 2) -> None:
         self.power_steps = power_steps  # tried per update before a solve (see warm_pair)
@@ -70,7 +70,7 @@ class PairTracker:
         """Whether a forward whose solve is a whole decomposition (a small weight: the dense path,
         whose cost the power steps approach) goes to it straight: after two forwards in a row that
         solved, the power steps are tried on every eighth only. Where a layer's top stays clustered
-        every forward solves, and its power steps, their test and the start's lean took 120–150 µs
+        every forward solves, and its power steps, their test and the start's rival took 120–150 µs
         of the 0.35–0.5 ms a forward cost (a 64×64 weight; a new user's trial of fresh CNN,
         attention and LSTM layers, whose steps took 1.9–3.6× torch's)."""
         return self.misses >= 2 and self.misses % 8 != 0
@@ -80,7 +80,8 @@ class PairTracker:
         return self.sigma1 - self.sigma2
 
     def margin(self, sigma: float, seen: float = 0.0) -> float | None:
-        """sigma minus an estimate of today's σ₂, or None when the last σ₂ is unknown or stale.
+        """sigma minus an estimate of today's σ₂, or None when σ₂ is unknown or was measured
+        ``refresh_every`` steps ago or more.
 
         The estimate is the larger of σ₂ as measured plus how far σ₁ moved since (an estimate, not a
         bound: σ₂ can rise while σ₁ stays) and ``seen``, a value σ₂ has now been seen to reach (the
@@ -313,20 +314,20 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         init = None  # which it does not use: its checks cost 20–50 µs
     elif init is not None and tracker is not None and tracker.rival is not None:
         init = _beside(init, tracker.rival)
-    learn = tracker is not None
-    k = min(2, m, n) if learn else 1
+    k = min(2, m, n) if tracker is not None else 1
     generator = torch.Generator().manual_seed(0)
     # σ₂'s triplet can end above a tol at the rounding floor where σ₁'s does not (a float64 weight at
     # tol 1e-17: nine warnings in 30 steps): where a two-triplet solve did not converge, σ₁'s own
-    # residual decides (two products), and where it too is above tol, σ₁'s own solve from its pair,
-    # which warns where σ₁ is not known to tol
+    # residual decides (two products), and where it too is above tol, or σ does not fit the dtype
+    # (whose products then underflow to a residual of 0, or overflow to NaN), σ₁'s own solve from its
+    # pair, which warns where σ₁ is not known to tol
     out = _solve_quietly(target, k, tol, init, generator, quiet_convergence=k > 1)
-    if learn:
-        # learn implies a tracker; solve's info always carries the error bars
-        assert tracker is not None and out.info is not None and out.info.errors is not None
+    if tracker is not None:  # solve's info always carries the error bars
+        assert out.info is not None and out.info.errors is not None
         tracker.record(out.S, out.info.errors, out.U, out.V)
-    if k > 1 and not bool(out.info.converged.all()) and _top_residual(products, out) > tol_:
-        out = _solve_quietly(target, 1, tol, (out.U[..., :1], out.V[..., :1]), generator)
+    if k > 1 and not bool(out.info.converged.all()):
+        if out.info.stop_reason == "out of range" or not _top_residual(products, out) <= tol_:
+            out = _solve_quietly(target, 1, tol, (out.U[..., :1], out.V[..., :1]), generator)
     if tracker is not None and stored_v is not None:
         tracker.follow_turn(stored_v, out.V[:, 0])
     return out.U[:, 0], out.V[:, 0], out.S[0]
@@ -396,19 +397,22 @@ def _resolvable(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float 
     return floor
 
 
-# Every solve of the warm path is for two triplets, from the pair and the rival (σ₂'s pair at the
-# last solve), and the pair's value is returned only where it is the larger. For one triplet, a start
-# that was a singular pair already converged to its own value after the rival's had risen above it,
-# with a residual below tol: the rival's part of the start, 1% of it, lifted the Ritz value by 1e-4 of
-# the gap (an MLP 384-1536-384 under SGD at lr 1e-2, its top two values swapping every few steps 5e-4
-# apart: 36 of 685 such solves returned σ₂, ‖W/σ‖₂ − 1 up to 52·tol; a new user's trial). No test
-# of the last measured gap picks those out: σ₁ had moved by more than that gap since on all 36, and
-# on 825 of the 985 one-triplet solves that were right in that run and two under Adam.
+# Every solve of the warm path with a tracker is for two triplets (one for a weight of one row or
+# column), from the pair and the rival (σ₂'s pair at the last solve), and σ is the larger value. For
+# one triplet, a start that was a singular pair already converged to its own value after the rival's
+# had risen above it, with a residual below tol: the rival's part of the start, 1% of it, lifted the
+# Ritz value by 1e-4 of the gap (an MLP 384-1536-384 under SGD at lr 1e-2, its top two values
+# swapping every few steps 5e-4 apart: 36 of 685 such solves returned σ₂, ‖W/σ‖₂ − 1 up to 52·tol;
+# a new user's trial). No test of the last measured gap picks those out: σ₁ had moved by more than
+# that gap since on all 36, and on 825 of the 985 one-triplet solves that were right in that run and
+# two under Adam.
 def _beside(init: tuple, rival: tuple) -> tuple:
     """The start (u0, v0), one column each, with the rival's pair as a second column: v the rival's
-    part orthogonal to v0, unit (the solver starts from the sum of V0's columns, and implies U from A
-    V0; U0's column is the rival's own). The start as it is where that part vanishes, or for a
-    sharded weight."""
+    part orthogonal to v0, unit (the solver starts from V0's columns, summed for its one-column
+    blocks, and implies U from A V0; U0's column is the rival's own). The start as it is where that
+    part vanishes, or for a sharded weight. The two triplets alone keep σ₂ from being returned; the
+    rival's column saves products (10% in the swap test of tests/test_nn.py in float64, 7% in the
+    MLP's run under Adam; a review)."""
     (u0, v0), (ru, rv) = init, rival
     if hasattr(v0, "full_tensor") or rv.shape != v0.shape[:-1] or rv.dtype != v0.dtype:
         return init

@@ -165,7 +165,7 @@ def spectral_norm(
     with W), kept when its σ is known to ``tol`` (where its residual is below tol, with a power step on
     the pair's complement, two products more, to see that nothing lies above). The error of a power step's
     σ is quadratic in the residual r of the pair: at most (r²/2)/(σ − σ₂) (Kato–Temple). σ₂ is estimated
-    from a two-triplet solve (again after at most 50 steps, 10 when a solve has to run anyway), allowed to
+    from the last solve (every solve is for two triplets, and one at most 50 steps old), allowed to
     have moved as far as σ₁ did, and raised to what the power step's residual direction shows; the step is
     kept when r² ≤ tol·σ·(σ − σ₂), half the allowance (an estimate of σ₂, not a bound).
     Otherwise a second power step is tried where that test was usable, then :func:`riemsvd.solve` runs
