@@ -314,6 +314,15 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         init = None  # which it does not use: its checks cost 20–50 µs
     elif init is not None and tracker is not None and tracker.rival is not None:
         init = _beside(init, tracker.rival)
+    # Every solve of the warm path with a tracker is for two triplets (one for a weight of one row or
+    # column), from the pair and the rival (σ₂'s pair at the last solve), and σ is the larger value. For
+    # one triplet, a start that was a singular pair already converged to its own value after the rival's
+    # had risen above it, with a residual below tol: the rival's part of the start, 1% of it, lifted the
+    # Ritz value by 1e-4 of the gap (an MLP 384-1536-384 under SGD at lr 1e-2, its top two values
+    # swapping every few steps 5e-4 apart: 36 of 685 such solves returned σ₂, ‖W/σ‖₂ − 1 up to 52·tol;
+    # a new user's trial). No test of the last measured gap picks those out: σ₁ had moved by more than
+    # that gap since on all 36, and on 825 of the 985 one-triplet solves that were right in that run and
+    # two under Adam.
     k = min(2, m, n) if tracker is not None else 1
     generator = torch.Generator().manual_seed(0)
     # σ₂'s triplet can end above a tol at the rounding floor where σ₁'s does not (a float64 weight at
@@ -397,15 +406,6 @@ def _resolvable(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float 
     return floor
 
 
-# Every solve of the warm path with a tracker is for two triplets (one for a weight of one row or
-# column), from the pair and the rival (σ₂'s pair at the last solve), and σ is the larger value. For
-# one triplet, a start that was a singular pair already converged to its own value after the rival's
-# had risen above it, with a residual below tol: the rival's part of the start, 1% of it, lifted the
-# Ritz value by 1e-4 of the gap (an MLP 384-1536-384 under SGD at lr 1e-2, its top two values
-# swapping every few steps 5e-4 apart: 36 of 685 such solves returned σ₂, ‖W/σ‖₂ − 1 up to 52·tol;
-# a new user's trial). No test of the last measured gap picks those out: σ₁ had moved by more than
-# that gap since on all 36, and on 825 of the 985 one-triplet solves that were right in that run and
-# two under Adam.
 def _beside(init: tuple, rival: tuple) -> tuple:
     """The start (u0, v0), one column each, with the rival's pair as a second column: v the rival's
     part orthogonal to v0, unit (the solver starts from V0's columns, summed for its one-column
