@@ -136,7 +136,18 @@ def _sngan():
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 8 * 8, 1)), (16, 3, 32, 32)
 
 
-MODELS = {"Linear(256, 256)": _linear, "Conv2d(16, 32, 3) on 16×16": _conv, "SNGAN discriminator": _sngan}
+def _block_mlp():
+    """A transformer block's MLP (width 128, batch of 128 tokens): under Adam at lr 1e-3 its fresh
+    weights' tops move and cluster, and nearly every forward solves."""
+    return nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 128)), (128, 128)
+
+
+MODELS = {
+    "Linear(256, 256)": _linear,
+    "Conv2d(16, 32, 3) on 16×16": _conv,
+    "SNGAN discriminator": _sngan,
+    "transformer MLP 128-512-128": _block_mlp,
+}
 
 
 def _mlp():

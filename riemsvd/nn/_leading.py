@@ -284,9 +284,10 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     s0: float | None = None
     stored_v = None if init is None else init[1]
     tol_ = tol if tol is not None else default_tol(target.dtype, m, n)
-    # whether the solve is a whole decomposition, asked once a forward (prefer_dense's model), and only
-    # where it matters: resting, or about to solve
-    whole = _whole(target, tol_) if tracker is not None and tracker.resting() else None
+    k = min(2, m, n) if tracker is not None else 1  # the triplets a solve is for (see below)
+    # whether the solve is a whole decomposition, asked once a forward, and only where it matters:
+    # resting, or about to solve
+    whole = _whole(target, tol_, k) if tracker is not None and tracker.resting() else None
     if init is not None and not whole:
         v = init[1]
         for _ in range(tracker.power_steps if tracker is not None else 1):
@@ -309,7 +310,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     if tracker is not None:
         tracker.misses += 1
     if whole is None:
-        whole = _whole(target, tol_)
+        whole = _whole(target, tol_, k)
     if init is not None and whole:
         init = None  # which it does not use: its checks cost 20–50 µs
     elif init is not None and tracker is not None and tracker.rival is not None:
@@ -324,20 +325,20 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     # a new user's trial). No test of the last measured gap picks those out: σ₁ had moved by more than
     # that gap since on all 36, and on 825 of the 985 one-triplet solves that were right in that run and
     # two under Adam.
-    k = min(2, m, n) if tracker is not None else 1
     generator = torch.Generator().manual_seed(0)
     # σ₂'s triplet can end above a tol at the rounding floor where σ₁'s does not (a float64 weight at
     # tol 1e-17: nine warnings in 30 steps): where a two-triplet solve did not converge, σ₁'s own
     # residual decides (two products), and where it too is above tol, or σ does not fit the dtype
     # (whose products then underflow to a residual of 0, or overflow to NaN), σ₁'s own solve from its
     # pair, which warns where σ₁ is not known to tol
-    out = _solve_quietly(target, k, tol, init, generator, quiet_convergence=k > 1)
+    method = "dense" if whole else "auto"
+    out = _solve_quietly(target, k, tol, init, generator, method, quiet_convergence=k > 1)
     if tracker is not None:  # solve's info always carries the error bars
         assert out.info is not None and out.info.errors is not None
         tracker.record(out.S, out.info.errors, out.U, out.V)
     if k > 1 and not bool(out.info.converged.all()):
         if out.info.stop_reason == "out of range" or not _top_residual(products, out) <= tol_:
-            out = _solve_quietly(target, 1, tol, (out.U[..., :1], out.V[..., :1]), generator)
+            out = _solve_quietly(target, 1, tol, (out.U[..., :1], out.V[..., :1]), generator, method)
     if tracker is not None and stored_v is not None:
         tracker.follow_turn(stored_v, out.V[:, 0])
     return out.U[:, 0], out.V[:, 0], out.S[0]
@@ -351,7 +352,9 @@ def _top_residual(products: Products, out) -> float:
     return _floats(torch.maximum(left, right) / s)[0]
 
 
-def _solve_quietly(target, k: int, tol: float | None, init, generator, quiet_convergence: bool = False):
+def _solve_quietly(
+    target, k: int, tol: float | None, init, generator, method: str = "auto", quiet_convergence: bool = False
+):
     """riemsvd.solve for the leading pair, without its ResolutionWarning (σ₂ only feeds the gap
     estimate, error bar included) and, if asked, without its ConvergenceWarning; a NaN or Inf weight
     raises an error that names the weight."""
@@ -360,7 +363,7 @@ def _solve_quietly(target, k: int, tol: float | None, init, generator, quiet_con
         if quiet_convergence:
             warnings.simplefilter("ignore", ConvergenceWarning)
         try:
-            return solve(target, k, tol=tol, init=init, generator=generator)
+            return solve(target, k, tol=tol, init=init, generator=generator, method=method)
         except ValueError as err:  # it named `A`, which the user never passed (a new user's trial)
             if str(err) != NON_FINITE_A:
                 raise
@@ -370,11 +373,27 @@ def _solve_quietly(target, k: int, tol: float | None, init, generator, quiet_con
             ) from err
 
 
-def _whole(target, tol: float) -> bool:
-    """Whether a solve of ``target`` is a whole decomposition (the dense path of a small weight),
-    which takes no start."""
+def _whole(target, tol: float, k: int) -> bool:
+    """Whether a solve of ``target`` for k triplets is a whole decomposition (the dense path), which
+    takes no start: where :func:`~riemsvd._dense.prefer_dense`'s model says so, and for two triplets of
+    a float32 weight on the CPU at most ``_DENSE_PAIR_UP_TO`` wide (of at most 2¹⁷ entries), where
+    that model priced the warm solve below what it took. A forward solves where its power steps
+    failed, at a moving or clustered top, whose two triplets and the probe after them took 62–90
+    products there (fresh uniform weights, σ₂/σ₁ 0.97–0.99, moved by 1e-3 an entry, from the power
+    step's pair as here; the model's fit, 46): the dense path took 0.40–0.70 of the warm solve's time
+    (64×64 to 1024×128, three seeds each, medians of 7, 2 threads; 0.59–0.62 on one), as long at
+    192×192 and 768×192 (0.96–1.09), and 1.33–2.85 from 256 wide on. In float64 the model's choice
+    stands: the dense path took 0.59 at 64×64, which it takes, and 1.3–5.5 from 128 wide on."""
     m, n = target.shape[-2:]
-    return type(target) is torch.Tensor and prefer_dense((m, n), 1, 1, target.dtype, target.device, tol)
+    if type(target) is not torch.Tensor:
+        return False
+    if k == 2 and target.device.type == "cpu" and target.dtype == torch.float32:
+        if min(m, n) <= _DENSE_PAIR_UP_TO and m * n <= 1 << 17:
+            return True
+    return prefer_dense((m, n), 1, k, target.dtype, target.device, tol)
+
+
+_DENSE_PAIR_UP_TO = 128
 
 
 _FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
