@@ -355,10 +355,12 @@ def test_two_values_overtaking_each_other_in_turn_are_followed():
     assert sum(e > 1e-5 for e in errors) <= 5, [f"{e:.1e}" for e in errors]
 
 
+# float32 at 150 wide: one at most 128 wide solves by the dense path, which takes no start
 @pytest.mark.parametrize(
-    "dtype, tol, gap, noise", [(torch.float32, None, 1e-4, 1e-6), (torch.float64, 1e-8, 1e-6, 1e-8)]
+    "dtype, tol, gap, noise, shape",
+    [(torch.float32, None, 1e-4, 1e-6, (150, 300)), (torch.float64, 1e-8, 1e-6, 1e-8, (100, 300))],
 )
-def test_two_values_that_swap_every_step_are_told_apart(dtype, tol, gap, noise):
+def test_two_values_that_swap_every_step_are_told_apart(dtype, tol, gap, noise, shape):
     """The top two values swap every step, ``gap`` apart along vectors that stay, with noise beneath
     tol's reach of a power step: each forward solves from the pair, whose value is now the second. For
     one triplet that solve converged to it, with a residual below tol (the rival's part of its start,
@@ -373,8 +375,8 @@ def test_two_values_that_swap_every_step_are_told_apart(dtype, tol, gap, noise):
         s[0], s[1] = 1 - gap / 2, 1 + gap / 2  # the top value's vectors now hold the second
         return s
 
-    errors = _swept(swap, dtype, 40, noise=noise, tol=tol, shape=(100, 300))
-    bound = tol if tol is not None else _leading.default_tol(dtype, 100, 300)
+    errors = _swept(swap, dtype, 40, noise=noise, tol=tol, shape=shape)
+    bound = tol if tol is not None else _leading.default_tol(dtype, *shape)
     assert max(errors[1:]) <= bound, [f"{e:.1e}" for e in errors]
 
 
@@ -417,13 +419,18 @@ def test_a_solves_start_holds_the_rival():
     part = rv - (v0[:, 0] @ rv) * v0[:, 0]
     torch.testing.assert_close(v[:, 1], part / part.norm(), rtol=0, atol=1e-15)
     assert _leading._beside((u0, v0), (ru, v0[:, 0])) == (u0, v0)
-    # with the complement's power iterate: its part orthogonal to v, unit, added to the rival's
-    probe = torch.randn(7, generator=g, dtype=torch.float64)
-    u, v = _leading._beside((u0, v0), (ru, rv), probe)
-    assert torch.equal(u, torch.cat([u0, ru[:, None]], -1)) and torch.equal(v[:, :1], v0)
-    other = probe - (v0[:, 0] @ probe) * v0[:, 0]
-    both = part / part.norm() + other / other.norm()
-    torch.testing.assert_close(v[:, 1], both / both.norm(), rtol=0, atol=1e-15)
+    # with the complement's power iterate: its part orthogonal to v, unit, added to the rival's with
+    # the sign that leans it towards the rival (the iterate's own sign is its draw's)
+    for sign in (1, -1):
+        probe = sign * (rv + torch.randn(7, generator=g, dtype=torch.float64))
+        u, v = _leading._beside((u0, v0), (ru, rv), probe)
+        assert torch.equal(u, torch.cat([u0, ru[:, None]], -1)) and torch.equal(v[:, :1], v0)
+        other = sign * (probe - (v0[:, 0] @ probe) * v0[:, 0])
+        both = part / part.norm() + other / other.norm()
+        torch.testing.assert_close(v[:, 1], both / both.norm(), rtol=0, atol=1e-15)
+    # an iterate along the rival, turned against it, leaves the rival's column (it had cancelled it)
+    u, v = _leading._beside((u0, v0), (ru, rv), -rv)
+    torch.testing.assert_close(v[:, 1], part / part.norm(), rtol=0, atol=1e-15)
     # a rival along v leaves the pair alone, whatever the iterate
     assert _leading._beside((u0, v0), (ru, v0[:, 0]), probe) == (u0, v0)
 
@@ -827,6 +834,21 @@ def test_registration_refreshes_the_pair_it_just_solved_warm(monkeypatch):
     monkeypatch.setattr(_leading, "solve", lambda *a, **kw: calls.append(kw.get("init")) or solve(*a, **kw))
     rnn.spectral_norm(linear(40, 30))
     assert calls == [None]
+
+
+def test_a_sparse_weights_forward_solves_by_the_iteration():
+    """A sparse weight (a projection hook's parameter) takes no dense path: told ``method="dense"``
+    where the model priced the dense one lower, its first projection raised (a review)."""
+    torch.manual_seed(0)
+    p = torch.randn(64, 100).to_sparse().requires_grad_()
+    optimizer = torch.optim.SGD([p], lr=0.1)
+    rnn.register_projection_hook(optimizer, [p], 1.0)
+    for _ in range(3):
+        with torch.no_grad():
+            p.mul_(1.5)
+        optimizer.step()
+        norm = torch.linalg.matrix_norm(p.detach().to_dense().double(), 2).item()
+        assert abs(norm - 1) <= 2 * _leading.default_tol(torch.float32, 64, 100)
 
 
 @pytest.mark.parametrize(

@@ -373,6 +373,10 @@ def _solve_quietly(
             ) from err
 
 
+# The float32 weights whose two-triplet solve is a whole decomposition on the CPU (see _whole)
+_DENSE_PAIR_UP_TO, _DENSE_PAIR_ENTRIES = 128, 1 << 17
+
+
 def _whole(target, tol: float, k: int) -> bool:
     """Whether a solve of ``target`` for k triplets is a whole decomposition (the dense path), which
     takes no start: where :func:`~riemsvd._dense.prefer_dense`'s model says so, and for two triplets of
@@ -385,15 +389,12 @@ def _whole(target, tol: float, k: int) -> bool:
     192×192 and 768×192 (0.96–1.09), and 1.33–2.85 from 256 wide on. In float64 the model's choice
     stands: the dense path took 0.59 at 64×64, which it takes, and 1.3–5.5 from 128 wide on."""
     m, n = target.shape[-2:]
-    if type(target) is not torch.Tensor:
+    if type(target) is not torch.Tensor or target.layout != torch.strided:  # a sparse weight iterates
         return False
     if k == 2 and target.device.type == "cpu" and target.dtype == torch.float32:
-        if min(m, n) <= _DENSE_PAIR_UP_TO and m * n <= 1 << 17:
+        if min(m, n) <= _DENSE_PAIR_UP_TO and m * n <= _DENSE_PAIR_ENTRIES:
             return True
     return prefer_dense((m, n), 1, k, target.dtype, target.device, tol)
-
-
-_DENSE_PAIR_UP_TO = 128
 
 
 _FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
@@ -429,31 +430,35 @@ def _resolvable(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float 
 def _beside(init: tuple, rival: tuple, probe: torch.Tensor | None = None) -> tuple:
     """The start (u0, v0), one column each, with a second column: in v, the unit sum of the rival's
     part orthogonal to v0 and the complement's power iterate's (``probe``, where there is one), each
-    made unit (the solver starts from V0's columns, summed for its one-column blocks, and implies U
-    from A V0; U0's column is the rival's own). The start as it is where the rival's part vanishes,
-    or for a sharded weight.
+    made unit, the iterate's turned to lean towards the rival's (the solver starts from V0's columns,
+    summed for its one-column blocks, and implies U from A V0; U0's column is the rival's own). The
+    start as it is where the rival's part vanishes, or for a sharded weight.
 
     The two triplets alone keep σ₂ from being returned; the rival's part saves products (10% in the
     swap test of tests/test_nn.py in float64, 7% in an MLP's run under Adam; a review). The
+    iterate's sign is its random draw's: added unturned, half the time it cancelled the rival's
+    part, and the swap test's 40 float64 solves took 3242 products where the rival alone took 2558;
+    turned, 2566 (a review). The
     iterate's part is for a value that neither holds: a grouped convolution is block-diagonal, and
     where the pair and the rival lay in one group, the other group's top entered the Krylov space
     only at the size of the start's random part (10·tol), which the solve did not lift before its
     two triplets converged. The iterate follows the top of v0's complement, which holds that value
     too: ``Conv2d(8, 8, 3, padding=1, groups=2)`` whose groups start from the same kernels, on 12×12
     inputs (float32), trained 100 steps on two seeds under Adam 1e-3 and SGD 1e-2, had 12 of 400
-    forwards off by more than 1e-6 (up to 6.1e-4, 75·tol), 0 with it; the iterate at a tenth of the
-    rival's weight, or in its place, left 2 of 100 (a new user's trial, run again here)."""
+    forwards off by more than 1e-6 (up to 6.1e-4, 75·tol), 0 with it (1 on a second draw, by 1.4·tol,
+    where the top four values lay within 2.9·tol); the iterate at a tenth of the rival's weight, or in
+    its place, left 2 of 100 (a new user's trial, run again here)."""
     (u0, v0), (ru, rv) = init, rival
     if hasattr(v0, "full_tensor") or rv.shape != v0.shape[:-1] or rv.dtype != v0.dtype:
         return init
     x, rv = v0[:, 0], rv.to(v0.device)
-    parts = [rv - torch.dot(x, rv) * x]
+    w = rv - torch.dot(x, rv) * x
     if probe is not None and probe.shape == rv.shape and probe.dtype == rv.dtype and probe.device == x.device:
-        parts.append(probe - torch.dot(x, probe) * x)
-    sizes = _floats(*(torch.linalg.vector_norm(w) for w in parts))
-    if not 0 < sizes[0] < math.inf:
-        return init
-    w = sum(w / size for w, size in zip(parts, sizes) if 0 < size < math.inf)
+        z = probe - torch.dot(x, probe) * x
+        size, other, cos = _floats(torch.linalg.vector_norm(w), torch.linalg.vector_norm(z), torch.dot(w, z))
+        if 0 < size < math.inf and 0 < other < math.inf:
+            # the iterate's sign is its draw's, not the rival's: turned against it, the sum cancelled
+            w = w / size + math.copysign(1 / other, cos) * z
     (size,) = _floats(torch.linalg.vector_norm(w))
     if not 0 < size < math.inf:
         return init
