@@ -466,6 +466,52 @@ def test_a_cluster_split_across_a_grouped_convolutions_blocks_is_resolved():
     assert max(errors) <= _leading.default_tol(torch.float32, 512, 512), max(errors)
 
 
+def test_a_block_diagonal_operators_complement_is_followed_block_by_block():
+    """A = diag(A₁, A₂), the stored pair A₁'s top (σ = 1), A₂'s top 1.0002 beside A₁'s second 0.999:
+    one iterate for the whole complement turns onto 1.0002 at the rate (0.999/1.0002)² a step, its
+    quotient about the mean of the two, below 1, for hundreds of steps, so a power step from the
+    pair passed. One iterate a block follows A₂'s top at A₂'s own gap (its second value 0.5), and
+    sees it above the pair from the fourth step on."""
+    g = torch.Generator().manual_seed(0)
+
+    def block(values):
+        q1, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+        q2, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
+        return q1[:, :30] * torch.tensor(values, dtype=torch.float64) @ q2.T
+
+    rest = torch.linspace(0.3, 0.1, 28).tolist()
+    a1, a2 = block([1.0, 0.999, *rest]), block([1.0002, 0.5, *rest])
+    a = torch.block_diag(a1, a2)  # 80×60, two 40×30 blocks
+    u, s, vh = torch.linalg.svd(a1)
+    u1 = torch.cat([u[:, 0], torch.zeros(40, dtype=a.dtype)])
+    v1 = torch.cat([vh[0], torch.zeros(30, dtype=a.dtype)])
+    products = _leading.matrix_products(a)
+    tops = {}
+    for blocks in (1, 2):
+        tracker = _leading.PairTracker(blocks=blocks)
+        tops[blocks] = [tracker.complement_top(products, u1, v1, 1.0, 1e-6) for _ in range(6)]
+    # above the pair from the fourth step on, and A₂'s top to 1e-6 (the fresh part's share)
+    assert min(tops[2][3:]) > 1 + 1e-6 and abs(tops[2][-1] - 1.0002) <= 1e-6, tops[2]
+    assert max(tops[1]) < 1.0, tops[1]
+
+
+def test_a_convolutions_registered_pair_is_its_leading_one():
+    """A convolution as a linear map has its top values in close pairs. Registration's cold solve
+    for one triplet converged to σ₂, 1.1e-4 below σ₁ (20·tol): the pair then passed the first
+    forward's power step and complement check, and that forward divided by σ₂ (2 of 200 such
+    convolutions; a new user's trial). It solves for two triplets now."""
+    torch.manual_seed(90)
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=False)
+    rnn.spectral_norm(conv, input_shape=(8, 8, 8))
+    assert conv.parametrizations.weight[0]._tracker.blocks == 4  # a block a group (see above)
+    eye = torch.eye(512, dtype=torch.float64).reshape(512, 8, 8, 8)
+    conv(torch.zeros(1, 8, 8, 8))  # a training forward: the power step from the registered pair
+    w = conv.weight.detach().double()
+    matrix = nn.functional.conv2d(eye, w, padding=1, groups=4).reshape(512, 512)
+    error = abs(torch.linalg.matrix_norm(matrix, 2).item() - 1)
+    assert error <= _leading.default_tol(torch.float32, 512, 512), error
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_half_precision_weight_is_divided_by_an_exact_sigma(dtype):
     """(u, v) stored in the weight's half precision are unit only to its rounding: uᵀWv came 2.9e-4

@@ -53,9 +53,12 @@ class PairTracker:
 
     refresh_every = 50  # steps after a solve whose σ₂ the quadratic test still uses (a gap may close slowly)
 
-    def __init__(self, power_steps: int = 2) -> None:
+    def __init__(self, power_steps: int = 2, blocks: int = 1) -> None:
         self.power_steps = power_steps  # tried per update before a solve (see warm_pair)
         self.probe: torch.Tensor | None = None  # power iterate on the complement of v, across steps
+        # diagonal blocks of the operator, equal and in order in both its input and its output (a
+        # grouped convolution's groups): the iterate is one per block (see complement_top)
+        self.blocks = blocks
         self._draws: dict[torch.device, torch.Generator] = {}  # the complement step's, one per device
         self.forget()
 
@@ -117,7 +120,16 @@ class PairTracker:
         iterate converged onto the top held a value rising from below it only at the size of
         rounding, and took 17–45 forwards to turn where this takes 0–14 (a second trial and the
         tests; docs/spectral_norm.md). Two products; not run for a sharded weight, nor for one row or
-        column (nothing lies outside its pair)."""
+        column (nothing lies outside its pair).
+
+        With ``blocks`` (a block-diagonal operator: a grouped convolution, a block a group), the
+        iterate is one per block, each made unit on its own, and the quotient is the largest block's:
+        one iterate for the whole followed the top of the complement over all blocks, and where the
+        blocks' tops lay within 1e-3 of each other it turned onto none of them; a solve whose start
+        held the stored pair's block and the rival's found that block's top, another's lying above
+        (a depthwise Conv2d(8, 8, 3, groups=8) on 8×8 inputs, 74·tol off at one forward, and groups=4
+        from identical kernels 19·tol; a new user's trial). Each block's iterate follows its own top,
+        and a solve's start holds them all (see ``_beside``)."""
         # a DTensor has no plain random vector laid out like it; one row or column, no complement
         if hasattr(v, "full_tensor") or min(u.shape[-1], v.shape[-1]) == 1:
             return 0.0
@@ -127,17 +139,41 @@ class PairTracker:
         z = z - torch.dot(v, z) * v
         a = products.forward(z)
         b = products.adjoint(a)
+        blocks = self.blocks if v.shape[-1] % self.blocks == 0 and u.shape[-1] % self.blocks == 0 else 1
+        if blocks > 1:
+            return self._complement_top_by_block(a, b, z, s0, tol, blocks)
         size, image, back = _floats(*(torch.linalg.vector_norm(x) for x in (z, a, b)))
         if not 0 < image < math.inf:  # z in A's null space (or lost): a fresh draw next time, not 0 forever
             self.probe = None
             return math.inf if image > s0 * (1 + tol) * size else 0.0
         top = image / size
-        # the fresh part: at most 1/10 of the iterate, and small against the room between top and s0
-        # (its own share of the quotient, a deficit of about its size squared, must not hide a value
-        # just above s0 where top is tied with it: 1/10 there kept a block past a tie unseen)
-        share = 0.1 * math.sqrt(min(1.0, max(tol, 1 - (top / s0) ** 2)))
         fresh = self._random(v)
-        self.probe = b / back + share * fresh / torch.linalg.vector_norm(fresh)
+        self.probe = b / back + self._share(top, s0, tol) * fresh / torch.linalg.vector_norm(fresh)
+        return top
+
+    @staticmethod
+    def _share(top: float, s0: float, tol: float) -> float:
+        """The fresh part of the next iterate: at most 1/10 of it, and small against the room between
+        top and s0 (its own share of the quotient, a deficit of about its size squared, must not
+        hide a value just above s0 where top is tied with it: 1/10 there kept a block past a tie
+        unseen)."""
+        return 0.1 * math.sqrt(min(1.0, max(tol, 1 - (top / s0) ** 2)))
+
+    def _complement_top_by_block(self, a, b, z, s0: float, tol: float, blocks: int) -> float:
+        """complement_top's quotient and next iterate for a block-diagonal operator: each block's
+        ‖A z‖/‖z‖ (A z's block g is A_g z_g), the largest returned, and each block's iterate made unit
+        on its own, one whose image is 0 left to the fresh part."""
+        norms = torch.stack([torch.linalg.vector_norm(x.reshape(blocks, -1), dim=-1) for x in (z, a, b)])
+        size, image, back = norms.tolist()  # one transfer
+        if not all(0 <= i < math.inf for i in image) or not any(image):  # as for one block
+            self.probe = None
+            return math.inf if any(i > s0 * (1 + tol) * sz for i, sz in zip(image, size)) else 0.0
+        top = max(i / sz for i, sz in zip(image, size) if i > 0)
+        fresh = self._random(z).reshape(blocks, -1)
+        fresh = fresh / torch.linalg.vector_norm(fresh, dim=-1, keepdim=True)
+        scale = b.new_tensor([1 / x if i > 0 and x > 0 else 0.0 for i, x in zip(image, back)])
+        share = self._share(top, s0, tol)
+        self.probe = (b.reshape(blocks, -1) * scale.unsqueeze(-1) + share * fresh).reshape(-1)
         return top
 
     def follow_turn(self, old: torch.Tensor, new: torch.Tensor) -> None:
@@ -307,6 +343,11 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
             if 0 < s0 < math.inf  # a stored pair that is garbage (an uninitialized buffer): a cold solve
             else None
         )
+        if init is not None and tracker is not None and tracker.blocks > 1:
+            # a block-diagonal operator's iterate, one per block, moved on where the forward solves
+            # too, whose start holds it (see _beside): a forward that solves tests nothing in the
+            # complement, and in a cluster every forward solved
+            tracker.complement_top(products, u, v, s0, tol_)
     if tracker is not None:
         tracker.misses += 1
     if whole is None:
@@ -480,9 +521,9 @@ class PairNormalization(nn.Module):
     # (a new user's trial; torch's own spectral_norm does the same).
     _unset = False
 
-    def __init__(self, power_steps: int) -> None:
+    def __init__(self, power_steps: int, blocks: int = 1) -> None:
         super().__init__()
-        self._tracker = PairTracker(power_steps)
+        self._tracker = PairTracker(power_steps, blocks)
         self._pair_of: int | None = None  # id() of the weight the subclass solved for at construction
         # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
         self._owner_key = pair_owner_key(self)

@@ -33,7 +33,9 @@ class OperatorNorm(PairNormalization):
     def __init__(
         self, module: nn.Module, weight: torch.Tensor, input_shape, tol, eps: float, power_steps: int = 2
     ):
-        super().__init__(power_steps)
+        # a grouped convolution is block-diagonal, a block a group (see PairTracker.complement_top)
+        groups = module.groups if isinstance(module, nn.modules.conv._ConvNd) else 1
+        super().__init__(power_steps, groups)
         self.layer = [module]  # a list: not registered as a submodule (no cycle, no state_dict keys)
         self.input_shape = tuple(input_shape)
         self.tol = tol
@@ -41,7 +43,7 @@ class OperatorNorm(PairNormalization):
         self._output_shape: torch.Size | None = None
         self.shape_warned = False  # a forward on inputs of another shape was warned of (spectral_norm)
         op = self._operator(weight.detach())
-        u, v, _ = _leading_pair_op(op, None, tol)  # one triplet, as in SpectralNorm
+        u, v, _ = _leading_pair_op(op, None, tol, self._tracker)  # two triplets, as in SpectralNorm
         self._store_pair(u, v, weight)
 
     def _operator(self, w: torch.Tensor):
