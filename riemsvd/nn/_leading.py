@@ -346,7 +346,8 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
         if init is not None and tracker is not None and tracker.blocks > 1:
             # a block-diagonal operator's iterate, one per block, moved on where the forward solves
             # too, whose start holds it (see _beside): a forward that solves tests nothing in the
-            # complement, and in a cluster every forward solved
+            # complement, and in a cluster every forward solved (two products, twice a forward
+            # where the power step's test moved it already)
             tracker.complement_top(products, u, v, s0, tol_)
     if tracker is not None:
         tracker.misses += 1
