@@ -3,6 +3,7 @@ parametrization that normalizes a convolution by it."""
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -57,6 +58,7 @@ class OperatorNorm(PairNormalization):
         ``warm=False``), written into them."""
         op = self._operator(w)
         init = (u.to(op.dtype), v.to(op.dtype)) if warm else None
+        self._tracker.watch(w, math.sqrt(math.prod(w.shape[2:])))  # Weyl's bound: see PairTracker.watch
         with no_autocast(w.device):
             u_new, v_new, _ = _leading_pair_op(op, init, self.tol, self._tracker)
         u.copy_(u_new)
