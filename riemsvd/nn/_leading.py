@@ -166,7 +166,7 @@ class PairTracker:
         if hasattr(v, "full_tensor") or min(u.shape[-1], v.shape[-1]) == 1:
             return 0.0
         z = self.probe
-        if z is None or z.shape != v.shape or z.dtype != v.dtype or z.device != v.device:
+        if z is None or not _alike(z, v):
             z = self._random(v)
         z = z - torch.dot(v, z) * v
         a = products.forward(z)
@@ -543,13 +543,16 @@ def _beside(init: tuple, rival: tuple, probe: torch.Tensor | None = None) -> tup
         return init
     x, rv = v0[:, 0], rv.to(v0.device)
     w = rv - torch.dot(x, rv) * x
-    if probe is not None and probe.shape == rv.shape and probe.dtype == rv.dtype and probe.device == x.device:
+    if probe is not None and _alike(probe, rv):
         z = probe - torch.dot(x, probe) * x
         size, other, cos = _floats(torch.linalg.vector_norm(w), torch.linalg.vector_norm(z), torch.dot(w, z))
         if 0 < size < math.inf and 0 < other < math.inf:
-            # the iterate's sign is its draw's, not the rival's: turned against it, the sum cancelled
+            # the iterate's sign is its draw's, not the rival's: turned against it, the sum cancelled.
+            # The sum of the two unit parts has norm √(2 + 2|cos|/(‖w‖‖z‖)): no second transfer
             w = w / size + math.copysign(1 / other, cos) * z
-    (size,) = _floats(torch.linalg.vector_norm(w))
+            size = math.sqrt(2 + 2 * abs(cos) / (size * other))
+    else:
+        (size,) = _floats(torch.linalg.vector_norm(w))
     if not 0 < size < math.inf:
         return init
     return torch.cat([u0, ru.to(u0).unsqueeze(-1)], -1), torch.stack([x, w / size], -1)
