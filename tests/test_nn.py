@@ -526,6 +526,31 @@ def test_a_value_crossing_the_pair_within_a_group_is_bounded_by_the_weights_chan
     assert max(errors) <= _leading.default_tol(torch.float32, 2048, 2048), max(errors)
 
 
+def test_a_value_rising_where_the_rival_lies_is_seen_though_the_complements_iterate_lags():
+    """The stored pair exact (σ = 1, the power step's residual 0), and since the last solve σ₂'s
+    value (the rival's) risen from 0.9999 to 1.0005, where the complement's power iterate lies
+    mostly on σ₃ = 0.9: its quotient stays below 1, and the residual alone passed the pair, 5e-4 off
+    (as a depthwise convolution's channel did, 92·tol; a new user's trial). The rival's own quotient
+    shows the value above the pair, and the forward solves."""
+    g = torch.Generator().manual_seed(0)
+    q1, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(50, 50, generator=g, dtype=torch.float64))
+    rest = torch.linspace(0.5, 0.1, 47).tolist()
+
+    def weight(second):
+        return q1[:, :50] * torch.tensor([1.0, second, 0.9, *rest], dtype=torch.float64) @ q2.T
+
+    then, now = weight(0.9999), weight(1.0005)
+    tracker = _leading.PairTracker()
+    tracker.watch(then)
+    tracker.record(then.new_tensor([1.0, 0.9999]), then.new_tensor([1e-12, 1e-12]), q1[:, :2], q2[:, :2])
+    tracker.probe = q2[:, 2] + 1e-3 * q2[:, 1]  # an iterate that has not turned yet
+    tracker.watch(now)
+    pair = (q1[:, 0], q2[:, 0])
+    _, _, s = _leading.warm_pair(now, _leading.matrix_products(now), pair, 1e-8, tracker)
+    assert abs(float(s) - 1.0005) <= 1e-8, float(s)
+
+
 def test_a_block_diagonal_operators_complement_is_followed_block_by_block():
     """A = diag(A₁, A₂), the stored pair A₁'s top (σ = 1), A₂'s top 1.0002 beside A₁'s second 0.999:
     one iterate for the whole complement turns onto 1.0002 at the rate (0.999/1.0002)² a step, its

@@ -85,7 +85,8 @@ class PairTracker:
     def _moved(self) -> float | None:
         """scale·‖W − anchor‖_F (computed once a forward), or None where there is no anchor for it."""
         now, anchor = self._now, self._anchor
-        if now is None or anchor is None or hasattr(now, "full_tensor"):
+        # a sparse weight's difference has no vector norm in torch: no bound, as for a sharded one
+        if now is None or anchor is None or hasattr(now, "full_tensor") or now.layout != torch.strided:
             return None
         if not _alike(anchor, now):  # moved to another device or dtype since
             return None
@@ -140,6 +141,36 @@ class PairTracker:
         a partly frozen block-diagonal weight, trained outside the stored pair's block, reached
         ‖W/σ‖₂ = 24 in 200 steps (a new user's trial)."""
         return self.complement_top(products, u, v, s0, tol) > s0 * (1 + tol)
+
+    def rival_above(self, products: Products, v: torch.Tensor, s0: float, r: float, tol: float) -> bool:
+        """Whether the rival's v (σ₂'s at the last solve), less its part along v (unit), now has a
+        quotient ‖A z‖/‖z‖ above s0·(1 + tol): a value above the pair's, in v's complement. One
+        product, taken only where σ₂ may have reached s0 − r since (Weyl's bound from the weight's
+        change, :meth:`margin`; always where there is no such bound). The complement's power iterate
+        can lag a value that rises where the rival lies: a depthwise Conv2d(32, 32, 3) on 16×16
+        inputs under SGD with momentum, its channels' tops within 2e-4 of each other, passed a
+        forward 92·tol off on the residual alone, the iterate below s0 and the last solve's σ₂ the
+        channel that had risen above (a new user's trial)."""
+        if self.rival is None or hasattr(v, "full_tensor"):
+            return False
+        rv = self.rival[1]
+        if not _alike(rv, v):
+            return False
+        ceiling = self.ceiling()
+        if ceiling is not None and ceiling < s0 - r:
+            return False  # no value but σ₁'s can lie within r of s0 (Weinstein), nor above it
+        z = rv - torch.dot(v, rv) * v
+        size, image = _floats(torch.linalg.vector_norm(z), torch.linalg.vector_norm(products.forward(z)))
+        return 0 < size and image > s0 * (1 + tol) * size
+
+    def ceiling(self) -> float | None:
+        """An upper bound on today's σ₂: σ₂ at the last solve, its error bar included, plus Weyl's
+        bound on how far the values moved since (:meth:`watch`); None where either is unknown or σ₂
+        is ``refresh_every`` steps old."""
+        if self.sigma2 is None or self.age >= self.refresh_every:
+            return None
+        moved = self._moved()
+        return None if moved is None else self.sigma2 + moved
 
     def complement_top(
         self, products: Products, u: torch.Tensor, v: torch.Tensor, s0: float, tol: float
@@ -312,7 +343,10 @@ def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Produ
     if not (_in_range(s0, step.u.dtype) and _in_range(step.sigma, step.u.dtype) and math.isfinite(r)):
         return False  # a solve, which rescales, decides
     if r <= tol * s0:  # a singular value lies within r/√2 of s0 ≤ σ (Weinstein): σ₁, if none above
-        return tracker is not None and not tracker.above_in_complement(products, step.u, step.v, s0, tol)
+        return tracker is not None and not (
+            tracker.rival_above(products, step.v, s0, r, tol)
+            or tracker.above_in_complement(products, step.u, step.v, s0, tol)
+        )
     # Kato–Temple on [[0, A], [Aᵀ, 0]]: σ₁ − s0 ≤ (r²/2) / (s0 − σ₂) when s0 > σ₂; asked with a
     # factor 2 to spare, since σ₂ is an estimate.
     margin = tracker.margin(s0) if tracker is not None else None
