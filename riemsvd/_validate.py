@@ -720,7 +720,9 @@ def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = Fals
         raise TypeError(f"`A` must be a torch.Tensor, got {type(a).__name__}.")
     m, n = u.shape[0], v.shape[0]
     if a.dim() < 2 or tuple(a.shape[-2:]) != (m, n):
-        raise ValueError(f"`A` must have shape (*, {m}, {n}) for this pair, got {tuple(a.shape)}.")
+        # refine's shape without the batch it refuses (a new user's trial: the message invited one)
+        shape = f"({m}, {n})" if refine else f"(*, {m}, {n})"
+        raise ValueError(f"`A` must have shape {shape} for this pair, got {tuple(a.shape)}.")
     if a.dtype != u.dtype or a.device != u.device:
         raise TypeError(
             f"`A` is {a.dtype} on {a.device}, the pair's parameters {u.dtype} on {u.device}; "
@@ -859,6 +861,16 @@ def check_trust_region_params(params) -> None:
             raise ValueError(
                 f"`params`: parameter {i} has {what}; RiemannianTrustRegion optimizes floating tensors "
                 "that require grad (an nn.Parameter or geoopt.ManifoldParameter of a float dtype)."
+            )
+        # half precision cannot hold a point on a sphere or Stiefel manifold to the manifold check's
+        # 1e-5, nor resolve ρ: its own retractions' points were refused mid-run as "not on its
+        # manifold" (13–15 of 20 runs on a sphere, every Stiefel start; a new user's trial)
+        if p.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"`params`: parameter {i} is {p.dtype}; RiemannianTrustRegion works in float32 or "
+                "float64 (half precision holds a point on a manifold to about 1e-3, and no decrease "
+                "below that). Optimize a float32 copy, e.g. geoopt.ManifoldParameter(x.float(), "
+                "manifold=...), and cast the result back."
             )
 
 

@@ -158,3 +158,13 @@ def test_a_state_whose_frames_are_not_orthonormal_is_refused_on_loading():
     state = single.state_dict()
     state["U"] = state["U"] * torch.tensor([1 + 5e-5, 1.0])  # within 100·ε·√200 of float32: 1.7e-4
     single.load_state_dict(state)
+
+
+def test_refine_names_the_shape_it_takes():
+    """``refine`` takes one matrix: a wrong shape's message had offered (*, m, n), and the batch it
+    invited was then refused (a new user's trial)."""
+    pair = SingularPair(40, 30)
+    with pytest.raises(ValueError, match=r"shape \(40, 30\) for this pair, got \(30, 40\)"):
+        pair.refine(torch.randn(30, 40))
+    with pytest.raises(ValueError, match=r"shape \(\*, 40, 30\) for this pair"):
+        pair(torch.randn(30, 40))

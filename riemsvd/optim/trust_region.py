@@ -105,6 +105,13 @@ def _gradient_rounding(xs: list, norm: float, eps: float) -> float:
     return eps * math.sqrt(sum(x.numel() for x in xs)) * norm
 
 
+def _uphill_reach(state: dict, f: float, eps: float) -> float:
+    """ρ's regularization, 1e3·ε·max(|f|, |f₀|) (manopt's ``rho_regularization``, relative to the loss's
+    own size: see :meth:`RiemannianTrustRegion.step`), and so the most an accepted step can raise the
+    loss: ρ > ``accept`` ≥ 0 holds for an increase of up to 0.9 of it where the model predicts none."""
+    return 1e3 * eps * max(abs(f), state.get("first_loss", 1.0))
+
+
 def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit: float) -> tuple[int, bool]:
     """Accepted steps in a row that found neither a new low of the gradient norm above its rounding
     (``unit`` times the first norm: ``_AT_ROUNDING``·ε·√N) nor one of the loss beyond its rounding
@@ -127,8 +134,15 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     # directions (a PCA fit on the Stiefel manifold, X → XQ), at its minimum to the last digit, took
     # steps to the trust region's boundary along them that left the loss equal to 17 digits and the
     # gradient norm swinging from 4e-15 to 1e-7, and each swing had started the count afresh: no stop
-    # in 200 steps (a new user's trial)
-    jumped = gnorm > 10 * best_g and abs(f - best_f) > 4 * eps * abs(best_f)
+    # in 200 steps (a new user's trial). Moved beyond what an accepted step can raise it by (ρ's
+    # regularization): a factorization ‖Y − X W‖² (X on a Stiefel manifold, W plain) is the same at
+    # (XQ, QᵀW), and at its minimum the boundary steps along those directions, straight in W, rose
+    # the loss by up to 1.8e-13 of itself (float64; 4e-5 in float32), accepted, the gradient norm
+    # swinging from 1e-13 to 2e-4 (float32: 3e-5 to 3.4): each counted afresh, 500 steps without a
+    # stop (a new user's trial). And risen beyond it: a loss that fell is progress, not another
+    # problem, and a gradient norm rising 20-fold on the way down (0.083 to 1.7, the loss falling by
+    # 40%) had made that point the reference of "rounding", 9.8e-14 at the end then above it
+    jumped = gnorm > 10 * best_g and f - best_f > _uphill_reach(state, best_f, eps)
     if jumped or changed:
         best_f, best_g = math.inf, math.inf
         state["since_progress"] = 0
@@ -280,7 +294,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         (None): that rounding, ε·√N·‖∇f‖ at the step (ε of the parameters' least precise dtype, N
         their entries, ∇f the Euclidean gradient), which the gradient norm reaches: the floor
         measured was 0.04–0.26 of it (leading pairs, Rayleigh quotients and Brockett costs of
-        60×40 to 2000×1000 in float32 and float64). Where ∇f vanishes at the solution (a Euclidean
+        60×40 to 2000×1000 in float32 and float64), so where the last step cut the gradient norm
+        fourfold or more the steps go on until one does not. Where ∇f vanishes at the solution (a Euclidean
         minimum) it does too, and ``patience`` ends the steps: ``"rounding"`` (converged) where they
         stalled within 10 times ε·√N·‖g₀‖ (the estimate with the first step's gradient norm), or
         reached it and stayed at its loss, else ``"stalled"``.
@@ -294,9 +309,12 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         nor one of the loss beyond its rounding, after which a step does not move and sets
         ``info.stop_reason`` to ``"stalled"``, with a :class:`~riemsvd.ConvergenceWarning` (default
         10; None: never), or, with the default ``gradient_tol``, to ``"rounding"`` where the stall
-        came at the gradient's rounding (``gradient_tol`` above). A gradient norm 10 times its low at
-        a loss beyond the low's rounding starts the count afresh (a new closure). Steps rejected
-        down to a radius under ε·``max_radius`` stop too, whatever ``patience``.
+        came at the gradient's rounding (``gradient_tol`` above). Such a stop returns the parameters
+        to the best point since the count began (the lowest loss, or within its rounding the least
+        gradient norm), where an accepted step may have left it: ρ's regularization accepts a rise
+        of the loss by up to 1e3·ε of it. A gradient norm 10 times its low at a loss risen beyond
+        that starts the count afresh (a new closure). Steps rejected down to a radius under
+        ε·``max_radius`` stop too, whatever ``patience``.
 
     Attributes
     ----------
@@ -358,6 +376,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         self.gradient_tol = gradient_tol
         self.info: TrustRegionInfo | None = None
         self._given = (radius, max_radius, max_inner)
+        # (step, loss, gradient norm, point) of the best point since the count of steps without
+        # progress began (see _keep_if_best); not saved with the state
+        self._best: tuple[int, float, float, list] | None = None
         # _check_hessians': the last point and gradient of each parameter whose gradient has no
         # graph, and the parameters warned of
         self._graphless: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -556,6 +577,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
         since, fresh = _progress(state, f, gnorm, eps, moved, unit)
+        self._keep_if_best(fresh, count, f, gnorm, xs, eps)
         stalled = self.patience is not None and since >= self.patience
         # every step from here rejected, down to a radius that moves the parameters by less than their
         # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
@@ -565,12 +587,31 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         if collapsed and fresh:
             radius, collapsed = self.radius0, False
             state.pop("collapse_warned", None)
+        settled = True
         if self.gradient_tol is None:
             egrad_norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
             tol = _gradient_rounding(xs, egrad_norm, eps)
+            # The estimate is of the rounding, not the floor itself, which lay at 0.04–0.26 of it: a
+            # last step that cut the gradient norm fourfold or more may cut it again. A float32
+            # Procrustes fit on St(1000, 64) had stopped at ‖X − P‖ = 3e-5 where two more steps
+            # (2–3 CG iterations each) reach 2.5e-6, below a float32 SVD's polar factor (6e-6; a new
+            # user's trial). After a rejected step the point is as it was: no second try.
+            if moved and "departed_gradient" in state:
+                state["falling"] = gnorm < state["departed_gradient"] / 4
+            settled = gnorm == 0 or not (moved and state.get("falling", False))
         else:
             tol = self.gradient_tol
-        done = "gradient norm" if gnorm <= tol else "stalled" if stalled or collapsed else None
+        done = "gradient norm" if gnorm <= tol and settled else "stalled" if stalled or collapsed else None
+        if done == "stalled" and self._best is not None and self._best[0] != count:
+            # back to the best point since the count began: accepted steps can climb by ρ's
+            # regularization (_uphill_reach), and a factorization ‖Y − X W‖² at its minimum had
+            # wandered up by 4e-5 of its loss in float32, its gradient norm at 3.4 (a new user's trial)
+            _, f, gnorm, point = self._best
+            with torch.no_grad():
+                for p, x in zip(params, point):
+                    p.copy_(x)
+            loss = torch.tensor(f, dtype=loss.dtype, device=loss.device)
+            state["last_loss"] = f  # the same point's loss at the next step: no changed problem
         first = state.get("first_gradient")  # none in a state saved before this rule
         if done == "stalled" and self.gradient_tol is None and first is not None:
             # The default's estimate vanishes with a Euclidean gradient that does at the solution: an
@@ -648,7 +689,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         # Rayleigh quotient less its minimum (f → 0, its rounding ε·|λ|) had ρ of rounding noise near
         # the minimum, steps rejected down to the radius's collapse (a review). A state saved before
         # the first loss was kept takes manopt's 1.
-        reg = 1e3 * eps * max(abs(f), state.get("first_loss", 1.0))
+        reg = _uphill_reach(state, f, eps)
         # a non-finite trial loss judges nothing: as NaN, the radius shrinks (−inf gave ρ = inf, the
         # step rejected and the radius grown, cycling without end; a new user's trial)
         rho = (f - f_new + reg) / (predicted + reg) if predicted > 0 and math.isfinite(f_new) else math.nan
@@ -656,6 +697,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         f64 = functools.partial(torch.tensor, dtype=torch.float64)
         taken, nxt = self.rule.update(f64(radius), f64(rho), torch.tensor(boundary), self.max_radius)
         accepted, state["radius"] = bool(taken) and math.isfinite(f_new), float(nxt)
+        if accepted:
+            state["departed_gradient"] = gnorm
         state["trial_finite"] = math.isfinite(f_new)
         state["moved"] = accepted
         if not accepted:
@@ -667,6 +710,19 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             count, f, gnorm, radius, state["radius"], rho, accepted, inner_iterations, inner_stop
         )
         return loss.detach()
+
+    def _keep_if_best(self, fresh: bool, count: int, f: float, gnorm: float, xs: list, eps: float) -> None:
+        """Keep this step's point as the one a stall returns to where it is the best since the count
+        began (``fresh``: it begins here): its loss lower beyond rounding (4·ε·|f|), or within it
+        and its gradient norm lower. Not the loss alone: at a minimum within the loss's rounding the
+        lowest loss can lie at a point of a larger gradient (a float32 Rayleigh quotient's first
+        point of a changed problem, 2.5e-5, where later ones reached half of it)."""
+        best = self._best
+        if not fresh and best is not None and best[0] < count:
+            band = 4 * eps * abs(best[1])
+            if not (f < best[1] - band or (f <= best[1] + band and gnorm < best[2])):
+                return
+        self._best = (count, f, gnorm, [x.clone() for x in xs])
 
     def _note_full_steps(self, state: dict, full: bool) -> None:
         """Count the accepted steps in a row that went the whole ``max_radius``, and warn once where
