@@ -239,6 +239,24 @@ def test_auto_takes_the_dense_path_for_small_matrices_and_large_k(gen):
     assert riemsvd.solve(big, 1).info.method == "iterative"
 
 
+def test_a_float32_tol_below_the_iterations_reach_takes_the_dense_path():
+    """At tol 1e-7 a float32 weight's iteration stalled at 3.3–4.8e-7 ("converged" False; 9 of 9
+    weights from 768×768 to 1024×4096), where the dense path reached the residual of the exact
+    triplets rounded to float32, 4.6–6.6e-8 (a new user's trial). "auto" takes the dense path below
+    6·ε of float32; at 1e-6 the model's choice stands."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(600, 200, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(400, 200, generator=g, dtype=torch.float64))[0]
+    s = torch.arange(1, 201, dtype=torch.float64) ** -0.5
+    a = ((u * s) @ v.T + torch.randn(600, 400, generator=g, dtype=torch.float64) / 600**0.5).float()
+    result = riemsvd.solve(a, 8, tol=1e-7)
+    assert result.info.method == "dense" and bool(result.info.converged), result.info
+    a64, u32, s32, v32 = a.double(), result.U.double(), result.S.double(), result.V.double()
+    residual = torch.maximum((a64 @ v32 - u32 * s32).norm(dim=0), (a64.T @ u32 - v32 * s32).norm(dim=0))
+    assert float(residual.max() / torch.linalg.matrix_norm(a64, 2)) <= 1e-7
+    assert riemsvd.solve(a, 8, tol=1e-6).info.method == "iterative"
+
+
 def test_a_narrow_matrix_at_a_loose_tol_is_solved_dense_and_exactly():
     """σ₂ = (1 − 3e-4)·σ₁ of a 10×2 float32 A at tol 1e-4: the model, its products scaled down for the
     loose tol, took the iteration, whose one-column start returned σ₂ as ‖A‖₂, converged, on 20 of
