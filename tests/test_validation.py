@@ -434,7 +434,10 @@ def test_a_stall_below_the_product_floor_does_not_quote_the_floor_as_a_limit():
     a residual 20 times smaller (a new user's trial)."""
     g = torch.Generator().manual_seed(0)
     with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding") as caught:
-        result = riemsvd.solve(torch.randn(1536, 384, generator=g), 1, tol=1e-7, generator=g)
+        # the iteration's warning ("auto" now takes the dense path below 6·ε of float32)
+        result = riemsvd.solve(
+            torch.randn(1536, 384, generator=g), 1, tol=1e-7, generator=g, method="iterative"
+        )
     assert float(result.info.residual) < 9e-6
     assert "9e-06" not in str(caught[0].message)
     # and it names the dense path, whose float64 Gram matrix reaches that tol (a new user's trial: the
