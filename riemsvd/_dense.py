@@ -38,7 +38,8 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     """Whether the dense path is expected to take less time than the iteration, by a cost model
     fitted to measured times (docs/algorithm.md, "The dense path"): the CPU's, or on a CUDA device
     :func:`_prefer_dense_on_gpu`'s; on other devices (not measured) the iteration. In float32 below
-    the iteration's reach (``_FLOAT32_ITERATION_REACH``), whether the dense path fits its bounds.
+    the iteration's reach (``_FLOAT32_ITERATION_REACH``) on the CPU, whether A is within the sizes
+    where the dense path was measured.
 
     A warm start does not enter: it made the model take the iteration where a cold start took the
     dense path, and in 21 of 22 such cases the warm iteration took 1.2–3.1× the dense path's time
@@ -52,7 +53,7 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
         return False
     m, n = shape
     p = min(m, n)
-    if dtype == torch.float32 and tol < _FLOAT32_ITERATION_REACH:
+    if kind == "cpu" and dtype == torch.float32 and tol < _FLOAT32_ITERATION_REACH:
         return p <= _PRECISION_DENSE_UP_TO and batch * m * n <= _PRECISION_DENSE_ENTRIES
     # Products grow with k and with the digits asked for (Lanczos converges linearly in log tol).
     digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
@@ -121,14 +122,16 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
 _CPU_DENSE_UP_TO = 32
 
 # A float32 tol below this the iteration cannot reach: its vectors, float32 combinations of float32
-# bases, stalled at 3.3e-7 to 6.6e-7 (2.8–5.5·ε; 768×768 to 4000×1000, k = 4 and 8), "converged"
-# False, where the dense path's, from a float64 Gram matrix rounded once, reached 4.6–6.6e-8, the
-# residual of the exact triplets rounded to float32 (a new user's trial: tol 1e-7, 9 of 9 weights
-# stalled under "auto", 9 of 9 converged dense, at 1.5–3× the stalled iteration's time). So "auto"
-# takes the dense path there, where its float64 copy of A and Gram matrix stay within these bounds
-# (2²⁵ entries: 268 MB), on either device; beyond them the iteration runs, and warns.
+# bases, stalled at 3.3–4.8e-7 (2.8–4.0·ε) on trained-like weights from 768×768 to 1024×4096 (k = 8;
+# 6.6e-7 for a 2000×1000 Gaussian at k = 4), "converged" False, where the dense path's, from a
+# float64 Gram matrix rounded once, reached 4.6–6.6e-8, the residual of the exact triplets rounded
+# to float32 (a new user's trial: tol 1e-7, 9 of 9 weights stalled under "auto", 9 of 9 converged
+# dense, in 40–150 ms against the stalled iteration's 12–90 at 768×768 and 4000×1000). So "auto"
+# takes the dense path there on the CPU, up to the sizes measured (1024 wide, 2²² entries: 2048²
+# took 819 ms against the iteration's 69, 4096² 6.1 s against 0.45; a review); beyond them, and on
+# a GPU (not measured), the iteration runs, and warns with that remedy.
 _FLOAT32_ITERATION_REACH = 6 * float(torch.finfo(torch.float32).eps)
-_PRECISION_DENSE_UP_TO, _PRECISION_DENSE_ENTRIES = 4096, 1 << 25
+_PRECISION_DENSE_UP_TO, _PRECISION_DENSE_ENTRIES = 1024, 1 << 22
 
 # A batch of matrices whose dense problem is at most this size (float32: the Gram matrix's side;
 # float64: both sides, the SVD's) is solved by the GPU's batched Jacobi kernels (cuSOLVER's

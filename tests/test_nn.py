@@ -549,6 +549,18 @@ def test_a_value_rising_where_the_rival_lies_is_seen_though_the_complements_iter
     pair = (q1[:, 0], q2[:, 0])
     _, _, s = _leading.warm_pair(now, _leading.matrix_products(now), pair, 1e-8, tracker)
     assert abs(float(s) - 1.0005) <= 1e-8, float(s)
+    # where Weyl's bound keeps σ₂ below the pair (σ₂ 0.9 then 0.9001), the rival costs no product:
+    # the power step's and the complement's, one each way
+    then, now = weight(0.9), weight(0.9001)
+    tracker = _leading.PairTracker()
+    tracker.watch(then)
+    tracker.record(then.new_tensor([1.0, 0.9]), then.new_tensor([1e-12, 1e-12]), q1[:, :2], q2[:, :2])
+    tracker.watch(now)
+    counted = _leading.matrix_products(now)
+    calls = []
+    products = _leading.Products(lambda x: calls.append(1) or counted.forward(x), counted.adjoint)
+    _, _, s = _leading.warm_pair(now, products, pair, 1e-8, tracker)
+    assert abs(float(s) - 1.0) <= 1e-8 and len(calls) == 2, (float(s), len(calls))
 
 
 def test_a_block_diagonal_operators_complement_is_followed_block_by_block():

@@ -918,6 +918,36 @@ def test_a_factorization_beside_a_plain_tensor_stops_at_its_minimum(dtype):
     assert infos[-1].gradient_norm <= min(info.gradient_norm for info in infos[-opt.patience :])
 
 
+def test_a_closure_changed_between_steps_by_less_than_the_regularization_is_a_new_problem():
+    """A float32 Rayleigh quotient whose matrix turns by 1e-2 mid-run (plus 1e-5·I) raises the loss
+    by 1.4e-5 of itself, less than ρ's regularization (1.2e-4): taken for the same problem, the stall
+    that followed returned the parameters to the old problem's best point, its gradient 8.2e-4 under
+    the new one (a review). The trial's loss at the point, evaluated before the change, tells it:
+    the steps go on to the new minimizer."""
+    n = 50
+    g = torch.Generator().manual_seed(1)
+    r0 = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    d = torch.linspace(1, 3, n, dtype=torch.float64)
+    turn = torch.eye(n, dtype=torch.float64)
+    turn[:2, :2] = torch.tensor([[math.cos(1e-2), -math.sin(1e-2)], [math.sin(1e-2), math.cos(1e-2)]])
+    r1 = r0 @ turn
+    mats = [((r0 * d) @ r0.T).float(), ((r1 * d) @ r1.T + 1e-5 * torch.eye(n, dtype=torch.float64)).float()]
+    x = _on(SPHERE, _unit(n, torch.Generator().manual_seed(0)).float())
+    opt = RiemannianTrustRegion([x], gradient_tol=1e-30)
+    now = [0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        for _ in range(200):
+            if now[0] == 0 and opt.state[x].get("since_progress", 0) >= opt.patience - 3:
+                now[0] = 1  # between two accepted steps, before the stall
+            opt.step(lambda: x @ mats[now[0]] @ x)
+            if opt.info.stop_reason:
+                break
+    assert now[0] == 1 and opt.info.stop_reason, opt.info
+    cosine = float(x.detach().double() @ r1[:, 0])
+    assert abs(cosine) >= 1 - 1e-6, cosine
+
+
 def test_the_default_gradient_tol_takes_the_steps_that_still_cut_the_gradient():
     """Orthogonal Procrustes ‖X − B‖² on St(300, 32) in float32: the default stop, at the gradient's
     rounding estimate, came a step early, where the gradient norm was still falling 40-fold a step:

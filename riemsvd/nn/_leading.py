@@ -125,9 +125,8 @@ class PairTracker:
         if self.sigma2 is None or self.age >= self.refresh_every:
             return None
         assert self.sigma1 is not None  # set together with sigma2 by record
-        moved = self._moved()
-        rise = abs(sigma - self.sigma1) if moved is None else max(moved, abs(sigma - self.sigma1))
-        margin = sigma - max(self.sigma2 + rise, seen)
+        estimate, ceiling = self.sigma2 + abs(sigma - self.sigma1), self.ceiling()
+        margin = sigma - max(estimate if ceiling is None else max(ceiling, estimate), seen)
         return margin if margin >= 0.5 * self.gap() else None
 
     def above_in_complement(

@@ -107,9 +107,15 @@ def _gradient_rounding(xs: list, norm: float, eps: float) -> float:
 
 def _uphill_reach(state: dict, f: float, eps: float) -> float:
     """ρ's regularization, 1e3·ε·max(|f|, |f₀|) (manopt's ``rho_regularization``, relative to the loss's
-    own size: see :meth:`RiemannianTrustRegion.step`), and so the most an accepted step can raise the
-    loss: ρ > ``accept`` ≥ 0 holds for an increase of up to 0.9 of it where the model predicts none."""
+    own size: see :meth:`RiemannianTrustRegion.step`), and so about the most one accepted step can
+    raise the loss: ρ > ``accept`` holds for an increase of up to (1 − ``accept``) of it where the
+    model predicts no decrease."""
     return 1e3 * eps * max(abs(f), state.get("first_loss", 1.0))
+
+
+def _loss_rounding(f: float, eps: float) -> float:
+    """4·ε·|f|: two losses this close are the same loss to its rounding."""
+    return 4 * eps * abs(f)
 
 
 def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit: float) -> tuple[int, bool]:
@@ -124,12 +130,16 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     and 3.3e-14 and stopped at steps 20–36, each small low starting the count again (a new user's
     trial)."""
     best_f, best_g = state.get("best_loss", math.inf), state.get("best_gradient", math.inf)
-    last = state.get("last_loss")
+    # the loss this point had when it was last evaluated: the last step's own where that step did
+    # not move, its trial's where it did
+    seen = state.get("last_loss") if not moved else state.get("trial_loss")
     state["last_loss"] = f
     # another loss at the same point is another problem (a closure over data that changed): a
     # stalled optimizer reused to track it stopped "stalled" at once, its gradient only 3.6 times
-    # the old low (a new user's trial)
-    changed = not moved and last is not None and abs(f - last) > 4 * eps * abs(last)
+    # the old low (a new user's trial); and a closure changed between an accepted step's trial and
+    # the next step, by less than ρ's regularization (a float32 Rayleigh quotient of a matrix turned
+    # by 1e-2, its loss risen 1.4e-5), is told by the trial's loss at that point (a review)
+    changed = seen is not None and abs(f - seen) > _loss_rounding(seen, eps)
     # a gradient norm 10 times the low where the loss moved too: a loss invariant along some
     # directions (a PCA fit on the Stiefel manifold, X → XQ), at its minimum to the last digit, took
     # steps to the trust region's boundary along them that left the loss equal to 17 digits and the
@@ -152,7 +162,7 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     elif not moved:
         return state.get("since_progress", 0), fresh
     lower = gnorm < best_g and gnorm > unit * state.get("first_gradient", 0.0)
-    if lower or f < best_f - 4 * eps * abs(best_f):
+    if lower or f < best_f - _loss_rounding(best_f, eps):
         state["since_progress"] = 0
     else:
         state["since_progress"] = state.get("since_progress", 0) + 1
@@ -312,9 +322,11 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         came at the gradient's rounding (``gradient_tol`` above). Such a stop returns the parameters
         to the best point since the count began (the lowest loss, or within its rounding the least
         gradient norm), where an accepted step may have left it: ρ's regularization accepts a rise
-        of the loss by up to 1e3·ε of it. A gradient norm 10 times its low at a loss risen beyond
-        that starts the count afresh (a new closure). Steps rejected down to a radius under
-        ε·``max_radius`` stop too, whatever ``patience``.
+        of the loss by up to 1e3·ε of it (the point is kept in memory, not in ``state_dict()``: after
+        a load, the best since it). A loss at the point other than the one found there before (its
+        trial's, or the last step's where that one did not move), or a gradient norm 10 times its
+        low at a loss risen beyond ρ's regularization, starts the count afresh (a new closure).
+        Steps rejected down to a radius under ε·``max_radius`` stop too, whatever ``patience``.
 
     Attributes
     ----------
@@ -419,6 +431,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     def _take_params(self) -> None:
         """The parameters of all groups, their manifolds and the defaults that depend on them."""
         radius, max_radius, max_inner = self._given
+        self._best = None  # a point of other parameters, or of the state before a load
         check_param_groups(self.param_groups, self.defaults)
         self._params = [p for group in self.param_groups for p in group["params"]]
         check_trust_region_params(self._params)
@@ -577,7 +590,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
         since, fresh = _progress(state, f, gnorm, eps, moved, unit)
-        self._keep_if_best(fresh, count, f, gnorm, xs, eps)
+        self._keep_if_best(fresh, count, f, gnorm, xs, _loss_rounding(state["best_loss"], eps))
         stalled = self.patience is not None and since >= self.patience
         # every step from here rejected, down to a radius that moves the parameters by less than their
         # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
@@ -610,7 +623,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             with torch.no_grad():
                 for p, x in zip(params, point):
                     p.copy_(x)
-            loss = torch.tensor(f, dtype=loss.dtype, device=loss.device)
+            loss = loss.new_full(loss.shape, f)
             state["last_loss"] = f  # the same point's loss at the next step: no changed problem
         first = state.get("first_gradient")  # none in a state saved before this rule
         if done == "stalled" and self.gradient_tol is None and first is not None:
@@ -624,7 +637,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             # along some directions swings its gradient norm about that low at the same loss (float32
             # PCA on St(40, 4): 2.1e-6 to 2.6e-3, the loss equal to its 7 digits; a new user's trial)
             best_f = state["best_loss"]
-            at_low = state["best_gradient"] <= unit * first and f <= best_f + 4 * eps * abs(best_f)
+            at_low = state["best_gradient"] <= unit * first and f <= best_f + _loss_rounding(best_f, eps)
             if gnorm <= unit * first or at_low:
                 done = "rounding"
         if done == "stalled" and collapsed and not state.get("collapse_warned"):
@@ -698,7 +711,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         taken, nxt = self.rule.update(f64(radius), f64(rho), torch.tensor(boundary), self.max_radius)
         accepted, state["radius"] = bool(taken) and math.isfinite(f_new), float(nxt)
         if accepted:
-            state["departed_gradient"] = gnorm
+            state["departed_gradient"], state["trial_loss"] = gnorm, f_new
         state["trial_finite"] = math.isfinite(f_new)
         state["moved"] = accepted
         if not accepted:
@@ -711,16 +724,16 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         )
         return loss.detach()
 
-    def _keep_if_best(self, fresh: bool, count: int, f: float, gnorm: float, xs: list, eps: float) -> None:
+    def _keep_if_best(self, fresh: bool, count: int, f: float, gnorm: float, xs: list, band: float) -> None:
         """Keep this step's point as the one a stall returns to where it is the best since the count
-        began (``fresh``: it begins here): its loss lower beyond rounding (4·ε·|f|), or within it
-        and its gradient norm lower. Not the loss alone: at a minimum within the loss's rounding the
-        lowest loss can lie at a point of a larger gradient (a float32 Rayleigh quotient's first
-        point of a changed problem, 2.5e-5, where later ones reached half of it)."""
-        best = self._best
+        began (``fresh``: it begins here): its loss below the kept one's beyond ``band`` (the
+        rounding of the lowest loss seen), or within that band of the lowest loss seen and its
+        gradient norm lower. Not the loss alone: at a minimum within the loss's rounding the lowest
+        loss can lie at a point of a larger gradient (a float32 Rayleigh quotient's first point of a
+        changed problem, 2.5e-5, where later ones reached half of it)."""
+        best, lowest = self._best, self.state[self._params[0]]["best_loss"]
         if not fresh and best is not None and best[0] < count:
-            band = 4 * eps * abs(best[1])
-            if not (f < best[1] - band or (f <= best[1] + band and gnorm < best[2])):
+            if not (f < best[1] - band or (f <= lowest + band and gnorm < best[2])):
                 return
         self._best = (count, f, gnorm, [x.clone() for x in xs])
 
