@@ -10,11 +10,15 @@ would make:
 - ``gradient``: U's and V's derivatives, backward and forward, off by a relative 1e-5;
 - ``give_up``: stops after two iterations, as a solver that gives up would;
 - ``bars``: reports error bars a quarter of the true ones (16 tests of the solve, bounds, dense and
-  half-precision files fail on it, among them the check of every σ against its bar).
+  half-precision files fail on it, among them the check of every σ against its bar);
+- ``trust``: ``riemsvd.nn``'s forward keeps a power step whose residual is below √tol·σ, unchecked
+  (its σ error, about r²/(2·gap), then exceeds tol wherever the top two values lie within √tol/2 of
+  each other), where the Kato–Temple, Weyl, complement and rival tests decide.
 
 ``python -m tests.mutants`` runs the solve, reliability, bounds, pair and autograd tests once per
-mutant (``RIEMSVD_MUTANT=<name>``, installed by tests/conftest.py before any test module imports
-``riemsvd.solve``), stops at the first failure, and exits non-zero if some mutant passes them all.
+mutant of ``solve`` (the nn tests for ``trust``; ``RIEMSVD_MUTANT=<name>``, installed by
+tests/conftest.py before any test module imports ``riemsvd.solve``), stops at the first failure, and
+exits non-zero if some mutant passes them all.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 import torch
 
 FILES = ("test_solve.py", "test_reliability.py", "test_bounds.py", "test_pair.py", "test_autograd.py")
+NN_FILES = ("test_nn.py",)
 
 
 class _OffByFactor(torch.autograd.Function):
@@ -112,12 +117,26 @@ MUTANTS = {
 }
 
 
+def _trust_loosely(step, tol, tracker, products) -> bool:
+    """The ``trust`` mutant of ``riemsvd.nn._leading.trusted``: a residual below √tol·σ suffices."""
+    return step.r <= tol**0.5 * step.s0
+
+
+NN_MUTANTS = {"trust": _trust_loosely}
+
+
 def install(name: str) -> None:
-    """Replace ``solve`` by the mutant everywhere riemsvd holds a reference to it."""
+    """Replace ``solve`` by the mutant everywhere riemsvd holds a reference to it (``riemsvd.nn``'s
+    test of a power step, for its mutants)."""
     import riemsvd
     import riemsvd._pair
     import riemsvd._solve
 
+    if name in NN_MUTANTS:
+        import riemsvd.nn._leading
+
+        riemsvd.nn._leading.trusted = NN_MUTANTS[name]
+        return
     real = riemsvd._solve.solve
     mutant = functools.wraps(real)(functools.partial(MUTANTS[name], real))
     for module in (riemsvd, riemsvd._solve, riemsvd._pair):
@@ -130,9 +149,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     ).parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, f) for f in FILES]
     missed = []
-    for name in MUTANTS:
+    for name in [*MUTANTS, *NN_MUTANTS]:
+        files = [os.path.join(here, f) for f in (NN_FILES if name in NN_MUTANTS else FILES)]
         start = time.perf_counter()
         env = dict(os.environ, RIEMSVD_MUTANT=name)
         run = subprocess.run(
