@@ -11,14 +11,18 @@ would make:
 - ``give_up``: stops after two iterations, as a solver that gives up would;
 - ``bars``: reports error bars a quarter of the true ones (16 tests of the solve, bounds, dense and
   half-precision files fail on it, among them the check of every σ against its bar);
+- ``upper``: ``norm_bounds``'s upper bound, certified or not, 1e-6 of itself too low (under ‖A‖₂
+  wherever the bound is tighter than that, as the default call's is on dense float64 A);
+- ``early``: ``RiemannianTrustRegion``'s estimate of the gradient's rounding (its default
+  ``gradient_tol``, and what a stall at "rounding" is judged by) 1000 times too large;
 - ``trust``: ``riemsvd.nn``'s forward keeps a power step whose residual is below √tol·σ, unchecked
   (its σ error, about r²/(2·gap), then exceeds tol wherever the top two values lie within √tol/2 of
   each other), where the Kato–Temple, Weyl, complement and rival tests decide.
 
 ``python -m tests.mutants`` runs the solve, reliability, bounds, pair and autograd tests once per
-mutant of ``solve`` (the nn tests for ``trust``; ``RIEMSVD_MUTANT=<name>``, installed by
-tests/conftest.py before any test module imports ``riemsvd.solve``), stops at the first failure, and
-exits non-zero if some mutant passes them all.
+mutant of ``solve`` (the bounds, optim and nn tests for ``upper``, ``early`` and ``trust``;
+``RIEMSVD_MUTANT=<name>``, installed by tests/conftest.py before any test module imports
+``riemsvd.solve``), stops at the first failure, and exits non-zero if some mutant passes them all.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import time
 import torch
 
 FILES = ("test_solve.py", "test_reliability.py", "test_bounds.py", "test_pair.py", "test_autograd.py")
-NN_FILES = ("test_nn.py",)
+# the other mutants' files: what they break is tested there
+OTHER_FILES = {"upper": ("test_bounds.py",), "early": ("test_optim.py",), "trust": ("test_nn.py",)}
 
 
 class _OffByFactor(torch.autograd.Function):
@@ -117,6 +122,22 @@ MUTANTS = {
 }
 
 
+def _upper(real, a, **kw):
+    bounds = real(a, **kw)
+    lower, upper, *rest = bounds.__getnewargs__()  # certified, method, the counts as they were
+    return type(bounds)(lower, upper * (1 - 1e-6), *rest)
+
+
+BOUNDS_MUTANTS = {"upper": _upper}
+
+
+def _rounding_too_large(real, xs, norm, eps):
+    return 1e3 * real(xs, norm, eps)
+
+
+OPTIM_MUTANTS = {"early": _rounding_too_large}
+
+
 def _trust_loosely(step, tol, tracker, products) -> bool:
     """The ``trust`` mutant of ``riemsvd.nn._leading.trusted``: a residual below √tol·σ suffices."""
     return step.r <= tol**0.5 * step.s0
@@ -137,6 +158,19 @@ def install(name: str) -> None:
 
         riemsvd.nn._leading.trusted = NN_MUTANTS[name]
         return
+    if name in OPTIM_MUTANTS:
+        import riemsvd.optim.trust_region as trust_region
+
+        real_rounding = trust_region._gradient_rounding
+        trust_region._gradient_rounding = functools.partial(OPTIM_MUTANTS[name], real_rounding)
+        return
+    if name in BOUNDS_MUTANTS:
+        import riemsvd._bounds
+
+        real_bounds = riemsvd._bounds.norm_bounds
+        bounds = functools.wraps(real_bounds)(functools.partial(BOUNDS_MUTANTS[name], real_bounds))
+        riemsvd.norm_bounds = riemsvd._bounds.norm_bounds = bounds
+        return
     real = riemsvd._solve.solve
     mutant = functools.wraps(real)(functools.partial(MUTANTS[name], real))
     for module in (riemsvd, riemsvd._solve, riemsvd._pair):
@@ -150,8 +184,8 @@ def main() -> int:
     ).parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     missed = []
-    for name in [*MUTANTS, *NN_MUTANTS]:
-        files = [os.path.join(here, f) for f in (NN_FILES if name in NN_MUTANTS else FILES)]
+    for name in [*MUTANTS, *BOUNDS_MUTANTS, *OPTIM_MUTANTS, *NN_MUTANTS]:
+        files = [os.path.join(here, f) for f in OTHER_FILES.get(name, FILES)]
         start = time.perf_counter()
         env = dict(os.environ, RIEMSVD_MUTANT=name)
         run = subprocess.run(
