@@ -158,7 +158,7 @@ class PairTracker:
         ceiling = self.ceiling()
         if ceiling is not None and ceiling < s0 - r:
             return False  # no value but σ₁'s can lie within r of s0 (Weinstein), nor above it
-        z = rv - torch.dot(v, rv) * v
+        z = _orthogonal(rv, v)
         size, image = _floats(torch.linalg.vector_norm(z), torch.linalg.vector_norm(products.forward(z)))
         return 0 < size and image > s0 * (1 + tol) * size
 
@@ -198,7 +198,7 @@ class PairTracker:
         z = self.probe
         if z is None or not _alike(z, v):
             z = self._random(v)
-        z = z - torch.dot(v, z) * v
+        z = _orthogonal(z, v)
         a = products.forward(z)
         b = products.adjoint(a)
         blocks = self.blocks if v.shape[-1] % self.blocks == 0 and u.shape[-1] % self.blocks == 0 else 1
@@ -280,6 +280,11 @@ class PairTracker:
 
 def _alike(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+
+def _orthogonal(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x less its part along the unit vector v."""
+    return x - torch.dot(v, x) * v
 
 
 def pair_sigma(u: torch.Tensor, image: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -575,9 +580,9 @@ def _beside(init: tuple, rival: tuple, probe: torch.Tensor | None = None) -> tup
     if hasattr(v0, "full_tensor") or rv.shape != v0.shape[:-1] or rv.dtype != v0.dtype:
         return init
     x, rv = v0[:, 0], rv.to(v0.device)
-    w = rv - torch.dot(x, rv) * x
+    w = _orthogonal(rv, x)
     if probe is not None and _alike(probe, rv):
-        z = probe - torch.dot(x, probe) * x
+        z = _orthogonal(probe, x)
         size, other, cos = _floats(torch.linalg.vector_norm(w), torch.linalg.vector_norm(z), torch.dot(w, z))
         if 0 < size < math.inf and 0 < other < math.inf:
             # the iterate's sign is its draw's, not the rival's: turned against it, the sum cancelled.

@@ -590,7 +590,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
         since, fresh = _progress(state, f, gnorm, eps, moved, unit)
-        self._keep_if_best(fresh, count, f, gnorm, xs, _loss_rounding(state["best_loss"], eps))
+        self._keep_if_best(fresh, count, f, gnorm, xs, state["best_loss"], eps)
         stalled = self.patience is not None and since >= self.patience
         # every step from here rejected, down to a radius that moves the parameters by less than their
         # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
@@ -609,9 +609,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             # Procrustes fit on St(1000, 64) had stopped at ‖X − P‖ = 3e-5 where two more steps
             # (2–3 CG iterations each) reach 2.5e-6, below a float32 SVD's polar factor (6e-6; a new
             # user's trial). After a rejected step the point is as it was: no second try.
-            if moved and "departed_gradient" in state:
-                state["falling"] = gnorm < state["departed_gradient"] / 4
-            settled = gnorm == 0 or not (moved and state.get("falling", False))
+            falling = moved and gnorm < state.get("departed_gradient", 0.0) / 4
+            settled = gnorm == 0 or not falling
         else:
             tol = self.gradient_tol
         done = "gradient norm" if gnorm <= tol and settled else "stalled" if stalled or collapsed else None
@@ -680,7 +679,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
 
         eta, heta, inner_iterations, inner_stop = self._tcg(xs, egrads, graph, grad, radius)
         predicted = -(self._inner(xs, grad, eta) + 0.5 * self._inner(xs, eta, heta))
-        old = [x.clone() for x in xs]
+        # the point as it is, to go back to: the copy _keep_if_best made where it kept this one
+        old = self._best[3] if self._best is not None and self._best[0] == count else [x.clone() for x in xs]
         try:
             with torch.no_grad():
                 for p, m, x, e in zip(params, manifolds, old, eta):
@@ -724,14 +724,16 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         )
         return loss.detach()
 
-    def _keep_if_best(self, fresh: bool, count: int, f: float, gnorm: float, xs: list, band: float) -> None:
+    def _keep_if_best(
+        self, fresh: bool, count: int, f: float, gnorm: float, xs: list, lowest: float, eps: float
+    ) -> None:
         """Keep this step's point as the one a stall returns to where it is the best since the count
-        began (``fresh``: it begins here): its loss below the kept one's beyond ``band`` (the
-        rounding of the lowest loss seen), or within that band of the lowest loss seen and its
-        gradient norm lower. Not the loss alone: at a minimum within the loss's rounding the lowest
-        loss can lie at a point of a larger gradient (a float32 Rayleigh quotient's first point of a
-        changed problem, 2.5e-5, where later ones reached half of it)."""
-        best, lowest = self._best, self.state[self._params[0]]["best_loss"]
+        began (``fresh``: it begins here): its loss below the kept one's beyond the rounding of
+        ``lowest``, the lowest loss seen, or within that rounding of ``lowest`` and its gradient norm
+        lower. Not the loss alone: at a minimum within the loss's rounding the lowest loss can lie
+        at a point of a larger gradient (a float32 Rayleigh quotient's first point of a changed
+        problem, 2.5e-5, where later ones reached half of it)."""
+        best, band = self._best, _loss_rounding(lowest, eps)
         if not fresh and best is not None and best[0] < count:
             if not (f < best[1] - band or (f <= lowest + band and gnorm < best[2])):
                 return
