@@ -74,47 +74,79 @@ def _block_rates(
     common rotation of the pairs (uᵢ, vᵢ), (uⱼ, vⱼ) at the rate D⁻, and a relative one at D⁺ (the
     full-SVD formula, (σ_j P_ij + σ_i P_ji)/(σ_j² − σ_i²) for Ω_U, split in two).
 
-    Where σ_i and σ_j coincide to rounding (within 64ε·σ₁) the common rotation is not defined and D⁻
-    is 0 there, with a warning where ``weight`` (..., k, k), the skew parts the rates
-    multiply, is above its rounding for the pair (or always, without it): a loss on the first pair
-    alone of σ = 3, 2, 1, 1 (k = 4) drew the warning for the last two, whose rotations it does not
-    see (a new user's trial). The rounding is that of ``whole``, what ``weight`` is the skew part of
-    (weight's own without it): a loss of span(U) alone (‖UᵀX‖², σ = 3, 2, 2) has a symmetric UᵀŪ,
-    whose skew part is rounding only, and that rounding, measured against itself, drew the warning
-    (another trial). The relative rotation stays defined there: D⁺ is kept, 0 only where σ_i + σ_j
-    is itself rounding (two zero values). Both had been dropped, and the gradient of U Vᵀ at σ₂ = σ₃
-    (k = 5) came out 6% off (a new user's trial), where it is exact now. Values coincided where their
-    squares did, within 64ε·σ₁², which for small values is no rounding: float32 σ₄ = 2e-3, σ₅ = 1e-3
-    (σ₁ = 5) counted as a tie and u₄'s gradient came out 2.7e-10 for −3.97e-5 (a review)."""
+    Where σ_i and σ_j tie, the common rotation is not defined and D⁻ is 0 there, with a warning
+    where ``weight`` (..., k, k), the skew parts the rates multiply, is above its rounding for the
+    pair (the loss turns with it), or always without ``weight``: a loss on the first pair alone of
+    σ = 3, 2, 1, 1 (k = 4) drew the warning for the last two, whose rotations it does not see (a new
+    user's trial). The rounding is that of ``whole``, what ``weight`` is the skew part of (weight's
+    own without it): a loss of span(U) alone (‖UᵀX‖², σ = 3, 2, 2) has a symmetric UᵀŪ, whose skew
+    part is rounding only, and that rounding, measured against itself, drew the warning (another
+    trial).
+
+    Values tie where they differ by at most 64ε·σ₁, or 16ε·σ₁ where the loss turns with the pair:
+    values equal by construction came out up to 2.5ε·σ₁ apart (float32 and float64, dense and
+    iterative, 64×64 to 1000×400, 20 seeds each), and a skew part that should be 0 carries rounding
+    that 1/(σ_j − σ_i) magnifies, which only a loss that turns with the pair outweighs. A fixed
+    64ε·σ₁ had taken a float32 gap of 5.6e-6·σ₁ (47ε) for a tie, and the gradient of Σ i·‖uᵢᵀX‖²
+    (1536×384, k = 32) came out 1.8e-2 off where torch.linalg.svd's float32 one was 2.2e-4 (a new user's
+    trial); it is 7.8e-6 off now. Between the two floors the rate is kept and a warning says so: the
+    magnified rounding left such a gradient 1–7% off at a gap of 25ε (float32, 300×200, k = 6, 5
+    seeds; 100% with the rate left out, 11–130% by torch.linalg.svd in float32).
+
+    The relative rotation stays defined at a tie: D⁺ is kept, 0 only where σ_i + σ_j is itself
+    rounding (two zero values). Both had been dropped, and the gradient of U Vᵀ at σ₂ = σ₃ (k = 5)
+    came out 6% off (a new user's trial), where it is exact now. Values coincided where their squares
+    did, within 64ε·σ₁², which for small values is no rounding: float32 σ₄ = 2e-3, σ₅ = 1e-3 (σ₁ = 5)
+    counted as a tie and u₄'s gradient came out 2.7e-10 for −3.97e-5 (a review)."""
     s_hat = s * c[..., 0]
     minus = s_hat.unsqueeze(-2) - s_hat.unsqueeze(-1)  # [..., i, j] = ŝ_j − ŝ_i
     plus = s_hat.unsqueeze(-2) + s_hat.unsqueeze(-1)
     top = s_hat[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
-    floor = 64 * eps(s.dtype) * top
+    rounding = 64 * eps(s.dtype) * top
     eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-    close = (minus.abs() <= floor) & ~eye
-    felt = close
+    felt = ~eye
     if weight is not None:
         reference = (weight if whole is None else whole).abs().amax((-2, -1), keepdim=True)
-        felt = close & (weight.abs() > 64 * eps(s.dtype) * reference)
-    if readable_any(felt, default=False):
-        gap = float((s.unsqueeze(-1) - s.unsqueeze(-2)).abs().masked_fill(eye, math.inf).min())  # σ's
-        warnings.warn(
-            f"two of the k singular values coincide (smallest gap {gap:.3g}): a common rotation of "
-            f"their pairs (uᵢ, vᵢ), (uⱼ, vⱼ) changes no singular triplet, so the {what} gradient of "
-            "those vectors is not defined, and that rotation's part is left out of it. Exact all the "
-            "same: gradients of span(U), span(V), U Vᵀ and of S but for symmetric functions of the "
-            "tied values (their sum: one of them alone has no derivative there); not those of U S Vᵀ "
-            "(write it A V Vᵀ, whose gradient through span(V) is exact) or of the vectors themselves."
-            + batch_elements(felt.any(-1).any(-1)),
-            DegenerateSpectrumWarning,
-            stacklevel=callers_level(),
-        )
+        felt = felt & (weight.abs() > 64 * eps(s.dtype) * reference)
+    close = (minus.abs() <= torch.where(felt, rounding / 4, rounding)) & ~eye
+    near = felt & ~close & (minus.abs() <= rounding)
+    if readable_any(close & felt, default=False) or readable_any(near, default=False):
+        _warn_close(s, what, close & felt, near)
     drop_minus = close | eye
-    drop_plus = eye | (plus <= floor)
+    drop_plus = eye | (plus <= rounding)
     d_minus = torch.where(drop_minus, torch.zeros_like(minus), 1.0 / torch.where(drop_minus, 1.0, minus))
     d_plus = torch.where(drop_plus, torch.zeros_like(plus), 1.0 / torch.where(drop_plus, 1.0, plus))
     return d_minus, d_plus
+
+
+def _warn_close(s, what: str, tied: torch.Tensor, near: torch.Tensor) -> None:
+    """The warnings of :func:`_block_rates`: values that tie (``tied`` (..., k, k)), and values kept
+    apart within 64ε·σ₁ (``near``), each where the loss turns with their pair."""
+    top = s[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
+    gaps = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs() / top
+    if readable_any(tied, default=False):
+        gap = float(gaps.masked_fill(~tied, math.inf).min())
+        warnings.warn(
+            f"two of the k singular values coincide ({gap:.2g}·σ₁ apart, within the rounding of "
+            f"{s.dtype}): a common rotation of their pairs (uᵢ, vᵢ), (uⱼ, vⱼ) changes no singular "
+            f"triplet, so the {what} gradient of those vectors is not defined, and that rotation's part "
+            "is left out of it. Exact all the same: gradients of span(U), span(V), U Vᵀ and of S but "
+            "for symmetric functions of the tied values (their sum: one of them alone has no derivative "
+            "there); not those of U S Vᵀ (write it A V Vᵀ, whose gradient through span(V) is exact) or "
+            "of the vectors themselves." + batch_elements(tied.any(-1).any(-1)),
+            DegenerateSpectrumWarning,
+            stacklevel=callers_level(),
+        )
+    if readable_any(near, default=False):
+        gap = float(gaps.masked_fill(~near, math.inf).min())
+        warnings.warn(
+            f"two of the k singular values are {gap:.2g}·σ₁ apart, within 64 times the rounding of "
+            f"{s.dtype} ({64 * eps(s.dtype):.2g}·σ₁): the {what} gradients of those vectors themselves "
+            "divide rounding by that gap and can be off by a sizeable part of themselves (not those of "
+            "span(U), span(V), U Vᵀ or S); float64 resolves them." + batch_elements(near.any(-1).any(-1)),
+            DegenerateSpectrumWarning,
+            stacklevel=callers_level(),
+        )
 
 
 def _unit(s: torch.Tensor) -> torch.Tensor:
@@ -215,9 +247,10 @@ def _warn_unresolved(bad: torch.Tensor, least: torch.Tensor, residual: torch.Ten
         "the k-th singular subspace is not known to this accuracy (the adjoint solve met a "
         f"curvature of {float(least.min()):.2g} on the complements against the triplets' residual "
         f"{float(residual.max()):.2g}, relative to σ₁{how()}). The U/V gradient can be off by its own "
-        "size; a smaller `tol`, or float64, resolves a gap that is not an exact tie. The S gradient is "
-        "still exact (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the limit of its "
-        "gradients from one side)." + batch_elements(bad),
+        "size; a smaller `tol`, or float64, resolves a gap that is not an exact tie. So can σ_k's own "
+        "gradient, u_k v_kᵀ of the returned triplet, which needs no solve but may stand for a mix of "
+        "the k-th and (k+1)-th pairs (at an exact tie σ_k alone has no derivative: u_k v_kᵀ is the "
+        "limit of its gradients from one side); the other values' gradients are exact." + batch_elements(bad),
         DegenerateSpectrumWarning,
         stacklevel=callers_level(),
     )

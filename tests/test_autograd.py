@@ -347,6 +347,37 @@ def test_small_values_apart_are_not_taken_for_a_tie(gen):
     torch.testing.assert_close((y.grad.double() * da).sum(), slope, rtol=1e-3, atol=0)
 
 
+@pytest.mark.parametrize("method", ["dense", "iterative"])
+def test_a_float32_gap_inside_the_k_above_rounding_keeps_its_rotation(method):
+    """σ₄ = σ₃ − 3e-6 (25ε of float32; 300×200, k = 6): the common rotation of the two pairs is
+    defined, and a loss that turns with it (Σ i·‖uᵢᵀX‖²) needs its rate, 1/(σ₃ − σ₄). Left out below
+    64ε·σ₁, as a tie, it made the gradient 100% off the float64 reference; kept, the rounding of the
+    float32 skew parts that the rate divides by 25ε leaves it 1–7% off (5 seeds; torch.linalg.svd in
+    float32, 11–130%), and a warning says so. Where σ₃ = σ₄ exactly, the values tie as before."""
+    gen = torch.Generator().manual_seed(0)
+    spectrum = [1.0, 0.9, 0.8, 0.8 - 3e-6, 0.7, 0.6] + [0.5 * 0.97**i for i in range(194)]
+    left, right = orthonormal(300, 200, gen), orthonormal(200, 200, gen)
+    x = torch.randn(300, 5, generator=gen, dtype=torch.float64)
+    weights = torch.arange(1, 7, dtype=torch.float64)
+
+    def loss(u):
+        return ((u.mT @ x.to(u.dtype)) ** 2 * weights.to(u.dtype)[:, None]).sum()
+
+    a = ((left * torch.tensor(spectrum, dtype=torch.float64)) @ right.mT).float()
+    reference = a.double().requires_grad_()
+    loss(torch.linalg.svd(reference, full_matrices=False)[0][:, :6]).backward()
+    y = a.clone().requires_grad_()
+    u = riemsvd.solve(y, 6, method=method, generator=torch.Generator().manual_seed(0)).U
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="apart, within 64 times the rounding"):
+        loss(u).backward()
+    assert float((y.grad.double() - reference.grad).norm() / reference.grad.norm()) < 0.2
+    spectrum[3] = spectrum[2]
+    tied = ((left * torch.tensor(spectrum, dtype=torch.float64)) @ right.mT).float().requires_grad_()
+    u = riemsvd.solve(tied, 6, method=method, generator=torch.Generator().manual_seed(0)).U
+    with pytest.warns(riemsvd.DegenerateSpectrumWarning, match="coincide"):
+        loss(u).backward()
+
+
 def test_block_rates_leave_out_what_is_not_defined():
     """D⁻ = 1/(σ_j − σ_i) and D⁺ = 1/(σ_j + σ_i) (over the unit c): D⁻ is 0 where two values tie
     (the common rotation), D⁺ only where both are zero to rounding (their relative rotation too: at
