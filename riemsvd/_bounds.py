@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from riemsvd._backend import eager_under_compile, no_autocast, solver_threads
+from riemsvd._backend import eager_under_compile, no_autocast, readable_any, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper, ldexp_outward
 from riemsvd._fourier import fourier_bounds
 from riemsvd._linear import LinearMapOperator
@@ -31,7 +31,7 @@ from riemsvd._operator import (
     product_fault,
     scaled_by_entries,
 )
-from riemsvd._result import ConvergenceWarning
+from riemsvd._result import ConvergenceWarning, callers_level
 from riemsvd._solve import DEFAULT_MAXITER, Problem, _from_numpy, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
@@ -468,7 +468,10 @@ def norm_bounds(
         ``.certified``, ``.failure_probability``, ``.matvecs``, ``.solve_matvecs``, ``.k``,
         ``.method`` (how the upper bound was found: see :class:`NormBounds`).
         ``lower`` is a Rayleigh value ‖A w‖/‖w‖ (= uᵀAv with unit u, v), rounded down (for
-        ``"fourier"`` the largest frequency's norm less its rounding).
+        ``"fourier"`` the largest frequency's norm less its rounding). An upper bound beyond the
+        largest number of A's dtype (a float16 A of norm above 65504) is inf, with a RuntimeWarning.
+        Runs eagerly under ``torch.compile``, behind a graph break; ``fullgraph=True`` refuses it:
+        call it outside the compiled function.
 
     Raises
     ------
@@ -770,8 +773,17 @@ def _near_one(op: Operator) -> Operator:
 
 
 def _round_up(x: torch.Tensor, dtype) -> torch.Tensor:
-    """x (float64) in ``dtype``, never below x."""
+    """The upper bound x (float64) in ``dtype``, never below x; inf beyond its range, with a warning
+    (a float16 A of norm 134756 had upper = inf, certified, unsaid, where solve warns; a new user's
+    trial)."""
     y = x.to(dtype)
+    if readable_any(torch.isinf(y) & torch.isfinite(x), default=False):
+        warnings.warn(
+            f"riemsvd.norm_bounds: the upper bound {float(x.max()):.6g} exceeds the largest {dtype} "
+            f"({torch.finfo(dtype).max:.6g}) and is returned as inf; pass `A.float()` for a finite one.",
+            RuntimeWarning,
+            stacklevel=callers_level(),
+        )
     return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
 
 

@@ -83,9 +83,14 @@ def _check_float_dtype(dtype, what: str) -> None:
             f"`{what}` has dtype {dtype}; riemsvd needs floating values (float32 or float64). Convert "
             f"it first, e.g. `{what}.double()`."
         )
-    raise TypeError(
-        f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 here (solve itself takes a "
-        f"bfloat16 or float16 tensor or DTensor A, in float32). Convert it first, e.g. `{what}.double()`."
+    if dtype in (torch.bfloat16, torch.float16):
+        raise TypeError(
+            f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 here (solve itself takes a "
+            f"bfloat16 or float16 tensor or DTensor A, in float32). Convert it first, e.g. `{what}.float()`."
+        )
+    raise TypeError(  # float8 (a new user's trial)
+        f"`{what}` has dtype {dtype}, which riemsvd does not take: it solves float64 and float32 "
+        f"matrices, and bfloat16 and float16 tensors in float32. Convert it first, e.g. `{what}.float()`."
     )
 
 
@@ -550,6 +555,11 @@ def check_weight(weight, what: str) -> None:
         )
     if not weight.is_floating_point():
         raise TypeError(f"`{what}` has dtype {weight.dtype}; the spectral norm needs a real floating dtype.")
+    if weight.dtype not in _FLOATS + (torch.bfloat16, torch.float16):  # float8: torch's isfinite refused it
+        raise TypeError(
+            f"`{what}` has dtype {weight.dtype}; riemsvd takes float64, float32, bfloat16 and float16 "
+            "weights (the last two solved in float32). Keep a float8 model's master weights in one of them."
+        )
     if weight.numel() == 0:
         raise ValueError(f"`{what}` is empty (shape {tuple(weight.shape)}); it has no singular values.")
 

@@ -89,6 +89,10 @@ def test_float16_values_beyond_its_range_are_not_claimed_converged():
     assert not bool(torch.isfinite(result.S).all())
     assert not bool(result.info.converged) and not float(result.info.residual) <= result.info.tol
     assert result.info.stop_reason == "out of range"
+    # norm_bounds' upper bound is inf there, still a bound, but it had come unsaid (a new user's trial)
+    with pytest.warns(RuntimeWarning, match=r"exceeds the largest torch.float16.*`A.float\(\)`"):
+        bounds = riemsvd.norm_bounds(a)
+    assert float(bounds.upper) == float("inf") and float(bounds.lower) == torch.finfo(torch.float16).max
 
 
 def test_the_float32_solves_warnings_name_the_callers_line():
@@ -212,6 +216,10 @@ def test_project_and_operator_norm_under_autocast():
 def test_spectral_norm_of_a_half_precision_module(dtype):
     torch.manual_seed(0)
     layer = rnn.spectral_norm(torch.nn.Linear(24, 16).to(dtype))
+    # the pair in the weight's dtype, as torch stores it, for the map's norm too (a bfloat16
+    # convolution's pair had been float32, in its state_dict alone; a new user's trial)
+    conv = rnn.spectral_norm(torch.nn.Conv2d(2, 3, 3).to(dtype), input_shape=(2, 6, 6))
+    assert {x.dtype for k, x in conv.state_dict().items() if k.endswith(("_u", "_v"))} == {dtype}
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     for _ in range(3):
         opt.zero_grad()

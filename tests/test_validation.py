@@ -145,6 +145,27 @@ def test_complex_dtype_raises_type_error():
         riemsvd.solve(sp.random(5, 4, density=0.5, format="csr").astype(np.complex128))
 
 
+def test_float8_is_named_with_the_dtypes_riemsvd_takes():
+    """solve told a float8 A that it takes bfloat16 (solve itself), and spectral_norm let torch's
+    isfinite fail on a float8 weight with NotImplementedError (a new user's trial)."""
+    a = torch.randn(5, 4).to(torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match=r"float8_e4m3fn, which riemsvd does not take.*A\.float\(\)"):
+        riemsvd.solve(a, 1)
+    layer = torch.nn.Linear(4, 5).to(torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match=r"`module.weight` has dtype torch.float8_e4m3fn.*and float16"):
+        riemsvd.nn.spectral_norm(layer)
+
+
+def test_the_normalizations_take_tol_as_a_one_element_tensor_as_solve_does():
+    """spectral_norm refused tol=torch.tensor(1e-4), which solve reads (a new user's trial)."""
+    tol = torch.tensor(1e-4)
+    layer = riemsvd.nn.spectral_norm(torch.nn.Linear(40, 50, dtype=torch.float64), tol=tol)
+    assert layer.parametrizations.weight[0].tol == float(tol)  # a number, as solve reads it
+    w = torch.randn(50, 40, dtype=torch.float64)
+    riemsvd.nn.project_spectral_(w, 1.0, tol=tol)
+    assert abs(float(torch.linalg.matrix_norm(w, 2)) - 1.0) < 1e-6
+
+
 def test_a_nested_tensor_is_refused_naming_what_to_do():
     """torch's own errors said "Internal error ... Please file an issue" or named aten::amax (a review)."""
     with warnings.catch_warnings():  # "the PyTorch API of nested tensors is in prototype stage"

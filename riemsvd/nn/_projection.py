@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 
 from riemsvd._validate import (
+    as_number,
     check_dim,
     check_mode,
     check_positive,
@@ -101,6 +102,7 @@ def project_spectral_(
     check_weight(weight, "weight")
     check_positive(max_norm, "max_norm")
     check_mode(mode)
+    tol = as_number(tol)  # as riemsvd.solve takes it
     check_tol(tol)
     dim = check_dim(dim, weight.dim())
     check_projection_init(init, weight, dim)
@@ -200,6 +202,7 @@ def register_projection_hook(
     True
     >>> handle.remove()
     """
+    tol = as_number(tol)  # as riemsvd.solve takes it
     params = check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim)
     hook = _ProjectionHook(params, float(max_norm), mode, tol, dim)
     return optimizer.register_step_post_hook(hook)

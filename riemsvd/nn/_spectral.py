@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
 from riemsvd._result import callers_level
-from riemsvd._validate import check_spectral_norm_args
+from riemsvd._validate import as_number, check_spectral_norm_args
 from riemsvd.nn._leading import PairNormalization, as_matrix, leading_pair, pair_sigma
 from riemsvd.nn._operator_norm import OperatorNorm
 
@@ -196,6 +196,7 @@ def spectral_norm(
     """
     if dim is None:
         dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
+    tol = as_number(tol)  # a one-element float tensor, as riemsvd.solve takes it (a new user's trial)
     weight, dim, input_shape = check_spectral_norm_args(
         module, name, dim, tol, eps, n_power_iterations, input_shape
     )
