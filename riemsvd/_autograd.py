@@ -83,7 +83,8 @@ def _block_rates(
     part is rounding only, and that rounding, measured against itself, drew the warning (another
     trial).
 
-    Values tie where they differ by at most 64ε·σ₁, or 16ε·σ₁ where the loss turns with the pair:
+    Values tie where they differ by at most 64ε·σ₁, or 16ε·σ₁ where ``weight`` shows the loss
+    turning with the pair (the tangents of forward mode, which serve any function, keep 64ε·σ₁):
     values equal by construction came out up to 2.5ε·σ₁ apart (float32 and float64, dense and
     iterative, 64×64 to 1000×400, 20 seeds each), and a skew part that should be 0 carries rounding
     that 1/(σ_j − σ_i) magnifies, which only a loss that turns with the pair outweighs. A fixed
@@ -104,12 +105,13 @@ def _block_rates(
     top = s_hat[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
     rounding = 64 * eps(s.dtype) * top
     eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-    felt = ~eye
+    felt = ~eye  # pairs the loss turns with: all of them, unless ``weight`` shows otherwise
+    sharp = torch.zeros_like(eye)  # pairs that tie at 16ε·σ₁: those ``weight`` shows the loss turning with
     if weight is not None:
         reference = (weight if whole is None else whole).abs().amax((-2, -1), keepdim=True)
-        felt = felt & (weight.abs() > 64 * eps(s.dtype) * reference)
-    close = (minus.abs() <= torch.where(felt, rounding / 4, rounding)) & ~eye
-    near = felt & ~close & (minus.abs() <= rounding)
+        felt = sharp = felt & (weight.abs() > 64 * eps(s.dtype) * reference)
+    close = (minus.abs() <= torch.where(sharp, rounding / 4, rounding)) & ~eye
+    near = sharp & ~close & (minus.abs() <= rounding)
     if readable_any(close & felt, default=False) or readable_any(near, default=False):
         _warn_close(s, what, close & felt, near)
     drop_minus = close | eye

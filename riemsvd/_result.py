@@ -46,8 +46,9 @@ class DegenerateSpectrumWarning(UserWarning):
     The derivative of S, U diag(S̄) Vᵀ, needs no solve, but it is only as good as the returned vectors:
     where σ_k and σ_{k+1} lie closer than the triplets resolve, σ_k's may stand for a mix of the two
     pairs, and at a tie itself one of the tied values alone has none (only symmetric functions of them
-    do). Values inside the k that lie within 64ε·σ₁ are kept apart (with this warning, from 16ε·σ₁ on,
-    where the loss turns with their pair: it divides rounding by their gap). That of U and V is not
+    do). Values inside the k that lie within 64ε·σ₁ tie, but from 16ε·σ₁ on in a backward whose loss
+    turns with their pair, where they are kept apart with this warning (it divides rounding by their
+    gap). That of U and V is not
     defined along the degenerate directions:
     at σᵢ = σⱼ inside the k their common rotation is left out, and losses blind to it (of span(U),
     span(V), U Vᵀ) stay exact, U S Vᵀ does not (write it A V Vᵀ).
