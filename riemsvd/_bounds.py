@@ -447,10 +447,11 @@ def norm_bounds(
     Parameters
     ----------
     A : torch.Tensor, sparse, scipy sparse, LinearOperator-like or riemsvd operator
-        What :func:`riemsvd.solve` accepts, including :func:`riemsvd.linear_operator`; dense tensors
-        ``(*, m, n)`` are batched. Gradients do not flow through the bounds. bfloat16 and float16
-        tensors are bounded in float32 (which holds them exactly), then ``lower`` rounded down and
-        ``upper`` up to their dtype, so the bounds still hold.
+        What :func:`riemsvd.solve` accepts, including :func:`riemsvd.linear_operator`, but a matrix
+        split across processes (a ``ShardedMatrix``, a sharded DTensor: a TypeError says what to do);
+        dense tensors ``(*, m, n)`` are batched. Gradients do not flow through the bounds. bfloat16
+        and float16 tensors are bounded in float32 (which holds them exactly), then ``lower`` rounded
+        down and ``upper`` up to their dtype, so the bounds still hold.
     tol : float, optional
         Relative residual for the solve (default that of :func:`riemsvd.solve`). The deterministic
         bound's excess over ‖A‖₂ is about c²/(2‖A‖₂(a² − f²)), i.e. quadratic in ``tol`` once a² > f².

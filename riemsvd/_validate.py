@@ -727,7 +727,12 @@ def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = Fals
     """A for the pair (U, V): a tensor of shape (*, m, n), of the parameters' dtype and device; for
     ``refine``, 2-D."""
     if not isinstance(a, torch.Tensor):
-        raise TypeError(f"`A` must be a torch.Tensor, got {type(a).__name__}.")
+        # the fix named: a scipy matrix or an operator had only been told what it is not (a trial)
+        raise TypeError(
+            f"`A` must be a torch.Tensor (dense or torch sparse), got {type(a).__name__}. Convert a scipy "
+            "sparse matrix with torch.sparse_csr_tensor (or to_dense), or solve an operator directly "
+            "from the pair: `riemsvd.solve(A, k, init=(pair.U, pair.V))`."
+        )
     m, n = u.shape[0], v.shape[0]
     if a.dim() < 2 or tuple(a.shape[-2:]) != (m, n):
         # refine's shape without the batch it refuses (a new user's trial: the message invited one)

@@ -7,6 +7,7 @@ reaches |⟨u, u₁⟩| ≥ 0.999 in 51 steps (lr 0.05, k = 1) and ‖U Uᵀ −
 
 import geoopt
 import pytest
+import scipy.sparse
 import torch
 
 from riemsvd._pair import SingularPair
@@ -130,6 +131,9 @@ def test_k1_frames_lie_on_the_sphere_and_bad_arguments_raise():
         pair(torch.randn(5, 4, dtype=torch.float64))
     with pytest.raises(TypeError, match="`A` must be a torch.Tensor"):
         pair.brockett([[1.0]])
+    # a scipy matrix or operator is told the fix, not only what it is not (a new user's trial)
+    with pytest.raises(TypeError, match=r"sparse_csr_tensor.*riemsvd.solve\(A, k, init=\(pair.U, pair.V\)\)"):
+        pair.refine(scipy.sparse.random(5, 4, density=0.5, format="csr", dtype="float32"))
 
 
 def test_a_state_whose_frames_are_not_orthonormal_is_refused_on_loading():

@@ -123,7 +123,16 @@ def summarize(records: list[Record]) -> dict:
         for (m, n, k), rs in by_size_and_k(records).items()
     }
     skipped = {r.solver: r.status for r in records if r.status.startswith("skipped")}
-    return dict(by_size_k=groups, all=_ratios(records, short=False), skipped=skipped)
+    ran = {r.solver for r in records if not r.status.startswith("skipped")}
+    ours = [r for r in records if r.solver == "riemsvd"]
+    return dict(
+        by_size_k=groups,
+        all=_ratios(records, short=False),
+        skipped=skipped,
+        peers_ran=sorted(ran - {"riemsvd"}),
+        riemsvd_missed=sum(not r.solved for r in ours),
+        riemsvd_cases=len(ours),
+    )
 
 
 def summarize_backward(records: list[BackwardRecord]) -> dict:

@@ -103,9 +103,20 @@ def format_summary(summary: dict) -> str:
     skipped = summary.get("skipped", {})
     if all(f["solver"] is None for s in summary["by_size_k"].values() for f in s["fastest_peer"].values()):
         # riemsvd alone (or beside peers that solved nothing): "fastest peer: gaussian none" and an empty
-        # "all cases:" block read as a broken run (a new user's trial)
-        lines.append("  no peer solved a case beside riemsvd: no ratios (add peers with --solvers)")
-        return "\n".join(lines + _ratio_lines("  ", summary["all"], skipped, listed=False))
+        # "all cases:" block read as a broken run (a new user's trial); where peers ran and riemsvd
+        # missed tol too, the advice to add peers misled (another trial)
+        peers = summary.get("peers_ran", [])
+        if not peers:
+            lines.append("  no peer ran beside riemsvd: no ratios (add peers with --solvers)")
+        else:
+            lines.append(f"  no peer ({', '.join(peers)}) solved a case: no ratios")
+        if summary.get("riemsvd_missed"):
+            lines.append(
+                f"  riemsvd did not solve {summary['riemsvd_missed']} of its {summary['riemsvd_cases']} "
+                "case(s) either (see the status column: a tol below the rounding of the dtype, for one, is "
+                "reached by none)"
+            )
+        return "\n".join(lines + _ratio_lines("  ", summary["all"], skipped, listed=True))
     for key, s in summary["by_size_k"].items():
         lines += _ratio_lines(f"  {key}: ", s, skipped, listed=True)
         per = []
