@@ -66,6 +66,8 @@ def _block_rates(
     what: str,
     weight: torch.Tensor | None = None,
     whole: torch.Tensor | None = None,
+    common: torch.Tensor | None = None,
+    cotangent_eps: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(D̂⁻, D̂⁺) = (D⁻, D⁺)/c for the values s (..., k) and the unit c (..., 1, 1) of :func:`_unit`,
     in which ŝ = c·σ is of order 1 (the products stay in range at any scale of A):
@@ -83,8 +85,13 @@ def _block_rates(
     part is rounding only, and that rounding, measured against itself, drew the warning (another
     trial).
 
-    Values tie where they differ by at most 64ε·σ₁, or 16ε·σ₁ where ``weight`` shows the loss
-    turning with the pair (the tangents of forward mode, which serve any function, keep 64ε·σ₁):
+    Values tie where they differ by at most 64ε·σ₁, or 16ε·σ₁ where ``common`` (..., k, k), the part
+    of the skew parts that D⁻ multiplies (|S_U + S_V|), shows the loss turning with the pair beyond
+    its rounding and the cotangent's (``cotangent_eps``: a bfloat16 result's cotangent carries
+    bfloat16's, and taken for float32's it kept the rate under a loss of span(U), 10.6× off; a
+    review). Not |S_U| + |S_V|, which ``weight`` is: a loss of U Vᵀ has S_V = −S_U, and its gradient
+    came out 1.9e-3 off where it had been 1.0e-5 (a review). The tangents of forward mode, which
+    serve any function, keep 64ε·σ₁:
     values equal by construction came out up to 2.5ε·σ₁ apart (float32 and float64, dense and
     iterative, 64×64 to 1000×400, 20 seeds each), and a skew part that should be 0 carries rounding
     that 1/(σ_j − σ_i) magnifies, which only a loss that turns with the pair outweighs. A fixed
@@ -105,11 +112,14 @@ def _block_rates(
     top = s_hat[..., :1].unsqueeze(-1).clamp_min(torch.finfo(s.dtype).tiny)
     rounding = 64 * eps(s.dtype) * top
     eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-    felt = ~eye  # pairs the loss turns with: all of them, unless ``weight`` shows otherwise
-    sharp = torch.zeros_like(eye)  # pairs that tie at 16ε·σ₁: those ``weight`` shows the loss turning with
+    felt = ~eye  # pairs the loss's vectors turn with, for the warning: all, unless ``weight`` shows
+    sharp = torch.zeros_like(eye)  # pairs that tie at 16ε·σ₁ (see above)
     if weight is not None:
         reference = (weight if whole is None else whole).abs().amax((-2, -1), keepdim=True)
-        felt = sharp = felt & (weight.abs() > 64 * eps(s.dtype) * reference)
+        felt = felt & (weight.abs() > 64 * eps(s.dtype) * reference)
+        if common is not None:
+            noise = 64 * max(eps(s.dtype), cotangent_eps) * reference
+            sharp = ~eye & (common > noise)
     close = (minus.abs() <= torch.where(sharp, rounding / 4, rounding)) & ~eye
     near = sharp & ~close & (minus.abs() <= rounding)
     if readable_any(close & felt, default=False) or readable_any(near, default=False):
@@ -141,11 +151,17 @@ def _warn_close(s, what: str, tied: torch.Tensor, near: torch.Tensor) -> None:
         )
     if readable_any(near, default=False):
         gap = float(gaps.masked_fill(~near, math.inf).min())
+        # the remedy by the dtype: float64 at its own rounding has none but a loss blind to the turn
+        remedy = (
+            "float64 resolves them"
+            if s.dtype != torch.float64
+            else "at float64's own rounding only a loss blind to their turn is well determined"
+        )
         warnings.warn(
             f"two of the k singular values are {gap:.2g}·σ₁ apart, within 64 times the rounding of "
             f"{s.dtype} ({64 * eps(s.dtype):.2g}·σ₁): the {what} gradients of those vectors themselves "
             "divide rounding by that gap and can be off by a sizeable part of themselves (not those of "
-            "span(U), span(V), U Vᵀ or S); float64 resolves them." + batch_elements(near.any(-1).any(-1)),
+            f"span(U), span(V), U Vᵀ or S); {remedy}." + batch_elements(near.any(-1).any(-1)),
             DegenerateSpectrumWarning,
             stacklevel=callers_level(),
         )
@@ -395,6 +411,7 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
             ga = ga + mm(u * gs.unsqueeze(-2), v.mT)
         if gu is None and gv is None:
             return ga
+        cotangent_eps = _cotangent_eps(gu, gv)
         gu = torch.zeros_like(u) if gu is None else gu
         gv = torch.zeros_like(v) if gv is None else gv
         c = _unit(s).reshape(s.shape[:-1] + (1, 1))
@@ -414,10 +431,23 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
             )
         g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
         skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
-        d_minus, d_plus = _block_rates(s, c, "U/V", skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs())
+        weight, whole, common = skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs(), (skew_u + skew_v).abs()
+        d_minus, d_plus = _block_rates(s, c, "U/V", weight, whole, common, cotangent_eps)
         p_bar = 0.5 * ((skew_u + skew_v) * d_minus + (skew_u - skew_v) * d_plus) * c
         p, q = _complement_solve(op, u, s, v, gu, gv, warn=not zero_tail)  # warned of already
         return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
+
+
+def _cotangent_eps(*cotangents: torch.Tensor | None) -> float:
+    """ε of the coarsest half dtype that holds every entry of the cotangents given (not None), else
+    0: a bfloat16 or float16 result's cotangent reaches the rules in float32 (autograd's cast) with
+    its own dtype's rounding. Unreadable values (torch.func transforms) count as half: the floors
+    then stay where they were before a loss could lower them (see _block_rates)."""
+    given = [g for g in cotangents if g is not None]
+    for half in (torch.bfloat16, torch.float16):  # the coarser first
+        if given and not any(readable_any(g != g.to(half).to(g.dtype), default=False) for g in given):
+            return eps(half)
+    return 0.0
 
 
 def needs_graph(a: torch.Tensor) -> bool:

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from riemsvd._backend import eager_under_compile, no_autocast, readable_any, solver_threads
+from riemsvd._backend import batch_elements, eager_under_compile, no_autocast, readable_any, solver_threads
 from riemsvd._certificate import cholesky_excess, gram_cholesky_upper, gram_first_upper, ldexp_outward
 from riemsvd._fourier import fourier_bounds
 from riemsvd._linear import LinearMapOperator
@@ -447,8 +447,8 @@ def norm_bounds(
     Parameters
     ----------
     A : torch.Tensor, sparse, scipy sparse, LinearOperator-like or riemsvd operator
-        What :func:`riemsvd.solve` accepts, including :func:`riemsvd.linear_operator`, but a matrix
-        split across processes (a ``ShardedMatrix``, a sharded DTensor: a TypeError says what to do);
+        What :func:`riemsvd.solve` accepts, including :func:`riemsvd.linear_operator`, but a
+        ``ShardedMatrix`` or a DTensor of any placement (a TypeError says what to do);
         dense tensors ``(*, m, n)`` are batched. Gradients do not flow through the bounds. bfloat16
         and float16 tensors are bounded in float32 (which holds them exactly), then ``lower`` rounded
         down and ``upper`` up to their dtype, so the bounds still hold.
@@ -778,10 +778,13 @@ def _round_up(x: torch.Tensor, dtype) -> torch.Tensor:
     (a float16 A of norm 134756 had upper = inf, certified, unsaid, where solve warns; a new user's
     trial)."""
     y = x.to(dtype)
-    if readable_any(torch.isinf(y) & torch.isfinite(x), default=False):
+    beyond = torch.isinf(y) & torch.isfinite(x)
+    if readable_any(beyond, default=False):
+        wider = "A.float()" if dtype in HALF else "A.double()"
         warnings.warn(
-            f"riemsvd.norm_bounds: the upper bound {float(x.max()):.6g} exceeds the largest {dtype} "
-            f"({torch.finfo(dtype).max:.6g}) and is returned as inf; pass `A.float()` for a finite one.",
+            f"riemsvd.norm_bounds: the upper bound {float(x[beyond].max()):.6g} exceeds the largest "
+            f"{dtype} ({torch.finfo(dtype).max:.6g}) and is returned as inf; pass `{wider}` for a finite "
+            "one." + batch_elements(beyond),
             RuntimeWarning,
             stacklevel=callers_level(),
         )

@@ -43,15 +43,14 @@ class ResolutionWarning(UserWarning):
 class DegenerateSpectrumWarning(UserWarning):
     """Singular vectors asked to be differentiated are not unique (σᵢ = σⱼ, or σ_k = σ_{k+1}).
 
-    The derivative of S, U diag(S̄) Vᵀ, needs no solve, but it is only as good as the returned vectors:
-    where σ_k and σ_{k+1} lie closer than the triplets resolve, σ_k's may stand for a mix of the two
-    pairs, and at a tie itself one of the tied values alone has none (only symmetric functions of them
-    do). Values inside the k that lie within 64ε·σ₁ tie, but from 16ε·σ₁ on in a backward whose loss
-    turns with their pair, where they are kept apart with this warning (it divides rounding by their
-    gap). That of U and V is not
-    defined along the degenerate directions:
-    at σᵢ = σⱼ inside the k their common rotation is left out, and losses blind to it (of span(U),
-    span(V), U Vᵀ) stay exact, U S Vᵀ does not (write it A V Vᵀ).
+    The derivative of U and V is not defined along the degenerate directions: at σᵢ = σⱼ inside the k
+    their common rotation is left out, and losses blind to it (of span(U), span(V), U Vᵀ) stay exact,
+    U S Vᵀ does not (write it A V Vᵀ). Values inside the k tie within 64ε·σ₁, or within 16ε·σ₁ in a
+    backward whose loss turns with their pair; between the two they are kept apart with this
+    warning, since the rate divides rounding by their gap. The derivative of S, U diag(S̄) Vᵀ, needs
+    no solve, but it is only as good as the returned vectors: where σ_k and σ_{k+1} lie closer than
+    the triplets resolve, σ_k's may stand for a mix of the two pairs, and at a tie itself one of the
+    tied values alone has none (only symmetric functions of them do).
     It is raised where the cotangent of U or V has a part along them, and only there: at an exact
     tie, a loss whose gradient at the returned vectors has none (Σ wᵢ uᵢ² at u = e₁ of diag(3, 3, 1),
     k = 1, as the dense path returns it) gets a zero there without it, although the loss itself jumps

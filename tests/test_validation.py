@@ -164,6 +164,11 @@ def test_the_normalizations_take_tol_as_a_one_element_tensor_as_solve_does():
     w = torch.randn(50, 40, dtype=torch.float64)
     riemsvd.nn.project_spectral_(w, 1.0, tol=tol)
     assert abs(float(torch.linalg.matrix_norm(w, 2)) - 1.0) < 1e-6
+    p = torch.nn.Parameter(3 * torch.randn(50, 40, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=0.0)
+    riemsvd.nn.register_projection_hook(opt, [p], max_norm=1.0, tol=tol)
+    opt.step()
+    assert abs(float(torch.linalg.matrix_norm(p.detach(), 2)) - 1.0) < 1e-6
 
 
 def test_a_nested_tensor_is_refused_naming_what_to_do():

@@ -116,8 +116,9 @@ def by_size_and_k(records: list[R]) -> dict[tuple[int, int, int], list[R]]:
 def summarize(records: list[Record]) -> dict:
     """The headline figures: riemsvd's time over ARPACK's, PROPACK's, svd_lowrank's, PRIMME's and the
     full SVD's, and its products over PROPACK's, as geometric means over the cases both solved (with
-    the count and the cases left out), per (size, k) and over all cases; and the fastest peer on each
-    case."""
+    the count and the cases left out), per (size, k) and over all cases; the fastest peer on each
+    case; the peers skipped (not installed) and those that ran; and how many of its cases riemsvd
+    did not solve."""
     groups = {
         f"{m}x{n} k={k}": dict(**_ratios(rs, short=True), fastest_peer=fastest_peers(rs, short=True))
         for (m, n, k), rs in by_size_and_k(records).items()

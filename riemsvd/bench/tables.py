@@ -107,14 +107,15 @@ def format_summary(summary: dict) -> str:
         # missed tol too, the advice to add peers misled (another trial)
         peers = summary.get("peers_ran", [])
         if not peers:
-            lines.append("  no peer ran beside riemsvd: no ratios (add peers with --solvers)")
+            why = f"skipped: {', '.join(sorted(skipped))}" if skipped else "add peers with --solvers"
+            lines.append(f"  no peer ran beside riemsvd: no ratios ({why})")
         else:
             lines.append(f"  no peer ({', '.join(peers)}) solved a case: no ratios")
         if summary.get("riemsvd_missed"):
             lines.append(
                 f"  riemsvd did not solve {summary['riemsvd_missed']} of its {summary['riemsvd_cases']} "
-                "case(s) either (see the status column: a tol below the rounding of the dtype, for one, is "
-                "reached by none)"
+                f"case(s){' either' if peers else ''} (see the status column: a tol below the rounding of "
+                "the dtype, for one, is reached by none)"
             )
         return "\n".join(lines + _ratio_lines("  ", summary["all"], skipped, listed=True))
     for key, s in summary["by_size_k"].items():
