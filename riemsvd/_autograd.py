@@ -67,7 +67,7 @@ def _block_rates(
     weight: torch.Tensor | None = None,
     whole: torch.Tensor | None = None,
     common: torch.Tensor | None = None,
-    cotangent_eps: float = 0.0,
+    cotangent_eps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(D̂⁻, D̂⁺) = (D⁻, D⁺)/c for the values s (..., k) and the unit c (..., 1, 1) of :func:`_unit`,
     in which ŝ = c·σ is of order 1 (the products stay in range at any scale of A):
@@ -87,17 +87,18 @@ def _block_rates(
 
     Values tie where they differ by at most 64ε·σ₁, or 16ε·σ₁ where ``common`` (..., k, k), the part
     of the skew parts that D⁻ multiplies (|S_U + S_V|), shows the loss turning with the pair beyond
-    its rounding and the cotangent's (``cotangent_eps``: a bfloat16 result's cotangent carries
-    bfloat16's, and taken for float32's it kept the rate under a loss of span(U), 10.6× off; a
-    review). Not |S_U| + |S_V|, which ``weight`` is: a loss of U Vᵀ has S_V = −S_U, and its gradient
-    came out 1.9e-3 off where it had been 1.0e-5 (a review). The tangents of forward mode, which
-    serve any function, keep 64ε·σ₁:
-    values equal by construction came out up to 2.5ε·σ₁ apart (float32 and float64, dense and
-    iterative, 64×64 to 1000×400, 20 seeds each), and a skew part that should be 0 carries rounding
-    that 1/(σ_j − σ_i) magnifies, which only a loss that turns with the pair outweighs. A fixed
-    64ε·σ₁ had taken a float32 gap of 5.6e-6·σ₁ (47ε) for a tie, and the gradient of Σ i·‖uᵢᵀX‖²
-    (1536×384, k = 32) came out 1.8e-2 off where torch.linalg.svd's float32 one was 2.2e-4 (a new user's
-    trial); it is 7.8e-6 off now. Between the two floors the rate is kept and a warning says so: the
+    its rounding and the cotangent's (``cotangent_eps`` (...): a result cast to a coarser dtype
+    hands back a cotangent with that dtype's rounding; a bfloat16 result's, taken for float32's,
+    kept the rate under a loss of span(U), 10.6× off, and a float32 loss of a float64 solve's U
+    2.0e4 off; reviews). Not |S_U| + |S_V|, which ``weight`` is: a loss of U Vᵀ has S_V = −S_U,
+    and its gradient came out 1.9e-3 off where it had been 1.0e-5 (a review). The tangents of
+    forward mode, which serve any function, keep 64ε·σ₁. Why two floors: values equal by
+    construction came out up to 2.5ε·σ₁ apart (float32 and float64, dense and iterative, 64×64 to
+    1000×400, 20 seeds each), and a skew part that should be 0 carries rounding that
+    1/(σ_j − σ_i) magnifies, which only a loss that turns with the pair outweighs. A fixed 64ε·σ₁
+    had taken a float32 gap of 5.6e-6·σ₁ (47ε) for a tie, and the gradient of Σ i·‖uᵢᵀX‖²
+    (1536×384, k = 32) came out 1.8e-2 off where torch.linalg.svd's float32 one was 2.2e-4 (a new
+    user's trial); it is 7.8e-6 off now. Between the two floors the rate is kept and a warning says so: the
     magnified rounding left such a gradient 1–7% off at a gap of 25ε (float32, 300×200, k = 6, 5
     seeds; 100% with the rate left out, 11–130% by torch.linalg.svd in float32).
 
@@ -118,7 +119,10 @@ def _block_rates(
         reference = (weight if whole is None else whole).abs().amax((-2, -1), keepdim=True)
         felt = felt & (weight.abs() > 64 * eps(s.dtype) * reference)
         if common is not None:
-            noise = 64 * max(eps(s.dtype), cotangent_eps) * reference
+            unit = torch.full_like(reference, eps(s.dtype))
+            if cotangent_eps is not None:
+                unit = torch.maximum(unit, cotangent_eps[..., None, None].to(unit.dtype))
+            noise = 64 * unit * reference
             sharp = ~eye & (common > noise)
     close = (minus.abs() <= torch.where(sharp, rounding / 4, rounding)) & ~eye
     near = sharp & ~close & (minus.abs() <= rounding)
@@ -411,7 +415,7 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
             ga = ga + mm(u * gs.unsqueeze(-2), v.mT)
         if gu is None and gv is None:
             return ga
-        cotangent_eps = _cotangent_eps(gu, gv)
+        given = [g for g in (gu, gv) if g is not None]
         gu = torch.zeros_like(u) if gu is None else gu
         gv = torch.zeros_like(v) if gv is None else gv
         c = _unit(s).reshape(s.shape[:-1] + (1, 1))
@@ -429,6 +433,10 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
                 DegenerateSpectrumWarning,
                 stacklevel=callers_level(),
             )
+        if op.distributed:  # each process's block could tell another story: the floors as before
+            cotangent_eps = torch.full(s.shape[:-1], eps(torch.bfloat16), dtype=s.dtype, device=s.device)
+        else:
+            cotangent_eps = _cotangent_eps(given, s.dtype)
         g_u, g_v = op.left.inner(u, gu), op.right.inner(v, gv)
         skew_u, skew_v = g_u - g_u.mT, g_v - g_v.mT
         weight, whole, common = skew_u.abs() + skew_v.abs(), g_u.abs() + g_v.abs(), (skew_u + skew_v).abs()
@@ -438,16 +446,21 @@ def cotangent(layout: Layout, a, u, s, v, gu, gs, gv):
         return ga + mm(u, mm(p_bar, v.mT)) + mm(p, v.mT) + mm(u, q.mT)
 
 
-def _cotangent_eps(*cotangents: torch.Tensor | None) -> float:
-    """ε of the coarsest half dtype that holds every entry of the cotangents given (not None), else
-    0: a bfloat16 or float16 result's cotangent reaches the rules in float32 (autograd's cast) with
-    its own dtype's rounding. Unreadable values (torch.func transforms) count as half: the floors
-    then stay where they were before a loss could lower them (see _block_rates)."""
-    given = [g for g in cotangents if g is not None]
-    for half in (torch.bfloat16, torch.float16):  # the coarser first
-        if given and not any(readable_any(g != g.to(half).to(g.dtype), default=False) for g in given):
-            return eps(half)
-    return 0.0
+def _cotangent_eps(cotangents: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """Per matrix (...), ε of the coarsest dtype that holds every entry of the cotangents (..., rows,
+    k), 0 where none coarser than theirs does: a result cast to bfloat16, float16 or (from float64)
+    float32 hands back its cotangent with that dtype's rounding (autograd's cast). Tensors only, so
+    that torch.func transforms keep it (a host read there had to assume the coarsest)."""
+    first = cotangents[0]
+    out = torch.zeros(first.shape[:-2], dtype=dtype, device=first.device)
+    for coarse in (torch.float32, torch.float16, torch.bfloat16):  # the finest first: the coarsest wins
+        if eps(coarse) <= eps(first.dtype):
+            continue
+        held = torch.ones_like(out, dtype=torch.bool)
+        for g in cotangents:
+            held = held & (g == g.to(coarse).to(g.dtype)).all(-1).all(-1)
+        out = torch.where(held, torch.full_like(out, eps(coarse)), out)
+    return out
 
 
 def needs_graph(a: torch.Tensor) -> bool:

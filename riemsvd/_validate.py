@@ -730,8 +730,8 @@ def check_pair_input(a, u: torch.Tensor, v: torch.Tensor, *, refine: bool = Fals
         # the fix named: a scipy matrix or an operator had only been told what it is not (a trial)
         raise TypeError(
             f"`A` must be a torch.Tensor (dense or torch sparse), got {type(a).__name__}. Convert a scipy "
-            "sparse matrix with torch.sparse_csr_tensor (or its .toarray()), or solve it, or an "
-            "operator, from the pair: `riemsvd.solve(A, k, init=(pair.U, pair.V))`."
+            "sparse matrix with torch.sparse_csr_tensor (or `torch.from_numpy(A.toarray())`), or solve "
+            "it, or an operator, from the pair: `riemsvd.solve(A, k, init=(pair.U, pair.V))`."
         )
     m, n = u.shape[0], v.shape[0]
     if a.dim() < 2 or tuple(a.shape[-2:]) != (m, n):

@@ -450,6 +450,52 @@ def test_a_bfloat16_results_cotangent_keeps_the_tie_floor():
     assert float((y.grad.double() - reference.grad).norm() / reference.grad.norm()) < 0.05
 
 
+def test_the_cotangents_rounding_is_read_per_matrix_and_from_any_coarser_dtype():
+    """Two more routes by which rounding reached the rate (a second review): a float64 solve's U fed
+    to a float32 loss hands back a float32-rounded cotangent (its span loss came out 2.0e4 off at a
+    30ε gap, 2.3e-7 before), and under vmap(grad) the cotangent's values could not be read, so the
+    rate was left out as at a tie (a float32 batch element at 30ε: 1.00 off, 1.7e-2 eagerly)."""
+    gen = torch.Generator().manual_seed(0)
+    eps64 = torch.finfo(torch.float64).eps
+    spectrum = [1.0, 0.9, 0.8, 0.8 - 30 * eps64, 0.7, 0.6] + [0.5 * 0.97**i for i in range(94)]
+    a = (orthonormal(150, 100, gen) * torch.tensor(spectrum, dtype=torch.float64)) @ orthonormal(
+        100, 100, gen
+    ).mT
+    x = torch.randn(150, 5, generator=gen, dtype=torch.float64)
+    grads = []
+    for cast in (torch.float64, torch.float32):
+        y = a.clone().requires_grad_()
+        ((riemsvd.solve(y, 6, method="dense").U.to(cast).mT @ x.to(cast)) ** 2).sum().backward()
+        grads.append(y.grad)
+    assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 1e-5
+
+    eps32 = torch.finfo(torch.float32).eps
+    weights = torch.arange(1, 7, dtype=torch.float32)
+    batch = []
+    for gap in (2e4, 30):
+        spectrum = [1.0, 0.9, 0.8, 0.8 - gap * eps32, 0.7, 0.6] + [0.5 * 0.97**i for i in range(74)]
+        batch.append(
+            (orthonormal(120, 80, gen) * torch.tensor(spectrum, dtype=torch.float64))
+            @ orthonormal(80, 80, gen).mT
+        )
+    b = torch.stack(batch).float()
+    x = x[:120].float()
+
+    def loss(y):
+        return (
+            ((riemsvd.solve(y, 6, method="dense").U.mT @ x.to(y.dtype)) ** 2).sum(-1) * weights.to(y.dtype)
+        ).sum()
+
+    reference = b.double().requires_grad_()
+    u = torch.linalg.svd(reference, full_matrices=False)[0][..., :6]
+    (((u.mT @ x.double()) ** 2).sum(-1) * weights.double()).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.DegenerateSpectrumWarning)
+        mapped = torch.func.vmap(torch.func.grad(loss))(b)
+    error = (mapped.double() - reference.grad).flatten(1).norm(dim=1) / reference.grad.flatten(1).norm(dim=1)
+    assert float(error[1]) < 0.2, error
+
+
 def test_block_rates_leave_out_what_is_not_defined():
     """D⁻ = 1/(σ_j − σ_i) and D⁺ = 1/(σ_j + σ_i) (over the unit c): D⁻ is 0 where two values tie
     (the common rotation), D⁺ only where both are zero to rounding (their relative rotation too: at
