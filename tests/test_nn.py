@@ -1314,6 +1314,25 @@ def test_a_module_on_the_meta_device_is_normalized_once_it_has_values():
         assert abs(true_sigma(layer.weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
+def test_a_convolution_on_the_meta_device_is_normalized_as_a_map_once_it_has_values():
+    """spectral_norm(conv, input_shape=...) of a convolution made on the meta device raised "Cannot
+    copy out of meta tensor" at registration, where the kernel's normalization defers its pair (a
+    review): its pair is made empty there, and the first forward after to_empty solves."""
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, device="meta", dtype=torch.float64)
+    layer = rnn.spectral_norm(conv, input_shape=(2, 6, 6))
+    assert layer.parametrizations.weight[0]._u.is_meta
+    layer.to_empty(device="cpu")
+    with torch.no_grad():
+        original(layer).copy_(torch.randn(3, 2, 3, 3, dtype=torch.float64))
+        layer.parametrizations.weight[0]._u.fill_(float("nan"))
+        layer.parametrizations.weight[0]._v.fill_(float("nan"))
+        layer.bias.zero_()
+    layer(torch.randn(1, 2, 6, 6, dtype=torch.float64))
+    basis = torch.eye(72, dtype=torch.float64).reshape(72, 2, 6, 6)  # the map's matrix, input by input
+    images = torch.nn.functional.conv2d(basis, layer.weight.detach(), padding=1).reshape(72, -1)
+    assert abs(float(torch.linalg.matrix_norm(images, 2)) - 1) <= SIGMA_ATOL[torch.float64]
+
+
 def test_a_meta_module_read_in_eval_mode_first_is_normalized():
     """The same deferred initialization, but the layer read in eval mode before any training forward:
     its W/σ came from the garbage pair, non-finite or with ‖W/σ‖₂ = 1.7e-25 (a new user's trial). The

@@ -44,7 +44,10 @@ class OperatorNorm(PairNormalization):
         self._output_shape: torch.Size | None = None
         self.shape_warned = False  # a forward on inputs of another shape was warned of (spectral_norm)
         op = self._operator(weight.detach())
-        u, v, _ = _leading_pair_op(op, None, tol, self._tracker)  # two triplets, as in SpectralNorm
+        if weight.is_meta:  # deferred initialization: the values, and the pair, come later (_unset)
+            u, v = weight.new_empty(math.prod(op.output_shape)), weight.new_empty(math.prod(self.input_shape))
+        else:
+            u, v, _ = _leading_pair_op(op, None, tol, self._tracker)  # two triplets, as in SpectralNorm
         # in the weight's dtype, as SpectralNorm's and torch's (a bfloat16 convolution's had been
         # float32: its state_dict's alone; a new user's trial)
         self._store_pair(u.to(weight.dtype), v.to(weight.dtype), weight)
@@ -58,6 +61,8 @@ class OperatorNorm(PairNormalization):
     def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
         """The operator's leading pair for the weight w, warm-started from (u, v) (or not:
         ``warm=False``), written into them."""
+        if w.is_meta:
+            return
         op = self._operator(w)
         init = (u.to(op.dtype), v.to(op.dtype)) if warm else None
         self._tracker.watch(w, math.sqrt(math.prod(w.shape[2:])))  # Weyl's bound: see PairTracker.watch
