@@ -162,7 +162,11 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     elif not moved:
         return state.get("since_progress", 0), fresh
     lower = gnorm < best_g and gnorm > unit * state.get("first_gradient", 0.0)
-    if lower or f < best_f - _loss_rounding(best_f, eps):
+    # a loss's rounding is that of the terms it sums, whose size the first loss keeps: relative to
+    # the low alone, a loss falling to an exact 0 (xᵀAx on the sphere, A = diag(0, …): 5e-13 at step 16)
+    # made progress at every step, and the steps ran on to 5e-320, 242 of them (a new user's trial)
+    scale = best_f if math.isinf(best_f) else max(abs(best_f), state.get("first_loss", 0.0))
+    if lower or f < best_f - _loss_rounding(scale, eps):
         state["since_progress"] = 0
     else:
         state["since_progress"] = state.get("since_progress", 0) + 1
