@@ -169,15 +169,17 @@ if __name__ == "__main__":
     p.add_argument("--epochs", type=int, default=30, help="training epochs on digits (default 30)")
     p.add_argument("--plot", default=None, help="write |σ − 1| over training to this PNG")
     p.add_argument("--benchmark", action="store_true", help="also time a 1024×1024 Linear training step")
-    p.add_argument("--device", default="cpu", help="with --benchmark: its device (default cpu)")
+    p.add_argument("--device", default=None, help="with --benchmark: its device (default cpu)")
     p.add_argument("--tol", type=float, default=None, help="with --benchmark: riemsvd's tol")
     args = p.parse_args()
     # checked before the training, not after it (a new user's trial: --epochs 0 failed in max(),
     # --tol 0 after the whole training, and both options were silently unused without --benchmark)
     if args.epochs < 1:
         p.error(f"--epochs must be at least 1, got {args.epochs}")
-    if not args.benchmark and (args.device != "cpu" or args.tol is not None):
+    # None by default, so that an explicit --device cpu without --benchmark is refused too (a trial)
+    if not args.benchmark and (args.device is not None or args.tol is not None):
         p.error("--device and --tol apply to --benchmark's step only: add --benchmark")
+    args.device = args.device or "cpu"
     if args.tol is not None and not 0 < args.tol < 1:
         p.error(f"--tol must be in (0, 1), got {args.tol}")
     if args.benchmark and args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -1015,19 +1015,21 @@ def test_a_numpy_callers_large_products_are_numpys(monkeypatch, gen):
     assert big.numel() > _backend.ONE_BLAS_THREAD_UP_TO
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    from riemsvd._operator import as_operator  # a batch's matrices, each on its own (one_matrix), alike
+
+    stacked = torch.stack([big, big])
     try:
         results, torch_calls = [], []
         for x in (big.numpy(), big):
             results.append(riemsvd.solve(x, 2, tol=1e-12, method="iterative"))
             torch_calls.append(len(calls))
+        # still on two threads: torch limited to one by its user (OMP_NUM_THREADS=1) takes numpy's
+        # BLAS, and these had failed under that setting (a new user's trial)
+        assert not as_operator(stacked, from_numpy=True).one_matrix((0,)).torch_products()
+        assert as_operator(stacked).one_matrix((0,)).torch_products()  # measured: torch's here
     finally:
         torch.set_num_threads(threads)
     assert measured == [False]  # the tensor's alone, against numpy's BLAS on its threads
-    from riemsvd._operator import as_operator  # a batch's matrices, each on its own (one_matrix), alike
-
-    stacked = torch.stack([big, big])
-    assert not as_operator(stacked, from_numpy=True).one_matrix((0,)).torch_products()
-    assert as_operator(stacked).one_matrix((0,)).torch_products()  # measured: torch's here
     assert torch_calls[0] == 0 < torch_calls[1]  # the array's products by numpy's BLAS, the tensor's by torch
     for result in results:
         torch.testing.assert_close(result.S, torch.linalg.svdvals(big)[:2], rtol=1e-11, atol=0)
