@@ -18,6 +18,7 @@ from torch import nn
 
 from riemsvd._backend import batch_elements, no_autocast, readable_any, readable_number
 from riemsvd._operator import Operator, is_linear_operator_like, is_scipy_sparse, max_abs, stored_values
+from riemsvd._tolerance import HALF
 
 __all__ = [
     "NON_FINITE_A",
@@ -83,7 +84,7 @@ def _check_float_dtype(dtype, what: str) -> None:
             f"`{what}` has dtype {dtype}; riemsvd needs floating values (float32 or float64). Convert "
             f"it first, e.g. `{what}.double()`."
         )
-    if dtype in (torch.bfloat16, torch.float16):
+    if dtype in HALF:
         raise TypeError(
             f"`{what}` has dtype {dtype}; riemsvd needs float32 or float64 here (solve itself takes a "
             f"bfloat16 or float16 tensor or DTensor A, in float32). Convert it first, e.g. `{what}.float()`."
@@ -555,7 +556,7 @@ def check_weight(weight, what: str) -> None:
         )
     if not weight.is_floating_point():
         raise TypeError(f"`{what}` has dtype {weight.dtype}; the spectral norm needs a real floating dtype.")
-    if weight.dtype not in _FLOATS + (torch.bfloat16, torch.float16):  # float8: torch's isfinite refused it
+    if weight.dtype not in _FLOATS + HALF:  # float8: torch's isfinite refused it
         raise TypeError(
             f"`{what}` has dtype {weight.dtype}; riemsvd takes float64, float32, bfloat16 and float16 "
             "weights (the last two solved in float32). Keep a float8 model's master weights in one of them."
@@ -716,7 +717,7 @@ def check_pair_shape(m, n, k, dtype=None) -> None:
         raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)}, got {k}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"`dtype` must be a real floating torch.dtype such as torch.float64, got {dtype!r}.")
-    if dtype in (torch.float16, torch.bfloat16):  # QR, which draws and retracts the frames, has no kernel
+    if dtype in HALF:  # QR, which draws and retracts the frames, has no kernel
         raise TypeError(
             f"`dtype` {dtype} has no QR, which the pair's frames need: keep the pair in torch.float32 "
             "and pass it `A.float()` (riemsvd.solve takes half-precision A and returns its dtype)."
@@ -880,7 +881,7 @@ def check_trust_region_params(params) -> None:
         # half precision cannot hold a point on a sphere or Stiefel manifold to the manifold check's
         # 1e-5, nor resolve ρ: its own retractions' points were refused mid-run as "not on its
         # manifold" (13–15 of 20 runs on a sphere, every Stiefel start; a new user's trial)
-        if p.dtype in (torch.float16, torch.bfloat16):
+        if p.dtype in HALF:
             raise TypeError(
                 f"`params`: parameter {i} is {p.dtype}; RiemannianTrustRegion works in float32 or "
                 "float64 (half precision holds a point on a manifold to about 1e-3, and no decrease "

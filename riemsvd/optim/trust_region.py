@@ -165,7 +165,7 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     # a loss's rounding is that of the terms it sums, whose size the first loss keeps: relative to
     # the low alone, a loss falling to an exact 0 (xᵀAx on the sphere, A = diag(0, …): 5e-13 at step 16)
     # made progress at every step, and the steps ran on to 5e-320, 242 of them (a new user's trial)
-    scale = best_f if math.isinf(best_f) else max(abs(best_f), state.get("first_loss", 0.0))
+    scale = max(abs(best_f), state.get("first_loss", 0.0))  # inf before a first low, as best_f
     if lower or f < best_f - _loss_rounding(scale, eps):
         state["since_progress"] = 0
     else:
