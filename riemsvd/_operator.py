@@ -725,8 +725,19 @@ class ScipyOperator(Operator):
         self.a = a
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._at = None
+        # the products a column at a time, each as a 1-D vector (as scipy's svds hands them), for a
+        # LinearOperator whose matvec or rmatvec fails on the 2-D columns its matmat passes on: one
+        # written for (m,) vectors, X.T @ y − μ·y.sum() for a centered X, broadcast them to (n, n),
+        # and the solve failed where svds had run (a new user's trial). Taken for the rest of the
+        # solve once a product needed it (_product); a product by matvec cost 2 ms more in a 384×384
+        # solve of 207 products than by matmat, where that works
+        self._by_vectors: dict | None = None
+        self._one_at_a_time = False
         if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
             self._mm, self._rmm = a.matmat, _adjoint(a.rmatmat)
+            if hasattr(a, "matvec") and hasattr(a, "rmatvec"):
+                rmv = _adjoint(_columnwise(a.rmatvec))
+                self._by_vectors = {self._mm: _columnwise(a.matvec), self._rmm: rmv}
         elif is_scipy_sparse(a) or (hasattr(a, "T") and hasattr(a, "__matmul__")):
             # scipy sparse arrays and matrices, whose `T` makes a new object each time (19 µs, 384×384)
             self._at = a.T
@@ -744,7 +755,7 @@ class ScipyOperator(Operator):
             # scipy's svds had converged (a new user's trial); the copy is n numbers beside a Python call
             x = x.copy()
         try:
-            out = np.asarray(fn(x), dtype=self._np_dtype)
+            out = self._product(fn, x, rows)
         except AdjointError:
             raise  # its own message says all (wrapped, it read twice, with a word on lengths)
         except ValueError as err:
@@ -755,11 +766,30 @@ class ScipyOperator(Operator):
             )
         return np.ascontiguousarray(out.reshape(rows, x.shape[-1]))
 
+    def _product(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
+        """fn(x) as an array of A's dtype; by 1-D vectors where that fails (see ``_by_vectors``)."""
+        if self._one_at_a_time:
+            assert self._by_vectors is not None  # set only with them
+            return np.asarray(self._by_vectors[fn](x), dtype=self._np_dtype)
+        try:
+            out = np.asarray(fn(x), dtype=self._np_dtype)
+            if self._by_vectors is None or out.size == rows * x.shape[-1]:
+                return out
+        except AdjointError:
+            raise
+        except ValueError:
+            if self._by_vectors is None:
+                raise
+        out = np.asarray(self._by_vectors[fn](x), dtype=self._np_dtype)
+        self._one_at_a_time = True
+        return out
+
     def _wrong_product(self, fn, rows: int, what: str) -> str:
         product = "A x" if fn is self._mm else "Aᵀ y"
         return (
             f"`A`'s product {product} {what}: A of shape {tuple(self.shape)} gives {rows} entries a column; "
-            "check its matvec/rmatvec (or matmat/rmatmat)."
+            "check its matvec/rmatvec (which riemsvd hands a column as a 1-D array, as scipy's svds does) "
+            "or matmat/rmatmat (a 2-D block of columns)."
         )
 
     def adjoint_source(self) -> str | None:

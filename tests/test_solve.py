@@ -963,6 +963,26 @@ def test_a_previous_result_as_init_is_its_u_and_v():
         riemsvd.solve(b, 3, init=triple)
 
 
+def test_a_linear_operator_written_for_1d_vectors_is_solved_as_svds_solves_it():
+    """A centered data matrix's LinearOperator whose rmatvec takes (m,) vectors (X.T @ y − μ·y.sum(),
+    as scipy's svds calls it): its matmat passed (m, 1) columns, broadcast to (n, n), and the solve
+    failed where svds ran (a new user's trial). The products go a 1-D column at a time once matmat
+    fails, and the values are the centered matrix's (float64, k beyond one column: the final check's
+    block too); a matvec that fails on 1-D vectors as well is still named."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 100, generator=gen, dtype=torch.float64).numpy()
+    mu = x.mean(0)
+    op = sla.LinearOperator(
+        x.shape, matvec=lambda v: x @ v - mu @ v, rmatvec=lambda y: x.T @ y - mu * y.sum(), dtype=float
+    )
+    out = riemsvd.solve(op, 3, tol=1e-10, generator=gen)
+    assert bool(out.info.converged)
+    np.testing.assert_allclose(out.S.numpy(), np.linalg.svd(x - mu, compute_uv=False)[:3], rtol=1e-9)
+    broken = sla.LinearOperator(x.shape, matvec=lambda v: x @ v, rmatvec=lambda y: x.T @ y[:-1], dtype=float)
+    with pytest.raises(ValueError, match=r"Aᵀ y failed .*a column as a 1-D array"):
+        riemsvd.solve(broken, 3, generator=gen)
+
+
 def test_a_linear_operator_that_changes_its_input_in_place_is_solved():
     """matvec scaling x in place (x *= 2, then M x / 2) changed the solver's own basis vector: the solve
     raised "the operator returned NaN or Inf" where scipy's svds converged (a new user's trial). Its
