@@ -730,14 +730,14 @@ class ScipyOperator(Operator):
         # written for (m,) vectors, X.T @ y − μ·y.sum() for a centered X, broadcast them to (n, n),
         # and the solve failed where svds had run (a new user's trial). Taken for the rest of the
         # solve once a product needed it (_product); a product by matvec cost 2 ms more in a 384×384
-        # solve of 207 products than by matmat, where that works
-        self._by_vectors: dict | None = None
+        # solve of 207 products than by matmat, where that works. (A x's, Aᵀ y's), not a dict keyed
+        # by the callables: a dataclass's is unhashable (a review)
+        self._by_vectors: tuple | None = None
         self._one_at_a_time = False
         if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
             self._mm, self._rmm = a.matmat, _adjoint(a.rmatmat)
             if hasattr(a, "matvec") and hasattr(a, "rmatvec"):
-                rmv = _adjoint(_columnwise(a.rmatvec))
-                self._by_vectors = {self._mm: _columnwise(a.matvec), self._rmm: rmv}
+                self._by_vectors = (_columnwise(a.matvec), _adjoint(_columnwise(a.rmatvec)))
         elif is_scipy_sparse(a) or (hasattr(a, "T") and hasattr(a, "__matmul__")):
             # scipy sparse arrays and matrices, whose `T` makes a new object each time (19 µs, 384×384)
             self._at = a.T
@@ -767,21 +767,19 @@ class ScipyOperator(Operator):
         return np.ascontiguousarray(out.reshape(rows, x.shape[-1]))
 
     def _product(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
-        """fn(x) as an array of A's dtype; by 1-D vectors where that fails (see ``_by_vectors``)."""
-        if self._one_at_a_time:
-            assert self._by_vectors is not None  # set only with them
-            return np.asarray(self._by_vectors[fn](x), dtype=self._np_dtype)
+        """fn(x) as an array of A's dtype; a 1-D column at a time where fn fails on the 2-D block,
+        whatever it raises (a TypeError, an assertion on x.ndim), or returns the wrong number of
+        entries (see ``_by_vectors``). Where that fails too, its error has fn's as its context."""
+        vector = None if self._by_vectors is None else self._by_vectors[0 if fn is self._mm else 1]
+        if vector is None or self._one_at_a_time:
+            return np.asarray((fn if vector is None else vector)(x), dtype=self._np_dtype)
         try:
             out = np.asarray(fn(x), dtype=self._np_dtype)
-            if self._by_vectors is None or out.size == rows * x.shape[-1]:
-                return out
-        except AdjointError:
-            raise
-        except ValueError:
-            if self._by_vectors is None:
-                raise
-        out = np.asarray(self._by_vectors[fn](x), dtype=self._np_dtype)
-        self._one_at_a_time = True
+            if out.size != rows * x.shape[-1]:
+                raise ValueError(f"returned {out.size} entries for {x.shape[-1]} column(s)")
+        except Exception:
+            out = np.asarray(vector(x), dtype=self._np_dtype)
+            self._one_at_a_time = True
         return out
 
     def _wrong_product(self, fn, rows: int, what: str) -> str:

@@ -6,6 +6,7 @@ import collections
 import dataclasses
 import functools
 import math
+import types
 import warnings
 from unittest import mock
 
@@ -978,9 +979,29 @@ def test_a_linear_operator_written_for_1d_vectors_is_solved_as_svds_solves_it():
     out = riemsvd.solve(op, 3, tol=1e-10, generator=gen)
     assert bool(out.info.converged)
     np.testing.assert_allclose(out.S.numpy(), np.linalg.svd(x - mu, compute_uv=False)[:3], rtol=1e-9)
+
+    def one_dimensional(y):  # whatever a 2-D block raises (a review)
+        assert y.ndim == 1
+        return x.T @ y - mu * y.sum()
+
+    op = sla.LinearOperator(x.shape, matvec=lambda v: x @ v - mu @ v, rmatvec=one_dimensional, dtype=float)
+    out = riemsvd.solve(op, 3, tol=1e-10, generator=gen)
+    np.testing.assert_allclose(out.S.numpy(), np.linalg.svd(x - mu, compute_uv=False)[:3], rtol=1e-9)
     broken = sla.LinearOperator(x.shape, matvec=lambda v: x @ v, rmatvec=lambda y: x.T @ y[:-1], dtype=float)
     with pytest.raises(ValueError, match=r"Aᵀ y failed .*a column as a 1-D array"):
         riemsvd.solve(broken, 3, generator=gen)
+
+    @dataclasses.dataclass
+    class Product:  # unhashable (eq=True): the routes were a dict keyed by the callables (a review)
+        mat: np.ndarray
+
+        def __call__(self, v):
+            return self.mat @ v
+
+    duck = types.SimpleNamespace(shape=x.shape, dtype=x.dtype, matmat=Product(x), rmatmat=Product(x.T),
+                                 matvec=Product(x), rmatvec=Product(x.T))  # fmt: skip
+    out = riemsvd.solve(duck, 3, tol=1e-10, generator=gen)
+    np.testing.assert_allclose(out.S.numpy(), np.linalg.svd(x, compute_uv=False)[:3], rtol=1e-9)
 
 
 def test_a_linear_operator_that_changes_its_input_in_place_is_solved():
