@@ -729,7 +729,7 @@ class ScipyOperator(Operator):
         # LinearOperator whose matvec or rmatvec fails on the 2-D columns its matmat passes on: one
         # written for (m,) vectors, X.T @ y − μ·y.sum() for a centered X, broadcast them to (n, n),
         # and the solve failed where svds had run (a new user's trial). Taken for the rest of the
-        # solve once a product needed it (_product); a product by matvec cost 2 ms more in a 384×384
+        # solve once a product needed it (_product); products by matvec cost 2.5 ms more in a 384×384
         # solve of 207 products than by matmat, where that works. (A x's, Aᵀ y's), not a dict keyed
         # by the callables: a dataclass's is unhashable (a review)
         self._by_vectors: tuple | None = None
