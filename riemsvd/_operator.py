@@ -737,14 +737,13 @@ class ScipyOperator(Operator):
         if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
             self._mm, self._rmm = a.matmat, _adjoint(a.rmatmat)
             if hasattr(a, "matvec") and hasattr(a, "rmatvec"):
-                self._by_vectors = (_columnwise(a.matvec), _adjoint(_columnwise(a.rmatvec)))
+                self._by_vectors = _by_columns(a)
         elif is_scipy_sparse(a) or (hasattr(a, "T") and hasattr(a, "__matmul__")):
             # scipy sparse arrays and matrices, whose `T` makes a new object each time (19 µs, 384×384)
             self._at = a.T
             self._mm, self._rmm = a.__matmul__, self._at.__matmul__
         else:
-            self._mm = _columnwise(a.matvec)
-            self._rmm = _adjoint(_columnwise(a.rmatvec))
+            self._mm, self._rmm = _by_columns(a)
 
     def _apply(self, fn, x: np.ndarray, rows: int) -> np.ndarray:
         # a product of the wrong length raised numpy's "cannot reshape array of size 40 into shape
@@ -770,9 +769,11 @@ class ScipyOperator(Operator):
         """fn(x) as an array of A's dtype; a 1-D column at a time where fn fails on the 2-D block,
         whatever it raises (a TypeError, an assertion on x.ndim), or returns the wrong number of
         entries (see ``_by_vectors``). Where that fails too, its error has fn's as its context."""
-        vector = None if self._by_vectors is None else self._by_vectors[0 if fn is self._mm else 1]
-        if vector is None or self._one_at_a_time:
-            return np.asarray((fn if vector is None else vector)(x), dtype=self._np_dtype)
+        if self._by_vectors is None:
+            return np.asarray(fn(x), dtype=self._np_dtype)
+        vector = self._by_vectors[0 if fn is self._mm else 1]
+        if self._one_at_a_time:
+            return np.asarray(vector(x), dtype=self._np_dtype)
         try:
             out = np.asarray(fn(x), dtype=self._np_dtype)
             if out.size != rows * x.shape[-1]:
@@ -877,6 +878,12 @@ def _most_per_row(indptr) -> int:
     """The most entries in one row of a compressed matrix with these row (or column) pointers."""
     counts = indptr[1:] - indptr[:-1]  # numpy or torch
     return int(counts.max()) if len(counts) else 0
+
+
+def _by_columns(a) -> tuple:
+    """A's products (A x, Aᵀ y) a column at a time, each as a 1-D vector through its matvec and
+    rmatvec, as scipy's svds hands them."""
+    return _columnwise(a.matvec), _adjoint(_columnwise(a.rmatvec))
 
 
 def _columnwise(matvec):
