@@ -81,7 +81,13 @@ def test_stays_normalized_at_every_step_of_training_with_a_large_learning_rate(d
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: nn.Linear(12, 9, dtype=torch.float64), lambda: nn.Conv2d(3, 5, 3, dtype=torch.float64)]
+    "make",
+    [
+        lambda: nn.Linear(12, 9, dtype=torch.float64),
+        lambda: nn.Conv2d(3, 5, 3, dtype=torch.float64),
+        lambda: nn.Linear(300, 240, dtype=torch.float64),  # a backward written out (divided_by_sigma)
+        lambda: nn.ConvTranspose2d(64, 48, 5, dtype=torch.float64),  # and along dim 1
+    ],
 )
 def test_gradient_matches_autograd_through_matrix_norm(make):
     torch.manual_seed(0)
@@ -89,7 +95,8 @@ def test_gradient_matches_autograd_through_matrix_norm(make):
     w = original(module).detach().clone().requires_grad_(True)
     upstream = torch.randn_like(w)
     (module.weight * upstream).sum().backward()
-    reference = w / torch.linalg.matrix_norm(w.flatten(1), 2)
+    dim = module.parametrizations.weight[0].dim
+    reference = w / torch.linalg.matrix_norm(_leading.as_matrix(w, dim), 2)
     (reference * upstream).sum().backward()
     torch.testing.assert_close(original(module).grad, w.grad, rtol=1e-8, atol=1e-12)
 
@@ -104,6 +111,61 @@ def test_gradient_is_the_projected_upstream_over_sigma():
     sigma = u @ w @ v
     expected = (upstream - (upstream * w / sigma).sum() * torch.outer(u, v)) / sigma
     torch.testing.assert_close(original(layer).grad, expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape, dim", [((7, 5), 0), ((3, 4, 2, 2), 1), ((4, 3, 5), 2)])
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("scale", [1.0, 1e-14])
+def test_the_gradient_and_its_derivative_are_those_of_w_over_sigma(shape, dim, sign, scale):
+    """A large weight's W/σ has its backward written out (_spectral.divided_by_sigma): here against
+    autograd's through the expression W / max(|uᵀWv|/(‖u‖‖v‖), eps) itself, first and second
+    derivatives (a double backward), for a pair whose uᵀWv is negative (|·| taken), along a dim whose
+    permutation is not its own inverse (dim 2 of three), and for a weight so small that σ is
+    clamped at eps (a constant there)."""
+    torch.manual_seed(0)
+    w = (scale * torch.randn(shape, dtype=torch.float64)).requires_grad_(True)
+    matrix = _leading.as_matrix(w.detach(), dim)
+    u0, _, v0 = torch.linalg.svd(matrix)
+    u, v, eps = sign * u0[:, 0] + 1e-3, v0[0] - 1e-3, 1e-12  # near the leading pair, not at it
+    assert (float(u @ matrix @ v) < 0) == (sign < 0)
+    assert (_leading.pair_sigma(u, matrix @ v, v) < eps) == (scale < 1)
+
+    def expression(x):
+        return x / _leading.pair_sigma(u, _leading.as_matrix(x, dim) @ v, v).clamp_min(eps)
+
+    upstream, direction = torch.randn_like(w), torch.randn_like(w)
+
+    def derivatives(out):
+        (grad,) = torch.autograd.grad((out * upstream).sum(), w, create_graph=True)
+        (second,) = torch.autograd.grad((grad * direction).sum(), w)
+        return grad.detach(), second
+
+    ours = _spectral.divided_by_sigma(w, u, v, dim, eps)
+    torch.testing.assert_close(ours, expression(w), rtol=0, atol=0)
+    (grad, second), (grad_ref, second_ref) = derivatives(ours), derivatives(expression(w))
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(second, second_ref, rtol=1e-10, atol=1e-12 * float(second_ref.abs().max()))
+
+
+def test_a_half_precision_weights_gradient_is_rounded_once():
+    """bfloat16: W/σ and its gradient are made in float32 from one cast of W, and the gradient
+    rounded to bfloat16 once, within 2⁻⁸ of itself entry by entry. With two casts (one for σ, one for
+    the quotient) its two terms, G/σ and the rank-one ⟨G, W⟩ u vᵀ/σ², came back rounded apart and were
+    summed in bfloat16: where they cancel, entries came 5–171% off (five seeds of a 64×96 layer)."""
+    torch.manual_seed(0)
+    layer = rnn.spectral_norm(nn.Linear(96, 64)).to(torch.bfloat16)
+    layer(torch.randn(2, 96, dtype=torch.bfloat16))
+    layer.eval()
+    sn, w = layer.parametrizations.weight[0], original(layer)
+    upstream = torch.randn(64, 96).to(torch.bfloat16)
+    (layer.weight.float() * upstream.float()).sum().backward()
+    exact = w.detach().double().requires_grad_(True)
+    u, v = sn._u.double(), sn._v.double()
+    ((exact / _leading.pair_sigma(u, exact @ v, v)) * upstream.double()).sum().backward()
+    assert exact.grad is not None and w.grad is not None
+    error = (w.grad.double() - exact.grad).abs()
+    # 2⁻⁸: bfloat16's rounding; beside it float32's of the two terms (about 2⁻²⁴ of the largest entry)
+    assert bool((error <= 2.0**-8 * exact.grad.abs() + 1e-6 * float(exact.grad.abs().max())).all())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -639,6 +701,36 @@ def test_a_half_precision_weight_is_divided_by_an_exact_sigma(dtype):
     exact = torch.linalg.matrix_norm(w.double(), 2)
     # the median's own spread: about 2⁻⁹/√65536 in bfloat16, 2⁻¹¹/√65536 in float16, with room
     assert abs(float(used / exact) - 1) <= (5e-5 if dtype == torch.bfloat16 else 4e-6)
+
+
+@given(
+    dtype=st.sampled_from([torch.bfloat16, torch.float16, torch.float32, torch.float64]),
+    shape=st.tuples(st.integers(1, 300), st.integers(1, 40)),
+    size=st.floats(-15, 15),
+    change=st.floats(-8, 0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_weights_change_is_bounded_above_in_every_dtype(dtype, shape, size, change, seed):
+    """Weyl's bound on how far the values moved since the last solve reads ‖W − anchor‖_F in one pass
+    (_leading._distance): never below the exact distance, to the rounding of float32's sum, which the
+    quadratic test and the rival's product rely on (bfloat16's difference and norm are rounded to 8
+    bits each, about 2⁻⁹ of it below where not allowed for), and not far above it. Entries from
+    1e-15 to 1e15 (float16's to its 65504): the squares are summed in float32 (float64 for float64)
+    without rescaling, as torch's norms on the CPU sum them, so that those below its least normal
+    number are lost (a change of 1e-23 an entry read 0, as it did before), which the lower bound
+    allows for."""
+    g = torch.Generator().manual_seed(seed)
+    scale = 10.0 ** (size if dtype != torch.float16 else min(size, 3.0))
+    anchor = (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+    step = scale * 10.0**change * torch.randn(shape, generator=g, dtype=torch.float64)
+    now = (anchor.double() + step).to(dtype)
+    exact = float(torch.linalg.vector_norm(now.double() - anchor.double()))
+    bound = float(_leading._distance(now, anchor))
+    summed = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32)
+    lost = math.sqrt(anchor.numel() * summed.tiny)  # the squares below the least normal number
+    # the sum's own rounding: 4.2ε of float32 over 4104 squares (float16 108×38), √N·ε allowed
+    summing = math.sqrt(anchor.numel()) * summed.eps
+    assert exact * (1 - summing) - lost <= bound <= exact * (1 + 2.0**-6) + lost, (exact, bound)
 
 
 def test_a_half_precision_checkpoint_loaded_into_a_float32_model_is_exact_in_eval_mode():

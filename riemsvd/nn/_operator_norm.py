@@ -80,10 +80,10 @@ class OperatorNorm(PairNormalization):
         v = self._v.clone(memory_format=torch.contiguous_format)
         dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
         with no_autocast(weight.device):
-            u, v = u.to(dt), v.to(dt)
-            image = conv_apply(self.layer[0], weight.to(dt), v.reshape((1,) + self.input_shape))
+            u, v, wd = u.to(dt), v.to(dt), weight.to(dt)  # one cast, whose gradient is rounded once
+            image = conv_apply(self.layer[0], wd, v.reshape((1,) + self.input_shape))
             sigma = pair_sigma(u, image.reshape(-1), v).clamp_min(self.eps)
-            return (weight.to(dt) / sigma).to(weight.dtype)
+            return (wd / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, tol={self.tol}, eps={self.eps}"
