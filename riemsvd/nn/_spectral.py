@@ -70,9 +70,31 @@ class _DividedBySigma(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         wd, u, v, dim, eps = inputs
         ctx.save_for_backward(wd, u, v, output[1])
+        ctx.save_for_forward(wd, u, v)
         ctx.dim, ctx.eps = dim, eps
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def jvp(ctx, dw, du, dv, *_):  # type: ignore[override]
+        """Forward mode: d(W/σ) = dW/σ − W dσ/σ², dσ = sign(q)·dq where |q| ≥ eps, with q's tangent
+        from all three of W, u and v (any of them None: no tangent)."""
+        wd, u, v = ctx.saved_tensors
+        matrix = as_matrix(wd, ctx.dim)
+        image, norms = torch.mv(matrix, v), pair_norms(u, v)
+        quotient = torch.dot(u, image) / norms
+        sigma = quotient.abs().clamp_min(ctx.eps)
+        inner, scale = torch.zeros_like(quotient), torch.zeros_like(quotient)  # of uᵀWv and of ‖u‖‖v‖
+        if dw is not None:
+            inner = inner + torch.dot(u, torch.mv(as_matrix(dw, ctx.dim), v))
+        if du is not None:
+            inner, scale = inner + torch.dot(du, image), scale + torch.dot(u, du) / torch.dot(u, u)
+        if dv is not None:
+            inner = inner + torch.dot(u, torch.mv(matrix, dv))
+            scale = scale + torch.dot(v, dv) / torch.dot(v, v)
+        rate = quotient.sign() * (inner / norms - quotient * scale)  # σ's, where it is not clamped
+        out = -wd * (torch.where(quotient.abs() >= ctx.eps, rate, 0.0) / (sigma * sigma))
+        return (out if dw is None else out + dw / sigma), None
 
     @staticmethod
     def backward(ctx, grad, _):  # type: ignore[override]
@@ -159,9 +181,11 @@ class SpectralNorm(PairNormalization):
         dt = torch.promote_types(weight.dtype, torch.float32)
         with no_autocast(weight.device):
             u, v, wd = u.to(dt), v.to(dt), weight.to(dt)
-            # autograd's graph of the expression for a sharded weight (DTensor's operators) and a small
-            # one, whose graph's nodes cost less than the written-out backward's Python
-            if hasattr(wd, "full_tensor") or wd.numel() < _WRITTEN_OUT_FROM:
+            # autograd's graph of the expression for a sharded weight (DTensor's operators), a small one,
+            # whose graph's nodes cost less than the written-out backward's Python, and where u or v is
+            # differentiated too (functional_call over the buffers: that backward is W's alone)
+            written_out = wd.numel() >= _WRITTEN_OUT_FROM and not (u.requires_grad or v.requires_grad)
+            if hasattr(wd, "full_tensor") or not written_out:
                 sigma = pair_sigma(u, torch.mv(as_matrix(wd, self.dim), v), v).clamp_min(self.eps)
                 return (wd / sigma).to(weight.dtype)
             return divided_by_sigma(wd, u, v, self.dim, self.eps).to(weight.dtype)
