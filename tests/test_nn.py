@@ -119,9 +119,9 @@ def test_gradient_is_the_projected_upstream_over_sigma():
 def test_the_gradient_and_its_derivative_are_those_of_w_over_sigma(shape, dim, sign, scale):
     """A large weight's W/σ has its backward written out (_spectral.divided_by_sigma): here against
     autograd's through the expression W / max(|uᵀWv|/(‖u‖‖v‖), eps) itself, first and second
-    derivatives (a double backward), for a pair whose uᵀWv is negative (|·| taken), along a dim whose
-    permutation is not its own inverse (dim 2 of three), and for a weight so small that σ is
-    clamped at eps (a constant there)."""
+    derivatives (a double backward) and forward mode (tangents of W, u and v; forward over reverse),
+    for a pair whose uᵀWv is negative (|·| taken), along a dim whose permutation is not its own
+    inverse (dim 2 of three), and for a weight so small that σ is clamped at eps (a constant there)."""
     torch.manual_seed(0)
     w = (scale * torch.randn(shape, dtype=torch.float64)).requires_grad_(True)
     matrix = _leading.as_matrix(w.detach(), dim)
@@ -1417,6 +1417,12 @@ def test_a_weight_turned_non_finite_after_registration_is_named():
     w[1, 1] = float("inf")
     with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
         rnn.project_spectral_(w, 1.0)
+    # a convolution normalized as a map: the solve's "the operator returned NaN or Inf ...; check `A`"
+    conv = rnn.spectral_norm(nn.Conv2d(2, 3, 3, padding=1), input_shape=(2, 5, 5))
+    with torch.no_grad():
+        conv.parametrizations.weight.original[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
+        conv(torch.randn(1, 2, 5, 5))
 
 
 @pytest.mark.parametrize(
@@ -1603,6 +1609,40 @@ def test_torch_func_in_training_mode_takes_the_buffers_as_an_input():
     key = "0.parametrizations.weight.original"
     one_by_one = torch.stack([grad(loss_of_one)(params, buffers, xi)[key] for xi in x])
     torch.testing.assert_close(per_sample[key], one_by_one, rtol=0, atol=1e-6)
+
+
+def test_per_sample_gradients_through_a_forward_that_solves():
+    """vmap(grad) by the recipe above where the training forward must solve (the weight moved far from
+    the stored pair): the tracker's copy of the weight for Weyl's bound was written in place inside
+    the transform, which torch.func refuses ("would mutate a captured Tensor"; a new user's trial,
+    float64 and bfloat16). The per-sample gradients are each one's own, and an ordinary forward
+    afterwards is normalized exactly."""
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = nn.Sequential(rnn.spectral_norm(nn.Linear(8, 16)), nn.Tanh(), nn.Linear(16, 1)).double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    key = "0.parametrizations.weight.original"
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    moved = 0.3 * torch.randn(16, 8, generator=torch.Generator().manual_seed(1)).double()
+
+    def loss_of_one(p, b, xi):
+        return functional_call(model, (p, b), (xi[None],)).sum()
+
+    for step in (0.0, 1.0):  # both forwards solve (the pair stored in float32, then a far weight)
+        params[key] = params[key] + step * moved
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        per_sample = vmap(grad(loss_of_one), in_dims=(None, None, 0), randomness="same")(params, buffers, x)
+    one_by_one = torch.stack([grad(loss_of_one)(params, buffers, xi)[key] for xi in x])
+    torch.testing.assert_close(per_sample[key], one_by_one, rtol=0, atol=1e-12)
+    tracker = model[0].parametrizations.weight[0]._tracker  # nothing of the transforms' kept
+    assert not any(
+        _leading._transformed(t) for t in (tracker.rival or ()) + (tracker._anchor,) if t is not None
+    )
+    with torch.no_grad():
+        original(model[0]).copy_(params[key])
+    model.train()(x)
+    assert abs(true_sigma(model[0].weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
 def test_the_parametrization_classes_are_public_for_isinstance_checks():

@@ -263,12 +263,17 @@ class PairTracker:
         """Remember a solve's σ₁ and σ₂ + its error bar (σ₂ = 0 for a matrix with one row or column),
         and σ₂'s pair (u: (m, 2), v: (n, 2), or one column each) as the rival."""
         self.sigma1, self.sigma2 = _floats(s[0], s[1] + errors[1]) if s.numel() > 1 else (*_floats(s[0]), 0.0)
-        self.rival = (u[:, 1], v[:, 1]) if v.shape[-1] > 1 else None
+        # inside torch.func's transforms (per-sample gradients: vmap of grad) the tensors are the
+        # transform's, which must neither be written in place (the anchor's copy_ raised "attempted to
+        # call in-place operation ... that would mutate a captured Tensor") nor outlive it: the rival
+        # and the anchor are kept from the forwards outside them only (a new user's trial)
+        transformed = _transformed(u)
+        self.rival = (u[:, 1], v[:, 1]) if v.shape[-1] > 1 and not transformed else None
         self.age = 0
         # the weight of this solve, for Weyl's bound (see margin); a copy, as the optimizer changes
         # the weight in place
         now, anchor = self._now, self._anchor
-        if now is None or hasattr(now, "full_tensor"):
+        if now is None or hasattr(now, "full_tensor") or transformed:
             self._anchor = None
         elif anchor is not None and _alike(anchor, now):
             anchor.copy_(now.detach())
@@ -302,6 +307,11 @@ def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype == torch.float64:
         return total * (1 + _DISTANCE_CHUNK * 2.0**-52)
     return total * (1 + _DISTANCE_CHUNK * 2.0**-23) * (1 + 2.0**-6 if a.dtype == torch.bfloat16 else 1)
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether x is a tensor of torch.func's transforms (vmap's, grad's), not a plain one."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _alike(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -526,10 +536,12 @@ def _solve_quietly(
         except ValueError as err:  # it named `A`, which the user never passed (a new user's trial)
             if str(err) != NON_FINITE_A:
                 raise
-            raise ValueError(
-                "the weight has NaN or Inf entries (an optimizer step that diverged?); its spectral "
-                "norm is undefined."
-            ) from err
+            raise ValueError(NON_FINITE_WEIGHT) from err
+
+
+NON_FINITE_WEIGHT = (
+    "the weight has NaN or Inf entries (an optimizer step that diverged?); its spectral norm is undefined."
+)
 
 
 # The float32 weights whose two-triplet solve is a whole decomposition on the CPU (see _whole)

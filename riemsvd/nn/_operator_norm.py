@@ -14,7 +14,14 @@ from riemsvd._linear import check_steady, conv_apply, conv_operator, is_conv, ma
 from riemsvd._solve import solve
 from riemsvd._tolerance import solver_dtype
 from riemsvd._validate import check_layer_input, check_module
-from riemsvd.nn._leading import PairNormalization, PairTracker, operator_products, pair_sigma, warm_pair
+from riemsvd.nn._leading import (
+    NON_FINITE_WEIGHT,
+    PairNormalization,
+    PairTracker,
+    operator_products,
+    pair_sigma,
+    warm_pair,
+)
 
 
 @torch.no_grad()
@@ -67,7 +74,12 @@ class OperatorNorm(PairNormalization):
         init = (u.to(op.dtype), v.to(op.dtype)) if warm else None
         self._tracker.watch(w, math.sqrt(math.prod(w.shape[2:])))  # Weyl's bound: see PairTracker.watch
         with no_autocast(w.device):
-            u_new, v_new, _ = _leading_pair_op(op, init, self.tol, self._tracker)
+            try:
+                u_new, v_new, _ = _leading_pair_op(op, init, self.tol, self._tracker)
+            except ValueError as err:  # the solve's "the operator returned NaN or Inf" named `A`
+                if bool(torch.isfinite(w).all()):
+                    raise
+                raise ValueError(NON_FINITE_WEIGHT) from err  # as a matrix's (a new user's trial)
         u.copy_(u_new)
         v.copy_(v_new)
 

@@ -98,7 +98,8 @@ class _DividedBySigma(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _):  # type: ignore[override]
-        """The gradient with respect to W (u and v are constants)."""
+        """The gradient with respect to W alone: u's and v's are not made (SpectralNorm.forward takes
+        autograd's graph where they are wanted)."""
         if grad is None:
             return None, None, None, None, None
         wd, u, v, coefficients = ctx.saved_tensors
