@@ -119,7 +119,8 @@ def test_gradient_is_the_projected_upstream_over_sigma():
 def test_the_gradient_and_its_derivative_are_those_of_w_over_sigma(shape, dim, sign, scale):
     """A large weight's W/σ has its backward written out (_spectral.divided_by_sigma): here against
     autograd's through the expression W / max(|uᵀWv|/(‖u‖‖v‖), eps) itself, first and second
-    derivatives (a double backward) and forward mode (tangents of W, u and v; forward over reverse),
+    derivatives (a double backward) and forward mode (tangents of W, u and v; forward over reverse,
+    by torch.func and by forward_ad's duals),
     for a pair whose uᵀWv is negative (|·| taken), along a dim whose permutation is not its own
     inverse (dim 2 of three), and for a weight so small that σ is clamped at eps (a constant there)."""
     torch.manual_seed(0)
@@ -165,6 +166,18 @@ def test_the_gradient_and_its_derivative_are_those_of_w_over_sigma(shape, dim, s
     )
     (_, mixed_ref) = torch.func.jvp(upstream_sum(expression), (w.detach(),), (direction,))
     torch.testing.assert_close(mixed, mixed_ref, rtol=1e-10, atol=1e-12 * float(mixed_ref.abs().max()))
+
+    def dual_gradient(f):  # forward_ad's duals through a backward without create_graph (a review)
+        with torch.autograd.forward_ad.dual_level():
+            x = torch.autograd.forward_ad.make_dual(w.detach(), direction).requires_grad_(True)
+            (g,) = torch.autograd.grad((f(x) * upstream).sum(), x)
+            return torch.autograd.forward_ad.unpack_dual(g).tangent
+
+    dual, dual_ref = (
+        dual_gradient(lambda x: _spectral.divided_by_sigma(x, u, v, dim, eps)),
+        dual_gradient(expression),
+    )
+    torch.testing.assert_close(dual, dual_ref, rtol=1e-10, atol=1e-12 * float(dual_ref.abs().max()))
 
 
 def test_a_large_weights_forward_mode_and_its_buffers_gradients_are_the_expressions():
@@ -1636,13 +1649,36 @@ def test_per_sample_gradients_through_a_forward_that_solves():
     one_by_one = torch.stack([grad(loss_of_one)(params, buffers, xi)[key] for xi in x])
     torch.testing.assert_close(per_sample[key], one_by_one, rtol=0, atol=1e-12)
     tracker = model[0].parametrizations.weight[0]._tracker  # nothing of the transforms' kept
-    assert not any(
-        _leading._transformed(t) for t in (tracker.rival or ()) + (tracker._anchor,) if t is not None
-    )
+    kept = (*(tracker.rival or ()), tracker._anchor, tracker.probe)
+    assert not any(_leading._transformed(t) for t in kept if t is not None)
     with torch.no_grad():
         original(model[0]).copy_(params[key])
     model.train()(x)
     assert abs(true_sigma(model[0].weight) - 1) <= SIGMA_ATOL[torch.float64]
+
+
+def test_second_derivatives_in_training_mode_twice():
+    """A Hessian (jacfwd of jacrev) in training mode, twice, where the forwards take the power step:
+    the complement's iterate kept from the first was the transform's tensor, and the second failed
+    ("INTERNAL ASSERT FAILED ... escaped?"; a review)."""
+    from torch.func import functional_call, jacfwd, jacrev
+
+    torch.manual_seed(0)
+    layer = rnn.spectral_norm(nn.Linear(8, 16, dtype=torch.float64))
+    x, name = torch.randn(2, 8, dtype=torch.float64), "parametrizations.weight.original"
+    w = original(layer).detach().clone()
+
+    def loss(weight, buffers):
+        return (
+            functional_call(layer, ({name: weight, "bias": layer.bias.detach()}, buffers), (x,)).pow(2).sum()
+        )
+
+    for _ in range(2):
+        buffers = {k: b.detach().clone() for k, b in layer.named_buffers()}
+        second = jacfwd(jacrev(loss), randomness="same")(w, buffers)  # the complement's draw
+    assert second.shape == (16, 8, 16, 8) and bool(torch.isfinite(second).all())
+    probe = layer.parametrizations.weight[0]._tracker.probe
+    assert probe is None or not _leading._transformed(probe)
 
 
 def test_the_parametrization_classes_are_public_for_isinstance_checks():

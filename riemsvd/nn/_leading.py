@@ -209,7 +209,7 @@ class PairTracker:
             return math.inf if image > s0 * (1 + tol) * size else 0.0
         top = image / size
         fresh = self._random(v)
-        self.probe = b / back + self._share(top, s0, tol) * fresh / torch.linalg.vector_norm(fresh)
+        self.probe = _outside(b / back + self._share(top, s0, tol) * fresh / torch.linalg.vector_norm(fresh))
         return top
 
     @staticmethod
@@ -234,7 +234,7 @@ class PairTracker:
         fresh = fresh / torch.linalg.vector_norm(fresh, dim=-1, keepdim=True)
         scale = b.new_tensor([1 / x if i > 0 and x > 0 else 0.0 for i, x in zip(image, back)])
         share = self._share(top, s0, tol)
-        self.probe = (b.reshape(blocks, -1) * scale.unsqueeze(-1) + share * fresh).reshape(-1)
+        self.probe = _outside((b.reshape(blocks, -1) * scale.unsqueeze(-1) + share * fresh).reshape(-1))
         return top
 
     def follow_turn(self, old: torch.Tensor, new: torch.Tensor) -> None:
@@ -248,7 +248,7 @@ class PairTracker:
             return
         (overlap,) = _floats(torch.dot(old.to(new.dtype), new))
         if abs(overlap) < 0.5:
-            self.probe = old.to(new.dtype).clone()
+            self.probe = _outside(old.to(new.dtype).clone())
 
     def _random(self, like: torch.Tensor) -> torch.Tensor:
         """A normal random vector like ``like``, from the tracker's own generator for its device (seeded
@@ -312,6 +312,13 @@ def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _transformed(x: torch.Tensor) -> bool:
     """Whether x is a tensor of torch.func's transforms (vmap's, grad's), not a plain one."""
     return torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def _outside(x: torch.Tensor) -> torch.Tensor | None:
+    """x to be kept across forwards, or None where it is a transform's tensor, which must not outlive
+    it: a complement iterate kept from one hessian (jacfwd of jacrev) in training mode made the next
+    one fail ("INTERNAL ASSERT FAILED ... escaped?"; a review)."""
+    return None if _transformed(x) else x
 
 
 def _alike(a: torch.Tensor, b: torch.Tensor) -> bool:

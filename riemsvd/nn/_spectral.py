@@ -8,6 +8,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 from torch.nn.utils import parametrize
 
 from riemsvd._backend import no_autocast
@@ -103,7 +104,9 @@ class _DividedBySigma(torch.autograd.Function):
         if grad is None:
             return None, None, None, None, None
         wd, u, v, coefficients = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a double backward: σ and c as functions of W, not constants
+        # a double backward, or forward mode over this backward (forward_ad's duals, which run with
+        # grad off: their tangent came 7.9e-3 off; a review): σ and c as functions of W, not constants
+        if torch.is_grad_enabled() or forward_ad.unpack_dual(wd).tangent is not None:
             coefficients = _coefficients(wd, u, v, ctx.dim, ctx.eps)
         sigma, rank_one = coefficients.unbind()
         inner = torch.dot(grad.reshape(-1), wd.reshape(-1))
