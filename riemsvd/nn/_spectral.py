@@ -186,9 +186,15 @@ class SpectralNorm(PairNormalization):
         with no_autocast(weight.device):
             u, v, wd = u.to(dt), v.to(dt), weight.to(dt)
             # autograd's graph of the expression for a sharded weight (DTensor's operators), a small one,
-            # whose graph's nodes cost less than the written-out backward's Python, and where u or v is
-            # differentiated too (functional_call over the buffers: that backward is W's alone)
-            written_out = wd.numel() >= _WRITTEN_OUT_FROM and not (u.requires_grad or v.requires_grad)
+            # whose graph's nodes cost less than the written-out backward's Python, where u or v is
+            # differentiated too (functional_call over the buffers: that backward is W's alone), and
+            # under torch.compile, whose Dynamo refuses a Function with a jvp ("Unsupported custom
+            # jvp": a graph break, an error with fullgraph=True) and whose inductor fuses the graph
+            written_out = (
+                wd.numel() >= _WRITTEN_OUT_FROM
+                and not (u.requires_grad or v.requires_grad)
+                and not torch.compiler.is_compiling()
+            )
             if hasattr(wd, "full_tensor") or not written_out:
                 sigma = pair_sigma(u, torch.mv(as_matrix(wd, self.dim), v), v).clamp_min(self.eps)
                 return (wd / sigma).to(weight.dtype)
