@@ -85,8 +85,8 @@ def test_stays_normalized_at_every_step_of_training_with_a_large_learning_rate(d
     [
         lambda: nn.Linear(12, 9, dtype=torch.float64),
         lambda: nn.Conv2d(3, 5, 3, dtype=torch.float64),
-        lambda: nn.Linear(300, 240, dtype=torch.float64),  # a backward written out (divided_by_sigma)
-        lambda: nn.ConvTranspose2d(64, 48, 5, dtype=torch.float64),  # and along dim 1
+        lambda: nn.Linear(400, 400, dtype=torch.float64),  # a backward written out (divided_by_sigma)
+        lambda: nn.ConvTranspose2d(96, 64, 5, dtype=torch.float64),  # and along dim 1
     ],
 )
 def test_gradient_matches_autograd_through_matrix_norm(make):
@@ -182,16 +182,16 @@ def test_the_gradient_and_its_derivative_are_those_of_w_over_sigma(shape, dim, s
 
 def test_a_large_weights_forward_mode_and_its_buffers_gradients_are_the_expressions():
     """Through the module: jvp of a large weight's normalization (forward mode had raised "You must
-    implement the jvp function" from 2¹⁶ entries; a review), and torch.func.grad with respect to the
+    implement the jvp function" from 2¹⁷ entries; a review), and torch.func.grad with respect to the
     buffers (u and v differentiated: autograd's graph, the Function's backward being W's alone)."""
     from torch.func import functional_call, grad, jvp
 
     torch.manual_seed(0)
-    layer = rnn.spectral_norm(nn.Linear(300, 240, bias=False, dtype=torch.float64)).eval()
+    layer = rnn.spectral_norm(nn.Linear(400, 400, bias=False, dtype=torch.float64)).eval()
     sn, w = layer.parametrizations.weight[0], original(layer).detach()
     name = "parametrizations.weight.original"
     buffers = {k: b.detach() for k, b in layer.named_buffers()}
-    x, tangent = torch.randn(3, 300, dtype=torch.float64), torch.randn_like(w)
+    x, tangent = torch.randn(3, 400, dtype=torch.float64), torch.randn_like(w)
 
     def output(weight, u, v):
         return functional_call(

@@ -20,11 +20,12 @@ from riemsvd.nn._operator_norm import OperatorNorm
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-# Entries from which a weight's W/σ takes divided_by_sigma: its forward and backward took 0.25–0.27 ms
-# against autograd's 0.25–0.29 at 256×256 and 0.29–0.33 against 0.32–0.43 at 256×384, but 0.22
-# against 0.20 at 192×256 (float32, one thread), where the Function's own Python costs more than it
-# saves
-_WRITTEN_OUT_FROM = 1 << 16
+# Entries from which a weight's W/σ takes divided_by_sigma. Its forward and backward alone took
+# 0.25–0.27 ms against autograd's 0.25–0.29 at 256×256, 0.29–0.33 against 0.32–0.43 at 256×384 and
+# 0.38 against 0.61 at 256×512 (float32, one thread), but a training step of a 256×256 Linear took
+# 1.12 ms against 1.05 with it: the Function's Python (about 200 calls a step) costs more than it
+# saves there
+_WRITTEN_OUT_FROM = 1 << 17
 
 
 def divided_by_sigma(
