@@ -39,7 +39,7 @@ def divided_by_sigma(
     forward and backward (one thread) took 0.43 ms against 0.67 at 384×384 in float32, 1.2 against
     2.9 at 384×1536, 10 against 32 at 1024×4096 (bfloat16 weights, cast to float32 beside it: 0.52
     against 0.65, 1.6 against 2.4, 18 against 43); a spectral-normalized MLP's training step
-    (384-1536-384-384, Adam) 1.04–1.07× torch's against 1.28–1.31× in float32, 1.63–1.67× against
+    (384-1536-384-384, Adam) 1.04–1.10× torch's against 1.28–1.31× in float32, 1.63–1.75× against
     1.86–2.45× in bfloat16. The backward is made of differentiable operations on W, u and v (σ
     recomputed from W where a double backward records it), so that second derivatives are those of
     the expression."""
