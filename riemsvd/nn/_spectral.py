@@ -51,10 +51,15 @@ def _coefficients(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, 
     c = −sign(q)/(‖u‖‖v‖σ), by which the gradient's rank-one term is ⟨G, W⟩·c·u vᵀ/σ; 0 where σ is
     clamped at eps, a constant there (clamp_min's gradient passes where |q| ≥ eps). Made with the
     forward, so that the backward's own small operations are few."""
-    norms = pair_norms(u, v)
-    quotient = torch.dot(u, torch.mv(as_matrix(wd, dim), v)) / norms
+    _, norms, quotient = _quotient(wd, u, v, dim)
     sigma = quotient.abs().clamp_min(eps)
     return torch.stack((sigma, torch.where(quotient.abs() >= eps, -quotient.sign() / (norms * sigma), 0.0)))
+
+
+def _quotient(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int):
+    """(W v, ‖u‖‖v‖, q = uᵀ W v/(‖u‖‖v‖)), W seen as a matrix along ``dim``."""
+    image, norms = torch.mv(as_matrix(wd, dim), v), pair_norms(u, v)
+    return image, norms, torch.dot(u, image) / norms
 
 
 class _DividedBySigma(torch.autograd.Function):
@@ -82,9 +87,7 @@ class _DividedBySigma(torch.autograd.Function):
         """Forward mode: d(W/σ) = dW/σ − W dσ/σ², dσ = sign(q)·dq where |q| ≥ eps, with q's tangent
         from all three of W, u and v (any of them None: no tangent)."""
         wd, u, v = ctx.saved_tensors
-        matrix = as_matrix(wd, ctx.dim)
-        image, norms = torch.mv(matrix, v), pair_norms(u, v)
-        quotient = torch.dot(u, image) / norms
+        image, norms, quotient = _quotient(wd, u, v, ctx.dim)
         sigma = quotient.abs().clamp_min(ctx.eps)
         inner, scale = torch.zeros_like(quotient), torch.zeros_like(quotient)  # of uᵀWv and of ‖u‖‖v‖
         if dw is not None:
@@ -92,7 +95,7 @@ class _DividedBySigma(torch.autograd.Function):
         if du is not None:
             inner, scale = inner + torch.dot(du, image), scale + torch.dot(u, du) / torch.dot(u, u)
         if dv is not None:
-            inner = inner + torch.dot(u, torch.mv(matrix, dv))
+            inner = inner + torch.dot(u, torch.mv(as_matrix(wd, ctx.dim), dv))
             scale = scale + torch.dot(v, dv) / torch.dot(v, v)
         rate = quotient.sign() * (inner / norms - quotient * scale)  # σ's, where it is not clamped
         out = -wd * (torch.where(quotient.abs() >= ctx.eps, rate, 0.0) / (sigma * sigma))
@@ -193,10 +196,11 @@ class SpectralNorm(PairNormalization):
             # jvp": a graph break, an error with fullgraph=True) and whose inductor fuses the graph
             written_out = (
                 wd.numel() >= _WRITTEN_OUT_FROM
+                and not hasattr(wd, "full_tensor")
                 and not (u.requires_grad or v.requires_grad)
                 and not torch.compiler.is_compiling()
             )
-            if hasattr(wd, "full_tensor") or not written_out:
+            if not written_out:
                 sigma = pair_sigma(u, torch.mv(as_matrix(wd, self.dim), v), v).clamp_min(self.eps)
                 return (wd / sigma).to(weight.dtype)
             return divided_by_sigma(wd, u, v, self.dim, self.eps).to(weight.dtype)
