@@ -177,10 +177,18 @@ def _refresh_pair_shapes(w, u, v, owner) -> None:
     return None
 
 
-def refresh_pair(owner, key: torch.Tensor, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+def refresh_pair(
+    owner,
+    key: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    cast: torch.Tensor | None = None,
+) -> None:
     """``owner.update_pair(w, u, v)``; under ``torch.compile`` as one custom operator that mutates u and v
-    (the warm start's power steps, its tests and the solve read values on the host)."""
+    (the warm start's power steps, its tests and the solve read values on the host). ``cast``: w in
+    the solver's dtype where the caller made it already (eager only)."""
     if torch.compiler.is_compiling():
         torch.ops.riemsvd.refresh_pair(w, u, v, key)
     else:
-        owner.update_pair(w, u, v)
+        owner.update_pair(w, u, v, cast=cast)

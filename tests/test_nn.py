@@ -216,17 +216,18 @@ def test_a_large_weights_forward_mode_and_its_buffers_gradients_are_the_expressi
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14 * float(b.abs().max()))
 
 
-def test_a_half_precision_weights_gradient_is_rounded_once():
+@pytest.mark.parametrize("shape", [(64, 96), (256, 512)])  # autograd's graph; the written-out backward
+def test_a_half_precision_weights_gradient_is_rounded_once(shape):
     """bfloat16: W/σ and its gradient are made in float32 from one cast of W, and the gradient
     rounded to bfloat16 once, within 2⁻⁸ of itself entry by entry. With two casts (one for σ, one for
     the quotient) its two terms, G/σ and the rank-one ⟨G, W⟩ u vᵀ/σ², came back rounded apart and were
     summed in bfloat16: where they cancel, entries came 5–171% off (five seeds of a 64×96 layer)."""
     torch.manual_seed(0)
-    layer = rnn.spectral_norm(nn.Linear(96, 64)).to(torch.bfloat16)
-    layer(torch.randn(2, 96, dtype=torch.bfloat16))
+    layer = rnn.spectral_norm(nn.Linear(shape[1], shape[0])).to(torch.bfloat16)
+    layer(torch.randn(2, shape[1], dtype=torch.bfloat16))
     layer.eval()
     sn, w = layer.parametrizations.weight[0], original(layer)
-    upstream = torch.randn(64, 96).to(torch.bfloat16)
+    upstream = torch.randn(shape).to(torch.bfloat16)
     (layer.weight.float() * upstream.float()).sum().backward()
     exact = w.detach().double().requires_grad_(True)
     u, v = sn._u.double(), sn._v.double()
@@ -757,19 +758,24 @@ def test_a_convolutions_registered_pair_is_its_leading_one():
     assert error <= _leading.default_tol(torch.float32, 512, 512), error
 
 
+@pytest.mark.parametrize("width", [256, 512])  # autograd's graph; the written-out backward
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_a_half_precision_weight_is_divided_by_an_exact_sigma(dtype):
+def test_a_half_precision_weight_is_divided_by_an_exact_sigma(dtype, width):
     """(u, v) stored in the weight's half precision are unit only to its rounding: uᵀWv came 2.9e-4
-    above ‖W‖₂ in bfloat16 and 1.1e-5 in float16 (a new user's trial). The σ a forward divides by, read
-    back as the median of W / (W/σ) over the 65 536 entries (each rounded, 2⁻⁹ at most in bfloat16)."""
+    above ‖W‖₂ in bfloat16 and 1.1e-5 in float16 (a new user's trial). W/σ is the float32 quotient
+    by σ = |uᵀWv|/(‖u‖‖v‖) of the stored pair, rounded once; that σ is ‖W‖₂ to the solve's tol
+    plus the second order of the vectors' rounding (ε²/2: a first-order error would be ε/2)."""
     torch.manual_seed(0)
-    layer = rnn.spectral_norm(nn.Linear(256, 256)).to(dtype)
-    layer(torch.randn(4, 256, dtype=dtype))  # a training forward: (u, v) refreshed
-    w = original(layer).detach().float()
-    used = (w / layer.weight.detach().float()).flatten().median()
+    layer = rnn.spectral_norm(nn.Linear(width, 256)).to(dtype)
+    layer(torch.randn(4, width, dtype=dtype))  # a training forward: (u, v) refreshed
+    sn, w = layer.parametrizations.weight[0], original(layer).detach().float()
+    u, v = sn._u.float(), sn._v.float()
+    expected = (w / _leading.pair_sigma(u, w @ v, v)).to(dtype)
+    torch.testing.assert_close(layer.weight.detach(), expected, rtol=0, atol=0)
+    quotient = _leading.pair_sigma(u.double(), w.double() @ v.double(), v.double())
     exact = torch.linalg.matrix_norm(w.double(), 2)
-    # the median's own spread: about 2⁻⁹/√65536 in bfloat16, 2⁻¹¹/√65536 in float16, with room
-    assert abs(float(used / exact) - 1) <= (5e-5 if dtype == torch.bfloat16 else 4e-6)
+    bound = _leading.default_tol(torch.float32, 256, width) + torch.finfo(dtype).eps ** 2 / 2
+    assert abs(float(quotient / exact) - 1) <= bound
 
 
 @given(

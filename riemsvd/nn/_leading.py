@@ -419,12 +419,17 @@ def trusted(step: Step, tol: float, tracker: PairTracker | None, products: Produ
 
 @torch.no_grad()
 def leading_pair(
-    w: torch.Tensor, init, tol: float | None, tracker: PairTracker | None = None
+    w: torch.Tensor,
+    init,
+    tol: float | None,
+    tracker: PairTracker | None = None,
+    cast: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(u (m,), v (n,), σ) of the 2-D w, warm-started from init = (u0, v0) when given (see
-    ``warm_pair``). Half-precision weights are solved in float32."""
+    ``warm_pair``). Half-precision weights are solved in float32: ``cast``, w's float32 copy where
+    the caller has one (the tracker keeps its anchor in w's own dtype)."""
     dtype = solver_dtype(w.dtype)
-    a = w.detach().to(dtype)
+    a = w.detach().to(dtype) if cast is None else cast
     if tracker is not None:
         tracker.watch(w)
     with no_autocast(a.device):
@@ -679,14 +684,21 @@ class PairNormalization(nn.Module):
     def _pair_input(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
+    def update_pair(
+        self,
+        w: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        warm: bool = True,
+        cast: torch.Tensor | None = None,
+    ) -> None:
         raise NotImplementedError
 
-    def _refresh(self, weight: torch.Tensor) -> None:
+    def _refresh(self, weight: torch.Tensor, cast: torch.Tensor | None = None) -> None:
         """In training mode (or where the buffers hold no pair yet), the stored pair refreshed for
-        ``weight``."""
+        ``weight``; ``cast``: its ``_pair_input`` in the solver's dtype, where the forward made one."""
         if self.training or self._unset:
-            refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v)
+            refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v, cast)
             if self._unset:
                 self._unset = weight.is_meta
 

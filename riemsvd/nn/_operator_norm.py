@@ -59,18 +59,26 @@ class OperatorNorm(PairNormalization):
         # float32: its state_dict's alone; a new user's trial)
         self._store_pair(u.to(weight.dtype), v.to(weight.dtype), weight)
 
-    def _operator(self, w: torch.Tensor):
-        op = conv_operator(self.layer[0], w.to(solver_dtype(w.dtype)), self.input_shape, self._output_shape)
+    def _operator(self, w: torch.Tensor, cast: torch.Tensor | None = None):
+        w = w.to(solver_dtype(w.dtype)) if cast is None else cast
+        op = conv_operator(self.layer[0], w, self.input_shape, self._output_shape)
         self._output_shape = op.output_shape  # checked and found by the first call
         return op
 
     @torch.no_grad()
-    def update_pair(self, w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
+    def update_pair(
+        self,
+        w: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        warm: bool = True,
+        cast: torch.Tensor | None = None,
+    ) -> None:
         """The operator's leading pair for the weight w, warm-started from (u, v) (or not:
-        ``warm=False``), written into them."""
+        ``warm=False``), written into them; ``cast``: w in the solver's dtype, where the caller has it."""
         if w.is_meta:
             return
-        op = self._operator(w)
+        op = self._operator(w, cast)
         init = (u.to(op.dtype), v.to(op.dtype)) if warm else None
         self._tracker.watch(w, math.sqrt(math.prod(w.shape[2:])))  # Weyl's bound: see PairTracker.watch
         with no_autocast(w.device):
@@ -87,12 +95,13 @@ class OperatorNorm(PairNormalization):
         return weight
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        self._refresh(weight)
+        dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
+        wd = weight.to(dt)  # one cast, whose gradient is rounded once, and which the refresh solves with
+        self._refresh(weight, wd.detach() if weight.dtype != dt else None)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        dt = torch.promote_types(weight.dtype, torch.float32)  # as in SpectralNorm.forward
         with no_autocast(weight.device):
-            u, v, wd = u.to(dt), v.to(dt), weight.to(dt)  # one cast, whose gradient is rounded once
+            u, v = u.to(dt), v.to(dt)
             image = conv_apply(self.layer[0], wd, v.reshape((1,) + self.input_shape))
             sigma = pair_sigma(u, image.reshape(-1), v).clamp_min(self.eps)
             return (wd / sigma).to(weight.dtype)

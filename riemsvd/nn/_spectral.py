@@ -14,7 +14,14 @@ from torch.nn.utils import parametrize
 from riemsvd._backend import no_autocast
 from riemsvd._result import callers_level
 from riemsvd._validate import as_number, check_spectral_norm_args
-from riemsvd.nn._leading import PairNormalization, as_matrix, leading_pair, pair_norms, pair_sigma
+from riemsvd.nn._leading import (
+    PairNormalization,
+    _transformed,
+    as_matrix,
+    leading_pair,
+    pair_norms,
+    pair_sigma,
+)
 from riemsvd.nn._operator_norm import OperatorNorm
 
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -29,21 +36,32 @@ _WRITTEN_OUT_FROM = 1 << 17
 
 
 def divided_by_sigma(
-    wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, eps: float
+    weight: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    dim: int,
+    eps: float,
+    cast: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """W / σ for σ = max(|uᵀ W v|/(‖u‖‖v‖), eps), u and v constants, W seen as a matrix by
-    :func:`as_matrix` along ``dim``: SpectralNorm's forward, with its gradient written out,
-    G ↦ (G − ⟨G, W⟩/σ · ∂σ/∂W)/σ with ∂σ/∂W = sign(uᵀW v)·u vᵀ/(‖u‖‖v‖), in two passes over the
-    weight (a dot product and a rank-one update) where autograd's graph of the expression took about
-    six (the division's backward alone negates, multiplies, divides and sums whole matrices). A
-    forward and backward (one thread) took 0.43 ms against 0.67 at 384×384 in float32, 1.2 against
-    2.9 at 384×1536, 10 against 32 at 1024×4096 (bfloat16 weights, cast to float32 beside it: 0.52
-    against 0.65, 1.6 against 2.4, 18 against 43); a spectral-normalized MLP's training step
-    (384-1536-384-384, Adam) 1.04–1.10× torch's against 1.28–1.31× in float32, 1.63–1.75× against
-    1.86–2.45× in bfloat16. The backward is made of differentiable operations on W, u and v (σ
-    recomputed from W where a double backward records it), so that second derivatives are those of
-    the expression."""
-    return _DividedBySigma.apply(wd, u, v, dim, eps)[0]
+    """W / σ in W's dtype for σ = max(|uᵀ W v|/(‖u‖‖v‖), eps), u and v constants (float32 at least),
+    W seen as a matrix by :func:`as_matrix` along ``dim``: SpectralNorm's forward, with its gradient
+    written out, G ↦ (G − ⟨G, W⟩/σ · ∂σ/∂W)/σ with ∂σ/∂W = sign(uᵀW v)·u vᵀ/(‖u‖‖v‖), in two passes
+    over the weight (a dot product and a rank-one update) where autograd's graph of the expression
+    took about six (the division's backward alone negates, multiplies, divides and sums whole
+    matrices). A forward and backward (one thread) took 0.43 ms against 0.67 at 384×384 in float32,
+    1.2 against 2.9 at 384×1536, 10 against 32 at 1024×4096; a spectral-normalized MLP's training step
+    (384-1536-384-384, Adam) 1.04–1.10× torch's against 1.28–1.31× in float32. The backward is made of
+    differentiable operations on W, u and v (σ recomputed from W where a double backward records
+    it), so that second derivatives are those of the expression.
+
+    ``cast`` is W as that matrix in u's dtype, detached (made here where not given): a half
+    weight's float32 copy, which the forward's refresh solved with, so that the weight is cast once
+    a forward. σ, the quotient and the gradient's two terms are float32 and rounded to W's dtype
+    once, at the end (two casts had rounded the gradient's terms apart: entries 5–171% off where
+    they cancel)."""
+    if cast is None:
+        cast = as_matrix(weight.detach(), dim).to(u.dtype)
+    return _DividedBySigma.apply(weight, cast, u, v, dim, eps)[0]
 
 
 def _coefficients(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
@@ -64,58 +82,77 @@ def _quotient(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int):
 
 class _DividedBySigma(torch.autograd.Function):
     """:func:`divided_by_sigma`, with ``setup_context``, as torch.func's transforms (vmap for
-    per-sample gradients) and torch.compile take a Function."""
+    per-sample gradients) and torch.compile take a Function. Its inputs: (W, W's cast as a matrix,
+    u, v, dim, eps); the cast is a constant, W's value."""
 
     generate_vmap_rule = True  # vmap runs it as it runs its operations
 
     @staticmethod
-    def forward(wd, u, v, dim, eps):  # type: ignore[override]
-        coefficients = _coefficients(wd, u, v, dim, eps)
-        return wd / coefficients[0], coefficients
+    def forward(weight, cast, u, v, dim, eps):  # type: ignore[override]
+        coefficients = _coefficients(cast, u, v, 0, eps)
+        # A half W divided on the CPU by the 0-dim float32 σ is the float32 quotient rounded once
+        # (its kernel keeps such a divisor in float32; tests/test_nn.py checks it bit for bit): one
+        # pass over W where the quotient of the cast and its rounding took two, and a fresh float32
+        # matrix. Not relied on elsewhere, nor inside torch.func's transforms, whose σ may be batched
+        # (a tensor, not a scalar, which the division would round to W's dtype first).
+        if weight.dtype == cast.dtype or weight.device.type == "cpu" and not _transformed(coefficients):
+            return weight / coefficients[0], coefficients
+        return (_from_matrix(cast, weight.shape, dim) / coefficients[0]).to(weight.dtype), coefficients
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        wd, u, v, dim, eps = inputs
-        ctx.save_for_backward(wd, u, v, output[1])
-        ctx.save_for_forward(wd, u, v)
-        ctx.dim, ctx.eps = dim, eps
+        weight, cast, u, v, dim, eps = inputs
+        ctx.save_for_backward(weight, cast, u, v, output[1])
+        ctx.save_for_forward(cast, u, v)
+        ctx.dim, ctx.eps, ctx.shape, ctx.dtype = dim, eps, weight.shape, weight.dtype
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    def jvp(ctx, dw, du, dv, *_):  # type: ignore[override]
+    def jvp(ctx, dw, _, du, dv, *__):  # type: ignore[override]
         """Forward mode: d(W/σ) = dW/σ − W dσ/σ², dσ = sign(q)·dq where |q| ≥ eps, with q's tangent
-        from all three of W, u and v (any of them None: no tangent)."""
-        wd, u, v = ctx.saved_tensors
-        image, norms, quotient = _quotient(wd, u, v, ctx.dim)
+        from all three of W, u and v (any of them None: no tangent; the cast's is W's)."""
+        cast, u, v = ctx.saved_tensors
+        image, norms, quotient = _quotient(cast, u, v, 0)
         sigma = quotient.abs().clamp_min(ctx.eps)
         inner, scale = torch.zeros_like(quotient), torch.zeros_like(quotient)  # of uᵀWv and of ‖u‖‖v‖
         if dw is not None:
-            inner = inner + torch.dot(u, torch.mv(as_matrix(dw, ctx.dim), v))
+            dw = as_matrix(dw, ctx.dim).to(cast.dtype)
+            inner = inner + torch.dot(u, torch.mv(dw, v))
         if du is not None:
             inner, scale = inner + torch.dot(du, image), scale + torch.dot(u, du) / torch.dot(u, u)
         if dv is not None:
-            inner = inner + torch.dot(u, torch.mv(as_matrix(wd, ctx.dim), dv))
+            inner = inner + torch.dot(u, torch.mv(cast, dv))
             scale = scale + torch.dot(v, dv) / torch.dot(v, v)
         rate = quotient.sign() * (inner / norms - quotient * scale)  # σ's, where it is not clamped
-        out = -wd * (torch.where(quotient.abs() >= ctx.eps, rate, 0.0) / (sigma * sigma))
-        return (out if dw is None else out + dw / sigma), None
+        out = -cast * (torch.where(quotient.abs() >= ctx.eps, rate, 0.0) / (sigma * sigma))
+        out = out if dw is None else out + dw / sigma
+        return _from_matrix(out, ctx.shape, ctx.dim).to(ctx.dtype), None
 
     @staticmethod
     def backward(ctx, grad, _):  # type: ignore[override]
         """The gradient with respect to W alone: u's and v's are not made (SpectralNorm.forward takes
         autograd's graph where they are wanted)."""
         if grad is None:
-            return None, None, None, None, None
-        wd, u, v, coefficients = ctx.saved_tensors
+            return None, None, None, None, None, None
+        weight, cast, u, v, coefficients = ctx.saved_tensors
+        g = as_matrix(grad, ctx.dim)
         # a double backward, or forward mode over this backward (forward_ad's duals, which run with
         # grad off: their tangent came 7.9e-3 off; a review): σ and c as functions of W, not constants
-        if torch.is_grad_enabled() or forward_ad.unpack_dual(wd).tangent is not None:
-            coefficients = _coefficients(wd, u, v, ctx.dim, ctx.eps)
-        sigma, rank_one = coefficients.unbind()
-        inner = torch.dot(grad.reshape(-1), wd.reshape(-1))
-        out = torch.addr(as_matrix(grad, ctx.dim), u * (inner * rank_one), v) / sigma
-        return _from_matrix(out, wd.shape, ctx.dim), None, None, None, None
+        if torch.is_grad_enabled() or forward_ad.unpack_dual(weight).tangent is not None:
+            wd = as_matrix(weight.to(cast.dtype), ctx.dim)
+            sigma, rank_one = _coefficients(wd, u, v, 0, ctx.eps).unbind()
+            g = g.to(cast.dtype)
+            inner = torch.dot(g.reshape(-1), wd.reshape(-1))
+            out = torch.addr(g, u * (inner * rank_one), v) / sigma
+        else:  # in place in a matrix of this backward's own: a half G's float32 cast, or addr's result
+            sigma, rank_one = coefficients.unbind()
+            half = g.dtype != cast.dtype
+            g = g.to(cast.dtype)
+            inner = torch.dot(g.reshape(-1), cast.reshape(-1))
+            part = u * (inner * rank_one)
+            out = (g.addr_(part, v) if half else torch.addr(g, part, v)).div_(sigma)
+        return _from_matrix(out, ctx.shape, ctx.dim).to(ctx.dtype), None, None, None, None, None
 
 
 def _from_matrix(mat: torch.Tensor, shape: torch.Size, dim: int) -> torch.Tensor:
@@ -165,12 +202,20 @@ class SpectralNorm(PairNormalization):
         return u, v
 
     @torch.no_grad()
-    def update_pair(self, w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, warm: bool = True) -> None:
+    def update_pair(
+        self,
+        w_mat: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        warm: bool = True,
+        cast: torch.Tensor | None = None,
+    ) -> None:
         """The leading pair of w_mat, warm-started from (u, v) (or not: ``warm=False``), written into
-        them (nothing to do for a weight on the meta device)."""
+        them (nothing to do for a weight on the meta device); ``cast``: w_mat in the solver's dtype,
+        where the caller has it."""
         if w_mat.is_meta:
             return
-        u_new, v_new, _ = leading_pair(w_mat, (u, v) if warm else None, self.tol, self._tracker)
+        u_new, v_new, _ = leading_pair(w_mat, (u, v) if warm else None, self.tol, self._tracker, cast)
         # In place, so that replicas sharing the buffers' storage (DataParallel) see the update.
         u.copy_(u_new)
         v.copy_(v_new)
@@ -179,31 +224,35 @@ class SpectralNorm(PairNormalization):
         return as_matrix(weight, self.dim)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        self._refresh(weight)
-        # Clones: a later forward updates the buffers in place while this graph may still need them.
-        u = self._u.clone(memory_format=torch.contiguous_format)
-        v = self._v.clone(memory_format=torch.contiguous_format)
         # u, v are constants of the graph: at a singular pair dσ = uᵀ dW v exactly. In float32 at
         # least and outside autocast, so that a half-precision W/σ is rounded once, with an exact σ
         # (one cast of W, whose gradient is then rounded once too).
         dt = torch.promote_types(weight.dtype, torch.float32)
+        # autograd's graph of the expression for a sharded weight (DTensor's operators), a small one,
+        # whose graph's nodes cost less than the written-out backward's Python, where u or v is
+        # differentiated too (functional_call over the buffers: that backward is W's alone), and
+        # under torch.compile, whose Dynamo refuses a Function with a jvp ("Unsupported custom
+        # jvp": a graph break, an error with fullgraph=True) and whose inductor fuses the graph
+        written_out = (
+            weight.numel() >= _WRITTEN_OUT_FROM
+            and not hasattr(weight, "full_tensor")
+            and not (self._u.requires_grad or self._v.requires_grad)
+            and not torch.compiler.is_compiling()
+        )
+        # there, the weight's one cast, which the refresh solves with too: a half weight's float32
+        # copy had been made twice a forward (its refresh's, W/σ's)
+        cast = as_matrix(weight.detach(), self.dim).to(dt) if written_out else None
+        self._refresh(weight, cast if weight.dtype != dt else None)
+        # Clones: a later forward updates the buffers in place while this graph may still need them.
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
         with no_autocast(weight.device):
-            u, v, wd = u.to(dt), v.to(dt), weight.to(dt)
-            # autograd's graph of the expression for a sharded weight (DTensor's operators), a small one,
-            # whose graph's nodes cost less than the written-out backward's Python, where u or v is
-            # differentiated too (functional_call over the buffers: that backward is W's alone), and
-            # under torch.compile, whose Dynamo refuses a Function with a jvp ("Unsupported custom
-            # jvp": a graph break, an error with fullgraph=True) and whose inductor fuses the graph
-            written_out = (
-                wd.numel() >= _WRITTEN_OUT_FROM
-                and not hasattr(wd, "full_tensor")
-                and not (u.requires_grad or v.requires_grad)
-                and not torch.compiler.is_compiling()
-            )
-            if not written_out:
-                sigma = pair_sigma(u, torch.mv(as_matrix(wd, self.dim), v), v).clamp_min(self.eps)
-                return (wd / sigma).to(weight.dtype)
-            return divided_by_sigma(wd, u, v, self.dim, self.eps).to(weight.dtype)
+            u, v = u.to(dt), v.to(dt)
+            if written_out:
+                return divided_by_sigma(weight, u, v, self.dim, self.eps, cast)
+            wd = weight.to(dt)
+            sigma = pair_sigma(u, torch.mv(as_matrix(wd, self.dim), v), v).clamp_min(self.eps)
+            return (wd / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, tol={self.tol}, eps={self.eps}"
