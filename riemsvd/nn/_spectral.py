@@ -36,32 +36,36 @@ _WRITTEN_OUT_FROM = 1 << 17
 
 
 def divided_by_sigma(
-    weight: torch.Tensor,
+    wd: torch.Tensor,
     u: torch.Tensor,
     v: torch.Tensor,
     dim: int,
     eps: float,
     cast: torch.Tensor | None = None,
+    half: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """W / σ in W's dtype for σ = max(|uᵀ W v|/(‖u‖‖v‖), eps), u and v constants (float32 at least),
-    W seen as a matrix by :func:`as_matrix` along ``dim``: SpectralNorm's forward, with its gradient
-    written out, G ↦ (G − ⟨G, W⟩/σ · ∂σ/∂W)/σ with ∂σ/∂W = sign(uᵀW v)·u vᵀ/(‖u‖‖v‖), in two passes
-    over the weight (a dot product and a rank-one update) where autograd's graph of the expression
-    took about six (the division's backward alone negates, multiplies, divides and sums whole
-    matrices). A forward and backward (one thread) took 0.43 ms against 0.67 at 384×384 in float32,
-    1.2 against 2.9 at 384×1536, 10 against 32 at 1024×4096; a spectral-normalized MLP's training step
+    """W / σ for σ = max(|uᵀ W v|/(‖u‖‖v‖), eps), u and v constants, W seen as a matrix by
+    :func:`as_matrix` along ``dim``: SpectralNorm's forward, with its gradient written out,
+    G ↦ (G − ⟨G, W⟩/σ · ∂σ/∂W)/σ with ∂σ/∂W = sign(uᵀW v)·u vᵀ/(‖u‖‖v‖), in two passes over the
+    weight (a dot product and a rank-one update) where autograd's graph of the expression took about
+    six (the division's backward alone negates, multiplies, divides and sums whole matrices). A
+    forward and backward (one thread) took 0.43 ms against 0.67 at 384×384 in float32, 1.2 against
+    2.9 at 384×1536, 10 against 32 at 1024×4096; a spectral-normalized MLP's training step
     (384-1536-384-384, Adam) 1.04–1.10× torch's against 1.28–1.31× in float32. The backward is made of
     differentiable operations on W, u and v (σ recomputed from W where a double backward records
     it), so that second derivatives are those of the expression.
 
-    ``cast`` is W as that matrix in u's dtype, detached (made here where not given): a half
-    weight's float32 copy, which the forward's refresh solved with, so that the weight is cast once
-    a forward. σ, the quotient and the gradient's two terms are float32 and rounded to W's dtype
-    once, at the end (two casts had rounded the gradient's terms apart: entries 5–171% off where
-    they cancel)."""
+    ``wd`` is W in u's dtype (float32 or float64), where a half-precision weight's gradients, first
+    and second, are summed before they are rounded once (with a cast for σ and one for the
+    quotient, the gradient's two terms had been rounded apart: entries 5–171% off where they
+    cancel). ``cast``: wd as that matrix, detached (made here where not given), which the refresh
+    solved with, so that a half weight is cast once a forward. ``half``: the half-precision weight
+    wd was cast from, detached: W/σ comes in its dtype, rounded once. In bfloat16, a forward and
+    backward took 1.4–1.6 ms against 1.7 at 1536×384 and 9.6–11.5 against 21–27 at 4096×1024 with
+    the W/σ of the cast rounded afterwards."""
     if cast is None:
-        cast = as_matrix(weight.detach(), dim).to(u.dtype)
-    return _DividedBySigma.apply(weight, cast, u, v, dim, eps)[0]
+        cast = as_matrix(wd.detach(), dim)
+    return _DividedBySigma.apply(wd, cast, half, u, v, _coefficients(cast, u, v, 0, eps), dim, eps)
 
 
 def _coefficients(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
@@ -82,42 +86,51 @@ def _quotient(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int):
 
 class _DividedBySigma(torch.autograd.Function):
     """:func:`divided_by_sigma`, with ``setup_context``, as torch.func's transforms (vmap for
-    per-sample gradients) and torch.compile take a Function. Its inputs: (W, W's cast as a matrix,
-    u, v, dim, eps); the cast is a constant, W's value."""
+    per-sample gradients) and torch.compile take a Function. Its inputs: (W in float32 or float64,
+    its matrix ``cast``, the ``half`` weight or None, u, v, (σ, c) of :func:`_coefficients`, dim,
+    eps); the cast and the half weight are constants, W's value, and (σ, c) an input rather than a
+    second output (whose gradient, None, torch's generated vmap rule of the backward did not take
+    under jvp of a vmapped loss: an INTERNAL ASSERT about forward grads; a review)."""
 
     generate_vmap_rule = True  # vmap runs it as it runs its operations
 
     @staticmethod
-    def forward(weight, cast, u, v, dim, eps):  # type: ignore[override]
-        coefficients = _coefficients(cast, u, v, 0, eps)
+    def forward(wd, cast, half, u, v, coefficients, dim, eps):  # type: ignore[override]
+        if half is None:
+            return wd / coefficients[0]
         # A half W divided on the CPU by the 0-dim float32 σ is the float32 quotient rounded once
         # (its kernel keeps such a divisor in float32; tests/test_nn.py checks it bit for bit): one
         # pass over W where the quotient of the cast and its rounding took two, and a fresh float32
         # matrix. Not relied on elsewhere, nor inside torch.func's transforms, whose σ may be batched
         # (a tensor, not a scalar, which the division would round to W's dtype first).
-        if weight.dtype == cast.dtype or weight.device.type == "cpu" and not _transformed(coefficients):
-            return weight / coefficients[0], coefficients
-        return (_from_matrix(cast, weight.shape, dim) / coefficients[0]).to(weight.dtype), coefficients
+        if half.device.type == "cpu" and not _transformed(coefficients):
+            return half / coefficients[0]
+        return (wd / coefficients[0]).to(half.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        weight, cast, u, v, dim, eps = inputs
-        ctx.save_for_backward(weight, cast, u, v, output[1])
-        ctx.save_for_forward(cast, u, v)
-        ctx.dim, ctx.eps, ctx.shape, ctx.dtype = dim, eps, weight.shape, weight.dtype
-        ctx.mark_non_differentiable(output[1])
+        wd, cast, half, u, v, coefficients, dim, eps = inputs
+        ctx.save_for_backward(wd, cast, u, v, coefficients)
+        # jvp's tensors only under forward mode (forward_ad's dual level, which torch.func.jvp enters
+        # too): saved otherwise, they broke torch's generated vmap rule of the backward, whose grad of
+        # a vmapped loss (an ensemble's, models stacked) raised "flat_bdims must not be None" (a
+        # review); a torch without the level saves them always
+        if getattr(forward_ad, "_current_level", 0) >= 0:
+            ctx.save_for_forward(cast, u, v)
+        ctx.dim, ctx.eps, ctx.shape, ctx.dtype = dim, eps, wd.shape, output.dtype
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    def jvp(ctx, dw, _, du, dv, *__):  # type: ignore[override]
+    def jvp(ctx, dw, _cast, _half, du, dv, *_):  # type: ignore[override]
         """Forward mode: d(W/σ) = dW/σ − W dσ/σ², dσ = sign(q)·dq where |q| ≥ eps, with q's tangent
-        from all three of W, u and v (any of them None: no tangent; the cast's is W's)."""
+        from all three of W, u and v (any of them None: no tangent; the cast's and the half
+        weight's are W's)."""
         cast, u, v = ctx.saved_tensors
         image, norms, quotient = _quotient(cast, u, v, 0)
         sigma = quotient.abs().clamp_min(ctx.eps)
         inner, scale = torch.zeros_like(quotient), torch.zeros_like(quotient)  # of uᵀWv and of ‖u‖‖v‖
         if dw is not None:
-            dw = as_matrix(dw, ctx.dim).to(cast.dtype)
+            dw = as_matrix(dw, ctx.dim)
             inner = inner + torch.dot(u, torch.mv(dw, v))
         if du is not None:
             inner, scale = inner + torch.dot(du, image), scale + torch.dot(u, du) / torch.dot(u, u)
@@ -127,32 +140,32 @@ class _DividedBySigma(torch.autograd.Function):
         rate = quotient.sign() * (inner / norms - quotient * scale)  # σ's, where it is not clamped
         out = -cast * (torch.where(quotient.abs() >= ctx.eps, rate, 0.0) / (sigma * sigma))
         out = out if dw is None else out + dw / sigma
-        return _from_matrix(out, ctx.shape, ctx.dim).to(ctx.dtype), None
+        return _from_matrix(out, ctx.shape, ctx.dim).to(ctx.dtype)
 
     @staticmethod
-    def backward(ctx, grad, _):  # type: ignore[override]
-        """The gradient with respect to W alone: u's and v's are not made (SpectralNorm.forward takes
-        autograd's graph where they are wanted)."""
+    def backward(ctx, grad):  # type: ignore[override]
+        """The gradient with respect to W alone, in W's float32 or float64 (u's and v's are not made:
+        SpectralNorm.forward takes autograd's graph where they are wanted)."""
         if grad is None:
-            return None, None, None, None, None, None
-        weight, cast, u, v, coefficients = ctx.saved_tensors
+            return (None,) * 8
+        wd, cast, u, v, coefficients = ctx.saved_tensors
         g = as_matrix(grad, ctx.dim)
         # a double backward, or forward mode over this backward (forward_ad's duals, which run with
         # grad off: their tangent came 7.9e-3 off; a review): σ and c as functions of W, not constants
-        if torch.is_grad_enabled() or forward_ad.unpack_dual(weight).tangent is not None:
-            wd = as_matrix(weight.to(cast.dtype), ctx.dim)
-            sigma, rank_one = _coefficients(wd, u, v, 0, ctx.eps).unbind()
-            g = g.to(cast.dtype)
-            inner = torch.dot(g.reshape(-1), wd.reshape(-1))
+        if torch.is_grad_enabled() or forward_ad.unpack_dual(wd).tangent is not None:
+            matrix = as_matrix(wd, ctx.dim)
+            sigma, rank_one = _coefficients(matrix, u, v, 0, ctx.eps).unbind()
+            g = g.to(wd.dtype)
+            inner = torch.dot(g.reshape(-1), matrix.reshape(-1))
             out = torch.addr(g, u * (inner * rank_one), v) / sigma
-        else:  # in place in a matrix of this backward's own: a half G's float32 cast, or addr's result
+        else:  # in place in a matrix of this backward's own: a half G's cast, or addr's result
             sigma, rank_one = coefficients.unbind()
-            half = g.dtype != cast.dtype
-            g = g.to(cast.dtype)
+            half = g.dtype != wd.dtype
+            g = g.to(wd.dtype)
             inner = torch.dot(g.reshape(-1), cast.reshape(-1))
             part = u * (inner * rank_one)
             out = (g.addr_(part, v) if half else torch.addr(g, part, v)).div_(sigma)
-        return _from_matrix(out, ctx.shape, ctx.dim).to(ctx.dtype), None, None, None, None, None
+        return (_from_matrix(out, ctx.shape, ctx.dim),) + (None,) * 7
 
 
 def _from_matrix(mat: torch.Tensor, shape: torch.Size, dim: int) -> torch.Tensor:
@@ -228,29 +241,30 @@ class SpectralNorm(PairNormalization):
         # least and outside autocast, so that a half-precision W/σ is rounded once, with an exact σ
         # (one cast of W, whose gradient is then rounded once too).
         dt = torch.promote_types(weight.dtype, torch.float32)
+        wd = weight.to(dt)
         # autograd's graph of the expression for a sharded weight (DTensor's operators), a small one,
         # whose graph's nodes cost less than the written-out backward's Python, where u or v is
         # differentiated too (functional_call over the buffers: that backward is W's alone), and
         # under torch.compile, whose Dynamo refuses a Function with a jvp ("Unsupported custom
         # jvp": a graph break, an error with fullgraph=True) and whose inductor fuses the graph
         written_out = (
-            weight.numel() >= _WRITTEN_OUT_FROM
-            and not hasattr(weight, "full_tensor")
+            wd.numel() >= _WRITTEN_OUT_FROM
+            and not hasattr(wd, "full_tensor")
             and not (self._u.requires_grad or self._v.requires_grad)
             and not torch.compiler.is_compiling()
         )
-        # there, the weight's one cast, which the refresh solves with too: a half weight's float32
-        # copy had been made twice a forward (its refresh's, W/σ's)
-        cast = as_matrix(weight.detach(), self.dim).to(dt) if written_out else None
-        self._refresh(weight, cast if weight.dtype != dt else None)
+        # there, the refresh solves with the cast too: a half weight's float32 copy had been made
+        # twice a forward (the refresh's, W/σ's)
+        half = weight.detach() if weight.dtype != dt and written_out else None
+        cast = as_matrix(wd.detach(), self.dim) if written_out else None
+        self._refresh(weight, None if half is None else cast)
         # Clones: a later forward updates the buffers in place while this graph may still need them.
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         with no_autocast(weight.device):
             u, v = u.to(dt), v.to(dt)
             if written_out:
-                return divided_by_sigma(weight, u, v, self.dim, self.eps, cast)
-            wd = weight.to(dt)
+                return divided_by_sigma(wd, u, v, self.dim, self.eps, cast, half)
             sigma = pair_sigma(u, torch.mv(as_matrix(wd, self.dim), v), v).clamp_min(self.eps)
             return (wd / sigma).to(weight.dtype)
 
