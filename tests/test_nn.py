@@ -1731,6 +1731,26 @@ def test_an_ensemble_of_large_layers_under_vmap_inside_grad_and_jvp(dtype):
         assert float((tangents[i] - tangent).abs() / tangent.abs()) <= bound
 
 
+def test_a_training_forward_of_stacked_models_under_vmap_says_to_use_eval_mode():
+    """A training forward refreshes one stored pair per layer in place; with models stacked along a
+    vmap it failed with "Cannot access data pointer of Tensor that doesn't have storage" (a review).
+    Now an error that says what to do; per-sample gradients (the weight unbatched) still refresh."""
+    from torch.func import functional_call, vmap
+
+    torch.manual_seed(0)
+    models = [rnn.spectral_norm(nn.Linear(8, 16)) for _ in range(2)]
+    params = {
+        k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+        for k, _ in models[0].named_parameters()
+    }
+    buffers = {
+        k: torch.stack([dict(m.named_buffers())[k] for m in models]) for k, _ in models[0].named_buffers()
+    }
+    x = torch.randn(3, 8)
+    with pytest.raises(RuntimeError, match=r"eval mode \(model.eval\(\)\)"):
+        vmap(lambda p, b: functional_call(models[0], (p, b), (x,)))(params, buffers)
+
+
 def test_second_derivatives_in_training_mode_twice():
     """A Hessian (jacfwd of jacrev) in training mode, twice, where the forwards take the power step:
     the complement's iterate kept from the first was the transform's tensor, and the second failed

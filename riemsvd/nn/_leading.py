@@ -314,6 +314,16 @@ def _transformed(x: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
+def _batched(x: torch.Tensor) -> bool:
+    """Whether x is vmap's batched tensor at some level of torch.func's wrappers (a weight of models
+    stacked along a vmap), not only grad's or jvp's."""
+    while _transformed(x):
+        if torch._C._functorch.is_batchedtensor(x):
+            return True
+        x = torch._C._functorch.get_unwrapped(x)
+    return False
+
+
 def _outside(x: torch.Tensor) -> torch.Tensor | None:
     """x to be kept across forwards, or None where it is a transform's tensor, which must not outlive
     it: a complement iterate kept from one hessian (jacfwd of jacrev) in training mode made the next
@@ -551,6 +561,15 @@ def _solve_quietly(
             raise ValueError(NON_FINITE_WEIGHT) from err
 
 
+STACKED_UNDER_VMAP = (
+    "riemsvd.nn: a training-mode forward refreshes the layer's stored singular pair (u, v) in place, "
+    "one pair per layer, and cannot do so for weights or buffers batched by torch.func.vmap (models "
+    "stacked for an ensemble). Run the vmapped "
+    "forward in eval mode (model.eval()), which divides each weight by σ from its own stacked pair; "
+    "to refresh the pairs, run each model's forward in training mode outside vmap and stack its "
+    "buffers again."
+)
+
 NON_FINITE_WEIGHT = (
     "the weight has NaN or Inf entries (an optimizer step that diverged?); its spectral norm is undefined."
 )
@@ -698,6 +717,8 @@ class PairNormalization(nn.Module):
         """In training mode (or where the buffers hold no pair yet), the stored pair refreshed for
         ``weight``; ``cast``: its ``_pair_input`` in the solver's dtype, where the forward made one."""
         if self.training or self._unset:
+            if not torch.compiler.is_compiling() and any(_batched(x) for x in (weight, self._u, self._v)):
+                raise RuntimeError(STACKED_UNDER_VMAP)
             refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v, cast)
             if self._unset:
                 self._unset = weight.is_meta
