@@ -1708,8 +1708,7 @@ def test_an_ensemble_of_large_layers_under_vmap_inside_grad_and_jvp(dtype):
     key = "parametrizations.weight.original"
     params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k in [key, "bias"]}
     buffers = {
-        k: torch.stack([b.detach() for m in models for n, b in m.named_buffers() if n == k])
-        for k, _ in models[0].named_buffers()
+        k: torch.stack([dict(m.named_buffers())[k] for m in models]) for k, _ in models[0].named_buffers()
     }
     x = torch.randn(4, 512).to(dtype)
 
@@ -1734,7 +1733,8 @@ def test_an_ensemble_of_large_layers_under_vmap_inside_grad_and_jvp(dtype):
 def test_a_training_forward_of_stacked_models_under_vmap_says_to_use_eval_mode():
     """A training forward refreshes one stored pair per layer in place; with models stacked along a
     vmap it failed with "Cannot access data pointer of Tensor that doesn't have storage" (a review).
-    Now an error that says what to do; per-sample gradients (the weight unbatched) still refresh."""
+    Now an error that says what to do (per-sample gradients, whose weight is not batched, refresh as
+    before: the tests above)."""
     from torch.func import functional_call, vmap
 
     torch.manual_seed(0)

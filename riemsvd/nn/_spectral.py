@@ -164,8 +164,10 @@ class _DividedBySigma(torch.autograd.Function):
             g = g.to(wd.dtype)
             inner = torch.dot(g.reshape(-1), cast.reshape(-1))
             part = u * (inner * rank_one)
-            if g.device.type == "cpu" and not _transformed(g):  # 1/σ as addr's scale, read free on the CPU:
-                scale = 1 / float(sigma)  # one pass where the division after it took a second
+            if g.device.type == "cpu" and not _transformed(g):
+                # 1/σ as addr's scale (σ read to the host, free on the CPU): one pass where a division
+                # after it took a second
+                scale = 1 / float(sigma)
                 out = (g.addr_ if half else g.addr)(part, v, beta=scale, alpha=scale)
             else:
                 out = (g.addr_(part, v) if half else torch.addr(g, part, v)).div_(sigma)
