@@ -238,6 +238,24 @@ def test_a_half_precision_weights_gradient_is_rounded_once(shape):
     assert bool((error <= 2.0**-8 * exact.grad.abs() + 1e-6 * float(exact.grad.abs().max())).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_written_out_backward_keeps_one_copy_of_the_weight(dtype):
+    """What a large weight's W/σ keeps for its backward: its float32 copy and the pair's vectors,
+    along dim 1 too (a ConvTranspose2d's), where the refresh's matrix of the copy is a second copy
+    (a review of this session's change: 16 MB kept for an 8 MB float32 weight)."""
+    torch.manual_seed(0)
+    layer = rnn.spectral_norm(nn.ConvTranspose2d(128, 64, 4)).to(dtype)
+    layer(torch.randn(1, 128, 4, 4, dtype=dtype))
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: kept.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        normalized = layer.weight  # W/σ alone (the parametrization), not the convolution
+    weight = original(layer)
+    m = weight.shape[1]  # the matrix is (64, 128·4·4); kept: W, u, v and (σ, c), in float32
+    assert normalized.grad_fn is not None and sum(kept) <= 4 * (weight.numel() + m + weight.numel() // m + 2)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_half_precision_weights_second_derivative_is_rounded_once(dtype):
     """A double backward (a Hessian-vector product) through a large half weight's written-out W/σ

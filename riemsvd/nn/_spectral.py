@@ -110,7 +110,7 @@ class _DividedBySigma(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         wd, cast, half, u, v, coefficients, dim, eps = inputs
-        ctx.save_for_backward(wd, cast, u, v, coefficients)
+        ctx.save_for_backward(wd, u, v, coefficients)  # not the cast: a copy of W along a dim other than 0
         # jvp's tensors only under forward mode (forward_ad's dual level, which torch.func.jvp enters
         # too): saved otherwise, they broke torch's generated vmap rule of the backward, whose grad of
         # a vmapped loss (an ensemble's, models stacked) raised "flat_bdims must not be None" (a
@@ -148,21 +148,18 @@ class _DividedBySigma(torch.autograd.Function):
         SpectralNorm.forward takes autograd's graph where they are wanted)."""
         if grad is None:
             return (None,) * 8
-        wd, cast, u, v, coefficients = ctx.saved_tensors
+        wd, u, v, coefficients = ctx.saved_tensors
+        half = grad.dtype != wd.dtype
+        grad = grad.to(wd.dtype)  # a half G's cast: a matrix of this backward's own
+        inner = torch.dot(grad.reshape(-1), wd.reshape(-1))  # ⟨G, W⟩ in W's own layout: no copy of W
         g = as_matrix(grad, ctx.dim)
         # a double backward, or forward mode over this backward (forward_ad's duals, which run with
         # grad off: their tangent came 7.9e-3 off; a review): σ and c as functions of W, not constants
         if torch.is_grad_enabled() or forward_ad.unpack_dual(wd).tangent is not None:
-            matrix = as_matrix(wd, ctx.dim)
-            sigma, rank_one = _coefficients(matrix, u, v, 0, ctx.eps).unbind()
-            g = g.to(wd.dtype)
-            inner = torch.dot(g.reshape(-1), matrix.reshape(-1))
+            sigma, rank_one = _coefficients(as_matrix(wd, ctx.dim), u, v, 0, ctx.eps).unbind()
             out = torch.addr(g, u * (inner * rank_one), v) / sigma
-        else:  # in place in a matrix of this backward's own: a half G's cast, or addr's result
+        else:  # in place in the cast of a half G, else in addr's result
             sigma, rank_one = coefficients.unbind()
-            half = g.dtype != wd.dtype
-            g = g.to(wd.dtype)
-            inner = torch.dot(g.reshape(-1), cast.reshape(-1))
             part = u * (inner * rank_one)
             if g.device.type == "cpu" and not _transformed(g):
                 # 1/σ as addr's scale (σ read to the host, free on the CPU): one pass where a division
