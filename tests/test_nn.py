@@ -1710,6 +1710,19 @@ def test_per_sample_gradients_through_a_forward_that_solves():
     assert abs(true_sigma(model[0].weight) - 1) <= SIGMA_ATOL[torch.float64]
 
 
+def _stacked(models: list[nn.Module]) -> tuple[dict, dict]:
+    """The models' parameters (detached) and buffers stacked along a first dimension, for vmap
+    (torch.func.stack_module_state refuses them: each parametrized module has a class of its own)."""
+    params = {
+        k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+        for k, _ in models[0].named_parameters()
+    }
+    buffers = {
+        k: torch.stack([dict(m.named_buffers())[k] for m in models]) for k, _ in models[0].named_buffers()
+    }
+    return params, buffers
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_an_ensemble_of_large_layers_under_vmap_inside_grad_and_jvp(dtype):
     """Models stacked along a vmap (torch.func's ensembling) in eval mode, each weight with its own
@@ -1724,10 +1737,7 @@ def test_an_ensemble_of_large_layers_under_vmap_inside_grad_and_jvp(dtype):
     torch.manual_seed(0)
     models = [rnn.spectral_norm(nn.Linear(512, 256)).to(dtype).eval() for _ in range(3)]
     key = "parametrizations.weight.original"
-    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k in [key, "bias"]}
-    buffers = {
-        k: torch.stack([dict(m.named_buffers())[k] for m in models]) for k, _ in models[0].named_buffers()
-    }
+    params, buffers = _stacked(models)
     x = torch.randn(4, 512).to(dtype)
 
     def loss(p, b):
@@ -1757,13 +1767,7 @@ def test_a_training_forward_of_stacked_models_under_vmap_says_to_use_eval_mode()
 
     torch.manual_seed(0)
     models = [rnn.spectral_norm(nn.Linear(8, 16)) for _ in range(2)]
-    params = {
-        k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
-        for k, _ in models[0].named_parameters()
-    }
-    buffers = {
-        k: torch.stack([dict(m.named_buffers())[k] for m in models]) for k, _ in models[0].named_buffers()
-    }
+    params, buffers = _stacked(models)
     x = torch.randn(3, 8)
     with pytest.raises(RuntimeError, match=r"eval mode \(model.eval\(\)\)"):
         vmap(lambda p, b: functional_call(models[0], (p, b), (x,)))(params, buffers)

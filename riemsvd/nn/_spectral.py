@@ -65,22 +65,22 @@ def divided_by_sigma(
     the W/σ of the cast rounded afterwards."""
     if cast is None:
         cast = as_matrix(wd.detach(), dim)
-    return _DividedBySigma.apply(wd, cast, half, u, v, _coefficients(cast, u, v, 0, eps), dim, eps)
+    return _DividedBySigma.apply(wd, cast, half, u, v, _coefficients(cast, u, v, eps), dim, eps)
 
 
-def _coefficients(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
-    """(σ, c) in one tensor: σ = max(|q|, eps) for q = uᵀ W v/(‖u‖‖v‖) (:func:`pair_sigma`'s), and
-    c = −sign(q)/(‖u‖‖v‖σ), by which the gradient's rank-one term is ⟨G, W⟩·c·u vᵀ/σ; 0 where σ is
-    clamped at eps, a constant there (clamp_min's gradient passes where |q| ≥ eps). Made with the
-    forward, so that the backward's own small operations are few."""
-    _, norms, quotient = _quotient(wd, u, v, dim)
+def _coefficients(matrix: torch.Tensor, u: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+    """(σ, c) in one tensor for W as a matrix: σ = max(|q|, eps) for q = uᵀ W v/(‖u‖‖v‖)
+    (:func:`pair_sigma`'s), and c = −sign(q)/(‖u‖‖v‖σ), by which the gradient's rank-one term is
+    ⟨G, W⟩·c·u vᵀ/σ; 0 where σ is clamped at eps, a constant there (clamp_min's gradient passes where
+    |q| ≥ eps). Made with the forward, so that the backward's own small operations are few."""
+    _, norms, quotient = _quotient(matrix, u, v)
     sigma = quotient.abs().clamp_min(eps)
     return torch.stack((sigma, torch.where(quotient.abs() >= eps, -quotient.sign() / (norms * sigma), 0.0)))
 
 
-def _quotient(wd: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int):
-    """(W v, ‖u‖‖v‖, q = uᵀ W v/(‖u‖‖v‖)), W seen as a matrix along ``dim``."""
-    image, norms = torch.mv(as_matrix(wd, dim), v), pair_norms(u, v)
+def _quotient(matrix: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
+    """(W v, ‖u‖‖v‖, q = uᵀ W v/(‖u‖‖v‖)) for W as a matrix."""
+    image, norms = torch.mv(matrix, v), pair_norms(u, v)
     return image, norms, torch.dot(u, image) / norms
 
 
@@ -126,7 +126,7 @@ class _DividedBySigma(torch.autograd.Function):
         from all three of W, u and v (any of them None: no tangent; the cast's and the half
         weight's are W's)."""
         cast, u, v = ctx.saved_tensors
-        image, norms, quotient = _quotient(cast, u, v, 0)
+        image, norms, quotient = _quotient(cast, u, v)
         sigma = quotient.abs().clamp_min(ctx.eps)
         inner, scale = torch.zeros_like(quotient), torch.zeros_like(quotient)  # of uᵀWv and of ‖u‖‖v‖
         if dw is not None:
@@ -149,14 +149,14 @@ class _DividedBySigma(torch.autograd.Function):
         if grad is None:
             return (None,) * 8
         wd, u, v, coefficients = ctx.saved_tensors
-        half = grad.dtype != wd.dtype
-        grad = grad.to(wd.dtype)  # a half G's cast: a matrix of this backward's own
+        own = grad.dtype != wd.dtype  # a half G's cast: a matrix of this backward's own
+        grad = grad.to(wd.dtype)
         inner = torch.dot(grad.reshape(-1), wd.reshape(-1))  # ⟨G, W⟩ in W's own layout: no copy of W
         g = as_matrix(grad, ctx.dim)
         # a double backward, or forward mode over this backward (forward_ad's duals, which run with
         # grad off: their tangent came 7.9e-3 off; a review): σ and c as functions of W, not constants
         if torch.is_grad_enabled() or forward_ad.unpack_dual(wd).tangent is not None:
-            sigma, rank_one = _coefficients(as_matrix(wd, ctx.dim), u, v, 0, ctx.eps).unbind()
+            sigma, rank_one = _coefficients(as_matrix(wd, ctx.dim), u, v, ctx.eps).unbind()
             out = torch.addr(g, u * (inner * rank_one), v) / sigma
         else:  # in place in the cast of a half G, else in addr's result
             sigma, rank_one = coefficients.unbind()
@@ -165,9 +165,9 @@ class _DividedBySigma(torch.autograd.Function):
                 # 1/σ as addr's scale (σ read to the host, free on the CPU): one pass where a division
                 # after it took a second
                 scale = 1 / float(sigma)
-                out = (g.addr_ if half else g.addr)(part, v, beta=scale, alpha=scale)
+                out = (g.addr_ if own else g.addr)(part, v, beta=scale, alpha=scale)
             else:
-                out = (g.addr_(part, v) if half else torch.addr(g, part, v)).div_(sigma)
+                out = (g.addr_(part, v) if own else torch.addr(g, part, v)).div_(sigma)
         return (_from_matrix(out, ctx.shape, ctx.dim),) + (None,) * 7
 
 
