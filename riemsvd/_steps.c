@@ -1763,7 +1763,7 @@ done:
     return result;
 }
 
-/* finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors) -> residual: riemsvd._subspace.verify's
+/* finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors, each) -> residual: riemsvd._subspace.verify's
  * arithmetic for one matrix in one call (its twenty numpy and torch calls took 70-180 us a check,
  * cold after the passes: 384x384 to 2000x1000, k = 1), in the products' dtype as numpy makes it. u, av
  * (m x k) and v, atu (n x k): row-major float32 or float64 arrays, the products A v and A^T u of the
@@ -1772,18 +1772,18 @@ done:
  * negative one's u_i negated and s_i = |s_i|; the triplets in descending s (stable), their vectors
  * written into u_out and v_out (row-major, the vectors' kind); errors_i = hypot(nu_i, nv_i)
  * sqrt(0.5 / x2_i) + (floor + drift) s_0 with nu_i = ||A v_i - s_i u_i||, nv_i = ||A^T u_i - s_i v_i||
- * (s_i rounded to the vectors' dtype); s and errors float64 (k). Returns max_i max(nu_i, nv_i) / s_0 +
- * drift (0/0 = 0, r/0 = inf). */
+ * (s_i rounded to the vectors' dtype), each_i = max(nu_i, nv_i); s, errors and each float64 (k), in
+ * the triplets' order. Returns max_i each_i / s_0 + drift (0/0 = 0, r/0 = inf). */
 static PyObject *finish(PyObject *self, PyObject *args)
 {
-    PyObject *o[8];
+    PyObject *o[9];
     double floor, drift;
-    if (!PyArg_ParseTuple(args, "OOOOddOOOO", &o[0], &o[1], &o[2], &o[3], &floor, &drift, &o[4], &o[5], &o[6],
-                          &o[7]))
+    if (!PyArg_ParseTuple(args, "OOOOddOOOOO", &o[0], &o[1], &o[2], &o[3], &floor, &drift, &o[4], &o[5], &o[6],
+                          &o[7], &o[8]))
         return NULL;
-    Array b[8];
-    const char *names[8] = {"u", "v", "av", "atu", "u_out", "v_out", "s", "errors"};
-    if (take_all(o, b, names, 0, 8, 0xF0u) < 0) /* the outputs written, the rest read */
+    Array b[9];
+    const char *names[9] = {"u", "v", "av", "atu", "u_out", "v_out", "s", "errors", "each"};
+    if (take_all(o, b, names, 0, 9, 0x1F0u) < 0) /* the outputs written, the rest read */
         return NULL;
     Py_ssize_t m = b[0].rows, n = b[1].rows, k = b[0].cols;
     char kind = b[0].kind;
@@ -1801,9 +1801,9 @@ static PyObject *finish(PyObject *self, PyObject *args)
         if (aligned(&b[i], names[i]) < 0)
             goto done;
     }
-    if (vector_f64(&b[6], "s") < 0 || vector_f64(&b[7], "errors") < 0)
+    if (vector_f64(&b[6], "s") < 0 || vector_f64(&b[7], "errors") < 0 || vector_f64(&b[8], "each") < 0)
         goto done;
-    if (k < 1 || b[6].rows != k || b[7].rows != k) {
+    if (k < 1 || b[6].rows != k || b[7].rows != k || b[8].rows != k) {
         out_of_range("k");
         goto done;
     }
@@ -1819,7 +1819,7 @@ static PyObject *finish(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t *order = (Py_ssize_t *)(work + 5 * k + wide);
-    double *s = b[6].view.buf, *errors = b[7].view.buf, worst;
+    double *s = b[6].view.buf, *errors = b[7].view.buf, *each = b[8].view.buf, worst;
     if (widened) {
         double *u = work + 5 * k, *v = u + m * k, *u_out = v + n * k, *v_out = u_out + m * k;
         const float *uf = b[0].view.buf, *vf = b[1].view.buf;
@@ -1828,7 +1828,7 @@ static PyObject *finish(PyObject *self, PyObject *args)
         for (Py_ssize_t i = 0; i < n * k; i++)
             v[i] = (double)vf[i];
         worst = finish_core_d(u, v, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift, u_out, v_out, s, errors,
-                              work, order, 1);
+                              each, work, order, 1);
         float *uo = b[4].view.buf, *vo = b[5].view.buf; /* exact: the columns reordered, perhaps negated */
         for (Py_ssize_t i = 0; i < m * k; i++)
             uo[i] = (float)u_out[i];
@@ -1836,10 +1836,10 @@ static PyObject *finish(PyObject *self, PyObject *args)
             vo[i] = (float)v_out[i];
     } else if (kind == 'd')
         worst = finish_core_d(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, work, order, 0);
+                              b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0);
     else
         worst = finish_core_s(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, work, order, 0);
+                              b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0);
     PyMem_Free(work);
     result = PyFloat_FromDouble(relative(worst, s[0]) + drift);
 done:

@@ -117,6 +117,7 @@ def finish(
     v_out: np.ndarray,
     s: np.ndarray,
     errors: np.ndarray,
+    each: np.ndarray,
     /,
 ) -> float: ...
 def reflect(vbuf: np.ndarray, pv: int, w: int, c: np.ndarray, pu: int, d: np.ndarray, /) -> float: ...

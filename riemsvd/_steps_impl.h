@@ -307,10 +307,10 @@ static T NAME(column_sum)(const T *x, const T *y, T s, int squares, Py_ssize_t k
  * dtype, or float64 for float32 vectors widened beside float64 products): u, av (m x k) and v, atu
  * (n x k) row-major; u_out, v_out the triplets' vectors in order; `work` 5k doubles, `order` k. With
  * `single` each q_i is rounded to float32 first, as the float32 vectors returned with it hold it.
- * Returns max_i max(nu_i, nv_i). */
+ * Writes each_i = max(nu_i, nv_i) in the triplets' order; returns the largest. */
 static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *atu, Py_ssize_t m, Py_ssize_t n,
                                 Py_ssize_t k, double floor, double drift, T *u_out, T *v_out, double *s,
-                                double *errors, double *work, Py_ssize_t *order, int single)
+                                double *errors, double *each, double *work, Py_ssize_t *order, int single)
 {
     double *x2 = work, *nu = x2 + k, *nv = nu + k, *sv = nv + k, *sign = sv + k;
     for (Py_ssize_t j = 0; j < k; j++) {
@@ -342,7 +342,8 @@ static double NAME(finish_core)(const T *u, const T *v, const T *av, const T *at
         Py_ssize_t o = order[j];
         s[j] = sv[o];
         errors[j] = hypot(nu[o], nv[o]) * sqrt(0.5 / x2[o]) + (floor + drift) * s0;
-        worst = fmax(worst, fmax(nu[o], nv[o]));
+        each[j] = fmax(nu[o], nv[o]);
+        worst = fmax(worst, each[j]);
     }
     return worst;
 }

@@ -69,12 +69,22 @@ class SolverOptions:
         basis (far above rounding) or giving up; they come every iteration for large A, every few
         for small A. A solve that gives up returns the triplets of its best check of the true
         residual.
+    gap_last : bool
+        With k ≥ 2: the k-th triplet is wanted only for the gap σ_{k−1} − σ_k below the others, and
+        its residual need only be below max(tol, (σ_{k−1} − σ_k)/(20·σ₁)): σ_k + its error bar is
+        then within a tenth of that gap of the true σ_k (not above it where σ_{k+1} lies closer than
+        that residual resolves). The probe for values the search space missed still runs.
+        ``info.residual`` counts the k-th triplet's residual in units of that bound (its residual
+        times tol over it), so that ``converged`` still means residual ≤ tol. What
+        :func:`riemsvd.nn.spectral_norm`'s solves ask (σ₁, and σ₂ for the test that trusts a power
+        step); no effect where k = 1.
     """
 
     block: int | None = None
     max_basis: int | None = None
     start_block: int = 1
     patience: int = 60
+    gap_last: bool = False
 
     def __post_init__(self) -> None:
         # at construction, where the mistake is made, not at the solve that uses them (a new user's trial)
@@ -84,6 +94,8 @@ class SolverOptions:
             check_positive_int(getattr(self, name), f"SolverOptions({name}=...)")
         for name in ("start_block", "patience"):
             check_positive_int(getattr(self, name), f"SolverOptions({name}=...)", allow_none=False)
+        if not isinstance(self.gap_last, bool):
+            raise TypeError(f"`SolverOptions(gap_last=...)` must be True or False, got {self.gap_last!r}.")
 
 
 # The defaults, one frozen instance for every solve (a new one each solve, its checks included, took
@@ -152,6 +164,38 @@ def _relative(res: np.ndarray, s1: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = res / np.where(s1 > 0, s1, 1.0)
     return np.where(s1 > 0, rel, np.where(res > 0, np.inf, 0.0))
+
+
+# SolverOptions.gap_last: the share of the gap σ_{k−1} − σ_k, relative to σ₁, that the k-th triplet's
+# residual may reach. Its error bar is then at most that share of the gap, and σ_k + the bar within
+# about twice it of σ_k: 0.035 of the gap at most over 232 warm solves of a GPT's 512×512 attention
+# weights (float32, tol 5.4e-6; docs/algorithm.md), which took 72 products where 105 reached tol
+# with both. A share of 1/10 took 72 too (0.068 of the gap), 1/50 took 76 (0.016)
+_GAP_SHARE = 1 / 20
+
+
+def _gap_units(rel: np.ndarray, s: np.ndarray, k: int, tol: float) -> np.ndarray:
+    """Relative residuals rel (..., ≥ k) of triplets with values s (..., ≥ k), the k-th in units of its
+    own bound under SolverOptions.gap_last: times tol / max(tol, _GAP_SHARE·(σ_{k−1} − σ_k)/σ₁), so
+    that it passes where rel ≤ tol does for the others (a NaN gap leaves it as it is)."""
+    if rel.shape[-1] < k or s.shape[-1] < k:
+        return rel
+    s1 = s[..., 0]
+    gap = (s[..., k - 2] - s[..., k - 1]) / np.where(s1 > 0, s1, 1.0)
+    scaled = rel.copy()
+    scaled[..., k - 1] *= tol / np.fmax(tol, _GAP_SHARE * gap)
+    return scaled
+
+
+def _in_gap_units(ritz: Ritz, k: int, tol: float | None) -> Ritz:
+    """A look's triplets with their residuals (and an estimate's slack) in gap units (:func:`_gap_units`)
+    where ``tol`` is given (SolverOptions.gap_last), else ``ritz`` itself."""
+    if tol is None:
+        return ritz
+    slack = ritz.slack
+    if isinstance(slack, np.ndarray):
+        slack = _gap_units(slack, ritz.s, k, tol)
+    return Ritz(ritz.y, ritz.s, ritz.z, _gap_units(ritz.rel, ritz.s, k, tol), slack)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -611,7 +655,7 @@ def _look_in_c(h: np.ndarray) -> bool:
     return _C_LAPACK and h.ndim == 2 and h.size > 0 and max(h.shape) <= _C_LOOK_MOST
 
 
-def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ritz | None:
+def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray, gap: float | None) -> Ritz | None:
     """The estimate's own Ritz triplets (𝒰yᵢ, σᵢ, 𝒱zᵢ), zᵢ = Hᵀyᵢ/σᵢ with σᵢ = ‖Hᵀyᵢ‖, for an estimate
     whose top k right residuals have converged to ``target`` (per batch element), where their left
     residuals have too; None otherwise. No SVD of H is needed for them:
@@ -620,7 +664,8 @@ def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ri
     computed here (the eigensolver's backward error, about p·ε·σ₁²/σᵢ: small for the leading values,
     not for one far below σ₁, which the exact SVD then serves). The final look of a k = 1 solve took
     an SVD of H for nothing else (a 24×24 dgesdd: 90–150 µs on a 2-core AMD EPYC, 6% of a 384×384
-    solve of 18 products)."""
+    solve of 18 products). With ``gap`` (the tol of SolverOptions.gap_last), the k-th in its units, as
+    the estimate's are."""
     # y as an array of its own: the estimate's is a reversed view, whose negative stride torch's
     # from_numpy refuses (a sharded solve's tensors; numpy's ascontiguousarray keeps it for k = 1)
     h, y = st.h, estimate.y.copy()
@@ -630,7 +675,10 @@ def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray) -> Ri
         return None
     z = hy / s[..., None, :]
     left = np.linalg.norm(h @ z - y * s[..., None, :], axis=-2)  # ‖H Hᵀy − σ²y‖/σ
-    if not bool((_relative(left[..., :k], s[..., 0]) <= target[..., None]).all()):
+    left = _relative(left[..., :k], s[..., 0])
+    if gap is not None:
+        left = _gap_units(left, s, k, gap)
+    if not bool((left <= target[..., None]).all()):
         return None
     return Ritz(y, s, z, estimate.rel)
 
@@ -906,6 +954,7 @@ def subspace_svd(
     # tensors (a GPU): the steps between two looks keep their coefficients on the device
     deferred = Deferred() if work is op and not op.distributed else None
     unit = eps(op.dtype)
+    gap = tol if options.gap_last and k > 1 else None  # the k-th triplet in gap units (SolverOptions)
     while True:
         p_now = p_max + extra  # a probe's direction widens F without narrowing the search space
         full = p_now < n and st.pv + st.w + min(b, st.w) > p_now
@@ -930,6 +979,8 @@ def subspace_svd(
         # 10·tol·σ₁, where √λ of H Hᵀ is off by up to √(pε)·σ₁ for a value near 0: batches with k
         # above an element's rank took 2.2–2.7× the products)
         estimate = None if full or probe is not None else _estimate(st, t)
+        if estimate is not None:
+            estimate = _in_gap_units(estimate, k, gap)
         # A target below ε of the dtype — a tol below it, or one a failed check tightened there — is
         # reached once the estimate reaches ε: below, the estimate makes new minima of its own
         # rounding, which the returned vectors' residual does not follow, until `patience` runs out
@@ -942,10 +993,10 @@ def subspace_svd(
         reach = np.maximum(target, unit)
         ritz = None
         if estimate is not None and bool((_worst(estimate, k, t, batch) <= reach).all()):
-            ritz = _own_triplets(st, estimate, k, reach)  # None where a left residual fails
+            ritz = _own_triplets(st, estimate, k, reach, gap)  # None where a left residual fails
         if ritz is None:
             if estimate is None or bool((_worst(estimate, k, t, batch, slack=True) <= reach).all()):
-                ritz = _ritz(st, t)
+                ritz = _in_gap_units(_ritz(st, t), k, gap)
             else:
                 ritz = estimate
         worst = _worst(ritz, k, t, batch)
@@ -968,14 +1019,18 @@ def subspace_svd(
             elif iterations >= probe.until or st.w == 0 or iterations >= maxiter:
                 # after a cold start too: a value just above σ_k that the start barely held stands
                 # half-resolved below it at the probe's end (see _unresolved_below)
-                unresolved = bool(st.w) and _unresolved_below(st, ritz, probe.verified, k, rounding)
+                # under gap_last, whether the k-th triplet may stand for a value above σ_{k−1}: asked
+                # of the one below σ_k, which σ_k's loose residual leaves unresolved, the probe ran a
+                # second round, and the GPT's solves of _GAP_SHARE took 97.5 products, not 72
+                wanted_k = k - 1 if gap is not None else k
+                unresolved = bool(st.w) and _unresolved_below(st, ritz, probe.verified, wanted_k, rounding)
                 if unresolved and iterations < maxiter and probe.steps < _ONWARD_STEPS:
                     # on from the residual of the top Ritz triplet below the accepted ones, after a
                     # restart that keeps it and makes room for another round
                     room = min(max(k + 1, min(keep, p_now - st.w - _PROBE_MAX * b)), st.pu, st.pv)
                     ritz = _restart(work, st, ritz, room)
                     restarts += 1
-                    probe.start = st.c[..., :, k : k + 1].copy()
+                    probe.start = st.c[..., :, wanted_k : wanted_k + 1].copy()
                     steps = max(1, min(_PROBE_MAX, (p_now - room - st.w) // b))
                     probe.until, probe.steps = iterations + steps, probe.steps + steps
                 elif unresolved and iterations >= maxiter:
@@ -989,7 +1044,7 @@ def subspace_svd(
             since_best = 0 if bool((worst < best).any()) else since_best + 1
             best = np.minimum(best, worst)
             if bool((worst <= reach).all()):  # reach: the target, or ε of the dtype (above)
-                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
+                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol, gap is not None)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
                     reason = "converged"
@@ -1036,7 +1091,7 @@ def subspace_svd(
             if verified is None:
                 if ritz.z is None:
                     ritz = _ritz(st, t)
-                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol)
+                verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol, gap is not None)
             if kept is not None:
                 verified = _closer(kept, verified, tol)
             break
@@ -1685,7 +1740,7 @@ def _squared_norms(space, x, like) -> np.ndarray:
     return space.to_host(space.dots(x, x))
 
 
-def verify(work, u, v, kept: Kept | None, tol: float):
+def verify(work, u, v, kept: Kept | None, tol: float, gap: bool = False):
     """Rayleigh quotients σᵢ = uᵢᵀ A vᵢ and true relative residuals from products of ``work`` (an
     Operator with tensors u, v, or its HostView with numpy arrays): those the iteration made
     (``kept``, :func:`_vectors`; their drift added to the residual and the bars), or fresh ones where
@@ -1694,7 +1749,8 @@ def verify(work, u, v, kept: Kept | None, tol: float):
     Returns (u, s, v, residual, errors): the vectors as tensors sorted by descending σ, and on the
     host in float64 s (..., k), the residual (...) and errors (..., k) = sqrt((‖A vᵢ − σᵢuᵢ‖² +
     ‖Aᵀuᵢ − σᵢvᵢ‖²)/2), the residual norm of the unit vector (uᵢ, vᵢ)/√2 for the eigenvalue σᵢ of
-    [[0, A], [Aᵀ, 0]], whose eigenvalues are ±σⱼ, plus the products' own rounding.
+    [[0, A], [Aᵀ, 0]], whose eigenvalues are ±σⱼ, plus the products' own rounding. With ``gap``
+    (SolverOptions.gap_last) the k-th triplet's residual counts in gap units (:func:`_gap_units`).
     """
     op = work.op if isinstance(work, HostView) else work
     precise = _float64_view(work, tol)
@@ -1710,8 +1766,11 @@ def verify(work, u, v, kept: Kept | None, tol: float):
     if _finish_in_c(u, v, av, atu):  # one matrix on the host
         assert STEPS is not None  # _finish_in_c
         k = u.shape[-1]
-        u_out, v_out, s, errors = np.empty_like(u), np.empty_like(v), np.empty(k), np.empty(k)
-        residual = STEPS.finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors)
+        u_out, v_out = np.empty_like(u), np.empty_like(v)
+        s, errors, each = np.empty(k), np.empty(k), np.empty(k)  # each: max(‖A v − σu‖, ‖Aᵀu − σv‖)
+        residual = STEPS.finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors, each)
+        if gap:
+            residual = _gap_units(_relative(each, s[0]), s, k, tol).max() + drift
         return left.release(u_out), s, right.release(v_out), np.float64(residual), errors
     # x = (u, v)/√2 is a unit vector only to the vectors' rounding: float32 Ritz vectors 𝒰y came 1 −
     # 6.6e-8 long, which took 1.2 ulps off uᵀA v. So the Rayleigh quotient and residual of x as it is.
@@ -1735,5 +1794,6 @@ def verify(work, u, v, kept: Kept | None, tol: float):
     # without it no σ of A lay within the bars of 67 of 200 random 5×600 float32 solves, by up to
     # 1.44× (0.39–1.0·ε·σ₁ short, 5×600 and 1536×384)
     errors = np.hypot(nu, nv) * np.sqrt(0.5 / x2) + (floor + drift) * s[..., :1]
-    residual = _relative(np.maximum(nu, nv), s[..., 0]).max(-1) + drift
+    each = _relative(np.maximum(nu, nv), s[..., 0])
+    residual = (_gap_units(each, s, s.shape[-1], tol) if gap else each).max(-1) + drift
     return left.release(u), s, right.release(v), residual, errors

@@ -1224,8 +1224,8 @@ def test_the_c_check_is_the_python_one(monkeypatch):
             np.testing.assert_allclose(x, y, rtol=0, atol=8 * np.finfo(x.dtype).eps * np.abs(y).max())
         return mine
 
-    def both_verify(work, u, v, kept, tol):
-        mine, theirs = verify(work, u, v, kept, tol), python(verify, work, u, v, kept, tol)
+    def both_verify(work, u, v, kept, tol, gap=False):
+        mine, theirs = verify(work, u, v, kept, tol, gap), python(verify, work, u, v, kept, tol, gap)
         u_, s, v_, residual, errors = mine
         wide = _subspace._float64_view(work, tol) is not None  # float64 products: their arithmetic
         unit = float(np.finfo(u.dtype if isinstance(u, np.ndarray) and not wide else np.float64).eps)
@@ -1246,7 +1246,7 @@ def test_the_c_check_is_the_python_one(monkeypatch):
         np.testing.assert_allclose(s, theirs[1], rtol=0, atol=4 * unit * theirs[1][0])
         assert abs(residual - theirs[3]) <= 4 * unit
         np.testing.assert_allclose(errors, theirs[4], rtol=0, atol=4 * unit * theirs[1][0])
-        seen.append((k, u.dtype if isinstance(u, np.ndarray) else None, wide))
+        seen.append((k, u.dtype if isinstance(u, np.ndarray) else None, wide, gap))
         return mine
 
     widened = []  # per call into finish: float32 vectors with float64 products
@@ -1283,9 +1283,13 @@ def test_the_c_check_is_the_python_one(monkeypatch):
     # float32 triplets checked by float64 products (tol below float32's products' floor)
     for cls, m, n, k in [("gaussian", 384, 384, 8), ("cluster", 200, 300, 1)]:
         riemsvd.solve(make_matrix(cls, m, n, g).float(), k, tol=1e-6, generator=g)
-    assert {k for k, _, _ in seen} == {1, 3, 4, 6, 8}
-    assert {d for _, d, _ in seen} == {np.dtype("float32"), np.dtype("float64")}
-    assert (np.dtype("float32"), True) in {(d, wide) for _, d, wide in seen}
+    # σ₂ for the gap only: its residual in gap units, from C's residuals of each triplet
+    gap_last = riemsvd.SolverOptions(gap_last=True)
+    riemsvd.solve(make_matrix("gaussian", 300, 200, g), 2, generator=g, options=gap_last)
+    assert {k for k, _, _, _ in seen} == {1, 2, 3, 4, 6, 8}
+    assert {d for _, d, _, _ in seen} == {np.dtype("float32"), np.dtype("float64")}
+    assert (np.dtype("float32"), True) in {(d, wide) for _, d, wide, _ in seen}
+    assert any(gap for _, _, _, gap in seen)
     assert any(widened) and not all(widened)  # C checked them, as it checks the others
 
 
@@ -1299,12 +1303,13 @@ def test_the_c_check_orders_the_triplets_and_makes_each_rayleigh_quotient_nonneg
     eye = np.asfortranarray(np.eye(4))
     y = np.array([[-1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]], order="F")
     z = np.abs(y)
-    u, v, s, errors = np.empty((4, 2)), np.empty((4, 2)), np.empty(2), np.empty(2)
+    u, v, s, errors, each = np.empty((4, 2)), np.empty((4, 2)), np.empty(2), np.empty(2), np.full(2, np.nan)
     bases = (eye, np.asfortranarray(a @ eye), eye, np.asfortranarray(a.T @ eye))
     products = [np.empty((4, 2)) for _ in range(4)]
     _subspace.STEPS.kept_products(*bases, 4, 4, y, z, *products)
-    residual = _subspace.STEPS.finish(*products, 1e-16, 1e-15, u, v, s, errors)
+    residual = _subspace.STEPS.finish(*products, 1e-16, 1e-15, u, v, s, errors, each)
     np.testing.assert_array_equal(s, [2.0, 1.0])
+    np.testing.assert_array_equal(each, [0.0, 0.0])
     np.testing.assert_array_equal(u, [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(v, [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_allclose(errors, [2 * (1e-16 + 1e-15)] * 2, rtol=1e-15)
@@ -1357,7 +1362,7 @@ def test_a_looks_own_triplets_are_accepted_only_where_both_residuals_pass(p, t, 
         right = np.linalg.norm(scale * c @ estimate.y, axis=0) / exact_s[0]
         if (right[:t] > tol).any():
             continue  # not converged: the look takes the exact SVD, or goes on
-        own = _subspace._own_triplets(st_, estimate, t, np.array(tol))
+        own = _subspace._own_triplets(st_, estimate, t, np.array(tol), None)
         assert own is not None and own.z is not None
         np.testing.assert_allclose(np.linalg.norm(own.z, axis=0), 1.0, rtol=1e-14)
         np.testing.assert_allclose(own.s[:t], exact_s[:t], rtol=1e-13, atol=0)
@@ -1369,8 +1374,8 @@ def test_a_looks_own_triplets_are_accepted_only_where_both_residuals_pass(p, t, 
         st_ = _subspace.Lanczos(*[np.zeros((1, 1))] * 4, p, p, 1, h, np.zeros((1, p)))
         estimate = _subspace._estimate(st_, 2)
         assert estimate is not None and (estimate.rel == 0).all()
-        assert _subspace._own_triplets(st_, estimate, 1, np.array(tol)) is not None
-        own = _subspace._own_triplets(st_, estimate, 2, np.array(tol))
+        assert _subspace._own_triplets(st_, estimate, 1, np.array(tol), None) is not None
+        own = _subspace._own_triplets(st_, estimate, 2, np.array(tol), None)
         if own is not None:  # accepted only where σ₂'s left residual passes too
             assert source is rng and (np.linalg.norm(h @ own.z - own.y * own.s, axis=0) <= tol).all()
 

@@ -559,6 +559,29 @@ def test_two_values_that_swap_every_step_are_told_apart(dtype, tol, gap, noise, 
     assert max(errors[1:]) <= bound, [f"{e:.1e}" for e in errors]
 
 
+def test_a_forwards_two_triplet_solve_wants_sigma_2_for_the_gap_only(monkeypatch):
+    """A training forward that solves asks for σ₂ only to the accuracy of the gap below σ₁
+    (SolverOptions(gap_last=True)): a GPT's 512×512 attention weights, which solve on most forwards
+    under AdamW, took 72 products a solve where σ₂ to tol took 105. One triplet (a one-row weight)
+    is solved as it is."""
+    seen = []
+
+    def spy(a, k, **kwargs):
+        seen.append((k, kwargs.get("options")))
+        return riemsvd.solve(a, k, **kwargs)
+
+    monkeypatch.setattr(_leading, "solve", spy)
+    torch.manual_seed(0)
+    for shape in [(300, 200), (1, 200)]:
+        layer = rnn.spectral_norm(nn.Linear(shape[1], shape[0], bias=False))
+        for _ in range(3):
+            with torch.no_grad():
+                original(layer).add_(0.05 * torch.randn(shape))
+            layer(torch.randn(4, shape[1]))
+    assert {k for k, _ in seen} == {1, 2}
+    assert all((options is not None and options.gap_last) == (k == 2) for k, options in seen), seen
+
+
 @pytest.mark.parametrize("scale", [8.1e38, 4e-41])
 def test_a_sigma_beyond_float32s_range_warns_at_every_solving_forward(scale):
     """σ inf, or subnormal with fewer digits than tol: each training forward that solves says so. The

@@ -138,6 +138,7 @@ def test_bad_options_raise(gen):
         ({"start_block": 0}, ValueError),
         ({"block": 2.0}, TypeError),
         ({"patience": None}, TypeError),
+        ({"gap_last": 1}, TypeError),
     ],
 )
 def test_bad_solver_options_are_refused_when_made(fields, error):
@@ -274,6 +275,107 @@ def _copies_over_a_gap(seed: int, top: float):
     u, _ = np.linalg.qr(rng.standard_normal((m, s.size)))
     v, _ = np.linalg.qr(rng.standard_normal((n, s.size)))
     return torch.from_numpy((u * s) @ v.T), k
+
+
+def _gap_matrix(m: int, n: int, gaps: list[float], seed: int, dtype=torch.float64, bulk=0.6) -> torch.Tensor:
+    """U diag(s) Vᵀ with s₁ = 1, the next values ``gaps`` apart each, then uniform ones from ``bulk``
+    down."""
+    gen = torch.Generator().manual_seed(seed)
+    top = 1 - torch.tensor([0.0, *gaps], dtype=torch.float64).cumsum(0)
+    rest = bulk * torch.rand(min(m, n) - top.numel(), generator=gen, dtype=torch.float64)
+    s = torch.cat([top, torch.sort(rest, descending=True).values])
+    return ((orthonormal(m, s.numel(), gen) * s) @ orthonormal(n, s.numel(), gen).mT).to(dtype)
+
+
+GAP_LAST = riemsvd.SolverOptions(gap_last=True)
+
+
+@given(
+    shape=st.sampled_from([(120, 80), (80, 200), (300, 300)]),
+    k=st.integers(2, 4),
+    gap=st.floats(1e-3, 0.2),
+    below=st.floats(1e-5, 0.05),  # σ_k − σ_{k+1}: the k-th triplet's own gap, often far smaller
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    seed=st.integers(0, 2**16),
+)
+def test_gap_last_knows_sigma_k_to_a_tenth_of_its_gap(shape, k, gap, below, dtype, seed):
+    """SolverOptions(gap_last=True): σ₁ … σ_{k−1} to tol (as without it), and the k-th only for the gap
+    above it: σ_k + its error bar within a tenth of σ_{k−1} − σ_k of the true σ_k (its residual a
+    twentieth of that gap, the bar at most the residual), or 2·tol·σ₁ where that is more; converged,
+    with the residual counted in the k-th triplet's units. Not an upper bound: with σ_{k+1} closer
+    than that residual resolves, the triplet can stand for the pair together (σ₂ − σ₃ = 1e-5, float32
+    300×300: σ₂ + its bar 2.7e-6 below σ₂, where the gap above it is 0.125)."""
+    gaps = [0.02] * (k - 2) + [gap, below]
+    a = _gap_matrix(*shape, gaps, seed, dtype)
+    r = solve(a, k, options=GAP_LAST, generator=torch.Generator().manual_seed(seed))
+    tol = r.info.tol
+    exact = torch.linalg.svdvals(a.double())[: k + 1]
+    assert bool(r.info.converged) and float(r.info.residual) <= tol
+    floor = 10 * torch.finfo(dtype).eps
+    wanted = (r.S[: k - 1].double() - exact[: k - 1]).abs()
+    assert bool((wanted <= tol + floor).all()), (r.S, exact)
+    bound = float(r.S[k - 1]) + float(r.info.errors[k - 1])
+    sk, gap_k = float(exact[k - 1]), float(exact[k - 2] - exact[k - 1])
+    assert abs(bound - sk) <= max(0.1 * gap_k, 2 * tol) + floor, (bound, sk, gap_k)
+    # the k-th triplet's own residual (float64 products of what was returned): a twentieth of the gap
+    u, s, v, a64 = r.U[:, k - 1].double(), float(r.S[k - 1]), r.V[:, k - 1].double(), a.double()
+    own = max(float(torch.linalg.vector_norm(x)) for x in (a64 @ v - s * u, a64.mT @ u - s * v))
+    assert own <= max(tol, (float(r.S[k - 2]) - s) / 20) * float(r.S[0]) + floor
+
+
+def test_gap_units_pass_the_kth_residual_below_a_twentieth_of_its_gap():
+    """_gap_units: the k-th relative residual over max(tol, (σ_{k−1} − σ_k)/(20·σ₁)), times tol; the others
+    as they are; tol itself where the gap is 0 or NaN. A batch of three: gaps 0.1, 0 and NaN."""
+    from riemsvd._subspace import _gap_units
+
+    s = np.array([[2.0, 1.8, 1.0], [2.0, 2.0, 1.0], [np.nan, np.nan, 1.0]])
+    rel = np.array([[1e-8, 4.9e-3, 1.0], [1e-8, 4.9e-3, 1.0], [1e-8, 4.9e-3, 1.0]])
+    scaled = _gap_units(rel, s, 2, 1e-8)
+    np.testing.assert_array_equal(scaled[:, [0, 2]], rel[:, [0, 2]])
+    np.testing.assert_allclose(scaled[:, 1], [4.9e-3 * 1e-8 / 5e-3, 4.9e-3, 4.9e-3], rtol=1e-15)
+    assert scaled[0, 1] <= 1e-8 < _gap_units(np.array([1e-8, 5.1e-3]), s[0, :2], 2, 1e-8)[1]
+
+
+def test_gap_last_saves_the_products_that_sigma_k_would_take_to_tol():
+    """σ₂ 0.1 below σ₁ but 1e-3 above σ₃ and the rest close below (300×200, float64, tol 1e-6): to tol
+    σ₂ must be told from σ₃, which the gap below σ₁ does not need; gap_last stops once σ₁ is at tol
+    and σ₂'s residual within a twentieth of that gap (58 products where 118 took σ₂ to tol; 126 and
+    78 with the wide basis, whose looks take the estimate of H Hᵀ's top eigenpairs). Warm-started
+    beside a bulk close below (σ₂ − σ₃ = 7e-3, as on a GPT's attention weights), from the triplets of
+    A plus noise of 1e-2: 62 where 100 took σ₂ to tol. There the probe's end asks whether σ₂'s
+    triplet may stand for a value above σ₁, not whether σ₃'s may for one above σ₂: asked that, the
+    loose σ₂ left it unresolved and the probe ran a second round (94)."""
+
+    def products(a, init=None, **options):
+        return [
+            solve(a, 2, tol=1e-6, init=init, options=riemsvd.SolverOptions(**options, gap_last=last),
+                  generator=torch.Generator().manual_seed(0)).info.matvecs
+            for last in (False, True)
+        ]  # fmt: skip
+
+    a = _gap_matrix(300, 200, [0.1, 1e-3], 0, bulk=0.89)
+    for basis in (None, 64):
+        both, gap = products(a, max_basis=basis)
+        assert gap <= 0.65 * both, (basis, gap, both)
+    a = _gap_matrix(300, 200, [0.04, 7e-3], 1, bulk=0.95)
+    gen = torch.Generator().manual_seed(101)
+    noise = 1e-2 * torch.randn(a.shape, generator=gen, dtype=a.dtype) / 300**0.5
+    before = solve(a + noise, 2, tol=1e-6, generator=gen)
+    both, gap = products(a, (before.U, before.V))
+    assert gap <= 0.7 * both, (gap, both)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_gap_last_still_probes_for_a_copy_of_sigma_1(seed):
+    """σ₁ = σ₂ = 1 over values from 0.5 down, k = 2 with gap_last: the Krylov space of one start holds
+    one copy, and the probe that follows finds the other, so the gap below σ₁ is 0 — not 0.5, which
+    would let a power step past a cluster be trusted."""
+    gen = torch.Generator().manual_seed(seed)
+    rest = 0.5 * torch.rand(148, generator=gen, dtype=torch.float64)
+    s = torch.cat([torch.ones(2, dtype=torch.float64), rest])
+    a = (orthonormal(200, 150, gen) * s) @ orthonormal(150, 150, gen).mT
+    r = solve(a, 2, options=GAP_LAST, generator=gen)
+    assert abs(float(r.S[1]) - 1) <= 1e-10, r.S
 
 
 def test_the_probe_resolves_an_interior_pair_its_krylov_space_reaches():
