@@ -46,13 +46,14 @@ def _solve_op(
     max_basis: int | None,
     start_block: int,
     patience: int,
+    gap_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U, S, V, converged, residual, errors, counts) of the eager solve; counts = (iterations,
     matvecs, restarts) as int64 on the host."""
     from riemsvd._solve import solve  # _solve imports this module
 
     init = None if u0 is None else u0 if v0 is None else (u0, v0)
-    options = SolverOptions(block, max_basis, start_block, patience)
+    options = SolverOptions(block, max_basis, start_block, patience, gap_last)
     out = solve(a, k, tol=tol, maxiter=maxiter, init=init, options=options, method=method)
     info = out.info
     assert info is not None and info.errors is not None  # solve always fills both
@@ -61,7 +62,7 @@ def _solve_op(
 
 
 @_solve_op.register_fake
-def _solve_shapes(a, k, tol, maxiter, u0, v0, method, block, max_basis, start_block, patience):
+def _solve_shapes(a, k, tol, maxiter, u0, v0, method, block, max_basis, start_block, patience, gap_last=False):
     batch, (m, n) = a.shape[:-2], a.shape[-2:]
     return (
         a.new_empty(batch + (m, k)),
@@ -81,7 +82,7 @@ def _save(ctx, inputs, output) -> None:
 
 def _backward(ctx, gu, gs, gv, *_):
     a, u, s, v = ctx.saved_tensors
-    return (torch.ops.riemsvd.solve_backward(a, u, s, v, gu, gs, gv),) + (None,) * 10
+    return (torch.ops.riemsvd.solve_backward(a, u, s, v, gu, gs, gv),) + (None,) * 11
 
 
 _solve_op.register_autograd(_backward, setup_context=_save)
@@ -136,7 +137,7 @@ def compiled_solve(A, k, tol, maxiter, init, generator, options, method: str):
     options = options or DEFAULT_OPTIONS
     out = torch.ops.riemsvd.solve(
         A, k, tol, maxiter, u0, v0, method, options.block, options.max_basis, options.start_block,
-        options.patience,
+        options.patience, options.gap_last,
     )  # fmt: skip
     u, s, v, converged, residual, errors, counts = out
     tol_ = float(tol) if tol is not None else default_tol(A.dtype, A.shape[-2], A.shape[-1])

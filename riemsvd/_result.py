@@ -83,7 +83,8 @@ class SolveInfo:
         float32 triplets before their cast to A's dtype: the triplets returned carry that dtype's
         rounding on top, a residual of about its unit roundoff (2⁻⁸ ≈ 3.9e-3 for bfloat16, 2⁻¹¹ ≈
         4.9e-4 for float16; 2.8e-3 and 4.6e-4 measured at 384×384, k = 4) whatever ``tol``;
-        ``errors`` include the cast.
+        ``errors`` include the cast. With ``SolverOptions(gap_last=True)`` the k-th triplet's
+        residual counts in units of its own bound, max(tol, (σ_{k−1} − σ_k)/(20·σ₁)), times tol.
     tol : float
         The tolerance the solve worked to: ``tol`` as given (read as a float64 number), or, for
         ``tol=None``, the default for A's dtype and size (:func:`riemsvd.solve`).

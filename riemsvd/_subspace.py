@@ -73,11 +73,14 @@ class SolverOptions:
         With k ≥ 2: the k-th triplet is wanted only for the gap σ_{k−1} − σ_k below the others, and
         its residual need only be below max(tol, (σ_{k−1} − σ_k)/(20·σ₁)): σ_k + its error bar is
         then within a tenth of that gap of the true σ_k (not above it where σ_{k+1} lies closer than
-        that residual resolves). The probe for values the search space missed still runs.
-        ``info.residual`` counts the k-th triplet's residual in units of that bound (its residual
-        times tol over it), so that ``converged`` still means residual ≤ tol. What
-        :func:`riemsvd.nn.spectral_norm`'s solves ask (σ₁, and σ₂ for the test that trusts a power
-        step); no effect where k = 1.
+        that residual resolves). ``info.residual`` counts the k-th triplet's residual in units of
+        that bound (its residual times tol over it), so that ``converged`` still means residual ≤
+        tol. The probe for values the search space missed still runs, and the rounds after it guard
+        the first k − 1, not σ_k: a warm start that lacks σ_k's vector can return σ_{k+1} for it
+        (from the exact pairs of σ₁ and σ₃, 2 of 20 seeds returned σ₃ for σ₂, none without
+        gap_last). What :func:`riemsvd.nn.spectral_norm`'s solves ask (σ₁, and σ₂ for the test that
+        trusts a power step, one estimate of σ₂ beside others there); no effect where k = 1, nor on
+        the dense and trust-region paths, whose k-th triplet is as accurate as the others.
     """
 
     block: int | None = None

@@ -42,6 +42,16 @@ def make_matrix(kind: str, m: int, n: int, gen: torch.Generator, dtype=torch.flo
     return generate(GENERATOR_CLASS.get(kind, kind), m, n, dtype, gen, scale)
 
 
+def gapped_matrix(m: int, n: int, gaps: list[float], seed: int, dtype=torch.float64, bulk=0.6):
+    """U diag(s) Vᵀ with s₁ = 1, the next values ``gaps`` apart each, then uniform ones from ``bulk``
+    down."""
+    gen = torch.Generator().manual_seed(seed)
+    top = 1 - torch.tensor([0.0, *gaps], dtype=torch.float64).cumsum(0)
+    rest = bulk * torch.rand(min(m, n) - top.numel(), generator=gen, dtype=torch.float64)
+    s = torch.cat([top, torch.sort(rest, descending=True).values])
+    return ((orthonormal(m, s.numel(), gen) * s) @ orthonormal(n, s.numel(), gen).mT).to(dtype)
+
+
 def check_svd(a: torch.Tensor, result, k: int, tol: float, *, sigma_rtol: float | None = None) -> None:
     """Shapes, orthonormality, residual ≤ tol, and σ against torch.linalg.svd (float64 reference).
 

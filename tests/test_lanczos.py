@@ -1316,6 +1316,25 @@ def test_the_c_check_orders_the_triplets_and_makes_each_rayleigh_quotient_nonneg
     assert residual == 1e-15
 
 
+def test_the_c_check_writes_each_triplets_residual_in_the_triplets_order():
+    """``_steps.finish``'s ``each`` (max(‖A vᵢ − σᵢuᵢ‖, ‖Aᵀuᵢ − σᵢvᵢ‖), which SolverOptions.gap_last reads
+    per triplet) follows the triplets as returned, sorted: two unit vectors of A = diag(1, 2, 3, 4)
+    given in ascending order, each leaning a little towards another axis (their residuals 0.1 and
+    0.2 apart from each other), against numpy's."""
+    a = np.diag([1.0, 2.0, 3.0, 4.0])
+    u_in = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 0.0], [0.0, 0.3]])
+    u_in /= np.linalg.norm(u_in, axis=0)
+    v_in = u_in.copy()
+    av, atu = a @ v_in, a.T @ u_in
+    u, v, s, errors, each = np.empty((4, 2)), np.empty((4, 2)), np.empty(2), np.empty(2), np.full(2, np.nan)
+    _subspace.STEPS.finish(u_in, v_in, av, atu, 0.0, 0.0, u, v, s, errors, each)
+    q = np.einsum("ij,ij->j", u_in, av)
+    expected = np.maximum(np.linalg.norm(av - u_in * q, axis=0), np.linalg.norm(atu - v_in * q, axis=0))
+    assert s[0] > s[1] and q[1] > q[0]  # the order turned
+    np.testing.assert_allclose(each, expected[::-1], rtol=1e-14)
+    assert expected[0] != expected[1]
+
+
 def test_a_batch_with_k_above_an_elements_rank_takes_the_iterations_of_its_slowest_element():
     """A probe's end is judged on exact Ritz values: a batch's estimate (√λ of H Hᵀ) is off by up to
     √(pε)·σ₁ for a value near 0, and with it a rank-4 element at k = 8 'grew' at every probe's end

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import riemsvd
 from tests.adversarial import KINDS, adversarial_matrix, solve_and_check
 from tests.fuzz_warm import crossing_case
-from tests.matrices import check_svd, make_matrix, orthonormal
+from tests.matrices import check_svd, gapped_matrix, make_matrix, orthonormal
 
 # The iterative solver on purpose: on matrices this small, method="auto" would take the dense path
 # (tests/test_dense.py tests that one and the choice).
@@ -277,16 +277,6 @@ def _copies_over_a_gap(seed: int, top: float):
     return torch.from_numpy((u * s) @ v.T), k
 
 
-def _gap_matrix(m: int, n: int, gaps: list[float], seed: int, dtype=torch.float64, bulk=0.6) -> torch.Tensor:
-    """U diag(s) Vᵀ with s₁ = 1, the next values ``gaps`` apart each, then uniform ones from ``bulk``
-    down."""
-    gen = torch.Generator().manual_seed(seed)
-    top = 1 - torch.tensor([0.0, *gaps], dtype=torch.float64).cumsum(0)
-    rest = bulk * torch.rand(min(m, n) - top.numel(), generator=gen, dtype=torch.float64)
-    s = torch.cat([top, torch.sort(rest, descending=True).values])
-    return ((orthonormal(m, s.numel(), gen) * s) @ orthonormal(n, s.numel(), gen).mT).to(dtype)
-
-
 GAP_LAST = riemsvd.SolverOptions(gap_last=True)
 
 
@@ -306,7 +296,7 @@ def test_gap_last_knows_sigma_k_to_a_tenth_of_its_gap(shape, k, gap, below, dtyp
     than that residual resolves, the triplet can stand for the pair together (σ₂ − σ₃ = 1e-5, float32
     300×300: σ₂ + its bar 2.7e-6 below σ₂, where the gap above it is 0.125)."""
     gaps = [0.02] * (k - 2) + [gap, below]
-    a = _gap_matrix(*shape, gaps, seed, dtype)
+    a = gapped_matrix(*shape, gaps, seed, dtype)
     r = solve(a, k, options=GAP_LAST, generator=torch.Generator().manual_seed(seed))
     tol = r.info.tol
     exact = torch.linalg.svdvals(a.double())[: k + 1]
@@ -353,11 +343,11 @@ def test_gap_last_saves_the_products_that_sigma_k_would_take_to_tol():
             for last in (False, True)
         ]  # fmt: skip
 
-    a = _gap_matrix(300, 200, [0.1, 1e-3], 0, bulk=0.89)
+    a = gapped_matrix(300, 200, [0.1, 1e-3], 0, bulk=0.89)
     for basis in (None, 64):
         both, gap = products(a, max_basis=basis)
         assert gap <= 0.65 * both, (basis, gap, both)
-    a = _gap_matrix(300, 200, [0.04, 7e-3], 1, bulk=0.95)
+    a = gapped_matrix(300, 200, [0.04, 7e-3], 1, bulk=0.95)
     gen = torch.Generator().manual_seed(101)
     noise = 1e-2 * torch.randn(a.shape, generator=gen, dtype=a.dtype) / 300**0.5
     before = solve(a + noise, 2, tol=1e-6, generator=gen)
@@ -376,6 +366,23 @@ def test_gap_last_still_probes_for_a_copy_of_sigma_1(seed):
     a = (orthonormal(200, 150, gen) * s) @ orthonormal(150, 150, gen).mT
     r = solve(a, 2, options=GAP_LAST, generator=gen)
     assert abs(float(r.S[1]) - 1) <= 1e-10, r.S
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_gap_last_finds_a_sigma_1_that_a_warm_start_lacks(seed):
+    """Warm-started from the exact pairs of σ₂ and σ₃ (σ = 1, 0.95, 0.9, the rest below 0.8; 300×300),
+    σ₁'s vector only in the start's random part: the probe and the rounds after it still guard the
+    first k − 1 under gap_last (0 of 30 seeds missed σ₁). Not σ_k: asked of σ_k, the rounds had
+    cost most of gap_last's saving, and from the pairs of σ₁ and σ₃ σ₃ came back for σ₂ on 2 of 20
+    seeds (a review; SolverOptions, docs/algorithm.md)."""
+    gen = torch.Generator().manual_seed(seed)
+    u, v = orthonormal(300, 300, gen), orthonormal(300, 300, gen)
+    rest = 0.8 * torch.rand(297, generator=gen, dtype=torch.float64)
+    s = torch.cat([torch.tensor([1.0, 0.95, 0.9], dtype=torch.float64), rest])
+    a = (u * s) @ v.mT
+    r = solve(a, 2, init=(u[:, 1:3], v[:, 1:3]), options=GAP_LAST, generator=gen)
+    assert abs(float(r.S[0]) - 1) <= 1e-10, r.S
+    assert abs(float(r.S[1] + r.info.errors[1]) - 0.95) <= 0.005, r.S
 
 
 def test_the_probe_resolves_an_interior_pair_its_krylov_space_reaches():
