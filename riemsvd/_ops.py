@@ -62,7 +62,9 @@ def _solve_op(
 
 
 @_solve_op.register_fake
-def _solve_shapes(a, k, tol, maxiter, u0, v0, method, block, max_basis, start_block, patience, gap_last=False):
+def _solve_shapes(
+    a, k, tol, maxiter, u0, v0, method, block, max_basis, start_block, patience, gap_last=False
+):
     batch, (m, n) = a.shape[:-2], a.shape[-2:]
     return (
         a.new_empty(batch + (m, k)),

@@ -70,17 +70,18 @@ class SolverOptions:
         for small A. A solve that gives up returns the triplets of its best check of the true
         residual.
     gap_last : bool
-        With k ≥ 2: the k-th triplet is wanted only for the gap σ_{k−1} − σ_k below the others, and
-        its residual need only be below max(tol, (σ_{k−1} − σ_k)/(20·σ₁)): σ_k + its error bar is
-        then within a tenth of that gap of the true σ_k (not above it where σ_{k+1} lies closer than
-        that residual resolves). ``info.residual`` counts the k-th triplet's residual in units of
-        that bound (its residual times tol over it), so that ``converged`` still means residual ≤
-        tol. The probe for values the search space missed still runs, and the rounds after it guard
-        the first k − 1, not σ_k: a warm start that lacks σ_k's vector can return σ_{k+1} for it
-        (from the exact pairs of σ₁ and σ₃, 2 of 20 seeds returned σ₃ for σ₂, none without
-        gap_last). What :func:`riemsvd.nn.spectral_norm`'s solves ask (σ₁, and σ₂ for the test that
-        trusts a power step, one estimate of σ₂ beside others there); no effect where k = 1, nor on
-        the dense and trust-region paths, whose k-th triplet is as accurate as the others.
+        With k ≥ 2, solve the k-th triplet only as far as the gap σ_{k−1} − σ_k above it needs: its
+        residual need only be below max(tol, (σ_{k−1} − σ_k)/(20·σ₁)). σ_k + its error bar is then
+        within a tenth of that gap (or 2·tol·σ₁) of the true σ_k, where the search space held σ_k.
+        Two cases where it did not: σ_{k+1} closer to σ_k than that residual resolves (the triplet
+        stands for the two together), and a warm start that lacked σ_k's vector, for which σ_{k+1}
+        can come back (from the exact pairs of σ₁ and σ₃, on 2 of 20 seeds; none without
+        gap_last): the probe for missed values still runs, but the rounds after it guard the first
+        k − 1 only. ``info.residual`` counts the k-th triplet's residual in units of its bound (times
+        tol over it), so that ``converged`` still means residual ≤ tol. What
+        :func:`riemsvd.nn.spectral_norm`'s solves ask (σ₁, and σ₂ as one estimate of the gap that
+        lets a power step be trusted); no effect where k = 1, nor on the dense and trust-region
+        paths, whose k-th triplet is as accurate as the others.
     """
 
     block: int | None = None
