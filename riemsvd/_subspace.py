@@ -1025,7 +1025,8 @@ def subspace_svd(
                 # half-resolved below it at the probe's end (see _unresolved_below)
                 # under gap_last, whether the k-th triplet may stand for a value above σ_{k−1}: asked
                 # of the one below σ_k, which σ_k's loose residual leaves unresolved, the probe ran a
-                # second round, and the GPT's solves of _GAP_SHARE took 97.5 products, not 72
+                # second round, and the GPT's solves of _GAP_SHARE took 97.5 products, not 72; σ_k's
+                # own guard against a value its start lacked is the price (SolverOptions.gap_last)
                 wanted_k = k - 1 if gap is not None else k
                 unresolved = bool(st.w) and _unresolved_below(st, ritz, probe.verified, wanted_k, rounding)
                 if unresolved and iterations < maxiter and probe.steps < _ONWARD_STEPS:

@@ -559,6 +559,37 @@ def test_two_values_that_swap_every_step_are_told_apart(dtype, tol, gap, noise, 
     assert max(errors[1:]) <= bound, [f"{e:.1e}" for e in errors]
 
 
+@pytest.mark.parametrize(
+    "shape,dtype,tol,expected",
+    [
+        ((256, 256), torch.float32, None, 2 * 2.0**-23 * 16),  # the products' rounding, above 1e-6
+        ((16, 12), torch.float32, None, 1e-6),  # float32 default, above 2·ε·4
+        ((256, 256), torch.bfloat16, None, 2 * 2.0**-23 * 16),  # solved in float32
+        ((300, 100), torch.float64, None, 1e-12),
+        ((300, 100), torch.float64, 1e-15, 2 * 2.0**-52 * 300**0.5),  # raised to that rounding
+        ((300, 100), torch.float64, 1e-9, 1e-9),
+    ],
+)
+def test_a_layer_says_the_tol_it_keeps_sigma_to(shape, dtype, tol, expected):
+    """``effective_tol``, and the repr: ``tol``, or the default for the matrix in the solver's dtype,
+    raised to its products' rounding (a new user's trial had to import a private function to check
+    the promise); each training forward keeps ‖W/σ‖₂ within it of 1."""
+    torch.manual_seed(0)
+    layer = nn.Linear(shape[1], shape[0], bias=False).to(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)  # tol=1e-15's, once
+        rnn.spectral_norm(layer, tol=tol)
+        norm = layer.parametrizations.weight[0]
+        assert norm.effective_tol == pytest.approx(expected, rel=1e-12)
+        assert f"({expected:.2g})" in repr(norm)
+        for _ in range(3):
+            with torch.no_grad():
+                original(layer).add_(1e-3 * torch.randn(shape).to(dtype))
+            layer(torch.randn(2, shape[1]).to(dtype))
+            if dtype != torch.bfloat16:  # W/σ rounded to bfloat16 is beyond tol (see the docs)
+                assert abs(true_sigma(layer.weight) - 1) <= norm.effective_tol
+
+
 def test_a_forwards_two_triplet_solve_wants_sigma_2_for_the_gap_only(monkeypatch):
     """A training forward that solves asks for σ₂ only to the accuracy of the gap below σ₁
     (SolverOptions(gap_last=True)): a GPT's 512×512 attention weights, which solve on most forwards

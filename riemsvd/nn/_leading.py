@@ -688,6 +688,7 @@ class PairNormalization(nn.Module):
     _u: torch.Tensor  # buffers, registered by _store_pair and __init__
     _v: torch.Tensor
     _owner: torch.Tensor
+    tol: float | None  # set by each subclass
     # The buffers hold no pair yet: registered on the meta device, whose values come later (to_empty
     # leaves whatever memory held). The first forward then solves, in eval mode too: read in eval
     # before any training forward, such a layer's W/σ came out non-finite, or with ‖W/σ‖₂ = 1.7e-25
@@ -701,6 +702,17 @@ class PairNormalization(nn.Module):
         # the refresh's key as a buffer: a graph input, so a compiled forward serves every copy
         self._owner_key = pair_owner_key(self)
         self.register_buffer("_owner", torch.tensor(self._owner_key), persistent=False)
+
+    @property
+    def effective_tol(self) -> float:
+        """The relative accuracy to which each training forward keeps σ (|‖W/σ‖₂ − 1| ≤ it): ``tol``,
+        or where it is None :func:`riemsvd.solve`'s default for the matrix (m, n the lengths of u and
+        v) in the solver's dtype (float32 for a half-precision weight), raised to the rounding of the
+        matrix's products where below it. ``tol=None`` in the layer's repr is this default (a new
+        user's trial had to import a private function to check the promise)."""
+        m, n, dtype = self._u.numel(), self._v.numel(), solver_dtype(self._u.dtype)
+        tol = self.tol
+        return default_tol(dtype, m, n) if tol is None else max(float(tol), product_floor(dtype, m, n))
 
     def _store_pair(self, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor) -> None:
         """The buffers, with the pair just solved for ``weight`` (which registration hands back)."""

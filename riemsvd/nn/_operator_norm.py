@@ -107,7 +107,7 @@ class OperatorNorm(PairNormalization):
             return (wd / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:
-        return f"input_shape={self.input_shape}, tol={self.tol}, eps={self.eps}"
+        return f"input_shape={self.input_shape}, tol={self.tol} ({self.effective_tol:.2g}), eps={self.eps}"
 
 
 def operator_norm(

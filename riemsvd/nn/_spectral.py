@@ -272,7 +272,7 @@ class SpectralNorm(PairNormalization):
             return (wd / sigma).to(weight.dtype)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, tol={self.tol}, eps={self.eps}"
+        return f"dim={self.dim}, tol={self.tol} ({self.effective_tol:.2g}), eps={self.eps}"
 
 
 def spectral_norm(
@@ -324,7 +324,8 @@ def spectral_norm(
     tol : float, optional
         Relative accuracy of σ: each training forward's σ is within tol·σ of ‖W‖₂, so ‖W/σ‖₂ is 1 to
         tol (see Notes; where the top singular values lie closer together than tol·σ, a solve can
-        stop on a lower one of them, so keep tol below the gaps that matter). Default that of
+        stop on a lower one of them, so keep tol below the gaps that matter; the parametrization's
+        ``effective_tol`` is the tol it keeps, its default or raised). Default that of
         :func:`riemsvd.solve` (1e-12 in float64, 1e-6 in float32, or
         2·ε·√max(m, n) if larger). Solves, when a step needs one, run to relative residual ``tol``.
         A tol below 2·ε·√max(m, n), the rounding of the products of the m×n matrix in its dtype (ε
