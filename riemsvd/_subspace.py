@@ -78,7 +78,8 @@ class SolverOptions:
         can come back (from the exact pairs of σ₁ and σ₃, on 2 of 20 seeds; none without
         gap_last): the probe for missed values still runs, but the rounds after it guard the first
         k − 1 only. ``info.residual`` counts the k-th triplet's residual in units of its bound (times
-        tol over it), so that ``converged`` still means residual ≤ tol. What
+        tol over it), so that ``converged`` still means residual ≤ tol. A gradient through the k-th
+        triplet's vectors is as exact as that residual. What
         :func:`riemsvd.nn.spectral_norm`'s solves ask (σ₁, and σ₂ as one estimate of the gap that
         lets a power step be trusted); no effect where k = 1, nor on the dense and trust-region
         paths, whose k-th triplet is as accurate as the others.

@@ -586,8 +586,17 @@ def test_a_layer_says_the_tol_it_keeps_sigma_to(shape, dtype, tol, expected):
             with torch.no_grad():
                 original(layer).add_(1e-3 * torch.randn(shape).to(dtype))
             layer(torch.randn(2, shape[1]).to(dtype))
-            if dtype != torch.bfloat16:  # W/σ rounded to bfloat16 is beyond tol (see the docs)
+            if dtype != torch.bfloat16:  # the stored pair's bfloat16 rounding adds 2.5–5e-6 (see the docs)
                 assert abs(true_sigma(layer.weight) - 1) <= norm.effective_tol
+
+
+def test_a_convolution_normalized_as_a_map_says_its_tol():
+    """OperatorNorm's ``effective_tol`` is that of the operator's matrix: Conv2d(3, 8, 3) on 3×8×8
+    inputs is 512×192, whose float32 products round at 2·ε·√512, above 1e-6."""
+    conv = rnn.spectral_norm(nn.Conv2d(3, 8, 3, padding=1), input_shape=(3, 8, 8))
+    norm = conv.parametrizations.weight[0]
+    assert norm.effective_tol == pytest.approx(2 * 2.0**-23 * 512**0.5, rel=1e-12)
+    assert "(5.4e-06)" in repr(norm)
 
 
 def test_a_forwards_two_triplet_solve_wants_sigma_2_for_the_gap_only(monkeypatch):

@@ -371,10 +371,10 @@ def test_gap_last_still_probes_for_a_copy_of_sigma_1(seed):
 @pytest.mark.parametrize("seed", range(10))
 def test_gap_last_finds_a_sigma_1_that_a_warm_start_lacks(seed):
     """Warm-started from the exact pairs of σ₂ and σ₃ (σ = 1, 0.95, 0.9, the rest below 0.8; 300×300),
-    σ₁'s vector only in the start's random part: the probe and the rounds after it still guard the
-    first k − 1 under gap_last (0 of 30 seeds missed σ₁). Not σ_k: asked of σ_k, the rounds had
-    cost most of gap_last's saving, and from the pairs of σ₁ and σ₃ σ₃ came back for σ₂ on 2 of 20
-    seeds (a review; SolverOptions, docs/algorithm.md)."""
+    σ₁'s vector only in the start's random part: the probe still guards the first k − 1 under
+    gap_last (0 of 30 seeds missed σ₁; without the probe, 10 of these 10). Not σ_k: the rounds after
+    the probe, asked of σ_k, had cost most of gap_last's saving, and from the pairs of σ₁ and σ₃ σ₃
+    came back for σ₂ on 2 of 20 seeds (a review; SolverOptions, docs/algorithm.md)."""
     gen = torch.Generator().manual_seed(seed)
     u, v = orthonormal(300, 300, gen), orthonormal(300, 300, gen)
     rest = 0.8 * torch.rand(297, generator=gen, dtype=torch.float64)

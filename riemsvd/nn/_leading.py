@@ -688,7 +688,7 @@ class PairNormalization(nn.Module):
     _u: torch.Tensor  # buffers, registered by _store_pair and __init__
     _v: torch.Tensor
     _owner: torch.Tensor
-    tol: float | None  # set by each subclass
+    tol: float | None = None  # each subclass sets its own
     # The buffers hold no pair yet: registered on the meta device, whose values come later (to_empty
     # leaves whatever memory held). The first forward then solves, in eval mode too: read in eval
     # before any training forward, such a layer's W/σ came out non-finite, or with ‖W/σ‖₂ = 1.7e-25
@@ -705,11 +705,12 @@ class PairNormalization(nn.Module):
 
     @property
     def effective_tol(self) -> float:
-        """The relative accuracy to which each training forward keeps σ (|‖W/σ‖₂ − 1| ≤ it): ``tol``,
-        or where it is None :func:`riemsvd.solve`'s default for the matrix (m, n the lengths of u and
-        v) in the solver's dtype (float32 for a half-precision weight), raised to the rounding of the
-        matrix's products where below it. ``tol=None`` in the layer's repr is this default (a new
-        user's trial had to import a private function to check the promise)."""
+        """The relative accuracy to which each training forward keeps σ (|‖W/σ‖₂ − 1| ≤ it, plus, for a
+        half-precision weight, its stored pair's rounding: 2.5–5e-6 in bfloat16, docs/spectral_norm.md):
+        ``tol``, or where it is None :func:`riemsvd.solve`'s default for the matrix (m, n the lengths
+        of u and v) in the solver's dtype (float32 for a half-precision weight), raised to the
+        rounding of the matrix's products where below it; the layer's repr shows it beside ``tol`` (a
+        new user's trial had to import a private function to check the promise)."""
         m, n, dtype = self._u.numel(), self._v.numel(), solver_dtype(self._u.dtype)
         tol = self.tol
         return default_tol(dtype, m, n) if tol is None else max(float(tol), product_floor(dtype, m, n))
