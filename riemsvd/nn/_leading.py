@@ -469,7 +469,7 @@ def warm_pair(target, products: Products, init, tol: float | None, tracker: Pair
     tol = _resolvable(tol, target.dtype, m, n)
     s0: float | None = None
     stored_v = None if init is None else init[1]
-    tol_ = tol if tol is not None else default_tol(target.dtype, m, n)
+    tol_ = kept_tol(tol, target.dtype, m, n)
     k = min(2, m, n) if tracker is not None else 1  # the triplets a solve is for (see below)
     # whether the solve is a whole decomposition, asked once a forward, and only where it matters:
     # resting, or about to solve
@@ -611,6 +611,16 @@ def _whole(target, tol: float, k: int) -> bool:
 _FLOOR_WARNED: set[tuple] = set()  # (tol, dtype, m, n) that _resolvable has warned of
 
 
+def kept_tol(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float:
+    """The relative accuracy σ is kept to for an m×n weight solved in ``dtype``: ``tol`` raised to the
+    rounding of its products (as :func:`_resolvable` raises it, which also warns), or the default."""
+    if tol is None:
+        return default_tol(dtype, m, n)
+    if dtype not in (torch.float32, torch.float64):
+        return float(tol)
+    return max(float(tol), product_floor(dtype, m, n))
+
+
 def _resolvable(tol: float | None, dtype: torch.dtype, m: int, n: int) -> float | None:
     """``tol``, or where it lies below the rounding of an m×n weight's products in ``dtype``
     (:func:`~riemsvd._tolerance.product_floor`), that floor, with a ConvergenceWarning once per tol,
@@ -711,9 +721,7 @@ class PairNormalization(nn.Module):
         of u and v) in the solver's dtype (float32 for a half-precision weight), raised to the
         rounding of the matrix's products where below it; the layer's repr shows it beside ``tol`` (a
         new user's trial had to import a private function to check the promise)."""
-        m, n, dtype = self._u.numel(), self._v.numel(), solver_dtype(self._u.dtype)
-        tol = self.tol
-        return default_tol(dtype, m, n) if tol is None else max(float(tol), product_floor(dtype, m, n))
+        return kept_tol(self.tol, solver_dtype(self._u.dtype), self._u.numel(), self._v.numel())
 
     def _store_pair(self, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor) -> None:
         """The buffers, with the pair just solved for ``weight`` (which registration hands back)."""
@@ -737,11 +745,13 @@ class PairNormalization(nn.Module):
 
     def _refresh(self, weight: torch.Tensor, cast: torch.Tensor | None = None) -> None:
         """In training mode (or where the buffers hold no pair yet), the stored pair refreshed for
-        ``weight``; ``cast``: its ``_pair_input`` in the solver's dtype, where the forward made one."""
+        ``weight``; ``cast``: its ``_pair_input`` in the solver's dtype, where the forward made one
+        (in the weight's own dtype it is that input: a weight along dim 1 is not copied again)."""
         if self.training or self._unset:
             if not torch.compiler.is_compiling() and any(_batched(x) for x in (weight, self._u, self._v)):
                 raise RuntimeError(STACKED_UNDER_VMAP)
-            refresh_pair(self, self._owner, self._pair_input(weight).detach(), self._u, self._v, cast)
+            w = cast if cast is not None and cast.dtype == weight.dtype else self._pair_input(weight).detach()
+            refresh_pair(self, self._owner, w, self._u, self._v, cast)
             if self._unset:
                 self._unset = weight.is_meta
 

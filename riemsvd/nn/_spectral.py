@@ -257,10 +257,10 @@ class SpectralNorm(PairNormalization):
             and not torch.compiler.is_compiling()
         )
         # there, the refresh solves with the cast too: a half weight's float32 copy had been made
-        # twice a forward (the refresh's, W/σ's)
+        # twice a forward (the refresh's, W/σ's), and a float32 one along dim 1 its matrix twice
         half = weight.detach() if weight.dtype != dt and written_out else None
         cast = as_matrix(wd.detach(), self.dim) if written_out else None
-        self._refresh(weight, None if half is None else cast)
+        self._refresh(weight, cast)
         # Clones: a later forward updates the buffers in place while this graph may still need them.
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
