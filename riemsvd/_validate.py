@@ -901,6 +901,11 @@ def check_on_manifolds(params, manifolds) -> None:
         if check is None:
             continue
         ok, why = check(p.detach(), explain=True)
+        if not ok and not bool(torch.isfinite(p.detach()).all()):  # projx of NaN is NaN (a new user's trial)
+            raise ValueError(
+                f"`params`: parameter {i} has NaN or Inf entries, so it is on no manifold; start from "
+                "finite values."
+            )
         if not ok:
             raise ValueError(
                 f"`params`: parameter {i} is not on its {type(manifold).__name__} manifold ({why}). "

@@ -114,3 +114,13 @@ def test_stiefel_takes_geoopts_metric_flag():
         Stiefel(canonical=True)
     for other in (copy.deepcopy(embedded), pickle.loads(pickle.dumps(embedded))):
         assert isinstance(other, Stiefel)
+
+
+def test_stiefel_projx_refuses_more_columns_than_rows():
+    """St(d, k) needs k ≤ d: geoopt's projx of a 3×5 matrix returned a matrix off the manifold, silently
+    (a new user's trial). Its transpose is projected as usual."""
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="needs k <= d"):
+        Stiefel().projx(x)
+    q = Stiefel().projx(x.mT)
+    torch.testing.assert_close(q.mT @ q, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-14)

@@ -38,6 +38,18 @@ class Stiefel(geoopt.EuclideanStiefel):
             )
         super().__init__()
 
+    def projx(self, x: torch.Tensor) -> torch.Tensor:
+        """The nearest point of St(d, k) to ``x`` (..., d, k), its polar factor (geoopt's). ValueError
+        for k > d, where no d×k frame is orthonormal: geoopt's projx returned a matrix off the manifold
+        without a word (a new user's trial)."""
+        if x.dim() >= 2 and x.shape[-1] > x.shape[-2]:
+            raise ValueError(
+                f"`x` has shape {tuple(x.shape)}: a point of St(d, k) has k = {x.shape[-1]} orthonormal "
+                f"columns of length d = {x.shape[-2]}, which needs k <= d; pass the transpose "
+                "(`x.mT`) for a frame of rows."
+            )
+        return super().projx(x)
+
     def proj_horizontal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Project ``u`` onto the orthogonal complement of span(x): (I − x xᵀ) u.
 
