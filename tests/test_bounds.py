@@ -103,6 +103,20 @@ def test_batched_bounds_bracket_each_matrix(gen):
     assert_brackets(with_conf, a)
 
 
+def test_a_krylov_space_of_the_whole_space_is_certified(gen):
+    """With ``confidence``, a matrix whose smaller side (20, 30) is within the Krylov dimension (at
+    least 32) has its whole space spanned: that bound is deterministic (ε = 0), flagged "whole space"
+    and certified, a zero matrix's too (both had come flagged "krylov", failure probability δ)."""
+    a = torch.stack(
+        [hard_matrix("gaussian", 40, 30, gen, torch.float64, 1.0), torch.zeros(40, 30, dtype=torch.float64)]
+    )
+    for x in (a, a.mT):
+        bounds = riemsvd.norm_bounds(x, confidence=0.95, generator=gen)
+        assert_brackets(bounds, x)
+        assert bool(bounds.certified.all()) and not bool(bounds.failure_probability.any()), bounds
+        assert "krylov" not in list(bounds.method), bounds.method
+
+
 @pytest.mark.parametrize("dtype,scale", [(torch.float64, 1e-310), (torch.float32, 1e-39)])
 def test_a_matrix_of_subnormal_entries_is_bracketed(dtype, scale, gen):
     """Entries all subnormal: the rescaling to entries near 1 overflowed (2^1030), the Gram matrix was
