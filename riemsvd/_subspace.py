@@ -1493,9 +1493,7 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
         st.cbuf[..., st.w, : st.pu] = 0.0
         st.w += 1
     if st.pu and st.w - appended == 1 and coords.ndim == 2:  # one matrix, as below (numpy's took 27 µs)
-        start = coords.copy()
-        start[0, 0] += 1.0 if coords[0, 0] >= 0 else -1.0
-        return appended, start
+        return appended, _plus_first(coords)
     if not st.pu:
         lead = np.zeros_like(coords)
     elif st.w - appended == 1:  # F held one column (the recurrence's): C's one nonzero row leans on it
@@ -1507,6 +1505,14 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
         lead = _rotation(st.c)[..., :1]
     sign = np.where(np.sum(lead * coords, axis=-2, keepdims=True) >= 0, 1.0, -1.0)  # no cancellation
     return appended, coords + sign * lead
+
+
+def _plus_first(coords: np.ndarray) -> np.ndarray:
+    """coords (w, 1) plus ±e₀, the sign of coords[0] (+ at 0: no cancellation): :func:`_inject`'s
+    coords + sign·lead where the lead is F's first column, without its numpy calls."""
+    start = coords.copy()
+    start[0, 0] += 1.0 if coords[0, 0] >= 0 else -1.0
+    return start
 
 
 def _random_column(st: Lanczos, y: np.ndarray) -> np.ndarray | None:

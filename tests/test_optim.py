@@ -932,6 +932,28 @@ def test_a_stall_returns_the_point_of_least_gradient_among_losses_equal_to_their
     assert float((q.detach() - q_star).abs().max()) <= 1e-13
 
 
+def test_the_kept_point_takes_the_terms_rounding_only_between_a_settled_gradient_and_an_unsettled_one():
+    """The point a stall returns to (_keep_if_best), step by step. A loss fallen honestly from 1e4 to 1
+    in float32: 1.0 at a gradient norm of 2e-4 replaces 1.003 at 1e-4, 0.3% higher (the terms' band,
+    4ε·1e4, for every pair had kept 1.003; a review). A loss small by cancellation (float64, terms
+    near 1): a gradient at its rounding replaces one of 2.3e-8 whose loss is 4e-17 lower, and is not
+    given back to a later 1e-9 whose loss is 1e-16 lower (the Procrustes fit above)."""
+    w = torch.zeros(3, requires_grad=True)
+    opt = RiemannianTrustRegion([w])
+    eps32, eps64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+    opt._keep_if_best(True, 1, 1.003, 1e-4, [w.detach()], 1.003, 1e4, 1e-10, eps32)
+    opt._keep_if_best(False, 2, 1.0, 2e-4, [w.detach()], 1.0, 1e4, 1e-10, eps32)
+    assert opt._best[0] == 2
+    low = 0.0080675018923260389
+    opt._keep_if_best(True, 1, low, 2.3e-8, [w.detach()], low, 1.0, 1.3e-14, eps64)
+    opt._keep_if_best(False, 2, low + 4e-17, 9e-15, [w.detach()], low, 1.0, 1.3e-14, eps64)
+    assert opt._best[0] == 2
+    opt._keep_if_best(False, 3, low + 4e-17 - 1e-16, 1e-9, [w.detach()], low - 6e-17, 1.0, 1.3e-14, eps64)
+    assert opt._best[0] == 2
+    opt._keep_if_best(False, 4, low - 1e-12, 1e-9, [w.detach()], low - 1e-12, 1.0, 1.3e-14, eps64)
+    assert opt._best[0] == 4  # lower beyond the terms' rounding: taken, settled or not
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_a_factorization_beside_a_plain_tensor_stops_at_its_minimum(dtype):
     """‖Y − X W‖² with X on St(60, 3) and W a plain tensor is the same at (XQ, QᵀW). At its minimum

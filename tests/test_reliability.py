@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import riemsvd
@@ -332,6 +332,7 @@ def test_gap_units_pass_the_kth_residual_below_a_twentieth_of_its_gap():
     st.sampled_from([1e-14, 1e-10, 1e-6, 1e-3, 0.5]),
     st.integers(10, 5000),
 )
+@example([1.0, 0.75, 0.5], 0.0, 0.025, 5000)  # σ₂ − σ₃ ties 10·tol·σ₁: σ₂ is not "above" σ₃
 def test_one_matrix_paths_of_the_probe_helpers_equal_the_batch_paths(values, rel, tol, n):
     """_probe_steps and _gap_units take one matrix's values in Python floats (numpy's calls on k numbers
     took 36 and 9 µs, cold after the products): bit for bit what their batch paths give a batch of
@@ -345,6 +346,44 @@ def test_one_matrix_paths_of_the_probe_helpers_equal_the_batch_paths(values, rel
         for k in range(2, len(s) + 1):
             one = _gap_units(residuals, spectrum, k, tol)
             np.testing.assert_array_equal(one, _gap_units(residuals[None], spectrum[None], k, tol)[0])
+
+
+@given(st.lists(st.sampled_from([0.0, 0.25, -0.25, 0.5, -1.0, 3.0]), min_size=1, max_size=5))
+def test_the_probe_start_of_one_matrix_is_the_general_paths(values):
+    """_plus_first (one matrix, F one column) is _inject's coords + sign·lead with lead = e₀ and the
+    sign of the dot product, + at 0: bit for bit, zeros and negative first coordinates included."""
+    from riemsvd._subspace import _plus_first
+
+    coords = np.array(values)[:, None]
+    lead = np.zeros_like(coords)
+    lead[0, 0] = 1.0
+    sign = np.where(np.sum(lead * coords, axis=-2, keepdims=True) >= 0, 1.0, -1.0)
+    np.testing.assert_array_equal(_plus_first(coords), coords + sign * lead)
+
+
+_TIES = [(0.5, 0.25, 0.75, 0.0), (0.5, 0.2, 0.75, 0.0), (0.7, 0.25, 0.75, 0.025), (0.7, 0.25, 0.75, 0.02)]
+
+
+@pytest.mark.parametrize("below,r,kth,error", [*_TIES, (0.5, 0.25, 0.0, 0.0), (0.5, 0.5, 0.75, 0.0)])
+def test_unresolved_below_of_one_matrix_is_the_batch_paths(below, r, kth, error):
+    """_unresolved_below's one-matrix path (Python floats) against its batch path on a batch of one, at
+    the ties of its three tests: θ + r = σ_k (0.5 + 0.25 = 0.75), θ = σ_k − 2·bar (0.7 = 0.75 − 0.05),
+    σ_k = 0; σ₁ = 1 so that r = |c·y| exactly."""
+    from types import SimpleNamespace
+
+    from riemsvd._subspace import Ritz, _unresolved_below
+
+    k, rounding = 2, 0.0
+    s = np.array([1.0, kth if kth > 0 else 0.0, below])
+    y = np.eye(3)
+    c = np.array([[0.0, 0.0, r]])
+    verified = (None, np.array([1.0, kth]), None, None, np.array([0.0, error]))
+    one = _unresolved_below(SimpleNamespace(c=c, w=1), Ritz(y, s, y, np.zeros(3)), verified, k, rounding)
+    batch = tuple(x[None] if isinstance(x, np.ndarray) else x for x in verified)
+    many = _unresolved_below(
+        SimpleNamespace(c=c[None], w=1), Ritz(y[None], s[None], y[None], np.zeros((1, 3))), batch, k, rounding
+    )
+    assert one == many, (one, many)
 
 
 def test_gap_last_saves_the_products_that_sigma_k_would_take_to_tol():

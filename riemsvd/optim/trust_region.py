@@ -603,7 +603,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
         since, fresh = _progress(state, f, gnorm, eps, moved, unit)
-        self._keep_if_best(fresh, count, f, gnorm, xs, state["best_loss"], _loss_scale(state), eps)
+        floor = unit * state.get("first_gradient", 0.0)  # the gradient's rounding ("rounding" below)
+        self._keep_if_best(fresh, count, f, gnorm, xs, state["best_loss"], _loss_scale(state), floor, eps)
         stalled = self.patience is not None and since >= self.patience
         # every step from here rejected, down to a radius that moves the parameters by less than their
         # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
@@ -748,21 +749,34 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         xs: list,
         lowest: float,
         scale: float,
+        floor: float,
         eps: float,
     ) -> None:
         """Keep this step's point as the one a stall returns to where it is the best since the count
-        began (``fresh``: it begins here): its loss below the kept one's beyond the rounding of a loss
-        of ``scale`` (:func:`_loss_scale`), or within that rounding of ``lowest``, the lowest loss
-        seen, and its gradient norm lower. Not the loss alone: at a minimum within the loss's rounding
-        the lowest loss can lie at a point of a larger gradient (a float32 Rayleigh quotient's first
-        point of a changed problem, 2.5e-5, where later ones reached half of it). The rounding of the
-        terms, not of the lowest loss: an orthogonal Procrustes fit with a translation, its loss
-        0.0081 by cancellation of terms near 1, went back to step 8's point (gradient norm 2.3e-8)
-        from steps 9–17 at 8e-15–2e-14, its loss lower by 6e-17, and returned it converged, 4.4e-10
-        from the closed form (seed 12 of 20; a new user's trial)."""
-        best, band = self._best, _loss_rounding(scale, eps)
+        began (``fresh``: it begins here): its loss below the kept one's beyond the rounding of
+        ``lowest``, the lowest loss seen, or within that rounding of ``lowest`` and its gradient norm
+        lower. Not the loss alone: at a minimum within the loss's rounding the lowest loss can lie
+        at a point of a larger gradient (a float32 Rayleigh quotient's first point of a changed
+        problem, 2.5e-5, where later ones reached half of it).
+
+        Between a point whose gradient norm is at its rounding (at most ``floor``) and one whose is
+        not, the loss decides only beyond the rounding of a loss of ``scale``, the size of the terms
+        it sums (:func:`_loss_scale`): an orthogonal Procrustes fit with a translation, its loss
+        0.0081 by cancellation of terms near 1, went back from steps 9–17 at gradient norms of
+        8e-15–2e-14 to step 8's point at 2.3e-8, whose loss was lower by 6e-17, and returned it
+        converged, 4.4e-10 from the closed form (seed 12 of 20; a new user's trial). That band for
+        every pair kept a point of a loss 0.3% higher, and a gradient norm half as large, over a
+        lower one where the loss had fallen from 1e4 to 1 in float32 (a review)."""
+        best = self._best
         if not fresh and best is not None and best[0] < count:
-            if not (f < best[1] - band or (f <= lowest + band and gnorm < best[2])):
+            settled, kept_settled = gnorm <= floor, best[2] <= floor
+            if settled == kept_settled:
+                band = _loss_rounding(lowest, eps)
+                take = f < best[1] - band or (f <= lowest + band and gnorm < best[2])
+            else:  # one at the gradient's rounding and one not: the loss beyond its terms' rounding
+                band = _loss_rounding(scale, eps)
+                take = f < best[1] - band or (settled and f <= best[1] + band)
+            if not take:
                 return
         self._best = (count, f, gnorm, [x.clone() for x in xs])
 
