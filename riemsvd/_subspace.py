@@ -37,7 +37,9 @@ __all__ = ["SolverOptions", "default_basis", "empty_outcome", "orthonormalize", 
 
 _NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
-_EPS64 = float(np.finfo(np.float64).eps)  # the small matrices' dtype (H, C and their decompositions)
+# the host arrays' epsilons: np.finfo took 2–3 µs a call inside a solve (_eps: 13 calls a warm one)
+_NUMPY_EPS = {t: float(np.finfo(t).eps) for t in (np.float32, np.float64)}
+_EPS64 = _NUMPY_EPS[np.float64]  # the small matrices' dtype (H, C and their decompositions)
 # A checked residual at or below this many ε of the dtype is the rounding of the returned vectors
 # themselves: further iterations cannot lower it. float32 at tol 1e-8 (400×200 Gaussians) checked
 # 2.4e-7 to 2.8e-7 (2.0–2.3 ε), went on for 312–413 iterations, and ended no better.
@@ -425,10 +427,6 @@ _PYTHON_HALVES = _Halves(_gk_left_py, _gk_right_py, _orth_py, _reflect_py)
 _HALVES = (
     _Halves(STEPS.gk_left, STEPS.gk_right, STEPS.orth, STEPS.reflect) if STEPS is not None else _PYTHON_HALVES
 )
-
-
-# numpy's float dtypes' epsilons: np.finfo took 2–3 µs a call inside a solve, 13 calls a warm one
-_NUMPY_EPS = {t: float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
 
 
 def _eps(x) -> float:
@@ -1492,13 +1490,12 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
     if appended:
         st.cbuf[..., st.w, : st.pu] = 0.0
         st.w += 1
-    if st.pu and st.w - appended == 1 and coords.ndim == 2:  # one matrix, as below (numpy's took 27 µs)
+    if (
+        st.pu and st.w - appended == 1
+    ):  # F held one column (the recurrence's): C's one nonzero row leans on it
         return appended, _plus_first(coords)
     if not st.pu:
         lead = np.zeros_like(coords)
-    elif st.w - appended == 1:  # F held one column (the recurrence's): C's one nonzero row leans on it
-        lead = np.zeros_like(coords)
-        lead[..., 0, :] = 1.0
     elif st.c.ndim == 2:  # one matrix: C Cᵀ is w×w, its top eigenvector 8 µs where the SVD took 39
         lead = np.linalg.eigh(st.c @ st.c.T)[1][:, -1:]
     else:
@@ -1508,10 +1505,12 @@ def _inject(work, st: Lanczos, generator) -> tuple[int, np.ndarray]:
 
 
 def _plus_first(coords: np.ndarray) -> np.ndarray:
-    """coords (w, 1) plus ±e₀, the sign of coords[0] (+ at 0: no cancellation): :func:`_inject`'s
-    coords + sign·lead where the lead is F's first column, without its numpy calls."""
+    """coords (..., w, 1) plus ±e₀, the sign of coords[0] (+ at 0: no cancellation): :func:`_inject`'s
+    coords + sign·lead where the lead is F's first column. One matrix's sign is a Python float: the
+    zero lead, its dot product and numpy's sign took 27 µs there, cold after the products."""
     start = coords.copy()
-    start[0, 0] += 1.0 if coords[0, 0] >= 0 else -1.0
+    first = start[..., 0, :]
+    first += np.where(first >= 0, 1.0, -1.0) if first.ndim > 1 else (1.0 if first[0] >= 0 else -1.0)
     return start
 
 

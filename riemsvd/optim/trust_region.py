@@ -118,11 +118,11 @@ def _loss_rounding(f: float, eps: float) -> float:
     return 4 * eps * abs(f)
 
 
-def _loss_scale(state: dict) -> float:
+def _loss_scale(lowest: float, state: dict) -> float:
     """The size of the terms the loss sums, whose rounding it carries: the larger of the lowest loss
     since the count began and the first one's (a loss small by cancellation, as a least-squares fit
-    at its minimum, rounds as its terms do; see :func:`_progress`)."""
-    return max(abs(state.get("best_loss", math.inf)), state.get("first_loss", 0.0))
+    at its minimum, rounds as its terms do; see :func:`_progress`). inf before a first low."""
+    return max(abs(lowest), state.get("first_loss", 0.0))
 
 
 def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit: float) -> tuple[int, bool]:
@@ -172,8 +172,7 @@ def _progress(state: dict, f: float, gnorm: float, eps: float, moved: bool, unit
     # a loss's rounding is that of the terms it sums, whose size the first loss keeps: relative to
     # the low alone, a loss falling to an exact 0 (xᵀAx on the sphere, A = diag(0, …): 5e-13 at step 16)
     # made progress at every step, and the steps ran on to 5e-320, 242 of them (a new user's trial)
-    scale = max(abs(best_f), state.get("first_loss", 0.0))  # inf before a first low, as best_f
-    if lower or f < best_f - _loss_rounding(scale, eps):
+    if lower or f < best_f - _loss_rounding(_loss_scale(best_f, state), eps):
         state["since_progress"] = 0
     else:
         state["since_progress"] = state.get("since_progress", 0) + 1
@@ -604,7 +603,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
         since, fresh = _progress(state, f, gnorm, eps, moved, unit)
         floor = unit * state.get("first_gradient", 0.0)  # the gradient's rounding ("rounding" below)
-        self._keep_if_best(fresh, count, f, gnorm, xs, state["best_loss"], _loss_scale(state), floor, eps)
+        lowest = state["best_loss"]
+        self._keep_if_best(fresh, count, f, gnorm, xs, lowest, _loss_scale(lowest, state), floor, eps)
         stalled = self.patience is not None and since >= self.patience
         # every step from here rejected, down to a radius that moves the parameters by less than their
         # rounding: a closure NaN at every trial point had run on without end, the radius at 4e-181
@@ -649,11 +649,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             # or the low was, and the loss here is the low's within its rounding: a loss invariant
             # along some directions swings its gradient norm about that low at the same loss (float32
             # PCA on St(40, 4): 2.1e-6 to 2.6e-3, the loss equal to its 7 digits; a new user's trial)
-            best_f = state["best_loss"]
-            at_low = state["best_gradient"] <= unit * first and f <= best_f + _loss_rounding(
-                _loss_scale(state), eps
-            )
-            if gnorm <= unit * first or at_low:
+            same_loss = f <= lowest + _loss_rounding(_loss_scale(lowest, state), eps)
+            at_low = state["best_gradient"] <= floor and same_loss
+            if gnorm <= floor or at_low:
                 done = "rounding"
         if done == "stalled" and collapsed and not state.get("collapse_warned"):
             state["collapse_warned"] = True
