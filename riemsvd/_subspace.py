@@ -475,7 +475,9 @@ class Lanczos:
 
     ``avbuf`` (..., m, cap) and ``atubuf`` (..., n, cap′) hold the products themselves, A𝒱 and Aᵀ𝒰 as
     A returned them, rotated with the bases at a restart: the final check reads A vᵢ = (A𝒱)zᵢ and
-    Aᵀuᵢ = (Aᵀ𝒰)yᵢ off them instead of making 2k fresh products (:func:`_vectors`)."""
+    Aᵀuᵢ = (Aᵀ𝒰)yᵢ off them instead of making 2k fresh products (:func:`_vectors`). ``av_kept`` and
+    ``atu_kept`` say whether they still are those of the bases: a restart stops rotating them once
+    nothing will read them (:func:`_products_read`)."""
 
     vbuf: torch.Tensor | np.ndarray
     ubuf: torch.Tensor | np.ndarray
@@ -486,6 +488,8 @@ class Lanczos:
     w: int
     hbuf: np.ndarray  # (..., cap′, cap)
     cbuf: np.ndarray  # (..., cap, cap′)
+    av_kept: bool = True
+    atu_kept: bool = True
 
     @classmethod
     def allocate(cls, work, batch: tuple, rows: int, columns: int, w: int, dtype, device) -> Lanczos:
@@ -508,6 +512,7 @@ class Lanczos:
         wide.hbuf[..., : self.pu, : self.pv] = self.h
         wide.cbuf[..., : self.w, : self.pu] = self.c
         wide.pv, wide.pu = self.pv, self.pu
+        wide.av_kept, wide.atu_kept = self.av_kept, self.atu_kept
         return wide
 
     @property
@@ -778,21 +783,28 @@ def _known(k: np.ndarray):
     return (j, k[..., j:, :]) if rows[j] else None
 
 
-def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
+def _restart(op, st: Lanczos, ritz: Ritz, keep: int, restarts: int, tol: float) -> Ritz:
     """Thick restart onto the top ``keep`` Ritz vectors, in place: 𝒱 ← 𝒱Z, 𝒰 ← 𝒰Y, H ← diag(σ),
-    C ← CY; F stays. A𝒱Z = 𝒰YΣ and Aᵀ𝒰Y = 𝒱ZΣ + F·CY hold as before. Returns the Ritz triplets of
-    the new H (the same values and residuals, with identity vectors)."""
+    C ← CY; F stays. A𝒱Z = 𝒰YΣ and Aᵀ𝒰Y = 𝒱ZΣ + F·CY hold as before. The kept products A𝒱 and Aᵀ𝒰
+    are rotated with the bases where they will be read (:func:`_products_read`; ``restarts`` counts
+    this one, ``tol`` is the solve's). Returns the Ritz triplets of the new H (the same values and
+    residuals, with identity vectors)."""
     assert ritz.z is not None and ritz.z.shape[-1] >= keep  # the exact SVD's triplets, all of them
     y, z = ritz.y[..., :keep], ritz.z[..., :keep]
     zd, yd = op.right.from_host(z, st.vbuf), op.left.from_host(y, st.ubuf)  # in the vectors' dtype
-    v, av = mm(st.v, zd), mm(st.av, zd)
-    u, atu = mm(st.u, yd), mm(st.atu, yd)
+    v, u = mm(st.v, zd), mm(st.u, yd)
+    read_av, read_atu = _products_read(op, st, restarts, tol)
+    st.av_kept, st.atu_kept = st.av_kept and read_av, st.atu_kept and read_atu
+    av = mm(st.av, zd) if st.av_kept else None
+    atu = mm(st.atu, yd) if st.atu_kept else None
     f = op.right.copy(st.f)
     st.vbuf[..., :keep] = v
     st.vbuf[..., keep : keep + st.w] = f
     st.ubuf[..., :keep] = u
-    st.avbuf[..., :keep] = av
-    st.atubuf[..., :keep] = atu
+    if av is not None:
+        st.avbuf[..., :keep] = av
+    if atu is not None:
+        st.atubuf[..., :keep] = atu
     s = ritz.s[..., :keep]
     eye = np.eye(keep)
     if s.ndim > 1:  # a batch (np.broadcast_to took 21 µs of a 384×384 restart's 117 for one matrix)
@@ -801,6 +813,17 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int) -> Ritz:
     st.hbuf[..., :keep, :keep] = eye * s[..., None, :]
     st.pv = st.pu = keep
     return Ritz(eye, s, eye, ritz.rel[..., :keep])
+
+
+def _products_read(work, st: Lanczos, restarts: int, tol: float) -> tuple[bool, bool]:
+    """Whether A𝒱 and Aᵀ𝒰 as kept beside the bases are read after ``restarts`` restarts: by the final
+    check, where their drift allows it (:func:`_vectors`; the drift grows with the restarts and the
+    buffers' widths, so a check it rules out now it rules out to the end), and Aᵀ𝒰 by the pass's steps
+    too (``_steps.gk_fused`` forms Aᵀu from (Aᵀ𝒰)d). Neither is read elsewhere, so a restart that
+    would rotate them for nothing leaves them: a float32 solve's check is never theirs (its ε alone is
+    a tenth of tol 1e-6 at p = 40), and a sparse A's steps make both products."""
+    check = _drift(st, restarts) <= _KEPT_SHARE * tol
+    return check, check or (isinstance(work, HostView) and work.fused is not None)
 
 
 def _householder(d: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -1044,7 +1067,7 @@ def subspace_svd(
                     # on from the residual of the top Ritz triplet below the accepted ones, after a
                     # restart that keeps it and makes room for another round
                     room = min(max(k + 1, min(keep, p_now - st.w - _PROBE_MAX * b)), st.pu, st.pv)
-                    ritz = _restart(work, st, ritz, room)
+                    ritz = _restart(work, st, ritz, room, restarts + 1, tol)
                     restarts += 1
                     probe.start = st.c[..., :, wanted_k : wanted_k + 1].copy()
                     steps = max(1, min(_PROBE_MAX, (p_now - room - st.w) // b))
@@ -1074,7 +1097,7 @@ def subspace_svd(
                             room = min(max(k, min(keep, p_now - st.w - 1 - steps * b)), st.pu, st.pv)
                             if ritz.y.shape[-1] < room:  # the estimate's own triplets: t of them
                                 ritz = _ritz(st, t)
-                            ritz = _restart(work, st, ritz, room)
+                            ritz = _restart(work, st, ritz, room, restarts + 1, tol)
                             restarts += 1
                         appended, start = _inject(work, st, generator)
                         extra += appended
@@ -1112,7 +1135,7 @@ def subspace_svd(
                 verified = _closer(kept, verified, tol)
             break
         if full and probe is None:
-            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv))
+            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv), restarts + 1, tol)
             restarts += 1
         if probe is not None:
             due = probe.until - iterations  # look again only at the probe's end
@@ -1704,7 +1727,7 @@ def _vectors(
     at 384×384 (docs/algorithm.md)."""
     assert ritz.z is not None  # the returned vectors come from full Ritz triplets, not estimates
     drift = _drift(st, restarts)
-    kept = drift <= _KEPT_SHARE * tol
+    kept = st.av_kept and st.atu_kept and drift <= _KEPT_SHARE * tol
     vbuf = st.vbuf
     if kept and _C_LAPACK and isinstance(vbuf, np.ndarray) and vbuf.ndim == 2 and vbuf.dtype == np.float64:
         # one matrix on the host: the four products in one call into C, by the BLAS numpy's would use

@@ -428,7 +428,8 @@ def _checked_steps(monkeypatch, a: torch.Tensor, worst: list):
 
 def _relation_error(a: torch.Tensor, state) -> float:
     """The largest departure of a solver state from its contract, relative to ‖A‖₂: 𝒰 and [𝒱 F]
-    orthonormal, A𝒱 = 𝒰H, Aᵀ𝒰 = 𝒱Hᵀ + F C, and the kept products A𝒱 and Aᵀ𝒰 those of the bases."""
+    orthonormal, A𝒱 = 𝒰H, Aᵀ𝒰 = 𝒱Hᵀ + F C, and the kept products A𝒱 and Aᵀ𝒰 those of the bases
+    where the state says it keeps them (``av_kept``, ``atu_kept``)."""
     a64 = a.double()
     as_t = lambda x: torch.as_tensor(np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)).double()  # noqa: E731
     u, v, f = as_t(state.u), as_t(state.v), as_t(state.f)
@@ -441,8 +442,8 @@ def _relation_error(a: torch.Tensor, state) -> float:
         float((w.mT @ w - torch.eye(w.shape[-1], dtype=torch.float64)).abs().max()),
         float((a64 @ v - u @ h).abs().max()) / scale,
         float((a64.mT @ u - v @ h.mT - f @ c).abs().max()) / scale,
-        float((a64 @ v - av).abs().max()) / scale,
-        float((a64.mT @ u - atu).abs().max()) / scale,
+        float((a64 @ v - av).abs().max()) / scale if state.av_kept else 0.0,
+        float((a64.mT @ u - atu).abs().max()) / scale if state.atu_kept else 0.0,
     ]
     return max(errors)
 
@@ -488,6 +489,45 @@ def test_golub_kahan_relations_hold_after_every_iteration(
     assert bool(result.info.converged)
     torch.testing.assert_close(result.S, torch.linalg.svdvals(a)[:k], rtol=1e-10, atol=1e-13)
     assert (len(passes) > 0) == fused
+
+
+@pytest.mark.parametrize(
+    "dtype,tol,fused,kept",
+    [
+        (torch.float32, 1e-5, True, (False, True)),  # the pass's steps read Aᵀ𝒰, the check neither
+        (torch.float32, 1e-5, False, (False, False)),  # two products a step: nothing reads them
+        (torch.float64, 1e-10, False, (True, True)),  # the check reads both (drift ≪ 0.05·tol)
+    ],
+)
+def test_restarts_rotate_the_kept_products_only_where_they_are_read(
+    monkeypatch, dtype, tol, fused, kept, gen
+):
+    """A restart rotates A𝒱 and Aᵀ𝒰 with the bases only where something reads them later: the final
+    check, where their drift allows (never in float32, whose check makes fresh products), and for Aᵀ𝒰
+    the pass's steps. The relations the steps use still hold after every iteration, the check's
+    residual is the true one, and the values are the SVD's."""
+    _fused_passes(monkeypatch, fused)
+    flags: list = []
+    restart = _subspace._restart
+
+    def recorded(op, st, *args):
+        out = restart(op, st, *args)
+        flags.append((st.av_kept, st.atu_kept))
+        return out
+
+    monkeypatch.setattr(_subspace, "_restart", recorded)
+    a = make_matrix("gaussian", 160, 120, gen, dtype)
+    worst: list = []
+    _checked_steps(monkeypatch, a, worst)
+    options = riemsvd.SolverOptions(max_basis=14)  # many restarts
+    result = riemsvd.solve(a, 3, tol=tol, generator=gen, options=options, method="iterative")
+    assert len(flags) >= 3 and set(flags) == {kept}, flags
+    assert max(worst) <= (1e-12 if dtype == torch.float64 else 1e-5), max(worst)
+    assert bool(result.info.converged)
+    a64, u, s, v = a.double(), result.U.double(), result.S.double(), result.V.double()
+    true = max(float((a64 @ v - u * s).norm(dim=0).max()), float((a64.mT @ u - v * s).norm(dim=0).max()))
+    assert true / float(s[0]) <= tol
+    torch.testing.assert_close(s, torch.linalg.svdvals(a64)[:3], rtol=10 * tol, atol=0.0)
 
 
 @pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
