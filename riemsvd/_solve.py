@@ -298,7 +298,7 @@ def solve(
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
         message = _product_fault(ops[-1], info) or _not_converged(
-            info, u.dtype, getattr(target, "shape", None), s, problem.options
+            info, u.dtype, getattr(target, "shape", None), s, problem.options, problem.maxiter
         )
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     _check_resolution(s, info, getattr(target, "shape", None))
@@ -676,10 +676,16 @@ def _product_fault(op: Operator, info: SolveInfo) -> str | None:
 
 
 def _not_converged(
-    info: SolveInfo, dtype, shape, s: torch.Tensor | None = None, options: SolverOptions | None = None
+    info: SolveInfo,
+    dtype,
+    shape,
+    s: torch.Tensor | None = None,
+    options: SolverOptions | None = None,
+    maxiter: int | None = None,
 ) -> str:
     """The ConvergenceWarning's text: what happened, and the remedy that fits why (``options``: the
-    solve's, whose ``max_basis``, where given, is the first suspect of a stall)."""
+    solve's, whose ``max_basis``, where given, is the first suspect of a stall; ``maxiter``: the one
+    asked for, which the solve raises to the iterations k triplets need)."""
     if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
         finfo = torch.finfo(s.dtype)
         if s.dtype == torch.float64:
@@ -698,15 +704,20 @@ def _not_converged(
         f"relative residual {float(info.residual.max()):.3g} > tol = {info.tol:.3g} on "
         f"{int((~info.converged).sum())} of {info.converged.numel()} matrices"
     )
+    stopped = f"{info.iterations} iterations (maxiter"
+    if maxiter is not None and isinstance(info.iterations, int) and info.iterations > maxiter:
+        # raised to ⌈k/b⌉: the count differed from the maxiter given, unexplained (a new user's trial)
+        stopped += f" = {maxiter}, raised to the {info.iterations} that k triplets need at least"
+    stopped += ")"
     if info.stop_reason == "maxiter" and bool((info.residual <= info.tol).all()):
         return (
-            f"riemsvd.solve stopped after {info.iterations} iterations (maxiter) before it could tell "
+            f"riemsvd.solve stopped after {stopped} before it could tell "
             "whether the warm start lacked a singular value above the k returned (the residuals pass "
             "tol; the values may still be the wrong ones where values crossed): raise `maxiter`."
         )
     if info.stop_reason == "maxiter":
         return (
-            f"riemsvd.solve stopped after {info.iterations} iterations (maxiter) with {where}; raise "
+            f"riemsvd.solve stopped after {stopped} with {where}; raise "
             "`maxiter`, loosen `tol`, or pass a warm start `init`."
         )
     floor, level = "", None

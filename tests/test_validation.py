@@ -393,8 +393,13 @@ def test_init_with_different_column_counts_raises_value_error(a):
 
 
 def test_convergence_warning_says_the_remedy_that_fits():
-    with pytest.warns(riemsvd.ConvergenceWarning, match="maxiter.*raise `maxiter`"):
+    with pytest.warns(riemsvd.ConvergenceWarning, match="maxiter.*raise `maxiter`") as caught:
         riemsvd.solve(torch.randn(300, 200, dtype=torch.float64), 2, maxiter=3, method="iterative")
+    assert "raised" not in str(caught[0].message)
+    # a maxiter below the k iterations k triplets need is raised, and the warning says so (it had
+    # quoted 8 iterations for maxiter=5, unexplained; a new user's trial)
+    with pytest.warns(riemsvd.ConvergenceWarning, match=r"after 8 iterations \(maxiter = 5, raised to the 8"):
+        riemsvd.solve(torch.randn(300, 200, dtype=torch.float64), 8, maxiter=5, method="iterative")
     with pytest.warns(riemsvd.ConvergenceWarning, match="dense path.*below what rounding.*float64") as caught:
         riemsvd.solve(torch.randn(50, 30), 2, tol=1e-20, method="dense")
     assert "maxiter" not in str(caught[0].message)
