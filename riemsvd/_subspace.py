@@ -675,7 +675,9 @@ def _look_in_c(h: np.ndarray) -> bool:
     return _C_LAPACK and h.ndim == 2 and h.size > 0 and max(h.shape) <= _C_LOOK_MOST
 
 
-def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray, gap: float | None) -> Ritz | None:
+def _own_triplets(
+    st: Lanczos, estimate: Ritz, k: int, target: np.ndarray | float, gap: float | None
+) -> Ritz | None:
     """The estimate's own Ritz triplets (𝒰yᵢ, σᵢ, 𝒱zᵢ), zᵢ = Hᵀyᵢ/σᵢ with σᵢ = ‖Hᵀyᵢ‖, for an estimate
     whose top k right residuals have converged to ``target`` (per batch element), where their left
     residuals have too; None otherwise. No SVD of H is needed for them:
@@ -698,7 +700,7 @@ def _own_triplets(st: Lanczos, estimate: Ritz, k: int, target: np.ndarray, gap: 
     left = _relative(left[..., :k], s[..., 0])
     if gap is not None:
         left = _gap_units(left, s, k, gap)
-    if not bool((left <= target[..., None]).all()):
+    if not bool((left <= (target[..., None] if isinstance(target, np.ndarray) else target)).all()):
         return None
     return Ritz(y, s, z, estimate.rel)
 
@@ -977,7 +979,9 @@ def subspace_svd(
         op.check_entries()
     _step(work, st, None, None, w, generator)  # the start block: 𝒱 = span(x), 𝒰 = span(A x)
     cap = _check_cap(op, p_max, b)
-    target, best = np.full(batch, tol), np.full(batch, np.inf)
+    # per batch element: the residual the estimate must reach, and the least it has reached; one
+    # matrix's as Python floats (see _worst)
+    target, best = (np.full(batch, tol), np.full(batch, np.inf)) if batch else (tol, math.inf)
     history, checks, iterations, restarts, since_best = [], 0, 1, 0, 0
     # the first look once k triplets can exist: a look before has nothing to measure (its residuals
     # are inf), and it took 60-150 µs (384×384 to 2000×1000) for the same steps after it
@@ -1028,17 +1032,17 @@ def subspace_svd(
         # stall at the same residuals, the benchmark's classes, and none changed at tol 1e-14 or
         # float32's 1e-6). The look's triplets are chosen by the same threshold (by the target alone
         # a k = 1 float32 check at 1e-8 took the estimate, which has no right vectors, and crashed).
-        reach = np.maximum(target, unit)
+        reach = np.maximum(target, unit) if batch else max(target, unit)
         ritz = None
-        if estimate is not None and bool((_worst(estimate, k, t, batch) <= reach).all()):
+        if estimate is not None and _within(_worst(estimate, k, t, batch), reach):
             ritz = _own_triplets(st, estimate, k, reach, gap)  # None where a left residual fails
         if ritz is None:
-            if estimate is None or bool((_worst(estimate, k, t, batch, slack=True) <= reach).all()):
+            if estimate is None or _within(_worst(estimate, k, t, batch, slack=True), reach):
                 ritz = _in_gap_units(_ritz(st, t), k, gap)
             else:
                 ritz = estimate
         worst = _worst(ritz, k, t, batch)
-        history.append((iterations, op.matvecs, float(worst.max(initial=0.0))))
+        history.append((iterations, op.matvecs, _largest(worst)))
         if init is not None and t >= k and not measured and history[-1][2] <= _NEAR_PAIR * tol:
             # the start held singular triplets already (the first look with k of them): are they the
             # leading ones?
@@ -1053,7 +1057,7 @@ def subspace_svd(
             # k = 4 and 8 took the same products with either)
             rounding = 2 * p_now * eps(op.dtype)
             if _grown(ritz, probe, k, tol, rounding):
-                probe, best = None, np.full(batch, np.inf)
+                probe, best = None, np.full(batch, np.inf) if batch else math.inf
             elif iterations >= probe.until or st.w == 0 or iterations >= maxiter:
                 # after a cold start too: a value just above σ_k that the start barely held stands
                 # half-resolved below it at the probe's end (see _unresolved_below)
@@ -1080,9 +1084,9 @@ def subspace_svd(
                 else:
                     verified, reason = probe.verified, "converged"
         elif t >= k:  # progress is only measurable once k triplets exist
-            since_best = 0 if bool((worst < best).any()) else since_best + 1
-            best = np.minimum(best, worst)
-            if bool((worst <= reach).all()):  # reach: the target, or ε of the dtype (above)
+            since_best = 0 if _improved(worst, best) else since_best + 1
+            best = np.minimum(best, worst) if batch else min(best, worst)
+            if _within(worst, reach):  # reach: the target, or ε of the dtype (above)
                 verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol, gap is not None)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
@@ -1113,6 +1117,8 @@ def subspace_svd(
                     ratio = worst / np.maximum(verified[3], TINY)
                     target = np.where(passed, target, 0.5 * tol * np.minimum(ratio, 1.0))
                     best = np.where(passed, best, np.inf)
+                    if not batch:
+                        target, best = float(target), float(best)
             if reason is None:
                 if st.w == 0:
                     reason = "whole space"  # Aᵀ𝒰 = 𝒱Hᵀ: Rayleigh–Ritz is exact
@@ -1143,10 +1149,10 @@ def subspace_svd(
             due = -(-(k - t) // b)  # no look before k triplets can exist
         else:
             if st.w > 1 or b > 1:
-                wanted = ~(ritz.rel <= target[..., None])
+                wanted = ~(ritz.rel <= (target[..., None] if isinstance(target, np.ndarray) else target))
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
-            due = _next_check(history, float(target.min()), cap)
+            due = _next_check(history, _least(target), cap)
         made, beyond, ywant = _onward(work, st, deferred, probe, ywant, b, min(due, maxiter - iterations),
                                       p_max + extra, generator, refresh=False)  # fmt: skip
         iterations, due = iterations + made, due - beyond
@@ -1621,15 +1627,37 @@ def _unresolved_below(st: Lanczos, ritz: Ritz, verified: tuple, k: int, rounding
     return bool(((theta + r >= sk) & ~copy & (sk > 0)).any())
 
 
-def _worst(ritz: Ritz | None, k: int, t: int, batch, slack: bool = False) -> np.ndarray:
+def _worst(ritz: Ritz | None, k: int, t: int, batch, slack: bool = False) -> np.ndarray | float:
     """The largest relative residual of the k wanted triplets per batch element (inf if unknown);
-    with ``slack``, the least it can be given an estimate's error."""
+    with ``slack``, the least it can be given an estimate's error. For one matrix a Python float:
+    its look's bookkeeping (this, the comparisons with the target and the best so far, the history)
+    took eight numpy calls on 0-d arrays, 8 µs a look alone, 0.6 in floats."""
     if ritz is None or t < k:
-        return np.full(batch, np.inf)
+        return np.full(batch, np.inf) if batch else math.inf
     rel = ritz.rel[..., :k]
     if slack and isinstance(ritz.slack, np.ndarray):  # never above rel itself, even for a NaN slack
         rel = np.fmin(rel - ritz.slack[..., :k], rel)
-    return rel.max(-1)
+    return rel.max(-1) if batch else float(rel.max())
+
+
+def _within(worst: np.ndarray | float, reach: np.ndarray | float) -> bool:
+    """Whether every batch element's ``worst`` (:func:`_worst`) is at most its ``reach``."""
+    return bool((worst <= reach).all()) if isinstance(worst, np.ndarray) else bool(worst <= reach)
+
+
+def _improved(worst: np.ndarray | float, best: np.ndarray | float) -> bool:
+    """Whether any batch element's ``worst`` is below its ``best`` so far."""
+    return bool((worst < best).any()) if isinstance(worst, np.ndarray) else bool(worst < best)
+
+
+def _largest(x: np.ndarray | float) -> float:
+    """The largest over the batch, as a Python float (0 for an empty batch)."""
+    return float(x.max(initial=0.0)) if isinstance(x, np.ndarray) else x
+
+
+def _least(x: np.ndarray | float) -> float:
+    """The least over the batch, as a Python float."""
+    return float(x.min()) if isinstance(x, np.ndarray) else x
 
 
 def _keep(p_max: int, w: int, k: int, b: int) -> int:
@@ -1646,11 +1674,11 @@ def _keep(p_max: int, w: int, k: int, b: int) -> int:
 _WIDENED = 4
 
 
-def _far_above_rounding(best: np.ndarray, op: Operator) -> bool:
+def _far_above_rounding(best: np.ndarray | float, op: Operator) -> bool:
     """Whether a stalled solve's best estimated residual (relative, per batch element) lies far
     (10³ times) above the rounding of A's products, where a wider basis can still help; at the
     rounding floor it cannot (float32 asked for 1e-8 stalls near 2.4e-7, whatever the basis)."""
-    return bool(best.max(initial=0.0) > 1e3 * product_floor(op.dtype, *op.shape, op.row_terms))
+    return bool(np.max(best, initial=0.0) > 1e3 * product_floor(op.dtype, *op.shape, op.row_terms))
 
 
 def _check_cap(op: Operator, p_max: int, b: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -346,6 +347,29 @@ def test_one_matrix_paths_of_the_probe_helpers_equal_the_batch_paths(values, rel
         for k in range(2, len(s) + 1):
             one = _gap_units(residuals, spectrum, k, tol)
             np.testing.assert_array_equal(one, _gap_units(residuals[None], spectrum[None], k, tol)[0])
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6),
+    st.lists(st.one_of(st.floats(0.0, 1.0), st.just(float("nan"))), min_size=6, max_size=6),
+    st.floats(0.0, 1.0),
+)
+def test_one_matrix_look_bookkeeping_equals_the_batch_paths(rel, slack, bound):
+    """A look's worst residual (_worst, with and without an estimate's slack, NaN slack included) and
+    its comparisons with the target and the best so far (_within, _improved) take one matrix's values
+    in Python floats: the same decisions and values as their batch paths give a batch of one."""
+    from riemsvd._subspace import Ritz, _improved, _within, _worst
+
+    rel_ = np.array(rel)
+    t = k = len(rel)
+    one = Ritz(np.eye(t), np.ones(t), None, rel_, np.array(slack[:t]))
+    batch = Ritz(np.eye(t)[None], np.ones((1, t)), None, rel_[None], np.array(slack[:t])[None])
+    for with_slack in (False, True):
+        single, many = _worst(one, k, t, (), with_slack), _worst(batch, k, t, (1,), with_slack)
+        assert isinstance(single, float) and single == many[0]
+        assert _within(single, bound) == _within(many, np.full(1, bound))
+        assert _improved(single, bound) == _improved(many, np.full(1, bound))
+    assert _worst(one, k + 1, t, ()) == math.inf  # fewer than k triplets: unknown
 
 
 @given(st.lists(st.sampled_from([0.0, 0.25, -0.25, 0.5, -1.0, 3.0]), min_size=1, max_size=5))
