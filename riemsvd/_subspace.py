@@ -1071,8 +1071,8 @@ def subspace_svd(
                     # on from the residual of the top Ritz triplet below the accepted ones, after a
                     # restart that keeps it and makes room for another round
                     room = min(max(k + 1, min(keep, p_now - st.w - _PROBE_MAX * b)), st.pu, st.pv)
-                    ritz = _restart(work, st, ritz, room, restarts + 1, tol)
                     restarts += 1
+                    ritz = _restart(work, st, ritz, room, restarts, tol)
                     probe.start = st.c[..., :, wanted_k : wanted_k + 1].copy()
                     steps = max(1, min(_PROBE_MAX, (p_now - room - st.w) // b))
                     probe.until, probe.steps = iterations + steps, probe.steps + steps
@@ -1101,8 +1101,8 @@ def subspace_svd(
                             room = min(max(k, min(keep, p_now - st.w - 1 - steps * b)), st.pu, st.pv)
                             if ritz.y.shape[-1] < room:  # the estimate's own triplets: t of them
                                 ritz = _ritz(st, t)
-                            ritz = _restart(work, st, ritz, room, restarts + 1, tol)
                             restarts += 1
+                            ritz = _restart(work, st, ritz, room, restarts, tol)
                         appended, start = _inject(work, st, generator)
                         extra += appended
                         if p_max + extra < n:  # what fits before the next restart (a block at least)
@@ -1141,8 +1141,8 @@ def subspace_svd(
                 verified = _closer(kept, verified, tol)
             break
         if full and probe is None:
-            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv), restarts + 1, tol)
             restarts += 1
+            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv), restarts, tol)
         if probe is not None:
             due = probe.until - iterations  # look again only at the probe's end
         elif t < k:
