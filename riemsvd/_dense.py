@@ -73,7 +73,7 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
     """The cost model of :func:`prefer_dense` on a GPU, where both paths cost what their launches and
     the solver library's calls cost more than their arithmetic (one H200, float32 and float64, 47
     cases each from 128×128 to 4000×2000 and batches of 8 to 64 matrices, k = 1 to 128; record
-    docs/bench_gpu_2026-12-04_h200_dense_vs_iterative.csv). The dense path's time barely depends on
+    docs/records/bench_gpu_2026-12-04_h200_dense_vs_iterative.csv). The dense path's time barely depends on
     k or on the longer side: 2.9–28 ms in float32 (the float64 Gram matrix's eigh) and 4.7–336 ms in
     float64 (the SVD), as p = min(m, n) goes from 128 to 2000. The iteration's barely depends on the
     matrix: about 6 ms in float32 and 11–28 in float64 at k = 1, 12–22 at k = 4, then 60–550 ms at
@@ -91,7 +91,7 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
     most 32 wide goes dense (cuSOLVER's batched Jacobi: 1.5–5.7 ms for 2 to 256 matrices, against
     6.6–97 ms for the iteration, 80 cases with sides up to 128; taken up to sides of 4096 and 2²⁴
     entries, where the dense path's float64 copy and Gram matrix stay small: not measured there;
-    docs/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv),
+    docs/records/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv),
     and batches of more than 64 matrices, whose iteration the batch term underprices (it priced (256,
     128, 128) at k = 1 at 66 ms, which took 0.9–1.0 s), have their own
     (:func:`_prefer_dense_for_gpu_batch`). Nor was a GPU of lesser float64 throughput measured."""
@@ -141,7 +141,7 @@ _GPU_JACOBI_UP_TO = 32
 
 def _prefer_dense_for_gpu_batch(m: int, n: int, batch: int, k: int, dtype: torch.dtype) -> bool:
     """:func:`_prefer_dense_on_gpu` for batches of more than 64 matrices, beyond its fit (one H200;
-    records docs/bench_gpu_2026-12-04_h200_large_batches*.csv: 96 to 1024 matrices from 32×32 to
+    records docs/records/bench_gpu_2026-12-04_h200_large_batches*.csv: 96 to 1024 matrices from 32×32 to
     512×256, k = 1, 4, 8). The dense path runs cuSOLVER once per matrix above 32 (0.4–1.0 ms a
     matrix in float32, 1.4–19 in float64), the iteration in calls shared by the batch (its blocks
     orthonormalized by :func:`riemsvd._space.cholesky_qr`): in float32 the iteration took 0.20–0.85

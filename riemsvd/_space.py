@@ -35,7 +35,7 @@ def randn(shape, dtype, device, generator: torch.Generator | None) -> torch.Tens
 
 # Batches of at least this many matrices take :func:`cholesky_qr` on these devices, where torch's
 # Householder QR factors each matrix in its own cuSOLVER calls. Whole iterative solves on an H200
-# (float32 but for two; docs/bench_gpu_2026-12-04_h200_cholesky_qr_ab.txt) took 0.42–0.83 of their
+# (float32 but for two; docs/records/bench_gpu_2026-12-04_h200_cholesky_qr_ab.txt) took 0.42–0.83 of their
 # time with it for batches of 8 to 1024 (96 of 384×384, k = 1: 202 ms, now 84; 1024 of 64×64: 1387,
 # now 749), the same products and residuals; a batch of 2 matrices of 2000×1000 took 1.28 of it, its
 # QR two calls against Cholesky QR's dozen.

@@ -289,7 +289,7 @@ def test_cost_model_crossovers(dtype):
     # rank 10 plus noise, i^−1.5), float64 512×256 at k = 16 15.5–16 against 2.3–7.4 (a new user's
     # trial and the held-out cases of docs/algorithm.md, "The refit of 2026-12-05")
     assert not dense(1024, 512, 32) if dtype == torch.float32 else not dense(512, 256, 16)
-    # on an H200 (docs/bench_gpu_2026-12-04_h200_dense_vs_iterative.csv): a GaLore projector's k = 32
+    # on an H200 (docs/records/bench_gpu_2026-12-04_h200_dense_vs_iterative.csv): a GaLore projector's k = 32
     # and 128 of 1536×384 took 264 and 624 ms by the iteration, 6 and 5 by the dense path (float32)
     assert dense(1536, 384, 32, device="cuda") and dense(1536, 384, 128, device="cuda")
     # 4000×2000, k = 16: dense 28 ms against 140 in float32, 336 against 60 in float64
@@ -312,7 +312,7 @@ def test_cost_model_crossovers(dtype):
     assert not dense(10_000_000, 512, 1, device="cuda") and not dense(2_000_000, 2000, 8, device="cuda")
     assert not dense(128, 128, 1, batch=256, device="cuda")
     assert not dense(1536, 384, 128, batch=100, device="cuda")
-    # batches of more than 64 (docs/bench_gpu_2026-12-04_h200_large_batches_cholesky.csv): float32
+    # batches of more than 64 (docs/records/bench_gpu_2026-12-04_h200_large_batches_cholesky.csv): float32
     # at k ≥ 4 dense up to p = 256 ((256, 128, 128), k = 4: 417 ms against 619 by the iteration);
     # k = 1, float64 and wider matrices iterate (float64 there: 816 against 954; (96, 384, 384)
     # float32, k = 8: 284 against 320); beyond 2²⁴ entries, as before
@@ -323,7 +323,7 @@ def test_cost_model_crossovers(dtype):
     )
     # a dense problem 32 wide at most, any batch: cuSOLVER's batched Jacobi (256 of 32×32: 2.4–3.6 ms
     # against 73–98 by the iteration); float64's SVD reads both sides, so not (64, 128, 32) there
-    # (75 ms against 34; docs/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv)
+    # (75 ms against 34; docs/records/bench_gpu_2026-12-04_h200_small_batches_jacobi.csv)
     assert dense(32, 32, 1, batch=2, device="cuda") and dense(32, 32, 1, batch=256, device="cuda")
     assert dense(128, 32, 1, batch=64, device="cuda") == (dtype == torch.float32)
     assert not dense(10**6, 32, 1, batch=64, device="cuda")  # its float64 copy: 16 GB
