@@ -705,3 +705,18 @@ def test_a_warm_start_on_a_repeated_sigma_k_does_not_run_the_rounds_for_its_copy
         warm = solve(k, init=cold, generator=torch.Generator().manual_seed(1))
         assert bool(warm.info.converged) and int(warm.info.matvecs) <= 60, (k, int(warm.info.matvecs))
         torch.testing.assert_close(warm.S, torch.ones(k, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed,top", [(228, 0.98), (56, 0.985), (169, 0.985)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_copies_one_and_two_percent_above_the_rest_are_found(seed, top, threads):
+    """Copies of σ₁ 1.5% and 2% above the rest, where Chebyshev's bound asks the probe for 17–19 steps:
+    capped at 16 these three missed a copy, converged, on one thread (500×400 at k = 5 and 3, 150×300 at
+    k = 3); the probe now takes the bound's steps up to _PROBE_STRETCH."""
+    a, k = _copies_over_a_gap(seed, top)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)  # the pass's shares, and with them its rounding, follow the count
+        assert solve_and_check(a, k, torch.Generator().manual_seed(seed)) == "ok"
+    finally:
+        torch.set_num_threads(before)
