@@ -293,16 +293,15 @@ class LinearMapOperator(Operator):
         module = getattr(self.fn, "_riemsvd_module", self.fn)
         if not isinstance(module, nn.Module) or self.dtype != torch.float32 or self.adjoint_kind != "vjp":
             return None  # a given adjoint is the user's, in the user's dtype
-        fn = module
-        if 8 * sum(t.numel() for t in (*fn.parameters(), *fn.buffers())) > max_bytes:
+        if 8 * sum(t.numel() for t in (*module.parameters(), *module.buffers())) > max_bytes:
             return None
         g = torch.Generator().manual_seed(0)
         m, n = self.shape
         x, y = (torch.randn(size, 1, generator=g, dtype=torch.float64).to(self.device) for size in (n, m))
         try:
-            double = copy.deepcopy(fn).double()
+            double = copy.deepcopy(module).double()
             twin = LinearMapOperator(
-                double if fn is self.fn else _in_eval_mode(double), self.input_shape, self.output_shape,
+                double if module is self.fn else _in_eval_mode(double), self.input_shape, self.output_shape,
                 torch.float64, self.device, None, "vjp",
             )  # fmt: skip
             ax, aty = twin._matmat(x), twin._rmatmat(y)
