@@ -700,7 +700,7 @@ def _own_triplets(
     left = _relative(left[..., :k], s[..., 0])
     if gap is not None:
         left = _gap_units(left, s, k, gap)
-    if not bool((left <= (target[..., None] if isinstance(target, np.ndarray) else target)).all()):
+    if not bool((left <= _per_triplet(target)).all()):
         return None
     return Ritz(y, s, z, estimate.rel)
 
@@ -824,7 +824,7 @@ def _products_read(work, st: Lanczos, restarts: int, tol: float) -> tuple[bool, 
     too (``_steps.gk_fused`` forms Aᵀu from (Aᵀ𝒰)d). Neither is read elsewhere, so a restart that
     would rotate them for nothing leaves them: a float32 solve's check is never theirs (its ε alone is
     a tenth of tol 1e-6 at p = 40), and a sparse A's steps make both products."""
-    check = _drift(st, restarts) <= _KEPT_SHARE * tol
+    check = _drift_allows(_drift(st, restarts), tol)
     return check, check or (isinstance(work, HostView) and work.fused is not None)
 
 
@@ -981,7 +981,7 @@ def subspace_svd(
     cap = _check_cap(op, p_max, b)
     # per batch element: the residual the estimate must reach, and the least it has reached; one
     # matrix's as Python floats (see _worst)
-    target, best = (np.full(batch, tol), np.full(batch, np.inf)) if batch else (tol, math.inf)
+    target, best = _per_element(batch, tol), _per_element(batch, math.inf)
     history, checks, iterations, restarts, since_best = [], 0, 1, 0, 0
     # the first look once k triplets can exist: a look before has nothing to measure (its residuals
     # are inf), and it took 60-150 µs (384×384 to 2000×1000) for the same steps after it
@@ -1057,7 +1057,7 @@ def subspace_svd(
             # k = 4 and 8 took the same products with either)
             rounding = 2 * p_now * eps(op.dtype)
             if _grown(ritz, probe, k, tol, rounding):
-                probe, best = None, np.full(batch, np.inf) if batch else math.inf
+                probe, best = None, _per_element(batch, math.inf)
             elif iterations >= probe.until or st.w == 0 or iterations >= maxiter:
                 # after a cold start too: a value just above σ_k that the start barely held stands
                 # half-resolved below it at the probe's end (see _unresolved_below)
@@ -1149,7 +1149,7 @@ def subspace_svd(
             due = -(-(k - t) // b)  # no look before k triplets can exist
         else:
             if st.w > 1 or b > 1:
-                wanted = ~(ritz.rel <= (target[..., None] if isinstance(target, np.ndarray) else target))
+                wanted = ~(ritz.rel <= _per_triplet(target))
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, _least(target), cap)
@@ -1641,11 +1641,22 @@ def _worst(ritz: Ritz | None, k: int, t: int, batch, slack: bool = False) -> np.
     its look's bookkeeping (this, the comparisons with the target and the best so far, the history)
     took eight numpy calls on 0-d arrays, 8 µs a look alone, 0.6 in floats."""
     if ritz is None or t < k:
-        return np.full(batch, np.inf) if batch else math.inf
+        return _per_element(batch, math.inf)
     rel = ritz.rel[..., :k]
     if slack and isinstance(ritz.slack, np.ndarray):  # never above rel itself, even for a NaN slack
         rel = np.fmin(rel - ritz.slack[..., :k], rel)
     return rel.max(-1) if batch else float(rel.max())
+
+
+def _per_element(batch: tuple, value: float) -> np.ndarray | float:
+    """``value`` for every batch element: an array of the batch's shape, a Python float for one matrix
+    (whose look's bookkeeping takes floats; see :func:`_worst`)."""
+    return np.full(batch, value) if batch else value
+
+
+def _per_triplet(x: np.ndarray | float) -> np.ndarray | float:
+    """A per-element value (:func:`_per_element`) broadcast against per-triplet ones (..., t)."""
+    return x[..., None] if isinstance(x, np.ndarray) else x
 
 
 def _within(worst: np.ndarray | float, reach: np.ndarray | float) -> bool:
@@ -1763,7 +1774,7 @@ def _vectors(
     at 384×384 (docs/algorithm.md)."""
     assert ritz.z is not None  # the returned vectors come from full Ritz triplets, not estimates
     drift = _drift(st, restarts)
-    kept = st.av_kept and st.atu_kept and drift <= _KEPT_SHARE * tol
+    kept = st.av_kept and st.atu_kept and _drift_allows(drift, tol)
     vbuf = st.vbuf
     if kept and _C_LAPACK and isinstance(vbuf, np.ndarray) and vbuf.ndim == 2 and vbuf.dtype == np.float64:
         # one matrix on the host: the four products in one call into C, by the BLAS numpy's would use
@@ -1778,6 +1789,12 @@ def _vectors(
     if not kept:
         return u, v, None
     return u, v, Kept(mm(st.av, z), mm(st.atu, y), drift)
+
+
+def _drift_allows(drift: float, tol: float) -> bool:
+    """Whether kept products that far from fresh ones (relative to σ₁) may stand in for them at
+    ``tol``: a drift of at most _KEPT_SHARE of it."""
+    return drift <= _KEPT_SHARE * tol
 
 
 def _drift(st: Lanczos, restarts: int) -> float:
