@@ -29,7 +29,7 @@ from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a fir
 
 from riemsvd._backend import STEPS, eager_under_compile, mm
 from riemsvd._deferred import Deferred
-from riemsvd._operator import HostView, Operator, SparseRows
+from riemsvd._operator import DenseOperator, HostView, Operator, SparseRows
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import DGKS, TINY, eps, product_floor
 
@@ -785,17 +785,17 @@ def _known(k: np.ndarray):
     return (j, k[..., j:, :]) if rows[j] else None
 
 
-def _restart(op, st: Lanczos, ritz: Ritz, keep: int, restarts: int, tol: float) -> Ritz:
+def _restart(op, st: Lanczos, ritz: Ritz, keep: int, restarts: int, tol: float, k: int) -> Ritz:
     """Thick restart onto the top ``keep`` Ritz vectors, in place: 𝒱 ← 𝒱Z, 𝒰 ← 𝒰Y, H ← diag(σ),
     C ← CY; F stays. A𝒱Z = 𝒰YΣ and Aᵀ𝒰Y = 𝒱ZΣ + F·CY hold as before. The kept products A𝒱 and Aᵀ𝒰
     are rotated with the bases where they will be read (:func:`_products_read`; ``restarts`` counts
-    this one, ``tol`` is the solve's). Returns the Ritz triplets of the new H (the same values and
+    this one, ``tol`` and ``k`` are the solve's). Returns the Ritz triplets of the new H (the same values and
     residuals, with identity vectors)."""
     assert ritz.z is not None and ritz.z.shape[-1] >= keep  # the exact SVD's triplets, all of them
     y, z = ritz.y[..., :keep], ritz.z[..., :keep]
     zd, yd = op.right.from_host(z, st.vbuf), op.left.from_host(y, st.ubuf)  # in the vectors' dtype
     v, u = mm(st.v, zd), mm(st.u, yd)
-    read_av, read_atu = _products_read(op, st, restarts, tol)
+    read_av, read_atu = _products_read(op, st, keep, k, restarts, tol)
     st.av_kept, st.atu_kept = st.av_kept and read_av, st.atu_kept and read_atu
     av = mm(st.av, zd) if st.av_kept else None
     atu = mm(st.atu, yd) if st.atu_kept else None
@@ -817,15 +817,56 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int, restarts: int, tol: float) 
     return Ritz(eye, s, eye, ritz.rel[..., :keep])
 
 
-def _products_read(work, st: Lanczos, restarts: int, tol: float) -> tuple[bool, bool]:
-    """Whether A𝒱 and Aᵀ𝒰 as kept beside the bases are read after ``restarts`` restarts: by the final
-    check, where their drift allows it (:func:`_vectors`; the drift grows with the restarts and the
-    buffers' widths, so a check it rules out now it rules out to the end), and Aᵀ𝒰 by the pass's steps
-    too (``_steps.gk_fused`` forms Aᵀu from (Aᵀ𝒰)d). Neither is read elsewhere, so a restart that
-    would rotate them for nothing leaves them: a float32 solve's check is never theirs (its ε alone is
-    a tenth of tol 1e-6 at p = 40), and a sparse A's steps make both products."""
-    check = _drift_allows(_drift(st, restarts), tol)
-    return check, check or (isinstance(work, HostView) and work.fused is not None)
+def _products_read(work, st: Lanczos, keep: int, k: int, restarts: int, tol: float) -> tuple[bool, bool]:
+    """Whether A𝒱 and Aᵀ𝒰 as kept beside the bases are read after ``restarts`` restarts (this one, which
+    keeps ``keep`` columns, included; k triplets wanted): by the final check, where their drift allows
+    it (:func:`_vectors`; the drift grows with the restarts and the buffers' widths, so a check it
+    rules out now it rules out to the end) and where rotating them still costs less than the fresh
+    products the check would make instead (:func:`_rotations_pay`), and Aᵀ𝒰 by the pass's steps too
+    (``_steps.gk_fused`` forms Aᵀu from (Aᵀ𝒰)d). Neither is read elsewhere, so a restart that would
+    rotate them for nothing leaves them: a float32 solve's check is never theirs (its ε alone is a
+    tenth of tol 1e-6 at p = 40), and a sparse A's steps make both products."""
+    in_pass = isinstance(work, HostView) and work.fused is not None
+    check = _drift_allows(_drift(st, restarts), tol) and _rotations_pay(work, st, keep, k, restarts, in_pass)
+    return check, check or in_pass
+
+
+# Costs on the host in ns, one thread, for _rotations_pay (Intel Xeon, float64, numpy's OpenBLAS): a
+# rotation's product, a basis of rows×q by q×keep with its copy back into the basis, took 0.017–0.05 ns
+# a flop (2·rows·q·keep) and about 2 µs a call (384 to 4000 rows, q = 16 to 40); the check's fresh
+# products of k columns 0.07–0.6 ns an entry of a dense A and a column, 0.9–7.4 ns a stored entry of a
+# sparse one and a column (384×384 to 4000×2000, k = 1 to 8, 1% of entries stored), about 10 µs a
+# call. Taken at their middles: the rule's choice changes where the two costs are near, where either
+# choice costs about the same.
+_ROTATION_NS_PER_FLOP = 0.03
+_ROTATION_NS_PER_CALL = 2e3
+_FRESH_NS_PER_ENTRY = {"dense": 0.3, "sparse": 1.5}
+_FRESH_NS_PER_CALL = 1e4
+
+
+def _rotations_pay(work, st: Lanczos, keep: int, k: int, restarts: int, in_pass: bool) -> bool:
+    """Whether the kept products should still be rotated at this restart, the ``restarts``-th, for the
+    final check to read, or be left for 2k fresh products there: rotated while the rotations so far,
+    this one included, cost no more than those products would (the rule of renting skis until the
+    rent paid reaches the price: never more than twice the cheaper choice, whatever the restarts still
+    to come). Costs by the model above, on the host where A is dense or sparse and its products the
+    solver's own; elsewhere (a matrix-free operator, a GPU) products are taken to cost more than any
+    rotation. ``in_pass``: Aᵀ𝒰 is rotated for the pass's steps anyway, so A𝒱's rotation alone counts.
+
+    A sparse A's restarts rotated both for 0.90–0.97 of its solve's time against fresh products
+    (384×384 to 4000×2000, k = 1 and 8, float64 tol 1e-10), 2k products more; a dense A's fresh
+    products cost 8–100 rotations of A𝒱 (docs/algorithm.md, "The kept products")."""
+    if not isinstance(work, HostView):
+        return True
+    kind = "sparse" if work.sparse is not None else "dense" if isinstance(work.op, DenseOperator) else None
+    if kind is None:
+        return True
+    m, n = work.shape
+    rows = m * st.pv if in_pass else m * st.pv + n * st.pu  # A𝒱 (m×pv) by Z, Aᵀ𝒰 (n×pu) by Y
+    calls = 1 if in_pass else 2
+    rotation = _ROTATION_NS_PER_FLOP * 2 * rows * keep + _ROTATION_NS_PER_CALL * calls
+    fresh = _FRESH_NS_PER_ENTRY[kind] * work.op.entries * k + _FRESH_NS_PER_CALL
+    return restarts * rotation <= fresh
 
 
 def _householder(d: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -1072,7 +1113,7 @@ def subspace_svd(
                     # restart that keeps it and makes room for another round
                     room = min(max(k + 1, min(keep, p_now - st.w - _PROBE_MAX * b)), st.pu, st.pv)
                     restarts += 1
-                    ritz = _restart(work, st, ritz, room, restarts, tol)
+                    ritz = _restart(work, st, ritz, room, restarts, tol, k)
                     probe.start = st.c[..., :, wanted_k : wanted_k + 1].copy()
                     steps = max(1, min(_PROBE_MAX, (p_now - room - st.w) // b))
                     probe.until, probe.steps = iterations + steps, probe.steps + steps
@@ -1102,7 +1143,7 @@ def subspace_svd(
                             if ritz.y.shape[-1] < room:  # the estimate's own triplets: t of them
                                 ritz = _ritz(st, t)
                             restarts += 1
-                            ritz = _restart(work, st, ritz, room, restarts, tol)
+                            ritz = _restart(work, st, ritz, room, restarts, tol, k)
                         appended, start = _inject(work, st, generator)
                         extra += appended
                         if p_max + extra < n:  # what fits before the next restart (a block at least)
@@ -1142,7 +1183,7 @@ def subspace_svd(
             break
         if full and probe is None:
             restarts += 1
-            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv), restarts, tol)
+            ritz = _restart(work, st, ritz, min(keep, st.pu, st.pv), restarts, tol, k)
         if probe is not None:
             due = probe.until - iterations  # look again only at the probe's end
         elif t < k:

@@ -505,8 +505,10 @@ def test_restarts_rotate_the_kept_products_only_where_they_are_read(
     """A restart rotates A𝒱 and Aᵀ𝒰 with the bases only where something reads them later: the final
     check, where their drift allows (never in float32, whose check makes fresh products), and for Aᵀ𝒰
     the pass's steps. The relations the steps use still hold after every iteration, the check's
-    residual is the true one, and the values are the SVD's."""
+    residual is the true one, and the values are the SVD's. (Whether rotating them costs less than
+    fresh products is the subject of the next test: here it always does.)"""
     _fused_passes(monkeypatch, fused)
+    monkeypatch.setattr(_subspace, "_rotations_pay", lambda *args: True)
     flags: list = []
     restart = _subspace._restart
 
@@ -528,6 +530,44 @@ def test_restarts_rotate_the_kept_products_only_where_they_are_read(
     true = max(float((a64 @ v - u * s).norm(dim=0).max()), float((a64.mT @ u - v * s).norm(dim=0).max()))
     assert true / float(s[0]) <= tol
     torch.testing.assert_close(s, torch.linalg.svdvals(a64)[:3], rtol=10 * tol, atol=0.0)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_restarts_leave_the_kept_products_once_rotating_them_costs_more_than_fresh_ones(
+    monkeypatch, sparse, gen
+):
+    """The kept products are rotated at a restart only while the rotations so far cost no more than
+    the 2k fresh products the check would make instead. A sparse A's products are cheap beside a
+    rotation of both buffers: they are left at the first or second restart, and the check makes
+    fresh ones (2k products more than with them kept). A dense A's products cost tens of rotations:
+    they are kept through the restarts of the solve. Either way the check's residual is the true one
+    and the values are the SVD's."""
+    flags: list = []
+    restart = _subspace._restart
+
+    def recorded(op, st, *args):
+        out = restart(op, st, *args)
+        flags.append((st.av_kept, st.atu_kept))
+        return out
+
+    monkeypatch.setattr(_subspace, "_restart", recorded)
+    if sparse:
+        a = scipy.sparse.random(1536, 384, density=0.01, format="csr", random_state=np.random.default_rng(0))
+        a64 = torch.from_numpy(a.toarray())
+    else:
+        a = a64 = make_matrix("gaussian", 1000, 600, gen)  # 4.8 MB, products on the fused pass
+    k = 8
+    result = riemsvd.solve(a, k, tol=1e-10, generator=torch.Generator().manual_seed(0), method="iterative")
+    assert len(flags) >= 3, flags
+    if sparse:
+        assert flags[0] in ((True, True), (False, False)) and set(flags[2:]) == {(False, False)}, flags
+    else:
+        assert set(flags) == {(True, True)}, flags
+    assert bool(result.info.converged)
+    u, s, v = result.U.double(), result.S.double(), result.V.double()
+    true = max(float((a64 @ v - u * s).norm(dim=0).max()), float((a64.mT @ u - v * s).norm(dim=0).max()))
+    assert true / float(s[0]) <= 1e-10
+    torch.testing.assert_close(s, torch.linalg.svdvals(a64)[:k], rtol=1e-10, atol=0.0)
 
 
 @pytest.mark.skipif(_backend.STEPS is None, reason="riemsvd._steps was not built")
