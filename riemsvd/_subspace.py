@@ -1844,7 +1844,7 @@ def _drift(st: Lanczos, restarts: int) -> float:
     return 2 * (restarts + 1) * max(st.vbuf.shape[-1], st.ubuf.shape[-1]) * _eps(st.vbuf)
 
 
-def _float64_view(work, tol: float) -> HostView | None:
+def _float64_view(work, tol: float, k: int) -> HostView | None:
     """A float64 view of A for the fresh products of :func:`verify`, where A is float32 on the host
     and sparse (scipy or torch), or dense with ``tol`` below what float32 products resolve
     (:func:`product_floor`); None otherwise (a GPU's sparse A is checked in float32, with the wider
@@ -1855,17 +1855,38 @@ def _float64_view(work, tol: float) -> HostView | None:
     its rounding added to the error bars: float64 products there cost 0.4–1.5 ms a solve at
     2000×1000 and 0.9–4.4 ms at 4000×2000 (k = 1 and 8; 1–3 and 3.5–16 ms, up to 34% of the solves
     that converge fastest, before C's pass took every column), for values 3.9·ε·σ off at most
-    instead of correctly rounded, within the promised tol·σ₁ either way."""
+    instead of correctly rounded, within the promised tol·σ₁ either way. But for one or two triplets
+    of a dense A beyond the cache, whose float64 products by C's one pass cost less than numpy's two
+    float32 ones (:func:`_one_pass_pays`), the check is float64's at any tol."""
     op = work.op if isinstance(work, HostView) else work
     # a float32 sparse A always: its kernels' sums, one term after another, can be off by far more
     # than the floor (the complete graph's 1000×1000 adjacency: σ₁ 1.2e-5 off, the float32 check's
     # residual 2.1e-7 where it was 1.2e-5, "converged" at tol 7.5e-6; a new user's trial)
     if op.dtype != torch.float32 or not (
-        op.row_terms is not None or tol < product_floor(op.dtype, *op.shape)
+        op.row_terms is not None or tol < product_floor(op.dtype, *op.shape) or _one_pass_pays(work, k)
     ):
         return None
     host = work if isinstance(work, HostView) else op.on_host()
     return None if host is None else host.in_float64()
+
+
+# A float32 dense A of more bytes than this (beyond a core's L2) has the check of up to
+# _ONE_PASS_MOST triplets made by float64 products at any tol (_one_pass_pays)
+_ONE_PASS_FROM = 2 << 20
+_ONE_PASS_MOST = 2
+
+
+def _one_pass_pays(work, k: int) -> bool:
+    """Whether a float32 dense A's check of k triplets takes float64 products at a tol float32's
+    resolve too: C's one pass over A for both (``_steps.widened_both``) against numpy's two float32
+    products. One matrix on the host with contiguous rows (its steps' pass, ``HostView.fused``) of more
+    than _ONE_PASS_FROM bytes, k ≤ _ONE_PASS_MOST. The pair of products took 0.74–0.96 of numpy's time
+    at k = 1 and 0.40–0.48 at k = 2 (OpenBLAS's sgemm of two columns reads A once a column), from
+    1536×384 to 4000×2000; 1.1–1.4 at 384×384 and 512×512, which stay in the cache, and 1.0–1.2 at
+    k = 8 (one thread, Intel Xeon). The values come correctly rounded, and the residual is the
+    float64 one, without the float32 check's rounding in its bars."""
+    fused = work.fused if isinstance(work, HostView) else None
+    return fused is not None and k <= _ONE_PASS_MOST and fused.a.nbytes > _ONE_PASS_FROM
 
 
 def _finish_in_c(u, v, av, atu) -> bool:
@@ -1906,7 +1927,7 @@ def verify(work, u, v, kept: Kept | None, tol: float, gap: bool = False):
     (SolverOptions.gap_last) the k-th triplet's residual counts in gap units (:func:`_gap_units`).
     """
     op = work.op if isinstance(work, HostView) else work
-    precise = _float64_view(work, tol)
+    precise = _float64_view(work, tol, u.shape[-1])
     if precise is not None:
         if not isinstance(work, HostView):  # the dense path's and the trust region's tensors
             u, v = u.detach().contiguous().numpy(), v.detach().contiguous().numpy()

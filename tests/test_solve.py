@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import riemsvd
+from riemsvd import _subspace
 from riemsvd._tolerance import eps, product_floor
 from tests.matrices import (
     SHAPES,
@@ -221,6 +222,30 @@ def test_a_target_that_a_failed_check_took_below_eps_stops_at_the_rounding(kind)
     assert float(info.residual) <= 2e-14
     reference = torch.linalg.svdvals(a)
     assert float((result.S - reference[:4]).abs().max()) <= 2e-14 * float(reference[0])
+
+
+@pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built")
+@pytest.mark.parametrize("kind", ["weight", "gaussian", "lowrank", "cluster"])
+def test_one_or_two_triplets_of_a_float32_matrix_beyond_the_cache_come_correctly_rounded(kind):
+    """At a float32 A's default tol the check is float32's, whose σ came up to 3.2 units of σ₁'s last
+    place off (1536×384); one or two triplets of a dense A over 2 MiB are checked by float64 products
+    instead (one pass over A, cheaper than float32's two: riemsvd._subspace._one_pass_pays). Each σ
+    is then the float32 number nearest its float64 Rayleigh quotient, whose error is of second order
+    in the residual (below 1e-10 here): within half a unit in its last place of the true value, and
+    the residual is the float64 one."""
+    gen = torch.Generator().manual_seed(0)
+    a = make_matrix(kind, 1536, 384, gen, torch.float32)  # 2.4 MB
+    true = torch.linalg.svdvals(a.double())
+    for k in (1, 2):
+        result = solve(a, k, generator=torch.Generator().manual_seed(1), method="iterative")
+        assert bool(result.info.converged)
+        s = result.S.double()
+        half_unit = torch.from_numpy(np.spacing(result.S.numpy())).double() / 2
+        assert bool(((s - true[:k]).abs() <= 1.01 * half_unit).all()), (k, (s - true[:k]) / half_unit)
+        u, v, a64 = result.U.double(), result.V.double(), a.double()
+        left, right = (a64 @ v - u * s).norm(dim=0), (a64.mT @ u - v * s).norm(dim=0)
+        residual = float(torch.maximum(left, right).max())
+        assert abs(residual / float(s[0]) - float(result.info.residual)) <= 1e-3 * float(result.info.residual)
 
 
 def test_tall_and_wide_views_without_copy_give_the_same_values(gen):
