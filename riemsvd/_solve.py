@@ -297,7 +297,15 @@ def solve(
     else:
         u, s, v, info = run(target)
     if not bool(info.converged.all()):
-        message = _product_fault(ops[-1], info) or _not_converged(
+        op = ops[-1]
+        made = op.matvecs
+        fault = _product_fault(op, info)
+        # the diagnosis's products are A's too: info.matvecs counts every product the call made (a
+        # caller's operator that counted its calls found six more than info said; a new user's trial)
+        info.matvecs += op.matvecs - made
+        if shown is not None:
+            shown.matvecs += op.matvecs - made
+        message = fault or _not_converged(
             info, u.dtype, getattr(target, "shape", None), s, problem.options, problem.maxiter
         )
         warnings.warn(message, ConvergenceWarning, stacklevel=2)

@@ -576,6 +576,29 @@ def test_an_adjoint_that_does_not_match_a_is_named():
     assert product_fault(off) is not None  # far below any tol a solve is given, far above rounding
 
 
+@pytest.mark.parametrize("tol", [None, 1e-10])
+def test_info_counts_every_product_of_a_callers_operator(tol):
+    """info.matvecs is every product with A and Aᵀ the call made: where a solve with a caller's
+    products does not converge (float32 at tol 1e-10, below its products' rounding), the diagnosis of
+    those products (six more, riemsvd._operator.adjoint_mismatch) counts too. A new user's operator
+    that counted its calls found six more than info said, on every such stall."""
+    import scipy.sparse.linalg as spl
+
+    a = np.random.default_rng(0).standard_normal((600, 300)).astype(np.float32)
+    calls = []
+    op = spl.LinearOperator(
+        a.shape,
+        matvec=lambda x: calls.append(1) or a @ x,
+        rmatvec=lambda y: calls.append(1) or a.T @ y,
+        dtype=np.float32,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)
+        result = riemsvd.solve(op, 1, tol=tol, generator=torch.Generator().manual_seed(0))
+    assert bool(result.info.converged) == (tol is None)
+    assert result.info.matvecs == len(calls), (result.info.matvecs, len(calls))
+
+
 def test_an_operator_that_is_zero_up_to_rounding_is_not_blamed_on_its_adjoint():
     """A data matrix of identical rows, centred by its operator (X − 1μᵀ, PCA on data without variation),
     is zero up to the rounding of its products, which are then noise: the solve's warning and
