@@ -10,7 +10,7 @@ rule (``torch.func.jvp``), which custom operators lack; so a compiled function u
 calls the eager solve behind a graph break (``riemsvd._solve.solve``).
 
 ``riemsvd::refresh_pair`` is the training-mode update of ``riemsvd.nn``'s stored singular pair (power
-steps tested on the host, a solve where they fail), mutating the buffers it is given.
+steps tested on the host, a solve where they fail), returned for the caller to copy into its buffers.
 """
 
 from __future__ import annotations
@@ -166,18 +166,27 @@ def pair_owner_key(owner) -> int:
     return key
 
 
-@torch.library.custom_op("riemsvd::refresh_pair", mutates_args=("u", "v"))
-def _refresh_pair_op(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, owner: torch.Tensor) -> None:
-    """The owner's ``update_pair(w, u, v)``: the leading pair of w, warm-started from (u, v), written
-    into them. ``owner`` is the key of :func:`pair_owner_key` as a 0-dim int64 tensor: a graph input,
-    which the compiled graph does not guard on (an int attribute made every deep copy of a model
-    recompile the forward, and the ninth fail under ``fullgraph=True``)."""
+@torch.library.custom_op("riemsvd::refresh_pair", mutates_args=())
+def _refresh_pair_op(
+    w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, owner: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The owner's ``update_pair(w, u, v)`` on copies of u and v, returned: the leading pair of w,
+    warm-started from (u, v). ``owner`` is the key of :func:`pair_owner_key` as a 0-dim int64
+    tensor: a graph input, which the compiled graph does not guard on (an int attribute made every
+    deep copy of a model recompile the forward, and the ninth fail under ``fullgraph=True``).
+
+    New tensors, not u and v updated in place: inductor's graph then read the pair from the buffers
+    themselves, without the forward's copies, and a layer called twice before one backward (a tied or
+    shared layer) failed its backward ("modified by an inplace operation": the second call's refresh
+    had rewritten the pair the first one's gradient read; a new user's trial)."""
+    u, v = u.clone(), v.clone()
     _OWNERS[int(owner)].update_pair(w, u, v)
+    return u, v
 
 
 @_refresh_pair_op.register_fake
-def _refresh_pair_shapes(w, u, v, owner) -> None:
-    return None
+def _refresh_pair_shapes(w, u, v, owner) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(u), torch.empty_like(v)
 
 
 def refresh_pair(
@@ -188,10 +197,13 @@ def refresh_pair(
     v: torch.Tensor,
     cast: torch.Tensor | None = None,
 ) -> None:
-    """``owner.update_pair(w, u, v)``; under ``torch.compile`` as one custom operator that mutates u and v
-    (the warm start's power steps, its tests and the solve read values on the host). ``cast``: w in
-    the solver's dtype where the caller made it already (eager only)."""
+    """``owner.update_pair(w, u, v)``; under ``torch.compile`` one custom operator that returns the new
+    pair, copied into u and v (the warm start's power steps, its tests and the solve read values on
+    the host). ``cast``: w in the solver's dtype where the caller made it already (eager only)."""
     if torch.compiler.is_compiling():
-        torch.ops.riemsvd.refresh_pair(w, u, v, key)
+        new_u, new_v = torch.ops.riemsvd.refresh_pair(w, u, v, key)
+        with torch.no_grad():
+            u.copy_(new_u)
+            v.copy_(new_v)
     else:
         owner.update_pair(w, u, v, cast=cast)

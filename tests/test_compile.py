@@ -324,6 +324,24 @@ def test_spectral_normalized_mlp_trains_compiled_as_in_eager(backend, width):
         assert abs(float(torch.linalg.matrix_norm(layer.weight.detach().double(), 2)) - 1) < 1e-5
 
 
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=INDUCTOR)])
+def test_a_normalized_layer_called_twice_before_one_backward_trains_compiled(backend):
+    """A tied or shared layer (two views through one encoder) calls the normalization twice before one
+    backward. Under inductor the refresh had mutated the stored pair in place, and the graph read it
+    from the buffers without the forward's copies, so that the second call's refresh rewrote the pair
+    the first call's gradient read: "modified by an inplace operation" (a new user's trial). The
+    gradient now is eager's, to the rounding of the two runs."""
+    torch.manual_seed(0)
+    eager = riemsvd.nn.spectral_norm(torch.nn.Linear(64, 32, bias=False))
+    model = copy.deepcopy(eager)
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    for net in (eager, compiled):
+        (net(x).sum() + net(2 * x).pow(2).sum()).backward()
+    grads = [layer.parametrizations.weight.original.grad for layer in (eager, model)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5 * float(grads[0].abs().max()))
+
+
 def test_a_copy_of_a_normalization_refreshes_its_own_pair():
     """The compiled refresh finds its module by a key; a deep copy must not share the original's (its
     tracker would be the original's, and a deleted original would leave no module to find)."""
