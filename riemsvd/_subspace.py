@@ -789,8 +789,8 @@ def _restart(op, st: Lanczos, ritz: Ritz, keep: int, restarts: int, tol: float, 
     """Thick restart onto the top ``keep`` Ritz vectors, in place: 𝒱 ← 𝒱Z, 𝒰 ← 𝒰Y, H ← diag(σ),
     C ← CY; F stays. A𝒱Z = 𝒰YΣ and Aᵀ𝒰Y = 𝒱ZΣ + F·CY hold as before. The kept products A𝒱 and Aᵀ𝒰
     are rotated with the bases where they will be read (:func:`_products_read`; ``restarts`` counts
-    this one, ``tol`` and ``k`` are the solve's). Returns the Ritz triplets of the new H (the same values and
-    residuals, with identity vectors)."""
+    this one, ``tol`` and ``k`` are the solve's). Returns the Ritz triplets of the new H (the same
+    values and residuals, with identity vectors)."""
     assert ritz.z is not None and ritz.z.shape[-1] >= keep  # the exact SVD's triplets, all of them
     y, z = ritz.y[..., :keep], ritz.z[..., :keep]
     zd, yd = op.right.from_host(z, st.vbuf), op.left.from_host(y, st.ubuf)  # in the vectors' dtype
@@ -855,7 +855,7 @@ def _rotations_pay(work, st: Lanczos, keep: int, k: int, restarts: int, in_pass:
 
     A sparse A's restarts rotated both for 0.90–0.97 of its solve's time against fresh products
     (384×384 to 4000×2000, k = 1 and 8, float64 tol 1e-10), 2k products more; a dense A's fresh
-    products cost 8–100 rotations of A𝒱 (docs/algorithm.md, "The kept products")."""
+    products cost 8–100 rotations of A𝒱 (docs/algorithm.md, "The iteration", step 4)."""
     if not isinstance(work, HostView):
         return True
     kind = "sparse" if work.sparse is not None else "dense" if isinstance(work.op, DenseOperator) else None
@@ -1877,8 +1877,8 @@ _ONE_PASS_MOST = 2
 
 
 def _one_pass_pays(work, k: int) -> bool:
-    """Whether a float32 dense A's check of k triplets takes float64 products at a tol float32's
-    resolve too: C's one pass over A for both (``_steps.widened_both``) against numpy's two float32
+    """Whether a float32 dense A's check of k triplets takes float64 products at a tol that float32's
+    products resolve too: C's one pass over A for both (``_steps.widened_both``) against numpy's two float32
     products. One matrix on the host with contiguous rows (its steps' pass, ``HostView.fused``) of more
     than _ONE_PASS_FROM bytes, k ≤ _ONE_PASS_MOST. The pair of products took 0.74–0.96 of numpy's time
     at k = 1 and 0.40–0.48 at k = 2 (OpenBLAS's sgemm of two columns reads A once a column), from
