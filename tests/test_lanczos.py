@@ -509,15 +509,7 @@ def test_restarts_rotate_the_kept_products_only_where_they_are_read(
     fresh products is the subject of the next test: here it always does.)"""
     _fused_passes(monkeypatch, fused)
     monkeypatch.setattr(_subspace, "_rotations_pay", lambda *args: True)
-    flags: list = []
-    restart = _subspace._restart
-
-    def recorded(op, st, *args):
-        out = restart(op, st, *args)
-        flags.append((st.av_kept, st.atu_kept))
-        return out
-
-    monkeypatch.setattr(_subspace, "_restart", recorded)
+    flags = _kept_flags(monkeypatch)
     a = make_matrix("gaussian", 160, 120, gen, dtype)
     worst: list = []
     _checked_steps(monkeypatch, a, worst)
@@ -532,6 +524,20 @@ def test_restarts_rotate_the_kept_products_only_where_they_are_read(
     torch.testing.assert_close(s, torch.linalg.svdvals(a64)[:3], rtol=10 * tol, atol=0.0)
 
 
+def _kept_flags(monkeypatch) -> list:
+    """The list that every restart appends its state's (av_kept, atu_kept) to, as it leaves them."""
+    flags: list = []
+    restart = _subspace._restart
+
+    def recorded(op, st, *args):
+        out = restart(op, st, *args)
+        flags.append((st.av_kept, st.atu_kept))
+        return out
+
+    monkeypatch.setattr(_subspace, "_restart", recorded)
+    return flags
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_restarts_leave_the_kept_products_once_rotating_them_costs_more_than_fresh_ones(
     monkeypatch, sparse, gen
@@ -542,15 +548,7 @@ def test_restarts_leave_the_kept_products_once_rotating_them_costs_more_than_fre
     fresh ones (2k products more than with them kept). A dense A's products cost tens of rotations:
     they are kept through the restarts of the solve. Either way the check's residual is the true one
     and the values are the SVD's."""
-    flags: list = []
-    restart = _subspace._restart
-
-    def recorded(op, st, *args):
-        out = restart(op, st, *args)
-        flags.append((st.av_kept, st.atu_kept))
-        return out
-
-    monkeypatch.setattr(_subspace, "_restart", recorded)
+    flags = _kept_flags(monkeypatch)
     if sparse:
         a = scipy.sparse.random(1536, 384, density=0.01, format="csr", random_state=np.random.default_rng(0))
         a64 = torch.from_numpy(a.toarray())
