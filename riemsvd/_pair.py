@@ -94,7 +94,7 @@ class SingularPair(torch.nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        check_pair_shape(m, n, k, dtype)
+        check_pair_shape(m, n, k, dtype, generator)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.U = geoopt.ManifoldParameter(_random_frame(m, k, dtype, device, generator), manifold=Stiefel())
         self.V = geoopt.ManifoldParameter(_random_frame(n, k, dtype, device, generator), manifold=Stiefel())

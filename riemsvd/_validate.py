@@ -291,9 +291,14 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
                 hint = " For near machine precision pass `tol=None`: 1e-12 in float64, 1e-6 in float32."
             raise ValueError(f"`tol` must be a number in (0, 1), got {tol!r}.{hint}")
     check_positive_int(maxiter, "maxiter")
+    check_generator(generator)
+    _check_options(options)
+
+
+def check_generator(generator) -> None:
+    """``generator``: a torch.Generator or None."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
-    _check_options(options)
 
 
 def _check_init_pair(init) -> None:
@@ -710,9 +715,11 @@ def check_projection_hook_args(optimizer, params, max_norm, mode, tol, dim) -> l
 # SingularPair's and the optimizers' arguments
 
 
-def check_pair_shape(m, n, k, dtype=None) -> None:
-    """The arguments of :class:`riemsvd.SingularPair`: positive ints with k <= min(m, n), and a real
-    floating ``dtype`` (or None)."""
+def check_pair_shape(m, n, k, dtype=None, generator=None) -> None:
+    """The arguments of :class:`riemsvd.SingularPair`: positive ints with k <= min(m, n), a real
+    floating ``dtype`` (or None) and a ``generator`` (or None; an int had raised AttributeError from
+    the draw: a new user's trial)."""
+    check_generator(generator)
     for name, value in (("m", m), ("n", n), ("k", k)):
         check_positive_int(value, name, allow_none=False)
     if k > min(m, n):

@@ -701,6 +701,14 @@ def test_singular_pair_dtype_that_is_not_a_float_dtype_is_named(dtype):
         riemsvd.SingularPair(5, 4, dtype=dtype)
 
 
+@pytest.mark.parametrize("generator", [1, np.random.default_rng(0)])
+def test_singular_pair_generator_that_is_not_a_generator_is_named(generator):
+    """An int raised AttributeError ("'int' object has no attribute 'device'") from the draw, where
+    riemsvd.solve and norm_bounds name the argument (a new user's trial)."""
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator"):
+        riemsvd.SingularPair(5, 4, generator=generator)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_singular_pair_in_half_precision_is_refused_with_the_way_out(dtype):
     """It passed the check and then failed in QR: "geqrf_cpu" not implemented for 'BFloat16' (a new
