@@ -500,6 +500,19 @@ class DenseOperator(Operator):
             return matmat, rmatmat
         return (lambda x: np.matmul(a, x)), (lambda y: np.matmul(at, y))
 
+    def checks_in_one_pass(self) -> bool:
+        """Whether this float32 A's float64 products (:meth:`_float64_products`) take C's one pass
+        over A for both: one matrix on the host whose rows, or columns, are contiguous (a transposed
+        view's products are its transpose's, their roles swapped)."""
+        a = numpy_view(self.a)
+        return (
+            STEPS is not None
+            and a is not None
+            and a.ndim == 2
+            and a.dtype == np.float32
+            and a.itemsize in (a.strides[-1], a.strides[-2])
+        )
+
     def _float64_products(self):
         a = numpy_view(self.a)
         if a is None:

@@ -175,10 +175,11 @@ def _refresh_pair_op(
     tensor: a graph input, which the compiled graph does not guard on (an int attribute made every
     deep copy of a model recompile the forward, and the ninth fail under ``fullgraph=True``).
 
-    New tensors, not u and v updated in place: inductor's graph then read the pair from the buffers
-    themselves, without the forward's copies, and a layer called twice before one backward (a tied or
-    shared layer) failed its backward ("modified by an inplace operation": the second call's refresh
-    had rewritten the pair the first one's gradient read; a new user's trial)."""
+    New tensors, not u and v updated in place: updated in place, inductor's graph read the pair from
+    the buffers themselves, without the forward's copies, and a layer called twice before one
+    backward (a tied or shared layer) failed its backward ("modified by an inplace operation": the
+    second call's refresh had rewritten the pair the first one's gradient read; a new user's
+    trial)."""
     u, v = u.clone(), v.clone()
     _OWNERS[int(owner)].update_pair(w, u, v)
     return u, v

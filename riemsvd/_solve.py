@@ -302,9 +302,7 @@ def solve(
         fault = _product_fault(op, info)
         # the diagnosis's products are A's too: info.matvecs counts every product the call made (a
         # caller's operator that counted its calls found six more than info said; a new user's trial)
-        info.matvecs += op.matvecs - made
-        if shown is not None:
-            shown.matvecs += op.matvecs - made
+        info.matvecs += op.matvecs - made  # (a caller's operator takes no autograd path: no ``shown``)
         message = fault or _not_converged(
             info, u.dtype, getattr(target, "shape", None), s, problem.options, problem.maxiter
         )

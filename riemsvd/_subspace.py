@@ -477,7 +477,8 @@ class Lanczos:
     A returned them, rotated with the bases at a restart: the final check reads A vᵢ = (A𝒱)zᵢ and
     Aᵀuᵢ = (Aᵀ𝒰)yᵢ off them instead of making 2k fresh products (:func:`_vectors`). ``av_kept`` and
     ``atu_kept`` say whether they still are those of the bases: a restart stops rotating them once
-    nothing will read them (:func:`_products_read`)."""
+    nothing will read them, or once rotating them costs more than the fresh products would
+    (:func:`_products_read`)."""
 
     vbuf: torch.Tensor | np.ndarray
     ubuf: torch.Tensor | np.ndarray
@@ -822,13 +823,15 @@ def _products_read(work, st: Lanczos, keep: int, k: int, restarts: int, tol: flo
     keeps ``keep`` columns, included; k triplets wanted): by the final check, where their drift allows
     it (:func:`_vectors`; the drift grows with the restarts and the buffers' widths, so a check it
     rules out now it rules out to the end) and where rotating them still costs less than the fresh
-    products the check would make instead (:func:`_rotations_pay`), and Aᵀ𝒰 by the pass's steps too
+    products the check would make instead (:func:`_rotations_pay`; products left once are not
+    rotated again, whatever it says later), and Aᵀ𝒰 by the pass's steps too
     (``_steps.gk_fused`` forms Aᵀu from (Aᵀ𝒰)d). Neither is read elsewhere, so a restart that would
     rotate them for nothing leaves them: a float32 solve's check is never theirs (its ε alone is a
     tenth of tol 1e-6 at p = 40), and a sparse A's steps make both products."""
-    in_pass = isinstance(work, HostView) and work.fused is not None
-    check = _drift_allows(_drift(st, restarts), tol) and _rotations_pay(work, st, keep, k, restarts, in_pass)
-    return check, check or in_pass
+    steps_read_atu = isinstance(work, HostView) and work.fused is not None
+    check = _drift_allows(_drift(st, restarts), tol)
+    check = check and _rotations_pay(work, st, keep, k, restarts, steps_read_atu)
+    return check, check or steps_read_atu
 
 
 # Costs on the host in ns, one thread, for _rotations_pay (Intel Xeon, float64, numpy's OpenBLAS): a
@@ -844,14 +847,16 @@ _FRESH_NS_PER_ENTRY = {"dense": 0.3, "sparse": 1.5}
 _FRESH_NS_PER_CALL = 1e4
 
 
-def _rotations_pay(work, st: Lanczos, keep: int, k: int, restarts: int, in_pass: bool) -> bool:
+def _rotations_pay(work, st: Lanczos, keep: int, k: int, restarts: int, steps_read_atu: bool) -> bool:
     """Whether the kept products should still be rotated at this restart, the ``restarts``-th, for the
     final check to read, or be left for 2k fresh products there: rotated while the rotations so far,
-    this one included, cost no more than those products would (the rule of renting skis until the
-    rent paid reaches the price: never more than twice the cheaper choice, whatever the restarts still
-    to come). Costs by the model above, on the host where A is dense or sparse and its products the
-    solver's own; elsewhere (a matrix-free operator, a GPU) products are taken to cost more than any
-    rotation. ``in_pass``: Aᵀ𝒰 is rotated for the pass's steps anyway, so A𝒱's rotation alone counts.
+    this one included (this one's cost times ``restarts``: the widths change little between
+    restarts), cost no more than those products would (the rule of renting skis until the rent paid
+    reaches the price: never more than twice the cheaper choice, whatever the restarts still to
+    come). Costs by the model above, on the host where A is dense or sparse and its products the
+    solver's own; elsewhere (a matrix-free operator, a scaled sparse A, a GPU) products are taken to
+    cost more than any rotation. ``steps_read_atu``: Aᵀ𝒰 is rotated for the pass's steps anyway, so
+    A𝒱's rotation alone counts.
 
     A sparse A's restarts rotated both for 0.90–0.97 of its solve's time against fresh products
     (384×384 to 4000×2000, k = 1 and 8, float64 tol 1e-10), 2k products more; a dense A's fresh
@@ -862,8 +867,8 @@ def _rotations_pay(work, st: Lanczos, keep: int, k: int, restarts: int, in_pass:
     if kind is None:
         return True
     m, n = work.shape
-    rows = m * st.pv if in_pass else m * st.pv + n * st.pu  # A𝒱 (m×pv) by Z, Aᵀ𝒰 (n×pu) by Y
-    calls = 1 if in_pass else 2
+    rows = m * st.pv if steps_read_atu else m * st.pv + n * st.pu  # A𝒱 (m×pv) by Z, Aᵀ𝒰 (n×pu) by Y
+    calls = 1 if steps_read_atu else 2
     rotation = _ROTATION_NS_PER_FLOP * 2 * rows * keep + _ROTATION_NS_PER_CALL * calls
     fresh = _FRESH_NS_PER_ENTRY[kind] * work.op.entries * k + _FRESH_NS_PER_CALL
     return restarts * rotation <= fresh
@@ -1878,15 +1883,22 @@ _ONE_PASS_MOST = 2
 
 def _one_pass_pays(work, k: int) -> bool:
     """Whether a float32 dense A's check of k triplets takes float64 products at a tol that float32's
-    products resolve too: C's one pass over A for both (``_steps.widened_both``) against numpy's two float32
-    products. One matrix on the host with contiguous rows (its steps' pass, ``HostView.fused``) of more
-    than _ONE_PASS_FROM bytes, k ≤ _ONE_PASS_MOST. The pair of products took 0.74–0.96 of numpy's time
+    products resolve too: C's one pass over A for both (``_steps.widened_both``) against numpy's two
+    float32 products. One matrix on the host whose rows or columns are contiguous
+    (:meth:`DenseOperator.checks_in_one_pass`: a transposed view too, which had kept the float32
+    check and its σ 1.35 ulps off; a review), of more than _ONE_PASS_FROM bytes, k ≤
+    _ONE_PASS_MOST. The pair of products took 0.74–0.96 of numpy's time
     at k = 1 and 0.40–0.48 at k = 2 (OpenBLAS's sgemm of two columns reads A once a column), from
     1536×384 to 4000×2000; 1.1–1.4 at 384×384 and 512×512, which stay in the cache, and 1.0–1.2 at
     k = 8 (one thread, Intel Xeon). The values come correctly rounded, and the residual is the
     float64 one, without the float32 check's rounding in its bars."""
-    fused = work.fused if isinstance(work, HostView) else None
-    return fused is not None and k <= _ONE_PASS_MOST and fused.a.nbytes > _ONE_PASS_FROM
+    op = work.op if isinstance(work, HostView) else None
+    return (
+        isinstance(op, DenseOperator)
+        and k <= _ONE_PASS_MOST
+        and op.entries * op.dtype.itemsize > _ONE_PASS_FROM
+        and op.checks_in_one_pass()
+    )
 
 
 def _finish_in_c(u, v, av, atu) -> bool:

@@ -1305,9 +1305,8 @@ def test_the_c_check_is_the_python_one(monkeypatch):
     def both_verify(work, u, v, kept, tol, gap=False):
         mine, theirs = verify(work, u, v, kept, tol, gap), python(verify, work, u, v, kept, tol, gap)
         u_, s, v_, residual, errors = mine
-        wide = (
-            _subspace._float64_view(work, tol, u.shape[-1]) is not None
-        )  # float64 products: their arithmetic
+        # float64 products: their arithmetic
+        wide = _subspace._float64_view(work, tol, u.shape[-1]) is not None
         unit = float(np.finfo(u.dtype if isinstance(u, np.ndarray) and not wide else np.float64).eps)
         k = s.shape[-1]
         # each triplet one of Python's among those of values within rounding of its own, its sign

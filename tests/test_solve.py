@@ -226,15 +226,20 @@ def test_a_target_that_a_failed_check_took_below_eps_stops_at_the_rounding(kind)
 
 @pytest.mark.skipif(not _subspace._C_LAPACK, reason="riemsvd._steps was not built")
 @pytest.mark.parametrize("kind", ["weight", "gaussian", "lowrank", "cluster"])
-def test_one_or_two_triplets_of_a_float32_matrix_beyond_the_cache_come_correctly_rounded(kind):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_one_or_two_triplets_of_a_float32_matrix_beyond_the_cache_come_correctly_rounded(kind, transposed):
     """At a float32 A's default tol the check is float32's, whose σ came up to 3.2 units of σ₁'s last
     place off (1536×384); one or two triplets of a dense A over 2 MiB are checked by float64 products
     instead (one pass over A, cheaper than float32's two: riemsvd._subspace._one_pass_pays). Each σ
     is then the float32 number nearest its float64 Rayleigh quotient, whose error is of second order
     in the residual (below 1e-10 here): within half a unit in its last place of the true value, and
-    the residual is the float64 one."""
+    the residual is the float64 one. A transposed view too (its products are its transpose's), which
+    had kept the float32 check (a review: σ 1.35 ulps off)."""
     gen = torch.Generator().manual_seed(0)
-    a = make_matrix(kind, 1536, 384, gen, torch.float32)  # 2.4 MB
+    if transposed:
+        a = make_matrix(kind, 384, 1536, gen, torch.float32).mT  # 2.4 MB, its columns contiguous
+    else:
+        a = make_matrix(kind, 1536, 384, gen, torch.float32)
     true = torch.linalg.svdvals(a.double())
     for k in (1, 2):
         result = solve(a, k, generator=torch.Generator().manual_seed(1), method="iterative")
