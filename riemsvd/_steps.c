@@ -1773,7 +1773,7 @@ done:
  * written into u_out and v_out (row-major, the vectors' kind); errors_i = hypot(nu_i, nv_i)
  * sqrt(0.5 / x2_i) + (floor + drift) s_0 with nu_i = ||A v_i - s_i u_i||, nv_i = ||A^T u_i - s_i v_i||
  * (s_i rounded to the vectors' dtype), each_i = max(nu_i, nv_i); s, errors and each float64 (k), in
- * the triplets' order. Returns max_i each_i / s_0 + drift (0/0 = 0, r/0 = inf). */
+ * the triplets' order. Returns max_i each_i / s_0 + drift (0/0 = 0, r/0 = inf; no drift where s_0 = 0). */
 static PyObject *finish(PyObject *self, PyObject *args)
 {
     PyObject *o[9];
@@ -1841,7 +1841,8 @@ static PyObject *finish(PyObject *self, PyObject *args)
         worst = finish_core_s(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
                               b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0);
     PyMem_Free(work);
-    result = PyFloat_FromDouble(relative(worst, s[0]) + drift);
+    /* the drift is relative to s_0 too: none where s_0 = 0 (a zero A's kept products are exactly 0) */
+    result = PyFloat_FromDouble(relative(worst, s[0]) + (s[0] > 0.0 ? drift : 0.0));
 done:
     release(b, 8);
     return result;

@@ -324,6 +324,19 @@ def test_zero_matrix_gives_zero_values_and_orthonormal_vectors(gen):
     check_svd(a, result, 4, result.info.tol)
 
 
+@pytest.mark.parametrize("form", ["dense", "sparse", "batch", "gap_last"])
+def test_a_zero_matrix_has_a_residual_of_zero_on_the_iterative_path(form):
+    """Its triplets are exact, and so are its kept products (all 0): their drift, relative to σ₁ as
+    the residual is, adds nothing where σ₁ = 0. It had added 2·p·ε (1.2e-14) on the iterative path,
+    where the dense path reported 0 (a new user's trial, a scipy CSR matrix of zeros)."""
+    a = torch.zeros((3, 300, 200) if form == "batch" else (300, 200), dtype=torch.float64)
+    options = riemsvd.SolverOptions(gap_last=True) if form == "gap_last" else None
+    target = sp.csr_matrix((300, 200)) if form == "sparse" else a
+    result = solve(target, 2, method="iterative", options=options, generator=torch.Generator().manual_seed(0))
+    assert bool((result.S == 0).all()) and bool(result.info.converged.all())
+    assert bool((result.info.residual == 0).all()), result.info.residual
+
+
 @pytest.mark.parametrize("method", ["iterative", "dense", "trust-region"])
 def test_values_beyond_the_rank_are_not_negative(method):
     """Beyond the rank, σ is the Rayleigh quotient uᵀAv of rounding noise, of either sign: S held
