@@ -510,14 +510,14 @@ class DenseOperator(Operator):
             and a is not None
             and a.ndim == 2
             and a.dtype == np.float32
-            and a.itemsize in (a.strides[-1], a.strides[-2])
+            and (a.strides[-1] == a.itemsize or _by_columns_view(a))
         )
 
     def _float64_products(self):
         a = numpy_view(self.a)
         if a is None:
             return None
-        if a.strides[-1] != a.itemsize and a.strides[-2] == a.itemsize:
+        if _by_columns_view(a):
             # a transposed view (W.T, or a batch's .mT): its row blocks would be strided reads, cast
             # 2–14× slower (384×384 to 4096×1024, one column); they are Aᵀ's rows, the products'
             # roles swapped
@@ -534,6 +534,12 @@ class DenseOperator(Operator):
         and 8, the check on two threads took 0.96–0.99 of the solve's time on one: a review's
         caution, kept)."""
         return self.threads if self._fused is not None else 1
+
+
+def _by_columns_view(a: np.ndarray) -> bool:
+    """Whether A's columns, not its rows, are contiguous (a transposed view): its float64 products
+    read Aᵀ's rows instead (:meth:`DenseOperator._float64_products`)."""
+    return a.strides[-1] != a.itemsize and a.strides[-2] == a.itemsize
 
 
 def _widened_products(a: np.ndarray, threads: int):

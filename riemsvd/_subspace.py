@@ -1956,7 +1956,7 @@ def verify(work, u, v, kept: Kept | None, tol: float, gap: bool = False):
         s, errors, each = np.empty(k), np.empty(k), np.empty(k)  # each: max(‖A v − σu‖, ‖Aᵀu − σv‖)
         residual = STEPS.finish(u, v, av, atu, floor, drift, u_out, v_out, s, errors, each)
         if gap:
-            residual = _gap_units(_relative(each, s[0]), s, k, tol).max() + (drift if s[0] > 0 else 0.0)
+            residual = _gap_units(_relative(each, s[0]), s, k, tol).max() + _charged_drift(drift, s)
         return left.release(u_out), s, right.release(v_out), np.float64(residual), errors
     # x = (u, v)/√2 is a unit vector only to the vectors' rounding: float32 Ritz vectors 𝒰y came 1 −
     # 6.6e-8 long, which took 1.2 ulps off uᵀA v. So the Rayleigh quotient and residual of x as it is.
@@ -1981,8 +1981,13 @@ def verify(work, u, v, kept: Kept | None, tol: float, gap: bool = False):
     # 1.44× (0.39–1.0·ε·σ₁ short, 5×600 and 1536×384)
     errors = np.hypot(nu, nv) * np.sqrt(0.5 / x2) + (floor + drift) * s[..., :1]
     each = _relative(np.maximum(nu, nv), s[..., 0])
-    # the drift is relative to σ₁ too: none where σ₁ = 0 (a zero A's kept products are exactly 0,
-    # and its residual had come 1.2e-14, where the dense path's is 0; a new user's trial)
-    residual = (_gap_units(each, s, s.shape[-1], tol) if gap else each).max(-1)
-    residual = residual + np.where(s[..., 0] > 0, drift, 0.0)
+    residual = (_gap_units(each, s, s.shape[-1], tol) if gap else each).max(-1) + _charged_drift(drift, s)
     return left.release(u), s, right.release(v), residual, errors
+
+
+def _charged_drift(drift: float, s: np.ndarray):
+    """The kept products' drift as :func:`verify` adds it to the residual, per batch element: relative
+    to σ₁, as the residual is, so none where σ₁ = 0 (a zero A's kept products are exactly 0, and its
+    residual had come 1.2e-14 where the dense path's is 0; a new user's trial). ``_steps.finish``
+    charges it so too."""
+    return np.where(s[..., 0] > 0, drift, 0.0)
