@@ -4,6 +4,7 @@ reference σ and autograd through W / matrix_norm(W, 2) as the reference gradien
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -964,6 +965,19 @@ def test_assigning_a_weight_of_another_shape_names_the_shape_and_the_fix():
         layer.weight = torch.randn(4, 5)
     assert layer.weight.shape == (5, 5) and abs(true_sigma(layer.weight) - 1) <= 1e-6
     layer.weight = torch.randn(5, 5)  # the same shape is still taken
+    assert abs(true_sigma(layer.weight) - 1) <= 1e-6
+
+
+def test_a_weight_of_another_dtype_is_refused_before_the_pair_is_refreshed():
+    """A float64 value assigned to a float32 layer: torch refused it only after the parametrization had
+    refreshed its pair for it, and the layer's eval-mode weight, from the kept original and that pair,
+    was 18.4 off ‖W/σ‖₂ = 1 (a new user's trial). Now refused first, naming the dtype and the fix."""
+    layer = rnn.spectral_norm(nn.Linear(64, 64)).eval()
+    with pytest.raises(ValueError) as refused:
+        layer.weight = 5 * torch.randn(64, 64, dtype=torch.float64)
+    assert abs(true_sigma(layer.weight) - 1) <= 1e-6
+    assert re.search(r"torch.float32 on cpu.*got torch.float64.*value.to", str(refused.value))
+    layer.weight = 5 * torch.randn(64, 64)  # the layer's own dtype is still taken
     assert abs(true_sigma(layer.weight) - 1) <= 1e-6
 
 

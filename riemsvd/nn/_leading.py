@@ -790,6 +790,18 @@ class PairNormalization(nn.Module):
                 f"shape, got {tuple(value.shape)}. To change its shape, remove the parametrization "
                 "(torch.nn.utils.parametrize.remove_parametrizations), assign, and register it again."
             )
+        pair = self._u
+        moved = value.device != pair.device and not pair.is_meta
+        if shape is not None and (value.dtype != pair.dtype or moved):
+            # torch refuses such a value only after this returns, and the pair refreshed for it had
+            # been kept: eval-mode outputs 18.4 off ‖W/σ‖₂ = 1 after a caught float64 assignment to a
+            # float32 layer (a new user's trial)
+            raise ValueError(
+                f"the parametrized weight is {pair.dtype} on {pair.device}; a value assigned to it must be "
+                f"too, got {value.dtype} on {value.device}. Assign "
+                f"`value.to({pair.dtype}, {str(pair.device)!r})`, or convert the module first (e.g. "
+                "`module.double()`)."
+            )
         self._weight_shape = tuple(value.shape)
         warm, self._pair_of = id(value) == self._pair_of, None
         self._tracker.forget()
