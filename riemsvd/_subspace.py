@@ -1011,7 +1011,8 @@ def subspace_svd(
     work = op.on_host() or op  # numpy arrays on the CPU, tensors elsewhere
     b = max(1, min(m, n, options.block or _default_block(k, op.device)))
     maxiter = max(maxiter, -(-k // b))
-    least = min(_COLD_LEAST, maxiter) if k == 1 and init is None else 0  # iterations before a pass
+    # iterations before a cold k = 1 solve may pass (_COLD_LEAST, in directions; maxiter may cut it)
+    least = min(-(-_COLD_LEAST // b), maxiter) if k == 1 and init is None else 0
     x = work.right.adopt(_start(op, k, max(options.start_block, b), init, tol, generator))
     w = x.shape[-1]
     p_max = min(n, max(options.max_basis or default_basis(k, b), least_basis(k, w, b)))
@@ -1133,7 +1134,8 @@ def subspace_svd(
         elif t >= k:  # progress is only measurable once k triplets exist
             since_best = 0 if _improved(worst, best) else since_best + 1
             best = np.minimum(best, worst) if batch else min(best, worst)
-            if _within(worst, reach) and iterations >= least:  # reach: the target, or ε (above)
+            soon = iterations < least and not _within(worst, _EXACT_SHARE * unit)  # (_COLD_LEAST)
+            if _within(worst, reach) and not soon:  # reach: the target, or ε of the dtype (above)
                 verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol, gap is not None)
                 passed = verified[3] <= tol
                 if bool(passed.all()):
@@ -1200,7 +1202,7 @@ def subspace_svd(
                 wanted[..., k:] = False
                 ywant = _wanted_vectors(ritz, wanted)
             due = _next_check(history, _least(target), cap)
-            if iterations < least and _within(worst, reach):
+            if soon and _within(worst, reach):
                 due = least - iterations  # passed too soon: look again where it may pass
         made, beyond, ywant = _onward(work, st, deferred, probe, ywant, b, min(due, maxiter - iterations),
                                       p_max + extra, generator, refresh=False)  # fmt: skip
@@ -1499,17 +1501,15 @@ _PROBE_STEPS, _PROBE_MAX, _PROBE_STRETCH = 4, 16, 24
 # at tol 1e-6 (first looks below 100·tol) the probe took the warm k = 1 solves from 0.11–0.41 of the
 # cold products to 0.56–2.0; what is left of the race is in docs/algorithm.md, "Warm starts".
 _NEAR_PAIR = 20.0
-# Iterations that a cold k = 1 solve runs before its triplet may pass, whatever the residual says: a
-# Krylov space of a few vectors resolves a value well separated from the bulk below it long before
-# the start's component along a larger one shows. On data of low rank plus noise whose top two
-# values lie 2–10% apart (2000×300, rank 2 and 5, tol 1e-2 to 1e-3), σ₂ came back as σ₁, converged
-# and within its bar of σ₂, on 83 of 3600 solves (21 of 200 at a 2% gap, tol 1e-2), after 12.7
-# products on average; a new user's PCA at a 3.2% gap, tol 1e-3, on 1 of 200. Accepting from the
-# 6th iteration on missed 16, from the 7th none, from the 8th none (15.4 and 16.9 products). The cost
-# falls where a solve ended sooner: over the benchmark's classes (384×384 to 2000×1000), 1.10–1.22×
-# the products at tol 1e-4 to 1e-2, 1.04× at float32's default tol, none at float64's. ARPACK
-# inside scipy's svds takes 20 vectors before its first test.
-_COLD_LEAST = 8
+# Directions a cold k = 1 solve explores (⌈8/b⌉ iterations of b) before its triplet may pass: a
+# Krylov space of a few vectors resolves a value well above the bulk before the start's component
+# along a larger one shows, and σ₂ had come back as σ₁, converged, on 83 of 3600 solves of low rank
+# plus noise at tol 1e-2 to 1e-3 (docs/algorithm.md, "Warm starts"). Unless the residual is already
+# below an eighth of the dtype's ε (_EXACT_SHARE): a Krylov space that invariant holds every value
+# the start has a part along (a zero matrix, a scaled identity or orthogonal matrix, rank 1 or 3: 0
+# to 5e-51 in float64, to 8e-9 in float32, at the first look), and those solves had taken 8–11 times
+# their products with the rule alone (a review).
+_COLD_LEAST, _EXACT_SHARE = 8, 0.125
 
 
 def _probe_steps(s: np.ndarray, n: int, tol: float, warm: bool) -> int:

@@ -81,9 +81,8 @@ def _check_float_dtype(dtype, what: str) -> None:
         raise TypeError(f"`{what}` is a quantized tensor ({dtype}); pass `{what}.dequantize()`.")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # integers, bool
         raise TypeError(
-            f"`{what}` has dtype {dtype}; riemsvd needs floating values: float64 or float32 (a dense tensor "
-            f"or DTensor A may also be bfloat16 or float16, solved in float32). Convert it first, e.g. "
-            f"`{what}.double()`."
+            f"`{what}` has dtype {dtype}; riemsvd needs floating values (float32 or float64). Convert "
+            f"it first, e.g. `{what}.double()`."
         )
     if dtype in HALF:
         raise TypeError(

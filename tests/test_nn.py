@@ -977,8 +977,31 @@ def test_a_weight_of_another_dtype_is_refused_before_the_pair_is_refreshed():
         layer.weight = 5 * torch.randn(64, 64, dtype=torch.float64)
     assert abs(true_sigma(layer.weight) - 1) <= 1e-6
     assert re.search(r"torch.float32 on cpu.*got torch.float64.*value.to", str(refused.value))
+    fix = re.search(r"`(value\.to\(.*?\))`", str(refused.value))
+    assert fix is not None  # the fix it names runs, and is taken
+    layer.weight = eval(fix.group(1), {"torch": torch, "value": torch.randn(64, 64, dtype=torch.float64)})
+    assert abs(true_sigma(layer.weight) - 1) <= 1e-6
     layer.weight = 5 * torch.randn(64, 64)  # the layer's own dtype is still taken
     assert abs(true_sigma(layer.weight) - 1) <= 1e-6
+
+
+def test_a_value_assigned_to_a_meta_layer_is_refused_before_the_pair_counts_as_set():
+    """A CPU value assigned to a layer made on the meta device: torch refused it after the
+    parametrization had marked its pair set, so the first forward after ``to_empty`` took whatever the
+    new memory held for the pair instead of solving (1.5e13 off in a review, with tiny entries there).
+    Now refused first, naming ``to_empty``; the pair is solved at the first forward."""
+    with torch.device("meta"):
+        layer = rnn.spectral_norm(nn.Linear(64, 64))
+    with pytest.raises((ValueError, RuntimeError)) as refused:  # torch's own: a RuntimeError
+        layer.weight = torch.randn(64, 64)
+    layer.to_empty(device="cpu")
+    parametrization = layer.parametrizations.weight[0]
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(torch.randn(64, 64))
+        parametrization._u.fill_(1e-30)
+        parametrization._v.fill_(1e-30)
+    assert abs(true_sigma(layer.eval().weight) - 1) <= 1e-6
+    assert "to_empty" in str(refused.value)
 
 
 def test_tracker_forgets_a_loaded_or_assigned_weight():

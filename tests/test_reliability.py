@@ -531,6 +531,24 @@ def test_a_cold_single_triplet_at_a_loose_tol_is_the_leading_one():
     assert not missed
 
 
+def test_the_cold_single_triplet_floor_counts_directions_and_spares_exact_cases():
+    """The 8 directions of a cold k = 1 solve are ⌈8/b⌉ iterations of a block of b (counted in
+    iterations, a block of 4 had taken 64 products where 16 pass), and a solve whose first look finds
+    its residual at rounding (an invariant Krylov space: the identity, a zero matrix) passes at once
+    (8–11 times the products before; a review)."""
+    gen = torch.Generator().manual_seed(5)
+    noise = 0.02 * torch.randn(2000, 300, dtype=torch.float64, generator=gen) / math.sqrt(2000)
+    a = (orthonormal(2000, 2, gen) * torch.tensor([1.0, 0.98], dtype=torch.float64)) @ orthonormal(
+        300, 2, gen
+    ).mT
+    for b in (2, 4):
+        r = solve(a + noise, 1, tol=1e-2, options=riemsvd.SolverOptions(block=b), generator=gen)
+        assert bool(r.info.converged) and int(r.info.matvecs) <= 16, (b, int(r.info.matvecs))
+    for exact in (torch.eye(300, dtype=torch.float64), torch.zeros(300, 200, dtype=torch.float64)):
+        r = solve(exact, 1, generator=gen)
+        assert bool(r.info.converged) and int(r.info.matvecs) <= 4, int(r.info.matvecs)
+
+
 @pytest.mark.parametrize("top", [0.9, 0.95])
 def test_copies_of_sigma_1_a_few_percent_above_the_rest_are_all_found(top):
     """With σ_k/σ₁ = 0.9 and 0.95, a probe of 4 steps missed a copy in 12 and ~37 of 150 such cases

@@ -791,16 +791,20 @@ class PairNormalization(nn.Module):
                 "(torch.nn.utils.parametrize.remove_parametrizations), assign, and register it again."
             )
         pair = self._u
-        moved = value.device != pair.device and not pair.is_meta
-        if shape is not None and (value.dtype != pair.dtype or moved):
+        if shape is not None and (value.dtype != pair.dtype or value.device != pair.device):
             # torch refuses such a value only after this returns, and the pair refreshed for it had
             # been kept: eval-mode outputs 18.4 off ‖W/σ‖₂ = 1 after a caught float64 assignment to a
-            # float32 layer (a new user's trial)
+            # float32 layer (a new user's trial); a CPU value caught on a meta layer left it believing
+            # its pair set, 1.5e13 off after to_empty (a review)
+            fix = (
+                "materialize the module first (`module.to_empty(device=...)`), then assign"
+                if pair.is_meta
+                else f"assign `value.to(device={str(pair.device)!r}, dtype={pair.dtype})`, or convert the "
+                "module first (e.g. `module.double()`)"
+            )
             raise ValueError(
                 f"the parametrized weight is {pair.dtype} on {pair.device}; a value assigned to it must be "
-                f"too, got {value.dtype} on {value.device}. Assign "
-                f"`value.to({pair.dtype}, {str(pair.device)!r})`, or convert the module first (e.g. "
-                "`module.double()`)."
+                f"too, got {value.dtype} on {value.device}: {fix}."
             )
         self._weight_shape = tuple(value.shape)
         warm, self._pair_of = id(value) == self._pair_of, None
