@@ -196,6 +196,10 @@ class LinearMapOperator(Operator):
     def adjoint_source(self) -> str | None:
         return "`linear_operator(..., adjoint=...)`" if self.adjoint_kind == "given" else None
 
+    def map_source(self) -> str | None:
+        # a layer's own products (Conv, Linear: self._layer) are linear by construction
+        return "the function given to `linear_operator`" if self._layer is None else None
+
     def _matmat(self, x):
         b = x.shape[-1]
         if b == 0:  # no columns: fn would see an empty batch, which some layers cannot reshape

@@ -384,6 +384,29 @@ def test_a_map_that_is_not_linear_raises_value_error(fn, match):
             riemsvd.nn.operator_norm(fn, (4,))
 
 
+def test_a_map_nonlinear_below_the_probes_one_percent_is_named_by_the_solve_and_the_bounds():
+    """A convolution plus 1e-2·x² passes :func:`riemsvd.linear_operator`'s own probe (below 1%), and
+    the stall's diagnosis skipped a map whose Aᵀ is riemsvd's VJP: the solve ran to maxiter with no
+    cause given and `norm_bounds` returned a Krylov bound (a new user's trial). Both now name the map."""
+    stencil = torch.tensor([[0.0, -1, 0], [-1, 4, -1], [0, -1, 0]], dtype=torch.float64).view(1, 1, 3, 3)
+
+    def fn(x):
+        return torch.nn.functional.conv2d(x, stencil, padding=1) + 1e-2 * x**2
+
+    op = riemsvd.linear_operator(fn, (1, 12, 12), dtype=torch.float64)
+    with pytest.warns(
+        riemsvd.ConvergenceWarning, match="not linear.*the function given to `linear_operator`"
+    ):
+        riemsvd.solve(op, 1, maxiter=30, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="not linear.*the function given to `linear_operator`"):
+        riemsvd.norm_bounds(op, confidence=0.99)
+    linear = riemsvd.linear_operator(
+        lambda x: torch.nn.functional.conv2d(x, stencil, padding=1), (1, 12, 12), dtype=torch.float64
+    )
+    assert bool(riemsvd.solve(linear, 1).info.converged)  # a linear map still solves, and is bounded
+    riemsvd.norm_bounds(linear, confidence=0.99)
+
+
 @pytest.mark.parametrize(
     "fn, shape",
     [(nn.ReLU(), (3,)), (nn.LeakyReLU(), (3,)), (nn.ReLU6(), (3,)), (nn.Hardtanh(), (2,)), (torch.abs, (3,))],
