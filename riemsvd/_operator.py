@@ -1049,14 +1049,30 @@ def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
     rounding (:func:`adjoint_mismatch`'s defect above 1%), or Aᵀ's missing A's transpose by more than
     100 times the products' rounding (:func:`product_floor`, or the defect where that is larger), or
     the products less precise than their dtype (the defect above ``imprecise``, by default
-    ``_IMPRECISE`` times that floor); None where Aᵀ is riemsvd's own, A is split across processes, or
-    nothing is found."""
-    source = op.adjoint_source()
-    if op.distributed:
+    ``_IMPRECISE`` times that floor); None where A is split across processes, or nothing is found.
+
+    A caller's map whose Aᵀ is riemsvd's VJP (:meth:`Operator.map_source`) is asked the defect alone:
+    a VJP is the adjoint of the map's Jacobian, so Aᵀ matches whatever the map is. A convolution plus
+    1e-3·x² (the map's own check at :func:`riemsvd.linear_operator` passes below 1%) had stalled
+    after 3000 products with a warning that blamed a cluster of close values, and ran to maxiter at
+    1e-2 (a new user's trial). Nothing is asked where both products are riemsvd's own."""
+    adjoint = op.adjoint_source()
+    source = adjoint or op.map_source()
+    if source is None or op.distributed:
         return None
-    if source is None:
-        return _map_fault(op, imprecise)
     mismatch, defect = adjoint_mismatch(op)
+    floor = product_floor(op.dtype, *op.shape)
+    imprecise = _IMPRECISE * floor if imprecise is None else imprecise
+    if adjoint is None:  # a map with the VJP for Aᵀ
+        if not defect > imprecise:
+            return None
+        return (
+            f"its products are not linear to their rounding: A(x + y) differs from A x + A y by {defect:.2g} "
+            f"of their size on random x, y, {defect / floor:.2g} times what rounding in {op.dtype} leaves. "
+            f"Check {source}: a map that is not linear has no singular values (its Aᵀ, a vector-Jacobian "
+            "product, is the adjoint of its Jacobian alone), and one computed in a lower precision than "
+            "its dtype is known only to that accuracy."
+        )
     if defect > _NOT_LINEAR:
         return (
             f"its products are not linear to their rounding: A(x + y) differs from A x + A y by "
@@ -1065,7 +1081,6 @@ def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
             "values undefined beyond that rounding, or the products are not a linear map (check A's "
             f"and {source})."
         )
-    floor = product_floor(op.dtype, *op.shape)
     level = max(floor, defect)
     if mismatch > 100 * level:
         return (
@@ -1073,7 +1088,7 @@ def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
             f"their size on random x, y, where rounding in {op.dtype} leaves about {level:.1g}. Check "
             f"{source}: it must return Aᵀ y for the A that the products apply, in the same precision."
         )
-    if defect > (_IMPRECISE * floor if imprecise is None else imprecise):
+    if defect > imprecise:
         return (
             f"its products carry errors of {defect:.2g} of their size (A(x + y) against A x + A y on "
             f"random x, y), {defect / floor:.2g} times what rounding in {op.dtype} leaves: they are "
@@ -1083,28 +1098,6 @@ def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
             "only to that accuracy."
         )
     return None
-
-
-def _map_fault(op: Operator, imprecise: float | None) -> str | None:
-    """:func:`product_fault` for a caller's map whose Aᵀ is riemsvd's VJP (:meth:`Operator.map_source`):
-    a VJP is the adjoint of the map's Jacobian, so Aᵀ matches whatever the map is, and only A(x + y)
-    against A x + A y shows a map that is not linear. A convolution plus 1e-3·x² (the map's own check
-    at :func:`riemsvd.linear_operator` passes below 1%) had stalled after 3000 products with a warning
-    that blamed a cluster of close values, and ran to maxiter at 1e-2 (a new user's trial)."""
-    source = op.map_source()
-    if source is None:
-        return None
-    _, defect = adjoint_mismatch(op)
-    floor = product_floor(op.dtype, *op.shape)
-    if not defect > (_IMPRECISE * floor if imprecise is None else imprecise):
-        return None
-    return (
-        f"its products are not linear to their rounding: A(x + y) differs from A x + A y by {defect:.2g} "
-        f"of their size on random x, y, {defect / floor:.2g} times what rounding in {op.dtype} leaves. "
-        f"Check {source}: a map that is not linear has no singular values (its Aᵀ, a vector-Jacobian "
-        "product, is the adjoint of its Jacobian alone), and one computed in a lower precision than "
-        "its dtype is known only to that accuracy."
-    )
 
 
 def probe_scale(op: Operator) -> Operator:

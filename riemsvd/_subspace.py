@@ -1090,6 +1090,8 @@ def subspace_svd(
             else:
                 ritz = estimate
         worst = _worst(ritz, k, t, batch)
+        # a cold k = 1 solve's pass waits for its directions (_COLD_LEAST) unless the residual is at rounding
+        soon = iterations < least and not _within(worst, _EXACT_SHARE * unit)
         history.append((iterations, op.matvecs, _largest(worst)))
         if init is not None and t >= k and not measured and history[-1][2] <= _NEAR_PAIR * tol:
             # the start held singular triplets already (the first look with k of them): are they the
@@ -1134,7 +1136,6 @@ def subspace_svd(
         elif t >= k:  # progress is only measurable once k triplets exist
             since_best = 0 if _improved(worst, best) else since_best + 1
             best = np.minimum(best, worst) if batch else min(best, worst)
-            soon = iterations < least and not _within(worst, _EXACT_SHARE * unit)  # (_COLD_LEAST)
             if _within(worst, reach) and not soon:  # reach: the target, or ε of the dtype (above)
                 verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol, gap is not None)
                 passed = verified[3] <= tol
