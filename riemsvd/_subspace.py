@@ -1134,7 +1134,9 @@ def subspace_svd(
                 else:
                     verified, reason = probe.verified, "converged"
         elif t >= k:  # progress is only measurable once k triplets exist
-            since_best = 0 if _improved(worst, best) else since_best + 1
+            faulty = _adjoint_off(work, op)  # a caller's Aᵀ seen off: see _PATIENCE_FAULT
+            patience = min(options.patience, _PATIENCE_FAULT) if faulty else options.patience
+            since_best = 0 if _improved(worst, 0.5 * best if faulty else best) else since_best + 1
             best = np.minimum(best, worst) if batch else min(best, worst)
             if _within(worst, reach) and not soon:  # reach: the target, or ε of the dtype (above)
                 verified = verify(work, *_vectors(work, st, ritz, k, restarts, tol), tol, gap is not None)
@@ -1174,11 +1176,13 @@ def subspace_svd(
                     reason = "whole space"  # Aᵀ𝒰 = 𝒱Hᵀ: Rayleigh–Ritz is exact
                 elif iterations >= maxiter:
                     reason = "maxiter"
-                elif since_best >= options.patience and p_max < widest and _far_above_rounding(best, op):
+                elif (
+                    since_best >= patience and p_max < widest and not faulty and _far_above_rounding(best, op)
+                ):
                     p_max = min(widest, 2 * p_max)
                     st = st.widened(work, min(m, p_max + k), min(n, p_max + k), op.dtype, op.device)
                     keep, cap, since_best = _keep(p_max, w, k, b), _check_cap(op, p_max, b), 0
-                elif since_best >= options.patience:
+                elif since_best >= patience:
                     reason = "stalled"
         elif st.w == 0:
             reason = "whole space"
@@ -1384,9 +1388,15 @@ def _finish_step(op: HostView, st: Lanczos, generator, alpha: float, have_y: boo
         _set_h(h, pu, pv, coef[:, 0] if coef is not None else np.zeros(0), alpha)  # None: an empty 𝒰
     # the new column of F: Aᵀ of the new column of 𝒰 less α f (known) and its other parts along 𝒱
     # and F, whose coefficients along F's columns that stay are C's new column
+    checked = not have_y and op.adjoint_gap is not None
     if not have_y:
         op.rmatvec(x, y)
-    if right_lost or _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, _eps(vbuf)) < 0:
+    if checked:  # a caller's Aᵀ: ⟨f, Aᵀx⟩ is ⟨A f, x⟩ = α (HostView.note_adjoint)
+        gap = abs(float(np.dot(vbuf[:, pv], y)) - alpha)
+    beta = -1.0 if right_lost else _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, _eps(vbuf))
+    if checked:
+        op.note_adjoint(gap, max(alpha, beta))
+    if beta < 0:
         general = (pv, np.array([[alpha]]))
         g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atubuf[:, pu : pu + 1], 1, generator, general)
         y[:] = g[:, 0]
@@ -1752,6 +1762,24 @@ def _keep(p_max: int, w: int, k: int, b: int) -> int:
 # at 1.5e-5 (k = 4, basis 24, 886 products) and 7.4e-6 (k = 8, basis 32, 1246), where a basis of 100
 # converged in 1306 products (a new user's trial; PROPACK's own default is 10·k vectors).
 _WIDENED = 4
+
+
+# Looks without a residual below half the least one after which a solve whose caller's Aᵀ has been
+# seen not to match A (_adjoint_off) stops, without widening its basis: no basis resolves products
+# that are not a matrix and its transpose, and their estimates only scatter. A rmatvec off by 1e-9
+# to 1e-1 of A's entries (600×400 and 300×1000, float64, k = 1 and 5), or float64 products computed
+# in float32, ran to maxiter, 4009–4019 products, before the warning that names them (a correct
+# operator: 111–225); with this 175–559. Any new least residual (not half) put the stall off: up to
+# 4027 products (1 of 16 seeds).
+_PATIENCE_FAULT = 8
+
+
+def _adjoint_off(work, op: Operator) -> bool:
+    """Whether a caller's Aᵀ has missed A's transpose on the solve's own vectors by more than 100
+    times the products' rounding (:meth:`HostView.note_adjoint`; a correct one stays near ε, two
+    to four orders below)."""
+    gap = getattr(work, "adjoint_gap", None)
+    return gap is not None and gap > 100 * product_floor(op.dtype, *op.shape)
 
 
 def _far_above_rounding(best: np.ndarray | float, op: Operator) -> bool:

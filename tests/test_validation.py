@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import itertools
 import math
 import re
 import warnings
@@ -574,6 +575,55 @@ def test_an_adjoint_that_does_not_match_a_is_named():
         lambda x: x @ w.mT, (200,), adjoint=lambda y: y @ (w * (1 + 1e-9)), dtype=w.dtype
     )
     assert product_fault(off) is not None  # far below any tol a solve is given, far above rounding
+
+
+def test_a_callers_faulty_products_end_the_solve_at_its_first_stall(monkeypatch):
+    """A rmatvec off by 1e-7 of A's entries, and float64 products computed in float32, ran to maxiter
+    (4009 products, where the correct operator takes 111) before the warning named them. Each step's
+    ⟨f, Aᵀu⟩ against its α shows the fault; the solve then stops at its first stall, without widening
+    its basis, and names it. A correct operator's steps are never taken for faulty: float32 and
+    float64, entries near 1e-200, scipy's and linear_operator's."""
+    import scipy.sparse.linalg as spl
+
+    import riemsvd._subspace as subspace
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((600, 400)) @ np.diag(np.geomspace(1, 0.01, 400))
+    b = a + 1e-7 / np.sqrt(600) * rng.standard_normal(a.shape)
+    a32 = a.astype(np.float32)
+    in_float32 = (
+        lambda x: (a32 @ x.astype(np.float32)).astype(float),
+        lambda y: (a32.T @ y.astype(np.float32)).astype(float),
+    )
+    faulty = {
+        "do not match A's.*Check `A`'s rmatvec": spl.LinearOperator(
+            a.shape, matvec=lambda x: a @ x, rmatvec=lambda y: b.T @ y, dtype=float
+        ),
+        "computed in a lower precision": spl.LinearOperator(
+            a.shape, matvec=in_float32[0], rmatvec=in_float32[1], dtype=float
+        ),
+    }
+    for named, op in faulty.items():
+        # over seeds: a stall that any new least residual put off ran to maxiter on 1 of 16 (a new
+        # least must halve the old, whose noise sets it)
+        for seed, k in itertools.product(range(8), (1, 5)):
+            with pytest.warns(riemsvd.ConvergenceWarning, match=rf"because .*{named}"):
+                result = riemsvd.solve(op, k, generator=torch.Generator().manual_seed(seed))
+            assert result.info.stop_reason == "stalled" and result.info.matvecs < 800, (named, k, result.info)
+    seen = []
+    checked = subspace._adjoint_off
+    monkeypatch.setattr(subspace, "_adjoint_off", lambda work, op: seen.append(checked(work, op)) or seen[-1])
+    for dtype in (np.float64, np.float32):
+        for scale in (1.0, 1e-200) if dtype == np.float64 else (1.0,):
+            c = (scale * a).astype(dtype)
+            t = torch.from_numpy(c)
+            scipys = spl.LinearOperator(c.shape, matvec=lambda x, c=c: c @ x, rmatvec=lambda y, c=c: c.T @ y)
+            given = riemsvd.linear_operator(
+                lambda x, t=t: x @ t.mT, (400,), adjoint=lambda y, t=t: y @ t, dtype=t.dtype
+            )
+            for op, k in itertools.product((scipys, given), (1, 5)):
+                assert riemsvd.solve(op, k, generator=torch.Generator().manual_seed(0)).info.converged.all()
+    assert seen and not any(seen)
 
 
 @pytest.mark.parametrize("tol", [None, 1e-10])
