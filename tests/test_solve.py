@@ -310,6 +310,26 @@ def test_object_with_only_matvec_and_rmatvec(gen):
     check_svd(a, result, 2, result.info.tol)
 
 
+def test_a_matvec_that_returns_one_reused_buffer(gen):
+    """A matvec that writes each product into one buffer of its own and returns it (scipy's svds
+    takes one): the columns of a block are copied as they come. They had all aliased the last, and
+    the solve returned S = (4.13, 0, 0) for (6.69, 4.20, 4.13), not converged (a new user's trial)."""
+    a = make_matrix("gaussian", 500, 300, gen).numpy()  # at 60×40 no block went through matvec
+
+    class Op:
+        shape, dtype = (500, 300), np.float64
+        out, back = np.empty(500), np.empty(300)
+
+        def matvec(self, x):
+            return np.dot(a, x.ravel(), out=self.out)
+
+        def rmatvec(self, y):
+            return np.dot(a.T, y.ravel(), out=self.back)
+
+    result = solve(Op(), 3, generator=gen)
+    check_svd(torch.from_numpy(a), result, 3, result.info.tol)
+
+
 def test_float32_sparse_scipy_keeps_float32(gen):
     s = sp.random(100, 80, density=0.2, format="csr", dtype=np.float32, random_state=np.random.default_rng(1))
     result = solve(s, 2, generator=gen)
