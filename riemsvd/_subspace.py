@@ -30,6 +30,7 @@ from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a fir
 from riemsvd._backend import STEPS, eager_under_compile, mm
 from riemsvd._deferred import Deferred
 from riemsvd._operator import DenseOperator, HostView, Operator, SparseRows
+from riemsvd._progress import Progress
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import DGKS, TINY, eps, product_floor
 
@@ -1031,6 +1032,7 @@ def subspace_svd(
     # matrix's as Python floats (see _worst)
     target, best = _per_element(batch, tol), _per_element(batch, math.inf)
     history, checks, iterations, restarts, since_best = [], 0, 1, 0, 0
+    progress = Progress(op.shape, k)  # reports to the "riemsvd" logger, at INFO, once past a second
     # the first look once k triplets can exist: a look before has nothing to measure (its residuals
     # are inf), and it took 60-150 µs (384×384 to 2000×1000) for the same steps after it
     due = 1 if w >= k else 1 + -(-(k - w) // b)
@@ -1093,6 +1095,7 @@ def subspace_svd(
         # a cold k = 1 solve's pass waits for its directions (_COLD_LEAST) unless the residual is at rounding
         soon = iterations < least and not _within(worst, _EXACT_SHARE * unit)
         history.append((iterations, op.matvecs, _largest(worst)))
+        progress.look(op.matvecs, restarts, history[-1][2], _largest(target))
         if init is not None and t >= k and not measured and history[-1][2] <= _NEAR_PAIR * tol:
             # the start held singular triplets already (the first look with k of them): are they the
             # leading ones?
@@ -1213,6 +1216,7 @@ def subspace_svd(
                                       p_max + extra, generator, refresh=False)  # fmt: skip
         iterations, due = iterations + made, due - beyond
     u, s, v, residual, errors = verified
+    progress.end(reason, op.matvecs, _largest(residual))
     looks = [(mv, r) for _, mv, r in history]
     s, residual, errors = (
         torch.from_numpy(np.asarray(x)).to(op.device, op.dtype) for x in (s, residual, errors)

@@ -310,6 +310,31 @@ def test_object_with_only_matvec_and_rmatvec(gen):
     check_svd(a, result, 2, result.info.tol)
 
 
+def test_a_long_solve_reports_its_progress_to_the_riemsvd_logger(caplog, monkeypatch):
+    """With the "riemsvd" logger at INFO, a solve reports its products and residual estimate at its
+    looks, one report a second once it has run a second (here every look: no wait), and its stop; a
+    short solve reports nothing, and neither does one with the logger left at its default level."""
+    import logging
+
+    import riemsvd._progress as progress
+
+    a = torch.randn(300, 200, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.INFO, logger="riemsvd"):
+        solve(a, 2, method="iterative", generator=torch.Generator().manual_seed(0))
+        assert not caplog.records  # under a second
+        monkeypatch.setattr(progress, "EVERY", 0.0)
+        result = solve(a, 2, method="iterative", generator=torch.Generator().manual_seed(0))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == len(result.info.history) + 1, lines
+    assert all("riemsvd.solve (300×200, k = 2)" in line for line in lines)
+    estimates = [float(line.split("residual estimate ")[1].split(" ")[0]) for line in lines[:-1]]
+    assert estimates == pytest.approx([r for _, r in result.info.history], rel=5e-3)  # %.3g
+    assert "stopped (converged) after" in lines[-1] and f"{result.info.matvecs} products" in lines[-1]
+    caplog.clear()
+    solve(a, 2, method="iterative", generator=torch.Generator().manual_seed(0))
+    assert not caplog.records  # WARNING, the default: nothing, even with no wait
+
+
 def test_a_matvec_that_returns_one_reused_buffer(gen):
     """A matvec that writes each product into one buffer of its own and returns it (scipy's svds
     takes one): the columns of a block are copied as they come. They had all aliased the last, and
