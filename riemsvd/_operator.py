@@ -305,20 +305,6 @@ class HostView:
         self._columns = columns if self._scale is None else None
         self.fused: FusedPass | None = fused if self._scale is None else None
         self.sparse: SparseRows | None = sparse if self._scale is None else None
-        # ⟨A v, u⟩ against ⟨v, Aᵀu⟩ on the solve's own vectors, relative to the largest |A v| seen
-        # (:meth:`note_adjoint`), where Aᵀ is a caller's; None where riemsvd makes both products
-        self.adjoint_gap: float | None = 0.0 if op.adjoint_source() is not None else None
-        self._seen = 0.0
-
-    def note_adjoint(self, gap: float, size: float) -> None:
-        """Count one step's test of a caller's Aᵀ: ``gap`` = |⟨v, Aᵀu⟩ − ⟨A v, u⟩| for the unit v of
-        the step and the unit u it gave, where ⟨A v, u⟩ is the step's α and ``size`` its α or β, each
-        at most ‖A‖₂. The step's own inner product, n multiply-adds beside two products: a rmatvec
-        off by 1e-7 of A's entries had run to maxiter (4009 products, against 111 for the correct one)
-        before the stall's six-product check named it (:func:`product_fault`)."""
-        self._seen = max(self._seen, size)
-        if self.adjoint_gap is not None and self._seen > 0:
-            self.adjoint_gap = max(self.adjoint_gap, gap / self._seen)
 
     def in_float64(self) -> HostView | None:
         """This view with float64 products, for a float32 dense A (each product reads A in row blocks

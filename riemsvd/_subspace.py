@@ -467,6 +467,25 @@ def orthonormalize(x: torch.Tensor, basis, generator, space: Space | None = None
 
 
 @dataclass
+class AdjointWatch:
+    """A caller's Aᵀ (a ``LinearOperator``'s rmatvec, ``linear_operator``'s ``adjoint``) tested in
+    each step at no product's cost: for the unit columns x the step moves into 𝒱 and the new columns q
+    of 𝒰 they gave, qᵀA x is known (the step's R factor, α in the Golub–Kahan recurrence), and
+    xᵀ(Aᵀq) must be its transpose. ``gap``: the largest difference seen, relative to the largest α or
+    β seen (each at most ‖A‖₂); near ε·‖A‖ for a correct Aᵀ (at most 1e-3 of the limit in
+    :func:`_adjoint_off` over 408 solves of a review: Gaussian, rank 3, graded, Laplacian, 3000×40 to
+    800×800, entries near 1e-200 and 1e150), the fault's size for a wrong one."""
+
+    gap: float = 0.0
+    size: float = 0.0
+
+    def note(self, difference: float, size: float) -> None:
+        self.size = max(self.size, size)
+        if self.size > 0:
+            self.gap = max(self.gap, difference / self.size)
+
+
+@dataclass
 class Lanczos:
     """The state of the iteration for a batch of matrices.
 
@@ -492,6 +511,7 @@ class Lanczos:
     cbuf: np.ndarray  # (..., cap, cap′)
     av_kept: bool = True
     atu_kept: bool = True
+    adjoint: AdjointWatch | None = None  # where a caller's Aᵀ is tested (subspace_svd)
 
     @classmethod
     def allocate(cls, work, batch: tuple, rows: int, columns: int, w: int, dtype, device) -> Lanczos:
@@ -514,7 +534,7 @@ class Lanczos:
         wide.hbuf[..., : self.pu, : self.pv] = self.h
         wide.cbuf[..., : self.w, : self.pu] = self.c
         wide.pv, wide.pu = self.pv, self.pu
-        wide.av_kept, wide.atu_kept = self.av_kept, self.atu_kept
+        wide.av_kept, wide.atu_kept, wide.adjoint = self.av_kept, self.atu_kept, self.adjoint
         return wide
 
     @property
@@ -762,6 +782,9 @@ def _expand(op, st: Lanczos, rot: np.ndarray | None, b: int, generator) -> None:
     if bu:
         atq = op.rmatmat(q)
         st.atubuf[..., pu : pu + bu] = atq
+        if st.adjoint is not None:  # xᵀ(Aᵀq) against (qᵀA x)ᵀ = rᵀ (AdjointWatch)
+            difference = op.right.to_host(op.right.inner(st.vbuf[..., pv : pv + b], atq)) - r.swapaxes(-1, -2)
+            st.adjoint.note(float(np.abs(difference).max()), float(np.abs(r).max()))
         # (A x)ᵀ q = rᵀ: x's coefficients are known; those on the older columns of 𝒱 are zero
         known = (pv, r.swapaxes(-1, -2))
         g, gcoef, gr = _orth(op.right, st.vbuf[..., : pv + w], atq, wn, generator, known)
@@ -1022,6 +1045,8 @@ def subspace_svd(
     # room for the probes' directions beside the basis, in both bases (1500: 65×25, k = 4, ran out of 𝒰)
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
+    if op.adjoint_source() is not None and not op.distributed and torch.device(op.device).type == "cpu":
+        st.adjoint = AdjointWatch()  # on a GPU its test would wait for the device at each step
     # A's entries, where the solve left them unread: read by the start step's pass if it takes gk_fused
     in_pass = w == 1 and isinstance(work, HostView) and work.fused is not None and _room_for_step(work, st)
     if op.unchecked and not in_pass:
@@ -1033,6 +1058,7 @@ def subspace_svd(
     target, best = _per_element(batch, tol), _per_element(batch, math.inf)
     history, checks, iterations, restarts, since_best = [], 0, 1, 0, 0
     progress = Progress(op.shape, k)  # reports to the "riemsvd" logger, at INFO, once past a second
+    fault_patience = min(options.patience, max(_PATIENCE_FAULT, options.patience // 8))  # _adjoint_off
     # the first look once k triplets can exist: a look before has nothing to measure (its residuals
     # are inf), and it took 60-150 µs (384×384 to 2000×1000) for the same steps after it
     due = 1 if w >= k else 1 + -(-(k - w) // b)
@@ -1137,8 +1163,8 @@ def subspace_svd(
                 else:
                     verified, reason = probe.verified, "converged"
         elif t >= k:  # progress is only measurable once k triplets exist
-            faulty = _adjoint_off(work, op)  # a caller's Aᵀ seen off: see _PATIENCE_FAULT
-            patience = min(options.patience, _PATIENCE_FAULT) if faulty else options.patience
+            faulty = _adjoint_off(st, op, tol)  # a caller's Aᵀ seen off: see _PATIENCE_FAULT
+            patience = fault_patience if faulty else options.patience
             since_best = 0 if _improved(worst, 0.5 * best if faulty else best) else since_best + 1
             best = np.minimum(best, worst) if batch else min(best, worst)
             if _within(worst, reach) and not soon:  # reach: the target, or ε of the dtype (above)
@@ -1392,14 +1418,14 @@ def _finish_step(op: HostView, st: Lanczos, generator, alpha: float, have_y: boo
         _set_h(h, pu, pv, coef[:, 0] if coef is not None else np.zeros(0), alpha)  # None: an empty 𝒰
     # the new column of F: Aᵀ of the new column of 𝒰 less α f (known) and its other parts along 𝒱
     # and F, whose coefficients along F's columns that stay are C's new column
-    checked = not have_y and op.adjoint_gap is not None
+    watch = st.adjoint if not have_y else None
     if not have_y:
         op.rmatvec(x, y)
-    if checked:  # a caller's Aᵀ: ⟨f, Aᵀx⟩ is ⟨A f, x⟩ = α (HostView.note_adjoint)
-        gap = abs(float(np.dot(vbuf[:, pv], y)) - alpha)
+    if watch is not None:  # a caller's Aᵀ: ⟨f, Aᵀx⟩ is ⟨A f, x⟩ = α (AdjointWatch)
+        difference = abs(float(np.dot(vbuf[:, pv], y)) - alpha)
     beta = -1.0 if right_lost else _HALVES.right(vbuf, atubuf, c, pu, pv, w, alpha, _eps(vbuf))
-    if checked:
-        op.note_adjoint(gap, max(alpha, beta))
+    if watch is not None:
+        watch.note(difference, max(alpha, beta))
     if beta < 0:
         general = (pv, np.array([[alpha]]))
         g, gcoef, gr = _orth(op.right, vbuf[:, : pv + w], atubuf[:, pu : pu + 1], 1, generator, general)
@@ -1768,22 +1794,27 @@ def _keep(p_max: int, w: int, k: int, b: int) -> int:
 _WIDENED = 4
 
 
-# Looks without a residual below half the least one after which a solve whose caller's Aᵀ has been
-# seen not to match A (_adjoint_off) stops, without widening its basis: no basis resolves products
-# that are not a matrix and its transpose, and their estimates only scatter. A rmatvec off by 1e-9
-# to 1e-1 of A's entries (600×400 and 300×1000, float64, k = 1 and 5), or float64 products computed
-# in float32, ran to maxiter, 4009–4019 products, before the warning that names them (a correct
-# operator: 111–225); with this 175–559. Any new least residual (not half) put the stall off: up to
-# 4027 products (1 of 16 seeds).
+# Looks without a residual below half the least one after which a solve stops, without widening its
+# basis, where a caller's Aᵀ has been seen not to match A by more than tol (_adjoint_off): no basis
+# then reaches tol, and the estimates only scatter. A rmatvec off by 1e-9 to 1e-1 of A's entries, or
+# float64 products computed in float32, had run on to maxiter (68 of 96 solves) or a late stall,
+# 247–4037 products (median 4009), before the warning that names them; with this 223–561 (median
+# 327; 600×400 and 300×1000, k = 1 and 5, four seeds; the correct operator 77–185 either way). Any
+# new least residual (not half) put the stall off: up to 4027 products (1 of 16 seeds). An eighth of
+# SolverOptions.patience where that is larger.
 _PATIENCE_FAULT = 8
 
 
-def _adjoint_off(work, op: Operator) -> bool:
-    """Whether a caller's Aᵀ has missed A's transpose on the solve's own vectors by more than 100
-    times the products' rounding (:meth:`HostView.note_adjoint`; a correct one stays near ε, two
-    to four orders below)."""
-    gap = getattr(work, "adjoint_gap", None)
-    return gap is not None and gap > 100 * product_floor(op.dtype, *op.shape)
+def _adjoint_off(st: Lanczos, op: Operator, tol: float) -> bool:
+    """Whether a caller's Aᵀ has missed A's transpose on the solve's own vectors (:class:`AdjointWatch`)
+    by more than tol and more than 100 times the products' rounding. Below tol it is left to the
+    stall's diagnosis: a rmatvec off by 1e-10 (4e-13 on the steps' vectors) still reached tol 1e-7 in
+    a cluster of values 1e-4 apart, after 615–1061 products, as did a correct Aᵀ of centred data
+    whose products cancel (a mean of 1e6: 1e-9), and both had stopped unconverged when any mismatch
+    above rounding cut their patience (a review). Where the mismatch exceeds tol, the residual it
+    leaves does too: 2.5–3 times it for a rmatvec with random errors, about it for products that
+    cancel."""
+    return st.adjoint is not None and st.adjoint.gap > max(tol, 100 * product_floor(op.dtype, *op.shape))
 
 
 def _far_above_rounding(best: np.ndarray | float, op: Operator) -> bool:
