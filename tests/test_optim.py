@@ -255,6 +255,33 @@ def test_state_dict_keeps_the_radius(gen):
     assert other.state[u]["radius"] == opt.info.next_radius and other.state[u]["step"] == 3
 
 
+def test_a_copied_optimizer_steps_as_the_original(gen):
+    """copy.deepcopy and a pickle round trip (torch.save's) of an optimizer that has stepped: the copy
+    takes the original's next steps, to the bit, with its own copies of the parameters. The copies
+    had kept torch's state alone, and their first step raised AttributeError (a new user's trial)."""
+    import pickle
+
+    a, u, v = _leading_pair("decay", gen, 60, 40)
+    opt = RiemannianTrustRegion([u, v], patience=7, radius=0.5)
+    for _ in range(2):
+        opt.step(lambda: -(u @ a @ v))
+    copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]
+    losses = [[float(opt.step(lambda: -(u @ a @ v))) for _ in range(3)]]
+    for other in copies:
+        u2, v2 = other.param_groups[0]["params"]
+        assert u2 is not u and other.patience == 7 and other._given == opt._given
+        losses.append([float(other.step(lambda u2=u2, v2=v2: -(u2 @ a @ v2))) for _ in range(3)])
+    assert losses[1] == losses[0] and losses[2] == losses[0], losses
+
+
+def test_a_nan_gradient_of_a_finite_loss_is_named_as_the_gradients(gen):
+    """√(x₁²) at x₁ = 0: a finite loss whose gradient is NaN had been called a non-finite loss."""
+    x = _on(SPHERE, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    opt = RiemannianTrustRegion([x])
+    with pytest.raises(ValueError, match=r"loss of 1\.0 .* non-finite loss's gradient"):
+        opt.step(lambda: torch.sqrt(x[0] ** 2) + x[1])
+
+
 def test_arguments_are_checked_by_name(gen):
     u = _on(SPHERE, _unit(5, gen))
     for kwargs, match in [

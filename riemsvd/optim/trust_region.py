@@ -422,6 +422,24 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 self._take_params()
                 raise
 
+    # the options beside torch's state, which a copy carries over (see __getstate__)
+    _OPTIONS = ("rule", "preconditioner", "patience", "gradient_tol", "info", "_given")
+
+    def __getstate__(self) -> dict:
+        """torch's state (``defaults``, ``state``, ``param_groups``) and the options beside it: a copy
+        (``copy.deepcopy``, ``pickle``, ``torch.save``) had kept torch's alone, and its first step raised
+        AttributeError (a new user's trial). The best point kept in memory (see ``patience``) stays
+        behind, as it does in ``state_dict()``."""
+        state = super().__getstate__()
+        state.update({name: getattr(self, name) for name in self._OPTIONS})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_given" in state:  # a copy's; torch's load_state_dict passes its state alone, then loads
+            self._graphless, self._warned_graphless = {}, set()
+            self._take_params()
+
     def load_state_dict(self, state_dict: dict) -> None:
         """The saved state, and the options saved with it (``radius``, ``max_radius``, ``max_inner``,
         ``gradient_tol``): they had shown in ``param_groups`` while the constructor's ran on, and a
@@ -587,10 +605,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         gnorm = math.sqrt(max(self._inner(xs, grad, grad), 0.0))
         f = float(loss.detach())
         if not (math.isfinite(f) and math.isfinite(gnorm)):  # no step can be judged from there
+            # which of the two: a finite loss with a NaN gradient (√(x²) at 0) had been called a
+            # non-finite loss (a new user's trial)
+            what = "loss" if not math.isfinite(f) else "loss's gradient"
             raise ValueError(
                 f"`closure` returned a loss of {f} (gradient norm {gnorm}) at the parameters' current "
-                "values: the trust region cannot judge a step from a non-finite loss. Check the loss "
-                "there (a log or division of zero?), or start from another point."
+                f"values: the trust region cannot judge a step from a non-finite {what}. Check the loss "
+                "there (a log or division of zero? a square root or norm of zero, whose gradient is "
+                "NaN?), or start from another point."
             )
         # the least precise of the parameters' and the loss's: a float64 u beside a float32 v had
         # judged progress at float64's rounding, which the float32 gradient never reached, and ran on
