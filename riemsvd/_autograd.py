@@ -250,7 +250,7 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
             bad,
             least / top,
             residual / top,
-            lambda: f"; its relative residual {float(relative.max()):.2g} after {steps} CG steps",
+            lambda: f"; its relative residual {float(relative.detach().max()):.2g} after {steps} CG steps",
         )
     p, q = newton.project(p, q)
     return p * scale, q * scale
@@ -263,6 +263,9 @@ def _warn_unresolved(bad: torch.Tensor, least: torch.Tensor, residual: torch.Ten
     warns: under vmap no tensor can be read)."""
     if not readable_any(bad, default=False):
         return
+    # read detached: under torch.func.grad they carry a graph, and float() of one made torch warn
+    # of "a tensor with requires_grad=True" beside this warning (a new user's trial)
+    least, residual = least.detach(), residual.detach()
     warnings.warn(
         "the singular vector gradient is ill-conditioned: σ_k is (nearly) equal to σ_{k+1}, "
         "closer than the returned triplets resolve or than the adjoint solve could solve for, so "

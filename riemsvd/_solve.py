@@ -93,9 +93,12 @@ def solve(
         ``solve`` is a collective that every process of the group calls with the same arguments; A is
         never gathered (see Returns for where the results live).
     k : int
-        Number of triplets, ``1 <= k <= min(m, n)``.
+        Number of triplets, ``1 <= k <= min(m, n)`` (an integer tensor is read as one, but not under
+        ``torch.compile``, which needs a Python int).
     tol : float, or one-element float tensor or numpy array, optional
         Relative residual to reach: max over i ≤ k of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁.
+        Under ``torch.compile`` a Python number: a tensor's value is data the graph cannot branch on
+        (``fullgraph=True`` raises, and the default breaks the graph around an eager solve).
         Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
         floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). Below that floor,
         a float32 A on the CPU, dense or scipy sparse, has its result checked with float64 products

@@ -499,6 +499,11 @@ def check_sharded_matrix(block, dim) -> None:
         )
     if isinstance(dim, bool) or dim not in (0, 1):
         raise ValueError(f"`dim` must be 0 (split by rows) or 1 (split by columns), got {dim!r}.")
+    if torch._C._functorch.is_batchedtensor(block):  # torch's own ".item() under vmap" had come first
+        raise ValueError(
+            "`block` is mapped over by torch.func.vmap: a ShardedMatrix is one matrix, whose solve is a "
+            "collective that reads values as it goes. Solve the matrices one after another."
+        )
 
 
 def check_dtensor(a) -> int | None:

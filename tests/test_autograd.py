@@ -159,6 +159,28 @@ def test_vector_gradients_of_a_zero_matrix_warn_and_sigma_gradients_do_not():
     torch.testing.assert_close(zero.grad, u[:, 0:1] @ v[:, 0:1].mT, rtol=0, atol=0)
 
 
+def test_a_tie_under_func_grad_warns_of_itself_alone():
+    """torch.func.grad of a loss on U at σ₂ = σ₃ (k = 2): the DegenerateSpectrumWarning, and not
+    torch's "Converting a tensor with requires_grad=True to a scalar", which the warning's own reading
+    of its figures had raised beside it (a new user's trial)."""
+    g = torch.Generator().manual_seed(0)
+    q1, q2 = (torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))[0] for d in (30, 20))
+    s = torch.tensor([5.0, 3.0, 3.0, 2.0] + [1.0 - 0.01 * i for i in range(16)], dtype=torch.float64)
+    a = (q1[:, :20] * s) @ q2.T
+    x = torch.randn(30, 30, dtype=torch.float64, generator=g)
+
+    def loss(a):
+        u = riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0), method="iterative").U
+        return ((u @ u.T) * x).sum()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.func.grad(loss)(a)
+    kinds = [w.category for w in caught]
+    assert riemsvd.DegenerateSpectrumWarning in kinds, [str(w.message)[:80] for w in caught]
+    assert not any("requires_grad=True to a scalar" in str(w.message) for w in caught)
+
+
 def _degenerate_warnings(x, k, gen) -> dict[str, str]:
     """The DegenerateSpectrumWarnings of a loss on the vectors of x's k triplets: each message's first
     word, with what it ends with."""
