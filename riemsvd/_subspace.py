@@ -1813,7 +1813,7 @@ def _adjoint_off(st: Lanczos, op: Operator, tol: float) -> bool:
     a cluster of values 1e-4 apart, after 615–1061 products, as did a correct Aᵀ of centred data
     whose products cancel (a mean of 1e6: 1e-9), and both had stopped unconverged when any mismatch
     above rounding cut their patience (a review). Where the mismatch exceeds tol, the residual it
-    leaves does too: 2.5–3 times it for a rmatvec with random errors, about it for products that
+    leaves does too: 1.5–3 times it for a rmatvec with random errors, about it for products that
     cancel."""
     return st.adjoint is not None and st.adjoint.gap > max(tol, 100 * product_floor(op.dtype, *op.shape))
 

@@ -499,11 +499,23 @@ def check_sharded_matrix(block, dim) -> None:
         )
     if isinstance(dim, bool) or dim not in (0, 1):
         raise ValueError(f"`dim` must be 0 (split by rows) or 1 (split by columns), got {dim!r}.")
-    if torch._C._functorch.is_batchedtensor(block):  # torch's own ".item() under vmap" had come first
+    if _mapped_by_vmap(block):  # torch's own ".item() under vmap" had come first
         raise ValueError(
             "`block` is mapped over by torch.func.vmap: a ShardedMatrix is one matrix, whose solve is a "
             "collective that reads values as it goes. Solve the matrices one after another."
         )
+
+
+def _mapped_by_vmap(x: torch.Tensor) -> bool:
+    """Whether a torch.func.vmap maps over ``x`` at any level of its transforms' wrappers: under
+    vmap(grad(...)) the outermost is grad's, and a test of it alone let the solve fail inside (a
+    review)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
 
 
 def check_dtensor(a) -> int | None:

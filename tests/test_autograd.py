@@ -173,9 +173,14 @@ def test_a_tie_under_func_grad_warns_of_itself_alone():
         u = riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0), method="iterative").U
         return ((u @ u.T) * x).sum()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.func.grad(loss)(a)
+    always = torch.is_warn_always_enabled()  # torch warns of the scalar once a process otherwise
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.func.grad(loss)(a)
+    finally:
+        torch.set_warn_always(always)
     kinds = [w.category for w in caught]
     assert riemsvd.DegenerateSpectrumWarning in kinds, [str(w.message)[:80] for w in caught]
     assert not any("requires_grad=True to a scalar" in str(w.message) for w in caught)

@@ -276,8 +276,12 @@ def test_sharded_matrix_arguments_are_checked():
     with pytest.raises(TypeError, match=r"`block` must be a torch.Tensor"):
         riemsvd.ShardedMatrix([[1.0]], 0)
     # torch's "vmap: ... calling .item() on a Tensor" had come from the solve (a new user's trial)
-    with pytest.raises(ValueError, match=r"`block` is mapped over by torch.func.vmap"):
-        torch.func.vmap(lambda b: riemsvd.ShardedMatrix(b, 0))(torch.ones(2, 3, 3))
+    for mapped in (
+        torch.func.vmap(lambda b: riemsvd.ShardedMatrix(b, 0)),
+        torch.func.vmap(torch.func.grad(lambda b: riemsvd.ShardedMatrix(b, 0) and b.sum())),  # under grad's
+    ):
+        with pytest.raises(ValueError, match=r"`block` is mapped over by torch.func.vmap"):
+            mapped(torch.ones(2, 3, 3))
     with pytest.raises(ValueError, match=r"`dim` must be 0 \(split by rows\) or 1"):
         riemsvd.ShardedMatrix(torch.ones(2, 2), 2)
     # torch's raw NotImplementedError had come from the solve

@@ -403,10 +403,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         # (step, loss, gradient norm, point) of the best point since the count of steps without
         # progress began (see _keep_if_best); not saved with the state
         self._best: tuple[int, float, float, list] | None = None
-        # _check_hessians': the last point and gradient of each parameter whose gradient has no
-        # graph, and the parameters warned of
-        self._graphless: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._warned_graphless: set[int] = set()
+        self._forget_graphless()
         self._take_params()
 
     def add_param_group(self, param_group: dict) -> None:
@@ -429,7 +426,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         """torch's state (``defaults``, ``state``, ``param_groups``) and the options beside it: a copy
         (``copy.deepcopy``, ``pickle``, ``torch.save``) had kept torch's alone, and its first step raised
         AttributeError (a new user's trial). The best point kept in memory (see ``patience``) stays
-        behind, as it does in ``state_dict()``."""
+        behind, as it does in ``state_dict()``. A ``preconditioner`` goes with the copy: the same
+        function after a deepcopy, and one that pickle cannot take (a lambda) fails ``pickle`` and
+        ``torch.save``, where ``state_dict()`` saves none."""
         state = super().__getstate__()
         state.update({name: getattr(self, name) for name in self._OPTIONS})
         return state
@@ -437,8 +436,14 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         if "_given" in state:  # a copy's; torch's load_state_dict passes its state alone, then loads
-            self._graphless, self._warned_graphless = {}, set()
+            self._forget_graphless()
             self._take_params()
+
+    def _forget_graphless(self) -> None:
+        """No parameter seen with a gradient that has no graph (see :meth:`_check_hessians`)."""
+        # the last point and gradient of each parameter whose gradient has no graph, and those warned of
+        self._graphless: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._warned_graphless: set[int] = set()
 
     def load_state_dict(self, state_dict: dict) -> None:
         """The saved state, and the options saved with it (``radius``, ``max_radius``, ``max_inner``,
@@ -607,7 +612,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         if not (math.isfinite(f) and math.isfinite(gnorm)):  # no step can be judged from there
             # which of the two: a finite loss with a NaN gradient (√(x²) at 0) had been called a
             # non-finite loss (a new user's trial)
-            what = "loss" if not math.isfinite(f) else "loss's gradient"
+            what = "loss" if not math.isfinite(f) else "gradient (of a finite loss)"
             raise ValueError(
                 f"`closure` returned a loss of {f} (gradient norm {gnorm}) at the parameters' current "
                 f"values: the trust region cannot judge a step from a non-finite {what}. Check the loss "
