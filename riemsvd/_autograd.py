@@ -244,13 +244,13 @@ def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):
         bad = (stats["negative_curvature"] | (res > 1e6 * eps(op.dtype) * size)).any(-1)
         bad = bad | (least <= 10 * residual)  # an exact tie: both 0 (see the direct solve's)
         top = newton.sigma[..., 0, 0].clamp_min(torch.finfo(op.dtype).tiny)  # c·σ₁
-        relative = res / size.clamp_min(torch.finfo(op.dtype).tiny)
+        relative = (res / size.clamp_min(torch.finfo(op.dtype).tiny)).detach()  # read as a figure
         steps = stats["iterations"]
         _warn_unresolved(
             bad,
             least / top,
             residual / top,
-            lambda: f"; its relative residual {float(relative.detach().max()):.2g} after {steps} CG steps",
+            lambda: f"; its relative residual {float(relative.max()):.2g} after {steps} CG steps",
         )
     p, q = newton.project(p, q)
     return p * scale, q * scale

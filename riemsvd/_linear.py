@@ -114,11 +114,13 @@ def check_steady(module: nn.Module, name: str) -> None:
             continue
         # riemsvd's own refreshes its pair at each training read, though two reads in a row can agree
         # to the bit (a certified bound then missed the layer's norm, 1e-7 off; a new user's trial)
-        changes = [key for key in chains if any(isinstance(p, PairNormalization) for p in chains[key])]
+        ours = {key for key in chains if any(isinstance(p, PairNormalization) for p in chains[key])}
         saved = [(b, b.clone()) for b in sub.buffers()]
         try:
             with torch.no_grad():
-                changes += [key for key in chains if _moved(getattr(sub, key), getattr(sub, key))]
+                changes = [
+                    key for key in chains if key in ours or _moved(getattr(sub, key), getattr(sub, key))
+                ]
         finally:
             with torch.no_grad():
                 for buffer, before in saved:

@@ -1046,6 +1046,10 @@ _NOT_LINEAR = 1e-2
 # LinearOperator computing in float32 shows 3e7 times. norm_bounds asks less (``imprecise``): what its
 # certificate's rounding allowance covers.
 _IMPRECISE = 100
+# A caller's Aᵀ that misses A's transpose by this many times the products' rounding does not match
+# it: product_fault's test on random vectors, and the solver's on its own (riemsvd._subspace's
+# AdjointWatch)
+MISMATCH_ROUNDINGS = 100
 
 
 def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
@@ -1086,7 +1090,7 @@ def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
             f"and {source})."
         )
     level = max(floor, defect)
-    if mismatch > 100 * level:
+    if mismatch > MISMATCH_ROUNDINGS * level:
         return (
             f"Aᵀ's products do not match A's: ⟨A x, y⟩ and ⟨x, Aᵀ y⟩ differ by {mismatch:.2g} of "
             f"their size on random x, y, where rounding in {op.dtype} leaves about {level:.1g}. Check "

@@ -29,7 +29,7 @@ from scipy.linalg.lapack import dgesdd, dsyevr  # at import: 0.17 s, which a fir
 
 from riemsvd._backend import STEPS, eager_under_compile, mm
 from riemsvd._deferred import Deferred
-from riemsvd._operator import DenseOperator, HostView, Operator, SparseRows
+from riemsvd._operator import MISMATCH_ROUNDINGS, DenseOperator, HostView, Operator, SparseRows
 from riemsvd._progress import Progress
 from riemsvd._space import Space, blas_for
 from riemsvd._tolerance import DGKS, TINY, eps, product_floor
@@ -473,10 +473,12 @@ class AdjointWatch:
     of 𝒰 they gave, qᵀA x is known (the step's R factor, α in the Golub–Kahan recurrence), and
     xᵀ(Aᵀq) must be its transpose. ``gap``: the largest difference seen, relative to the largest α or
     β seen (each at most ‖A‖₂); for a correct Aᵀ at most 1e-3 of 100 times the products' rounding
-    (:func:`_adjoint_off`) over 408 solves of a review (Gaussian, rank 3, graded, Laplacian, 3000×40
-    to 800×800, entries near 1e-200 and 1e150), the fault's size for a wrong one. The test costs
-    1.0–1.1 µs a step on the host (n = 384 and 1000), beside a caller's two products."""
+    over 408 solves of a review (Gaussian, rank 3, graded, Laplacian, 3000×40 to 800×800, entries
+    near 1e-200 and 1e150), the fault's size for a wrong one. ``limit``: the gap beyond which the
+    solve treats Aᵀ as off (:func:`_adjoint_off`). The test costs 1.0–1.1 µs a step on the host
+    (n = 384 and 1000), beside a caller's two products."""
 
+    limit: float
     gap: float = 0.0
     size: float = 0.0
 
@@ -1047,7 +1049,8 @@ def subspace_svd(
     st = Lanczos.allocate(work, batch, min(m, p_max + k), min(n, p_max + k), w, op.dtype, op.device)
     st.vbuf[..., :w] = _orth(work.right, None, x, w, generator)[0]
     if op.adjoint_source() is not None and not op.distributed and torch.device(op.device).type == "cpu":
-        st.adjoint = AdjointWatch()  # on a GPU its test would wait for the device at each step
+        # off beyond tol and the rounding (see _adjoint_off); on a GPU the test would wait at each step
+        st.adjoint = AdjointWatch(max(tol, MISMATCH_ROUNDINGS * product_floor(op.dtype, *op.shape)))
     # A's entries, where the solve left them unread: read by the start step's pass if it takes gk_fused
     in_pass = w == 1 and isinstance(work, HostView) and work.fused is not None and _room_for_step(work, st)
     if op.unchecked and not in_pass:
@@ -1164,7 +1167,7 @@ def subspace_svd(
                 else:
                     verified, reason = probe.verified, "converged"
         elif t >= k:  # progress is only measurable once k triplets exist
-            faulty = _adjoint_off(st, op, tol)  # a caller's Aᵀ seen off: see _PATIENCE_FAULT
+            faulty = _adjoint_off(st)  # a caller's Aᵀ seen off: see _PATIENCE_FAULT
             patience = fault_patience if faulty else options.patience
             since_best = 0 if _improved(worst, 0.5 * best if faulty else best) else since_best + 1
             best = np.minimum(best, worst) if batch else min(best, worst)
@@ -1806,16 +1809,16 @@ _WIDENED = 4
 _PATIENCE_FAULT = 8
 
 
-def _adjoint_off(st: Lanczos, op: Operator, tol: float) -> bool:
+def _adjoint_off(st: Lanczos) -> bool:
     """Whether a caller's Aᵀ has missed A's transpose on the solve's own vectors (:class:`AdjointWatch`)
-    by more than tol and more than 100 times the products' rounding. Below tol it is left to the
+    by more than its limit: tol, and 100 times the products' rounding. Below tol it is left to the
     stall's diagnosis: a rmatvec off by 1e-10 (4e-13 on the steps' vectors) still reached tol 1e-7 in
     a cluster of values 1e-4 apart, after 615–1061 products, as did a correct Aᵀ of centred data
     whose products cancel (a mean of 1e6: 1e-9), and both had stopped unconverged when any mismatch
     above rounding cut their patience (a review). Where the mismatch exceeds tol, the residual it
     leaves does too: 1.5–3 times it for a rmatvec with random errors, about it for products that
     cancel."""
-    return st.adjoint is not None and st.adjoint.gap > max(tol, 100 * product_floor(op.dtype, *op.shape))
+    return st.adjoint is not None and st.adjoint.gap > st.adjoint.limit
 
 
 def _far_above_rounding(best: np.ndarray | float, op: Operator) -> bool:
