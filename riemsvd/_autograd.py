@@ -173,9 +173,13 @@ def _warn_close(s, what: str, tied: torch.Tensor, near: torch.Tensor) -> None:
 
 def _unit(s: torch.Tensor) -> torch.Tensor:
     """c = 2^−⌊log₂ σ₁⌋ per matrix, shape (...): σ·c is of order 1, exactly, whatever A's scale
-    (squares of σ and CG's inner products would overflow or underflow beyond about 1e±154)."""
+    (squares of σ and CG's inner products would overflow or underflow beyond about 1e±154). Where σ₁
+    is subnormal, c is the largest power of two the dtype holds, and σ₁·c still at least the dtype's
+    ε: 2^−⌊log₂ σ₁⌋ was infinite there, and the U/V gradient of a float64 A scaled by 2⁻¹⁰³⁰ failed
+    in eigh or came back NaN (a new user's trial)."""
     s1 = s[..., 0]
-    return torch.exp2(-torch.floor(torch.log2(torch.where(s1 > 0, s1, torch.ones_like(s1)))))
+    power = -torch.floor(torch.log2(torch.where(s1 > 0, s1, torch.ones_like(s1))))
+    return torch.exp2(power.clamp_max(math.frexp(torch.finfo(s.dtype).max)[1] - 1))  # 2^1023 in float64
 
 
 def _complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool = True):

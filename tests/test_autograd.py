@@ -747,6 +747,39 @@ def test_cg_gives_up_for_the_direct_solve_once_its_rate_projects_past_the_budget
         )
 
 
+@pytest.mark.parametrize("dtype, power", [(torch.float64, 1030), (torch.float32, 132)])
+@pytest.mark.parametrize("method", ["iterative", "dense"])
+def test_u_and_v_derivatives_of_a_matrix_whose_singular_values_are_subnormal(dtype, power, method):
+    """A = B·2^−power, σ₁ subnormal (about 2^−1027 in float64, 2^−128 in float32): its U and V do
+    not depend on the scale, so their gradient is B's times 2^power, and their tangent along dA is
+    B's along dA·2^power, B being A scaled back up exactly. The backward's unit 2^−⌊log₂ σ₁⌋ was
+    infinite there: eigh failed, or the gradient came back NaN with a DegenerateSpectrumWarning (a new
+    user's trial). The loss's weights are small enough that the gradient fits the dtype."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 20, dtype=dtype, generator=g) * 2.0**-power
+    up = a * 2.0 ** (power // 2) * 2.0 ** (power - power // 2)  # exact: a's bits, scaled back up
+    w = torch.randn(30, dtype=dtype, generator=g) * 2.0**-60
+    direction = torch.randn(30, 20, dtype=dtype, generator=g)
+
+    def loss(x):
+        u, _, v = solve(x, 2, method=method, generator=torch.Generator().manual_seed(1))
+        return ((u**2).sum(-1) * w).sum() + ((v[:, :1] ** 2).sum(-1) * w[:20]).sum()
+
+    # float32: the subnormal A keeps 17 to 20 of its 24 bits, and its triplets their tol
+    rtol = 1e-10 if dtype == torch.float64 else 1e-4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours, reference = (torch.func.grad(loss)(x) for x in (a, up))
+        tangent = torch.func.jvp(loss, (a,), (direction * 2.0**-power,))[1]
+        along = torch.func.jvp(loss, (up,), (direction,))[1]
+    flagged = (RuntimeWarning, riemsvd.DegenerateSpectrumWarning, riemsvd.ConvergenceWarning)
+    assert not [str(w.message) for w in caught if issubclass(w.category, flagged)]
+    scaled = reference * 2.0 ** (power // 2) * 2.0 ** (power - power // 2)
+    assert bool(torch.isfinite(scaled).all())
+    torch.testing.assert_close(ours, scaled, rtol=rtol, atol=rtol * float(scaled.abs().max()))
+    torch.testing.assert_close(tangent, along, rtol=rtol, atol=0.0)
+
+
 @pytest.mark.parametrize("method", ["auto", "iterative"])
 def test_second_derivatives_match_torch_linalg_in_every_form(method):
     """Hessian-vector products of σ₁, of a spectrally normalized layer and of a span loss, against the
