@@ -1813,12 +1813,16 @@ static PyObject *finish(PyObject *self, PyObject *args)
         goto done;
     }
     size_t wide = widened ? 2 * (size_t)(m + n) * (size_t)k : 0;
-    double *work = PyMem_Malloc((5 * (size_t)k + wide) * sizeof(double) + (size_t)k * sizeof(Py_ssize_t));
+    /* 5k doubles, the vectors widened, finish_core's sums (6 + SUM_DEPTH) k (doubles hold a float32's
+     * too), and k indices */
+    size_t sums = (6 + SUM_DEPTH) * (size_t)k;
+    double *work = PyMem_Malloc((5 * (size_t)k + wide + sums) * sizeof(double) + (size_t)k * sizeof(Py_ssize_t));
     if (!work) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t *order = (Py_ssize_t *)(work + 5 * k + wide);
+    double *sum_room = work + 5 * k + wide;
+    Py_ssize_t *order = (Py_ssize_t *)(sum_room + sums);
     double *s = b[6].view.buf, *errors = b[7].view.buf, *each = b[8].view.buf, worst;
     if (widened) {
         double *u = work + 5 * k, *v = u + m * k, *u_out = v + n * k, *v_out = u_out + m * k;
@@ -1828,7 +1832,7 @@ static PyObject *finish(PyObject *self, PyObject *args)
         for (Py_ssize_t i = 0; i < n * k; i++)
             v[i] = (double)vf[i];
         worst = finish_core_d(u, v, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift, u_out, v_out, s, errors,
-                              each, work, order, 1);
+                              each, work, order, 1, sum_room);
         float *uo = b[4].view.buf, *vo = b[5].view.buf; /* exact: the columns reordered, perhaps negated */
         for (Py_ssize_t i = 0; i < m * k; i++)
             uo[i] = (float)u_out[i];
@@ -1836,10 +1840,11 @@ static PyObject *finish(PyObject *self, PyObject *args)
             vo[i] = (float)v_out[i];
     } else if (kind == 'd')
         worst = finish_core_d(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0);
+                              b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0, sum_room);
     else
         worst = finish_core_s(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[3].view.buf, m, n, k, floor, drift,
-                              b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0);
+                              b[4].view.buf, b[5].view.buf, s, errors, each, work, order, 0,
+                              (float *)sum_room);
     PyMem_Free(work);
     /* the drift is relative to s_0 too: none where s_0 = 0 (a zero A's kept products are exactly 0) */
     result = PyFloat_FromDouble(relative(worst, s[0]) + (s[0] > 0.0 ? drift : 0.0));
