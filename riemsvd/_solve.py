@@ -218,13 +218,19 @@ def solve(
 
     Under ``torch.compile`` (``fullgraph=True`` too), a dense tensor's solve is one custom operator,
     ``riemsvd::solve``: no graph break, no recompilation as A's values change, the same results and
-    reverse-mode gradients; ``generator`` cannot be passed there, ``info``'s counts are 0-dim tensors
-    and its ``stop_reason`` and ``method`` None (docs/spectral_norm.md, "Under torch.compile").
+    reverse-mode gradients; a ``generator`` takes the solve out of it, behind a graph break (which
+    ``fullgraph=True`` refuses), ``info``'s counts are 0-dim tensors and its ``stop_reason`` and
+    ``method`` None (docs/spectral_norm.md, "Under torch.compile"). Under ``fullgraph=True`` an
+    argument riemsvd refuses (a ``generator``, a tensor ``k`` or ``tol``) shows as Dynamo's "Observed
+    exception", without riemsvd's message: call the function once uncompiled to read it.
     Under forward mode (``torch.func.jvp``, ``jacfwd``, a ``forward_ad`` dual level) the solve runs
     eagerly behind a graph break, whose rule carries the tangents (custom operators have none:
     there they had come back zero); so too under ``torch.func.grad``, ``vjp`` and ``jacrev`` (and
     under more than one ``vmap``), where PyTorch refuses a custom operator's autograd rule
-    (pytorch/pytorch#170834); ``fullgraph=True`` refuses that break. ``torch.func.vmap`` maps the
+    (pytorch/pytorch#170834); ``fullgraph=True`` refuses that break. Those transforms under
+    ``torch.compile`` work with the ``"aot_eager"`` and ``"inductor"`` backends; with ``"eager"``
+    (Dynamo's debugging backend) ``grad`` fails inside Dynamo's fake tensors and ``jvp`` at the
+    argument checks' read of A (torch 2.13). ``torch.func.vmap`` maps the
     warm start with A and ``info``'s ``converged``, ``residual`` and ``errors`` are the mapped
     matrix's; its counts and ``history`` are the whole batch's.
 
