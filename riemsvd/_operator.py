@@ -81,14 +81,17 @@ class Operator:
     @scale.setter
     def scale(self, value: torch.Tensor | None) -> None:
         # c = 2^e applied in two halves, 2^⌊e/2⌋ to x before the product and the rest to A x after it:
-        # the same bits wherever x·c is within range, and within range where it is not. Whole, c =
-        # 2^1023 (A's entries subnormal) took a trust-region CG direction of norm above 2 to inf and
-        # its product to NaN (1326 RuntimeWarnings, a solve stalled 2.4% off; a new user's trial).
+        # the same bits wherever x·c, x·2^⌊e/2⌋ and the products' terms stay normal numbers, and within
+        # range where x·c is not. Whole, c = 2^1023 (A's entries subnormal) took a trust-region CG
+        # direction of norm above 2 to inf and its product to NaN (1326 RuntimeWarnings, a solve
+        # stalled 2.4% off; a new user's trial). A float32 A of 1e35 (c = 2^−116) now keeps entries of x
+        # below 2^−10 normal, which c whole made subnormal: σ moved by 7–9e-8 (a review). A c of 0 (a
+        # σ₁ of inf in the backward's unit) multiplies by 0 then 1, as x·0 did, not 0 then 0/0.
         self._scale = value
         self._halves: tuple[torch.Tensor, torch.Tensor] | None = None
         if value is not None:
             before = torch.exp2(torch.floor(0.5 * torch.log2(value)))
-            self._halves = before, value / before
+            self._halves = before, torch.where(before > 0, value / before, torch.ones_like(value))
 
     def _scaled(self, product, x: torch.Tensor) -> torch.Tensor:
         """c·product(x), c split as :attr:`scale`'s setter says."""

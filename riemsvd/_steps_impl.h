@@ -285,12 +285,13 @@ static double NAME(max_abs)(const T *x, Py_ssize_t n)
 }
 
 /* the k column sums over rows [lo, hi) of x_ij y_ij, or with `s` of (x_ij - s_j y_ij)^2 (rows k apart),
- * into out (k), each in T and pairwise as numpy sums (an error of log(rows) eps, not rows eps: a matrix
- * of equal rows, whose terms share their rounding, had sigma 3e-11 off at 1536 x 384 in float64 from a
- * loop's sum; a compensated sum the build's associative math may undo). The rows are read in order,
- * every column at once: a column at a time read a cache line a row for each column, and a check of
- * k = 50 triplets of a 100000 x 20000 sparse matrix took 0.33 s in this arithmetic (a new user's
- * trial). `scratch`: room for SUM_DEPTH * k values, a level's right half each. */
+ * into out (k), each in T and pairwise, as numpy's are in blocks of their own (an error of log(rows)
+ * eps, not rows eps: a matrix of equal rows, whose terms share their rounding, had sigma 3e-11 off at
+ * 1536 x 384 in float64 from a loop's sum; a compensated sum the build's associative math may undo).
+ * The rows are read in order, every column at once: a column at a time read a cache line a row for
+ * each column, and a check of k = 50 triplets of a 100000 x 20000 sparse matrix took 172 ms of a
+ * 1.1 s solve in this arithmetic (a new user's trial). `scratch`: room for SUM_DEPTH * k values, a
+ * level's right half each. */
 #ifndef SUM_DEPTH
 #define SUM_DEPTH 64 /* levels of halving from 2^63 rows down to 8 */
 #endif

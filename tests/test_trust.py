@@ -91,6 +91,18 @@ def test_a_matrix_of_subnormal_entries_converges_as_at_any_scale(seed):
     torch.testing.assert_close(result.S, reference, rtol=1e-12, atol=0.0)
 
 
+def test_a_scale_of_zero_makes_zero_products():
+    """The backward's unit is 0 for a σ₁ of inf; a scale applied in halves had made its products 0/0 =
+    NaN where the whole scale made them 0 (a review)."""
+    from riemsvd._operator import DenseOperator
+
+    op = DenseOperator(torch.randn(5, 4, dtype=torch.float64), False)
+    op.scale = torch.zeros(1, 1, dtype=torch.float64)
+    x, y = torch.randn(4, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    assert torch.equal(op.matmat(x), torch.zeros(5, 2, dtype=torch.float64))
+    assert torch.equal(op.rmatmat(y), torch.zeros(4, 2, dtype=torch.float64))
+
+
 def test_info_counts_products_and_outer_iterations(gen):
     a = make_matrix("decay", 100, 60, gen)
     counting, calls = counting_operator(a)
