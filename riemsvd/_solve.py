@@ -17,6 +17,7 @@ import torch
 
 from riemsvd._autograd import Layout, SolveCall, SolveFunction, needs_graph
 from riemsvd._backend import (
+    batch_elements,
     dense_threads,
     eager_under_compile,
     mm_t,
@@ -221,8 +222,9 @@ def solve(
     reverse-mode gradients; a ``generator`` takes the solve out of it, behind a graph break (which
     ``fullgraph=True`` refuses), ``info``'s counts are 0-dim tensors and its ``stop_reason`` and
     ``method`` None (docs/spectral_norm.md, "Under torch.compile"). Under ``fullgraph=True`` an
-    argument riemsvd refuses (a ``generator``, a tensor ``k`` or ``tol``) shows as Dynamo's "Observed
-    exception", without riemsvd's message: call the function once uncompiled to read it.
+    argument the graph cannot take (a ``generator``, a tensor ``k`` or ``tol``) shows as Dynamo's
+    "Observed exception", without riemsvd's message: pass ``k`` and ``tol`` as Python numbers, and a
+    ``generator`` outside the compiled function.
     Under forward mode (``torch.func.jvp``, ``jacfwd``, a ``forward_ad`` dual level) the solve runs
     eagerly behind a graph break, whose rule carries the tangents (custom operators have none:
     there they had come back zero); so too under ``torch.func.grad``, ``vjp`` and ``jacrev`` (and
@@ -551,14 +553,14 @@ def _each_matrix(op: DenseOperator, k: int, tol: float, problem: Problem) -> Out
                    reasons[0], max(o.restarts for o in outs))  # fmt: skip
 
 
-# A batch on the CPU whose matrices have from the first to the second this many entries is solved one
-# matrix at a time (:func:`one_at_a_time`).
-_EACH_MATRIX = (60_000, 600_000)
+# A batch on the CPU whose matrices have at least this many entries is solved one matrix at a time
+# (:func:`one_at_a_time`).
+_EACH_MATRIX_FROM = 60_000
 
 
 def one_at_a_time(op: Operator, k: int) -> bool:
     """Whether the iteration takes a dense CPU batch one matrix at a time (:func:`_each_matrix`): from
-    60,000 to 600,000 entries a matrix, whatever k. One matrix's products read its A from a core's
+    60,000 entries a matrix, whatever k. One matrix's products read its A from a core's
     cache, where the batch's stream every matrix (a quarter to a third of the product time, timed
     inside the solves), and its steps run in riemsvd._steps where the batch's are numpy calls over
     every matrix; the batch's steps share their calls among its matrices, which pays for small
@@ -567,11 +569,13 @@ def one_at_a_time(op: Operator, k: int) -> bool:
     batch's time at k = 8 from 256×256 to 1536×384, and at k = 1 0.34–0.74 on Gaussian matrices
     (58–156 products each) and 0.50–0.94 on most decaying ones (18–30), 1.17–1.45 on the rest
     (256×256 float32, 1536×384 float64 in one of two runs); below, 192×192, the batch was faster at
-    k = 1 (loop 0.99–2.03), and above, from 1024×1024, at k = 2–8 (1.08–1.20; 0.94 once)."""
+    k = 1 (loop 0.99–2.03). Above 600,000 entries the batch had been kept, faster at k = 2–8 from
+    1024×1024 in one run on a Xeon (1.08–1.20); on a 2-core AMD EPYC one at a time took 0.34–0.74 of
+    its time in all 16 cases of (8, 1024, 1024) and (4, 2048, 512), Gaussian and decaying, float32 and
+    float64, k = 1 and 8, two threads (a new user's trial found 2.4–3.5× on one thread)."""
     if not (isinstance(op, DenseOperator) and op.batch_shape.numel() > 1 and op.on_host() is not None):
         return False
-    low, high = _EACH_MATRIX
-    return low <= op.shape[0] * op.shape[1] <= high
+    return op.shape[0] * op.shape[1] >= _EACH_MATRIX_FROM
 
 
 def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:
@@ -709,7 +713,21 @@ def _not_converged(
 ) -> str:
     """The ConvergenceWarning's text: what happened, and the remedy that fits why (``options``: the
     solve's, whose ``max_basis``, where given, is the first suspect of a stall; ``maxiter``: the one
-    asked for, which the solve raises to the iterations k triplets need)."""
+    asked for, which the solve raises to the iterations k triplets need), and for a batch the
+    matrices it is about (a count alone, "on 1 of 8 matrices", named none; a new user's trial)."""
+    return _why_not_converged(info, dtype, shape, s, options, maxiter) + batch_elements(~info.converged)
+
+
+def _why_not_converged(
+    info: SolveInfo,
+    dtype,
+    shape,
+    s: torch.Tensor | None = None,
+    options: SolverOptions | None = None,
+    maxiter: int | None = None,
+) -> str:
+    """:func:`_not_converged`'s text but for the batch elements."""
+    s = None if s is None else s.detach()  # under torch.func.grad: torch's "requires_grad ... to a scalar"
     if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
         finfo = torch.finfo(s.dtype)
         if s.dtype == torch.float64:
@@ -718,9 +736,13 @@ def _not_converged(
             remedy = "Solve A in float32 (`A.float()`), or in float64 (`A.double()`) beyond 3.4e38."
         else:
             remedy = "Solve A in float64 (`A.double()`)."
+        # the σ₁ of a matrix beyond it: a batch's largest had been quoted (10.1 for a float32 batch
+        # whose third matrix's σ₁ was 1e-41; a new user's trial)
+        beyond = _beyond_range(s).reshape(-1, s.shape[-1]).any(-1)
+        s1 = float(s.reshape(-1, s.shape[-1])[beyond][0, 0])
         return (
             f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
-            f"σ₁ is {float(s.max()):.3g}; {s.dtype} holds {finfo.tiny:.3g} to {finfo.max:.3g} as normal "
+            f"σ₁ is {s1:.3g}; {s.dtype} holds {finfo.tiny:.3g} to {finfo.max:.3g} as normal "
             f"numbers): the values returned carry its rounding, which the residual "
             f"{float(info.residual.max()):.3g} includes. {remedy}"
         )

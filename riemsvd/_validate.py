@@ -353,12 +353,17 @@ def _check_init(a, init, k, m, n) -> None:
     for name, x, rows in (("U0", init[0], m), ("V0", init[1], n)):
         # a matrix (..., j, rows) for (..., rows, j): scipy's svds returns vh = Vᵀ
         transposed = not swapped and x.dim() >= 2 and x.shape[-1] == rows and x.shape[-2] != rows
+        # a vector per matrix, (..., rows), as U[..., 0] gives: .mT had been advised, which then
+        # failed on the batch shape (a new user's trial)
+        vectors = batch and x.dim() == len(batch) + 1 and x.shape[-1] == rows and tuple(x.shape[:-1]) == batch
         if x.dim() == 1:
             x = x.unsqueeze(-1)
         if x.shape[-2] != rows or x.shape[-1] < 1:
             hint = ""
             if swapped:
                 hint = " U0 and V0 look swapped: pass (U0, V0), U0 with A's rows."
+            elif vectors:
+                hint = f" {name} looks like one vector per matrix: pass {name}.unsqueeze(-1)."
             elif transposed:
                 where = " (scipy's svds returns vh = Vᵀ)" if name == "V0" else ""
                 hint = f" {name} looks transposed{where}: pass {name}.mT."
@@ -447,8 +452,10 @@ def check_compiled_args(a, k, tol, maxiter, init, generator, options) -> None:
     check_solve_shape_args(tuple(a.shape[-2:]), tuple(a.shape[:-2]), k, tol, maxiter, generator, options)
     if generator is not None:
         raise ValueError(
-            "`generator` cannot be passed into a compiled graph; under torch.compile the random start "
-            "comes from torch's global generator (torch.manual_seed makes it reproducible)."
+            "`generator` cannot enter a compiled graph: without fullgraph=True the solve runs eagerly "
+            "behind a graph break, from it; with fullgraph=True call riemsvd.solve outside the compiled "
+            "function, or leave `generator` out (the random start then comes from torch's global "
+            "generator, which torch.manual_seed makes reproducible)."
         )
     if init is not None and not isinstance(init, torch.Tensor):
         _check_init_pair(init)

@@ -186,6 +186,27 @@ def test_a_tie_under_func_grad_warns_of_itself_alone():
     assert not any("requires_grad=True to a scalar" in str(w.message) for w in caught)
 
 
+def test_an_out_of_range_solve_under_func_grad_warns_of_itself_alone():
+    """torch.func.grad of σ's sum for a float32 A whose σ are subnormal (2^−140): the ConvergenceWarning
+    that σ is beyond float32's range, and not torch's "Converting a tensor with requires_grad=True to a
+    scalar", which its message's reading of the returned σ₁ had raised beside it (a review)."""
+    a = torch.randn(30, 20, generator=torch.Generator().manual_seed(0)) * 2.0**-140
+
+    def loss(a):
+        return riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(1)).S.sum()
+
+    always = torch.is_warn_always_enabled()  # torch warns of the scalar once a process otherwise
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.func.grad(loss)(a)
+    finally:
+        torch.set_warn_always(always)
+    assert any("outside the range of torch.float32" in str(w.message) for w in caught)
+    assert not any("requires_grad=True to a scalar" in str(w.message) for w in caught)
+
+
 def _degenerate_warnings(x, k, gen) -> dict[str, str]:
     """The DegenerateSpectrumWarnings of a loss on the vectors of x's k triplets: each message's first
     word, with what it ends with."""

@@ -311,6 +311,10 @@ def test_init_with_u0_and_v0_swapped_says_so(a):
         riemsvd.solve(a, 2, init=(u2, vh2))
     with pytest.raises(ValueError, match=r"U0 looks transposed: pass U0\.mT\."):  # batched too
         riemsvd.solve(a.expand(3, 6, 4), 2, init=(u2.mT.expand(3, 2, 6), vh2.mT))
+    # a vector per matrix of a batch, as U[..., 0] gives: .mT had been advised, which then failed on
+    # the batch shape (a new user's trial)
+    with pytest.raises(ValueError, match=r"U0 looks like one vector per matrix: pass U0\.unsqueeze\(-1\)\.$"):
+        riemsvd.solve(a.expand(2, 3, 6, 4), 1, init=(torch.zeros(2, 3, 6, dtype=torch.float64), v0))
     # a wrong 1-D vector is not "transposed" (a review: A of one row), and a scalar is named
     row = torch.zeros(1, 5, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"U0 must have shape \(\.\.\., 1, j\) .*got \(3, 1\)\.$"):
