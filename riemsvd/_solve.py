@@ -326,6 +326,7 @@ def solve(
         message = fault or _not_converged(
             info, u.dtype, getattr(target, "shape", None), s, problem.options, problem.maxiter
         )
+        message += batch_elements(~info.converged)
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     _check_resolution(s, info, getattr(target, "shape", None))
     return SVDResult(u, s, v, info if shown is None else shown)
@@ -615,7 +616,8 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
         converged = info.converged
         _charge_rounding(exact, returned, info, _beyond_range(returned))  # these values only
         if readable_any(converged & ~info.converged, default=False):
-            warnings.warn(_not_converged(info, A.dtype, A.shape, returned), ConvergenceWarning, stacklevel=3)
+            message = _not_converged(info, A.dtype, A.shape, returned) + batch_elements(~info.converged)
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 
@@ -713,20 +715,9 @@ def _not_converged(
 ) -> str:
     """The ConvergenceWarning's text: what happened, and the remedy that fits why (``options``: the
     solve's, whose ``max_basis``, where given, is the first suspect of a stall; ``maxiter``: the one
-    asked for, which the solve raises to the iterations k triplets need), and for a batch the
-    matrices it is about (a count alone, "on 1 of 8 matrices", named none; a new user's trial)."""
-    return _why_not_converged(info, dtype, shape, s, options, maxiter) + batch_elements(~info.converged)
-
-
-def _why_not_converged(
-    info: SolveInfo,
-    dtype,
-    shape,
-    s: torch.Tensor | None = None,
-    options: SolverOptions | None = None,
-    maxiter: int | None = None,
-) -> str:
-    """:func:`_not_converged`'s text but for the batch elements."""
+    asked for, which the solve raises to the iterations k triplets need). Its callers add the batch
+    elements it is about (:func:`batch_elements`: a count alone, "on 1 of 8 matrices", named none; a
+    new user's trial)."""
     s = None if s is None else s.detach()  # under torch.func.grad: torch's "requires_grad ... to a scalar"
     if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
         finfo = torch.finfo(s.dtype)

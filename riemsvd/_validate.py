@@ -355,7 +355,7 @@ def _check_init(a, init, k, m, n) -> None:
         transposed = not swapped and x.dim() >= 2 and x.shape[-1] == rows and x.shape[-2] != rows
         # a vector per matrix, (..., rows), as U[..., 0] gives: .mT had been advised, which then
         # failed on the batch shape (a new user's trial)
-        vectors = batch and x.dim() == len(batch) + 1 and x.shape[-1] == rows and tuple(x.shape[:-1]) == batch
+        vectors = bool(batch) and tuple(x.shape) == batch + (rows,)
         if x.dim() == 1:
             x = x.unsqueeze(-1)
         if x.shape[-2] != rows or x.shape[-1] < 1:

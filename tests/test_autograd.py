@@ -159,6 +159,20 @@ def test_vector_gradients_of_a_zero_matrix_warn_and_sigma_gradients_do_not():
     torch.testing.assert_close(zero.grad, u[:, 0:1] @ v[:, 0:1].mT, rtol=0, atol=0)
 
 
+def _warnings_of_func_grad(loss, a) -> list:
+    """The warnings of torch.func.grad(loss)(a), torch's own included each time (it warns of a
+    tensor read as a scalar once a process otherwise)."""
+    always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.func.grad(loss)(a)
+    finally:
+        torch.set_warn_always(always)
+    return caught
+
+
 def test_a_tie_under_func_grad_warns_of_itself_alone():
     """torch.func.grad of a loss on U at σ₂ = σ₃ (k = 2): the DegenerateSpectrumWarning, and not
     torch's "Converting a tensor with requires_grad=True to a scalar", which the warning's own reading
@@ -173,14 +187,7 @@ def test_a_tie_under_func_grad_warns_of_itself_alone():
         u = riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(0), method="iterative").U
         return ((u @ u.T) * x).sum()
 
-    always = torch.is_warn_always_enabled()  # torch warns of the scalar once a process otherwise
-    torch.set_warn_always(True)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.func.grad(loss)(a)
-    finally:
-        torch.set_warn_always(always)
+    caught = _warnings_of_func_grad(loss, a)
     kinds = [w.category for w in caught]
     assert riemsvd.DegenerateSpectrumWarning in kinds, [str(w.message)[:80] for w in caught]
     assert not any("requires_grad=True to a scalar" in str(w.message) for w in caught)
@@ -195,14 +202,7 @@ def test_an_out_of_range_solve_under_func_grad_warns_of_itself_alone():
     def loss(a):
         return riemsvd.solve(a, 2, generator=torch.Generator().manual_seed(1)).S.sum()
 
-    always = torch.is_warn_always_enabled()  # torch warns of the scalar once a process otherwise
-    torch.set_warn_always(True)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.func.grad(loss)(a)
-    finally:
-        torch.set_warn_always(always)
+    caught = _warnings_of_func_grad(loss, a)
     assert any("outside the range of torch.float32" in str(w.message) for w in caught)
     assert not any("requires_grad=True to a scalar" in str(w.message) for w in caught)
 
