@@ -719,7 +719,8 @@ def _not_converged(
     elements it is about (:func:`batch_elements`: a count alone, "on 1 of 8 matrices", named none; a
     new user's trial)."""
     s = None if s is None else s.detach()  # under torch.func.grad: torch's "requires_grad ... to a scalar"
-    if s is not None and s.dtype.is_floating_point and readable_any(_beyond_range(s), default=False):
+    beyond = _beyond_range(s) if s is not None and s.dtype.is_floating_point else None
+    if s is not None and beyond is not None and readable_any(beyond, default=False):
         finfo = torch.finfo(s.dtype)
         if s.dtype == torch.float64:
             remedy = "Scale A by a power of two (σ scales with it) to bring σ into that range."
@@ -729,8 +730,7 @@ def _not_converged(
             remedy = "Solve A in float64 (`A.double()`)."
         # the σ₁ of a matrix beyond it: a batch's largest had been quoted (10.1 for a float32 batch
         # whose third matrix's σ₁ was 1e-41; a new user's trial)
-        beyond = _beyond_range(s).reshape(-1, s.shape[-1]).any(-1)
-        s1 = float(s.reshape(-1, s.shape[-1])[beyond][0, 0])
+        s1 = float(s.reshape(-1, s.shape[-1])[beyond.reshape(-1, s.shape[-1]).any(-1)][0, 0])
         return (
             f"riemsvd.solve: a singular value lies outside the range of {s.dtype} (the returned "
             f"σ₁ is {s1:.3g}; {s.dtype} holds {finfo.tiny:.3g} to {finfo.max:.3g} as normal "
