@@ -788,6 +788,40 @@ def test_a_euclidean_minimum_converges_at_its_rounding_by_default():
             assert opt.info.stop_reason == "stalled" and not opt.info.converged and len(stalls) == 1
 
 
+def test_a_non_smooth_loss_crawling_at_a_tiny_radius_stops_stalled_with_a_warning():
+    """−xᵀAx + ‖x‖₁ on S⁹⁹ (float64): from step ~250 every step was accepted at ρ ≈ 0.45 with a radius of
+    3.6e-13 that never grew, each a new low of the loss by ~3e-12, the gradient norm at 8.5, and the
+    documented loop ran 5000 steps without a stop or a word (a new user's trial). Now `patience` such
+    steps stop it "stalled", once, with a warning that names the loss's smoothness; the point is the
+    last one, and a further step does not move. A smooth loss whose steps recover from a radius cut
+    down by rejections (it grows) converges as before, with no warning."""
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(100, 100, dtype=torch.float64, generator=g)
+    a = b @ b.T / 100
+    x = _on(SPHERE, _unit(100, g))
+    opt = RiemannianTrustRegion([x])
+    closure = functools.partial(lambda x, a: -(x @ a @ x) + x.abs().sum(), x, a)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        infos = _run(opt, closure, steps=1000)
+    stalls = [w for w in caught if issubclass(w.category, riemsvd.ConvergenceWarning)]
+    assert infos[-1].stop_reason == "stalled" and not infos[-1].converged, (len(infos), infos[-1])
+    assert len(infos) < 300 and len(stalls) == 1 and "smooth" in str(stalls[0].message), stalls
+    crawl = [i for i in infos[-11:-1] if i.accepted]
+    assert len(crawl) == 10 and all(i.radius < 1.5e-8 * opt.max_radius for i in crawl), infos[-11:]
+    before = x.detach().clone()
+    opt.step(closure)
+    assert opt.info.stop_reason == "stalled" and torch.equal(x.detach(), before)
+    # smooth, from a first radius 1e-12 of max_radius: the accepted steps double it back
+    x2 = _on(SPHERE, _unit(100, torch.Generator().manual_seed(1)))
+    smooth = RiemannianTrustRegion([x2], radius=1e-12 * opt.max_radius)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ConvergenceWarning)
+        done = _run(smooth, functools.partial(lambda x, a: -(x @ a @ x), x2, a), steps=300)
+    lam = float(torch.linalg.eigvalsh(a)[-1])
+    assert done[-1].converged and abs(-done[-1].loss - lam) <= 1e-12 * lam, (len(done), done[-1])
+
+
 def test_a_stall_on_a_manifold_without_its_hessian_names_the_missing_curvature():
     """A product of spheres (geoopt's ProductManifold: no ehess2rhess) stalled at ‖g‖ ≈ 1e-5 in float64
     and the warning sent the user to the gradient's rounding and float64, which it had (a new user's

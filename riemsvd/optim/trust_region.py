@@ -338,7 +338,11 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         a load, the best since it). A loss at the point other than the one found there before (its
         trial's, or the last step's where that one did not move), or a gradient norm 10 times its
         low at a loss risen beyond ρ's regularization, starts the count afresh (a new closure).
-        Steps rejected down to a radius under ε·``max_radius`` stop too, whatever ``patience``.
+        Steps rejected down to a radius under ε·``max_radius`` stop too, whatever ``patience``, and
+        so do ``patience`` accepted steps in a row that crawl: each to the boundary of a radius under
+        √ε·``max_radius`` that does not grow, lowering the loss by at most √ε of its size (a loss that
+        is not smooth, or a point that a retraction left off its manifold: the quadratic model holds
+        at no larger step).
 
     Attributes
     ----------
@@ -641,6 +645,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         if collapsed and fresh:
             radius, collapsed = self.radius0, False
             state.pop("collapse_warned", None)
+        if fresh:
+            state.pop("crawl", None)
+        crawling = self.patience is not None and state.get("crawl", 0) >= self.patience
         settled = True
         if self.gradient_tol is None:
             egrad_norm = math.sqrt(sum(float(torch.linalg.vector_norm(g)) ** 2 for g in egrads))
@@ -654,7 +661,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             settled = gnorm == 0 or not falling
         else:
             tol = self.gradient_tol
-        done = "gradient norm" if gnorm <= tol and settled else "stalled" if stalled or collapsed else None
+        stopped = stalled or collapsed or crawling
+        done = "gradient norm" if gnorm <= tol and settled else "stalled" if stopped else None
         if done == "stalled" and self._best is not None and self._best[0] != count:
             # back to the best point since the count began: accepted steps can climb by ρ's
             # regularization (_uphill_reach), and a factorization ‖Y − X W‖² at its minimum had
@@ -695,7 +703,18 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             )
         if done is not None:
             state["moved"] = False  # the point stays: the next step judges it no better
-            if done == "stalled" and moved and since == self.patience:  # once, as it stops
+            if done == "stalled" and moved and crawling:  # once, as it stops
+                warnings.warn(
+                    f"RiemannianTrustRegion: {state['crawl']} accepted steps in a row at a radius of "
+                    f"{radius:.3g} (max_radius {self.max_radius:.3g}) that never grew, the gradient norm "
+                    f"still {gnorm:.3g}: stopped, info.stop_reason = 'stalled'. The quadratic model "
+                    "fits no larger step: is the loss smooth (abs, relu, max and norms at 0 are not), "
+                    "and the point on its manifold (a retraction that leaves it)? For a non-smooth loss "
+                    "use a first-order optimizer (geoopt's RiemannianSGD or RiemannianAdam).",
+                    ConvergenceWarning,
+                    stacklevel=callers_level(),
+                )
+            elif done == "stalled" and moved and since == self.patience:  # once, as it stops
                 # a manifold without ehess2rhess is the likelier cause than rounding (a new user's
                 # trial: a float64 product manifold stalled at 1e-5 was pointed to float64)
                 flat = [i for i, c in enumerate(self._curvatures) if c is None]
@@ -753,6 +772,18 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         accepted, state["radius"] = bool(taken) and math.isfinite(f_new), float(nxt)
         if accepted:
             state["departed_gradient"], state["trial_loss"] = gnorm, f_new
+            # a crawl: a non-smooth loss (−xᵀAx + ‖x‖₁ on S⁹⁹) had its steps accepted at ρ ≈ 0.45 for
+            # 4750 steps at a radius of 3.6e-13, each a new low of the loss by 3e-12, the gradient
+            # norm at 8.5, without a stop (a new user's trial); Brockett's cost on geoopt's
+            # EuclideanStiefelExact, its point 6.4e-10 off the manifold after an accepted step at
+            # ρ = 2838 (step 13), crawled at 1.3e-13 from step 24 to 300. A radius that grows is a
+            # recovery from rejections, not a crawl (a smooth loss's steps from a first radius of
+            # 1e-12·max_radius), and a step that lowers the loss by more than √ε of its size is
+            # progress (σ₁'s pair on spheres with max_radius 1e9: boundary steps of 0.93 at ρ within
+            # (1/4, 3/4)).
+            small = boundary and radius < math.sqrt(eps) * self.max_radius and state["radius"] <= radius
+            little = f - f_new <= math.sqrt(eps) * _loss_scale(min(f, f_new), state)
+            state["crawl"] = state.get("crawl", 0) + 1 if small and little else 0
         state["trial_finite"] = math.isfinite(f_new)
         state["moved"] = accepted
         if not accepted:
