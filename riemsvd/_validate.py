@@ -275,7 +275,9 @@ def check_solve_shape_args(shape, batch, k, tol, maxiter, generator, options) ->
         raise ValueError(f"`A` is empty (shape {tuple(batch) + (m, n)}); it has no singular values.")
     check_positive_int(k, "k", allow_none=False)
     if k > min(m, n):
-        raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {m}×{n}, got {k}.")
+        # the whole shape: a batch's matrices, (3, 5, 4), had been told "A of shape 5×4" (a new user's trial)
+        whole = f"{tuple(batch) + (m, n)} (a batch of {m}×{n} matrices)" if batch else f"{m}×{n}"
+        raise ValueError(f"`k` must be at most min(m, n) = {min(m, n)} for A of shape {whole}, got {k}.")
     if tol is not None:
         # numbers.Real declares no comparison with int in typeshed (mypy issue 3186)
         if isinstance(tol, torch.Tensor):  # solve reads a one-element float tensor, except under compile

@@ -115,6 +115,17 @@ def test_k_out_of_range_raises_value_error(a, k):
         riemsvd.solve(a, k)
 
 
+def test_a_k_too_large_for_a_batch_names_the_whole_shape():
+    """A batch (3, 5, 4) asked for k = 5 was told "for A of shape 5×4", not the shape it passed (a new
+    user's trial); a single matrix is still told its m×n."""
+    with pytest.raises(
+        ValueError, match=r"= 4 for A of shape \(3, 5, 4\) \(a batch of 5×4 matrices\), got 5"
+    ):
+        riemsvd.solve(torch.randn(3, 5, 4), 5)
+    with pytest.raises(ValueError, match=r"= 4 for A of shape 5×4, got 5"):
+        riemsvd.solve(torch.randn(5, 4), 5)
+
+
 def test_non_integer_k_raises_type_error(a):
     with pytest.raises(TypeError, match="`k` must be an int"):
         riemsvd.solve(a, 1.5)
