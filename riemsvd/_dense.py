@@ -128,8 +128,9 @@ _CPU_DENSE_UP_TO = 32
 # to float32 (a new user's trial: tol 1e-7, 9 of 9 weights stalled under "auto", 9 of 9 converged
 # dense, in 40–150 ms against the stalled iteration's 12–90 at 768×768 and 4000×1000). So "auto"
 # takes the dense path there on the CPU, up to the sizes measured (1024 wide, 2²² entries: 2048²
-# took 819 ms against the iteration's 69, 4096² 6.1 s against 0.45; a review); beyond them, and on
-# a GPU (not measured), the iteration runs, and warns with that remedy.
+# took 819 ms against the iteration's 69, 4096² 6.1 s against 0.45; a review); beyond them, a tol
+# from ε/2 to 4·ε runs the iteration in a float64 copy of A (riemsvd._solve._iterates_in_float64),
+# and other tols, and a GPU (not measured), the float32 iteration, warning where it stalls.
 _FLOAT32_ITERATION_REACH = 6 * float(torch.finfo(torch.float32).eps)
 _PRECISION_DENSE_UP_TO, _PRECISION_DENSE_ENTRIES = 1024, 1 << 22
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from riemsvd._operator import (
     reads_entries_in_pass,
 )
 from riemsvd._ops import compiled_solve
-from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult
+from riemsvd._result import ConvergenceWarning, ResolutionWarning, SolveInfo, SVDResult, callers_level
 from riemsvd._subspace import (
     DEFAULT_OPTIONS,
     Outcome,
@@ -50,7 +51,7 @@ from riemsvd._subspace import (
     least_basis,
     subspace_svd,
 )
-from riemsvd._tolerance import HALF, default_tol, product_floor
+from riemsvd._tolerance import HALF, default_tol, eps, product_floor
 from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
@@ -103,12 +104,13 @@ def solve(
         Default 1e-12 in float64 and 1e-6 in float32, or 2·ε·√max(m, n) if larger (the rounding
         floor of the products themselves: 1.1e-5 for a 2000×1000 float32 matrix). Below that floor,
         a float32 A on the CPU, dense or scipy sparse, has its result checked with float64 products
-        (no float64 copy of A is kept), so that the residual reported, and ``converged``, hold for the
-        float32 triplets returned; elsewhere such a tol is checked as rounding allows. The error in
-        each σᵢ is at most about tol·σ₁ (usually far less: it is quadratic in the residual when σᵢ is
-        well separated) once the k returned are the leading ones, which a residual test cannot prove:
-        where σ_k lies within a few tol·σ₁ of σ_{k+1}, σ_{k+1} can come back for σ_k, converged, on a
-        few random starts in a hundred (README, "Guarantees"); ask for k + 1 or a smaller tol there.
+        (no float64 copy of A is kept, but where the iteration runs in one: ``method``), so that the
+        residual reported, and ``converged``, hold for the float32 triplets returned; elsewhere such
+        a tol is checked as rounding allows. The error in each σᵢ is at most about tol·σ₁ (usually
+        far less: it is quadratic in the residual when σᵢ is well separated) once the k returned are
+        the leading ones, which a residual test cannot prove: where σ_k lies within a few tol·σ₁ of
+        σ_{k+1}, σ_{k+1} can come back for σ_k, converged, on a few random starts in a hundred
+        (README, "Guarantees"); ask for k + 1 or a smaller tol there.
     maxiter : int, optional
         Iterations at most (default 2000; raised to the ⌈k/b⌉ that k triplets need); each applies A
         and Aᵀ to one column on the CPU, to a block of b columns on a GPU (``options.block``).
@@ -164,7 +166,11 @@ def solve(
         measurement, expects it to be faster: small matrices and k a sizeable fraction of min(m, n);
         on a GPU, where both are bound by their launches, also float32 matrices up to about 512 wide
         at any k, 1000 wide from k = 2 and 2000 wide from k = 8, and batches of matrices at most 32
-        wide (docs/algorithm.md).
+        wide (docs/algorithm.md). On the CPU a float32 A asked for a ``tol`` below 7.2e-7 (6·ε of
+        float32), which float32 Ritz vectors do not reach, goes dense up to 1024 wide and 2²²
+        entries; wider, or with ``"iterative"``, a ``tol`` from 6e-8 (ε/2) to 4.8e-7 (4·ε) runs
+        the iteration in a float64 copy of A (up to 2²⁷ entries) and returns float32 triplets,
+        ``info`` describing them as returned.
         ``"trust-region"``: Riemannian trust-region (Absil, Baker, Gallivan 2007) on the Brockett cost
         on St(m, k) × St(n, k), its Hessian the Newton operator, the model solved by truncated CG
         (docs/optim.md); quadratically convergent but slower than ``"iterative"`` from a cold start
@@ -271,6 +277,8 @@ def solve(
     A = _from_numpy(A, half=True)  # a float16 array as the float16 tensor (a new user's trial)
     if isinstance(A, torch.Tensor) and A.dtype in HALF:
         return _solve_in_float32(A, k, tol, maxiter, init, generator, options, method)
+    if _iterates_in_float64(A, k, tol, method):
+        return _solve_in_float64(A, k, tol, maxiter, init, generator, options, method)
     if torch.compiler.is_compiling() and (
         is_sharded(A) or torch.autograd.forward_ad._current_level >= 0 or _under_func_grad()
     ):
@@ -621,6 +629,113 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 
+# A float32 A on the CPU asked for a tol in [_COPY_FROM, _COPY_BELOW) is iterated in a float64 copy
+# of at most _COPY_MOST entries (2²⁷: 1 GiB), solved to _COPY_SHARE of tol, the rest left to the
+# cast (:func:`_iterates_in_float64`). Below 4·ε the float32 iteration stalled at 2.2–5.3e-7 on 60 of
+# 90 solves of 1500×1100 matrices at tol 1e-7 to 5e-7 (five classes, k = 1 and 4); above it, it
+# converged where the copy took 2.0–2.4× its time (2000×1030 to 4000×2000 at 5e-7 and 6e-7; a
+# review). Below ε/2 the exact triplets' own rounding to float32 (3e-8 to 1e-7) fails tol anyway, and
+# the float32 iteration stalls there at less cost, saying so. Solved to tol itself, the copy's
+# triplets of 1200×1100 Gaussians (k = 3, tol 1e-7) came to 1.03–1.05e-7 once rounded.
+_COPY_FROM, _COPY_BELOW = 0.5 * eps(torch.float32), 4 * eps(torch.float32)
+_COPY_MOST = 1 << 27
+_COPY_SHARE = 0.25
+
+
+def _iterates_in_float64(A, k, tol, method: str) -> bool:
+    """Whether a float32 A is iterated in a float64 copy (:func:`_solve_in_float64`): one plain CPU
+    tensor of at most ``_COPY_MOST`` entries, a ``tol`` (a number, or one read as one) in
+    [``_COPY_FROM``, ``_COPY_BELOW``), where the iteration runs (``method="iterative"``, or "auto"
+    beyond the dense path's rule: 1024 wide, 2²² entries), outside torch.compile and torch.func's
+    transforms (which the copy's casts would take through the solve; those stall in float32 and
+    warn, as before). Arguments it cannot read go the usual way, to be checked there."""
+    tol = as_number(tol)
+    if not (
+        isinstance(A, torch.Tensor)
+        and A.dtype == torch.float32
+        and A.layout == torch.strided
+        and A.device.type == "cpu"
+        and A.dim() >= 2
+        and 0 < A.numel() <= _COPY_MOST
+        and method in ("auto", "iterative")
+        and isinstance(tol, float | int)
+        and not isinstance(tol, bool)
+        and _COPY_FROM <= tol < _COPY_BELOW
+        and isinstance(k, int | np.integer)
+        and not isinstance(k, bool)
+        and 1 <= k <= min(A.shape[-2:])
+    ):
+        return False
+    if is_sharded(A) or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    batch = int(np.prod(A.shape[:-2]))
+    return method == "iterative" or not prefer_dense(A.shape[-2:], batch, int(k), A.dtype, A.device, tol)
+
+
+def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:
+    """A float32 A solved in a float64 copy (:func:`_iterates_in_float64`) to ``_COPY_SHARE`` of tol,
+    U, S, V returned in float32; gradients flow back through the casts (autograd's). ``info``
+    describes the float32 triplets as returned: their residual from float64 products of the copy (2k
+    more, counted; relative to σ₁ as solved), each bar widened by its σ's cast and rounded up,
+    ``converged`` by tol itself, a σ beyond float32's range by the rounding it carries (inf: not
+    converged); the ConvergenceWarning and ResolutionWarning judge them so, at the caller's line (the
+    copy's spoke of its own tol). Its other warnings are passed on."""
+    tol = float(as_number(tol))
+    init = _init_pair(init)
+
+    def widen(x):
+        return x.double() if isinstance(x, torch.Tensor) and x.dtype == torch.float32 else x
+
+    init = tuple(widen(x) for x in init) if isinstance(init, tuple) else widen(init)
+    wide = A.double()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = solve(wide, k, tol=_COPY_SHARE * tol, maxiter=maxiter, init=init, generator=generator,
+                    options=options, method=method)  # fmt: skip
+    for warning in caught:
+        if not issubclass(warning.category, (ConvergenceWarning, ResolutionWarning)):
+            warnings.warn(warning.message, stacklevel=callers_level())
+    info = out.info
+    assert info is not None  # solve's own result always carries one
+    u, s, v = out.U.float(), out.S.float(), out.V.float()
+    beyond = _beyond_range(s.detach())  # inf, or subnormal with few bits (entries near 1e37, 1e-43)
+    with torch.no_grad():
+        u64, s64, v64 = u.double(), s.double().unsqueeze(-2), v.double()
+        a = wide.detach()
+        left = torch.linalg.vector_norm(a @ v64 - u64 * s64, dim=-2)
+        right = torch.linalg.vector_norm(a.mT @ u64 - v64 * s64, dim=-2)
+        # σ₁ as solved, not as returned: a subnormal float32 σ₁ 8e-8 above the truth had made the
+        # residual that much smaller than the one relative to ‖A‖₂
+        top = out.S.detach()[..., :1].clamp_min(torch.finfo(torch.float64).tiny)
+        floor = 0.5 * product_floor(torch.float64, *A.shape[-2:])  # the products' own rounding
+        residual = (torch.maximum(left, right) / top).amax(-1) + floor
+        residual = torch.where(torch.isfinite(s).all(-1), residual, math.inf)  # σ = inf: no residual
+    info.matvecs += 2 * s.shape[-1]
+    info.tol = tol
+    if info.errors is not None:  # a bar for σ as solved holds for σ as returned, widened by the cast
+        info.errors = _up_to_float32(info.errors.double() + (out.S.detach() - s.detach().double()).abs())
+    # a subnormal σ's few bits are in the residual, which decides (as _charge_rounding's does: 3.7e-39
+    # converges at tol 1e-6, 4e-41 does not)
+    info.residual, info.converged = _up_to_float32(residual), residual <= tol
+    if readable_any(beyond.any(-1) & ~info.converged, default=False):
+        info.stop_reason = "out of range"
+    elif info.stop_reason in ("converged", "whole space") and readable_any(~info.converged, default=False):
+        info.stop_reason = "stalled"  # the cast's rounding alone is above tol
+    if readable_any(~info.converged, default=False):
+        message = _not_converged(info, torch.float32, A.shape, s, options, maxiter)
+        message += batch_elements(~info.converged)
+        warnings.warn(message, ConvergenceWarning, stacklevel=callers_level())
+    _check_resolution(s, info, A.shape)
+    return SVDResult(u, s, v, info)
+
+
+def _up_to_float32(x: torch.Tensor) -> torch.Tensor:
+    """float64 bounds (residuals, error bars) in float32, rounded up: rounded to nearest, a residual
+    of 1.6212837e-7 had come back 1.6212834e-7, below the truth, and bars of 1e-46 (subnormal σ) 0."""
+    rounded = x.float()
+    return torch.where(rounded.double() < x, torch.nextafter(rounded, torch.tensor(math.inf)), rounded)
+
+
 def _broadcast_init(init: tuple, batch: tuple[int, ...]) -> tuple:
     """A checked warm start with each batched tensor expanded to A's batch shape (a view), as every
     path indexes it by A's: (1, n, j) for a batch of 4 had been refused (a new user's trial). A
@@ -870,5 +985,5 @@ def _check_resolution(s, info: SolveInfo, shape=None) -> None:
             f"the trailing triplets are only known to about {known} and need not be the largest ones "
             f"there. Solve {remedy}.",
             ResolutionWarning,
-            stacklevel=3,
+            stacklevel=callers_level(),  # the user's line, from solve or from _solve_in_float64
         )
