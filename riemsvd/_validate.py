@@ -658,7 +658,15 @@ def check_spectral_norm_args(
     check_module(module, "module")
     weight = getattr(module, name, None) if isinstance(name, str) else None
     if not isinstance(weight, torch.Tensor):
-        raise ValueError(f"`name`: {type(module).__name__} has no parameter or buffer called {name!r}.")
+        # its own matrices by name: an LSTM has weight_ih_l0, weight_hh_l0, … and no `weight`, which
+        # the message had not said (a new user's trial)
+        own = [n for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+        named = (
+            f" Its parameters of 2 or more dimensions: {', '.join(own)}; pass one as `name`." if own else ""
+        )
+        raise ValueError(
+            f"`name`: {type(module).__name__} has no parameter or buffer called {name!r}.{named}"
+        )
     from torch.nn.utils.spectral_norm import SpectralNorm as HookSpectralNorm
 
     if any(isinstance(h, HookSpectralNorm) and h.name == name for h in module._forward_pre_hooks.values()):

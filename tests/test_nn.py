@@ -1147,7 +1147,15 @@ def test_zero_weight_gives_zeros_and_finite_gradients_without_nan():
     assert bool(torch.isfinite(original(layer).grad).all())
     zero = nn.Module()
     zero.weight = nn.Parameter(torch.zeros(3, 4))
-    assert torch.equal(rnn.spectral_norm(zero).weight, torch.zeros(3, 4))
+    with pytest.warns(UserWarning, match="spectral_norm of a weight that is zero") as caught:
+        assert torch.equal(rnn.spectral_norm(zero).weight, torch.zeros(3, 4))
+    # registered on a zero weight, at the caller's line: the gradient W/eps is 1e12 times the incoming,
+    # and two new users' trials had a zero-initialized layer jump to ‖W‖ ≈ 1e10 and freeze there;
+    # a nonzero weight is registered in silence
+    assert [w.filename for w in caught] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rnn.spectral_norm(linear(5, 4))
 
 
 def test_assigning_the_weight_stores_it_and_refreshes_the_vectors():
@@ -1521,8 +1529,15 @@ def test_optimizer_hook_warm_starts_from_the_previous_step_and_can_be_removed(mo
 
 
 def test_missing_parameter_raises_value_error_naming_it():
-    with pytest.raises(ValueError, match="`name`.*'kernel'"):
+    with pytest.raises(ValueError, match="`name`.*'kernel'.* 2 or more dimensions: weight; pass one"):
         rnn.spectral_norm(nn.Linear(3, 2), "kernel")
+    # an LSTM's matrices by name (it has no `weight`; a new user's trial), and they serve
+    with pytest.raises(ValueError, match="'weight'. Its parameters .*: weight_ih_l0, weight_hh_l0; pass"):
+        rnn.spectral_norm(nn.LSTM(4, 3))
+    lstm = rnn.spectral_norm(nn.LSTM(4, 3), "weight_hh_l0")
+    assert abs(float(torch.linalg.matrix_norm(lstm.weight_hh_l0.detach().double(), 2)) - 1) <= 1e-5
+    with pytest.raises(ValueError, match="`name`: ReLU has no parameter or buffer called 'weight'.$"):
+        rnn.spectral_norm(nn.ReLU())
 
 
 def test_one_dimensional_weight_raises_value_error():

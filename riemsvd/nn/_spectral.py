@@ -200,6 +200,18 @@ class SpectralNorm(PairNormalization):
         self.dim = dim
         self.tol = tol
         self.eps = eps
+        if not weight.is_meta and weight.numel() and not bool(weight.detach().any()):
+            # the docstring said so, and two new users' trials met it all the same: a zero-initialized
+            # last layer (a residual or LoRA branch) went to ‖W‖ = 2.3e10 at its first SGD step and
+            # stayed there, frozen, its loss 0.977 where a default init reached 0.799
+            warnings.warn(
+                "spectral_norm of a weight that is zero: W/σ is 0, and its gradient is that of W/eps "
+                f"({1 / eps:.3g} times the incoming one), so a first SGD step takes the weight to a norm "
+                "of about 1e10, where it barely learns. Initialize it away from zero (a small random "
+                "init); for a branch that should start at zero, scale the normalized layer's output by "
+                "a parameter initialized to 0 instead.",
+                stacklevel=callers_level(),
+            )
         self._store_pair(*self._first_pair(as_matrix(weight.detach(), dim), tol), weight)
 
     def _first_pair(self, w_mat: torch.Tensor, tol) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,8 +328,9 @@ def spectral_norm(
     eps : float
         σ is clamped below at ``eps``, so a zero weight gives zeros, not NaN. The gradient there is that
         of W/eps, about 1/eps times the incoming one (1e12 by default): a zero-initialized weight
-        jumps to ‖W‖ ≈ 1e10 at its first SGD step and then barely learns (torch's gives NaN). Start
-        the weight away from zero, as torch's own initializations do.
+        jumps to ‖W‖ ≈ 1e10 at its first SGD step and then barely learns (torch's gives NaN), and
+        registering a zero weight warns. Start the weight away from zero, as torch's own
+        initializations do.
     dim : int, optional
         The output dimension: the weight of shape ``(d0, d1, …)`` is seen as the matrix
         ``(d_dim, ∏ other dims)``. Default 0, and 1 for ConvTranspose1d/2d/3d (as in torch).
