@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -658,9 +659,9 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
         and A.dim() >= 2
         and 0 < A.numel() <= _COPY_MOST
         and method in ("auto", "iterative")
-        and isinstance(tol, float | int)
+        and isinstance(tol, numbers.Real)  # np.float32's too (not a float; a review)
         and not isinstance(tol, bool)
-        and _COPY_FROM <= tol < _COPY_BELOW
+        and _COPY_FROM <= float(tol) < _COPY_BELOW
         and isinstance(k, int | np.integer)
         and not isinstance(k, bool)
         and 1 <= k <= min(A.shape[-2:])
@@ -669,7 +670,9 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
     if is_sharded(A) or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
     batch = int(np.prod(A.shape[:-2]))
-    return method == "iterative" or not prefer_dense(A.shape[-2:], batch, int(k), A.dtype, A.device, tol)
+    return method == "iterative" or not prefer_dense(
+        A.shape[-2:], batch, int(k), A.dtype, A.device, float(tol)
+    )
 
 
 def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:
@@ -699,8 +702,8 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
     assert info is not None  # solve's own result always carries one
     u, s, v = out.U.float(), out.S.float(), out.V.float()
     beyond = _beyond_range(s.detach())  # inf, or subnormal with few bits (entries near 1e37, 1e-43)
-    with torch.no_grad():
-        u64, s64, v64 = u.double(), s.double().unsqueeze(-2), v.double()
+    with torch.no_grad():  # detached: forward mode's tangents had reached the residual (a review)
+        u64, s64, v64 = u.detach().double(), s.detach().double().unsqueeze(-2), v.detach().double()
         a = wide.detach()
         left = torch.linalg.vector_norm(a @ v64 - u64 * s64, dim=-2)
         right = torch.linalg.vector_norm(a.mT @ u64 - v64 * s64, dim=-2)
@@ -711,12 +714,15 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
         residual = (torch.maximum(left, right) / top).amax(-1) + floor
         residual = torch.where(torch.isfinite(s).all(-1), residual, math.inf)  # σ = inf: no residual
     info.matvecs += 2 * s.shape[-1]
-    info.tol = tol
     if info.errors is not None:  # a bar for σ as solved holds for σ as returned, widened by the cast
         info.errors = _up_to_float32(info.errors.double() + (out.S.detach() - s.detach().double()).abs())
     # a subnormal σ's few bits are in the residual, which decides (as _charge_rounding's does: 3.7e-39
-    # converges at tol 1e-6, 4e-41 does not)
-    info.residual, info.converged = _up_to_float32(residual), residual <= tol
+    # converges at tol 1e-6, 4e-41 does not). And the copy's own failure: a maxiter that stopped it
+    # before its tol, or before its probe for a larger value, leaves the k returned unproven, whatever
+    # their residual (read as converged, a warm start's and cold k = 2 solves at maxiter 71–78 had
+    # passed unprobed; a review), which the ConvergenceWarning says
+    info.residual, info.converged = _up_to_float32(residual), (residual <= tol) & info.converged
+    info.tol = tol
     if readable_any(beyond.any(-1) & ~info.converged, default=False):
         info.stop_reason = "out of range"
     elif info.stop_reason in ("converged", "whole space") and readable_any(~info.converged, default=False):
@@ -725,7 +731,7 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
         message = _not_converged(info, torch.float32, A.shape, s, options, maxiter)
         message += batch_elements(~info.converged)
         warnings.warn(message, ConvergenceWarning, stacklevel=callers_level())
-    _check_resolution(s, info, A.shape)
+    _check_resolution(s, info)  # at tol: the products were float64 (float32's floor was 83× it; a review)
     return SVDResult(u, s, v, info)
 
 

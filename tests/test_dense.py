@@ -270,9 +270,9 @@ def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy(monkey
     in float32, stalled at 2.2–5.3e-7 and warned (60 of 90 solves of 1500×1100 matrices, five classes,
     k = 1 and 4, tol 1e-7 and 2e-7; 4000×2000 at 3.4–5.3e-7). It is iterated in a float64 copy now:
     float32 triplets whose own residual, checked here in float64, is within tol, σ within it of the
-    float64 SVD's, no warning, the gradient float32 and σ₁'s u₁v₁ᵀ; tol as a one-element tensor the
-    same. Where the cast's own rounding is above tol, not converged, "stalled", the warning quoting
-    tol at the user's line."""
+    float64 SVD's, no warning, the gradient float32 and σ₁'s u₁v₁ᵀ; tol as a one-element tensor or a
+    numpy float32 the same. Where the cast's own rounding is above tol, not converged, "stalled", the
+    warning quoting tol at the user's line."""
     g = torch.Generator().manual_seed(0)
     a = make_matrix("decay", 1100, 1030, g, dtype=torch.float32).requires_grad_()
     # scipy's LAPACK: torch's CPU build took 9 s for this SVD on an AMD CPU, scipy's 0.13
@@ -281,10 +281,12 @@ def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy(monkey
         warnings.simplefilter("error")
         result = riemsvd.solve(a, 2, tol=1e-7)
         again = riemsvd.solve(a.detach(), 2, tol=torch.tensor(1e-7))
+        once_more = riemsvd.solve(a.detach(), 2, tol=np.float32(1e-7))
     assert result.S.dtype == result.U.dtype == torch.float32 and bool(result.info.converged), result.info
     assert result.info.method == "iterative" and result.info.tol == 1e-7  # beyond the dense rule's 1024
     assert _float32_residual(a, result) <= float(result.info.residual) <= 1e-7, result.info
-    assert bool(again.info.converged) and _float32_residual(a, again) <= 1e-7
+    for other in (again, once_more):  # tol as a tensor, and as numpy's float32 (not a float)
+        assert bool(other.info.converged) and _float32_residual(a, other) <= 1e-7
     off = (result.S.detach().double() - s_ref[:2]).abs()
     assert float(off.max()) <= 1e-7 * float(s_ref[0]) and bool((result.info.errors >= off).all())
     (grad,) = torch.autograd.grad(result.S[0], a)
