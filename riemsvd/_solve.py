@@ -680,9 +680,10 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
     U, S, V returned in float32; gradients flow back through the casts (autograd's). ``info``
     describes the float32 triplets as returned: their residual from float64 products of the copy (2k
     more, counted; relative to σ₁ as solved), each bar widened by its σ's cast and rounded up,
-    ``converged`` by tol itself, a σ beyond float32's range by the rounding it carries (inf: not
-    converged); the ConvergenceWarning and ResolutionWarning judge them so, at the caller's line (the
-    copy's spoke of its own tol). Its other warnings are passed on."""
+    ``converged`` by tol itself and by the copy's own (a ``maxiter`` that stopped it short leaves
+    them unproven), a σ beyond float32's range by the rounding it carries (inf: not converged); the
+    ConvergenceWarning and ResolutionWarning judge them so, at the caller's line (the copy's spoke
+    of its own tol). Its other warnings are passed on."""
     tol = float(as_number(tol))
     init = _init_pair(init)
 
