@@ -456,8 +456,9 @@ def norm_bounds(
         and float16 tensors are bounded in float32 (which holds them exactly), then ``lower`` rounded
         down and ``upper`` up to their dtype, so the bounds still hold.
     tol : float, optional
-        Relative residual for the solve (default that of :func:`riemsvd.solve`). The deterministic
-        bound's excess over ‖A‖₂ is about c²/(2‖A‖₂(a² − f²)), i.e. quadratic in ``tol`` once a² > f².
+        Relative residual for the solve (default that of :func:`riemsvd.solve`). The subspace bound's
+        excess over ‖A‖₂ is about c²/(2‖A‖₂(a² − f²)), i.e. quadratic in ``tol`` once a² > f²; the
+        ``"norms"`` bound of a sparse A does not depend on it (below: a flat spectrum's).
     confidence : float, optional
         In (0, 1): also compute the probabilistic bound, failing with probability at most
         1 − confidence.
@@ -494,7 +495,12 @@ def norm_bounds(
     singular values hold almost all of ‖A‖_F² — low-rank or decaying spectra; for flat spectra
     (Gaussian matrices, most network weights) f ≫ ‖A‖₂ and it is close to ‖A‖_F: there a dense A
     gets the Gram–Cholesky certificate (one Gram matrix and one factorization of order N, less than
-    an SVD), and a matrix-free operator the probabilistic bound, with ``confidence``. The rounding
+    an SVD), and a matrix-free operator the probabilistic bound, with ``confidence``. A sparse A
+    gets the lower of the subspace and ``"norms"`` bounds, both loose on a flat spectrum at any
+    ``tol``: a random 3000×2000 matrix of density 0.002 had ``upper`` 2.58·‖A‖₂ in 22 ms (a new
+    user's trial). Where its dense float64 copy fits, ``norm_bounds(torch.from_numpy(A.toarray()))``
+    certifies it by the Gram–Cholesky certificate (1 + 7e-9 there, in 556 ms); ``confidence=0.999``
+    gave 1.0135 in 23 ms, probabilistic. The rounding
     model (γ_N = N·u/(1 − N·u) for sums of N terms) assumes
     products computed by classical summation in any order, as BLAS does; the probabilistic bound is
     for the exact Krylov space of the start drawn, computed with full reorthogonalization. For float32
