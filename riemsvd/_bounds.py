@@ -35,7 +35,7 @@ from riemsvd._result import ConvergenceWarning, callers_level
 from riemsvd._solve import DEFAULT_MAXITER, Problem, _from_numpy, execute, prepare
 from riemsvd._space import randn
 from riemsvd._subspace import orthonormalize
-from riemsvd._tolerance import HALF, TINY, default_tol, gamma
+from riemsvd._tolerance import HALF, TINY, default_tol, gamma, rounded_outward
 from riemsvd._validate import as_number, check_bound_exists, check_bounds_args
 
 __all__ = ["NormBounds", "norm_bounds"]
@@ -539,7 +539,10 @@ def norm_bounds(
         A = A.detach()
         if A.dtype in HALF:  # in float32, which holds A exactly
             b = norm_bounds(A.float(), tol=tol, confidence=confidence, generator=generator)
-            lower, upper = _round_down(b.lower.double(), A.dtype), _round_up(b.upper.double(), A.dtype)
+            lower, upper = (
+                rounded_outward(b.lower.double(), A.dtype, up=False),
+                _round_up(b.upper.double(), A.dtype),
+            )
             failure = b.failure_probability.to(A.dtype)
             return NormBounds(lower, upper, b.certified, failure, b.matvecs, b.solve_matvecs, b.k, b.method)
     problem = prepare(A, 1, tol=tol, generator=generator, method="iterative")
@@ -554,7 +557,9 @@ def norm_bounds(
     if fourier is not None and fourier.exact:
         one = torch.ones((), dtype=torch.bool, device=op.device)
         return NormBounds(
-            _round_down(torch.tensor(fourier.lower, dtype=torch.float64), op.dtype).to(op.device),
+            rounded_outward(torch.tensor(fourier.lower, dtype=torch.float64), op.dtype, up=False).to(
+                op.device
+            ),
             _round_up(torch.tensor(fourier.upper, dtype=torch.float64), op.dtype).to(op.device),
             one,
             torch.zeros((), dtype=op.dtype, device=op.device),
@@ -677,7 +682,7 @@ def norm_bounds(
         lower, upper = ldexp_outward(lower, -exponent, up=False), ldexp_outward(upper, -exponent, up=True)
     dtype = op.dtype
     return NormBounds(
-        _round_down(lower, dtype).to(op.device),
+        rounded_outward(lower, dtype, up=False).to(op.device),
         _round_up(upper, dtype).to(op.device),
         certified.to(op.device),
         failure.to(dtype).to(op.device),
@@ -802,12 +807,7 @@ def _round_up(x: torch.Tensor, dtype) -> torch.Tensor:
             RuntimeWarning,
             stacklevel=callers_level(),
         )
-    return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
-
-
-def _round_down(x: torch.Tensor, dtype) -> torch.Tensor:
-    y = x.to(dtype)
-    return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
+    return rounded_outward(x, dtype, up=True)
 
 
 def _deterministic_loop(problem: Problem, cert: Operator, fro2, size: int, k_max: int, maxiter: int):

@@ -52,7 +52,7 @@ from riemsvd._subspace import (
     least_basis,
     subspace_svd,
 )
-from riemsvd._tolerance import HALF, default_tol, eps, product_floor
+from riemsvd._tolerance import HALF, default_tol, eps, product_floor, rounded_outward
 from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
@@ -715,14 +715,18 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
         residual = (torch.maximum(left, right) / top).amax(-1) + floor
         residual = torch.where(torch.isfinite(s).all(-1), residual, math.inf)  # σ = inf: no residual
     info.matvecs += 2 * s.shape[-1]
-    if info.errors is not None:  # a bar for σ as solved holds for σ as returned, widened by the cast
-        info.errors = _up_to_float32(info.errors.double() + (out.S.detach() - s.detach().double()).abs())
-    # a subnormal σ's few bits are in the residual, which decides (as _charge_rounding's does: 3.7e-39
-    # converges at tol 1e-6, 4e-41 does not). And the copy's own failure: a maxiter that stopped it
-    # before its tol, or before its probe for a larger value, leaves the k returned unproven, whatever
-    # their residual (read as converged, a warm start's and cold k = 2 solves at maxiter 71–78 had
-    # passed unprobed; a review), which the ConvergenceWarning says
-    info.residual, info.converged = _up_to_float32(residual), (residual <= tol) & info.converged
+    # a bar for σ as solved holds for σ as returned, widened by the cast (the residual, fresh, has it)
+    _charge_rounding(out.S, s, info, False)
+    if info.errors is not None:  # rounded up: to nearest, bars of 1e-46 (subnormal σ) had come back 0
+        info.errors = rounded_outward(info.errors.double(), torch.float32, up=True)
+    # the residual rounded up (to nearest, 1.6212837e-7 had come back 1.6212834e-7, below the truth).
+    # A subnormal σ's few bits are in it, and it decides (as _charge_rounding's does: 3.7e-39 converges
+    # at tol 1e-6, 4e-41 does not). And the copy's own failure: a maxiter that stopped it before its
+    # tol, or before its probe for a larger value, leaves the k returned unproven, whatever their
+    # residual (read as converged, a warm start's and cold k = 2 solves at maxiter 71–78 had passed
+    # unprobed; a review), which the ConvergenceWarning says
+    info.residual = rounded_outward(residual, torch.float32, up=True)
+    info.converged = (residual <= tol) & info.converged
     info.tol = tol
     if readable_any(beyond.any(-1) & ~info.converged, default=False):
         info.stop_reason = "out of range"
@@ -734,13 +738,6 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
         warnings.warn(message, ConvergenceWarning, stacklevel=callers_level())
     _check_resolution(s, info)  # at tol: the products were float64 (float32's floor was 83× it; a review)
     return SVDResult(u, s, v, info)
-
-
-def _up_to_float32(x: torch.Tensor) -> torch.Tensor:
-    """float64 bounds (residuals, error bars) in float32, rounded up: rounded to nearest, a residual
-    of 1.6212837e-7 had come back 1.6212834e-7, below the truth, and bars of 1e-46 (subnormal σ) 0."""
-    rounded = x.float()
-    return torch.where(rounded.double() < x, torch.nextafter(rounded, torch.tensor(math.inf)), rounded)
 
 
 def _broadcast_init(init: tuple, batch: tuple[int, ...]) -> tuple:

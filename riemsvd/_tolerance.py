@@ -15,6 +15,7 @@ __all__ = [
     "eps",
     "gamma",
     "product_floor",
+    "rounded_outward",
     "solver_dtype",
 ]
 
@@ -73,3 +74,11 @@ def gamma(terms: int, dtype: torch.dtype = torch.float64) -> float:
     (Higham); inf where N·u reaches 1/2."""
     nu = terms * eps(dtype) / 2
     return nu / (1 - nu) if nu < 0.5 else math.inf
+
+
+def rounded_outward(x: torch.Tensor, dtype: torch.dtype, up: bool) -> torch.Tensor:
+    """A float64 bound x in ``dtype``, rounded ``up`` (never below x) or down (never above it): a bound
+    rounded to nearest can land on the wrong side of what it bounds."""
+    y = x.to(dtype)
+    wrong = y.to(torch.float64) < x if up else y.to(torch.float64) > x
+    return torch.where(wrong, torch.nextafter(y, torch.full_like(y, math.inf if up else -math.inf)), y)

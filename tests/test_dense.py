@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import riemsvd
 from riemsvd._dense import prefer_dense
-from tests.matrices import SHAPES, SPECTRA, check_svd, make_matrix
+from tests.matrices import SHAPES, SPECTRA, check_svd, make_matrix, true_residuals
 
 
 @given(
@@ -259,10 +259,12 @@ def test_a_float32_tol_below_the_iterations_reach_takes_the_dense_path():
 
 
 def _float32_residual(a: torch.Tensor, result) -> float:
-    """The relative residual of a float32 result's triplets as returned, by float64 products."""
-    a64, u, s, v = (x.detach().double() for x in (a, result.U, result.S, result.V))
-    residual = torch.maximum((a64 @ v - u * s).norm(dim=0), (a64.T @ u - v * s).norm(dim=0))
-    return float(residual.max()) / float(scipy.linalg.norm(a64.numpy(), 2))  # scipy's SVD: see below
+    """The relative residual of a float32 result's triplets as returned (float64 products), ‖A‖₂ by
+    scipy's SVD (see below)."""
+    a64 = a.detach().double()
+    s1 = torch.tensor([scipy.linalg.norm(a64.numpy(), 2)], dtype=torch.float64)
+    triplets = (x.detach() for x in (result.U, result.S, result.V))
+    return float(true_residuals(a64, *triplets, s1=s1).max())
 
 
 def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy(monkeypatch):
