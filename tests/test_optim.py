@@ -1015,6 +1015,18 @@ def test_the_kept_point_takes_the_terms_rounding_only_between_a_settled_gradient
     assert opt._best[0] == 4  # lower beyond the terms' rounding: taken, settled or not
 
 
+def test_a_loss_falling_far_below_its_first_is_not_stopped_by_the_first_ones_rounding():
+    """Rosenbrock's function in float32 from (−30, 30): its first loss 7.6e7 made 4·ε of it, 36, the
+    rounding that each later decrease was judged against, and the steps in the valley (0.01 to 1.7 a
+    step, as the model predicted) stopped "rounding", converged, at f = 34.5 with a gradient norm of
+    15.4 (a review). A decrease the model predicted is progress: the steps go on to the minimum."""
+    x = torch.tensor([-30.0, 30.0], requires_grad=True)
+    opt = RiemannianTrustRegion([x])
+    infos = _run(opt, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2, steps=300)
+    assert infos[-1].converged, infos[-1]
+    assert float((x.detach() - 1).abs().max()) <= 1e-3, x
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_a_factorization_beside_a_plain_tensor_stops_at_its_minimum(dtype):
     """‖Y − X W‖² with X on St(60, 3) and W a plain tensor is the same at (XQ, QᵀW). At its minimum
