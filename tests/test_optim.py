@@ -1015,14 +1015,32 @@ def test_the_kept_point_takes_the_terms_rounding_only_between_a_settled_gradient
     assert opt._best[0] == 4  # lower beyond the terms' rounding: taken, settled or not
 
 
-def test_a_loss_falling_far_below_its_first_is_not_stopped_by_the_first_ones_rounding():
+def test_a_degenerate_minimum_at_zero_stops_at_the_rounding_of_the_start():
+    """Σxᵢ⁴ (float64), minimum 0 at 0: each Newton step takes a third of x off, the decrease the
+    model predicted, and judged against ε·‖x‖ the steps went on to ‖x‖ = 1e-39, 252 of them, ended
+    by the underflow of ρ (a review). Against ε times the size x had at the start they end once x is
+    within that of 0."""
+    x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    start = float(x.detach().norm())
+    opt = RiemannianTrustRegion([x])
+    infos = _run(opt, lambda: (x**4).sum(), steps=400)
+    assert infos[-1].converged, infos[-1]
+    assert float(x.detach().norm()) <= 1e-15 * start, x
+    assert len(infos) <= 120, len(infos)
+
+
+@pytest.mark.parametrize("idle", [None, 1e9])
+def test_a_loss_falling_far_below_its_first_is_not_stopped_by_the_first_ones_rounding(idle):
     """Rosenbrock's function in float32 from (−30, 30): its first loss 7.6e7 made 4·ε of it, 36, the
     rounding that each later decrease was judged against, and the steps in the valley (0.01 to 1.7 a
     step, as the model predicted) stopped "rounding", converged, at f = 34.5 with a gradient norm of
-    15.4 (a review). A decrease the model predicted is progress: the steps go on to the minimum."""
+    15.4 (a review). A decrease the model predicted is progress: the steps go on to the minimum. Also
+    beside a parameter of 1e9 that the loss does not move, whose size had hidden the steps (a
+    review)."""
     x = torch.tensor([-30.0, 30.0], requires_grad=True)
-    opt = RiemannianTrustRegion([x])
-    infos = _run(opt, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2, steps=300)
+    z = torch.full((1,), idle or 0.0, requires_grad=True)
+    opt = RiemannianTrustRegion([x, z] if idle else [x])
+    infos = _run(opt, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2 + 0 * z.sum(), steps=300)
     assert infos[-1].converged, infos[-1]
     assert float((x.detach() - 1).abs().max()) <= 1e-3, x
 

@@ -186,19 +186,29 @@ def _progress(
     return state["since_progress"], fresh
 
 
-def _as_modeled(decrease: float, predicted: float, step: float, point: float, eps: float) -> bool:
+def _sizes(xs: list) -> list[float]:
+    """The parameters' norms (of all their entries)."""
+    return [math.sqrt(float(x.square().sum())) for x in xs]
+
+
+def _as_modeled(decrease: float, predicted: float, lengths: list, sizes: list, eps: float) -> bool:
     """Whether an accepted step's ``decrease`` of the loss is the one the quadratic model predicted
-    (within half of it), by a step of norm ``step`` that moved the parameters (norm ``point``) by more
-    than their rounding, ε·‖x‖: progress, though it may lie below the rounding of the terms the loss
-    summed at the first step (:func:`_loss_scale`). That estimate stays as the loss falls, and
-    Rosenbrock's function in float32 from (−30, 30), its first loss 7.6e7, stopped "rounding",
-    converged, at f = 34.5 and a gradient norm of 15.4, its last ten steps lowering the loss by 0.01
-    to 1.7 (ρ without its regularization 0.93–1.07) against the 36 counted as rounding (a review).
-    Rounding's decreases agree with no model: an orthogonal Procrustes fit at its closed form, small
-    by cancellation, had decreases of 1e-16 where the model predicted 1e-28. A step under ε·‖x‖
-    moves nothing the dtype holds: xᵀAx on the sphere, falling to an exact 0 (A = diag(0, …)), kept
-    the model's decrease to 5e-320 at x₁ = 1 exactly (see :func:`_progress`)."""
-    return predicted > 0 and abs(decrease - predicted) <= predicted / 2 and step > eps * point
+    (within half of it), by a step that moved some parameter by more than its rounding: its part's
+    norm (``lengths``, one per parameter) above ε times the parameter's size (``sizes``: the larger of
+    its norm now and at the count's fresh start). Such a decrease is progress, though it may lie below
+    the rounding of the terms the loss summed at the first step (:func:`_loss_scale`). That estimate
+    stays as the loss falls, and Rosenbrock's function in float32 from (−30, 30), its first loss
+    7.6e7, stopped "rounding", converged, at f = 34.5 and a gradient norm of 15.4, its last ten steps
+    lowering the loss by 0.01 to 1.7 (ρ without its regularization 0.93–1.07) against the 36 counted
+    as rounding (a review). Rounding's decreases agree with no model: an orthogonal Procrustes fit at
+    its closed form, small by cancellation, had decreases of 1e-16 where the model predicted 1e-28.
+    Each parameter on its own: with all of them together, one of 1e9 beside Rosenbrock's two hid
+    every step (a review). Its size at the start too: a minimum at 0 approached by steps of a third
+    of x (Σxᵢ⁴), each as the model predicted, is a step of ε·‖x‖ only at 5e-39, 252 steps against
+    39, and xᵀAx on the sphere, falling to an exact 0 (A = diag(0, …)), kept the model's decrease to
+    5e-320 at x₁ = 1 exactly (see :func:`_progress`)."""
+    moved = any(length > eps * size for length, size in zip(lengths, sizes))
+    return predicted > 0 and abs(decrease - predicted) <= predicted / 2 and moved
 
 
 class _Euclidean:
@@ -655,6 +665,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
         since, fresh = _progress(state, f, gnorm, eps, moved, unit, moved and state.get("modeled", False))
+        if fresh:  # the parameters' sizes that a step is judged against (see _as_modeled)
+            state["first_sizes"] = _sizes(xs)
         floor = unit * state.get("first_gradient", 0.0)  # the gradient's rounding ("rounding" below)
         lowest = state["best_loss"]
         self._keep_if_best(fresh, count, f, gnorm, xs, lowest, _loss_scale(lowest, state), floor, eps)
@@ -806,10 +818,12 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             small = boundary and radius < math.sqrt(eps) * self.max_radius and state["radius"] <= radius
             little = f - f_new <= math.sqrt(eps) * _loss_scale(min(f, f_new), state)
             state["crawl"] = state.get("crawl", 0) + 1 if small and little else 0
-            # the step's length and the point's size, in the manifolds' metric and the entries'
-            length = math.sqrt(max(self._inner(xs, eta, eta), 0.0))
-            size = math.sqrt(sum(float(x.square().sum()) for x in xs))
-            state["modeled"] = _as_modeled(f - f_new, predicted, length, size, eps)
+            # each parameter's step length (in its manifold's metric) and size (see _as_modeled)
+            lengths = [
+                math.sqrt(max(float(m.inner(x, e, e).sum()), 0.0)) for m, x, e in zip(manifolds, xs, eta)
+            ]
+            sizes = [max(now, then) for now, then in zip(_sizes(xs), state.get("first_sizes", []))]
+            state["modeled"] = _as_modeled(f - f_new, predicted, lengths, sizes, eps)
         state["trial_finite"] = math.isfinite(f_new)
         state["moved"] = accepted
         if not accepted:
