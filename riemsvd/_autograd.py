@@ -394,12 +394,17 @@ def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
 
 
 def _unrecorded(a: torch.Tensor) -> torch.Tensor:
-    """A for the complement solve's operator: detached where autograd records nothing (grad mode off,
-    as in a backward that makes no graph), so that its products go through numpy's BLAS as the
-    forward's do (``mm``: torch's for a tensor that requires grad). With torch's, a float32 1500×600
-    A times 2 columns took 1.35 ms against numpy's 0.24, and the backward of a k = 2 subspace loss
-    371–510 ms against 56–59 at k = 1 (a new user's trial; 2-core AMD EPYC)."""
-    return a if torch.is_grad_enabled() else a.detach()
+    """A for the complement solve's operator: detached where no derivative of the solve is taken
+    (grad mode off, as in a backward that makes no graph, and no torch.func transform), so that its
+    products go through numpy's BLAS as the forward's do (``mm``: torch's for a tensor that requires
+    grad). With torch's, a float32 1500×600 A times 2 columns took 1.35 ms against numpy's 0.24, and
+    the backward of a k = 2 subspace loss 371–510 ms against 56–59 at k = 1 (a new user's trial;
+    2-core AMD EPYC). Not under a transform: vjp's
+    backward inside jacfwd runs with grad mode off under an outer ``torch.no_grad()``, and a detached
+    A dropped jacfwd's tangent, torch.func.hessian 19–72% off, unsaid (a review)."""
+    if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        return a
+    return a.detach()
 
 
 def _tangent(layout: Layout, a, u, s, v, da):

@@ -204,9 +204,10 @@ def _as_modeled(decrease: float, predicted: float, lengths: list, sizes: list, e
     its closed form, small by cancellation, had decreases of 1e-16 where the model predicted 1e-28.
     Each parameter on its own: with all of them together, one of 1e9 beside Rosenbrock's two hid
     every step (a review). Its size at the start too: a minimum at 0 approached by steps of a third
-    of x (Σxᵢ⁴), each as the model predicted, is a step of ε·‖x‖ only at 5e-39, 252 steps against
-    39, and xᵀAx on the sphere, falling to an exact 0 (A = diag(0, …)), kept the model's decrease to
-    5e-320 at x₁ = 1 exactly (see :func:`_progress`)."""
+    of x (Σxᵢ⁴), each as the model predicted, stays above ε·‖x‖ down to ‖x‖ = 1e-39 (252 steps
+    where the first loss's rounding had stopped at 39; a review). And no step on its own rounding:
+    xᵀAx on the sphere, falling to an exact 0 (A = diag(0, …)), kept the model's decrease to 5e-320
+    at x₁ = 1 exactly (see :func:`_progress`)."""
     moved = any(length > eps * size for length, size in zip(lengths, sizes))
     return predicted > 0 and abs(decrease - predicted) <= predicted / 2 and moved
 
