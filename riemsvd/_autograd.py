@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.autograd import forward_ad
 
 from riemsvd._backend import batch_elements, dense_threads, mm, no_autocast, readable_any, solver_threads
 from riemsvd._newton import NewtonOperator, tcg
@@ -308,15 +307,13 @@ def _cg_budget(op: Operator, k: int, *tensors: torch.Tensor) -> int | None:
     """CG's iterations worth the direct solve for k columns, where that can run: a dense A held whole
     on the CPU whose float64 work fits _DIRECT_BYTES, no graph being recorded through the solve from
     A or ``tensors`` (a second derivative: the complement's Gram matrix has k zero eigenvalues, where
-    torch's own eigh backward has no derivative), no forward-mode tangent riding on them
-    (:func:`_dual`), no torch.func transform around it; else None."""
+    torch's own eigh backward has no derivative), no forward-mode tangent riding on them, no
+    torch.func transform around it (:func:`needs_graph`); else None."""
     if not isinstance(op, DenseOperator) or op.distributed or torch.device(op.device).type != "cpu":
         return None
-    if 3 * 8 * op.a.numel() > _DIRECT_BYTES or torch._C._are_functorch_transforms_active():
+    if 3 * 8 * op.a.numel() > _DIRECT_BYTES:
         return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (op.a, *tensors)):
-        return None
-    if _dual(op.a, *tensors):
+    if any(needs_graph(t) for t in (op.a, *tensors) if t is not None):
         return None
     p, q = sorted(op.shape)
     return int(_DIRECT_COST.get(op.dtype, 0.9) * (1 + 1.55 * p / q) * p / (k + 20))
@@ -399,24 +396,17 @@ def _direct_complement_solve(op: Operator, u, s, v, rhs_u, rhs_v, warn: bool):
 
 def _unrecorded(a: torch.Tensor) -> torch.Tensor:
     """A for the complement solve's operator: detached where no derivative of the solve is taken
-    (grad mode off, as in a backward that makes no graph, no torch.func transform and no forward-mode
-    dual on A: see :func:`_dual`), so that its products go through numpy's BLAS as the forward's do
-    (``mm``: torch's for a tensor that requires grad). With torch's, a float32 1500×600 A times 2
+    (:func:`needs_graph`: grad mode off, as in a backward that makes no graph, no torch.func
+    transform, no forward-mode dual on A), so that its products go through numpy's BLAS as the
+    forward's do (``mm``: torch's for a tensor that requires grad). A dual's tangent rides through a
+    backward that makes no graph on the backward's own torch operations, which a detached A (and the
+    direct solve's numpy and LAPACK) drop: forward over reverse without ``create_graph`` came out
+    47–93% off, unsaid (a review). With torch's, a float32 1500×600 A times 2
     columns took 1.35 ms against numpy's 0.24, and the backward of a k = 2 subspace loss 371–510 ms
     against 56–59 at k = 1 (a new user's trial; 2-core AMD EPYC). Not under a transform: vjp's
     backward inside jacfwd runs with grad mode off under an outer ``torch.no_grad()``, and a detached
     A dropped jacfwd's tangent, torch.func.hessian 19–72% off, unsaid (a review)."""
-    if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active() or _dual(a):
-        return a
-    return a.detach()
-
-
-def _dual(*tensors) -> bool:
-    """Whether any of ``tensors`` carries a forward-mode tangent (torch.autograd.forward_ad): a dual
-    through a backward that makes no graph, its tangent carried by the backward's own torch
-    operations. The direct solve (numpy and LAPACK) and a detached A drop it: the Hessian-vector
-    product of forward over reverse without ``create_graph`` came out 47–93% off, unsaid (a review)."""
-    return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    return a if needs_graph(a) else a.detach()
 
 
 def _tangent(layout: Layout, a, u, s, v, da):

@@ -665,7 +665,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         eps = torch.finfo(dtype).eps
         moved = state.get("moved", True)
         unit = _AT_ROUNDING * _gradient_rounding(xs, 1.0, eps)  # the gradient's rounding per unit of ‖g₀‖
-        since, fresh = _progress(state, f, gnorm, eps, moved, unit, moved and state.get("modeled", False))
+        since, fresh = _progress(state, f, gnorm, eps, moved, unit, state.get("modeled", False))
         if fresh:  # the parameters' sizes that a step is judged against (see _as_modeled)
             state["first_sizes"] = _sizes(xs)
         floor = unit * state.get("first_gradient", 0.0)  # the gradient's rounding ("rounding" below)
