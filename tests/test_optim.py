@@ -1167,3 +1167,51 @@ def test_a_loss_that_falls_to_an_exact_zero_stops_at_its_rounding(n=200):
             break
     assert opt.info.converged, opt.info
     assert float(1 - x.detach()[0].abs()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "steps"),
+    [
+        (torch.float32, 1e12, 25),
+        (torch.float32, 1e20, 25),
+        (torch.float32, 1e-25, 25),
+        (torch.float64, 1e150, 25),
+        (torch.float64, 1e-150, 25),
+        (torch.float64, 1e-200, 250),
+    ],
+)
+def test_a_rayleigh_quotient_scaled_far_from_one_reaches_its_minimum(dtype, scale, steps):
+    """The model's inner products and CG's vectors had the loss's scale in the parameters' dtype: a
+    float32 Rayleigh quotient scaled by 1e12 (‖g‖ ≈ 2e13) had ⟨d, H d⟩ overflow, ρ NaN from its second
+    step, and stopped "stalled" 23–67% above its minimum, the warning blaming the loss (a new user's
+    trial); by 1e-25 ‖g‖² underflowed to 0 and it stopped "converged" at its random start (float64 by
+    1e-200), and float64 stalled at 1e150 and 1e-150. Now CG runs on the gradient scaled by a power of
+    two, and a sum or norm that would leave the dtype's range is taken again scaled: the minimum to the
+    eigenvalue's rounding (ε·‖A‖₂, times 20), in 11–14 steps as at 1; at 1e-200, where CG's own
+    Python floats hold the radius's square in the gradient's units only with H d near underflow, in
+    198."""
+    g = torch.Generator().manual_seed(3)
+    b = torch.randn(40, 40, dtype=torch.float64, generator=g)
+    a = (b + b.T) / 2
+    lowest = float(torch.linalg.eigvalsh(a)[0])
+    x = _on(SPHERE, _unit(40, g).to(dtype))
+    scaled = (a * scale).to(dtype)
+    infos = _run(RiemannianTrustRegion([x]), lambda: x @ scaled @ x, steps=steps)
+    assert infos[-1].converged, infos[-1]
+    value = float(x.detach().double() @ a @ x.detach().double())
+    bound = 20 * torch.finfo(dtype).eps * float(torch.linalg.matrix_norm(a, 2))
+    assert abs(value - lowest) <= bound, (value, lowest)
+
+
+def test_a_loss_whose_squared_gradient_leaves_float64_stops_stalled_not_converged():
+    """A float64 Rayleigh quotient scaled by 1e-300: ‖g‖² lies below float64 even with the gradient
+    scaled for CG (by at most 2³⁰⁰, so that the radius's square holds), where CG had divided by it
+    (ZeroDivisionError), and before that the gradient's norm, 0, had stopped it "converged" at its
+    start. It takes no step and says so."""
+    g = torch.Generator().manual_seed(3)
+    b = torch.randn(40, 40, dtype=torch.float64, generator=g)
+    x = _on(SPHERE, _unit(40, g))
+    scaled = (b + b.T) / 2 * 1e-300
+    with pytest.warns(riemsvd.ConvergenceWarning):
+        infos = _run(RiemannianTrustRegion([x]), lambda: x @ scaled @ x)
+    assert infos[-1].stop_reason == "stalled", infos[-1]
