@@ -188,42 +188,38 @@ def _progress(
 
 def _sizes(xs: list) -> list[float]:
     """The parameters' norms (of all their entries)."""
-    return [_norm_of(_EUCLIDEAN, x, x) for x in xs]
+    return [math.sqrt(float(x.square().sum())) for x in xs]
 
 
-def _inner_of(manifold, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> float:
-    """⟨u, w⟩ in ``manifold``'s metric at x, a Python float: the manifold's own sum, in the tensors'
-    dtype, where it is finite and above what underflow could have touched (the dtype's least normal
-    number over ε); else again with u and w scaled by powers of two (exact) to entries in [½, 1), the
-    scales multiplied back in Python's float64. In the dtype alone, ⟨d, H d⟩ overflowed float32 where
-    ‖d‖²‖H‖ passes 3.4e38: a Rayleigh quotient of a 200×200 matrix scaled by 1e12 (‖g‖ ≈ 2e13) had ρ
-    NaN from its second step and stopped "stalled" 67% above its minimum, with a warning that
-    blamed the loss (a new user's trial)."""
-    part = float(manifold.inner(x, u, w).sum())
-    if _trusted(part, u.dtype):
-        return part
-    (x, u, w), (eu, ew) = _in_range(x, u, w)
-    if eu is None or ew is None:  # u or w zero, or not finite: the first sum says so
-        return part
-    scaled = float(manifold.inner(x, u, w).sum())
-    try:
-        return math.ldexp(scaled, eu + ew)
-    except OverflowError:  # beyond float64
-        return math.copysign(math.inf, scaled)
+def _norm_all(manifolds, xs, a: Vectors) -> float:
+    """√(Σᵢ ⟨aᵢ, aᵢ⟩) over the parameters in their manifolds' metrics, a Python float: the manifolds'
+    own sums in the parameters' dtype, added in one transfer, and parameter by parameter through
+    :func:`_norm_of` where that total is not finite or lies within underflow's reach."""
+    total = float(sum(m.inner(x, u, u).sum() for m, x, u in zip(manifolds, xs, a)))
+    if math.isfinite(total) and all(abs(total) > _UNDERFLOW.get(u.dtype, 0.0) for u in a):
+        return math.sqrt(max(total, 0.0))
+    return math.hypot(*(_norm_of(m, x, u) for m, x, u in zip(manifolds, xs, a)))
+
+
+# per dtype, a sum of squares at or below this may have lost terms to underflow: its least normal / ε
+_UNDERFLOW = {d: torch.finfo(d).tiny / torch.finfo(d).eps for d in (torch.float32, torch.float64)}
 
 
 def _norm_of(manifold, x: torch.Tensor, u: torch.Tensor) -> float:
-    """‖u‖ in ``manifold``'s metric at x, a Python float, as :func:`_inner_of` takes ⟨u, u⟩ but with
-    the scale applied to the root, so that a norm whose square leaves float64's range is still
-    right: ‖g‖² underflowed to 0 for a float32 loss scaled by 1e-25 (and a float64 one by 1e-200),
-    which stopped the same problem "converged" at its random start."""
-    part = float(manifold.inner(x, u, u).sum())
-    if _trusted(part, u.dtype):
-        return math.sqrt(max(part, 0.0))
-    (x, u, _), (eu, _) = _in_range(x, u, u)
-    if eu is None:  # zero, or not finite: as the sum says
-        return math.sqrt(part) if part >= 0 else math.nan
-    return math.ldexp(math.sqrt(max(float(manifold.inner(x, u, u).sum()), 0.0)), eu)
+    """‖u‖ in ``manifold``'s metric at x, from ⟨û, û⟩ for û = u·2⁻ᵉ, its largest entry in [½, 1) (exact),
+    and 2ᵉ applied to the root: a norm is right where its square leaves the dtype's range or
+    float64's. ‖g‖² had underflowed to 0 for a float32 Rayleigh quotient scaled by 1e-25 (and a
+    float64 one by 1e-200), which stopped "converged" at its random start (a new user's trial)."""
+    largest = float(u.abs().max()) if u.numel() else 0.0
+    if not 0 < largest < math.inf:  # zero, or not finite (NaN where an entry is)
+        return 0.0 if largest == 0 else largest
+    info = torch.finfo(u.dtype)  # the exponents whose powers of two the dtype holds
+    e = min(max(math.frexp(largest)[1], 1 - math.frexp(info.max)[1]), -math.frexp(info.tiny)[1])
+    root = math.sqrt(max(float(manifold.inner(x, u * 2.0**-e, u * 2.0**-e).sum()), 0.0))
+    try:
+        return math.ldexp(root, e)
+    except OverflowError:  # beyond float64: inf, as the dtype's own sum would say
+        return math.inf
 
 
 def _shift(norm: float, dtypes: list) -> int:
@@ -235,36 +231,6 @@ def _shift(norm: float, dtypes: list) -> int:
         min(math.frexp(torch.finfo(d).max)[1] - 1, -math.frexp(torch.finfo(d).tiny)[1] + 1) for d in dtypes
     )
     return min(max(math.frexp(norm)[1], -most), most)
-
-
-# per dtype, a sum at or below this size may have lost terms to underflow: its least normal number / ε
-_UNDERFLOW = {d: torch.finfo(d).tiny / torch.finfo(d).eps for d in (torch.float32, torch.float64)}
-
-
-def _trusted(part: float, dtype: torch.dtype) -> bool:
-    """Whether a sum of products in ``dtype`` is finite and above underflow's reach."""
-    return math.isfinite(part) and abs(part) > _UNDERFLOW.get(dtype, 0.0)
-
-
-def _in_range(x: torch.Tensor, u: torch.Tensor, w: torch.Tensor):
-    """((x, û, ŵ), (eu, ew)): u = û·2^eu and w = ŵ·2^ew with the largest entries of û and ŵ in [½, 1)
-    (as far as the dtype holds the powers of two), so that no product overflows and none that matters
-    underflows (parameters are float32 or float64). An exponent is None where its vector is zero or
-    not finite (its tensor then as it was)."""
-    info = torch.finfo(u.dtype)  # the exponents whose powers of two the dtype holds
-    low, high = 1 - math.frexp(info.max)[1], -math.frexp(info.tiny)[1]
-    out: list = []
-    exponents: list = []
-    for t in (u, w):
-        largest = float(t.abs().max()) if t.numel() else 0.0
-        if not 0 < largest < math.inf:
-            out.append(t)
-            exponents.append(None)
-            continue
-        e = min(max(math.frexp(largest)[1], low), high)
-        out.append(t * 2.0**-e)
-        exponents.append(e)
-    return (x, *out), exponents
 
 
 def _as_modeled(decrease: float, predicted: float, lengths: list, sizes: list, eps: float) -> bool:
@@ -307,7 +273,7 @@ class _Euclidean:
         return ehess
 
 
-_EUCLIDEAN = _Euclidean()  # plain norms of the parameters and gradients (_inner_of)
+_EUCLIDEAN = _Euclidean()  # the Euclidean gradient's norm (_norm_all)
 
 
 def _manifold(p: torch.Tensor, index: int):
@@ -431,9 +397,10 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         stalled within 10 times ε·√N·‖g₀‖ (the estimate with the first step's gradient norm), or
         reached it and stayed at its loss, else ``"stalled"``.
     preconditioner : callable, optional
-        ``preconditioner(params, vectors) -> vectors``: an approximation of the inverse Hessian,
-        symmetric positive definite on the tangent space, applied to lists of tangent vectors (one per
-        parameter); its output is projected on the tangent space. The trust region is then measured
+        ``preconditioner(params, vectors) -> vectors``: an approximation of the inverse Hessian, a
+        linear map (it sees the residuals scaled by a power of two), symmetric positive definite on
+        the tangent space, applied to lists of tangent vectors (one per parameter); its output is
+        projected on the tangent space. The trust region is then measured
         in its inverse's norm, as in preconditioned Steihaug–Toint CG, and so are ``radius`` and
         ``max_radius``, whose defaults are sizes in the parameters' own norm: give a
         ``max_radius`` of the order of the distance to the minimum in that norm (docs/optim.md).
@@ -597,7 +564,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
     # -- the product manifold of the parameters ------------------------------------------------------
 
     def _inner(self, xs, a: Vectors, b: Vectors) -> float:
-        return sum(_inner_of(m, x, u, w) for m, x, u, w in zip(self._manifolds, xs, a, b))
+        return float(sum(m.inner(x, u, w).sum() for m, x, u, w in zip(self._manifolds, xs, a, b)))
 
     def _hessian(self, xs, egrads, graph, eta: Vectors) -> Vectors:
         """Hess f(x)[η]: ∇²f η by a backward through the gradient's graph, then ``ehess2rhess``."""
@@ -723,7 +690,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         count = state["step"] = state.get("step", 0) + 1
         loss, xs, egrads, graph, grad = self._derivatives(closure)
         self._check_hessians(xs, egrads, graph)
-        gnorm = math.hypot(*(_norm_of(m, x, g) for m, x, g in zip(manifolds, xs, grad)))
+        gnorm = _norm_all(manifolds, xs, grad)
         f = float(loss.detach())
         if not (math.isfinite(f) and math.isfinite(gnorm)):  # no step can be judged from there
             # which of the two: a finite loss with a NaN gradient (√(x²) at 0) had been called a
@@ -764,7 +731,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         crawling = self.patience is not None and state.get("crawl", 0) >= self.patience
         settled = True
         if self.gradient_tol is None:
-            egrad_norm = math.hypot(*(_norm_of(_EUCLIDEAN, g, g) for g in egrads))
+            egrad_norm = _norm_all([_EUCLIDEAN] * len(egrads), egrads, egrads)
             tol = _gradient_rounding(xs, egrad_norm, eps)
             # The estimate is of the rounding, not the floor itself, which lay at 0.04–0.26 of it: a
             # last step that cut the gradient norm fourfold or more may cut it again. A float32
@@ -899,7 +866,9 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             little = f - f_new <= math.sqrt(eps) * _loss_scale(min(f, f_new), state)
             state["crawl"] = state.get("crawl", 0) + 1 if small and little else 0
             # each parameter's step length (in its manifold's metric) and size (see _as_modeled)
-            lengths = [_norm_of(m, x, e) for m, x, e in zip(manifolds, xs, eta)]
+            lengths = [
+                math.sqrt(max(float(m.inner(x, e, e).sum()), 0.0)) for m, x, e in zip(manifolds, xs, eta)
+            ]
             sizes = [max(now, then) for now, then in zip(_sizes(xs), state.get("first_sizes", []))]
             state["modeled"] = _as_modeled(f - f_new, predicted, lengths, sizes, eps)
         state["trial_finite"] = math.isfinite(f_new)
@@ -975,36 +944,36 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
 
         Returns (η, H η, iterations, why it stopped); H η is kept by the recurrence, so that the
         model's decrease needs no further Hessian product."""
-        r0 = math.hypot(*(_norm_of(m, x, g) for m, x, g in zip(self._manifolds, xs, grad)))
-        stop_at = r0 * min(self.rule.kappa, r0**self.rule.theta)
-        # The iteration on g scaled by a power of two to a norm near 1, and η, H η scaled back (exact):
-        # its r, d and H d had the gradient's size, and H d of a float32 loss scaled by 1e-25 (‖g‖ ≈
-        # 1e-24, ‖H‖ ≈ 1e-25) underflowed to 0, every step then "negative curvature" along -g, and the
-        # solve stalled 7.8e-5 above its minimum (at 1e17 ⟨d, H d⟩ overflowed, at 1e-200 in float64 ⟨r, r⟩
-        # underflowed Python's floats: ZeroDivisionError). The model's iterates are the same to rounding.
+        r0 = _norm_all(self._manifolds, xs, grad)
+        # The model divided by a power of two near ‖g‖ (g and each H d scaled by it, exactly: the same
+        # iterates η; H η scaled back): r, d and H d had the gradient's size, and H d of a float32
+        # loss scaled by 1e-25 (‖g‖ ≈ 1e-24, ‖H‖ ≈ 1e-25) underflowed to 0, every step then "negative
+        # curvature" along −g, and the solve stalled 7.8e-5 above its minimum; at 1e17 ⟨d, H d⟩
+        # overflowed, and at 1e-200 in float64 ⟨r, r⟩ underflowed Python's floats (ZeroDivisionError).
+        # η and the radius keep their own units (scaled with g, the radius's square left float64 at
+        # 1e±175, a review).
         shift = _shift(r0, [g.dtype for g in grad])
-        if radius > 0:  # the radius, in those units, at most 2^300: its square is taken in Python's floats
-            shift = max(shift, math.frexp(radius)[1] - 300)
-        down, up = 2.0**-shift, 2.0**shift
+        down = 2.0**-shift
+        stop_at = r0 * down * min(self.rule.kappa, r0**self.rule.theta)  # ‖r‖ ≤ it, in the model's units
         eta, heta, j, why = self._tcg_scaled(
-            xs, egrads, graph, [g * down for g in grad], radius * down, stop_at * down
+            xs, egrads, graph, [g * down for g in grad], radius, stop_at, down
         )
-        return [t * up for t in eta], [t * up for t in heta], j, why
+        return eta, [t * 2.0**shift for t in heta], j, why
 
-    def _tcg_scaled(self, xs, egrads, graph, grad: Vectors, radius: float, stop_at: float):
-        """:meth:`_tcg`'s iteration on a gradient of norm near 1 (its ``radius`` and ``stop_at`` scaled
-        alike)."""
+    def _tcg_scaled(self, xs, egrads, graph, grad: Vectors, radius: float, stop_at: float, down: float):
+        """:meth:`_tcg`'s iteration on the model times ``down``: ``grad`` (norm near 1) and each
+        Hessian product scaled by it, η in its own units; returns H η times ``down`` too."""
         zero = [torch.zeros_like(g) for g in grad]
         eta, heta = zero, zero
         r = grad
         z, z_r = self._preconditioned(xs, r)
-        if not z_r > 0:  # ⟨g, g⟩ below Python's floats even scaled (a float64 loss of 1e-300): no step
-            return eta, heta, 0, "kappa/theta"
         d = [-t for t in z]
         e_pe, e_pd, d_pd = 0.0, 0.0, z_r  # ⟨η, P⁻¹η⟩, ⟨η, P⁻¹d⟩, ⟨d, P⁻¹d⟩ by recurrence
         model, delta2 = 0.0, radius * radius
         for j in range(1, self.max_inner + 1):
             hd = self._hessian(xs, egrads, graph, d)
+            if down != 1.0:
+                hd = [t * down for t in hd]
             d_hd = self._inner(xs, d, hd)
             alpha = z_r / d_hd if d_hd > 0 else math.inf
             e_pe_new = e_pe + 2 * alpha * e_pd + alpha * alpha * d_pd
