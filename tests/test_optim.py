@@ -1212,3 +1212,20 @@ def test_a_gradient_whose_norm_leaves_float64_is_named_not_lost():
     z = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="non-finite gradient"):
         RiemannianTrustRegion([z]).step(lambda: 1e308 * z.sum() + (z**2).sum())
+
+
+def test_a_state_saved_for_parameters_of_other_shapes_is_refused_by_name():
+    """A state saved for a point on St(100, 5) loaded into an optimizer on St(100, 6) and went on
+    from its step and its radius (a new user's trial); its losses and norms are another problem's.
+    Refused, naming both shapes; one saved for the same shapes loads."""
+    g = torch.Generator().manual_seed(0)
+    x5 = _on(STIEFEL, orthonormal(100, 5, g))
+    opt = RiemannianTrustRegion([x5])
+    opt.step(lambda: (x5**4).sum())
+    saved = opt.state_dict()
+    x6 = _on(STIEFEL, orthonormal(100, 6, g))
+    with pytest.raises(ValueError, match=r"shapes \[\[100, 5\]\].*\[\[100, 6\]\]"):
+        RiemannianTrustRegion([x6]).load_state_dict(saved)
+    again = RiemannianTrustRegion([_on(STIEFEL, orthonormal(100, 5, g))])
+    again.load_state_dict(saved)
+    assert again.state_dict()["state"][0]["step"] == 1

@@ -539,6 +539,16 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         radius, max_radius, max_inner = group["radius"], group["max_radius"], group["max_inner"]
         gradient_tol = group["gradient_tol"]
         check_trust_region_args(radius, max_radius, max_inner, gradient_tol, None)
+        # its radius, losses and gradient norms are those of its own parameters: a state saved for
+        # St(100, 5) had gone on for St(100, 6) from its step 6 and its radius (a new user's trial)
+        shapes = [list(p.shape) for group in self.param_groups for p in group["params"]]
+        for saved in state_dict["state"].values():
+            if "shapes" in saved and [list(s) for s in saved["shapes"]] != shapes:
+                raise ValueError(
+                    f"`state_dict` was saved for parameters of shapes {saved['shapes']}, and this "
+                    f"optimizer's have shapes {shapes}: load it into an optimizer over parameters "
+                    "shaped like the ones it was saved for, or start this one afresh."
+                )
         super().load_state_dict(state_dict)
         options = dict(radius=radius, max_radius=max_radius, max_inner=max_inner, gradient_tol=gradient_tol)
         self.defaults.update(options)
@@ -686,6 +696,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         check_trust_region_params(params)  # frozen since (requires_grad_(False)): named, not the closure
         check_on_manifolds(params, manifolds)
         state = self.state[params[0]]
+        state["shapes"] = [list(p.shape) for p in params]  # what load_state_dict checks a saved state by
         radius = state.get("radius", self.radius0)
         count = state["step"] = state.get("step", 0) + 1
         loss, xs, egrads, graph, grad = self._derivatives(closure)
