@@ -215,7 +215,8 @@ def _norm_of(manifold, x: torch.Tensor, u: torch.Tensor) -> float:
         return 0.0 if largest == 0 else largest
     info = torch.finfo(u.dtype)  # the exponents whose powers of two the dtype holds
     e = min(max(math.frexp(largest)[1], 1 - math.frexp(info.max)[1]), -math.frexp(info.tiny)[1])
-    root = math.sqrt(max(float(manifold.inner(x, u * 2.0**-e, u * 2.0**-e).sum()), 0.0))
+    scaled = u * 2.0**-e
+    root = math.sqrt(max(float(manifold.inner(x, scaled, scaled).sum()), 0.0))
     try:
         return math.ldexp(root, e)
     except OverflowError:  # beyond float64: inf, as the dtype's own sum would say
@@ -960,9 +961,8 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
         # iterates η; H η scaled back): r, d and H d had the gradient's size, and H d of a float32
         # loss scaled by 1e-25 (‖g‖ ≈ 1e-24, ‖H‖ ≈ 1e-25) underflowed to 0, every step then "negative
         # curvature" along −g, and the solve stalled 7.8e-5 above its minimum; at 1e17 ⟨d, H d⟩
-        # overflowed, and at 1e-200 in float64 ⟨r, r⟩ underflowed Python's floats (ZeroDivisionError).
-        # η and the radius keep their own units (scaled with g, the radius's square left float64 at
-        # 1e±175, a review).
+        # overflowed. η and the radius keep their own units (scaled with g, the radius's square left
+        # float64 beyond 1e±175: a review of a first version).
         shift = _shift(r0, [g.dtype for g in grad])
         down = 2.0**-shift
         stop_at = r0 * down * min(self.rule.kappa, r0**self.rule.theta)  # ‖r‖ ≤ it, in the model's units
