@@ -206,15 +206,15 @@ _UNDERFLOW = {d: torch.finfo(d).tiny / torch.finfo(d).eps for d in (torch.float3
 
 
 def _norm_of(manifold, x: torch.Tensor, u: torch.Tensor) -> float:
-    """‖u‖ in ``manifold``'s metric at x, from ⟨û, û⟩ for û = u·2⁻ᵉ, its largest entry in [½, 1) (exact),
-    and 2ᵉ applied to the root: a norm is right where its square leaves the dtype's range or
-    float64's. ‖g‖² had underflowed to 0 for a float32 Rayleigh quotient scaled by 1e-25 (and a
-    float64 one by 1e-200), which stopped "converged" at its random start (a new user's trial)."""
+    """‖u‖ in ``manifold``'s metric at x, from ⟨û, û⟩ for û = u·2⁻ᵉ, its largest entry in [½, 1) as far
+    as the dtype's powers of two reach (:func:`_shift`; exact), and 2ᵉ applied to the root: a norm is
+    right where its square leaves the dtype's range or float64's. ‖g‖² had underflowed to 0 for a
+    float32 Rayleigh quotient scaled by 1e-25 (and a float64 one by 1e-200), which stopped
+    "converged" at its random start (a new user's trial)."""
     largest = float(u.abs().max()) if u.numel() else 0.0
     if not 0 < largest < math.inf:  # zero, or not finite (NaN where an entry is)
         return 0.0 if largest == 0 else largest
-    info = torch.finfo(u.dtype)  # the exponents whose powers of two the dtype holds
-    e = min(max(math.frexp(largest)[1], 1 - math.frexp(info.max)[1]), -math.frexp(info.tiny)[1])
+    e = _shift(largest, [u.dtype])
     scaled = u * 2.0**-e
     root = math.sqrt(max(float(manifold.inner(x, scaled, scaled).sum()), 0.0))
     try:
@@ -830,7 +830,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
             self.info = TrustRegionInfo(count, f, gnorm, radius, radius, math.nan, False, 0, "", done)
             return loss.detach()
 
-        eta, heta, inner_iterations, inner_stop = self._tcg(xs, egrads, graph, grad, radius)
+        eta, heta, inner_iterations, inner_stop = self._tcg(xs, egrads, graph, grad, radius, gnorm)
         predicted = -(self._inner(xs, grad, eta) + 0.5 * self._inner(xs, eta, heta))
         # the point as it is, to go back to: the copy _keep_if_best made where it kept this one
         old = self._best[3] if self._best is not None and self._best[0] == count else [x.clone() for x in xs]
@@ -951,12 +951,11 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                 stacklevel=callers_level(),
             )
 
-    def _tcg(self, xs, egrads, graph, grad: Vectors, radius: float):
+    def _tcg(self, xs, egrads, graph, grad: Vectors, radius: float, r0: float):
         """Preconditioned Steihaug–Toint CG on the model ⟨g, η⟩ + ½⟨η, H η⟩ within ‖η‖_{P⁻¹} ≤ Δ.
 
         Returns (η, H η, iterations, why it stopped); H η is kept by the recurrence, so that the
-        model's decrease needs no further Hessian product."""
-        r0 = _norm_all(self._manifolds, xs, grad)
+        model's decrease needs no further Hessian product. ``r0``: ‖g‖, as the step measured it."""
         # The model divided by a power of two near ‖g‖ (g and each H d scaled by it, exactly: the same
         # iterates η; H η scaled back): r, d and H d had the gradient's size, and H d of a float32
         # loss scaled by 1e-25 (‖g‖ ≈ 1e-24, ‖H‖ ≈ 1e-25) underflowed to 0, every step then "negative
