@@ -1113,8 +1113,9 @@ def product_fault(op: Operator, imprecise: float | None = None) -> str | None:
             f"its products are not linear to their rounding: A(x + y) differs from A x + A y by "
             f"{defect:.2g} of their size on random x, y. Either A is zero up to the rounding of its "
             "products (a centred data matrix whose rows are all alike), which leaves its singular "
-            "values undefined beyond that rounding, or the products are not a linear map (check A's "
-            f"and {source})."
+            "values undefined beyond that rounding, or the products are not a linear map (check `A`'s "
+            f"products and {source}; a matvec that returns the same array on every call makes scipy's "
+            "LinearOperator.matmat, which stacks its results, repeat its last column)."
         )
     level = max(floor, defect)
     if mismatch > MISMATCH_ROUNDINGS * level:
