@@ -29,7 +29,7 @@ from riemsvd._certificate import _top_eigenpairs
 from riemsvd._operator import DenseOperator
 from riemsvd._space import HostSpace, Space
 from riemsvd._subspace import Outcome, orthonormalize, verify
-from riemsvd._tolerance import TINY, default_tol, eps, product_floor
+from riemsvd._tolerance import FLOAT32_CAST_LEAST, TINY, default_tol, eps, product_floor
 
 __all__ = ["dense_svd", "prefer_dense"]
 
@@ -129,8 +129,8 @@ _CPU_DENSE_UP_TO = 32
 # dense, in 40–150 ms against the stalled iteration's 12–90 at 768×768 and 4000×1000). So "auto"
 # takes the dense path there on the CPU, up to the sizes measured (1024 wide, 2²² entries: 2048²
 # took 819 ms against the iteration's 69, 4096² 6.1 s against 0.45; a review); beyond them, a tol
-# from ε/2 to 4·ε runs the iteration in a float64 copy of A (riemsvd._solve._iterates_in_float64),
-# and other tols, and a GPU (not measured), the float32 iteration, warning where it stalls.
+# below 4·ε runs the iteration in a float64 copy of A (riemsvd._solve._iterates_in_float64), and
+# a GPU (not measured) the float32 iteration, warning where it stalls.
 _FLOAT32_ITERATION_REACH = 6 * float(torch.finfo(torch.float32).eps)
 _PRECISION_DENSE_UP_TO, _PRECISION_DENSE_ENTRIES = 1024, 1 << 22
 
@@ -216,10 +216,12 @@ class _Costs(NamedTuple):
 # where the iteration was up to 8× faster. The choice took 1.013× (float32) and 1.007× (float64) the
 # time of the better path in geometric mean, at worst 1.34× and 1.27×; on 252 held-out cases per
 # dtype (7 shapes from 384×384 to 2048×512, six spectra, k = 4 to 128) 1.046× and 1.014×, where the
-# constants before took 1.125× and 1.258×.
+# constants before took 1.125× and 1.258×. float64's refitted on 2026-12-07 (a 2-core AMD EPYC), once
+# its dense path took the Gram matrix's triplets (dense_svd): within 1.015× of the better path (1.73×
+# at worst) on the same command's cases, where the constants fitted to the SVD took 1.213× (4.3×).
 _COSTS = {
     torch.float32: _Costs(3.05e-11, 7.64e-11, 3.87e-4, 5.25e-11, 1.16e-5, 30, 8),
-    torch.float64: _Costs(1.39e-10, 2.43e-10, 4.64e-4, 7.98e-11, 1.26e-5, 30, 9),
+    torch.float64: _Costs(5.61e-11, 1.16e-10, 6.83e-4, 1.51e-10, 2.33e-5, 30, 15),
 }
 # The batched iteration's own work per product grows with the batch, which the fits above (single
 # matrices) did not see: 86–102 µs a product for one 64×64 matrix, about 6 µs more for each further
@@ -269,20 +271,31 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     matrix = a if host is None else a.numpy()  # one CPU matrix: its numpy view (on_host found one)
     work = op if host is None else host
     u = v = None
-    if op.dtype == torch.float32:
-        u, v = _gram_triplets(matrix, k, tol)
+    # The Gram matrix first: for a float32 A formed in float64, whose rounding is far below any tol
+    # float32 can ask; for a float64 A on the CPU in its own dtype, its triplets by Rayleigh–Ritz
+    # (_rayleigh_ritz) and checked like any. LAPACK's SVD had taken 1.2–5.6× its time (two threads, best
+    # of 3: 384×384 44–64 ms against 12–27, 4096×1024 1.1–1.6 s against 0.27–0.38, k = 1 to 32);
+    # where σ_k lies beyond its reach the SVD follows, at 1.08–1.28× its time alone (σ from 1 to
+    # 1e-12, k = 32 of 200000×50 and 256×64). Not measured on a GPU, where the SVD stays.
+    gram = op.dtype == torch.float32 or (op.dtype == torch.float64 and a.device.type == "cpu")
+    if gram:
+        u, v = _gram_triplets(matrix, k, tol, op.dtype)
         op.matvecs += min(op.shape) + k  # the Gram matrix, then A V (or Aᵀ U)
+    # a float32 A's triplets from its Gram matrix are its exact ones rounded, beyond which no SVD
+    # goes: below FLOAT32_CAST_LEAST one in float64 had taken 1.5 s more to come to the same
+    # residual (3000×1000, k = 5, tol 1e-8: 3.59e-8 either way; a new user's trial)
+    svd_may_help = gram and not (u is not None and op.dtype == torch.float32 and tol < FLOAT32_CAST_LEAST)
     if u is None:
         u, v = (side.adopt(x) for side, x in zip((work.left, work.right), _svd_triplets(a, k)))
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
     u, s, v, residual, errors = verify(work, _contiguous(u), _contiguous(v), None, tol)
     short = np.asarray(~(residual <= tol))  # per matrix of a batch; 0-dim for one matrix
-    if op.dtype == torch.float32 and short.any():
-        # float32's own rounding short of tol: a 1536×384 matrix of identical rows (rank one) came
-        # out of float32's SVD with residual 2.1e-5 and UᵀU 8.5e-6 off I, at k = 2 and 8 (default
-        # tol 9.3e-6). The SVD in float64 of the matrices short of it, their vectors rounded to
-        # float32 (7.8e-8 at tol 1e-7, below float32's product floor, where verify checks in
-        # float64); the check again, for all.
+    if svd_may_help and short.any():
+        # The Gram matrix's rounding short of tol (or float32's own: a 1536×384 matrix of identical
+        # rows (rank one) came out of float32's SVD with residual 2.1e-5 and UᵀU 8.5e-6 off I, at k =
+        # 2 and 8, default tol 9.3e-6). The SVD in float64 of the matrices short of it, a float32 A's
+        # vectors rounded to float32 (7.8e-8 at tol 1e-7, below float32's product floor, where verify
+        # checks in float64); the check again, for all.
         redo = torch.from_numpy(short).to(a.device)  # a 0-dim mask makes a[redo] a batch of one
         u2, v2 = _svd_triplets(a[redo].to(torch.float64), k)
         u[redo], v[redo] = u2.to(op.dtype), v2.to(op.dtype)
@@ -317,15 +330,16 @@ def _svd_triplets(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return uu[..., :k], vh[..., :k, :].mT
 
 
-def _top_right_vectors(blocks, k: int, tall: bool) -> Any:
-    """The k leading eigenvectors, descending, of the smaller Gram matrix of a float64 matrix A64
-    (..., m, n) given as ``blocks`` along its longer side (rows where ``tall``, else columns; the
-    whole matrix as one block): A64ᵀA64 where ``tall``, else A64A64ᵀ, summed over the blocks. For
-    one matrix on the CPU (numpy, or its view), BLAS's syrk, which forms the upper triangle alone, and
-    LAPACK's MRRR for the k alone (:func:`_top_eigenpairs`, which reads that triangle); else torch's
-    product and eigh, all of them. On one BLAS thread (the dense path's) against torch's two, 3.8 ms
-    against 8.0 at 1024×256 and k = 8, 12.2 against 23.2 at 1536×384, 156 against 265 at 4096×1024
-    (2-core AMD EPYC). Numpy blocks give a numpy array, tensors a tensor."""
+def _top_right_vectors(blocks, k: int, tall: bool) -> tuple[Any, Any]:
+    """The k leading eigenvalues and eigenvectors, descending, of the smaller Gram matrix of a
+    float64 matrix A64 (..., m, n) given as ``blocks`` along its longer side (rows where ``tall``,
+    else columns; the whole matrix as one block): A64ᵀA64 where ``tall``, else A64A64ᵀ, summed over
+    the blocks. For one matrix on the CPU (numpy, or its view), BLAS's syrk, which forms the upper
+    triangle alone, and LAPACK's MRRR for the k alone (:func:`_top_eigenpairs`, which reads that
+    triangle); else torch's product and eigh, all of them. On one BLAS thread (the dense path's)
+    against torch's two, 3.8 ms against 8.0 at 1024×256 and k = 8, 12.2 against 23.2 at 1536×384,
+    156 against 265 at 4096×1024 (2-core AMD EPYC). Numpy blocks give numpy arrays, tensors
+    tensors."""
     upper = gram = None
     on_host = False
     for block in blocks:
@@ -342,10 +356,13 @@ def _top_right_vectors(blocks, k: int, tall: bool) -> Any:
         # peak in two runs, 93–166 without)
         del block, rows
     if upper is not None:
-        top = _top_eigenpairs(upper, k)[1]
-        return top if on_host else torch.from_numpy(top.copy())  # descending: a reversed view
+        values, top = _top_eigenpairs(upper, k)
+        if on_host:
+            return values, top
+        return torch.from_numpy(values.copy()), torch.from_numpy(top.copy())  # descending: reversed views
     assert gram is not None  # one block at least
-    return torch.linalg.eigh(gram)[1][..., -k:].flip(-1)  # ascending
+    values, vectors = torch.linalg.eigh(gram)  # ascending
+    return values[..., -k:].flip(-1), vectors[..., -k:].flip(-1)
 
 
 # A float32 matrix whose float64 copy would take more than this is cast in blocks of its longer side
@@ -381,29 +398,39 @@ def _images_by_blocks(a: torch.Tensor, top: torch.Tensor, tall: bool) -> torch.T
     return image
 
 
-def _gram_triplets(a, k: int, tol: float):
+def _gram_triplets(a, k: int, tol: float, dtype: torch.dtype):
     """(U, V) in a's dtype from the eigendecomposition of the smaller Gram matrix in float64, or
     (None, None) where rounding leaves them short of ``tol`` (σ_k too small beside σ₁, or zero).
-    ``a``: a tensor (..., m, n), or one matrix on the host as a numpy array (then numpy arrays)."""
+    ``a``: a tensor (..., m, n), or one matrix on the host as a numpy array (then numpy arrays), of
+    ``dtype`` (float32, cast to float64 for the Gram matrix, or float64)."""
     on_host = isinstance(a, np.ndarray)
     tall = a.shape[-2] >= a.shape[-1]
     image: Any  # numpy arrays for a host matrix, tensors otherwise
-    if not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:  # cast a block at a time
-        top = _top_right_vectors(_float64_blocks(a, tall), k, tall)
+    if dtype != torch.float64 and not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:
+        top = _top_right_vectors(_float64_blocks(a, tall), k, tall)[1]  # cast a block at a time
         image = _images_by_blocks(a, top, tall)
     else:
-        a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
-        top = _top_right_vectors([a64], k, tall)
+        a64 = a.astype(np.float64, copy=False) if on_host else a.to(torch.float64)
+        values, top = _top_right_vectors([a64], k, tall)
+        # a float64 A's triplets from its own Gram matrix have residuals of about ε·σ₁/σ_k (relative
+        # to σ₁): where that is far above tol the SVD serves, before the images and their check
+        # (200000×50, σ from 1 to 1e-12, k = 32: 1.5–1.8× the SVD's time alone with them)
+        if dtype == torch.float64 and readable_any(
+            values[..., -1:] * (10 * tol / eps(dtype)) ** 2 < values[..., :1], default=True
+        ):
+            return None, None
         image = mm_t(a64.swapaxes(-1, -2) if tall else a64, top)
     space = (HostSpace if on_host else Space)(image.shape[-2])
+    if dtype == torch.float64:
+        return _rayleigh_ritz(image, top, tall, space)
     norms = space.norms(image)[..., None, :]  # σᵢ, descending
     # a zero σ's column stays zero (0/0 had drawn numpy's warning, a trial): refused by the check
     # below unless completed
     other = image / norms.clip(min=TINY)
-    # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
+    # As orthonormal as A's dtype's own SVD would leave them (its rounding at this size, as in
     # default_tol), whatever tol asks; both sides, though MRRR's eigenvectors are orthonormal to
     # rounding. Under a torch.func transform nothing can be read: then the SVD.
-    floor = min(tol, product_floor(torch.float32, *a.shape[-2:]))  # the path of a float32 A
+    floor = min(tol, product_floor(dtype, *a.shape[-2:]))
     # Columns whose σ the Gram matrix cannot resolve (their loss of orthogonality, ε₆₄·σ₁²/σᵢ², above
     # the floor) and which are zero at tol (k beyond A's numerical rank) are orthonormalized against
     # the others (_completed); the check below then decides as for any. A GaLore projector of a
@@ -419,6 +446,23 @@ def _gram_triplets(a, k: int, tol: float):
         return None, None  # also a zero σ's column, not completed (its QᵀQ 1 off)
     other, top = (x.astype(a.dtype) if on_host else x.to(a.dtype) for x in (other, top))
     return (other, top) if tall else (top, other)
+
+
+def _rayleigh_ritz(image, top, tall: bool, space: Space):
+    """(U, V) of a float64 A from its Gram matrix's top eigenvectors ``top`` (V where ``tall``) and
+    their images (A V), by Rayleigh–Ritz in span(A V): A V = Q R, R = Y Σ Zᵀ, so A (V Z) = (Q Y) Σ.
+    In float64 the Gram matrix's rounding, ε·σ₁², leaves the images' directions ε·σ₁²/(σᵢσⱼ) off
+    orthogonal, far above what an SVD leaves wherever σᵢ is small beside σ₁ (1e-10 at σᵢ = 1e-3·σ₁);
+    Q is orthonormal to rounding whatever σᵢ, and the residual, about ε·σ₁/σᵢ relative to σ₁, is
+    left to the check (on a 4096×1024 gradient-like A, σ from 1 down to a noise of 1e-2, k = 32,
+    the images' columns made the check fail and the SVD serve, at about 1.4× its time alone)."""
+    q, r = space.qr(image)
+    if isinstance(r, np.ndarray):
+        y, _, zt = np.linalg.svd(r)
+    else:
+        y, _, zt = torch.linalg.svd(r)
+    u, v = q @ y, top @ zt.swapaxes(-1, -2)
+    return (u, v) if tall else (v, u)
 
 
 def _completed(q, keep, space: Space):

@@ -72,12 +72,12 @@ class SolveInfo:
         below) the outer iterations (trust-region steps, taken or not); for a batch, see below.
     matvecs : int
         Products with A plus products with Aᵀ, a block of b columns counting b. On the dense path:
-        the final check's 2k, plus, for float32, min(m, n) + k for the float64 Gram matrix and its
-        images A V (the Gram matrix is Aᵀ times A's min(m, n) columns), and 2k more where a float32
-        result short of tol was redone by a float64 SVD and checked again; a whole SVD counts none. A
-        float32 A iterated in a float64 copy (a ``tol`` from 6e-8 to 4.8e-7, where the dense path
-        does not serve: :func:`riemsvd.solve`'s ``method``) counts 2k more, its float32 triplets'
-        check.
+        the final check's 2k, plus, where the Gram matrix was formed (float32, and float64 on the
+        CPU), min(m, n) + k for it and its images A V (the Gram matrix is Aᵀ times A's min(m, n)
+        columns), and 2k more where a result short of tol was redone by a float64 SVD and checked
+        again; a whole SVD counts none. A float32 A iterated in a float64 copy (a ``tol`` below
+        4.8e-7, where the dense path does not serve: :func:`riemsvd.solve`'s ``method``) counts 2k
+        more, its float32 triplets' check.
     residual : torch.Tensor
         Shape ``(...)``: the largest over the k triplets of max(‖A vᵢ − σᵢ uᵢ‖, ‖Aᵀ uᵢ − σᵢ vᵢ‖) / σ₁,
         computed from products with A and Aᵀ of the returned vectors: fresh ones, or the iteration's

@@ -53,7 +53,7 @@ from riemsvd._subspace import (
     least_basis,
     subspace_svd,
 )
-from riemsvd._tolerance import HALF, default_tol, eps, product_floor, rounded_outward
+from riemsvd._tolerance import FLOAT32_CAST_LEAST, HALF, default_tol, eps, product_floor, rounded_outward
 from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
@@ -162,7 +162,9 @@ def solve(
     method : {"auto", "iterative", "dense", "trust-region"}
         ``"iterative"``: the Lanczos process above. ``"dense"``: a whole decomposition by LAPACK — in
         float32 the eigendecomposition of the smaller Gram matrix formed in float64, checked, with a
-        float32 SVD where the check fails; in float64 an SVD — then the same fresh-product residuals
+        float32 SVD where the check fails; in float64 on the CPU that of the Gram matrix in float64,
+        its triplets by Rayleigh–Ritz in span(A V), checked, and elsewhere or where the check fails
+        an SVD — then the same fresh-product residuals
         (dense tensors only; ``init``, ``maxiter`` and ``options`` are not used). ``"auto"`` (default)
         takes the dense path on the CPU and on a CUDA GPU where its cost model, calibrated by
         measurement, expects it to be faster: small matrices and k a sizeable fraction of min(m, n);
@@ -170,7 +172,7 @@ def solve(
         at any k, 1000 wide from k = 2 and 2000 wide from k = 8, and batches of matrices at most 32
         wide (docs/algorithm.md). On the CPU a float32 A asked for a ``tol`` below 7.2e-7 (6·ε of
         float32), which float32 Ritz vectors do not reach, goes dense up to 1024 wide and 2²²
-        entries; wider, or with ``"iterative"``, a ``tol`` from 6e-8 (ε/2) to 4.8e-7 (4·ε) runs
+        entries; wider, or with ``"iterative"``, a ``tol`` below 4.8e-7 (4·ε) runs
         the iteration in a float64 copy of A (up to 2²⁷ entries) and returns float32 triplets,
         ``info`` describing them as returned.
         ``"trust-region"``: Riemannian trust-region (Absil, Baker, Gallivan 2007) on the Brockett cost
@@ -631,23 +633,25 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 
-# A float32 A on the CPU asked for a tol in [_COPY_FROM, _COPY_BELOW) is iterated in a float64 copy
-# of at most _COPY_MOST entries (2²⁷: 1 GiB), solved to _COPY_SHARE of tol, the rest left to the
-# cast (:func:`_iterates_in_float64`). Below 4·ε the float32 iteration stalled at 2.2–5.3e-7 on 60 of
+# A float32 A on the CPU asked for a tol below _COPY_BELOW is iterated in a float64 copy of at most
+# _COPY_MOST entries (2²⁷: 1 GiB), solved to _COPY_SHARE of tol, the rest left to the cast
+# (:func:`_iterates_in_float64`). Below 4·ε the float32 iteration stalled at 2.2–5.3e-7 on 60 of
 # 90 solves of 1500×1100 matrices at tol 1e-7 to 5e-7 (five classes, k = 1 and 4); above it, it
 # converged where the copy took 2.0–2.4× its time (2000×1030 to 4000×2000 at 5e-7 and 6e-7; a
-# review). Below ε/2 the exact triplets' own rounding to float32 (3e-8 to 1e-7) fails tol anyway, and
-# the float32 iteration stalls there at less cost, saying so. Solved to tol itself, the copy's
-# triplets of 1200×1100 Gaussians (k = 3, tol 1e-7) came to 1.03–1.05e-7 once rounded.
-_COPY_FROM, _COPY_BELOW = 0.5 * eps(torch.float32), 4 * eps(torch.float32)
+# review). Solved to tol itself, the copy's triplets of 1200×1100 Gaussians (k = 3, tol 1e-7) came
+# to 1.03–1.05e-7 once rounded. Below ε/2 it had kept the float32 iteration, which stalled 12× above
+# what the copy reached: a 4000×2000 Gaussian at k = 20, tol 5e-8, stalled at 5.4e-7, where tol 6e-8
+# went to the copy and came to 4.5e-8 (a new user's trial). Float32 triplets reach no lower than
+# FLOAT32_CAST_LEAST, so the copy is solved to no less than _COPY_SHARE of it.
+_COPY_BELOW = 4 * eps(torch.float32)
 _COPY_MOST = 1 << 27
 _COPY_SHARE = 0.25
 
 
 def _iterates_in_float64(A, k, tol, method: str) -> bool:
     """Whether a float32 A is iterated in a float64 copy (:func:`_solve_in_float64`): one plain CPU
-    tensor of at most ``_COPY_MOST`` entries, a ``tol`` (a number, or one read as one) in
-    [``_COPY_FROM``, ``_COPY_BELOW``), where the iteration runs (``method="iterative"``, or "auto"
+    tensor of at most ``_COPY_MOST`` entries, a ``tol`` (a number, or one read as one) below
+    ``_COPY_BELOW``, where the iteration runs (``method="iterative"``, or "auto"
     beyond the dense path's rule: 1024 wide, 2²² entries), outside torch.compile and torch.func's
     transforms (which the copy's casts would take through the solve; those stall in float32 and
     warn, as before). Arguments it cannot read go the usual way, to be checked there."""
@@ -662,7 +666,7 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
         and method in ("auto", "iterative")
         and isinstance(tol, numbers.Real)  # np.float32's too (not a float; a review)
         and not isinstance(tol, bool)
-        and _COPY_FROM <= float(tol) < _COPY_BELOW
+        and 0 < float(tol) < _COPY_BELOW
         and isinstance(k, int | np.integer)
         and not isinstance(k, bool)
         and 1 <= k <= min(A.shape[-2:])
@@ -677,14 +681,14 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
 
 
 def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:
-    """A float32 A solved in a float64 copy (:func:`_iterates_in_float64`) to ``_COPY_SHARE`` of tol,
-    U, S, V returned in float32; gradients flow back through the casts (autograd's). ``info``
-    describes the float32 triplets as returned: their residual from float64 products of the copy (2k
-    more, counted; relative to σ₁ as solved), each bar widened by its σ's cast and rounded up,
-    ``converged`` by tol itself and by the copy's own (a ``maxiter`` that stopped it short leaves
-    them unproven), a σ beyond float32's range by the rounding it carries (inf: not converged); the
-    ConvergenceWarning and ResolutionWarning judge them so, at the caller's line (the copy's spoke
-    of its own tol). Its other warnings are passed on."""
+    """A float32 A solved in a float64 copy (:func:`_iterates_in_float64`) to ``_COPY_SHARE`` of tol
+    (of ``FLOAT32_CAST_LEAST`` where tol lies below it), U, S, V returned in float32; gradients flow
+    back through the casts (autograd's). ``info`` describes the float32 triplets as returned: their
+    residual from float64 products of the copy (2k more, counted; relative to σ₁ as solved), each bar
+    widened by its σ's cast and rounded up, ``converged`` by tol itself and by the copy's own (a
+    ``maxiter`` that stopped it short leaves them unproven), a σ beyond float32's range by the
+    rounding it carries (inf: not converged); the ConvergenceWarning and ResolutionWarning judge them
+    so, at the caller's line (the copy's spoke of its own tol). Its other warnings are passed on."""
     tol = float(as_number(tol))
     init = _init_pair(init)
 
@@ -695,8 +699,8 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
     wide = A.double()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = solve(wide, k, tol=_COPY_SHARE * tol, maxiter=maxiter, init=init, generator=generator,
-                    options=options, method=method)  # fmt: skip
+        out = solve(wide, k, tol=_COPY_SHARE * max(tol, FLOAT32_CAST_LEAST), maxiter=maxiter, init=init,
+                    generator=generator, options=options, method=method)  # fmt: skip
     for warning in caught:
         if not issubclass(warning.category, (ConvergenceWarning, ResolutionWarning)):
             warnings.warn(warning.message, stacklevel=callers_level())
@@ -921,19 +925,19 @@ def _not_converged(
             "a wide cluster of close singular values. A wider search space often resolves one: "
             "`options=riemsvd.SolverOptions(max_basis=...)` (the default, max(24, 2k + 16) on the CPU, "
             "is doubled at a stall up to 4 times itself; 100 took a path graph's 2000×2000 Laplacian at "
-            "k = 4 from 1e-4 to 1e-12). Or raise `patience` "
-            "(default 60) and `maxiter`, loosen `tol`, or, for a matrix small enough, use method='dense'."
+            "k = 4 from 1e-4 to 1e-12). Or raise `patience` (default 60) and `maxiter`, loosen `tol`, or, "
+            "for a dense matrix small enough, use method='dense'."
         )
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
     if dtype != torch.float64 and info.method == "dense":
         remedy = "Loosen `tol`, or solve in float64."
     elif dtype != torch.float64:  # the dense path's float64 Gram matrix resolves more (a 2000×1000
         # float32 Gaussian at tol 1e-7, k = 4: the iteration stalled at 6.6e-7, the dense path 5.7e-8)
-        remedy = "Loosen `tol`, solve in float64, or, for a matrix small enough, use method='dense'."
+        remedy = "Loosen `tol`, solve in float64, or, for a dense matrix small enough, use method='dense'."
     elif info.method == "dense":
         remedy = "Loosen `tol`."
     else:  # already float64: a whole decomposition resolves more, where A is small enough for one
-        remedy = "Loosen `tol`, or, for a matrix small enough, use method='dense'."
+        remedy = "Loosen `tol`, or, for a dense matrix small enough, use method='dense'."
     # "near" where tol lies above the rounding's scale: LAPACK's SVD of a 20×12 float64 Gaussian
     # left residuals up to 3× it (6.3e-15 at a scale of 2e-15), and "below" read as wrong at tol 4e-15
     # (a new user's trial)
@@ -981,10 +985,11 @@ def _check_resolution(s, info: SolveInfo, shape=None) -> None:
         # σ_k itself, or a value above a σ_k returned at or below ε·σ₁
         which = "σ_k" if bool((low[..., -1] == low.any(-1)).all()) else "σⱼ (j < k)"
         if limit == info.tol:
-            bound, known, remedy, wider = "tol", "tol·σ₁", "with a smaller `tol` or with method='dense'", ", "
+            bound, known, wider = "tol", "tol·σ₁", ", "
+            remedy = "with a smaller `tol` or with method='dense' (a dense A)"
         else:  # below the products' rounding a smaller tol changes nothing
             bound, known = "that", f"{limit:.2g}·σ₁, the rounding of its {str(s.dtype)[6:]} products,"
-            remedy, wider = "with method='dense'", " or "
+            remedy, wider = "with method='dense' (a dense A)", " or "
         if s.dtype != torch.float64:
             remedy = "in float64" + wider + remedy
         warnings.warn(

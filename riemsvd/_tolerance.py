@@ -48,6 +48,12 @@ def eps(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps
 
 
+# The least residual (relative to σ₁) measured of exact triplets rounded to float32: 3e-8 to 1e-7 on
+# trained-like weights and Gaussians (docs/algorithm.md, "The dense path"). Float32 triplets below
+# it are not to be had, whatever computes them.
+FLOAT32_CAST_LEAST = 0.25 * eps(torch.float32)
+
+
 def default_tol(dtype: torch.dtype, m: int, n: int) -> float:
     """The default relative residual of :func:`riemsvd.solve`: close to machine precision.
 

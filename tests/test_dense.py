@@ -45,6 +45,34 @@ def test_float32_gram_path_is_checked_and_falls_back_to_the_svd(gen):
     assert result.info.matvecs == 40 + 40 + 2 * 40  # the Gram path tried, then the check's products
 
 
+@pytest.mark.parametrize("shape, k, batch", [((600, 80), 32, ()), ((80, 600), 8, ()), ((200, 100), 16, (3,))])
+def test_float64_dense_path_serves_from_the_gram_matrix_where_it_resolves_sigma_k(
+    shape, k, batch, gen, monkeypatch
+):
+    """A float64 A's dense path takes its triplets from the Gram matrix (Rayleigh–Ritz in span(A V)),
+    where LAPACK's SVD had taken 1.2–5.6× the time (a new user's PCA: 200000×50, k = 5, 1.05 s
+    against 0.28 on one thread), with no SVD: orthonormal to rounding and to tol as the SVD's were,
+    σ_k = 1/32 to 1/8 of σ₁ here (σᵢ = 1/i). Where σ_k lies beyond its reach (σ from 1 to 1e-12,
+    k = 40), the SVD serves."""
+    import riemsvd._dense as dense
+
+    calls: list[int] = []
+    svd = dense._svd_triplets
+    monkeypatch.setattr(dense, "_svd_triplets", lambda a, k: calls.append(k) or svd(a, k))
+    m, n = shape
+    a = torch.stack([make_matrix("decay", m, n, gen) for _ in range(3)]) if batch else None
+    a = a if a is not None else make_matrix("decay", m, n, gen)
+    result = riemsvd.solve(a, k, method="dense")
+    assert calls == [] and result.info.matvecs == min(m, n) + 3 * k, (calls, result.info)
+    check_svd(a, result, k, result.info.tol)
+    ref = torch.linalg.svdvals(a)[..., :k]
+    assert float((result.S - ref).abs().max()) <= 1e-13, (result.S - ref).abs().max()
+    c = make_matrix("cond12", 80, 40, gen)
+    result = riemsvd.solve(c, 40, method="dense")
+    assert calls == [40], calls
+    check_svd(c, result, 40, result.info.tol)
+
+
 @pytest.mark.parametrize("shape", [(700, 60), (60, 700)])
 def test_float32_gram_path_of_a_large_matrix_casts_in_blocks_to_the_same_triplets(shape, monkeypatch):
     """A float32 matrix whose float64 copy would be large is cast a block of its longer side at a
@@ -138,9 +166,10 @@ def test_a_zero_singular_value_in_float32_draws_no_numpy_warning():
 
 
 def test_one_float32_matrix_short_of_tol_is_redone_in_float64_as_a_batch_of_one_is(monkeypatch):
-    """At tol 1e-9, below what float32 vectors reach, one matrix (numpy arrays on the host) takes the
-    float64 SVD as a batch of one (tensors) does, with the same results; nothing had tested the one
-    matrix's branch (a review)."""
+    """At tol 3.5e-8, below what this matrix's float32 vectors reach (3.7e-8), one matrix (numpy arrays
+    on the host) takes the float64 SVD as a batch of one (tensors) does, with the same results;
+    nothing had tested the one matrix's branch (a review). (At 1e-9, below what any float32 vectors
+    reach, there is no SVD since: the next test.)"""
     import riemsvd._dense as dense
 
     a = torch.randn(300, 200, generator=torch.Generator().manual_seed(0))
@@ -149,7 +178,7 @@ def test_one_float32_matrix_short_of_tol_is_redone_in_float64_as_a_batch_of_one_
     monkeypatch.setattr(dense, "_svd_triplets", lambda b, k: redone.append(b.dtype) or svd(b, k))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", riemsvd.ConvergenceWarning)  # float32 vectors: 3.7e-8
-        one, batch = (riemsvd.solve(x, 3, tol=1e-9, method="dense") for x in (a, a[None]))
+        one, batch = (riemsvd.solve(x, 3, tol=3.5e-8, method="dense") for x in (a, a[None]))
     assert redone == [torch.float64, torch.float64]
     for mine, theirs in ((one.S, batch.S[0]), (one.U, batch.U[0]), (one.V, batch.V[0])):
         torch.testing.assert_close(mine, theirs)  # numpy's products against torch's: to rounding
@@ -267,7 +296,7 @@ def _float32_residual(a: torch.Tensor, result) -> float:
     return float(true_residuals(a64, *triplets, s1=s1).max())
 
 
-def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy(monkeypatch):
+def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy():
     """Beyond the dense rule's sizes (or with method="iterative") a float32 A at tol 1e-7 was iterated
     in float32, stalled at 2.2–5.3e-7 and warned (60 of 90 solves of 1500×1100 matrices, five classes,
     k = 1 and 4, tol 1e-7 and 2e-7; 4000×2000 at 3.4–5.3e-7). It is iterated in a float64 copy now:
@@ -294,9 +323,7 @@ def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy(monkey
     (grad,) = torch.autograd.grad(result.S[0], a)
     outer = torch.outer(result.U[:, 0], result.V[:, 0]).detach().double()
     assert grad.dtype == torch.float32 and float((grad.double() - outer).abs().max()) <= 1e-6
-    # where the cast alone leaves them above tol (the window opened down to 1e-9 here: its floor
-    # ε/2 keeps such tols in float32, whose iteration stalls at less cost)
-    monkeypatch.setattr(riemsvd._solve, "_COPY_FROM", 0.0)
+    # where the cast alone leaves them above tol
     c = make_matrix("gaussian", 300, 200, g, dtype=torch.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -305,6 +332,29 @@ def test_a_float32_tol_below_the_iterations_reach_iterates_a_float64_copy(monkey
     assert result.info.tol == 1e-9 and float(result.info.residual) >= _float32_residual(c, result)
     assert [w.filename for w in caught] == [__file__], [str(w.message) for w in caught]
     assert "tol = 1e-09" in str(caught[0].message)
+
+
+def test_a_float32_tol_below_half_its_epsilon_is_met_where_the_float64_copy_meets_it(gen, monkeypatch):
+    """tol 5e-8, below float32's ε/2 (6e-8), had kept the float32 iteration, which stalled 12× above
+    what the float64 copy reached (a new user's trial: a 4000×2000 Gaussian, k = 20, stalled at 5.4e-7
+    where tol 6e-8 went to the copy and came to 4.5e-8). The copy serves every tol below 4·ε now, to
+    tol/4 but no less than a quarter of the least residual float32 triplets were measured to reach.
+    And the dense path, whose float32 triplets from the float64 Gram matrix are the exact ones
+    rounded, no longer redoes them by a float64 SVD where tol lies below that least residual: 1.5 s
+    more for the same residual (3000×1000, k = 5, tol 1e-8: 3.59e-8 either way)."""
+    import riemsvd._dense as dense
+
+    a = make_matrix("gaussian", 300, 200, gen, torch.float32)
+    result = riemsvd.solve(a, 2, tol=5e-8, method="iterative")
+    assert bool(result.info.converged) and result.info.stop_reason == "converged", result.info
+    assert _float32_residual(a, result) <= float(result.info.residual) <= 5e-8, result.info
+    calls: list[int] = []
+    svd = dense._svd_triplets
+    monkeypatch.setattr(dense, "_svd_triplets", lambda a, k: calls.append(k) or svd(a, k))
+    with pytest.warns(riemsvd.ConvergenceWarning, match="tol = 1e-08"):
+        result = riemsvd.solve(a, 2, tol=1e-8, method="dense")
+    assert calls == [] and not bool(result.info.converged), (calls, result.info)
+    assert max(_float32_residual(a, result), float(result.info.residual)) <= 2e-7, result.info
 
 
 def test_a_narrow_matrix_at_a_loose_tol_is_solved_dense_and_exactly():
@@ -336,9 +386,11 @@ def test_cost_model_crossovers(dtype):
     assert dense(1536, 384, 128) and dense(384, 1536, 128)  # k a third of min(m, n)
     # where the loop's cost a product fell from 30 µs to 12 and the model had not followed: float32
     # 1024×512 at k = 32 took 22–25 ms dense against 8–24 by the iteration (Gaussian, σᵢ = 1/i,
-    # rank 10 plus noise, i^−1.5), float64 512×256 at k = 16 15.5–16 against 2.3–7.4 (a new user's
-    # trial and the held-out cases of docs/algorithm.md, "The refit of 2026-12-05")
-    assert not dense(1024, 512, 32) if dtype == torch.float32 else not dense(512, 256, 16)
+    # rank 10 plus noise, i^−1.5; a new user's trial and the held-out cases of docs/algorithm.md, "The
+    # refit of 2026-12-05"). In float64, since the Gram matrix serves the dense path (2026-12-07),
+    # 512×256 at k = 16 took 10.4–11.0 ms dense against 3.2–19.4 (Gaussian 19.4), and 1024×1024 at
+    # k = 8 135–167 against 17–58 by the iteration (σᵢ = 1/i, Gaussian)
+    assert not dense(1024, 512, 32) if dtype == torch.float32 else not dense(1024, 1024, 8)
     # on an H200 (docs/records/bench_gpu_2026-12-04_h200_dense_vs_iterative.csv): a GaLore projector's k = 32
     # and 128 of 1536×384 took 264 and 624 ms by the iteration, 6 and 5 by the dense path (float32)
     assert dense(1536, 384, 32, device="cuda") and dense(1536, 384, 128, device="cuda")
@@ -405,24 +457,26 @@ def test_the_cost_model_takes_the_faster_path_for_batches_of_small_matrices():
     (2026-12-05, the code of the refit in docs/algorithm.md, best of 3; either way by more than 10%,
     the closer ones left out): a batch term too large sends the (256, 128, 128) batch, whose
     iteration is faster, to the dense path, one too small keeps (8, 256, 128) at k = 2 in float32
-    on the iteration, 1.36× the dense path's time."""
+    on the iteration, 1.36× the dense path's time. The float64 column was measured again
+    (2026-12-07, AMD EPYC, best of 3) once the Gram matrix served the float64 dense path, 2–4× faster
+    than the SVD before."""
     from riemsvd._tolerance import default_tol
 
     dense_faster = {  # (batch, m, n, k): whether the dense path was faster, float32, float64
-        (64, 64, 64, 2): (True, True),  # 15.6 ms against 30.5; 32.8 against 45.8
+        (64, 64, 64, 2): (True, True),  # 15.6 ms against 30.5; 26.3 against 82.0
         (64, 32, 32, 1): (True, True),
-        (16, 128, 96, 2): (True, None),  # float64: 20.6 against 19.6
-        (16, 200, 100, 4): (True, None),
+        (16, 128, 96, 2): (True, True),  # float64: 21.1 against 71.9
+        (16, 200, 100, 4): (True, True),
         (8, 512, 256, 1): (False, False),
         (8, 512, 512, 2): (False, False),
         (4, 1024, 512, 2): (False, False),
         (16, 384, 384, 1): (False, False),
         (4, 384, 384, 8): (False, False),
-        (256, 128, 128, 1): (False, False),  # README's batch: 133 against 278 ms (float32)
-        (8, 256, 128, 2): (True, False),  # 8.9 against 12.2; 36.9 against 18.9
+        (256, 128, 128, 1): (False, True),  # README's batch: 133 against 278 ms (float32); 695 against 889
+        (8, 256, 128, 2): (True, True),  # 8.9 against 12.2; 24.3 against 47.4
         (4, 100, 60, 3): (True, True),
-        (32, 64, 64, 4): (True, None),
-        (8, 128, 128, 8): (True, False),
+        (32, 64, 64, 4): (True, True),
+        (8, 128, 128, 8): (True, True),
     }
     for (batch, m, n, k), faster in dense_faster.items():
         for dtype, dense in zip((torch.float32, torch.float64), faster):
@@ -447,8 +501,8 @@ def test_a_matrix_beyond_the_last_level_cache_prices_the_iteration_higher(monkey
     monkeypatch.setattr(dense, "_last_level_cache", lambda: 32 << 20)
     factors = [dense._memory_factor(1 << s) for s in range(20, 31)]
     assert factors == sorted(factors) and factors[4] == 1.0 and factors[5] == 3.0 and factors[-1] == 3.0
-    # k = 64 (on the refit's code: 0.85 s dense against 1.55 by the iteration, Gaussian; 0.73 against
-    # 1.37, gradient-like)
-    assert prefer_dense((10000, 784), 1, 64, torch.float64, "cpu", 1e-12)
+    # k = 8 (since the Gram matrix serves the float64 dense path: 0.36 s dense against 0.97 by the
+    # iteration, Gaussian; k = 64 0.55 against 3.0)
+    assert prefer_dense((10000, 784), 1, 8, torch.float64, "cpu", 1e-12)
     monkeypatch.setattr(dense, "_last_level_cache", lambda: 1 << 40)  # a cache that holds it: the fit alone
-    assert not prefer_dense((10000, 784), 1, 64, torch.float64, "cpu", 1e-12)
+    assert not prefer_dense((10000, 784), 1, 8, torch.float64, "cpu", 1e-12)

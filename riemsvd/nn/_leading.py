@@ -598,7 +598,10 @@ def _whole(target, tol: float, k: int) -> bool:
     step's pair as here; the model's fit, 46): the dense path took 0.40–0.70 of the warm solve's time
     (64×64 to 1024×128, three seeds each, medians of 7, 2 threads; 0.59–0.62 on one), as long at
     192×192 and 768×192 (0.96–1.09), and 1.33–2.85 from 256 wide on. In float64 the model's choice
-    stands: the dense path took 0.59 at 64×64, which it takes, and 1.3–5.5 from 128 wide on."""
+    stands: when the float64 dense path was an SVD it took 0.59 at 64×64, which the model took, and
+    1.3–5.5 from 128 wide on; since it is the Gram matrix's (2026-12-07) the model takes it up to
+    about 180 wide at k = 2 (128×512: 2.3 ms against the warm solve's 6.8, for a weight moved by a
+    Gaussian of its own size; 256×256, which iterates, 6.4 against 8.4, and 6.3 cold)."""
     m, n = target.shape[-2:]
     if type(target) is not torch.Tensor or target.layout != torch.strided:  # a sparse weight iterates
         return False
