@@ -49,8 +49,9 @@ def eps(dtype: torch.dtype) -> float:
 
 
 # The least residual (relative to σ₁) measured of exact triplets rounded to float32: 3e-8 to 1e-7 on
-# trained-like weights and Gaussians (docs/algorithm.md, "The dense path"). Float32 triplets below
-# it are not to be had, whatever computes them.
+# trained-like weights and Gaussians (docs/algorithm.md, "The dense path"). Below it float32 triplets
+# are not to be had but where float32 holds the exact ones (a diagonal A's, or those of identical
+# rows: residual 0 on the dense path; a review).
 FLOAT32_CAST_LEAST = 0.25 * eps(torch.float32)
 
 
