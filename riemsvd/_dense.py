@@ -274,13 +274,14 @@ def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     u = v = None
     # The Gram matrix first: for a float32 A formed in float64, whose rounding is far below any tol
     # float32 can ask; for a float64 A on the CPU in its own dtype, its triplets by Rayleigh–Ritz
-    # (_rayleigh_ritz) and checked like any. LAPACK's SVD had taken 1.2–5.6× its time (two threads, best
-    # of 3: 384×384 44–64 ms against 12–27, 4096×1024 1.1–1.6 s against 0.27–0.38, k = 1 to 32);
-    # where σ_k lies beyond its reach the SVD follows, at 1.08–1.28× its time alone (σ from 1 to
-    # 1e-12, k = 32 of 200000×50 and 256×64). Not measured on a GPU, where the SVD stays.
+    # (_float64_gram_triplets), checked like any. LAPACK's SVD had taken 1.2–5.6× its time (two
+    # threads, best of 3: 384×384 44–64 ms against 12–27, 4096×1024 1.1–1.6 s against 0.27–0.38,
+    # k = 1 to 32); where σ_k lies beyond its reach the SVD follows, at 1.08–1.28× its time alone
+    # (σ from 1 to 1e-12, k = 32 of 200000×50 and 256×64). Not measured on a GPU: the SVD stays.
     gram = op.dtype == torch.float32 or (op.dtype == torch.float64 and a.device.type == "cpu")
     if gram:
-        u, v = _gram_triplets(matrix, k, tol, op.dtype)
+        route = _gram_triplets if op.dtype == torch.float32 else _float64_gram_triplets
+        u, v = route(matrix, k, tol)
         op.matvecs += min(op.shape) + k  # the Gram matrix, then A V (or Aᵀ U)
     # A float32 A's triplets from its Gram matrix are its exact ones rounded, beyond which no SVD
     # goes: below FLOAT32_CAST_LEAST one in float64 had taken 1.5 s more to come to the same
@@ -404,44 +405,30 @@ def _images_by_blocks(a: torch.Tensor, top: torch.Tensor, tall: bool) -> torch.T
     return image
 
 
-def _gram_triplets(a, k: int, tol: float, dtype: torch.dtype):
+def _gram_triplets(a, k: int, tol: float):
     """(U, V) in a's dtype from the eigendecomposition of the smaller Gram matrix in float64, or
     (None, None) where rounding leaves them short of ``tol`` (σ_k too small beside σ₁, or zero).
-    ``a``: a tensor (..., m, n), or one matrix on the host as a numpy array (then numpy arrays), of
-    ``dtype`` (float32, cast to float64 for the Gram matrix, or float64)."""
+    ``a``: a float32 tensor (..., m, n), or one matrix on the host as a numpy array (then numpy
+    arrays)."""
     on_host = isinstance(a, np.ndarray)
     tall = a.shape[-2] >= a.shape[-1]
     image: Any  # numpy arrays for a host matrix, tensors otherwise
-    if dtype != torch.float64 and not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:
-        top = _top_right_vectors(_float64_blocks(a, tall), k, tall)[1]  # cast a block at a time
+    if not on_host and a.dim() == 2 and 8 * a.numel() > _WHOLE_COPY_BYTES:  # cast a block at a time
+        top = _top_right_vectors(_float64_blocks(a, tall), k, tall)[1]
         image = _images_by_blocks(a, top, tall)
     else:
-        a64 = a.astype(np.float64, copy=False) if on_host else a.to(torch.float64)
-        values, top = _top_right_vectors([a64], k, tall)
-        # A float64 A's triplets from its own Gram matrix have residuals of about ε·σ₁/σ_k (relative
-        # to σ₁): where that is far above tol the SVD serves, before the images and their check
-        # (200000×50, σ from 1 to 1e-12, k = 32: 1.5–1.8× the SVD's time alone with them). And where
-        # σ_k² lies within 1000·√max(m, n) roundings of σ₁² the Gram matrix's k-th eigenvector is
-        # its rounding's, and the check cannot tell: at a loose tol any direction in A's noise has a
-        # residual within it (rank 3 plus noise of 1e-9, 600×300, k = 4, tol 1e-6: σ₄ came 40% low,
-        # converged, its bar short; a review). There the SVD serves too, as it did before.
-        if dtype == torch.float64:
-            noise = 1e3 * math.sqrt(max(a.shape[-2:])) * eps(dtype)
-            least = max((eps(dtype) / (10 * tol)) ** 2, noise)
-            if readable_any(values[..., -1:] < least * values[..., :1], default=True):
-                return None, None
+        a64 = a.astype(np.float64) if on_host else a.to(torch.float64)
+        top = _top_right_vectors([a64], k, tall)[1]
         image = mm_t(a64.swapaxes(-1, -2) if tall else a64, top)
     space = (HostSpace if on_host else Space)(image.shape[-2])
-    if dtype == torch.float64:
-        return _rayleigh_ritz(image, top, tall, space)
     norms = space.norms(image)[..., None, :]  # σᵢ, descending
     # a zero σ's column stays zero (0/0 had drawn numpy's warning, a trial): refused by the check
     # below unless completed
     other = image / norms.clip(min=TINY)
-    # As orthonormal as A's dtype's own SVD would leave them (its rounding at this size, as in
+    # As orthonormal as float32's own SVD would leave them (its rounding at this size, as in
     # default_tol), whatever tol asks; both sides, though MRRR's eigenvectors are orthonormal to
     # rounding. Under a torch.func transform nothing can be read: then the SVD.
-    floor = min(tol, product_floor(dtype, *a.shape[-2:]))
+    floor = min(tol, product_floor(torch.float32, *a.shape[-2:]))  # the path of a float32 A
     # Columns whose σ the Gram matrix cannot resolve (their loss of orthogonality, ε₆₄·σ₁²/σᵢ², above
     # the floor) and which are zero at tol (k beyond A's numerical rank) are orthonormalized against
     # the others (_completed); the check below then decides as for any. A GaLore projector of a
@@ -459,19 +446,31 @@ def _gram_triplets(a, k: int, tol: float, dtype: torch.dtype):
     return (other, top) if tall else (top, other)
 
 
-def _rayleigh_ritz(image, top, tall: bool, space: Space):
-    """(U, V) of a float64 A from its Gram matrix's top eigenvectors ``top`` (V where ``tall``) and
-    their images (A V), by Rayleigh–Ritz in span(A V): A V = Q R, R = Y Σ Zᵀ, so A (V Z) = (Q Y) Σ.
-    In float64 the Gram matrix's rounding, ε·σ₁², leaves the images' directions ε·σ₁²/(σᵢσⱼ) off
-    orthogonal, far above what an SVD leaves wherever σᵢ is small beside σ₁ (1e-10 at σᵢ = 1e-3·σ₁);
-    Q is orthonormal to rounding whatever σᵢ, and the residual, about ε·σ₁/σᵢ relative to σ₁, is
-    left to the check (on a 4096×1024 gradient-like A, σ from 1 down to a noise of 1e-2, k = 32,
-    the images' columns made the check fail and the SVD serve, at about 1.4× its time alone)."""
-    q, r = space.qr(image)
-    if isinstance(r, np.ndarray):
-        y, _, zt = np.linalg.svd(r)
-    else:
-        y, _, zt = torch.linalg.svd(r)
+def _float64_gram_triplets(a, k: int, tol: float):
+    """(U, V) of a float64 A (a tensor (..., m, n), or one matrix on the host as a numpy array: then
+    numpy arrays) from its Gram matrix's top k eigenvectors, in float64 itself, by Rayleigh–Ritz in
+    span(A V): A V = Q R, R = Y Σ Zᵀ, so A (V Z) = (Q Y) Σ; or (None, None) where its eigenvalues say
+    the SVD must serve (below). The Gram matrix's rounding, ε·σ₁², leaves the images' directions
+    ε·σ₁²/(σᵢσⱼ) off orthogonal, far above what an SVD leaves wherever σᵢ is small beside σ₁ (1e-10
+    at σᵢ = 1e-3·σ₁); Q is orthonormal to rounding whatever σᵢ, and the residual, about ε·σ₁/σᵢ
+    relative to σ₁, is left to the check (on a 4096×1024 gradient-like A, σ from 1 down to a noise of
+    1e-2, k = 32, the images' columns made the check fail and the SVD serve, at about 1.4× its time
+    alone)."""
+    tall = a.shape[-2] >= a.shape[-1]
+    values, top = _top_right_vectors([a], k, tall)
+    # Its triplets have residuals of about ε·σ₁/σ_k (relative to σ₁): where that is far above tol the
+    # SVD serves, before the images and their check (200000×50, σ from 1 to 1e-12, k = 32: 1.5–1.8×
+    # the SVD's time alone with them). And where σ_k² lies within 1000·√max(m, n) roundings of σ₁²
+    # the k-th eigenvector is the rounding's, and the check cannot tell: at a loose tol any direction
+    # in A's noise has a residual within it (rank 3 plus noise of 1e-9, 600×300, k = 4, tol 1e-6: σ₄
+    # came 40% low, converged, its bar short; a review). There the SVD serves too, as it did before.
+    unit = eps(torch.float64)
+    least = max((unit / (10 * tol)) ** 2, 1e3 * math.sqrt(max(a.shape[-2:])) * unit)
+    if readable_any(values[..., -1:] < least * values[..., :1], default=True):
+        return None, None
+    image = mm_t(a.swapaxes(-1, -2) if tall else a, top)
+    q, r = (HostSpace if isinstance(a, np.ndarray) else Space)(image.shape[-2]).qr(image)
+    y, _, zt = np.linalg.svd(r) if isinstance(r, np.ndarray) else torch.linalg.svd(r)
     u, v = q @ y, top @ zt.swapaxes(-1, -2)
     return (u, v) if tall else (v, u)
 

@@ -641,7 +641,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
 # review). Solved to tol itself, the copy's triplets of 1200×1100 Gaussians (k = 3, tol 1e-7) came
 # to 1.03–1.05e-7 once rounded. Below ε/2 it had kept the float32 iteration, which stalled 12× above
 # what the copy reached: a 4000×2000 Gaussian at k = 20, tol 5e-8, stalled at 5.4e-7, where tol 6e-8
-# went to the copy and came to 4.5e-8 (a new user's trial). Float32 triplets reach no lower than
+# went to the copy and came to 4.5e-8 (a new user's trial). Float32 triplets seldom reach below
 # FLOAT32_CAST_LEAST, so the copy is solved to no less than _COPY_SHARE of it.
 _COPY_BELOW = 4 * eps(torch.float32)
 _COPY_MOST = 1 << 27
