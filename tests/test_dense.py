@@ -90,6 +90,7 @@ def test_float64_gram_path_leaves_values_in_its_rounding_to_the_svd(monkeypatch)
     result = riemsvd.solve(a, 4, tol=1e-6, method="dense")
     exact = torch.from_numpy(np.linalg.svd(a.numpy(), compute_uv=False)[:4])
     assert calls == [4] and bool(result.info.converged), (calls, result.info)
+    assert result.info.matvecs == 300 + 2 * 4, result.info  # the Gram matrix and the check, no A V
     assert float((result.S - exact).abs().max()) <= 1e-14 * float(exact[0]), (result.S, exact)
     assert bool(((result.S - exact).abs() <= result.info.errors).all())
     calls.clear()
