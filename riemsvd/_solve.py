@@ -122,7 +122,7 @@ def solve(
         rest), with batch dimensions that broadcast to A's (``(1, m, j)`` for a batch of 4), or
         without them, to share one start over the batch; tensors, or float
         numpy arrays as A may be. U0 alone (what a GaLore projector keeps) stands for (U0, Aᵀ U0),
-        for dense and sparse tensors.
+        for dense and sparse tensors and scipy sparse matrices.
         The solve starts from the sum of V0's columns plus a random part of relative size 10·tol;
         with a block start (``options.start_block`` or ``options.block`` above 1) from V0 and random
         columns.
@@ -500,7 +500,10 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
             if each
             else solver_threads(op.device, entries, **limits)
         )
-        with threads, no_autocast(op.device):
+        # NaN or Inf from the products is the iteration's to name (a ValueError at its next look):
+        # numpy's RuntimeWarning from the step's Gram-Schmidt came first, pointing into riemsvd (a
+        # convolution with an Inf weight under operator_norm; a new user's trial)
+        with threads, no_autocast(op.device), np.errstate(invalid="ignore", over="ignore"):
             if method == "trust-region":
                 from riemsvd._trust import trust_region_svd  # 2.3 ms at import, for a method off by default
 
@@ -759,6 +762,9 @@ def _init_from_u(A, u0: torch.Tensor):
     dense A's by :func:`~riemsvd._backend.mm_t` (``init=U0`` had taken 1.4× a cold solve's time, float32
     4096×1024 and k = 8, a new user's trial)."""
     check_init_u(A, u0)
+    if not isinstance(A, torch.Tensor):  # a scipy sparse matrix (a new user's trial had met a TypeError)
+        u0 = u0.detach().to(torch.float64 if A.dtype == np.float64 else torch.float32)
+        return u0, torch.from_numpy(np.asarray(A.T @ u0.cpu().numpy())).to(u0.device)
     with torch.no_grad():
         u0 = u0.to(A.dtype)
         return u0, mm_t(A.detach(), u0) if A.layout == torch.strided else A.detach().t() @ u0
@@ -931,6 +937,14 @@ def _not_converged(
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
     if dtype != torch.float64 and info.method == "dense":
         remedy = "Loosen `tol`, or solve in float64."
+    elif dtype != torch.float64 and info.tol < FLOAT32_CAST_LEAST:
+        # float32 triplets, the dense path's too, seldom come below their own rounding (a 3000×1500
+        # float32 Gaussian at tol 1e-12, k = 5: the iteration 4.9e-8, the dense path 5.6e-8 at 600×300,
+        # where the message had advised method='dense')
+        remedy = (
+            f"Loosen `tol` to {FLOAT32_CAST_LEAST:.1g} or more (float32 triplets are seldom closer), or "
+            "solve in float64."
+        )
     elif dtype != torch.float64:  # the dense path's float64 Gram matrix resolves more (a 2000×1000
         # float32 Gaussian at tol 1e-7, k = 4: the iteration stalled at 6.6e-7, the dense path 5.7e-8)
         remedy = "Loosen `tol`, solve in float64, or, for a dense matrix small enough, use method='dense'."

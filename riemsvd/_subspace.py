@@ -36,7 +36,7 @@ from riemsvd._tolerance import DGKS, TINY, eps, product_floor
 
 __all__ = ["SolverOptions", "default_basis", "empty_outcome", "orthonormalize", "subspace_svd", "verify"]
 
-_NON_FINITE = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
+NON_FINITE_PRODUCTS = "the operator returned NaN or Inf during the iteration; check `A` (or its matvec)."
 
 # the host arrays' epsilons: np.finfo took 2–3 µs a call inside a solve (_eps: 13 calls a warm one)
 _NUMPY_EPS = {t: float(np.finfo(t).eps) for t in (np.float32, np.float64)}
@@ -592,7 +592,7 @@ def _ritz(st: Lanczos, t: int) -> Ritz:
         t = min(t, r)
         rel = np.empty(t)
         if not STEPS.svd_look(h, st.c, t, y, s, z, rel):
-            raise ValueError(_NON_FINITE)
+            raise ValueError(NON_FINITE_PRODUCTS)
         return Ritz(y, s, z, rel)
     if h.ndim == 2 and h.size:  # one matrix: LAPACK's gesdd without numpy's wrapper (9 µs, not 12.5, p = 9)
         y, s, zt, info = dgesdd(h, compute_uv=1, full_matrices=0)
@@ -605,7 +605,7 @@ def _ritz(st: Lanczos, t: int) -> Ritz:
         else:
             failed = False
     if failed or not np.isfinite(s[..., :1]).all() or not np.isfinite(st.c).all():
-        raise ValueError(_NON_FINITE)
+        raise ValueError(NON_FINITE_PRODUCTS)
     return Ritz(y, s, np.swapaxes(zt, -1, -2), _residuals(st, y[..., :t], s))
 
 

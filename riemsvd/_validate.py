@@ -399,16 +399,17 @@ def _broadcasts_to(shape: tuple[int, ...], batch: tuple[int, ...]) -> bool:
 
 
 def check_init_u(a, u0: torch.Tensor) -> None:
-    """``init=U0`` alone: A a dense or sparse torch.Tensor (V0 = Aᵀ U0 is computed from it), U0 a
-    float tensor with A's rows."""
+    """``init=U0`` alone: A a dense or sparse torch.Tensor or a scipy sparse matrix (V0 = Aᵀ U0 is
+    computed from it), U0 a float tensor with A's rows."""
     dtensor = type(a).__name__ == "DTensor"
     if dtensor or not (
         isinstance(a, torch.Tensor)
         and a.layout in (torch.strided, torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
+        or is_scipy_sparse(a)
     ):
         raise TypeError(
-            f"`init` as U0 alone needs A as a dense or sparse torch.Tensor, got {type(a).__name__}; "
-            "pass the pair (U0, V0)."
+            f"`init` as U0 alone needs A as a dense or sparse torch.Tensor or a scipy sparse matrix, got "
+            f"{type(a).__name__}; pass the pair (U0, V0)."
         )
     if u0.dim() < 2 or u0.shape[-2] != a.shape[-2] or not u0.is_floating_point():
         raise ValueError(

@@ -1599,12 +1599,20 @@ def test_a_weight_turned_non_finite_after_registration_is_named():
     w[1, 1] = float("inf")
     with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
         rnn.project_spectral_(w, 1.0)
-    # a convolution normalized as a map: the solve's "the operator returned NaN or Inf ...; check `A`"
+    # a convolution normalized as a map: the solve's "the operator returned NaN or Inf ...; check `A`",
+    # after numpy's RuntimeWarning from inside the iteration (a new user's trial); operator_norm too
     conv = rnn.spectral_norm(nn.Conv2d(2, 3, 3, padding=1), input_shape=(2, 5, 5))
     with torch.no_grad():
         conv.parametrizations.weight.original[0, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
-        conv(torch.randn(1, 2, 5, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="the weight has NaN or Inf entries"):
+            conv(torch.randn(1, 2, 5, 5))
+        plain = nn.Conv2d(2, 3, 3, padding=1)
+        with torch.no_grad():
+            plain.weight[1, 0, 2, 2] = float("inf")
+        with pytest.raises(ValueError, match="`layer` returned NaN or Inf for a finite input"):
+            rnn.operator_norm(plain, (2, 5, 5))
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -234,7 +235,6 @@ def test_scipy_inputs_of_other_dtypes_are_told_the_conversion_that_keeps_their_v
     """scipy's svds takes integer matrices; riemsvd's refusal gave no fix for sparse matrices and
     LinearOperators, and for a complex numpy array suggested `astype(np.float64)`, which drops the
     imaginary part (a new user's trial)."""
-    import scipy.sparse.linalg as spla
 
     ints = sp.random(20, 10, density=0.3, format="csr", random_state=0).astype(np.int64)
     with pytest.raises(TypeError, match=r"dtype int64.*A\.astype\(np\.float64\)"):
@@ -352,7 +352,23 @@ def test_init_that_is_not_a_pair_or_u0_raises(a):
     with pytest.raises(ValueError, match="`init` as U0 alone must be a float tensor of shape"):
         riemsvd.solve(a, init=torch.zeros(5, 1))
     with pytest.raises(TypeError, match="`init` as U0 alone needs A as a dense or sparse"):
-        riemsvd.solve(sp.csr_matrix(a.numpy()), init=torch.zeros(6, 1))
+        riemsvd.solve(spla.aslinearoperator(a.numpy()), init=torch.zeros(6, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_init_as_u0_alone_serves_a_scipy_sparse_matrix(dtype):
+    """U0 alone (what a GaLore projector keeps) raised TypeError for a scipy sparse A, where a torch
+    tensor's served (a new user's trial): V0 = Aᵀ U0, and the warm solve takes fewer products than a
+    cold one, to the same values."""
+    a = sp.random(300, 200, density=0.05, random_state=0, format="csr", dtype=dtype)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    cold = riemsvd.solve(a, 3, tol=tol, generator=torch.Generator().manual_seed(0))
+    rough = riemsvd.solve(a, 3, tol=1e-3, generator=torch.Generator().manual_seed(1))
+    for u0 in (rough.U, rough.U.numpy()):
+        warm = riemsvd.solve(a, 3, tol=tol, init=u0, generator=torch.Generator().manual_seed(0))
+        assert bool(warm.info.converged.all()) and warm.S.dtype == cold.S.dtype
+        assert warm.info.matvecs < cold.info.matvecs, (warm.info.matvecs, cold.info.matvecs)
+        torch.testing.assert_close(warm.S, cold.S, rtol=2 * tol, atol=0)
 
 
 def test_init_with_nan_raises_value_error(a):
@@ -494,6 +510,23 @@ def test_a_stall_below_the_product_floor_does_not_quote_the_floor_as_a_limit(mon
     assert "method='dense'" in str(caught[0].message)
     a = torch.randn(1536, 384, generator=torch.Generator().manual_seed(0))
     assert bool(riemsvd.solve(a, 1, tol=1e-7, method="dense").info.converged)
+
+
+def test_a_float32_tol_below_its_triplets_rounding_is_not_sent_to_the_dense_path(monkeypatch):
+    """Below FLOAT32_CAST_LEAST float32 triplets are their exact ones rounded, the dense path's too:
+    a 3000×1500 float32 Gaussian at tol 1e-12 stalled at 4.9e-8 and was advised method='dense', whose
+    triplets of a 600×300 one came to 5.6e-8. The message asks for a tol within their reach instead."""
+    monkeypatch.setattr(riemsvd._solve, "_iterates_in_float64", lambda *args: False)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 200, generator=g)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding") as caught:
+        riemsvd.solve(a, 2, tol=1e-12, generator=g, method="iterative")
+    message = str(caught[0].message)
+    assert "method='dense'" not in message and "Loosen `tol` to 3e-08 or more" in message, message
+    with pytest.warns(riemsvd.ConvergenceWarning) as caught:
+        dense = riemsvd.solve(a, 2, tol=1e-12, method="dense")
+    assert float(dense.info.residual) > 1e-9  # the dense path would not have met it either
+    assert "method='dense'" not in str(caught[0].message)
 
 
 def test_tol_as_a_one_element_float_tensor_is_accepted(a):

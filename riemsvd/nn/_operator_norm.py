@@ -12,6 +12,7 @@ from torch import nn
 from riemsvd._backend import no_autocast
 from riemsvd._linear import check_steady, conv_apply, conv_operator, is_conv, map_operator
 from riemsvd._solve import solve
+from riemsvd._subspace import NON_FINITE_PRODUCTS
 from riemsvd._tolerance import solver_dtype
 from riemsvd._validate import check_layer_input, check_module
 from riemsvd.nn._leading import (
@@ -177,4 +178,12 @@ def operator_norm(
         else:
             dtype = next((p.dtype for p in layer.parameters()), torch.get_default_dtype())
             op = map_operator(layer, input_shape, name="layer")  # a half layer as a float32 copy
-        return solve(op, 1, tol=tol, generator=generator).S[0].to(dtype)  # solve runs outside autocast
+        try:
+            return solve(op, 1, tol=tol, generator=generator).S[0].to(dtype)  # solve runs outside autocast
+        except ValueError as err:  # "the operator returned NaN or Inf": `A`, which the user never passed
+            if str(err) != NON_FINITE_PRODUCTS:
+                raise
+            raise ValueError(
+                "`layer` returned NaN or Inf for a finite input (a parameter with NaN or Inf entries, or "
+                "an overflow?); its norm is undefined."
+            ) from err
