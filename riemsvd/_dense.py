@@ -29,7 +29,7 @@ from riemsvd._certificate import _top_eigenpairs
 from riemsvd._operator import DenseOperator
 from riemsvd._space import HostSpace, Space
 from riemsvd._subspace import Outcome, orthonormalize, verify
-from riemsvd._tolerance import FLOAT32_CAST_LEAST, TINY, default_tol, eps, product_floor
+from riemsvd._tolerance import FLOAT32_CAST_LEAST, FLOAT32_COPY_BELOW, TINY, default_tol, eps, product_floor
 
 __all__ = ["dense_svd", "prefer_dense"]
 
@@ -37,9 +37,9 @@ __all__ = ["dense_svd", "prefer_dense"]
 def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: float) -> bool:
     """Whether the dense path is expected to take less time than the iteration, by a cost model
     fitted to measured times (docs/algorithm.md, "The dense path"): the CPU's, or on a CUDA device
-    :func:`_prefer_dense_on_gpu`'s; on other devices (not measured) the iteration. In float32 below
-    the iteration's reach (``_FLOAT32_ITERATION_REACH``) on the CPU, whether A is within the sizes
-    where the dense path was measured.
+    :func:`_prefer_dense_on_gpu`'s; on other devices (not measured) the iteration. In float32 on the
+    CPU below ``FLOAT32_COPY_BELOW``, where the iteration runs in a float64 copy of A, its cost is the
+    copy's (:func:`_prefer_dense_below_float32_reach`).
 
     A warm start does not enter: it made the model take the iteration where a cold start took the
     dense path, and in 21 of 22 such cases the warm iteration took 1.2–3.1× the dense path's time
@@ -53,14 +53,14 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
         return False
     m, n = shape
     p = min(m, n)
-    if kind == "cpu" and dtype == torch.float32 and tol < _FLOAT32_ITERATION_REACH:
-        return p <= _PRECISION_DENSE_UP_TO and batch * m * n <= _PRECISION_DENSE_ENTRIES
     # Products grow with k and with the digits asked for (Lanczos converges linearly in log tol).
     digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
     if kind == "cuda":
         return _prefer_dense_on_gpu(m, n, batch, k, dtype, digits)
     if batch == 1 and p <= _CPU_DENSE_UP_TO and m * n <= 1 << 22:
         return True
+    if dtype == torch.float32 and tol < FLOAT32_COPY_BELOW:
+        return _prefer_dense_below_float32_reach(m, n, batch, k, tol)
     c = _COSTS[dtype]
     dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
     products = (c.products + c.products_per_k * k) * digits
@@ -121,18 +121,34 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
 # tol 1e-4, σ₂ = (1 − 3e-4)·σ₁ came back converged on 20 of 200 seeds of a 10×2 matrix).
 _CPU_DENSE_UP_TO = 32
 
-# A float32 tol below this the iteration cannot reach: its vectors, float32 combinations of float32
-# bases, stalled at 3.3–4.8e-7 (2.8–4.0·ε) on trained-like weights from 768×768 to 1024×4096 (k = 8;
-# 6.6e-7 for a 2000×1000 Gaussian at k = 4), "converged" False, where the dense path's, from a
-# float64 Gram matrix rounded once, reached 4.6–6.6e-8, the residual of the exact triplets rounded
-# to float32 (a new user's trial: tol 1e-7, 9 of 9 weights stalled under "auto", 9 of 9 converged
-# dense, in 40–150 ms against the stalled iteration's 12–90 at 768×768 and 4000×1000). So "auto"
-# takes the dense path there on the CPU, up to the sizes measured (1024 wide, 2²² entries: 2048²
-# took 819 ms against the iteration's 69, 4096² 6.1 s against 0.45; a review); beyond them, a tol
-# below 4·ε runs the iteration in a float64 copy of A (riemsvd._solve._iterates_in_float64), and
-# a GPU (not measured) the float32 iteration, warning where it stalls.
-_FLOAT32_ITERATION_REACH = 6 * float(torch.finfo(torch.float32).eps)
-_PRECISION_DENSE_UP_TO, _PRECISION_DENSE_ENTRIES = 1024, 1 << 22
+
+def _prefer_dense_below_float32_reach(m: int, n: int, batch: int, k: int, tol: float) -> bool:
+    """:func:`prefer_dense` for a float32 A on the CPU at a tol below ``FLOAT32_COPY_BELOW``, which
+    float32's own iteration cannot reach (its vectors stalled at 3.3–4.8e-7 on trained-like weights
+    at tol 1e-7; a new user's trial): the dense path (its float64 Gram matrix) against the iteration
+    in a float64 copy of A (riemsvd._solve._iterates_in_float64), solved to a quarter of max(tol,
+    FLOAT32_CAST_LEAST), both priced by the model's constants, float64's for the copy's products.
+
+    The dense path had served there whatever it cost, up to the sizes measured (1024 wide, 2²²
+    entries), from before the copy iterated below 4·ε: on 126 cases (384×384 to 1024×4096, Gaussian
+    and decaying, tol 1e-7, 3e-7 and 6e-7, k = 1, 8, 32; two threads, 2-core AMD EPYC) it took 1.85×
+    the time of the faster path in geometric mean, 13.8× at worst (1024×1024 at k = 1: 175 ms against
+    13), a new user's trial 4.2–5.6× (4000×800, k = 1, tol 1e-8). Priced so, at 1.056× (1.92× at worst,
+    4000×800 Gaussian at k = 8, tol 1e-7: the iteration 370 ms against 193); every iteration there
+    reached tol, as did every dense solve. Inside torch.func's transforms and torch.compile, where the
+    copy is not made, the dense path, as before: float32's iteration would stall."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return True
+    c32, c64 = _COSTS[torch.float32], _COSTS[torch.float64]
+    p = min(m, n)
+    dense = batch * (c32.gram * m * n * p + c32.eigen * p**3) + c32.fixed
+    copy_tol = 0.25 * max(tol, FLOAT32_CAST_LEAST)  # as riemsvd._solve._solve_in_float64 asks
+    digits = max(0.3, math.log(copy_tol) / math.log(default_tol(torch.float64, m, n)))
+    products = (c64.products + c64.products_per_k * k) * digits
+    per_entry = c64.product * _memory_factor(batch * m * n * 8)
+    iterative = products * (per_entry * batch * m * n + c64.per_product + _PER_BATCH_PRODUCT * (batch - 1))
+    return dense < iterative
+
 
 # A batch of matrices whose dense problem is at most this size (float32: the Gram matrix's side;
 # float64: both sides, the SVD's) is solved by the GPU's batched Jacobi kernels (cuSOLVER's

@@ -53,7 +53,14 @@ from riemsvd._subspace import (
     least_basis,
     subspace_svd,
 )
-from riemsvd._tolerance import FLOAT32_CAST_LEAST, HALF, default_tol, eps, product_floor, rounded_outward
+from riemsvd._tolerance import (
+    FLOAT32_CAST_LEAST,
+    FLOAT32_COPY_BELOW,
+    HALF,
+    default_tol,
+    product_floor,
+    rounded_outward,
+)
 from riemsvd._validate import as_number, check_init_u, check_method, check_solve_args
 
 __all__ = ["Problem", "execute", "prepare", "solve"]
@@ -170,11 +177,10 @@ def solve(
         measurement, expects it to be faster: small matrices and k a sizeable fraction of min(m, n);
         on a GPU, where both are bound by their launches, also float32 matrices up to about 512 wide
         at any k, 1000 wide from k = 2 and 2000 wide from k = 8, and batches of matrices at most 32
-        wide (docs/algorithm.md). On the CPU a float32 A asked for a ``tol`` below 7.2e-7 (6·ε of
-        float32), which float32 Ritz vectors do not reach, goes dense up to 1024 wide and 2²²
-        entries; wider, or with ``"iterative"``, a ``tol`` below 4.8e-7 (4·ε) runs
-        the iteration in a float64 copy of A (up to 2²⁷ entries) and returns float32 triplets,
-        ``info`` describing them as returned.
+        wide (docs/algorithm.md). On the CPU a float32 A asked for a ``tol`` below 4.8e-7 (4·ε of
+        float32), which float32 Ritz vectors do not reach, is iterated in a float64 copy of A (up to
+        2²⁷ entries; float32 triplets returned, ``info`` describing them as returned), against which
+        the model weighs the dense path.
         ``"trust-region"``: Riemannian trust-region (Absil, Baker, Gallivan 2007) on the Brockett cost
         on St(m, k) × St(n, k), its Hessian the Newton operator, the model solved by truncated CG
         (docs/optim.md); quadratically convergent but slower than ``"iterative"`` from a cold start
@@ -646,7 +652,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
 # what the copy reached: a 4000×2000 Gaussian at k = 20, tol 5e-8, stalled at 5.4e-7, where tol 6e-8
 # went to the copy and came to 4.5e-8 (a new user's trial). Float32 triplets seldom reach below
 # FLOAT32_CAST_LEAST, so the copy is solved to no less than _COPY_SHARE of it.
-_COPY_BELOW = 4 * eps(torch.float32)
+_COPY_BELOW = FLOAT32_COPY_BELOW  # a name of its own here: tests set it to 0 to keep the float32 iteration
 _COPY_MOST = 1 << 27
 _COPY_SHARE = 0.25
 
@@ -654,8 +660,8 @@ _COPY_SHARE = 0.25
 def _iterates_in_float64(A, k, tol, method: str) -> bool:
     """Whether a float32 A is iterated in a float64 copy (:func:`_solve_in_float64`): one plain CPU
     tensor of at most ``_COPY_MOST`` entries, a ``tol`` (a number, or one read as one) below
-    ``_COPY_BELOW``, where the iteration runs (``method="iterative"``, or "auto"
-    beyond the dense path's rule: 1024 wide, 2²² entries), outside torch.compile and torch.func's
+    ``_COPY_BELOW``, where the iteration runs (``method="iterative"``, or "auto" where the model
+    prices the copy below the dense path: ``prefer_dense``), outside torch.compile and torch.func's
     transforms (which the copy's casts would take through the solve; those stall in float32 and
     warn, as before). Arguments it cannot read go the usual way, to be checked there."""
     tol = as_number(tol)

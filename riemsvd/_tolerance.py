@@ -54,6 +54,11 @@ def eps(dtype: torch.dtype) -> float:
 # rows: residual 0 on the dense path; a review).
 FLOAT32_CAST_LEAST = 0.25 * eps(torch.float32)
 
+# Below this tol a float32 A on the CPU is iterated in a float64 copy (riemsvd._solve's
+# _iterates_in_float64, where the measurements are), whose cost the dense path's model then prices
+# (riemsvd._dense.prefer_dense).
+FLOAT32_COPY_BELOW = 4 * eps(torch.float32)
+
 
 def default_tol(dtype: torch.dtype, m: int, n: int) -> float:
     """The default relative residual of :func:`riemsvd.solve`: close to machine precision.

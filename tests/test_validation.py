@@ -499,7 +499,7 @@ def test_a_stall_below_the_product_floor_does_not_quote_the_floor_as_a_limit(mon
     monkeypatch.setattr(riemsvd._solve, "_iterates_in_float64", lambda *args: False)
     g = torch.Generator().manual_seed(0)
     with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding") as caught:
-        # the iteration's warning ("auto" now takes the dense path below 6·ε of float32)
+        # the iteration's warning (method="iterative": "auto" may take the dense path below 4·ε)
         result = riemsvd.solve(
             torch.randn(1536, 384, generator=g), 1, tol=1e-7, generator=g, method="iterative"
         )
