@@ -1002,8 +1002,15 @@ def _check_resolution(s, info: SolveInfo, shape=None) -> None:
         return
     if flagged:
         ratio = float((x / first)[low].min())  # σ₁ > 0 wherever a value is flagged
-        # σ_k itself, or a value above a σ_k returned at or below ε·σ₁
-        which = "σ_k" if bool((low[..., -1] == low.any(-1)).all()) else "σⱼ (j < k)"
+        # σ_k itself, or a value above a σ_k returned at or below ε·σ₁, named by its place ("σⱼ (j <
+        # k)" had not said which; a new user's trial): the least flagged one's
+        if bool((low[..., -1] == low.any(-1)).all()):
+            which = "σ_k"
+        else:
+            places = np.asarray(low.cpu() if isinstance(low, torch.Tensor) else low).reshape(-1, x.shape[-1])
+            ratios = np.asarray((x / first).cpu() if isinstance(x, torch.Tensor) else x / first)
+            j = int(np.nonzero(np.where(places, ratios.reshape(places.shape), np.inf) == ratio)[1][0]) + 1
+            which = f"σ_{j} (of k = {x.shape[-1]})"
         if limit == info.tol:
             bound, known, wider = "tol", "tol·σ₁", ", "
             remedy = "with a smaller `tol` or with method='dense' (a dense A)"

@@ -750,10 +750,22 @@ def test_values_in_the_unresolved_band_are_flagged_above_a_sigma_k_below_eps():
     p = 120
     s = 10.0 ** (-8 * torch.arange(p, dtype=torch.float64) / p)
     a = ((orthonormal(p, p, g) * s) @ orthonormal(p, p, g).mT).float()
-    with pytest.warns(riemsvd.ResolutionWarning, match=r"σⱼ \(j < k\)/σ₁ = .* below 10·tol"):
+    with pytest.warns(
+        riemsvd.ResolutionWarning, match=r"σ_\d+ \(of k = 96\)/σ₁ = \S+ is below 10·tol"
+    ) as got:
         out = solve(a, 96, method="iterative", generator=torch.Generator().manual_seed(0))
     eps = float(torch.finfo(torch.float32).eps)
     assert float(out.S[-1]) <= eps * float(out.S[0]) < float(out.S[-4])  # the case the check missed
+    # the value named is the least flagged one, by its place ("σⱼ (j < k)" had not said which)
+    place, ratio = re.search(r"σ_(\d+) \(of k = 96\)/σ₁ = (\S+) is", str(got[0].message)).groups()
+    flagged = [
+        i for i in range(96) if eps * float(out.S[0]) < float(out.S[i]) < 10 * out.info.tol * float(out.S[0])
+    ]
+    j = min(flagged, key=lambda i: float(out.S[i]))
+    assert int(place) == j + 1 and float(ratio) == pytest.approx(float(out.S[j] / out.S[0]), rel=0.05), (
+        place,
+        ratio,
+    )
 
 
 def test_values_below_what_float32_products_resolve_are_flagged_at_a_smaller_tol():
