@@ -31,15 +31,16 @@ from riemsvd._space import HostSpace, Space
 from riemsvd._subspace import Outcome, orthonormalize, verify
 from riemsvd._tolerance import FLOAT32_CAST_LEAST, FLOAT32_COPY_BELOW, TINY, default_tol, eps, product_floor
 
-__all__ = ["dense_svd", "prefer_dense"]
+__all__ = ["dense_svd", "prefer_dense", "prefer_dense_to_copy"]
 
 
 def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: float) -> bool:
     """Whether the dense path is expected to take less time than the iteration, by a cost model
     fitted to measured times (docs/algorithm.md, "The dense path"): the CPU's, or on a CUDA device
     :func:`_prefer_dense_on_gpu`'s; on other devices (not measured) the iteration. In float32 on the
-    CPU below ``FLOAT32_COPY_BELOW``, where the iteration runs in a float64 copy of A, its cost is the
-    copy's (:func:`_prefer_dense_below_float32_reach`).
+    CPU below ``FLOAT32_COPY_BELOW``, where a float64 copy of A is iterated, the copy's price decides
+    first (:func:`prefer_dense_to_copy`); where no copy could be made, the dense path also serves up
+    to the sizes where it was measured (1024 wide, 2²² entries).
 
     A warm start does not enter: it made the model take the iteration where a cold start took the
     dense path, and in 21 of 22 such cases the warm iteration took 1.2–3.1× the dense path's time
@@ -60,7 +61,15 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     if batch == 1 and p <= _CPU_DENSE_UP_TO and m * n <= 1 << 22:
         return True
     if dtype == torch.float32 and tol < FLOAT32_COPY_BELOW:
-        return _prefer_dense_below_float32_reach(m, n, batch, k, tol)
+        # reached where no float64 copy is iterated (riemsvd._solve._iterates_in_float64 declined it):
+        # where the copy's price chose the dense path, the dense path; where torch.func's transforms,
+        # torch.compile or more than 2²⁷ entries ruled the copy out, float32's own iteration would
+        # stall, so the dense path up to the sizes measured too (a review: under torch.func.vmap and
+        # grad the copy's price had chosen an iteration that ran in float32 and stalled at 2.6e-7 at
+        # tol 1e-7, 400×300, k = 4)
+        return prefer_dense_to_copy(shape, batch, k, tol) or (
+            p <= _PRECISION_DENSE_UP_TO and batch * m * n <= _PRECISION_DENSE_ENTRIES
+        )
     c = _COSTS[dtype]
     dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
     products = (c.products + c.products_per_k * k) * digits
@@ -122,12 +131,14 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
 _CPU_DENSE_UP_TO = 32
 
 
-def _prefer_dense_below_float32_reach(m: int, n: int, batch: int, k: int, tol: float) -> bool:
-    """:func:`prefer_dense` for a float32 A on the CPU at a tol below ``FLOAT32_COPY_BELOW``, which
-    float32's own iteration cannot reach (its vectors stalled at 3.3–4.8e-7 on trained-like weights
-    at tol 1e-7; a new user's trial): the dense path (its float64 Gram matrix) against the iteration
-    in a float64 copy of A (riemsvd._solve._iterates_in_float64), solved to a quarter of max(tol,
-    FLOAT32_CAST_LEAST), both priced by the model's constants, float64's for the copy's products.
+def prefer_dense_to_copy(shape, batch: int, k: int, tol: float) -> bool:
+    """For a float32 A on the CPU at a tol below ``FLOAT32_COPY_BELOW``, which float32's own
+    iteration cannot reach (its vectors stalled at 3.3–4.8e-7 on trained-like weights at tol 1e-7; a
+    new user's trial), whether the dense path (its float64 Gram matrix) is expected to beat the
+    iteration in a float64 copy of A (riemsvd._solve._iterates_in_float64, which asks, where the
+    copy can be made), solved to a quarter of max(tol, FLOAT32_CAST_LEAST): both priced by the
+    model's constants, float64's for the copy's products; the narrowest matrices dense, as at any
+    tol (``_CPU_DENSE_UP_TO``).
 
     The dense path had served there whatever it cost, up to the sizes measured (1024 wide, 2²²
     entries), from before the copy iterated below 4·ε: on 126 cases (384×384 to 1024×4096, Gaussian
@@ -135,12 +146,13 @@ def _prefer_dense_below_float32_reach(m: int, n: int, batch: int, k: int, tol: f
     the time of the faster path in geometric mean, 13.8× at worst (1024×1024 at k = 1: 175 ms against
     13), a new user's trial 4.2–5.6× (4000×800, k = 1, tol 1e-8). Priced so, at 1.056× (1.92× at worst,
     4000×800 Gaussian at k = 8, tol 1e-7: the iteration 370 ms against 193); every iteration there
-    reached tol, as did every dense solve. Inside torch.func's transforms and torch.compile, where the
-    copy is not made, the dense path, as before: float32's iteration would stall."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    reached tol, as did every dense solve. On one thread the iteration took up to 3.6× the dense
+    path's time where this chose it (4000×800 at k = 8, tol 1e-7; a review)."""
+    m, n = shape
+    p = min(m, n)
+    if batch == 1 and p <= _CPU_DENSE_UP_TO and m * n <= 1 << 22:
         return True
     c32, c64 = _COSTS[torch.float32], _COSTS[torch.float64]
-    p = min(m, n)
     dense = batch * (c32.gram * m * n * p + c32.eigen * p**3) + c32.fixed
     copy_tol = 0.25 * max(tol, FLOAT32_CAST_LEAST)  # as riemsvd._solve._solve_in_float64 asks
     digits = max(0.3, math.log(copy_tol) / math.log(default_tol(torch.float64, m, n)))
@@ -149,6 +161,11 @@ def _prefer_dense_below_float32_reach(m: int, n: int, batch: int, k: int, tol: f
     iterative = products * (per_entry * batch * m * n + c64.per_product + _PER_BATCH_PRODUCT * (batch - 1))
     return dense < iterative
 
+
+# The float32 A that the dense path serves below FLOAT32_COPY_BELOW where no float64 copy is made
+# (prefer_dense): its cost measured up to these sizes (2048² took 819 ms against the iteration's 69,
+# 4096² 6.1 s against 0.45; a review)
+_PRECISION_DENSE_UP_TO, _PRECISION_DENSE_ENTRIES = 1024, 1 << 22
 
 # A batch of matrices whose dense problem is at most this size (float32: the Gram matrix's side;
 # float64: both sides, the SVD's) is solved by the GPU's batched Jacobi kernels (cuSOLVER's

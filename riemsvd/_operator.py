@@ -785,6 +785,10 @@ class ScipyOperator(Operator):
         # by the callables: a dataclass's is unhashable (a review)
         self._by_vectors: tuple | None = None
         self._one_at_a_time = False
+        # the caller's floating-point error handling, for its own products: the iteration ignores
+        # numpy's invalid and overflow warnings in its own arithmetic (riemsvd._solve.execute), which
+        # had hidden a caller's matvec's own "overflow encountered in exp" (a review)
+        self._caller_errors = np.geterr()
         if hasattr(a, "matmat") and hasattr(a, "rmatmat"):
             self._mm, self._rmm = a.matmat, _adjoint(a.rmatmat)
             if hasattr(a, "matvec") and hasattr(a, "rmatvec"):
@@ -805,7 +809,11 @@ class ScipyOperator(Operator):
             # scipy's svds had converged (a new user's trial); the copy is n numbers beside a Python call
             x = x.copy()
         try:
-            out = self._product(fn, x, rows)
+            if self._at is None:
+                with np.errstate(**self._caller_errors):
+                    out = self._product(fn, x, rows)
+            else:  # scipy's sparse kernels, in C: no floating-point warnings to restore
+                out = self._product(fn, x, rows)
         except AdjointError:
             raise  # its own message says all (wrapped, it read twice, with a word on lengths)
         except ValueError as err:

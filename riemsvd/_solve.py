@@ -28,7 +28,7 @@ from riemsvd._backend import (
     readable_any,
     solver_threads,
 )
-from riemsvd._dense import dense_svd, prefer_dense
+from riemsvd._dense import dense_svd, prefer_dense, prefer_dense_to_copy
 from riemsvd._distributed import is_sharded
 from riemsvd._distributed import prepare as prepare_sharded
 from riemsvd._operator import (
@@ -661,7 +661,7 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
     """Whether a float32 A is iterated in a float64 copy (:func:`_solve_in_float64`): one plain CPU
     tensor of at most ``_COPY_MOST`` entries, a ``tol`` (a number, or one read as one) below
     ``_COPY_BELOW``, where the iteration runs (``method="iterative"``, or "auto" where the model
-    prices the copy below the dense path: ``prefer_dense``), outside torch.compile and torch.func's
+    prices the copy below the dense path: ``prefer_dense_to_copy``), outside torch.compile and torch.func's
     transforms (which the copy's casts would take through the solve; those stall in float32 and
     warn, as before). Arguments it cannot read go the usual way, to be checked there."""
     tol = as_number(tol)
@@ -684,9 +684,7 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
     if is_sharded(A) or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
     batch = int(np.prod(A.shape[:-2]))
-    return method == "iterative" or not prefer_dense(
-        A.shape[-2:], batch, int(k), A.dtype, A.device, float(tol)
-    )
+    return method == "iterative" or not prefer_dense_to_copy(A.shape[-2:], batch, int(k), float(tol))
 
 
 def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> SVDResult:

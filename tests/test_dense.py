@@ -306,7 +306,7 @@ def test_a_float32_tol_below_the_iterations_reach_takes_the_cheaper_path_that_re
     13.8× at worst (1024×1024, k = 1), since the iteration runs in a float64 copy below 4·ε and
     reaches tol too. The model now prices that copy: here it iterates, and the triplets, checked in
     float64, are within tol either way; a tall matrix at k = 32 still goes dense."""
-    from riemsvd._dense import prefer_dense
+    from riemsvd._dense import prefer_dense_to_copy
 
     g = torch.Generator().manual_seed(0)
     u = torch.linalg.qr(torch.randn(600, 200, generator=g, dtype=torch.float64))[0]
@@ -322,9 +322,24 @@ def test_a_float32_tol_below_the_iterations_reach_takes_the_cheaper_path_that_re
         residual = torch.maximum((a64 @ v32 - u32 * s32).norm(dim=0), (a64.T @ u32 - v32 * s32).norm(dim=0))
         assert float(residual.max() / norm) <= 1e-7, (method, float(residual.max() / norm))
     assert riemsvd.solve(a, 8, tol=1e-6).info.method == "iterative"
-    cpu = torch.device("cpu")
-    assert prefer_dense((4000, 800), 1, 32, torch.float32, cpu, 1e-7)  # 237 ms against 643 measured
-    assert not prefer_dense((1024, 1024), 1, 1, torch.float32, cpu, 1e-7)  # 13–38 against 150–179
+    assert prefer_dense_to_copy((4000, 800), 1, 32, 1e-7)  # 237 ms against 643 measured
+    assert not prefer_dense_to_copy((1024, 1024), 1, 1, 1e-7)  # 13–38 against 150–179
+
+
+def test_a_float32_tol_below_the_iterations_reach_stays_dense_where_no_copy_is_made():
+    """Under torch.func's transforms no float64 copy is iterated, and the model's price of that copy had
+    chosen an iteration that ran in float32 and stalled (a review: 400×300, k = 4, tol 1e-7, at
+    2.6e-7 under vmap and grad, with a ConvergenceWarning): the dense path serves there, as it did."""
+    g = torch.Generator().manual_seed(0)
+    a = make_matrix("decay", 400, 300, g, torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", riemsvd.ConvergenceWarning)
+        s = torch.func.vmap(lambda x: riemsvd.solve(x, 4, tol=1e-7).S)(a[None])[0]
+        grad = torch.func.grad(lambda x: riemsvd.solve(x, 4, tol=1e-7).S.sum())(a)
+    ref = torch.linalg.svd(a.double())
+    torch.testing.assert_close(s.double(), ref.S[:4], rtol=2e-7, atol=0)
+    outer = ref.U[:, :4] @ ref.Vh[:4]  # dΣσᵢ/dA = Σ uᵢvᵢᵀ
+    assert float((grad.double() - outer).abs().max()) <= 1e-5
 
 
 def _float32_residual(a: torch.Tensor, result) -> float:

@@ -395,6 +395,31 @@ def test_operator_returning_nan_mid_iteration_raises_value_error():
         riemsvd.solve(Broken(), 1, tol=1e-14)
 
 
+def test_a_callers_own_floating_point_warnings_in_its_products_reach_it():
+    """The iteration ignores numpy's invalid and overflow warnings in its own arithmetic (NaN or Inf
+    from the products is its ValueError to raise), but a caller's matvec runs under the caller's own
+    settings: its exp overflowing to inf, then 1/inf = 0, warned before that change and went silent
+    with it (a review)."""
+    m = np.random.default_rng(1).standard_normal((50, 40))
+
+    class Overflowing(spla.LinearOperator):
+        def __init__(self):
+            super().__init__(np.float64, (50, 40))
+            self.calls = 0
+
+        def _matvec(self, x):
+            self.calls += 1  # from the sixth on: inside the iteration, past the products that size A
+            spill = 1.0 / np.exp(np.float64(1000)) if self.calls > 5 else 0.0
+            return m @ x.ravel() + spill
+
+        def _rmatvec(self, y):
+            return m.T @ y.ravel()
+
+    with pytest.warns(RuntimeWarning, match="overflow encountered in exp"):
+        result = riemsvd.solve(Overflowing(), 2)
+    assert bool(result.info.converged)
+
+
 def test_linear_operator_without_dtype_raises_type_error():
     class NoDtype:
         shape = (3, 2)
