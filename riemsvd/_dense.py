@@ -71,11 +71,21 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
             p <= _PRECISION_DENSE_UP_TO and batch * m * n <= _PRECISION_DENSE_ENTRIES
         )
     c = _COSTS[dtype]
-    dense = batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
+    return _dense_cost(c, m, n, batch) < _iterative_cost(c, m, n, batch, k, digits, dtype.itemsize)
+
+
+def _dense_cost(c: _Costs, m: int, n: int, batch: int) -> float:
+    """The model's time for the dense path on a batch of m×n matrices (its Gram matrix or SVD)."""
+    p = min(m, n)
+    return batch * (c.gram * m * n * p + c.eigen * p**3) + c.fixed
+
+
+def _iterative_cost(c: _Costs, m: int, n: int, batch: int, k: int, digits: float, itemsize: int) -> float:
+    """The model's time for the iteration on a batch of m×n matrices whose entries take ``itemsize``
+    bytes, for k triplets and ``digits`` times the default tol's products."""
     products = (c.products + c.products_per_k * k) * digits
-    per_entry = c.product * _memory_factor(batch * m * n * dtype.itemsize)
-    iterative = products * (per_entry * batch * m * n + c.per_product + _PER_BATCH_PRODUCT * (batch - 1))
-    return dense < iterative
+    per_entry = c.product * _memory_factor(batch * m * n * itemsize)
+    return products * (per_entry * batch * m * n + c.per_product + _PER_BATCH_PRODUCT * (batch - 1))
 
 
 def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype, digits: float) -> bool:
@@ -152,14 +162,10 @@ def prefer_dense_to_copy(shape, batch: int, k: int, tol: float) -> bool:
     p = min(m, n)
     if batch == 1 and p <= _CPU_DENSE_UP_TO and m * n <= 1 << 22:
         return True
-    c32, c64 = _COSTS[torch.float32], _COSTS[torch.float64]
-    dense = batch * (c32.gram * m * n * p + c32.eigen * p**3) + c32.fixed
     copy_tol = 0.25 * max(tol, FLOAT32_CAST_LEAST)  # as riemsvd._solve._solve_in_float64 asks
     digits = max(0.3, math.log(copy_tol) / math.log(default_tol(torch.float64, m, n)))
-    products = (c64.products + c64.products_per_k * k) * digits
-    per_entry = c64.product * _memory_factor(batch * m * n * 8)
-    iterative = products * (per_entry * batch * m * n + c64.per_product + _PER_BATCH_PRODUCT * (batch - 1))
-    return dense < iterative
+    copy = _iterative_cost(_COSTS[torch.float64], m, n, batch, k, digits, 8)
+    return _dense_cost(_COSTS[torch.float32], m, n, batch) < copy
 
 
 # The float32 A that the dense path serves below FLOAT32_COPY_BELOW where no float64 copy is made

@@ -642,7 +642,7 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
     return SVDResult(out.U.to(A.dtype), s, out.V.to(A.dtype), info)
 
 
-# A float32 A on the CPU asked for a tol below _COPY_BELOW is iterated in a float64 copy of at most
+# A float32 A on the CPU asked for a tol below FLOAT32_COPY_BELOW is iterated in a float64 copy of at most
 # _COPY_MOST entries (2²⁷: 1 GiB), solved to _COPY_SHARE of tol, the rest left to the cast
 # (:func:`_iterates_in_float64`). Below 4·ε the float32 iteration stalled at 2.2–5.3e-7 on 60 of
 # 90 solves of 1500×1100 matrices at tol 1e-7 to 5e-7 (five classes, k = 1 and 4); above it, it
@@ -652,7 +652,6 @@ def _solve_in_float32(A, k, tol, maxiter, init, generator, options, method) -> S
 # what the copy reached: a 4000×2000 Gaussian at k = 20, tol 5e-8, stalled at 5.4e-7, where tol 6e-8
 # went to the copy and came to 4.5e-8 (a new user's trial). Float32 triplets seldom reach below
 # FLOAT32_CAST_LEAST, so the copy is solved to no less than _COPY_SHARE of it.
-_COPY_BELOW = FLOAT32_COPY_BELOW  # a name of its own here: tests set it to 0 to keep the float32 iteration
 _COPY_MOST = 1 << 27
 _COPY_SHARE = 0.25
 
@@ -660,7 +659,7 @@ _COPY_SHARE = 0.25
 def _iterates_in_float64(A, k, tol, method: str) -> bool:
     """Whether a float32 A is iterated in a float64 copy (:func:`_solve_in_float64`): one plain CPU
     tensor of at most ``_COPY_MOST`` entries, a ``tol`` (a number, or one read as one) below
-    ``_COPY_BELOW``, where the iteration runs (``method="iterative"``, or "auto" where the model
+    ``FLOAT32_COPY_BELOW``, where the iteration runs (``method="iterative"``, or "auto" where the model
     prices the copy below the dense path: ``prefer_dense_to_copy``), outside torch.compile and torch.func's
     transforms (which the copy's casts would take through the solve; those stall in float32 and
     warn, as before). Arguments it cannot read go the usual way, to be checked there."""
@@ -675,7 +674,7 @@ def _iterates_in_float64(A, k, tol, method: str) -> bool:
         and method in ("auto", "iterative")
         and isinstance(tol, numbers.Real)  # np.float32's too (not a float; a review)
         and not isinstance(tol, bool)
-        and 0 < float(tol) < _COPY_BELOW
+        and 0 < float(tol) < FLOAT32_COPY_BELOW
         and isinstance(k, int | np.integer)
         and not isinstance(k, bool)
         and 1 <= k <= min(A.shape[-2:])
@@ -999,16 +998,19 @@ def _check_resolution(s, info: SolveInfo, shape=None) -> None:
     except (RuntimeError, TypeError):  # a DTensor or a transform's tensor: nothing to read cheaply
         return
     if flagged:
-        ratio = float((x / first)[low].min())  # σ₁ > 0 wherever a value is flagged
+        ratios = x / first  # σ₁ > 0 wherever a value is flagged
+        flagged_ratios: Any
+        if isinstance(ratios, np.ndarray):
+            flagged_ratios = np.where(low, ratios, np.inf)
+        else:  # a tensor (on a device, or inside torch.func's grad, which float() and int() read)
+            flagged_ratios = torch.where(low, ratios, torch.inf)
+        ratio = float(flagged_ratios.min())
         # σ_k itself, or a value above a σ_k returned at or below ε·σ₁, named by its place ("σⱼ (j <
         # k)" had not said which; a new user's trial): the least flagged one's
         if bool((low[..., -1] == low.any(-1)).all()):
             which = "σ_k"
         else:
-            places = np.asarray(low.cpu() if isinstance(low, torch.Tensor) else low).reshape(-1, x.shape[-1])
-            ratios = np.asarray((x / first).cpu() if isinstance(x, torch.Tensor) else x / first)
-            j = int(np.nonzero(np.where(places, ratios.reshape(places.shape), np.inf) == ratio)[1][0]) + 1
-            which = f"σ_{j} (of k = {x.shape[-1]})"
+            which = f"σ_{int(flagged_ratios.argmin()) % x.shape[-1] + 1} (of k = {x.shape[-1]})"
         if limit == info.tol:
             bound, known, wider = "tol", "tol·σ₁", ", "
             remedy = "with a smaller `tol` or with method='dense' (a dense A)"

@@ -1550,7 +1550,7 @@ def test_a_stalled_float32_solve_returns_its_best_checked_triplets(seed, monkeyp
     monkeypatch.setattr(_subspace, "_AT_ROUNDING", 0)  # no stop at the first check (the test below)
     # the float32 iteration itself, which a sparse or operator A still takes there (a dense tensor is
     # iterated in a float64 copy at any tol below 4·ε since 2026-12-07)
-    monkeypatch.setattr(riemsvd._solve, "_COPY_BELOW", 0.0)
+    monkeypatch.setattr(riemsvd._solve, "FLOAT32_COPY_BELOW", 0.0)
     a = torch.randn(400, 200, generator=torch.Generator().manual_seed(seed))
     with pytest.warns(riemsvd.ConvergenceWarning):
         out = riemsvd.solve(a, 2, tol=1e-8, method="iterative", generator=torch.Generator().manual_seed(0))

@@ -201,7 +201,7 @@ def test_a_tol_below_the_dtypes_rounding_stops_there(dtype, tol, k, monkeypatch)
     whichever products the steps make (riemsvd._steps.gk_fused or two). In float32 the iteration
     itself, which a sparse or operator A still takes there: a dense tensor is iterated in a float64
     copy at any tol below 4·ε since 2026-12-07 (tests/test_dense.py)."""
-    monkeypatch.setattr(riemsvd._solve, "_COPY_BELOW", 0.0)
+    monkeypatch.setattr(riemsvd._solve, "FLOAT32_COPY_BELOW", 0.0)
     for seed in range(3 if dtype == torch.float32 else 1):
         gen = torch.Generator().manual_seed(seed)
         a = make_matrix("decay" if seed == 0 else "gaussian", 768 if seed == 0 else 384, 384, gen).to(dtype)
