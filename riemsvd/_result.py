@@ -98,7 +98,8 @@ class SolveInfo:
     stop_reason : str
         Why the iteration stopped: ``"converged"``, ``"maxiter"``, ``"stalled"`` (no progress for
         ``options.patience`` looks, or the estimate and the fresh products disagree at the rounding
-        floor), ``"whole space"`` (the search space is all of A's row space: the result is exact),
+        floor), ``"whole space"`` (the search space is all of A's row space: the result is exact;
+        the dense path's, always),
         or ``"out of range"``: the iteration converged in the units it solved in, but the values
         returned round beyond tol in A's dtype (σ inf, or subnormal with fewer digits than tol asks:
         in float32 σ₁ ≈ 4e-41 is, 3.7e-39 is not at tol 1e-6; ``converged`` is False and the
