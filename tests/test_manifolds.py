@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from riemsvd.manifolds import Sphere, Stiefel
+from riemsvd.manifolds import Grassmann, Sphere, Stiefel
 
 
 def _sym(b):
@@ -124,3 +124,71 @@ def test_stiefel_projx_refuses_more_columns_than_rows():
         Stiefel().projx(x)
     q = Stiefel().projx(x.mT)
     torch.testing.assert_close(q.mT @ q, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-14)
+
+
+def _subspace_loss(d: int, seed: int):
+    """A loss of span(X) alone, f(X) = −tr(XᵀAX) + ‖XᵀBX‖²/10 (the same at X and XQ), with its Euclidean
+    gradient and Hessian from torch.func."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = (_sym(torch.randn(d, d, generator=g, dtype=torch.float64)) for _ in range(2))
+
+    def f(x):
+        return -torch.trace(x.mT @ a @ x) + 0.1 * ((x.mT @ b @ x) ** 2).sum()
+
+    egrad = torch.func.grad(f)
+    return f, egrad, lambda x, u: torch.func.jvp(egrad, (x,), (u,))[1], g
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_grassmann_gradient_and_hessian_pass_the_second_order_taylor_test(k):
+    """Along Gr(d, k)'s geodesic t ↦ Exp_X(tU), f = f(X) + t⟨grad, U⟩ + t²⟨Hess U, U⟩/2 + O(t³): the
+    remainder falls at least 8-fold when t halves (16-fold where the cubic term happens to be small;
+    a wrong Hessian or geodesic leaves O(t²), 4-fold)."""
+    man = Grassmann()
+    f, egrad, ehess, g = _subspace_loss(9, k)
+    x = man.projx(torch.randn(9, k, generator=g, dtype=torch.float64))
+    u = man.proju(x, torch.randn(9, k, generator=g, dtype=torch.float64))
+    u = u / u.norm()
+    grad = man.egrad2rgrad(x, egrad(x))
+    hess = man.ehess2rhess(x, egrad(x), ehess(x, u), u)
+    slope, curve = float(man.inner(x, grad, u)), float(man.inner(x, hess, u))
+
+    def remainder(t):
+        return abs(float(f(man.expmap(x, t * u)) - f(x)) - t * slope - 0.5 * t * t * curve)
+
+    ratios = [remainder(t) / remainder(t / 2) for t in (4e-2, 2e-2, 1e-2)]
+    assert all(r > 7.0 for r in ratios), ratios
+
+
+def test_grassmann_hessian_is_symmetric_and_horizontal():
+    man = Grassmann()
+    f, egrad, ehess, g = _subspace_loss(8, 0)
+    x = man.projx(torch.randn(8, 3, generator=g, dtype=torch.float64))
+    u, w = (man.proju(x, torch.randn(8, 3, generator=g, dtype=torch.float64)) for _ in range(2))
+    hu = man.ehess2rhess(x, egrad(x), ehess(x, u), u)
+    hw = man.ehess2rhess(x, egrad(x), ehess(x, w), w)
+    torch.testing.assert_close(man.inner(x, hu, w), man.inner(x, u, hw), rtol=1e-12, atol=1e-12)
+    assert float((x.mT @ hu).abs().max()) <= 1e-13
+
+
+def test_grassmann_points_and_tangent_vectors():
+    """Points are orthonormal bases (projx, retr and expmap keep them so), tangent vectors horizontal
+    (xᵀu = 0: a rotation within the span, x Ω, is not one), and k > d is refused as Stiefel's is."""
+    man = Grassmann()
+    g = torch.Generator().manual_seed(1)
+    assert isinstance(man, geoopt.Manifold) and not isinstance(man, Stiefel)
+    x = man.projx(torch.randn(4, 10, 3, generator=g, dtype=torch.float64))  # a batch
+    assert man.check_point_on_manifold(x, atol=1e-12, rtol=1e-12)
+    u = man.proju(x, torch.randn(4, 10, 3, generator=g, dtype=torch.float64))
+    torch.testing.assert_close(man.proju(x, u), u)
+    assert float((x.mT @ u).abs().max()) <= 1e-14
+    assert man.check_vector_on_tangent(x, u, atol=1e-12, rtol=1e-12)
+    omega = torch.randn(4, 3, 3, generator=g, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"x\^T u != 0"):
+        man.assert_check_vector_on_tangent(x, x @ (omega - omega.mT), atol=1e-12, rtol=1e-12)
+    for y in (man.retr(x, u), man.expmap(x, u)):
+        assert man.check_point_on_manifold(y, atol=1e-12, rtol=1e-12)
+        moved = man.transp(x, y, u)
+        assert float((y.mT @ moved).abs().max()) <= 1e-14
+    with pytest.raises(ValueError, match="needs k <= d"):
+        man.projx(torch.randn(3, 5, generator=g, dtype=torch.float64))

@@ -26,7 +26,7 @@ from riemsvd._validate import (
     check_trust_region_args,
     check_trust_region_params,
 )
-from riemsvd.manifolds import Sphere, Stiefel
+from riemsvd.manifolds import Grassmann, Sphere, Stiefel
 
 __all__ = ["RiemannianTrustRegion", "TrustRegionInfo"]
 
@@ -818,6 +818,20 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     if flat
                     else ""
                 )
+                # a loss of span(X) alone on Stiefel: its Hessian is singular along X → XQ, and the
+                # steps stalled with the gradient at 2-3e-7 in float64 (PCA's −tr(XᵀAX); a new user's
+                # trial), where on Gr(d, k) they converge quadratically
+                frames = [
+                    i
+                    for i, m in enumerate(self._manifolds)
+                    if isinstance(m, geoopt.Stiefel) and not isinstance(m, Grassmann)
+                ]
+                if frames:
+                    cause += (
+                        f"Where the loss depends on parameter {frames[0]} through its span alone (the same "
+                        "at X and XQ, as tr(XᵀAX) or X Xᵀ are), put it on riemsvd.manifolds.Grassmann(), "
+                        "where the steps converge quadratically. "
+                    )
                 warnings.warn(
                     f"RiemannianTrustRegion: {since} accepted steps without a new low of the gradient "
                     f"norm (now {gnorm:.3g}, gradient_tol {tol:.3g}) or of the loss: "
