@@ -10,6 +10,8 @@ Hessian that is definite at a strict minimum.
 import geoopt
 import torch
 
+from riemsvd.manifolds.stiefel import refuse_wide
+
 __all__ = ["Grassmann"]
 
 
@@ -37,12 +39,7 @@ class Grassmann(geoopt.EuclideanStiefel):
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """An orthonormal basis of span(``x``) (..., d, k): its polar factor (geoopt's). ValueError for
         k > d, where d×k columns cannot be orthonormal."""
-        if x.dim() >= 2 and x.shape[-1] > x.shape[-2]:
-            raise ValueError(
-                f"`x` has shape {tuple(x.shape)}: a point of Gr(d, k) is a basis of k = {x.shape[-1]} "
-                f"orthonormal columns of length d = {x.shape[-2]}, which needs k <= d; pass the "
-                "transpose (`x.mT`) for a basis of rows."
-            )
+        refuse_wide(x, "Gr(d, k)")
         return super().projx(x)
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,17 @@ def _sym(a: torch.Tensor) -> torch.Tensor:
     return 0.5 * (a + a.mT)
 
 
+def refuse_wide(x: torch.Tensor, space: str) -> None:
+    """ValueError for ``x`` (..., d, k) with k > d, which no point of ``space`` (St(d, k), Gr(d, k)) has:
+    k orthonormal columns of length d need k <= d."""
+    if x.dim() >= 2 and x.shape[-1] > x.shape[-2]:
+        raise ValueError(
+            f"`x` has shape {tuple(x.shape)}: a point of {space} has k = {x.shape[-1]} orthonormal "
+            f"columns of length d = {x.shape[-2]}, which needs k <= d; pass the transpose "
+            "(`x.mT`) for a frame of rows."
+        )
+
+
 class Stiefel(geoopt.EuclideanStiefel):
     """St(d, k) = {X ∈ R^{d×k} : XᵀX = I}, points of shape ``(..., d, k)``, embedded metric.
 
@@ -42,12 +53,7 @@ class Stiefel(geoopt.EuclideanStiefel):
         """The nearest point of St(d, k) to ``x`` (..., d, k), its polar factor (geoopt's). ValueError
         for k > d, where no d×k frame is orthonormal: geoopt's projx returned a matrix off the manifold
         without a word (a new user's trial)."""
-        if x.dim() >= 2 and x.shape[-1] > x.shape[-2]:
-            raise ValueError(
-                f"`x` has shape {tuple(x.shape)}: a point of St(d, k) has k = {x.shape[-1]} orthonormal "
-                f"columns of length d = {x.shape[-2]}, which needs k <= d; pass the transpose "
-                "(`x.mT`) for a frame of rows."
-            )
+        refuse_wide(x, "St(d, k)")
         return super().projx(x)
 
     def proj_horizontal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
