@@ -44,7 +44,7 @@ class Grassmann(geoopt.EuclideanStiefel):
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The horizontal part of ``u`` (..., d, k) at ``x``: (I − x xᵀ) u."""
-        return u - x @ (x.mT @ u)
+        return self.proj_horizontal(x, u)
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The Riemannian gradient from the Euclidean one ``u``: (I − x xᵀ) u."""
