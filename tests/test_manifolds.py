@@ -143,7 +143,8 @@ def _subspace_loss(d: int, seed: int):
 def test_grassmann_gradient_and_hessian_pass_the_second_order_taylor_test(k):
     """Along Gr(d, k)'s geodesic t ↦ Exp_X(tU), f = f(X) + t⟨grad, U⟩ + t²⟨Hess U, U⟩/2 + O(t³): the
     remainder falls at least 8-fold when t halves (16-fold where the cubic term happens to be small;
-    a wrong Hessian or geodesic leaves O(t²), 4-fold)."""
+    a wrong Hessian leaves O(t²), 4-fold). span(X + tU) is a second-order retraction on Gr(d, k):
+    this does not single out the geodesic."""
     man = Grassmann()
     f, egrad, ehess, g = _subspace_loss(9, k)
     x = man.projx(torch.randn(9, k, generator=g, dtype=torch.float64))
@@ -190,5 +191,11 @@ def test_grassmann_points_and_tangent_vectors():
         assert man.check_point_on_manifold(y, atol=1e-12, rtol=1e-12)
         moved = man.transp(x, y, u)
         assert float((y.mT @ moved).abs().max()) <= 1e-14
+    # the basis moves with the step, to first order x + t u, as the transport by projection needs (a
+    # QR that flipped a column's sign had made expmap_transp another vector; a review)
+    for step in (man.retr, man.expmap):
+        torch.testing.assert_close(step(x, 0 * u), x, rtol=0, atol=1e-14)
+        t = 1e-6
+        assert float((step(x, t * u) - x - t * u).abs().max()) <= (t * float(u.norm())) ** 2 + 1e-14
     with pytest.raises(ValueError, match="needs k <= d"):
         man.projx(torch.randn(3, 5, generator=g, dtype=torch.float64))

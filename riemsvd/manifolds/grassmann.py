@@ -60,10 +60,12 @@ class Grassmann(geoopt.EuclideanStiefel):
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The geodesic from span(x) along ``u`` at time 1: with u = W diag(θ) Vᵀ (thin SVD),
-        x V cos(θ) Vᵀ + W sin(θ) Vᵀ, orthonormalized again (its rounding; the span is the geodesic's)."""
+        x V cos(θ) Vᵀ + W sin(θ) Vᵀ, orthonormal as it is, and the basis x carried along the geodesic
+        (x itself at u = 0): geoopt's ``expmap_transp`` transports by projection onto it, which a basis
+        re-orthonormalized by QR, its columns' signs flipped, had turned into another tangent vector
+        (momentum SGD on exact geodesics stalled 0.06 off the subspace; a review)."""
         w, theta, vt = torch.linalg.svd(u, full_matrices=False)
-        y = ((x @ vt.mT) * torch.cos(theta)[..., None, :] + w * torch.sin(theta)[..., None, :]) @ vt
-        return torch.linalg.qr(y).Q
+        return ((x @ vt.mT) * torch.cos(theta)[..., None, :] + w * torch.sin(theta)[..., None, :]) @ vt
 
     def ehess2rhess(
         self, x: torch.Tensor, egrad: torch.Tensor, ehess: torch.Tensor, u: torch.Tensor

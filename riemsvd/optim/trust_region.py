@@ -819,7 +819,7 @@ class RiemannianTrustRegion(torch.optim.Optimizer):
                     else ""
                 )
                 # a loss of span(X) alone on Stiefel: its Hessian is singular along X → XQ, and the
-                # steps stalled with the gradient at 2-3e-7 in float64 (PCA's −tr(XᵀAX); a new user's
+                # steps stalled with the gradient at 2-4e-7 in float64 (PCA's −tr(XᵀAX); a new user's
                 # trial), where on Gr(d, k) they converge quadratically
                 frames = [
                     i
