@@ -58,7 +58,7 @@ def prefer_dense(shape, batch: int, k: int, dtype: torch.dtype, device, tol: flo
     digits = max(0.3, math.log(tol) / math.log(default_tol(dtype, m, n)))
     if kind == "cuda":
         return _prefer_dense_on_gpu(m, n, batch, k, dtype, digits)
-    if batch == 1 and p <= _CPU_DENSE_UP_TO and m * n <= 1 << 22:
+    if _narrow(m, n, batch):
         return True
     if dtype == torch.float32 and tol < FLOAT32_COPY_BELOW:
         # reached where no float64 copy is iterated (riemsvd._solve._iterates_in_float64 declined it):
@@ -141,6 +141,12 @@ def _prefer_dense_on_gpu(m: int, n: int, batch: int, k: int, dtype: torch.dtype,
 _CPU_DENSE_UP_TO = 32
 
 
+def _narrow(m: int, n: int, batch: int) -> bool:
+    """One m×n matrix at most ``_CPU_DENSE_UP_TO`` wide and of at most 2²² entries: dense on the CPU
+    whatever tol asks (:func:`prefer_dense`, :func:`prefer_dense_to_copy`)."""
+    return batch == 1 and min(m, n) <= _CPU_DENSE_UP_TO and m * n <= 1 << 22
+
+
 def prefer_dense_to_copy(shape, batch: int, k: int, tol: float) -> bool:
     """For a float32 A on the CPU at a tol below ``FLOAT32_COPY_BELOW``, which float32's own
     iteration cannot reach (its vectors stalled at 3.3–4.8e-7 on trained-like weights at tol 1e-7; a
@@ -159,8 +165,7 @@ def prefer_dense_to_copy(shape, batch: int, k: int, tol: float) -> bool:
     reached tol, as did every dense solve. On one thread the iteration took up to 3.6× the dense
     path's time where this chose it (4000×800 at k = 8, tol 1e-7; a review)."""
     m, n = shape
-    p = min(m, n)
-    if batch == 1 and p <= _CPU_DENSE_UP_TO and m * n <= 1 << 22:
+    if _narrow(m, n, batch):
         return True
     copy_tol = 0.25 * max(tol, FLOAT32_CAST_LEAST)  # as riemsvd._solve._solve_in_float64 asks
     digits = max(0.3, math.log(copy_tol) / math.log(default_tol(torch.float64, m, n)))

@@ -56,7 +56,7 @@ FLOAT32_CAST_LEAST = 0.25 * eps(torch.float32)
 
 # Below this tol a float32 A on the CPU is iterated in a float64 copy (riemsvd._solve's
 # _iterates_in_float64, where the measurements are), whose cost the dense path's model then prices
-# (riemsvd._dense.prefer_dense).
+# (riemsvd._dense.prefer_dense_to_copy).
 FLOAT32_COPY_BELOW = 4 * eps(torch.float32)
 
 

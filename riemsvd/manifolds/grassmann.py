@@ -33,9 +33,6 @@ class Grassmann(geoopt.EuclideanStiefel):
         # geoopt's Stiefel.__new__ dispatches on its `canonical` flag; this class has one metric.
         return object.__new__(cls)
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """An orthonormal basis of span(``x``) (..., d, k): its polar factor (geoopt's). ValueError for
         k > d, where d×k columns cannot be orthonormal."""
