@@ -1170,6 +1170,20 @@ def test_a_loss_of_the_subspace_alone_converges_quadratically_on_grassmann(n, k,
     assert float(torch.linalg.matrix_norm(x.detach() - top @ (top.T @ x.detach()), 2)) <= 1e-12
 
 
+def test_the_default_largest_radius_is_the_diameter_of_grassmann():
+    """Gr(d, k) is (π/2)·√k across (k principal angles of at most π/2), half St(d, k)'s π·√k bound on
+    a column's turn: the default max_radius takes the first for a Grassmann parameter (it had taken
+    the second; a review), summed in squares over the points of a batch as over parameters."""
+    g = torch.Generator().manual_seed(0)
+    x = geoopt.ManifoldParameter(Grassmann().projx(torch.randn(30, 4, generator=g)), manifold=Grassmann())
+    assert RiemannianTrustRegion([x]).max_radius == pytest.approx(0.5 * math.pi * 2)
+    batch = Grassmann().projx(torch.randn(3, 30, 4, generator=g))
+    y = geoopt.ManifoldParameter(batch, manifold=Grassmann())
+    assert RiemannianTrustRegion([y]).max_radius == pytest.approx(0.5 * math.pi * math.sqrt(12))
+    z = _on(STIEFEL, STIEFEL.projx(torch.randn(30, 4, generator=g)))
+    assert RiemannianTrustRegion([x, z]).max_radius == pytest.approx(math.pi * math.sqrt(1 + 4))
+
+
 def test_a_stall_of_a_loss_of_the_span_on_stiefel_names_grassmann():
     """The same loss on St(100, 5) (seed 1 of 4 that stall there): the warning of the stall names
     riemsvd.manifolds.Grassmann, where it converges."""

@@ -321,7 +321,10 @@ def _curvature(manifold, index: int):
 
 def _typical_distance(p: torch.Tensor, manifold) -> float:
     """π per unit column of a point on spheres or Stiefel manifolds (the most a column can turn);
-    √(entries) elsewhere, manopt's default √dim."""
+    π/2 per column on Grassmann (its diameter: k principal angles of at most π/2); √(entries)
+    elsewhere, manopt's default √dim."""
+    if isinstance(manifold, Grassmann):
+        return 0.5 * math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
     if isinstance(manifold, geoopt.Sphere):
         return math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-1])))
     if isinstance(manifold, geoopt.Stiefel):
