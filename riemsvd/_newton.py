@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from riemsvd._backend import readable_any
+from riemsvd._backend import any_in_batch
 from riemsvd._operator import Operator
 
 __all__ = ["NewtonOperator", "tcg"]
@@ -134,7 +134,7 @@ def tcg(
         r = (r[0] - a * kd[0], r[1] - a * kd[1])
         rr_new = k.dot(r, r)
         active = active & ~hits & (rr_new.sqrt() > stop)
-        if it == maxiter or not readable_any(active, default=True):
+        if it == maxiter or not any_in_batch(active):
             break
         if budget is not None and it >= 8 and it % 4 == 0:
             # the iterations at the mean rate so far, log(‖r‖²/‖r₀‖²) a step; a column that has not
