@@ -749,7 +749,7 @@ def _solve_in_float64(A, k, tol, maxiter, init, generator, options, method) -> S
     elif info.stop_reason in ("converged", "whole space") and readable_any(~info.converged, default=False):
         info.stop_reason = "stalled"  # the cast's rounding alone is above tol
     if readable_any(~info.converged, default=False):
-        message = _not_converged(info, torch.float32, A.shape, s, options, maxiter)
+        message = _not_converged(info, torch.float32, A.shape, s, options, maxiter, copy=True)
         message += batch_elements(~info.converged)
         warnings.warn(message, ConvergenceWarning, stacklevel=callers_level())
     _check_resolution(s, info)  # at tol: the products were float64 (float32's floor was 83× it; a review)
@@ -850,10 +850,12 @@ def _not_converged(
     s: torch.Tensor | None = None,
     options: SolverOptions | None = None,
     maxiter: int | None = None,
+    copy: bool = False,
 ) -> str:
     """The ConvergenceWarning's text: what happened, and the remedy that fits why (``options``: the
     solve's, whose ``max_basis``, where given, is the first suspect of a stall; ``maxiter``: the one
-    asked for, which the solve raises to the iterations k triplets need). Its callers add the batch
+    asked for, which the solve raises to the iterations k triplets need; ``copy``: a float32 A's
+    triplets from the iteration in its float64 copy, :func:`_solve_in_float64`). Its callers add the batch
     elements it is about (:func:`batch_elements`: a count alone, "on 1 of 8 matrices", named none; a
     new user's trial)."""
     s = None if s is None else s.detach()  # under torch.func.grad: torch's "requires_grad ... to a scalar"
@@ -943,6 +945,16 @@ def _not_converged(
     how = "the dense path" if info.method == "dense" else f"the iteration ({info.stop_reason})"
     if dtype != torch.float64 and info.method == "dense":
         remedy = "Loosen `tol`, or solve in float64."
+    elif dtype == torch.float32 and info.method == "iterative" and not copy and info.tol < FLOAT32_CAST_LEAST:
+        # the float32 iteration itself (a sparse A, a GPU's, one under torch.compile or beyond the
+        # copy's size): its vectors stall near 4·ε, so the triplets' own 3e-8 was advised in vain (a
+        # scipy sparse 3000×1500 A at tol 1e-8 to 2e-7 stalled at 2.65e-7 each time; a new user's
+        # trial); the dense path, below, does not reach a tol that low either
+        remedy = (
+            f"Loosen `tol` to {FLOAT32_COPY_BELOW:.1g} or more (the float32 iteration's vectors stall "
+            "near it), or solve A in float64 (`A.double()`, or `A.astype(np.float64)` for scipy's), "
+            "as a dense float32 A on the CPU is for such a tol, in a copy."
+        )
     elif dtype != torch.float64 and info.tol < FLOAT32_CAST_LEAST:
         # float32 triplets, the dense path's too, seldom come below their own rounding (a 3000×1500
         # float32 Gaussian at tol 1e-12, k = 5: the iteration 4.9e-8, the dense path 5.6e-8 at 600×300,

@@ -540,14 +540,23 @@ def test_a_stall_below_the_product_floor_does_not_quote_the_floor_as_a_limit(mon
 def test_a_float32_tol_below_its_triplets_rounding_is_not_sent_to_the_dense_path(monkeypatch):
     """Below FLOAT32_CAST_LEAST float32 triplets are their exact ones rounded, the dense path's too:
     a 3000×1500 float32 Gaussian at tol 1e-12 stalled at 4.9e-8 and was advised method='dense', whose
-    triplets of a 600×300 one came to 5.6e-8. The message asks for a tol within their reach instead."""
+    triplets of a 600×300 one came to 5.6e-8. The message asks for a tol within their reach instead:
+    the float32 iteration's own, 4.8e-7 (it had advised 3e-8, the float32 triplets' own limit, where
+    a scipy sparse float32 A stalled at 2.65e-7 for any tol from 1e-8 to 2e-7; a new user's trial),
+    or float64."""
     monkeypatch.setattr(riemsvd._solve, "_iterates_in_float64", lambda *args: False)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(400, 200, generator=g)
     with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding") as caught:
         riemsvd.solve(a, 2, tol=1e-12, generator=g, method="iterative")
     message = str(caught[0].message)
-    assert "method='dense'" not in message and "Loosen `tol` to 3e-08 or more" in message, message
+    assert "method='dense'" not in message and "Loosen `tol` to 5e-07 or more" in message, message
+    sparse = sp.random(600, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    with pytest.warns(riemsvd.ConvergenceWarning, match="below what rounding") as caught:
+        stalled = riemsvd.solve(sparse, 2, tol=1e-8)
+    assert float(stalled.info.residual) > 5e-8, stalled.info  # 1.1e-7 measured: 3e-8 is out of reach
+    message = str(caught[0].message)
+    assert "to 5e-07 or more" in message and "A.astype(np.float64)" in message, message
     with pytest.warns(riemsvd.ConvergenceWarning) as caught:
         dense = riemsvd.solve(a, 2, tol=1e-12, method="dense")
     assert float(dense.info.residual) > 1e-9  # the dense path would not have met it either
