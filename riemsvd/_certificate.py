@@ -343,7 +343,7 @@ def _one(gram: Gram, sigma: float, x: np.ndarray | None, uncertainty: float | No
         # starts at the least δ instead: in a cluster the residual stays far above λ̂'s error, which
         # is quadratic in it, and five rounds had left the bound up to 1.1e-4 above ‖A‖₂ (ten values
         # 1e-8 to 1e-4 apart at the top of 1000×600 to 700×1100; a new user's trial: 5.3e-5), 9.2e-10
-        # at most now, for one to seven more factorizations; where the first refinement's δ serves
+        # at most now, for up to nine more factorizations; where the first refinement's δ serves
         # (flat, Gaussian), as before
         s2, delta = lam, first if round_ >= 1 else max(first, 2 * residual / max(lam, _TINY))
     return upper, x

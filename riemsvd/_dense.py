@@ -299,7 +299,7 @@ _GPU_COSTS = {
 }
 
 
-def dense_svd(op: DenseOperator, k: int, tol: float, may_yield: bool = False) -> Outcome | None:
+def dense_svd(op: DenseOperator, k: int, tol: float) -> Outcome:
     """The k leading triplets of the dense operator ``op`` (batched), from a whole decomposition.
 
     Returns an :class:`Outcome` like the iteration's, with ``iterations`` 0 and ``reason``
@@ -309,13 +309,7 @@ def dense_svd(op: DenseOperator, k: int, tol: float, may_yield: bool = False) ->
     One small matrix on the CPU (``_HOST_WORK``) is decomposed and checked in numpy (its
     :class:`HostView`), as the iteration's loop is: a torch call on small arrays costs 2–5 µs against
     numpy's 1, and the path makes some sixty of them (an 8×8 float32 solve took 293 µs, a 10×256
-    one 307, where LAPACK's SVD took 15 and 64; docs/algorithm.md, "The dense path").
-
-    With ``may_yield`` (the cost model chose this path, ``method="auto"``), None where a float64 A's
-    Gram matrix cannot give σ_k (far below σ₁: a top that decays fast, or a rank below k) and k is
-    small beside min(m, n) (:func:`_yields`): the caller iterates instead of the SVD that would follow
-    here, on the spectra where the iteration converges fastest (a new user's trial: 3072×768 at k =
-    32, the SVD's 0.87 s against the iteration's 0.10)."""
+    one 307, where LAPACK's SVD took 15 and 64; docs/algorithm.md, "The dense path")."""
     a = op.a.detach() if op.scale is None else op.a.detach() * op.scale
     m, n = op.shape
     host = op.on_host() if a.dim() == 2 and m * n * k <= _HOST_WORK else None
@@ -345,8 +339,6 @@ def dense_svd(op: DenseOperator, k: int, tol: float, may_yield: bool = False) ->
         svd_may_help = not (u is not None and tol < FLOAT32_CAST_LEAST)
     else:
         svd_may_help = gram and u is not None
-    if u is None and may_yield and op.dtype == torch.float64 and gram and _yields(m, n, k, a.dim()):
-        return None
     if u is None:
         u, v = (side.adopt(x) for side, x in zip((work.left, work.right), _svd_triplets(a, k)))
     assert u is not None and v is not None  # a pair, from the Gram matrix or the SVD
@@ -365,19 +357,6 @@ def dense_svd(op: DenseOperator, k: int, tol: float, may_yield: bool = False) ->
         u, s, v, residual, errors = verify(work, _contiguous(u_), _contiguous(v_), None, tol)
     s, residual, errors = (torch.as_tensor(x).to(op.device, op.dtype) for x in (s, residual, errors))
     return Outcome(u, s, v, residual <= tol, residual, 0, [], errors, "whole space", 0, "dense")
-
-
-def _yields(m: int, n: int, k: int, dims: int) -> bool:
-    """Whether the dense path, where the model chose it and a float64 Gram matrix cannot give σ_k,
-    yields to the iteration rather than take the SVD (:func:`dense_svd`): for k up to a quarter of
-    min(m, n), from 128 wide. Measured (one thread, float64, tol 1e-12; spectra 10^(−i/4), 10^(−i/8)
-    and rank 5; the yield's time over the SVD's, the Gram matrix's try included): 0.22–0.80 at k ≤
-    p/4 from 200×100 to 3072×768 (0.84–1.04 at 3072×768, k = 192), 0.45–1.0 at 128×128 to 256×128;
-    0.78–1.21 at k = p/2 and 1.8–2.1 at 3072×768, k = 384; 0.97–1.38 at 64×64 and 96×96, where the
-    iteration's own cost, about 1.5 ms, is the SVD's. One matrix (``dims`` 2) only: batches not
-    measured."""
-    p = min(m, n)
-    return dims == 2 and p >= 128 and 4 * k <= p
 
 
 # Up to this many m·n·k a single CPU matrix's dense path runs in numpy (dense_svd): its products and

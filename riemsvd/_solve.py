@@ -486,17 +486,14 @@ def execute(problem: Problem, a=None) -> tuple[Outcome, SolveInfo, Operator]:
         or method == "auto"
         and prefer_dense(op.shape, op.batch_shape.numel(), k, op.dtype, op.device, tol)
     )
-    out: Outcome | None = None
     if op.batch_shape.numel() == 0:
         out = empty_outcome(op, k, "iterative" if method == "auto" else method)
     elif dense:
         assert isinstance(op, DenseOperator)  # dense is only chosen for one
         op.check_entries()  # where prepare left them to the one pass, which this path does not make
         with dense_threads(op.device), no_autocast(op.device):
-            # where the model chose it, the path yields to the iteration for a top too steep for the
-            # Gram matrix, on which the iteration beats the SVD (dense_svd)
-            out = dense_svd(op, k, tol, may_yield=method == "auto")
-    if out is None:
+            out = dense_svd(op, k, tol)
+    else:
         each = method != "trust-region" and one_at_a_time(op, k)
         # the steps' products in one pass over A, on its own threads (claimed before they are limited)
         iterative = not each and method != "trust-region"

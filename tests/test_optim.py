@@ -1171,9 +1171,10 @@ def test_a_loss_of_the_subspace_alone_converges_quadratically_on_grassmann(n, k,
 
 
 def test_the_default_largest_radius_is_the_diameter_of_grassmann():
-    """Gr(d, k) is (π/2)·√k across (k principal angles of at most π/2), half St(d, k)'s π·√k bound on
-    a column's turn: the default max_radius takes the first for a Grassmann parameter (it had taken
-    the second; a review), summed in squares over the points of a batch as over parameters."""
+    """Gr(d, k) is (π/2)·√k across for k ≤ d/2 (k principal angles of at most π/2), half St(d, k)'s
+    π·√k bound on a column's turn: the default max_radius takes the first for a Grassmann parameter
+    (it had taken the second; a review), summed in squares over the points of a batch as over
+    parameters."""
     g = torch.Generator().manual_seed(0)
     x = geoopt.ManifoldParameter(Grassmann().projx(torch.randn(30, 4, generator=g)), manifold=Grassmann())
     assert RiemannianTrustRegion([x]).max_radius == pytest.approx(0.5 * math.pi * 2)

@@ -56,24 +56,13 @@ class Grassmann(geoopt.EuclideanStiefel):
         return self.proju(y, v)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """The geodesic from span(x) along ``u`` at time 1: x cos(√S) + u sinc(√S), S = uᵀu (k×k),
-        where sinc(√S) = (√S)⁻¹ sin(√S); with u = W diag(θ) Vᵀ that is x V cos(θ) Vᵀ + W sin(θ) Vᵀ,
-        orthonormal as it is, the basis x carried along the geodesic (x itself at u = 0): geoopt's
-        ``expmap_transp`` transports by projection onto it, which a basis re-orthonormalized by QR,
-        its columns' signs flipped, had turned into another tangent vector (momentum SGD on exact
-        geodesics stalled 0.06 off the subspace; a review). Both functions of S come from one
-        matrix exponential, of [[0, −S/c], [c·I, 0]] (2k×2k; c = max(1, ‖u‖_F) balances its blocks),
-        whose lower blocks are c·sinc(√S) and cos(√S): differentiable everywhere, where the
-        gradient through an SVD of u was NaN at u = 0 and wherever u has repeated singular values
-        (a rank-deficient step; torch's SVD backward divides by their differences)."""
-        k = u.shape[-1]
-        s = u.mT @ u
-        c = torch.linalg.matrix_norm(u).detach().clamp(min=1.0)[..., None, None]  # any c > 0 is exact
-        eye = torch.eye(k, dtype=u.dtype, device=u.device).expand_as(s)
-        zero = torch.zeros_like(s)
-        m = torch.cat([torch.cat([zero, -s / c], -1), torch.cat([c * eye, zero], -1)], -2)
-        e = torch.linalg.matrix_exp(m)
-        return x @ e[..., k:, k:] + u @ (e[..., k:, :k] / c)
+        """The geodesic from span(x) along ``u`` at time 1: with u = W diag(θ) Vᵀ (thin SVD),
+        x V cos(θ) Vᵀ + W sin(θ) Vᵀ, orthonormal as it is, and the basis x carried along the geodesic
+        (x itself at u = 0): geoopt's ``expmap_transp`` transports by projection onto it, which a basis
+        re-orthonormalized by QR, its columns' signs flipped, had turned into another tangent vector
+        (momentum SGD on exact geodesics stalled 0.06 off the subspace; a review)."""
+        w, theta, vt = torch.linalg.svd(u, full_matrices=False)
+        return ((x @ vt.mT) * torch.cos(theta)[..., None, :] + w * torch.sin(theta)[..., None, :]) @ vt
 
     def ehess2rhess(
         self, x: torch.Tensor, egrad: torch.Tensor, ehess: torch.Tensor, u: torch.Tensor

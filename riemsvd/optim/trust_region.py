@@ -321,7 +321,7 @@ def _curvature(manifold, index: int):
 
 def _typical_distance(p: torch.Tensor, manifold) -> float:
     """π per unit column of a point on spheres or Stiefel manifolds (the most a column can turn);
-    π/2 per column on Grassmann (its diameter: k principal angles of at most π/2); √(entries)
+    π/2 per column on Grassmann (its diameter where k ≤ d/2: principal angles of at most π/2); √(entries)
     elsewhere, manopt's default √dim."""
     if isinstance(manifold, Grassmann):
         return 0.5 * math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
