@@ -368,17 +368,13 @@ def any_in_batch(t: torch.Tensor) -> bool:
     CG's loop stops with it once no column is active: under vmap ``t.any()`` cannot be read, and CG
     ran to its cap (1400 iterations where 95 served: ``vmap(grad)`` of a loss of U, a (4, 200, 150)
     A at k = 4, took 63 times the eager backward's time; a new user's trial)."""
-    try:
-        return bool(t.any())
-    except RuntimeError:  # data-dependent control flow refused: inside a torch.func transform
-        pass
     functorch = torch._C._functorch
     try:
         while functorch.is_functorch_wrapped_tensor(t):
             t = functorch.get_unwrapped(t)
-        return bool(t.any())
     except (RuntimeError, AttributeError):  # a torch without these, or a wrapper that will not unwrap
-        return True
+        pass
+    return readable_any(t, default=True)
 
 
 def batch_elements(bad: torch.Tensor) -> str:

@@ -323,12 +323,11 @@ def _typical_distance(p: torch.Tensor, manifold) -> float:
     """π per unit column of a point on spheres or Stiefel manifolds (the most a column can turn);
     π/2 per column on Grassmann (its diameter where k ≤ d/2: principal angles of at most π/2); √(entries)
     elsewhere, manopt's default √dim."""
-    if isinstance(manifold, Grassmann):
-        return 0.5 * math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
     if isinstance(manifold, geoopt.Sphere):
         return math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-1])))
-    if isinstance(manifold, geoopt.Stiefel):
-        return math.pi * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
+    if isinstance(manifold, geoopt.Stiefel):  # Grassmann's points too
+        turn = 0.5 * math.pi if isinstance(manifold, Grassmann) else math.pi
+        return turn * math.sqrt(max(1, p.numel() // max(1, p.shape[-2])))
     return math.sqrt(max(1, p.numel()))
 
 
